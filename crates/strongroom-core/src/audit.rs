@@ -1,0 +1,440 @@
+//! Audit events and the per-tenant hash chain.
+//!
+//! Every event stores the hash of the tenant's previous event; an event's own
+//! hash covers that link and every field, so removing, inserting, reordering
+//! or editing any event breaks verification at that point. An event never
+//! carries a secret value: there is no field that could hold one.
+
+use ring::digest;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{CredentialId, EventId, PrincipalId, TenantId};
+use crate::time::Timestamp;
+
+/// The hash a tenant's first event links to.
+pub const GENESIS_HASH: [u8; 32] = [0u8; 32];
+
+/// What was done. Stable dotted names, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Action {
+    /// A tenant was created.
+    TenantCreate,
+    /// A tenant was suspended, resumed or shredded.
+    TenantStatus,
+    /// Tenant settings changed.
+    TenantSettings,
+    /// A tenant KEK version was added.
+    TenantKeyRotate,
+    /// A principal was created.
+    PrincipalCreate,
+    /// A principal was enabled or disabled.
+    PrincipalStatus,
+    /// An identity binding was created.
+    BindingCreate,
+    /// An identity binding was deleted.
+    BindingDelete,
+    /// An environment was created.
+    EnvironmentCreate,
+    /// An environment was deleted.
+    EnvironmentDelete,
+    /// A credential was created.
+    CredentialCreate,
+    /// A credential's metadata was read.
+    CredentialGet,
+    /// Credentials were listed.
+    CredentialList,
+    /// A credential's value was revealed.
+    CredentialReveal,
+    /// A credential was rotated.
+    CredentialRotate,
+    /// A credential was rolled back.
+    CredentialRollback,
+    /// A credential was revoked.
+    CredentialRevoke,
+    /// A credential's values were destroyed.
+    CredentialDestroy,
+    /// A credential was injected by the relay.
+    CredentialInject,
+    /// A grant was created.
+    GrantCreate,
+    /// A grant was revoked.
+    GrantRevoke,
+    /// An access check was asked for.
+    PolicyCheck,
+    /// The audit log was read.
+    AuditQuery,
+    /// Anything else (named in `reason_code`).
+    Other,
+}
+
+impl Action {
+    /// Every action.
+    pub const ALL: [Action; 24] = [
+        Self::TenantCreate,
+        Self::TenantStatus,
+        Self::TenantSettings,
+        Self::TenantKeyRotate,
+        Self::PrincipalCreate,
+        Self::PrincipalStatus,
+        Self::BindingCreate,
+        Self::BindingDelete,
+        Self::EnvironmentCreate,
+        Self::EnvironmentDelete,
+        Self::CredentialCreate,
+        Self::CredentialGet,
+        Self::CredentialList,
+        Self::CredentialReveal,
+        Self::CredentialRotate,
+        Self::CredentialRollback,
+        Self::CredentialRevoke,
+        Self::CredentialDestroy,
+        Self::CredentialInject,
+        Self::GrantCreate,
+        Self::GrantRevoke,
+        Self::PolicyCheck,
+        Self::AuditQuery,
+        Self::Other,
+    ];
+
+    /// Stable text form.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::TenantCreate => "tenant.create",
+            Self::TenantStatus => "tenant.status",
+            Self::TenantSettings => "tenant.settings",
+            Self::TenantKeyRotate => "tenant.key_rotate",
+            Self::PrincipalCreate => "principal.create",
+            Self::PrincipalStatus => "principal.status",
+            Self::BindingCreate => "binding.create",
+            Self::BindingDelete => "binding.delete",
+            Self::EnvironmentCreate => "environment.create",
+            Self::EnvironmentDelete => "environment.delete",
+            Self::CredentialCreate => "credential.create",
+            Self::CredentialGet => "credential.get",
+            Self::CredentialList => "credential.list",
+            Self::CredentialReveal => "credential.reveal",
+            Self::CredentialRotate => "credential.rotate",
+            Self::CredentialRollback => "credential.rollback",
+            Self::CredentialRevoke => "credential.revoke",
+            Self::CredentialDestroy => "credential.destroy",
+            Self::CredentialInject => "credential.inject",
+            Self::GrantCreate => "grant.create",
+            Self::GrantRevoke => "grant.revoke",
+            Self::PolicyCheck => "policy.check",
+            Self::AuditQuery => "audit.query",
+            Self::Other => "other",
+        }
+    }
+
+    /// Parses the stable text form.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+}
+
+/// How the attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Done.
+    Allowed,
+    /// Refused by policy.
+    Denied,
+    /// Failed.
+    Error,
+}
+
+impl Outcome {
+    /// Stable text form.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+            Self::Error => "error",
+        }
+    }
+
+    /// Parses the stable text form.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "allowed" => Some(Self::Allowed),
+            "denied" => Some(Self::Denied),
+            "error" => Some(Self::Error),
+            _ => None,
+        }
+    }
+}
+
+/// An event before the store links it into the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditDraft {
+    /// Event id.
+    pub id: EventId,
+    /// When it happened.
+    pub at: Timestamp,
+    /// The acting principal (none for platform operations by an operator
+    /// without a tenant principal).
+    pub principal: Option<PrincipalId>,
+    /// The acting principal's name, or the platform operator's identity.
+    pub actor: String,
+    /// End user the caller acted for.
+    pub on_behalf_of: Option<String>,
+    /// What was done.
+    pub action: Action,
+    /// Credential involved.
+    pub credential: Option<CredentialId>,
+    /// Its name (or the name asked for).
+    pub credential_name: Option<String>,
+    /// Version involved.
+    pub version: Option<u32>,
+    /// Environment involved.
+    pub environment: Option<String>,
+    /// The stated purpose.
+    pub purpose: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// A stable reason code (`ALLOWED_BY_GRANT`, `NO_MATCHING_GRANT`, ...).
+    pub reason_code: String,
+    /// Caller's address.
+    pub peer: Option<String>,
+    /// The request id.
+    pub request_id: Option<String>,
+    /// Trace id.
+    pub trace_id: Option<String>,
+    /// Further non-secret details (target ids, destination host), as text.
+    pub detail: Option<String>,
+}
+
+impl AuditDraft {
+    /// A draft with the given action and outcome, now, everything else empty.
+    pub fn new(action: Action, outcome: Outcome, reason_code: impl Into<String>) -> Self {
+        Self {
+            id: EventId::generate(),
+            at: Timestamp::now(),
+            principal: None,
+            actor: String::new(),
+            on_behalf_of: None,
+            action,
+            credential: None,
+            credential_name: None,
+            version: None,
+            environment: None,
+            purpose: None,
+            outcome,
+            reason_code: reason_code.into(),
+            peer: None,
+            request_id: None,
+            trace_id: None,
+            detail: None,
+        }
+    }
+
+    /// Links the draft into the chain as event `sequence` of `tenant` after
+    /// an event with hash `prev_hash`.
+    pub fn seal(self, tenant: TenantId, sequence: u64, prev_hash: [u8; 32]) -> AuditEvent {
+        let mut event = AuditEvent {
+            tenant,
+            sequence,
+            draft: self,
+            prev_hash,
+            hash: [0u8; 32],
+        };
+        event.hash = event.compute_hash();
+        event
+    }
+}
+
+/// An event as stored: a draft linked into its tenant's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// Position in the tenant's chain, from 1.
+    pub sequence: u64,
+    /// The event's fields.
+    pub draft: AuditDraft,
+    /// Hash of the previous event (`GENESIS_HASH` for the first).
+    pub prev_hash: [u8; 32],
+    /// Hash of this event.
+    pub hash: [u8; 32],
+}
+
+struct Hasher(digest::Context);
+
+impl Hasher {
+    fn bytes(&mut self, b: &[u8]) {
+        self.0.update(&(b.len() as u64).to_be_bytes());
+        self.0.update(b);
+    }
+    fn opt(&mut self, b: Option<&[u8]>) {
+        match b {
+            None => self.0.update(&[0]),
+            Some(b) => {
+                self.0.update(&[1]);
+                self.bytes(b);
+            }
+        }
+    }
+}
+
+impl AuditEvent {
+    /// The hash this event should have: SHA-256 over a domain tag, the
+    /// previous hash, the tenant, the sequence and every field, each length-
+    /// prefixed so no two different events encode alike.
+    pub fn compute_hash(&self) -> [u8; 32] {
+        let d = &self.draft;
+        let mut h = Hasher(digest::Context::new(&digest::SHA256));
+        h.bytes(b"strongroom/audit/v1");
+        h.bytes(&self.prev_hash);
+        h.bytes(self.tenant.as_uuid().as_bytes());
+        h.bytes(&self.sequence.to_be_bytes());
+        h.bytes(d.id.as_uuid().as_bytes());
+        h.bytes(&d.at.as_micros().to_be_bytes());
+        let principal = d.principal.map(|p| p.as_uuid());
+        h.opt(principal.as_ref().map(|p| p.as_bytes().as_slice()));
+        h.bytes(d.actor.as_bytes());
+        h.opt(d.on_behalf_of.as_deref().map(str::as_bytes));
+        h.bytes(d.action.as_str().as_bytes());
+        let credential = d.credential.map(|c| c.as_uuid());
+        h.opt(credential.as_ref().map(|c| c.as_bytes().as_slice()));
+        h.opt(d.credential_name.as_deref().map(str::as_bytes));
+        let version = d.version.map(u32::to_be_bytes);
+        h.opt(version.as_ref().map(<[u8; 4]>::as_slice));
+        h.opt(d.environment.as_deref().map(str::as_bytes));
+        h.opt(d.purpose.as_deref().map(str::as_bytes));
+        h.bytes(d.outcome.as_str().as_bytes());
+        h.bytes(d.reason_code.as_bytes());
+        h.opt(d.peer.as_deref().map(str::as_bytes));
+        h.opt(d.request_id.as_deref().map(str::as_bytes));
+        h.opt(d.trace_id.as_deref().map(str::as_bytes));
+        h.opt(d.detail.as_deref().map(str::as_bytes));
+        let out = h.0.finish();
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(out.as_ref());
+        hash
+    }
+}
+
+/// Where a chain verification stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    /// The sequence number of the first event that does not verify (or that
+    /// is missing).
+    pub sequence: u64,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+/// Incremental verifier of a tenant's chain; feed events in sequence order.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    expected_sequence: u64,
+    prev_hash: [u8; 32],
+    checked: u64,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        Self {
+            expected_sequence: 1,
+            prev_hash: GENESIS_HASH,
+            checked: 0,
+        }
+    }
+}
+
+impl ChainVerifier {
+    /// Checks the next event: its sequence follows, it links to the previous
+    /// hash, and its own hash matches its contents.
+    pub fn push(&mut self, event: &AuditEvent) -> Result<(), ChainBreak> {
+        if event.sequence != self.expected_sequence {
+            return Err(ChainBreak {
+                sequence: self.expected_sequence,
+                reason: "event missing or out of order",
+            });
+        }
+        if event.prev_hash != self.prev_hash {
+            return Err(ChainBreak {
+                sequence: event.sequence,
+                reason: "link to the previous event does not match",
+            });
+        }
+        if event.compute_hash() != event.hash {
+            return Err(ChainBreak {
+                sequence: event.sequence,
+                reason: "event contents do not match its hash",
+            });
+        }
+        self.prev_hash = event.hash;
+        self.expected_sequence += 1;
+        self.checked += 1;
+        Ok(())
+    }
+
+    /// Events verified so far.
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+
+    /// Hash of the last verified event (the chain head).
+    pub fn head(&self) -> [u8; 32] {
+        self.prev_hash
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn chain(n: u64) -> Vec<AuditEvent> {
+        let tenant = TenantId::generate();
+        let mut prev = GENESIS_HASH;
+        (1..=n)
+            .map(|seq| {
+                let mut d = AuditDraft::new(
+                    Action::CredentialReveal,
+                    Outcome::Allowed,
+                    "ALLOWED_BY_GRANT",
+                );
+                d.credential_name = Some(format!("c{seq}"));
+                let e = d.seal(tenant, seq, prev);
+                prev = e.hash;
+                e
+            })
+            .collect()
+    }
+
+    fn verify(events: &[AuditEvent]) -> Result<u64, ChainBreak> {
+        let mut v = ChainVerifier::default();
+        for e in events {
+            v.push(e)?;
+        }
+        Ok(v.checked())
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        assert_eq!(verify(&chain(5)), Ok(5));
+    }
+
+    #[test]
+    fn edit_removal_insertion_and_reorder_are_detected() {
+        let mut edited = chain(5);
+        edited[2].draft.outcome = Outcome::Denied;
+        assert_eq!(verify(&edited).unwrap_err().sequence, 3);
+
+        let mut removed = chain(5);
+        removed.remove(1);
+        assert_eq!(verify(&removed).unwrap_err().sequence, 2);
+
+        let mut reordered = chain(5);
+        reordered.swap(1, 2);
+        assert_eq!(verify(&reordered).unwrap_err().sequence, 2);
+
+        // A forged event re-sealed with correct hash but wrong link.
+        let mut forged = chain(5);
+        let d = forged[3].draft.clone();
+        forged[3] = d.seal(forged[3].tenant, 4, [7u8; 32]);
+        assert_eq!(verify(&forged).unwrap_err().sequence, 4);
+    }
+}

@@ -1,0 +1,281 @@
+//! Credential metadata, versions and their lifecycle states.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::ids::{CredentialId, PrincipalId, TenantId};
+use crate::names::{CredentialName, Environment, ServiceLabel, Tag};
+use crate::time::Timestamp;
+use crate::value::CredentialType;
+
+/// Lifecycle status of a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialStatus {
+    /// Usable.
+    Active,
+    /// Past its `expires_at`; refused.
+    Expired,
+    /// Revoked by an operator; refused.
+    Revoked,
+}
+
+impl CredentialStatus {
+    /// Stable text form, as stored.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// Parses the stable text form.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "active" => Ok(Self::Active),
+            "expired" => Ok(Self::Expired),
+            "revoked" => Ok(Self::Revoked),
+            _ => Err(Error::invalid("status", "unknown credential status")),
+        }
+    }
+}
+
+/// The state of one version relative to the credential's current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionState {
+    /// The version reveals and injections use.
+    Current,
+    /// The most recent version other than the current one: what a rollback
+    /// usually returns to.
+    Previous,
+    /// Any older retained version.
+    Retired,
+}
+
+/// How a credential is added to an outbound request by the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InjectionTemplate {
+    /// `Authorization: Bearer <field>`.
+    Bearer {
+        /// Value field to use (`api_key`, `access_token`).
+        field: String,
+    },
+    /// `Authorization: Basic base64(username:password)`.
+    Basic,
+    /// A named header, with an optional prefix before the value.
+    Header {
+        /// Header name.
+        name: String,
+        /// Value field to use.
+        field: String,
+        /// Text put before the value (`Token `).
+        prefix: String,
+    },
+    /// A query parameter.
+    Query {
+        /// Parameter name.
+        name: String,
+        /// Value field to use.
+        field: String,
+    },
+}
+
+/// When a credential should be rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationPolicy {
+    /// Rotate this long after the current version was written.
+    pub period_days: u32,
+    /// Start reminding this long before the period ends.
+    pub reminder_days: u32,
+}
+
+impl Default for RotationPolicy {
+    fn default() -> Self {
+        Self {
+            period_days: 90,
+            reminder_days: 14,
+        }
+    }
+}
+
+/// Rotation health of a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationStatus {
+    /// Not due yet.
+    Healthy,
+    /// Within the reminder window.
+    DueSoon,
+    /// Past the rotation period.
+    Overdue,
+}
+
+impl RotationPolicy {
+    /// Checks bounds: period 1-3650 days, reminder shorter than the period.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=3650).contains(&self.period_days) {
+            return Err(Error::invalid("rotation.period_days", "must be 1-3650"));
+        }
+        if self.reminder_days >= self.period_days {
+            return Err(Error::invalid(
+                "rotation.reminder_days",
+                "must be shorter than the period",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The status of a credential whose current version was written at
+    /// `rotated_at`, as of `now`.
+    pub fn status(&self, rotated_at: Timestamp, now: Timestamp) -> RotationStatus {
+        let day = Duration::from_secs(86_400);
+        let due = rotated_at.plus(day * self.period_days);
+        let remind = due.minus(day * self.reminder_days);
+        if now >= due {
+            RotationStatus::Overdue
+        } else if now >= remind {
+            RotationStatus::DueSoon
+        } else {
+            RotationStatus::Healthy
+        }
+    }
+}
+
+/// A credential's metadata: everything but its value. Viewers see this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// Id, unique within the tenant.
+    pub id: CredentialId,
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// The environment it lives in.
+    pub environment: Environment,
+    /// Path-like name, unique per (tenant, environment).
+    pub name: CredentialName,
+    /// Service label (`openai`).
+    pub service: ServiceLabel,
+    /// Type of its value.
+    pub kind: CredentialType,
+    /// Free text.
+    pub description: String,
+    /// Tags for filtering.
+    pub tags: Vec<Tag>,
+    /// Scopes the credential grants at its service (informational).
+    pub scopes: Vec<String>,
+    /// The end user owning it, if owner-scoped.
+    pub owner: Option<String>,
+    /// Lifecycle status.
+    pub status: CredentialStatus,
+    /// The version reveals use.
+    pub current_version: u32,
+    /// The highest version number ever written.
+    pub latest_version: u32,
+    /// When the current version was written (for rotation status).
+    pub rotated_at: Timestamp,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last metadata or version change.
+    pub updated_at: Timestamp,
+    /// Refused after this time.
+    pub expires_at: Option<Timestamp>,
+    /// When it was revoked.
+    pub revoked_at: Option<Timestamp>,
+    /// Why it was revoked.
+    pub revoke_reason: Option<String>,
+    /// When its values were destroyed (metadata is kept for audit).
+    pub destroyed_at: Option<Timestamp>,
+    /// Rotation schedule; `None` uses the tenant default.
+    pub rotation: Option<RotationPolicy>,
+    /// How the relay injects it.
+    pub injection: Option<InjectionTemplate>,
+    /// Who created it.
+    pub created_by: PrincipalId,
+}
+
+impl Credential {
+    /// The status as of `now`: an active credential past `expires_at` reads
+    /// as expired.
+    pub fn effective_status(&self, now: Timestamp) -> CredentialStatus {
+        match (self.status, self.expires_at) {
+            (CredentialStatus::Active, Some(at)) if now >= at => CredentialStatus::Expired,
+            (status, _) => status,
+        }
+    }
+
+    /// Fails with `FailedPrecondition` unless the credential's value may be
+    /// used now: not revoked, not expired, not destroyed.
+    pub fn ensure_usable(&self, now: Timestamp) -> Result<()> {
+        if self.destroyed_at.is_some() {
+            return Err(Error::precondition("credential values were destroyed"));
+        }
+        match self.effective_status(now) {
+            CredentialStatus::Active => Ok(()),
+            CredentialStatus::Revoked => Err(Error::precondition("credential is revoked")),
+            CredentialStatus::Expired => Err(Error::precondition("credential has expired")),
+        }
+    }
+}
+
+/// One stored version of a credential's value, still encrypted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    /// The credential.
+    pub credential: CredentialId,
+    /// Version number, from 1.
+    pub version: u32,
+    /// The sealed envelope; `None` once destroyed.
+    pub envelope: Option<Vec<u8>>,
+    /// The tenant KEK version that wrapped its data key.
+    pub kek_version: u32,
+    /// When it was written.
+    pub created_at: Timestamp,
+    /// Who wrote it.
+    pub created_by: PrincipalId,
+}
+
+impl std::fmt::Debug for StoredVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredVersion")
+            .field("credential", &self.credential)
+            .field("version", &self.version)
+            .field("envelope_len", &self.envelope.as_ref().map(Vec::len))
+            .field("kek_version", &self.kek_version)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+impl StoredVersion {
+    /// This version's state given the credential's current version and the
+    /// retained version numbers.
+    pub fn state(&self, current: u32, previous: Option<u32>) -> VersionState {
+        if self.version == current {
+            VersionState::Current
+        } else if Some(self.version) == previous {
+            VersionState::Previous
+        } else {
+            VersionState::Retired
+        }
+    }
+}
+
+/// Filters for listing credentials; every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialFilter {
+    /// Only this environment.
+    pub environment: Option<Environment>,
+    /// Only this service.
+    pub service: Option<ServiceLabel>,
+    /// Only this type.
+    pub kind: Option<CredentialType>,
+    /// Only this stored status.
+    pub status: Option<CredentialStatus>,
+    /// Only credentials carrying this tag.
+    pub tag: Option<Tag>,
+    /// Only names starting with this text.
+    pub name_prefix: Option<String>,
+}

@@ -1,0 +1,104 @@
+//! The core error type: a small, fixed set of codes shared by every layer.
+//!
+//! Messages are written for the caller and never carry secret material. The
+//! server maps each variant to exactly one gRPC status code.
+
+use std::borrow::Cow;
+
+/// Result alias for the core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a strongroom operation.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The request is malformed; `field` names the offending field.
+    #[error("invalid {field}: {message}")]
+    InvalidArgument {
+        /// The request field (dotted path) that failed validation.
+        field: Cow<'static, str>,
+        /// Why it failed, without echoing secret input.
+        message: Cow<'static, str>,
+    },
+    /// The named thing does not exist in the caller's tenant (or the caller
+    /// may not know that it exists).
+    #[error("{0} not found")]
+    NotFound(Cow<'static, str>),
+    /// A thing with the same unique key already exists.
+    #[error("{0} already exists")]
+    AlreadyExists(Cow<'static, str>),
+    /// The caller is authenticated but not allowed to do this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(Cow<'static, str>),
+    /// The caller could not be authenticated.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(Cow<'static, str>),
+    /// The target is in a state that forbids the operation (revoked, expired,
+    /// destroyed, suspended, concurrently modified).
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(Cow<'static, str>),
+    /// The caller exceeded a rate limit or quota.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(Cow<'static, str>),
+    /// A dependency (the database, the audit log) is unavailable; retrying
+    /// later may succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(Cow<'static, str>),
+    /// The operation is part of the API but not served by this build.
+    #[error("unimplemented: {0}")]
+    Unimplemented(Cow<'static, str>),
+    /// An internal failure. The message is for server logs; the caller only
+    /// sees a generic message and a request id.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// An `InvalidArgument` for `field`.
+    pub fn invalid(
+        field: impl Into<Cow<'static, str>>,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A `NotFound` naming what was looked for.
+    pub fn not_found(what: impl Into<Cow<'static, str>>) -> Self {
+        Self::NotFound(what.into())
+    }
+
+    /// An `AlreadyExists` naming what collided.
+    pub fn already_exists(what: impl Into<Cow<'static, str>>) -> Self {
+        Self::AlreadyExists(what.into())
+    }
+
+    /// A `PermissionDenied` with a reason the caller may see.
+    pub fn denied(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::PermissionDenied(reason.into())
+    }
+
+    /// A `FailedPrecondition` with a reason the caller may see.
+    pub fn precondition(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::FailedPrecondition(reason.into())
+    }
+
+    /// An `Internal` error carrying a message for the server log only.
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Self::Internal(message.to_string())
+    }
+
+    /// Prefixes the field of an `InvalidArgument` with `parent.`, so nested
+    /// validation reports the full path (`value.db_connection.port`).
+    #[must_use]
+    pub fn within(self, parent: &str) -> Self {
+        match self {
+            Self::InvalidArgument { field, message } => Self::InvalidArgument {
+                field: format!("{parent}.{field}").into(),
+                message,
+            },
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The domain core of strongroom.
+//!
+//! Everything here is free of I/O, gRPC and SQL: domain newtypes parsed at the
+//! edge, typed credential values that redact themselves, principals and roles,
+//! grants and the default-deny policy evaluation, the audit event and its
+//! per-tenant hash chain, and the storage trait that backends implement.
+//!
+//! Tenant data is reachable only through a [`scope::TenantScope`], and a scope
+//! can only be obtained from an [`scope::Authenticated`] caller produced by the
+//! [`scope::Authenticator`].
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod audit;
+pub mod credential;
+pub mod error;
+pub mod ids;
+pub mod names;
+pub mod page;
+pub mod policy;
+pub mod principal;
+pub mod scope;
+pub mod store;
+pub mod tenant;
+pub mod time;
+pub mod value;
+
+pub use error::{Error, Result};

@@ -1,0 +1,644 @@
+//! Grants and the policy evaluation. Default deny: a principal may do only
+//! what its role or a live grant allows, and a role that forbids values (the
+//! viewer) caps every grant.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::error::{Error, Result};
+use crate::ids::{GrantId, PrincipalId, TenantId};
+use crate::names::{CredentialName, Environment};
+use crate::principal::{Principal, Role};
+use crate::time::Timestamp;
+
+/// Something a principal may do with a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// See that it exists in listings.
+    List,
+    /// Read its metadata.
+    ReadMetadata,
+    /// Use it through the relay without receiving the value.
+    Inject,
+    /// Receive the value.
+    Reveal,
+    /// Create it or change its metadata.
+    Write,
+    /// Write new versions, roll back.
+    Rotate,
+    /// Revoke, destroy, and manage grants on it.
+    Admin,
+}
+
+impl Capability {
+    /// Every capability, in bit order.
+    pub const ALL: [Capability; 7] = [
+        Self::List,
+        Self::ReadMetadata,
+        Self::Inject,
+        Self::Reveal,
+        Self::Write,
+        Self::Rotate,
+        Self::Admin,
+    ];
+
+    const fn bit(&self) -> u8 {
+        match self {
+            Self::List => 1,
+            Self::ReadMetadata => 1 << 1,
+            Self::Inject => 1 << 2,
+            Self::Reveal => 1 << 3,
+            Self::Write => 1 << 4,
+            Self::Rotate => 1 << 5,
+            Self::Admin => 1 << 6,
+        }
+    }
+
+    /// Stable text form, as stored.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::List => "list",
+            Self::ReadMetadata => "read_metadata",
+            Self::Inject => "inject",
+            Self::Reveal => "reveal",
+            Self::Write => "write",
+            Self::Rotate => "rotate",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Whether using this capability hands out (or uses) the value.
+    pub const fn touches_value(&self) -> bool {
+        matches!(self, Self::Inject | Self::Reveal)
+    }
+}
+
+/// A set of capabilities. Granting a stronger capability implies the weaker
+/// ones it needs: `reveal` implies `inject`; every capability implies
+/// `read_metadata` and `list`; `admin` implies all.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Capabilities(u8);
+
+impl Capabilities {
+    /// No capability.
+    pub const NONE: Capabilities = Capabilities(0);
+    /// Every capability.
+    pub const ALL: Capabilities = Capabilities(0x7f);
+
+    /// The set of exactly the given capabilities (no implication applied).
+    pub fn of(caps: &[Capability]) -> Self {
+        Self(caps.iter().fold(0, |acc, c| acc | c.bit()))
+    }
+
+    /// This set with implied capabilities added.
+    #[must_use]
+    pub fn closure(self) -> Self {
+        let mut bits = self.0;
+        if bits & Capability::Admin.bit() != 0 {
+            return Self::ALL;
+        }
+        if bits & Capability::Reveal.bit() != 0 {
+            bits |= Capability::Inject.bit();
+        }
+        if bits != 0 {
+            bits |= Capability::ReadMetadata.bit() | Capability::List.bit();
+        }
+        Self(bits)
+    }
+
+    /// Whether `cap` is in the set (after implication).
+    pub fn allows(&self, cap: Capability) -> bool {
+        self.closure().0 & cap.bit() != 0
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// The capabilities as listed (no implication applied).
+    pub fn iter(&self) -> impl Iterator<Item = Capability> + '_ {
+        Capability::ALL
+            .into_iter()
+            .filter(|c| self.0 & c.bit() != 0)
+    }
+
+    /// The raw bits, as stored.
+    pub const fn bits(&self) -> u8 {
+        self.0
+    }
+
+    /// From stored bits; unknown bits are dropped.
+    pub const fn from_bits(bits: u8) -> Self {
+        Self(bits & 0x7f)
+    }
+}
+
+impl fmt::Debug for Capabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(self.iter().map(|c| c.as_str()))
+            .finish()
+    }
+}
+
+/// Which credential names a grant covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Selector {
+    /// Exactly this name.
+    Exact(CredentialName),
+    /// Every name under this prefix: `llm/*` covers `llm/openai` and
+    /// `llm/a/b`; `*` alone covers everything.
+    Prefix(String),
+}
+
+impl Selector {
+    /// Parses `llm/openai`, `llm/*` or `*`.
+    pub fn parse(text: &str, field: &'static str) -> Result<Self> {
+        if text == "*" {
+            return Ok(Self::Prefix(String::new()));
+        }
+        if let Some(prefix) = text.strip_suffix("/*") {
+            CredentialName::parse(prefix, field)?;
+            return Ok(Self::Prefix(format!("{prefix}/")));
+        }
+        if text.contains('*') {
+            return Err(Error::invalid(
+                field,
+                "a selector is an exact name, a prefix ending in '/*', or '*'",
+            ));
+        }
+        Ok(Self::Exact(CredentialName::parse(text, field)?))
+    }
+
+    /// Whether `name` is covered.
+    pub fn matches(&self, name: &CredentialName) -> bool {
+        match self {
+            Self::Exact(n) => n == name,
+            Self::Prefix(p) => name.as_str().starts_with(p.as_str()),
+        }
+    }
+
+    /// The text form it was parsed from.
+    pub fn to_text(&self) -> String {
+        match self {
+            Self::Exact(n) => n.to_string(),
+            Self::Prefix(p) if p.is_empty() => "*".to_owned(),
+            Self::Prefix(p) => format!("{p}*"),
+        }
+    }
+}
+
+/// Who a grant is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GrantSubject {
+    /// One principal.
+    Principal(PrincipalId),
+    /// Every principal with this role.
+    Role(Role),
+}
+
+/// Where the relay may inject a credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Destination {
+    /// Host name, exact or `*.example.com` (any subdomain, not the apex).
+    pub host: String,
+    /// Allowed HTTP methods, upper case; empty means any.
+    pub methods: Vec<String>,
+    /// Allowed path prefixes; empty means any.
+    pub path_prefixes: Vec<String>,
+}
+
+impl Destination {
+    /// Checks the host pattern, methods and path prefixes.
+    pub fn validate(&self) -> Result<()> {
+        let host = self.host.strip_prefix("*.").unwrap_or(&self.host);
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+        if !host_ok {
+            return Err(Error::invalid(
+                "destinations.host",
+                "must be a host name or '*.domain'",
+            ));
+        }
+        for m in &self.methods {
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(Error::invalid(
+                    "destinations.methods",
+                    "must be upper-case HTTP methods",
+                ));
+            }
+        }
+        for p in &self.path_prefixes {
+            if !p.starts_with('/') {
+                return Err(Error::invalid(
+                    "destinations.path_prefixes",
+                    "must start with '/'",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a request to `host` with `method` and `path` is allowed.
+    pub fn allows(&self, host: &str, method: &str, path: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        let pattern = self.host.to_ascii_lowercase();
+        let host_ok = match pattern.strip_prefix("*.") {
+            Some(domain) => host
+                .strip_suffix(domain)
+                .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+            None => host == pattern,
+        };
+        host_ok
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+            && (self.path_prefixes.is_empty()
+                || self
+                    .path_prefixes
+                    .iter()
+                    .any(|p| path.starts_with(p.as_str())))
+    }
+}
+
+/// A grant: binds a subject to credentials (by selector, in environments) with
+/// capabilities, optionally until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Id.
+    pub id: GrantId,
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// Who it is for.
+    pub subject: GrantSubject,
+    /// Which credential names.
+    pub selector: Selector,
+    /// Which environments (at least one).
+    pub environments: Vec<Environment>,
+    /// What it allows.
+    pub capabilities: Capabilities,
+    /// Where injection may go (for `inject`); empty means no destination.
+    pub destinations: Vec<Destination>,
+    /// Denies from this time on.
+    pub expires_at: Option<Timestamp>,
+    /// Why it was granted.
+    pub reason: String,
+    /// Who granted it.
+    pub granted_by: PrincipalId,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+impl Grant {
+    /// Whether it covers `principal` (directly or by role).
+    pub fn applies_to(&self, principal: &Principal) -> bool {
+        match self.subject {
+            GrantSubject::Principal(id) => id == principal.id,
+            GrantSubject::Role(role) => role == principal.role,
+        }
+    }
+
+    /// Whether it covers the credential `name` in `environment`.
+    pub fn covers(&self, environment: &Environment, name: &CredentialName) -> bool {
+        self.environments.contains(environment) && self.selector.matches(name)
+    }
+
+    /// Whether it has expired as of `now`.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+}
+
+/// Why a decision came out as it did. Stable codes, recorded in audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Reason {
+    /// Allowed by the principal's role.
+    AllowedByRole,
+    /// Allowed by a grant.
+    AllowedByGrant,
+    /// No role default or grant covers the request.
+    NoMatchingGrant,
+    /// A grant would have covered it, but it has expired.
+    GrantExpired,
+    /// The principal is confined to other environments.
+    EnvironmentNotPermitted,
+    /// The principal's role never receives or uses values.
+    RoleForbidsValues,
+    /// An owner-scoped credential used without acting for its owner.
+    OwnerMismatch,
+}
+
+impl Reason {
+    /// Stable text form.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::AllowedByRole => "ALLOWED_BY_ROLE",
+            Self::AllowedByGrant => "ALLOWED_BY_GRANT",
+            Self::NoMatchingGrant => "NO_MATCHING_GRANT",
+            Self::GrantExpired => "GRANT_EXPIRED",
+            Self::EnvironmentNotPermitted => "ENVIRONMENT_NOT_PERMITTED",
+            Self::RoleForbidsValues => "ROLE_FORBIDS_VALUES",
+            Self::OwnerMismatch => "OWNER_MISMATCH",
+        }
+    }
+
+    /// A sentence for the caller.
+    pub const fn explain(&self) -> &'static str {
+        match self {
+            Self::AllowedByRole => "allowed by the principal's role",
+            Self::AllowedByGrant => "allowed by a grant",
+            Self::NoMatchingGrant => "no grant allows this",
+            Self::GrantExpired => "the grant that allowed this has expired",
+            Self::EnvironmentNotPermitted => "the principal is not permitted in this environment",
+            Self::RoleForbidsValues => "the principal's role never receives credential values",
+            Self::OwnerMismatch => {
+                "the credential is owner-scoped and the call is not on behalf of its owner"
+            }
+        }
+    }
+}
+
+/// The outcome of a policy check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request is allowed.
+    pub allowed: bool,
+    /// Why.
+    pub reason: Reason,
+    /// The grant that allowed it, if a grant did.
+    pub grant: Option<GrantId>,
+}
+
+impl Decision {
+    fn allow(reason: Reason, grant: Option<GrantId>) -> Self {
+        Self {
+            allowed: true,
+            reason,
+            grant,
+        }
+    }
+
+    fn deny(reason: Reason) -> Self {
+        Self {
+            allowed: false,
+            reason,
+            grant: None,
+        }
+    }
+
+    /// `Ok` if allowed, else a `PermissionDenied` explaining why.
+    pub fn ensure(&self) -> Result<()> {
+        if self.allowed {
+            Ok(())
+        } else {
+            Err(Error::denied(self.reason.explain()))
+        }
+    }
+}
+
+/// What a principal asks to do.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRequest<'a> {
+    /// The capability needed.
+    pub capability: Capability,
+    /// The credential's environment.
+    pub environment: &'a Environment,
+    /// The credential's name.
+    pub name: &'a CredentialName,
+    /// The credential's owner, if owner-scoped.
+    pub owner: Option<&'a str>,
+    /// The end user the caller acts for, if stated.
+    pub on_behalf_of: Option<&'a str>,
+}
+
+/// The capabilities a role has on every credential of its tenant.
+pub const fn role_defaults(role: Role) -> Capabilities {
+    match role {
+        Role::Admin => Capabilities::ALL,
+        Role::Operator => Capabilities(
+            Capability::List.bit()
+                | Capability::ReadMetadata.bit()
+                | Capability::Write.bit()
+                | Capability::Rotate.bit(),
+        ),
+        Role::Viewer => Capabilities(Capability::List.bit() | Capability::ReadMetadata.bit()),
+        Role::Agent => Capabilities::NONE,
+    }
+}
+
+/// Decides whether `principal` may do `request`, given the tenant's `grants`
+/// (any subset that includes every grant applying to the principal). Pure and
+/// allocation-free; default deny.
+pub fn evaluate(
+    principal: &Principal,
+    grants: &[Grant],
+    request: &AccessRequest<'_>,
+    now: Timestamp,
+) -> Decision {
+    let cap = request.capability;
+    if !principal.may_enter(request.environment) {
+        return Decision::deny(Reason::EnvironmentNotPermitted);
+    }
+    if principal.role == Role::Viewer && cap.touches_value() {
+        return Decision::deny(Reason::RoleForbidsValues);
+    }
+    if let Some(owner) = request.owner {
+        let acting_for_owner = request.on_behalf_of == Some(owner);
+        if cap.touches_value() && principal.role != Role::Admin && !acting_for_owner {
+            return Decision::deny(Reason::OwnerMismatch);
+        }
+    }
+    if role_defaults(principal.role).allows(cap) {
+        return Decision::allow(Reason::AllowedByRole, None);
+    }
+    let mut saw_expired = false;
+    for grant in grants {
+        if !grant.applies_to(principal)
+            || !grant.capabilities.allows(cap)
+            || !grant.covers(request.environment, request.name)
+        {
+            continue;
+        }
+        if grant.is_expired(now) {
+            saw_expired = true;
+            continue;
+        }
+        return Decision::allow(Reason::AllowedByGrant, Some(grant.id));
+    }
+    Decision::deny(if saw_expired {
+        Reason::GrantExpired
+    } else {
+        Reason::NoMatchingGrant
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::principal::PrincipalStatus;
+
+    fn env(s: &str) -> Environment {
+        Environment::parse(s, "environment").unwrap()
+    }
+
+    fn name(s: &str) -> CredentialName {
+        CredentialName::parse(s, "name").unwrap()
+    }
+
+    fn principal(role: Role, envs: &[&str]) -> Principal {
+        Principal {
+            id: PrincipalId::generate(),
+            tenant: TenantId::generate(),
+            name: crate::names::PrincipalName::parse("p", "name").unwrap(),
+            role,
+            environments: envs.iter().map(|e| env(e)).collect(),
+            description: String::new(),
+            status: PrincipalStatus::Active,
+            created_at: Timestamp::now(),
+        }
+    }
+
+    fn grant(p: &Principal, selector: &str, envs: &[&str], caps: &[Capability]) -> Grant {
+        Grant {
+            id: GrantId::generate(),
+            tenant: p.tenant,
+            subject: GrantSubject::Principal(p.id),
+            selector: Selector::parse(selector, "selector").unwrap(),
+            environments: envs.iter().map(|e| env(e)).collect(),
+            capabilities: Capabilities::of(caps),
+            destinations: vec![],
+            expires_at: None,
+            reason: String::new(),
+            granted_by: PrincipalId::generate(),
+            created_at: Timestamp::now(),
+        }
+    }
+
+    fn ask(p: &Principal, grants: &[Grant], cap: Capability, e: &str, n: &str) -> Decision {
+        let (e, n) = (env(e), name(n));
+        evaluate(
+            p,
+            grants,
+            &AccessRequest {
+                capability: cap,
+                environment: &e,
+                name: &n,
+                owner: None,
+                on_behalf_of: None,
+            },
+            Timestamp::now(),
+        )
+    }
+
+    #[test]
+    fn agent_is_denied_by_default() {
+        let agent = principal(Role::Agent, &[]);
+        let d = ask(&agent, &[], Capability::Reveal, "dev", "llm/openai");
+        assert_eq!(d.reason, Reason::NoMatchingGrant);
+        assert!(!d.allowed);
+    }
+
+    #[test]
+    fn grant_allows_only_its_selector_environment_and_capability() {
+        let agent = principal(Role::Agent, &[]);
+        let g = grant(&agent, "llm/*", &["dev"], &[Capability::Inject]);
+        let grants = [g.clone()];
+        assert!(ask(&agent, &grants, Capability::Inject, "dev", "llm/openai").allowed);
+        assert!(
+            ask(
+                &agent,
+                &grants,
+                Capability::ReadMetadata,
+                "dev",
+                "llm/openai"
+            )
+            .allowed
+        );
+        assert!(!ask(&agent, &grants, Capability::Reveal, "dev", "llm/openai").allowed);
+        assert!(
+            !ask(
+                &agent,
+                &grants,
+                Capability::Inject,
+                "production",
+                "llm/openai"
+            )
+            .allowed
+        );
+        assert!(!ask(&agent, &grants, Capability::Inject, "dev", "llmx/openai").allowed);
+        assert!(
+            !ask(
+                &agent,
+                &grants,
+                Capability::Inject,
+                "dev",
+                "payments/stripe"
+            )
+            .allowed
+        );
+        let other = principal(Role::Agent, &[]);
+        assert!(!ask(&other, &grants, Capability::Inject, "dev", "llm/openai").allowed);
+        assert_eq!(
+            ask(&agent, &grants, Capability::Inject, "dev", "llm/openai").grant,
+            Some(g.id)
+        );
+    }
+
+    #[test]
+    fn expired_grant_denies_with_reason() {
+        let agent = principal(Role::Agent, &[]);
+        let mut g = grant(&agent, "llm/openai", &["dev"], &[Capability::Reveal]);
+        g.expires_at = Some(Timestamp::now().minus(std::time::Duration::from_secs(1)));
+        let d = ask(&agent, &[g], Capability::Reveal, "dev", "llm/openai");
+        assert_eq!((d.allowed, d.reason), (false, Reason::GrantExpired));
+    }
+
+    #[test]
+    fn viewer_never_gets_values_even_with_a_grant() {
+        let viewer = principal(Role::Viewer, &[]);
+        let g = grant(&viewer, "*", &["dev"], &[Capability::Reveal]);
+        let d = ask(&viewer, &[g], Capability::Reveal, "dev", "llm/openai");
+        assert_eq!(d.reason, Reason::RoleForbidsValues);
+        assert!(ask(&viewer, &[], Capability::ReadMetadata, "dev", "x").allowed);
+    }
+
+    #[test]
+    fn environment_confinement_beats_role() {
+        let admin = principal(Role::Admin, &["dev"]);
+        assert!(ask(&admin, &[], Capability::Reveal, "dev", "x").allowed);
+        let d = ask(&admin, &[], Capability::Reveal, "production", "x");
+        assert_eq!(d.reason, Reason::EnvironmentNotPermitted);
+    }
+
+    #[test]
+    fn selectors() {
+        assert!(
+            Selector::parse("llm/*", "s")
+                .unwrap()
+                .matches(&name("llm/a/b"))
+        );
+        assert!(!Selector::parse("llm/*", "s").unwrap().matches(&name("llm")));
+        assert!(Selector::parse("*", "s").unwrap().matches(&name("x")));
+        assert!(Selector::parse("l*m", "s").is_err());
+        assert_eq!(Selector::parse("llm/*", "s").unwrap().to_text(), "llm/*");
+    }
+
+    #[test]
+    fn destinations() {
+        let d = Destination {
+            host: "*.openai.com".into(),
+            methods: vec!["POST".into()],
+            path_prefixes: vec!["/v1/".into()],
+        };
+        assert!(d.allows("api.openai.com", "POST", "/v1/chat"));
+        assert!(!d.allows("openai.com", "POST", "/v1/chat"));
+        assert!(!d.allows("evilopenai.com", "POST", "/v1/chat"));
+        assert!(!d.allows("api.openai.com", "GET", "/v1/chat"));
+        assert!(!d.allows("api.openai.com", "POST", "/v2/chat"));
+    }
+}

@@ -1,0 +1,243 @@
+//! Authentication and the scopes that gate every store call.
+//!
+//! A [`TenantScope`] is the only key to tenant data: every tenant-scoped store
+//! method takes one, and it can only be borrowed from an [`Authenticated`]
+//! caller, which only the [`Authenticator`] produces from a verified peer
+//! identity. Platform operations (creating tenants) likewise need a
+//! [`PlatformScope`], only given to identities the server's configuration
+//! names as platform operators.
+
+use crate::audit::{Action, AuditDraft, Outcome};
+use crate::error::{Error, Result};
+use crate::ids::TenantId;
+use crate::principal::{IdentityPattern, Principal, PrincipalStatus};
+use crate::store::Store;
+use crate::tenant::{Tenant, TenantStatus};
+
+/// A principal of a tenant, as authenticated.
+#[derive(Debug, Clone)]
+struct Membership {
+    tenant: Tenant,
+    principal: Principal,
+}
+
+/// A caller whose identity was verified and resolved.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    identity: String,
+    platform_operator: bool,
+    membership: Option<Membership>,
+}
+
+impl Authenticated {
+    /// The verified identity (SPIFFE ID or certificate CN).
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Whether the server's configuration names this identity a platform
+    /// operator.
+    pub fn is_platform_operator(&self) -> bool {
+        self.platform_operator
+    }
+
+    /// The principal the identity is bound to, if any.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.membership.as_ref().map(|m| &m.principal)
+    }
+
+    /// The principal's tenant, if any.
+    pub fn tenant(&self) -> Option<&Tenant> {
+        self.membership.as_ref().map(|m| &m.tenant)
+    }
+
+    /// The scope for tenant data. Fails with `PermissionDenied` if the
+    /// identity is not bound to a principal, or its tenant is not active.
+    pub fn tenant_scope(&self) -> Result<TenantScope<'_>> {
+        let m = self.membership.as_ref().ok_or_else(|| {
+            Error::denied("this identity is not bound to a principal of any tenant")
+        })?;
+        if m.tenant.status != TenantStatus::Active {
+            return Err(Error::denied("the tenant is not active"));
+        }
+        Ok(TenantScope {
+            tenant: &m.tenant,
+            principal: &m.principal,
+        })
+    }
+
+    /// The scope for platform operations. Fails with `PermissionDenied`
+    /// unless the identity is a configured platform operator.
+    pub fn platform_scope(&self) -> Result<PlatformScope<'_>> {
+        if !self.platform_operator {
+            return Err(Error::denied("only platform operators may do this"));
+        }
+        Ok(PlatformScope {
+            identity: &self.identity,
+        })
+    }
+}
+
+/// Access to one tenant's data on behalf of one of its principals.
+#[derive(Debug, Clone, Copy)]
+pub struct TenantScope<'a> {
+    tenant: &'a Tenant,
+    principal: &'a Principal,
+}
+
+impl<'a> TenantScope<'a> {
+    /// The tenant every query of this scope is confined to.
+    pub fn tenant_id(&self) -> TenantId {
+        self.tenant.id
+    }
+
+    /// The tenant, as of authentication.
+    pub fn tenant(&self) -> &'a Tenant {
+        self.tenant
+    }
+
+    /// The acting principal.
+    pub fn principal(&self) -> &'a Principal {
+        self.principal
+    }
+
+    /// An audit draft attributed to the acting principal.
+    pub fn audit(&self, action: Action, outcome: Outcome, reason_code: &str) -> AuditDraft {
+        let mut draft = AuditDraft::new(action, outcome, reason_code);
+        draft.principal = Some(self.principal.id);
+        draft.actor = self.principal.name.to_string();
+        draft
+    }
+}
+
+/// Access to platform operations (tenant lifecycle) by a platform operator.
+#[derive(Debug, Clone, Copy)]
+pub struct PlatformScope<'a> {
+    identity: &'a str,
+}
+
+impl PlatformScope<'_> {
+    /// The operator's identity.
+    pub fn identity(&self) -> &str {
+        self.identity
+    }
+
+    /// An audit draft attributed to the operator.
+    pub fn audit(&self, action: Action, outcome: Outcome, reason_code: &str) -> AuditDraft {
+        let mut draft = AuditDraft::new(action, outcome, reason_code);
+        draft.actor = format!("platform:{}", self.identity);
+        draft
+    }
+}
+
+/// A candidate principal for an identity, as found by the store.
+#[derive(Debug, Clone)]
+pub struct IdentityMatch {
+    /// The principal's tenant.
+    pub tenant: Tenant,
+    /// The principal.
+    pub principal: Principal,
+    /// The binding's pattern.
+    pub pattern: IdentityPattern,
+}
+
+/// Turns verified peer identities into [`Authenticated`] callers.
+#[derive(Debug, Clone, Default)]
+pub struct Authenticator {
+    operators: Vec<IdentityPattern>,
+}
+
+impl Authenticator {
+    /// An authenticator that treats identities matching `operators` as
+    /// platform operators.
+    pub fn new(operators: Vec<IdentityPattern>) -> Self {
+        Self { operators }
+    }
+
+    /// Resolves `identity` (already verified by the transport) to its
+    /// principal. The most specific binding wins (exact over prefix, longer
+    /// prefix over shorter). If equally specific bindings of different
+    /// principals match, the caller must name its tenant (`tenant_hint`);
+    /// otherwise authentication fails rather than guess.
+    ///
+    /// Fails with `Unauthenticated` for an identity bound nowhere (and not a
+    /// platform operator), `PermissionDenied` for a disabled principal.
+    pub async fn authenticate(
+        &self,
+        store: &dyn Store,
+        identity: &str,
+        tenant_hint: Option<&str>,
+    ) -> Result<Authenticated> {
+        if identity.is_empty() {
+            return Err(Error::Unauthenticated(
+                "the client certificate names no identity".into(),
+            ));
+        }
+        let platform_operator = self.operators.iter().any(|p| p.matches(identity));
+        let candidates = store.resolve_identity(identity).await?;
+        let membership = Self::choose(identity, candidates, tenant_hint)?;
+        if membership.is_none() && !platform_operator {
+            return Err(Error::Unauthenticated(
+                "the client identity is not bound to any principal".into(),
+            ));
+        }
+        if let Some(m) = &membership
+            && m.principal.status != PrincipalStatus::Active
+        {
+            return Err(Error::denied("the principal is disabled"));
+        }
+        Ok(Authenticated {
+            identity: identity.to_owned(),
+            platform_operator,
+            membership,
+        })
+    }
+
+    fn choose(
+        identity: &str,
+        candidates: Vec<IdentityMatch>,
+        tenant_hint: Option<&str>,
+    ) -> Result<Option<Membership>> {
+        let mut best: Option<IdentityMatch> = None;
+        let mut ambiguous = false;
+        for c in candidates {
+            // The store pre-filters; re-check here so a backend bug cannot
+            // widen a binding.
+            if !c.pattern.matches(identity) {
+                continue;
+            }
+            if tenant_hint.is_some_and(|hint| hint != c.tenant.name.as_str()) {
+                continue;
+            }
+            match &best {
+                None => best = Some(c),
+                Some(b) if c.pattern.specificity() > b.pattern.specificity() => {
+                    best = Some(c);
+                    ambiguous = false;
+                }
+                Some(b)
+                    if c.pattern.specificity() == b.pattern.specificity()
+                        && c.principal.id != b.principal.id =>
+                {
+                    ambiguous = true;
+                }
+                Some(_) => {}
+            }
+        }
+        if ambiguous {
+            return Err(Error::denied(
+                "the client identity matches principals in more than one tenant; name the tenant in the strongroom-tenant header",
+            ));
+        }
+        Ok(best.map(|m| Membership {
+            tenant: m.tenant,
+            principal: m.principal,
+        }))
+    }
+}
+
+/// Outcome-neutral helper: the draft for a denied attempt by this scope's
+/// principal.
+pub fn denial(scope: &TenantScope<'_>, action: Action, reason_code: &str) -> AuditDraft {
+    scope.audit(action, Outcome::Denied, reason_code)
+}

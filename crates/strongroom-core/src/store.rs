@@ -1,0 +1,367 @@
+//! The storage port. Backends (Postgres, SQLite) implement [`Store`]; one
+//! conformance suite checks that they behave alike.
+//!
+//! Every method that touches tenant data takes a [`TenantScope`] and confines
+//! itself to that tenant. Every mutating method takes the [`AuditDraft`] of
+//! the mutation and commits it, linked into the tenant's hash chain, in the
+//! same transaction: either both are stored or neither is.
+
+use async_trait::async_trait;
+
+use crate::audit::{Action, AuditDraft, AuditEvent, Outcome};
+use crate::credential::{Credential, CredentialFilter, StoredVersion};
+use crate::error::Result;
+use crate::ids::{BindingId, CredentialId, GrantId, PrincipalId, TenantId};
+use crate::names::{CredentialName, Environment};
+use crate::page::{Page, PageRequest};
+use crate::policy::Grant;
+use crate::principal::{IdentityBinding, Principal, PrincipalStatus, Role};
+use crate::scope::{IdentityMatch, PlatformScope, TenantScope};
+use crate::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
+use crate::time::Timestamp;
+
+/// Everything a new tenant starts with, stored in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    /// The tenant (its `current_kek_version` must be the KEK's version).
+    pub tenant: Tenant,
+    /// Its first KEK, wrapped by the root key.
+    pub kek: WrappedKekRecord,
+    /// Its initial environments.
+    pub environments: Vec<Environment>,
+    /// Its first admin principal and the identity binding for it, if any.
+    pub admin: Option<(Principal, IdentityBinding)>,
+}
+
+/// Filters for listing grants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantFilter {
+    /// Only grants for this principal directly.
+    pub principal: Option<PrincipalId>,
+    /// Only grants for this role.
+    pub role: Option<Role>,
+    /// Only grants whose selector covers this credential name.
+    pub covering: Option<CredentialName>,
+    /// Only grants that include this environment.
+    pub environment: Option<Environment>,
+}
+
+/// Filters for querying audit events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only events about this credential.
+    pub credential: Option<CredentialId>,
+    /// Only events by this principal.
+    pub principal: Option<PrincipalId>,
+    /// Only this action.
+    pub action: Option<Action>,
+    /// Only this outcome.
+    pub outcome: Option<Outcome>,
+    /// Only events at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only events before this time.
+    pub until: Option<Timestamp>,
+}
+
+/// Well-known keys of server-wide metadata.
+pub mod meta {
+    /// The root key's key-check value.
+    pub const KEY_CHECK: &str = "root_key_check";
+    /// Argon2id parameters when the root key is derived from a passphrase.
+    pub const KDF_PARAMS: &str = "root_key_kdf_params";
+}
+
+/// Persistent storage of every tenant's data.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- server-wide ----
+
+    /// Reads a server-wide metadata value (not tenant data; never secret).
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Stores a server-wide metadata value unless the key exists; returns
+    /// whether it was stored.
+    async fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> Result<bool>;
+
+    /// Finds the principals whose identity bindings match `identity`, with
+    /// their tenants. Used only by the authenticator.
+    async fn resolve_identity(&self, identity: &str) -> Result<Vec<IdentityMatch>>;
+
+    // ---- platform ----
+
+    /// Creates a tenant with its first KEK, environments and admin.
+    /// `AlreadyExists` if the name is taken.
+    async fn create_tenant(
+        &self,
+        scope: &PlatformScope<'_>,
+        new: &NewTenant,
+        audit: AuditDraft,
+    ) -> Result<()>;
+
+    /// Lists tenants, oldest first.
+    async fn list_tenants(
+        &self,
+        scope: &PlatformScope<'_>,
+        page: &PageRequest,
+    ) -> Result<Page<Tenant>>;
+
+    /// Reads one tenant by id.
+    async fn get_tenant(&self, scope: &PlatformScope<'_>, id: TenantId) -> Result<Tenant>;
+
+    /// Suspends, resumes or marks a tenant shredded; the event goes into that
+    /// tenant's chain.
+    async fn set_tenant_status(
+        &self,
+        scope: &PlatformScope<'_>,
+        id: TenantId,
+        status: TenantStatus,
+        audit: AuditDraft,
+    ) -> Result<Tenant>;
+
+    // ---- tenant ----
+
+    /// The scope's tenant as stored now.
+    async fn tenant(&self, scope: &TenantScope<'_>) -> Result<Tenant>;
+
+    /// Replaces the tenant's settings.
+    async fn update_tenant_settings(
+        &self,
+        scope: &TenantScope<'_>,
+        settings: &TenantSettings,
+        audit: AuditDraft,
+    ) -> Result<Tenant>;
+
+    /// Every KEK version of the tenant, wrapped.
+    async fn keks(&self, scope: &TenantScope<'_>) -> Result<Vec<WrappedKekRecord>>;
+
+    /// Adds a KEK version and makes it current.
+    async fn add_kek(
+        &self,
+        scope: &TenantScope<'_>,
+        kek: &WrappedKekRecord,
+        audit: AuditDraft,
+    ) -> Result<Tenant>;
+
+    // ---- environments ----
+
+    /// Adds an environment. `AlreadyExists` if present.
+    async fn create_environment(
+        &self,
+        scope: &TenantScope<'_>,
+        environment: &Environment,
+        audit: AuditDraft,
+    ) -> Result<()>;
+
+    /// The tenant's environments, by name.
+    async fn list_environments(&self, scope: &TenantScope<'_>) -> Result<Vec<Environment>>;
+
+    /// Removes an environment. `FailedPrecondition` while credentials live in
+    /// it, `NotFound` if absent.
+    async fn delete_environment(
+        &self,
+        scope: &TenantScope<'_>,
+        environment: &Environment,
+        audit: AuditDraft,
+    ) -> Result<()>;
+
+    // ---- principals and bindings ----
+
+    /// Adds a principal. `AlreadyExists` if its name is taken.
+    async fn create_principal(
+        &self,
+        scope: &TenantScope<'_>,
+        principal: &Principal,
+        audit: AuditDraft,
+    ) -> Result<()>;
+
+    /// Reads a principal.
+    async fn get_principal(&self, scope: &TenantScope<'_>, id: PrincipalId) -> Result<Principal>;
+
+    /// Lists principals, oldest first.
+    async fn list_principals(
+        &self,
+        scope: &TenantScope<'_>,
+        page: &PageRequest,
+    ) -> Result<Page<Principal>>;
+
+    /// Enables or disables a principal.
+    async fn set_principal_status(
+        &self,
+        scope: &TenantScope<'_>,
+        id: PrincipalId,
+        status: PrincipalStatus,
+        audit: AuditDraft,
+    ) -> Result<Principal>;
+
+    /// Adds an identity binding. `AlreadyExists` if the tenant already binds
+    /// the same pattern; `NotFound` if the principal is absent.
+    async fn create_binding(
+        &self,
+        scope: &TenantScope<'_>,
+        binding: &IdentityBinding,
+        audit: AuditDraft,
+    ) -> Result<()>;
+
+    /// Lists bindings, optionally of one principal, oldest first.
+    async fn list_bindings(
+        &self,
+        scope: &TenantScope<'_>,
+        principal: Option<PrincipalId>,
+        page: &PageRequest,
+    ) -> Result<Page<IdentityBinding>>;
+
+    /// Deletes a binding.
+    async fn delete_binding(
+        &self,
+        scope: &TenantScope<'_>,
+        id: BindingId,
+        audit: AuditDraft,
+    ) -> Result<()>;
+
+    // ---- credentials ----
+
+    /// Stores a new credential with its first version (number 1).
+    /// `AlreadyExists` if the name is taken in that environment; `NotFound`
+    /// if the environment does not exist.
+    async fn create_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        credential: &Credential,
+        first: &StoredVersion,
+        audit: AuditDraft,
+    ) -> Result<()>;
+
+    /// Reads a credential's metadata by id.
+    async fn get_credential(&self, scope: &TenantScope<'_>, id: CredentialId)
+    -> Result<Credential>;
+
+    /// Reads a credential's metadata by environment and name.
+    async fn find_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        environment: &Environment,
+        name: &CredentialName,
+    ) -> Result<Credential>;
+
+    /// Lists credentials matching `filter`, ordered by id (creation order).
+    async fn list_credentials(
+        &self,
+        scope: &TenantScope<'_>,
+        filter: &CredentialFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Credential>>;
+
+    /// Adds `version` (which must be `expected_latest + 1`) and makes it
+    /// current, then deletes all but the newest `retention` versions.
+    /// `FailedPrecondition` if another writer added a version first (the
+    /// caller re-reads and retries) or the credential is not active.
+    async fn add_version(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        expected_latest: u32,
+        version: &StoredVersion,
+        retention: u32,
+        audit: AuditDraft,
+    ) -> Result<Credential>;
+
+    /// Reads one stored version. `NotFound` if pruned or never written.
+    async fn get_version(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        version: u32,
+    ) -> Result<StoredVersion>;
+
+    /// The retained versions, newest first.
+    async fn list_versions(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+    ) -> Result<Vec<StoredVersion>>;
+
+    /// Makes a retained version current again (rollback).
+    async fn set_current_version(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        version: u32,
+        audit: AuditDraft,
+    ) -> Result<Credential>;
+
+    /// Marks a credential revoked with a reason.
+    async fn revoke_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        reason: &str,
+        audit: AuditDraft,
+    ) -> Result<Credential>;
+
+    /// Deletes every stored value of a credential, keeping its metadata.
+    async fn destroy_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        audit: AuditDraft,
+    ) -> Result<Credential>;
+
+    // ---- grants ----
+
+    /// Stores a grant.
+    async fn create_grant(
+        &self,
+        scope: &TenantScope<'_>,
+        grant: &Grant,
+        audit: AuditDraft,
+    ) -> Result<()>;
+
+    /// Reads a grant.
+    async fn get_grant(&self, scope: &TenantScope<'_>, id: GrantId) -> Result<Grant>;
+
+    /// Deletes a grant.
+    async fn delete_grant(
+        &self,
+        scope: &TenantScope<'_>,
+        id: GrantId,
+        audit: AuditDraft,
+    ) -> Result<()>;
+
+    /// Lists grants matching `filter`, oldest first.
+    async fn list_grants(
+        &self,
+        scope: &TenantScope<'_>,
+        filter: &GrantFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Grant>>;
+
+    /// Every grant whose subject is `principal` or its role (expired ones
+    /// included: evaluation reports them).
+    async fn grants_for(
+        &self,
+        scope: &TenantScope<'_>,
+        principal: &Principal,
+    ) -> Result<Vec<Grant>>;
+
+    // ---- audit ----
+
+    /// Links `draft` into the tenant's chain and stores it durably.
+    async fn append_audit(&self, scope: &TenantScope<'_>, draft: AuditDraft) -> Result<AuditEvent>;
+
+    /// Queries events, newest first.
+    async fn query_audit(
+        &self,
+        scope: &TenantScope<'_>,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>>;
+
+    /// Up to `limit` events with sequence greater than `after`, in order,
+    /// for chain verification and streaming.
+    async fn audit_after(
+        &self,
+        scope: &TenantScope<'_>,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>>;
+}

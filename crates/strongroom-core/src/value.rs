@@ -1,0 +1,896 @@
+//! Typed credential values.
+//!
+//! A [`CredentialValue`] is the plaintext of one credential version. Every
+//! secret field lives in a [`SecretString`] (zeroized on drop, `Debug`
+//! redacted); the whole value's `Debug` prints only its type. Values are
+//! validated against their type's schema before they are ever encrypted, and
+//! serialized to a versioned JSON document that only exists inside a
+//! [`Zeroizing`] buffer on its way into the envelope.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::time::Timestamp;
+
+/// The kind of a credential, fixing the schema of its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialType {
+    /// A single API key.
+    ApiKey,
+    /// An OAuth access token with optional refresh token.
+    OauthToken,
+    /// A username and password.
+    BasicAuth,
+    /// Everything needed to connect to a database.
+    DbConnection,
+    /// An SSH private key.
+    SshKey,
+    /// An X.509 certificate with its private key.
+    Certificate,
+    /// Free-form named fields.
+    Custom,
+}
+
+impl CredentialType {
+    /// Every type, in a fixed order.
+    pub const ALL: [CredentialType; 7] = [
+        Self::ApiKey,
+        Self::OauthToken,
+        Self::BasicAuth,
+        Self::DbConnection,
+        Self::SshKey,
+        Self::Certificate,
+        Self::Custom,
+    ];
+
+    /// The stable text form (`api_key`, `db_connection`, ...), as stored.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::ApiKey => "api_key",
+            Self::OauthToken => "oauth_token",
+            Self::BasicAuth => "basic_auth",
+            Self::DbConnection => "db_connection",
+            Self::SshKey => "ssh_key",
+            Self::Certificate => "certificate",
+            Self::Custom => "custom",
+        }
+    }
+
+    /// Parses the stable text form.
+    pub fn parse(text: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == text)
+            .ok_or_else(|| Error::invalid("type", "unknown credential type"))
+    }
+}
+
+impl fmt::Display for CredentialType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// TLS mode of a database connection (libpq's `sslmode` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// TLS if the server offers it.
+    #[default]
+    Prefer,
+    /// TLS required, certificate not verified.
+    Require,
+    /// TLS required, certificate chain verified.
+    VerifyCa,
+    /// TLS required, chain and host name verified.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// libpq's text form.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// An API key.
+pub struct ApiKey {
+    /// The key. Secret.
+    pub api_key: SecretString,
+}
+
+/// An OAuth token set.
+pub struct OauthToken {
+    /// The access token. Secret.
+    pub access_token: SecretString,
+    /// The refresh token, if any. Secret.
+    pub refresh_token: Option<SecretString>,
+    /// The token type, usually `Bearer`.
+    pub token_type: String,
+    /// When the access token expires, if known.
+    pub expires_at: Option<Timestamp>,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+}
+
+/// A username and password.
+pub struct BasicAuth {
+    /// The user name.
+    pub username: String,
+    /// The password. Secret.
+    pub password: SecretString,
+}
+
+/// A database connection.
+pub struct DbConnection {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port (1-65535).
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// User name.
+    pub username: String,
+    /// Password. Secret.
+    pub password: SecretString,
+    /// TLS mode.
+    pub ssl_mode: SslMode,
+}
+
+/// An SSH key pair.
+pub struct SshKey {
+    /// The private key, PEM or OpenSSH format. Secret.
+    pub private_key: SecretString,
+    /// The public key, if given.
+    pub public_key: String,
+    /// The private key's passphrase, if any. Secret.
+    pub passphrase: Option<SecretString>,
+}
+
+/// An X.509 certificate with its private key.
+pub struct Certificate {
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// The private key, PEM. Secret.
+    pub private_key_pem: SecretString,
+    /// Intermediate / CA certificates, PEM, may be empty.
+    pub ca_chain_pem: String,
+}
+
+/// Free-form named secret fields.
+pub struct CustomSecret {
+    /// Field name to value; every value is treated as secret.
+    pub fields: BTreeMap<String, SecretString>,
+}
+
+/// The plaintext of one credential version, typed by [`CredentialType`].
+pub enum CredentialValue {
+    /// See [`ApiKey`].
+    ApiKey(ApiKey),
+    /// See [`OauthToken`].
+    OauthToken(OauthToken),
+    /// See [`BasicAuth`].
+    BasicAuth(BasicAuth),
+    /// See [`DbConnection`].
+    DbConnection(DbConnection),
+    /// See [`SshKey`].
+    SshKey(SshKey),
+    /// See [`Certificate`].
+    Certificate(Certificate),
+    /// See [`CustomSecret`].
+    Custom(CustomSecret),
+}
+
+impl fmt::Debug for CredentialValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CredentialValue::{}([REDACTED])", self.credential_type())
+    }
+}
+
+/// Maximum number of fields in a custom secret.
+pub const MAX_CUSTOM_FIELDS: usize = 64;
+
+fn require_text(value: &str, field: &'static str) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    Ok(())
+}
+
+fn require_secret(value: &SecretString, field: &'static str) -> Result<()> {
+    if value.expose_secret().is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    Ok(())
+}
+
+fn require_pem(value: &str, label: &'static str, field: &'static str) -> Result<()> {
+    require_text(value, field)?;
+    if !(value.contains("-----BEGIN ") && value.contains(label)) {
+        return Err(Error::invalid(field, "must be PEM encoded"));
+    }
+    Ok(())
+}
+
+impl CredentialValue {
+    /// The type of this value.
+    pub const fn credential_type(&self) -> CredentialType {
+        match self {
+            Self::ApiKey(_) => CredentialType::ApiKey,
+            Self::OauthToken(_) => CredentialType::OauthToken,
+            Self::BasicAuth(_) => CredentialType::BasicAuth,
+            Self::DbConnection(_) => CredentialType::DbConnection,
+            Self::SshKey(_) => CredentialType::SshKey,
+            Self::Certificate(_) => CredentialType::Certificate,
+            Self::Custom(_) => CredentialType::Custom,
+        }
+    }
+
+    /// Checks the value against its type's schema. Field names in errors are
+    /// relative to the value (`db_connection.port`); the caller prefixes the
+    /// request path with [`Error::within`]. Messages never echo the value.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Self::ApiKey(v) => require_secret(&v.api_key, "api_key.api_key"),
+            Self::OauthToken(v) => require_secret(&v.access_token, "oauth_token.access_token"),
+            Self::BasicAuth(v) => {
+                require_text(&v.username, "basic_auth.username")?;
+                require_secret(&v.password, "basic_auth.password")
+            }
+            Self::DbConnection(v) => {
+                require_text(&v.host, "db_connection.host")?;
+                if v.port == 0 {
+                    return Err(Error::invalid("db_connection.port", "must be 1-65535"));
+                }
+                require_text(&v.database, "db_connection.database")?;
+                require_text(&v.username, "db_connection.username")?;
+                require_secret(&v.password, "db_connection.password")
+            }
+            Self::SshKey(v) => {
+                require_secret(&v.private_key, "ssh_key.private_key")?;
+                if !v.private_key.expose_secret().contains("PRIVATE KEY-----") {
+                    return Err(Error::invalid(
+                        "ssh_key.private_key",
+                        "must be a PEM or OpenSSH private key",
+                    ));
+                }
+                Ok(())
+            }
+            Self::Certificate(v) => {
+                require_pem(
+                    &v.certificate_pem,
+                    "CERTIFICATE-----",
+                    "certificate.certificate_pem",
+                )?;
+                require_secret(&v.private_key_pem, "certificate.private_key_pem")?;
+                if !v
+                    .private_key_pem
+                    .expose_secret()
+                    .contains("PRIVATE KEY-----")
+                {
+                    return Err(Error::invalid(
+                        "certificate.private_key_pem",
+                        "must be a PEM private key",
+                    ));
+                }
+                Ok(())
+            }
+            Self::Custom(v) => {
+                if v.fields.is_empty() {
+                    return Err(Error::invalid("custom.fields", "needs at least one field"));
+                }
+                if v.fields.len() > MAX_CUSTOM_FIELDS {
+                    return Err(Error::invalid("custom.fields", "has more than 64 fields"));
+                }
+                for name in v.fields.keys() {
+                    let ok = !name.is_empty()
+                        && name.len() <= 64
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+                    if !ok {
+                        return Err(Error::invalid(
+                            "custom.fields",
+                            "field names must be 1-64 letters, digits, '_', '-' or '.'",
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Names of the fields this value has, in schema order.
+    pub fn field_names(&self) -> Vec<&str> {
+        match self {
+            Self::ApiKey(_) => vec!["api_key"],
+            Self::OauthToken(v) => {
+                let mut names = vec!["access_token"];
+                if v.refresh_token.is_some() {
+                    names.push("refresh_token");
+                }
+                names.push("token_type");
+                names
+            }
+            Self::BasicAuth(_) => vec!["username", "password"],
+            Self::DbConnection(_) => {
+                vec![
+                    "host", "port", "database", "username", "password", "ssl_mode", "url",
+                ]
+            }
+            Self::SshKey(v) => {
+                let mut names = vec!["private_key", "public_key"];
+                if v.passphrase.is_some() {
+                    names.push("passphrase");
+                }
+                names
+            }
+            Self::Certificate(_) => vec!["certificate_pem", "private_key_pem", "ca_chain_pem"],
+            Self::Custom(v) => v.fields.keys().map(String::as_str).collect(),
+        }
+    }
+
+    /// One field's text, for injection or a field-selecting reveal.
+    ///
+    /// Exposes secret material: callers hand the result straight to the
+    /// request that needs it and never log it. `db_connection` also offers a
+    /// derived `url` field (a libpq connection URI).
+    pub fn field(&self, name: &str) -> Option<Zeroizing<String>> {
+        let text = |s: &str| Some(Zeroizing::new(s.to_owned()));
+        match (self, name) {
+            (Self::ApiKey(v), "api_key") => text(v.api_key.expose_secret()),
+            (Self::OauthToken(v), "access_token") => text(v.access_token.expose_secret()),
+            (Self::OauthToken(v), "refresh_token") => v
+                .refresh_token
+                .as_ref()
+                .and_then(|t| text(t.expose_secret())),
+            (Self::OauthToken(v), "token_type") => text(&v.token_type),
+            (Self::BasicAuth(v), "username") => text(&v.username),
+            (Self::BasicAuth(v), "password") => text(v.password.expose_secret()),
+            (Self::DbConnection(v), "host") => text(&v.host),
+            (Self::DbConnection(v), "port") => text(&v.port.to_string()),
+            (Self::DbConnection(v), "database") => text(&v.database),
+            (Self::DbConnection(v), "username") => text(&v.username),
+            (Self::DbConnection(v), "password") => text(v.password.expose_secret()),
+            (Self::DbConnection(v), "ssl_mode") => text(v.ssl_mode.as_str()),
+            (Self::DbConnection(v), "url") => Some(Zeroizing::new(format!(
+                "postgres://{}:{}@{}:{}/{}?sslmode={}",
+                percent_encode(&v.username).as_str(),
+                percent_encode(v.password.expose_secret()).as_str(),
+                v.host,
+                v.port,
+                percent_encode(&v.database).as_str(),
+                v.ssl_mode.as_str()
+            ))),
+            (Self::SshKey(v), "private_key") => text(v.private_key.expose_secret()),
+            (Self::SshKey(v), "public_key") => text(&v.public_key),
+            (Self::SshKey(v), "passphrase") => {
+                v.passphrase.as_ref().and_then(|p| text(p.expose_secret()))
+            }
+            (Self::Certificate(v), "certificate_pem") => text(&v.certificate_pem),
+            (Self::Certificate(v), "private_key_pem") => text(v.private_key_pem.expose_secret()),
+            (Self::Certificate(v), "ca_chain_pem") => text(&v.ca_chain_pem),
+            (Self::Custom(v), field) => v.fields.get(field).and_then(|s| text(s.expose_secret())),
+            _ => None,
+        }
+    }
+
+    /// The secret strings of this value (not user names, hosts or public
+    /// parts), for leak scanning and output masking.
+    pub fn secrets(&self) -> Vec<&str> {
+        match self {
+            Self::ApiKey(v) => vec![v.api_key.expose_secret()],
+            Self::OauthToken(v) => {
+                let mut out = vec![v.access_token.expose_secret()];
+                if let Some(r) = &v.refresh_token {
+                    out.push(r.expose_secret());
+                }
+                out
+            }
+            Self::BasicAuth(v) => vec![v.password.expose_secret()],
+            Self::DbConnection(v) => vec![v.password.expose_secret()],
+            Self::SshKey(v) => {
+                let mut out = vec![v.private_key.expose_secret()];
+                if let Some(p) = &v.passphrase {
+                    out.push(p.expose_secret());
+                }
+                out
+            }
+            Self::Certificate(v) => vec![v.private_key_pem.expose_secret()],
+            Self::Custom(v) => v.fields.values().map(|s| s.expose_secret()).collect(),
+        }
+    }
+
+    /// The name of the field a server-generated value replaces on rotation:
+    /// the one secret field of single-secret types. `None` for types whose
+    /// secret cannot be generated as text (keys and certificates) or custom
+    /// values (which must name the field).
+    pub const fn generated_field(ty: CredentialType) -> Option<&'static str> {
+        match ty {
+            CredentialType::ApiKey => Some("api_key"),
+            CredentialType::OauthToken => Some("access_token"),
+            CredentialType::BasicAuth | CredentialType::DbConnection => Some("password"),
+            CredentialType::SshKey | CredentialType::Certificate | CredentialType::Custom => None,
+        }
+    }
+
+    /// A copy of this value with secret field `field` replaced by `secret`;
+    /// used for server-generated rotation. Errors if the type has no such
+    /// replaceable field.
+    pub fn with_field(&self, field: &str, secret: SecretString) -> Result<CredentialValue> {
+        let s = |x: &SecretString| SecretString::from(x.expose_secret());
+        let o = |x: &Option<SecretString>| x.as_ref().map(s);
+        let out = match (self, field) {
+            (Self::ApiKey(_), "api_key") => Self::ApiKey(ApiKey { api_key: secret }),
+            (Self::OauthToken(v), "access_token") => Self::OauthToken(OauthToken {
+                access_token: secret,
+                refresh_token: o(&v.refresh_token),
+                token_type: v.token_type.clone(),
+                expires_at: v.expires_at,
+                scopes: v.scopes.clone(),
+            }),
+            (Self::BasicAuth(v), "password") => Self::BasicAuth(BasicAuth {
+                username: v.username.clone(),
+                password: secret,
+            }),
+            (Self::DbConnection(v), "password") => Self::DbConnection(DbConnection {
+                host: v.host.clone(),
+                port: v.port,
+                database: v.database.clone(),
+                username: v.username.clone(),
+                password: secret,
+                ssl_mode: v.ssl_mode,
+            }),
+            (Self::Custom(v), name) if v.fields.contains_key(name) => {
+                let mut fields: BTreeMap<String, SecretString> =
+                    v.fields.iter().map(|(k, x)| (k.clone(), s(x))).collect();
+                fields.insert(name.to_owned(), secret);
+                Self::Custom(CustomSecret { fields })
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "generate.field",
+                    "this credential has no generatable field of that name",
+                ));
+            }
+        };
+        Ok(out)
+    }
+
+    /// Serializes the value into the versioned plaintext document that is
+    /// sealed into an envelope. The buffer is zeroized when dropped.
+    pub fn to_plaintext(&self) -> Result<Zeroizing<Vec<u8>>> {
+        let wire = match self {
+            Self::ApiKey(v) => Wire::ApiKey {
+                api_key: v.api_key.expose_secret(),
+            },
+            Self::OauthToken(v) => Wire::OauthToken {
+                access_token: v.access_token.expose_secret(),
+                refresh_token: v.refresh_token.as_ref().map(|t| t.expose_secret()),
+                token_type: &v.token_type,
+                expires_at: v.expires_at,
+                scopes: &v.scopes,
+            },
+            Self::BasicAuth(v) => Wire::BasicAuth {
+                username: &v.username,
+                password: v.password.expose_secret(),
+            },
+            Self::DbConnection(v) => Wire::DbConnection {
+                host: &v.host,
+                port: v.port,
+                database: &v.database,
+                username: &v.username,
+                password: v.password.expose_secret(),
+                ssl_mode: v.ssl_mode,
+            },
+            Self::SshKey(v) => Wire::SshKey {
+                private_key: v.private_key.expose_secret(),
+                public_key: &v.public_key,
+                passphrase: v.passphrase.as_ref().map(|p| p.expose_secret()),
+            },
+            Self::Certificate(v) => Wire::Certificate {
+                certificate_pem: &v.certificate_pem,
+                private_key_pem: v.private_key_pem.expose_secret(),
+                ca_chain_pem: &v.ca_chain_pem,
+            },
+            Self::Custom(v) => Wire::Custom {
+                fields: v
+                    .fields
+                    .iter()
+                    .map(|(k, s)| (k.as_str(), s.expose_secret()))
+                    .collect(),
+            },
+        };
+        let doc = WireDoc { v: 1, value: wire };
+        // Reserve generously so the buffer is not reallocated (leaving an
+        // unzeroized copy behind) while it is written.
+        let mut out = Zeroizing::new(Vec::with_capacity(self.size_hint() + 256));
+        serde_json::to_writer(&mut *out, &doc)
+            .map_err(|_| Error::internal("credential value could not be serialized"))?;
+        Ok(out)
+    }
+
+    /// Parses a plaintext document produced by [`Self::to_plaintext`].
+    pub fn from_plaintext(bytes: &[u8]) -> Result<CredentialValue> {
+        let doc: OwnedDoc = serde_json::from_slice(bytes)
+            .map_err(|_| Error::internal("stored credential value is not a valid document"))?;
+        if doc.v != 1 {
+            return Err(Error::internal(
+                "stored credential value has an unknown format version",
+            ));
+        }
+        Ok(match doc.value {
+            OwnedWire::ApiKey { api_key } => Self::ApiKey(ApiKey { api_key }),
+            OwnedWire::OauthToken {
+                access_token,
+                refresh_token,
+                token_type,
+                expires_at,
+                scopes,
+            } => Self::OauthToken(OauthToken {
+                access_token,
+                refresh_token,
+                token_type,
+                expires_at,
+                scopes,
+            }),
+            OwnedWire::BasicAuth { username, password } => {
+                Self::BasicAuth(BasicAuth { username, password })
+            }
+            OwnedWire::DbConnection {
+                host,
+                port,
+                database,
+                username,
+                password,
+                ssl_mode,
+            } => Self::DbConnection(DbConnection {
+                host,
+                port,
+                database,
+                username,
+                password,
+                ssl_mode,
+            }),
+            OwnedWire::SshKey {
+                private_key,
+                public_key,
+                passphrase,
+            } => Self::SshKey(SshKey {
+                private_key,
+                public_key,
+                passphrase,
+            }),
+            OwnedWire::Certificate {
+                certificate_pem,
+                private_key_pem,
+                ca_chain_pem,
+            } => Self::Certificate(Certificate {
+                certificate_pem,
+                private_key_pem,
+                ca_chain_pem,
+            }),
+            OwnedWire::Custom { fields } => Self::Custom(CustomSecret { fields }),
+        })
+    }
+
+    /// An upper bound of the serialized size, in bytes, before escaping.
+    pub fn size_hint(&self) -> usize {
+        let o = |x: &Option<SecretString>| x.as_ref().map_or(0, |s| s.expose_secret().len());
+        match self {
+            Self::ApiKey(v) => v.api_key.expose_secret().len(),
+            Self::OauthToken(v) => {
+                v.access_token.expose_secret().len()
+                    + o(&v.refresh_token)
+                    + v.token_type.len()
+                    + v.scopes.iter().map(|s| s.len() + 3).sum::<usize>()
+            }
+            Self::BasicAuth(v) => v.username.len() + v.password.expose_secret().len(),
+            Self::DbConnection(v) => {
+                v.host.len()
+                    + v.database.len()
+                    + v.username.len()
+                    + v.password.expose_secret().len()
+            }
+            Self::SshKey(v) => {
+                v.private_key.expose_secret().len() + v.public_key.len() + o(&v.passphrase)
+            }
+            Self::Certificate(v) => {
+                v.certificate_pem.len()
+                    + v.private_key_pem.expose_secret().len()
+                    + v.ca_chain_pem.len()
+            }
+            Self::Custom(v) => v
+                .fields
+                .iter()
+                .map(|(k, s)| k.len() + s.expose_secret().len() + 6)
+                .sum(),
+        }
+    }
+}
+
+fn percent_encode(text: &str) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::with_capacity(text.len() * 3));
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 0xf)]));
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct WireDoc<'a> {
+    v: u32,
+    value: Wire<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Wire<'a> {
+    ApiKey {
+        api_key: &'a str,
+    },
+    OauthToken {
+        access_token: &'a str,
+        refresh_token: Option<&'a str>,
+        token_type: &'a str,
+        expires_at: Option<Timestamp>,
+        scopes: &'a [String],
+    },
+    BasicAuth {
+        username: &'a str,
+        password: &'a str,
+    },
+    DbConnection {
+        host: &'a str,
+        port: u16,
+        database: &'a str,
+        username: &'a str,
+        password: &'a str,
+        ssl_mode: SslMode,
+    },
+    SshKey {
+        private_key: &'a str,
+        public_key: &'a str,
+        passphrase: Option<&'a str>,
+    },
+    Certificate {
+        certificate_pem: &'a str,
+        private_key_pem: &'a str,
+        ca_chain_pem: &'a str,
+    },
+    Custom {
+        fields: BTreeMap<&'a str, &'a str>,
+    },
+}
+
+#[derive(Deserialize)]
+struct OwnedDoc {
+    v: u32,
+    value: OwnedWire,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum OwnedWire {
+    ApiKey {
+        api_key: SecretString,
+    },
+    OauthToken {
+        access_token: SecretString,
+        refresh_token: Option<SecretString>,
+        token_type: String,
+        expires_at: Option<Timestamp>,
+        scopes: Vec<String>,
+    },
+    BasicAuth {
+        username: String,
+        password: SecretString,
+    },
+    DbConnection {
+        host: String,
+        port: u16,
+        database: String,
+        username: String,
+        password: SecretString,
+        ssl_mode: SslMode,
+    },
+    SshKey {
+        private_key: SecretString,
+        public_key: String,
+        passphrase: Option<SecretString>,
+    },
+    Certificate {
+        certificate_pem: String,
+        private_key_pem: SecretString,
+        ca_chain_pem: String,
+    },
+    Custom {
+        fields: BTreeMap<String, SecretString>,
+    },
+}
+
+/// Character set for server-generated secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Alphabet {
+    /// `A-Z a-z 0-9`.
+    #[default]
+    Alphanumeric,
+    /// `0-9 a-f`.
+    Hex,
+    /// URL-safe base64 characters `A-Z a-z 0-9 - _`.
+    Base64Url,
+    /// Printable ASCII without space and quotes.
+    Printable,
+}
+
+impl Alphabet {
+    fn chars(&self) -> &'static [u8] {
+        match self {
+            Self::Alphanumeric => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+            Self::Hex => b"0123456789abcdef",
+            Self::Base64Url => {
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+            }
+            Self::Printable => {
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&()*+,-./:;<=>?@[]^_{|}~"
+            }
+        }
+    }
+}
+
+/// How the server generates a new secret on rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationPolicy {
+    /// Number of random characters (16-512), not counting the prefix.
+    pub length: usize,
+    /// Characters to draw from.
+    pub alphabet: Alphabet,
+    /// Fixed text put before the random part (`sk-live-`), at most 32.
+    pub prefix: String,
+}
+
+impl GenerationPolicy {
+    /// Checks the policy's bounds.
+    pub fn validate(&self) -> Result<()> {
+        if !(16..=512).contains(&self.length) {
+            return Err(Error::invalid("generate.length", "must be 16-512"));
+        }
+        if self.prefix.len() > 32 || !self.prefix.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::invalid(
+                "generate.prefix",
+                "must be at most 32 printable ASCII characters",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Draws a fresh secret from the system CSPRNG, without modulo bias.
+    pub fn generate(&self) -> Result<SecretString> {
+        use ring::rand::SecureRandom;
+        self.validate()?;
+        let rng = ring::rand::SystemRandom::new();
+        let chars = self.alphabet.chars();
+        // Largest multiple of the alphabet size that fits a byte: bytes at or
+        // above it are rejected so every character is equally likely.
+        let limit = 256 - (256 % chars.len());
+        let mut out = Zeroizing::new(String::with_capacity(self.prefix.len() + self.length));
+        out.push_str(&self.prefix);
+        let mut buf = Zeroizing::new([0u8; 64]);
+        let mut produced = 0;
+        while produced < self.length {
+            rng.fill(&mut *buf)
+                .map_err(|_| Error::internal("system randomness unavailable"))?;
+            for &b in buf.iter() {
+                if usize::from(b) < limit && produced < self.length {
+                    out.push(char::from(chars[usize::from(b) % chars.len()]));
+                    produced += 1;
+                }
+            }
+        }
+        Ok(SecretString::from(out.as_str()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn db() -> CredentialValue {
+        CredentialValue::DbConnection(DbConnection {
+            host: "db.internal".into(),
+            port: 5432,
+            database: "app".into(),
+            username: "app".into(),
+            password: "p@ss word/1".into(),
+            ssl_mode: SslMode::Require,
+        })
+    }
+
+    #[test]
+    fn plaintext_roundtrip_keeps_every_field() {
+        let value = db();
+        let bytes = value.to_plaintext().unwrap();
+        let back = CredentialValue::from_plaintext(&bytes).unwrap();
+        for name in value.field_names() {
+            assert_eq!(
+                value.field(name).map(|s| s.to_string()),
+                back.field(name).map(|s| s.to_string()),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            back.field("url").unwrap().as_str(),
+            "postgres://app:p%40ss%20word%2F1@db.internal:5432/app?sslmode=require"
+        );
+    }
+
+    #[test]
+    fn schema_names_the_missing_field() {
+        let v = CredentialValue::DbConnection(DbConnection {
+            host: "h".into(),
+            port: 0,
+            database: "d".into(),
+            username: "u".into(),
+            password: "p".into(),
+            ssl_mode: SslMode::Disable,
+        });
+        assert_eq!(
+            v.validate().unwrap_err().within("value"),
+            Error::invalid("value.db_connection.port", "must be 1-65535")
+        );
+        let v = CredentialValue::ApiKey(ApiKey { api_key: "".into() });
+        assert!(
+            matches!(v.validate(), Err(Error::InvalidArgument { field, .. }) if field == "api_key.api_key")
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_secret() {
+        let v = CredentialValue::ApiKey(ApiKey {
+            api_key: "sk-known-secret-123".into(),
+        });
+        let shown = format!("{v:?}");
+        assert!(!shown.contains("sk-known-secret-123"), "{shown}");
+        assert!(!format!("{:?}", db()).contains("p@ss"));
+    }
+
+    #[test]
+    fn generation_respects_policy() {
+        let p = GenerationPolicy {
+            length: 40,
+            alphabet: Alphabet::Hex,
+            prefix: "sk-".into(),
+        };
+        let a = p.generate().unwrap();
+        let b = p.generate().unwrap();
+        assert_eq!(a.expose_secret().len(), 43);
+        assert!(a.expose_secret().starts_with("sk-"));
+        assert!(
+            a.expose_secret()[3..]
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit())
+        );
+        assert_ne!(a.expose_secret(), b.expose_secret());
+        assert!(GenerationPolicy { length: 8, ..p }.generate().is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! Generates the `strongroom.v1` prost messages and tonic clients and servers
+//! from `proto/strongroom/v1/*.proto` with `protoc`, and writes the encoded
+//! file descriptor set (imports included) to `OUT_DIR` for server reflection.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+/// Root of the proto tree (the buf module), relative to this crate.
+const PROTO_ROOT: &str = "../../proto";
+
+/// Directory of the `strongroom.v1` package inside the proto tree.
+const PACKAGE_DIR: &str = "../../proto/strongroom/v1";
+
+/// Name of the descriptor set in `OUT_DIR`, without `.bin`; read back by
+/// `tonic::include_file_descriptor_set!` in `src/lib.rs`.
+const DESCRIPTOR_SET: &str = "strongroom_v1_descriptor";
+
+/// Messages that carry secret material. They get no derived `Debug` (which
+/// would print every field); `src/lib.rs` implements a redacting one for each.
+/// A oneof inherits the setting of its message, so `credential_value::Value`
+/// is covered too.
+const REDACTED_DEBUG: &[&str] = &[
+    ".strongroom.v1.ApiKey",
+    ".strongroom.v1.OAuthToken",
+    ".strongroom.v1.BasicAuth",
+    ".strongroom.v1.DbConnection",
+    ".strongroom.v1.SshKey",
+    ".strongroom.v1.Certificate",
+    ".strongroom.v1.CustomSecret",
+    ".strongroom.v1.CredentialValue",
+    ".strongroom.v1.RevealedField",
+    ".strongroom.v1.ScanTextRequest",
+    ".strongroom.v1.ScanTextResponse",
+    ".strongroom.v1.ExportTenantRequest",
+    ".strongroom.v1.ImportTenantHeader",
+];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    // A directory is scanned recursively, so added, edited and removed proto
+    // files all trigger a rebuild.
+    println!("cargo:rerun-if-changed={PROTO_ROOT}");
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=PROTOC");
+
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let protos = proto_files(Path::new(PACKAGE_DIR))?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .file_descriptor_set_path(out_dir.join(format!("{DESCRIPTOR_SET}.bin")))
+        .skip_debug(REDACTED_DEBUG)
+        .compile_protos(&protos, &[PathBuf::from(PROTO_ROOT)])?;
+    Ok(())
+}
+
+/// Every `.proto` file of the package, sorted so builds are reproducible.
+fn proto_files(dir: &Path) -> Result<Vec<PathBuf>, Box<dyn Error>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "proto") {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        return Err(format!("no .proto files in {}", dir.display()).into());
+    }
+    files.sort();
+    Ok(files)
+}

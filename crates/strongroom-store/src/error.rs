@@ -1,0 +1,37 @@
+//! Mapping of database errors to the core's codes, the same for both
+//! backends. Details stay in the server log; the caller sees the code.
+
+use strongroom_core::Error;
+
+/// Maps a sqlx error met while working on `what` (`"credential"`).
+pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |e| match &e {
+        sqlx::Error::RowNotFound => Error::not_found(what),
+        sqlx::Error::Database(d) if d.is_unique_violation() => Error::already_exists(what),
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            Error::not_found(format!("a record {what} refers to"))
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => {
+            tracing::warn!(error = %e, "database unavailable");
+            Error::Unavailable("the database is unavailable".into())
+        }
+        _ => Error::internal(format!("database error on {what}: {e}")),
+    }
+}
+
+/// Whether `e` is a foreign-key violation (a row still referenced).
+pub(crate) fn is_fk(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}
+
+/// Parses a page cursor holding a UUID.
+pub(crate) fn uuid_cursor(after: Option<&String>) -> Result<uuid::Uuid, Error> {
+    match after {
+        None => Ok(uuid::Uuid::nil()),
+        Some(text) => uuid::Uuid::parse_str(text)
+            .map_err(|_| Error::invalid("page_token", "is not a valid page token")),
+    }
+}

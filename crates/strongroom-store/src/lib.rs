@@ -1,0 +1,27 @@
+//! strongroom's storage backends.
+//!
+//! [`PgStore`] (production: any number of servers share one Postgres, with
+//! row-level security enforcing the tenant boundary in the database) and
+//! [`SqliteStore`] (single node, embedded) implement
+//! [`strongroom_core::store::Store`] from one shared body of SQL, so both
+//! behave alike; the conformance suite in `tests/` runs every case against
+//! both.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+mod error;
+mod postgres;
+mod rows;
+mod shared;
+mod sqlite;
+
+pub use postgres::{APP_ROLE, PgStore};
+pub use sqlite::SqliteStore;
+
+/// Migrations of the Postgres schema (run by `strongroomd migrate` with an
+/// administrative connection).
+pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// Migrations of the SQLite schema (run at start-up).
+pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+pub use sqlx::{PgPool, SqlitePool};

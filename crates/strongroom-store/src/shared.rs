@@ -1,0 +1,1242 @@
+//! The `Store` implementation shared by both backends.
+//!
+//! The SQL below is portable between Postgres and SQLite (`$N` parameters,
+//! `RETURNING`, `ON CONFLICT`); the few differences (row locks, the
+//! substring function, how a transaction is bound to a tenant) are hooks each
+//! backend provides: `tenant_tx`, `platform_tx`, `LOCK` and `STRPOS`. The
+//! [`store_impl!`] macro stamps the implementation out for each backend type.
+
+macro_rules! tenant_cols {
+    () => {
+        "id, name, status, settings, current_kek_version, created_at"
+    };
+}
+macro_rules! principal_cols {
+    () => {
+        "tenant_id, id, name, role, environments, description, status, created_at"
+    };
+}
+macro_rules! binding_cols {
+    () => {
+        "tenant_id, id, principal_id, kind, pattern, created_at"
+    };
+}
+macro_rules! credential_cols {
+    () => {
+        "tenant_id, id, environment, name, service, kind, description, tags, scopes, owner, status, \
+         current_version, latest_version, rotated_at, created_at, updated_at, expires_at, revoked_at, \
+         revoke_reason, destroyed_at, rotation, injection, created_by"
+    };
+}
+macro_rules! version_cols {
+    () => {
+        "credential_id, version, envelope, kek_version, created_at, created_by"
+    };
+}
+macro_rules! grant_cols {
+    () => {
+        "tenant_id, id, subject_kind, subject, selector, environments, capabilities, destinations, \
+         expires_at, reason, granted_by, created_at"
+    };
+}
+macro_rules! audit_cols {
+    () => {
+        "tenant_id, sequence, id, at, principal_id, actor, on_behalf_of, action, credential_id, \
+         credential_name, version, environment, purpose, outcome, reason_code, peer, request_id, \
+         trace_id, detail, prev_hash, hash"
+    };
+}
+
+pub(crate) use {
+    audit_cols, binding_cols, credential_cols, grant_cols, principal_cols, tenant_cols,
+    version_cols,
+};
+
+macro_rules! store_impl {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// Links `draft` into the tenant's chain inside `tx`: reads the
+            /// head (locked on Postgres), seals, inserts, advances the head.
+            async fn append_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                tenant: strongroom_core::ids::TenantId,
+                draft: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<strongroom_core::audit::AuditEvent> {
+                use crate::error::db;
+                let head_sql = if Self::LOCK.is_empty() {
+                    "SELECT sequence, hash FROM audit_heads WHERE tenant_id = $1"
+                } else {
+                    "SELECT sequence, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE"
+                };
+                let (sequence, hash): (i64, Vec<u8>) = sqlx::query_as(head_sql)
+                    .bind(tenant.as_uuid())
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(db("audit chain head"))?;
+                let prev: [u8; 32] = hash
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| strongroom_core::Error::internal("stored audit head hash is not valid"))?;
+                let next = u64::try_from(sequence)
+                    .map_err(|_| strongroom_core::Error::internal("stored audit sequence is not valid"))?
+                    + 1;
+                let event = draft.seal(tenant, next, prev);
+                let d = &event.draft;
+                let seq = i64::try_from(event.sequence)
+                    .map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?;
+                sqlx::query(concat!(
+                    "INSERT INTO audit_events (",
+                    crate::shared::audit_cols!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+                ))
+                .bind(tenant.as_uuid())
+                .bind(seq)
+                .bind(d.id.as_uuid())
+                .bind(d.at.as_micros())
+                .bind(d.principal.map(|p| p.as_uuid()))
+                .bind(d.actor.as_str())
+                .bind(d.on_behalf_of.as_deref())
+                .bind(d.action.as_str())
+                .bind(d.credential.map(|c| c.as_uuid()))
+                .bind(d.credential_name.as_deref())
+                .bind(d.version.map(crate::rows::version_i32).transpose()?)
+                .bind(d.environment.as_deref())
+                .bind(d.purpose.as_deref())
+                .bind(d.outcome.as_str())
+                .bind(d.reason_code.as_str())
+                .bind(d.peer.as_deref())
+                .bind(d.request_id.as_deref())
+                .bind(d.trace_id.as_deref())
+                .bind(d.detail.as_deref())
+                .bind(event.prev_hash.as_slice())
+                .bind(event.hash.as_slice())
+                .execute(&mut **tx)
+                .await
+                .map_err(db("audit event"))?;
+                sqlx::query("UPDATE audit_heads SET sequence = $2, hash = $3 WHERE tenant_id = $1")
+                    .bind(tenant.as_uuid())
+                    .bind(seq)
+                    .bind(event.hash.as_slice())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db("audit chain head"))?;
+                Ok(event)
+            }
+
+            async fn credential_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                tenant: strongroom_core::ids::TenantId,
+                id: strongroom_core::ids::CredentialId,
+            ) -> strongroom_core::Result<strongroom_core::credential::Credential> {
+                let row: crate::rows::CredentialRow = sqlx::query_as(concat!(
+                    "SELECT ",
+                    crate::shared::credential_cols!(),
+                    " FROM credentials WHERE tenant_id = $1 AND id = $2"
+                ))
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(crate::error::db("credential"))?;
+                row.try_into()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl strongroom_core::store::Store for $store {
+            async fn get_meta(&self, key: &str) -> strongroom_core::Result<Option<Vec<u8>>> {
+                sqlx::query_scalar("SELECT value FROM server_meta WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(crate::error::db("server metadata"))
+            }
+
+            async fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> strongroom_core::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO server_meta (key, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(key)
+                .bind(value)
+                .bind(strongroom_core::time::Timestamp::now().as_micros())
+                .execute(&self.pool)
+                .await
+                .map_err(crate::error::db("server metadata"))?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn resolve_identity(
+                &self,
+                identity: &str,
+            ) -> strongroom_core::Result<Vec<strongroom_core::scope::IdentityMatch>> {
+                let mut tx = self.platform_tx(None, false).await?;
+                let rows: Vec<crate::rows::IdentityMatchRow> = sqlx::query_as(
+                    "SELECT b.kind, b.pattern, p.tenant_id, p.id, p.name, p.role, p.environments, p.description, \
+                     p.status, p.created_at, t.name AS t_name, t.status AS t_status, t.settings AS t_settings, \
+                     t.current_kek_version AS t_kek, t.created_at AS t_created_at \
+                     FROM identity_bindings b \
+                     JOIN principals p ON p.tenant_id = b.tenant_id AND p.id = b.principal_id \
+                     JOIN tenants t ON t.id = b.tenant_id \
+                     WHERE (b.kind = 'exact' AND b.pattern = $1) \
+                        OR (b.kind = 'prefix' AND substr($1, 1, length(b.pattern)) = b.pattern)",
+                )
+                .bind(identity)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(crate::error::db("identity binding"))?;
+                tx.commit().await.map_err(crate::error::db("identity binding"))?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn create_tenant(
+                &self,
+                _scope: &strongroom_core::scope::PlatformScope<'_>,
+                new: &strongroom_core::store::NewTenant,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<()> {
+                use crate::error::db;
+                let t = &new.tenant;
+                let mut tx = self.platform_tx(Some(t.id), true).await?;
+                sqlx::query(concat!("INSERT INTO tenants (", crate::shared::tenant_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6)"))
+                    .bind(t.id.as_uuid())
+                    .bind(t.name.as_str())
+                    .bind(t.status.as_str())
+                    .bind(crate::rows::json(&t.settings)?)
+                    .bind(crate::rows::version_i32(t.current_kek_version)?)
+                    .bind(t.created_at.as_micros())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("tenant"))?;
+                sqlx::query("INSERT INTO tenant_keks (tenant_id, version, wrapped, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(t.id.as_uuid())
+                    .bind(crate::rows::version_i32(new.kek.version)?)
+                    .bind(new.kek.wrapped.as_slice())
+                    .bind(new.kek.created_at.as_micros())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("tenant key"))?;
+                sqlx::query("INSERT INTO audit_heads (tenant_id, sequence, hash) VALUES ($1, 0, $2)")
+                    .bind(t.id.as_uuid())
+                    .bind(strongroom_core::audit::GENESIS_HASH.as_slice())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("audit chain head"))?;
+                for env in &new.environments {
+                    sqlx::query("INSERT INTO environments (tenant_id, name, created_at) VALUES ($1, $2, $3)")
+                        .bind(t.id.as_uuid())
+                        .bind(env.as_str())
+                        .bind(t.created_at.as_micros())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("environment"))?;
+                }
+                if let Some((principal, binding)) = &new.admin {
+                    Self::insert_principal(&mut tx, principal).await?;
+                    Self::insert_binding(&mut tx, binding).await?;
+                }
+                Self::append_in(&mut tx, t.id, audit).await?;
+                tx.commit().await.map_err(db("tenant"))?;
+                Ok(())
+            }
+
+            async fn list_tenants(
+                &self,
+                _scope: &strongroom_core::scope::PlatformScope<'_>,
+                page: &strongroom_core::page::PageRequest,
+            ) -> strongroom_core::Result<strongroom_core::page::Page<strongroom_core::tenant::Tenant>> {
+                let after = crate::error::uuid_cursor(page.after.as_ref())?;
+                let mut tx = self.platform_tx(None, false).await?;
+                let rows: Vec<crate::rows::TenantRow> = sqlx::query_as(concat!(
+                    "SELECT ", crate::shared::tenant_cols!(), " FROM tenants WHERE id > $1 ORDER BY id LIMIT $2"
+                ))
+                .bind(after)
+                .bind(page.fetch_limit())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(crate::error::db("tenant"))?;
+                tx.commit().await.map_err(crate::error::db("tenant"))?;
+                let items = rows
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<strongroom_core::Result<Vec<strongroom_core::tenant::Tenant>>>()?;
+                Ok(strongroom_core::page::Page::from_rows(items, page.size, |t| t.id.to_string()))
+            }
+
+            async fn get_tenant(
+                &self,
+                _scope: &strongroom_core::scope::PlatformScope<'_>,
+                id: strongroom_core::ids::TenantId,
+            ) -> strongroom_core::Result<strongroom_core::tenant::Tenant> {
+                let mut tx = self.platform_tx(Some(id), false).await?;
+                let row: crate::rows::TenantRow = sqlx::query_as(concat!(
+                    "SELECT ", crate::shared::tenant_cols!(), " FROM tenants WHERE id = $1"
+                ))
+                .bind(id.as_uuid())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(crate::error::db("tenant"))?;
+                tx.commit().await.map_err(crate::error::db("tenant"))?;
+                row.try_into()
+            }
+
+            async fn set_tenant_status(
+                &self,
+                _scope: &strongroom_core::scope::PlatformScope<'_>,
+                id: strongroom_core::ids::TenantId,
+                status: strongroom_core::tenant::TenantStatus,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<strongroom_core::tenant::Tenant> {
+                let mut tx = self.platform_tx(Some(id), true).await?;
+                let row: crate::rows::TenantRow = sqlx::query_as(concat!(
+                    "UPDATE tenants SET status = $2 WHERE id = $1 RETURNING ", crate::shared::tenant_cols!()
+                ))
+                .bind(id.as_uuid())
+                .bind(status.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(crate::error::db("tenant"))?;
+                Self::append_in(&mut tx, id, audit).await?;
+                tx.commit().await.map_err(crate::error::db("tenant"))?;
+                row.try_into()
+            }
+
+            async fn tenant(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+            ) -> strongroom_core::Result<strongroom_core::tenant::Tenant> {
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let row: crate::rows::TenantRow = sqlx::query_as(concat!(
+                    "SELECT ", crate::shared::tenant_cols!(), " FROM tenants WHERE id = $1"
+                ))
+                .bind(scope.tenant_id().as_uuid())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(crate::error::db("tenant"))?;
+                tx.commit().await.map_err(crate::error::db("tenant"))?;
+                row.try_into()
+            }
+
+            async fn update_tenant_settings(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                settings: &strongroom_core::tenant::TenantSettings,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<strongroom_core::tenant::Tenant> {
+                let tenant = scope.tenant_id();
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                let row: crate::rows::TenantRow = sqlx::query_as(concat!(
+                    "UPDATE tenants SET settings = $2 WHERE id = $1 RETURNING ", crate::shared::tenant_cols!()
+                ))
+                .bind(tenant.as_uuid())
+                .bind(crate::rows::json(settings)?)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(crate::error::db("tenant"))?;
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(crate::error::db("tenant"))?;
+                row.try_into()
+            }
+
+            async fn keks(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+            ) -> strongroom_core::Result<Vec<strongroom_core::tenant::WrappedKekRecord>> {
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let rows: Vec<crate::rows::KekRow> = sqlx::query_as(
+                    "SELECT tenant_id, version, wrapped, created_at FROM tenant_keks WHERE tenant_id = $1 ORDER BY version",
+                )
+                .bind(scope.tenant_id().as_uuid())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(crate::error::db("tenant key"))?;
+                tx.commit().await.map_err(crate::error::db("tenant key"))?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn add_kek(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                kek: &strongroom_core::tenant::WrappedKekRecord,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<strongroom_core::tenant::Tenant> {
+                use crate::error::db;
+                let tenant = scope.tenant_id();
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                sqlx::query("INSERT INTO tenant_keks (tenant_id, version, wrapped, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(tenant.as_uuid())
+                    .bind(crate::rows::version_i32(kek.version)?)
+                    .bind(kek.wrapped.as_slice())
+                    .bind(kek.created_at.as_micros())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("tenant key"))?;
+                let row: crate::rows::TenantRow = sqlx::query_as(concat!(
+                    "UPDATE tenants SET current_kek_version = $2 WHERE id = $1 RETURNING ", crate::shared::tenant_cols!()
+                ))
+                .bind(tenant.as_uuid())
+                .bind(crate::rows::version_i32(kek.version)?)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("tenant"))?;
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(db("tenant key"))?;
+                row.try_into()
+            }
+
+            async fn create_environment(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                environment: &strongroom_core::names::Environment,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<()> {
+                let tenant = scope.tenant_id();
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                sqlx::query("INSERT INTO environments (tenant_id, name, created_at) VALUES ($1, $2, $3)")
+                    .bind(tenant.as_uuid())
+                    .bind(environment.as_str())
+                    .bind(strongroom_core::time::Timestamp::now().as_micros())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(crate::error::db("environment"))?;
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(crate::error::db("environment"))?;
+                Ok(())
+            }
+
+            async fn list_environments(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+            ) -> strongroom_core::Result<Vec<strongroom_core::names::Environment>> {
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let names: Vec<String> =
+                    sqlx::query_scalar("SELECT name FROM environments WHERE tenant_id = $1 ORDER BY name")
+                        .bind(scope.tenant_id().as_uuid())
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(crate::error::db("environment"))?;
+                tx.commit().await.map_err(crate::error::db("environment"))?;
+                names
+                    .into_iter()
+                    .map(|n| {
+                        strongroom_core::names::Environment::try_from(n)
+                            .map_err(|_| strongroom_core::Error::internal("stored environment is not valid"))
+                    })
+                    .collect()
+            }
+
+            async fn delete_environment(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                environment: &strongroom_core::names::Environment,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<()> {
+                let tenant = scope.tenant_id();
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                let done = sqlx::query("DELETE FROM environments WHERE tenant_id = $1 AND name = $2")
+                    .bind(tenant.as_uuid())
+                    .bind(environment.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| {
+                        if crate::error::is_fk(&e) {
+                            strongroom_core::Error::precondition("the environment still holds credentials")
+                        } else {
+                            crate::error::db("environment")(e)
+                        }
+                    })?;
+                if done.rows_affected() == 0 {
+                    return Err(strongroom_core::Error::not_found("environment"));
+                }
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(crate::error::db("environment"))?;
+                Ok(())
+            }
+
+            async fn create_principal(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                principal: &strongroom_core::principal::Principal,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<()> {
+                let tenant = scope.tenant_id();
+                if principal.tenant != tenant {
+                    return Err(strongroom_core::Error::internal("principal of another tenant"));
+                }
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                Self::insert_principal(&mut tx, principal).await?;
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(crate::error::db("principal"))?;
+                Ok(())
+            }
+
+            async fn get_principal(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                id: strongroom_core::ids::PrincipalId,
+            ) -> strongroom_core::Result<strongroom_core::principal::Principal> {
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let row: crate::rows::PrincipalRow = sqlx::query_as(concat!(
+                    "SELECT ", crate::shared::principal_cols!(), " FROM principals WHERE tenant_id = $1 AND id = $2"
+                ))
+                .bind(scope.tenant_id().as_uuid())
+                .bind(id.as_uuid())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(crate::error::db("principal"))?;
+                tx.commit().await.map_err(crate::error::db("principal"))?;
+                row.try_into()
+            }
+
+            async fn list_principals(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                page: &strongroom_core::page::PageRequest,
+            ) -> strongroom_core::Result<strongroom_core::page::Page<strongroom_core::principal::Principal>> {
+                let after = crate::error::uuid_cursor(page.after.as_ref())?;
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let rows: Vec<crate::rows::PrincipalRow> = sqlx::query_as(concat!(
+                    "SELECT ", crate::shared::principal_cols!(),
+                    " FROM principals WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+                ))
+                .bind(scope.tenant_id().as_uuid())
+                .bind(after)
+                .bind(page.fetch_limit())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(crate::error::db("principal"))?;
+                tx.commit().await.map_err(crate::error::db("principal"))?;
+                let items = rows
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<strongroom_core::Result<Vec<strongroom_core::principal::Principal>>>()?;
+                Ok(strongroom_core::page::Page::from_rows(items, page.size, |p| p.id.to_string()))
+            }
+
+            async fn set_principal_status(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                id: strongroom_core::ids::PrincipalId,
+                status: strongroom_core::principal::PrincipalStatus,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<strongroom_core::principal::Principal> {
+                let tenant = scope.tenant_id();
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                let row: crate::rows::PrincipalRow = sqlx::query_as(concat!(
+                    "UPDATE principals SET status = $3 WHERE tenant_id = $1 AND id = $2 RETURNING ",
+                    crate::shared::principal_cols!()
+                ))
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .bind(status.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(crate::error::db("principal"))?;
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(crate::error::db("principal"))?;
+                row.try_into()
+            }
+
+            async fn create_binding(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                binding: &strongroom_core::principal::IdentityBinding,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<()> {
+                let tenant = scope.tenant_id();
+                if binding.tenant != tenant {
+                    return Err(strongroom_core::Error::internal("binding of another tenant"));
+                }
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                Self::insert_binding(&mut tx, binding).await?;
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(crate::error::db("identity binding"))?;
+                Ok(())
+            }
+
+            async fn list_bindings(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                principal: Option<strongroom_core::ids::PrincipalId>,
+                page: &strongroom_core::page::PageRequest,
+            ) -> strongroom_core::Result<strongroom_core::page::Page<strongroom_core::principal::IdentityBinding>> {
+                let after = crate::error::uuid_cursor(page.after.as_ref())?;
+                let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT ", crate::shared::binding_cols!(), " FROM identity_bindings WHERE tenant_id = "
+                ));
+                q.push_bind(scope.tenant_id().as_uuid());
+                q.push(" AND id > ").push_bind(after);
+                if let Some(p) = principal {
+                    q.push(" AND principal_id = ").push_bind(p.as_uuid());
+                }
+                q.push(" ORDER BY id LIMIT ").push_bind(page.fetch_limit());
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let rows: Vec<crate::rows::BindingRow> = q
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(crate::error::db("identity binding"))?;
+                tx.commit().await.map_err(crate::error::db("identity binding"))?;
+                let items = rows
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<strongroom_core::Result<Vec<strongroom_core::principal::IdentityBinding>>>()?;
+                Ok(strongroom_core::page::Page::from_rows(items, page.size, |b| b.id.to_string()))
+            }
+
+            async fn delete_binding(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                id: strongroom_core::ids::BindingId,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<()> {
+                let tenant = scope.tenant_id();
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                let done = sqlx::query("DELETE FROM identity_bindings WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_uuid())
+                    .bind(id.as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(crate::error::db("identity binding"))?;
+                if done.rows_affected() == 0 {
+                    return Err(strongroom_core::Error::not_found("identity binding"));
+                }
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(crate::error::db("identity binding"))?;
+                Ok(())
+            }
+
+            async fn create_credential(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                c: &strongroom_core::credential::Credential,
+                first: &strongroom_core::credential::StoredVersion,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<()> {
+                use crate::error::db;
+                let tenant = scope.tenant_id();
+                if c.tenant != tenant || first.credential != c.id {
+                    return Err(strongroom_core::Error::internal("credential of another tenant"));
+                }
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                sqlx::query(concat!(
+                    "INSERT INTO credentials (", crate::shared::credential_cols!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+                ))
+                .bind(tenant.as_uuid())
+                .bind(c.id.as_uuid())
+                .bind(c.environment.as_str())
+                .bind(c.name.as_str())
+                .bind(c.service.as_str())
+                .bind(c.kind.as_str())
+                .bind(c.description.as_str())
+                .bind(crate::rows::json(&c.tags)?)
+                .bind(crate::rows::json(&c.scopes)?)
+                .bind(c.owner.as_deref())
+                .bind(c.status.as_str())
+                .bind(crate::rows::version_i32(c.current_version)?)
+                .bind(crate::rows::version_i32(c.latest_version)?)
+                .bind(c.rotated_at.as_micros())
+                .bind(c.created_at.as_micros())
+                .bind(c.updated_at.as_micros())
+                .bind(c.expires_at.map(|t| t.as_micros()))
+                .bind(c.revoked_at.map(|t| t.as_micros()))
+                .bind(c.revoke_reason.as_deref())
+                .bind(c.destroyed_at.map(|t| t.as_micros()))
+                .bind(c.rotation.as_ref().map(crate::rows::json).transpose()?)
+                .bind(c.injection.as_ref().map(crate::rows::json).transpose()?)
+                .bind(c.created_by.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    if crate::error::is_fk(&e) {
+                        strongroom_core::Error::not_found("environment")
+                    } else {
+                        db("credential")(e)
+                    }
+                })?;
+                Self::insert_version(&mut tx, tenant, first).await?;
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(db("credential"))?;
+                Ok(())
+            }
+
+            async fn get_credential(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                id: strongroom_core::ids::CredentialId,
+            ) -> strongroom_core::Result<strongroom_core::credential::Credential> {
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let c = Self::credential_in(&mut tx, scope.tenant_id(), id).await?;
+                tx.commit().await.map_err(crate::error::db("credential"))?;
+                Ok(c)
+            }
+
+            async fn find_credential(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                environment: &strongroom_core::names::Environment,
+                name: &strongroom_core::names::CredentialName,
+            ) -> strongroom_core::Result<strongroom_core::credential::Credential> {
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let row: crate::rows::CredentialRow = sqlx::query_as(concat!(
+                    "SELECT ", crate::shared::credential_cols!(),
+                    " FROM credentials WHERE tenant_id = $1 AND environment = $2 AND name = $3"
+                ))
+                .bind(scope.tenant_id().as_uuid())
+                .bind(environment.as_str())
+                .bind(name.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(crate::error::db("credential"))?;
+                tx.commit().await.map_err(crate::error::db("credential"))?;
+                row.try_into()
+            }
+
+            async fn list_credentials(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                filter: &strongroom_core::credential::CredentialFilter,
+                page: &strongroom_core::page::PageRequest,
+            ) -> strongroom_core::Result<strongroom_core::page::Page<strongroom_core::credential::Credential>> {
+                let after = crate::error::uuid_cursor(page.after.as_ref())?;
+                let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT ", crate::shared::credential_cols!(), " FROM credentials WHERE tenant_id = "
+                ));
+                q.push_bind(scope.tenant_id().as_uuid());
+                q.push(" AND id > ").push_bind(after);
+                if let Some(e) = &filter.environment {
+                    q.push(" AND environment = ").push_bind(e.as_str().to_owned());
+                }
+                if let Some(s) = &filter.service {
+                    q.push(" AND service = ").push_bind(s.as_str().to_owned());
+                }
+                if let Some(k) = &filter.kind {
+                    q.push(" AND kind = ").push_bind(k.as_str());
+                }
+                if let Some(s) = &filter.status {
+                    q.push(" AND status = ").push_bind(s.as_str());
+                }
+                if let Some(t) = &filter.tag {
+                    q.push(" AND ")
+                        .push(Self::STRPOS)
+                        .push("(tags, ")
+                        .push_bind(format!("\"{}\"", t.as_str()))
+                        .push(") > 0");
+                }
+                if let Some(p) = &filter.name_prefix {
+                    q.push(" AND substr(name, 1, ")
+                        .push_bind(i64::try_from(p.len()).unwrap_or(i64::MAX))
+                        .push(") = ")
+                        .push_bind(p.clone());
+                }
+                q.push(" ORDER BY id LIMIT ").push_bind(page.fetch_limit());
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let rows: Vec<crate::rows::CredentialRow> = q
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(crate::error::db("credential"))?;
+                tx.commit().await.map_err(crate::error::db("credential"))?;
+                let items = rows
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<strongroom_core::Result<Vec<strongroom_core::credential::Credential>>>()?;
+                Ok(strongroom_core::page::Page::from_rows(items, page.size, |c| c.id.to_string()))
+            }
+
+            async fn add_version(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                id: strongroom_core::ids::CredentialId,
+                expected_latest: u32,
+                version: &strongroom_core::credential::StoredVersion,
+                retention: u32,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<strongroom_core::credential::Credential> {
+                use crate::error::db;
+                let tenant = scope.tenant_id();
+                if version.credential != id || version.version != expected_latest + 1 {
+                    return Err(strongroom_core::Error::internal("version number does not follow the latest"));
+                }
+                let new = crate::rows::version_i32(version.version)?;
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                let row: Option<crate::rows::CredentialRow> = sqlx::query_as(concat!(
+                    "UPDATE credentials SET current_version = $3, latest_version = $3, rotated_at = $4, updated_at = $4 \
+                     WHERE tenant_id = $1 AND id = $2 AND latest_version = $5 AND status = 'active' AND destroyed_at IS NULL \
+                     RETURNING ", crate::shared::credential_cols!()
+                ))
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .bind(new)
+                .bind(version.created_at.as_micros())
+                .bind(crate::rows::version_i32(expected_latest)?)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("credential"))?;
+                let Some(row) = row else {
+                    let current = Self::credential_in(&mut tx, tenant, id).await?;
+                    current.ensure_usable(strongroom_core::time::Timestamp::now())?;
+                    if current.status != strongroom_core::credential::CredentialStatus::Active {
+                        return Err(strongroom_core::Error::precondition("credential is not active"));
+                    }
+                    return Err(strongroom_core::Error::precondition(
+                        "another version was written concurrently; retry",
+                    ));
+                };
+                Self::insert_version(&mut tx, tenant, version).await?;
+                let keep_from = i64::from(version.version) - i64::from(retention.max(1));
+                sqlx::query("DELETE FROM credential_versions WHERE tenant_id = $1 AND credential_id = $2 AND version <= $3")
+                    .bind(tenant.as_uuid())
+                    .bind(id.as_uuid())
+                    .bind(i32::try_from(keep_from.max(0)).unwrap_or(0))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("credential version"))?;
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(db("credential"))?;
+                row.try_into()
+            }
+
+            async fn get_version(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                id: strongroom_core::ids::CredentialId,
+                version: u32,
+            ) -> strongroom_core::Result<strongroom_core::credential::StoredVersion> {
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let row: crate::rows::VersionRow = sqlx::query_as(concat!(
+                    "SELECT ", crate::shared::version_cols!(),
+                    " FROM credential_versions WHERE tenant_id = $1 AND credential_id = $2 AND version = $3"
+                ))
+                .bind(scope.tenant_id().as_uuid())
+                .bind(id.as_uuid())
+                .bind(crate::rows::version_i32(version)?)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(crate::error::db("credential version"))?;
+                tx.commit().await.map_err(crate::error::db("credential version"))?;
+                row.try_into()
+            }
+
+            async fn list_versions(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                id: strongroom_core::ids::CredentialId,
+            ) -> strongroom_core::Result<Vec<strongroom_core::credential::StoredVersion>> {
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                Self::credential_in(&mut tx, scope.tenant_id(), id).await?;
+                let rows: Vec<crate::rows::VersionRow> = sqlx::query_as(concat!(
+                    "SELECT ", crate::shared::version_cols!(),
+                    " FROM credential_versions WHERE tenant_id = $1 AND credential_id = $2 ORDER BY version DESC"
+                ))
+                .bind(scope.tenant_id().as_uuid())
+                .bind(id.as_uuid())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(crate::error::db("credential version"))?;
+                tx.commit().await.map_err(crate::error::db("credential version"))?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn set_current_version(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                id: strongroom_core::ids::CredentialId,
+                version: u32,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<strongroom_core::credential::Credential> {
+                let tenant = scope.tenant_id();
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                let current = Self::credential_in(&mut tx, tenant, id).await?;
+                current.ensure_usable(strongroom_core::time::Timestamp::now())?;
+                let row: Option<crate::rows::CredentialRow> = sqlx::query_as(concat!(
+                    "UPDATE credentials SET current_version = $3, updated_at = $4, \
+                     rotated_at = (SELECT v.created_at FROM credential_versions v \
+                                   WHERE v.tenant_id = $1 AND v.credential_id = $2 AND v.version = $3) \
+                     WHERE tenant_id = $1 AND id = $2 AND EXISTS (SELECT 1 FROM credential_versions v \
+                           WHERE v.tenant_id = $1 AND v.credential_id = $2 AND v.version = $3 AND v.envelope IS NOT NULL) \
+                     RETURNING ", crate::shared::credential_cols!()
+                ))
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .bind(crate::rows::version_i32(version)?)
+                .bind(strongroom_core::time::Timestamp::now().as_micros())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(crate::error::db("credential"))?;
+                let row = row.ok_or_else(|| strongroom_core::Error::not_found("credential version"))?;
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(crate::error::db("credential"))?;
+                row.try_into()
+            }
+
+            async fn revoke_credential(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                id: strongroom_core::ids::CredentialId,
+                reason: &str,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<strongroom_core::credential::Credential> {
+                let tenant = scope.tenant_id();
+                let now = strongroom_core::time::Timestamp::now().as_micros();
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                let row: Option<crate::rows::CredentialRow> = sqlx::query_as(concat!(
+                    "UPDATE credentials SET status = 'revoked', revoked_at = $3, revoke_reason = $4, updated_at = $3 \
+                     WHERE tenant_id = $1 AND id = $2 AND status <> 'revoked' RETURNING ",
+                    crate::shared::credential_cols!()
+                ))
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .bind(now)
+                .bind(reason)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(crate::error::db("credential"))?;
+                let Some(row) = row else {
+                    Self::credential_in(&mut tx, tenant, id).await?;
+                    return Err(strongroom_core::Error::precondition("credential is already revoked"));
+                };
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(crate::error::db("credential"))?;
+                row.try_into()
+            }
+
+            async fn destroy_credential(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                id: strongroom_core::ids::CredentialId,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<strongroom_core::credential::Credential> {
+                let tenant = scope.tenant_id();
+                let now = strongroom_core::time::Timestamp::now().as_micros();
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                let row: Option<crate::rows::CredentialRow> = sqlx::query_as(concat!(
+                    "UPDATE credentials SET destroyed_at = $3, updated_at = $3 \
+                     WHERE tenant_id = $1 AND id = $2 AND destroyed_at IS NULL RETURNING ",
+                    crate::shared::credential_cols!()
+                ))
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(crate::error::db("credential"))?;
+                let Some(row) = row else {
+                    Self::credential_in(&mut tx, tenant, id).await?;
+                    return Err(strongroom_core::Error::precondition("credential values are already destroyed"));
+                };
+                sqlx::query("UPDATE credential_versions SET envelope = NULL WHERE tenant_id = $1 AND credential_id = $2")
+                    .bind(tenant.as_uuid())
+                    .bind(id.as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(crate::error::db("credential version"))?;
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(crate::error::db("credential"))?;
+                row.try_into()
+            }
+
+            async fn create_grant(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                g: &strongroom_core::policy::Grant,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<()> {
+                let tenant = scope.tenant_id();
+                if g.tenant != tenant {
+                    return Err(strongroom_core::Error::internal("grant of another tenant"));
+                }
+                let (kind, subject) = crate::rows::subject_parts(&g.subject);
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                sqlx::query(concat!(
+                    "INSERT INTO grants (", crate::shared::grant_cols!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                ))
+                .bind(tenant.as_uuid())
+                .bind(g.id.as_uuid())
+                .bind(kind)
+                .bind(subject)
+                .bind(g.selector.to_text())
+                .bind(crate::rows::json(&g.environments)?)
+                .bind(i32::from(g.capabilities.bits()))
+                .bind(crate::rows::json(&g.destinations)?)
+                .bind(g.expires_at.map(|t| t.as_micros()))
+                .bind(g.reason.as_str())
+                .bind(g.granted_by.as_uuid())
+                .bind(g.created_at.as_micros())
+                .execute(&mut *tx)
+                .await
+                .map_err(crate::error::db("grant"))?;
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(crate::error::db("grant"))?;
+                Ok(())
+            }
+
+            async fn get_grant(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                id: strongroom_core::ids::GrantId,
+            ) -> strongroom_core::Result<strongroom_core::policy::Grant> {
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let row: crate::rows::GrantRow = sqlx::query_as(concat!(
+                    "SELECT ", crate::shared::grant_cols!(), " FROM grants WHERE tenant_id = $1 AND id = $2"
+                ))
+                .bind(scope.tenant_id().as_uuid())
+                .bind(id.as_uuid())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(crate::error::db("grant"))?;
+                tx.commit().await.map_err(crate::error::db("grant"))?;
+                row.try_into()
+            }
+
+            async fn delete_grant(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                id: strongroom_core::ids::GrantId,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<()> {
+                let tenant = scope.tenant_id();
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                let done = sqlx::query("DELETE FROM grants WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_uuid())
+                    .bind(id.as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(crate::error::db("grant"))?;
+                if done.rows_affected() == 0 {
+                    return Err(strongroom_core::Error::not_found("grant"));
+                }
+                Self::append_in(&mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(crate::error::db("grant"))?;
+                Ok(())
+            }
+
+            async fn list_grants(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                filter: &strongroom_core::store::GrantFilter,
+                page: &strongroom_core::page::PageRequest,
+            ) -> strongroom_core::Result<strongroom_core::page::Page<strongroom_core::policy::Grant>> {
+                let after = crate::error::uuid_cursor(page.after.as_ref())?;
+                let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT ", crate::shared::grant_cols!(), " FROM grants WHERE tenant_id = "
+                ));
+                q.push_bind(scope.tenant_id().as_uuid());
+                q.push(" AND id > ").push_bind(after);
+                if let Some(p) = filter.principal {
+                    q.push(" AND subject_kind = 'principal' AND subject = ").push_bind(p.to_string());
+                }
+                if let Some(r) = filter.role {
+                    q.push(" AND subject_kind = 'role' AND subject = ").push_bind(r.as_str());
+                }
+                if let Some(e) = &filter.environment {
+                    q.push(" AND ")
+                        .push(Self::STRPOS)
+                        .push("(environments, ")
+                        .push_bind(format!("\"{}\"", e.as_str()))
+                        .push(") > 0");
+                }
+                if let Some(n) = &filter.covering {
+                    // The selector is the exact name, '*', or 'prefix/*' with
+                    // the name under that prefix.
+                    q.push(" AND (selector = ")
+                        .push_bind(n.as_str().to_owned())
+                        .push(" OR selector = '*' OR (substr(selector, length(selector) - 1) = '/*' AND substr(")
+                        .push_bind(n.as_str().to_owned())
+                        .push(", 1, length(selector) - 1) = substr(selector, 1, length(selector) - 1)))");
+                }
+                q.push(" ORDER BY id LIMIT ").push_bind(page.fetch_limit());
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let rows: Vec<crate::rows::GrantRow> = q
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(crate::error::db("grant"))?;
+                tx.commit().await.map_err(crate::error::db("grant"))?;
+                let items = rows
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<strongroom_core::Result<Vec<strongroom_core::policy::Grant>>>()?;
+                Ok(strongroom_core::page::Page::from_rows(items, page.size, |g| g.id.to_string()))
+            }
+
+            async fn grants_for(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                principal: &strongroom_core::principal::Principal,
+            ) -> strongroom_core::Result<Vec<strongroom_core::policy::Grant>> {
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let rows: Vec<crate::rows::GrantRow> = sqlx::query_as(concat!(
+                    "SELECT ", crate::shared::grant_cols!(),
+                    " FROM grants WHERE tenant_id = $1 AND ((subject_kind = 'principal' AND subject = $2) \
+                      OR (subject_kind = 'role' AND subject = $3)) ORDER BY id"
+                ))
+                .bind(scope.tenant_id().as_uuid())
+                .bind(principal.id.to_string())
+                .bind(principal.role.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(crate::error::db("grant"))?;
+                tx.commit().await.map_err(crate::error::db("grant"))?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn append_audit(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                draft: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<strongroom_core::audit::AuditEvent> {
+                let tenant = scope.tenant_id();
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                let event = Self::append_in(&mut tx, tenant, draft).await?;
+                tx.commit().await.map_err(crate::error::db("audit event"))?;
+                Ok(event)
+            }
+
+            async fn query_audit(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                filter: &strongroom_core::store::AuditFilter,
+                page: &strongroom_core::page::PageRequest,
+            ) -> strongroom_core::Result<strongroom_core::page::Page<strongroom_core::audit::AuditEvent>> {
+                let before = match &page.after {
+                    None => i64::MAX,
+                    Some(t) => t
+                        .parse::<i64>()
+                        .map_err(|_| strongroom_core::Error::invalid("page_token", "is not a valid page token"))?,
+                };
+                let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT ", crate::shared::audit_cols!(), " FROM audit_events WHERE tenant_id = "
+                ));
+                q.push_bind(scope.tenant_id().as_uuid());
+                q.push(" AND sequence < ").push_bind(before);
+                if let Some(c) = filter.credential {
+                    q.push(" AND credential_id = ").push_bind(c.as_uuid());
+                }
+                if let Some(p) = filter.principal {
+                    q.push(" AND principal_id = ").push_bind(p.as_uuid());
+                }
+                if let Some(a) = filter.action {
+                    q.push(" AND action = ").push_bind(a.as_str());
+                }
+                if let Some(o) = filter.outcome {
+                    q.push(" AND outcome = ").push_bind(o.as_str());
+                }
+                if let Some(t) = filter.since {
+                    q.push(" AND at >= ").push_bind(t.as_micros());
+                }
+                if let Some(t) = filter.until {
+                    q.push(" AND at < ").push_bind(t.as_micros());
+                }
+                q.push(" ORDER BY sequence DESC LIMIT ").push_bind(page.fetch_limit());
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let rows: Vec<crate::rows::AuditRow> = q
+                    .build_query_as()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(crate::error::db("audit event"))?;
+                tx.commit().await.map_err(crate::error::db("audit event"))?;
+                let items = rows
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<strongroom_core::Result<Vec<strongroom_core::audit::AuditEvent>>>()?;
+                Ok(strongroom_core::page::Page::from_rows(items, page.size, |e| e.sequence.to_string()))
+            }
+
+            async fn audit_after(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                after: u64,
+                limit: u32,
+            ) -> strongroom_core::Result<Vec<strongroom_core::audit::AuditEvent>> {
+                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
+                let rows: Vec<crate::rows::AuditRow> = sqlx::query_as(concat!(
+                    "SELECT ", crate::shared::audit_cols!(),
+                    " FROM audit_events WHERE tenant_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
+                ))
+                .bind(scope.tenant_id().as_uuid())
+                .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(crate::error::db("audit event"))?;
+                tx.commit().await.map_err(crate::error::db("audit event"))?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+        }
+
+        impl $store {
+            async fn insert_principal(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                p: &strongroom_core::principal::Principal,
+            ) -> strongroom_core::Result<()> {
+                sqlx::query(concat!(
+                    "INSERT INTO principals (", crate::shared::principal_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ))
+                .bind(p.tenant.as_uuid())
+                .bind(p.id.as_uuid())
+                .bind(p.name.as_str())
+                .bind(p.role.as_str())
+                .bind(crate::rows::json(&p.environments)?)
+                .bind(p.description.as_str())
+                .bind(p.status.as_str())
+                .bind(p.created_at.as_micros())
+                .execute(&mut **tx)
+                .await
+                .map_err(crate::error::db("principal"))?;
+                Ok(())
+            }
+
+            async fn insert_binding(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                b: &strongroom_core::principal::IdentityBinding,
+            ) -> strongroom_core::Result<()> {
+                let (kind, pattern) = crate::rows::pattern_parts(&b.pattern);
+                sqlx::query(concat!(
+                    "INSERT INTO identity_bindings (", crate::shared::binding_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6)"
+                ))
+                .bind(b.tenant.as_uuid())
+                .bind(b.id.as_uuid())
+                .bind(b.principal.as_uuid())
+                .bind(kind)
+                .bind(pattern)
+                .bind(b.created_at.as_micros())
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| {
+                    if crate::error::is_fk(&e) {
+                        strongroom_core::Error::not_found("principal")
+                    } else {
+                        crate::error::db("identity binding")(e)
+                    }
+                })?;
+                Ok(())
+            }
+
+            async fn insert_version(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                tenant: strongroom_core::ids::TenantId,
+                v: &strongroom_core::credential::StoredVersion,
+            ) -> strongroom_core::Result<()> {
+                sqlx::query(concat!(
+                    "INSERT INTO credential_versions (tenant_id, ", crate::shared::version_cols!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ))
+                .bind(tenant.as_uuid())
+                .bind(v.credential.as_uuid())
+                .bind(crate::rows::version_i32(v.version)?)
+                .bind(v.envelope.as_deref())
+                .bind(crate::rows::version_i32(v.kek_version)?)
+                .bind(v.created_at.as_micros())
+                .bind(v.created_by.as_uuid())
+                .execute(&mut **tx)
+                .await
+                .map_err(crate::error::db("credential version"))?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use store_impl;
