@@ -1,0 +1,400 @@
+//! Start-up: open the store, load and check the root key, bind the listener,
+//! and serve the four services plus health and reflection over mutual TLS
+//! until SIGTERM or Ctrl-C, then drain in-flight calls.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use strongroom_core::scope::Authenticator;
+use strongroom_core::store::{Store, meta};
+use strongroom_crypto::{CryptoError, KdfParams, KeyCheck, RootKey};
+use strongroom_proto::v1::admin_service_server::AdminServiceServer;
+use strongroom_proto::v1::audit_service_server::AuditServiceServer;
+use strongroom_proto::v1::credential_service_server::CredentialServiceServer;
+use strongroom_proto::v1::policy_service_server::PolicyServiceServer;
+use strongroom_store::{PgStore, SqliteStore};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::{Config, Database, RootKeySource};
+use crate::handlers::{AdminHandler, AuditHandler, CredentialHandler, PolicyHandler, Shared};
+use crate::vault::Vault;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// TLS material unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The root key could not be loaded, or does not match the database.
+    #[error("root key: {0}")]
+    RootKey(String),
+    /// The database could not be opened, migrated or checked.
+    #[error("database: {0}")]
+    Database(String),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {error}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server: {0}")]
+    Serve(String),
+}
+
+/// A built, bound server, ready to run.
+pub struct App {
+    listener: TcpListener,
+    addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    vault: Arc<Vault>,
+    authenticator: Arc<Authenticator>,
+}
+
+/// Opens the configured store. SQLite is migrated at start-up; Postgres is
+/// migrated only when `database.migrate_url` is set, and the server's own
+/// role is checked to be subject to row-level security.
+pub async fn open_store(database: &Database) -> Result<Arc<dyn Store>, StartError> {
+    match database {
+        Database::Sqlite { path } => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StartError::Database(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            let store = SqliteStore::open(path)
+                .await
+                .map_err(|e| StartError::Database(format!("{} ({})", e, path.display())))?;
+            Ok(Arc::new(store))
+        }
+        Database::Postgres {
+            url,
+            max_connections,
+            migrate_url,
+        } => {
+            if let Some(migrate_url) = migrate_url {
+                migrate_postgres(migrate_url).await?;
+            }
+            let store = PgStore::connect(url, *max_connections)
+                .await
+                .map_err(|e| StartError::Database(e.to_string()))?;
+            store
+                .check_role()
+                .await
+                .map_err(|e| StartError::Database(e.to_string()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Applies the Postgres migrations with a privileged connection.
+pub async fn migrate_postgres(url: &str) -> Result<(), StartError> {
+    let store = PgStore::connect(url, 2)
+        .await
+        .map_err(|e| StartError::Database(e.to_string()))?;
+    strongroom_store::PG_MIGRATOR
+        .run(store.pool())
+        .await
+        .map_err(|e| StartError::Database(format!("migration failed: {e}")))?;
+    Ok(())
+}
+
+fn key_error(e: CryptoError) -> StartError {
+    StartError::RootKey(e.to_string())
+}
+
+/// Loads the root key and checks it against the database's key-check value
+/// (stored on first start). A wrong key refuses start-up.
+pub async fn load_root_key(
+    source: &RootKeySource,
+    store: &dyn Store,
+) -> Result<RootKey, StartError> {
+    let key = match source {
+        RootKeySource::Env => {
+            let text = SecretString::from(std::env::var("STRONGROOM_ROOT_KEY").unwrap_or_default());
+            RootKey::from_encoded(secrecy::ExposeSecret::expose_secret(&text)).map_err(key_error)?
+        }
+        RootKeySource::File(path) => RootKey::from_file(path).map_err(key_error)?,
+        RootKeySource::PassphraseEnv | RootKeySource::PassphraseFile(_) => {
+            let passphrase = match source {
+                RootKeySource::PassphraseFile(path) => SecretString::from(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| {
+                            StartError::RootKey(format!("cannot read {}: {e}", path.display()))
+                        })?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned(),
+                ),
+                _ => SecretString::from(
+                    std::env::var("STRONGROOM_ROOT_PASSPHRASE").unwrap_or_default(),
+                ),
+            };
+            let params = match store
+                .get_meta(meta::KDF_PARAMS)
+                .await
+                .map_err(|e| StartError::Database(e.to_string()))?
+            {
+                Some(bytes) => params_from_bytes(&bytes)?,
+                None => {
+                    let params = KdfParams::generate().map_err(key_error)?;
+                    let bytes = params_to_bytes(&params)?;
+                    store
+                        .put_meta_if_absent(meta::KDF_PARAMS, &bytes)
+                        .await
+                        .map_err(|e| StartError::Database(e.to_string()))?;
+                    // Another replica may have stored its parameters first.
+                    let stored = store
+                        .get_meta(meta::KDF_PARAMS)
+                        .await
+                        .map_err(|e| StartError::Database(e.to_string()))?
+                        .ok_or_else(|| StartError::Database("KDF parameters vanished".into()))?;
+                    params_from_bytes(&stored)?
+                }
+            };
+            // Argon2id runs once, off the async runtime.
+            tokio::task::spawn_blocking(move || {
+                RootKey::derive_from_passphrase(&passphrase, &params)
+            })
+            .await
+            .map_err(|e| StartError::RootKey(format!("derivation task failed: {e}")))?
+            .map_err(key_error)?
+        }
+    };
+    match store
+        .get_meta(meta::KEY_CHECK)
+        .await
+        .map_err(|e| StartError::Database(e.to_string()))?
+    {
+        Some(bytes) => key
+            .verify(&KeyCheck::from_bytes(bytes))
+            .map_err(key_error)?,
+        None => {
+            let check = key.key_check().map_err(key_error)?;
+            let stored = store
+                .put_meta_if_absent(meta::KEY_CHECK, &check.to_bytes())
+                .await
+                .map_err(|e| StartError::Database(e.to_string()))?;
+            if !stored {
+                // Another replica stored one first: ours must match it.
+                let bytes = store
+                    .get_meta(meta::KEY_CHECK)
+                    .await
+                    .map_err(|e| StartError::Database(e.to_string()))?
+                    .unwrap_or_default();
+                key.verify(&KeyCheck::from_bytes(bytes))
+                    .map_err(key_error)?;
+            }
+        }
+    }
+    Ok(key)
+}
+
+fn params_to_bytes(params: &KdfParams) -> Result<Vec<u8>, StartError> {
+    serde_json::to_vec(params).map_err(|e| StartError::RootKey(format!("KDF parameters: {e}")))
+}
+
+fn params_from_bytes(bytes: &[u8]) -> Result<KdfParams, StartError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StartError::RootKey(format!("stored KDF parameters: {e}")))
+}
+
+impl App {
+    /// Opens the store, checks the root key, loads TLS material and binds the
+    /// listener (port 0 picks a free one; see [`App::local_addr`]).
+    pub async fn build(config: Config) -> Result<App, StartError> {
+        let tls = crate::tls::server_config(&config.tls)?;
+        let store = open_store(&config.database).await?;
+        let root = load_root_key(&config.root_key, store.as_ref()).await?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|error| StartError::Listen {
+                    addr: config.listen,
+                    error,
+                })?;
+        let addr = listener.local_addr().map_err(|error| StartError::Listen {
+            addr: config.listen,
+            error,
+        })?;
+        Ok(App {
+            listener,
+            addr,
+            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            vault: Arc::new(Vault::new(store, Arc::new(root), config.limits)),
+            authenticator: Arc::new(Authenticator::new(config.platform_operators.clone())),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The application service (used by dev mode to bootstrap its tenant).
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.vault
+    }
+
+    /// The authenticator.
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.authenticator
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then stops accepting and drains the
+    /// calls in flight.
+    pub async fn run_until_stopped(self) -> Result<(), StartError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes, then drains.
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let App {
+            listener,
+            addr,
+            acceptor,
+            vault,
+            authenticator,
+        } = self;
+        let limit = vault.limits().max_message_bytes;
+        let request_timeout = vault.limits().request_timeout;
+        // Messages up to 4x the limit are decoded so the handler can refuse
+        // them with INVALID_ARGUMENT naming the limit; larger ones are cut off
+        // by the transport.
+        let decode_limit = limit.saturating_mul(4);
+        let shared = Shared::new(vault, authenticator);
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<CredentialServiceServer<CredentialHandler>>()
+            .await;
+        health
+            .set_serving::<PolicyServiceServer<PolicyHandler>>()
+            .await;
+        health
+            .set_serving::<AuditServiceServer<AuditHandler>>()
+            .await;
+        health
+            .set_serving::<AdminServiceServer<AdminHandler>>()
+            .await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(strongroom_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| StartError::Serve(format!("reflection: {e}")))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(strongroom_proto::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| StartError::Serve(format!("reflection: {e}")))?;
+
+        let (stopping_tx, stopping_rx) = watch::channel(false);
+        let incoming = accept_loop(listener, acceptor, stopping_rx);
+
+        tracing::info!(%addr, "serving");
+        let router = tonic::transport::Server::builder()
+            .timeout(request_timeout)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(
+                CredentialServiceServer::new(CredentialHandler(shared.clone()))
+                    .max_decoding_message_size(decode_limit),
+            )
+            .add_service(
+                PolicyServiceServer::new(PolicyHandler(shared.clone()))
+                    .max_decoding_message_size(decode_limit),
+            )
+            .add_service(
+                AuditServiceServer::new(AuditHandler(shared.clone()))
+                    .max_decoding_message_size(decode_limit),
+            )
+            .add_service(
+                AdminServiceServer::new(AdminHandler(shared))
+                    .max_decoding_message_size(decode_limit),
+            );
+        let result = router
+            .serve_with_incoming_shutdown(incoming, async move {
+                stop.await;
+                tracing::info!("shutting down: draining calls in flight");
+                let _ = stopping_tx.send(true);
+            })
+            .await;
+        tracing::info!("stopped");
+        result.map_err(|e| StartError::Serve(e.to_string()))
+    }
+}
+
+/// Accepts TCP connections and completes the TLS handshake of each in its own
+/// task (a slow or failing handshake never blocks the others). Refused
+/// handshakes (no client certificate, unknown CA, expired certificate) are
+/// logged with the peer address.
+fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    mut stopping: watch::Receiver<bool>,
+) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>
+{
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stopping.changed() => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
+                    Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,483 @@
+//! Typed configuration, read once at start-up: a TOML file, then
+//! `STRONGROOM_*` environment variables on top. Every problem is reported with
+//! the key that caused it. No secret is ever read from the file: the root key
+//! and passphrase come from the environment or from files named here.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use strongroom_core::principal::IdentityPattern;
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration key `{key}`: {message}")]
+pub struct ConfigError {
+    /// The offending key (`database.url`) or environment variable.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn bad(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Where the root key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootKeySource {
+    /// `STRONGROOM_ROOT_KEY`: 32 bytes as hex or base64.
+    Env,
+    /// A file holding the key as hex, base64 or 32 raw bytes.
+    File(PathBuf),
+    /// A file holding a passphrase; the key is derived with Argon2id once at
+    /// start-up (salt and parameters stored in the database).
+    PassphraseFile(PathBuf),
+    /// `STRONGROOM_ROOT_PASSPHRASE`, derived as above.
+    PassphraseEnv,
+}
+
+/// Which database backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// Postgres at `url`, with a pool of `max_connections`. The role must be a
+    /// member of `strongroom_app`, not a superuser (row-level security).
+    Postgres {
+        /// Connection URL.
+        url: String,
+        /// Pool size.
+        max_connections: u32,
+        /// Run migrations at start-up with this (privileged) URL.
+        migrate_url: Option<String>,
+    },
+    /// SQLite in the file at `path` (migrated at start-up).
+    Sqlite {
+        /// Database file.
+        path: PathBuf,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object a line.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// TLS material paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// Server certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Server private key, PEM.
+    pub key: PathBuf,
+    /// CA bundle that client certificates must chain to, PEM.
+    pub client_ca: PathBuf,
+}
+
+/// Limits that protect the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted request message, in bytes; larger requests are
+    /// refused with INVALID_ARGUMENT.
+    pub max_message_bytes: usize,
+    /// How long a reveal waits for its audit record to be durable before
+    /// failing with UNAVAILABLE.
+    pub audit_timeout: Duration,
+    /// Time limit of one call.
+    pub request_timeout: Duration,
+    /// Lease TTL of a reveal that asks for none.
+    pub default_lease_ttl: Duration,
+    /// Longest lease TTL granted.
+    pub max_lease_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1024 * 1024,
+            audit_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(15),
+            default_lease_ttl: Duration::from_secs(15 * 60),
+            max_lease_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// TLS material.
+    pub tls: TlsPaths,
+    /// Database.
+    pub database: Database,
+    /// Root key source.
+    pub root_key: RootKeySource,
+    /// Identities allowed to create and manage tenants.
+    pub platform_operators: Vec<IdentityPattern>,
+    /// Limits.
+    pub limits: Limits,
+    /// Log level filter (`info`, `strongroomd=debug`).
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    platform_operators: Option<Vec<String>>,
+    #[serde(default)]
+    tls: RawTls,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    root_key: RawRootKey,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    backend: Option<String>,
+    url: Option<String>,
+    migrate_url: Option<String>,
+    sqlite_path: Option<PathBuf>,
+    max_connections: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRootKey {
+    file: Option<PathBuf>,
+    passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_message_bytes: Option<usize>,
+    audit_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    default_lease_ttl_secs: Option<u64>,
+    max_lease_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<String>,
+}
+
+/// Reads environment variables; a seam so tests need not touch the process
+/// environment.
+pub trait Env {
+    /// The variable's value, if set and not empty.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, text: &str) -> Result<T, ConfigError> {
+    text.trim()
+        .parse()
+        .map_err(|_| bad(key, "must be a whole number"))
+}
+
+impl Config {
+    /// Loads `path` (if given) and applies environment overrides.
+    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
+        let raw = match path {
+            None => RawConfig::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| bad("--config", format!("cannot read {}: {e}", p.display())))?;
+                toml::from_str::<RawConfig>(&text)
+                    .map_err(|e| bad("--config", format!("{}: {}", p.display(), e.message())))?
+            }
+        };
+        Self::from_raw(raw, env)
+    }
+
+    fn from_raw(mut raw: RawConfig, env: &dyn Env) -> Result<Self, ConfigError> {
+        // Environment overrides, one variable per key.
+        if let Some(v) = env.var("STRONGROOM_LISTEN") {
+            raw.listen = Some(v);
+        }
+        if let Some(v) = env.var("STRONGROOM_PLATFORM_OPERATORS") {
+            raw.platform_operators = Some(v.split(',').map(|s| s.trim().to_owned()).collect());
+        }
+        if let Some(v) = env.var("STRONGROOM_TLS_CERT") {
+            raw.tls.cert = Some(v.into());
+        }
+        if let Some(v) = env.var("STRONGROOM_TLS_KEY") {
+            raw.tls.key = Some(v.into());
+        }
+        if let Some(v) = env.var("STRONGROOM_TLS_CLIENT_CA") {
+            raw.tls.client_ca = Some(v.into());
+        }
+        if let Some(v) = env.var("STRONGROOM_DATABASE_BACKEND") {
+            raw.database.backend = Some(v);
+        }
+        if let Some(v) = env.var("STRONGROOM_DATABASE_URL") {
+            raw.database.url = Some(v);
+        }
+        if let Some(v) = env.var("STRONGROOM_DATABASE_MIGRATE_URL") {
+            raw.database.migrate_url = Some(v);
+        }
+        if let Some(v) = env.var("STRONGROOM_SQLITE_PATH") {
+            raw.database.sqlite_path = Some(v.into());
+        }
+        if let Some(v) = env.var("STRONGROOM_DATABASE_MAX_CONNECTIONS") {
+            raw.database.max_connections =
+                Some(parse_num("STRONGROOM_DATABASE_MAX_CONNECTIONS", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_ROOT_KEY_FILE") {
+            raw.root_key.file = Some(v.into());
+        }
+        if let Some(v) = env.var("STRONGROOM_ROOT_PASSPHRASE_FILE") {
+            raw.root_key.passphrase_file = Some(v.into());
+        }
+        if let Some(v) = env.var("STRONGROOM_MAX_MESSAGE_BYTES") {
+            raw.limits.max_message_bytes = Some(parse_num("STRONGROOM_MAX_MESSAGE_BYTES", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_AUDIT_TIMEOUT_MS") {
+            raw.limits.audit_timeout_ms = Some(parse_num("STRONGROOM_AUDIT_TIMEOUT_MS", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_LOG_LEVEL") {
+            raw.log.level = Some(v);
+        }
+        if let Some(v) = env.var("STRONGROOM_LOG_FORMAT") {
+            raw.log.format = Some(v);
+        }
+
+        let listen = raw
+            .listen
+            .as_deref()
+            .unwrap_or("127.0.0.1:7443")
+            .parse::<SocketAddr>()
+            .map_err(|_| bad("listen", "must be an address like 0.0.0.0:7443"))?;
+
+        let tls = TlsPaths {
+            cert: raw
+                .tls
+                .cert
+                .ok_or_else(|| bad("tls.cert", "is required (or STRONGROOM_TLS_CERT)"))?,
+            key: raw
+                .tls
+                .key
+                .ok_or_else(|| bad("tls.key", "is required (or STRONGROOM_TLS_KEY)"))?,
+            client_ca: raw
+                .tls
+                .client_ca
+                .ok_or_else(|| bad("tls.client_ca", "is required (or STRONGROOM_TLS_CLIENT_CA)"))?,
+        };
+
+        let backend = raw
+            .database
+            .backend
+            .as_deref()
+            .unwrap_or(if raw.database.url.is_some() {
+                "postgres"
+            } else {
+                "sqlite"
+            });
+        let database = match backend {
+            "postgres" => {
+                let url = raw.database.url.ok_or_else(|| {
+                    bad(
+                        "database.url",
+                        "is required for the postgres backend (or STRONGROOM_DATABASE_URL)",
+                    )
+                })?;
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(bad("database.url", "must start with postgres://"));
+                }
+                let max_connections = raw.database.max_connections.unwrap_or(32);
+                if !(1..=1024).contains(&max_connections) {
+                    return Err(bad("database.max_connections", "must be 1-1024"));
+                }
+                Database::Postgres {
+                    url,
+                    max_connections,
+                    migrate_url: raw.database.migrate_url,
+                }
+            }
+            "sqlite" => Database::Sqlite {
+                path: raw
+                    .database
+                    .sqlite_path
+                    .unwrap_or_else(|| PathBuf::from("strongroom.db")),
+            },
+            _ => {
+                return Err(bad(
+                    "database.backend",
+                    "must be \"postgres\" or \"sqlite\"",
+                ));
+            }
+        };
+
+        let root_key = match (
+            env.var("STRONGROOM_ROOT_KEY").is_some(),
+            raw.root_key.file,
+            env.var("STRONGROOM_ROOT_PASSPHRASE").is_some(),
+            raw.root_key.passphrase_file,
+        ) {
+            (true, None, false, None) => RootKeySource::Env,
+            (false, Some(f), false, None) => RootKeySource::File(f),
+            (false, None, true, None) => RootKeySource::PassphraseEnv,
+            (false, None, false, Some(f)) => RootKeySource::PassphraseFile(f),
+            (false, None, false, None) => {
+                return Err(bad(
+                    "root_key",
+                    "no root key: set STRONGROOM_ROOT_KEY, root_key.file, root_key.passphrase_file or STRONGROOM_ROOT_PASSPHRASE",
+                ));
+            }
+            _ => {
+                return Err(bad(
+                    "root_key",
+                    "more than one root key source is set; choose exactly one",
+                ));
+            }
+        };
+
+        let platform_operators = raw
+            .platform_operators
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                IdentityPattern::parse(s, "platform_operators")
+                    .map_err(|e| bad("platform_operators", e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let d = Limits::default();
+        let limits = Limits {
+            max_message_bytes: raw.limits.max_message_bytes.unwrap_or(d.max_message_bytes),
+            audit_timeout: raw
+                .limits
+                .audit_timeout_ms
+                .map_or(d.audit_timeout, Duration::from_millis),
+            request_timeout: raw
+                .limits
+                .request_timeout_ms
+                .map_or(d.request_timeout, Duration::from_millis),
+            default_lease_ttl: raw
+                .limits
+                .default_lease_ttl_secs
+                .map_or(d.default_lease_ttl, Duration::from_secs),
+            max_lease_ttl: raw
+                .limits
+                .max_lease_ttl_secs
+                .map_or(d.max_lease_ttl, Duration::from_secs),
+        };
+        if !(1024..=64 * 1024 * 1024).contains(&limits.max_message_bytes) {
+            return Err(bad("limits.max_message_bytes", "must be 1 KiB to 64 MiB"));
+        }
+        if limits.audit_timeout.is_zero() {
+            return Err(bad("limits.audit_timeout_ms", "must be positive"));
+        }
+        if limits.default_lease_ttl > limits.max_lease_ttl {
+            return Err(bad(
+                "limits.default_lease_ttl_secs",
+                "must not exceed limits.max_lease_ttl_secs",
+            ));
+        }
+
+        let log_format = match raw.log.format.as_deref().unwrap_or("json") {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            _ => return Err(bad("log.format", "must be \"json\" or \"text\"")),
+        };
+
+        Ok(Config {
+            listen,
+            tls,
+            database,
+            root_key,
+            platform_operators,
+            limits,
+            log_level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct MapEnv(HashMap<&'static str, &'static str>);
+    impl Env for MapEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| (*v).to_owned())
+        }
+    }
+
+    fn env(pairs: &[(&'static str, &'static str)]) -> MapEnv {
+        MapEnv(pairs.iter().copied().collect())
+    }
+
+    const TLS: [(&str, &str); 3] = [
+        ("STRONGROOM_TLS_CERT", "c.pem"),
+        ("STRONGROOM_TLS_KEY", "k.pem"),
+        ("STRONGROOM_TLS_CLIENT_CA", "ca.pem"),
+    ];
+
+    #[test]
+    fn environment_overrides_and_validation() {
+        let mut pairs = TLS.to_vec();
+        pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+        pairs.push(("STRONGROOM_DATABASE_URL", "postgres://app@127.0.0.1/db"));
+        let c =
+            Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(c.database, Database::Postgres { .. }));
+        assert_eq!(c.root_key, RootKeySource::Env);
+
+        let err = Config::from_raw(RawConfig::default(), &env(&TLS)).unwrap_err();
+        assert_eq!(err.key, "root_key");
+
+        let mut pairs = TLS.to_vec();
+        pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+        pairs.push(("STRONGROOM_LISTEN", "nonsense"));
+        let err = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_err();
+        assert_eq!(err.key, "listen");
+        assert!(err.to_string().contains("`listen`"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let err = toml::from_str::<RawConfig>("lisen = \"x\"").unwrap_err();
+        assert!(err.message().contains("lisen"));
+    }
+}

@@ -1,0 +1,492 @@
+//! AdminService.
+
+use std::pin::Pin;
+
+use strongroom_core::Error;
+use strongroom_core::ids::{BindingId, PrincipalId, TenantId};
+use strongroom_core::names::{Environment, PrincipalName, TenantName};
+use strongroom_core::page::PageRequest;
+use strongroom_core::principal::{IdentityPattern, PrincipalStatus};
+use strongroom_core::tenant::TenantStatus;
+use strongroom_proto::v1 as pb;
+use strongroom_proto::v1::admin_service_server::AdminService;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Shared, rpc, unimplemented};
+use crate::convert;
+
+/// Serves AdminService.
+pub struct AdminHandler(pub Shared);
+
+fn settings_in(
+    s: pb::TenantSettings,
+    mask: Option<prost_types::FieldMask>,
+    mut current: strongroom_core::tenant::TenantSettings,
+) -> Result<strongroom_core::tenant::TenantSettings, Error> {
+    let paths: Vec<String> = mask.map(|m| m.paths).unwrap_or_default();
+    let all = paths.is_empty();
+    let wants = |p: &str| all || paths.iter().any(|x| x == p);
+    for p in &paths {
+        if !matches!(
+            p.as_str(),
+            "version_retention" | "default_rotation_policy" | "max_value_size_bytes"
+        ) {
+            return Err(Error::invalid(
+                "update_mask",
+                format!("cannot update '{p}'"),
+            ));
+        }
+    }
+    if wants("version_retention") {
+        current.version_retention = s.version_retention;
+    }
+    if wants("max_value_size_bytes") {
+        current.max_value_bytes = s.max_value_size_bytes;
+    }
+    if wants("default_rotation_policy")
+        && let Some(r) = convert::rotation_in(s.default_rotation_policy)?
+    {
+        current.rotation = r;
+    }
+    Ok(current)
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminHandler {
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        rpc!(self.0, request, "WhoAmI", |call, _req| {
+            Ok(pb::WhoAmIResponse {
+                identity: call.caller.identity().to_owned(),
+                platform_operator: call.caller.is_platform_operator(),
+                tenant: call.caller.tenant().map(convert::tenant_out),
+                principal: call.caller.principal().map(convert::principal_out),
+                identity_binding_id: String::new(),
+            })
+        })
+    }
+
+    async fn create_tenant(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::CreateTenantResponse>, Status> {
+        rpc!(self.0, request, "CreateTenant", |call, req| {
+            let name = TenantName::parse(&req.name, "name")?;
+            let admin = req
+                .initial_admin
+                .map(|a| -> Result<_, Error> {
+                    Ok((
+                        PrincipalName::parse(&a.name, "initial_admin.name")?,
+                        IdentityPattern::parse(&a.identity, "initial_admin.identity")?,
+                    ))
+                })
+                .transpose()?;
+            let (tenant, admin) = self
+                .0
+                .vault
+                .create_tenant(&call.caller, &call.ctx, name, admin)
+                .await?;
+            Ok(pb::CreateTenantResponse {
+                tenant: Some(convert::tenant_out(&tenant)),
+                admin: admin.as_ref().map(|(p, _)| convert::principal_out(p)),
+                admin_binding: admin.as_ref().map(|(_, b)| convert::binding_out(b)),
+            })
+        })
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        rpc!(self.0, request, "ListTenants", |call, req| {
+            if req.status != 0 {
+                return Err(Error::invalid(
+                    "status",
+                    "filtering tenants by status is not supported yet",
+                ));
+            }
+            let page = PageRequest::parse(req.page_size, &req.page_token)?;
+            let result = self.0.vault.list_tenants(&call.caller, &page).await?;
+            Ok(pb::ListTenantsResponse {
+                tenants: result.items.iter().map(convert::tenant_out).collect(),
+                next_page_token: result.next_token(),
+            })
+        })
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::GetTenantResponse>, Status> {
+        rpc!(self.0, request, "GetTenant", |call, req| {
+            let id = TenantId::parse(&req.tenant_id, "tenant_id")?;
+            let tenant = self.0.vault.get_tenant(&call.caller, id).await?;
+            Ok(pb::GetTenantResponse {
+                tenant: Some(convert::tenant_out(&tenant)),
+            })
+        })
+    }
+
+    async fn suspend_tenant(
+        &self,
+        request: Request<pb::SuspendTenantRequest>,
+    ) -> Result<Response<pb::SuspendTenantResponse>, Status> {
+        rpc!(self.0, request, "SuspendTenant", |call, req| {
+            let id = TenantId::parse(&req.tenant_id, "tenant_id")?;
+            let tenant = self
+                .0
+                .vault
+                .set_tenant_status(
+                    &call.caller,
+                    &call.ctx,
+                    id,
+                    TenantStatus::Suspended,
+                    &req.reason,
+                )
+                .await?;
+            Ok(pb::SuspendTenantResponse {
+                tenant: Some(convert::tenant_out(&tenant)),
+            })
+        })
+    }
+
+    async fn resume_tenant(
+        &self,
+        request: Request<pb::ResumeTenantRequest>,
+    ) -> Result<Response<pb::ResumeTenantResponse>, Status> {
+        rpc!(self.0, request, "ResumeTenant", |call, req| {
+            let id = TenantId::parse(&req.tenant_id, "tenant_id")?;
+            let tenant = self
+                .0
+                .vault
+                .set_tenant_status(&call.caller, &call.ctx, id, TenantStatus::Active, "")
+                .await?;
+            Ok(pb::ResumeTenantResponse {
+                tenant: Some(convert::tenant_out(&tenant)),
+            })
+        })
+    }
+
+    async fn shred_tenant(
+        &self,
+        _request: Request<pb::ShredTenantRequest>,
+    ) -> Result<Response<pb::ShredTenantResponse>, Status> {
+        Err(unimplemented("ShredTenant"))
+    }
+
+    async fn create_principal(
+        &self,
+        request: Request<pb::CreatePrincipalRequest>,
+    ) -> Result<Response<pb::CreatePrincipalResponse>, Status> {
+        rpc!(self.0, request, "CreatePrincipal", |call, req| {
+            let name = PrincipalName::parse(&req.name, "name")?;
+            let role = convert::role_in(req.role, "role")?;
+            let envs = convert::environments_in(&req.environments, "environments")?;
+            let p = self
+                .0
+                .vault
+                .create_principal(&call.caller, &call.ctx, name, role, envs, req.description)
+                .await?;
+            Ok(pb::CreatePrincipalResponse {
+                principal: Some(convert::principal_out(&p)),
+            })
+        })
+    }
+
+    async fn get_principal(
+        &self,
+        request: Request<pb::GetPrincipalRequest>,
+    ) -> Result<Response<pb::GetPrincipalResponse>, Status> {
+        rpc!(self.0, request, "GetPrincipal", |call, req| {
+            let id = PrincipalId::parse(&req.principal_id, "principal_id")?;
+            let p = self
+                .0
+                .vault
+                .get_principal(&call.caller, &call.ctx, id)
+                .await?;
+            Ok(pb::GetPrincipalResponse {
+                principal: Some(convert::principal_out(&p)),
+            })
+        })
+    }
+
+    async fn list_principals(
+        &self,
+        request: Request<pb::ListPrincipalsRequest>,
+    ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
+        rpc!(self.0, request, "ListPrincipals", |call, req| {
+            let role = if req.role == 0 {
+                None
+            } else {
+                Some(convert::role_in(req.role, "role")?)
+            };
+            let page = PageRequest::parse(req.page_size, &req.page_token)?;
+            let result = self
+                .0
+                .vault
+                .list_principals(&call.caller, &call.ctx, &page)
+                .await?;
+            Ok(pb::ListPrincipalsResponse {
+                principals: result
+                    .items
+                    .iter()
+                    .filter(|p| role.is_none_or(|r| p.role == r))
+                    .filter(|p| p.name.as_str().starts_with(&req.name_prefix))
+                    .map(convert::principal_out)
+                    .collect(),
+                next_page_token: result.next_token(),
+            })
+        })
+    }
+
+    async fn update_principal(
+        &self,
+        _request: Request<pb::UpdatePrincipalRequest>,
+    ) -> Result<Response<pb::UpdatePrincipalResponse>, Status> {
+        Err(unimplemented("UpdatePrincipal"))
+    }
+
+    async fn disable_principal(
+        &self,
+        request: Request<pb::DisablePrincipalRequest>,
+    ) -> Result<Response<pb::DisablePrincipalResponse>, Status> {
+        rpc!(self.0, request, "DisablePrincipal", |call, req| {
+            let id = PrincipalId::parse(&req.principal_id, "principal_id")?;
+            let p = self
+                .0
+                .vault
+                .set_principal_status(
+                    &call.caller,
+                    &call.ctx,
+                    id,
+                    PrincipalStatus::Disabled,
+                    &req.reason,
+                )
+                .await?;
+            Ok(pb::DisablePrincipalResponse {
+                principal: Some(convert::principal_out(&p)),
+            })
+        })
+    }
+
+    async fn enable_principal(
+        &self,
+        request: Request<pb::EnablePrincipalRequest>,
+    ) -> Result<Response<pb::EnablePrincipalResponse>, Status> {
+        rpc!(self.0, request, "EnablePrincipal", |call, req| {
+            let id = PrincipalId::parse(&req.principal_id, "principal_id")?;
+            let p = self
+                .0
+                .vault
+                .set_principal_status(&call.caller, &call.ctx, id, PrincipalStatus::Active, "")
+                .await?;
+            Ok(pb::EnablePrincipalResponse {
+                principal: Some(convert::principal_out(&p)),
+            })
+        })
+    }
+
+    async fn emergency_revoke_principal(
+        &self,
+        _request: Request<pb::EmergencyRevokePrincipalRequest>,
+    ) -> Result<Response<pb::EmergencyRevokePrincipalResponse>, Status> {
+        Err(unimplemented("EmergencyRevokePrincipal"))
+    }
+
+    async fn create_identity_binding(
+        &self,
+        request: Request<pb::CreateIdentityBindingRequest>,
+    ) -> Result<Response<pb::CreateIdentityBindingResponse>, Status> {
+        rpc!(self.0, request, "CreateIdentityBinding", |call, req| {
+            let principal = PrincipalId::parse(&req.principal_id, "principal_id")?;
+            let pattern = IdentityPattern::parse(&req.identity, "identity")?;
+            let b = self
+                .0
+                .vault
+                .create_binding(&call.caller, &call.ctx, principal, pattern)
+                .await?;
+            Ok(pb::CreateIdentityBindingResponse {
+                binding: Some(convert::binding_out(&b)),
+            })
+        })
+    }
+
+    async fn list_identity_bindings(
+        &self,
+        request: Request<pb::ListIdentityBindingsRequest>,
+    ) -> Result<Response<pb::ListIdentityBindingsResponse>, Status> {
+        rpc!(self.0, request, "ListIdentityBindings", |call, req| {
+            let principal = (!req.principal_id.is_empty())
+                .then(|| PrincipalId::parse(&req.principal_id, "principal_id"))
+                .transpose()?;
+            let page = PageRequest::parse(req.page_size, &req.page_token)?;
+            let result = self
+                .0
+                .vault
+                .list_bindings(&call.caller, &call.ctx, principal, &page)
+                .await?;
+            Ok(pb::ListIdentityBindingsResponse {
+                bindings: result.items.iter().map(convert::binding_out).collect(),
+                next_page_token: result.next_token(),
+            })
+        })
+    }
+
+    async fn delete_identity_binding(
+        &self,
+        request: Request<pb::DeleteIdentityBindingRequest>,
+    ) -> Result<Response<pb::DeleteIdentityBindingResponse>, Status> {
+        rpc!(self.0, request, "DeleteIdentityBinding", |call, req| {
+            let id = BindingId::parse(&req.binding_id, "binding_id")?;
+            self.0
+                .vault
+                .delete_binding(&call.caller, &call.ctx, id)
+                .await?;
+            Ok(pb::DeleteIdentityBindingResponse {})
+        })
+    }
+
+    async fn create_environment(
+        &self,
+        request: Request<pb::CreateEnvironmentRequest>,
+    ) -> Result<Response<pb::CreateEnvironmentResponse>, Status> {
+        rpc!(self.0, request, "CreateEnvironment", |call, req| {
+            let env = Environment::parse(&req.name, "name")?;
+            self.0
+                .vault
+                .create_environment(&call.caller, &call.ctx, env.clone())
+                .await?;
+            Ok(pb::CreateEnvironmentResponse {
+                environment: Some(pb::Environment {
+                    name: env.to_string(),
+                    description: req.description,
+                    built_in: false,
+                    created_at: Some(convert::time_out(strongroom_core::time::Timestamp::now())),
+                    credential_count: 0,
+                }),
+            })
+        })
+    }
+
+    async fn list_environments(
+        &self,
+        request: Request<pb::ListEnvironmentsRequest>,
+    ) -> Result<Response<pb::ListEnvironmentsResponse>, Status> {
+        rpc!(self.0, request, "ListEnvironments", |call, _req| {
+            let envs = self.0.vault.list_environments(&call.caller).await?;
+            Ok(pb::ListEnvironmentsResponse {
+                environments: envs
+                    .iter()
+                    .map(|e| pb::Environment {
+                        name: e.to_string(),
+                        description: String::new(),
+                        built_in: strongroom_core::names::DEFAULT_ENVIRONMENTS
+                            .contains(&e.as_str()),
+                        created_at: None,
+                        credential_count: 0,
+                    })
+                    .collect(),
+                next_page_token: String::new(),
+            })
+        })
+    }
+
+    async fn delete_environment(
+        &self,
+        request: Request<pb::DeleteEnvironmentRequest>,
+    ) -> Result<Response<pb::DeleteEnvironmentResponse>, Status> {
+        rpc!(self.0, request, "DeleteEnvironment", |call, req| {
+            let env = Environment::parse(&req.name, "name")?;
+            self.0
+                .vault
+                .delete_environment(&call.caller, &call.ctx, env)
+                .await?;
+            Ok(pb::DeleteEnvironmentResponse {})
+        })
+    }
+
+    async fn rotate_root_key(
+        &self,
+        _request: Request<pb::RotateRootKeyRequest>,
+    ) -> Result<Response<pb::RotateRootKeyResponse>, Status> {
+        Err(unimplemented("RotateRootKey"))
+    }
+
+    async fn rotate_tenant_key(
+        &self,
+        _request: Request<pb::RotateTenantKeyRequest>,
+    ) -> Result<Response<pb::RotateTenantKeyResponse>, Status> {
+        Err(unimplemented("RotateTenantKey"))
+    }
+
+    type ExportTenantStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ExportTenantResponse, Status>> + Send>>;
+
+    async fn export_tenant(
+        &self,
+        _request: Request<pb::ExportTenantRequest>,
+    ) -> Result<Response<Self::ExportTenantStream>, Status> {
+        Err(unimplemented("ExportTenant"))
+    }
+
+    async fn import_tenant(
+        &self,
+        _request: Request<Streaming<pb::ImportTenantRequest>>,
+    ) -> Result<Response<pb::ImportTenantResponse>, Status> {
+        Err(unimplemented("ImportTenant"))
+    }
+
+    async fn rotation_status_overview(
+        &self,
+        _request: Request<pb::RotationStatusOverviewRequest>,
+    ) -> Result<Response<pb::RotationStatusOverviewResponse>, Status> {
+        Err(unimplemented("RotationStatusOverview"))
+    }
+
+    async fn get_tenant_settings(
+        &self,
+        request: Request<pb::GetTenantSettingsRequest>,
+    ) -> Result<Response<pb::GetTenantSettingsResponse>, Status> {
+        rpc!(self.0, request, "GetTenantSettings", |call, _req| {
+            let tenant = self.0.vault.tenant(&call.caller).await?;
+            let l = self.0.vault.limits();
+            Ok(pb::GetTenantSettingsResponse {
+                settings: Some(convert::settings_out(
+                    &tenant.settings,
+                    l.default_lease_ttl,
+                    l.max_lease_ttl,
+                )),
+            })
+        })
+    }
+
+    async fn update_tenant_settings(
+        &self,
+        request: Request<pb::UpdateTenantSettingsRequest>,
+    ) -> Result<Response<pb::UpdateTenantSettingsResponse>, Status> {
+        rpc!(self.0, request, "UpdateTenantSettings", |call, req| {
+            let current = self.0.vault.tenant(&call.caller).await?.settings;
+            let settings = settings_in(
+                convert::required(req.settings, "settings")?,
+                req.update_mask,
+                current,
+            )?;
+            let tenant = self
+                .0
+                .vault
+                .update_settings(&call.caller, &call.ctx, settings)
+                .await?;
+            let l = self.0.vault.limits();
+            Ok(pb::UpdateTenantSettingsResponse {
+                settings: Some(convert::settings_out(
+                    &tenant.settings,
+                    l.default_lease_ttl,
+                    l.max_lease_ttl,
+                )),
+            })
+        })
+    }
+}

@@ -1,0 +1,407 @@
+//! CredentialService.
+
+use strongroom_core::Error;
+use strongroom_core::credential::CredentialFilter;
+use strongroom_core::names::{CredentialName, Environment, ServiceLabel};
+use strongroom_core::page::PageRequest;
+use strongroom_proto::v1 as pb;
+use strongroom_proto::v1::credential_service_server::CredentialService;
+use tonic::{Request, Response, Status};
+
+use super::{Shared, rpc, unimplemented};
+use crate::convert::{self, credential_out, required};
+use crate::vault::{NewCredential, NewValue, RevealOptions, Revealed, RevealedValue};
+
+/// Serves CredentialService.
+pub struct CredentialHandler(pub Shared);
+
+fn reveal_options(
+    purpose: String,
+    on_behalf_of: String,
+    field: String,
+    version: u32,
+    lease_ttl: Option<prost_types::Duration>,
+) -> Result<RevealOptions, Error> {
+    if purpose.len() > 1024 {
+        return Err(Error::invalid("purpose", "must be at most 1024 characters"));
+    }
+    if on_behalf_of.len() > 256 {
+        return Err(Error::invalid(
+            "on_behalf_of",
+            "must be at most 256 characters",
+        ));
+    }
+    Ok(RevealOptions {
+        purpose,
+        on_behalf_of: (!on_behalf_of.is_empty()).then_some(on_behalf_of),
+        field: (!field.is_empty()).then_some(field),
+        version: (version != 0).then_some(version),
+        lease_ttl: lease_ttl
+            .as_ref()
+            .map(|d| convert::duration_in(d, "lease_ttl"))
+            .transpose()?,
+    })
+}
+
+fn lease_out(l: &crate::vault::Lease) -> pb::Lease {
+    pb::Lease {
+        lease_id: l.id.to_string(),
+        ttl: Some(convert::duration_out(l.ttl)),
+        expires_at: Some(convert::time_out(l.expires_at)),
+        max_expires_at: None,
+    }
+}
+
+impl CredentialHandler {
+    fn tenant_rotation(call: &super::Call) -> strongroom_core::credential::RotationPolicy {
+        call.caller
+            .tenant()
+            .map(|t| t.settings.rotation)
+            .unwrap_or_default()
+    }
+}
+
+#[tonic::async_trait]
+impl CredentialService for CredentialHandler {
+    async fn create_credential(
+        &self,
+        request: Request<pb::CreateCredentialRequest>,
+    ) -> Result<Response<pb::CreateCredentialResponse>, Status> {
+        rpc!(self.0, request, "CreateCredential", |call, req| {
+            let new = NewCredential {
+                environment: Environment::parse(&req.environment, "environment")?,
+                name: CredentialName::parse(&req.name, "name")?,
+                service: ServiceLabel::parse(&req.service, "service")?,
+                value: convert::value_in(req.value)?,
+                description: req.description,
+                tags: convert::tags_in(req.tags)?,
+                scopes: convert::scopes_in(req.scopes)?,
+                owner: (!req.owner.is_empty()).then_some(req.owner),
+                expires_at: req.expires_at.as_ref().map(convert::time_in),
+                rotation: convert::rotation_in(req.rotation_policy)?,
+                injection: convert::injection_in(req.injection_template)?,
+            };
+            let c = self
+                .0
+                .vault
+                .create_credential(&call.caller, &call.ctx, new)
+                .await?;
+            Ok(pb::CreateCredentialResponse {
+                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+            })
+        })
+    }
+
+    async fn get_credential(
+        &self,
+        request: Request<pb::GetCredentialRequest>,
+    ) -> Result<Response<pb::GetCredentialResponse>, Status> {
+        rpc!(self.0, request, "GetCredential", |call, req| {
+            let r = convert::credential_ref(req.credential)?;
+            let c = self
+                .0
+                .vault
+                .get_credential(&call.caller, &call.ctx, &r)
+                .await?;
+            Ok(pb::GetCredentialResponse {
+                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+            })
+        })
+    }
+
+    async fn list_credentials(
+        &self,
+        request: Request<pb::ListCredentialsRequest>,
+    ) -> Result<Response<pb::ListCredentialsResponse>, Status> {
+        rpc!(self.0, request, "ListCredentials", |call, req| {
+            let filter = CredentialFilter {
+                environment: (!req.environment.is_empty())
+                    .then(|| Environment::parse(&req.environment, "environment"))
+                    .transpose()?,
+                service: (!req.service.is_empty())
+                    .then(|| ServiceLabel::parse(&req.service, "service"))
+                    .transpose()?,
+                kind: convert::credential_type_in(req.credential_type, "credential_type")?,
+                status: convert::credential_status_in(req.status, "status")?,
+                tag: (!req.tag.is_empty())
+                    .then(|| strongroom_core::names::Tag::parse(&req.tag, "tag"))
+                    .transpose()?,
+                name_prefix: (!req.name_prefix.is_empty()).then_some(req.name_prefix),
+            };
+            if req.rotation_status != 0 {
+                return Err(Error::invalid(
+                    "rotation_status",
+                    "filtering by rotation status is not supported yet",
+                ));
+            }
+            let page = PageRequest::parse(req.page_size, &req.page_token)?;
+            let result = self
+                .0
+                .vault
+                .list_credentials(&call.caller, &filter, &page)
+                .await?;
+            let rotation = Self::tenant_rotation(&call);
+            Ok(pb::ListCredentialsResponse {
+                credentials: result
+                    .items
+                    .iter()
+                    .map(|c| credential_out(c, &rotation))
+                    .collect(),
+                next_page_token: result.next_token(),
+            })
+        })
+    }
+
+    async fn update_credential(
+        &self,
+        _request: Request<pb::UpdateCredentialRequest>,
+    ) -> Result<Response<pb::UpdateCredentialResponse>, Status> {
+        Err(unimplemented("UpdateCredential"))
+    }
+
+    async fn reveal_credential(
+        &self,
+        request: Request<pb::RevealCredentialRequest>,
+    ) -> Result<Response<pb::RevealCredentialResponse>, Status> {
+        rpc!(self.0, request, "RevealCredential", |call, req| {
+            let r = convert::credential_ref(req.credential)?;
+            let options = reveal_options(
+                req.purpose,
+                req.on_behalf_of,
+                req.field,
+                req.version,
+                req.lease_ttl,
+            )?;
+            let revealed = self
+                .0
+                .vault
+                .reveal(&call.caller, &call.ctx, &r, &options)
+                .await?;
+            let (credential, version, value, lease) =
+                revealed_parts(&revealed, &Self::tenant_rotation(&call));
+            Ok(pb::RevealCredentialResponse {
+                credential,
+                version,
+                lease,
+                revealed: Some(match value {
+                    Reveal::Whole(v) => pb::reveal_credential_response::Revealed::Value(v),
+                    Reveal::Field(f) => pb::reveal_credential_response::Revealed::Field(f),
+                }),
+            })
+        })
+    }
+
+    async fn resolve_credential(
+        &self,
+        request: Request<pb::ResolveCredentialRequest>,
+    ) -> Result<Response<pb::ResolveCredentialResponse>, Status> {
+        rpc!(self.0, request, "ResolveCredential", |call, req| {
+            let service = ServiceLabel::parse(&req.service, "service")?;
+            let environment = Environment::parse(&req.environment, "environment")?;
+            let name = (!req.name.is_empty())
+                .then(|| CredentialName::parse(&req.name, "name"))
+                .transpose()?;
+            let options =
+                reveal_options(req.purpose, req.on_behalf_of, req.field, 0, req.lease_ttl)?;
+            let revealed = self
+                .0
+                .vault
+                .resolve(
+                    &call.caller,
+                    &call.ctx,
+                    &service,
+                    &environment,
+                    name.as_ref(),
+                    &options,
+                )
+                .await?;
+            let (credential, version, value, lease) =
+                revealed_parts(&revealed, &Self::tenant_rotation(&call));
+            Ok(pb::ResolveCredentialResponse {
+                credential,
+                version,
+                lease,
+                revealed: Some(match value {
+                    Reveal::Whole(v) => pb::resolve_credential_response::Revealed::Value(v),
+                    Reveal::Field(f) => pb::resolve_credential_response::Revealed::Field(f),
+                }),
+            })
+        })
+    }
+
+    async fn rotate_credential(
+        &self,
+        request: Request<pb::RotateCredentialRequest>,
+    ) -> Result<Response<pb::RotateCredentialResponse>, Status> {
+        rpc!(self.0, request, "RotateCredential", |call, req| {
+            let r = convert::credential_ref(req.credential)?;
+            let new_value = match required(req.new_value, "value")? {
+                pb::rotate_credential_request::NewValue::Value(v) => {
+                    NewValue::Given(convert::value_in(Some(v))?)
+                }
+                pb::rotate_credential_request::NewValue::Generate(g) => {
+                    let (policy, field) = convert::generation_in(g)?;
+                    NewValue::Generated { policy, field }
+                }
+            };
+            let c = self
+                .0
+                .vault
+                .rotate(&call.caller, &call.ctx, &r, new_value, &req.reason)
+                .await?;
+            Ok(pb::RotateCredentialResponse {
+                version: c.current_version,
+                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+            })
+        })
+    }
+
+    async fn list_versions(
+        &self,
+        request: Request<pb::ListVersionsRequest>,
+    ) -> Result<Response<pb::ListVersionsResponse>, Status> {
+        rpc!(self.0, request, "ListVersions", |call, req| {
+            let r = convert::credential_ref(req.credential)?;
+            let (_, versions) = self
+                .0
+                .vault
+                .list_versions(&call.caller, &call.ctx, &r)
+                .await?;
+            Ok(pb::ListVersionsResponse {
+                versions: versions
+                    .iter()
+                    .map(|(v, state)| pb::CredentialVersion {
+                        version: v.version,
+                        state: convert::version_state_out(*state) as i32,
+                        created_at: Some(convert::time_out(v.created_at)),
+                        created_by: v.created_by.to_string(),
+                        generated: false,
+                        reason: String::new(),
+                        destroyed: v.envelope.is_none(),
+                        destroyed_at: None,
+                    })
+                    .collect(),
+                next_page_token: String::new(),
+            })
+        })
+    }
+
+    async fn rollback_credential(
+        &self,
+        request: Request<pb::RollbackCredentialRequest>,
+    ) -> Result<Response<pb::RollbackCredentialResponse>, Status> {
+        rpc!(self.0, request, "RollbackCredential", |call, req| {
+            let r = convert::credential_ref(req.credential)?;
+            let c = self
+                .0
+                .vault
+                .rollback(&call.caller, &call.ctx, &r, req.version)
+                .await?;
+            Ok(pb::RollbackCredentialResponse {
+                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+            })
+        })
+    }
+
+    async fn revoke_credential(
+        &self,
+        request: Request<pb::RevokeCredentialRequest>,
+    ) -> Result<Response<pb::RevokeCredentialResponse>, Status> {
+        rpc!(self.0, request, "RevokeCredential", |call, req| {
+            let r = convert::credential_ref(req.credential)?;
+            let c = self
+                .0
+                .vault
+                .revoke(&call.caller, &call.ctx, &r, &req.reason)
+                .await?;
+            Ok(pb::RevokeCredentialResponse {
+                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+                leases_ended: 0,
+            })
+        })
+    }
+
+    async fn destroy_credential(
+        &self,
+        request: Request<pb::DestroyCredentialRequest>,
+    ) -> Result<Response<pb::DestroyCredentialResponse>, Status> {
+        rpc!(self.0, request, "DestroyCredential", |call, req| {
+            if !req.versions.is_empty() {
+                return Err(Error::invalid(
+                    "versions",
+                    "destroying single versions is not supported yet; leave empty to destroy all",
+                ));
+            }
+            let r = convert::credential_ref(req.credential)?;
+            let before = self
+                .0
+                .vault
+                .list_versions(&call.caller, &call.ctx, &r)
+                .await?
+                .1;
+            let c = self
+                .0
+                .vault
+                .destroy(&call.caller, &call.ctx, &r, &req.reason)
+                .await?;
+            Ok(pb::DestroyCredentialResponse {
+                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+                destroyed_versions: before.iter().map(|(v, _)| v.version).collect(),
+            })
+        })
+    }
+
+    async fn renew_lease(
+        &self,
+        _request: Request<pb::RenewLeaseRequest>,
+    ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
+        Err(unimplemented("RenewLease"))
+    }
+
+    async fn release_lease(
+        &self,
+        _request: Request<pb::ReleaseLeaseRequest>,
+    ) -> Result<Response<pb::ReleaseLeaseResponse>, Status> {
+        Err(unimplemented("ReleaseLease"))
+    }
+
+    async fn test_credential(
+        &self,
+        _request: Request<pb::TestCredentialRequest>,
+    ) -> Result<Response<pb::TestCredentialResponse>, Status> {
+        Err(unimplemented("TestCredential"))
+    }
+
+    async fn scan_text(
+        &self,
+        _request: Request<pb::ScanTextRequest>,
+    ) -> Result<Response<pb::ScanTextResponse>, Status> {
+        Err(unimplemented("ScanText"))
+    }
+}
+
+enum Reveal {
+    Whole(pb::CredentialValue),
+    Field(pb::RevealedField),
+}
+
+type RevealParts = (Option<pb::Credential>, u32, Reveal, Option<pb::Lease>);
+
+fn revealed_parts(
+    r: &Revealed,
+    rotation: &strongroom_core::credential::RotationPolicy,
+) -> RevealParts {
+    let value = match &r.value {
+        RevealedValue::Whole(v) => Reveal::Whole(convert::value_out(v)),
+        RevealedValue::Field(name, text) => Reveal::Field(pb::RevealedField {
+            field: name.clone(),
+            value: text.as_str().to_owned(),
+        }),
+    };
+    (
+        Some(credential_out(&r.credential, rotation)),
+        r.version,
+        value,
+        Some(lease_out(&r.lease)),
+    )
+}

@@ -1,0 +1,246 @@
+//! PolicyService.
+
+use strongroom_core::Error;
+use strongroom_core::ids::{GrantId, PrincipalId};
+use strongroom_core::names::{CredentialName, Environment};
+use strongroom_core::page::PageRequest;
+use strongroom_core::policy::{Capabilities, GrantSubject, Selector};
+use strongroom_core::store::GrantFilter;
+use strongroom_proto::v1 as pb;
+use strongroom_proto::v1::policy_service_server::PolicyService;
+use tonic::{Request, Response, Status};
+
+use super::{Shared, rpc, unimplemented};
+use crate::convert::{self, required};
+use crate::vault::NewGrant;
+
+/// Serves PolicyService.
+pub struct PolicyHandler(pub Shared);
+
+fn optional_principal(text: &str, field: &'static str) -> Result<Option<PrincipalId>, Error> {
+    (!text.is_empty())
+        .then(|| PrincipalId::parse(text, field))
+        .transpose()
+}
+
+#[tonic::async_trait]
+impl PolicyService for PolicyHandler {
+    async fn create_grant(
+        &self,
+        request: Request<pb::CreateGrantRequest>,
+    ) -> Result<Response<pb::CreateGrantResponse>, Status> {
+        rpc!(self.0, request, "CreateGrant", |call, req| {
+            let subject = match required(required(req.subject, "subject")?.subject, "subject")? {
+                pb::grant_subject::Subject::PrincipalId(id) => {
+                    GrantSubject::Principal(PrincipalId::parse(&id, "subject.principal_id")?)
+                }
+                pb::grant_subject::Subject::Role(r) => {
+                    GrantSubject::Role(convert::role_in(r, "subject.role")?)
+                }
+            };
+            let caps = req
+                .capabilities
+                .iter()
+                .map(|c| convert::capability_in(*c, "capabilities"))
+                .collect::<Result<Vec<_>, _>>()?;
+            if req.reason.len() > 1024 {
+                return Err(Error::invalid("reason", "must be at most 1024 characters"));
+            }
+            let new = NewGrant {
+                subject,
+                selector: Selector::parse(&req.selector, "selector")?,
+                environments: convert::environments_in(&req.environments, "environments")?,
+                capabilities: Capabilities::of(&caps),
+                destinations: convert::destinations_in(req.destinations)?,
+                expires_at: req.expires_at.as_ref().map(convert::time_in),
+                reason: req.reason,
+            };
+            let grant = self
+                .0
+                .vault
+                .create_grant(&call.caller, &call.ctx, new)
+                .await?;
+            Ok(pb::CreateGrantResponse {
+                grant: Some(convert::grant_out(&grant)),
+            })
+        })
+    }
+
+    async fn revoke_grant(
+        &self,
+        request: Request<pb::RevokeGrantRequest>,
+    ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
+        rpc!(self.0, request, "RevokeGrant", |call, req| {
+            let id = GrantId::parse(&req.grant_id, "grant_id")?;
+            let grant = self
+                .0
+                .vault
+                .revoke_grant(&call.caller, &call.ctx, id, &req.reason)
+                .await?;
+            Ok(pb::RevokeGrantResponse {
+                grant: Some(convert::grant_out(&grant)),
+                leases_ended: 0,
+            })
+        })
+    }
+
+    async fn check_access(
+        &self,
+        request: Request<pb::CheckAccessRequest>,
+    ) -> Result<Response<pb::CheckAccessResponse>, Status> {
+        rpc!(self.0, request, "CheckAccess", |call, req| {
+            let principal = optional_principal(&req.principal_id, "principal_id")?;
+            let capability = convert::capability_in(req.capability, "capability")?;
+            let environment = Environment::parse(&req.environment, "environment")?;
+            let name = CredentialName::parse(&req.credential_name, "credential_name")?;
+            let on_behalf_of = (!req.on_behalf_of.is_empty()).then_some(req.on_behalf_of.as_str());
+            let (subject, decision) = self
+                .0
+                .vault
+                .check_access(
+                    &call.caller,
+                    &call.ctx,
+                    principal,
+                    capability,
+                    &environment,
+                    &name,
+                    on_behalf_of,
+                )
+                .await?;
+            Ok(pb::CheckAccessResponse {
+                allowed: decision.allowed,
+                reason: convert::reason_out(decision.reason) as i32,
+                matching_grant_ids: decision.grant.map(|g| g.to_string()).into_iter().collect(),
+                role: convert::role_out(subject.role) as i32,
+                explanation: decision.reason.explain().to_owned(),
+            })
+        })
+    }
+
+    async fn list_grants(
+        &self,
+        request: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        rpc!(self.0, request, "ListGrants", |call, req| {
+            let filter = GrantFilter {
+                principal: optional_principal(&req.principal_id, "principal_id")?,
+                role: if req.role == 0 {
+                    None
+                } else {
+                    Some(convert::role_in(req.role, "role")?)
+                },
+                covering: (!req.credential_name.is_empty())
+                    .then(|| CredentialName::parse(&req.credential_name, "credential_name"))
+                    .transpose()?,
+                environment: (!req.environment.is_empty())
+                    .then(|| Environment::parse(&req.environment, "environment"))
+                    .transpose()?,
+            };
+            if !req.selector.is_empty() {
+                return Err(Error::invalid(
+                    "selector",
+                    "filtering by selector text is not supported; use credential_name",
+                ));
+            }
+            let page = PageRequest::parse(req.page_size, &req.page_token)?;
+            let result = self
+                .0
+                .vault
+                .list_grants(&call.caller, &call.ctx, &filter, &page)
+                .await?;
+            let now = strongroom_core::time::Timestamp::now();
+            Ok(pb::ListGrantsResponse {
+                grants: result
+                    .items
+                    .iter()
+                    .filter(|g| req.include_expired || !g.is_expired(now))
+                    .map(convert::grant_out)
+                    .collect(),
+                next_page_token: result.next_token(),
+            })
+        })
+    }
+
+    async fn list_accessible_credentials(
+        &self,
+        request: Request<pb::ListAccessibleCredentialsRequest>,
+    ) -> Result<Response<pb::ListAccessibleCredentialsResponse>, Status> {
+        rpc!(self.0, request, "ListAccessibleCredentials", |call, req| {
+            let principal = optional_principal(&req.principal_id, "principal_id")?;
+            let capability = if req.capability == 0 {
+                strongroom_core::policy::Capability::List
+            } else {
+                convert::capability_in(req.capability, "capability")?
+            };
+            let environment = (!req.environment.is_empty())
+                .then(|| Environment::parse(&req.environment, "environment"))
+                .transpose()?;
+            let page = PageRequest::parse(req.page_size, &req.page_token)?;
+            let rotation = call
+                .caller
+                .tenant()
+                .map(|t| t.settings.rotation)
+                .unwrap_or_default();
+            let result = self
+                .0
+                .vault
+                .list_accessible(
+                    &call.caller,
+                    &call.ctx,
+                    principal,
+                    capability,
+                    environment,
+                    &page,
+                )
+                .await?;
+            Ok(pb::ListAccessibleCredentialsResponse {
+                credentials: result
+                    .items
+                    .iter()
+                    .map(|(c, d)| pb::AccessibleCredential {
+                        credential: Some(convert::credential_out(c, &rotation)),
+                        capabilities: vec![req.capability.max(pb::Capability::List as i32)],
+                        grant_ids: d.grant.map(|g| g.to_string()).into_iter().collect(),
+                        expires_at: None,
+                    })
+                    .collect(),
+                next_page_token: result.next_token(),
+            })
+        })
+    }
+
+    async fn file_access_request(
+        &self,
+        _request: Request<pb::FileAccessRequestRequest>,
+    ) -> Result<Response<pb::FileAccessRequestResponse>, Status> {
+        Err(unimplemented("FileAccessRequest"))
+    }
+
+    async fn get_access_request(
+        &self,
+        _request: Request<pb::GetAccessRequestRequest>,
+    ) -> Result<Response<pb::GetAccessRequestResponse>, Status> {
+        Err(unimplemented("GetAccessRequest"))
+    }
+
+    async fn approve_access_request(
+        &self,
+        _request: Request<pb::ApproveAccessRequestRequest>,
+    ) -> Result<Response<pb::ApproveAccessRequestResponse>, Status> {
+        Err(unimplemented("ApproveAccessRequest"))
+    }
+
+    async fn deny_access_request(
+        &self,
+        _request: Request<pb::DenyAccessRequestRequest>,
+    ) -> Result<Response<pb::DenyAccessRequestResponse>, Status> {
+        Err(unimplemented("DenyAccessRequest"))
+    }
+
+    async fn list_access_requests(
+        &self,
+        _request: Request<pb::ListAccessRequestsRequest>,
+    ) -> Result<Response<pb::ListAccessRequestsResponse>, Status> {
+        Err(unimplemented("ListAccessRequests"))
+    }
+}

@@ -1,0 +1,15 @@
+//! strongroomd, the strongroom server: configuration, start-up, the gRPC
+//! handlers over mutual TLS and the application service they call.
+//!
+//! `main` only parses the command line; everything else is here so tests can
+//! build an [`app::App`] on port 0.
+
+pub mod app;
+pub mod config;
+pub mod convert;
+pub mod dev;
+pub mod error;
+pub mod handlers;
+pub mod telemetry;
+pub mod tls;
+pub mod vault;

@@ -1,0 +1,106 @@
+//! The `strongroomd` binary: `serve`, `migrate`, `dev`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use strongroomd::app::{App, StartError};
+use strongroomd::config::{Config, Database, ProcessEnv};
+use strongroomd::{dev, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "strongroomd",
+    version,
+    about = "The strongroom credential server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve over mutual TLS with the given configuration.
+    Serve {
+        /// TOML configuration file; STRONGROOM_* variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Apply database migrations (Postgres: connect with a privileged role).
+    Migrate {
+        /// TOML configuration file; STRONGROOM_* variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run a local development server: SQLite, a random root key and a dev CA
+    /// under DIR, a `demo` tenant, and grpcurl commands to get started.
+    Dev {
+        /// Folder for data, keys and certificates (reused if present).
+        #[arg(long, default_value = ".strongroom-dev")]
+        dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("strongroomd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strongroomd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), StartError> {
+    match command {
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref(), &ProcessEnv)?;
+            telemetry::init(&config.log_level, config.log_format);
+            App::build(config).await?.run_until_stopped().await
+        }
+        Command::Migrate { config } => {
+            let config = Config::load(config.as_deref(), &ProcessEnv)?;
+            telemetry::init(&config.log_level, config.log_format);
+            match &config.database {
+                Database::Postgres {
+                    url, migrate_url, ..
+                } => {
+                    strongroomd::app::migrate_postgres(migrate_url.as_deref().unwrap_or(url))
+                        .await?;
+                }
+                Database::Sqlite { .. } => {
+                    strongroomd::app::open_store(&config.database).await?;
+                }
+            }
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Dev { dir, listen } => {
+            let setup = dev::prepare(&dir, listen)?;
+            telemetry::init(&setup.config.log_level, setup.config.log_format);
+            let app = App::build(setup.config).await?;
+            let agent = dev::bootstrap(&app).await?;
+            println!(
+                "{}",
+                dev::instructions(&setup.dir, app.local_addr(), &agent)
+            );
+            app.run_until_stopped().await
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Mutual TLS: the server's rustls configuration (client certificates
+//! required, verified against the configured CA bundle, expiry included) and
+//! the identity a verified client certificate carries.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+use crate::config::TlsPaths;
+
+/// A TLS set-up problem, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS: {0}")]
+pub struct TlsError(String);
+
+fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| TlsError(format!("cannot read {what} {}: {e}", path.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError(format!("{what} {} is not valid PEM: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(TlsError(format!(
+            "{what} {} holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// Builds the server configuration: TLS 1.2 and 1.3, ALPN h2, and a client
+/// certificate required from every peer, chaining to `paths.client_ca`.
+pub fn server_config(paths: &TlsPaths) -> Result<ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca in read_certs(&paths.client_ca, "client CA bundle")? {
+        roots.add(ca).map_err(|e| {
+            TlsError(format!(
+                "client CA bundle {}: {e}",
+                paths.client_ca.display()
+            ))
+        })?;
+    }
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .build()
+            .map_err(|e| TlsError(format!("client verifier: {e}")))?;
+    let certs = read_certs(&paths.cert, "server certificate")?;
+    let key = PrivateKeyDer::from_pem_file(&paths.key).map_err(|e| {
+        TlsError(format!(
+            "cannot read server key {}: {e}",
+            paths.key.display()
+        ))
+    })?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError(format!("server certificate and key: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// The identity of a (verified) client certificate: its SPIFFE ID (a
+/// `spiffe://` URI SAN), else its subject common name.
+pub fn identity_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::URI(uri) = name
+                && uri.starts_with("spiffe://")
+            {
+                return Some((*uri).to_owned());
+            }
+        }
+    }
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .filter(|cn| !cn.is_empty())
+        .map(str::to_owned)
+}
