@@ -1,0 +1,545 @@
+//! The end-to-end test harness: starts the real `strongroomd` binary on a free
+//! loopback port with real mutual TLS (a CA minted per server) and a fresh
+//! database (a new Postgres database, connected as a non-superuser role, or a
+//! new SQLite file), and hands out typed clients for any identity. Every line
+//! the server logs is kept so tests can search it for secrets.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use strongroom_client::{Client, ClientConfig};
+use strongroom_proto::v1 as pb;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The identity the harness configures as platform operator.
+pub const OPERATOR: &str = "spiffe://e2e.test/operator";
+
+/// Which database the server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh Postgres database.
+    Postgres,
+    /// A fresh SQLite file.
+    Sqlite,
+}
+
+/// The Postgres URL used to create test databases (a role allowed to create
+/// databases and roles): `DATABASE_URL`, else the local default.
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".into())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').unwrap_or((url, ""));
+    format!("{base}/{db}")
+}
+
+fn with_user(url: &str, user: &str) -> String {
+    // postgres://USER[:PASS]@HOST/DB -> postgres://user@HOST/DB
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://{user}@{host}")
+}
+
+/// The path of the `strongroomd` binary built in this target directory.
+pub fn server_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("STRONGROOMD_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join("strongroomd");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build -p strongroomd`; `cargo test --workspace` builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// A certificate authority for one test server, minting client certificates.
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    ca_pem: String,
+}
+
+/// How a minted client certificate should look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertKind {
+    /// Valid now, identity as a SPIFFE URI SAN.
+    Spiffe,
+    /// Valid now, identity only as the subject CN.
+    CommonName,
+    /// Expired yesterday.
+    Expired,
+}
+
+impl TestCa {
+    /// A fresh CA.
+    pub fn new(name: &str) -> Self {
+        let key = KeyPair::generate().expect("ca key");
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).expect("ca cert");
+        Self {
+            ca_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A server certificate for localhost / 127.0.0.1: (cert PEM, key PEM).
+    pub fn server_cert(&self) -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let mut params =
+            CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "strongroomd");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer).expect("server cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A client certificate for `identity`: (cert PEM, key PEM).
+    pub fn client_cert(&self, identity: &str, kind: CertKind) -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::default();
+        match kind {
+            CertKind::CommonName => params.distinguished_name.push(DnType::CommonName, identity),
+            CertKind::Spiffe | CertKind::Expired => {
+                params
+                    .distinguished_name
+                    .push(DnType::CommonName, "workload");
+                params.subject_alt_names = vec![SanType::URI(identity.try_into().expect("uri"))];
+            }
+        }
+        if kind == CertKind::Expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).expect("client cert");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// Everything the server printed, shared with the test.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<String>>>);
+
+impl Logs {
+    /// All lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().expect("logs").clone()
+    }
+
+    /// Whether any line contains `needle`.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.0
+            .lock()
+            .expect("logs")
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+}
+
+/// Options for starting a server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Backend.
+    pub backend: Backend,
+    /// `STRONGROOM_LOG_LEVEL`.
+    pub log_level: String,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl Options {
+    /// Defaults for `backend`: debug logging.
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            log_level: "debug".into(),
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A running `strongroomd`.
+pub struct TestServer {
+    /// The server's address.
+    pub addr: std::net::SocketAddr,
+    /// The CA the server trusts for clients (and signed its own certificate).
+    pub ca: TestCa,
+    /// Everything the server logged.
+    pub logs: Logs,
+    /// The working folder (certificates, key, SQLite file).
+    pub dir: tempfile::TempDir,
+    /// The Postgres database name, for Postgres servers.
+    pub database: Option<String>,
+    /// The Postgres URL the server connects with (its non-superuser role).
+    pub database_url: Option<String>,
+    child: Child,
+}
+
+async fn create_pg_database() -> (String, String) {
+    use sqlx::Connection;
+    let admin = admin_url();
+    let name = format!("sr_e2e_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to Postgres at {admin}: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    conn.close().await.ok();
+    (name.clone(), with_database(&admin, &name))
+}
+
+async fn ensure_server_role(db_url: &str) -> String {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(db_url)
+        .await
+        .expect("connect test database");
+    sqlx::query(
+        "DO $$ BEGIN CREATE ROLE strongroom_e2e_server LOGIN IN ROLE strongroom_app; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("create server role");
+    conn.close().await.ok();
+    with_user(db_url, "strongroom_e2e_server")
+}
+
+impl TestServer {
+    /// Starts a server with debug logging on `backend`.
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(Options::new(backend)).await
+    }
+
+    /// Starts a server with `options`.
+    pub async fn start_with(options: Options) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = TestCa::new("e2e CA");
+        let (cert, key) = ca.server_cert();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write");
+        std::fs::write(dir.path().join("server.pem"), cert).expect("write");
+        std::fs::write(dir.path().join("server-key.pem"), key).expect("write");
+        let root_key = hex_key();
+        std::fs::write(dir.path().join("root.key"), &root_key).expect("write");
+
+        let mut cmd = Command::new(server_binary());
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("STRONGROOM_LISTEN", "127.0.0.1:0")
+            .env("STRONGROOM_TLS_CERT", dir.path().join("server.pem"))
+            .env("STRONGROOM_TLS_KEY", dir.path().join("server-key.pem"))
+            .env("STRONGROOM_TLS_CLIENT_CA", dir.path().join("ca.pem"))
+            .env("STRONGROOM_ROOT_KEY_FILE", dir.path().join("root.key"))
+            .env("STRONGROOM_PLATFORM_OPERATORS", OPERATOR)
+            .env("STRONGROOM_LOG_FORMAT", "json")
+            .env("STRONGROOM_LOG_LEVEL", &options.log_level);
+        let (database, database_url) = match options.backend {
+            Backend::Postgres => {
+                let (name, admin_db_url) = create_pg_database().await;
+                run_migrate(&admin_db_url).await;
+                let server_url = ensure_server_role(&admin_db_url).await;
+                cmd.env("STRONGROOM_DATABASE_URL", &server_url)
+                    .env("STRONGROOM_DATABASE_MAX_CONNECTIONS", "8");
+                (Some(name), Some(server_url))
+            }
+            Backend::Sqlite => {
+                cmd.env("STRONGROOM_DATABASE_BACKEND", "sqlite")
+                    .env("STRONGROOM_SQLITE_PATH", dir.path().join("strongroom.db"));
+                (None, None)
+            }
+        };
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn strongroomd");
+        let logs = Logs::default();
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        {
+            let logs = logs.clone();
+            tokio::spawn(async move {
+                let mut addr_tx = Some(addr_tx);
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(addr) = serving_addr(&line)
+                        && let Some(tx) = addr_tx.take()
+                    {
+                        let _ = tx.send(addr);
+                    }
+                    logs.0.lock().expect("logs").push(line);
+                }
+            });
+        }
+        {
+            let logs = logs.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    logs.0.lock().expect("logs").push(line);
+                }
+            });
+        }
+        let addr = match tokio::time::timeout(Duration::from_secs(30), addr_rx).await {
+            Ok(Ok(addr)) => addr,
+            _ => panic!(
+                "strongroomd did not start; its output:\n{}",
+                logs.lines().join("\n")
+            ),
+        };
+        Self {
+            addr,
+            ca,
+            logs,
+            dir,
+            database,
+            database_url,
+            child,
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// Writes a client certificate for `identity` into the working folder and
+    /// returns its client configuration.
+    pub fn client_config(&self, identity: &str, kind: CertKind) -> ClientConfig {
+        let (cert, key) = self.ca.client_cert(identity, kind);
+        self.client_config_from_pem(&cert, &key)
+    }
+
+    /// A client configuration presenting the given certificate and key.
+    pub fn client_config_from_pem(&self, cert: &str, key: &str) -> ClientConfig {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let cert_path = self.dir.path().join(format!("client-{id}.pem"));
+        let key_path = self.dir.path().join(format!("client-{id}-key.pem"));
+        std::fs::write(&cert_path, cert).expect("write");
+        std::fs::write(&key_path, key).expect("write");
+        ClientConfig {
+            endpoint: self.endpoint(),
+            ca: self.dir.path().join("ca.pem"),
+            cert: cert_path,
+            key: key_path,
+            domain: Some("localhost".into()),
+            tenant: None,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A connected client for `identity` (SPIFFE URI SAN).
+    pub async fn client(&self, identity: &str) -> Client {
+        Client::connect(&self.client_config(identity, CertKind::Spiffe))
+            .await
+            .expect("connect")
+    }
+
+    /// The platform operator's client.
+    pub async fn operator(&self) -> Client {
+        self.client(OPERATOR).await
+    }
+
+    /// Creates tenant `name` with an admin (`spiffe://e2e.test/NAME/admin`)
+    /// and returns the admin's client.
+    pub async fn tenant(&self, name: &str) -> TenantAdmin {
+        let identity = format!("spiffe://e2e.test/{name}/admin");
+        let response = self
+            .operator()
+            .await
+            .admin()
+            .create_tenant(pb::CreateTenantRequest {
+                name: name.into(),
+                initial_admin: Some(pb::InitialAdmin {
+                    name: "admin".into(),
+                    identity: identity.clone(),
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("create tenant")
+            .into_inner();
+        TenantAdmin {
+            name: name.to_owned(),
+            tenant_id: response.tenant.expect("tenant").id,
+            client: self.client(&identity).await,
+        }
+    }
+
+    /// Creates a principal with `role` in the admin's tenant, binds
+    /// `spiffe://e2e.test/TENANT/NAME` to it, and returns (principal id,
+    /// client).
+    pub async fn principal(
+        &self,
+        admin: &TenantAdmin,
+        name: &str,
+        role: pb::Role,
+    ) -> (String, Client) {
+        self.principal_in(admin, name, role, &[]).await
+    }
+
+    /// As [`TestServer::principal`], confined to `environments`.
+    pub async fn principal_in(
+        &self,
+        admin: &TenantAdmin,
+        name: &str,
+        role: pb::Role,
+        environments: &[&str],
+    ) -> (String, Client) {
+        let p = admin
+            .client
+            .admin()
+            .create_principal(pb::CreatePrincipalRequest {
+                name: name.into(),
+                role: role as i32,
+                environments: environments.iter().map(|e| (*e).to_owned()).collect(),
+                ..Default::default()
+            })
+            .await
+            .expect("create principal")
+            .into_inner()
+            .principal
+            .expect("principal");
+        let identity = format!("spiffe://e2e.test/{}/{name}", admin.name);
+        admin
+            .client
+            .admin()
+            .create_identity_binding(pb::CreateIdentityBindingRequest {
+                principal_id: p.id.clone(),
+                identity: identity.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("bind identity");
+        (p.id, self.client(&identity).await)
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("strongroomd did not stop within 15 s")
+            .expect("wait");
+        if let Some(db) = self.database.take() {
+            drop_database(&db).await;
+        }
+        status
+    }
+}
+
+/// A tenant admin's handles.
+pub struct TenantAdmin {
+    /// The tenant's name.
+    pub name: String,
+    /// The tenant's id.
+    pub tenant_id: String,
+    /// The admin's client.
+    pub client: Client,
+}
+
+async fn drop_database(name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+        conn.close().await.ok();
+    }
+}
+
+async fn run_migrate(admin_db_url: &str) {
+    let output = Command::new(server_binary())
+        .arg("migrate")
+        .env_clear()
+        .env("STRONGROOM_DATABASE_URL", admin_db_url)
+        .env("STRONGROOM_TLS_CERT", "unused")
+        .env("STRONGROOM_TLS_KEY", "unused")
+        .env("STRONGROOM_TLS_CLIENT_CA", "unused")
+        .env("STRONGROOM_ROOT_KEY", "unused")
+        .output()
+        .await
+        .expect("run strongroomd migrate");
+    assert!(
+        output.status.success(),
+        "strongroomd migrate failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn serving_addr(line: &str) -> Option<std::net::SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v.get("message")?.as_str()? != "serving" {
+        return None;
+    }
+    v.get("addr")?.as_str()?.parse().ok()
+}
+
+fn hex_key() -> String {
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    format!("{a}{b}")
+}
+
+/// A credential reference by path.
+pub fn path(environment: &str, name: &str) -> Option<pb::CredentialRef> {
+    Some(pb::CredentialRef {
+        by: Some(pb::credential_ref::By::Path(pb::CredentialPath {
+            environment: environment.into(),
+            name: name.into(),
+        })),
+    })
+}
+
+/// A credential reference by id.
+pub fn by_id(id: &str) -> Option<pb::CredentialRef> {
+    Some(pb::CredentialRef {
+        by: Some(pb::credential_ref::By::Id(id.into())),
+    })
+}
+
+/// An API-key value.
+pub fn api_key(key: &str) -> Option<pb::CredentialValue> {
+    Some(pb::CredentialValue {
+        value: Some(pb::credential_value::Value::ApiKey(pb::ApiKey {
+            api_key: key.into(),
+        })),
+    })
+}
