@@ -724,9 +724,12 @@ macro_rules! store_impl {
                         .push(") > 0");
                 }
                 if let Some(p) = &filter.name_prefix {
-                    q.push(" AND substr(name, 1, ")
-                        .push_bind(i64::try_from(p.len()).unwrap_or(i64::MAX))
-                        .push(") = ")
+                    // length() of the bound text itself: it counts characters
+                    // on both backends and is an integer, as Postgres'
+                    // substr(text, int, int) needs (a bound i64 has no match).
+                    q.push(" AND substr(name, 1, length(")
+                        .push_bind(p.clone())
+                        .push(")) = ")
                         .push_bind(p.clone());
                 }
                 q.push(" ORDER BY id LIMIT ").push_bind(page.fetch_limit());

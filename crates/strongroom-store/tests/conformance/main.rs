@@ -1,0 +1,96 @@
+//! The store conformance suite: one body of cases, every case run against
+//! both backends, in one test binary.
+//!
+//! * `cases`: the `Store` contract through the public API, the way the
+//!   server uses it (tenants created through a platform scope, tenant data
+//!   reached through an authenticated admin's scope).
+//! * `isolation_model`: tenant isolation as a property against a model.
+//! * `rls`: Postgres row-level security on its own, with raw SQL.
+//!
+//! Postgres cases connect as a login role that is a plain member of
+//! `strongroom_app` (never the superuser `#[sqlx::test]` hands out), so
+//! row-level security is in force exactly as in production. They need
+//! `DATABASE_URL` pointing at a Postgres superuser; `#[sqlx::test]` creates
+//! a fresh database per test and applies the migrations.
+
+use std::sync::Arc;
+
+use sqlx::{PgPool, SqlitePool};
+use strongroom_store::SqliteStore;
+
+mod cases;
+mod isolation_model;
+mod rls;
+mod support;
+
+/// Emits, for each `module::case`, a Postgres test and a SQLite test running
+/// it on a fresh, migrated database.
+macro_rules! conformance {
+    ($($module:ident :: $case:ident => $postgres:ident, $sqlite:ident;)*) => {$(
+        #[sqlx::test(migrator = "strongroom_store::PG_MIGRATOR")]
+        async fn $postgres(pool: PgPool) {
+            let store = support::pg_store(pool).await;
+            $module::$case(store.clone()).await;
+            store.pool().close().await;
+        }
+
+        #[sqlx::test(migrator = "strongroom_store::SQLITE_MIGRATOR")]
+        async fn $sqlite(pool: SqlitePool) {
+            $module::$case(Arc::new(SqliteStore::new(pool))).await;
+        }
+    )*};
+}
+
+conformance! {
+    cases::identity_resolution => identity_resolution_postgres, identity_resolution_sqlite;
+    cases::disabled_principal_is_denied => disabled_principal_is_denied_postgres, disabled_principal_is_denied_sqlite;
+    cases::identity_in_two_tenants_needs_a_hint => identity_in_two_tenants_needs_a_hint_postgres, identity_in_two_tenants_needs_a_hint_sqlite;
+    cases::platform_operator_has_no_tenant => platform_operator_has_no_tenant_postgres, platform_operator_has_no_tenant_sqlite;
+    cases::duplicate_tenant_name_is_rejected => duplicate_tenant_name_is_rejected_postgres, duplicate_tenant_name_is_rejected_sqlite;
+    cases::tenants_list_in_pages => tenants_list_in_pages_postgres, tenants_list_in_pages_sqlite;
+    cases::suspended_tenant_loses_its_scope => suspended_tenant_loses_its_scope_postgres, suspended_tenant_loses_its_scope_sqlite;
+    cases::environments_lifecycle => environments_lifecycle_postgres, environments_lifecycle_sqlite;
+    cases::principals_and_bindings => principals_and_bindings_postgres, principals_and_bindings_sqlite;
+    cases::credential_create_get_find => credential_create_get_find_postgres, credential_create_get_find_sqlite;
+    cases::credential_names_are_unique_per_environment => credential_names_are_unique_per_environment_postgres, credential_names_are_unique_per_environment_sqlite;
+    cases::failed_create_leaves_nothing => failed_create_leaves_nothing_postgres, failed_create_leaves_nothing_sqlite;
+    cases::credential_list_filters => credential_list_filters_postgres, credential_list_filters_sqlite;
+    cases::credential_list_pages => credential_list_pages_postgres, credential_list_pages_sqlite;
+    cases::retention_keeps_the_last_n => retention_keeps_the_last_n_postgres, retention_keeps_the_last_n_sqlite;
+    cases::stale_add_version_writes_nothing => stale_add_version_writes_nothing_postgres, stale_add_version_writes_nothing_sqlite;
+    cases::rollback_to_retained_versions_only => rollback_to_retained_versions_only_postgres, rollback_to_retained_versions_only_sqlite;
+    cases::revoke_lifecycle => revoke_lifecycle_postgres, revoke_lifecycle_sqlite;
+    cases::destroy_keeps_metadata => destroy_keeps_metadata_postgres, destroy_keeps_metadata_sqlite;
+    cases::grants_lifecycle_and_filters => grants_lifecycle_and_filters_postgres, grants_lifecycle_and_filters_sqlite;
+    cases::grants_for_direct_and_role => grants_for_direct_and_role_postgres, grants_for_direct_and_role_sqlite;
+    cases::audit_chain_records_every_mutation => audit_chain_records_every_mutation_postgres, audit_chain_records_every_mutation_sqlite;
+    cases::audit_query_filters_and_pages => audit_query_filters_and_pages_postgres, audit_query_filters_and_pages_sqlite;
+    cases::audit_chains_are_per_tenant => audit_chains_are_per_tenant_postgres, audit_chains_are_per_tenant_sqlite;
+    cases::cross_tenant_credentials_are_invisible => cross_tenant_credentials_are_invisible_postgres, cross_tenant_credentials_are_invisible_sqlite;
+    cases::cross_tenant_principals_grants_and_audit_are_invisible => cross_tenant_principals_grants_and_audit_are_invisible_postgres, cross_tenant_principals_grants_and_audit_are_invisible_sqlite;
+    cases::foreign_page_tokens_return_only_own_rows => foreign_page_tokens_return_only_own_rows_postgres, foreign_page_tokens_return_only_own_rows_sqlite;
+    cases::concurrent_writers_stay_consistent => concurrent_writers_stay_consistent_postgres, concurrent_writers_stay_consistent_sqlite;
+    cases::server_meta_is_written_once => server_meta_is_written_once_postgres, server_meta_is_written_once_sqlite;
+    isolation_model::tenant_isolation_matches_the_model => tenant_isolation_matches_the_model_postgres, tenant_isolation_matches_the_model_sqlite;
+}
+
+/// Emits a Postgres-only test per `rls` check, on the superuser pool the
+/// check needs (each connects as the app role itself).
+macro_rules! postgres_only {
+    ($($check:ident),* $(,)?) => {$(
+        #[sqlx::test(migrator = "strongroom_store::PG_MIGRATOR")]
+        async fn $check(pool: PgPool) {
+            rls::$check(pool).await;
+        }
+    )*};
+}
+
+postgres_only! {
+    rls_hides_other_tenants_rows,
+    rls_rejects_writes_into_another_tenant,
+    rls_without_a_tenant_sees_nothing,
+    rls_platform_mode_reads_only_the_registry,
+    rls_audit_log_is_append_only,
+    check_role_refuses_a_superuser,
+    check_role_refuses_bypassrls,
+}

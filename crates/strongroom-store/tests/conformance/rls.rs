@@ -1,0 +1,505 @@
+//! Row-level security on its own (Postgres only). Raw SQL as the app role,
+//! with no tenant filter of the store's to help, must see and change only the
+//! rows of the tenant the transaction is bound to: the database enforces the
+//! boundary even against a query that forgot it.
+
+use std::sync::Arc;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres, Transaction};
+use strongroom_core::audit::{Action, ChainVerifier};
+use strongroom_core::credential::Credential;
+use strongroom_core::ids::TenantId;
+use strongroom_core::policy::{Capabilities, Capability, Grant, GrantSubject, Selector};
+use strongroom_core::principal::Role;
+use strongroom_core::store::Store;
+use strongroom_core::time::Timestamp;
+use strongroom_store::{APP_ROLE, PgStore};
+use uuid::Uuid;
+
+use crate::support::{
+    Code, TestTenant, audit_log, code, create_tenant, credential, draft, env, pg_store,
+};
+
+/// Every table holding tenant data, with the column naming the tenant.
+const TENANT_TABLES: [(&str, &str); 10] = [
+    ("tenants", "id"),
+    ("tenant_keks", "tenant_id"),
+    ("environments", "tenant_id"),
+    ("principals", "tenant_id"),
+    ("identity_bindings", "tenant_id"),
+    ("credentials", "tenant_id"),
+    ("credential_versions", "tenant_id"),
+    ("grants", "tenant_id"),
+    ("audit_heads", "tenant_id"),
+    ("audit_events", "tenant_id"),
+];
+
+/// Two tenants with rows in every tenant table, written through the store as
+/// the app role.
+struct Populated {
+    /// Superuser pool: sees everything, to count what RLS must hide.
+    admin: PgPool,
+    store: Arc<PgStore>,
+    a: TestTenant,
+    b: TestTenant,
+    b_credential: Credential,
+}
+
+impl Populated {
+    async fn new(admin: PgPool) -> Self {
+        let store = pg_store(admin.clone()).await;
+        let s: &dyn Store = &*store;
+        let a = create_tenant(s, "alpha").await;
+        let b = create_tenant(s, "beta").await;
+        let mut b_credential = None;
+        for t in [&a, &b] {
+            let scope = t.scope();
+            let c = credential(&scope, "dev", "llm/openai");
+            t.store(s, &c).await.expect("credential");
+            t.rotate(s, &c, 1).await.expect("second version");
+            let g = Grant {
+                id: strongroom_core::ids::GrantId::generate(),
+                tenant: t.id(),
+                subject: GrantSubject::Role(Role::Agent),
+                selector: Selector::parse("llm/*", "selector").expect("selector"),
+                environments: vec![env("dev")],
+                capabilities: Capabilities::of(&[Capability::Inject]),
+                destinations: vec![],
+                expires_at: None,
+                reason: "rls".into(),
+                granted_by: t.admin().id,
+                created_at: Timestamp::now(),
+            };
+            s.create_grant(&scope, &g, draft(&scope, Action::GrantCreate))
+                .await
+                .expect("grant");
+            b_credential = Some(c);
+        }
+        Self {
+            admin,
+            store,
+            a,
+            b,
+            b_credential: b_credential.expect("b's credential"),
+        }
+    }
+
+    fn app(&self) -> &PgPool {
+        self.store.pool()
+    }
+
+    /// Rows of `tenant` in `table`, counted by the superuser.
+    async fn rows_of(&self, table: &str, column: &str, tenant: TenantId) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE {column} = $1"))
+            .bind(tenant.as_uuid())
+            .fetch_one(&self.admin)
+            .await
+            .expect("count as superuser")
+    }
+
+    async fn close(self) {
+        self.store.pool().close().await;
+    }
+}
+
+/// A transaction of the app role, bound to `tenant` if given.
+async fn app_tx(pool: &PgPool, tenant: Option<TenantId>) -> Transaction<'static, Postgres> {
+    let mut tx = pool.begin().await.expect("begin");
+    if let Some(t) = tenant {
+        sqlx::query("SELECT set_config('strongroom.tenant_id', $1, true)")
+            .bind(t.to_string())
+            .execute(&mut *tx)
+            .await
+            .expect("bind the transaction to a tenant");
+    }
+    tx
+}
+
+async fn count(tx: &mut Transaction<'static, Postgres>, sql: &str, bind: Option<Uuid>) -> i64 {
+    let mut q = sqlx::query_scalar(sql);
+    if let Some(b) = bind {
+        q = q.bind(b);
+    }
+    q.fetch_one(&mut **tx)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The database error of a statement that must fail, as (SQLSTATE, message).
+fn db_error(
+    result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>,
+    what: &str,
+) -> (String, String) {
+    match result {
+        Ok(done) => panic!("{what} succeeded ({} rows)", done.rows_affected()),
+        Err(sqlx::Error::Database(e)) => (
+            e.code().map(|c| c.to_string()).unwrap_or_default(),
+            e.message().to_owned(),
+        ),
+        Err(e) => panic!("{what}: not a database error: {e}"),
+    }
+}
+
+/// Bound to one tenant, a query without any tenant filter sees exactly that
+/// tenant's rows, in every tenant table, and none of the other's.
+pub async fn rls_hides_other_tenants_rows(admin: PgPool) {
+    let world = Populated::new(admin).await;
+    for (me, other) in [(&world.a, &world.b), (&world.b, &world.a)] {
+        let mut tx = app_tx(world.app(), Some(me.id())).await;
+        for (table, column) in TENANT_TABLES {
+            let mine = world.rows_of(table, column, me.id()).await;
+            let theirs = world.rows_of(table, column, other.id()).await;
+            assert!(
+                mine > 0 && theirs > 0,
+                "{table} must hold rows of both tenants"
+            );
+            let visible = count(&mut tx, &format!("SELECT count(*) FROM {table}"), None).await;
+            assert_eq!(
+                visible,
+                mine,
+                "{table}: unfiltered count as {}",
+                me.tenant().name
+            );
+            let leaked = count(
+                &mut tx,
+                &format!("SELECT count(*) FROM {table} WHERE {column} = $1"),
+                Some(other.id().as_uuid()),
+            )
+            .await;
+            assert_eq!(leaked, 0, "{table}: rows of the other tenant are visible");
+            let foreign = count(
+                &mut tx,
+                &format!("SELECT count(*) FROM {table} WHERE {column} <> $1"),
+                Some(me.id().as_uuid()),
+            )
+            .await;
+            assert_eq!(foreign, 0, "{table}: rows of another tenant are visible");
+        }
+        tx.rollback().await.expect("rollback");
+    }
+    // The other tenant's envelopes in particular.
+    let mut tx = app_tx(world.app(), Some(world.a.id())).await;
+    let envelopes: Vec<Option<Vec<u8>>> =
+        sqlx::query_scalar("SELECT envelope FROM credential_versions WHERE credential_id = $1")
+            .bind(world.b_credential.id.as_uuid())
+            .fetch_all(&mut *tx)
+            .await
+            .expect("select");
+    assert!(envelopes.is_empty());
+    tx.rollback().await.expect("rollback");
+    world.close().await;
+}
+
+/// Bound to tenant A, the app role can insert no row for tenant B in any
+/// tenant table, cannot move its own rows to B, and its updates and deletes
+/// of B's rows touch nothing.
+pub async fn rls_rejects_writes_into_another_tenant(admin: PgPool) {
+    let world = Populated::new(admin).await;
+    let (a, b) = (&world.a, &world.b);
+    let b_admin = b.admin().id.as_uuid();
+    let b_cred = world.b_credential.id.as_uuid();
+    let inserts: [(&str, &str); 10] = [
+        (
+            "tenants",
+            "INSERT INTO tenants (id, name, status, settings, current_kek_version, created_at) \
+                     VALUES ($1, 'evil', 'active', '{}', 1, 0)",
+        ),
+        (
+            "tenant_keks",
+            "INSERT INTO tenant_keks (tenant_id, version, wrapped, created_at) VALUES ($1, 99, '\\x00', 0)",
+        ),
+        (
+            "environments",
+            "INSERT INTO environments (tenant_id, name, created_at) VALUES ($1, 'evil', 0)",
+        ),
+        (
+            "principals",
+            "INSERT INTO principals (tenant_id, id, name, role, environments, description, status, created_at) \
+                        VALUES ($1, gen_random_uuid(), 'evil', 'admin', '[]', '', 'active', 0)",
+        ),
+        (
+            "identity_bindings",
+            "INSERT INTO identity_bindings (tenant_id, id, principal_id, kind, pattern, created_at) \
+                               VALUES ($1, gen_random_uuid(), $2, 'exact', 'spiffe://evil', 0)",
+        ),
+        (
+            "credentials",
+            "INSERT INTO credentials (tenant_id, id, environment, name, service, kind, description, tags, \
+                         scopes, status, current_version, latest_version, rotated_at, created_at, updated_at, created_by) \
+                         VALUES ($1, gen_random_uuid(), 'dev', 'evil', 'x', 'api_key', '', '[]', '[]', 'active', 1, 1, 0, 0, 0, $2)",
+        ),
+        (
+            "credential_versions",
+            "INSERT INTO credential_versions (tenant_id, credential_id, version, envelope, kek_version, \
+                                 created_at, created_by) VALUES ($1, $3, 99, '\\x00', 1, 0, $2)",
+        ),
+        (
+            "grants",
+            "INSERT INTO grants (tenant_id, id, subject_kind, subject, selector, environments, capabilities, \
+                    destinations, reason, granted_by, created_at) \
+                    VALUES ($1, gen_random_uuid(), 'role', 'agent', '*', '[\"dev\"]', 127, '[]', '', $2, 0)",
+        ),
+        (
+            "audit_heads",
+            "INSERT INTO audit_heads (tenant_id, sequence, hash) VALUES ($1, 0, '\\x00')",
+        ),
+        (
+            "audit_events",
+            "INSERT INTO audit_events (tenant_id, sequence, id, at, actor, action, outcome, reason_code, \
+                          prev_hash, hash) VALUES ($1, 999, gen_random_uuid(), 0, 'evil', 'other', 'allowed', '', '\\x00', '\\x00')",
+        ),
+    ];
+    let mut before = Vec::new();
+    for (table, column) in TENANT_TABLES {
+        before.push(world.rows_of(table, column, b.id()).await);
+    }
+    for (table, sql) in inserts {
+        let mut tx = app_tx(world.app(), Some(a.id())).await;
+        let mut q = sqlx::query(sql).bind(b.id().as_uuid());
+        if sql.contains("$2") {
+            q = q.bind(b_admin);
+        }
+        if sql.contains("$3") {
+            q = q.bind(b_cred);
+        }
+        let (state, message) = db_error(q.execute(&mut *tx).await, &format!("insert into {table}"));
+        assert_eq!(state, "42501", "{table}: {message}");
+        assert!(message.contains("row-level security"), "{table}: {message}");
+        tx.rollback().await.expect("rollback");
+    }
+    // Moving one's own rows into another tenant fails the same check.
+    for (table, column) in [
+        ("credentials", "tenant_id"),
+        ("grants", "tenant_id"),
+        ("principals", "tenant_id"),
+    ] {
+        let mut tx = app_tx(world.app(), Some(a.id())).await;
+        let result = sqlx::query(&format!(
+            "UPDATE {table} SET {column} = $1 WHERE {column} = $2"
+        ))
+        .bind(b.id().as_uuid())
+        .bind(a.id().as_uuid())
+        .execute(&mut *tx)
+        .await;
+        let (state, message) = db_error(result, &format!("move {table} rows"));
+        assert_eq!(state, "42501", "{table}: {message}");
+        assert!(message.contains("row-level security"), "{table}: {message}");
+        tx.rollback().await.expect("rollback");
+    }
+    // Updates and deletes aimed at the other tenant's rows touch none.
+    let updatable = [
+        "tenants",
+        "tenant_keks",
+        "principals",
+        "credentials",
+        "credential_versions",
+        "grants",
+        "audit_heads",
+    ];
+    let deletable = [
+        "environments",
+        "principals",
+        "identity_bindings",
+        "credentials",
+        "credential_versions",
+        "grants",
+    ];
+    let mut tx = app_tx(world.app(), Some(a.id())).await;
+    for (table, column) in TENANT_TABLES {
+        let mut statements = Vec::new();
+        if updatable.contains(&table) {
+            statements.push(format!(
+                "UPDATE {table} SET {column} = {column} WHERE {column} = $1"
+            ));
+        }
+        if deletable.contains(&table) {
+            statements.push(format!("DELETE FROM {table} WHERE {column} = $1"));
+        }
+        for sql in statements {
+            let done = sqlx::query(&sql)
+                .bind(b.id().as_uuid())
+                .execute(&mut *tx)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            assert_eq!(done.rows_affected(), 0, "{sql} touched the other tenant");
+        }
+    }
+    tx.commit().await.expect("commit");
+
+    for ((table, column), rows) in TENANT_TABLES.into_iter().zip(before) {
+        assert_eq!(
+            world.rows_of(table, column, b.id()).await,
+            rows,
+            "{table} of the other tenant changed"
+        );
+    }
+    let store: &dyn Store = &*world.store;
+    let mut v = ChainVerifier::default();
+    for e in audit_log(store, &b.scope()).await {
+        v.push(&e)
+            .unwrap_or_else(|br| panic!("b's chain breaks at {}: {}", br.sequence, br.reason));
+    }
+    assert_eq!(
+        store
+            .get_credential(&b.scope(), world.b_credential.id)
+            .await
+            .expect("b's credential")
+            .latest_version,
+        2
+    );
+    world.close().await;
+}
+
+/// A transaction bound to no tenant sees no row of any tenant table, even
+/// on a connection that was bound to a tenant before; a malformed tenant id
+/// fails the query instead of matching anything.
+pub async fn rls_without_a_tenant_sees_nothing(admin: PgPool) {
+    let world = Populated::new(admin).await;
+    let mut conn = world.app().acquire().await.expect("one connection");
+    {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("begin");
+        sqlx::query("SELECT set_config('strongroom.tenant_id', $1, true)")
+            .bind(world.a.id().to_string())
+            .execute(&mut *tx)
+            .await
+            .expect("bind");
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM credentials")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("count");
+        assert_eq!(seen, 1);
+        tx.commit().await.expect("commit");
+    }
+    for setting in [None, Some("")] {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("begin");
+        if let Some(s) = setting {
+            sqlx::query("SELECT set_config('strongroom.tenant_id', $1, true)")
+                .bind(s)
+                .execute(&mut *tx)
+                .await
+                .expect("set");
+        }
+        for (table, _) in TENANT_TABLES {
+            let seen: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+                .fetch_one(&mut *tx)
+                .await
+                .expect("count");
+            assert_eq!(seen, 0, "{table} without a tenant ({setting:?})");
+        }
+        tx.rollback().await.expect("rollback");
+    }
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.expect("begin");
+    sqlx::query("SELECT set_config('strongroom.tenant_id', 'not-a-uuid', true)")
+        .execute(&mut *tx)
+        .await
+        .expect("set");
+    let result: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM credentials")
+        .fetch_one(&mut *tx)
+        .await;
+    assert!(result.is_err(), "a malformed tenant id must fail closed");
+    tx.rollback().await.expect("rollback");
+    drop(conn);
+    world.close().await;
+}
+
+/// Platform mode opens the tenant registry, principals and bindings to
+/// reading, and nothing else: no keys, environments, credentials, versions,
+/// grants or audit; and it writes nothing without a tenant.
+pub async fn rls_platform_mode_reads_only_the_registry(admin: PgPool) {
+    let world = Populated::new(admin).await;
+    let mut tx = world.app().begin().await.expect("begin");
+    sqlx::query("SELECT set_config('strongroom.platform', 'on', true)")
+        .execute(&mut *tx)
+        .await
+        .expect("platform");
+    for (table, _) in TENANT_TABLES {
+        let seen: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&mut *tx)
+            .await
+            .expect("count");
+        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&world.admin)
+            .await
+            .expect("count as superuser");
+        let expected = if ["tenants", "principals", "identity_bindings"].contains(&table) {
+            total
+        } else {
+            0
+        };
+        assert_eq!(seen, expected, "{table} in platform mode");
+    }
+    let result = sqlx::query(
+        "INSERT INTO environments (tenant_id, name, created_at) VALUES ($1, 'evil', 0)",
+    )
+    .bind(world.b.id().as_uuid())
+    .execute(&mut *tx)
+    .await;
+    let (state, message) = db_error(result, "platform insert");
+    assert_eq!(state, "42501", "{message}");
+    tx.rollback().await.expect("rollback");
+    world.close().await;
+}
+
+/// The app role may only append to the audit log: no update, delete or
+/// truncate, not even of its own tenant's events.
+pub async fn rls_audit_log_is_append_only(admin: PgPool) {
+    let world = Populated::new(admin).await;
+    let a = world.a.id();
+    for sql in [
+        "UPDATE audit_events SET actor = 'forged' WHERE tenant_id = $1",
+        "DELETE FROM audit_events WHERE tenant_id = $1",
+        "DELETE FROM audit_heads WHERE tenant_id = $1",
+    ] {
+        let mut tx = app_tx(world.app(), Some(a)).await;
+        let result = sqlx::query(sql).bind(a.as_uuid()).execute(&mut *tx).await;
+        let (state, message) = db_error(result, sql);
+        assert_eq!(state, "42501", "{sql}: {message}");
+        assert!(message.contains("permission denied"), "{sql}: {message}");
+        tx.rollback().await.expect("rollback");
+    }
+    let mut tx = app_tx(world.app(), Some(a)).await;
+    let result = sqlx::query("TRUNCATE audit_events").execute(&mut *tx).await;
+    let (state, _) = db_error(result, "truncate");
+    assert_eq!(state, "42501");
+    tx.rollback().await.expect("rollback");
+
+    let store: &dyn Store = &*world.store;
+    let log = audit_log(store, &world.a.scope()).await;
+    assert!(log.iter().all(|e| e.draft.actor != "forged"));
+    let mut v = ChainVerifier::default();
+    for e in &log {
+        v.push(e)
+            .unwrap_or_else(|br| panic!("chain breaks at {}: {}", br.sequence, br.reason));
+    }
+    assert_eq!(v.checked(), log.len() as u64);
+    world.close().await;
+}
+
+/// `check_role` refuses a superuser connection.
+pub async fn check_role_refuses_a_superuser(admin: PgPool) {
+    let store = PgStore::new(admin);
+    assert_eq!(code(store.check_role().await), Code::FailedPrecondition);
+}
+
+/// `check_role` refuses a role with `BYPASSRLS`, even a member of the app
+/// role.
+pub async fn check_role_refuses_bypassrls(admin: PgPool) {
+    const BYPASS: &str = "strongroom_test_bypass";
+    sqlx::query(&format!(
+        "DO $$ BEGIN CREATE ROLE {BYPASS} LOGIN BYPASSRLS IN ROLE {APP_ROLE}; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+    ))
+    .execute(&admin)
+    .await
+    .expect("create a BYPASSRLS role");
+    let options = admin.connect_options().as_ref().clone().username(BYPASS);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .expect("connect as the BYPASSRLS role");
+    let store = PgStore::new(pool);
+    assert_eq!(code(store.check_role().await), Code::FailedPrecondition);
+    store.pool().close().await;
+}
