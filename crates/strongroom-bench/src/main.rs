@@ -1,0 +1,255 @@
+//! `strongroom-bench`: strongroomd against OpenBao on this machine, in one
+//! run. Starts both (strongroomd on Postgres and SQLite, OpenBao on
+//! PostgreSQL with a file audit device), loads the same number of small
+//! secrets into each, drives reveal/read, create/write and rotate/overwrite
+//! with the same concurrency and duration over persistent TLS connections to
+//! 127.0.0.1, and prints one table. Its last line is the reveal throughput
+//! ratio at the highest concurrency.
+//!
+//! Run it through `scripts/bench`, which builds the release binaries and
+//! fetches OpenBao.
+
+mod load;
+mod openbao;
+mod strongroom;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use strongroom_e2e::Backend;
+
+use crate::load::Stats;
+
+#[derive(Parser)]
+#[command(
+    name = "strongroom-bench",
+    about = "strongroomd against OpenBao, side by side"
+)]
+struct Args {
+    /// Measured seconds per case.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Unmeasured warm-up seconds per case.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Secrets loaded into each system.
+    #[arg(long, default_value_t = 1000)]
+    credentials: usize,
+    /// Calls in flight for the latency case.
+    #[arg(long, default_value_t = 16)]
+    low: usize,
+    /// Calls in flight for the throughput cases.
+    #[arg(long, default_value_t = 64)]
+    high: usize,
+    /// gRPC connections the strongroom clients spread calls over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// The OpenBao binary (`bao`); without it the peer is skipped.
+    #[arg(long)]
+    bao: Option<PathBuf>,
+    /// Skip the SQLite cases.
+    #[arg(long)]
+    no_sqlite: bool,
+    /// Only the reveal cases (faster profiling runs).
+    #[arg(long)]
+    reveal_only: bool,
+}
+
+struct Row {
+    system: &'static str,
+    backend: &'static str,
+    op: &'static str,
+    in_flight: usize,
+    stats: Stats,
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<11} {:<9} {:<16} {:>9} {:>11} {:>8} {:>8} {:>9} {:>7}",
+        "system",
+        "storage",
+        "operation",
+        "in-flight",
+        "calls/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "errors"
+    );
+    for r in rows {
+        println!(
+            "{:<11} {:<9} {:<16} {:>9} {:>11.0} {:>8.2} {:>8.2} {:>9.2} {:>7}",
+            r.system,
+            r.backend,
+            r.op,
+            r.in_flight,
+            r.stats.throughput(),
+            r.stats.quantile_ms(0.50),
+            r.stats.quantile_ms(0.99),
+            r.stats.quantile_ms(0.999),
+            r.stats.errors
+        );
+    }
+    for r in rows.iter().filter(|r| r.stats.first_error.is_some()) {
+        println!(
+            "  first error of {} {} {}: {}",
+            r.system,
+            r.op,
+            r.in_flight,
+            r.stats.first_error.as_deref().unwrap_or_default()
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let began = Instant::now();
+    let warmup = Duration::from_secs(args.warmup);
+    let duration = Duration::from_secs(args.duration);
+    let admin_url = strongroom_e2e::admin_url();
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let mut rows = Vec::new();
+
+    let mut backends = vec![(Backend::Postgres, "postgres")];
+    if !args.no_sqlite {
+        backends.push((Backend::Sqlite, "sqlite"));
+    }
+    for (backend, label) in backends {
+        eprintln!(
+            "strongroom ({label}): starting and loading {} credentials",
+            args.credentials
+        );
+        let sr = strongroom::Strongroom::start(backend, args.credentials, args.connections).await?;
+        let levels: &[usize] = if backend == Backend::Postgres {
+            &[args.low, args.high]
+        } else {
+            &[args.high]
+        };
+        for &c in levels {
+            eprintln!("strongroom ({label}): reveal, {c} in flight");
+            let stats = load::run(sr.reveal(), c, warmup, duration).await;
+            rows.push(Row {
+                system: "strongroom",
+                backend: label,
+                op: "reveal",
+                in_flight: c,
+                stats,
+            });
+        }
+        if !args.reveal_only {
+            eprintln!("strongroom ({label}): create, {} in flight", args.high);
+            let stats = load::run(sr.create(&run_id), args.high, warmup, duration).await;
+            rows.push(Row {
+                system: "strongroom",
+                backend: label,
+                op: "create",
+                in_flight: args.high,
+                stats,
+            });
+            eprintln!("strongroom ({label}): rotate, {} in flight", args.high);
+            let stats = load::run(sr.rotate(), args.high, warmup, duration).await;
+            rows.push(Row {
+                system: "strongroom",
+                backend: label,
+                op: "rotate",
+                in_flight: args.high,
+                stats,
+            });
+        }
+        // The audit chain must still verify after the load.
+        let verify = sr
+            .admin()
+            .audit()
+            .verify_chain(strongroom_proto::v1::VerifyChainRequest::default())
+            .await
+            .map_err(|e| format!("verify chain: {e}"))?
+            .into_inner();
+        eprintln!(
+            "strongroom ({label}): audit chain {} over {} events",
+            if verify.ok { "verifies" } else { "IS BROKEN" },
+            verify.events_checked
+        );
+        if !verify.ok {
+            return Err(format!(
+                "audit chain broken at {}: {}",
+                verify.first_broken_sequence, verify.reason
+            ));
+        }
+        sr.server.stop().await;
+    }
+
+    if let Some(bao_path) = &args.bao {
+        eprintln!(
+            "openbao (postgres): starting and loading {} secrets",
+            args.credentials
+        );
+        let bao = openbao::OpenBao::start(bao_path, &admin_url, args.credentials).await?;
+        for c in [args.low, args.high] {
+            eprintln!("openbao: kv read, {c} in flight");
+            let stats = load::run(bao.read(c).await?, c, warmup, duration).await;
+            rows.push(Row {
+                system: "openbao",
+                backend: "postgres",
+                op: "kv read",
+                in_flight: c,
+                stats,
+            });
+        }
+        if !args.reveal_only {
+            eprintln!("openbao: kv write (new path), {} in flight", args.high);
+            let stats = load::run(
+                bao.write(args.high, false, &run_id).await?,
+                args.high,
+                warmup,
+                duration,
+            )
+            .await;
+            rows.push(Row {
+                system: "openbao",
+                backend: "postgres",
+                op: "kv write (new)",
+                in_flight: args.high,
+                stats,
+            });
+            eprintln!("openbao: kv write (overwrite), {} in flight", args.high);
+            let stats = load::run(
+                bao.write(args.high, true, &run_id).await?,
+                args.high,
+                warmup,
+                duration,
+            )
+            .await;
+            rows.push(Row {
+                system: "openbao",
+                backend: "postgres",
+                op: "kv write (over)",
+                in_flight: args.high,
+                stats,
+            });
+        }
+        bao.stop(&admin_url).await;
+    }
+
+    print_table(&rows);
+    println!("total run time: {:.0} s", began.elapsed().as_secs_f64());
+    let ours = rows.iter().find(|r| {
+        r.system == "strongroom"
+            && r.backend == "postgres"
+            && r.op == "reveal"
+            && r.in_flight == args.high
+    });
+    let peer = rows
+        .iter()
+        .find(|r| r.system == "openbao" && r.op == "kv read" && r.in_flight == args.high);
+    match (ours, peer) {
+        (Some(o), Some(p)) => println!(
+            "reveal throughput ratio strongroom/openbao: {:.2}",
+            o.stats.throughput() / p.stats.throughput()
+        ),
+        _ => println!("reveal throughput ratio strongroom/openbao: n/a (peer not run)"),
+    }
+    Ok(())
+}
