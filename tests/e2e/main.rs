@@ -1,4 +1,31 @@
 //! End-to-end tests: every test starts the real `strongroomd` binary over
 //! mutual TLS and talks to it through the generated client (or grpcurl).
 
+/// Runs each `async fn scenario(backend: Backend)` of the calling module as
+/// two tests, `scenario::postgres` and `scenario::sqlite`, so every property
+/// is checked on both backends.
+macro_rules! on_both_backends {
+    ($($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn postgres() {
+                super::$scenario(strongroom_e2e::Backend::Postgres).await;
+            }
+
+            #[tokio::test]
+            async fn sqlite() {
+                super::$scenario(strongroom_e2e::Backend::Sqlite).await;
+            }
+        }
+    )+};
+}
+
+mod grpcurl;
+mod health;
+mod input_validation;
+mod lifecycle;
+mod mtls;
+mod policy;
+mod secrets_in_logs;
 mod smoke;
+mod tenancy;

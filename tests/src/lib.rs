@@ -17,6 +17,8 @@ use strongroom_client::{Client, ClientConfig};
 use strongroom_proto::v1 as pb;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// The identity the harness configures as platform operator.
 pub const OPERATOR: &str = "spiffe://e2e.test/operator";
@@ -54,12 +56,18 @@ pub fn server_binary() -> PathBuf {
     if let Ok(p) = std::env::var("STRONGROOMD_BIN") {
         return PathBuf::from(p);
     }
+    // Test executables live in target/<profile>/deps, other binaries (the
+    // benchmark) in target/<profile>: strongroomd sits in target/<profile>.
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let bin = dir.join("strongroomd");
+    let dir = exe.parent().expect("executable directory");
+    let bin = if dir.join("strongroomd").exists() {
+        dir.join("strongroomd")
+    } else {
+        dir.parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+            .join("strongroomd")
+    };
     assert!(
         bin.exists(),
         "{} not found: build it first (`cargo build -p strongroomd`; `cargo test --workspace` builds it)",
@@ -160,6 +168,57 @@ impl Logs {
             .iter()
             .any(|l| l.contains(needle))
     }
+
+    /// The lines containing `needle`.
+    pub fn matching(&self, needle: &str) -> Vec<String> {
+        self.0
+            .lock()
+            .expect("logs")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until a line contains every one of `needles` and returns it, or
+    /// panics with the log after `within`.
+    pub async fn wait_for_line(&self, needles: &[&str], within: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(line) = self
+                .lines()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return line;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the server logged no line with all of {needles:?} within {within:?}; its log:\n{}",
+                self.lines().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until at least `count` lines contain `needle` (the server logs
+    /// asynchronously to the call that caused the line); returns those lines,
+    /// or panics with the log after `within`.
+    pub async fn wait_for(&self, needle: &str, count: usize, within: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let found = self.matching(needle);
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the server did not log {count} line(s) with {needle:?} within {within:?}; its log:\n{}",
+                self.lines().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Options for starting a server.
@@ -199,6 +258,7 @@ pub struct TestServer {
     /// The Postgres URL the server connects with (its non-superuser role).
     pub database_url: Option<String>,
     child: Child,
+    log_readers: Vec<JoinHandle<()>>,
 }
 
 async fn create_pg_database() -> (String, String) {
@@ -287,9 +347,10 @@ impl TestServer {
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
+        let mut log_readers = Vec::new();
         {
             let logs = logs.clone();
-            tokio::spawn(async move {
+            log_readers.push(tokio::spawn(async move {
                 let mut addr_tx = Some(addr_tx);
                 let mut lines = BufReader::new(stdout).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
@@ -300,16 +361,16 @@ impl TestServer {
                     }
                     logs.0.lock().expect("logs").push(line);
                 }
-            });
+            }));
         }
         {
             let logs = logs.clone();
-            tokio::spawn(async move {
+            log_readers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     logs.0.lock().expect("logs").push(line);
                 }
-            });
+            }));
         }
         let addr = match tokio::time::timeout(Duration::from_secs(30), addr_rx).await {
             Ok(Ok(addr)) => addr,
@@ -326,6 +387,7 @@ impl TestServer {
             database,
             database_url,
             child,
+            log_readers,
         }
     }
 
@@ -357,6 +419,26 @@ impl TestServer {
             tenant: None,
             connect_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// A raw channel to the server that trusts the server's CA and presents
+    /// `identity` (certificate PEM, key PEM), or no client certificate at
+    /// all when `None`.
+    pub async fn channel(
+        &self,
+        identity: Option<(&str, &str)>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.ca.pem()))
+            .domain_name("localhost");
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Endpoint::from_shared(self.endpoint())?
+            .connect_timeout(Duration::from_secs(5))
+            .tls_config(tls)?
+            .connect()
+            .await
     }
 
     /// A connected client for `identity` (SPIFFE URI SAN).
@@ -393,6 +475,8 @@ impl TestServer {
         TenantAdmin {
             name: name.to_owned(),
             tenant_id: response.tenant.expect("tenant").id,
+            principal_id: response.admin.expect("admin principal").id,
+            identity: identity.clone(),
             client: self.client(&identity).await,
         }
     }
@@ -445,7 +529,8 @@ impl TestServer {
         (p.id, self.client(&identity).await)
     }
 
-    /// Sends SIGTERM and waits for a clean exit.
+    /// Sends SIGTERM and waits for a clean exit; afterwards [`TestServer::logs`]
+    /// holds everything the server printed.
     pub async fn stop(mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
@@ -457,10 +542,35 @@ impl TestServer {
             .await
             .expect("strongroomd did not stop within 15 s")
             .expect("wait");
+        for reader in self.log_readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
         if let Some(db) = self.database.take() {
             drop_database(&db).await;
         }
         status
+    }
+}
+
+impl Drop for TestServer {
+    /// A server that was not stopped (a test failed or did not call
+    /// [`TestServer::stop`]) is killed and its Postgres database dropped, so
+    /// test runs leave no databases behind.
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if let Some(db) = self.database.take() {
+            // Drop runs inside the test's runtime, which cannot be blocked
+            // on; a short-lived thread with its own runtime does the work.
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(drop_database(&db));
+                }
+            })
+            .join();
+        }
     }
 }
 
@@ -470,6 +580,10 @@ pub struct TenantAdmin {
     pub name: String,
     /// The tenant's id.
     pub tenant_id: String,
+    /// The admin principal's id.
+    pub principal_id: String,
+    /// The admin's mTLS identity.
+    pub identity: String,
     /// The admin's client.
     pub client: Client,
 }
@@ -542,4 +656,160 @@ pub fn api_key(key: &str) -> Option<pb::CredentialValue> {
             api_key: key.into(),
         })),
     })
+}
+
+/// A typed credential value.
+pub fn value(v: pb::credential_value::Value) -> Option<pb::CredentialValue> {
+    Some(pb::CredentialValue { value: Some(v) })
+}
+
+/// The whole value a reveal returned; panics if it returned one field.
+pub fn revealed_value(response: &pb::RevealCredentialResponse) -> &pb::CredentialValue {
+    match &response.revealed {
+        Some(pb::reveal_credential_response::Revealed::Value(v)) => v,
+        other => panic!("expected a whole value, got {other:?}"),
+    }
+}
+
+/// The text of an api_key value; panics for other types.
+pub fn api_key_text(value: &pb::CredentialValue) -> &str {
+    match &value.value {
+        Some(pb::credential_value::Value::ApiKey(k)) => &k.api_key,
+        other => panic!("expected an api_key value, got {other:?}"),
+    }
+}
+
+/// Asserts that `result` failed with `code` and returns the status.
+#[track_caller]
+pub fn expect_code<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    what: &str,
+) -> tonic::Status {
+    match result {
+        Ok(v) => panic!("{what}: expected {code:?}, but the call succeeded: {v:?}"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "{what}: unexpected status {s:?}");
+            s
+        }
+    }
+}
+
+/// Asserts that `result` failed with INVALID_ARGUMENT whose message names
+/// `field` (the server formats it as `field: why`).
+#[track_caller]
+pub fn expect_invalid<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    field: &str,
+    what: &str,
+) -> tonic::Status {
+    let status = expect_code(result, tonic::Code::InvalidArgument, what);
+    assert!(
+        status.message().starts_with(&format!("{field}:")),
+        "{what}: the message should name `{field}`, got {:?}",
+        status.message()
+    );
+    status
+}
+
+/// Asserts that neither the `Debug` form nor the protobuf encoding of `message`
+/// contains any of `secrets`.
+#[track_caller]
+pub fn assert_free_of<M: prost::Message + std::fmt::Debug>(
+    message: &M,
+    secrets: &[&str],
+    what: &str,
+) {
+    let debug = format!("{message:?}");
+    let bytes = message.encode_to_vec();
+    for secret in secrets {
+        assert!(!secret.is_empty(), "empty secret in the list");
+        assert!(
+            !debug.contains(secret),
+            "{what}: the Debug form carries the secret {secret:?}"
+        );
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{what}: the encoded message carries the secret {secret:?}"
+        );
+    }
+}
+
+/// Creates a grant for a principal in the admin's tenant.
+pub async fn grant(
+    admin: &TenantAdmin,
+    principal_id: &str,
+    selector: &str,
+    environments: &[&str],
+    capabilities: &[pb::Capability],
+    expires_at: Option<std::time::SystemTime>,
+) -> pb::Grant {
+    admin
+        .client
+        .policy()
+        .create_grant(pb::CreateGrantRequest {
+            subject: Some(pb::GrantSubject {
+                subject: Some(pb::grant_subject::Subject::PrincipalId(
+                    principal_id.to_owned(),
+                )),
+            }),
+            selector: selector.into(),
+            environments: environments.iter().map(|e| (*e).to_owned()).collect(),
+            capabilities: capabilities.iter().map(|c| *c as i32).collect(),
+            expires_at: expires_at.map(timestamp),
+            reason: "e2e".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create grant")
+        .into_inner()
+        .grant
+        .expect("grant")
+}
+
+/// A protobuf timestamp.
+pub fn timestamp(t: std::time::SystemTime) -> prost_types::Timestamp {
+    let d = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch");
+    prost_types::Timestamp {
+        seconds: i64::try_from(d.as_secs()).expect("seconds"),
+        nanos: i32::try_from(d.subsec_nanos()).expect("nanos"),
+    }
+}
+
+/// Every audit event matching `filter` (all pages), newest first.
+pub async fn audit_events(client: &Client, filter: pb::QueryEventsRequest) -> Vec<pb::AuditEvent> {
+    let mut audit = client.audit();
+    let mut events = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = audit
+            .query_events(pb::QueryEventsRequest {
+                page_size: 500,
+                page_token: token,
+                ..filter.clone()
+            })
+            .await
+            .expect("query audit events")
+            .into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Verifies the caller's tenant audit chain, asserts it is intact, and
+/// returns the number of events it holds.
+pub async fn verified_event_count(client: &Client) -> u64 {
+    let report = client
+        .audit()
+        .verify_chain(pb::VerifyChainRequest::default())
+        .await
+        .expect("verify chain")
+        .into_inner();
+    assert!(report.ok, "audit chain broken: {report:?}");
+    report.events_checked
 }

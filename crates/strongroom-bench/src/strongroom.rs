@@ -27,7 +27,7 @@ impl Strongroom {
         connections: usize,
     ) -> Result<Self, String> {
         let mut options = Options::new(backend);
-        options.log_level = "warn".into();
+        options.log_level = "warn,strongroomd::app=info".into();
         options
             .env
             .push(("STRONGROOM_DATABASE_MAX_CONNECTIONS".into(), "32".into()));

@@ -1010,6 +1010,30 @@ impl Vault {
             return Err(e);
         }
         let version = options.version.unwrap_or(credential.current_version);
+        if version != credential.current_version {
+            // Only the CURRENT and PREVIOUS versions are servable; a RETIRED
+            // one is refused like any other unusable state.
+            let versions = self.store.list_versions(scope, credential.id).await?;
+            let previous = versions
+                .iter()
+                .map(|v| v.version)
+                .find(|v| *v != credential.current_version);
+            if previous != Some(version) && versions.iter().any(|v| v.version == version) {
+                let mut d = Self::credential_draft(
+                    scope,
+                    ctx,
+                    Action::CredentialReveal,
+                    Outcome::Denied,
+                    "VERSION_RETIRED",
+                    &credential,
+                );
+                d.version = Some(version);
+                self.audit_denial(scope, d).await;
+                return Err(Error::precondition(
+                    "only the current and previous versions can be revealed",
+                ));
+            }
+        }
         let stored = self
             .store
             .get_version(scope, credential.id, version)
