@@ -130,6 +130,21 @@ impl Action {
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|a| a.as_str() == text)
     }
+
+    /// Whether an allowed event of this action records a change of stored
+    /// state (so caches of the tenant must be refreshed), as opposed to a
+    /// read, a use or a check.
+    pub const fn changes_state(&self) -> bool {
+        !matches!(
+            self,
+            Self::CredentialGet
+                | Self::CredentialList
+                | Self::CredentialReveal
+                | Self::CredentialInject
+                | Self::PolicyCheck
+                | Self::AuditQuery
+        )
+    }
 }
 
 /// How the attempt ended.

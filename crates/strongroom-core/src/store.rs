@@ -63,6 +63,29 @@ pub struct AuditFilter {
     pub until: Option<Timestamp>,
 }
 
+/// What must still hold, at the moment a reveal's audit record commits, for
+/// the reveal to be returned: the state the caller's decision was based on
+/// (possibly read from a cache) is still the stored state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevealCheck {
+    /// The credential revealed.
+    pub credential: CredentialId,
+    /// The version revealed: must still be the current one.
+    pub version: u32,
+    /// The acting principal: must still be active, with this role, in an
+    /// active tenant.
+    pub principal: PrincipalId,
+    /// The principal's role when authorized.
+    pub role: Role,
+    /// The grant that allowed it, if a grant did: must still exist and not
+    /// have expired.
+    pub grant: Option<GrantId>,
+}
+
+/// A change notice: the tenant whose stored state changed, or `None` when
+/// changes may have been missed (every cache must be dropped).
+pub type Change = Option<TenantId>;
+
 /// Well-known keys of server-wide metadata.
 pub mod meta {
     /// The root key's key-check value.
@@ -347,6 +370,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Links `draft` into the tenant's chain and stores it durably.
     async fn append_audit(&self, scope: &TenantScope<'_>, draft: AuditDraft) -> Result<AuditEvent>;
+
+    /// Links a reveal's `draft` into the chain and stores it durably, in the
+    /// same transaction verifying `check` against the stored state;
+    /// `FailedPrecondition` (and nothing stored) if the check fails, so a
+    /// decision taken on stale cached state is never acted on.
+    async fn append_reveal(
+        &self,
+        scope: &TenantScope<'_>,
+        draft: AuditDraft,
+        check: RevealCheck,
+    ) -> Result<AuditEvent>;
+
+    /// Notices of committed state changes (from this process and, on a
+    /// shared database, from other servers), for cache invalidation.
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<Change>;
 
     /// Queries events, newest first.
     async fn query_audit(

@@ -8,6 +8,7 @@
 //! both.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+mod batch;
 mod error;
 mod postgres;
 mod rows;

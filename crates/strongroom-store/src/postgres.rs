@@ -5,10 +5,15 @@
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use strongroom_core::ids::TenantId;
+use strongroom_core::store::Change;
 use strongroom_core::{Error, Result};
+use tokio::sync::broadcast;
 
+use crate::batch::Committers;
 use crate::error::db;
 
 /// The database role the server's login role must be a member of. The
@@ -17,10 +22,22 @@ use crate::error::db;
 pub const APP_ROLE: &str = "strongroom_app";
 
 /// The Postgres store.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    committers: Arc<Committers>,
+    changes: broadcast::Sender<Change>,
+    listening: Arc<AtomicBool>,
 }
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+/// The channel on which committed changes are announced to every server.
+const CHANGES_CHANNEL: &str = "strongroom_changes";
 
 impl PgStore {
     /// Row locks used when reading the audit chain head.
@@ -32,7 +49,12 @@ impl PgStore {
     /// have `BYPASSRLS`, or row-level security is not in force; see
     /// [`PgStore::check_role`].
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            committers: Arc::default(),
+            changes: broadcast::channel(1024).0,
+            listening: Arc::default(),
+        }
     }
 
     /// Connects to `url` with up to `max_connections` connections.
@@ -49,7 +71,7 @@ impl PgStore {
                 tracing::error!(error = %e, "cannot connect to Postgres");
                 Error::Unavailable("cannot connect to the database".into())
             })?;
-        Ok(Self { pool })
+        Ok(Self::new(pool))
     }
 
     /// The underlying pool.
@@ -108,6 +130,112 @@ impl PgStore {
         .await
         .map_err(db("transaction"))?;
         Ok(tx)
+    }
+
+    /// Announces a committed change of `tenant` to every server (delivered
+    /// when the transaction commits).
+    pub(crate) async fn notify_change(
+        tx: &mut Transaction<'static, Postgres>,
+        tenant: TenantId,
+    ) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGES_CHANNEL)
+            .bind(tenant.to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(db("change notice"))?;
+        Ok(())
+    }
+
+    /// Subscribes to change notices, starting the listener on first use. A
+    /// lost listener connection announces `None` (drop every cache) and
+    /// reconnects.
+    pub(crate) fn subscribe_changes(&self) -> broadcast::Receiver<Change> {
+        let rx = self.changes.subscribe();
+        if !self.listening.swap(true, Ordering::SeqCst) {
+            let pool = self.pool.clone();
+            let changes = self.changes.clone();
+            tokio::spawn(async move {
+                loop {
+                    match listen(&pool, &changes).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "change listener lost its connection; caches dropped");
+                            let _ = changes.send(None);
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            });
+        }
+        rx
+    }
+
+    /// Reads the states a reveal check depends on, for a batch at once.
+    pub(crate) async fn fetch_states(
+        tx: &mut Transaction<'static, Postgres>,
+        tenant: TenantId,
+        credentials: &[uuid::Uuid],
+        principals: &[uuid::Uuid],
+        grants: &[uuid::Uuid],
+    ) -> Result<crate::shared::States> {
+        let mut states = crate::shared::States::default();
+        let rows: Vec<crate::shared::CredentialState> = sqlx::query_as(
+            "SELECT id, status, current_version, destroyed_at, expires_at FROM credentials \
+             WHERE tenant_id = $1 AND id = ANY($2)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(credentials)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db("credential"))?;
+        states
+            .credentials
+            .extend(rows.into_iter().map(|r| (r.id, r)));
+        let rows: Vec<crate::shared::PrincipalState> = sqlx::query_as(
+            "SELECT p.id, p.status, p.role, t.status AS tenant_status FROM principals p \
+             JOIN tenants t ON t.id = p.tenant_id WHERE p.tenant_id = $1 AND p.id = ANY($2)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(principals)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db("principal"))?;
+        states
+            .principals
+            .extend(rows.into_iter().map(|r| (r.id, r)));
+        if !grants.is_empty() {
+            let rows: Vec<(uuid::Uuid, Option<i64>)> = sqlx::query_as(
+                "SELECT id, expires_at FROM grants WHERE tenant_id = $1 AND id = ANY($2)",
+            )
+            .bind(tenant.as_uuid())
+            .bind(grants)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("grant"))?;
+            states.grants.extend(rows);
+        }
+        Ok(states)
+    }
+}
+
+async fn listen(
+    pool: &PgPool,
+    changes: &broadcast::Sender<Change>,
+) -> std::result::Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(CHANGES_CHANNEL).await?;
+    // Anything may have changed while no listener was connected.
+    let _ = changes.send(None);
+    loop {
+        let notice = listener.recv().await?;
+        let tenant = uuid::Uuid::parse_str(notice.payload())
+            .ok()
+            .map(TenantId::from_uuid);
+        if changes.send(tenant).is_err() && changes.receiver_count() == 0 {
+            // Nobody listens any more.
+            return Ok(());
+        }
     }
 }
 

@@ -52,6 +52,71 @@ pub(crate) use {
     version_cols,
 };
 
+use std::collections::HashMap;
+
+use strongroom_core::store::RevealCheck;
+use strongroom_core::time::Timestamp;
+
+/// A credential's state as a reveal check reads it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CredentialState {
+    pub id: uuid::Uuid,
+    pub status: String,
+    pub current_version: i32,
+    pub destroyed_at: Option<i64>,
+    pub expires_at: Option<i64>,
+}
+
+/// A principal's state (with its tenant's status) as a reveal check reads it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PrincipalState {
+    pub id: uuid::Uuid,
+    pub status: String,
+    pub role: String,
+    pub tenant_status: String,
+}
+
+/// The stored states a batch of reveal checks depends on.
+#[derive(Default)]
+pub(crate) struct States {
+    pub credentials: HashMap<uuid::Uuid, CredentialState>,
+    pub principals: HashMap<uuid::Uuid, PrincipalState>,
+    pub grants: HashMap<uuid::Uuid, Option<i64>>,
+}
+
+impl States {
+    /// Why `check` no longer holds, if it does not.
+    pub fn violation(&self, check: &RevealCheck, now: Timestamp) -> Option<&'static str> {
+        let now = now.as_micros();
+        let Some(c) = self.credentials.get(&check.credential.as_uuid()) else {
+            return Some("the credential no longer exists");
+        };
+        if c.status != "active"
+            || c.destroyed_at.is_some()
+            || c.expires_at.is_some_and(|t| now >= t)
+        {
+            return Some("the credential is no longer usable");
+        }
+        if i64::from(c.current_version) != i64::from(check.version) {
+            return Some("the credential was rotated");
+        }
+        let Some(p) = self.principals.get(&check.principal.as_uuid()) else {
+            return Some("the principal no longer exists");
+        };
+        if p.status != "active" || p.role != check.role.as_str() || p.tenant_status != "active" {
+            return Some("the principal or its tenant changed");
+        }
+        if let Some(g) = check.grant {
+            match self.grants.get(&g.as_uuid()) {
+                None => return Some("the grant was revoked"),
+                Some(Some(t)) if now >= *t => return Some("the grant expired"),
+                Some(_) => {}
+            }
+        }
+        None
+    }
+}
+
 macro_rules! store_impl {
     ($store:ty, $db:ty) => {
         impl $store {
@@ -80,6 +145,8 @@ macro_rules! store_impl {
                 let next = u64::try_from(sequence)
                     .map_err(|_| strongroom_core::Error::internal("stored audit sequence is not valid"))?
                     + 1;
+                let changes_state = draft.outcome == strongroom_core::audit::Outcome::Allowed
+                    && draft.action.changes_state();
                 let event = draft.seal(tenant, next, prev);
                 let d = &event.draft;
                 let seq = i64::try_from(event.sequence)
@@ -120,6 +187,9 @@ macro_rules! store_impl {
                     .execute(&mut **tx)
                     .await
                     .map_err(db("audit chain head"))?;
+                if changes_state {
+                    Self::notify_change(tx, tenant).await?;
+                }
                 Ok(event)
             }
 
@@ -612,51 +682,15 @@ macro_rules! store_impl {
                 first: &strongroom_core::credential::StoredVersion,
                 audit: strongroom_core::audit::AuditDraft,
             ) -> strongroom_core::Result<()> {
-                use crate::error::db;
                 let tenant = scope.tenant_id();
                 if c.tenant != tenant || first.credential != c.id {
                     return Err(strongroom_core::Error::internal("credential of another tenant"));
                 }
-                let mut tx = self.tenant_tx(tenant, true).await?;
-                sqlx::query(concat!(
-                    "INSERT INTO credentials (", crate::shared::credential_cols!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
-                ))
-                .bind(tenant.as_uuid())
-                .bind(c.id.as_uuid())
-                .bind(c.environment.as_str())
-                .bind(c.name.as_str())
-                .bind(c.service.as_str())
-                .bind(c.kind.as_str())
-                .bind(c.description.as_str())
-                .bind(crate::rows::json(&c.tags)?)
-                .bind(crate::rows::json(&c.scopes)?)
-                .bind(c.owner.as_deref())
-                .bind(c.status.as_str())
-                .bind(crate::rows::version_i32(c.current_version)?)
-                .bind(crate::rows::version_i32(c.latest_version)?)
-                .bind(c.rotated_at.as_micros())
-                .bind(c.created_at.as_micros())
-                .bind(c.updated_at.as_micros())
-                .bind(c.expires_at.map(|t| t.as_micros()))
-                .bind(c.revoked_at.map(|t| t.as_micros()))
-                .bind(c.revoke_reason.as_deref())
-                .bind(c.destroyed_at.map(|t| t.as_micros()))
-                .bind(c.rotation.as_ref().map(crate::rows::json).transpose()?)
-                .bind(c.injection.as_ref().map(crate::rows::json).transpose()?)
-                .bind(c.created_by.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| {
-                    if crate::error::is_fk(&e) {
-                        strongroom_core::Error::not_found("environment")
-                    } else {
-                        db("credential")(e)
-                    }
-                })?;
-                Self::insert_version(&mut tx, tenant, first).await?;
-                Self::append_in(&mut tx, tenant, audit).await?;
-                tx.commit().await.map_err(db("credential"))?;
+                let work = crate::batch::Work::CreateCredential {
+                    credential: Box::new(c.clone()),
+                    first: Box::new(first.clone()),
+                };
+                crate::batch::submit(self.committer(tenant)?, work, audit).await?;
                 Ok(())
             }
 
@@ -756,48 +790,20 @@ macro_rules! store_impl {
                 retention: u32,
                 audit: strongroom_core::audit::AuditDraft,
             ) -> strongroom_core::Result<strongroom_core::credential::Credential> {
-                use crate::error::db;
                 let tenant = scope.tenant_id();
                 if version.credential != id || version.version != expected_latest + 1 {
                     return Err(strongroom_core::Error::internal("version number does not follow the latest"));
                 }
-                let new = crate::rows::version_i32(version.version)?;
-                let mut tx = self.tenant_tx(tenant, true).await?;
-                let row: Option<crate::rows::CredentialRow> = sqlx::query_as(concat!(
-                    "UPDATE credentials SET current_version = $3, latest_version = $3, rotated_at = $4, updated_at = $4 \
-                     WHERE tenant_id = $1 AND id = $2 AND latest_version = $5 AND status = 'active' AND destroyed_at IS NULL \
-                     RETURNING ", crate::shared::credential_cols!()
-                ))
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
-                .bind(new)
-                .bind(version.created_at.as_micros())
-                .bind(crate::rows::version_i32(expected_latest)?)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("credential"))?;
-                let Some(row) = row else {
-                    let current = Self::credential_in(&mut tx, tenant, id).await?;
-                    current.ensure_usable(strongroom_core::time::Timestamp::now())?;
-                    if current.status != strongroom_core::credential::CredentialStatus::Active {
-                        return Err(strongroom_core::Error::precondition("credential is not active"));
-                    }
-                    return Err(strongroom_core::Error::precondition(
-                        "another version was written concurrently; retry",
-                    ));
+                let work = crate::batch::Work::AddVersion {
+                    id,
+                    expected_latest,
+                    version: Box::new(version.clone()),
+                    retention,
                 };
-                Self::insert_version(&mut tx, tenant, version).await?;
-                let keep_from = i64::from(version.version) - i64::from(retention.max(1));
-                sqlx::query("DELETE FROM credential_versions WHERE tenant_id = $1 AND credential_id = $2 AND version <= $3")
-                    .bind(tenant.as_uuid())
-                    .bind(id.as_uuid())
-                    .bind(i32::try_from(keep_from.max(0)).unwrap_or(0))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("credential version"))?;
-                Self::append_in(&mut tx, tenant, audit).await?;
-                tx.commit().await.map_err(db("credential"))?;
-                row.try_into()
+                match crate::batch::submit(self.committer(tenant)?, work, audit).await? {
+                    crate::batch::Done::Credential(c, _) => Ok(*c),
+                    crate::batch::Done::Event(_) => Err(strongroom_core::Error::internal("add_version returned no credential")),
+                }
             }
 
             async fn get_version(
@@ -1090,11 +1096,26 @@ macro_rules! store_impl {
                 scope: &strongroom_core::scope::TenantScope<'_>,
                 draft: strongroom_core::audit::AuditDraft,
             ) -> strongroom_core::Result<strongroom_core::audit::AuditEvent> {
-                let tenant = scope.tenant_id();
-                let mut tx = self.tenant_tx(tenant, true).await?;
-                let event = Self::append_in(&mut tx, tenant, draft).await?;
-                tx.commit().await.map_err(crate::error::db("audit event"))?;
-                Ok(event)
+                let queue = self.committer(scope.tenant_id())?;
+                match crate::batch::submit(queue, crate::batch::Work::Append, draft).await? {
+                    crate::batch::Done::Event(e) | crate::batch::Done::Credential(_, e) => Ok(e),
+                }
+            }
+
+            async fn append_reveal(
+                &self,
+                scope: &strongroom_core::scope::TenantScope<'_>,
+                draft: strongroom_core::audit::AuditDraft,
+                check: strongroom_core::store::RevealCheck,
+            ) -> strongroom_core::Result<strongroom_core::audit::AuditEvent> {
+                let queue = self.committer(scope.tenant_id())?;
+                match crate::batch::submit(queue, crate::batch::Work::Reveal(check), draft).await? {
+                    crate::batch::Done::Event(e) | crate::batch::Done::Credential(_, e) => Ok(e),
+                }
+            }
+
+            fn changes(&self) -> tokio::sync::broadcast::Receiver<strongroom_core::store::Change> {
+                self.subscribe_changes()
             }
 
             async fn query_audit(
@@ -1166,6 +1187,302 @@ macro_rules! store_impl {
                 .map_err(crate::error::db("audit event"))?;
                 tx.commit().await.map_err(crate::error::db("audit event"))?;
                 rows.into_iter().map(TryInto::try_into).collect()
+            }
+        }
+
+        impl $store {
+            /// The committer queue of `tenant` (started on first use).
+            fn committer(
+                &self,
+                tenant: strongroom_core::ids::TenantId,
+            ) -> strongroom_core::Result<tokio::sync::mpsc::Sender<crate::batch::Job>> {
+                let store = self.clone();
+                self.committers.queue(tenant, move |mut rx| {
+                    tokio::spawn(async move {
+                        while let Some(jobs) = crate::batch::next_batch(&mut rx).await {
+                            store.commit_batch(tenant, jobs).await;
+                        }
+                    });
+                })
+            }
+
+            /// Runs one batch and answers every job in it.
+            async fn commit_batch(&self, tenant: strongroom_core::ids::TenantId, jobs: Vec<crate::batch::Job>) {
+                let mut works = Vec::with_capacity(jobs.len());
+                let mut drafts = Vec::with_capacity(jobs.len());
+                let mut replies = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    works.push(job.work);
+                    drafts.push(job.draft);
+                    replies.push(job.reply);
+                }
+                match self.run_batch(tenant, works, drafts).await {
+                    Ok(results) => {
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit batch failed");
+                        crate::batch::fail_all(replies, &e);
+                    }
+                }
+            }
+
+            /// One transaction for a batch: the mutations first (their row
+            /// locks before the chain-head lock, the order every writer
+            /// uses), then the head lock, then the reveal checks (seeing every
+            /// change committed before the lock), then all events at once.
+            /// A job whose mutation or check fails gets its error and no
+            /// event; the others commit.
+            async fn run_batch(
+                &self,
+                tenant: strongroom_core::ids::TenantId,
+                works: Vec<crate::batch::Work>,
+                drafts: Vec<strongroom_core::audit::AuditDraft>,
+            ) -> strongroom_core::Result<Vec<strongroom_core::Result<crate::batch::Done>>> {
+                use crate::batch::{Done, Work};
+                use crate::error::db;
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                let mut outcomes: Vec<strongroom_core::Result<Option<strongroom_core::credential::Credential>>> =
+                    Vec::with_capacity(works.len());
+                for work in &works {
+                    outcomes.push(match work {
+                        Work::Append | Work::Reveal(_) => Ok(None),
+                        Work::CreateCredential { credential, first } => {
+                            Self::create_credential_in(&mut tx, tenant, credential, first)
+                                .await
+                                .map(|()| Some((**credential).clone()))
+                        }
+                        Work::AddVersion { id, expected_latest, version, retention } => {
+                            Self::add_version_in(&mut tx, tenant, *id, *expected_latest, version, *retention)
+                                .await
+                                .map(Some)
+                        }
+                    });
+                }
+                let head_sql = if Self::LOCK.is_empty() {
+                    "SELECT sequence, hash FROM audit_heads WHERE tenant_id = $1"
+                } else {
+                    "SELECT sequence, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE"
+                };
+                let (sequence, hash): (i64, Vec<u8>) = sqlx::query_as(head_sql)
+                    .bind(tenant.as_uuid())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("audit chain head"))?;
+                let checks: Vec<(usize, &strongroom_core::store::RevealCheck)> = works
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, w)| match w {
+                        Work::Reveal(c) => Some((i, c)),
+                        _ => None,
+                    })
+                    .collect();
+                if !checks.is_empty() {
+                    let mut credentials: Vec<uuid::Uuid> = checks.iter().map(|(_, c)| c.credential.as_uuid()).collect();
+                    let mut principals: Vec<uuid::Uuid> = checks.iter().map(|(_, c)| c.principal.as_uuid()).collect();
+                    let mut grants: Vec<uuid::Uuid> = checks.iter().filter_map(|(_, c)| c.grant.map(|g| g.as_uuid())).collect();
+                    for ids in [&mut credentials, &mut principals, &mut grants] {
+                        ids.sort_unstable();
+                        ids.dedup();
+                    }
+                    let states = Self::fetch_states(&mut tx, tenant, &credentials, &principals, &grants).await?;
+                    let now = strongroom_core::time::Timestamp::now();
+                    for (i, check) in checks {
+                        if let Some(why) = states.violation(check, now) {
+                            outcomes[i] = Err(strongroom_core::Error::precondition(why));
+                        }
+                    }
+                }
+                let mut prev: [u8; 32] = hash
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| strongroom_core::Error::internal("stored audit head hash is not valid"))?;
+                let mut next = u64::try_from(sequence)
+                    .map_err(|_| strongroom_core::Error::internal("stored audit sequence is not valid"))?;
+                let mut events = Vec::with_capacity(drafts.len());
+                let mut results = Vec::with_capacity(drafts.len());
+                let mut changed = false;
+                for (draft, outcome) in drafts.into_iter().zip(outcomes) {
+                    match outcome {
+                        Ok(credential) => {
+                            changed |= draft.outcome == strongroom_core::audit::Outcome::Allowed
+                                && draft.action.changes_state();
+                            next += 1;
+                            let event = draft.seal(tenant, next, prev);
+                            prev = event.hash;
+                            results.push(Ok(match credential {
+                                Some(c) => Done::Credential(Box::new(c), event.clone()),
+                                None => Done::Event(event.clone()),
+                            }));
+                            events.push(event);
+                        }
+                        Err(e) => results.push(Err(e)),
+                    }
+                }
+                if !events.is_empty() {
+                    Self::insert_events(&mut tx, &events).await?;
+                    sqlx::query("UPDATE audit_heads SET sequence = $2, hash = $3 WHERE tenant_id = $1")
+                        .bind(tenant.as_uuid())
+                        .bind(i64::try_from(next).map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?)
+                        .bind(prev.as_slice())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("audit chain head"))?;
+                }
+                if changed {
+                    Self::notify_change(&mut tx, tenant).await?;
+                }
+                tx.commit().await.map_err(db("audit event"))?;
+                Ok(results)
+            }
+
+            /// Inserts sealed events with one statement.
+            async fn insert_events(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                events: &[strongroom_core::audit::AuditEvent],
+            ) -> strongroom_core::Result<()> {
+                let mut rows = Vec::with_capacity(events.len());
+                for e in events {
+                    rows.push((
+                        i64::try_from(e.sequence).map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?,
+                        e.draft.version.map(crate::rows::version_i32).transpose()?,
+                    ));
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new(concat!("INSERT INTO audit_events (", crate::shared::audit_cols!(), ") "));
+                q.push_values(events.iter().zip(rows), |mut b, (e, (seq, version))| {
+                    let d = &e.draft;
+                    b.push_bind(e.tenant.as_uuid())
+                        .push_bind(seq)
+                        .push_bind(d.id.as_uuid())
+                        .push_bind(d.at.as_micros())
+                        .push_bind(d.principal.map(|p| p.as_uuid()))
+                        .push_bind(d.actor.as_str())
+                        .push_bind(d.on_behalf_of.as_deref())
+                        .push_bind(d.action.as_str())
+                        .push_bind(d.credential.map(|c| c.as_uuid()))
+                        .push_bind(d.credential_name.as_deref())
+                        .push_bind(version)
+                        .push_bind(d.environment.as_deref())
+                        .push_bind(d.purpose.as_deref())
+                        .push_bind(d.outcome.as_str())
+                        .push_bind(d.reason_code.as_str())
+                        .push_bind(d.peer.as_deref())
+                        .push_bind(d.request_id.as_deref())
+                        .push_bind(d.trace_id.as_deref())
+                        .push_bind(d.detail.as_deref())
+                        .push_bind(e.prev_hash.as_slice())
+                        .push_bind(e.hash.as_slice());
+                });
+                q.build().execute(&mut **tx).await.map_err(crate::error::db("audit event"))?;
+                Ok(())
+            }
+
+            /// Stores a new credential and its first version inside a batch.
+            /// Expected failures (name taken, unknown environment) leave the
+            /// transaction usable: the name conflict is skipped, not raised.
+            async fn create_credential_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                tenant: strongroom_core::ids::TenantId,
+                c: &strongroom_core::credential::Credential,
+                first: &strongroom_core::credential::StoredVersion,
+            ) -> strongroom_core::Result<()> {
+                use crate::error::db;
+                let env: Option<i32> = sqlx::query_scalar("SELECT 1 FROM environments WHERE tenant_id = $1 AND name = $2")
+                    .bind(tenant.as_uuid())
+                    .bind(c.environment.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(db("environment"))?;
+                if env.is_none() {
+                    return Err(strongroom_core::Error::not_found("environment"));
+                }
+                let done = sqlx::query(concat!(
+                    "INSERT INTO credentials (", crate::shared::credential_cols!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
+                     ON CONFLICT (tenant_id, environment, name) DO NOTHING"
+                ))
+                .bind(tenant.as_uuid())
+                .bind(c.id.as_uuid())
+                .bind(c.environment.as_str())
+                .bind(c.name.as_str())
+                .bind(c.service.as_str())
+                .bind(c.kind.as_str())
+                .bind(c.description.as_str())
+                .bind(crate::rows::json(&c.tags)?)
+                .bind(crate::rows::json(&c.scopes)?)
+                .bind(c.owner.as_deref())
+                .bind(c.status.as_str())
+                .bind(crate::rows::version_i32(c.current_version)?)
+                .bind(crate::rows::version_i32(c.latest_version)?)
+                .bind(c.rotated_at.as_micros())
+                .bind(c.created_at.as_micros())
+                .bind(c.updated_at.as_micros())
+                .bind(c.expires_at.map(|t| t.as_micros()))
+                .bind(c.revoked_at.map(|t| t.as_micros()))
+                .bind(c.revoke_reason.as_deref())
+                .bind(c.destroyed_at.map(|t| t.as_micros()))
+                .bind(c.rotation.as_ref().map(crate::rows::json).transpose()?)
+                .bind(c.injection.as_ref().map(crate::rows::json).transpose()?)
+                .bind(c.created_by.as_uuid())
+                .execute(&mut **tx)
+                .await
+                .map_err(db("credential"))?;
+                if done.rows_affected() == 0 {
+                    return Err(strongroom_core::Error::already_exists("credential"));
+                }
+                Self::insert_version(tx, tenant, first).await
+            }
+
+            /// Adds a version inside a batch: compare-and-set on the latest
+            /// version, insert, prune to `retention`.
+            async fn add_version_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                tenant: strongroom_core::ids::TenantId,
+                id: strongroom_core::ids::CredentialId,
+                expected_latest: u32,
+                version: &strongroom_core::credential::StoredVersion,
+                retention: u32,
+            ) -> strongroom_core::Result<strongroom_core::credential::Credential> {
+                use crate::error::db;
+                let new = crate::rows::version_i32(version.version)?;
+                let row: Option<crate::rows::CredentialRow> = sqlx::query_as(concat!(
+                    "UPDATE credentials SET current_version = $3, latest_version = $3, rotated_at = $4, updated_at = $4 \
+                     WHERE tenant_id = $1 AND id = $2 AND latest_version = $5 AND status = 'active' AND destroyed_at IS NULL \
+                     RETURNING ", crate::shared::credential_cols!()
+                ))
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .bind(new)
+                .bind(version.created_at.as_micros())
+                .bind(crate::rows::version_i32(expected_latest)?)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db("credential"))?;
+                let Some(row) = row else {
+                    let current = match Self::credential_in(tx, tenant, id).await {
+                        Err(strongroom_core::Error::NotFound(_)) => return Err(strongroom_core::Error::not_found("credential")),
+                        other => other?,
+                    };
+                    current.ensure_usable(strongroom_core::time::Timestamp::now())?;
+                    if current.status != strongroom_core::credential::CredentialStatus::Active {
+                        return Err(strongroom_core::Error::precondition("credential is not active"));
+                    }
+                    return Err(strongroom_core::Error::precondition(
+                        "another version was written concurrently; retry",
+                    ));
+                };
+                Self::insert_version(tx, tenant, version).await?;
+                let keep_from = i64::from(version.version) - i64::from(retention.max(1));
+                sqlx::query("DELETE FROM credential_versions WHERE tenant_id = $1 AND credential_id = $2 AND version <= $3")
+                    .bind(tenant.as_uuid())
+                    .bind(id.as_uuid())
+                    .bind(i32::try_from(keep_from.max(0)).unwrap_or(0))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(db("credential version"))?;
+                row.try_into()
             }
         }
 

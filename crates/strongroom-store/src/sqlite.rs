@@ -5,16 +5,29 @@
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use strongroom_core::ids::TenantId;
+use strongroom_core::store::Change;
 use strongroom_core::{Error, Result};
+use tokio::sync::broadcast;
+
+use crate::batch::Committers;
 
 use crate::error::db;
 
 /// The SQLite store.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    committers: Arc<Committers>,
+    changes: broadcast::Sender<Change>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
 }
 
 impl SqliteStore {
@@ -26,7 +39,11 @@ impl SqliteStore {
     /// Wraps an existing pool (foreign keys must be on, as sqlx does by
     /// default).
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            committers: Arc::default(),
+            changes: broadcast::channel(16).0,
+        }
     }
 
     /// Opens (creating if absent) the database file at `path`, in WAL mode
@@ -51,7 +68,7 @@ impl SqliteStore {
             tracing::error!(error = %e, "SQLite migration failed");
             Error::internal("database migration failed")
         })?;
-        Ok(Self { pool })
+        Ok(Self::new(pool))
     }
 
     /// The underlying pool.
@@ -82,6 +99,72 @@ impl SqliteStore {
             self.pool.begin().await
         }
         .map_err(db("transaction"))
+    }
+
+    /// Nothing to announce: one SQLite database has one server, whose own
+    /// writes refresh its caches.
+    pub(crate) async fn notify_change(
+        _tx: &mut Transaction<'static, Sqlite>,
+        _tenant: TenantId,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Change notices never arrive from elsewhere (see `notify_change`).
+    pub(crate) fn subscribe_changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Reads the states a reveal check depends on (one query an id: they
+    /// are local calls).
+    pub(crate) async fn fetch_states(
+        tx: &mut Transaction<'static, Sqlite>,
+        tenant: TenantId,
+        credentials: &[uuid::Uuid],
+        principals: &[uuid::Uuid],
+        grants: &[uuid::Uuid],
+    ) -> Result<crate::shared::States> {
+        let mut states = crate::shared::States::default();
+        for id in credentials {
+            let row: Option<crate::shared::CredentialState> = sqlx::query_as(
+                "SELECT id, status, current_version, destroyed_at, expires_at FROM credentials \
+                 WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(tenant.as_uuid())
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db("credential"))?;
+            if let Some(r) = row {
+                states.credentials.insert(r.id, r);
+            }
+        }
+        for id in principals {
+            let row: Option<crate::shared::PrincipalState> = sqlx::query_as(
+                "SELECT p.id, p.status, p.role, t.status AS tenant_status FROM principals p \
+                 JOIN tenants t ON t.id = p.tenant_id WHERE p.tenant_id = $1 AND p.id = $2",
+            )
+            .bind(tenant.as_uuid())
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db("principal"))?;
+            if let Some(r) = row {
+                states.principals.insert(r.id, r);
+            }
+        }
+        for id in grants {
+            let row: Option<(uuid::Uuid, Option<i64>)> = sqlx::query_as(
+                "SELECT id, expires_at FROM grants WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(tenant.as_uuid())
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db("grant"))?;
+            states.grants.extend(row);
+        }
+        Ok(states)
     }
 }
 

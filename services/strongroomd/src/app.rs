@@ -58,7 +58,6 @@ pub struct App {
     addr: SocketAddr,
     acceptor: TlsAcceptor,
     vault: Arc<Vault>,
-    authenticator: Arc<Authenticator>,
 }
 
 /// Opens the configured store. SQLite is migrated at start-up; Postgres is
@@ -230,8 +229,12 @@ impl App {
             listener,
             addr,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
-            vault: Arc::new(Vault::new(store, Arc::new(root), config.limits)),
-            authenticator: Arc::new(Authenticator::new(config.platform_operators.clone())),
+            vault: Arc::new(Vault::new(
+                store,
+                Arc::new(root),
+                config.limits,
+                Authenticator::new(config.platform_operators.clone()),
+            )),
         })
     }
 
@@ -246,8 +249,8 @@ impl App {
     }
 
     /// The authenticator.
-    pub fn authenticator(&self) -> &Arc<Authenticator> {
-        &self.authenticator
+    pub fn authenticator(&self) -> &Authenticator {
+        self.vault.authenticator()
     }
 
     /// Serves until SIGTERM or Ctrl-C, then stops accepting and drains the
@@ -266,7 +269,6 @@ impl App {
             addr,
             acceptor,
             vault,
-            authenticator,
         } = self;
         let limit = vault.limits().max_message_bytes;
         let request_timeout = vault.limits().request_timeout;
@@ -274,7 +276,7 @@ impl App {
         // them with INVALID_ARGUMENT naming the limit; larger ones are cut off
         // by the transport.
         let decode_limit = limit.saturating_mul(4);
-        let shared = Shared::new(vault, authenticator);
+        let shared = Shared::new(vault);
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health

@@ -5,6 +5,7 @@
 //! build an [`app::App`] on port 0.
 
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod convert;
 pub mod dev;

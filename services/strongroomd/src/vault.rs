@@ -33,14 +33,15 @@ use strongroom_core::policy::{
 use strongroom_core::principal::{
     IdentityBinding, IdentityPattern, Principal, PrincipalStatus, Role,
 };
-use strongroom_core::scope::{Authenticated, PlatformScope, TenantScope};
-use strongroom_core::store::{AuditFilter, GrantFilter, NewTenant, Store};
+use strongroom_core::scope::{Authenticated, Authenticator, PlatformScope, TenantScope};
+use strongroom_core::store::{AuditFilter, GrantFilter, NewTenant, RevealCheck, Store};
 use strongroom_core::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
 use strongroom_core::time::Timestamp;
 use strongroom_core::value::{CredentialValue, GenerationPolicy};
 use strongroom_core::{Error, Result};
 use strongroom_crypto::{Aad, Envelope, Kek, RootKey, WrappedKek};
 
+use crate::cache::{CachedCredential, Caches};
 use crate::config::Limits;
 
 /// Facts about the call, recorded in audit events.
@@ -198,6 +199,23 @@ pub struct Vault {
     root: Arc<RootKey>,
     keks: RwLock<HashMap<(TenantId, u32), Arc<Kek>>>,
     limits: Limits,
+    authenticator: Authenticator,
+    caches: Arc<Caches>,
+}
+
+/// Why a reveal did not complete.
+enum RevealFailure {
+    /// The state it was decided on changed before its audit record
+    /// committed; retry without caches.
+    Stale,
+    /// Any other error.
+    Failed(Error),
+}
+
+impl From<Error> for RevealFailure {
+    fn from(e: Error) -> Self {
+        Self::Failed(e)
+    }
 }
 
 fn crypto_error(e: strongroom_crypto::CryptoError) -> Error {
@@ -207,13 +225,138 @@ fn crypto_error(e: strongroom_crypto::CryptoError) -> Error {
 
 impl Vault {
     /// A vault over `store`, unwrapping tenant keys with `root`.
-    pub fn new(store: Arc<dyn Store>, root: Arc<RootKey>, limits: Limits) -> Self {
+    ///
+    /// Must be called inside a Tokio runtime: it starts the task that drops
+    /// cached state when the store announces a change.
+    pub fn new(
+        store: Arc<dyn Store>,
+        root: Arc<RootKey>,
+        limits: Limits,
+        authenticator: Authenticator,
+    ) -> Self {
+        let caches = Arc::new(Caches::default());
+        let mut changes = store.changes();
+        let weak = Arc::downgrade(&caches);
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let change = changes.recv().await;
+                let Some(caches) = weak.upgrade() else { return };
+                match change {
+                    Ok(Some(tenant)) => caches.invalidate(tenant),
+                    Ok(None) | Err(RecvError::Lagged(_)) => caches.invalidate_all(),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
         Self {
             store,
             root,
             keks: RwLock::new(HashMap::new()),
             limits,
+            authenticator,
+            caches,
         }
+    }
+
+    /// Authenticates a verified peer identity, from the cache when fresh.
+    pub async fn authenticate(
+        &self,
+        identity: &str,
+        tenant_hint: Option<&str>,
+    ) -> Result<Arc<Authenticated>> {
+        if let Some(caller) = self.caches.caller(identity, tenant_hint) {
+            return Ok(caller);
+        }
+        let ticket = self.caches.caller_ticket();
+        let caller = Arc::new(
+            self.authenticator
+                .authenticate(self.store.as_ref(), identity, tenant_hint)
+                .await?,
+        );
+        self.caches
+            .put_caller(identity, tenant_hint, ticket, Arc::clone(&caller));
+        Ok(caller)
+    }
+
+    /// The authenticator (platform-operator patterns).
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authenticator
+    }
+
+    /// Drops cached state of the scope's tenant after a local change, so the
+    /// next read sees it.
+    fn changed(&self, scope: &TenantScope<'_>) {
+        self.caches.invalidate(scope.tenant_id());
+    }
+
+    /// The grants that apply to `principal`, cached.
+    async fn grants_for(
+        &self,
+        scope: &TenantScope<'_>,
+        principal: &Principal,
+    ) -> Result<Arc<Vec<Grant>>> {
+        let tenant = scope.tenant_id();
+        if let Some(g) = self.caches.grants(tenant, principal.id) {
+            return Ok(g);
+        }
+        let ticket = self.caches.ticket(tenant);
+        let grants = Arc::new(self.store.grants_for(scope, principal).await?);
+        self.caches
+            .put_grants(tenant, ticket, principal.id, Arc::clone(&grants));
+        Ok(grants)
+    }
+
+    /// A credential with its current version, cached.
+    async fn cached_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        reference: &CredentialRef,
+    ) -> Result<Arc<CachedCredential>> {
+        let tenant = scope.tenant_id();
+        let hit = match reference {
+            CredentialRef::Id(id) => self.caches.credential_by_id(tenant, *id),
+            CredentialRef::Path(env, name) => self.caches.credential_by_path(tenant, env, name),
+        };
+        if let Some(c) = hit {
+            return Ok(c);
+        }
+        let ticket = self.caches.ticket(tenant);
+        let loaded = self.load_credential(scope, reference).await?;
+        self.caches
+            .put_credential(tenant, ticket, Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    /// A credential with its current version, from the store.
+    async fn load_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        reference: &CredentialRef,
+    ) -> Result<Arc<CachedCredential>> {
+        let credential = self.lookup(scope, reference).await?;
+        let current = match self
+            .store
+            .get_version(scope, credential.id, credential.current_version)
+            .await
+        {
+            Ok(v) => v,
+            // Destroyed or otherwise unusable credentials are refused later
+            // by their state; keep an empty version for them.
+            Err(Error::NotFound(_)) => StoredVersion {
+                credential: credential.id,
+                version: credential.current_version,
+                envelope: None,
+                kek_version: 0,
+                created_at: credential.updated_at,
+                created_by: credential.created_by,
+            },
+            Err(e) => return Err(e),
+        };
+        Ok(Arc::new(CachedCredential {
+            credential,
+            current,
+        }))
     }
 
     /// The store.
@@ -403,9 +546,9 @@ impl Vault {
     ) -> Result<Decision> {
         let principal = scope.principal();
         let grants = if strongroom_core::policy::role_defaults(principal.role).allows(capability) {
-            Vec::new()
+            Arc::new(Vec::new())
         } else {
-            self.store.grants_for(scope, principal).await?
+            self.grants_for(scope, principal).await?
         };
         let decision = evaluate(
             principal,
@@ -495,7 +638,10 @@ impl Vault {
         let mut draft =
             ctx.stamp(scope.audit(Action::TenantCreate, Outcome::Allowed, "PLATFORM_OPERATOR"));
         draft.detail = Some(format!("tenant={}", tenant.name));
-        self.store.create_tenant(&scope, &new, draft).await?;
+        self.store
+            .create_tenant(&scope, &new, draft)
+            .await
+            .inspect(|_| self.caches.invalidate_all())?;
         Ok((tenant, admin))
     }
 
@@ -535,6 +681,7 @@ impl Vault {
         self.store
             .set_tenant_status(&scope, id, status, draft)
             .await
+            .inspect(|_| self.caches.invalidate(id))
     }
 
     // ---- tenant administration ----
@@ -561,6 +708,7 @@ impl Vault {
         self.store
             .update_tenant_settings(&scope, &settings, draft)
             .await
+            .inspect(|_| self.changed(&scope))
     }
 
     /// Creates a principal (admin).
@@ -599,7 +747,8 @@ impl Vault {
         draft.detail = Some(format!("principal={} role={}", principal.id, role.as_str()));
         self.store
             .create_principal(&scope, &principal, draft)
-            .await?;
+            .await
+            .inspect(|_| self.changed(&scope))?;
         Ok(principal)
     }
 
@@ -675,6 +824,7 @@ impl Vault {
         self.store
             .set_principal_status(&scope, id, status, draft)
             .await
+            .inspect(|_| self.changed(&scope))
     }
 
     /// Binds an identity (exact or `prefix*`) to a principal (admin).
@@ -698,7 +848,10 @@ impl Vault {
         let mut draft =
             ctx.stamp(scope.audit(Action::BindingCreate, Outcome::Allowed, "ALLOWED_BY_ROLE"));
         draft.detail = Some(format!("binding={} principal={principal}", binding.id));
-        self.store.create_binding(&scope, &binding, draft).await?;
+        self.store
+            .create_binding(&scope, &binding, draft)
+            .await
+            .inspect(|_| self.caches.invalidate_all())?;
         Ok(binding)
     }
 
@@ -729,7 +882,10 @@ impl Vault {
         let mut draft =
             ctx.stamp(scope.audit(Action::BindingDelete, Outcome::Allowed, "ALLOWED_BY_ROLE"));
         draft.detail = Some(format!("binding={id}"));
-        self.store.delete_binding(&scope, id, draft).await
+        self.store
+            .delete_binding(&scope, id, draft)
+            .await
+            .inspect(|_| self.caches.invalidate_all())
     }
 
     /// Adds an environment (admin).
@@ -751,6 +907,7 @@ impl Vault {
         self.store
             .create_environment(&scope, &environment, draft)
             .await
+            .inspect(|_| self.changed(&scope))
     }
 
     /// Lists environments (any principal of the tenant).
@@ -781,6 +938,7 @@ impl Vault {
         self.store
             .delete_environment(&scope, &environment, draft)
             .await
+            .inspect(|_| self.changed(&scope))
     }
 
     // ---- credentials ----
@@ -893,7 +1051,7 @@ impl Vault {
                 "environment",
                 format!("unknown environment '{}'", credential.environment),
             )),
-            other => other.map(|()| credential),
+            other => other.map(|()| credential).inspect(|_| self.changed(&scope)),
         }
     }
 
@@ -956,7 +1114,9 @@ impl Vault {
     }
 
     /// Returns a credential's value (or one field), with a lease. Audited;
-    /// fails closed if the audit record cannot be written.
+    /// fails closed if the audit record cannot be written. Decided on cached
+    /// state when available; the audit commit verifies that state and a
+    /// stale decision is retried once on fresh state.
     pub async fn reveal(
         &self,
         caller: &Authenticated,
@@ -965,20 +1125,45 @@ impl Vault {
         options: &RevealOptions,
     ) -> Result<Revealed> {
         let scope = caller.tenant_scope()?;
-        let credential = self.lookup(&scope, reference).await?;
-        self.reveal_found(&scope, ctx, credential, options).await
+        let cached = self.cached_credential(&scope, reference).await?;
+        match self.reveal_found(&scope, ctx, cached, options).await {
+            Ok(r) => Ok(r),
+            Err(RevealFailure::Failed(e)) => Err(e),
+            Err(RevealFailure::Stale) => {
+                self.changed(&scope);
+                let fresh = self.load_credential(&scope, reference).await?;
+                self.reveal_retried(&scope, ctx, fresh, options).await
+            }
+        }
+    }
+
+    async fn reveal_retried(
+        &self,
+        scope: &TenantScope<'_>,
+        ctx: &CallContext,
+        fresh: Arc<CachedCredential>,
+        options: &RevealOptions,
+    ) -> Result<Revealed> {
+        match self.reveal_found(scope, ctx, fresh, options).await {
+            Ok(r) => Ok(r),
+            Err(RevealFailure::Failed(e)) => Err(e),
+            Err(RevealFailure::Stale) => Err(Error::precondition(
+                "the credential or the caller's access changed during the reveal; retry",
+            )),
+        }
     }
 
     async fn reveal_found(
         &self,
         scope: &TenantScope<'_>,
         ctx: &CallContext,
-        credential: Credential,
+        cached: Arc<CachedCredential>,
         options: &RevealOptions,
-    ) -> Result<Revealed> {
+    ) -> std::result::Result<Revealed, RevealFailure> {
+        let credential = &cached.credential;
         let principal = scope.principal();
         if principal.role == Role::Agent && options.purpose.trim().is_empty() {
-            return Err(Error::invalid("purpose", "is required for agents"));
+            return Err(Error::invalid("purpose", "is required for agents").into());
         }
         let decision = self
             .authorize(
@@ -988,7 +1173,7 @@ impl Vault {
                 Capability::Reveal,
                 &credential.environment,
                 &credential.name,
-                Some(&credential),
+                Some(credential),
                 options.on_behalf_of.as_deref(),
             )
             .await?;
@@ -1004,13 +1189,16 @@ impl Vault {
                 Action::CredentialReveal,
                 Outcome::Denied,
                 code,
-                &credential,
+                credential,
             );
             self.audit_denial(scope, d).await;
-            return Err(e);
+            return Err(e.into());
         }
         let version = options.version.unwrap_or(credential.current_version);
-        if version != credential.current_version {
+        let older;
+        let stored = if version == credential.current_version {
+            &cached.current
+        } else {
             // Only the CURRENT and PREVIOUS versions are servable; a RETIRED
             // one is refused like any other unusable state.
             let versions = self.store.list_versions(scope, credential.id).await?;
@@ -1025,20 +1213,22 @@ impl Vault {
                     Action::CredentialReveal,
                     Outcome::Denied,
                     "VERSION_RETIRED",
-                    &credential,
+                    credential,
                 );
                 d.version = Some(version);
                 self.audit_denial(scope, d).await;
                 return Err(Error::precondition(
                     "only the current and previous versions can be revealed",
-                ));
+                )
+                .into());
             }
-        }
-        let stored = self
-            .store
-            .get_version(scope, credential.id, version)
-            .await?;
-        let value = self.open(scope, &credential, &stored).await?;
+            older = self
+                .store
+                .get_version(scope, credential.id, version)
+                .await?;
+            &older
+        };
+        let value = self.open(scope, credential, stored).await?;
         let revealed = match &options.field {
             None => RevealedValue::Whole(value),
             Some(field) => {
@@ -1065,7 +1255,7 @@ impl Vault {
             Action::CredentialReveal,
             Outcome::Allowed,
             decision.reason.as_str(),
-            &credential,
+            credential,
         );
         draft.version = Some(version);
         draft.purpose = Some(options.purpose.clone()).filter(|p| !p.is_empty());
@@ -1079,11 +1269,34 @@ impl Vault {
                 .map(|g| format!(" grant={g}"))
                 .unwrap_or_default()
         ));
+        let check = RevealCheck {
+            credential: credential.id,
+            version: credential.current_version,
+            principal: principal.id,
+            role: principal.role,
+            grant: decision.grant,
+        };
         // Fail closed: the value is returned only once its audit record is
-        // durable.
-        self.audit(scope, draft).await?;
+        // durable, and only if the state it was decided on still holds.
+        match tokio::time::timeout(
+            self.limits.audit_timeout,
+            self.store.append_reveal(scope, draft, check),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(Error::FailedPrecondition(_))) => return Err(RevealFailure::Stale),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "audit write failed");
+                return Err(Error::Unavailable("the audit log is unavailable".into()).into());
+            }
+            Err(_) => {
+                tracing::error!("audit write timed out");
+                return Err(Error::Unavailable("the audit log is unavailable".into()).into());
+            }
+        }
         Ok(Revealed {
-            credential,
+            credential: credential.clone(),
             version,
             value: revealed,
             lease,
@@ -1136,7 +1349,17 @@ impl Vault {
                 }
             }
         };
-        self.reveal_found(&scope, ctx, credential, options).await
+        let reference = CredentialRef::Id(credential.id);
+        let cached = self.cached_credential(&scope, &reference).await?;
+        match self.reveal_found(&scope, ctx, cached, options).await {
+            Ok(r) => Ok(r),
+            Err(RevealFailure::Failed(e)) => Err(e),
+            Err(RevealFailure::Stale) => {
+                self.changed(&scope);
+                let fresh = self.load_credential(&scope, &reference).await?;
+                self.reveal_retried(&scope, ctx, fresh, options).await
+            }
+        }
     }
 
     /// Writes a new version (given or generated) and makes it current.
@@ -1248,6 +1471,7 @@ impl Vault {
                     draft,
                 )
                 .await
+                .inspect(|_| self.changed(&scope))
             {
                 Err(Error::FailedPrecondition(why)) if why.contains("concurrently") => {
                     credential = self.store.get_credential(&scope, credential.id).await?;
@@ -1331,6 +1555,7 @@ impl Vault {
         self.store
             .set_current_version(&scope, credential.id, version, draft)
             .await
+            .inspect(|_| self.changed(&scope))
     }
 
     /// Revokes a credential: every later use is refused.
@@ -1369,6 +1594,7 @@ impl Vault {
         self.store
             .revoke_credential(&scope, credential.id, reason, draft)
             .await
+            .inspect(|_| self.changed(&scope))
     }
 
     /// Deletes every stored value of a credential; metadata stays for audit.
@@ -1404,6 +1630,7 @@ impl Vault {
         self.store
             .destroy_credential(&scope, credential.id, draft)
             .await
+            .inspect(|_| self.changed(&scope))
     }
 
     // ---- policy ----
@@ -1470,7 +1697,10 @@ impl Vault {
             "grant={} capabilities={:?}",
             grant.id, grant.capabilities
         ));
-        self.store.create_grant(&scope, &grant, draft).await?;
+        self.store
+            .create_grant(&scope, &grant, draft)
+            .await
+            .inspect(|_| self.changed(&scope))?;
         Ok(grant)
     }
 
@@ -1489,7 +1719,10 @@ impl Vault {
             ctx.stamp(scope.audit(Action::GrantRevoke, Outcome::Allowed, "ALLOWED_BY_ROLE"));
         draft.credential_name = Some(grant.selector.to_text());
         draft.detail = Some(format!("grant={id} reason={reason}"));
-        self.store.delete_grant(&scope, id, draft).await?;
+        self.store
+            .delete_grant(&scope, id, draft)
+            .await
+            .inspect(|_| self.changed(&scope))?;
         Ok(grant)
     }
 

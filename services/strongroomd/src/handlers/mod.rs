@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use prost::Message;
 use strongroom_core::Result;
-use strongroom_core::scope::{Authenticated, Authenticator};
+use strongroom_core::scope::Authenticated;
 use tonic::{Request, Status};
 
 use crate::error::to_status;
@@ -27,12 +27,11 @@ pub use policy::PolicyHandler;
 #[derive(Clone)]
 pub struct Shared {
     vault: Arc<Vault>,
-    authenticator: Arc<Authenticator>,
 }
 
 /// An authenticated call in progress.
 pub(crate) struct Call {
-    caller: Authenticated,
+    caller: Arc<Authenticated>,
     ctx: CallContext,
     started: Instant,
 }
@@ -41,12 +40,9 @@ pub(crate) struct Call {
 pub const TENANT_HEADER: &str = "strongroom-tenant";
 
 impl Shared {
-    /// Handlers over `vault`, authenticating with `authenticator`.
-    pub fn new(vault: Arc<Vault>, authenticator: Arc<Authenticator>) -> Self {
-        Self {
-            vault,
-            authenticator,
-        }
+    /// Handlers over `vault`.
+    pub fn new(vault: Arc<Vault>) -> Self {
+        Self { vault }
     }
 
     /// Authenticates the caller from its verified client certificate and
@@ -89,11 +85,7 @@ impl Shared {
             .metadata()
             .get(TENANT_HEADER)
             .and_then(|v| v.to_str().ok());
-        let caller = match self
-            .authenticator
-            .authenticate(self.vault.store().as_ref(), &identity, hint)
-            .await
-        {
+        let caller = match self.vault.authenticate(&identity, hint).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(rpc, request_id, peer, identity, error = %e, "authentication refused");

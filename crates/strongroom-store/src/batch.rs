@@ -1,0 +1,121 @@
+//! Group commit. Writes that append to a tenant's audit chain (every reveal,
+//! denial, create and rotation) are queued to one committer task per tenant,
+//! which runs everything queued in one transaction: one chain-head lock, one
+//! multi-row insert of audit events, one commit. Each caller waits for the
+//! commit that holds its event, so an event is durable before its caller
+//! proceeds; many callers share one commit instead of queueing on the head
+//! lock one commit at a time.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use strongroom_core::audit::{AuditDraft, AuditEvent};
+use strongroom_core::credential::{Credential, StoredVersion};
+use strongroom_core::ids::{CredentialId, TenantId};
+use strongroom_core::store::RevealCheck;
+use strongroom_core::{Error, Result};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most jobs in one transaction (bounded by the statement's parameter
+/// limit: 21 parameters an event).
+pub(crate) const MAX_BATCH: usize = 512;
+
+/// What a job does besides appending its audit event.
+pub(crate) enum Work {
+    /// Only the event.
+    Append,
+    /// The event of a reveal, if the check still holds.
+    Reveal(RevealCheck),
+    /// Stores a new credential with its first version.
+    CreateCredential {
+        credential: Box<Credential>,
+        first: Box<StoredVersion>,
+    },
+    /// Adds a version (compare-and-set on the latest) and prunes.
+    AddVersion {
+        id: CredentialId,
+        expected_latest: u32,
+        version: Box<StoredVersion>,
+        retention: u32,
+    },
+}
+
+/// A job's result.
+pub(crate) enum Done {
+    /// The appended event.
+    Event(AuditEvent),
+    /// The credential as written, and the event.
+    Credential(Box<Credential>, AuditEvent),
+}
+
+pub(crate) struct Job {
+    pub work: Work,
+    pub draft: AuditDraft,
+    pub reply: oneshot::Sender<Result<Done>>,
+}
+
+/// The committer queues of one store, one per tenant.
+#[derive(Default)]
+pub(crate) struct Committers {
+    queues: Mutex<HashMap<TenantId, mpsc::Sender<Job>>>,
+}
+
+impl Committers {
+    /// The queue of `tenant`, starting its committer with `spawn` if absent.
+    pub fn queue(
+        &self,
+        tenant: TenantId,
+        spawn: impl FnOnce(mpsc::Receiver<Job>),
+    ) -> Result<mpsc::Sender<Job>> {
+        let mut queues = self
+            .queues
+            .lock()
+            .map_err(|_| Error::internal("committer registry poisoned"))?;
+        if let Some(q) = queues.get(&tenant)
+            && !q.is_closed()
+        {
+            return Ok(q.clone());
+        }
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        spawn(rx);
+        queues.insert(tenant, tx.clone());
+        Ok(tx)
+    }
+}
+
+/// Sends a job and waits for the commit that holds it.
+pub(crate) async fn submit(
+    queue: mpsc::Sender<Job>,
+    work: Work,
+    draft: AuditDraft,
+) -> Result<Done> {
+    let (reply, wait) = oneshot::channel();
+    queue
+        .send(Job { work, draft, reply })
+        .await
+        .map_err(|_| Error::Unavailable("the audit committer stopped".into()))?;
+    wait.await
+        .map_err(|_| Error::Unavailable("the audit committer stopped".into()))?
+}
+
+/// Takes the first queued job and whatever else is already queued (up to
+/// [`MAX_BATCH`]).
+pub(crate) async fn next_batch(rx: &mut mpsc::Receiver<Job>) -> Option<Vec<Job>> {
+    let first = rx.recv().await?;
+    let mut jobs = Vec::with_capacity(64);
+    jobs.push(first);
+    while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(jobs)
+}
+
+/// Answers every job of a batch that failed as a whole.
+pub(crate) fn fail_all(replies: Vec<oneshot::Sender<Result<Done>>>, error: &Error) {
+    for reply in replies {
+        let _ = reply.send(Err(error.clone()));
+    }
+}

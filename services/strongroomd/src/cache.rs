@@ -1,0 +1,234 @@
+//! In-memory caches of the reveal path: authenticated callers, credential
+//! metadata with the current version's *encrypted* envelope, and grants.
+//! Never plaintext.
+//!
+//! Correctness does not rest on these caches being fresh. Every reveal's
+//! audit record is committed with a check that the state it was decided on
+//! (credential version and status, principal and role, grant) is still the
+//! stored state, and a failed check retries without the cache. Caches are
+//! dropped per tenant after every local change and on change notices from
+//! other servers sharing the database; a generation counter keeps a fill
+//! that raced with a change from storing stale data.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use strongroom_core::credential::{Credential, StoredVersion};
+use strongroom_core::ids::{CredentialId, PrincipalId, TenantId};
+use strongroom_core::names::{CredentialName, Environment};
+use strongroom_core::policy::Grant;
+use strongroom_core::scope::Authenticated;
+
+/// Most cached credentials per tenant before the tenant's cache is reset.
+const MAX_CREDENTIALS: usize = 100_000;
+/// Most cached callers before the caller cache is reset.
+const MAX_CALLERS: usize = 50_000;
+/// Longest a cached caller is trusted without a change notice.
+const CALLER_TTL: Duration = Duration::from_secs(30);
+
+/// A credential's metadata and its current version, still encrypted.
+#[derive(Debug)]
+pub struct CachedCredential {
+    /// Metadata.
+    pub credential: Credential,
+    /// The current version (sealed envelope).
+    pub current: StoredVersion,
+}
+
+#[derive(Default)]
+struct TenantEntry {
+    generation: u64,
+    by_id: HashMap<CredentialId, Arc<CachedCredential>>,
+    by_path: HashMap<(Environment, CredentialName), Arc<CachedCredential>>,
+    grants: HashMap<PrincipalId, Arc<Vec<Grant>>>,
+}
+
+struct CallerEntry {
+    caller: Arc<Authenticated>,
+    tenant: Option<TenantId>,
+    at: Instant,
+}
+
+/// The caches of one server.
+#[derive(Default)]
+pub struct Caches {
+    tenants: RwLock<HashMap<TenantId, TenantEntry>>,
+    callers: RwLock<HashMap<(String, Option<String>), CallerEntry>>,
+    caller_generation: AtomicU64,
+}
+
+/// A snapshot of the generations a fill started at.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    tenant: u64,
+}
+
+impl Caches {
+    /// The tenant's generation now; pass it back when storing what was
+    /// loaded after this call.
+    pub fn ticket(&self, tenant: TenantId) -> Ticket {
+        let generation = self
+            .tenants
+            .read()
+            .ok()
+            .and_then(|t| t.get(&tenant).map(|e| e.generation))
+            .unwrap_or(0);
+        Ticket { tenant: generation }
+    }
+
+    /// A cached credential by id.
+    pub fn credential_by_id(
+        &self,
+        tenant: TenantId,
+        id: CredentialId,
+    ) -> Option<Arc<CachedCredential>> {
+        self.tenants
+            .read()
+            .ok()?
+            .get(&tenant)?
+            .by_id
+            .get(&id)
+            .cloned()
+    }
+
+    /// A cached credential by environment and name.
+    pub fn credential_by_path(
+        &self,
+        tenant: TenantId,
+        environment: &Environment,
+        name: &CredentialName,
+    ) -> Option<Arc<CachedCredential>> {
+        let tenants = self.tenants.read().ok()?;
+        let entry = tenants.get(&tenant)?;
+        entry
+            .by_path
+            .get(&(environment.clone(), name.clone()))
+            .cloned()
+    }
+
+    /// Stores a loaded credential unless the tenant changed since `ticket`.
+    pub fn put_credential(&self, tenant: TenantId, ticket: Ticket, cached: Arc<CachedCredential>) {
+        let Ok(mut tenants) = self.tenants.write() else {
+            return;
+        };
+        let entry = tenants.entry(tenant).or_default();
+        if entry.generation != ticket.tenant {
+            return;
+        }
+        if entry.by_id.len() >= MAX_CREDENTIALS {
+            entry.by_id.clear();
+            entry.by_path.clear();
+        }
+        let key = (
+            cached.credential.environment.clone(),
+            cached.credential.name.clone(),
+        );
+        entry
+            .by_id
+            .insert(cached.credential.id, Arc::clone(&cached));
+        entry.by_path.insert(key, cached);
+    }
+
+    /// Cached grants of a principal (direct and by role).
+    pub fn grants(&self, tenant: TenantId, principal: PrincipalId) -> Option<Arc<Vec<Grant>>> {
+        self.tenants
+            .read()
+            .ok()?
+            .get(&tenant)?
+            .grants
+            .get(&principal)
+            .cloned()
+    }
+
+    /// Stores loaded grants unless the tenant changed since `ticket`.
+    pub fn put_grants(
+        &self,
+        tenant: TenantId,
+        ticket: Ticket,
+        principal: PrincipalId,
+        grants: Arc<Vec<Grant>>,
+    ) {
+        let Ok(mut tenants) = self.tenants.write() else {
+            return;
+        };
+        let entry = tenants.entry(tenant).or_default();
+        if entry.generation == ticket.tenant {
+            entry.grants.insert(principal, grants);
+        }
+    }
+
+    /// The caller-cache generation now (see [`Caches::put_caller`]).
+    pub fn caller_ticket(&self) -> u64 {
+        self.caller_generation.load(Ordering::SeqCst)
+    }
+
+    /// A cached caller for `identity` (and tenant hint), if fresh.
+    pub fn caller(&self, identity: &str, hint: Option<&str>) -> Option<Arc<Authenticated>> {
+        let callers = self.callers.read().ok()?;
+        let entry = callers.get(&(identity.to_owned(), hint.map(str::to_owned)))?;
+        (entry.at.elapsed() < CALLER_TTL).then(|| Arc::clone(&entry.caller))
+    }
+
+    /// Stores an authenticated caller unless anything changed since
+    /// `ticket`.
+    pub fn put_caller(
+        &self,
+        identity: &str,
+        hint: Option<&str>,
+        ticket: u64,
+        caller: Arc<Authenticated>,
+    ) {
+        let Ok(mut callers) = self.callers.write() else {
+            return;
+        };
+        if self.caller_generation.load(Ordering::SeqCst) != ticket {
+            return;
+        }
+        if callers.len() >= MAX_CALLERS {
+            callers.clear();
+        }
+        let tenant = caller.tenant().map(|t| t.id);
+        callers.insert(
+            (identity.to_owned(), hint.map(str::to_owned)),
+            CallerEntry {
+                caller,
+                tenant,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// Drops everything cached about `tenant`.
+    pub fn invalidate(&self, tenant: TenantId) {
+        if let Ok(mut tenants) = self.tenants.write() {
+            let entry = tenants.entry(tenant).or_default();
+            entry.generation += 1;
+            entry.by_id.clear();
+            entry.by_path.clear();
+            entry.grants.clear();
+        }
+        self.caller_generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut callers) = self.callers.write() {
+            callers.retain(|_, e| e.tenant != Some(tenant));
+        }
+    }
+
+    /// Drops everything (a change notice may have been missed, or an
+    /// identity binding changed, which can move identities between tenants).
+    pub fn invalidate_all(&self) {
+        if let Ok(mut tenants) = self.tenants.write() {
+            for entry in tenants.values_mut() {
+                entry.generation += 1;
+                entry.by_id.clear();
+                entry.by_path.clear();
+                entry.grants.clear();
+            }
+        }
+        self.caller_generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut callers) = self.callers.write() {
+            callers.clear();
+        }
+    }
+}
