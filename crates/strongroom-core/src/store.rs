@@ -82,9 +82,76 @@ pub struct RevealCheck {
     pub grant: Option<GrantId>,
 }
 
-/// A change notice: the tenant whose stored state changed, or `None` when
-/// changes may have been missed (every cache must be dropped).
-pub type Change = Option<TenantId>;
+/// A notice of committed changes, saying how much cached state it affects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// One credential changed (written, rotated, rolled back, revoked,
+    /// destroyed).
+    Credential(TenantId, CredentialId),
+    /// A tenant's grants or environments changed.
+    Data(TenantId),
+    /// Who the tenant's callers are changed (principals, identity bindings,
+    /// tenant status, settings or keys): cached callers must go too.
+    Access(TenantId),
+    /// Changes may have been missed: every cache must be dropped.
+    Everything,
+}
+
+impl Change {
+    /// The notice an allowed event of `action` about `credential` calls
+    /// for, if any.
+    pub fn of(
+        tenant: TenantId,
+        action: Action,
+        credential: Option<CredentialId>,
+    ) -> Option<Change> {
+        if !action.changes_state() {
+            return None;
+        }
+        Some(match (action, credential) {
+            (
+                Action::CredentialCreate
+                | Action::CredentialRotate
+                | Action::CredentialRollback
+                | Action::CredentialRevoke
+                | Action::CredentialDestroy,
+                Some(id),
+            ) => Change::Credential(tenant, id),
+            (
+                Action::GrantCreate
+                | Action::GrantRevoke
+                | Action::EnvironmentCreate
+                | Action::EnvironmentDelete,
+                _,
+            ) => Change::Data(tenant),
+            _ => Change::Access(tenant),
+        })
+    }
+
+    /// The text form sent between servers.
+    pub fn to_text(&self) -> String {
+        match self {
+            Change::Credential(t, c) => format!("c {t} {c}"),
+            Change::Data(t) => format!("d {t}"),
+            Change::Access(t) => format!("a {t}"),
+            Change::Everything => "*".to_owned(),
+        }
+    }
+
+    /// Parses [`Change::to_text`]; anything unreadable means everything.
+    pub fn parse(text: &str) -> Change {
+        let mut parts = text.split(' ');
+        let kind = parts.next();
+        let tenant = parts.next().and_then(|t| t.parse::<TenantId>().ok());
+        let credential = parts.next().and_then(|c| c.parse::<CredentialId>().ok());
+        match (kind, tenant, credential) {
+            (Some("c"), Some(t), Some(c)) => Change::Credential(t, c),
+            (Some("d"), Some(t), None) => Change::Data(t),
+            (Some("a"), Some(t), None) => Change::Access(t),
+            _ => Change::Everything,
+        }
+    }
+}
 
 /// Well-known keys of server-wide metadata.
 pub mod meta {

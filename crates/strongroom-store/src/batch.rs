@@ -57,7 +57,10 @@ pub(crate) struct Job {
 /// The committer queues of one store, one per tenant.
 #[derive(Default)]
 pub(crate) struct Committers {
-    queues: Mutex<HashMap<TenantId, mpsc::Sender<Job>>>,
+    /// Weak, so a committer (whose task holds a clone of its store) stops
+    /// once no caller waits on it, instead of keeping the store and its pool
+    /// alive for as long as the runtime runs; the next job starts a new one.
+    queues: Mutex<HashMap<TenantId, mpsc::WeakSender<Job>>>,
 }
 
 impl Committers {
@@ -71,14 +74,14 @@ impl Committers {
             .queues
             .lock()
             .map_err(|_| Error::internal("committer registry poisoned"))?;
-        if let Some(q) = queues.get(&tenant)
+        if let Some(q) = queues.get(&tenant).and_then(mpsc::WeakSender::upgrade)
             && !q.is_closed()
         {
-            return Ok(q.clone());
+            return Ok(q);
         }
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         spawn(rx);
-        queues.insert(tenant, tx.clone());
+        queues.insert(tenant, tx.downgrade());
         Ok(tx)
     }
 }

@@ -10,6 +10,7 @@
 
 mod batch;
 mod error;
+mod pg_bulk;
 mod postgres;
 mod rows;
 mod shared;

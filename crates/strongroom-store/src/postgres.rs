@@ -132,15 +132,16 @@ impl PgStore {
         Ok(tx)
     }
 
-    /// Announces a committed change of `tenant` to every server (delivered
-    /// when the transaction commits).
-    pub(crate) async fn notify_change(
+    /// Announces committed changes to every server (delivered when the
+    /// transaction commits), in one round trip.
+    pub(crate) async fn notify_changes(
         tx: &mut Transaction<'static, Postgres>,
-        tenant: TenantId,
+        changes: &[Change],
     ) -> Result<()> {
-        sqlx::query("SELECT pg_notify($1, $2)")
+        let texts: Vec<String> = changes.iter().map(Change::to_text).collect();
+        sqlx::query("SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t")
             .bind(CHANGES_CHANNEL)
-            .bind(tenant.to_string())
+            .bind(texts)
             .execute(&mut **tx)
             .await
             .map_err(db("change notice"))?;
@@ -161,7 +162,10 @@ impl PgStore {
                         Ok(()) => return,
                         Err(e) => {
                             tracing::warn!(error = %e, "change listener lost its connection; caches dropped");
-                            let _ = changes.send(None);
+                            let _ = changes.send(Change::Everything);
+                            if pool.is_closed() {
+                                return;
+                            }
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                     }
@@ -226,16 +230,17 @@ async fn listen(
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
     listener.listen(CHANGES_CHANNEL).await?;
     // Anything may have changed while no listener was connected.
-    let _ = changes.send(None);
+    let _ = changes.send(Change::Everything);
     loop {
-        let notice = listener.recv().await?;
-        let tenant = uuid::Uuid::parse_str(notice.payload())
-            .ok()
-            .map(TenantId::from_uuid);
-        if changes.send(tenant).is_err() && changes.receiver_count() == 0 {
-            // Nobody listens any more.
-            return Ok(());
-        }
+        // `try_recv` reports a lost connection as `None` once reconnected
+        // (`recv` hides it): notices may have been missed meanwhile.
+        let Some(notice) = listener.try_recv().await? else {
+            let _ = changes.send(Change::Everything);
+            continue;
+        };
+        // Fails only while nobody is subscribed: keep listening for whoever
+        // subscribes next (the listener is started once per store).
+        let _ = changes.send(Change::parse(notice.payload()));
     }
 }
 

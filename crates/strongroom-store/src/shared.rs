@@ -145,8 +145,9 @@ macro_rules! store_impl {
                 let next = u64::try_from(sequence)
                     .map_err(|_| strongroom_core::Error::internal("stored audit sequence is not valid"))?
                     + 1;
-                let changes_state = draft.outcome == strongroom_core::audit::Outcome::Allowed
-                    && draft.action.changes_state();
+                let change = (draft.outcome == strongroom_core::audit::Outcome::Allowed)
+                    .then(|| strongroom_core::store::Change::of(tenant, draft.action, draft.credential))
+                    .flatten();
                 let event = draft.seal(tenant, next, prev);
                 let d = &event.draft;
                 let seq = i64::try_from(event.sequence)
@@ -187,8 +188,8 @@ macro_rules! store_impl {
                     .execute(&mut **tx)
                     .await
                     .map_err(db("audit chain head"))?;
-                if changes_state {
-                    Self::notify_change(tx, tenant).await?;
+                if let Some(change) = change {
+                    Self::notify_changes(tx, &[change]).await?;
                 }
                 Ok(event)
             }
@@ -1245,10 +1246,31 @@ macro_rules! store_impl {
                 use crate::error::db;
                 let mut tx = self.tenant_tx(tenant, true).await?;
                 let mut outcomes: Vec<strongroom_core::Result<Option<strongroom_core::credential::Credential>>> =
-                    Vec::with_capacity(works.len());
-                for work in &works {
-                    outcomes.push(match work {
-                        Work::Append | Work::Reveal(_) => Ok(None),
+                    works.iter().map(|_| Ok(None)).collect();
+                // Mutations run in one fixed order, not in job order, so two
+                // committers of one tenant (two servers on one database) take
+                // their row and unique-key locks in the same order and cannot
+                // deadlock: rotations by credential id, then creates by
+                // environment and name (stable: equal keys keep job order).
+                let mut order: Vec<usize> = (0..works.len()).collect();
+                order.sort_by_key(|&i| match &works[i] {
+                    Work::AddVersion { id, .. } => (0, id.as_uuid(), "", ""),
+                    Work::CreateCredential { credential, .. } => {
+                        (1, uuid::Uuid::nil(), credential.environment.as_str(), credential.name.as_str())
+                    }
+                    Work::Append | Work::Reveal(_) => (2, uuid::Uuid::nil(), "", ""),
+                });
+                // The backend's bulk path first (Postgres: a few multi-row
+                // statements for all creates and rotations); the jobs it
+                // leaves run one by one below.
+                let mut bulk = Self::bulk_mutations(&mut tx, tenant, &works).await?;
+                for i in order {
+                    if let Some(outcome) = bulk[i].take() {
+                        outcomes[i] = outcome;
+                        continue;
+                    }
+                    outcomes[i] = match &works[i] {
+                        Work::Append | Work::Reveal(_) => continue,
                         Work::CreateCredential { credential, first } => {
                             Self::create_credential_in(&mut tx, tenant, credential, first)
                                 .await
@@ -1259,7 +1281,7 @@ macro_rules! store_impl {
                                 .await
                                 .map(Some)
                         }
-                    });
+                    };
                 }
                 let head_sql = if Self::LOCK.is_empty() {
                     "SELECT sequence, hash FROM audit_heads WHERE tenant_id = $1"
@@ -1303,12 +1325,17 @@ macro_rules! store_impl {
                     .map_err(|_| strongroom_core::Error::internal("stored audit sequence is not valid"))?;
                 let mut events = Vec::with_capacity(drafts.len());
                 let mut results = Vec::with_capacity(drafts.len());
-                let mut changed = false;
+                let mut changes = Vec::new();
                 for (draft, outcome) in drafts.into_iter().zip(outcomes) {
                     match outcome {
                         Ok(credential) => {
-                            changed |= draft.outcome == strongroom_core::audit::Outcome::Allowed
-                                && draft.action.changes_state();
+                            if draft.outcome == strongroom_core::audit::Outcome::Allowed
+                                && let Some(change) =
+                                    strongroom_core::store::Change::of(tenant, draft.action, draft.credential)
+                                && !changes.contains(&change)
+                            {
+                                changes.push(change);
+                            }
                             next += 1;
                             let event = draft.seal(tenant, next, prev);
                             prev = event.hash;
@@ -1331,52 +1358,11 @@ macro_rules! store_impl {
                         .await
                         .map_err(db("audit chain head"))?;
                 }
-                if changed {
-                    Self::notify_change(&mut tx, tenant).await?;
+                if !changes.is_empty() {
+                    Self::notify_changes(&mut tx, &changes).await?;
                 }
                 tx.commit().await.map_err(db("audit event"))?;
                 Ok(results)
-            }
-
-            /// Inserts sealed events with one statement.
-            async fn insert_events(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                events: &[strongroom_core::audit::AuditEvent],
-            ) -> strongroom_core::Result<()> {
-                let mut rows = Vec::with_capacity(events.len());
-                for e in events {
-                    rows.push((
-                        i64::try_from(e.sequence).map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?,
-                        e.draft.version.map(crate::rows::version_i32).transpose()?,
-                    ));
-                }
-                let mut q = sqlx::QueryBuilder::<$db>::new(concat!("INSERT INTO audit_events (", crate::shared::audit_cols!(), ") "));
-                q.push_values(events.iter().zip(rows), |mut b, (e, (seq, version))| {
-                    let d = &e.draft;
-                    b.push_bind(e.tenant.as_uuid())
-                        .push_bind(seq)
-                        .push_bind(d.id.as_uuid())
-                        .push_bind(d.at.as_micros())
-                        .push_bind(d.principal.map(|p| p.as_uuid()))
-                        .push_bind(d.actor.as_str())
-                        .push_bind(d.on_behalf_of.as_deref())
-                        .push_bind(d.action.as_str())
-                        .push_bind(d.credential.map(|c| c.as_uuid()))
-                        .push_bind(d.credential_name.as_deref())
-                        .push_bind(version)
-                        .push_bind(d.environment.as_deref())
-                        .push_bind(d.purpose.as_deref())
-                        .push_bind(d.outcome.as_str())
-                        .push_bind(d.reason_code.as_str())
-                        .push_bind(d.peer.as_deref())
-                        .push_bind(d.request_id.as_deref())
-                        .push_bind(d.trace_id.as_deref())
-                        .push_bind(d.detail.as_deref())
-                        .push_bind(e.prev_hash.as_slice())
-                        .push_bind(e.hash.as_slice());
-                });
-                q.build().execute(&mut **tx).await.map_err(crate::error::db("audit event"))?;
-                Ok(())
             }
 
             /// Stores a new credential and its first version inside a batch.

@@ -103,11 +103,70 @@ impl SqliteStore {
 
     /// Nothing to announce: one SQLite database has one server, whose own
     /// writes refresh its caches.
-    pub(crate) async fn notify_change(
+    pub(crate) async fn notify_changes(
         _tx: &mut Transaction<'static, Sqlite>,
-        _tenant: TenantId,
+        _changes: &[Change],
     ) -> Result<()> {
         Ok(())
+    }
+
+    /// Inserts a batch's sealed events (one statement built for the batch).
+    pub(crate) async fn insert_events(
+        tx: &mut sqlx::Transaction<'static, Sqlite>,
+        events: &[strongroom_core::audit::AuditEvent],
+    ) -> strongroom_core::Result<()> {
+        let mut rows = Vec::with_capacity(events.len());
+        for e in events {
+            rows.push((
+                i64::try_from(e.sequence)
+                    .map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?,
+                e.draft.version.map(crate::rows::version_i32).transpose()?,
+            ));
+        }
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(concat!(
+            "INSERT INTO audit_events (",
+            crate::shared::audit_cols!(),
+            ") "
+        ));
+        q.push_values(events.iter().zip(rows), |mut b, (e, (seq, version))| {
+            let d = &e.draft;
+            b.push_bind(e.tenant.as_uuid())
+                .push_bind(seq)
+                .push_bind(d.id.as_uuid())
+                .push_bind(d.at.as_micros())
+                .push_bind(d.principal.map(|p| p.as_uuid()))
+                .push_bind(d.actor.as_str())
+                .push_bind(d.on_behalf_of.as_deref())
+                .push_bind(d.action.as_str())
+                .push_bind(d.credential.map(|c| c.as_uuid()))
+                .push_bind(d.credential_name.as_deref())
+                .push_bind(version)
+                .push_bind(d.environment.as_deref())
+                .push_bind(d.purpose.as_deref())
+                .push_bind(d.outcome.as_str())
+                .push_bind(d.reason_code.as_str())
+                .push_bind(d.peer.as_deref())
+                .push_bind(d.request_id.as_deref())
+                .push_bind(d.trace_id.as_deref())
+                .push_bind(d.detail.as_deref())
+                .push_bind(e.prev_hash.as_slice())
+                .push_bind(e.hash.as_slice());
+        });
+        q.build()
+            .execute(&mut **tx)
+            .await
+            .map_err(crate::error::db("audit event"))?;
+        Ok(())
+    }
+
+    /// No bulk path: SQLite runs a batch's mutations one by one (they are
+    /// local calls).
+    pub(crate) async fn bulk_mutations(
+        _tx: &mut Transaction<'static, Sqlite>,
+        _tenant: TenantId,
+        works: &[crate::batch::Work],
+    ) -> Result<Vec<Option<Result<Option<strongroom_core::credential::Credential>>>>> {
+        Ok(works.iter().map(|_| None).collect())
     }
 
     /// Change notices never arrive from elsewhere (see `notify_change`).

@@ -200,7 +200,43 @@ impl Caches {
         );
     }
 
-    /// Drops everything cached about `tenant`.
+    /// Applies a change notice.
+    pub fn apply(&self, change: strongroom_core::store::Change) {
+        use strongroom_core::store::Change;
+        match change {
+            Change::Credential(t, c) => self.invalidate_credential(t, c),
+            Change::Data(t) => self.invalidate_data(t),
+            Change::Access(t) => self.invalidate(t),
+            Change::Everything => self.invalidate_all(),
+        }
+    }
+
+    /// Drops one cached credential (and makes racing fills of the tenant
+    /// discard what they loaded).
+    pub fn invalidate_credential(&self, tenant: TenantId, id: CredentialId) {
+        if let Ok(mut tenants) = self.tenants.write() {
+            let entry = tenants.entry(tenant).or_default();
+            entry.generation += 1;
+            if let Some(c) = entry.by_id.remove(&id) {
+                entry
+                    .by_path
+                    .remove(&(c.credential.environment.clone(), c.credential.name.clone()));
+            }
+        }
+    }
+
+    /// Drops a tenant's cached credentials and grants, keeping its callers.
+    pub fn invalidate_data(&self, tenant: TenantId) {
+        if let Ok(mut tenants) = self.tenants.write() {
+            let entry = tenants.entry(tenant).or_default();
+            entry.generation += 1;
+            entry.by_id.clear();
+            entry.by_path.clear();
+            entry.grants.clear();
+        }
+    }
+
+    /// Drops everything cached about `tenant`, callers included.
     pub fn invalidate(&self, tenant: TenantId) {
         if let Ok(mut tenants) = self.tenants.write() {
             let entry = tenants.entry(tenant).or_default();

@@ -104,7 +104,7 @@ impl Default for Limits {
             max_message_bytes: 1024 * 1024,
             audit_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(15),
-            default_lease_ttl: Duration::from_secs(15 * 60),
+            default_lease_ttl: Duration::from_secs(3600),
             max_lease_ttl: Duration::from_secs(24 * 3600),
         }
     }

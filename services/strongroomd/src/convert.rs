@@ -268,8 +268,8 @@ fn credential_status_out(s: CredentialStatus) -> pb::CredentialStatus {
 
 /// Parses tags.
 pub fn tags_in(tags: Vec<String>) -> Result<Vec<Tag>> {
-    if tags.len() > 64 {
-        return Err(Error::invalid("tags", "at most 64 tags"));
+    if tags.len() > 32 {
+        return Err(Error::invalid("tags", "at most 32 tags"));
     }
     tags.iter().map(|t| Tag::parse(t, "tags")).collect()
 }
@@ -461,7 +461,7 @@ pub fn generation_in(g: pb::GenerationPolicy) -> Result<(GenerationPolicy, Strin
         A::Printable => Alphabet::Printable,
     };
     let policy = GenerationPolicy {
-        length: if g.length == 0 { 40 } else { g.length as usize },
+        length: if g.length == 0 { 32 } else { g.length as usize },
         alphabet,
         prefix: g.prefix,
     };

@@ -243,8 +243,8 @@ impl Vault {
                 let change = changes.recv().await;
                 let Some(caches) = weak.upgrade() else { return };
                 match change {
-                    Ok(Some(tenant)) => caches.invalidate(tenant),
-                    Ok(None) | Err(RecvError::Lagged(_)) => caches.invalidate_all(),
+                    Ok(change) => caches.apply(change),
+                    Err(RecvError::Lagged(_)) => caches.invalidate_all(),
                     Err(RecvError::Closed) => return,
                 }
             }
@@ -284,10 +284,21 @@ impl Vault {
         &self.authenticator
     }
 
-    /// Drops cached state of the scope's tenant after a local change, so the
-    /// next read sees it.
+    /// Drops cached state of the scope's tenant after a local change of who
+    /// its callers are, so the next call sees it.
     fn changed(&self, scope: &TenantScope<'_>) {
         self.caches.invalidate(scope.tenant_id());
+    }
+
+    /// Drops the scope's tenant's cached credentials and grants after a
+    /// local change of them.
+    fn data_changed(&self, scope: &TenantScope<'_>) {
+        self.caches.invalidate_data(scope.tenant_id());
+    }
+
+    /// Drops one cached credential after a local change of it.
+    fn credential_changed(&self, scope: &TenantScope<'_>, id: CredentialId) {
+        self.caches.invalidate_credential(scope.tenant_id(), id);
     }
 
     /// The grants that apply to `principal`, cached.
@@ -907,7 +918,7 @@ impl Vault {
         self.store
             .create_environment(&scope, &environment, draft)
             .await
-            .inspect(|_| self.changed(&scope))
+            .inspect(|_| self.data_changed(&scope))
     }
 
     /// Lists environments (any principal of the tenant).
@@ -938,7 +949,7 @@ impl Vault {
         self.store
             .delete_environment(&scope, &environment, draft)
             .await
-            .inspect(|_| self.changed(&scope))
+            .inspect(|_| self.data_changed(&scope))
     }
 
     // ---- credentials ----
@@ -1051,7 +1062,9 @@ impl Vault {
                 "environment",
                 format!("unknown environment '{}'", credential.environment),
             )),
-            other => other.map(|()| credential).inspect(|_| self.changed(&scope)),
+            other => other
+                .map(|()| credential)
+                .inspect(|c| self.credential_changed(&scope, c.id)),
         }
     }
 
@@ -1372,7 +1385,13 @@ impl Vault {
         reason: &str,
     ) -> Result<Credential> {
         let scope = caller.tenant_scope()?;
-        let mut credential = self.lookup(&scope, reference).await?;
+        // Cached metadata is safe here: the version write is a
+        // compare-and-set on the latest version, retried on fresh state.
+        let mut credential = self
+            .cached_credential(&scope, reference)
+            .await?
+            .credential
+            .clone();
         self.authorize(
             &scope,
             ctx,
@@ -1429,7 +1448,7 @@ impl Vault {
         Self::check_value_size(&scope, &value)?;
         let kek_version = scope.tenant().current_kek_version;
         let kek = self.kek(&scope, kek_version).await?;
-        let retention = self.store.tenant(&scope).await?.settings.version_retention;
+        let retention = scope.tenant().settings.version_retention;
         // Optimistic concurrency: the version number is bound into the
         // ciphertext, so a lost race re-reads and re-seals.
         for _ in 0..8 {
@@ -1471,7 +1490,7 @@ impl Vault {
                     draft,
                 )
                 .await
-                .inspect(|_| self.changed(&scope))
+                .inspect(|c| self.credential_changed(&scope, c.id))
             {
                 Err(Error::FailedPrecondition(why)) if why.contains("concurrently") => {
                     credential = self.store.get_credential(&scope, credential.id).await?;
@@ -1555,7 +1574,7 @@ impl Vault {
         self.store
             .set_current_version(&scope, credential.id, version, draft)
             .await
-            .inspect(|_| self.changed(&scope))
+            .inspect(|c| self.credential_changed(&scope, c.id))
     }
 
     /// Revokes a credential: every later use is refused.
@@ -1572,7 +1591,7 @@ impl Vault {
             &scope,
             ctx,
             Action::CredentialRevoke,
-            Capability::Admin,
+            Capability::Write,
             &credential.environment,
             &credential.name,
             Some(&credential),
@@ -1581,6 +1600,10 @@ impl Vault {
         .await?;
         if reason.len() > 1024 {
             return Err(Error::invalid("reason", "must be at most 1024 characters"));
+        }
+        if credential.status == CredentialStatus::Revoked {
+            // Idempotent: revoking a revoked credential changes nothing.
+            return Ok(credential);
         }
         let mut draft = Self::credential_draft(
             &scope,
@@ -1594,7 +1617,7 @@ impl Vault {
         self.store
             .revoke_credential(&scope, credential.id, reason, draft)
             .await
-            .inspect(|_| self.changed(&scope))
+            .inspect(|c| self.credential_changed(&scope, c.id))
     }
 
     /// Deletes every stored value of a credential; metadata stays for audit.
@@ -1618,6 +1641,10 @@ impl Vault {
             None,
         )
         .await?;
+        if credential.destroyed_at.is_some() {
+            // Idempotent: the values are already gone.
+            return Ok(credential);
+        }
         let mut draft = Self::credential_draft(
             &scope,
             ctx,
@@ -1630,7 +1657,7 @@ impl Vault {
         self.store
             .destroy_credential(&scope, credential.id, draft)
             .await
-            .inspect(|_| self.changed(&scope))
+            .inspect(|c| self.credential_changed(&scope, c.id))
     }
 
     // ---- policy ----
@@ -1659,23 +1686,38 @@ impl Vault {
         for d in &new.destinations {
             d.validate()?;
         }
+        if new.destinations.len() > 32 {
+            return Err(Error::invalid("destinations", "at most 32"));
+        }
+        let values = new.capabilities.iter().any(|c| c.touches_value());
+        if new.capabilities.iter().any(|c| c == Capability::Inject) && new.destinations.is_empty() {
+            return Err(Error::invalid(
+                "destinations",
+                "at least one destination is required when granting inject",
+            ));
+        }
         if new.expires_at.is_some_and(|t| t <= Timestamp::now()) {
             return Err(Error::invalid("expires_at", "must be in the future"));
         }
         self.ensure_environments(&scope, &new.environments, "environments")
             .await?;
-        if let GrantSubject::Principal(id) = new.subject {
-            match self.store.get_principal(&scope, id).await {
+        let subject_role = match new.subject {
+            GrantSubject::Role(role) => role,
+            GrantSubject::Principal(id) => match self.store.get_principal(&scope, id).await {
                 Err(Error::NotFound(_)) => {
                     return Err(Error::invalid(
                         "subject.principal_id",
                         "no such principal in this tenant",
                     ));
                 }
-                other => {
-                    other?;
-                }
-            }
+                other => other?.role,
+            },
+        };
+        if values && subject_role == Role::Viewer {
+            return Err(Error::invalid(
+                "capabilities",
+                "inject and reveal cannot be granted to viewers: they never receive values",
+            ));
         }
         let grant = Grant {
             id: GrantId::generate(),
@@ -1700,7 +1742,7 @@ impl Vault {
         self.store
             .create_grant(&scope, &grant, draft)
             .await
-            .inspect(|_| self.changed(&scope))?;
+            .inspect(|_| self.data_changed(&scope))?;
         Ok(grant)
     }
 
@@ -1722,7 +1764,7 @@ impl Vault {
         self.store
             .delete_grant(&scope, id, draft)
             .await
-            .inspect(|_| self.changed(&scope))?;
+            .inspect(|_| self.data_changed(&scope))?;
         Ok(grant)
     }
 

@@ -6,6 +6,8 @@
 //!   reached through an authenticated admin's scope).
 //! * `isolation_model`: tenant isolation as a property against a model.
 //! * `rls`: Postgres row-level security on its own, with raw SQL.
+//! * `group_commit`: reveal checks, the group committer under concurrent
+//!   and failing jobs, and change notices (`changes()`).
 //!
 //! Postgres cases connect as a login role that is a plain member of
 //! `strongroom_app` (never the superuser `#[sqlx::test]` hands out), so
@@ -19,6 +21,7 @@ use sqlx::{PgPool, SqlitePool};
 use strongroom_store::SqliteStore;
 
 mod cases;
+mod group_commit;
 mod isolation_model;
 mod rls;
 mod support;
@@ -72,25 +75,41 @@ conformance! {
     cases::concurrent_writers_stay_consistent => concurrent_writers_stay_consistent_postgres, concurrent_writers_stay_consistent_sqlite;
     cases::server_meta_is_written_once => server_meta_is_written_once_postgres, server_meta_is_written_once_sqlite;
     isolation_model::tenant_isolation_matches_the_model => tenant_isolation_matches_the_model_postgres, tenant_isolation_matches_the_model_sqlite;
+    group_commit::reveal_with_a_holding_check_is_recorded => reveal_with_a_holding_check_is_recorded_postgres, reveal_with_a_holding_check_is_recorded_sqlite;
+    group_commit::stale_reveal_checks_append_nothing => stale_reveal_checks_append_nothing_postgres, stale_reveal_checks_append_nothing_sqlite;
+    group_commit::concurrent_group_commit_stays_exact => concurrent_group_commit_stays_exact_postgres, concurrent_group_commit_stays_exact_sqlite;
+    group_commit::failing_jobs_do_not_poison_their_batch => failing_jobs_do_not_poison_their_batch_postgres, failing_jobs_do_not_poison_their_batch_sqlite;
 }
 
-/// Emits a Postgres-only test per `rls` check, on the superuser pool the
+/// Emits a Postgres-only test per `module::check`, on the superuser pool the
 /// check needs (each connects as the app role itself).
 macro_rules! postgres_only {
-    ($($check:ident),* $(,)?) => {$(
+    ($($module:ident :: $check:ident),* $(,)?) => {$(
         #[sqlx::test(migrator = "strongroom_store::PG_MIGRATOR")]
         async fn $check(pool: PgPool) {
-            rls::$check(pool).await;
+            $module::$check(pool).await;
         }
     )*};
 }
 
 postgres_only! {
-    rls_hides_other_tenants_rows,
-    rls_rejects_writes_into_another_tenant,
-    rls_without_a_tenant_sees_nothing,
-    rls_platform_mode_reads_only_the_registry,
-    rls_audit_log_is_append_only,
-    check_role_refuses_a_superuser,
-    check_role_refuses_bypassrls,
+    rls::rls_hides_other_tenants_rows,
+    rls::rls_rejects_writes_into_another_tenant,
+    rls::rls_without_a_tenant_sees_nothing,
+    rls::rls_platform_mode_reads_only_the_registry,
+    rls::rls_audit_log_is_append_only,
+    rls::check_role_refuses_a_superuser,
+    rls::check_role_refuses_bypassrls,
+    group_commit::pg_changes_announce_other_servers_mutations,
+    group_commit::pg_changes_skip_reveals,
+    group_commit::pg_changes_reach_a_later_subscriber,
+    group_commit::pg_changes_announce_a_lost_listener,
+    group_commit::pg_two_committers_do_not_deadlock,
+    group_commit::pg_dropped_store_releases_its_connections,
+}
+
+/// SQLite has one server per database: its change notices stay silent.
+#[sqlx::test(migrator = "strongroom_store::SQLITE_MIGRATOR")]
+async fn sqlite_changes_stay_silent(pool: SqlitePool) {
+    group_commit::sqlite_changes_stay_silent(Arc::new(SqliteStore::new(pool))).await;
 }

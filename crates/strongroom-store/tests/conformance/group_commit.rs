@@ -1,0 +1,1463 @@
+//! Group commit, reveal checks and change notices.
+//!
+//! Audit-appending writes (`append_audit`, `append_reveal`,
+//! `create_credential`, `add_version`) go through a per-tenant committer that
+//! runs many jobs in one transaction. These cases check that a reveal is
+//! recorded only while the state it was decided on still holds, that a
+//! failing job costs only itself, that bursts of concurrent writers keep the
+//! chain gapless and exact, and (Postgres) that committed state changes, and
+//! only those, are announced to every server through `changes()`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use strongroom_core::Error;
+use strongroom_core::audit::{Action, AuditDraft, AuditEvent, ChainVerifier, Outcome};
+use strongroom_core::credential::{Credential, CredentialFilter, CredentialStatus};
+use strongroom_core::ids::{CredentialId, GrantId};
+use strongroom_core::page::PageRequest;
+use strongroom_core::policy::{Capabilities, Capability, Grant, GrantSubject, Selector};
+use strongroom_core::principal::{Principal, PrincipalStatus, Role};
+use strongroom_core::scope::TenantScope;
+use strongroom_core::store::{Change, RevealCheck, Store};
+use strongroom_core::tenant::{TenantSettings, TenantStatus};
+use strongroom_core::time::Timestamp;
+use strongroom_store::{PgStore, SqliteStore};
+use tokio::sync::broadcast::Receiver;
+use tokio::sync::broadcast::error::TryRecvError;
+
+use crate::support::{
+    AuditTrail, Code, TestTenant, about, audit_log, code, create_tenant, credential, draft, env,
+    operator, pg_store,
+};
+
+// ---- helpers ----
+
+/// Runs `futures` concurrently on the current task and returns their outputs
+/// in order. Every future runs up to its first wait before any other task
+/// does, so jobs queued there reach the committer as one burst.
+async fn join_all<'a, T>(futures: Vec<Pin<Box<dyn Future<Output = T> + Send + 'a>>>) -> Vec<T> {
+    let mut pending: Vec<Option<Pin<Box<dyn Future<Output = T> + Send + 'a>>>> =
+        futures.into_iter().map(Some).collect();
+    let mut outputs: Vec<Option<T>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut busy = false;
+        for (slot, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    Poll::Pending => busy = true,
+                }
+            }
+        }
+        if busy { Poll::Pending } else { Poll::Ready(()) }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The draft of a reveal of `version` of `credential` by `principal`.
+fn reveal_draft(
+    scope: &TenantScope<'_>,
+    credential: &Credential,
+    version: u32,
+    principal: &Principal,
+) -> AuditDraft {
+    let mut d = about(scope, Action::CredentialReveal, credential);
+    d.version = Some(version);
+    d.principal = Some(principal.id);
+    d.actor = principal.name.to_string();
+    d
+}
+
+fn check(
+    credential: CredentialId,
+    version: u32,
+    principal: &Principal,
+    grant: Option<GrantId>,
+) -> RevealCheck {
+    RevealCheck {
+        credential,
+        version,
+        principal: principal.id,
+        role: principal.role,
+        grant,
+    }
+}
+
+/// Reveals `version` of `credential` as `principal`.
+async fn reveal(
+    store: &dyn Store,
+    t: &TestTenant,
+    credential: &Credential,
+    version: u32,
+    principal: &Principal,
+    grant: Option<GrantId>,
+) -> strongroom_core::Result<AuditEvent> {
+    let scope = t.scope();
+    store
+        .append_reveal(
+            &scope,
+            reveal_draft(&scope, credential, version, principal),
+            check(credential.id, version, principal, grant),
+        )
+        .await
+}
+
+/// A grant of `reveal` on every credential of `dev` to `principal`.
+fn reveal_grant(t: &TestTenant, principal: &Principal, expires_at: Option<Timestamp>) -> Grant {
+    Grant {
+        id: GrantId::generate(),
+        tenant: t.id(),
+        subject: GrantSubject::Principal(principal.id),
+        selector: Selector::parse("*", "selector").expect("selector literal"),
+        environments: vec![env("dev")],
+        capabilities: Capabilities::of(&[Capability::Reveal]),
+        destinations: vec![],
+        expires_at,
+        reason: "reveal for the group-commit cases".into(),
+        granted_by: t.admin().id,
+        created_at: Timestamp::now(),
+    }
+}
+
+async fn store_grant(store: &dyn Store, t: &TestTenant, g: &Grant) {
+    let scope = t.scope();
+    store
+        .create_grant(&scope, g, draft(&scope, Action::GrantCreate))
+        .await
+        .expect("create grant");
+}
+
+/// Verifies the whole chain of the scope's tenant: sequences 1..=n without
+/// gaps, every link and hash. Returns the log.
+async fn verified_log(store: &dyn Store, scope: &TenantScope<'_>) -> Vec<AuditEvent> {
+    let log = audit_log(store, scope).await;
+    let mut v = ChainVerifier::default();
+    for e in &log {
+        v.push(e)
+            .unwrap_or_else(|b| panic!("chain breaks at {}: {}", b.sequence, b.reason));
+    }
+    assert_eq!(v.checked(), log.len() as u64);
+    assert_eq!(
+        log.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        (1..=log.len() as u64).collect::<Vec<_>>()
+    );
+    log
+}
+
+/// Asserts that `event`, as returned to its caller, is stored as such.
+fn assert_stored(log: &[AuditEvent], event: &AuditEvent) {
+    let stored = usize::try_from(event.sequence - 1)
+        .ok()
+        .and_then(|i| log.get(i))
+        .unwrap_or_else(|| panic!("event {} is not stored", event.sequence));
+    assert_eq!(
+        stored, event,
+        "the stored event differs from the returned one"
+    );
+}
+
+// ---- 1. a reveal whose check holds ----
+
+/// A reveal whose check holds is recorded as the next event of the chain,
+/// exactly as returned, with or without a grant.
+pub async fn reveal_with_a_holding_check_is_recorded(store: Arc<dyn Store>) {
+    let store = &*store;
+    let acme = create_tenant(store, "acme").await;
+    let scope = acme.scope();
+    let agent = acme.add_principal(store, "agent", Role::Agent).await;
+    let c = credential(&scope, "dev", "llm/openai");
+    acme.store(store, &c).await.expect("create");
+    acme.rotate(store, &c, 1).await.expect("v2");
+    // Expiring in the future does not stop it.
+    let mut later = credential(&scope, "dev", "llm/later");
+    later.expires_at = Some(Timestamp::now().plus(Duration::from_secs(3600)));
+    acme.store(store, &later).await.expect("create");
+    let g = reveal_grant(
+        &acme,
+        &agent,
+        Some(Timestamp::now().plus(Duration::from_secs(3600))),
+    );
+    store_grant(store, &acme, &g).await;
+    let mut trail = AuditTrail::start(store, scope).await;
+
+    let mut returned = Vec::new();
+    for (credential, version, principal, grant) in [
+        (&c, 2, acme.admin(), None),
+        (&c, 2, &agent, Some(g.id)),
+        (&later, 1, &agent, Some(g.id)),
+    ] {
+        let event = reveal(store, &acme, credential, version, principal, grant)
+            .await
+            .expect("the check holds");
+        let stored = trail.expect(Action::CredentialReveal).await;
+        assert_eq!(stored, event);
+        assert_eq!(event.draft.action, Action::CredentialReveal);
+        assert_eq!(event.draft.outcome, Outcome::Allowed);
+        assert_eq!(event.draft.credential, Some(credential.id));
+        assert_eq!(event.draft.version, Some(version));
+        assert_eq!(event.draft.principal, Some(principal.id));
+        assert_eq!(event.tenant, acme.id());
+        returned.push(event);
+    }
+    let log = verified_log(store, &scope).await;
+    assert_eq!(log.len() as u64, trail.len());
+    for e in &returned {
+        assert_stored(&log, e);
+    }
+}
+
+// ---- 2. a reveal whose check no longer holds ----
+
+/// Asserts that revealing fails with `FailedPrecondition` and appends nothing.
+async fn refused(trail: &AuditTrail<'_>, result: strongroom_core::Result<AuditEvent>, why: &str) {
+    assert_eq!(code(result), Code::FailedPrecondition, "{why}");
+    trail.expect_none().await;
+}
+
+/// A reveal decided on state that has since changed is refused and leaves no
+/// event: rotated, revoked, destroyed or expired credential; deleted,
+/// expired or unknown grant; disabled principal, changed role, suspended
+/// tenant; and a credential, principal or grant of another tenant, which
+/// must not be visible. Each refusal is paired with a reveal that passes
+/// before the change (or with a control that differs only in the changed
+/// state), so it is the change that is refused.
+pub async fn stale_reveal_checks_append_nothing(store: Arc<dyn Store>) {
+    let store = &*store;
+    let acme = create_tenant(store, "acme").await;
+    let beta = create_tenant(store, "beta").await;
+    let scope = acme.scope();
+    let agent = acme.add_principal(store, "agent", Role::Agent).await;
+    let c = credential(&scope, "dev", "llm/openai");
+    acme.store(store, &c).await.expect("create");
+    let mut trail = AuditTrail::start(store, scope).await;
+    let admin = acme.admin().clone();
+
+    // Rotated since: the old current version is refused, the new one passes.
+    reveal(store, &acme, &c, 1, &agent, None)
+        .await
+        .expect("v1 is current");
+    trail.expect(Action::CredentialReveal).await;
+    acme.rotate(store, &c, 1).await.expect("v2");
+    trail.expect(Action::CredentialRotate).await;
+    refused(
+        &trail,
+        reveal(store, &acme, &c, 1, &agent, None).await,
+        "rotated",
+    )
+    .await;
+    reveal(store, &acme, &c, 2, &agent, None)
+        .await
+        .expect("v2 is current");
+    trail.expect(Action::CredentialReveal).await;
+    // Rolled back: the version rolled away from is refused.
+    store
+        .set_current_version(
+            &scope,
+            c.id,
+            1,
+            about(&scope, Action::CredentialRollback, &c),
+        )
+        .await
+        .expect("rollback");
+    trail.expect(Action::CredentialRollback).await;
+    refused(
+        &trail,
+        reveal(store, &acme, &c, 2, &agent, None).await,
+        "rolled back",
+    )
+    .await;
+    // A version that never was is refused.
+    refused(
+        &trail,
+        reveal(store, &acme, &c, 9, &agent, None).await,
+        "unknown version",
+    )
+    .await;
+
+    // Revoked.
+    let revoked = credential(&scope, "dev", "llm/revoked");
+    acme.store(store, &revoked).await.expect("create");
+    trail.expect(Action::CredentialCreate).await;
+    reveal(store, &acme, &revoked, 1, &agent, None)
+        .await
+        .expect("not yet revoked");
+    trail.expect(Action::CredentialReveal).await;
+    store
+        .revoke_credential(
+            &scope,
+            revoked.id,
+            "leaked",
+            about(&scope, Action::CredentialRevoke, &revoked),
+        )
+        .await
+        .expect("revoke");
+    trail.expect(Action::CredentialRevoke).await;
+    refused(
+        &trail,
+        reveal(store, &acme, &revoked, 1, &agent, None).await,
+        "revoked",
+    )
+    .await;
+
+    // Destroyed.
+    let destroyed = credential(&scope, "dev", "llm/destroyed");
+    acme.store(store, &destroyed).await.expect("create");
+    trail.expect(Action::CredentialCreate).await;
+    reveal(store, &acme, &destroyed, 1, &agent, None)
+        .await
+        .expect("not yet destroyed");
+    trail.expect(Action::CredentialReveal).await;
+    store
+        .destroy_credential(
+            &scope,
+            destroyed.id,
+            about(&scope, Action::CredentialDestroy, &destroyed),
+        )
+        .await
+        .expect("destroy");
+    trail.expect(Action::CredentialDestroy).await;
+    refused(
+        &trail,
+        reveal(store, &acme, &destroyed, 1, &agent, None).await,
+        "destroyed",
+    )
+    .await;
+
+    // Expired: past its expiry, or stored as expired.
+    let mut expired = credential(&scope, "dev", "llm/expired");
+    expired.expires_at = Some(Timestamp::now().minus(Duration::from_secs(1)));
+    acme.store(store, &expired).await.expect("create");
+    trail.expect(Action::CredentialCreate).await;
+    refused(
+        &trail,
+        reveal(store, &acme, &expired, 1, &agent, None).await,
+        "expired",
+    )
+    .await;
+    let mut marked = credential(&scope, "dev", "llm/marked-expired");
+    marked.status = CredentialStatus::Expired;
+    acme.store(store, &marked).await.expect("create");
+    trail.expect(Action::CredentialCreate).await;
+    refused(
+        &trail,
+        reveal(store, &acme, &marked, 1, &agent, None).await,
+        "status expired",
+    )
+    .await;
+    // Never stored.
+    refused(
+        &trail,
+        reveal(
+            store,
+            &acme,
+            &credential(&scope, "dev", "ghost"),
+            1,
+            &agent,
+            None,
+        )
+        .await,
+        "unknown credential",
+    )
+    .await;
+
+    // Deleted grant.
+    let g = reveal_grant(&acme, &agent, None);
+    store_grant(store, &acme, &g).await;
+    trail.expect(Action::GrantCreate).await;
+    reveal(store, &acme, &c, 1, &agent, Some(g.id))
+        .await
+        .expect("the grant exists");
+    trail.expect(Action::CredentialReveal).await;
+    store
+        .delete_grant(&scope, g.id, draft(&scope, Action::GrantRevoke))
+        .await
+        .expect("delete grant");
+    trail.expect(Action::GrantRevoke).await;
+    refused(
+        &trail,
+        reveal(store, &acme, &c, 1, &agent, Some(g.id)).await,
+        "deleted grant",
+    )
+    .await;
+    refused(
+        &trail,
+        reveal(store, &acme, &c, 1, &agent, Some(GrantId::generate())).await,
+        "unknown grant",
+    )
+    .await;
+    // Expired grant (and its live twin passes).
+    let lapsed = reveal_grant(
+        &acme,
+        &agent,
+        Some(Timestamp::now().minus(Duration::from_secs(1))),
+    );
+    store_grant(store, &acme, &lapsed).await;
+    trail.expect(Action::GrantCreate).await;
+    refused(
+        &trail,
+        reveal(store, &acme, &c, 1, &agent, Some(lapsed.id)).await,
+        "expired grant",
+    )
+    .await;
+    let live = reveal_grant(
+        &acme,
+        &agent,
+        Some(Timestamp::now().plus(Duration::from_secs(3600))),
+    );
+    store_grant(store, &acme, &live).await;
+    trail.expect(Action::GrantCreate).await;
+    reveal(store, &acme, &c, 1, &agent, Some(live.id))
+        .await
+        .expect("the grant is live");
+    trail.expect(Action::CredentialReveal).await;
+
+    // Role changed since the decision.
+    for role in [Role::Admin, Role::Viewer] {
+        let mut stale = check(c.id, 1, &agent, None);
+        stale.role = role;
+        refused(
+            &trail,
+            store
+                .append_reveal(&scope, reveal_draft(&scope, &c, 1, &agent), stale)
+                .await,
+            "role differs",
+        )
+        .await;
+    }
+    // Unknown principal.
+    refused(
+        &trail,
+        reveal(
+            store,
+            &acme,
+            &c,
+            1,
+            &crate::support::principal(acme.id(), "ghost", Role::Agent),
+            None,
+        )
+        .await,
+        "unknown principal",
+    )
+    .await;
+
+    // Disabled principal, then enabled again.
+    store
+        .set_principal_status(
+            &scope,
+            agent.id,
+            PrincipalStatus::Disabled,
+            draft(&scope, Action::PrincipalStatus),
+        )
+        .await
+        .expect("disable");
+    trail.expect(Action::PrincipalStatus).await;
+    refused(
+        &trail,
+        reveal(store, &acme, &c, 1, &agent, None).await,
+        "disabled principal",
+    )
+    .await;
+    reveal(store, &acme, &c, 1, &admin, None)
+        .await
+        .expect("another principal is unaffected");
+    trail.expect(Action::CredentialReveal).await;
+    store
+        .set_principal_status(
+            &scope,
+            agent.id,
+            PrincipalStatus::Active,
+            draft(&scope, Action::PrincipalStatus),
+        )
+        .await
+        .expect("enable");
+    trail.expect(Action::PrincipalStatus).await;
+    reveal(store, &acme, &c, 1, &agent, None)
+        .await
+        .expect("enabled again");
+    trail.expect(Action::CredentialReveal).await;
+
+    // Another tenant's credential, principal or grant is not visible, even
+    // though each is valid in its own tenant.
+    let bscope = beta.scope();
+    let foreign = credential(&bscope, "dev", "llm/openai");
+    beta.store(store, &foreign).await.expect("create in beta");
+    let foreign_grant = reveal_grant(&beta, beta.admin(), None);
+    store_grant(store, &beta, &foreign_grant).await;
+    let beta_trail = AuditTrail::start(store, bscope).await;
+    reveal(
+        store,
+        &beta,
+        &foreign,
+        1,
+        beta.admin(),
+        Some(foreign_grant.id),
+    )
+    .await
+    .expect("valid in beta");
+    let beta_len = beta_trail.len() + 1;
+    let in_acme = |credential: CredentialId, principal: &Principal, grant| {
+        let d = reveal_draft(&scope, &c, 1, principal);
+        store.append_reveal(&scope, d, check(credential, 1, principal, grant))
+    };
+    refused(
+        &trail,
+        in_acme(foreign.id, &admin, None).await,
+        "credential of another tenant",
+    )
+    .await;
+    refused(
+        &trail,
+        in_acme(foreign.id, beta.admin(), None).await,
+        "credential and principal of another tenant",
+    )
+    .await;
+    refused(
+        &trail,
+        in_acme(c.id, beta.admin(), None).await,
+        "principal of another tenant",
+    )
+    .await;
+    refused(
+        &trail,
+        in_acme(c.id, &admin, Some(foreign_grant.id)).await,
+        "grant of another tenant",
+    )
+    .await;
+    // Nothing landed in beta's chain either.
+    assert_eq!(audit_log(store, &bscope).await.len() as u64, beta_len);
+
+    // Suspended tenant, then resumed.
+    let op = operator(store).await;
+    let platform = op.platform_scope().expect("platform");
+    let status = |s| {
+        store.set_tenant_status(
+            &platform,
+            acme.id(),
+            s,
+            platform.audit(Action::TenantStatus, Outcome::Allowed, "ALLOWED_BY_ROLE"),
+        )
+    };
+    status(TenantStatus::Suspended).await.expect("suspend");
+    trail.expect(Action::TenantStatus).await;
+    refused(
+        &trail,
+        reveal(store, &acme, &c, 1, &admin, None).await,
+        "tenant suspended",
+    )
+    .await;
+    refused(
+        &trail,
+        reveal(store, &acme, &c, 1, &agent, None).await,
+        "tenant suspended",
+    )
+    .await;
+    status(TenantStatus::Active).await.expect("resume");
+    trail.expect(Action::TenantStatus).await;
+    reveal(store, &acme, &c, 1, &admin, None)
+        .await
+        .expect("resumed");
+    trail.expect(Action::CredentialReveal).await;
+
+    let log = verified_log(store, &scope).await;
+    assert_eq!(log.len() as u64, trail.len());
+}
+
+// ---- 3. a burst of concurrent writers ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Append,
+    /// A reveal of a credential nobody rotates.
+    RevealStable(usize),
+    /// A reveal of version 1 of a credential being rotated.
+    RevealRotating(usize),
+    /// A rotation expecting `expected` as the latest version.
+    Rotate(usize, u32),
+    /// A create of `dup/{n}`.
+    Create(usize),
+}
+
+/// 200 concurrent writers through the committer: appends, reveals, rotations
+/// with current and stale expectations, creates with contested names.
+/// Exactly the right ones succeed; the chain is 1..=n without gaps and
+/// verifies; it holds one event per success and nothing else; no failed
+/// create leaves a row; a successful reveal of a rotated version is chained
+/// before the rotation.
+pub async fn concurrent_group_commit_stays_exact(store: Arc<dyn Store>) {
+    const TASKS: usize = 200;
+    const NAMES: usize = 8;
+    let store = &*store;
+    let acme = create_tenant(store, "acme").await;
+    let scope = acme.scope();
+    let agent = acme.add_principal(store, "agent", Role::Agent).await;
+    let g = reveal_grant(&acme, &agent, None);
+    store_grant(store, &acme, &g).await;
+    let mut stable = Vec::new();
+    for i in 0..4 {
+        let c = credential(&scope, "dev", &format!("stable/{i}"));
+        acme.store(store, &c).await.expect("create");
+        stable.push(c);
+    }
+    let mut rotating = Vec::new();
+    for i in 0..3 {
+        let c = credential(&scope, "dev", &format!("rotating/{i}"));
+        acme.store(store, &c).await.expect("create");
+        rotating.push(c);
+    }
+    let setup = audit_log(store, &scope).await.len();
+    let setup_credentials = stable.len() + rotating.len();
+
+    let ops: Vec<Op> = (0..TASKS)
+        .map(|i| {
+            let k = i / 5;
+            match i % 5 {
+                0 => Op::Append,
+                1 => Op::RevealStable(k % stable.len()),
+                2 => Op::Rotate(
+                    k % rotating.len(),
+                    if k.is_multiple_of(2) {
+                        1
+                    } else {
+                        [0, 3][k % 4 / 2]
+                    },
+                ),
+                3 => Op::Create(k % NAMES),
+                _ => Op::RevealRotating(k % rotating.len()),
+            }
+        })
+        .collect();
+    let creates: Vec<Option<Credential>> = ops
+        .iter()
+        .map(|op| match op {
+            Op::Create(n) => Some(credential(&scope, "dev", &format!("dup/{n}"))),
+            _ => None,
+        })
+        .collect();
+
+    let run = |i: usize, op: Op| -> Boxed<'_, strongroom_core::Result<Option<AuditEvent>>> {
+        let (acme, agent, g, stable, rotating, creates) =
+            (&acme, &agent, &g, &stable, &rotating, &creates);
+        Box::pin(async move {
+            // Stagger arrivals over a few milliseconds so jobs land in many
+            // batches, interleaved with commits in flight; rotations come
+            // from 3 ms on, so some reveals of their version 1 precede them
+            // and others follow.
+            let k = i / 5;
+            let delay = match op {
+                Op::Rotate(..) => 3 + k % 5,
+                Op::RevealRotating(_) => k % 8,
+                _ => (i * 7) % 8,
+            };
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+            }
+            let scope = acme.scope();
+            match op {
+                Op::Append => {
+                    let mut d = draft(&scope, Action::Other);
+                    d.detail = Some(format!("burst {i}"));
+                    store.append_audit(&scope, d).await.map(Some)
+                }
+                Op::RevealStable(k) => {
+                    let grant = i.is_multiple_of(2).then_some(g.id);
+                    reveal(store, acme, &stable[k], 1, agent, grant)
+                        .await
+                        .map(Some)
+                }
+                Op::RevealRotating(k) => reveal(store, acme, &rotating[k], 1, agent, None)
+                    .await
+                    .map(Some),
+                Op::Rotate(k, expected) => acme
+                    .rotate(store, &rotating[k], expected)
+                    .await
+                    .map(|_| None),
+                Op::Create(_) => {
+                    let c = creates[i].as_ref().expect("a create has a credential");
+                    acme.store(store, c).await.map(|_| None)
+                }
+            }
+        })
+    };
+    let results = join_all(ops.iter().enumerate().map(|(i, op)| run(i, *op)).collect()).await;
+
+    let result_code = |r: &strongroom_core::Result<Option<AuditEvent>>| match r {
+        Ok(_) => None,
+        Err(e) => Some(Code::of(e)),
+    };
+    let mut successes = 0;
+    let mut rotated = vec![0; rotating.len()];
+    let mut created = vec![0; NAMES];
+    let mut revealed_before_rotation: Vec<(usize, u64)> = Vec::new();
+    for (i, (op, r)) in ops.iter().zip(&results).enumerate() {
+        let c = result_code(r);
+        match *op {
+            Op::Append | Op::RevealStable(_) => assert_eq!(c, None, "{i} {op:?}: {r:?}"),
+            Op::RevealRotating(k) => match r {
+                Ok(e) => {
+                    let e = e.as_ref().expect("a reveal returns its event");
+                    revealed_before_rotation.push((k, e.sequence));
+                }
+                Err(_) => assert_eq!(c, Some(Code::FailedPrecondition), "{i} {op:?}: {r:?}"),
+            },
+            Op::Rotate(k, expected) => {
+                if c.is_none() {
+                    assert_eq!(expected, 1, "{i}: a stale rotation succeeded");
+                    rotated[k] += 1;
+                } else {
+                    assert_eq!(c, Some(Code::FailedPrecondition), "{i} {op:?}: {r:?}");
+                }
+            }
+            Op::Create(n) => {
+                if c.is_none() {
+                    created[n] += 1;
+                } else {
+                    assert_eq!(c, Some(Code::AlreadyExists), "{i} {op:?}: {r:?}");
+                }
+            }
+        }
+        if c.is_none() {
+            successes += 1;
+        }
+    }
+    assert_eq!(
+        rotated,
+        vec![1; rotating.len()],
+        "one rotation per credential"
+    );
+    assert_eq!(created, vec![1; NAMES], "one create per name");
+
+    // The chain: 1..=n, verified, exactly one event per success.
+    let log = verified_log(store, &scope).await;
+    assert_eq!(
+        log.len(),
+        setup + successes,
+        "events != successful operations"
+    );
+    for r in results.iter().flatten().flatten() {
+        assert_stored(&log, r);
+    }
+    let burst = &log[setup..];
+    let count = |action| burst.iter().filter(|e| e.draft.action == action).count();
+    let expected_reveals = ops
+        .iter()
+        .zip(&results)
+        .filter(|(op, r)| matches!(op, Op::RevealStable(_) | Op::RevealRotating(_)) && r.is_ok())
+        .count();
+    assert_eq!(count(Action::Other), TASKS / 5);
+    assert_eq!(count(Action::CredentialReveal), expected_reveals);
+    assert_eq!(count(Action::CredentialRotate), rotating.len());
+    assert_eq!(count(Action::CredentialCreate), NAMES);
+    assert_eq!(burst.len(), successes);
+
+    // A reveal of version 1 that succeeded was chained before the rotation
+    // that superseded it.
+    for (k, sequence) in revealed_before_rotation {
+        let rotation = burst
+            .iter()
+            .find(|e| {
+                e.draft.action == Action::CredentialRotate
+                    && e.draft.credential == Some(rotating[k].id)
+            })
+            .expect("the rotation's event");
+        assert!(
+            sequence < rotation.sequence,
+            "a reveal of v1 (#{sequence}) was chained after v2 (#{}) was written",
+            rotation.sequence
+        );
+    }
+
+    // Rotations wrote exactly one version each.
+    for c in &rotating {
+        let now = store.get_credential(&scope, c.id).await.expect("get");
+        assert_eq!((now.current_version, now.latest_version), (2, 2));
+        let kept: Vec<u32> = store
+            .list_versions(&scope, c.id)
+            .await
+            .expect("versions")
+            .iter()
+            .map(|v| v.version)
+            .collect();
+        assert_eq!(kept, vec![2, 1]);
+    }
+    // Each name has its winner with its first version; losers left nothing.
+    for (i, (c, r)) in creates.iter().zip(&results).enumerate() {
+        let Some(c) = c else { continue };
+        if r.is_ok() {
+            assert_eq!(
+                store
+                    .find_credential(&scope, &c.environment, &c.name)
+                    .await
+                    .expect("find")
+                    .id,
+                c.id
+            );
+            let v1 = store.get_version(&scope, c.id, 1).await.expect("v1");
+            assert_eq!(acme.open(c, &v1), format!("{}-v1", c.name));
+        } else {
+            assert_eq!(
+                code(store.get_credential(&scope, c.id).await),
+                Code::NotFound,
+                "{i}"
+            );
+            assert_eq!(
+                code(store.get_version(&scope, c.id, 1).await),
+                Code::NotFound,
+                "{i}"
+            );
+            assert_eq!(
+                code(store.list_versions(&scope, c.id).await),
+                Code::NotFound,
+                "{i}"
+            );
+        }
+    }
+    let listed = store
+        .list_credentials(
+            &scope,
+            &CredentialFilter::default(),
+            &PageRequest::first(1000),
+        )
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), setup_credentials + NAMES);
+}
+
+// ---- 4. a failing job costs only itself ----
+
+/// In one burst, jobs that fail (unknown environment, taken name, stale
+/// rotation, stale reveal) get their own errors and leave nothing, and the
+/// valid jobs around them all commit.
+pub async fn failing_jobs_do_not_poison_their_batch(store: Arc<dyn Store>) {
+    let store = &*store;
+    let acme = create_tenant(store, "acme").await;
+    let scope = acme.scope();
+    let taken = credential(&scope, "dev", "llm/taken");
+    acme.store(store, &taken).await.expect("create");
+    let trail = AuditTrail::start(store, scope).await;
+    let admin = acme.admin().clone();
+
+    let unknown_env = credential(&scope, "qa", "llm/nowhere");
+    let duplicate = credential(&scope, "dev", "llm/taken");
+    let fresh = credential(&scope, "dev", "llm/fresh");
+    let fresh_again = credential(&scope, "dev", "llm/fresh");
+    let valid_create = credential(&scope, "production", "llm/valid");
+
+    let mut jobs: Vec<(&str, Code, Boxed<'_, strongroom_core::Result<()>>)> = vec![
+        // The failures first: nothing they did may survive or spoil the rest.
+        (
+            "unknown environment",
+            Code::NotFound,
+            Box::pin(async { acme.store(store, &unknown_env).await.map(drop) }),
+        ),
+        (
+            "duplicate name",
+            Code::AlreadyExists,
+            Box::pin(async { acme.store(store, &duplicate).await.map(drop) }),
+        ),
+        (
+            "stale rotation",
+            Code::FailedPrecondition,
+            Box::pin(async { acme.rotate(store, &taken, 0).await.map(drop) }),
+        ),
+        (
+            "stale reveal",
+            Code::FailedPrecondition,
+            Box::pin(async {
+                reveal(store, &acme, &taken, 2, &admin, None)
+                    .await
+                    .map(drop)
+            }),
+        ),
+        (
+            "unknown credential",
+            Code::NotFound,
+            Box::pin(async {
+                acme.rotate(store, &credential(&scope, "dev", "ghost"), 1)
+                    .await
+                    .map(drop)
+            }),
+        ),
+    ];
+    let failures = jobs.len();
+    for i in 0..8 {
+        jobs.push((
+            "append",
+            Code::Internal,
+            Box::pin(async move {
+                let mut d = draft(&scope, Action::Other);
+                d.detail = Some(format!("valid {i}"));
+                store.append_audit(&scope, d).await.map(drop)
+            }),
+        ));
+        jobs.push((
+            "reveal",
+            Code::Internal,
+            Box::pin(async {
+                reveal(store, &acme, &taken, 1, &admin, None)
+                    .await
+                    .map(drop)
+            }),
+        ));
+    }
+    jobs.push((
+        "create",
+        Code::Internal,
+        Box::pin(async { acme.store(store, &valid_create).await.map(drop) }),
+    ));
+    // The same new name twice: exactly one wins.
+    jobs.push((
+        "contested create",
+        Code::AlreadyExists,
+        Box::pin(async { acme.store(store, &fresh).await.map(drop) }),
+    ));
+    jobs.push((
+        "contested create",
+        Code::AlreadyExists,
+        Box::pin(async { acme.store(store, &fresh_again).await.map(drop) }),
+    ));
+    let (whats, futures): (Vec<_>, Vec<_>) = jobs.into_iter().map(|(w, c, f)| ((w, c), f)).unzip();
+    let results = join_all(futures).await;
+
+    let mut contested_wins = 0;
+    let mut successes = 0;
+    for (i, ((what, failure), r)) in whats.iter().zip(&results).enumerate() {
+        if i < failures {
+            assert_eq!(
+                r.as_ref().map_err(Code::of).err(),
+                Some(*failure),
+                "{what}: {r:?}"
+            );
+        } else if *what == "contested create" {
+            match r {
+                Ok(()) => contested_wins += 1,
+                Err(e) => assert_eq!(Code::of(e), *failure, "{what}: {e}"),
+            }
+        } else {
+            r.as_ref()
+                .unwrap_or_else(|e| panic!("{what} failed beside failing jobs: {e}"));
+        }
+        successes += usize::from(r.is_ok());
+    }
+    assert_eq!(contested_wins, 1);
+    assert_eq!(successes, results.len() - failures - 1);
+
+    // Exactly the successes are chained.
+    let log = verified_log(store, &scope).await;
+    assert_eq!(log.len() as u64, trail.len() + successes as u64);
+    let new = &log[trail.len() as usize..];
+    let count = |action| new.iter().filter(|e| e.draft.action == action).count();
+    assert_eq!(count(Action::Other), 8);
+    assert_eq!(count(Action::CredentialReveal), 8);
+    assert_eq!(count(Action::CredentialCreate), 2);
+    assert_eq!(new.len(), 18);
+
+    // The failures left nothing; the valid creates are whole.
+    assert_eq!(
+        code(store.get_credential(&scope, unknown_env.id).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(store.get_credential(&scope, duplicate.id).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(store.get_version(&scope, duplicate.id, 1).await),
+        Code::NotFound
+    );
+    let now = store.get_credential(&scope, taken.id).await.expect("get");
+    assert_eq!((now.current_version, now.latest_version), (1, 1));
+    assert_eq!(
+        store
+            .list_versions(&scope, taken.id)
+            .await
+            .expect("versions")
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .get_credential(&scope, valid_create.id)
+            .await
+            .expect("created"),
+        valid_create
+    );
+    let winner = store
+        .find_credential(&scope, &env("dev"), &fresh.name)
+        .await
+        .expect("the contested name has a winner");
+    assert!(winner.id == fresh.id || winner.id == fresh_again.id);
+    let loser = if winner.id == fresh.id {
+        &fresh_again
+    } else {
+        &fresh
+    };
+    assert_eq!(
+        code(store.get_credential(&scope, loser.id).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(store.get_version(&scope, loser.id, 1).await),
+        Code::NotFound
+    );
+}
+
+// ---- 5. change notices (Postgres) ----
+
+/// How long a notice may take to arrive.
+const PATIENCE: Duration = Duration::from_secs(5);
+/// How long to wait to be sure no notice comes.
+const QUIET: Duration = Duration::from_millis(250);
+
+/// Waits for the next notice (skipping `Everything`: a listener that
+/// (re)connected) and asserts it is `expected`.
+async fn expect_change(rx: &mut Receiver<Change>, expected: Change, what: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(Change::Everything)) => {}
+            Ok(Ok(change)) => {
+                assert_eq!(change, expected, "{what}");
+                return;
+            }
+            Ok(Err(e)) => panic!("{what}: {e}"),
+            Err(_) => panic!("{what}: no change notice within {PATIENCE:?}"),
+        }
+    }
+}
+
+/// Asserts that no notice arrives for a while.
+async fn expect_quiet(rx: &mut Receiver<Change>, what: &str) {
+    if let Ok(notice) = tokio::time::timeout(QUIET, rx.recv()).await {
+        panic!("{what}: unexpected notice {notice:?}");
+    }
+}
+
+/// A state change of `t` that changes nothing (same settings).
+async fn touch(store: &dyn Store, t: &TestTenant) {
+    let scope = t.scope();
+    store
+        .update_tenant_settings(
+            &scope,
+            &TenantSettings::default(),
+            draft(&scope, Action::TenantSettings),
+        )
+        .await
+        .expect("update settings");
+}
+
+/// Subscribes to `listener`'s notices and waits until they flow: changes `t`
+/// through `writer` until the notice arrives (the listener starts on first
+/// use and misses what commits before it listens), then drains whatever
+/// else arrives.
+async fn subscribed(listener: &PgStore, writer: &dyn Store, t: &TestTenant) -> Receiver<Change> {
+    let mut rx = listener.changes();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    'flowing: loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no change notice reached the subscriber within {PATIENCE:?}"
+        );
+        touch(writer, t).await;
+        let wait = tokio::time::Instant::now() + Duration::from_millis(250);
+        while let Ok(notice) = tokio::time::timeout_at(wait, rx.recv()).await {
+            if notice.expect("receive") == Change::Access(t.id()) {
+                break 'flowing;
+            }
+        }
+    }
+    while tokio::time::timeout(QUIET, rx.recv()).await.is_ok() {}
+    rx
+}
+
+/// Two servers over one database: a store whose notices are watched and a
+/// second store, each with its own pool, both as the app role.
+async fn two_servers(admin: &PgPool) -> (Arc<PgStore>, Arc<PgStore>) {
+    (pg_store(admin.clone()).await, pg_store(admin.clone()).await)
+}
+
+/// Every committed state change made through one server is announced to
+/// another server's `changes()`, naming its tenant and what it affects
+/// (a credential, the tenant's data, or who its callers are), whichever path
+/// wrote it (single-statement mutations and the group committer alike, one
+/// notice per credential of a batch); so is a change made through the
+/// watching server itself.
+pub async fn pg_changes_announce_other_servers_mutations(admin: PgPool) {
+    let (a, b) = two_servers(&admin).await;
+    let writer: &dyn Store = &*b;
+    let acme = create_tenant(writer, "acme").await;
+    let beta = create_tenant(writer, "beta").await;
+    let scope = acme.scope();
+    let agent = acme.add_principal(writer, "agent", Role::Agent).await;
+    let c = credential(&scope, "dev", "llm/openai");
+    acme.store(writer, &c).await.expect("create");
+    let mut rx = subscribed(&a, writer, &acme).await;
+    let id = acme.id();
+
+    let credential_change = |c: &Credential| Change::Credential(id, c.id);
+    acme.rotate(writer, &c, 1).await.expect("add_version");
+    expect_change(&mut rx, credential_change(&c), "add_version").await;
+    let g = reveal_grant(&acme, &agent, None);
+    store_grant(writer, &acme, &g).await;
+    expect_change(&mut rx, Change::Data(id), "create_grant").await;
+    writer
+        .delete_grant(&scope, g.id, draft(&scope, Action::GrantRevoke))
+        .await
+        .expect("delete grant");
+    expect_change(&mut rx, Change::Data(id), "delete_grant").await;
+    writer
+        .set_principal_status(
+            &scope,
+            agent.id,
+            PrincipalStatus::Disabled,
+            draft(&scope, Action::PrincipalStatus),
+        )
+        .await
+        .expect("disable");
+    expect_change(&mut rx, Change::Access(id), "set_principal_status").await;
+    let other = credential(&scope, "dev", "llm/other");
+    acme.store(writer, &other).await.expect("create");
+    expect_change(&mut rx, credential_change(&other), "create_credential").await;
+    writer
+        .revoke_credential(
+            &scope,
+            c.id,
+            "leaked",
+            about(&scope, Action::CredentialRevoke, &c),
+        )
+        .await
+        .expect("revoke");
+    expect_change(&mut rx, credential_change(&c), "revoke_credential").await;
+    writer
+        .destroy_credential(
+            &scope,
+            other.id,
+            about(&scope, Action::CredentialDestroy, &other),
+        )
+        .await
+        .expect("destroy");
+    expect_change(&mut rx, credential_change(&other), "destroy_credential").await;
+
+    // Another tenant's change names that tenant.
+    let bscope = beta.scope();
+    let bc = credential(&bscope, "dev", "llm/openai");
+    beta.store(writer, &bc).await.expect("create in beta");
+    expect_change(
+        &mut rx,
+        Change::Credential(beta.id(), bc.id),
+        "create_credential in beta",
+    )
+    .await;
+    // One batch of creates (with reveals) announces every credential created.
+    let batch: Vec<Credential> = (0..3)
+        .map(|i| credential(&scope, "dev", &format!("llm/batch-{i}")))
+        .collect();
+    let mut burst: Vec<Boxed<'_, strongroom_core::Result<()>>> = Vec::new();
+    for c in &batch {
+        let acme = &acme;
+        burst.push(Box::pin(
+            async move { acme.store(writer, c).await.map(drop) },
+        ));
+        burst.push(Box::pin(async move {
+            reveal(writer, acme, c, 1, acme.admin(), None)
+                .await
+                .map(drop)
+        }));
+    }
+    for r in join_all(burst).await {
+        // A reveal may be checked before its credential's create commits.
+        assert!(
+            matches!(r, Ok(()) | Err(Error::FailedPrecondition(_))),
+            "{r:?}"
+        );
+    }
+    let mut announced = Vec::new();
+    for _ in &batch {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(change)) => announced.push(change),
+            other => panic!("a batch of creates: {other:?}"),
+        }
+    }
+    let mut expected: Vec<Change> = batch.iter().map(credential_change).collect();
+    let key = |c: &Change| format!("{c:?}");
+    announced.sort_by_key(key);
+    expected.sort_by_key(key);
+    assert_eq!(announced, expected, "a batch of creates");
+    // The watching server's own change.
+    touch(&*a, &acme).await;
+    expect_change(
+        &mut rx,
+        Change::Access(id),
+        "a change through the watching server",
+    )
+    .await;
+    expect_quiet(&mut rx, "after the last change").await;
+
+    b.pool().close().await;
+    a.pool().close().await;
+}
+
+/// A reveal changes no state: neither `append_reveal` (alone or batched,
+/// passing or refused) nor an appended reveal or denial event is announced,
+/// while the next real change still is, alone.
+pub async fn pg_changes_skip_reveals(admin: PgPool) {
+    let (a, b) = two_servers(&admin).await;
+    let writer: &dyn Store = &*b;
+    let acme = create_tenant(writer, "acme").await;
+    let scope = acme.scope();
+    let admin_principal = acme.admin().clone();
+    let c = credential(&scope, "dev", "llm/openai");
+    acme.store(writer, &c).await.expect("create");
+    let mut rx = subscribed(&a, writer, &acme).await;
+
+    reveal(writer, &acme, &c, 1, &admin_principal, None)
+        .await
+        .expect("reveal");
+    let burst: Vec<Boxed<'_, strongroom_core::Result<AuditEvent>>> = (0..10)
+        .map(|i| -> Boxed<'_, _> {
+            let version = if i == 9 { 2 } else { 1 };
+            let (acme, c, p) = (&acme, &c, &admin_principal);
+            Box::pin(async move { reveal(writer, acme, c, version, p, None).await })
+        })
+        .collect();
+    let results = join_all(burst).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 9);
+    assert_eq!(code(results[9].clone()), Code::FailedPrecondition);
+    let mut revealed = reveal_draft(&scope, &c, 1, &admin_principal);
+    revealed.detail = Some("recorded by append_audit".into());
+    writer
+        .append_audit(&scope, revealed)
+        .await
+        .expect("append a reveal");
+    let mut denied = about(&scope, Action::CredentialRevoke, &c);
+    denied.outcome = Outcome::Denied;
+    denied.reason_code = "DENIED_BY_POLICY".into();
+    writer
+        .append_audit(&scope, denied)
+        .await
+        .expect("append a denial");
+    expect_quiet(&mut rx, "reveals and denials").await;
+
+    writer
+        .revoke_credential(
+            &scope,
+            c.id,
+            "leaked",
+            about(&scope, Action::CredentialRevoke, &c),
+        )
+        .await
+        .expect("revoke");
+    expect_change(
+        &mut rx,
+        Change::Credential(acme.id(), c.id),
+        "revoke after reveals",
+    )
+    .await;
+    expect_quiet(&mut rx, "after the revoke").await;
+
+    b.pool().close().await;
+    a.pool().close().await;
+}
+
+/// Subscribing again after every earlier subscriber has gone (and a notice
+/// arrived meanwhile) still receives notices.
+pub async fn pg_changes_reach_a_later_subscriber(admin: PgPool) {
+    let (a, b) = two_servers(&admin).await;
+    let writer: &dyn Store = &*b;
+    let acme = create_tenant(writer, "acme").await;
+    let first = subscribed(&a, writer, &acme).await;
+    drop(first);
+    // A notice with nobody subscribed.
+    touch(writer, &acme).await;
+    tokio::time::sleep(QUIET).await;
+    let mut rx = subscribed(&a, writer, &acme).await;
+    touch(writer, &acme).await;
+    expect_change(
+        &mut rx,
+        Change::Access(acme.id()),
+        "a change after subscribing again",
+    )
+    .await;
+
+    b.pool().close().await;
+    a.pool().close().await;
+}
+
+/// When the listener's connection is lost, subscribers are told `Everything`
+/// (notices may have been missed: drop every cache), and notices flow again
+/// once it has reconnected.
+pub async fn pg_changes_announce_a_lost_listener(admin: PgPool) {
+    let (a, b) = two_servers(&admin).await;
+    let writer: &dyn Store = &*b;
+    let acme = create_tenant(writer, "acme").await;
+    let mut rx = subscribed(&a, writer, &acme).await;
+
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND usename = $1 AND query ILIKE 'LISTEN%'",
+    )
+    .bind(crate::support::APP_LOGIN)
+    .fetch_all(&admin)
+    .await
+    .expect("terminate the listener's connection");
+    assert_eq!(killed, vec![true], "exactly one listener connection");
+    match tokio::time::timeout(PATIENCE, rx.recv()).await {
+        Ok(Ok(Change::Everything)) => {}
+        other => panic!("a lost listener must announce Everything, got {other:?}"),
+    }
+    // Notices flow again after the reconnect.
+    drop(rx);
+    let mut rx = subscribed(&a, writer, &acme).await;
+    touch(writer, &acme).await;
+    expect_change(
+        &mut rx,
+        Change::Access(acme.id()),
+        "a change after the reconnect",
+    )
+    .await;
+
+    b.pool().close().await;
+    a.pool().close().await;
+}
+
+/// Two servers' committers writing to one tenant at once, each rotating the
+/// same credentials in the opposite order and appending, do not deadlock:
+/// every rotation either wins or is refused as stale, exactly one wins per
+/// credential, and every append commits.
+pub async fn pg_two_committers_do_not_deadlock(admin: PgPool) {
+    const CREDENTIALS: usize = 16;
+    let (a, b) = two_servers(&admin).await;
+    let acme = create_tenant(&*a, "acme").await;
+    let scope = acme.scope();
+    let mut cs = Vec::new();
+    for i in 0..CREDENTIALS {
+        let c = credential(&scope, "dev", &format!("llm/{i}"));
+        acme.store(&*a, &c).await.expect("create");
+        cs.push(c);
+    }
+    let setup = audit_log(&*a, &scope).await.len();
+
+    let mut futures: Vec<Boxed<'_, (bool, strongroom_core::Result<()>)>> = Vec::new();
+    for (server, order) in [
+        (&*a as &dyn Store, cs.iter().collect::<Vec<_>>()),
+        (&*b as &dyn Store, cs.iter().rev().collect::<Vec<_>>()),
+    ] {
+        for c in order {
+            let acme = &acme;
+            futures.push(Box::pin(async move {
+                (true, acme.rotate(server, c, 1).await.map(drop))
+            }));
+        }
+        for i in 0..8 {
+            let scope = &scope;
+            futures.push(Box::pin(async move {
+                let mut d = draft(scope, Action::Other);
+                d.detail = Some(format!("beside rotations {i}"));
+                (false, server.append_audit(scope, d).await.map(drop))
+            }));
+        }
+    }
+    let results = join_all(futures).await;
+    let mut wins = 0;
+    for (rotation, r) in &results {
+        match (rotation, r) {
+            (_, Ok(())) => wins += usize::from(*rotation),
+            (true, Err(Error::FailedPrecondition(_))) => {}
+            (_, Err(e)) => panic!("a concurrent committer failed: {e}"),
+        }
+    }
+    assert_eq!(wins, CREDENTIALS);
+    for c in &cs {
+        let now = a.get_credential(&scope, c.id).await.expect("get");
+        assert_eq!(now.latest_version, 2);
+    }
+    let log = verified_log(&*a, &scope).await;
+    assert_eq!(log.len(), setup + CREDENTIALS + 16);
+
+    b.pool().close().await;
+    a.pool().close().await;
+}
+
+/// Open connections of the app login role to this test database.
+async fn app_connections(admin: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND usename = $1",
+    )
+    .bind(crate::support::APP_LOGIN)
+    .fetch_one(admin)
+    .await
+    .expect("count connections")
+}
+
+/// A store that has written through its committers is freed when dropped:
+/// no committer keeps it (and its pool's connections) alive.
+pub async fn pg_dropped_store_releases_its_connections(admin: PgPool) {
+    let store = pg_store(admin.clone()).await;
+    let acme = create_tenant(&*store, "acme").await;
+    let scope = acme.scope();
+    let c = credential(&scope, "dev", "llm/openai");
+    acme.store(&*store, &c).await.expect("create");
+    acme.rotate(&*store, &c, 1).await.expect("rotate");
+    reveal(&*store, &acme, &c, 2, acme.admin(), None)
+        .await
+        .expect("reveal");
+    store
+        .append_audit(&scope, draft(&scope, Action::Other))
+        .await
+        .expect("append");
+    assert!(app_connections(&admin).await > 0);
+    drop(store);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let open = app_connections(&admin).await;
+        if open == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} connections of a dropped store are still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---- 6. change notices (SQLite) ----
+
+/// SQLite: `changes()` hands out a receiver, and nothing arrives on it (one
+/// database has one server, whose own writes refresh its caches).
+pub async fn sqlite_changes_stay_silent(store: Arc<SqliteStore>) {
+    let mut rx = store.changes();
+    let mut other = store.changes();
+    let s: &dyn Store = &*store;
+    let acme = create_tenant(s, "acme").await;
+    let scope = acme.scope();
+    let c = credential(&scope, "dev", "llm/openai");
+    acme.store(s, &c).await.expect("create");
+    acme.rotate(s, &c, 1).await.expect("rotate");
+    touch(s, &acme).await;
+    s.revoke_credential(
+        &scope,
+        c.id,
+        "leaked",
+        about(&scope, Action::CredentialRevoke, &c),
+    )
+    .await
+    .expect("revoke");
+    expect_quiet(&mut rx, "SQLite").await;
+    assert_eq!(other.try_recv(), Err(TryRecvError::Empty));
+    assert_eq!(store.changes().try_recv(), Err(TryRecvError::Empty));
+}
