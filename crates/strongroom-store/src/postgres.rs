@@ -28,6 +28,9 @@ pub struct PgStore {
     committers: Arc<Committers>,
     changes: broadcast::Sender<Change>,
     listening: Arc<AtomicBool>,
+    /// Tags this store's change notices, so its own listener skips them:
+    /// its server already applied them when it made them.
+    origin: uuid::Uuid,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -54,6 +57,7 @@ impl PgStore {
             committers: Arc::default(),
             changes: broadcast::channel(1024).0,
             listening: Arc::default(),
+            origin: uuid::Uuid::new_v4(),
         }
     }
 
@@ -132,13 +136,22 @@ impl PgStore {
         Ok(tx)
     }
 
+    /// The tag of this store's change notices.
+    pub(crate) fn origin(&self) -> uuid::Uuid {
+        self.origin
+    }
+
     /// Announces committed changes to every server (delivered when the
     /// transaction commits), in one round trip.
     pub(crate) async fn notify_changes(
         tx: &mut Transaction<'static, Postgres>,
+        origin: uuid::Uuid,
         changes: &[Change],
     ) -> Result<()> {
-        let texts: Vec<String> = changes.iter().map(Change::to_text).collect();
+        let texts: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{origin} {}", c.to_text()))
+            .collect();
         sqlx::query("SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t")
             .bind(CHANGES_CHANNEL)
             .bind(texts)
@@ -156,9 +169,10 @@ impl PgStore {
         if !self.listening.swap(true, Ordering::SeqCst) {
             let pool = self.pool.clone();
             let changes = self.changes.clone();
+            let origin = self.origin;
             tokio::spawn(async move {
                 loop {
-                    match listen(&pool, &changes).await {
+                    match listen(&pool, &changes, origin).await {
                         Ok(()) => return,
                         Err(e) => {
                             tracing::warn!(error = %e, "change listener lost its connection; caches dropped");
@@ -226,7 +240,9 @@ impl PgStore {
 async fn listen(
     pool: &PgPool,
     changes: &broadcast::Sender<Change>,
+    origin: uuid::Uuid,
 ) -> std::result::Result<(), sqlx::Error> {
+    let own = origin.to_string();
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
     listener.listen(CHANGES_CHANNEL).await?;
     // Anything may have changed while no listener was connected.
@@ -240,7 +256,13 @@ async fn listen(
         };
         // Fails only while nobody is subscribed: keep listening for whoever
         // subscribes next (the listener is started once per store).
-        let _ = changes.send(Change::parse(notice.payload()));
+        let change = match notice.payload().split_once(' ') {
+            // This store's own change: its server applied it already.
+            Some((from, _)) if from == own => continue,
+            Some((_, text)) => Change::parse(text),
+            None => Change::Everything,
+        };
+        let _ = changes.send(change);
     }
 }
 

@@ -123,6 +123,7 @@ macro_rules! store_impl {
             /// Links `draft` into the tenant's chain inside `tx`: reads the
             /// head (locked on Postgres), seals, inserts, advances the head.
             async fn append_in(
+                origin: uuid::Uuid,
                 tx: &mut sqlx::Transaction<'static, $db>,
                 tenant: strongroom_core::ids::TenantId,
                 draft: strongroom_core::audit::AuditDraft,
@@ -189,7 +190,7 @@ macro_rules! store_impl {
                     .await
                     .map_err(db("audit chain head"))?;
                 if let Some(change) = change {
-                    Self::notify_changes(tx, &[change]).await?;
+                    Self::notify_changes(tx, origin, &[change]).await?;
                 }
                 Ok(event)
             }
@@ -305,7 +306,7 @@ macro_rules! store_impl {
                     Self::insert_principal(&mut tx, principal).await?;
                     Self::insert_binding(&mut tx, binding).await?;
                 }
-                Self::append_in(&mut tx, t.id, audit).await?;
+                Self::append_in(self.origin(), &mut tx, t.id, audit).await?;
                 tx.commit().await.map_err(db("tenant"))?;
                 Ok(())
             }
@@ -366,7 +367,7 @@ macro_rules! store_impl {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(crate::error::db("tenant"))?;
-                Self::append_in(&mut tx, id, audit).await?;
+                Self::append_in(self.origin(), &mut tx, id, audit).await?;
                 tx.commit().await.map_err(crate::error::db("tenant"))?;
                 row.try_into()
             }
@@ -403,7 +404,7 @@ macro_rules! store_impl {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(crate::error::db("tenant"))?;
-                Self::append_in(&mut tx, tenant, audit).await?;
+                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("tenant"))?;
                 row.try_into()
             }
@@ -449,7 +450,7 @@ macro_rules! store_impl {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db("tenant"))?;
-                Self::append_in(&mut tx, tenant, audit).await?;
+                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(db("tenant key"))?;
                 row.try_into()
             }
@@ -469,7 +470,7 @@ macro_rules! store_impl {
                     .execute(&mut *tx)
                     .await
                     .map_err(crate::error::db("environment"))?;
-                Self::append_in(&mut tx, tenant, audit).await?;
+                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("environment"))?;
                 Ok(())
             }
@@ -518,7 +519,7 @@ macro_rules! store_impl {
                 if done.rows_affected() == 0 {
                     return Err(strongroom_core::Error::not_found("environment"));
                 }
-                Self::append_in(&mut tx, tenant, audit).await?;
+                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("environment"))?;
                 Ok(())
             }
@@ -535,7 +536,7 @@ macro_rules! store_impl {
                 }
                 let mut tx = self.tenant_tx(tenant, true).await?;
                 Self::insert_principal(&mut tx, principal).await?;
-                Self::append_in(&mut tx, tenant, audit).await?;
+                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("principal"))?;
                 Ok(())
             }
@@ -602,7 +603,7 @@ macro_rules! store_impl {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(crate::error::db("principal"))?;
-                Self::append_in(&mut tx, tenant, audit).await?;
+                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("principal"))?;
                 row.try_into()
             }
@@ -619,7 +620,7 @@ macro_rules! store_impl {
                 }
                 let mut tx = self.tenant_tx(tenant, true).await?;
                 Self::insert_binding(&mut tx, binding).await?;
-                Self::append_in(&mut tx, tenant, audit).await?;
+                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("identity binding"))?;
                 Ok(())
             }
@@ -671,7 +672,7 @@ macro_rules! store_impl {
                 if done.rows_affected() == 0 {
                     return Err(strongroom_core::Error::not_found("identity binding"));
                 }
-                Self::append_in(&mut tx, tenant, audit).await?;
+                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("identity binding"))?;
                 Ok(())
             }
@@ -875,7 +876,7 @@ macro_rules! store_impl {
                 .await
                 .map_err(crate::error::db("credential"))?;
                 let row = row.ok_or_else(|| strongroom_core::Error::not_found("credential version"))?;
-                Self::append_in(&mut tx, tenant, audit).await?;
+                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("credential"))?;
                 row.try_into()
             }
@@ -906,7 +907,7 @@ macro_rules! store_impl {
                     Self::credential_in(&mut tx, tenant, id).await?;
                     return Err(strongroom_core::Error::precondition("credential is already revoked"));
                 };
-                Self::append_in(&mut tx, tenant, audit).await?;
+                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("credential"))?;
                 row.try_into()
             }
@@ -941,7 +942,7 @@ macro_rules! store_impl {
                     .execute(&mut *tx)
                     .await
                     .map_err(crate::error::db("credential version"))?;
-                Self::append_in(&mut tx, tenant, audit).await?;
+                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("credential"))?;
                 row.try_into()
             }
@@ -977,7 +978,7 @@ macro_rules! store_impl {
                 .execute(&mut *tx)
                 .await
                 .map_err(crate::error::db("grant"))?;
-                Self::append_in(&mut tx, tenant, audit).await?;
+                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("grant"))?;
                 Ok(())
             }
@@ -1017,7 +1018,7 @@ macro_rules! store_impl {
                 if done.rows_affected() == 0 {
                     return Err(strongroom_core::Error::not_found("grant"));
                 }
-                Self::append_in(&mut tx, tenant, audit).await?;
+                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("grant"))?;
                 Ok(())
             }
@@ -1359,7 +1360,7 @@ macro_rules! store_impl {
                         .map_err(db("audit chain head"))?;
                 }
                 if !changes.is_empty() {
-                    Self::notify_changes(&mut tx, &changes).await?;
+                    Self::notify_changes(&mut tx, self.origin(), &changes).await?;
                 }
                 tx.commit().await.map_err(db("audit event"))?;
                 Ok(results)

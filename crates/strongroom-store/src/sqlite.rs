@@ -105,6 +105,7 @@ impl SqliteStore {
     /// writes refresh its caches.
     pub(crate) async fn notify_changes(
         _tx: &mut Transaction<'static, Sqlite>,
+        _origin: uuid::Uuid,
         _changes: &[Change],
     ) -> Result<()> {
         Ok(())
@@ -167,6 +168,11 @@ impl SqliteStore {
         works: &[crate::batch::Work],
     ) -> Result<Vec<Option<Result<Option<strongroom_core::credential::Credential>>>>> {
         Ok(works.iter().map(|_| None).collect())
+    }
+
+    /// Notices are not sent (see `notify_changes`), so none is tagged.
+    pub(crate) fn origin(&self) -> uuid::Uuid {
+        uuid::Uuid::nil()
     }
 
     /// Change notices never arrive from elsewhere (see `notify_change`).

@@ -211,6 +211,30 @@ impl Caches {
         }
     }
 
+    /// Replaces a credential's entry with the state this server just wrote
+    /// (racing fills of the tenant discard what they loaded). Should another
+    /// write overtake it, the entry is stale, which reveals detect at commit
+    /// and rotations at their compare-and-set.
+    pub fn replace_credential(&self, tenant: TenantId, cached: Arc<CachedCredential>) {
+        let Ok(mut tenants) = self.tenants.write() else {
+            return;
+        };
+        let entry = tenants.entry(tenant).or_default();
+        entry.generation += 1;
+        if entry.by_id.len() >= MAX_CREDENTIALS {
+            entry.by_id.clear();
+            entry.by_path.clear();
+        }
+        let key = (
+            cached.credential.environment.clone(),
+            cached.credential.name.clone(),
+        );
+        entry
+            .by_id
+            .insert(cached.credential.id, Arc::clone(&cached));
+        entry.by_path.insert(key, cached);
+    }
+
     /// Drops one cached credential (and makes racing fills of the tenant
     /// discard what they loaded).
     pub fn invalidate_credential(&self, tenant: TenantId, id: CredentialId) {

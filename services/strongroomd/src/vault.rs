@@ -1062,9 +1062,16 @@ impl Vault {
                 "environment",
                 format!("unknown environment '{}'", credential.environment),
             )),
-            other => other
-                .map(|()| credential)
-                .inspect(|c| self.credential_changed(&scope, c.id)),
+            other => other.map(|()| {
+                self.caches.replace_credential(
+                    scope.tenant_id(),
+                    Arc::new(CachedCredential {
+                        credential: credential.clone(),
+                        current: first,
+                    }),
+                );
+                credential
+            }),
         }
     }
 
@@ -1490,12 +1497,25 @@ impl Vault {
                     draft,
                 )
                 .await
-                .inspect(|c| self.credential_changed(&scope, c.id))
             {
+                Ok(written) => {
+                    self.caches.replace_credential(
+                        scope.tenant_id(),
+                        Arc::new(CachedCredential {
+                            credential: written.clone(),
+                            current: stored,
+                        }),
+                    );
+                    return Ok(written);
+                }
                 Err(Error::FailedPrecondition(why)) if why.contains("concurrently") => {
+                    self.credential_changed(&scope, credential.id);
                     credential = self.store.get_credential(&scope, credential.id).await?;
                 }
-                other => return other,
+                Err(e) => {
+                    self.credential_changed(&scope, credential.id);
+                    return Err(e);
+                }
             }
         }
         Err(Error::Unavailable(
