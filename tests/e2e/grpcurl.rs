@@ -11,7 +11,7 @@ use strongroom_proto::v1 as pb;
 on_both_backends!(grpcurl_through_reflection);
 
 /// grpcurl: `STRONGROOM_GRPCURL`, else the project's tool cache, else `PATH`.
-fn grpcurl_binary() -> PathBuf {
+pub(crate) fn grpcurl_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("STRONGROOM_GRPCURL") {
         let p = PathBuf::from(p);
         assert!(

@@ -20,6 +20,7 @@ macro_rules! on_both_backends {
     )+};
 }
 
+mod dev_mode;
 mod grpcurl;
 mod health;
 mod input_validation;

@@ -10,7 +10,7 @@
 
 mod batch;
 mod error;
-mod pg_bulk;
+mod pg_events;
 mod postgres;
 mod rows;
 mod shared;
