@@ -661,20 +661,8 @@ macro_rules! store_impl {
                 id: strongroom_core::ids::BindingId,
                 audit: strongroom_core::audit::AuditDraft,
             ) -> strongroom_core::Result<()> {
-                let tenant = scope.tenant_id();
-                let mut tx = self.tenant_tx(tenant, true).await?;
-                let done = sqlx::query("DELETE FROM identity_bindings WHERE tenant_id = $1 AND id = $2")
-                    .bind(tenant.as_uuid())
-                    .bind(id.as_uuid())
-                    .execute(&mut *tx)
+                self.delete_audited(scope.tenant_id(), "DELETE FROM identity_bindings WHERE tenant_id = $1 AND id = $2", id.as_uuid(), "identity binding", audit)
                     .await
-                    .map_err(crate::error::db("identity binding"))?;
-                if done.rows_affected() == 0 {
-                    return Err(strongroom_core::Error::not_found("identity binding"));
-                }
-                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
-                tx.commit().await.map_err(crate::error::db("identity binding"))?;
-                Ok(())
             }
 
             async fn create_credential(
@@ -1007,20 +995,8 @@ macro_rules! store_impl {
                 id: strongroom_core::ids::GrantId,
                 audit: strongroom_core::audit::AuditDraft,
             ) -> strongroom_core::Result<()> {
-                let tenant = scope.tenant_id();
-                let mut tx = self.tenant_tx(tenant, true).await?;
-                let done = sqlx::query("DELETE FROM grants WHERE tenant_id = $1 AND id = $2")
-                    .bind(tenant.as_uuid())
-                    .bind(id.as_uuid())
-                    .execute(&mut *tx)
+                self.delete_audited(scope.tenant_id(), "DELETE FROM grants WHERE tenant_id = $1 AND id = $2", id.as_uuid(), "grant", audit)
                     .await
-                    .map_err(crate::error::db("grant"))?;
-                if done.rows_affected() == 0 {
-                    return Err(strongroom_core::Error::not_found("grant"));
-                }
-                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
-                tx.commit().await.map_err(crate::error::db("grant"))?;
-                Ok(())
             }
 
             async fn list_grants(
@@ -1466,6 +1442,32 @@ macro_rules! store_impl {
         }
 
         impl $store {
+            /// Deletes the row `sql` selects by (tenant, id) and appends
+            /// `audit`, in one transaction; `NotFound` naming `what` if there
+            /// was no such row.
+            async fn delete_audited(
+                &self,
+                tenant: strongroom_core::ids::TenantId,
+                sql: &'static str,
+                id: uuid::Uuid,
+                what: &'static str,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<()> {
+                let mut tx = self.tenant_tx(tenant, true).await?;
+                let done = sqlx::query(sql)
+                    .bind(tenant.as_uuid())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(crate::error::db(what))?;
+                if done.rows_affected() == 0 {
+                    return Err(strongroom_core::Error::not_found(what));
+                }
+                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
+                tx.commit().await.map_err(crate::error::db(what))?;
+                Ok(())
+            }
+
             async fn insert_principal(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 p: &strongroom_core::principal::Principal,

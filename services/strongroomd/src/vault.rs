@@ -965,6 +965,31 @@ impl Vault {
         }
     }
 
+    /// Finds a credential and authorizes `capability` on it (a denial is
+    /// audited as `action`).
+    async fn lookup_authorized(
+        &self,
+        scope: &TenantScope<'_>,
+        ctx: &CallContext,
+        reference: &CredentialRef,
+        action: Action,
+        capability: Capability,
+    ) -> Result<Credential> {
+        let credential = self.lookup(scope, reference).await?;
+        self.authorize(
+            scope,
+            ctx,
+            action,
+            capability,
+            &credential.environment,
+            &credential.name,
+            Some(&credential),
+            None,
+        )
+        .await?;
+        Ok(credential)
+    }
+
     fn check_value_size(scope: &TenantScope<'_>, value: &CredentialValue) -> Result<()> {
         let limit = scope.tenant().settings.max_value_bytes as usize;
         let size = value.to_plaintext()?.len();
@@ -1083,18 +1108,15 @@ impl Vault {
         reference: &CredentialRef,
     ) -> Result<Credential> {
         let scope = caller.tenant_scope()?;
-        let credential = self.lookup(&scope, reference).await?;
-        self.authorize(
-            &scope,
-            ctx,
-            Action::CredentialGet,
-            Capability::ReadMetadata,
-            &credential.environment,
-            &credential.name,
-            Some(&credential),
-            None,
-        )
-        .await?;
+        let credential = self
+            .lookup_authorized(
+                &scope,
+                ctx,
+                reference,
+                Action::CredentialGet,
+                Capability::ReadMetadata,
+            )
+            .await?;
         Ok(credential)
     }
 
@@ -1531,18 +1553,15 @@ impl Vault {
         reference: &CredentialRef,
     ) -> Result<(Credential, Vec<(StoredVersion, VersionState)>)> {
         let scope = caller.tenant_scope()?;
-        let credential = self.lookup(&scope, reference).await?;
-        self.authorize(
-            &scope,
-            ctx,
-            Action::CredentialGet,
-            Capability::ReadMetadata,
-            &credential.environment,
-            &credential.name,
-            Some(&credential),
-            None,
-        )
-        .await?;
+        let credential = self
+            .lookup_authorized(
+                &scope,
+                ctx,
+                reference,
+                Action::CredentialGet,
+                Capability::ReadMetadata,
+            )
+            .await?;
         let versions = self.store.list_versions(&scope, credential.id).await?;
         let previous = versions
             .iter()
@@ -1567,18 +1586,15 @@ impl Vault {
         version: u32,
     ) -> Result<Credential> {
         let scope = caller.tenant_scope()?;
-        let credential = self.lookup(&scope, reference).await?;
-        self.authorize(
-            &scope,
-            ctx,
-            Action::CredentialRollback,
-            Capability::Rotate,
-            &credential.environment,
-            &credential.name,
-            Some(&credential),
-            None,
-        )
-        .await?;
+        let credential = self
+            .lookup_authorized(
+                &scope,
+                ctx,
+                reference,
+                Action::CredentialRollback,
+                Capability::Rotate,
+            )
+            .await?;
         if version == 0 {
             return Err(Error::invalid("version", "must be a version number"));
         }
@@ -1606,18 +1622,15 @@ impl Vault {
         reason: &str,
     ) -> Result<Credential> {
         let scope = caller.tenant_scope()?;
-        let credential = self.lookup(&scope, reference).await?;
-        self.authorize(
-            &scope,
-            ctx,
-            Action::CredentialRevoke,
-            Capability::Write,
-            &credential.environment,
-            &credential.name,
-            Some(&credential),
-            None,
-        )
-        .await?;
+        let credential = self
+            .lookup_authorized(
+                &scope,
+                ctx,
+                reference,
+                Action::CredentialRevoke,
+                Capability::Write,
+            )
+            .await?;
         if reason.len() > 1024 {
             return Err(Error::invalid("reason", "must be at most 1024 characters"));
         }
@@ -1649,18 +1662,15 @@ impl Vault {
         reason: &str,
     ) -> Result<Credential> {
         let scope = caller.tenant_scope()?;
-        let credential = self.lookup(&scope, reference).await?;
-        self.authorize(
-            &scope,
-            ctx,
-            Action::CredentialDestroy,
-            Capability::Admin,
-            &credential.environment,
-            &credential.name,
-            Some(&credential),
-            None,
-        )
-        .await?;
+        let credential = self
+            .lookup_authorized(
+                &scope,
+                ctx,
+                reference,
+                Action::CredentialDestroy,
+                Capability::Admin,
+            )
+            .await?;
         if credential.destroyed_at.is_some() {
             // Idempotent: the values are already gone.
             return Ok(credential);
