@@ -9,10 +9,13 @@ use crate::postgres::PgStore;
 use crate::rows::version_i32;
 
 impl PgStore {
-    /// Inserts sealed audit events with one statement of fixed text.
+    /// Inserts sealed audit events and advances the chain head to (`head`,
+    /// `head_hash`), with one statement of fixed text.
     pub(crate) async fn insert_events(
         tx: &mut Transaction<'static, Postgres>,
         events: &[strongroom_core::audit::AuditEvent],
+        head: i64,
+        head_hash: &[u8; 32],
     ) -> Result<()> {
         let n = events.len();
         let Some(first) = events.first() else {
@@ -65,11 +68,12 @@ impl PgStore {
             hash.push(e.hash.to_vec());
         }
         sqlx::query(concat!(
-            "INSERT INTO audit_events (",
+            "WITH ins AS (INSERT INTO audit_events (",
             crate::shared::audit_cols!(),
             ") SELECT $1, u.* FROM unnest($2::bigint[], $3::uuid[], $4::bigint[], $5::uuid[], $6::text[], \
              $7::text[], $8::text[], $9::uuid[], $10::text[], $11::int[], $12::text[], $13::text[], $14::text[], \
-             $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::bytea[], $21::bytea[]) AS u"
+             $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::bytea[], $21::bytea[]) AS u) \
+             UPDATE audit_heads SET sequence = $22, hash = $23 WHERE tenant_id = $1"
         ))
         .bind(first.tenant.as_uuid())
         .bind(sequence)
@@ -92,6 +96,8 @@ impl PgStore {
         .bind(detail)
         .bind(prev_hash)
         .bind(hash)
+        .bind(head)
+        .bind(head_hash.as_slice())
         .execute(&mut **tx)
         .await
         .map_err(db("audit event"))?;

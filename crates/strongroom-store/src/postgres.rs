@@ -108,13 +108,15 @@ impl PgStore {
         tenant: TenantId,
         _write: bool,
     ) -> Result<Transaction<'static, Postgres>> {
-        let mut tx = self.pool.begin().await.map_err(db("transaction"))?;
-        sqlx::query("SELECT set_config('strongroom.tenant_id', $1, true)")
-            .bind(tenant.to_string())
-            .execute(&mut *tx)
+        // One round trip: BEGIN and the tenant binding as one simple query
+        // (the id is a formatted UUID, hex digits and dashes only).
+        self.pool
+            .begin_with(format!(
+                "BEGIN; SELECT set_config('strongroom.tenant_id', '{}', true)",
+                tenant.as_uuid().hyphenated()
+            ))
             .await
-            .map_err(db("transaction"))?;
-        Ok(tx)
+            .map_err(db("transaction"))
     }
 
     /// A platform transaction: it may read the tenant registry, principals
@@ -189,7 +191,8 @@ impl PgStore {
         rx
     }
 
-    /// Reads the states a reveal check depends on, for a batch at once.
+    /// Reads the states a reveal check depends on, for a batch at once, in
+    /// one query.
     pub(crate) async fn fetch_states(
         tx: &mut Transaction<'static, Postgres>,
         tenant: TenantId,
@@ -197,41 +200,62 @@ impl PgStore {
         principals: &[uuid::Uuid],
         grants: &[uuid::Uuid],
     ) -> Result<crate::shared::States> {
-        let mut states = crate::shared::States::default();
-        let rows: Vec<crate::shared::CredentialState> = sqlx::query_as(
-            "SELECT id, status, current_version, destroyed_at, expires_at FROM credentials \
-             WHERE tenant_id = $1 AND id = ANY($2)",
+        type Row = (
+            String,
+            uuid::Uuid,
+            String,
+            String,
+            i64,
+            Option<i64>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT 'c', id, status, '', current_version::bigint, destroyed_at, expires_at FROM credentials \
+               WHERE tenant_id = $1 AND id = ANY($2) \
+             UNION ALL \
+             SELECT 'p', p.id, p.status, p.role || ' ' || t.status, 0, NULL, NULL FROM principals p \
+               JOIN tenants t ON t.id = p.tenant_id WHERE p.tenant_id = $1 AND p.id = ANY($3) \
+             UNION ALL \
+             SELECT 'g', id, '', '', 0, NULL, expires_at FROM grants WHERE tenant_id = $1 AND id = ANY($4)",
         )
         .bind(tenant.as_uuid())
         .bind(credentials)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db("credential"))?;
-        states
-            .credentials
-            .extend(rows.into_iter().map(|r| (r.id, r)));
-        let rows: Vec<crate::shared::PrincipalState> = sqlx::query_as(
-            "SELECT p.id, p.status, p.role, t.status AS tenant_status FROM principals p \
-             JOIN tenants t ON t.id = p.tenant_id WHERE p.tenant_id = $1 AND p.id = ANY($2)",
-        )
-        .bind(tenant.as_uuid())
         .bind(principals)
+        .bind(grants)
         .fetch_all(&mut **tx)
         .await
-        .map_err(db("principal"))?;
-        states
-            .principals
-            .extend(rows.into_iter().map(|r| (r.id, r)));
-        if !grants.is_empty() {
-            let rows: Vec<(uuid::Uuid, Option<i64>)> = sqlx::query_as(
-                "SELECT id, expires_at FROM grants WHERE tenant_id = $1 AND id = ANY($2)",
-            )
-            .bind(tenant.as_uuid())
-            .bind(grants)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db("grant"))?;
-            states.grants.extend(rows);
+        .map_err(db("reveal check"))?;
+        let mut states = crate::shared::States::default();
+        for (kind, id, status, extra, version, destroyed_at, expires_at) in rows {
+            match kind.as_str() {
+                "c" => {
+                    states.credentials.insert(
+                        id,
+                        crate::shared::CredentialState {
+                            id,
+                            status,
+                            current_version: i32::try_from(version).unwrap_or(-1),
+                            destroyed_at,
+                            expires_at,
+                        },
+                    );
+                }
+                "p" => {
+                    let (role, tenant_status) = extra.split_once(' ').unwrap_or_default();
+                    states.principals.insert(
+                        id,
+                        crate::shared::PrincipalState {
+                            id,
+                            status,
+                            role: role.to_owned(),
+                            tenant_status: tenant_status.to_owned(),
+                        },
+                    );
+                }
+                _ => {
+                    states.grants.insert(id, expires_at);
+                }
+            }
         }
         Ok(states)
     }

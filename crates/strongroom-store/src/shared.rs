@@ -1318,14 +1318,8 @@ macro_rules! store_impl {
                     }
                 }
                 if !events.is_empty() {
-                    Self::insert_events(&mut tx, &events).await?;
-                    sqlx::query("UPDATE audit_heads SET sequence = $2, hash = $3 WHERE tenant_id = $1")
-                        .bind(tenant.as_uuid())
-                        .bind(i64::try_from(next).map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?)
-                        .bind(prev.as_slice())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db("audit chain head"))?;
+                    let head = i64::try_from(next).map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?;
+                    Self::insert_events(&mut tx, &events, head, &prev).await?;
                 }
                 if !changes.is_empty() {
                     Self::notify_changes(&mut tx, self.origin(), &changes).await?;

@@ -115,6 +115,8 @@ impl SqliteStore {
     pub(crate) async fn insert_events(
         tx: &mut sqlx::Transaction<'static, Sqlite>,
         events: &[strongroom_core::audit::AuditEvent],
+        head: i64,
+        head_hash: &[u8; 32],
     ) -> strongroom_core::Result<()> {
         let mut rows = Vec::with_capacity(events.len());
         for e in events {
@@ -157,6 +159,16 @@ impl SqliteStore {
             .execute(&mut **tx)
             .await
             .map_err(crate::error::db("audit event"))?;
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        sqlx::query("UPDATE audit_heads SET sequence = $2, hash = $3 WHERE tenant_id = $1")
+            .bind(first.tenant.as_uuid())
+            .bind(head)
+            .bind(head_hash.as_slice())
+            .execute(&mut **tx)
+            .await
+            .map_err(db("audit chain head"))?;
         Ok(())
     }
 
