@@ -65,7 +65,11 @@ impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|_| Error::invalid("database.url", "is not a valid Postgres URL"))?
-            .application_name("strongroomd");
+            .application_name("strongroomd")
+            // Short OLTP statements: JIT compilation (triggered by the
+            // planner's estimates for array-unnesting batch statements) would
+            // cost more than it saves.
+            .options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))

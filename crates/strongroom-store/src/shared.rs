@@ -1237,7 +1237,15 @@ macro_rules! store_impl {
                     }
                     Work::Append | Work::Reveal(_) => (2, uuid::Uuid::nil(), "", ""),
                 });
+                // The backend's bulk path first (Postgres: multi-row
+                // statements for the batch's creates); the jobs it leaves
+                // run one by one below.
+                let mut bulk = Self::bulk_mutations(&mut tx, tenant, &works).await?;
                 for i in order {
+                    if let Some(outcome) = bulk[i].take() {
+                        outcomes[i] = outcome;
+                        continue;
+                    }
                     outcomes[i] = match &works[i] {
                         Work::Append | Work::Reveal(_) => continue,
                         Work::CreateCredential { credential, first } => {

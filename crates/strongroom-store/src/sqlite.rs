@@ -172,6 +172,16 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// No bulk path: SQLite runs a batch's mutations one by one (they are
+    /// local calls).
+    pub(crate) async fn bulk_mutations(
+        _tx: &mut Transaction<'static, Sqlite>,
+        _tenant: TenantId,
+        works: &[crate::batch::Work],
+    ) -> Result<Vec<Option<Result<Option<strongroom_core::credential::Credential>>>>> {
+        Ok(works.iter().map(|_| None).collect())
+    }
+
     /// Notices are not sent (see `notify_changes`), so none is tagged.
     pub(crate) fn origin(&self) -> uuid::Uuid {
         uuid::Uuid::nil()
