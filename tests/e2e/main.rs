@@ -24,6 +24,7 @@ mod dev_mode;
 mod grpcurl;
 mod health;
 mod input_validation;
+mod isolation_guards;
 mod lifecycle;
 mod mtls;
 mod policy;

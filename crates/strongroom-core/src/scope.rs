@@ -198,17 +198,28 @@ impl Authenticator {
         candidates: Vec<IdentityMatch>,
         tenant_hint: Option<&str>,
     ) -> Result<Option<Membership>> {
+        // The store pre-filters; re-check here so a backend bug cannot
+        // widen a binding.
+        let candidates: Vec<IdentityMatch> = candidates
+            .into_iter()
+            .filter(|c| c.pattern.matches(identity))
+            .filter(|c| tenant_hint.is_none_or(|hint| hint == c.tenant.name.as_str()))
+            .collect();
+        // An identity matched in more than one tenant is never resolved by
+        // specificity: one tenant's admin must not capture another tenant's
+        // workloads with a narrower binding. The caller names its tenant.
+        if let Some(first) = candidates.first()
+            && candidates.iter().any(|c| c.tenant.id != first.tenant.id)
+        {
+            return Err(Error::denied(
+                "the client identity matches principals in more than one tenant; name the tenant in the strongroom-tenant header",
+            ));
+        }
+        // Within one tenant the most specific binding wins; equally
+        // specific bindings of different principals are ambiguous.
         let mut best: Option<IdentityMatch> = None;
         let mut ambiguous = false;
         for c in candidates {
-            // The store pre-filters; re-check here so a backend bug cannot
-            // widen a binding.
-            if !c.pattern.matches(identity) {
-                continue;
-            }
-            if tenant_hint.is_some_and(|hint| hint != c.tenant.name.as_str()) {
-                continue;
-            }
             match &best {
                 None => best = Some(c),
                 Some(b) if c.pattern.specificity() > b.pattern.specificity() => {
@@ -226,7 +237,7 @@ impl Authenticator {
         }
         if ambiguous {
             return Err(Error::denied(
-                "the client identity matches principals in more than one tenant; name the tenant in the strongroom-tenant header",
+                "the client identity matches several principals equally; remove one of the bindings",
             ));
         }
         Ok(best.map(|m| Membership {

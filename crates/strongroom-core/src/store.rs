@@ -15,7 +15,7 @@ use crate::ids::{BindingId, CredentialId, GrantId, PrincipalId, TenantId};
 use crate::names::{CredentialName, Environment};
 use crate::page::{Page, PageRequest};
 use crate::policy::Grant;
-use crate::principal::{IdentityBinding, Principal, PrincipalStatus, Role};
+use crate::principal::{IdentityBinding, IdentityPattern, Principal, PrincipalStatus, Role};
 use crate::scope::{IdentityMatch, PlatformScope, TenantScope};
 use crate::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
 use crate::time::Timestamp;
@@ -124,6 +124,11 @@ impl Change {
                 | Action::EnvironmentDelete,
                 _,
             ) => Change::Data(tenant),
+            // A binding can move an identity between tenants: every
+            // server must drop every cached caller.
+            (Action::BindingCreate | Action::BindingDelete | Action::TenantCreate, _) => {
+                Change::Everything
+            }
             _ => Change::Access(tenant),
         })
     }
@@ -176,6 +181,13 @@ pub trait Store: Send + Sync + 'static {
     /// Finds the principals whose identity bindings match `identity`, with
     /// their tenants. Used only by the authenticator.
     async fn resolve_identity(&self, identity: &str) -> Result<Vec<IdentityMatch>>;
+
+    /// Whether `pattern` overlaps an identity binding of any tenant other
+    /// than `except` (equal exact identities, an exact identity under a
+    /// prefix, or nested prefixes). A cross-tenant lookup, like
+    /// [`Store::resolve_identity`]: it keeps one tenant from binding
+    /// identities another tenant already owns.
+    async fn identity_overlaps(&self, pattern: &IdentityPattern, except: TenantId) -> Result<bool>;
 
     // ---- platform ----
 

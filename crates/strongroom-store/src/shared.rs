@@ -260,6 +260,29 @@ macro_rules! store_impl {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
+            async fn identity_overlaps(
+                &self,
+                pattern: &strongroom_core::principal::IdentityPattern,
+                except: strongroom_core::ids::TenantId,
+            ) -> strongroom_core::Result<bool> {
+                let (kind, text) = crate::rows::pattern_parts(pattern);
+                let mut tx = self.platform_tx(None, false).await?;
+                let hit: Option<String> = sqlx::query_scalar(
+                    "SELECT kind FROM identity_bindings WHERE tenant_id <> $1 AND ( \
+                       (kind = 'exact' AND $2 = 'exact' AND pattern = $3) \
+                       OR (kind = 'prefix' AND substr($3, 1, length(pattern)) = pattern) \
+                       OR ($2 = 'prefix' AND substr(pattern, 1, length($3)) = $3)) LIMIT 1",
+                )
+                .bind(except.as_uuid())
+                .bind(kind)
+                .bind(text)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(crate::error::db("identity binding"))?;
+                tx.commit().await.map_err(crate::error::db("identity binding"))?;
+                Ok(hit.is_some())
+            }
+
             async fn create_tenant(
                 &self,
                 _scope: &strongroom_core::scope::PlatformScope<'_>,

@@ -69,19 +69,29 @@ pub fn server_config(paths: &TlsPaths) -> Result<ServerConfig, TlsError> {
 /// `spiffe://` URI SAN), else its subject common name.
 pub fn identity_of(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let mut spiffe = None;
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
             if let x509_parser::extensions::GeneralName::URI(uri) = name
                 && uri.starts_with("spiffe://")
             {
-                return Some((*uri).to_owned());
+                if spiffe.is_some() {
+                    // A SPIFFE certificate names exactly one workload.
+                    return None;
+                }
+                spiffe = Some((*uri).to_owned());
             }
         }
     }
+    if spiffe.is_some() {
+        return spiffe;
+    }
+    // A common name that looks like a SPIFFE ID is refused: only a URI SAN
+    // may claim one.
     cert.subject()
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
-        .filter(|cn| !cn.is_empty())
+        .filter(|cn| !cn.is_empty() && !cn.starts_with("spiffe://"))
         .map(str::to_owned)
 }

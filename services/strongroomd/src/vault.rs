@@ -27,8 +27,8 @@ use strongroom_core::names::{
 };
 use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::policy::{
-    AccessRequest, Capabilities, Capability, Decision, Destination, Grant, GrantSubject, Selector,
-    evaluate,
+    AccessRequest, Capabilities, Capability, Decision, Destination, Grant, GrantSubject, Reason,
+    Selector, evaluate,
 };
 use strongroom_core::principal::{
     IdentityBinding, IdentityPattern, Principal, PrincipalStatus, Role,
@@ -154,13 +154,21 @@ pub struct Revealed {
     pub lease: Lease,
 }
 
-/// A revealed value or a single field.
-#[derive(Debug)]
+/// A revealed value or a single field. `Debug` never shows the value.
 pub enum RevealedValue {
     /// The whole typed value.
     Whole(CredentialValue),
     /// One named field.
     Field(String, zeroize::Zeroizing<String>),
+}
+
+impl std::fmt::Debug for RevealedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Whole(v) => write!(f, "Whole({v:?})"),
+            Self::Field(name, _) => write!(f, "Field({name:?}, [REDACTED])"),
+        }
+    }
 }
 
 /// A grant to create.
@@ -512,7 +520,12 @@ impl Vault {
         ctx: &CallContext,
         action: Action,
     ) -> Result<()> {
-        if scope.principal().role == Role::Admin {
+        // Tenant management (principals, bindings, grants, environments,
+        // settings) needs an admin confined to no environment: a confined
+        // admin could otherwise grant itself or a new principal access
+        // beyond its environments.
+        let principal = scope.principal();
+        if principal.role == Role::Admin && principal.environments.is_empty() {
             return Ok(());
         }
         self.audit_denial(
@@ -520,7 +533,9 @@ impl Vault {
             ctx.stamp(scope.audit(action, Outcome::Denied, "ROLE_NOT_ADMIN")),
         )
         .await;
-        Err(Error::denied("this needs the admin role"))
+        Err(Error::denied(
+            "this needs the admin role, unconfined to environments",
+        ))
     }
 
     async fn require_role(
@@ -631,6 +646,16 @@ impl Vault {
             };
             (principal, binding)
         });
+        if let Some((_, binding)) = &admin
+            && self
+                .store
+                .identity_overlaps(&binding.pattern, tenant.id)
+                .await?
+        {
+            return Err(Error::precondition(
+                "the initial admin identity overlaps identities bound in another tenant",
+            ));
+        }
         let environments = DEFAULT_ENVIRONMENTS
             .iter()
             .map(|e| Environment::parse(e, "environment"))
@@ -849,6 +874,24 @@ impl Vault {
         let scope = caller.tenant_scope()?;
         self.require_admin(&scope, ctx, Action::BindingCreate)
             .await?;
+        if self
+            .store
+            .identity_overlaps(&pattern, scope.tenant_id())
+            .await?
+        {
+            self.audit_denial(
+                &scope,
+                ctx.stamp(scope.audit(
+                    Action::BindingCreate,
+                    Outcome::Denied,
+                    "IDENTITY_OWNED_ELSEWHERE",
+                )),
+            )
+            .await;
+            return Err(Error::precondition(
+                "this identity pattern overlaps identities bound in another tenant; ask a platform operator",
+            ));
+        }
         let binding = IdentityBinding {
             id: BindingId::generate(),
             tenant: scope.tenant_id(),
@@ -1357,6 +1400,16 @@ impl Vault {
         options: &RevealOptions,
     ) -> Result<Revealed> {
         let scope = caller.tenant_scope()?;
+        if !scope.principal().may_enter(environment) {
+            let mut d = ctx.stamp(scope.audit(
+                Action::CredentialReveal,
+                Outcome::Denied,
+                Reason::EnvironmentNotPermitted.as_str(),
+            ));
+            d.environment = Some(environment.to_string());
+            self.audit_denial(&scope, d).await;
+            return Err(Error::denied(Reason::EnvironmentNotPermitted.explain()));
+        }
         let credential = if let Some(name) = name {
             let c = self
                 .store
@@ -1373,10 +1426,30 @@ impl Vault {
                 status: Some(CredentialStatus::Active),
                 ..CredentialFilter::default()
             };
+            // Only credentials the caller may list count: how many serve
+            // the service must not leak to a caller without access.
             let mut page = self
                 .store
-                .list_credentials(&scope, &filter, &PageRequest::first(2))
+                .list_credentials(&scope, &filter, &PageRequest::first(100))
                 .await?;
+            let principal = scope.principal();
+            let grants = self.grants_for(&scope, principal).await?;
+            let now = Timestamp::now();
+            page.items.retain(|c| {
+                evaluate(
+                    principal,
+                    &grants,
+                    &AccessRequest {
+                        capability: Capability::List,
+                        environment: &c.environment,
+                        name: &c.name,
+                        owner: None,
+                        on_behalf_of: None,
+                    },
+                    now,
+                )
+                .allowed
+            });
             match page.items.len() {
                 0 => {
                     return Err(Error::not_found(
@@ -1826,6 +1899,25 @@ impl Vault {
             Err(e) => return Err(e),
         };
         let grants = self.store.grants_for(&scope, &subject).await?;
+        // Whether a credential is owner-scoped (and by whom) is metadata: a
+        // caller that may not read the credential's metadata is answered as
+        // if it were not.
+        let caller_sees_metadata = (scope.principal().role == Role::Admin
+            && scope.principal().environments.is_empty())
+            || evaluate(
+                &subject,
+                &grants,
+                &AccessRequest {
+                    capability: Capability::ReadMetadata,
+                    environment,
+                    name,
+                    owner: None,
+                    on_behalf_of: None,
+                },
+                Timestamp::now(),
+            )
+            .allowed;
+        let owner = owner.filter(|_| caller_sees_metadata);
         let decision = evaluate(
             &subject,
             &grants,

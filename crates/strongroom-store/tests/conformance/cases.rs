@@ -19,7 +19,7 @@ use strongroom_core::page::PageRequest;
 use strongroom_core::policy::{
     Capabilities, Capability, Destination, Grant, GrantSubject, Selector,
 };
-use strongroom_core::principal::{PrincipalStatus, Role};
+use strongroom_core::principal::{IdentityPattern, PrincipalStatus, Role};
 use strongroom_core::store::{AuditFilter, GrantFilter, Store};
 use strongroom_core::tenant::{TenantSettings, TenantStatus, WrappedKekRecord};
 use strongroom_core::time::Timestamp;
@@ -247,12 +247,54 @@ pub async fn identity_in_two_tenants_needs_a_hint(store: Arc<dyn Store>) {
         ),
         Code::Unauthenticated
     );
-    // beta's exact binding is more specific than both prefixes.
+    // beta's exact binding is more specific than both prefixes, but across
+    // tenants specificity decides nothing: a narrower binding in one tenant
+    // must not capture another tenant's workloads.
+    assert_eq!(
+        code(auth.authenticate(store, "spiffe://shared/tool", None).await),
+        Code::PermissionDenied
+    );
     let tool = auth
-        .authenticate(store, "spiffe://shared/tool", None)
+        .authenticate(store, "spiffe://shared/tool", Some("beta"))
         .await
-        .expect("most specific wins");
+        .expect("beta named");
     assert_eq!(tool.principal().map(|p| p.id), Some(beta_agent.id));
+    // The store reports such overlaps, so the server can refuse to create
+    // them: beta's exact identity lies under alpha's prefix.
+    let tool_pattern = IdentityPattern::Exact("spiffe://shared/tool".into());
+    assert!(
+        store
+            .identity_overlaps(&tool_pattern, beta.id())
+            .await
+            .expect("overlaps")
+    );
+    assert!(
+        store
+            .identity_overlaps(&tool_pattern, alpha.id())
+            .await
+            .expect("overlaps")
+    );
+    let wider = IdentityPattern::Prefix("spiffe://".into());
+    assert!(
+        store
+            .identity_overlaps(&wider, alpha.id())
+            .await
+            .expect("overlaps")
+    );
+    let apart = IdentityPattern::Prefix("spiffe://elsewhere/".into());
+    assert!(
+        !store
+            .identity_overlaps(&apart, alpha.id())
+            .await
+            .expect("overlaps")
+    );
+    let lone = IdentityPattern::Exact("spiffe://elsewhere/agent".into());
+    assert!(
+        !store
+            .identity_overlaps(&lone, beta.id())
+            .await
+            .expect("overlaps")
+    );
 }
 
 /// A platform operator bound to no principal gets the platform scope and no
