@@ -45,6 +45,31 @@ struct TenantEntry {
     grants: HashMap<PrincipalId, Arc<Vec<Grant>>>,
 }
 
+impl TenantEntry {
+    /// Stores `cached` under its id and path (resetting a full cache).
+    fn insert(&mut self, cached: Arc<CachedCredential>) {
+        if self.by_id.len() >= MAX_CREDENTIALS {
+            self.by_id.clear();
+            self.by_path.clear();
+        }
+        let key = (
+            cached.credential.environment.clone(),
+            cached.credential.name.clone(),
+        );
+        self.by_id.insert(cached.credential.id, Arc::clone(&cached));
+        self.by_path.insert(key, cached);
+    }
+
+    /// Drops every cached credential and grant; racing fills that started
+    /// before are discarded.
+    fn clear(&mut self) {
+        self.generation += 1;
+        self.by_id.clear();
+        self.by_path.clear();
+        self.grants.clear();
+    }
+}
+
 struct CallerEntry {
     caller: Arc<Authenticated>,
     tenant: Option<TenantId>,
@@ -114,21 +139,9 @@ impl Caches {
             return;
         };
         let entry = tenants.entry(tenant).or_default();
-        if entry.generation != ticket.tenant {
-            return;
+        if entry.generation == ticket.tenant {
+            entry.insert(cached);
         }
-        if entry.by_id.len() >= MAX_CREDENTIALS {
-            entry.by_id.clear();
-            entry.by_path.clear();
-        }
-        let key = (
-            cached.credential.environment.clone(),
-            cached.credential.name.clone(),
-        );
-        entry
-            .by_id
-            .insert(cached.credential.id, Arc::clone(&cached));
-        entry.by_path.insert(key, cached);
     }
 
     /// Cached grants of a principal (direct and by role).
@@ -221,18 +234,7 @@ impl Caches {
         };
         let entry = tenants.entry(tenant).or_default();
         entry.generation += 1;
-        if entry.by_id.len() >= MAX_CREDENTIALS {
-            entry.by_id.clear();
-            entry.by_path.clear();
-        }
-        let key = (
-            cached.credential.environment.clone(),
-            cached.credential.name.clone(),
-        );
-        entry
-            .by_id
-            .insert(cached.credential.id, Arc::clone(&cached));
-        entry.by_path.insert(key, cached);
+        entry.insert(cached);
     }
 
     /// Drops one cached credential (and makes racing fills of the tenant
@@ -252,22 +254,14 @@ impl Caches {
     /// Drops a tenant's cached credentials and grants, keeping its callers.
     pub fn invalidate_data(&self, tenant: TenantId) {
         if let Ok(mut tenants) = self.tenants.write() {
-            let entry = tenants.entry(tenant).or_default();
-            entry.generation += 1;
-            entry.by_id.clear();
-            entry.by_path.clear();
-            entry.grants.clear();
+            tenants.entry(tenant).or_default().clear();
         }
     }
 
     /// Drops everything cached about `tenant`, callers included.
     pub fn invalidate(&self, tenant: TenantId) {
         if let Ok(mut tenants) = self.tenants.write() {
-            let entry = tenants.entry(tenant).or_default();
-            entry.generation += 1;
-            entry.by_id.clear();
-            entry.by_path.clear();
-            entry.grants.clear();
+            tenants.entry(tenant).or_default().clear();
         }
         self.caller_generation.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut callers) = self.callers.write() {
@@ -279,12 +273,7 @@ impl Caches {
     /// identity binding changed, which can move identities between tenants).
     pub fn invalidate_all(&self) {
         if let Ok(mut tenants) = self.tenants.write() {
-            for entry in tenants.values_mut() {
-                entry.generation += 1;
-                entry.by_id.clear();
-                entry.by_path.clear();
-                entry.grants.clear();
-            }
+            tenants.values_mut().for_each(TenantEntry::clear);
         }
         self.caller_generation.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut callers) = self.callers.write() {

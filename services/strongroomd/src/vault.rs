@@ -429,9 +429,8 @@ impl Vault {
         kek_version: u32,
         credential: &Credential,
         version: u32,
-        value: &CredentialValue,
+        plaintext: &[u8],
     ) -> Result<Vec<u8>> {
-        let plaintext = value.to_plaintext()?;
         let aad = Aad {
             tenant: credential.tenant.as_uuid(),
             environment: credential.environment.as_str(),
@@ -439,7 +438,7 @@ impl Vault {
             version,
         };
         let envelope = kek
-            .seal(kek_version, &aad, &plaintext)
+            .seal(kek_version, &aad, plaintext)
             .map_err(crypto_error)?;
         Ok(envelope.to_bytes())
     }
@@ -1033,16 +1032,22 @@ impl Vault {
         Ok(credential)
     }
 
-    fn check_value_size(scope: &TenantScope<'_>, value: &CredentialValue) -> Result<()> {
+    /// Serializes a value for sealing, refusing one over the tenant's size
+    /// limit. The buffer is zeroized when dropped.
+    fn plaintext_within_limit(
+        scope: &TenantScope<'_>,
+        value: &CredentialValue,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
         let limit = scope.tenant().settings.max_value_bytes as usize;
-        let size = value.to_plaintext()?.len();
+        let plaintext = value.to_plaintext()?;
+        let size = plaintext.len();
         if size > limit {
             return Err(Error::invalid(
                 "value",
                 format!("is {size} bytes, over this tenant's limit of {limit} bytes"),
             ));
         }
-        Ok(())
+        Ok(plaintext)
     }
 
     /// Creates a credential with its first version.
@@ -1054,7 +1059,7 @@ impl Vault {
     ) -> Result<Credential> {
         let scope = caller.tenant_scope()?;
         new.value.validate().map_err(|e| e.within("value"))?;
-        Self::check_value_size(&scope, &new.value)?;
+        let plaintext = Self::plaintext_within_limit(&scope, &new.value)?;
         if let Some(r) = &new.rotation {
             r.validate().map_err(|e| e.within("rotation_policy"))?;
         }
@@ -1103,7 +1108,7 @@ impl Vault {
         };
         let kek_version = scope.tenant().current_kek_version;
         let kek = self.kek(&scope, kek_version).await?;
-        let envelope = Self::seal(&kek, kek_version, &credential, 1, &new.value)?;
+        let envelope = Self::seal(&kek, kek_version, &credential, 1, &plaintext)?;
         let first = StoredVersion {
             credential: credential.id,
             version: 1,
@@ -1547,7 +1552,7 @@ impl Vault {
                 (old.with_field(&field, secret)?, true)
             }
         };
-        Self::check_value_size(&scope, &value)?;
+        let plaintext = Self::plaintext_within_limit(&scope, &value)?;
         let kek_version = scope.tenant().current_kek_version;
         let kek = self.kek(&scope, kek_version).await?;
         let retention = scope.tenant().settings.version_retention;
@@ -1559,7 +1564,13 @@ impl Vault {
             let stored = StoredVersion {
                 credential: credential.id,
                 version: next,
-                envelope: Some(Self::seal(&kek, kek_version, &credential, next, &value)?),
+                envelope: Some(Self::seal(
+                    &kek,
+                    kek_version,
+                    &credential,
+                    next,
+                    &plaintext,
+                )?),
                 kek_version,
                 created_at: now,
                 created_by: scope.principal().id,
