@@ -56,6 +56,25 @@ struct Args {
     reveal_only: bool,
 }
 
+/// Refreshes the planner statistics of database `name` after loading, as
+/// autovacuum does within a minute on a running system: without it the
+/// planner still sees the tables as empty and picks scans that a server in
+/// steady state never runs. Done for both systems alike.
+pub async fn analyze(name: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    let admin = strongroom_e2e::admin_url();
+    let (base, _) = admin.rsplit_once('/').unwrap_or((admin.as_str(), ""));
+    let mut conn = sqlx::PgConnection::connect(&format!("{base}/{name}"))
+        .await
+        .map_err(|e| format!("analyze {name}: {e}"))?;
+    sqlx::query("ANALYZE")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("analyze {name}: {e}"))?;
+    conn.close().await.ok();
+    Ok(())
+}
+
 struct Row {
     system: &'static str,
     backend: &'static str,

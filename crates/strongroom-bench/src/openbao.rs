@@ -187,6 +187,7 @@ audit "file" "file" {{
         };
         bao.initialise().await?;
         bao.load().await?;
+        crate::analyze(&bao.database).await?;
         Ok(bao)
     }
 

@@ -79,6 +79,9 @@ impl Strongroom {
         for t in tasks {
             t.await.map_err(|e| e.to_string())??;
         }
+        if let Some(database) = &server.database {
+            crate::analyze(database).await?;
+        }
         Ok(Self {
             server,
             admin,

@@ -40,6 +40,71 @@ pub(crate) enum Work {
     },
 }
 
+/// The tenant's audit chain head as its committer last wrote it: lets a
+/// batch seal its events before reading the head, the write checking that
+/// the head is still this one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head {
+    pub sequence: u64,
+    pub hash: [u8; 32],
+}
+
+/// What a committer remembers between batches.
+#[derive(Debug, Default)]
+pub(crate) struct CommitterState {
+    /// The head after this committer's last commit; `None` after a failure
+    /// or when another writer moved it.
+    pub head: Option<Head>,
+    /// Batches left before the fast path is tried again after a miss
+    /// (another server or writer moved the head meanwhile).
+    pub fast_pause: u32,
+}
+
+/// Batches to skip the fast path for after it missed.
+pub(crate) const FAST_PAUSE: u32 = 16;
+
+/// The outcome of staging a batch of events.
+pub(crate) enum Fast<S> {
+    /// Written, not committed yet (the head lock held); the head after it.
+    Staged(S, Head),
+    /// Nothing kept (the head moved, or a reveal check failed): the drafts
+    /// back, in job order, for the full path.
+    Redo(Vec<AuditDraft>),
+}
+
+/// A batch of events written in a transaction that holds the head lock.
+pub(crate) struct Staged<DB: sqlx::Database> {
+    pub tx: sqlx::Transaction<'static, DB>,
+    pub events: Vec<AuditEvent>,
+}
+
+impl<DB: sqlx::Database> Staged<DB> {
+    /// Commits; every job's result.
+    pub async fn commit(self) -> Result<Vec<Result<Done>>> {
+        self.tx
+            .commit()
+            .await
+            .map_err(crate::error::db("audit event"))?;
+        Ok(self
+            .events
+            .into_iter()
+            .map(|e| Ok(Done::Event(e)))
+            .collect())
+    }
+}
+
+/// Whether a batch may take the fast path: only events, none of which
+/// announces a change.
+pub(crate) fn events_only(works: &[Work], drafts: &[AuditDraft], tenant: TenantId) -> bool {
+    works
+        .iter()
+        .all(|w| matches!(w, Work::Append | Work::Reveal(_)))
+        && drafts.iter().all(|d| {
+            d.outcome != strongroom_core::audit::Outcome::Allowed
+                || strongroom_core::store::Change::of(tenant, d.action, d.credential).is_none()
+        })
+}
+
 /// A job's result.
 pub(crate) enum Done {
     /// The appended event.
@@ -114,6 +179,24 @@ pub(crate) async fn next_batch(rx: &mut mpsc::Receiver<Job>) -> Option<Vec<Job>>
         }
     }
     Some(jobs)
+}
+
+/// Answers the jobs of a batch with its results, or all with its error.
+pub(crate) fn answer(
+    result: Result<Vec<Result<Done>>>,
+    replies: Vec<oneshot::Sender<Result<Done>>>,
+) {
+    match result {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit batch failed");
+            fail_all(replies, &e);
+        }
+    }
 }
 
 /// Answers every job of a batch that failed as a whole.

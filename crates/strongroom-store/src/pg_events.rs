@@ -1,62 +1,28 @@
-//! Postgres: a group commit's creates and audit events as multi-row
-//! statements of fixed text (prepared once per connection, whatever the
-//! batch size) instead of statements run job after job. Creates insert in
-//! environment-and-name order, the order the job-by-job path uses, so
-//! committers of two servers cannot deadlock. Whatever is not handled here
-//! (a batch with a single create, a second create of the same name) is left
-//! to the job-by-job path, which also works out the precise error.
+//! Postgres: a group commit's rotations, creates and audit events as
+//! multi-row statements of fixed text (prepared once per connection, whatever
+//! the batch size) instead of statements run job after job, and the short
+//! path of a batch of events only. Rotations lock in credential-id order and
+//! creates insert in environment-and-name order, the orders the job-by-job
+//! path uses, so committers of two servers cannot deadlock. Whatever is not
+//! handled here (a single rotation or create, a second one of the same
+//! credential or name, a failed compare-and-set, an unknown environment) is
+//! left to the job-by-job path, which also works out the precise error.
 
 use std::collections::HashSet;
 
 use sqlx::{Postgres, Transaction};
+use strongroom_core::audit::{AuditDraft, AuditEvent};
 use strongroom_core::credential::{Credential, StoredVersion};
 use strongroom_core::ids::TenantId;
 use strongroom_core::{Error, Result};
 
-use crate::batch::Work;
+use crate::batch::{Fast, Head, Staged, Work};
 use crate::error::db;
 use crate::postgres::PgStore;
 use crate::rows::{json, version_i32};
 
 /// A job's outcome when the bulk path decided it.
 pub(crate) type Outcome = Option<Result<Option<Credential>>>;
-
-async fn insert_versions(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: TenantId,
-    versions: &[&StoredVersion],
-) -> Result<()> {
-    let mut credential = Vec::with_capacity(versions.len());
-    let mut version = Vec::with_capacity(versions.len());
-    let mut envelope: Vec<Option<Vec<u8>>> = Vec::with_capacity(versions.len());
-    let mut kek = Vec::with_capacity(versions.len());
-    let mut created_at = Vec::with_capacity(versions.len());
-    let mut created_by = Vec::with_capacity(versions.len());
-    for v in versions {
-        credential.push(v.credential.as_uuid());
-        version.push(version_i32(v.version)?);
-        envelope.push(v.envelope.clone());
-        kek.push(version_i32(v.kek_version)?);
-        created_at.push(v.created_at.as_micros());
-        created_by.push(v.created_by.as_uuid());
-    }
-    sqlx::query(
-        "INSERT INTO credential_versions \
-         (tenant_id, credential_id, version, envelope, kek_version, created_at, created_by) \
-         SELECT $1, u.* FROM unnest($2::uuid[], $3::int[], $4::bytea[], $5::int[], $6::bigint[], $7::uuid[]) AS u",
-    )
-    .bind(tenant.as_uuid())
-    .bind(credential)
-    .bind(version)
-    .bind(envelope)
-    .bind(kek)
-    .bind(created_at)
-    .bind(created_by)
-    .execute(&mut **tx)
-    .await
-    .map_err(db("credential version"))?;
-    Ok(())
-}
 
 impl PgStore {
     /// Runs the batch's creates in bulk where it can; returns an outcome for
@@ -67,8 +33,109 @@ impl PgStore {
         works: &[Work],
     ) -> Result<Vec<Outcome>> {
         let mut out: Vec<Outcome> = works.iter().map(|_| None).collect();
+        Self::bulk_rotations(tx, tenant, works, &mut out).await?;
         Self::bulk_creates(tx, tenant, works, &mut out).await?;
         Ok(out)
+    }
+
+    /// Adds the batch's new versions in two statements: one locks the
+    /// credentials in id order (the order every committer locks them in, so
+    /// two servers' batches cannot deadlock); one advances each credential
+    /// whose latest version is still the expected one, inserts its version
+    /// and prunes to its retention. A job whose compare-and-set fails, and a
+    /// second rotation of one credential in the batch, are left to the
+    /// job-by-job path, which works out the precise error.
+    async fn bulk_rotations(
+        tx: &mut Transaction<'static, Postgres>,
+        tenant: TenantId,
+        works: &[Work],
+        out: &mut [Outcome],
+    ) -> Result<()> {
+        let mut seen = HashSet::new();
+        let mut jobs: Vec<(usize, uuid::Uuid, u32, &StoredVersion, u32)> = Vec::new();
+        for (i, w) in works.iter().enumerate() {
+            if let Work::AddVersion {
+                id,
+                expected_latest,
+                version,
+                retention,
+            } = w
+                && seen.insert(id.as_uuid())
+            {
+                jobs.push((i, id.as_uuid(), *expected_latest, version, *retention));
+            }
+        }
+        if jobs.len() < 2 {
+            return Ok(());
+        }
+        jobs.sort_by_key(|j| j.1);
+        let n = jobs.len();
+        let mut id = Vec::with_capacity(n);
+        let mut expected = Vec::with_capacity(n);
+        let mut version = Vec::with_capacity(n);
+        let mut envelope: Vec<Option<&[u8]>> = Vec::with_capacity(n);
+        let mut kek = Vec::with_capacity(n);
+        let mut at = Vec::with_capacity(n);
+        let mut by = Vec::with_capacity(n);
+        let mut keep_from = Vec::with_capacity(n);
+        for (_, cid, exp, v, retention) in &jobs {
+            id.push(*cid);
+            expected.push(version_i32(*exp)?);
+            version.push(version_i32(v.version)?);
+            envelope.push(v.envelope.as_deref());
+            kek.push(version_i32(v.kek_version)?);
+            at.push(v.created_at.as_micros());
+            by.push(v.created_by.as_uuid());
+            let keep = i64::from(v.version) - i64::from((*retention).max(1));
+            keep_from.push(i32::try_from(keep.max(0)).unwrap_or(0));
+        }
+        sqlx::query(
+            "SELECT 1 FROM credentials WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
+        )
+        .bind(tenant.as_uuid())
+        .bind(&id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("credential"))?;
+        let rows: Vec<crate::rows::CredentialRow> = sqlx::query_as(concat!(
+            "WITH i AS (SELECT * FROM unnest($2::uuid[], $3::int[], $4::int[], $5::bytea[], $6::int[], \
+               $7::bigint[], $8::uuid[], $9::int[]) AS u(id, expected, version, envelope, kek, written_at, author, keep_from)), \
+             upd AS (UPDATE credentials c SET current_version = i.version, latest_version = i.version, \
+               rotated_at = i.written_at, updated_at = i.written_at FROM i \
+               WHERE c.tenant_id = $1 AND c.id = ANY($2) AND c.id = i.id AND c.latest_version = i.expected \
+               AND c.status = 'active' AND c.destroyed_at IS NULL RETURNING c.*), \
+             ins AS (INSERT INTO credential_versions \
+               (tenant_id, credential_id, version, envelope, kek_version, created_at, created_by) \
+               SELECT $1, i.id, i.version, i.envelope, i.kek, i.written_at, i.author FROM i JOIN upd ON upd.id = i.id), \
+             del AS (DELETE FROM credential_versions v USING upd, i \
+               WHERE v.tenant_id = $1 AND v.credential_id = upd.id AND i.id = upd.id AND v.version <= i.keep_from) \
+             SELECT ",
+            crate::shared::credential_cols!(),
+            " FROM upd"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(&id)
+        .bind(expected)
+        .bind(version)
+        .bind(envelope)
+        .bind(kek)
+        .bind(at)
+        .bind(by)
+        .bind(keep_from)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db("credential"))?;
+        let mut written = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            let c: Credential = row.try_into()?;
+            written.insert(c.id.as_uuid(), c);
+        }
+        for (i, cid, ..) in jobs {
+            if let Some(c) = written.remove(&cid) {
+                out[i] = Some(Ok(Some(c)));
+            }
+        }
+        Ok(())
     }
 
     async fn bulk_creates(
@@ -93,23 +160,7 @@ impl PgStore {
             (a.1.environment.as_str(), a.1.name.as_str())
                 .cmp(&(b.1.environment.as_str(), b.1.name.as_str()))
         });
-        let environments: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM environments WHERE tenant_id = $1")
-                .bind(tenant.as_uuid())
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(db("environment"))?;
-        let mut insert = Vec::new();
-        for job in jobs {
-            if environments.iter().any(|e| e == job.1.environment.as_str()) {
-                insert.push(job);
-            } else {
-                out[job.0] = Some(Err(Error::not_found("environment")));
-            }
-        }
-        if insert.is_empty() {
-            return Ok(());
-        }
+        let insert = jobs;
         let n = insert.len();
         let mut id = Vec::with_capacity(n);
         let mut environment = Vec::with_capacity(n);
@@ -157,17 +208,41 @@ impl PgStore {
             injection.push(c.injection.as_ref().map(json).transpose()?);
             created_by.push(c.created_by.as_uuid());
         }
-        // One statement of fixed text (prepared once), rows in the sorted
-        // order of the arrays.
+        let mut v_credential = Vec::with_capacity(n);
+        let mut v_version = Vec::with_capacity(n);
+        let mut v_envelope: Vec<Option<&[u8]>> = Vec::with_capacity(n);
+        let mut v_kek = Vec::with_capacity(n);
+        let mut v_created_at = Vec::with_capacity(n);
+        let mut v_created_by = Vec::with_capacity(n);
+        for (_, _, v) in &insert {
+            v_credential.push(v.credential.as_uuid());
+            v_version.push(version_i32(v.version)?);
+            v_envelope.push(v.envelope.as_deref());
+            v_kek.push(version_i32(v.kek_version)?);
+            v_created_at.push(v.created_at.as_micros());
+            v_created_by.push(v.created_by.as_uuid());
+        }
+        // One statement of fixed text (prepared once): the credentials whose
+        // environment exists and whose name is free, in the sorted order of
+        // the arrays, with their first versions. A job left out (unknown
+        // environment, name taken) goes to the job-by-job path, which names
+        // the precise error.
         let inserted: HashSet<uuid::Uuid> = sqlx::query_scalar(concat!(
-            "INSERT INTO credentials (",
+            "WITH ins AS (INSERT INTO credentials (",
             crate::shared::credential_cols!(),
             ") SELECT $1, u.a1, u.a2, u.a3, u.a4, u.a5, u.a6, u.a7, u.a8, u.a9, u.a10, u.a11, u.a12, u.a13, u.a14, u.a15, u.a16, u.a17, u.a18, u.a19, u.a20, u.a21, u.a22 \
              FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
              $8::text[], $9::text[], $10::text[], $11::text[], $12::int[], $13::int[], $14::bigint[], $15::bigint[], \
              $16::bigint[], $17::bigint[], $18::bigint[], $19::text[], $20::bigint[], $21::text[], $22::text[], \
-             $23::uuid[]) WITH ORDINALITY AS u(a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16, a17, a18, a19, a20, a21, a22, ord) ORDER BY u.ord \
-             ON CONFLICT (tenant_id, environment, name) DO NOTHING RETURNING id"
+             $23::uuid[]) WITH ORDINALITY AS u(a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16, a17, a18, a19, a20, a21, a22, ord) \
+             WHERE EXISTS (SELECT 1 FROM environments e WHERE e.tenant_id = $1 AND e.name = u.a2) ORDER BY u.ord \
+             ON CONFLICT (tenant_id, environment, name) DO NOTHING RETURNING id), \
+             ver AS (INSERT INTO credential_versions \
+               (tenant_id, credential_id, version, envelope, kek_version, created_at, created_by) \
+               SELECT $1, v.* FROM unnest($24::uuid[], $25::int[], $26::bytea[], $27::int[], $28::bigint[], $29::uuid[]) \
+               AS v(credential_id, version, envelope, kek_version, created_at, created_by) \
+               WHERE v.credential_id IN (SELECT id FROM ins)) \
+             SELECT id FROM ins"
         ))
         .bind(tenant.as_uuid())
         .bind(id)
@@ -192,123 +267,263 @@ impl PgStore {
         .bind(rotation)
         .bind(injection)
         .bind(created_by)
+        .bind(v_credential)
+        .bind(v_version)
+        .bind(v_envelope)
+        .bind(v_kek)
+        .bind(v_created_at)
+        .bind(v_created_by)
         .fetch_all(&mut **tx)
         .await
         .map_err(db("credential"))?
         .into_iter()
         .collect();
-        let versions: Vec<&StoredVersion> = insert
-            .iter()
-            .filter(|(_, c, _)| inserted.contains(&c.id.as_uuid()))
-            .map(|(_, _, v)| *v)
-            .collect();
-        if !versions.is_empty() {
-            insert_versions(tx, tenant, &versions).await?;
-        }
         for (i, c, _) in insert {
-            out[i] = Some(if inserted.contains(&c.id.as_uuid()) {
-                Ok(Some(c.clone()))
-            } else {
-                Err(Error::already_exists("credential"))
-            });
+            if inserted.contains(&c.id.as_uuid()) {
+                out[i] = Some(Ok(Some(c.clone())));
+            }
         }
         Ok(())
     }
 }
 
-impl PgStore {
-    /// Inserts sealed audit events and advances the chain head to (`head`,
-    /// `head_hash`), with one statement of fixed text.
-    pub(crate) async fn insert_events(
-        tx: &mut Transaction<'static, Postgres>,
-        events: &[strongroom_core::audit::AuditEvent],
-        head: i64,
-        head_hash: &[u8; 32],
-    ) -> Result<()> {
-        let n = events.len();
-        let Some(first) = events.first() else {
-            return Ok(());
-        };
-        let mut sequence = Vec::with_capacity(n);
-        let mut id = Vec::with_capacity(n);
-        let mut at = Vec::with_capacity(n);
-        let mut principal = Vec::with_capacity(n);
-        let mut actor = Vec::with_capacity(n);
-        let mut on_behalf_of = Vec::with_capacity(n);
-        let mut action = Vec::with_capacity(n);
-        let mut credential = Vec::with_capacity(n);
-        let mut credential_name = Vec::with_capacity(n);
-        let mut version = Vec::with_capacity(n);
-        let mut environment = Vec::with_capacity(n);
-        let mut purpose = Vec::with_capacity(n);
-        let mut outcome = Vec::with_capacity(n);
-        let mut reason_code = Vec::with_capacity(n);
-        let mut peer = Vec::with_capacity(n);
-        let mut request_id = Vec::with_capacity(n);
-        let mut trace_id = Vec::with_capacity(n);
-        let mut detail = Vec::with_capacity(n);
-        let mut prev_hash = Vec::with_capacity(n);
-        let mut hash = Vec::with_capacity(n);
-        for e in events {
-            let d = &e.draft;
-            sequence.push(
-                i64::try_from(e.sequence)
-                    .map_err(|_| Error::internal("audit sequence overflow"))?,
-            );
-            id.push(d.id.as_uuid());
-            at.push(d.at.as_micros());
-            principal.push(d.principal.map(|p| p.as_uuid()));
-            actor.push(d.actor.as_str());
-            on_behalf_of.push(d.on_behalf_of.as_deref());
-            action.push(d.action.as_str());
-            credential.push(d.credential.map(|c| c.as_uuid()));
-            credential_name.push(d.credential_name.as_deref());
-            version.push(d.version.map(version_i32).transpose()?);
-            environment.push(d.environment.as_deref());
-            purpose.push(d.purpose.as_deref());
-            outcome.push(d.outcome.as_str());
-            reason_code.push(d.reason_code.as_str());
-            peer.push(d.peer.as_deref());
-            request_id.push(d.request_id.as_deref());
-            trace_id.push(d.trace_id.as_deref());
-            detail.push(d.detail.as_deref());
-            prev_hash.push(e.prev_hash.to_vec());
-            hash.push(e.hash.to_vec());
-        }
-        sqlx::query(concat!(
-            "WITH ins AS (INSERT INTO audit_events (",
+/// A batch's sealed audit events as column arrays, for the fixed-text
+/// multi-row insert (parameters `$2` to `$21`; `$1` is the tenant).
+struct EventColumns<'a> {
+    sequence: Vec<i64>,
+    id: Vec<uuid::Uuid>,
+    at: Vec<i64>,
+    principal: Vec<Option<uuid::Uuid>>,
+    actor: Vec<&'a str>,
+    on_behalf_of: Vec<Option<&'a str>>,
+    action: Vec<&'static str>,
+    credential: Vec<Option<uuid::Uuid>>,
+    credential_name: Vec<Option<&'a str>>,
+    version: Vec<Option<i32>>,
+    environment: Vec<Option<&'a str>>,
+    purpose: Vec<Option<&'a str>>,
+    outcome: Vec<&'static str>,
+    reason_code: Vec<&'a str>,
+    peer: Vec<Option<&'a str>>,
+    request_id: Vec<Option<&'a str>>,
+    trace_id: Vec<Option<&'a str>>,
+    detail: Vec<Option<&'a str>>,
+    prev_hash: Vec<&'a [u8]>,
+    hash: Vec<&'a [u8]>,
+}
+
+/// The insert of [`EventColumns`] (a statement's first part: it names no
+/// statement end).
+macro_rules! insert_events_sql {
+    () => {
+        concat!(
+            "INSERT INTO audit_events (",
             crate::shared::audit_cols!(),
             ") SELECT $1, u.* FROM unnest($2::bigint[], $3::uuid[], $4::bigint[], $5::uuid[], $6::text[], \
              $7::text[], $8::text[], $9::uuid[], $10::text[], $11::int[], $12::text[], $13::text[], $14::text[], \
-             $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::bytea[], $21::bytea[]) AS u) \
-             UPDATE audit_heads SET sequence = $22, hash = $23 WHERE tenant_id = $1"
-        ))
-        .bind(first.tenant.as_uuid())
-        .bind(sequence)
-        .bind(id)
-        .bind(at)
-        .bind(principal)
-        .bind(actor)
-        .bind(on_behalf_of)
-        .bind(action)
-        .bind(credential)
-        .bind(credential_name)
-        .bind(version)
-        .bind(environment)
-        .bind(purpose)
-        .bind(outcome)
-        .bind(reason_code)
-        .bind(peer)
-        .bind(request_id)
-        .bind(trace_id)
-        .bind(detail)
-        .bind(prev_hash)
-        .bind(hash)
-        .bind(head)
-        .bind(head_hash.as_slice())
-        .execute(&mut **tx)
-        .await
-        .map_err(db("audit event"))?;
+             $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::bytea[], $21::bytea[]) AS u"
+        )
+    };
+}
+
+impl<'a> EventColumns<'a> {
+    fn new(events: &'a [AuditEvent]) -> Result<Self> {
+        let n = events.len();
+        let mut c = EventColumns {
+            sequence: Vec::with_capacity(n),
+            id: Vec::with_capacity(n),
+            at: Vec::with_capacity(n),
+            principal: Vec::with_capacity(n),
+            actor: Vec::with_capacity(n),
+            on_behalf_of: Vec::with_capacity(n),
+            action: Vec::with_capacity(n),
+            credential: Vec::with_capacity(n),
+            credential_name: Vec::with_capacity(n),
+            version: Vec::with_capacity(n),
+            environment: Vec::with_capacity(n),
+            purpose: Vec::with_capacity(n),
+            outcome: Vec::with_capacity(n),
+            reason_code: Vec::with_capacity(n),
+            peer: Vec::with_capacity(n),
+            request_id: Vec::with_capacity(n),
+            trace_id: Vec::with_capacity(n),
+            detail: Vec::with_capacity(n),
+            prev_hash: Vec::with_capacity(n),
+            hash: Vec::with_capacity(n),
+        };
+        for e in events {
+            let d = &e.draft;
+            c.sequence.push(
+                i64::try_from(e.sequence)
+                    .map_err(|_| Error::internal("audit sequence overflow"))?,
+            );
+            c.id.push(d.id.as_uuid());
+            c.at.push(d.at.as_micros());
+            c.principal.push(d.principal.map(|p| p.as_uuid()));
+            c.actor.push(d.actor.as_str());
+            c.on_behalf_of.push(d.on_behalf_of.as_deref());
+            c.action.push(d.action.as_str());
+            c.credential.push(d.credential.map(|c| c.as_uuid()));
+            c.credential_name.push(d.credential_name.as_deref());
+            c.version.push(d.version.map(version_i32).transpose()?);
+            c.environment.push(d.environment.as_deref());
+            c.purpose.push(d.purpose.as_deref());
+            c.outcome.push(d.outcome.as_str());
+            c.reason_code.push(d.reason_code.as_str());
+            c.peer.push(d.peer.as_deref());
+            c.request_id.push(d.request_id.as_deref());
+            c.trace_id.push(d.trace_id.as_deref());
+            c.detail.push(d.detail.as_deref());
+            c.prev_hash.push(e.prev_hash.as_slice());
+            c.hash.push(e.hash.as_slice());
+        }
+        Ok(c)
+    }
+
+    /// Binds the tenant and the columns as `$1` to `$21`.
+    fn bind(self, tenant: TenantId, q: PgQuery<'a>) -> PgQuery<'a> {
+        q.bind(tenant.as_uuid())
+            .bind(self.sequence)
+            .bind(self.id)
+            .bind(self.at)
+            .bind(self.principal)
+            .bind(self.actor)
+            .bind(self.on_behalf_of)
+            .bind(self.action)
+            .bind(self.credential)
+            .bind(self.credential_name)
+            .bind(self.version)
+            .bind(self.environment)
+            .bind(self.purpose)
+            .bind(self.outcome)
+            .bind(self.reason_code)
+            .bind(self.peer)
+            .bind(self.request_id)
+            .bind(self.trace_id)
+            .bind(self.detail)
+            .bind(self.prev_hash)
+            .bind(self.hash)
+    }
+}
+
+type PgQuery<'a> = sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments>;
+
+impl PgStore {
+    /// Inserts sealed audit events, advances the chain head to (`head`,
+    /// `head_hash`) and announces `changes` (delivered at commit), with one
+    /// statement of fixed text.
+    pub(crate) async fn insert_events(
+        tx: &mut Transaction<'static, Postgres>,
+        events: &[AuditEvent],
+        head: i64,
+        head_hash: &[u8; 32],
+        origin: uuid::Uuid,
+        changes: &[strongroom_core::store::Change],
+    ) -> Result<()> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let notices: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{origin} {}", c.to_text()))
+            .collect();
+        let q = sqlx::query(concat!(
+            "WITH ins AS (",
+            insert_events_sql!(),
+            "), n AS (SELECT pg_notify($24, t) FROM unnest($25::text[]) AS t) \
+             UPDATE audit_heads SET sequence = $22, hash = $23 \
+             WHERE tenant_id = $1 AND (SELECT count(*) FROM n) >= 0"
+        ));
+        EventColumns::new(events)?
+            .bind(first.tenant, q)
+            .bind(head)
+            .bind(head_hash.as_slice())
+            .bind(crate::postgres::CHANGES_CHANNEL)
+            .bind(notices)
+            .execute(&mut **tx)
+            .await
+            .map_err(db("audit event"))?;
         Ok(())
+    }
+
+    /// Stages a batch of audit events only (reveals, denials) in two round
+    /// trips: BEGIN with the tenant binding and the chain-head lock; then one
+    /// statement that advances the head from the one this committer last
+    /// wrote, inserts the events sealed on it, and reads the states the
+    /// reveal checks depend on (its snapshot is taken after the lock, so it
+    /// sees every change committed before, as the full path's does). The
+    /// COMMIT is the caller's. If the head moved (another writer, or the
+    /// previous commit failed) or a check fails, nothing is kept and the
+    /// drafts go back for the full path.
+    pub(crate) async fn stage_events(
+        &self,
+        tenant: TenantId,
+        works: &[Work],
+        drafts: Vec<AuditDraft>,
+        head: Head,
+    ) -> Result<Fast<Staged<Postgres>>> {
+        let t = tenant.as_uuid().hyphenated();
+        let mut tx = self
+            .begin_with(format!(
+                "BEGIN; SELECT set_config('strongroom.tenant_id', '{t}', true); \
+                 SELECT 1 FROM audit_heads WHERE tenant_id = '{t}' FOR UPDATE"
+            ))
+            .await?;
+        let mut next = head.sequence;
+        let mut prev = head.hash;
+        let events: Vec<AuditEvent> = drafts
+            .into_iter()
+            .map(|d| {
+                next += 1;
+                let e = d.seal(tenant, next, prev);
+                prev = e.hash;
+                e
+            })
+            .collect();
+        let (credentials, principals, grants) = crate::shared::check_ids(works);
+        let to = i64::try_from(next).map_err(|_| Error::internal("audit sequence overflow"))?;
+        let from =
+            i64::try_from(head.sequence).map_err(|_| Error::internal("audit sequence overflow"))?;
+        let q = sqlx::query(concat!(
+            "WITH upd AS (UPDATE audit_heads SET sequence = $22, hash = $23 \
+               WHERE tenant_id = $1 AND sequence = $24 AND hash = $25 RETURNING 1), \
+             ins AS (",
+            insert_events_sql!(),
+            " WHERE EXISTS (SELECT 1 FROM upd)) \
+             SELECT 'h', '00000000-0000-0000-0000-000000000000'::uuid, '', '', \
+               (SELECT count(*) FROM upd), NULL::bigint, NULL::bigint \
+             UNION ALL ",
+            crate::postgres::states_select!("$1", "$26", "$27", "$28")
+        ));
+        let rows: Vec<crate::postgres::StateRow> = EventColumns::new(&events)?
+            .bind(tenant, q)
+            .bind(to)
+            .bind(prev.as_slice())
+            .bind(from)
+            .bind(head.hash.as_slice())
+            .bind(credentials)
+            .bind(principals)
+            .bind(grants)
+            .try_map(|row: sqlx::postgres::PgRow| sqlx::FromRow::from_row(&row))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("audit event"))?;
+        let (states, advanced) = crate::postgres::states_from_rows(rows);
+        let now = strongroom_core::time::Timestamp::now();
+        let failed = works.iter().any(|w| match w {
+            Work::Reveal(check) => states.violation(check, now).is_some(),
+            _ => false,
+        });
+        if advanced != Some(1) || failed {
+            tx.rollback().await.map_err(db("audit event"))?;
+            return Ok(Fast::Redo(events.into_iter().map(|e| e.draft).collect()));
+        }
+        Ok(Fast::Staged(
+            Staged { tx, events },
+            Head {
+                sequence: next,
+                hash: prev,
+            },
+        ))
     }
 }

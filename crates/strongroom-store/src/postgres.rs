@@ -21,6 +21,28 @@ use crate::error::db;
 /// exactly the privileges the server needs.
 pub const APP_ROLE: &str = "strongroom_app";
 
+/// The query reading the states of the credentials, principals and grants
+/// whose id arrays are the parameters named (the first names the tenant),
+/// as [`StateRow`]s.
+macro_rules! states_select {
+    ($tenant:literal, $credentials:literal, $principals:literal, $grants:literal) => {
+        concat!(
+            "SELECT 'c', c.id, c.status, '', c.current_version::bigint, c.destroyed_at, c.expires_at \
+               FROM unnest(", $credentials, "::uuid[]) AS x(id) JOIN credentials c \
+               ON c.tenant_id = ", $tenant, " AND c.id = x.id \
+             UNION ALL \
+             SELECT 'p', p.id, p.status, p.role || ' ' || t.status, 0, NULL, NULL \
+               FROM unnest(", $principals, "::uuid[]) AS x(id) JOIN principals p \
+               ON p.tenant_id = ", $tenant, " AND p.id = x.id JOIN tenants t ON t.id = p.tenant_id \
+             UNION ALL \
+             SELECT 'g', g.id, '', '', 0, NULL, g.expires_at \
+               FROM unnest(", $grants, "::uuid[]) AS x(id) JOIN grants g \
+               ON g.tenant_id = ", $tenant, " AND g.id = x.id"
+        )
+    };
+}
+pub(crate) use states_select;
+
 /// The Postgres store.
 #[derive(Clone)]
 pub struct PgStore {
@@ -40,13 +62,16 @@ impl std::fmt::Debug for PgStore {
 }
 
 /// The channel on which committed changes are announced to every server.
-const CHANGES_CHANNEL: &str = "strongroom_changes";
+pub(crate) const CHANGES_CHANNEL: &str = "strongroom_changes";
 
 impl PgStore {
     /// Row locks used when reading the audit chain head.
     pub(crate) const LOCK: &'static str = " FOR UPDATE";
     /// Substring position function.
     pub(crate) const STRPOS: &'static str = "strpos";
+    /// Batches of events only take [`PgStore::stage_events`], which saves
+    /// round trips to the server.
+    pub(crate) const FAST_EVENTS: bool = true;
 
     /// Wraps an existing pool. The pool's role must not be a superuser or
     /// have `BYPASSRLS`, or row-level security is not in force; see
@@ -72,6 +97,10 @@ impl PgStore {
             .options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
+            // No ping before each use (a round trip per transaction); a
+            // connection found broken when a transaction begins is replaced
+            // and the BEGIN retried (see `begin_with`).
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
@@ -114,13 +143,29 @@ impl PgStore {
     ) -> Result<Transaction<'static, Postgres>> {
         // One round trip: BEGIN and the tenant binding as one simple query
         // (the id is a formatted UUID, hex digits and dashes only).
-        self.pool
-            .begin_with(format!(
-                "BEGIN; SELECT set_config('strongroom.tenant_id', '{}', true)",
-                tenant.as_uuid().hyphenated()
-            ))
-            .await
-            .map_err(db("transaction"))
+        self.begin_with(format!(
+            "BEGIN; SELECT set_config('strongroom.tenant_id', '{}', true)",
+            tenant.as_uuid().hyphenated()
+        ))
+        .await
+    }
+
+    /// Begins a transaction with `begin` (a simple query starting with
+    /// BEGIN). Pooled connections are not pinged before use, so a connection
+    /// the server closed meanwhile (a restart, an idle timeout) fails here:
+    /// nothing ran on it, so the BEGIN is retried on another connection.
+    pub(crate) async fn begin_with(&self, begin: String) -> Result<Transaction<'static, Postgres>> {
+        let mut attempts = 0;
+        loop {
+            match self.pool.begin_with(begin.clone()).await {
+                Ok(tx) => return Ok(tx),
+                Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_)) if attempts < 2 => {
+                    attempts += 1;
+                    tracing::debug!("a pooled database connection was closed; retrying on another");
+                }
+                Err(e) => return Err(db("transaction")(e)),
+            }
+        }
     }
 
     /// A platform transaction: it may read the tenant registry, principals
@@ -131,15 +176,15 @@ impl PgStore {
         tenant: Option<TenantId>,
         _write: bool,
     ) -> Result<Transaction<'static, Postgres>> {
-        let mut tx = self.pool.begin().await.map_err(db("transaction"))?;
-        sqlx::query(
-            "SELECT set_config('strongroom.platform', 'on', true), set_config('strongroom.tenant_id', $1, true)",
-        )
-        .bind(tenant.map(|t| t.to_string()).unwrap_or_default())
-        .execute(&mut *tx)
+        // One round trip, as for `tenant_tx` (the id is a formatted UUID).
+        self.begin_with(format!(
+            "BEGIN; SELECT set_config('strongroom.platform', 'on', true), \
+             set_config('strongroom.tenant_id', '{}', true)",
+            tenant
+                .map(|t| t.as_uuid().hyphenated().to_string())
+                .unwrap_or_default()
+        ))
         .await
-        .map_err(db("transaction"))?;
-        Ok(tx)
     }
 
     /// The tag of this store's change notices.
@@ -204,65 +249,67 @@ impl PgStore {
         principals: &[uuid::Uuid],
         grants: &[uuid::Uuid],
     ) -> Result<crate::shared::States> {
-        type Row = (
-            String,
-            uuid::Uuid,
-            String,
-            String,
-            i64,
-            Option<i64>,
-            Option<i64>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT 'c', id, status, '', current_version::bigint, destroyed_at, expires_at FROM credentials \
-               WHERE tenant_id = $1 AND id = ANY($2) \
-             UNION ALL \
-             SELECT 'p', p.id, p.status, p.role || ' ' || t.status, 0, NULL, NULL FROM principals p \
-               JOIN tenants t ON t.id = p.tenant_id WHERE p.tenant_id = $1 AND p.id = ANY($3) \
-             UNION ALL \
-             SELECT 'g', id, '', '', 0, NULL, expires_at FROM grants WHERE tenant_id = $1 AND id = ANY($4)",
-        )
-        .bind(tenant.as_uuid())
-        .bind(credentials)
-        .bind(principals)
-        .bind(grants)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db("reveal check"))?;
-        let mut states = crate::shared::States::default();
-        for (kind, id, status, extra, version, destroyed_at, expires_at) in rows {
-            match kind.as_str() {
-                "c" => {
-                    states.credentials.insert(
-                        id,
-                        crate::shared::CredentialState {
-                            id,
-                            status,
-                            current_version: i32::try_from(version).unwrap_or(-1),
-                            destroyed_at,
-                            expires_at,
-                        },
-                    );
-                }
-                "p" => {
-                    let (role, tenant_status) = extra.split_once(' ').unwrap_or_default();
-                    states.principals.insert(
-                        id,
-                        crate::shared::PrincipalState {
-                            id,
-                            status,
-                            role: role.to_owned(),
-                            tenant_status: tenant_status.to_owned(),
-                        },
-                    );
-                }
-                _ => {
-                    states.grants.insert(id, expires_at);
-                }
-            }
-        }
-        Ok(states)
+        let rows: Vec<StateRow> = sqlx::query_as(states_select!("$1", "$2", "$3", "$4"))
+            .bind(tenant.as_uuid())
+            .bind(credentials)
+            .bind(principals)
+            .bind(grants)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("reveal check"))?;
+        Ok(states_from_rows(rows).0)
     }
+}
+
+/// One row of [`states_select!`]: kind (`c`redential, `p`rincipal, `g`rant,
+/// or `h`ead), id, status, extra, version or count, destroyed_at, expires_at.
+pub(crate) type StateRow = (
+    String,
+    uuid::Uuid,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// The states in `rows`, and the count of the `h` row if there is one.
+pub(crate) fn states_from_rows(rows: Vec<StateRow>) -> (crate::shared::States, Option<i64>) {
+    let mut states = crate::shared::States::default();
+    let mut head = None;
+    for (kind, id, status, extra, version, destroyed_at, expires_at) in rows {
+        match kind.as_str() {
+            "c" => {
+                states.credentials.insert(
+                    id,
+                    crate::shared::CredentialState {
+                        id,
+                        status,
+                        current_version: i32::try_from(version).unwrap_or(-1),
+                        destroyed_at,
+                        expires_at,
+                    },
+                );
+            }
+            "p" => {
+                let (role, tenant_status) = extra.split_once(' ').unwrap_or_default();
+                states.principals.insert(
+                    id,
+                    crate::shared::PrincipalState {
+                        id,
+                        status,
+                        role: role.to_owned(),
+                        tenant_status: tenant_status.to_owned(),
+                    },
+                );
+            }
+            "g" => {
+                states.grants.insert(id, expires_at);
+            }
+            _ => head = Some(version),
+        }
+    }
+    (states, head)
 }
 
 async fn listen(

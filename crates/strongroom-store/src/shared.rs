@@ -3,7 +3,9 @@
 //! The SQL below is portable between Postgres and SQLite (`$N` parameters,
 //! `RETURNING`, `ON CONFLICT`); the few differences (row locks, the
 //! substring function, how a transaction is bound to a tenant) are hooks each
-//! backend provides: `tenant_tx`, `platform_tx`, `LOCK` and `STRPOS`. The
+//! backend provides: `tenant_tx`, `platform_tx`, `LOCK` and `STRPOS`, and
+//! for group commit `bulk_mutations`, `fetch_states`, `insert_events`,
+//! `notify_changes` and (where `FAST_EVENTS`) `stage_events`. The
 //! [`store_impl!`] macro stamps the implementation out for each backend type.
 
 macro_rules! tenant_cols {
@@ -56,6 +58,8 @@ use std::collections::HashMap;
 
 use strongroom_core::store::RevealCheck;
 use strongroom_core::time::Timestamp;
+
+use crate::batch::Work;
 
 /// A credential's state as a reveal check reads it.
 #[derive(sqlx::FromRow)]
@@ -115,6 +119,26 @@ impl States {
         }
         None
     }
+}
+
+/// The distinct credential, principal and grant ids the reveal checks of a
+/// batch depend on, each sorted.
+pub(crate) fn check_ids(works: &[Work]) -> (Vec<uuid::Uuid>, Vec<uuid::Uuid>, Vec<uuid::Uuid>) {
+    let mut credentials = Vec::new();
+    let mut principals = Vec::new();
+    let mut grants = Vec::new();
+    for w in works {
+        if let Work::Reveal(c) = w {
+            credentials.push(c.credential.as_uuid());
+            principals.push(c.principal.as_uuid());
+            grants.extend(c.grant.map(|g| g.as_uuid()));
+        }
+    }
+    for ids in [&mut credentials, &mut principals, &mut grants] {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    (credentials, principals, grants)
 }
 
 macro_rules! store_impl {
@@ -1200,15 +1224,24 @@ macro_rules! store_impl {
                 let store = self.clone();
                 self.committers.queue(tenant, move |mut rx| {
                     tokio::spawn(async move {
+                        let mut state = crate::batch::CommitterState::default();
                         while let Some(jobs) = crate::batch::next_batch(&mut rx).await {
-                            store.commit_batch(tenant, jobs).await;
+                            store.commit_batch(tenant, jobs, &mut state).await;
                         }
                     });
                 })
             }
 
-            /// Runs one batch and answers every job in it.
-            async fn commit_batch(&self, tenant: strongroom_core::ids::TenantId, jobs: Vec<crate::batch::Job>) {
+            /// Runs one batch and answers every job in it: a batch of events
+            /// only, on the head this committer last wrote, takes the
+            /// backend's short path where it has one; anything else (or what
+            /// the short path hands back) the full path.
+            async fn commit_batch(
+                &self,
+                tenant: strongroom_core::ids::TenantId,
+                jobs: Vec<crate::batch::Job>,
+                state: &mut crate::batch::CommitterState,
+            ) {
                 let mut works = Vec::with_capacity(jobs.len());
                 let mut drafts = Vec::with_capacity(jobs.len());
                 let mut replies = Vec::with_capacity(jobs.len());
@@ -1217,17 +1250,31 @@ macro_rules! store_impl {
                     drafts.push(job.draft);
                     replies.push(job.reply);
                 }
-                match self.run_batch(tenant, works, drafts).await {
-                    Ok(results) => {
-                        for (reply, result) in replies.into_iter().zip(results) {
-                            let _ = reply.send(result);
+                match state.head.take() {
+                    Some(head)
+                        if Self::FAST_EVENTS
+                            && state.fast_pause == 0
+                            && crate::batch::events_only(&works, &drafts, tenant) =>
+                    {
+                        match self.stage_events(tenant, &works, drafts, head).await {
+                            Ok(crate::batch::Fast::Staged(staged, head)) => {
+                                let result = staged.commit().await;
+                                if result.is_ok() {
+                                    state.head = Some(head);
+                                }
+                                return crate::batch::answer(result, replies);
+                            }
+                            Ok(crate::batch::Fast::Redo(back)) => {
+                                state.fast_pause = crate::batch::FAST_PAUSE;
+                                drafts = back;
+                            }
+                            Err(e) => return crate::batch::answer(Err(e), replies),
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "audit batch failed");
-                        crate::batch::fail_all(replies, &e);
-                    }
+                    _ => state.fast_pause = state.fast_pause.saturating_sub(1),
                 }
+                let result = self.run_batch(tenant, works, drafts, &mut state.head).await;
+                crate::batch::answer(result, replies);
             }
 
             /// One transaction for a batch: the mutations first (their row
@@ -1241,6 +1288,7 @@ macro_rules! store_impl {
                 tenant: strongroom_core::ids::TenantId,
                 works: Vec<crate::batch::Work>,
                 drafts: Vec<strongroom_core::audit::AuditDraft>,
+                head_after: &mut Option<crate::batch::Head>,
             ) -> strongroom_core::Result<Vec<strongroom_core::Result<crate::batch::Done>>> {
                 use crate::batch::{Done, Work};
                 use crate::error::db;
@@ -1302,13 +1350,7 @@ macro_rules! store_impl {
                     })
                     .collect();
                 if !checks.is_empty() {
-                    let mut credentials: Vec<uuid::Uuid> = checks.iter().map(|(_, c)| c.credential.as_uuid()).collect();
-                    let mut principals: Vec<uuid::Uuid> = checks.iter().map(|(_, c)| c.principal.as_uuid()).collect();
-                    let mut grants: Vec<uuid::Uuid> = checks.iter().filter_map(|(_, c)| c.grant.map(|g| g.as_uuid())).collect();
-                    for ids in [&mut credentials, &mut principals, &mut grants] {
-                        ids.sort_unstable();
-                        ids.dedup();
-                    }
+                    let (credentials, principals, grants) = crate::shared::check_ids(&works);
                     let states = Self::fetch_states(&mut tx, tenant, &credentials, &principals, &grants).await?;
                     let now = strongroom_core::time::Timestamp::now();
                     for (i, check) in checks {
@@ -1350,12 +1392,10 @@ macro_rules! store_impl {
                 }
                 if !events.is_empty() {
                     let head = i64::try_from(next).map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?;
-                    Self::insert_events(&mut tx, &events, head, &prev).await?;
-                }
-                if !changes.is_empty() {
-                    Self::notify_changes(&mut tx, self.origin(), &changes).await?;
+                    Self::insert_events(&mut tx, &events, head, &prev, self.origin(), &changes).await?;
                 }
                 tx.commit().await.map_err(db("audit event"))?;
+                *head_after = Some(crate::batch::Head { sequence: next, hash: prev });
                 Ok(results)
             }
 

@@ -35,6 +35,9 @@ impl SqliteStore {
     pub(crate) const LOCK: &'static str = "";
     /// Substring position function.
     pub(crate) const STRPOS: &'static str = "instr";
+    /// Every batch takes the full path: its statements are local calls, so
+    /// there are no round trips to save.
+    pub(crate) const FAST_EVENTS: bool = false;
 
     /// Wraps an existing pool (foreign keys must be on, as sqlx does by
     /// default).
@@ -111,12 +114,15 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Inserts a batch's sealed events (one statement built for the batch).
+    /// Inserts a batch's sealed events (one statement built for the batch);
+    /// no notices (see `notify_changes`).
     pub(crate) async fn insert_events(
         tx: &mut sqlx::Transaction<'static, Sqlite>,
         events: &[strongroom_core::audit::AuditEvent],
         head: i64,
         head_hash: &[u8; 32],
+        _origin: uuid::Uuid,
+        _changes: &[Change],
     ) -> strongroom_core::Result<()> {
         let mut rows = Vec::with_capacity(events.len());
         for e in events {
@@ -190,6 +196,18 @@ impl SqliteStore {
     /// Change notices never arrive from elsewhere (see `notify_change`).
     pub(crate) fn subscribe_changes(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    /// Not taken (see [`SqliteStore::FAST_EVENTS`]): hands the drafts back
+    /// to the full path.
+    pub(crate) async fn stage_events(
+        &self,
+        _tenant: TenantId,
+        _works: &[crate::batch::Work],
+        drafts: Vec<strongroom_core::audit::AuditDraft>,
+        _head: crate::batch::Head,
+    ) -> Result<crate::batch::Fast<crate::batch::Staged<Sqlite>>> {
+        Ok(crate::batch::Fast::Redo(drafts))
     }
 
     /// Reads the states a reveal check depends on (one query an id: they

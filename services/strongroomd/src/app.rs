@@ -22,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::{Config, Database, RootKeySource};
 use crate::handlers::{AdminHandler, AuditHandler, CredentialHandler, PolicyHandler, Shared};
+use crate::tls::PeerStream;
 use crate::vault::Vault;
 
 /// Why the server could not start.
@@ -348,8 +349,7 @@ fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     mut stopping: watch::Receiver<bool>,
-) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>
-{
+) -> ReceiverStream<Result<PeerStream, std::io::Error>> {
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         loop {
@@ -371,7 +371,7 @@ fn accept_loop(
             tokio::spawn(async move {
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx.send(Ok(PeerStream::new(tls, peer))).await;
                     }
                     Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
                     Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),

@@ -95,3 +95,95 @@ pub fn identity_of(der: &[u8]) -> Option<String> {
         .filter(|cn| !cn.is_empty() && !cn.starts_with("spiffe://"))
         .map(str::to_owned)
 }
+
+/// What a client connection proved in its handshake, worked out once per
+/// connection and handed to every call on it.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The client's address.
+    pub addr: std::net::SocketAddr,
+    /// The identity of its verified certificate (see [`identity_of`]), if it
+    /// carries a usable one.
+    pub identity: Option<Arc<str>>,
+}
+
+/// A client connection after a completed mutual-TLS handshake.
+pub struct PeerStream {
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    info: PeerInfo,
+}
+
+impl PeerStream {
+    /// Wraps an accepted connection, reading its identity from the client
+    /// certificate the handshake verified.
+    pub fn new(
+        tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        addr: std::net::SocketAddr,
+    ) -> Self {
+        let identity = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|c| identity_of(c.as_ref()))
+            .map(Arc::from);
+        Self {
+            tls,
+            info: PeerInfo { addr, identity },
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for PeerStream {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl tokio::io::AsyncRead for PeerStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().tls).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for PeerStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().tls).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().tls).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tls.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().tls).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().tls).poll_shutdown(cx)
+    }
+}

@@ -1465,3 +1465,92 @@ pub async fn sqlite_changes_stay_silent(store: Arc<SqliteStore>) {
     assert_eq!(other.try_recv(), Err(TryRecvError::Empty));
     assert_eq!(store.changes().try_recv(), Err(TryRecvError::Empty));
 }
+
+/// Many credentials rotated at once (one batch on Postgres takes them in
+/// bulk): each gets exactly its new version, keeps the last `retention`
+/// versions, and a second rotation of one credential racing in the same
+/// rounds loses with FAILED_PRECONDITION, changing nothing.
+pub async fn concurrent_rotations_keep_retention(store: Arc<dyn Store>) {
+    const CREDENTIALS: usize = 12;
+    const ROUNDS: u32 = 4;
+    let store = &*store;
+    let acme = crate::support::create_tenant_with(
+        store,
+        "acme",
+        TenantSettings {
+            version_retention: 2,
+            ..TenantSettings::default()
+        },
+    )
+    .await;
+    let scope = acme.scope();
+    let mut creds = Vec::new();
+    for i in 0..CREDENTIALS {
+        let c = credential(&scope, "dev", &format!("bulk/{i}"));
+        acme.store(store, &c).await.expect("create");
+        creds.push(c);
+    }
+    let trail = AuditTrail::start(store, scope).await;
+    let mut successes = 0u64;
+    for round in 1..=ROUNDS {
+        // Every credential once, plus a second, racing rotation of the
+        // first one from the same expected version.
+        let mut futures: Vec<Boxed<'_, strongroom_core::Result<Credential>>> = creds
+            .iter()
+            .map(|c| {
+                Box::pin(acme.rotate(store, c, round))
+                    as Boxed<'_, strongroom_core::Result<Credential>>
+            })
+            .collect();
+        futures.push(Box::pin(acme.rotate(store, &creds[0], round)));
+        let results = join_all(futures).await;
+        let (first, rest) = results.split_at(1);
+        let racing = &rest[rest.len() - 1];
+        // Exactly one of the two rotations of the first credential wins.
+        match (&first[0], racing) {
+            (Ok(_), Err(e)) | (Err(e), Ok(_)) => {
+                assert_eq!(Code::of(e), Code::FailedPrecondition, "round {round}: {e}");
+            }
+            other => panic!("round {round}: both or neither rotation won: {other:?}"),
+        }
+        for (i, r) in rest[..rest.len() - 1].iter().enumerate() {
+            let c = r
+                .as_ref()
+                .unwrap_or_else(|e| panic!("round {round}, credential {}: {e}", i + 1));
+            assert_eq!(
+                (c.current_version, c.latest_version),
+                (round + 1, round + 1)
+            );
+        }
+        successes += CREDENTIALS as u64;
+    }
+    for c in &creds {
+        let now = store.get_credential(&scope, c.id).await.expect("get");
+        assert_eq!(
+            (now.current_version, now.latest_version),
+            (ROUNDS + 1, ROUNDS + 1),
+            "{}",
+            c.name
+        );
+        let kept: Vec<u32> = store
+            .list_versions(&scope, c.id)
+            .await
+            .expect("versions")
+            .iter()
+            .map(|s| s.version)
+            .collect();
+        assert_eq!(kept, vec![ROUNDS + 1, ROUNDS], "{}", c.name);
+        let latest = store
+            .get_version(&scope, c.id, ROUNDS + 1)
+            .await
+            .expect("latest version");
+        assert_eq!(latest.version, ROUNDS + 1);
+    }
+    let log = verified_log(store, &scope).await;
+    assert_eq!(log.len() as u64, trail.len() + successes);
+    let new = &log[trail.len() as usize..];
+    assert!(
+        new.iter()
+            .all(|e| e.draft.action == Action::CredentialRotate)
+    );
+}

@@ -79,6 +79,7 @@ conformance! {
     group_commit::stale_reveal_checks_append_nothing => stale_reveal_checks_append_nothing_postgres, stale_reveal_checks_append_nothing_sqlite;
     group_commit::concurrent_group_commit_stays_exact => concurrent_group_commit_stays_exact_postgres, concurrent_group_commit_stays_exact_sqlite;
     group_commit::failing_jobs_do_not_poison_their_batch => failing_jobs_do_not_poison_their_batch_postgres, failing_jobs_do_not_poison_their_batch_sqlite;
+    group_commit::concurrent_rotations_keep_retention => concurrent_rotations_keep_retention_postgres, concurrent_rotations_keep_retention_sqlite;
 }
 
 /// Emits a Postgres-only test per `module::check`, on the superuser pool the

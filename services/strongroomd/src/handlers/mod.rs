@@ -59,10 +59,9 @@ impl Shared {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map_or_else(new_request_id, str::to_owned);
-        let peer = request.remote_addr().map(|a| a.to_string());
-        let identity = request
-            .peer_certs()
-            .and_then(|certs| certs.first().and_then(|c| tls::identity_of(c.as_ref())));
+        let connection = request.extensions().get::<tls::PeerInfo>();
+        let peer = connection.map(|c| c.addr.to_string());
+        let identity = connection.and_then(|c| c.identity.as_deref());
         let Some(identity) = identity else {
             tracing::warn!(
                 rpc,
@@ -85,7 +84,7 @@ impl Shared {
             .metadata()
             .get(TENANT_HEADER)
             .and_then(|v| v.to_str().ok());
-        let caller = match self.vault.authenticate(&identity, hint).await {
+        let caller = match self.vault.authenticate(identity, hint).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(rpc, request_id, peer, identity, error = %e, "authentication refused");
