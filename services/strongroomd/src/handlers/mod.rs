@@ -111,8 +111,12 @@ impl Call {
         result: Result<T>,
     ) -> Result<tonic::Response<T>, Status> {
         let elapsed_us = self.started.elapsed().as_micros() as u64;
-        let tenant = self.caller.tenant().map(|t| t.name.to_string());
-        let principal = self.caller.principal().map(|p| p.id.to_string());
+        // Borrowed, so a call logged at a level that is off allocates nothing.
+        let tenant = self.caller.tenant().map(|t| t.name.as_str());
+        let principal = self
+            .caller
+            .principal()
+            .map(|p| tracing::field::display(p.id));
         match result {
             Ok(v) => {
                 tracing::debug!(rpc, request_id = %self.ctx.request_id, tenant, principal, elapsed_us, "ok");
