@@ -72,27 +72,6 @@ pub(crate) enum Fast<S> {
     Redo(Vec<AuditDraft>),
 }
 
-/// A batch of events written in a transaction that holds the head lock.
-pub(crate) struct Staged<DB: sqlx::Database> {
-    pub tx: sqlx::Transaction<'static, DB>,
-    pub events: Vec<AuditEvent>,
-}
-
-impl<DB: sqlx::Database> Staged<DB> {
-    /// Commits; every job's result.
-    pub async fn commit(self) -> Result<Vec<Result<Done>>> {
-        self.tx
-            .commit()
-            .await
-            .map_err(crate::error::db("audit event"))?;
-        Ok(self
-            .events
-            .into_iter()
-            .map(|e| Ok(Done::Event(e)))
-            .collect())
-    }
-}
-
 /// Whether a batch may take the fast path: only events, none of which
 /// announces a change.
 pub(crate) fn events_only(works: &[Work], drafts: &[AuditDraft], tenant: TenantId) -> bool {

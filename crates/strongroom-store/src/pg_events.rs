@@ -4,19 +4,21 @@
 //! path of a batch of events only. Rotations lock in credential-id order and
 //! creates insert in environment-and-name order, the orders the job-by-job
 //! path uses, so committers of two servers cannot deadlock. Whatever is not
-//! handled here (a single rotation or create, a second one of the same
-//! credential or name, a failed compare-and-set, an unknown environment) is
-//! left to the job-by-job path, which also works out the precise error.
+//! handled here (a single create, a second rotation of one credential or
+//! create of one name, a failed compare-and-set, an unknown credential or
+//! environment) is left to the job-by-job path, which runs after and also
+//! works out the precise error.
 
 use std::collections::HashSet;
 
-use sqlx::{Postgres, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, Postgres, Transaction};
 use strongroom_core::audit::{AuditDraft, AuditEvent};
 use strongroom_core::credential::{Credential, StoredVersion};
 use strongroom_core::ids::TenantId;
 use strongroom_core::{Error, Result};
 
-use crate::batch::{Fast, Head, Staged, Work};
+use crate::batch::{Done, Fast, Head, Work};
 use crate::error::db;
 use crate::postgres::PgStore;
 use crate::rows::{json, version_i32};
@@ -38,9 +40,9 @@ impl PgStore {
         Ok(out)
     }
 
-    /// Adds the batch's new versions in two statements: one locks the
-    /// credentials in id order (the order every committer locks them in, so
-    /// two servers' batches cannot deadlock); one advances each credential
+    /// Adds the batch's new versions in two statements, before any create:
+    /// one locks the credentials in id order (the order every committer
+    /// locks them in, so two servers' batches cannot deadlock); one advances each credential
     /// whose latest version is still the expected one, inserts its version
     /// and prunes to its retention. A job whose compare-and-set fails, and a
     /// second rotation of one credential in the batch, are left to the
@@ -65,7 +67,9 @@ impl PgStore {
                 jobs.push((i, id.as_uuid(), *expected_latest, version, *retention));
             }
         }
-        if jobs.len() < 2 {
+        // Even a single rotation goes this way, so that every batch locks
+        // its rotated credentials before the creates' keys.
+        if jobs.is_empty() {
             return Ok(());
         }
         jobs.sort_by_key(|j| j.1);
@@ -430,6 +434,9 @@ impl PgStore {
         let q = sqlx::query(concat!(
             "WITH ins AS (",
             insert_events_sql!(),
+            // The notices' CTE is referenced from the WHERE clause: a CTE
+            // that nothing references is never run. Covered by the
+            // conformance case pg_changes_announce_other_servers_mutations.
             "), n AS (SELECT pg_notify($24, t) FROM unnest($25::text[]) AS t) \
              UPDATE audit_heads SET sequence = $22, hash = $23 \
              WHERE tenant_id = $1 AND (SELECT count(*) FROM n) >= 0"
@@ -461,14 +468,16 @@ impl PgStore {
         works: &[Work],
         drafts: Vec<AuditDraft>,
         head: Head,
-    ) -> Result<Fast<Staged<Postgres>>> {
+    ) -> Result<Fast<PgStaged>> {
         let t = tenant.as_uuid().hyphenated();
-        let mut tx = self
-            .begin_with(format!(
+        let mut tx = InTransaction::begin(
+            self.pool(),
+            &format!(
                 "BEGIN; SELECT set_config('strongroom.tenant_id', '{t}', true); \
                  SELECT 1 FROM audit_heads WHERE tenant_id = '{t}' FOR UPDATE"
-            ))
-            .await?;
+            ),
+        )
+        .await?;
         let mut next = head.sequence;
         let mut prev = head.hash;
         let events: Vec<AuditEvent> = drafts
@@ -505,7 +514,7 @@ impl PgStore {
             .bind(principals)
             .bind(grants)
             .try_map(|row: sqlx::postgres::PgRow| sqlx::FromRow::from_row(&row))
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *tx.conn)
             .await
             .map_err(db("audit event"))?;
         let (states, advanced) = crate::postgres::states_from_rows(rows);
@@ -515,15 +524,93 @@ impl PgStore {
             _ => false,
         });
         if advanced != Some(1) || failed {
-            tx.rollback().await.map_err(db("audit event"))?;
+            tx.end("ROLLBACK").await?;
             return Ok(Fast::Redo(events.into_iter().map(|e| e.draft).collect()));
         }
         Ok(Fast::Staged(
-            Staged { tx, events },
+            PgStaged { tx, events },
             Head {
                 sequence: next,
                 hash: prev,
             },
         ))
     }
+}
+
+/// A batch of events written inside a transaction that holds the head lock.
+pub(crate) struct PgStaged {
+    tx: InTransaction,
+    events: Vec<AuditEvent>,
+}
+
+impl PgStaged {
+    /// Commits; every job's result.
+    pub(crate) async fn commit(self) -> Result<Vec<Result<Done>>> {
+        self.tx.end("COMMIT").await?;
+        Ok(self
+            .events
+            .into_iter()
+            .map(|e| Ok(Done::Event(e)))
+            .collect())
+    }
+}
+
+/// A pooled connection inside a transaction begun with a simple query of
+/// several statements. sqlx's own transactions cannot be used for that: when
+/// a statement after the BEGIN fails (a lock wait cancelled, a timeout), they
+/// hand the connection back to the pool inside the aborted transaction. Here
+/// a connection whose transaction did not end cleanly is closed instead (the
+/// server rolls it back), never returned to the pool.
+struct InTransaction {
+    conn: PoolConnection<Postgres>,
+    ended: bool,
+}
+
+impl InTransaction {
+    /// Runs `begin` (starting with BEGIN) on a pooled connection. A
+    /// connection the server closed meanwhile is replaced (nothing ran on
+    /// it).
+    async fn begin(pool: &sqlx::PgPool, begin: &str) -> Result<Self> {
+        let mut attempts = 0;
+        loop {
+            let mut tx = Self {
+                conn: pool.acquire().await.map_err(db("transaction"))?,
+                ended: false,
+            };
+            match simple(&mut tx.conn, begin).await {
+                Ok(()) => return Ok(tx),
+                Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_)) if attempts < 2 => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(db("transaction")(e)),
+            }
+        }
+    }
+
+    /// Ends the transaction with `sql` (COMMIT or ROLLBACK).
+    async fn end(mut self, sql: &str) -> Result<()> {
+        simple(&mut self.conn, sql)
+            .await
+            .map_err(db("audit event"))?;
+        self.ended = true;
+        Ok(())
+    }
+}
+
+impl Drop for InTransaction {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// Runs `sql` (statements without parameters) as one simple query. Boxed:
+/// the future's type then names no borrow of the connection, which keeps the
+/// committer task `Send`.
+fn simple<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'c str,
+) -> std::pin::Pin<Box<dyn Future<Output = std::result::Result<(), sqlx::Error>> + Send + 'c>> {
+    Box::pin(async move { sqlx::Executor::execute(conn, sql).await.map(drop) })
 }

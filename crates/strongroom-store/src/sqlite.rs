@@ -206,7 +206,7 @@ impl SqliteStore {
         _works: &[crate::batch::Work],
         drafts: Vec<strongroom_core::audit::AuditDraft>,
         _head: crate::batch::Head,
-    ) -> Result<crate::batch::Fast<crate::batch::Staged<Sqlite>>> {
+    ) -> Result<crate::batch::Fast<Staged>> {
         Ok(crate::batch::Fast::Redo(drafts))
     }
 
@@ -260,6 +260,16 @@ impl SqliteStore {
             states.grants.extend(row);
         }
         Ok(states)
+    }
+}
+
+/// SQLite stages no batch (see [`SqliteStore::stage_events`]).
+pub(crate) enum Staged {}
+
+impl Staged {
+    /// Never called: there is no value of this type.
+    pub(crate) async fn commit(self) -> Result<Vec<Result<crate::batch::Done>>> {
+        match self {}
     }
 }
 

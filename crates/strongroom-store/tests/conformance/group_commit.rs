@@ -1554,3 +1554,109 @@ pub async fn concurrent_rotations_keep_retention(store: Arc<dyn Store>) {
             .all(|e| e.draft.action == Action::CredentialRotate)
     );
 }
+
+/// A batch whose wait for the chain-head lock fails (here `lock_timeout`,
+/// in production also a cancelled query) fails its jobs, and only those: the
+/// connection it ran on must not go back to the pool inside the aborted
+/// transaction, or every later batch on it would fail. Appends run without
+/// pause from several tasks through a window in which another session holds
+/// the head lock, on a store with a single connection. (The failures seen
+/// here come from the full path: the committer's remembered head does not
+/// survive the pauses between calls, so the short path's own BEGIN is not
+/// reached by this case.)
+pub async fn pg_failed_head_lock_spoils_no_connection(admin: PgPool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+    // The app login role exists once any store was made for this database.
+    let tenants_store = pg_store(admin.clone()).await;
+    let acme = Arc::new(create_tenant(&*tenants_store, "acme").await);
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&admin)
+        .await
+        .expect("current database");
+    let options = admin
+        .connect_options()
+        .as_ref()
+        .clone()
+        .username(crate::support::APP_LOGIN)
+        .database(&database)
+        .options([("lock_timeout", "150")]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .expect("connect as the app login role");
+    let store = Arc::new(PgStore::new(pool));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut pumps = Vec::new();
+    for task in 0..16 {
+        let (store, stop, scope_tenant) =
+            (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&acme));
+        pumps.push(tokio::spawn(async move {
+            let scope = scope_tenant.scope();
+            let mut results = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let mut d = draft(&scope, Action::Other);
+                d.detail = Some(format!("pump {task} call {i}"));
+                let r = store.append_audit(&scope, d).await;
+                results.push((started.elapsed(), r.map(drop).map_err(|e| e.to_string())));
+                i += 1;
+            }
+            results
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Another session holds the head lock for a while.
+    let mut holder = admin.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM audit_heads WHERE tenant_id = $1 FOR UPDATE")
+        .bind(acme.id().as_uuid())
+        .execute(&mut *holder)
+        .await
+        .expect("lock the head");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    holder.rollback().await.expect("release the head");
+    let released = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut results = Vec::new();
+    for p in pumps {
+        results.extend(p.await.expect("pump"));
+    }
+
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    assert!(
+        failed > 0,
+        "the held lock made no batch fail: the case tests nothing"
+    );
+    // Once a batch that started after the release has had time to finish,
+    // everything succeeds.
+    let settled = released + Duration::from_millis(300);
+    let late: Vec<_> = results.iter().filter(|(at, _)| *at > settled).collect();
+    assert!(
+        late.len() >= 10,
+        "too few calls after the release: {}",
+        late.len()
+    );
+    for (at, r) in &late {
+        assert!(
+            r.is_ok(),
+            "a call {at:?} in failed after the lock was released: {r:?}"
+        );
+    }
+    let ok = results.iter().filter(|(_, r)| r.is_ok()).count();
+    let scope = acme.scope();
+    let log = verified_log(&*store, &scope).await;
+    let pumped = log
+        .iter()
+        .filter(|e| {
+            e.draft
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("pump "))
+        })
+        .count();
+    assert_eq!(pumped, ok, "exactly the successful calls are in the chain");
+}

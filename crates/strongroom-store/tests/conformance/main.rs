@@ -107,6 +107,7 @@ postgres_only! {
     group_commit::pg_changes_announce_a_lost_listener,
     group_commit::pg_two_committers_do_not_deadlock,
     group_commit::pg_dropped_store_releases_its_connections,
+    group_commit::pg_failed_head_lock_spoils_no_connection,
 }
 
 /// SQLite has one server per database: its change notices stay silent.
