@@ -427,10 +427,7 @@ impl PgStore {
         let Some(first) = events.first() else {
             return Ok(());
         };
-        let notices: Vec<String> = changes
-            .iter()
-            .map(|c| format!("{origin} {}", c.to_text()))
-            .collect();
+        let notices = crate::postgres::notice_texts(origin, changes);
         let q = sqlx::query(concat!(
             "WITH ins AS (",
             insert_events_sql!(),

@@ -199,10 +199,7 @@ impl PgStore {
         origin: uuid::Uuid,
         changes: &[Change],
     ) -> Result<()> {
-        let texts: Vec<String> = changes
-            .iter()
-            .map(|c| format!("{origin} {}", c.to_text()))
-            .collect();
+        let texts = notice_texts(origin, changes);
         sqlx::query("SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t")
             .bind(CHANGES_CHANNEL)
             .bind(texts)
@@ -310,6 +307,14 @@ pub(crate) fn states_from_rows(rows: Vec<StateRow>) -> (crate::shared::States, O
         }
     }
     (states, head)
+}
+
+/// The payloads announcing `changes`, tagged with the store's `origin`.
+pub(crate) fn notice_texts(origin: uuid::Uuid, changes: &[Change]) -> Vec<String> {
+    changes
+        .iter()
+        .map(|c| format!("{origin} {}", c.to_text()))
+        .collect()
 }
 
 async fn listen(
