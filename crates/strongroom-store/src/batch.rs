@@ -98,13 +98,24 @@ pub(crate) struct Job {
     pub reply: oneshot::Sender<Result<Done>>,
 }
 
+/// What a tenant's committer keeps between batches, shared by the
+/// committers that follow one another for the tenant (a committer stops
+/// whenever its queue runs dry).
+pub(crate) type SharedState = std::sync::Arc<tokio::sync::Mutex<CommitterState>>;
+
+struct Entry {
+    queue: mpsc::WeakSender<Job>,
+    state: SharedState,
+}
+
 /// The committer queues of one store, one per tenant.
 #[derive(Default)]
 pub(crate) struct Committers {
     /// Weak, so a committer (whose task holds a clone of its store) stops
     /// once no caller waits on it, instead of keeping the store and its pool
-    /// alive for as long as the runtime runs; the next job starts a new one.
-    queues: Mutex<HashMap<TenantId, mpsc::WeakSender<Job>>>,
+    /// alive for as long as the runtime runs; the next job starts a new one,
+    /// which takes over the state (after the one before has let go of it).
+    queues: Mutex<HashMap<TenantId, Entry>>,
 }
 
 impl Committers {
@@ -112,20 +123,30 @@ impl Committers {
     pub fn queue(
         &self,
         tenant: TenantId,
-        spawn: impl FnOnce(mpsc::Receiver<Job>),
+        spawn: impl FnOnce(mpsc::Receiver<Job>, SharedState),
     ) -> Result<mpsc::Sender<Job>> {
         let mut queues = self
             .queues
             .lock()
             .map_err(|_| Error::internal("committer registry poisoned"))?;
-        if let Some(q) = queues.get(&tenant).and_then(mpsc::WeakSender::upgrade)
+        if let Some(q) = queues.get(&tenant).and_then(|e| e.queue.upgrade())
             && !q.is_closed()
         {
             return Ok(q);
         }
+        let state = queues
+            .get(&tenant)
+            .map(|e| std::sync::Arc::clone(&e.state))
+            .unwrap_or_default();
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        spawn(rx);
-        queues.insert(tenant, tx.downgrade());
+        spawn(rx, std::sync::Arc::clone(&state));
+        queues.insert(
+            tenant,
+            Entry {
+                queue: tx.downgrade(),
+                state,
+            },
+        );
         Ok(tx)
     }
 }

@@ -1222,9 +1222,9 @@ macro_rules! store_impl {
                 tenant: strongroom_core::ids::TenantId,
             ) -> strongroom_core::Result<tokio::sync::mpsc::Sender<crate::batch::Job>> {
                 let store = self.clone();
-                self.committers.queue(tenant, move |mut rx| {
+                self.committers.queue(tenant, move |mut rx, state| {
                     tokio::spawn(async move {
-                        let mut state = crate::batch::CommitterState::default();
+                        let mut state = state.lock().await;
                         while let Some(jobs) = crate::batch::next_batch(&mut rx).await {
                             store.commit_batch(tenant, jobs, &mut state).await;
                         }

@@ -1560,10 +1560,11 @@ pub async fn concurrent_rotations_keep_retention(store: Arc<dyn Store>) {
 /// connection it ran on must not go back to the pool inside the aborted
 /// transaction, or every later batch on it would fail. Appends run without
 /// pause from several tasks through a window in which another session holds
-/// the head lock, on a store with a single connection. (The failures seen
-/// here come from the full path: the committer's remembered head does not
-/// survive the pauses between calls, so the short path's own BEGIN is not
-/// reached by this case.)
+/// the head lock, on a store with a single connection. The calls are
+/// denials, which take the committer's short path, so both its BEGIN (which
+/// waits for the head lock) and the full path's head read fail in the window;
+/// a connection handed back inside its aborted transaction would fail every
+/// later call with "current transaction is aborted".
 pub async fn pg_failed_head_lock_spoils_no_connection(admin: PgPool) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
@@ -1599,7 +1600,10 @@ pub async fn pg_failed_head_lock_spoils_no_connection(admin: PgPool) {
             let mut results = Vec::new();
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
+                // Denials: events that change nothing, which the
+                // committer's short path takes.
                 let mut d = draft(&scope, Action::Other);
+                d.outcome = Outcome::Denied;
                 d.detail = Some(format!("pump {task} call {i}"));
                 let r = store.append_audit(&scope, d).await;
                 results.push((started.elapsed(), r.map(drop).map_err(|e| e.to_string())));
