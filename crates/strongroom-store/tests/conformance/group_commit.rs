@@ -1568,19 +1568,10 @@ pub async fn concurrent_rotations_keep_retention(store: Arc<dyn Store>) {
 pub async fn pg_failed_head_lock_spoils_no_connection(admin: PgPool) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
-    // The app login role exists once any store was made for this database.
     let tenants_store = pg_store(admin.clone()).await;
     let acme = Arc::new(create_tenant(&*tenants_store, "acme").await);
-    let database: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&admin)
+    let options = crate::support::app_options(&admin)
         .await
-        .expect("current database");
-    let options = admin
-        .connect_options()
-        .as_ref()
-        .clone()
-        .username(crate::support::APP_LOGIN)
-        .database(&database)
         .options([("lock_timeout", "150")]);
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)

@@ -38,28 +38,9 @@ pub const APP_LOGIN: &str = "strongroom_test_server";
 /// superuser pool), connected as [`APP_LOGIN`] so row-level security is in
 /// force. Fails the test if [`PgStore::check_role`] does not pass.
 pub async fn pg_store(admin: PgPool) -> Arc<PgStore> {
-    let database: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&admin)
-        .await
-        .expect("current database");
-    // Roles are cluster-wide and tests run concurrently: tolerate losing the
-    // race to create it.
-    sqlx::query(&format!(
-        "DO $$ BEGIN CREATE ROLE {APP_LOGIN} LOGIN IN ROLE {APP_ROLE}; \
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
-    ))
-    .execute(&admin)
-    .await
-    .expect("create the app login role");
-    let options = admin
-        .connect_options()
-        .as_ref()
-        .clone()
-        .username(APP_LOGIN)
-        .database(&database);
     let app = PgPoolOptions::new()
         .max_connections(4)
-        .connect_with(options)
+        .connect_with(app_options(&admin).await)
         .await
         .expect("connect as the app login role");
     let store = PgStore::new(app);
@@ -68,6 +49,30 @@ pub async fn pg_store(admin: PgPool) -> Arc<PgStore> {
         .await
         .expect("the app login role must be subject to row-level security");
     Arc::new(store)
+}
+
+/// Connect options for the database behind `admin` as [`APP_LOGIN`]
+/// (created if absent).
+pub async fn app_options(admin: &PgPool) -> sqlx::postgres::PgConnectOptions {
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(admin)
+        .await
+        .expect("current database");
+    // Roles are cluster-wide and tests run concurrently: tolerate losing the
+    // race to create it.
+    sqlx::query(&format!(
+        "DO $$ BEGIN CREATE ROLE {APP_LOGIN} LOGIN IN ROLE {APP_ROLE}; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+    ))
+    .execute(admin)
+    .await
+    .expect("create the app login role");
+    admin
+        .connect_options()
+        .as_ref()
+        .clone()
+        .username(APP_LOGIN)
+        .database(&database)
 }
 
 /// The suite's authenticator: [`OPERATOR`] is a platform operator.
