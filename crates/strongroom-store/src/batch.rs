@@ -63,10 +63,10 @@ pub(crate) struct CommitterState {
 /// Batches to skip the fast path for after it missed.
 pub(crate) const FAST_PAUSE: u32 = 16;
 
-/// The outcome of staging a batch of events.
-pub(crate) enum Fast<S> {
-    /// Written, not committed yet (the head lock held); the head after it.
-    Staged(S, Head),
+/// The outcome of a batch of events on the fast path.
+pub(crate) enum Fast {
+    /// Committed: the events, and the head after them.
+    Committed(Vec<AuditEvent>, Head),
     /// Nothing kept (the head moved, or a reveal check failed): the drafts
     /// back, in job order, for the full path.
     Redo(Vec<AuditDraft>),

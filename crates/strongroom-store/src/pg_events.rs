@@ -11,14 +11,13 @@
 
 use std::collections::HashSet;
 
-use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use strongroom_core::audit::{AuditDraft, AuditEvent};
 use strongroom_core::credential::{Credential, StoredVersion};
 use strongroom_core::ids::TenantId;
 use strongroom_core::{Error, Result};
 
-use crate::batch::{Done, Fast, Head, Work};
+use crate::batch::{Fast, Head, Work};
 use crate::error::db;
 use crate::postgres::PgStore;
 use crate::rows::{json, version_i32};
@@ -450,31 +449,22 @@ impl PgStore {
         Ok(())
     }
 
-    /// Stages a batch of audit events only (reveals, denials) in two round
-    /// trips: BEGIN with the tenant binding and the chain-head lock; then one
-    /// statement that advances the head from the one this committer last
-    /// wrote, inserts the events sealed on it, and reads the states the
-    /// reveal checks depend on (its snapshot is taken after the lock, so it
-    /// sees every change committed before, as the full path's does). The
-    /// COMMIT is the caller's. If the head moved (another writer, or the
-    /// previous commit failed) or a check fails, nothing is kept and the
-    /// drafts go back for the full path.
-    pub(crate) async fn stage_events(
+    /// Commits a batch of audit events only (reveals, denials) in one round
+    /// trip: the function `append_checked_events` (migration 3), called as a
+    /// statement of its own, binds the tenant, locks the chain head if it is
+    /// still the one this committer last wrote, re-checks every reveal
+    /// against the state committed after the lock, inserts the events sealed
+    /// on that head and advances it; PostgreSQL commits when the statement
+    /// ends, before the answer comes back. If the head moved (another writer,
+    /// or the previous commit failed) or a check fails, nothing is written
+    /// and the drafts go back for the full path, which finds the failing job.
+    pub(crate) async fn fast_events(
         &self,
         tenant: TenantId,
         works: &[Work],
         drafts: Vec<AuditDraft>,
         head: Head,
-    ) -> Result<Fast<PgStaged>> {
-        let t = tenant.as_uuid().hyphenated();
-        let mut tx = InTransaction::begin(
-            self.pool(),
-            &format!(
-                "BEGIN; SELECT set_config('strongroom.tenant_id', '{t}', true); \
-                 SELECT 1 FROM audit_heads WHERE tenant_id = '{t}' FOR UPDATE"
-            ),
-        )
-        .await?;
+    ) -> Result<Fast> {
         let mut next = head.sequence;
         let mut prev = head.hash;
         let events: Vec<AuditEvent> = drafts
@@ -486,46 +476,36 @@ impl PgStore {
                 e
             })
             .collect();
-        let (credentials, principals, grants) = crate::shared::check_ids(works);
         let to = i64::try_from(next).map_err(|_| Error::internal("audit sequence overflow"))?;
         let from =
             i64::try_from(head.sequence).map_err(|_| Error::internal("audit sequence overflow"))?;
-        let q = sqlx::query(concat!(
-            "WITH upd AS (UPDATE audit_heads SET sequence = $22, hash = $23 \
-               WHERE tenant_id = $1 AND sequence = $24 AND hash = $25 RETURNING 1), \
-             ins AS (",
-            insert_events_sql!(),
-            " WHERE EXISTS (SELECT 1 FROM upd)) \
-             SELECT 'h', '00000000-0000-0000-0000-000000000000'::uuid, '', '', \
-               (SELECT count(*) FROM upd), NULL::bigint, NULL::bigint \
-             UNION ALL ",
-            crate::postgres::states_select!("$1", "$26", "$27", "$28")
-        ));
-        let rows: Vec<crate::postgres::StateRow> = EventColumns::new(&events)?
+        let checks = Checks::new(works);
+        let q = sqlx::query(
+            "SELECT append_checked_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+             $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, \
+             $29, $30, $31)",
+        );
+        let row = EventColumns::new(&events)?
             .bind(tenant, q)
             .bind(to)
             .bind(prev.as_slice())
             .bind(from)
             .bind(head.hash.as_slice())
-            .bind(credentials)
-            .bind(principals)
-            .bind(grants)
-            .try_map(|row: sqlx::postgres::PgRow| sqlx::FromRow::from_row(&row))
-            .fetch_all(&mut *tx.conn)
+            .bind(strongroom_core::time::Timestamp::now().as_micros())
+            .bind(checks.credential)
+            .bind(checks.version)
+            .bind(checks.principal)
+            .bind(checks.role)
+            .bind(checks.grant)
+            .fetch_one(self.pool())
             .await
             .map_err(db("audit event"))?;
-        let (states, advanced) = crate::postgres::states_from_rows(rows);
-        let now = strongroom_core::time::Timestamp::now();
-        let failed = works.iter().any(|w| match w {
-            Work::Reveal(check) => states.violation(check, now).is_some(),
-            _ => false,
-        });
-        if advanced != Some(1) || failed {
-            tx.end("ROLLBACK").await?;
+        let outcome: &str = sqlx::Row::try_get(&row, 0).map_err(db("audit event"))?;
+        if outcome != "ok" {
             return Ok(Fast::Redo(events.into_iter().map(|e| e.draft).collect()));
         }
-        Ok(Fast::Staged(
-            PgStaged { tx, events },
+        Ok(Fast::Committed(
+            events,
             Head {
                 sequence: next,
                 hash: prev,
@@ -534,80 +514,34 @@ impl PgStore {
     }
 }
 
-/// A batch of events written inside a transaction that holds the head lock.
-pub(crate) struct PgStaged {
-    tx: InTransaction,
-    events: Vec<AuditEvent>,
+/// The reveal checks of a batch as column arrays, for
+/// `append_checked_events`.
+struct Checks {
+    credential: Vec<uuid::Uuid>,
+    version: Vec<i64>,
+    principal: Vec<uuid::Uuid>,
+    role: Vec<&'static str>,
+    grant: Vec<Option<uuid::Uuid>>,
 }
 
-impl PgStaged {
-    /// Commits; every job's result.
-    pub(crate) async fn commit(self) -> Result<Vec<Result<Done>>> {
-        self.tx.end("COMMIT").await?;
-        Ok(self
-            .events
-            .into_iter()
-            .map(|e| Ok(Done::Event(e)))
-            .collect())
-    }
-}
-
-/// A pooled connection inside a transaction begun with a simple query of
-/// several statements. sqlx's own transactions cannot be used for that: when
-/// a statement after the BEGIN fails (a lock wait cancelled, a timeout), they
-/// hand the connection back to the pool inside the aborted transaction. Here
-/// a connection whose transaction did not end cleanly is closed instead (the
-/// server rolls it back), never returned to the pool.
-struct InTransaction {
-    conn: PoolConnection<Postgres>,
-    ended: bool,
-}
-
-impl InTransaction {
-    /// Runs `begin` (starting with BEGIN) on a pooled connection. A
-    /// connection the server closed meanwhile is replaced (nothing ran on
-    /// it).
-    async fn begin(pool: &sqlx::PgPool, begin: &str) -> Result<Self> {
-        let mut attempts = 0;
-        loop {
-            let mut tx = Self {
-                conn: pool.acquire().await.map_err(db("transaction"))?,
-                ended: false,
-            };
-            match simple(&mut tx.conn, begin).await {
-                Ok(()) => return Ok(tx),
-                Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_)) if attempts < 2 => {
-                    attempts += 1;
-                }
-                Err(e) => return Err(db("transaction")(e)),
+impl Checks {
+    fn new(works: &[Work]) -> Self {
+        let mut c = Checks {
+            credential: Vec::with_capacity(works.len()),
+            version: Vec::with_capacity(works.len()),
+            principal: Vec::with_capacity(works.len()),
+            role: Vec::with_capacity(works.len()),
+            grant: Vec::with_capacity(works.len()),
+        };
+        for w in works {
+            if let Work::Reveal(check) = w {
+                c.credential.push(check.credential.as_uuid());
+                c.version.push(i64::from(check.version));
+                c.principal.push(check.principal.as_uuid());
+                c.role.push(check.role.as_str());
+                c.grant.push(check.grant.map(|g| g.as_uuid()));
             }
         }
+        c
     }
-
-    /// Ends the transaction with `sql` (COMMIT or ROLLBACK).
-    async fn end(mut self, sql: &str) -> Result<()> {
-        simple(&mut self.conn, sql)
-            .await
-            .map_err(db("audit event"))?;
-        self.ended = true;
-        Ok(())
-    }
-}
-
-impl Drop for InTransaction {
-    fn drop(&mut self) {
-        if !self.ended {
-            self.conn.close_on_drop();
-        }
-    }
-}
-
-/// Runs `sql` (statements without parameters) as one simple query. Boxed:
-/// the future's type then names no borrow of the connection, which keeps the
-/// committer task `Send`.
-fn simple<'c>(
-    conn: &'c mut PgConnection,
-    sql: &'c str,
-) -> std::pin::Pin<Box<dyn Future<Output = std::result::Result<(), sqlx::Error>> + Send + 'c>> {
-    Box::pin(async move { sqlx::Executor::execute(conn, sql).await.map(drop) })
 }

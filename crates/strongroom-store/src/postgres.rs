@@ -41,7 +41,6 @@ macro_rules! states_select {
         )
     };
 }
-pub(crate) use states_select;
 
 /// The Postgres store.
 #[derive(Clone)]
@@ -69,8 +68,8 @@ impl PgStore {
     pub(crate) const LOCK: &'static str = " FOR UPDATE";
     /// Substring position function.
     pub(crate) const STRPOS: &'static str = "strpos";
-    /// Batches of events only take [`PgStore::stage_events`], which saves
-    /// round trips to the server.
+    /// Batches of events only take [`PgStore::fast_events`]: one round trip
+    /// to the server instead of six.
     pub(crate) const FAST_EVENTS: bool = true;
 
     /// Wraps an existing pool. The pool's role must not be a superuser or

@@ -5,7 +5,7 @@
 //! substring function, how a transaction is bound to a tenant) are hooks each
 //! backend provides: `tenant_tx`, `platform_tx`, `LOCK` and `STRPOS`, and
 //! for group commit `bulk_mutations`, `fetch_states`, `insert_events`,
-//! `notify_changes` and (where `FAST_EVENTS`) `stage_events`. The
+//! `notify_changes` and (where `FAST_EVENTS`) `fast_events`. The
 //! [`store_impl!`] macro stamps the implementation out for each backend type.
 
 macro_rules! tenant_cols {
@@ -1256,13 +1256,11 @@ macro_rules! store_impl {
                             && state.fast_pause == 0
                             && crate::batch::events_only(&works, &drafts, tenant) =>
                     {
-                        match self.stage_events(tenant, &works, drafts, head).await {
-                            Ok(crate::batch::Fast::Staged(staged, head)) => {
-                                let result = staged.commit().await;
-                                if result.is_ok() {
-                                    state.head = Some(head);
-                                }
-                                return crate::batch::answer(result, replies);
+                        match self.fast_events(tenant, &works, drafts, head).await {
+                            Ok(crate::batch::Fast::Committed(events, head)) => {
+                                state.head = Some(head);
+                                let done = events.into_iter().map(|e| Ok(crate::batch::Done::Event(e))).collect();
+                                return crate::batch::answer(Ok(done), replies);
                             }
                             Ok(crate::batch::Fast::Redo(back)) => {
                                 state.fast_pause = crate::batch::FAST_PAUSE;

@@ -200,13 +200,13 @@ impl SqliteStore {
 
     /// Not taken (see [`SqliteStore::FAST_EVENTS`]): hands the drafts back
     /// to the full path.
-    pub(crate) async fn stage_events(
+    pub(crate) async fn fast_events(
         &self,
         _tenant: TenantId,
         _works: &[crate::batch::Work],
         drafts: Vec<strongroom_core::audit::AuditDraft>,
         _head: crate::batch::Head,
-    ) -> Result<crate::batch::Fast<Staged>> {
+    ) -> Result<crate::batch::Fast> {
         Ok(crate::batch::Fast::Redo(drafts))
     }
 
@@ -260,16 +260,6 @@ impl SqliteStore {
             states.grants.extend(row);
         }
         Ok(states)
-    }
-}
-
-/// SQLite stages no batch (see [`SqliteStore::stage_events`]).
-pub(crate) enum Staged {}
-
-impl Staged {
-    /// Never called: there is no value of this type.
-    pub(crate) async fn commit(self) -> Result<Vec<Result<crate::batch::Done>>> {
-        match self {}
     }
 }
 

@@ -1,0 +1,104 @@
+-- A batch of audit events only (reveals and denials) committed in one round
+-- trip: the server calls this function as a statement of its own, which
+-- PostgreSQL runs and commits as one transaction. In order, each statement
+-- with a fresh snapshot (read committed):
+--
+--   1. binds the transaction to the tenant (row-level security applies: the
+--      function runs with its caller's rights);
+--   2. locks the tenant's chain head, only if it is still the one the caller
+--      sealed the events on (`p_from`, `p_from_hash`): a head another writer
+--      moved returns 'moved' and writes nothing;
+--   3. re-checks, after the lock, every reveal the batch records against the
+--      state committed now: credential active, not destroyed, not expired
+--      and still at the version revealed; principal active with the same
+--      role in an active tenant; grant, if one allowed it, present and
+--      unexpired. Any failure returns 'stale' and writes nothing (the caller
+--      then runs the batch on its full path, which finds the failing job);
+--   4. inserts the events and advances the head to (`p_to`, `p_to_hash`),
+--      returning 'ok'.
+--
+-- The checks mirror `States::violation` in strongroom-store; the conformance
+-- case stale_reveal_checks_append_nothing covers each of them on this path.
+CREATE FUNCTION append_checked_events(
+    p_tenant          UUID,
+    e_sequence        BIGINT[],
+    e_id              UUID[],
+    e_at              BIGINT[],
+    e_principal       UUID[],
+    e_actor           TEXT[],
+    e_on_behalf_of    TEXT[],
+    e_action          TEXT[],
+    e_credential      UUID[],
+    e_credential_name TEXT[],
+    e_version         INTEGER[],
+    e_environment     TEXT[],
+    e_purpose         TEXT[],
+    e_outcome         TEXT[],
+    e_reason_code     TEXT[],
+    e_peer            TEXT[],
+    e_request_id      TEXT[],
+    e_trace_id        TEXT[],
+    e_detail          TEXT[],
+    e_prev_hash       BYTEA[],
+    e_hash            BYTEA[],
+    p_to              BIGINT,
+    p_to_hash         BYTEA,
+    p_from            BIGINT,
+    p_from_hash       BYTEA,
+    p_now             BIGINT,
+    k_credential      UUID[],
+    k_version         BIGINT[],
+    k_principal       UUID[],
+    k_role            TEXT[],
+    k_grant           UUID[]
+) RETURNS TEXT
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = public, pg_temp
+AS $$
+BEGIN
+    PERFORM set_config('strongroom.tenant_id', p_tenant::text, true);
+    PERFORM 1 FROM audit_heads
+        WHERE tenant_id = p_tenant AND sequence = p_from AND hash = p_from_hash
+        FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'moved';
+    END IF;
+    IF EXISTS (
+        SELECT 1
+        FROM unnest(k_credential, k_version, k_principal, k_role, k_grant)
+            AS k(credential_id, version, principal_id, role, grant_id)
+        WHERE NOT EXISTS (
+                SELECT 1 FROM credentials c
+                WHERE c.tenant_id = p_tenant AND c.id = k.credential_id
+                  AND c.status = 'active' AND c.destroyed_at IS NULL
+                  AND (c.expires_at IS NULL OR p_now < c.expires_at)
+                  AND c.current_version = k.version)
+           OR NOT EXISTS (
+                SELECT 1 FROM principals p JOIN tenants t ON t.id = p.tenant_id
+                WHERE p.tenant_id = p_tenant AND p.id = k.principal_id
+                  AND p.status = 'active' AND p.role = k.role
+                  AND t.status = 'active')
+           OR (k.grant_id IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM grants g
+                WHERE g.tenant_id = p_tenant AND g.id = k.grant_id
+                  AND (g.expires_at IS NULL OR p_now < g.expires_at)))
+    ) THEN
+        RETURN 'stale';
+    END IF;
+    INSERT INTO audit_events (
+        tenant_id, sequence, id, at, principal_id, actor, on_behalf_of, action,
+        credential_id, credential_name, version, environment, purpose, outcome,
+        reason_code, peer, request_id, trace_id, detail, prev_hash, hash)
+    SELECT p_tenant, u.*
+    FROM unnest(e_sequence, e_id, e_at, e_principal, e_actor, e_on_behalf_of,
+                e_action, e_credential, e_credential_name, e_version,
+                e_environment, e_purpose, e_outcome, e_reason_code, e_peer,
+                e_request_id, e_trace_id, e_detail, e_prev_hash, e_hash) AS u;
+    UPDATE audit_heads SET sequence = p_to, hash = p_to_hash
+        WHERE tenant_id = p_tenant;
+    RETURN 'ok';
+END
+$$;
+
+REVOKE ALL ON FUNCTION append_checked_events FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION append_checked_events TO strongroom_app;
