@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 
+use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Transaction};
 use strongroom_core::audit::{AuditDraft, AuditEvent};
 use strongroom_core::credential::{Credential, StoredVersion};
@@ -464,7 +465,12 @@ impl PgStore {
         works: &[Work],
         drafts: Vec<AuditDraft>,
         head: Head,
+        conn: &mut Option<PoolConnection<Postgres>>,
     ) -> Result<Fast> {
+        let conn = match conn {
+            Some(c) => c,
+            None => conn.insert(self.pool().acquire().await.map_err(db("audit event"))?),
+        };
         let mut next = head.sequence;
         let mut prev = head.hash;
         let events: Vec<AuditEvent> = drafts
@@ -497,7 +503,7 @@ impl PgStore {
             .bind(checks.principal)
             .bind(checks.role)
             .bind(checks.grant)
-            .fetch_one(self.pool())
+            .fetch_one(&mut **conn)
             .await
             .map_err(db("audit event"))?;
         let outcome: &str = sqlx::Row::try_get(&row, 0).map_err(db("audit event"))?;

@@ -206,6 +206,7 @@ impl SqliteStore {
         _works: &[crate::batch::Work],
         drafts: Vec<strongroom_core::audit::AuditDraft>,
         _head: crate::batch::Head,
+        _conn: &mut Option<sqlx::pool::PoolConnection<Sqlite>>,
     ) -> Result<crate::batch::Fast> {
         Ok(crate::batch::Fast::Redo(drafts))
     }
