@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
+use strongroom_proto::coalesce::Coalescing;
 use strongroom_proto::v1 as pb;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
@@ -91,6 +92,51 @@ impl Interceptor for TenantHeader {
     }
 }
 
+/// Opens a client's TCP connection (TLS goes on top), with Nagle's algorithm
+/// off and writes coalesced: the requests of many concurrent calls on one
+/// connection leave in one TLS write and one system call instead of one each
+/// ([`Coalescing`]).
+#[derive(Clone, Copy, Debug)]
+struct Connector;
+
+impl tonic::codegen::Service<tonic::codegen::http::Uri> for Connector {
+    type Response = hyper_util::rt::TokioIo<Coalescing<tokio::net::TcpStream>>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: tonic::codegen::http::Uri) -> Self::Future {
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "endpoint has no host")
+                })?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri
+                .port_u16()
+                .unwrap_or(if uri.scheme_str() == Some("http") {
+                    80
+                } else {
+                    443
+                });
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            Ok(hyper_util::rt::TokioIo::new(Coalescing::new(tcp)))
+        })
+    }
+}
+
 /// The channel type every service client uses.
 pub type Transport = InterceptedService<Channel, TenantHeader>;
 
@@ -119,9 +165,8 @@ impl Client {
         }
         let channel = Endpoint::from_shared(config.endpoint.clone())?
             .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
             .tls_config(tls)?
-            .connect()
+            .connect_with_connector(Connector)
             .await?;
         let tenant = match &config.tenant {
             None => TenantHeader(None),

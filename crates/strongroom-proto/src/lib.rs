@@ -28,6 +28,8 @@ pub mod v1 {
     tonic::include_proto!("strongroom.v1");
 }
 
+pub mod coalesce;
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every `strongroom.v1`
 /// proto file and its imports, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -9,6 +9,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use strongroom_proto::coalesce::Coalescing;
 
 use crate::config::TlsPaths;
 
@@ -107,24 +108,13 @@ pub struct PeerInfo {
     pub identity: Option<Arc<str>>,
 }
 
-/// A client connection after a completed mutual-TLS handshake.
-///
-/// Writes are coalesced: what HTTP/2 writes is kept until it flushes, and a
-/// flush first lets the other tasks that are ready run once (one yield), so
-/// the responses that a commit completes together leave in one TLS write
-/// and one system call instead of one each.
+/// A client connection after a completed mutual-TLS handshake. Its writes
+/// are coalesced ([`Coalescing`]): the responses that a commit completes
+/// together leave in one TLS write and one system call instead of one each.
 pub struct PeerStream {
-    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    io: Coalescing<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
     info: PeerInfo,
-    /// Written and not yet handed to TLS; `sent` bytes of it already were.
-    out: Vec<u8>,
-    sent: usize,
-    /// Whether the pending flush has yielded once already.
-    yielded: bool,
 }
-
-/// Kept bytes beyond which a write first hands them to TLS.
-const COALESCE_LIMIT: usize = 64 * 1024;
 
 impl PeerStream {
     /// Wraps an accepted connection, reading its identity from the client
@@ -141,32 +131,9 @@ impl PeerStream {
             .and_then(|c| identity_of(c.as_ref()))
             .map(Arc::from);
         Self {
-            tls,
+            io: Coalescing::new(tls),
             info: PeerInfo { addr, identity },
-            out: Vec::new(),
-            sent: 0,
-            yielded: false,
         }
-    }
-
-    /// Hands every kept byte to TLS.
-    fn poll_drain(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use tokio::io::AsyncWrite;
-        while self.sent < self.out.len() {
-            let n = std::task::ready!(
-                std::pin::Pin::new(&mut self.tls).poll_write(cx, &self.out[self.sent..])
-            )?;
-            if n == 0 {
-                return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
-            }
-            self.sent += n;
-        }
-        self.out.clear();
-        self.sent = 0;
-        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -184,7 +151,7 @@ impl tokio::io::AsyncRead for PeerStream {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().tls).poll_read(cx, buf)
+        std::pin::Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
@@ -194,12 +161,7 @@ impl tokio::io::AsyncWrite for PeerStream {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        if this.out.len() >= COALESCE_LIMIT {
-            std::task::ready!(this.poll_drain(cx))?;
-        }
-        this.out.extend_from_slice(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -207,45 +169,24 @@ impl tokio::io::AsyncWrite for PeerStream {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        if this.out.len() >= COALESCE_LIMIT {
-            std::task::ready!(this.poll_drain(cx))?;
-        }
-        let mut n = 0;
-        for b in bufs {
-            this.out.extend_from_slice(b);
-            n += b.len();
-        }
-        std::task::Poll::Ready(Ok(n))
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if this.sent < this.out.len() && !this.yielded {
-            // Let the tasks that are ready now add their frames first: the
-            // runtime polls a task that woke itself after the others queued.
-            this.yielded = true;
-            cx.waker().wake_by_ref();
-            return std::task::Poll::Pending;
-        }
-        std::task::ready!(this.poll_drain(cx))?;
-        this.yielded = false;
-        std::pin::Pin::new(&mut this.tls).poll_flush(cx)
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
     fn poll_shutdown(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        std::task::ready!(this.poll_drain(cx))?;
-        std::pin::Pin::new(&mut this.tls).poll_shutdown(cx)
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
