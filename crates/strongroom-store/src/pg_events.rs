@@ -465,11 +465,11 @@ impl PgStore {
         works: &[Work],
         drafts: Vec<AuditDraft>,
         head: Head,
-        conn: &mut Option<PoolConnection<Postgres>>,
+        held: &mut Option<PoolConnection<Postgres>>,
     ) -> Result<Fast> {
-        let conn = match conn {
+        let conn = match held {
             Some(c) => c,
-            None => conn.insert(self.pool().acquire().await.map_err(db("audit event"))?),
+            None => held.insert(self.pool().acquire().await.map_err(db("audit event"))?),
         };
         let mut next = head.sequence;
         let mut prev = head.hash;
@@ -507,6 +507,13 @@ impl PgStore {
             .await
             .map_err(db("audit event"))?;
         let outcome: &str = sqlx::Row::try_get(&row, 0).map_err(db("audit event"))?;
+        // The connection is kept for the next batch only while the pool has
+        // others idle: with none, callers (other tenants' committers, reads)
+        // may be waiting for one, and this committer may have work for as
+        // long as its tenant's traffic lasts.
+        if self.pool().num_idle() == 0 {
+            *held = None;
+        }
         if outcome != "ok" {
             return Ok(Fast::Redo(events.into_iter().map(|e| e.draft).collect()));
         }

@@ -1561,10 +1561,10 @@ pub async fn concurrent_rotations_keep_retention(store: Arc<dyn Store>) {
 /// transaction, or every later batch on it would fail. Appends run without
 /// pause from several tasks through a window in which another session holds
 /// the head lock, on a store with a single connection. The calls are
-/// denials, which take the committer's short path, so both its BEGIN (which
-/// waits for the head lock) and the full path's head read fail in the window;
-/// a connection handed back inside its aborted transaction would fail every
-/// later call with "current transaction is aborted".
+/// denials, which take the committer's fast path, so both its statement
+/// (which waits for the head lock) and the full path's head read fail in the
+/// window; a connection handed back inside its aborted transaction would fail
+/// every later call with "current transaction is aborted".
 pub async fn pg_failed_head_lock_spoils_no_connection(admin: PgPool) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
@@ -1654,4 +1654,71 @@ pub async fn pg_failed_head_lock_spoils_no_connection(admin: PgPool) {
         })
         .count();
     assert_eq!(pumped, ok, "exactly the successful calls are in the chain");
+}
+
+/// Committers keep their fast path's connection from one batch to the next
+/// only while the pool has others idle. Two tenants append without pause on
+/// a store with two connections, so both committers always have work: if
+/// each kept its connection for as long, nothing else would get one. Reads
+/// (and a third tenant's appends) made meanwhile must still complete. The
+/// five-second limit only turns a starved call into a failure instead of a
+/// hang; it measures nothing.
+pub async fn pg_busy_committers_leave_connections_to_others(admin: PgPool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tenants_store = pg_store(admin.clone()).await;
+    let acme = Arc::new(create_tenant(&*tenants_store, "acme").await);
+    let beta = Arc::new(create_tenant(&*tenants_store, "beta").await);
+    let gamma = create_tenant(&*tenants_store, "gamma").await;
+    let options = crate::support::app_options(&admin).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .expect("connect as the app login role");
+    let store = Arc::new(PgStore::new(pool));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut pumps = Vec::new();
+    for tenant in [&acme, &beta] {
+        for _ in 0..8 {
+            let (store, stop, tenant) = (Arc::clone(&store), Arc::clone(&stop), Arc::clone(tenant));
+            pumps.push(tokio::spawn(async move {
+                let scope = tenant.scope();
+                let mut calls = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    let mut d = draft(&scope, Action::Other);
+                    d.outcome = Outcome::Denied;
+                    store.append_audit(&scope, d).await.expect("append");
+                    calls += 1;
+                }
+                calls
+            }));
+        }
+    }
+    // Both committers busy.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let limit = Duration::from_secs(5);
+    let scope = gamma.scope();
+    for i in 0..5 {
+        let read = tokio::time::timeout(limit, store.list_environments(&scope)).await;
+        assert!(
+            read.is_ok(),
+            "read {i} starved while two committers were busy"
+        );
+        read.expect("in time").expect("list environments");
+        let append = tokio::time::timeout(
+            limit,
+            store.append_audit(&scope, draft(&scope, Action::Other)),
+        )
+        .await;
+        assert!(append.is_ok(), "another tenant's append {i} starved");
+        append.expect("in time").expect("append");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for p in pumps {
+        assert!(p.await.expect("pump") > 0, "a pump made no call");
+    }
+    for tenant in [&*acme, &*beta, &gamma] {
+        verified_log(&*store, &tenant.scope()).await;
+    }
 }

@@ -108,6 +108,7 @@ postgres_only! {
     group_commit::pg_two_committers_do_not_deadlock,
     group_commit::pg_dropped_store_releases_its_connections,
     group_commit::pg_failed_head_lock_spoils_no_connection,
+    group_commit::pg_busy_committers_leave_connections_to_others,
 }
 
 /// SQLite has one server per database: its change notices stay silent.
