@@ -63,26 +63,29 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 'moved';
     END IF;
-    IF EXISTS (
-        SELECT 1
+    -- A join on the primary keys (index lookups for the batch's few
+    -- checks), not NOT EXISTS subqueries in an OR, which the planner may run
+    -- as hashed subplans that read every credential of the table.
+    IF (SELECT count(*)
         FROM unnest(k_credential, k_version, k_principal, k_role, k_grant)
             AS k(credential_id, version, principal_id, role, grant_id)
-        WHERE NOT EXISTS (
-                SELECT 1 FROM credentials c
-                WHERE c.tenant_id = p_tenant AND c.id = k.credential_id
-                  AND c.status = 'active' AND c.destroyed_at IS NULL
-                  AND (c.expires_at IS NULL OR p_now < c.expires_at)
-                  AND c.current_version = k.version)
-           OR NOT EXISTS (
-                SELECT 1 FROM principals p JOIN tenants t ON t.id = p.tenant_id
-                WHERE p.tenant_id = p_tenant AND p.id = k.principal_id
-                  AND p.status = 'active' AND p.role = k.role
-                  AND t.status = 'active')
-           OR (k.grant_id IS NOT NULL AND NOT EXISTS (
-                SELECT 1 FROM grants g
-                WHERE g.tenant_id = p_tenant AND g.id = k.grant_id
-                  AND (g.expires_at IS NULL OR p_now < g.expires_at)))
-    ) THEN
+        JOIN credentials c
+            ON c.tenant_id = p_tenant AND c.id = k.credential_id
+        JOIN principals p
+            ON p.tenant_id = p_tenant AND p.id = k.principal_id
+        JOIN tenants t
+            ON t.id = p_tenant
+        LEFT JOIN grants g
+            ON g.tenant_id = p_tenant AND g.id = k.grant_id
+        WHERE c.status = 'active' AND c.destroyed_at IS NULL
+          AND (c.expires_at IS NULL OR p_now < c.expires_at)
+          AND c.current_version = k.version
+          AND p.status = 'active' AND p.role = k.role
+          AND t.status = 'active'
+          AND (k.grant_id IS NULL
+               OR (g.id IS NOT NULL
+                   AND (g.expires_at IS NULL OR p_now < g.expires_at)))
+       ) <> cardinality(k_credential) THEN
         RETURN 'stale';
     END IF;
     INSERT INTO audit_events (
