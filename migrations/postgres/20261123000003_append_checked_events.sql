@@ -5,9 +5,11 @@
 --
 --   1. binds the transaction to the tenant (row-level security applies: the
 --      function runs with its caller's rights);
---   2. locks the tenant's chain head, only if it is still the one the caller
---      sealed the events on (`p_from`, `p_from_hash`): a head another writer
---      moved returns 'moved' and writes nothing;
+--   2. locks the tenant's chain head; if it is already (`p_to`, `p_to_hash`),
+--      this batch committed before (a retry after a lost reply) and 'ok' is
+--      returned; if it is not the one the caller sealed the events on
+--      (`p_from`, `p_from_hash`), another writer moved it: 'moved', nothing
+--      written;
 --   3. re-checks, after the lock, every reveal the batch records against the
 --      state committed now: credential active, not destroyed, not expired
 --      and still at the version revealed; principal active with the same
@@ -53,14 +55,21 @@ CREATE FUNCTION append_checked_events(
     k_grant           UUID[]
 ) RETURNS TEXT
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
-SET search_path = public, pg_temp
 AS $$
+DECLARE
+    head_sequence BIGINT;
+    head_hash     BYTEA;
 BEGIN
     PERFORM set_config('strongroom.tenant_id', p_tenant::text, true);
-    PERFORM 1 FROM audit_heads
-        WHERE tenant_id = p_tenant AND sequence = p_from AND hash = p_from_hash
+    SELECT sequence, hash INTO head_sequence, head_hash FROM audit_heads
+        WHERE tenant_id = p_tenant
         FOR UPDATE;
-    IF NOT FOUND THEN
+    IF head_sequence = p_to AND head_hash = p_to_hash THEN
+        -- This very batch committed already (its reply was lost and the
+        -- caller sent it again): the head's hash commits to its events.
+        RETURN 'ok';
+    END IF;
+    IF head_sequence IS DISTINCT FROM p_from OR head_hash IS DISTINCT FROM p_from_hash THEN
         RETURN 'moved';
     END IF;
     -- A join on the primary keys (index lookups for the batch's few

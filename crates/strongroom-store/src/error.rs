@@ -22,6 +22,17 @@ pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
     }
 }
 
+/// Whether `e` says the connection is gone before the statement ran: closed
+/// under us (I/O, protocol), or the server's farewell on it (SQLSTATE class
+/// 57P: shutdown, a terminated backend, not accepting connections).
+pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("57P")),
+        _ => false,
+    }
+}
+
 /// Whether `e` is a foreign-key violation (a row still referenced).
 pub(crate) fn is_fk(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())

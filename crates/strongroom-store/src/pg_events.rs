@@ -467,10 +467,6 @@ impl PgStore {
         head: Head,
         held: &mut Option<PoolConnection<Postgres>>,
     ) -> Result<Fast> {
-        let conn = match held {
-            Some(c) => c,
-            None => held.insert(self.pool().acquire().await.map_err(db("audit event"))?),
-        };
         let mut next = head.sequence;
         let mut prev = head.hash;
         let events: Vec<AuditEvent> = drafts
@@ -486,26 +482,51 @@ impl PgStore {
         let from =
             i64::try_from(head.sequence).map_err(|_| Error::internal("audit sequence overflow"))?;
         let checks = Checks::new(works);
-        let q = sqlx::query(
-            "SELECT append_checked_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-             $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, \
-             $29, $30, $31)",
-        );
-        let row = EventColumns::new(&events)?
-            .bind(tenant, q)
-            .bind(to)
-            .bind(prev.as_slice())
-            .bind(from)
-            .bind(head.hash.as_slice())
-            .bind(strongroom_core::time::Timestamp::now().as_micros())
-            .bind(checks.credential)
-            .bind(checks.version)
-            .bind(checks.principal)
-            .bind(checks.role)
-            .bind(checks.grant)
-            .fetch_one(&mut **conn)
-            .await
-            .map_err(db("audit event"))?;
+        let now = strongroom_core::time::Timestamp::now().as_micros();
+        // A connection the server closed meanwhile (a restart, an idle
+        // timeout, a terminated backend) fails the call: the batch is sent
+        // once more on a fresh connection. Safe even if the first call
+        // committed before its reply was lost: the function then finds the
+        // head already at `to` and answers 'ok' without writing again.
+        let mut attempts = 0;
+        let row = loop {
+            let conn = match held {
+                Some(c) => c,
+                None => held.insert(self.pool().acquire().await.map_err(db("audit event"))?),
+            };
+            let q = sqlx::query(
+                "SELECT append_checked_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, \
+                 $28, $29, $30, $31)",
+            );
+            let result = EventColumns::new(&events)?
+                .bind(tenant, q)
+                .bind(to)
+                .bind(prev.as_slice())
+                .bind(from)
+                .bind(head.hash.as_slice())
+                .bind(now)
+                .bind(checks.credential.as_slice())
+                .bind(checks.version.as_slice())
+                .bind(checks.principal.as_slice())
+                .bind(checks.role.as_slice())
+                .bind(checks.grant.as_slice())
+                .fetch_one(&mut **conn)
+                .await;
+            match result {
+                Ok(row) => break row,
+                Err(e) if attempts == 0 && crate::error::connection_lost(&e) => {
+                    attempts += 1;
+                    if let Some(mut c) = held.take() {
+                        c.close_on_drop();
+                    }
+                }
+                Err(e) => {
+                    *held = None;
+                    return Err(db("audit event")(e));
+                }
+            }
+        };
         let outcome: &str = sqlx::Row::try_get(&row, 0).map_err(db("audit event"))?;
         // The connection is kept for the next batch only while the pool has
         // others idle: with none, callers (other tenants' committers, reads)

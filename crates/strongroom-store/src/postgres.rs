@@ -158,7 +158,7 @@ impl PgStore {
         loop {
             match self.pool.begin_with(begin.clone()).await {
                 Ok(tx) => return Ok(tx),
-                Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_)) if attempts < 2 => {
+                Err(e) if attempts < 2 && crate::error::connection_lost(&e) => {
                     attempts += 1;
                     tracing::debug!("a pooled database connection was closed; retrying on another");
                 }

@@ -1722,3 +1722,71 @@ pub async fn pg_busy_committers_leave_connections_to_others(admin: PgPool) {
         verified_log(&*store, &tenant.scope()).await;
     }
 }
+
+/// A committer's connection that the database closed meanwhile (a restart,
+/// an administrator's `pg_terminate_backend`) costs no call: the fast path
+/// sends the batch once more on a fresh connection. Denials on a
+/// one-connection store put the committer on its fast path; then every
+/// connection of the store's database is terminated, and the next calls must
+/// still succeed and be chained once each.
+pub async fn pg_closed_connection_is_retried(admin: PgPool) {
+    let tenants_store = pg_store(admin.clone()).await;
+    let acme = create_tenant(&*tenants_store, "acme").await;
+    let options = crate::support::app_options(&admin).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .expect("connect as the app login role");
+    let store = PgStore::new(pool);
+    let scope = acme.scope();
+    let denial = |n: &str| {
+        let mut d = draft(&scope, Action::Other);
+        d.outcome = Outcome::Denied;
+        d.detail = Some(n.to_owned());
+        d
+    };
+    // The first batch reads the head on the full path; the next ones take
+    // the fast path on the connection the committer then keeps.
+    for i in 0..3 {
+        store
+            .append_audit(&scope, denial(&format!("before {i}")))
+            .await
+            .expect("append");
+    }
+    let killed: Vec<bool> = sqlx::query_scalar(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE usename = '{}' AND datname = current_database()",
+        crate::support::APP_LOGIN
+    ))
+    .fetch_all(&admin)
+    .await
+    .expect("terminate the store's connections");
+    assert!(
+        !killed.is_empty(),
+        "no connection to terminate: the case tests nothing"
+    );
+    // Give the server a moment to close them.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..3 {
+        store
+            .append_audit(&scope, denial(&format!("after {i}")))
+            .await
+            .expect("append after the connection was closed");
+    }
+    let log = verified_log(&store, &scope).await;
+    let details: Vec<&str> = log
+        .iter()
+        .filter_map(|e| e.draft.detail.as_deref())
+        .collect();
+    for n in [
+        "before 0", "before 1", "before 2", "after 0", "after 1", "after 2",
+    ] {
+        assert_eq!(
+            details.iter().filter(|d| **d == n).count(),
+            1,
+            "{n} chained once"
+        );
+    }
+}

@@ -109,6 +109,7 @@ postgres_only! {
     group_commit::pg_dropped_store_releases_its_connections,
     group_commit::pg_failed_head_lock_spoils_no_connection,
     group_commit::pg_busy_committers_leave_connections_to_others,
+    group_commit::pg_closed_connection_is_retried,
 }
 
 /// SQLite has one server per database: its change notices stay silent.
