@@ -157,6 +157,14 @@ fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
 impl Client {
     /// Connects with mutual TLS.
     pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
+        // Only TLS: with an http:// endpoint the channel would send requests,
+        // values included, in plaintext.
+        if !config.endpoint.starts_with("https://") {
+            return Err(ClientError::Invalid(format!(
+                "endpoint {:?}: only https:// endpoints are supported",
+                config.endpoint
+            )));
+        }
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read(&config.ca)?))
             .identity(Identity::from_pem(read(&config.cert)?, read(&config.key)?));
@@ -278,5 +286,21 @@ fn main_secret(v: pb::CredentialValue) -> Option<String> {
         Value::Certificate(c) => Some(c.private_key_pem),
         Value::Custom(c) if c.fields.len() == 1 => c.fields.into_values().next(),
         Value::Custom(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refuses_a_plaintext_endpoint() {
+        let config =
+            ClientConfig::from_dir("http://127.0.0.1:7443", Path::new("/nonexistent"), "agent");
+        match Client::connect(&config).await {
+            Err(ClientError::Invalid(m)) => assert!(m.contains("https://"), "{m}"),
+            Err(e) => panic!("expected Invalid, got {e}"),
+            Ok(_) => panic!("connected to a plaintext endpoint"),
+        }
     }
 }

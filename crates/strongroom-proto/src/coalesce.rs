@@ -56,6 +56,10 @@ impl<T: AsyncWrite + Unpin> Coalescing<T> {
         }
         self.out.clear();
         self.sent = 0;
+        // One large frame must not keep its buffer for the connection's life.
+        if self.out.capacity() > LIMIT {
+            self.out = Vec::new();
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -79,6 +83,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalescing<T> {
         let this = self.get_mut();
         if this.out.len() >= LIMIT {
             ready!(this.poll_drain(cx))?;
+        }
+        if this.out.is_empty() && buf.len() >= LIMIT {
+            // Large enough to leave on its own: no copy.
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
         this.out.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
@@ -143,6 +151,10 @@ mod tests {
             w.write_all(&chunk).await.expect("write");
             expected.extend_from_slice(&chunk);
         }
+        // And one write larger than the limit, which goes straight through.
+        let large: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        w.write_all(&large).await.expect("write");
+        expected.extend_from_slice(&large);
         w.flush().await.expect("flush");
         let mut got = vec![0; expected.len()];
         b.read_exact(&mut got).await.expect("read");
