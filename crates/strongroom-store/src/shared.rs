@@ -1243,9 +1243,11 @@ macro_rules! store_impl {
             /// The short path keeps its pooled connection in `conn` from one
             /// batch to the next while the committer has work: a connection
             /// just used is warm in the database server, where the next one
-            /// the pool hands out has often been idle longest. It is handed
-            /// back before the full path takes one of its own (a committer
-            /// never holds two) and after any error.
+            /// the pool hands out has often been idle longest. It is kept
+            /// only while the pool has others idle (checked as each batch
+            /// ends, in `fast_events`), handed back before the full path
+            /// takes one of its own (a committer never holds two) and after
+            /// any error.
             async fn commit_batch(
                 &self,
                 tenant: strongroom_core::ids::TenantId,
