@@ -253,13 +253,13 @@ impl PgStore {
             .fetch_all(&mut **tx)
             .await
             .map_err(db("reveal check"))?;
-        Ok(states_from_rows(rows).0)
+        Ok(states_from_rows(rows))
     }
 }
 
-/// One row of [`states_select!`]: kind (`c`redential, `p`rincipal, `g`rant,
-/// or `h`ead), id, status, extra, version or count, destroyed_at, expires_at.
-pub(crate) type StateRow = (
+/// One row of [`states_select!`]: kind (`c`redential, `p`rincipal or
+/// `g`rant), id, status, extra, version, destroyed_at, expires_at.
+type StateRow = (
     String,
     uuid::Uuid,
     String,
@@ -269,10 +269,9 @@ pub(crate) type StateRow = (
     Option<i64>,
 );
 
-/// The states in `rows`, and the count of the `h` row if there is one.
-pub(crate) fn states_from_rows(rows: Vec<StateRow>) -> (crate::shared::States, Option<i64>) {
+/// The states in `rows`.
+fn states_from_rows(rows: Vec<StateRow>) -> crate::shared::States {
     let mut states = crate::shared::States::default();
-    let mut head = None;
     for (kind, id, status, extra, version, destroyed_at, expires_at) in rows {
         match kind.as_str() {
             "c" => {
@@ -299,13 +298,12 @@ pub(crate) fn states_from_rows(rows: Vec<StateRow>) -> (crate::shared::States, O
                     },
                 );
             }
-            "g" => {
+            _ => {
                 states.grants.insert(id, expires_at);
             }
-            _ => head = Some(version),
         }
     }
-    (states, head)
+    states
 }
 
 /// The payloads announcing `changes`, tagged with the store's `origin`.
