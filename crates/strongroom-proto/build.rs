@@ -1,6 +1,7 @@
 //! Generates the `strongroom.v1` prost messages and tonic clients and servers
-//! from `proto/strongroom/v1/*.proto` with `protoc`, and writes the encoded
-//! file descriptor set (imports included) to `OUT_DIR` for server reflection.
+//! from `proto/strongroom/v1/*.proto` with `protox` (a protobuf compiler in
+//! Rust, so no system `protoc` is needed), and writes the encoded file
+//! descriptor set (imports included) to `OUT_DIR` for server reflection.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -40,17 +41,21 @@ fn main() -> Result<(), Box<dyn Error>> {
     // files all trigger a rebuild.
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-env-changed=PROTOC");
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let protos = proto_files(Path::new(PACKAGE_DIR))?;
 
+    let descriptors = protox::compile(&protos, [PathBuf::from(PROTO_ROOT)])?;
+    std::fs::write(
+        out_dir.join(format!("{DESCRIPTOR_SET}.bin")),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .file_descriptor_set_path(out_dir.join(format!("{DESCRIPTOR_SET}.bin")))
         .skip_debug(REDACTED_DEBUG)
-        .compile_protos(&protos, &[PathBuf::from(PROTO_ROOT)])?;
+        .compile_fds(descriptors)?;
     Ok(())
 }
 
