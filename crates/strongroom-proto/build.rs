@@ -3,6 +3,9 @@
 //! Rust, so no system `protoc` is needed), and writes the encoded file
 //! descriptor set (imports included) to `OUT_DIR` for server reflection.
 
+#[path = "build/bounds.rs"]
+mod bounds;
+
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
@@ -41,11 +44,17 @@ fn main() -> Result<(), Box<dyn Error>> {
     // files all trigger a rebuild.
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=build/bounds.rs");
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let protos = proto_files(Path::new(PACKAGE_DIR))?;
 
-    let descriptors = protox::compile(&protos, [PathBuf::from(PROTO_ROOT)])?;
+    let descriptors = protox::Compiler::new([PathBuf::from(PROTO_ROOT)])?
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(&protos)?
+        .file_descriptor_set();
+    std::fs::write(out_dir.join("bounds.rs"), bounds::generate(&descriptors)?)?;
     std::fs::write(
         out_dir.join(format!("{DESCRIPTOR_SET}.bin")),
         prost::Message::encode_to_vec(&descriptors),
@@ -55,6 +64,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         .build_client(true)
         .build_server(true)
         .skip_debug(REDACTED_DEBUG)
+        // Decodes with prost, then refuses any field over its bound.
+        .codec_path("crate::codec::BoundedCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -219,7 +219,54 @@ pub struct AuditDraft {
     pub detail: Option<String>,
 }
 
+/// Replaces each NUL of `text` with U+FFFD.
+fn replace_nul_in(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "\u{FFFD}");
+    }
+}
+
 impl AuditDraft {
+    /// Replaces NUL in every text field with U+FFFD.
+    fn replace_nul(&mut self) {
+        let Self {
+            id: _,
+            at: _,
+            principal: _,
+            actor,
+            on_behalf_of,
+            action: _,
+            credential: _,
+            credential_name,
+            version: _,
+            environment,
+            purpose,
+            outcome: _,
+            reason_code,
+            peer,
+            request_id,
+            trace_id,
+            detail,
+        } = self;
+        replace_nul_in(actor);
+        replace_nul_in(reason_code);
+        for text in [
+            on_behalf_of,
+            credential_name,
+            environment,
+            purpose,
+            peer,
+            request_id,
+            trace_id,
+            detail,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            replace_nul_in(text);
+        }
+    }
+
     /// A draft with the given action and outcome, now, everything else empty.
     pub fn new(action: Action, outcome: Outcome, reason_code: impl Into<String>) -> Self {
         Self {
@@ -245,7 +292,14 @@ impl AuditDraft {
 
     /// Links the draft into the chain as event `sequence` of `tenant` after
     /// an event with hash `prev_hash`.
-    pub fn seal(self, tenant: TenantId, sequence: u64, prev_hash: [u8; 32]) -> AuditEvent {
+    ///
+    /// Every sealed event can be stored: a NUL in any text (which
+    /// PostgreSQL's `text` refuses, failing the whole commit) becomes U+FFFD
+    /// before the hash is taken. Requests with NUL are refused at the edge;
+    /// this keeps a record that slipped through from costing the others of
+    /// its batch, or itself, its place in the chain.
+    pub fn seal(mut self, tenant: TenantId, sequence: u64, prev_hash: [u8; 32]) -> AuditEvent {
+        self.replace_nul();
         let mut event = AuditEvent {
             tenant,
             sequence,

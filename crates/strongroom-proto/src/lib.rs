@@ -28,7 +28,9 @@ pub mod v1 {
     tonic::include_proto!("strongroom.v1");
 }
 
+pub mod bounds;
 pub mod coalesce;
+pub mod codec;
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every `strongroom.v1`
 /// proto file and its imports, for `tonic-reflection`.

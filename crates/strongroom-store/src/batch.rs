@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) const MAX_BATCH: usize = 512;
 
 /// What a job does besides appending its audit event.
+#[derive(Clone)]
 pub(crate) enum Work {
     /// Only the event.
     Append,
@@ -151,12 +152,16 @@ impl Committers {
     }
 }
 
-/// Sends a job and waits for the commit that holds it.
+/// Sends a job and waits for the commit that holds it. A job whose data
+/// the database would refuse is refused here, before it can share a batch.
 pub(crate) async fn submit(
     queue: mpsc::Sender<Job>,
     work: Work,
     draft: AuditDraft,
 ) -> Result<Done> {
+    if let Work::CreateCredential { credential, .. } = &work {
+        storable(credential)?;
+    }
     let (reply, wait) = oneshot::channel();
     queue
         .send(Job { work, draft, reply })
@@ -164,6 +169,39 @@ pub(crate) async fn submit(
         .map_err(|_| Error::Unavailable("the audit committer stopped".into()))?;
     wait.await
         .map_err(|_| Error::Unavailable("the audit committer stopped".into()))?
+}
+
+/// Refuses a credential whose text the database would refuse (NUL, which
+/// PostgreSQL's `text` cannot hold). The request edge refuses such input
+/// first; this keeps one bad job from failing a whole batch.
+fn storable(c: &Credential) -> Result<()> {
+    let Credential {
+        description,
+        tags,
+        scopes,
+        owner,
+        revoke_reason,
+        ..
+    } = c;
+    let texts = [description.as_str()]
+        .into_iter()
+        .chain(tags.iter().map(|t| t.as_str()))
+        .chain(scopes.iter().map(String::as_str))
+        .chain(owner.as_deref())
+        .chain(revoke_reason.as_deref());
+    for text in texts {
+        if text.contains('\0') {
+            return Err(Error::invalid("credential", "must not contain NUL"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a batch that failed as a whole should be run again job by job:
+/// any failure but an unavailable database may be one job's fault (data the
+/// database refused), and the others must not fail with it.
+pub(crate) fn retry_singly(error: &Error, jobs: usize) -> bool {
+    jobs > 1 && !matches!(error, Error::Unavailable(_))
 }
 
 /// Takes the first queued job and whatever else is already queued (up to

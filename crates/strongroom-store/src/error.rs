@@ -28,9 +28,14 @@ pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
 pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("57P")),
+        sqlx::Error::Database(d) => connection_lost_code(d.code()),
         _ => false,
     }
+}
+
+/// Whether a SQLSTATE is the server's farewell on a connection (class 57P).
+pub(crate) fn connection_lost_code(code: Option<std::borrow::Cow<'_, str>>) -> bool {
+    code.is_some_and(|c| c.starts_with("57P"))
 }
 
 /// Whether `e` is a foreign-key violation (a row still referenced).

@@ -521,6 +521,14 @@ impl PgStore {
                         c.close_on_drop();
                     }
                 }
+                // The database refused the batch's data: nothing was
+                // written (the statement is its own transaction); the full
+                // path finds the job at fault and commits the others.
+                Err(sqlx::Error::Database(e)) if !crate::error::connection_lost_code(e.code()) => {
+                    tracing::warn!(error = %e, "audit batch refused on the short path");
+                    *held = None;
+                    return Ok(Fast::Redo(events.into_iter().map(|e| e.draft).collect()));
+                }
                 Err(e) => {
                     *held = None;
                     return Err(db("audit event")(e));

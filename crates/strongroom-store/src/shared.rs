@@ -1288,8 +1288,21 @@ macro_rules! store_impl {
                     _ => state.fast_pause = state.fast_pause.saturating_sub(1),
                 }
                 *conn = None;
+                let jobs = works.len();
+                // Kept to run the jobs one by one if the batch fails as a
+                // whole (see `retry_singly`).
+                let single = (jobs > 1).then(|| (works.clone(), drafts.clone()));
                 let result = self.run_batch(tenant, works, drafts, &mut state.head).await;
-                crate::batch::answer(result, replies);
+                match (result, single) {
+                    (Err(e), Some((works, drafts))) if crate::batch::retry_singly(&e, jobs) => {
+                        tracing::warn!(error = %e, jobs, "audit batch failed; committing its jobs one by one");
+                        for ((work, draft), reply) in works.into_iter().zip(drafts).zip(replies) {
+                            let result = self.run_batch(tenant, vec![work], vec![draft], &mut state.head).await;
+                            crate::batch::answer(result, vec![reply]);
+                        }
+                    }
+                    (result, _) => crate::batch::answer(result, replies),
+                }
             }
 
             /// One transaction for a batch: the mutations first (their row

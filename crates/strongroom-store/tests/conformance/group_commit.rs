@@ -1790,3 +1790,175 @@ pub async fn pg_closed_connection_is_retried(admin: PgPool) {
         );
     }
 }
+
+// ---- a job the database refuses costs only itself ----
+
+/// Queues one job the database refuses (a trigger raises on its event) in a
+/// batch with good ones, while a lock held by `holder` (released when
+/// `release` fires) keeps the committer waiting so that they do share a
+/// batch: the refused job fails alone, the others commit, and a draft with
+/// NUL in its text (which PostgreSQL's `text` refuses) is still recorded,
+/// NUL replaced.
+async fn refused_job_fails_alone(
+    store: Arc<dyn Store>,
+    acme: &TestTenant,
+    release: tokio::sync::oneshot::Sender<()>,
+    holder: tokio::task::JoinHandle<()>,
+) {
+    let scope = acme.scope();
+    // The committer takes this job alone and waits on the held lock; the
+    // jobs queued meanwhile form the next batch together.
+    let first = {
+        let (store, auth) = (Arc::clone(&store), acme.auth.clone());
+        tokio::spawn(async move {
+            let scope = auth.tenant_scope().expect("scope");
+            let mut d = draft(&scope, Action::Other);
+            d.detail = Some("first".into());
+            store.append_audit(&scope, d).await.map(drop)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut calls = Vec::new();
+    for i in 0..24 {
+        let mut d = draft(&scope, Action::Other);
+        d.outcome = Outcome::Denied;
+        d.detail = Some(format!("job {i}"));
+        match i {
+            7 => d.purpose = Some("poison".into()),
+            11 => d.purpose = Some("has\0nul".into()),
+            _ => {}
+        }
+        let store = &*store;
+        calls.push(async move { (i, store.append_audit(&scope, d).await) });
+    }
+    let all = futures_join_all(calls);
+    let released = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        release.send(()).expect("the holder waits");
+        holder.await.expect("holder");
+    };
+    let (results, ()) = tokio::join!(all, released);
+    first.await.expect("first").expect("the first job commits");
+    for (i, r) in &results {
+        if *i == 7 {
+            assert!(r.is_err(), "the refused job must fail");
+        } else {
+            assert!(r.is_ok(), "job {i} failed with the refused one: {r:?}");
+        }
+    }
+    let log = verified_log(&*store, &scope).await;
+    let jobs: Vec<&AuditEvent> = log
+        .iter()
+        .filter(|e| {
+            e.draft
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("job "))
+        })
+        .collect();
+    assert_eq!(
+        jobs.len(),
+        23,
+        "every job but the refused one is chained once"
+    );
+    assert!(
+        jobs.iter()
+            .all(|e| e.draft.purpose.as_deref() != Some("poison"))
+    );
+    let nul = jobs
+        .iter()
+        .find(|e| e.draft.detail.as_deref() == Some("job 11"))
+        .expect("the job with NUL is recorded");
+    assert_eq!(nul.draft.purpose.as_deref(), Some("has\u{FFFD}nul"));
+}
+
+/// Runs futures at once and collects their outputs in order.
+async fn futures_join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in pinned.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("polled to completion"))
+        .collect()
+}
+
+/// Postgres: the trigger raises on the refused job's event; another session
+/// holds the chain-head lock while the batch queues.
+pub async fn pg_refused_job_fails_alone(admin: PgPool) {
+    let store = pg_store(admin.clone()).await;
+    let acme = create_tenant(&*store, "acme").await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.purpose = 'poison' THEN RAISE EXCEPTION 'refused by the test'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events \
+         FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&admin)
+    .await
+    .expect("install the trigger");
+    let tenant = acme.id();
+    let (locked, is_locked) = tokio::sync::oneshot::channel();
+    let (release, on_release) = tokio::sync::oneshot::channel::<()>();
+    let holder = tokio::spawn(async move {
+        let mut tx = admin.begin().await.expect("begin");
+        sqlx::query("SELECT 1 FROM audit_heads WHERE tenant_id = $1 FOR UPDATE")
+            .bind(tenant.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .expect("lock the head");
+        locked.send(()).expect("signal");
+        on_release.await.expect("release");
+        tx.rollback().await.expect("rollback");
+    });
+    is_locked.await.expect("locked");
+    refused_job_fails_alone(store, &acme, release, holder).await;
+}
+
+/// SQLite: the trigger aborts the refused job's insert; another connection
+/// holds the write lock while the batch queues.
+pub async fn sqlite_refused_job_fails_alone(pool: sqlx::SqlitePool) {
+    sqlx::raw_sql(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events \
+         WHEN NEW.purpose = 'poison' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .execute(&pool)
+    .await
+    .expect("install the trigger");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::new(pool.clone()));
+    let acme = create_tenant(&*store, "acme").await;
+    let (locked, is_locked) = tokio::sync::oneshot::channel();
+    let (release, on_release) = tokio::sync::oneshot::channel::<()>();
+    let holder = tokio::spawn(async move {
+        let mut conn = pool.acquire().await.expect("a connection");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .expect("take the write lock");
+        locked.send(()).expect("signal");
+        on_release.await.expect("release");
+        sqlx::query("ROLLBACK")
+            .execute(&mut *conn)
+            .await
+            .expect("rollback");
+    });
+    is_locked.await.expect("locked");
+    refused_job_fails_alone(store, &acme, release, holder).await;
+}

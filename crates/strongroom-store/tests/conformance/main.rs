@@ -110,6 +110,13 @@ postgres_only! {
     group_commit::pg_failed_head_lock_spoils_no_connection,
     group_commit::pg_busy_committers_leave_connections_to_others,
     group_commit::pg_closed_connection_is_retried,
+    group_commit::pg_refused_job_fails_alone,
+}
+
+/// SQLite: a job the database refuses fails alone in its batch.
+#[sqlx::test(migrator = "strongroom_store::SQLITE_MIGRATOR")]
+async fn sqlite_refused_job_fails_alone(pool: SqlitePool) {
+    group_commit::sqlite_refused_job_fails_alone(pool).await;
 }
 
 /// SQLite has one server per database: its change notices stay silent.
