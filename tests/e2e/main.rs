@@ -21,6 +21,7 @@ macro_rules! on_both_backends {
 }
 
 mod dev_mode;
+mod field_bounds;
 mod grpcurl;
 mod health;
 mod input_validation;

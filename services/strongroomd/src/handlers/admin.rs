@@ -434,8 +434,11 @@ impl AdminService for AdminHandler {
 
     async fn import_tenant(
         &self,
-        _request: Request<Streaming<pb::ImportTenantRequest>>,
+        request: Request<Streaming<pb::ImportTenantRequest>>,
     ) -> Result<Response<pb::ImportTenantResponse>, Status> {
+        // The first message is read, so a malformed one is answered like
+        // any other request: INVALID_ARGUMENT naming its field.
+        request.into_inner().message().await?;
         Err(unimplemented("ImportTenant"))
     }
 
