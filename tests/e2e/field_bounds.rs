@@ -78,7 +78,7 @@ async fn call(
     grpc.ready()
         .await
         .map_err(|e| Status::unknown(format!("not ready: {e}")))?;
-    let path = PathAndQuery::from_maybe_shared(method.to_owned()).expect("method path");
+    let path = PathAndQuery::try_from(method).expect("method path");
     if client_streaming {
         let stream = tokio_stream::iter(vec![body]);
         grpc.client_streaming(tonic::Request::new(stream), path, RawCodec)

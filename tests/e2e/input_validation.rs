@@ -141,10 +141,8 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         (
             "message over the server's size limit",
             "request",
-            pb::CreateCredentialRequest {
-                description: "d".repeat(100 * 1024),
-                ..create("dev", "x/huge", good())
-            },
+            // Within every field's bound, over the message limit.
+            create("dev", "x/huge", api_key(&"k".repeat(100 * 1024))),
         ),
     ];
     for (what, field, request) in cases {

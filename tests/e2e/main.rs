@@ -28,6 +28,7 @@ mod input_validation;
 mod isolation_guards;
 mod lifecycle;
 mod mtls;
+mod oracles;
 mod policy;
 mod secrets_in_logs;
 mod smoke;

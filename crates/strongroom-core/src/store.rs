@@ -61,6 +61,9 @@ pub struct AuditFilter {
     pub since: Option<Timestamp>,
     /// Only events before this time.
     pub until: Option<Timestamp>,
+    /// Only events in one of these environments (events of no environment
+    /// are left out too): what a principal confined to environments sees.
+    pub environments: Option<Vec<Environment>>,
 }
 
 /// What must still hold, at the moment a reveal's audit record commits, for

@@ -404,11 +404,7 @@ fn field_check(
         )),
         Type::String | Type::Bytes => Ok(format!(
             "{}\n",
-            scalar_check(
-                f,
-                bound.ok_or("text without a bound")?,
-                &format!("&{access}")
-            )
+            scalar_check(f, bound.ok_or("text without a bound")?, access, false,)
         )),
         _ => Ok(String::new()),
     }
@@ -426,15 +422,27 @@ fn field_check_value(
         Type::Message if messages.contains_key(f.type_name()) => Ok(format!(
             "{v}.check_fields(Some(&Path::new(at, {name:?}, None)))?;"
         )),
-        Type::String | Type::Bytes => Ok(scalar_check(f, bound.ok_or("text without a bound")?, v)),
+        Type::String | Type::Bytes => Ok(scalar_check(
+            f,
+            bound.ok_or("text without a bound")?,
+            v,
+            true,
+        )),
         _ => Ok(String::new()),
     }
 }
 
-fn scalar_check(f: &FieldDescriptorProto, b: &Bound, v: &str) -> String {
+/// The check of a text or bytes field read as `v`: a place (`self.name`),
+/// or a reference when `is_ref` (a oneof member's binding).
+fn scalar_check(f: &FieldDescriptorProto, b: &Bound, v: &str, is_ref: bool) -> String {
     let name = f.name();
+    let r = if is_ref {
+        v.to_owned()
+    } else {
+        format!("&{v}")
+    };
     if f.r#type() == Type::Bytes {
-        format!("check_bytes({v}, {}, at, {name:?})?;", b.bytes.unwrap_or(0))
+        format!("check_bytes({r}, {}, at, {name:?})?;", b.bytes.unwrap_or(0))
     } else if b.secret {
         format!(
             "check_secret({v}.as_bytes(), {}, at, {name:?}, None)?;",
@@ -442,7 +450,7 @@ fn scalar_check(f: &FieldDescriptorProto, b: &Bound, v: &str) -> String {
         )
     } else {
         format!(
-            "check_text({v}, {}, {}, at, {name:?}, None)?;",
+            "check_text({r}, {}, {}, at, {name:?}, None)?;",
             b.chars.unwrap_or(0),
             b.multiline
         )

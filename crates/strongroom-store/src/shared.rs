@@ -1178,6 +1178,14 @@ macro_rules! store_impl {
                 if let Some(t) = filter.until {
                     q.push(" AND at < ").push_bind(t.as_micros());
                 }
+                if let Some(envs) = &filter.environments {
+                    // An empty list matches nothing (`IN ()` is not SQL).
+                    q.push(" AND environment IN (NULL");
+                    for e in envs {
+                        q.push(", ").push_bind(e.as_str().to_owned());
+                    }
+                    q.push(")");
+                }
                 q.push(" ORDER BY sequence DESC LIMIT ").push_bind(page.fetch_limit());
                 let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
                 let rows: Vec<crate::rows::AuditRow> = q

@@ -599,6 +599,104 @@ impl Vault {
         Ok(decision)
     }
 
+    /// Whether policy allows the caller `capability` at `environment` /
+    /// `name`, owner aside (decided without looking anything up).
+    async fn allows(
+        &self,
+        scope: &TenantScope<'_>,
+        capability: Capability,
+        environment: &Environment,
+        name: &CredentialName,
+    ) -> Result<bool> {
+        let principal = scope.principal();
+        let grants = if strongroom_core::policy::role_defaults(principal.role).allows(capability) {
+            Arc::new(Vec::new())
+        } else {
+            self.grants_for(scope, principal).await?
+        };
+        Ok(evaluate(
+            principal,
+            &grants,
+            &AccessRequest {
+                capability,
+                environment,
+                name,
+                owner: None,
+                on_behalf_of: None,
+            },
+            Timestamp::now(),
+        )
+        .allowed)
+    }
+
+    /// Whether the caller may learn that a credential at `environment` /
+    /// `name` exists: it holds read_metadata there. A caller that may not is
+    /// answered NOT_FOUND for existing and missing credentials alike.
+    async fn may_see(
+        &self,
+        scope: &TenantScope<'_>,
+        environment: &Environment,
+        name: &CredentialName,
+    ) -> Result<bool> {
+        self.allows(scope, Capability::ReadMetadata, environment, name)
+            .await
+    }
+
+    /// The answer to a refusal on an existing credential: NOT_FOUND, the
+    /// same as for a missing one, when the caller may not see it.
+    async fn hide_refusal(
+        &self,
+        scope: &TenantScope<'_>,
+        credential: &Credential,
+        error: Error,
+    ) -> Error {
+        if !matches!(error, Error::PermissionDenied(_)) {
+            return error;
+        }
+        match self
+            .may_see(scope, &credential.environment, &credential.name)
+            .await
+        {
+            Ok(true) => error,
+            _ => credential_not_found(),
+        }
+    }
+
+    /// Refuses, before any lookup, a call by path that the caller may not
+    /// make there and may not learn anything about: the denial is audited
+    /// and answered NOT_FOUND whether or not the credential exists. Calls
+    /// by id are decided after the lookup (an id names nothing until then).
+    async fn refuse_unseen(
+        &self,
+        scope: &TenantScope<'_>,
+        ctx: &CallContext,
+        action: Action,
+        capability: Capability,
+        reference: &CredentialRef,
+    ) -> Result<()> {
+        let CredentialRef::Path(environment, name) = reference else {
+            return Ok(());
+        };
+        if self.allows(scope, capability, environment, name).await?
+            || self.may_see(scope, environment, name).await?
+        {
+            return Ok(());
+        }
+        self.authorize(
+            scope,
+            ctx,
+            action,
+            capability,
+            environment,
+            name,
+            None,
+            None,
+        )
+        .await
+        .map(drop)
+        .map_err(|_| credential_not_found())
+    }
+
     // ---- platform ----
 
     /// Creates a tenant with its first KEK, the default environments and,
@@ -1017,18 +1115,24 @@ impl Vault {
         action: Action,
         capability: Capability,
     ) -> Result<Credential> {
-        let credential = self.lookup(scope, reference).await?;
-        self.authorize(
-            scope,
-            ctx,
-            action,
-            capability,
-            &credential.environment,
-            &credential.name,
-            Some(&credential),
-            None,
-        )
-        .await?;
+        self.refuse_unseen(scope, ctx, action, capability, reference)
+            .await?;
+        let credential = self.lookup(scope, reference).await.map_err(hide_missing)?;
+        if let Err(e) = self
+            .authorize(
+                scope,
+                ctx,
+                action,
+                capability,
+                &credential.environment,
+                &credential.name,
+                Some(&credential),
+                None,
+            )
+            .await
+        {
+            return Err(self.hide_refusal(scope, &credential, e).await);
+        }
         Ok(credential)
     }
 
@@ -1215,13 +1319,28 @@ impl Vault {
         options: &RevealOptions,
     ) -> Result<Revealed> {
         let scope = caller.tenant_scope()?;
-        let cached = self.cached_credential(&scope, reference).await?;
+        require_purpose(&scope, options)?;
+        self.refuse_unseen(
+            &scope,
+            ctx,
+            Action::CredentialReveal,
+            Capability::Reveal,
+            reference,
+        )
+        .await?;
+        let cached = self
+            .cached_credential(&scope, reference)
+            .await
+            .map_err(hide_missing)?;
         match self.reveal_found(&scope, ctx, cached, options).await {
             Ok(r) => Ok(r),
             Err(RevealFailure::Failed(e)) => Err(e),
             Err(RevealFailure::Stale) => {
                 self.changed(&scope);
-                let fresh = self.load_credential(&scope, reference).await?;
+                let fresh = self
+                    .load_credential(&scope, reference)
+                    .await
+                    .map_err(hide_missing)?;
                 self.reveal_retried(&scope, ctx, fresh, options).await
             }
         }
@@ -1252,10 +1371,7 @@ impl Vault {
     ) -> std::result::Result<Revealed, RevealFailure> {
         let credential = &cached.credential;
         let principal = scope.principal();
-        if principal.role == Role::Agent && options.purpose.trim().is_empty() {
-            return Err(Error::invalid("purpose", "is required for agents").into());
-        }
-        let decision = self
+        let decision = match self
             .authorize(
                 scope,
                 ctx,
@@ -1266,7 +1382,11 @@ impl Vault {
                 Some(credential),
                 options.on_behalf_of.as_deref(),
             )
-            .await?;
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => return Err(self.hide_refusal(scope, credential, e).await.into()),
+        };
         if let Err(e) = credential.ensure_usable(Timestamp::now()) {
             let code = match credential.effective_status(Timestamp::now()) {
                 CredentialStatus::Revoked => "CREDENTIAL_REVOKED",
@@ -1405,6 +1525,7 @@ impl Vault {
         options: &RevealOptions,
     ) -> Result<Revealed> {
         let scope = caller.tenant_scope()?;
+        require_purpose(&scope, options)?;
         if !scope.principal().may_enter(environment) {
             let mut d = ctx.stamp(scope.audit(
                 Action::CredentialReveal,
@@ -1416,12 +1537,22 @@ impl Vault {
             return Err(Error::denied(Reason::EnvironmentNotPermitted.explain()));
         }
         let credential = if let Some(name) = name {
+            let reference = CredentialRef::Path(environment.clone(), name.clone());
+            self.refuse_unseen(
+                &scope,
+                ctx,
+                Action::CredentialReveal,
+                Capability::Reveal,
+                &reference,
+            )
+            .await?;
             let c = self
                 .store
                 .find_credential(&scope, environment, name)
-                .await?;
+                .await
+                .map_err(hide_missing)?;
             if &c.service != service {
-                return Err(Error::not_found("credential"));
+                return Err(credential_not_found());
             }
             c
         } else {
@@ -1492,24 +1623,37 @@ impl Vault {
         reason: &str,
     ) -> Result<Credential> {
         let scope = caller.tenant_scope()?;
-        // Cached metadata is safe here: the version write is a
-        // compare-and-set on the latest version, retried on fresh state.
-        let mut credential = self
-            .cached_credential(&scope, reference)
-            .await?
-            .credential
-            .clone();
-        self.authorize(
+        self.refuse_unseen(
             &scope,
             ctx,
             Action::CredentialRotate,
             Capability::Rotate,
-            &credential.environment,
-            &credential.name,
-            Some(&credential),
-            None,
+            reference,
         )
         .await?;
+        // Cached metadata is safe here: the version write is a
+        // compare-and-set on the latest version, retried on fresh state.
+        let mut credential = self
+            .cached_credential(&scope, reference)
+            .await
+            .map_err(hide_missing)?
+            .credential
+            .clone();
+        if let Err(e) = self
+            .authorize(
+                &scope,
+                ctx,
+                Action::CredentialRotate,
+                Capability::Rotate,
+                &credential.environment,
+                &credential.name,
+                Some(&credential),
+                None,
+            )
+            .await
+        {
+            return Err(self.hide_refusal(&scope, &credential, e).await);
+        }
         if let Err(e) = credential.ensure_usable(Timestamp::now()) {
             let d = Self::credential_draft(
                 &scope,
@@ -1963,7 +2107,17 @@ impl Vault {
             )
             .await?;
         }
-        self.store.list_grants(&scope, filter, page).await
+        let mut grants = self.store.list_grants(&scope, filter, page).await?;
+        // A principal confined to environments sees grants only as far as
+        // they reach into its environments.
+        let principal = scope.principal();
+        if !principal.environments.is_empty() {
+            grants.items.retain_mut(|g| {
+                g.environments.retain(|e| principal.may_enter(e));
+                !g.environments.is_empty()
+            });
+        }
+        Ok(grants)
     }
 
     /// Lists the credentials `principal` may use with `capability`, with the
@@ -2036,7 +2190,16 @@ impl Vault {
             &[Role::Admin, Role::Operator, Role::Viewer],
         )
         .await?;
-        self.store.query_audit(&scope, filter, page).await
+        // A principal confined to environments reads only their events.
+        let principal = scope.principal();
+        if principal.environments.is_empty() {
+            return self.store.query_audit(&scope, filter, page).await;
+        }
+        let confined = AuditFilter {
+            environments: Some(principal.environments.clone()),
+            ..filter.clone()
+        };
+        self.store.query_audit(&scope, &confined, page).await
     }
 
     /// Verifies the tenant's whole audit chain (admin, operator, viewer).
@@ -2075,6 +2238,29 @@ impl Vault {
             head: verifier.head(),
         })
     }
+}
+
+/// The answer for a credential that does not exist, or that the caller may
+/// not know exists: one code and one message for both.
+fn credential_not_found() -> Error {
+    Error::not_found("credential")
+}
+
+/// A lookup's NOT_FOUND, whatever it named, as [`credential_not_found`].
+fn hide_missing(error: Error) -> Error {
+    match error {
+        Error::NotFound(_) => credential_not_found(),
+        other => other,
+    }
+}
+
+/// Agents must say why they need a value; checked before anything is
+/// looked up, so the answer does not depend on what exists.
+fn require_purpose(scope: &TenantScope<'_>, options: &RevealOptions) -> Result<()> {
+    if scope.principal().role == Role::Agent && options.purpose.trim().is_empty() {
+        return Err(Error::invalid("purpose", "is required for agents"));
+    }
+    Ok(())
 }
 
 /// Makes a unique request id when the caller sent none.

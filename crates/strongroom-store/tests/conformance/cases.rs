@@ -2067,6 +2067,11 @@ pub async fn audit_query_filters_and_pages(store: Arc<dyn Store>) {
         d.principal = Some(p.id);
         d.actor = "agent".into();
         d.credential = Some(target.id);
+        d.environment = match i {
+            3 => Some("production".into()),
+            _ if i % 2 == 0 => Some("dev".into()),
+            _ => None,
+        };
         d.at = mid.plus(Duration::from_secs(u64::from(i) + 1));
         store.append_audit(&scope, d).await.expect("append");
     }
@@ -2153,6 +2158,34 @@ pub async fn audit_query_filters_and_pages(store: Arc<dyn Store>) {
         .await,
         expect(&|e| e.draft.credential == Some(c1.id))
     );
+    // Confinement: only events in the listed environments, never events of
+    // no environment.
+    for envs in [
+        vec![env("dev")],
+        vec![env("dev"), env("production")],
+        vec![],
+    ] {
+        let names: Vec<String> = envs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            query(AuditFilter {
+                environments: Some(envs.clone()),
+                ..f()
+            })
+            .await,
+            expect(&|e| e
+                .draft
+                .environment
+                .as_ref()
+                .is_some_and(|x| names.contains(x))),
+            "environments {names:?}"
+        );
+    }
+    let dev_only = query(AuditFilter {
+        environments: Some(vec![env("dev")]),
+        ..f()
+    })
+    .await;
+    assert!(dev_only.len() >= 3 && dev_only.len() < 10, "{dev_only:?}");
     assert_eq!(
         query(AuditFilter {
             principal: Some(p.id),

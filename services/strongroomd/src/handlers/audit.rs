@@ -44,6 +44,7 @@ impl AuditService for AuditHandler {
                 outcome: convert::outcome_in(req.outcome)?,
                 since: req.start_time.as_ref().map(convert::time_in),
                 until: req.end_time.as_ref().map(convert::time_in),
+                environments: None,
             };
             let page = PageRequest::parse(req.page_size, &req.page_token)?;
             let result = self
