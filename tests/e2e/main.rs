@@ -28,6 +28,8 @@ mod isolation_guards;
 mod lifecycle;
 mod mtls;
 mod policy;
+mod revocation;
 mod secrets_in_logs;
 mod smoke;
 mod tenancy;
+mod transport_limits;
