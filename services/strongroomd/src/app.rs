@@ -367,7 +367,7 @@ fn accept_loop(
     let slots = Arc::new(Semaphore::new(max_connections));
     tokio::spawn(async move {
         let mut refused: u64 = 0;
-        let mut refused_logged = std::time::Instant::now() - Duration::from_secs(2);
+        let mut refused_logged: Option<std::time::Instant> = None;
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -384,14 +384,14 @@ fn accept_loop(
             let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                 drop(tcp);
                 refused += 1;
-                if refused_logged.elapsed() >= Duration::from_secs(1) {
+                if refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     tracing::warn!(
                         %peer,
                         max_connections,
                         refused,
                         "connection refused: too many open connections"
                     );
-                    refused_logged = std::time::Instant::now();
+                    refused_logged = Some(std::time::Instant::now());
                     refused = 0;
                 }
                 continue;
@@ -405,6 +405,13 @@ fn accept_loop(
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         let stream = PeerStream::new(tls, peer, &trust, generation, slot);
+                        // A resumed session skipped certificate verification:
+                        // its certificate may have expired or been revoked
+                        // since the session began.
+                        if let Err(refusal) = stream.check_certificate() {
+                            tracing::warn!(%peer, reason = refusal.message(), "TLS session refused");
+                            return;
+                        }
                         let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),

@@ -522,6 +522,46 @@ mod tests {
     }
 
     #[test]
+    fn crl_and_transport_limits() {
+        let mut pairs = TLS.to_vec();
+        pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+        let c =
+            Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.tls.crl, None);
+        assert_eq!(c.tls.crl_reload, Duration::from_secs(5));
+        assert_eq!(c.limits.max_connections, 4096);
+        assert_eq!(c.limits.max_concurrent_streams, 256);
+
+        let raw = toml::from_str::<RawConfig>(
+            "[tls]\ncrl = \"/etc/crl.pem\"\ncrl_reload_ms = 1000\n[limits]\nmax_connections = 10\nmax_concurrent_streams = 20\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut with_env = pairs.clone();
+        with_env.push(("STRONGROOM_MAX_CONCURRENT_STREAMS", "30"));
+        with_env.push(("STRONGROOM_TLS_CRL", "/run/crl.der"));
+        let c = Config::from_raw(raw, &env(&with_env)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.tls.crl, Some(PathBuf::from("/run/crl.der")));
+        assert_eq!(c.tls.crl_reload, Duration::from_secs(1));
+        assert_eq!(c.limits.max_connections, 10);
+        assert_eq!(c.limits.max_concurrent_streams, 30);
+
+        for (var, value, key) in [
+            ("STRONGROOM_MAX_CONNECTIONS", "0", "limits.max_connections"),
+            (
+                "STRONGROOM_MAX_CONCURRENT_STREAMS",
+                "0",
+                "limits.max_concurrent_streams",
+            ),
+            ("STRONGROOM_TLS_CRL_RELOAD_MS", "5", "tls.crl_reload_ms"),
+        ] {
+            let mut bad_env = pairs.clone();
+            bad_env.push((var, value));
+            let err = Config::from_raw(RawConfig::default(), &env(&bad_env)).unwrap_err();
+            assert_eq!(err.key, key);
+        }
+    }
+
+    #[test]
     fn unknown_file_keys_are_rejected() {
         let err = toml::from_str::<RawConfig>("lisen = \"x\"").unwrap_err();
         assert!(err.message().contains("lisen"));

@@ -104,6 +104,8 @@ pub struct ClientTrust {
     root_hints: Vec<DistinguishedName>,
     crl_path: Option<PathBuf>,
     crl_reload: Duration,
+    /// The CRL file's contents as loaded at start-up.
+    crl_loaded: Option<Vec<u8>>,
     /// The generation of `current`, readable without the lock.
     generation: AtomicU64,
     current: RwLock<Current>,
@@ -133,8 +135,8 @@ impl ClientTrust {
             })?;
         }
         let roots = Arc::new(roots);
-        let crls = match &paths.crl {
-            None => Vec::new(),
+        let (crls, crl_loaded) = match &paths.crl {
+            None => (Vec::new(), None),
             Some(path) => {
                 let bytes = std::fs::read(path).map_err(|e| {
                     TlsError(format!(
@@ -142,8 +144,9 @@ impl ClientTrust {
                         path.display()
                     ))
                 })?;
-                parse_crl_file(&bytes)
-                    .map_err(|e| TlsError(format!("client CRL file {}: {e}", path.display())))?
+                let crls = parse_crl_file(&bytes)
+                    .map_err(|e| TlsError(format!("client CRL file {}: {e}", path.display())))?;
+                (crls, Some(bytes))
             }
         };
         let count = crls.len();
@@ -158,6 +161,7 @@ impl ClientTrust {
             roots,
             crl_path: paths.crl.clone(),
             crl_reload: paths.crl_reload,
+            crl_loaded,
             generation: AtomicU64::new(0),
             current: RwLock::new(Current {
                 generation: 0,
@@ -199,7 +203,7 @@ impl ClientTrust {
         };
         let trust = Arc::clone(self);
         tokio::spawn(async move {
-            let mut last = std::fs::read(&path).ok();
+            let mut last = trust.crl_loaded.clone();
             let mut unreadable = false;
             loop {
                 tokio::select! {
@@ -337,7 +341,7 @@ const UNVERIFIED: u64 = u64::MAX;
 /// revocation (verified once again under the new CRLs, the verdict kept).
 pub struct PeerCert {
     chain: Box<[CertificateDer<'static>]>,
-    /// notAfter, seconds since the epoch.
+    /// The client certificate's notAfter, seconds since the epoch.
     not_after: i64,
     /// `generation * 2 + 1` when valid under that CRL generation,
     /// `generation * 2` when refused, [`UNVERIFIED`] before any verdict.
@@ -473,9 +477,10 @@ impl PeerStream {
             None => (None, None),
             Some((_, parsed)) => {
                 let identity = identity_of_parsed(&parsed).map(Arc::from);
+                let not_after = parsed.validity().not_after.timestamp();
                 let cert = PeerCert {
                     chain: chain.to_vec().into_boxed_slice(),
-                    not_after: parsed.validity().not_after.timestamp(),
+                    not_after,
                     verdict: AtomicU64::new(if resumed {
                         UNVERIFIED
                     } else {
@@ -495,6 +500,15 @@ impl PeerStream {
             },
             _slot: slot,
         }
+    }
+}
+
+impl PeerStream {
+    /// Whether the client certificate is still valid now (see
+    /// [`PeerCert::check`]); a connection without one is left to the calls
+    /// to refuse.
+    pub fn check_certificate(&self) -> Result<(), CertRefusal> {
+        self.info.cert.as_ref().map_or(Ok(()), |c| c.check())
     }
 }
 
@@ -549,5 +563,167 @@ impl tokio::io::AsyncWrite for PeerStream {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+        ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+        RevokedCertParams, SerialNumber,
+    };
+
+    struct Ca {
+        issuer: Issuer<'static, KeyPair>,
+        pem: String,
+    }
+
+    fn ca() -> Ca {
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    fn client(ca: &Ca, serial: u64) -> CertificateDer<'static> {
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "worker");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(SerialNumber::from(serial));
+        params
+            .signed_by(&key, &ca.issuer)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .der()
+            .clone()
+    }
+
+    fn crl(ca: &Ca, revoked: &[u64]) -> rcgen::CertificateRevocationList {
+        let now = SystemTime::now();
+        CertificateRevocationListParams {
+            this_update: (now - Duration::from_secs(60)).into(),
+            next_update: (now + Duration::from_secs(3600)).into(),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: now.into(),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca.issuer)
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn trust(ca: &Ca, crl_pem: &str) -> (tempfile::TempDir, Arc<ClientTrust>) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("crl.pem"), crl_pem).unwrap_or_else(|e| panic!("{e}"));
+        let paths = TlsPaths {
+            cert: dir.path().join("unused"),
+            key: dir.path().join("unused"),
+            client_ca: dir.path().join("ca.pem"),
+            crl: Some(dir.path().join("crl.pem")),
+            crl_reload: Duration::from_secs(1),
+        };
+        let trust = ClientTrust::load(&paths).unwrap_or_else(|e| panic!("{e}"));
+        (dir, trust)
+    }
+
+    fn peer(trust: &Arc<ClientTrust>, cert: CertificateDer<'static>, not_after: i64) -> PeerCert {
+        PeerCert {
+            chain: vec![cert].into_boxed_slice(),
+            not_after,
+            verdict: AtomicU64::new(UNVERIFIED),
+            trust: Arc::clone(trust),
+        }
+    }
+
+    const FAR: i64 = i64::MAX;
+
+    #[test]
+    fn crl_files_pem_several_or_der_one() {
+        let a = ca();
+        let two = format!(
+            "{}{}",
+            crl(&a, &[1]).pem().unwrap_or_default(),
+            crl(&a, &[2]).pem().unwrap_or_default()
+        );
+        assert_eq!(parse_crl_file(two.as_bytes()).map(|c| c.len()), Ok(2));
+        assert_eq!(
+            parse_crl_file(crl(&a, &[1]).der().as_ref()).map(|c| c.len()),
+            Ok(1)
+        );
+        assert!(parse_crl_file(b"").is_err());
+        assert!(
+            parse_crl_file(b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n").is_err()
+        );
+    }
+
+    #[test]
+    fn revocation_is_checked_per_call_after_a_reload() {
+        let a = ca();
+        let (_dir, trust) = trust(&a, &crl(&a, &[]).pem().unwrap_or_default());
+        let revoked = peer(&trust, client(&a, 7), FAR);
+        let kept = peer(&trust, client(&a, 8), FAR);
+        assert_eq!(revoked.check(), Ok(()));
+        assert_eq!(kept.check(), Ok(()));
+
+        assert_eq!(trust.reload(crl(&a, &[7]).der().as_ref()), Ok(1));
+        assert_eq!(revoked.check(), Err(CertRefusal::Revoked));
+        assert_eq!(kept.check(), Ok(()));
+        // The verdict is kept until the next reload.
+        assert_eq!(
+            revoked.verdict.load(Ordering::Relaxed),
+            trust.generation() * 2
+        );
+
+        // A bad file leaves the CRLs in force.
+        let generation = trust.generation();
+        assert!(trust.reload(b"not a CRL").is_err());
+        assert_eq!(trust.generation(), generation);
+        assert_eq!(revoked.check(), Err(CertRefusal::Revoked));
+
+        // A CRL without it: valid again.
+        assert_eq!(
+            trust.reload(crl(&a, &[]).pem().unwrap_or_default().as_bytes()),
+            Ok(1)
+        );
+        assert_eq!(revoked.check(), Ok(()));
+    }
+
+    #[test]
+    fn expiry_is_checked_per_call() {
+        let a = ca();
+        let (_dir, trust) = trust(&a, &crl(&a, &[]).pem().unwrap_or_default());
+        let now = i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+        )
+        .unwrap_or(0);
+        let cert = client(&a, 9);
+        let valid = peer(&trust, cert.clone(), now + 60);
+        valid.verdict.store(1, Ordering::Relaxed);
+        assert_eq!(valid.check(), Ok(()));
+        let expired = peer(&trust, cert, now - 1);
+        expired.verdict.store(1, Ordering::Relaxed);
+        assert_eq!(expired.check(), Err(CertRefusal::Expired));
     }
 }
