@@ -30,6 +30,8 @@ mod lifecycle;
 mod mtls;
 mod oracles;
 mod policy;
+mod revocation;
 mod secrets_in_logs;
 mod smoke;
 mod tenancy;
+mod transport_limits;

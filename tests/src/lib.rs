@@ -6,12 +6,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationList,
+    CertificateRevocationListParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType,
+    SerialNumber,
 };
 use strongroom_client::{Client, ClientConfig};
 use strongroom_proto::v1 as pb;
@@ -80,6 +83,18 @@ pub fn server_binary() -> PathBuf {
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     ca_pem: String,
+    crl_number: AtomicU64,
+}
+
+/// A client certificate minted with a known serial number (to revoke it).
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    /// The certificate, PEM.
+    pub cert: String,
+    /// Its private key, PEM.
+    pub key: String,
+    /// Its serial number.
+    pub serial: u64,
 }
 
 /// How a minted client certificate should look.
@@ -106,6 +121,7 @@ impl TestCa {
         Self {
             ca_pem: cert.pem(),
             issuer: Issuer::new(params, key),
+            crl_number: AtomicU64::new(1),
         }
     }
 
@@ -147,6 +163,56 @@ impl TestCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &self.issuer).expect("client cert");
         (cert.pem(), key.serialize_pem())
+    }
+}
+
+impl TestCa {
+    /// A client certificate for `identity` (SPIFFE URI SAN) with a fresh
+    /// serial number, valid until `not_after` (far in the future if `None`).
+    pub fn issue_client(&self, identity: &str, not_after: Option<SystemTime>) -> IssuedCert {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "workload");
+        params.subject_alt_names = vec![SanType::URI(identity.try_into().expect("uri"))];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        // Positive and at most 63 bits, so the DER encoding is plain.
+        let serial = uuid::Uuid::new_v4().as_u64_pair().0 >> 1;
+        params.serial_number = Some(SerialNumber::from(serial));
+        if let Some(t) = not_after {
+            params.not_before = (SystemTime::now() - Duration::from_secs(60)).into();
+            params.not_after = t.into();
+        }
+        let cert = params.signed_by(&key, &self.issuer).expect("client cert");
+        IssuedCert {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+            serial,
+        }
+    }
+
+    /// A CRL of this CA revoking the certificates with serial numbers
+    /// `revoked` (none: an empty CRL), each with a higher CRL number.
+    pub fn crl(&self, revoked: &[u64]) -> CertificateRevocationList {
+        let now = SystemTime::now();
+        let params = CertificateRevocationListParams {
+            this_update: (now - Duration::from_secs(60)).into(),
+            next_update: (now + Duration::from_secs(24 * 3600)).into(),
+            crl_number: SerialNumber::from(self.crl_number.fetch_add(1, Ordering::Relaxed)),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(*serial),
+                    revocation_time: (now - Duration::from_secs(1)).into(),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).expect("sign CRL")
     }
 }
 
@@ -230,6 +296,10 @@ pub struct Options {
     pub log_level: String,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Configure a client CRL file (`crl.pem` in the working folder, at
+    /// first an empty CRL of the test CA), checked for changes every 100 ms;
+    /// see [`TestServer::write_crl`].
+    pub crl: bool,
 }
 
 impl Options {
@@ -239,6 +309,7 @@ impl Options {
             backend,
             log_level: "debug".into(),
             env: Vec::new(),
+            crl: false,
         }
     }
 }
@@ -336,6 +407,12 @@ impl TestServer {
                 (None, None)
             }
         };
+        if options.crl {
+            let crl = dir.path().join("crl.pem");
+            std::fs::write(&crl, ca.crl(&[]).pem().expect("CRL PEM")).expect("write");
+            cmd.env("STRONGROOM_TLS_CRL", &crl)
+                .env("STRONGROOM_TLS_CRL_RELOAD_MS", "100");
+        }
         for (k, v) in &options.env {
             cmd.env(k, v);
         }
@@ -419,6 +496,14 @@ impl TestServer {
             tenant: None,
             connect_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Replaces the client CRL file (see [`Options::crl`]) with `contents`,
+    /// atomically: the server never reads a half-written file.
+    pub fn write_crl(&self, contents: &[u8]) {
+        let tmp = self.dir.path().join("crl.pem.new");
+        std::fs::write(&tmp, contents).expect("write CRL");
+        std::fs::rename(&tmp, self.dir.path().join("crl.pem")).expect("replace CRL");
     }
 
     /// A raw channel to the server that trusts the server's CA and presents

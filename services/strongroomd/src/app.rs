@@ -16,13 +16,13 @@ use strongroom_proto::v1::credential_service_server::CredentialServiceServer;
 use strongroom_proto::v1::policy_service_server::PolicyServiceServer;
 use strongroom_store::{PgStore, SqliteStore};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::{Config, Database, RootKeySource};
 use crate::handlers::{AdminHandler, AuditHandler, CredentialHandler, PolicyHandler, Shared};
-use crate::tls::PeerStream;
+use crate::tls::{ClientTrust, PeerStream};
 use crate::vault::Vault;
 
 /// Why the server could not start.
@@ -58,6 +58,7 @@ pub struct App {
     listener: TcpListener,
     addr: SocketAddr,
     acceptor: TlsAcceptor,
+    trust: Arc<ClientTrust>,
     vault: Arc<Vault>,
 }
 
@@ -212,7 +213,8 @@ impl App {
     /// Opens the store, checks the root key, loads TLS material and binds the
     /// listener (port 0 picks a free one; see [`App::local_addr`]).
     pub async fn build(config: Config) -> Result<App, StartError> {
-        let tls = crate::tls::server_config(&config.tls)?;
+        let trust = ClientTrust::load(&config.tls)?;
+        let tls = crate::tls::server_config(&config.tls, &trust)?;
         let store = open_store(&config.database).await?;
         let root = load_root_key(&config.root_key, store.as_ref()).await?;
         let listener =
@@ -230,6 +232,7 @@ impl App {
             listener,
             addr,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
+            trust,
             vault: Arc::new(Vault::new(
                 store,
                 Arc::new(root),
@@ -269,8 +272,11 @@ impl App {
             listener,
             addr,
             acceptor,
+            trust,
             vault,
         } = self;
+        let max_connections = vault.limits().max_connections;
+        let max_concurrent_streams = vault.limits().max_concurrent_streams;
         let limit = vault.limits().max_message_bytes;
         let request_timeout = vault.limits().request_timeout;
         // Messages up to 4x the limit are decoded so the handler can refuse
@@ -304,11 +310,13 @@ impl App {
             .map_err(|e| StartError::Serve(format!("reflection: {e}")))?;
 
         let (stopping_tx, stopping_rx) = watch::channel(false);
-        let incoming = accept_loop(listener, acceptor, stopping_rx);
+        trust.spawn_reloader(stopping_rx.clone());
+        let incoming = accept_loop(listener, acceptor, trust, max_connections, stopping_rx);
 
         tracing::info!(%addr, "serving");
         let router = tonic::transport::Server::builder()
             .timeout(request_timeout)
+            .max_concurrent_streams(max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -343,15 +351,23 @@ impl App {
 
 /// Accepts TCP connections and completes the TLS handshake of each in its own
 /// task (a slow or failing handshake never blocks the others). Refused
-/// handshakes (no client certificate, unknown CA, expired certificate) are
-/// logged with the peer address.
+/// handshakes (no client certificate, unknown CA, expired or revoked
+/// certificate) are logged with the peer address. At most `max_connections`
+/// are open at once (handshakes in progress included): a connection beyond
+/// the cap is closed as soon as it is accepted, and the refusals are logged
+/// at most once a second.
 fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    trust: Arc<ClientTrust>,
+    max_connections: usize,
     mut stopping: watch::Receiver<bool>,
 ) -> ReceiverStream<Result<PeerStream, std::io::Error>> {
     let (tx, rx) = mpsc::channel(256);
+    let slots = Arc::new(Semaphore::new(max_connections));
     tokio::spawn(async move {
+        let mut refused: u64 = 0;
+        let mut refused_logged: Option<std::time::Instant> = None;
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -365,13 +381,38 @@ fn accept_loop(
                     continue;
                 }
             };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                drop(tcp);
+                refused += 1;
+                if refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(
+                        %peer,
+                        max_connections,
+                        refused,
+                        "connection refused: too many open connections"
+                    );
+                    refused_logged = Some(std::time::Instant::now());
+                    refused = 0;
+                }
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
+            let trust = Arc::clone(&trust);
             let tx = tx.clone();
             tokio::spawn(async move {
+                let generation = trust.generation();
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(PeerStream::new(tls, peer))).await;
+                        let stream = PeerStream::new(tls, peer, &trust, generation, slot);
+                        // A resumed session skipped certificate verification:
+                        // its certificate may have expired or been revoked
+                        // since the session began.
+                        if let Err(refusal) = stream.check_certificate() {
+                            tracing::warn!(%peer, reason = refusal.message(), "TLS session refused");
+                            return;
+                        }
+                        let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
                     Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),

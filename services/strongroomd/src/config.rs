@@ -79,6 +79,11 @@ pub struct TlsPaths {
     pub key: PathBuf,
     /// CA bundle that client certificates must chain to, PEM.
     pub client_ca: PathBuf,
+    /// Certificate revocation lists for client certificates (PEM, one or
+    /// more, or one DER CRL), re-read every `crl_reload`; none if unset.
+    pub crl: Option<PathBuf>,
+    /// How often the CRL file is checked for changes.
+    pub crl_reload: Duration,
 }
 
 /// Limits that protect the server.
@@ -96,6 +101,12 @@ pub struct Limits {
     pub default_lease_ttl: Duration,
     /// Longest lease TTL granted.
     pub max_lease_ttl: Duration,
+    /// Open client connections (TLS handshakes in progress included); a
+    /// connection beyond the cap is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams (calls) per connection, advertised to the
+    /// client in the server's SETTINGS.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -106,6 +117,8 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(15),
             default_lease_ttl: Duration::from_secs(3600),
             max_lease_ttl: Duration::from_secs(24 * 3600),
+            max_connections: 4096,
+            max_concurrent_streams: 256,
         }
     }
 }
@@ -154,6 +167,8 @@ struct RawTls {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
+    crl: Option<PathBuf>,
+    crl_reload_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,6 +196,8 @@ struct RawLimits {
     request_timeout_ms: Option<u64>,
     default_lease_ttl_secs: Option<u64>,
     max_lease_ttl_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_concurrent_streams: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,6 +261,12 @@ impl Config {
         if let Some(v) = env.var("STRONGROOM_TLS_CLIENT_CA") {
             raw.tls.client_ca = Some(v.into());
         }
+        if let Some(v) = env.var("STRONGROOM_TLS_CRL") {
+            raw.tls.crl = Some(v.into());
+        }
+        if let Some(v) = env.var("STRONGROOM_TLS_CRL_RELOAD_MS") {
+            raw.tls.crl_reload_ms = Some(parse_num("STRONGROOM_TLS_CRL_RELOAD_MS", &v)?);
+        }
         if let Some(v) = env.var("STRONGROOM_DATABASE_BACKEND") {
             raw.database.backend = Some(v);
         }
@@ -272,6 +295,13 @@ impl Config {
         if let Some(v) = env.var("STRONGROOM_AUDIT_TIMEOUT_MS") {
             raw.limits.audit_timeout_ms = Some(parse_num("STRONGROOM_AUDIT_TIMEOUT_MS", &v)?);
         }
+        if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS") {
+            raw.limits.max_connections = Some(parse_num("STRONGROOM_MAX_CONNECTIONS", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_MAX_CONCURRENT_STREAMS") {
+            raw.limits.max_concurrent_streams =
+                Some(parse_num("STRONGROOM_MAX_CONCURRENT_STREAMS", &v)?);
+        }
         if let Some(v) = env.var("STRONGROOM_LOG_LEVEL") {
             raw.log.level = Some(v);
         }
@@ -299,7 +329,12 @@ impl Config {
                 .tls
                 .client_ca
                 .ok_or_else(|| bad("tls.client_ca", "is required (or STRONGROOM_TLS_CLIENT_CA)"))?,
+            crl: raw.tls.crl,
+            crl_reload: Duration::from_millis(raw.tls.crl_reload_ms.unwrap_or(5000)),
         };
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&tls.crl_reload) {
+            return Err(bad("tls.crl_reload_ms", "must be 100 ms to 1 hour"));
+        }
 
         let backend = raw
             .database
@@ -399,7 +434,18 @@ impl Config {
                 .limits
                 .max_lease_ttl_secs
                 .map_or(d.max_lease_ttl, Duration::from_secs),
+            max_connections: raw.limits.max_connections.unwrap_or(d.max_connections),
+            max_concurrent_streams: raw
+                .limits
+                .max_concurrent_streams
+                .unwrap_or(d.max_concurrent_streams),
         };
+        if !(1..=1_000_000).contains(&limits.max_connections) {
+            return Err(bad("limits.max_connections", "must be 1-1000000"));
+        }
+        if !(1..=65_536).contains(&limits.max_concurrent_streams) {
+            return Err(bad("limits.max_concurrent_streams", "must be 1-65536"));
+        }
         if !(1024..=64 * 1024 * 1024).contains(&limits.max_message_bytes) {
             return Err(bad("limits.max_message_bytes", "must be 1 KiB to 64 MiB"));
         }
@@ -473,6 +519,46 @@ mod tests {
         let err = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_err();
         assert_eq!(err.key, "listen");
         assert!(err.to_string().contains("`listen`"));
+    }
+
+    #[test]
+    fn crl_and_transport_limits() {
+        let mut pairs = TLS.to_vec();
+        pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+        let c =
+            Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.tls.crl, None);
+        assert_eq!(c.tls.crl_reload, Duration::from_secs(5));
+        assert_eq!(c.limits.max_connections, 4096);
+        assert_eq!(c.limits.max_concurrent_streams, 256);
+
+        let raw = toml::from_str::<RawConfig>(
+            "[tls]\ncrl = \"/etc/crl.pem\"\ncrl_reload_ms = 1000\n[limits]\nmax_connections = 10\nmax_concurrent_streams = 20\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut with_env = pairs.clone();
+        with_env.push(("STRONGROOM_MAX_CONCURRENT_STREAMS", "30"));
+        with_env.push(("STRONGROOM_TLS_CRL", "/run/crl.der"));
+        let c = Config::from_raw(raw, &env(&with_env)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.tls.crl, Some(PathBuf::from("/run/crl.der")));
+        assert_eq!(c.tls.crl_reload, Duration::from_secs(1));
+        assert_eq!(c.limits.max_connections, 10);
+        assert_eq!(c.limits.max_concurrent_streams, 30);
+
+        for (var, value, key) in [
+            ("STRONGROOM_MAX_CONNECTIONS", "0", "limits.max_connections"),
+            (
+                "STRONGROOM_MAX_CONCURRENT_STREAMS",
+                "0",
+                "limits.max_concurrent_streams",
+            ),
+            ("STRONGROOM_TLS_CRL_RELOAD_MS", "5", "tls.crl_reload_ms"),
+        ] {
+            let mut bad_env = pairs.clone();
+            bad_env.push((var, value));
+            let err = Config::from_raw(RawConfig::default(), &env(&bad_env)).unwrap_err();
+            assert_eq!(err.key, key);
+        }
     }
 
     #[test]

@@ -147,6 +147,8 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, StartError> {
             cert: dir.join("server.pem"),
             key: dir.join("server-key.pem"),
             client_ca: dir.join("ca.pem"),
+            crl: None,
+            crl_reload: std::time::Duration::from_secs(5),
         },
         database: Database::Sqlite {
             path: dir.join("strongroom.db"),

@@ -1,15 +1,23 @@
 //! Mutual TLS: the server's rustls configuration (client certificates
-//! required, verified against the configured CA bundle, expiry included) and
-//! the identity a verified client certificate carries.
+//! required, verified against the configured CA bundle and CRLs, expiry
+//! included), the identity a verified client certificate carries, and the
+//! per-call check that the certificate is still valid: not expired since the
+//! handshake, not revoked by a CRL loaded since.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
 use strongroom_proto::coalesce::Coalescing;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::TlsPaths;
 
@@ -33,22 +41,11 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, T
 }
 
 /// Builds the server configuration: TLS 1.2 and 1.3, ALPN h2, and a client
-/// certificate required from every peer, chaining to `paths.client_ca`.
-pub fn server_config(paths: &TlsPaths) -> Result<ServerConfig, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    for ca in read_certs(&paths.client_ca, "client CA bundle")? {
-        roots.add(ca).map_err(|e| {
-            TlsError(format!(
-                "client CA bundle {}: {e}",
-                paths.client_ca.display()
-            ))
-        })?;
-    }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .build()
-            .map_err(|e| TlsError(format!("client verifier: {e}")))?;
+/// certificate required from every peer, verified by `trust` (see
+/// [`ClientTrust::load`]).
+pub fn server_config(paths: &TlsPaths, trust: &Arc<ClientTrust>) -> Result<ServerConfig, TlsError> {
+    let provider = Arc::clone(&trust.provider);
+    let verifier: Arc<dyn ClientCertVerifier> = trust.clone();
     let certs = read_certs(&paths.cert, "server certificate")?;
     let key = PrivateKeyDer::from_pem_file(&paths.key).map_err(|e| {
         TlsError(format!(
@@ -66,10 +63,345 @@ pub fn server_config(paths: &TlsPaths) -> Result<ServerConfig, TlsError> {
     Ok(config)
 }
 
+/// Reads a CRL file: PEM holding one or more `X509 CRL` blocks, or one DER
+/// CRL.
+fn parse_crl_file(bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let pem = bytes.windows(11).any(|w| w == b"-----BEGIN ");
+    if !pem {
+        if bytes.is_empty() {
+            return Err("the file is empty".into());
+        }
+        return Ok(vec![CertificateRevocationListDer::from(bytes.to_vec())]);
+    }
+    let crls = CertificateRevocationListDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not valid PEM: {e}"))?;
+    if crls.is_empty() {
+        return Err("holds no X509 CRL block".into());
+    }
+    Ok(crls)
+}
+
+/// The client-certificate verifier in force and its generation (bumped on
+/// every CRL reload).
+struct Current {
+    generation: u64,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+/// Client-certificate trust: the CA bundle and the CRLs currently in force.
+///
+/// It is the server's [`ClientCertVerifier`] (each handshake is verified by
+/// rustls' WebPKI verifier with the current CRLs, the whole chain checked,
+/// a certificate whose issuer has no CRL accepted), and the CRLs can be
+/// replaced while the server runs ([`ClientTrust::reload`]). Every reload
+/// bumps a generation number; a connection remembers the generation its
+/// certificate was last verified under and is verified again, once, on its
+/// first call after a reload ([`PeerCert::check`]).
+pub struct ClientTrust {
+    provider: Arc<CryptoProvider>,
+    roots: Arc<RootCertStore>,
+    root_hints: Vec<DistinguishedName>,
+    crl_path: Option<PathBuf>,
+    crl_reload: Duration,
+    /// The CRL file's contents as loaded at start-up.
+    crl_loaded: Option<Vec<u8>>,
+    /// The generation of `current`, readable without the lock.
+    generation: AtomicU64,
+    current: RwLock<Current>,
+}
+
+impl std::fmt::Debug for ClientTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTrust")
+            .field("crl", &self.crl_path)
+            .field("generation", &self.generation.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTrust {
+    /// Loads the client CA bundle and, if configured, the CRL file (which must
+    /// then be readable and valid).
+    pub fn load(paths: &TlsPaths) -> Result<Arc<ClientTrust>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        for ca in read_certs(&paths.client_ca, "client CA bundle")? {
+            roots.add(ca).map_err(|e| {
+                TlsError(format!(
+                    "client CA bundle {}: {e}",
+                    paths.client_ca.display()
+                ))
+            })?;
+        }
+        let roots = Arc::new(roots);
+        let (crls, crl_loaded) = match &paths.crl {
+            None => (Vec::new(), None),
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    TlsError(format!(
+                        "cannot read client CRL file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let crls = parse_crl_file(&bytes)
+                    .map_err(|e| TlsError(format!("client CRL file {}: {e}", path.display())))?;
+                (crls, Some(bytes))
+            }
+        };
+        let count = crls.len();
+        let verifier = build_verifier(&roots, &provider, crls)
+            .map_err(|e| TlsError(format!("client verifier: {e}")))?;
+        if let Some(path) = &paths.crl {
+            tracing::info!(path = %path.display(), crls = count, "client CRLs loaded");
+        }
+        Ok(Arc::new(ClientTrust {
+            root_hints: roots.subjects(),
+            provider,
+            roots,
+            crl_path: paths.crl.clone(),
+            crl_reload: paths.crl_reload,
+            crl_loaded,
+            generation: AtomicU64::new(0),
+            current: RwLock::new(Current {
+                generation: 0,
+                verifier,
+            }),
+        }))
+    }
+
+    /// The generation of the CRLs in force.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn current(&self) -> (u64, Arc<dyn ClientCertVerifier>) {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        (current.generation, Arc::clone(&current.verifier))
+    }
+
+    /// Replaces the CRLs with the ones in `bytes` (a CRL file's contents);
+    /// on error the CRLs in force stay. Returns how many CRLs were loaded.
+    pub fn reload(&self, bytes: &[u8]) -> Result<usize, String> {
+        let crls = parse_crl_file(bytes)?;
+        let count = crls.len();
+        let verifier =
+            build_verifier(&self.roots, &self.provider, crls).map_err(|e| e.to_string())?;
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        current.generation += 1;
+        current.verifier = verifier;
+        self.generation.store(current.generation, Ordering::Release);
+        Ok(count)
+    }
+
+    /// Checks the CRL file every `tls.crl_reload` and loads it when its
+    /// contents changed, until `stopping` turns true. A file that cannot be
+    /// read or parsed is logged and the CRLs in force stay.
+    pub fn spawn_reloader(self: &Arc<Self>, mut stopping: tokio::sync::watch::Receiver<bool>) {
+        let Some(path) = self.crl_path.clone() else {
+            return;
+        };
+        let trust = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut last = trust.crl_loaded.clone();
+            let mut unreadable = false;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(trust.crl_reload) => {}
+                    _ = stopping.changed() => return,
+                }
+                let bytes = match tokio::fs::read(&path).await {
+                    Ok(bytes) => {
+                        unreadable = false;
+                        bytes
+                    }
+                    Err(e) => {
+                        if !unreadable {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot read the client CRL file; the CRLs in force stay");
+                        }
+                        unreadable = true;
+                        continue;
+                    }
+                };
+                if last.as_deref() == Some(bytes.as_slice()) {
+                    continue;
+                }
+                match trust.reload(&bytes) {
+                    Ok(crls) => {
+                        tracing::info!(path = %path.display(), crls, "client CRLs loaded");
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "client CRL file refused; the CRLs in force stay");
+                    }
+                }
+                last = Some(bytes);
+            }
+        });
+    }
+}
+
+fn build_verifier(
+    roots: &Arc<RootCertStore>,
+    provider: &Arc<CryptoProvider>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<Arc<dyn ClientCertVerifier>, rustls::server::VerifierBuilderError> {
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::clone(roots), Arc::clone(provider));
+    if !crls.is_empty() {
+        // Every certificate of the chain is checked against the CRL of its
+        // issuer; a CA that publishes no CRL leaves its certificates valid.
+        builder = builder.with_crls(crls).allow_unknown_revocation_status();
+    }
+    builder.build()
+}
+
+impl ClientCertVerifier for ClientTrust {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.root_hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current()
+            .1
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Why a certificate that passed its handshake no longer authenticates calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertRefusal {
+    /// Its notAfter has passed.
+    Expired,
+    /// A CRL loaded since revokes it (or no longer lets its chain verify).
+    Revoked,
+}
+
+impl CertRefusal {
+    /// The message a refused call gets.
+    pub fn message(self) -> &'static str {
+        match self {
+            CertRefusal::Expired => "the client certificate has expired",
+            CertRefusal::Revoked => "the client certificate has been revoked",
+        }
+    }
+}
+
+/// No verdict yet: verify on the next call.
+const UNVERIFIED: u64 = u64::MAX;
+
+/// A connection's verified client certificate, kept to check it again per
+/// call: its expiry (a timestamp compare) and, after a CRL reload, its
+/// revocation (verified once again under the new CRLs, the verdict kept).
+pub struct PeerCert {
+    chain: Box<[CertificateDer<'static>]>,
+    /// The client certificate's notAfter, seconds since the epoch.
+    not_after: i64,
+    /// `generation * 2 + 1` when valid under that CRL generation,
+    /// `generation * 2` when refused, [`UNVERIFIED`] before any verdict.
+    verdict: AtomicU64,
+    trust: Arc<ClientTrust>,
+}
+
+impl std::fmt::Debug for PeerCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerCert")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerCert {
+    /// Whether the certificate still authenticates calls now: not expired,
+    /// and not refused by the CRLs in force.
+    pub fn check(&self) -> Result<(), CertRefusal> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        if now > self.not_after {
+            return Err(CertRefusal::Expired);
+        }
+        let generation = self.trust.generation();
+        let verdict = self.verdict.load(Ordering::Acquire);
+        if verdict != UNVERIFIED && verdict >> 1 == generation {
+            return if verdict & 1 == 1 {
+                Ok(())
+            } else {
+                Err(CertRefusal::Revoked)
+            };
+        }
+        // CRLs changed since the last verdict (or none yet): verify again.
+        let (generation, verifier) = self.trust.current();
+        let (end_entity, intermediates) = self.chain.split_first().ok_or(CertRefusal::Revoked)?;
+        let result = verifier.verify_client_cert(end_entity, intermediates, UnixTime::now());
+        let ok = result.is_ok();
+        self.verdict
+            .store(generation * 2 + u64::from(ok), Ordering::Release);
+        match result {
+            Ok(_) => Ok(()),
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired))
+            | Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ExpiredContext {
+                ..
+            })) => Err(CertRefusal::Expired),
+            Err(_) => Err(CertRefusal::Revoked),
+        }
+    }
+}
+
 /// The identity of a (verified) client certificate: its SPIFFE ID (a
 /// `spiffe://` URI SAN), else its subject common name.
 pub fn identity_of(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    identity_of_parsed(&cert)
+}
+
+fn identity_of_parsed(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
     let mut spiffe = None;
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
@@ -106,34 +438,77 @@ pub struct PeerInfo {
     /// The identity of its verified certificate (see [`identity_of`]), if it
     /// carries a usable one.
     pub identity: Option<Arc<str>>,
+    /// The verified certificate, to check per call that it is still valid
+    /// ([`PeerCert::check`]).
+    pub cert: Option<Arc<PeerCert>>,
 }
 
 /// A client connection after a completed mutual-TLS handshake. Its writes
 /// are coalesced ([`Coalescing`]): the responses that a commit completes
 /// together leave in one TLS write and one system call instead of one each.
+/// It holds one of the server's connection slots until it is dropped.
 pub struct PeerStream {
     io: Coalescing<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
     info: PeerInfo,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl PeerStream {
-    /// Wraps an accepted connection, reading its identity from the client
-    /// certificate the handshake verified.
+    /// Wraps an accepted connection, reading its identity and expiry from the
+    /// client certificate the handshake verified. `generation` is the CRL
+    /// generation in force before the handshake began: a full handshake
+    /// verified the certificate under it or a later one, so the first call
+    /// need not verify it again unless the CRLs changed since; a resumed
+    /// session was verified in an earlier connection and is verified again.
     pub fn new(
         tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
         addr: std::net::SocketAddr,
+        trust: &Arc<ClientTrust>,
+        generation: u64,
+        slot: OwnedSemaphorePermit,
     ) -> Self {
-        let identity = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|certs| certs.first())
-            .and_then(|c| identity_of(c.as_ref()))
-            .map(Arc::from);
+        let connection = tls.get_ref().1;
+        let resumed = connection.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        let chain = connection.peer_certificates().unwrap_or_default();
+        let parsed = chain
+            .first()
+            .and_then(|c| x509_parser::parse_x509_certificate(c.as_ref()).ok());
+        let (identity, cert) = match parsed {
+            None => (None, None),
+            Some((_, parsed)) => {
+                let identity = identity_of_parsed(&parsed).map(Arc::from);
+                let not_after = parsed.validity().not_after.timestamp();
+                let cert = PeerCert {
+                    chain: chain.to_vec().into_boxed_slice(),
+                    not_after,
+                    verdict: AtomicU64::new(if resumed {
+                        UNVERIFIED
+                    } else {
+                        generation * 2 + 1
+                    }),
+                    trust: Arc::clone(trust),
+                };
+                (identity, Some(Arc::new(cert)))
+            }
+        };
         Self {
             io: Coalescing::new(tls),
-            info: PeerInfo { addr, identity },
+            info: PeerInfo {
+                addr,
+                identity,
+                cert,
+            },
+            _slot: slot,
         }
+    }
+}
+
+impl PeerStream {
+    /// Whether the client certificate is still valid now (see
+    /// [`PeerCert::check`]); a connection without one is left to the calls
+    /// to refuse.
+    pub fn check_certificate(&self) -> Result<(), CertRefusal> {
+        self.info.cert.as_ref().map_or(Ok(()), |c| c.check())
     }
 }
 
@@ -188,5 +563,167 @@ impl tokio::io::AsyncWrite for PeerStream {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+        ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+        RevokedCertParams, SerialNumber,
+    };
+
+    struct Ca {
+        issuer: Issuer<'static, KeyPair>,
+        pem: String,
+    }
+
+    fn ca() -> Ca {
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    fn client(ca: &Ca, serial: u64) -> CertificateDer<'static> {
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "worker");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(SerialNumber::from(serial));
+        params
+            .signed_by(&key, &ca.issuer)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .der()
+            .clone()
+    }
+
+    fn crl(ca: &Ca, revoked: &[u64]) -> rcgen::CertificateRevocationList {
+        let now = SystemTime::now();
+        CertificateRevocationListParams {
+            this_update: (now - Duration::from_secs(60)).into(),
+            next_update: (now + Duration::from_secs(3600)).into(),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: now.into(),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca.issuer)
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn trust(ca: &Ca, crl_pem: &str) -> (tempfile::TempDir, Arc<ClientTrust>) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("crl.pem"), crl_pem).unwrap_or_else(|e| panic!("{e}"));
+        let paths = TlsPaths {
+            cert: dir.path().join("unused"),
+            key: dir.path().join("unused"),
+            client_ca: dir.path().join("ca.pem"),
+            crl: Some(dir.path().join("crl.pem")),
+            crl_reload: Duration::from_secs(1),
+        };
+        let trust = ClientTrust::load(&paths).unwrap_or_else(|e| panic!("{e}"));
+        (dir, trust)
+    }
+
+    fn peer(trust: &Arc<ClientTrust>, cert: CertificateDer<'static>, not_after: i64) -> PeerCert {
+        PeerCert {
+            chain: vec![cert].into_boxed_slice(),
+            not_after,
+            verdict: AtomicU64::new(UNVERIFIED),
+            trust: Arc::clone(trust),
+        }
+    }
+
+    const FAR: i64 = i64::MAX;
+
+    #[test]
+    fn crl_files_pem_several_or_der_one() {
+        let a = ca();
+        let two = format!(
+            "{}{}",
+            crl(&a, &[1]).pem().unwrap_or_default(),
+            crl(&a, &[2]).pem().unwrap_or_default()
+        );
+        assert_eq!(parse_crl_file(two.as_bytes()).map(|c| c.len()), Ok(2));
+        assert_eq!(
+            parse_crl_file(crl(&a, &[1]).der().as_ref()).map(|c| c.len()),
+            Ok(1)
+        );
+        assert!(parse_crl_file(b"").is_err());
+        assert!(
+            parse_crl_file(b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n").is_err()
+        );
+    }
+
+    #[test]
+    fn revocation_is_checked_per_call_after_a_reload() {
+        let a = ca();
+        let (_dir, trust) = trust(&a, &crl(&a, &[]).pem().unwrap_or_default());
+        let revoked = peer(&trust, client(&a, 7), FAR);
+        let kept = peer(&trust, client(&a, 8), FAR);
+        assert_eq!(revoked.check(), Ok(()));
+        assert_eq!(kept.check(), Ok(()));
+
+        assert_eq!(trust.reload(crl(&a, &[7]).der().as_ref()), Ok(1));
+        assert_eq!(revoked.check(), Err(CertRefusal::Revoked));
+        assert_eq!(kept.check(), Ok(()));
+        // The verdict is kept until the next reload.
+        assert_eq!(
+            revoked.verdict.load(Ordering::Relaxed),
+            trust.generation() * 2
+        );
+
+        // A bad file leaves the CRLs in force.
+        let generation = trust.generation();
+        assert!(trust.reload(b"not a CRL").is_err());
+        assert_eq!(trust.generation(), generation);
+        assert_eq!(revoked.check(), Err(CertRefusal::Revoked));
+
+        // A CRL without it: valid again.
+        assert_eq!(
+            trust.reload(crl(&a, &[]).pem().unwrap_or_default().as_bytes()),
+            Ok(1)
+        );
+        assert_eq!(revoked.check(), Ok(()));
+    }
+
+    #[test]
+    fn expiry_is_checked_per_call() {
+        let a = ca();
+        let (_dir, trust) = trust(&a, &crl(&a, &[]).pem().unwrap_or_default());
+        let now = i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+        )
+        .unwrap_or(0);
+        let cert = client(&a, 9);
+        let valid = peer(&trust, cert.clone(), now + 60);
+        valid.verdict.store(1, Ordering::Relaxed);
+        assert_eq!(valid.check(), Ok(()));
+        let expired = peer(&trust, cert, now - 1);
+        expired.verdict.store(1, Ordering::Relaxed);
+        assert_eq!(expired.check(), Err(CertRefusal::Expired));
     }
 }

@@ -73,6 +73,19 @@ impl Shared {
                 "a client certificate with an identity is required",
             ));
         };
+        // The certificate passed the handshake; it must still be valid now
+        // (not expired, not revoked by a CRL loaded since).
+        if let Some(Err(refusal)) = connection.and_then(|c| c.cert.as_ref()).map(|c| c.check()) {
+            tracing::warn!(
+                rpc,
+                request_id,
+                peer,
+                identity,
+                reason = refusal.message(),
+                "client certificate no longer valid"
+            );
+            return Err(Status::unauthenticated(refusal.message()));
+        }
         let limit = self.vault.limits().max_message_bytes;
         let size = request.get_ref().encoded_len();
         if size > limit {

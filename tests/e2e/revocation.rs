@@ -1,0 +1,178 @@
+//! Client certificates are checked per call, not only in the handshake: a
+//! certificate revoked by a CRL loaded while its connection is open, or one
+//! that expires while its connection is open, stops authenticating calls on
+//! that connection (UNAUTHENTICATED), and new connections presenting it are
+//! refused in the handshake.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use strongroom_e2e::{Backend, IssuedCert, Options, TestServer, expect_code};
+use strongroom_proto::v1 as pb;
+use strongroom_proto::v1::admin_service_client::AdminServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+on_both_backends!(revoked_certificate, expired_certificate);
+
+const LOADED: &str = "client CRLs loaded";
+const REFUSED: &str = "TLS handshake refused";
+const NO_LONGER_VALID: &str = "client certificate no longer valid";
+
+/// A connection presenting `cert`, used once so that it is open and
+/// authenticated before anything changes.
+async fn connected(
+    server: &TestServer,
+    cert: &IssuedCert,
+    what: &str,
+) -> AdminServiceClient<Channel> {
+    let channel = server
+        .channel(Some((&cert.cert, &cert.key)))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: connect: {e}"));
+    let mut client = AdminServiceClient::new(channel);
+    who_am_i(&mut client, what).await;
+    client
+}
+
+async fn who_am_i(client: &mut AdminServiceClient<Channel>, what: &str) {
+    client
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap_or_else(|s| panic!("{what}: WhoAmI refused: {s:?}"));
+}
+
+/// Asserts that a new connection presenting `cert` fails at the transport
+/// level (the handshake is refused), never with an answer from a handler.
+async fn assert_new_connection_refused(server: &TestServer, cert: &IssuedCert, what: &str) {
+    let Ok(channel) = server.channel(Some((&cert.cert, &cert.key))).await else {
+        return;
+    };
+    // TLS 1.3: the client may finish its side of the handshake before the
+    // server has checked its certificate, so the refusal shows on the call.
+    match AdminServiceClient::new(channel)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+    {
+        Ok(r) => panic!("{what}: a new connection was accepted: {r:?}"),
+        Err(s) => assert!(
+            matches!(
+                s.code(),
+                Code::Unavailable | Code::Unknown | Code::Cancelled
+            ),
+            "{what}: expected a refused handshake, got {s:?}"
+        ),
+    }
+}
+
+async fn revoked_certificate(backend: Backend) {
+    let mut options = Options::new(backend);
+    options.crl = true;
+    let server = TestServer::start_with(options).await;
+    let wait = Duration::from_secs(10);
+    server.logs.wait_for(LOADED, 1, wait).await;
+    let acme = server.tenant("acme").await;
+
+    // Two certificates for the same identity; only the first is revoked.
+    let doomed = server.ca.issue_client(&acme.identity, None);
+    let kept = server.ca.issue_client(&acme.identity, None);
+    let mut doomed_conn = connected(&server, &doomed, "doomed certificate").await;
+    let mut kept_conn = connected(&server, &kept, "kept certificate").await;
+
+    server.write_crl(
+        server
+            .ca
+            .crl(&[doomed.serial])
+            .pem()
+            .expect("CRL PEM")
+            .as_bytes(),
+    );
+    server.logs.wait_for(LOADED, 2, wait).await;
+
+    // The connection it already had: refused per call.
+    let status = expect_code(
+        doomed_conn.who_am_i(pb::WhoAmIRequest {}).await,
+        Code::Unauthenticated,
+        "a call on the open connection of a revoked certificate",
+    );
+    assert!(status.message().contains("revoked"), "{status:?}");
+    server
+        .logs
+        .wait_for_line(&[NO_LONGER_VALID, "revoked"], wait)
+        .await;
+    // Another certificate of the same identity is unaffected.
+    who_am_i(&mut kept_conn, "kept certificate after the reload").await;
+    // A new connection: refused in the handshake.
+    assert_new_connection_refused(&server, &doomed, "revoked certificate").await;
+    server.logs.wait_for_line(&[REFUSED, "Revoked"], wait).await;
+
+    // A bad file is refused and the CRLs in force stay.
+    server.write_crl(b"this is not a CRL");
+    server
+        .logs
+        .wait_for("client CRL file refused", 1, wait)
+        .await;
+    expect_code(
+        doomed_conn.who_am_i(pb::WhoAmIRequest {}).await,
+        Code::Unauthenticated,
+        "the revoked certificate after a bad CRL file",
+    );
+    assert_new_connection_refused(&server, &doomed, "revoked certificate, bad CRL file").await;
+    who_am_i(&mut kept_conn, "kept certificate after a bad CRL file").await;
+
+    // A DER CRL revoking both.
+    server.write_crl(server.ca.crl(&[doomed.serial, kept.serial]).der().as_ref());
+    server.logs.wait_for(LOADED, 3, wait).await;
+    expect_code(
+        kept_conn.who_am_i(pb::WhoAmIRequest {}).await,
+        Code::Unauthenticated,
+        "a call on the open connection of a certificate revoked by a DER CRL",
+    );
+    expect_code(
+        doomed_conn.who_am_i(pb::WhoAmIRequest {}).await,
+        Code::Unauthenticated,
+        "the first revoked certificate, still in the new CRL",
+    );
+
+    // Other certificates of the CA still get in.
+    let fresh = server.ca.issue_client(&acme.identity, None);
+    connected(&server, &fresh, "a certificate the CRL does not name").await;
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+}
+
+async fn expired_certificate(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = server.tenant("acme").await;
+
+    // Valid for about three seconds (X.509 times are whole seconds).
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let not_after = UNIX_EPOCH + Duration::from_secs(now + 3);
+    let short = server.ca.issue_client(&acme.identity, Some(not_after));
+    let mut conn = connected(&server, &short, "short-lived certificate").await;
+
+    // notAfter is inclusive: the certificate is expired once the clock is
+    // past that second.
+    let expired_at = not_after + Duration::from_millis(1100);
+    let wait = expired_at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    assert!(wait < Duration::from_secs(5), "waiting {wait:?}");
+    tokio::time::sleep(wait).await;
+
+    let status = expect_code(
+        conn.who_am_i(pb::WhoAmIRequest {}).await,
+        Code::Unauthenticated,
+        "a call on the open connection of an expired certificate",
+    );
+    assert!(status.message().contains("expired"), "{status:?}");
+    server
+        .logs
+        .wait_for_line(&[NO_LONGER_VALID, "expired"], Duration::from_secs(10))
+        .await;
+    assert_new_connection_refused(&server, &short, "expired certificate").await;
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+}

@@ -1,0 +1,152 @@
+//! Transport limits: the server advertises its per-connection HTTP/2
+//! concurrent-stream limit in its SETTINGS, and connections beyond the cap on
+//! open connections are refused. Transport only: SQLite is enough.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use strongroom_e2e::{Backend, CertKind, OPERATOR, Options, TestServer};
+use strongroom_proto::v1 as pb;
+use strongroom_proto::v1::admin_service_client::AdminServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// Opens a raw HTTP/2 connection presenting the operator's certificate,
+/// completes one request (so the server's SETTINGS have been received) and
+/// returns the server's limit on concurrent streams as the client sees it.
+async fn advertised_stream_limit(server: &TestServer) -> usize {
+    let (cert, key) = server.ca.client_cert(OPERATOR, CertKind::Spiffe);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(server.ca.pem().as_bytes()).expect("CA PEM"))
+        .expect("CA");
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from_pem_slice(cert.as_bytes()).expect("cert PEM")],
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key PEM"),
+    )
+    .expect("client auth");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("TCP connect");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake");
+    let (send, connection) = h2::client::handshake(tls).await.expect("HTTP/2 handshake");
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut send = send.ready().await.expect("ready");
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("https://localhost/strongroom.v1.AdminService/WhoAmI")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (response, _) = send.send_request(request, true).expect("send request");
+    let response = response.await.expect("response");
+    assert_eq!(response.status(), 200, "{response:?}");
+    // The server's SETTINGS frame came before the response.
+    let limit = send.current_max_send_streams();
+    driver.abort();
+    limit
+}
+
+#[tokio::test]
+async fn stream_limit_is_advertised() {
+    let mut options = Options::new(Backend::Sqlite);
+    options
+        .env
+        .push(("STRONGROOM_MAX_CONCURRENT_STREAMS".into(), "7".into()));
+    let server = TestServer::start_with(options).await;
+    assert_eq!(advertised_stream_limit(&server).await, 7);
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+
+    // The default is a limit too.
+    let server = TestServer::start(Backend::Sqlite).await;
+    assert_eq!(advertised_stream_limit(&server).await, 256);
+}
+
+/// A connection as the platform operator, used once.
+async fn operator_connection(server: &TestServer) -> Result<AdminServiceClient<Channel>, String> {
+    let (cert, key) = server.ca.client_cert(OPERATOR, CertKind::Spiffe);
+    let channel = server
+        .channel(Some((&cert, &key)))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut client = AdminServiceClient::new(channel);
+    match client.who_am_i(pb::WhoAmIRequest {}).await {
+        Ok(_) => Ok(client),
+        Err(s)
+            if matches!(
+                s.code(),
+                Code::Unavailable | Code::Unknown | Code::Cancelled
+            ) =>
+        {
+            Err(format!("call failed with the connection: {s:?}"))
+        }
+        Err(s) => panic!("a handler answered {s:?}"),
+    }
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_refused() {
+    let mut options = Options::new(Backend::Sqlite);
+    options
+        .env
+        .push(("STRONGROOM_MAX_CONNECTIONS".into(), "3".into()));
+    let server = TestServer::start_with(options).await;
+    let mut open = Vec::new();
+    for i in 0..3 {
+        open.push(
+            operator_connection(&server)
+                .await
+                .unwrap_or_else(|e| panic!("connection {i} within the cap: {e}")),
+        );
+    }
+    for i in 0..3 {
+        if let Ok(_extra) = operator_connection(&server).await {
+            panic!("connection {} beyond the cap of 3 was served", 3 + i);
+        }
+    }
+    server
+        .logs
+        .wait_for_line(
+            &["too many open connections", "\"max_connections\":3"],
+            Duration::from_secs(10),
+        )
+        .await;
+    // The open connections keep working.
+    for (i, client) in open.iter_mut().enumerate() {
+        client
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .unwrap_or_else(|s| panic!("open connection {i}: {s:?}"));
+    }
+    // A closed connection frees its slot (once the server has seen it close).
+    drop(open.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let _again = loop {
+        match operator_connection(&server).await {
+            Ok(client) => break client,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no connection accepted after one closed: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+}
