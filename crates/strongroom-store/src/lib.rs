@@ -9,6 +9,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod batch;
+mod chains;
 mod error;
 mod pg_events;
 mod postgres;
@@ -17,6 +18,8 @@ mod shared;
 mod sqlite;
 
 pub use postgres::{APP_ROLE, PgStore};
+#[cfg(feature = "fault-injection")]
+pub use postgres::LostReply;
 pub use sqlite::SqliteStore;
 
 /// Migrations of the Postgres schema (run by `strongroomd migrate` with an

@@ -514,7 +514,24 @@ impl PgStore {
                 .fetch_one(&mut **conn)
                 .await;
             match result {
-                Ok(row) => break row,
+                Ok(row) => {
+                    // Test hook: the batch committed; act as if its reply
+                    // was lost on a closed connection (see
+                    // `PgStore::lose_next_commit_reply`).
+                    #[cfg(feature = "fault-injection")]
+                    if attempts == 0
+                        && let Some(hook) = self.take_lost_reply()
+                    {
+                        attempts += 1;
+                        if let Some(mut c) = held.take() {
+                            c.close_on_drop();
+                        }
+                        let _ = hook.committed.send(());
+                        let _ = hook.resend.await;
+                        continue;
+                    }
+                    break row;
+                }
                 Err(e) if attempts == 0 && crate::error::connection_lost(&e) => {
                     attempts += 1;
                     if let Some(mut c) = held.take() {

@@ -110,6 +110,7 @@ postgres_only! {
     group_commit::pg_failed_head_lock_spoils_no_connection,
     group_commit::pg_busy_committers_leave_connections_to_others,
     group_commit::pg_closed_connection_is_retried,
+    group_commit::pg_batch_resent_after_a_lost_reply_is_chained_once,
 }
 
 /// SQLite has one server per database: its change notices stay silent.
