@@ -76,13 +76,16 @@ pub enum Action {
     PolicyCheck,
     /// The audit log was read.
     AuditQuery,
+    /// A verified client identity was bound to no principal (platform
+    /// chain).
+    AuthenticationFailed,
     /// Anything else (named in `reason_code`).
     Other,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 24] = [
+    pub const ALL: [Action; 25] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -106,6 +109,7 @@ impl Action {
         Self::GrantRevoke,
         Self::PolicyCheck,
         Self::AuditQuery,
+        Self::AuthenticationFailed,
         Self::Other,
     ];
 
@@ -135,6 +139,7 @@ impl Action {
             Self::GrantRevoke => "grant.revoke",
             Self::PolicyCheck => "policy.check",
             Self::AuditQuery => "audit.query",
+            Self::AuthenticationFailed => "auth.failed",
             Self::Other => "other",
         }
     }
@@ -156,6 +161,7 @@ impl Action {
                 | Self::CredentialInject
                 | Self::PolicyCheck
                 | Self::AuditQuery
+                | Self::AuthenticationFailed
         )
     }
 }

@@ -59,6 +59,8 @@ pub struct App {
     addr: SocketAddr,
     acceptor: TlsAcceptor,
     vault: Arc<Vault>,
+    audit: crate::config::AuditConfig,
+    checkpoint_file: Option<(std::path::PathBuf, tokio::fs::File)>,
 }
 
 /// Opens the configured store. SQLite is migrated at start-up; Postgres is
@@ -226,16 +228,37 @@ impl App {
             addr: config.listen,
             error,
         })?;
+        let vault = Arc::new(Vault::new(
+            store,
+            Arc::new(root),
+            config.limits,
+            Authenticator::new(config.platform_operators.clone()),
+        ));
+        // The checkpoint signing key exists from the deployment's first
+        // start (generated, wrapped by the root key, stored).
+        vault
+            .checkpoint_key()
+            .await
+            .map_err(|e| StartError::RootKey(format!("checkpoint signing key: {e}")))?;
+        let checkpoint_file = match &config.audit.checkpoint_file {
+            Some(path) => Some((
+                path.clone(),
+                crate::checkpoint_task::open_file(path).await.map_err(|e| {
+                    crate::config::ConfigError {
+                        key: "audit.checkpoint_file".into(),
+                        message: format!("cannot open {} for appending: {e}", path.display()),
+                    }
+                })?,
+            )),
+            None => None,
+        };
         Ok(App {
             listener,
             addr,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
-            vault: Arc::new(Vault::new(
-                store,
-                Arc::new(root),
-                config.limits,
-                Authenticator::new(config.platform_operators.clone()),
-            )),
+            vault,
+            audit: config.audit,
+            checkpoint_file,
         })
     }
 
@@ -270,6 +293,8 @@ impl App {
             addr,
             acceptor,
             vault,
+            audit,
+            checkpoint_file,
         } = self;
         let limit = vault.limits().max_message_bytes;
         let request_timeout = vault.limits().request_timeout;
@@ -277,7 +302,7 @@ impl App {
         // them with INVALID_ARGUMENT naming the limit; larger ones are cut off
         // by the transport.
         let decode_limit = limit.saturating_mul(4);
-        let shared = Shared::new(vault);
+        let shared = Shared::new(Arc::clone(&vault));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -304,6 +329,12 @@ impl App {
             .map_err(|e| StartError::Serve(format!("reflection: {e}")))?;
 
         let (stopping_tx, stopping_rx) = watch::channel(false);
+        tokio::spawn(crate::checkpoint_task::run(
+            Arc::clone(&vault),
+            audit,
+            checkpoint_file,
+            stopping_rx.clone(),
+        ));
         let incoming = accept_loop(listener, acceptor, stopping_rx);
 
         tracing::info!(%addr, "serving");
