@@ -222,7 +222,12 @@ mod tests {
     fn signatures_verify_and_any_change_is_refused() {
         let (key, _) = SigningKey::generate().unwrap();
         let tenant = Uuid::now_v7();
-        let signed = key.sign(ChainRef::Tenant(tenant), 7, [3u8; 32], 1_700_000_000_000_000);
+        let signed = key.sign(
+            ChainRef::Tenant(tenant),
+            7,
+            [3u8; 32],
+            1_700_000_000_000_000,
+        );
         let public = key.public_key();
         signed.verify(&public).unwrap();
         assert_eq!(key_id_of(&public), key.key_id());

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::aead::{self, KEY_LEN, NONCE_LEN, TAG_LEN, put_field};
-use crate::error::{CryptoError, Result};
 use crate::checkpoint::{SigningKey, WrappedSigningKey};
+use crate::error::{CryptoError, Result};
 use crate::kdf::{self, KdfParams};
 use crate::kek::Kek;
 use crate::{constant_time_eq, random};

@@ -7,7 +7,10 @@
 //! by the server), so they skip the group committer.
 
 /// Reads a `(sequence, hash)` row as a chain head.
-pub(crate) fn head_of(sequence: i64, hash: &[u8]) -> strongroom_core::Result<strongroom_core::audit::ChainHead> {
+pub(crate) fn head_of(
+    sequence: i64,
+    hash: &[u8],
+) -> strongroom_core::Result<strongroom_core::audit::ChainHead> {
     Ok(strongroom_core::audit::ChainHead {
         sequence: u64::try_from(sequence)
             .map_err(|_| strongroom_core::Error::internal("stored audit sequence is not valid"))?,

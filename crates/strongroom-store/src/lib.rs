@@ -17,9 +17,9 @@ mod rows;
 mod shared;
 mod sqlite;
 
-pub use postgres::{APP_ROLE, PgStore};
 #[cfg(feature = "fault-injection")]
 pub use postgres::LostReply;
+pub use postgres::{APP_ROLE, PgStore};
 pub use sqlite::SqliteStore;
 
 /// Migrations of the Postgres schema (run by `strongroomd migrate` with an

@@ -298,10 +298,8 @@ impl Config {
             raw.limits.audit_timeout_ms = Some(parse_num("STRONGROOM_AUDIT_TIMEOUT_MS", &v)?);
         }
         if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS") {
-            raw.audit.checkpoint_interval_secs = Some(parse_num(
-                "STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS",
-                &v,
-            )?);
+            raw.audit.checkpoint_interval_secs =
+                Some(parse_num("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS", &v)?);
         }
         if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_FILE") {
             raw.audit.checkpoint_file = Some(v.into());

@@ -1251,7 +1251,10 @@ impl Vault {
         fresh: Arc<CachedCredential>,
         options: &RevealOptions,
     ) -> Result<Revealed> {
-        match self.reveal_found(scope, ctx, Arc::clone(&fresh), options).await {
+        match self
+            .reveal_found(scope, ctx, Arc::clone(&fresh), options)
+            .await
+        {
             Ok(r) => Ok(r),
             Err(RevealFailure::Failed(e)) => Err(e),
             Err(RevealFailure::Stale) => {

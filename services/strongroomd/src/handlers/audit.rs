@@ -4,10 +4,10 @@ use std::pin::Pin;
 
 use strongroom_core::Error;
 use strongroom_core::ids::{CredentialId, PrincipalId, TenantId};
-use strongroom_core::time::Timestamp;
-use strongroom_crypto::{ChainRef, Checkpoint, SignedCheckpoint};
 use strongroom_core::page::PageRequest;
 use strongroom_core::store::AuditFilter;
+use strongroom_core::time::Timestamp;
+use strongroom_crypto::{ChainRef, Checkpoint, SignedCheckpoint};
 use strongroom_proto::v1 as pb;
 use strongroom_proto::v1::audit_service_server::AuditService;
 use tokio_stream::Stream;
@@ -179,7 +179,10 @@ impl AuditService for AuditHandler {
     ) -> Result<Response<pb::QueryPlatformEventsResponse>, Status> {
         rpc!(self.0, request, "QueryPlatformEvents", |call, req| {
             if req.page_token.chars().count() > 128 {
-                return Err(Error::invalid("page_token", "is longer than 128 characters"));
+                return Err(Error::invalid(
+                    "page_token",
+                    "is longer than 128 characters",
+                ));
             }
             let filter = AuditFilter {
                 outcome: convert::outcome_in(req.outcome)?,
@@ -212,7 +215,9 @@ fn checkpoint_out(signed: &SignedCheckpoint, public_key: Vec<u8>) -> pb::Checkpo
         },
         sequence: c.sequence,
         hash: c.hash.to_vec(),
-        signed_at: Some(convert::time_out(Timestamp::from_micros(c.signed_at_micros))),
+        signed_at: Some(convert::time_out(Timestamp::from_micros(
+            c.signed_at_micros,
+        ))),
         key_id: c.key_id.clone(),
         signature: signed.signature.to_vec(),
         public_key,
@@ -242,7 +247,9 @@ fn checkpoint_in(c: &pb::Checkpoint) -> strongroom_core::Result<SignedCheckpoint
         .as_slice()
         .try_into()
         .map_err(|_| Error::invalid("checkpoint.signature", "must be 64 bytes"))?;
-    if c.key_id.is_empty() || c.key_id.chars().count() > 64 || c.key_id.chars().any(char::is_control)
+    if c.key_id.is_empty()
+        || c.key_id.chars().count() > 64
+        || c.key_id.chars().any(char::is_control)
     {
         return Err(Error::invalid(
             "checkpoint.key_id",

@@ -165,7 +165,11 @@ impl Vault {
                     wrapped: hex::encode(wrapped.to_bytes()),
                 })
                 .map_err(|_| Error::internal("cannot encode the checkpoint signing key"))?;
-                if self.store.put_meta_if_absent(SIGNING_KEY_META, &stored).await? {
+                if self
+                    .store
+                    .put_meta_if_absent(SIGNING_KEY_META, &stored)
+                    .await?
+                {
                     tracing::info!(key_id = key.key_id(), "checkpoint signing key generated");
                     return Ok(Arc::new(key));
                 }
@@ -226,7 +230,12 @@ impl Vault {
             }
         };
         let key = self.checkpoint_key().await?;
-        Ok(key.sign(chain, head.sequence, head.hash, Timestamp::now().as_micros()))
+        Ok(key.sign(
+            chain,
+            head.sequence,
+            head.hash,
+            Timestamp::now().as_micros(),
+        ))
     }
 
     /// Signs the head of every chain, for the scheduled checkpoint task:
@@ -295,10 +304,7 @@ impl Vault {
         let max_events = options.max_events.clamp(1, MAX_VERIFY_EVENTS);
         let from = options.from_sequence.max(1);
         if from > head.sequence.saturating_add(1) {
-            return Err(Error::invalid(
-                "from_sequence",
-                "is beyond the chain head",
-            ));
+            return Err(Error::invalid("from_sequence", "is beyond the chain head"));
         }
         let walk = Self::walk_chain(&chain, store, head, from, max_events).await?;
         let mut report = ChainReport {
@@ -312,7 +318,11 @@ impl Vault {
             match Self::check_checkpoint(&chain, store, checkpoint).await? {
                 None => report.checkpoint_matched = true,
                 Some(b) => {
-                    if report.broken.as_ref().is_none_or(|w| b.sequence < w.sequence) {
+                    if report
+                        .broken
+                        .as_ref()
+                        .is_none_or(|w| b.sequence < w.sequence)
+                    {
                         report.broken = Some(b);
                     }
                     report.next_sequence = None;
