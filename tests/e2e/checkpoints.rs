@@ -525,7 +525,76 @@ fn hex_bytes(text: &str) -> Vec<u8> {
         .collect()
 }
 
+/// A reveal refused as stale (the state it was decided on changed, and was
+/// still changed on its retry) leaves a denial in the tenant chain. The
+/// principal is disabled behind the server's back, so its cached caller is
+/// stale on every attempt.
+async fn stale_reveal_is_recorded(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = server.tenant("acme").await;
+    let tenant = uuid::Uuid::parse_str(&acme.tenant_id).expect("tenant id");
+    let (agent_id, agent) = server.principal(&acme, "agent", pb::Role::Agent).await;
+    create_credentials(&acme.client, "s", 1).await;
+    strongroom_e2e::grant(
+        &acme,
+        &agent_id,
+        "s/*",
+        &["dev"],
+        &[pb::Capability::Reveal],
+        None,
+    )
+    .await;
+    let request = || pb::RevealCredentialRequest {
+        credential: strongroom_e2e::path("dev", "s/0"),
+        purpose: "stale test".into(),
+        ..Default::default()
+    };
+    agent
+        .credentials()
+        .reveal_credential(request())
+        .await
+        .expect("the first reveal caches the caller");
+    let n = tamper(
+        &server,
+        "UPDATE principals SET status = 'disabled' WHERE tenant_id = $1 AND name = 'agent' AND $2 = 1",
+        tenant,
+        1,
+    )
+    .await;
+    assert_eq!(n, 1);
+    expect_code(
+        agent.credentials().reveal_credential(request()).await,
+        tonic::Code::FailedPrecondition,
+        "stale reveal",
+    );
+    let denials = strongroom_e2e::audit_events(
+        &acme.client,
+        pb::QueryEventsRequest {
+            actions: vec![pb::AuditAction::CredentialReveal as i32],
+            outcome: pb::AuditOutcome::Denied as i32,
+            ..Default::default()
+        },
+    )
+    .await;
+    let stale: Vec<_> = denials
+        .iter()
+        .filter(|e| e.reason_code == "STALE_STATE")
+        .collect();
+    assert_eq!(stale.len(), 1, "the stale refusal is recorded: {denials:?}");
+    assert_eq!(stale[0].principal_id, agent_id);
+    assert_eq!(stale[0].credential_name, "s/0");
+    assert_eq!(stale[0].purpose, "stale test");
+    assert!(
+        verify(&acme.client, pb::VerifyChainRequest::default())
+            .await
+            .ok,
+        "chain intact"
+    );
+    server.stop().await;
+}
+
 on_both_backends!(
+    stale_reveal_is_recorded,
     truncated_tail_is_reported,
     failed_authentication_is_recorded,
     scheduled_checkpoints_reach_the_file,
