@@ -487,7 +487,10 @@ impl PgStore {
         // timeout, a terminated backend) fails the call: the batch is sent
         // once more on a fresh connection. Safe even if the first call
         // committed before its reply was lost: the function then finds the
-        // head already at `to` and answers 'ok' without writing again.
+        // head already at `to`, or (another writer appended meanwhile) the
+        // batch's last event at `to` with its hash, and answers 'ok'
+        // without writing again (conformance case
+        // pg_batch_resent_after_a_lost_reply_is_chained_once).
         let mut attempts = 0;
         let row = loop {
             let conn = match held {

@@ -526,6 +526,37 @@ mod tests {
     }
 
     #[test]
+    fn scheduled_checkpoints_are_configured_by_file_and_interval() {
+        let mut pairs = TLS.to_vec();
+        pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+        let c =
+            Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.audit, AuditConfig::default(), "off by default");
+
+        pairs.push(("STRONGROOM_AUDIT_CHECKPOINT_FILE", "/var/log/cp.jsonl"));
+        let c =
+            Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.audit.checkpoint_interval,
+            Some(DEFAULT_CHECKPOINT_INTERVAL)
+        );
+        assert_eq!(
+            c.audit.checkpoint_file,
+            Some(PathBuf::from("/var/log/cp.jsonl"))
+        );
+
+        pairs.push(("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS", "0"));
+        let err = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_err();
+        assert_eq!(err.key, "audit.checkpoint_interval_secs");
+
+        let raw: RawConfig = toml::from_str("[audit]\ncheckpoint_interval_secs = 60")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = Config::from_raw(raw, &env(&pairs[..4])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.audit.checkpoint_interval, Some(Duration::from_secs(60)));
+        assert_eq!(c.audit.checkpoint_file, None, "logged only");
+    }
+
+    #[test]
     fn unknown_file_keys_are_rejected() {
         let err = toml::from_str::<RawConfig>("lisen = \"x\"").unwrap_err();
         assert!(err.message().contains("lisen"));

@@ -228,9 +228,15 @@ fn checkpoint_out(signed: &SignedCheckpoint, public_key: Vec<u8>) -> pb::Checkpo
 /// Parses a checkpoint sent back for verification; its signature is checked
 /// by the vault.
 fn checkpoint_in(c: &pb::Checkpoint) -> strongroom_core::Result<SignedCheckpoint> {
-    let field = "checkpoint";
     if c.format != 0 && c.format != u32::from(strongroom_crypto::CHECKPOINT_FORMAT) {
-        return Err(Error::invalid(field, "has an unknown format"));
+        return Err(Error::invalid("checkpoint.format", "is not a known format"));
+    }
+    // Not used (the server's own key is), but bounded like every field.
+    if c.public_key.len() > strongroom_crypto::PUBLIC_KEY_LEN {
+        return Err(Error::invalid(
+            "checkpoint.public_key",
+            "is longer than 32 bytes",
+        ));
     }
     let chain = if c.tenant_id.is_empty() {
         ChainRef::Platform
