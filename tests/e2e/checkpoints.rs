@@ -363,6 +363,12 @@ async fn failed_authentication_is_recorded(backend: Backend) {
     assert!(e.peer_address.starts_with("127.0.0.1:"), "{e:?}");
     assert_eq!(e.detail, "count=1");
 
+    // The three failures coalesced into it are recorded once its window has
+    // passed.
+    let flushed = wait_for_platform_event(&operator, stranger, "count=3").await;
+    assert_eq!(flushed.reason_code, "UNKNOWN_IDENTITY");
+    assert!(flushed.sequence > e.sequence);
+
     let denied = acme
         .client
         .audit()
@@ -389,7 +395,7 @@ async fn failed_authentication_is_recorded(backend: Backend) {
     .await;
     assert!(report.ok, "platform chain: {report:?}");
     assert_eq!(report.events_checked, report.head_sequence);
-    assert_eq!(report.head_sequence, e.sequence);
+    assert_eq!(report.head_sequence, flushed.sequence);
 
     let checkpoint = export(
         &operator,
@@ -414,7 +420,7 @@ async fn failed_authentication_is_recorded(backend: Backend) {
     assert_eq!(tenant_cp.tenant_id, acme.tenant_id);
     assert!(signature_verifies(&tenant_cp, &key.public_key));
 
-    // Deleting the platform event is reported against the checkpoint.
+    // Deleting the platform events is reported against the checkpoint.
     let nil = uuid::Uuid::nil();
     let n = tamper(
         &server,
@@ -423,7 +429,7 @@ async fn failed_authentication_is_recorded(backend: Backend) {
         i64::try_from(e.sequence).expect("sequence"),
     )
     .await;
-    assert_eq!(n, 1);
+    assert_eq!(n, 2);
     let r = verify(
         &operator,
         pb::VerifyChainRequest {
@@ -436,6 +442,36 @@ async fn failed_authentication_is_recorded(backend: Backend) {
     assert!(!r.ok, "{r:?}");
     assert_eq!(r.first_broken_sequence, e.sequence);
     server.stop().await;
+}
+
+/// Waits (up to 20 s) for a platform event of `identity` whose detail is
+/// `detail`.
+async fn wait_for_platform_event(
+    operator: &Client,
+    identity: &str,
+    detail: &str,
+) -> pb::AuditEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = operator
+            .audit()
+            .query_platform_events(pb::QueryPlatformEventsRequest::default())
+            .await
+            .expect("query platform events")
+            .into_inner()
+            .events;
+        if let Some(e) = events
+            .iter()
+            .find(|e| e.principal_name == identity && e.detail == detail)
+        {
+            return e.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no platform event of {identity} with {detail}: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// With a checkpoint file and a short interval, the server appends a signed

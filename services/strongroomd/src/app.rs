@@ -329,6 +329,10 @@ impl App {
             .map_err(|e| StartError::Serve(format!("reflection: {e}")))?;
 
         let (stopping_tx, stopping_rx) = watch::channel(false);
+        tokio::spawn(flush_failed_authentications(
+            Arc::clone(&vault),
+            stopping_rx.clone(),
+        ));
         tokio::spawn(crate::checkpoint_task::run(
             Arc::clone(&vault),
             audit,
@@ -369,6 +373,19 @@ impl App {
             .await;
         tracing::info!("stopped");
         result.map_err(|e| StartError::Serve(e.to_string()))
+    }
+}
+
+/// Records coalesced failed authentications once their window has passed
+/// (see `Vault::flush_failed_authentications`), until the server stops.
+async fn flush_failed_authentications(vault: Arc<Vault>, mut stopping: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(crate::vault::FAILED_AUTH_WINDOW);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => vault.flush_failed_authentications().await,
+            _ = stopping.changed() => return,
+        }
     }
 }
 

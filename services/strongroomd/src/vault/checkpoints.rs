@@ -15,7 +15,9 @@
 //! - failed authentications cost the database at most one event per
 //!   identity per [`FAILED_AUTH_WINDOW`], and at most
 //!   [`FAILED_AUTH_PER_SECOND`] events a second overall; the failures in
-//!   between are counted into the next event.
+//!   between are counted into the identity's next event, or into one
+//!   written by [`Vault::flush_failed_authentications`] once its window has
+//!   passed.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -462,20 +464,43 @@ impl Vault {
         request_id: &str,
         reason: &'static str,
     ) {
-        let Some((recorded_as, count)) = self.failed_auth.admit(identity, Instant::now()) else {
+        let Some(failure) = self
+            .failed_auth
+            .admit(identity, peer, reason, Instant::now())
+        else {
             return;
         };
-        let mut draft = AuditDraft::new(Action::AuthenticationFailed, Outcome::Denied, reason);
+        self.append_failed_authentication(failure, Some(request_id))
+            .await;
+    }
+
+    /// Records the failures coalesced since each identity's last event,
+    /// once its window has passed without a new event (so the last burst of
+    /// an identity is counted too). Run every [`FAILED_AUTH_WINDOW`] by the
+    /// server.
+    pub async fn flush_failed_authentications(&self) {
+        for failure in self.failed_auth.due(Instant::now()) {
+            self.append_failed_authentication(failure, None).await;
+        }
+    }
+
+    async fn append_failed_authentication(&self, failure: Failure, request_id: Option<&str>) {
+        let mut draft = AuditDraft::new(
+            Action::AuthenticationFailed,
+            Outcome::Denied,
+            failure.reason,
+        );
         // The presented identity is the caller's text: stored without
         // control characters and bounded, like any free text.
-        draft.actor = recorded_as
+        draft.actor = failure
+            .identity
             .chars()
             .map(|c| if c.is_control() { '?' } else { c })
             .take(512)
             .collect();
-        draft.peer = peer.map(str::to_owned);
-        draft.request_id = Some(request_id.to_owned());
-        draft.detail = Some(format!("count={count}"));
+        draft.peer = failure.peer;
+        draft.request_id = request_id.map(str::to_owned);
+        draft.detail = Some(format!("count={}", failure.count));
         match tokio::time::timeout(
             self.limits.audit_timeout,
             self.store.append_platform_audit(draft),
@@ -515,18 +540,43 @@ pub(crate) struct FailedAuthLog {
 
 #[derive(Default)]
 struct FailedAuthState {
-    /// Per identity: when its last event was written, and failures since.
-    identities: HashMap<String, (Instant, u64)>,
+    identities: HashMap<String, Tracked>,
     /// The current one-second window and the events written in it.
     second: Option<Instant>,
     written: u32,
 }
 
+/// One identity's failures since its last event.
+struct Tracked {
+    /// When its last event was written.
+    at: Instant,
+    /// Failures since, not yet recorded.
+    suppressed: u64,
+    /// The latest failure's reason and peer.
+    reason: &'static str,
+    peer: Option<String>,
+}
+
+/// A platform event to write: the failures of one identity.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Failure {
+    identity: String,
+    peer: Option<String>,
+    reason: &'static str,
+    count: u64,
+}
+
 impl FailedAuthLog {
     /// Whether a failure of `identity` at `now` is to be written now: if so,
-    /// the identity to record (`*` once the overall rate or the tracking
-    /// limit is reached) and the failures the event stands for.
-    fn admit(&self, identity: &str, now: Instant) -> Option<(String, u64)> {
+    /// the event (under the identity `*` once the overall rate or the
+    /// tracking limit is reached) with the failures it stands for.
+    fn admit(
+        &self,
+        identity: &str,
+        peer: Option<&str>,
+        reason: &'static str,
+        now: Instant,
+    ) -> Option<Failure> {
         let mut state = self.inner.lock().ok()?;
         let state = &mut *state;
         if state
@@ -539,7 +589,7 @@ impl FailedAuthLog {
         if state.identities.len() >= FAILED_AUTH_TRACKED {
             state
                 .identities
-                .retain(|_, (at, _)| now.duration_since(*at) < FAILED_AUTH_WINDOW);
+                .retain(|_, t| t.suppressed > 0 || now.duration_since(t.at) < FAILED_AUTH_WINDOW);
         }
         let mut key = identity;
         if state.written >= FAILED_AUTH_PER_SECOND
@@ -548,25 +598,63 @@ impl FailedAuthLog {
         {
             key = "*";
         }
-        let admitted = match state.identities.get_mut(key) {
+        let count = match state.identities.get_mut(key) {
             None => {
-                state.identities.insert(key.to_owned(), (now, 0));
-                Some(1)
+                state.identities.insert(
+                    key.to_owned(),
+                    Tracked {
+                        at: now,
+                        suppressed: 0,
+                        reason,
+                        peer: peer.map(str::to_owned),
+                    },
+                );
+                1
             }
-            Some((at, suppressed)) if now.duration_since(*at) >= FAILED_AUTH_WINDOW => {
-                let count = *suppressed + 1;
-                *at = now;
-                *suppressed = 0;
-                Some(count)
+            Some(t) if now.duration_since(t.at) >= FAILED_AUTH_WINDOW => {
+                let count = t.suppressed + 1;
+                t.at = now;
+                t.suppressed = 0;
+                count
             }
-            Some((_, suppressed)) => {
-                *suppressed += 1;
-                None
+            Some(t) => {
+                t.suppressed += 1;
+                t.reason = reason;
+                t.peer = peer.map(str::to_owned);
+                return None;
             }
         };
-        let count = admitted?;
         state.written += 1;
-        Some((key.to_owned(), count))
+        Some(Failure {
+            identity: key.to_owned(),
+            peer: peer.map(str::to_owned),
+            reason,
+            count,
+        })
+    }
+
+    /// The coalesced failures whose window has passed, as events to write;
+    /// forgets identities with nothing left to record.
+    fn due(&self, now: Instant) -> Vec<Failure> {
+        let Ok(mut state) = self.inner.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        state.identities.retain(|identity, t| {
+            if now.duration_since(t.at) < FAILED_AUTH_WINDOW {
+                return true;
+            }
+            if t.suppressed > 0 {
+                out.push(Failure {
+                    identity: identity.clone(),
+                    peer: t.peer.take(),
+                    reason: t.reason,
+                    count: t.suppressed,
+                });
+            }
+            false
+        });
+        out
     }
 }
 
@@ -574,19 +662,47 @@ impl FailedAuthLog {
 mod tests {
     use super::*;
 
+    fn fail(log: &FailedAuthLog, identity: &str, at: Instant) -> Option<(String, u64)> {
+        log.admit(identity, Some("127.0.0.1:1"), "UNKNOWN_IDENTITY", at)
+            .map(|f| (f.identity, f.count))
+    }
+
     #[test]
     fn repeated_failures_are_coalesced_and_counted() {
         let log = FailedAuthLog::default();
         let t0 = Instant::now();
-        assert_eq!(log.admit("a", t0), Some(("a".into(), 1)));
+        assert_eq!(fail(&log, "a", t0), Some(("a".into(), 1)));
         for i in 1..10 {
-            assert_eq!(log.admit("a", t0 + Duration::from_millis(i * 10)), None);
+            assert_eq!(fail(&log, "a", t0 + Duration::from_millis(i * 10)), None);
         }
-        assert_eq!(log.admit("b", t0), Some(("b".into(), 1)));
+        assert_eq!(fail(&log, "b", t0), Some(("b".into(), 1)));
         assert_eq!(
-            log.admit("a", t0 + FAILED_AUTH_WINDOW),
+            fail(&log, "a", t0 + FAILED_AUTH_WINDOW),
             Some(("a".into(), 10))
         );
+    }
+
+    #[test]
+    fn the_last_burst_is_flushed_once_its_window_passed() {
+        let log = FailedAuthLog::default();
+        let t0 = Instant::now();
+        assert!(fail(&log, "a", t0).is_some());
+        assert!(fail(&log, "b", t0).is_some());
+        for _ in 0..3 {
+            assert_eq!(fail(&log, "a", t0), None);
+        }
+        assert!(log.due(t0).is_empty(), "the window has not passed");
+        let due = log.due(t0 + FAILED_AUTH_WINDOW);
+        assert_eq!(
+            due.iter()
+                .map(|f| (f.identity.as_str(), f.count))
+                .collect::<Vec<_>>(),
+            vec![("a", 3)],
+            "only what was not recorded yet"
+        );
+        assert!(log.due(t0 + FAILED_AUTH_WINDOW * 2).is_empty());
+        // Forgotten: the next failure is recorded at once.
+        assert!(fail(&log, "a", t0 + FAILED_AUTH_WINDOW * 2).is_some());
     }
 
     #[test]
@@ -594,7 +710,7 @@ mod tests {
         let log = FailedAuthLog::default();
         let t0 = Instant::now();
         let written = (0..1000)
-            .filter(|i| log.admit(&format!("id{i}"), t0).is_some())
+            .filter(|i| fail(&log, &format!("id{i}"), t0).is_some())
             .count();
         // FAILED_AUTH_PER_SECOND identities, then one event under `*`.
         assert_eq!(written, FAILED_AUTH_PER_SECOND as usize + 1);
