@@ -14,6 +14,19 @@ use crate::time::Timestamp;
 /// The hash a tenant's first event links to.
 pub const GENESIS_HASH: [u8; 32] = [0u8; 32];
 
+/// The tenant id under which the platform-level chain (events with no
+/// tenant: failed authentication) is hashed. No tenant has it.
+pub const PLATFORM_CHAIN: TenantId = TenantId::from_uuid(uuid::Uuid::nil());
+
+/// A chain's head as stored: the sequence and hash of its newest event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Sequence of the newest event (0 for an empty chain).
+    pub sequence: u64,
+    /// Its hash ([`GENESIS_HASH`] for an empty chain).
+    pub hash: [u8; 32],
+}
+
 /// What was done. Stable dotted names, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Action {
@@ -63,13 +76,16 @@ pub enum Action {
     PolicyCheck,
     /// The audit log was read.
     AuditQuery,
+    /// A verified client identity was bound to no principal (platform
+    /// chain).
+    AuthenticationFailed,
     /// Anything else (named in `reason_code`).
     Other,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 24] = [
+    pub const ALL: [Action; 25] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -93,6 +109,7 @@ impl Action {
         Self::GrantRevoke,
         Self::PolicyCheck,
         Self::AuditQuery,
+        Self::AuthenticationFailed,
         Self::Other,
     ];
 
@@ -122,6 +139,7 @@ impl Action {
             Self::GrantRevoke => "grant.revoke",
             Self::PolicyCheck => "policy.check",
             Self::AuditQuery => "audit.query",
+            Self::AuthenticationFailed => "auth.failed",
             Self::Other => "other",
         }
     }
@@ -143,6 +161,7 @@ impl Action {
                 | Self::CredentialInject
                 | Self::PolicyCheck
                 | Self::AuditQuery
+                | Self::AuthenticationFailed
         )
     }
 }
@@ -412,6 +431,22 @@ impl Default for ChainVerifier {
 }
 
 impl ChainVerifier {
+    /// A verifier that continues a chain at `next_sequence`, after an event
+    /// whose hash is `prev_hash` (already verified, or checked by the
+    /// caller).
+    pub fn resume(next_sequence: u64, prev_hash: [u8; 32]) -> Self {
+        Self {
+            expected_sequence: next_sequence,
+            prev_hash,
+            checked: 0,
+        }
+    }
+
+    /// The sequence the next event must have.
+    pub fn expected_sequence(&self) -> u64 {
+        self.expected_sequence
+    }
+
     /// Checks the next event: its sequence follows, it links to the previous
     /// hash, and its own hash matches its contents.
     pub fn push(&mut self, event: &AuditEvent) -> Result<(), ChainBreak> {

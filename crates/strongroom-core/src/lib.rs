@@ -11,6 +11,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod audit;
+pub mod chains;
 pub mod credential;
 pub mod error;
 pub mod ids;

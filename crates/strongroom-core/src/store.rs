@@ -171,7 +171,7 @@ pub mod meta {
 
 /// Persistent storage of every tenant's data.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: crate::chains::ChainStore + Send + Sync + 'static {
     // ---- server-wide ----
 
     /// Reads a server-wide metadata value (not tenant data; never secret).

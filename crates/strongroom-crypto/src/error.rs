@@ -35,6 +35,10 @@ pub enum CryptoError {
     #[error("key derivation failed: {0}")]
     Kdf(String),
 
+    /// A checkpoint signature does not verify with the given public key.
+    #[error("the checkpoint signature does not verify")]
+    BadSignature,
+
     /// The operating system's random number generator is unavailable.
     #[error("system randomness is unavailable")]
     Rng,

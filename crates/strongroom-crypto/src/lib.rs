@@ -9,7 +9,10 @@
 //! * a fresh random data key per sealed credential version; the data key
 //!   encrypts the value. The result is an [`Envelope`].
 //!
-//! Everything is AES-256-GCM from `ring` with random 96-bit nonces. Every
+//! Signed checkpoints of audit chain heads use an Ed25519 [`SigningKey`],
+//! stored wrapped by the root key.
+//!
+//! Everything else is AES-256-GCM from `ring` with random 96-bit nonces. Every
 //! ciphertext is bound by its associated data to where it belongs (tenant,
 //! environment, credential id, version for an envelope; tenant and KEK version
 //! for a wrapped KEK), so a ciphertext copied elsewhere fails to decrypt.
@@ -31,6 +34,7 @@
 
 mod aad;
 mod aead;
+mod checkpoint;
 mod envelope;
 mod error;
 mod kdf;
@@ -39,6 +43,10 @@ mod random;
 mod root_key;
 
 pub use aad::Aad;
+pub use checkpoint::{
+    CHECKPOINT_FORMAT, ChainRef, Checkpoint, PUBLIC_KEY_LEN, SIGNATURE_LEN, SignedCheckpoint,
+    SigningKey, WrappedSigningKey, key_id_of,
+};
 pub use envelope::Envelope;
 pub use error::{CryptoError, Result};
 pub use kdf::KdfParams;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::aead::{self, KEY_LEN, NONCE_LEN, TAG_LEN, put_field};
+use crate::checkpoint::{SigningKey, WrappedSigningKey};
 use crate::error::{CryptoError, Result};
 use crate::kdf::{self, KdfParams};
 use crate::kek::Kek;
@@ -28,6 +29,11 @@ const KEY_CHECK_LEN: usize = 1 + NONCE_LEN + KEY_CHECK_CONSTANT.len() + TAG_LEN;
 const WRAPPED_KEK_FORMAT: u8 = 1;
 const WRAPPED_KEK_DOMAIN: &[u8] = b"strongroom/kek-wrap/v1";
 const WRAPPED_KEK_LEN: usize = 1 + NONCE_LEN + KEY_LEN + TAG_LEN;
+
+/// Format version of [`WrappedSigningKey`]: nonce (12) then the wrapped
+/// PKCS#8 document + tag.
+const WRAPPED_SIGNING_KEY_FORMAT: u8 = 1;
+const WRAPPED_SIGNING_KEY_DOMAIN: &[u8] = b"strongroom/signing-key-wrap/v1";
 
 /// Largest key file read; a key file is at most a line of text.
 const MAX_KEY_FILE_LEN: u64 = 4096;
@@ -227,6 +233,45 @@ impl RootKey {
         Ok(Kek::from_bytes(&kek))
     }
 
+    /// Wraps the checkpoint signing key's PKCS#8 document for storage, bound
+    /// to its key id.
+    pub fn wrap_signing_key(&self, key_id: &str, pkcs8: &[u8]) -> Result<WrappedSigningKey> {
+        let nonce = random::nonce()?;
+        let ciphertext = aead::seal(&self.bytes, nonce, &signing_key_aad(key_id), pkcs8)?;
+        let mut bytes = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
+        bytes.push(WRAPPED_SIGNING_KEY_FORMAT);
+        bytes.extend_from_slice(&nonce);
+        bytes.extend_from_slice(&ciphertext);
+        Ok(WrappedSigningKey(bytes))
+    }
+
+    /// Unwraps the checkpoint signing key. Fails closed with
+    /// [`CryptoError::Decrypt`] for a wrong root key, another key id or
+    /// altered bytes; [`CryptoError::Malformed`] if unparseable.
+    pub fn unwrap_signing_key(
+        &self,
+        key_id: &str,
+        wrapped: &WrappedSigningKey,
+    ) -> Result<SigningKey> {
+        let bytes = &wrapped.0;
+        match bytes.first() {
+            Some(&WRAPPED_SIGNING_KEY_FORMAT) => {}
+            Some(_) => {
+                return Err(CryptoError::Malformed(
+                    "wrapped signing key (unknown format version)",
+                ));
+            }
+            None => return Err(CryptoError::Malformed("wrapped signing key (empty)")),
+        }
+        let (nonce, ciphertext) = split_nonce(&bytes[1..], "wrapped signing key (too short)")?;
+        let pkcs8 = aead::open(&self.bytes, nonce, &signing_key_aad(key_id), ciphertext)?;
+        let key = SigningKey::from_pkcs8(&pkcs8)?;
+        if key.key_id() != key_id {
+            return Err(CryptoError::Decrypt);
+        }
+        Ok(key)
+    }
+
     /// Root-key rotation: re-wraps a tenant KEK under `new_root`. The KEK
     /// itself, and so all credential data, is unchanged.
     pub fn rewrap_kek(
@@ -245,6 +290,15 @@ impl fmt::Debug for RootKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("RootKey([REDACTED])")
     }
+}
+
+/// Associated data of a signing-key wrap: binds the key id.
+fn signing_key_aad(key_id: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_field(&mut out, WRAPPED_SIGNING_KEY_DOMAIN);
+    out.push(WRAPPED_SIGNING_KEY_FORMAT);
+    put_field(&mut out, key_id.as_bytes());
+    out
 }
 
 /// Associated data of a KEK wrap: binds tenant and KEK version.

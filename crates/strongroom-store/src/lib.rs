@@ -9,6 +9,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod batch;
+mod chains;
 mod error;
 mod pg_events;
 mod postgres;
@@ -16,6 +17,8 @@ mod rows;
 mod shared;
 mod sqlite;
 
+#[cfg(feature = "fault-injection")]
+pub use postgres::LostReply;
 pub use postgres::{APP_ROLE, PgStore};
 pub use sqlite::SqliteStore;
 

@@ -487,7 +487,10 @@ impl PgStore {
         // timeout, a terminated backend) fails the call: the batch is sent
         // once more on a fresh connection. Safe even if the first call
         // committed before its reply was lost: the function then finds the
-        // head already at `to` and answers 'ok' without writing again.
+        // head already at `to`, or (another writer appended meanwhile) the
+        // batch's last event at `to` with its hash, and answers 'ok'
+        // without writing again (conformance case
+        // pg_batch_resent_after_a_lost_reply_is_chained_once).
         let mut attempts = 0;
         let row = loop {
             let conn = match held {
@@ -514,7 +517,24 @@ impl PgStore {
                 .fetch_one(&mut **conn)
                 .await;
             match result {
-                Ok(row) => break row,
+                Ok(row) => {
+                    // Test hook: the batch committed; act as if its reply
+                    // was lost on a closed connection (see
+                    // `PgStore::lose_next_commit_reply`).
+                    #[cfg(feature = "fault-injection")]
+                    if attempts == 0
+                        && let Some(hook) = self.take_lost_reply()
+                    {
+                        attempts += 1;
+                        if let Some(mut c) = held.take() {
+                            c.close_on_drop();
+                        }
+                        let _ = hook.committed.send(());
+                        let _ = hook.resend.await;
+                        continue;
+                    }
+                    break row;
+                }
                 Err(e) if attempts == 0 && crate::error::connection_lost(&e) => {
                     attempts += 1;
                     if let Some(mut c) = held.take() {

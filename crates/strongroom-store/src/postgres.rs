@@ -52,6 +52,36 @@ pub struct PgStore {
     /// Tags this store's change notices, so its own listener skips them:
     /// its server already applied them when it made them.
     origin: uuid::Uuid,
+    /// Test hook: see [`PgStore::lose_next_commit_reply`].
+    #[cfg(feature = "fault-injection")]
+    lost_reply: Arc<std::sync::Mutex<Option<LostReply>>>,
+}
+
+/// Test hook (feature `fault-injection`): what happens when the next batch
+/// of events on the short path has committed but its reply is lost.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug)]
+pub struct LostReply {
+    /// Told once the batch committed and its reply was thrown away.
+    pub committed: tokio::sync::oneshot::Sender<()>,
+    /// The batch is sent again (on a fresh connection) once this resolves.
+    pub resend: tokio::sync::oneshot::Receiver<()>,
+}
+
+#[cfg(feature = "fault-injection")]
+impl PgStore {
+    /// Drops the reply of the next batch of events committed on the short
+    /// path, as a connection closed between the commit and its answer
+    /// would, and holds the resend until `hook.resend` resolves.
+    pub fn lose_next_commit_reply(&self, hook: LostReply) {
+        if let Ok(mut slot) = self.lost_reply.lock() {
+            *slot = Some(hook);
+        }
+    }
+
+    pub(crate) fn take_lost_reply(&self) -> Option<LostReply> {
+        self.lost_reply.lock().ok().and_then(|mut slot| slot.take())
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -82,6 +112,8 @@ impl PgStore {
             changes: broadcast::channel(1024).0,
             listening: Arc::default(),
             origin: uuid::Uuid::new_v4(),
+            #[cfg(feature = "fault-injection")]
+            lost_reply: Arc::default(),
         }
     }
 
@@ -344,3 +376,4 @@ async fn listen(
 }
 
 crate::shared::store_impl!(PgStore, Postgres);
+crate::chains::chain_store_impl!(PgStore, Postgres);

@@ -265,3 +265,4 @@ impl SqliteStore {
 }
 
 crate::shared::store_impl!(SqliteStore, Sqlite);
+crate::chains::chain_store_impl!(SqliteStore, Sqlite);

@@ -60,6 +60,8 @@ pub struct App {
     acceptor: TlsAcceptor,
     trust: Arc<ClientTrust>,
     vault: Arc<Vault>,
+    audit: crate::config::AuditConfig,
+    checkpoint_file: Option<(std::path::PathBuf, tokio::fs::File)>,
 }
 
 /// Opens the configured store. SQLite is migrated at start-up; Postgres is
@@ -228,17 +230,38 @@ impl App {
             addr: config.listen,
             error,
         })?;
+        let vault = Arc::new(Vault::new(
+            store,
+            Arc::new(root),
+            config.limits,
+            Authenticator::new(config.platform_operators.clone()),
+        ));
+        // The checkpoint signing key exists from the deployment's first
+        // start (generated, wrapped by the root key, stored).
+        vault
+            .checkpoint_key()
+            .await
+            .map_err(|e| StartError::RootKey(format!("checkpoint signing key: {e}")))?;
+        let checkpoint_file = match &config.audit.checkpoint_file {
+            Some(path) => Some((
+                path.clone(),
+                crate::checkpoint_task::open_file(path).await.map_err(|e| {
+                    crate::config::ConfigError {
+                        key: "audit.checkpoint_file".into(),
+                        message: format!("cannot open {} for appending: {e}", path.display()),
+                    }
+                })?,
+            )),
+            None => None,
+        };
         Ok(App {
             listener,
             addr,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
             trust,
-            vault: Arc::new(Vault::new(
-                store,
-                Arc::new(root),
-                config.limits,
-                Authenticator::new(config.platform_operators.clone()),
-            )),
+            vault,
+            audit: config.audit,
+            checkpoint_file,
         })
     }
 
@@ -274,6 +297,8 @@ impl App {
             acceptor,
             trust,
             vault,
+            audit,
+            checkpoint_file,
         } = self;
         let max_connections = vault.limits().max_connections;
         let max_concurrent_streams = vault.limits().max_concurrent_streams;
@@ -283,7 +308,7 @@ impl App {
         // them with INVALID_ARGUMENT naming the limit; larger ones are cut off
         // by the transport.
         let decode_limit = limit.saturating_mul(4);
-        let shared = Shared::new(vault);
+        let shared = Shared::new(Arc::clone(&vault));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -311,6 +336,16 @@ impl App {
 
         let (stopping_tx, stopping_rx) = watch::channel(false);
         trust.spawn_reloader(stopping_rx.clone());
+        tokio::spawn(flush_failed_authentications(
+            Arc::clone(&vault),
+            stopping_rx.clone(),
+        ));
+        tokio::spawn(crate::checkpoint_task::run(
+            Arc::clone(&vault),
+            audit,
+            checkpoint_file,
+            stopping_rx.clone(),
+        ));
         let incoming = accept_loop(listener, acceptor, trust, max_connections, stopping_rx);
 
         tracing::info!(%addr, "serving");
@@ -346,6 +381,19 @@ impl App {
             .await;
         tracing::info!("stopped");
         result.map_err(|e| StartError::Serve(e.to_string()))
+    }
+}
+
+/// Records coalesced failed authentications once their window has passed
+/// (see `Vault::flush_failed_authentications`), until the server stops.
+async fn flush_failed_authentications(vault: Arc<Vault>, mut stopping: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(crate::vault::FAILED_AUTH_WINDOW);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => vault.flush_failed_authentications().await,
+            _ = stopping.changed() => return,
+        }
     }
 }
 

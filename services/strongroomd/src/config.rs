@@ -123,6 +123,20 @@ impl Default for Limits {
     }
 }
 
+/// Signed checkpoints written on a schedule (see `checkpoint_task`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// How often the heads of the chains that moved are signed; `None`
+    /// turns scheduled checkpoints off.
+    pub checkpoint_interval: Option<Duration>,
+    /// The append-only file each scheduled checkpoint is written to, one
+    /// JSON line each; without it checkpoints are only logged.
+    pub checkpoint_file: Option<PathBuf>,
+}
+
+/// Interval of scheduled checkpoints when a file is configured without one.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -138,6 +152,8 @@ pub struct Config {
     pub platform_operators: Vec<IdentityPattern>,
     /// Limits.
     pub limits: Limits,
+    /// Scheduled audit checkpoints.
+    pub audit: AuditConfig,
     /// Log level filter (`info`, `strongroomd=debug`).
     pub log_level: String,
     /// Log format.
@@ -158,7 +174,16 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    checkpoint_interval_secs: Option<u64>,
+    checkpoint_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -301,6 +326,13 @@ impl Config {
         if let Some(v) = env.var("STRONGROOM_MAX_CONCURRENT_STREAMS") {
             raw.limits.max_concurrent_streams =
                 Some(parse_num("STRONGROOM_MAX_CONCURRENT_STREAMS", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS") {
+            raw.audit.checkpoint_interval_secs =
+                Some(parse_num("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_FILE") {
+            raw.audit.checkpoint_file = Some(v.into());
         }
         if let Some(v) = env.var("STRONGROOM_LOG_LEVEL") {
             raw.log.level = Some(v);
@@ -459,6 +491,23 @@ impl Config {
             ));
         }
 
+        if raw.audit.checkpoint_interval_secs == Some(0) {
+            return Err(bad("audit.checkpoint_interval_secs", "must be positive"));
+        }
+        let audit = AuditConfig {
+            checkpoint_interval: raw
+                .audit
+                .checkpoint_interval_secs
+                .map(Duration::from_secs)
+                .or_else(|| {
+                    raw.audit
+                        .checkpoint_file
+                        .as_ref()
+                        .map(|_| DEFAULT_CHECKPOINT_INTERVAL)
+                }),
+            checkpoint_file: raw.audit.checkpoint_file,
+        };
+
         let log_format = match raw.log.format.as_deref().unwrap_or("json") {
             "json" => LogFormat::Json,
             "text" => LogFormat::Text,
@@ -472,6 +521,7 @@ impl Config {
             root_key,
             platform_operators,
             limits,
+            audit,
             log_level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
             log_format,
         })
@@ -559,6 +609,37 @@ mod tests {
             let err = Config::from_raw(RawConfig::default(), &env(&bad_env)).unwrap_err();
             assert_eq!(err.key, key);
         }
+    }
+
+    #[test]
+    fn scheduled_checkpoints_are_configured_by_file_and_interval() {
+        let mut pairs = TLS.to_vec();
+        pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+        let c =
+            Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.audit, AuditConfig::default(), "off by default");
+
+        pairs.push(("STRONGROOM_AUDIT_CHECKPOINT_FILE", "/var/log/cp.jsonl"));
+        let c =
+            Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.audit.checkpoint_interval,
+            Some(DEFAULT_CHECKPOINT_INTERVAL)
+        );
+        assert_eq!(
+            c.audit.checkpoint_file,
+            Some(PathBuf::from("/var/log/cp.jsonl"))
+        );
+
+        pairs.push(("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS", "0"));
+        let err = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_err();
+        assert_eq!(err.key, "audit.checkpoint_interval_secs");
+
+        let raw: RawConfig = toml::from_str("[audit]\ncheckpoint_interval_secs = 60")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = Config::from_raw(raw, &env(&pairs[..4])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.audit.checkpoint_interval, Some(Duration::from_secs(60)));
+        assert_eq!(c.audit.checkpoint_file, None, "logged only");
     }
 
     #[test]

@@ -690,6 +690,7 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::GrantRevoke => P::GrantRevoke,
         Action::PolicyCheck => P::AccessCheck,
         Action::AuditQuery => P::AuditQuery,
+        Action::AuthenticationFailed => P::AuthenticationFailed,
         Action::Other => P::Unspecified,
     }
 }
@@ -757,6 +758,7 @@ pub fn event_out(e: &AuditEvent) -> pb::AuditEvent {
         relay: None,
         prev_hash: e.prev_hash.to_vec(),
         hash: e.hash.to_vec(),
+        detail: d.detail.clone().unwrap_or_default(),
     }
 }
 

@@ -156,6 +156,7 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, StartError> {
         root_key: RootKeySource::File(key_path),
         platform_operators: vec![IdentityPattern::Exact(ADMIN_IDENTITY.to_owned())],
         limits: Limits::default(),
+        audit: crate::config::AuditConfig::default(),
         log_level: "info".into(),
         log_format: LogFormat::Text,
     };

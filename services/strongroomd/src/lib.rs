@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod cache;
+pub mod checkpoint_task;
 pub mod config;
 pub mod convert;
 pub mod dev;

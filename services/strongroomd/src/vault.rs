@@ -44,6 +44,11 @@ use strongroom_crypto::{Aad, Envelope, Kek, RootKey, WrappedKek};
 use crate::cache::{CachedCredential, Caches};
 use crate::config::Limits;
 
+mod checkpoints;
+pub use checkpoints::{
+    ChainTarget, DEFAULT_VERIFY_EVENTS, FAILED_AUTH_WINDOW, MAX_VERIFY_EVENTS, VerifyOptions,
+};
+
 /// Facts about the call, recorded in audit events.
 #[derive(Debug, Clone, Default)]
 pub struct CallContext {
@@ -195,10 +200,15 @@ pub struct NewGrant {
 pub struct ChainReport {
     /// Events that verified.
     pub checked: u64,
-    /// The first break, if any.
+    /// The first break (missing, altered or unlinked event), if any.
     pub broken: Option<ChainBreak>,
-    /// Hash of the last verified event.
-    pub head: [u8; 32],
+    /// The chain head as stored.
+    pub head: strongroom_core::audit::ChainHead,
+    /// Where the next call continues, when this one stopped at its bound
+    /// with the chain intact so far.
+    pub next_sequence: Option<u64>,
+    /// Whether a checkpoint was given and the chain still holds its head.
+    pub checkpoint_matched: bool,
 }
 
 /// The strongroom application service.
@@ -209,6 +219,11 @@ pub struct Vault {
     limits: Limits,
     authenticator: Authenticator,
     caches: Arc<Caches>,
+    /// The checkpoint signing key, loaded (or generated) on first use.
+    checkpoint_key: tokio::sync::OnceCell<Arc<strongroom_crypto::SigningKey>>,
+    /// Coalesces failed authentications before they reach the platform
+    /// chain.
+    failed_auth: checkpoints::FailedAuthLog,
 }
 
 /// Why a reveal did not complete.
@@ -264,6 +279,8 @@ impl Vault {
             limits,
             authenticator,
             caches,
+            checkpoint_key: tokio::sync::OnceCell::new(),
+            failed_auth: checkpoints::FailedAuthLog::default(),
         }
     }
 
@@ -1353,12 +1370,30 @@ impl Vault {
         fresh: Arc<CachedCredential>,
         options: &RevealOptions,
     ) -> Result<Revealed> {
-        match self.reveal_found(scope, ctx, fresh, options).await {
+        match self
+            .reveal_found(scope, ctx, Arc::clone(&fresh), options)
+            .await
+        {
             Ok(r) => Ok(r),
             Err(RevealFailure::Failed(e)) => Err(e),
-            Err(RevealFailure::Stale) => Err(Error::precondition(
-                "the credential or the caller's access changed during the reveal; retry",
-            )),
+            Err(RevealFailure::Stale) => {
+                // Refused for good: the state changed again between the
+                // fresh read and the commit. Recorded like any refusal.
+                let mut d = Self::credential_draft(
+                    scope,
+                    ctx,
+                    Action::CredentialReveal,
+                    Outcome::Denied,
+                    "STALE_STATE",
+                    &fresh.credential,
+                );
+                d.purpose = Some(options.purpose.clone()).filter(|p| !p.is_empty());
+                d.on_behalf_of.clone_from(&options.on_behalf_of);
+                self.audit_denial(scope, d).await;
+                Err(Error::precondition(
+                    "the credential or the caller's access changed during the reveal; retry",
+                ))
+            }
         }
     }
 
@@ -2200,43 +2235,6 @@ impl Vault {
             ..filter.clone()
         };
         self.store.query_audit(&scope, &confined, page).await
-    }
-
-    /// Verifies the tenant's whole audit chain (admin, operator, viewer).
-    pub async fn verify_chain(
-        &self,
-        caller: &Authenticated,
-        ctx: &CallContext,
-    ) -> Result<ChainReport> {
-        let scope = caller.tenant_scope()?;
-        self.require_role(
-            &scope,
-            ctx,
-            Action::AuditQuery,
-            &[Role::Admin, Role::Operator, Role::Viewer],
-        )
-        .await?;
-        let mut verifier = ChainVerifier::default();
-        let mut after = 0;
-        loop {
-            let batch = self.store.audit_after(&scope, after, 1000).await?;
-            let Some(last) = batch.last() else { break };
-            after = last.sequence;
-            for event in &batch {
-                if let Err(broken) = verifier.push(event) {
-                    return Ok(ChainReport {
-                        checked: verifier.checked(),
-                        broken: Some(broken),
-                        head: verifier.head(),
-                    });
-                }
-            }
-        }
-        Ok(ChainReport {
-            checked: verifier.checked(),
-            broken: None,
-            head: verifier.head(),
-        })
     }
 }
 

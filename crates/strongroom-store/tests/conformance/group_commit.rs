@@ -1962,3 +1962,71 @@ pub async fn sqlite_refused_job_fails_alone(pool: sqlx::SqlitePool) {
     is_locked.await.expect("locked");
     refused_job_fails_alone(store, &acme, release, holder).await;
 }
+
+/// A batch of events that committed on the short path but whose reply was
+/// lost is sent once more, and is chained exactly once: whether nothing was
+/// written meanwhile (the head is still the batch's last event), or another
+/// server appended to the chain before the resend (the batch's last event
+/// is found in the chain, not taken for a moved head and written again).
+pub async fn pg_batch_resent_after_a_lost_reply_is_chained_once(admin: PgPool) {
+    let store = pg_store(admin.clone()).await;
+    let other = pg_store(admin.clone()).await;
+    let acme = create_tenant(&*store, "acme").await;
+    let scope = acme.scope();
+    let denial = |n: &str| {
+        let mut d = draft(&scope, Action::Other);
+        d.outcome = Outcome::Denied;
+        d.detail = Some(n.to_owned());
+        d
+    };
+    // The first batch reads the head on the full path; the next ones take
+    // the short path, where the lost reply is injected.
+    for i in 0..2 {
+        store
+            .append_audit(&scope, denial(&format!("warm {i}")))
+            .await
+            .expect("append");
+    }
+    for (n, meanwhile) in [("lost alone", false), ("lost then overtaken", true)] {
+        let (committed_tx, committed) = tokio::sync::oneshot::channel();
+        let (resend_tx, resend) = tokio::sync::oneshot::channel();
+        store.lose_next_commit_reply(strongroom_store::LostReply {
+            committed: committed_tx,
+            resend,
+        });
+        let (appended, ()) = tokio::join!(store.append_audit(&scope, denial(n)), async {
+            committed.await.expect("the batch committed");
+            if meanwhile {
+                other
+                    .append_audit(&scope, denial(&format!("{n}: other server")))
+                    .await
+                    .expect("another server appends");
+            }
+            resend_tx.send(()).expect("resend");
+        });
+        let event = appended.expect("the resent batch is answered");
+        assert_eq!(event.draft.detail.as_deref(), Some(n));
+    }
+    store
+        .append_audit(&scope, denial("after"))
+        .await
+        .expect("append after");
+    let log = verified_log(&*store, &scope).await;
+    for n in [
+        "warm 0",
+        "warm 1",
+        "lost alone",
+        "lost then overtaken",
+        "lost then overtaken: other server",
+        "after",
+    ] {
+        assert_eq!(
+            log.iter()
+                .filter(|e| e.draft.detail.as_deref() == Some(n))
+                .count(),
+            1,
+            "{n} chained exactly once: {:?}",
+            log.iter().map(|e| &e.draft.detail).collect::<Vec<_>>()
+        );
+    }
+}

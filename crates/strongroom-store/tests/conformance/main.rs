@@ -6,6 +6,7 @@
 //!   reached through an authenticated admin's scope).
 //! * `isolation_model`: tenant isolation as a property against a model.
 //! * `rls`: Postgres row-level security on its own, with raw SQL.
+//! * `chains`: chain heads and the platform-level chain (`ChainStore`).
 //! * `group_commit`: reveal checks, the group committer under concurrent
 //!   and failing jobs, and change notices (`changes()`).
 //!
@@ -21,6 +22,7 @@ use sqlx::{PgPool, SqlitePool};
 use strongroom_store::SqliteStore;
 
 mod cases;
+mod chains;
 mod group_commit;
 mod isolation_model;
 mod rls;
@@ -74,6 +76,7 @@ conformance! {
     cases::foreign_page_tokens_return_only_own_rows => foreign_page_tokens_return_only_own_rows_postgres, foreign_page_tokens_return_only_own_rows_sqlite;
     cases::concurrent_writers_stay_consistent => concurrent_writers_stay_consistent_postgres, concurrent_writers_stay_consistent_sqlite;
     cases::server_meta_is_written_once => server_meta_is_written_once_postgres, server_meta_is_written_once_sqlite;
+    chains::chain_heads_and_the_platform_chain => chain_heads_and_the_platform_chain_postgres, chain_heads_and_the_platform_chain_sqlite;
     isolation_model::tenant_isolation_matches_the_model => tenant_isolation_matches_the_model_postgres, tenant_isolation_matches_the_model_sqlite;
     group_commit::reveal_with_a_holding_check_is_recorded => reveal_with_a_holding_check_is_recorded_postgres, reveal_with_a_holding_check_is_recorded_sqlite;
     group_commit::stale_reveal_checks_append_nothing => stale_reveal_checks_append_nothing_postgres, stale_reveal_checks_append_nothing_sqlite;
@@ -110,6 +113,7 @@ postgres_only! {
     group_commit::pg_failed_head_lock_spoils_no_connection,
     group_commit::pg_busy_committers_leave_connections_to_others,
     group_commit::pg_closed_connection_is_retried,
+    group_commit::pg_batch_resent_after_a_lost_reply_is_chained_once,
     group_commit::pg_refused_job_fails_alone,
 }
 

@@ -3,9 +3,11 @@
 use std::pin::Pin;
 
 use strongroom_core::Error;
-use strongroom_core::ids::{CredentialId, PrincipalId};
+use strongroom_core::ids::{CredentialId, PrincipalId, TenantId};
 use strongroom_core::page::PageRequest;
 use strongroom_core::store::AuditFilter;
+use strongroom_core::time::Timestamp;
+use strongroom_crypto::{ChainRef, Checkpoint, SignedCheckpoint};
 use strongroom_proto::v1 as pb;
 use strongroom_proto::v1::audit_service_server::AuditService;
 use tokio_stream::Stream;
@@ -13,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Shared, rpc, unimplemented};
 use crate::convert;
+use crate::vault::{ChainTarget, DEFAULT_VERIFY_EVENTS, MAX_VERIFY_EVENTS, VerifyOptions};
 
 /// Serves AuditService.
 pub struct AuditHandler(pub Shared);
@@ -71,13 +74,25 @@ impl AuditService for AuditHandler {
         request: Request<pb::VerifyChainRequest>,
     ) -> Result<Response<pb::VerifyChainResponse>, Status> {
         rpc!(self.0, request, "VerifyChain", |call, req| {
-            if req.from_sequence > 1 || req.checkpoint.is_some() {
-                return Err(Error::invalid(
-                    "from_sequence",
-                    "verification always starts at the first event; checkpoints are not supported yet",
-                ));
-            }
-            let report = self.0.vault.verify_chain(&call.caller, &call.ctx).await?;
+            let options = VerifyOptions {
+                target: if req.platform_chain {
+                    ChainTarget::Platform
+                } else {
+                    ChainTarget::OwnTenant
+                },
+                from_sequence: req.from_sequence,
+                max_events: if req.max_events == 0 {
+                    DEFAULT_VERIFY_EVENTS
+                } else {
+                    req.max_events.min(MAX_VERIFY_EVENTS)
+                },
+                checkpoint: req.checkpoint.as_ref().map(checkpoint_in).transpose()?,
+            };
+            let report = self
+                .0
+                .vault
+                .verify_chain(&call.caller, &call.ctx, &options)
+                .await?;
             Ok(pb::VerifyChainResponse {
                 ok: report.broken.is_none(),
                 events_checked: report.checked,
@@ -87,8 +102,10 @@ impl AuditService for AuditHandler {
                     .as_ref()
                     .map(|b| b.reason.to_owned())
                     .unwrap_or_default(),
-                head_sequence: report.checked,
-                head_hash: report.head.to_vec(),
+                head_sequence: report.head.sequence,
+                head_hash: report.head.hash.to_vec(),
+                next_sequence: report.next_sequence.unwrap_or(0),
+                checkpoint_matched: report.checkpoint_matched,
             })
         })
     }
@@ -105,8 +122,159 @@ impl AuditService for AuditHandler {
 
     async fn export_checkpoint(
         &self,
-        _request: Request<pb::ExportCheckpointRequest>,
+        request: Request<pb::ExportCheckpointRequest>,
     ) -> Result<Response<pb::ExportCheckpointResponse>, Status> {
-        Err(unimplemented("ExportCheckpoint"))
+        rpc!(self.0, request, "ExportCheckpoint", |call, req| {
+            let target = match (req.platform_chain, req.tenant_id.is_empty()) {
+                (true, true) => ChainTarget::Platform,
+                (true, false) => {
+                    return Err(Error::invalid(
+                        "tenant_id",
+                        "must be empty when platform_chain is set",
+                    ));
+                }
+                (false, true) => ChainTarget::OwnTenant,
+                (false, false) => {
+                    ChainTarget::Tenant(TenantId::parse(&req.tenant_id, "tenant_id")?)
+                }
+            };
+            let signed = self
+                .0
+                .vault
+                .export_checkpoint(&call.caller, &call.ctx, target)
+                .await?;
+            let keys = self.0.vault.checkpoint_public_keys(&call.caller).await?;
+            let public_key = keys
+                .into_iter()
+                .find(|(id, _)| *id == signed.checkpoint.key_id)
+                .map(|(_, k)| k.to_vec())
+                .unwrap_or_default();
+            Ok(pb::ExportCheckpointResponse {
+                checkpoint: Some(checkpoint_out(&signed, public_key)),
+            })
+        })
     }
+
+    async fn get_checkpoint_public_key(
+        &self,
+        request: Request<pb::GetCheckpointPublicKeyRequest>,
+    ) -> Result<Response<pb::GetCheckpointPublicKeyResponse>, Status> {
+        rpc!(self.0, request, "GetCheckpointPublicKey", |call, _req| {
+            let keys = self.0.vault.checkpoint_public_keys(&call.caller).await?;
+            Ok(pb::GetCheckpointPublicKeyResponse {
+                keys: keys
+                    .into_iter()
+                    .map(|(key_id, public_key)| pb::CheckpointKey {
+                        key_id,
+                        algorithm: "ed25519".into(),
+                        public_key: public_key.to_vec(),
+                    })
+                    .collect(),
+            })
+        })
+    }
+
+    async fn query_platform_events(
+        &self,
+        request: Request<pb::QueryPlatformEventsRequest>,
+    ) -> Result<Response<pb::QueryPlatformEventsResponse>, Status> {
+        rpc!(self.0, request, "QueryPlatformEvents", |call, req| {
+            if req.page_token.chars().count() > 128 {
+                return Err(Error::invalid(
+                    "page_token",
+                    "is longer than 128 characters",
+                ));
+            }
+            let filter = AuditFilter {
+                outcome: convert::outcome_in(req.outcome)?,
+                since: req.start_time.as_ref().map(convert::time_in),
+                until: req.end_time.as_ref().map(convert::time_in),
+                ..AuditFilter::default()
+            };
+            let page = PageRequest::parse(req.page_size, &req.page_token)?;
+            let result = self
+                .0
+                .vault
+                .query_platform_events(&call.caller, &filter, &page)
+                .await?;
+            Ok(pb::QueryPlatformEventsResponse {
+                events: result.items.iter().map(convert::event_out).collect(),
+                next_page_token: result.next_token(),
+            })
+        })
+    }
+}
+
+/// A signed checkpoint as sent: the canonical fields, the signature and a
+/// copy of the public key.
+fn checkpoint_out(signed: &SignedCheckpoint, public_key: Vec<u8>) -> pb::Checkpoint {
+    let c = &signed.checkpoint;
+    pb::Checkpoint {
+        tenant_id: match c.chain {
+            ChainRef::Tenant(id) => id.to_string(),
+            ChainRef::Platform => String::new(),
+        },
+        sequence: c.sequence,
+        hash: c.hash.to_vec(),
+        signed_at: Some(convert::time_out(Timestamp::from_micros(
+            c.signed_at_micros,
+        ))),
+        key_id: c.key_id.clone(),
+        signature: signed.signature.to_vec(),
+        public_key,
+        format: u32::from(strongroom_crypto::CHECKPOINT_FORMAT),
+    }
+}
+
+/// Parses a checkpoint sent back for verification; its signature is checked
+/// by the vault.
+fn checkpoint_in(c: &pb::Checkpoint) -> strongroom_core::Result<SignedCheckpoint> {
+    if c.format != 0 && c.format != u32::from(strongroom_crypto::CHECKPOINT_FORMAT) {
+        return Err(Error::invalid("checkpoint.format", "is not a known format"));
+    }
+    // Not used (the server's own key is), but bounded like every field.
+    if c.public_key.len() > strongroom_crypto::PUBLIC_KEY_LEN {
+        return Err(Error::invalid(
+            "checkpoint.public_key",
+            "is longer than 32 bytes",
+        ));
+    }
+    let chain = if c.tenant_id.is_empty() {
+        ChainRef::Platform
+    } else {
+        ChainRef::Tenant(TenantId::parse(&c.tenant_id, "checkpoint.tenant_id")?.as_uuid())
+    };
+    let hash: [u8; 32] = c
+        .hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::invalid("checkpoint.hash", "must be 32 bytes"))?;
+    let signature: [u8; strongroom_crypto::SIGNATURE_LEN] = c
+        .signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::invalid("checkpoint.signature", "must be 64 bytes"))?;
+    if c.key_id.is_empty()
+        || c.key_id.chars().count() > 64
+        || c.key_id.chars().any(char::is_control)
+    {
+        return Err(Error::invalid(
+            "checkpoint.key_id",
+            "must be 1 to 64 characters, without control characters",
+        ));
+    }
+    let signed_at = c
+        .signed_at
+        .as_ref()
+        .ok_or_else(|| Error::invalid("checkpoint.signed_at", "is required"))?;
+    Ok(SignedCheckpoint {
+        checkpoint: Checkpoint {
+            chain,
+            sequence: c.sequence,
+            hash,
+            signed_at_micros: convert::time_in(signed_at).as_micros(),
+            key_id: c.key_id.clone(),
+        },
+        signature,
+    })
 }

@@ -69,6 +69,9 @@ impl Shared {
                 peer,
                 "call without a usable client certificate identity"
             );
+            self.vault
+                .record_failed_authentication("", peer.as_deref(), &request_id, "NO_IDENTITY")
+                .await;
             return Err(Status::unauthenticated(
                 "a client certificate with an identity is required",
             ));
@@ -101,6 +104,16 @@ impl Shared {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(rpc, request_id, peer, identity, error = %e, "authentication refused");
+                if matches!(e, strongroom_core::Error::Unauthenticated(_)) {
+                    self.vault
+                        .record_failed_authentication(
+                            identity,
+                            peer.as_deref(),
+                            &request_id,
+                            "UNKNOWN_IDENTITY",
+                        )
+                        .await;
+                }
                 return Err(to_status(e, &request_id));
             }
         };

@@ -1,0 +1,718 @@
+//! Tamper evidence beyond the hash links: signed checkpoints of chain heads,
+//! chain verification against the stored head and against a checkpoint kept
+//! outside the database, and the platform-level chain of events that belong
+//! to no tenant (failed authentication).
+//!
+//! Promises:
+//! - the signing key exists only in this process's memory and wrapped by
+//!   the root key in the database; one key per deployment, generated on the
+//!   first start (replicas racing to create it agree on the first stored);
+//! - a verification reads at most `max_events` events (plus two lookups),
+//!   whatever the chain's length; a whole chain is verified by continuing
+//!   from `next_sequence`;
+//! - a checkpoint whose signature does not verify with this deployment's key
+//!   is refused (INVALID_ARGUMENT), never trusted;
+//! - failed authentications cost the database at most one event per
+//!   identity per [`FAILED_AUTH_WINDOW`], and at most
+//!   [`FAILED_AUTH_PER_SECOND`] events a second overall; the failures in
+//!   between are counted into the identity's next event, or into one
+//!   written by [`Vault::flush_failed_authentications`] once its window has
+//!   passed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use strongroom_core::audit::ChainHead;
+use strongroom_crypto::{ChainRef, RootKey, SignedCheckpoint, SigningKey, WrappedSigningKey};
+
+use super::*;
+
+/// Server-metadata key of the wrapped checkpoint signing key.
+const SIGNING_KEY_META: &str = "checkpoint_signing_key";
+
+/// Events a verification checks when the caller names no bound.
+pub const DEFAULT_VERIFY_EVENTS: u32 = 10_000;
+/// Most events one verification call checks.
+pub const MAX_VERIFY_EVENTS: u32 = 100_000;
+/// Events read per store round trip while verifying.
+const VERIFY_BATCH: u32 = 1_000;
+
+/// Repeated failed authentications of one identity within this window are
+/// coalesced into one platform event.
+pub const FAILED_AUTH_WINDOW: Duration = Duration::from_secs(5);
+/// Most failed-authentication events written per second, all identities
+/// together; failures beyond it are counted under the identity `*`.
+pub const FAILED_AUTH_PER_SECOND: u32 = 20;
+/// Most identities tracked at once; beyond it, failures are counted under
+/// `*`.
+const FAILED_AUTH_TRACKED: usize = 10_000;
+
+/// Which chain a checkpoint or verification is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainTarget {
+    /// The caller's own tenant chain.
+    OwnTenant,
+    /// A tenant's chain, named by a platform operator.
+    Tenant(TenantId),
+    /// The platform-level chain (platform operators).
+    Platform,
+}
+
+/// What a verification checks.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// The chain.
+    pub target: ChainTarget,
+    /// First sequence to check (1 = the first event).
+    pub from_sequence: u64,
+    /// Most events to check in this call.
+    pub max_events: u32,
+    /// A checkpoint exported earlier, to check the chain against.
+    pub checkpoint: Option<SignedCheckpoint>,
+}
+
+/// A chain being read: a tenant's (through its scope) or the platform's.
+enum Chain<'a> {
+    Tenant(TenantScope<'a>),
+    Platform(PlatformScope<'a>),
+}
+
+impl Chain<'_> {
+    fn reference(&self) -> ChainRef {
+        match self {
+            Chain::Tenant(scope) => ChainRef::Tenant(scope.tenant_id().as_uuid()),
+            Chain::Platform(_) => ChainRef::Platform,
+        }
+    }
+
+    async fn head(&self, store: &dyn Store) -> Result<ChainHead> {
+        match self {
+            Chain::Tenant(scope) => store.audit_head(scope).await,
+            Chain::Platform(_) => store.platform_audit_head().await,
+        }
+    }
+
+    async fn after(&self, store: &dyn Store, after: u64, limit: u32) -> Result<Vec<AuditEvent>> {
+        match self {
+            Chain::Tenant(scope) => store.audit_after(scope, after, limit).await,
+            Chain::Platform(_) => store.platform_audit_after(after, limit).await,
+        }
+    }
+
+    /// The event at `sequence`, if stored.
+    async fn at(&self, store: &dyn Store, sequence: u64) -> Result<Option<AuditEvent>> {
+        let found = self.after(store, sequence.saturating_sub(1), 1).await?;
+        Ok(found.into_iter().next().filter(|e| e.sequence == sequence))
+    }
+
+    /// The newest stored event at or before `sequence`.
+    async fn last_up_to(&self, store: &dyn Store, sequence: u64) -> Result<Option<AuditEvent>> {
+        let page = PageRequest {
+            size: 1,
+            after: Some(sequence.saturating_add(1).to_string()),
+        };
+        let filter = AuditFilter::default();
+        let found = match self {
+            Chain::Tenant(scope) => store.query_audit(scope, &filter, &page).await?,
+            Chain::Platform(scope) => store.query_platform_audit(scope, &filter, &page).await?,
+        };
+        Ok(found.items.into_iter().next())
+    }
+}
+
+/// The stored form of the signing key: versioned JSON.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSigningKey {
+    format: u8,
+    key_id: String,
+    /// The wrapped PKCS#8 document, hex.
+    wrapped: String,
+}
+
+fn unwrap_stored(root: &RootKey, bytes: &[u8]) -> Result<SigningKey> {
+    let stored: StoredSigningKey = serde_json::from_slice(bytes)
+        .map_err(|_| Error::internal("the stored checkpoint signing key is malformed"))?;
+    if stored.format != 1 {
+        return Err(Error::internal(
+            "the stored checkpoint signing key has an unknown format",
+        ));
+    }
+    let wrapped = hex::decode(&stored.wrapped)
+        .map_err(|_| Error::internal("the stored checkpoint signing key is malformed"))?;
+    root.unwrap_signing_key(&stored.key_id, &WrappedSigningKey::from_bytes(wrapped))
+        .map_err(crypto_error)
+}
+
+impl Vault {
+    /// The deployment's checkpoint signing key: unwrapped from the database
+    /// on first use, or generated and stored (wrapped by the root key) on
+    /// the deployment's first start. If another replica stored one first,
+    /// that one is used.
+    pub async fn checkpoint_key(&self) -> Result<Arc<SigningKey>> {
+        let key = self
+            .checkpoint_key
+            .get_or_try_init(|| async {
+                if let Some(bytes) = self.store.get_meta(SIGNING_KEY_META).await? {
+                    return unwrap_stored(&self.root, &bytes).map(Arc::new);
+                }
+                let (key, pkcs8) = SigningKey::generate().map_err(crypto_error)?;
+                let wrapped = self
+                    .root
+                    .wrap_signing_key(key.key_id(), &pkcs8)
+                    .map_err(crypto_error)?;
+                let stored = serde_json::to_vec(&StoredSigningKey {
+                    format: 1,
+                    key_id: key.key_id().to_owned(),
+                    wrapped: hex::encode(wrapped.to_bytes()),
+                })
+                .map_err(|_| Error::internal("cannot encode the checkpoint signing key"))?;
+                if self
+                    .store
+                    .put_meta_if_absent(SIGNING_KEY_META, &stored)
+                    .await?
+                {
+                    tracing::info!(key_id = key.key_id(), "checkpoint signing key generated");
+                    return Ok(Arc::new(key));
+                }
+                let bytes = self
+                    .store
+                    .get_meta(SIGNING_KEY_META)
+                    .await?
+                    .ok_or_else(|| Error::internal("the checkpoint signing key vanished"))?;
+                unwrap_stored(&self.root, &bytes).map(Arc::new)
+            })
+            .await?;
+        Ok(Arc::clone(key))
+    }
+
+    /// The public keys checkpoints are signed with, as (key id, key). Any
+    /// authenticated caller.
+    pub async fn checkpoint_public_keys(
+        &self,
+        _caller: &Authenticated,
+    ) -> Result<Vec<(String, [u8; strongroom_crypto::PUBLIC_KEY_LEN])>> {
+        let key = self.checkpoint_key().await?;
+        Ok(vec![(key.key_id().to_owned(), key.public_key())])
+    }
+
+    /// Signs the current head of `target`'s chain: the caller's own tenant
+    /// (admin role), or, for a platform operator, any tenant or the platform
+    /// chain.
+    pub async fn export_checkpoint(
+        &self,
+        caller: &Authenticated,
+        ctx: &CallContext,
+        target: ChainTarget,
+    ) -> Result<SignedCheckpoint> {
+        let (chain, head) = match target {
+            ChainTarget::OwnTenant => {
+                let scope = caller.tenant_scope()?;
+                self.require_role(&scope, ctx, Action::AuditQuery, &[Role::Admin])
+                    .await?;
+                (
+                    ChainRef::Tenant(scope.tenant_id().as_uuid()),
+                    self.store.audit_head(&scope).await?,
+                )
+            }
+            ChainTarget::Tenant(id) => {
+                caller.platform_scope()?;
+                let (_, head) = self
+                    .store
+                    .audit_heads(Some(id))
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::not_found("tenant"))?;
+                (ChainRef::Tenant(id.as_uuid()), head)
+            }
+            ChainTarget::Platform => {
+                caller.platform_scope()?;
+                (ChainRef::Platform, self.store.platform_audit_head().await?)
+            }
+        };
+        let key = self.checkpoint_key().await?;
+        Ok(key.sign(
+            chain,
+            head.sequence,
+            head.hash,
+            Timestamp::now().as_micros(),
+        ))
+    }
+
+    /// Signs the head of every chain, for the scheduled checkpoint task:
+    /// each tenant's and the platform's, as (chain, head) pairs.
+    pub async fn chain_heads(&self) -> Result<Vec<(ChainRef, ChainHead)>> {
+        let mut heads: Vec<(ChainRef, ChainHead)> = self
+            .store
+            .audit_heads(None)
+            .await?
+            .into_iter()
+            .map(|(t, h)| (ChainRef::Tenant(t.as_uuid()), h))
+            .collect();
+        heads.push((ChainRef::Platform, self.store.platform_audit_head().await?));
+        Ok(heads)
+    }
+
+    /// Verifies a chain (admin, operator or viewer of the tenant; the
+    /// platform chain: a platform operator): from `from_sequence`, at most
+    /// `max_events` events, each linked to the one before and matching its
+    /// hash; the newest against the stored head; and, given a checkpoint,
+    /// that the chain still holds the checkpoint's head. Reports the first
+    /// missing, altered or unlinked sequence.
+    pub async fn verify_chain(
+        &self,
+        caller: &Authenticated,
+        ctx: &CallContext,
+        options: &VerifyOptions,
+    ) -> Result<ChainReport> {
+        let chain = match options.target {
+            ChainTarget::Platform => Chain::Platform(caller.platform_scope()?),
+            ChainTarget::Tenant(_) => {
+                return Err(Error::invalid(
+                    "tenant_id",
+                    "a tenant's chain is verified by its own principals",
+                ));
+            }
+            ChainTarget::OwnTenant => {
+                let scope = caller.tenant_scope()?;
+                self.require_role(
+                    &scope,
+                    ctx,
+                    Action::AuditQuery,
+                    &[Role::Admin, Role::Operator, Role::Viewer],
+                )
+                .await?;
+                Chain::Tenant(scope)
+            }
+        };
+        let store = self.store.as_ref();
+        // Checked first: a forged or altered checkpoint is refused outright.
+        if let Some(checkpoint) = &options.checkpoint {
+            let key = self.checkpoint_key().await?;
+            if checkpoint.checkpoint.key_id != key.key_id()
+                || checkpoint.verify(&key.public_key()).is_err()
+            {
+                return Err(Error::invalid(
+                    "checkpoint",
+                    "the signature does not verify with this server's checkpoint key",
+                ));
+            }
+            if checkpoint.checkpoint.chain != chain.reference() {
+                return Err(Error::invalid("checkpoint", "is for another chain"));
+            }
+        }
+        let head = chain.head(store).await?;
+        let max_events = options.max_events.clamp(1, MAX_VERIFY_EVENTS);
+        let from = options.from_sequence.max(1);
+        if from > head.sequence.saturating_add(1) {
+            return Err(Error::invalid("from_sequence", "is beyond the chain head"));
+        }
+        let walk = Self::walk_chain(&chain, store, head, from, max_events).await?;
+        let mut report = ChainReport {
+            checked: walk.checked,
+            broken: walk.broken,
+            head,
+            next_sequence: walk.next_sequence,
+            checkpoint_matched: false,
+        };
+        if let Some(checkpoint) = &options.checkpoint {
+            match Self::check_checkpoint(&chain, store, checkpoint).await? {
+                None => report.checkpoint_matched = true,
+                Some(b) => {
+                    if report
+                        .broken
+                        .as_ref()
+                        .is_none_or(|w| b.sequence < w.sequence)
+                    {
+                        report.broken = Some(b);
+                    }
+                    report.next_sequence = None;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Walks the chain from `from`, at most `max_events` events, up to the
+    /// stored `head`; then compares the newest event with the head.
+    async fn walk_chain(
+        chain: &Chain<'_>,
+        store: &dyn Store,
+        head: ChainHead,
+        from: u64,
+        max_events: u32,
+    ) -> Result<Walk> {
+        let broken = |sequence, reason| Walk {
+            checked: 0,
+            broken: Some(ChainBreak { sequence, reason }),
+            next_sequence: None,
+        };
+        let mut verifier = if from == 1 {
+            ChainVerifier::default()
+        } else {
+            // Continuing: the event before `from` anchors the link; its own
+            // hash is re-checked, its link was checked by the call before.
+            match chain.at(store, from - 1).await? {
+                None => return Ok(broken(from - 1, "event missing")),
+                Some(prev) if prev.compute_hash() != prev.hash => {
+                    return Ok(broken(from - 1, "event contents do not match its hash"));
+                }
+                Some(prev) => ChainVerifier::resume(from, prev.hash),
+            }
+        };
+        let mut remaining = max_events;
+        let mut after = from - 1;
+        let mut reached_end = false;
+        while remaining > 0 {
+            let limit = remaining.min(VERIFY_BATCH);
+            // Events appended after the head was read are left out.
+            let batch: Vec<AuditEvent> = chain
+                .after(store, after, limit)
+                .await?
+                .into_iter()
+                .filter(|e| e.sequence <= head.sequence)
+                .collect();
+            for event in &batch {
+                if let Err(b) = verifier.push(event) {
+                    return Ok(Walk {
+                        checked: verifier.checked(),
+                        broken: Some(b),
+                        next_sequence: None,
+                    });
+                }
+            }
+            remaining -= u32::try_from(batch.len()).unwrap_or(limit).min(limit);
+            match batch.last() {
+                Some(last) if batch.len() == limit as usize && last.sequence < head.sequence => {
+                    after = last.sequence;
+                }
+                _ => {
+                    reached_end = true;
+                    break;
+                }
+            }
+        }
+        if !reached_end && verifier.expected_sequence() <= head.sequence {
+            return Ok(Walk {
+                checked: verifier.checked(),
+                broken: None,
+                next_sequence: Some(verifier.expected_sequence()),
+            });
+        }
+        let checked = verifier.checked();
+        let end = |reason| Walk {
+            checked,
+            broken: Some(ChainBreak {
+                sequence: verifier.expected_sequence().min(head.sequence),
+                reason,
+            }),
+            next_sequence: None,
+        };
+        if verifier.expected_sequence() <= head.sequence {
+            // The newest events are gone: the stored head is further on.
+            return Ok(end("event missing: the stored chain head is further on"));
+        }
+        if verifier.head() != head.hash {
+            return Ok(end("the newest event does not match the stored chain head"));
+        }
+        Ok(Walk {
+            checked,
+            broken: None,
+            next_sequence: None,
+        })
+    }
+
+    /// Whether the chain still holds `checkpoint`'s head event with its
+    /// hash; if not, the first missing or altered sequence.
+    async fn check_checkpoint(
+        chain: &Chain<'_>,
+        store: &dyn Store,
+        checkpoint: &SignedCheckpoint,
+    ) -> Result<Option<ChainBreak>> {
+        let signed = &checkpoint.checkpoint;
+        if signed.sequence == 0 {
+            return Ok(None);
+        }
+        match chain.at(store, signed.sequence).await? {
+            Some(event) if event.hash == signed.hash => Ok(None),
+            Some(_) => Ok(Some(ChainBreak {
+                sequence: signed.sequence,
+                reason: "the event differs from the one the checkpoint signed",
+            })),
+            None => {
+                let first_missing = chain
+                    .last_up_to(store, signed.sequence)
+                    .await?
+                    .map_or(1, |e| e.sequence + 1);
+                Ok(Some(ChainBreak {
+                    sequence: first_missing,
+                    reason: "event missing: the checkpoint signed a longer chain",
+                }))
+            }
+        }
+    }
+
+    /// Records a failed authentication (a verified certificate whose
+    /// identity is bound nowhere, or that names no identity) in the platform
+    /// chain, coalescing repeats (see the module's promises). A failure to
+    /// record is logged; the refusal stands either way.
+    pub async fn record_failed_authentication(
+        &self,
+        identity: &str,
+        peer: Option<&str>,
+        request_id: &str,
+        reason: &'static str,
+    ) {
+        let Some(failure) = self
+            .failed_auth
+            .admit(identity, peer, reason, Instant::now())
+        else {
+            return;
+        };
+        self.append_failed_authentication(failure, Some(request_id))
+            .await;
+    }
+
+    /// Records the failures coalesced since each identity's last event,
+    /// once its window has passed without a new event (so the last burst of
+    /// an identity is counted too). Run every [`FAILED_AUTH_WINDOW`] by the
+    /// server.
+    pub async fn flush_failed_authentications(&self) {
+        for failure in self.failed_auth.due(Instant::now()) {
+            self.append_failed_authentication(failure, None).await;
+        }
+    }
+
+    async fn append_failed_authentication(&self, failure: Failure, request_id: Option<&str>) {
+        let mut draft = AuditDraft::new(
+            Action::AuthenticationFailed,
+            Outcome::Denied,
+            failure.reason,
+        );
+        // The presented identity is the caller's text: stored without
+        // control characters and bounded, like any free text.
+        draft.actor = failure
+            .identity
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .take(512)
+            .collect();
+        draft.peer = failure.peer;
+        draft.request_id = request_id.map(str::to_owned);
+        draft.detail = Some(format!("count={}", failure.count));
+        match tokio::time::timeout(
+            self.limits.audit_timeout,
+            self.store.append_platform_audit(draft),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "could not record a failed authentication"),
+            Err(_) => tracing::error!("recording a failed authentication timed out"),
+        }
+    }
+
+    /// Platform events, newest first (platform operators).
+    pub async fn query_platform_events(
+        &self,
+        caller: &Authenticated,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>> {
+        let scope = caller.platform_scope()?;
+        self.store.query_platform_audit(&scope, filter, page).await
+    }
+}
+
+/// What a bounded walk found.
+struct Walk {
+    checked: u64,
+    broken: Option<ChainBreak>,
+    next_sequence: Option<u64>,
+}
+
+/// Failed authentications seen recently, to coalesce them.
+#[derive(Default)]
+pub(crate) struct FailedAuthLog {
+    inner: Mutex<FailedAuthState>,
+}
+
+#[derive(Default)]
+struct FailedAuthState {
+    identities: HashMap<String, Tracked>,
+    /// The current one-second window and the events written in it.
+    second: Option<Instant>,
+    written: u32,
+}
+
+/// One identity's failures since its last event.
+struct Tracked {
+    /// When its last event was written.
+    at: Instant,
+    /// Failures since, not yet recorded.
+    suppressed: u64,
+    /// The latest failure's reason and peer.
+    reason: &'static str,
+    peer: Option<String>,
+}
+
+/// A platform event to write: the failures of one identity.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Failure {
+    identity: String,
+    peer: Option<String>,
+    reason: &'static str,
+    count: u64,
+}
+
+impl FailedAuthLog {
+    /// Whether a failure of `identity` at `now` is to be written now: if so,
+    /// the event (under the identity `*` once the overall rate or the
+    /// tracking limit is reached) with the failures it stands for.
+    fn admit(
+        &self,
+        identity: &str,
+        peer: Option<&str>,
+        reason: &'static str,
+        now: Instant,
+    ) -> Option<Failure> {
+        let mut state = self.inner.lock().ok()?;
+        let state = &mut *state;
+        if state
+            .second
+            .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
+        {
+            state.second = Some(now);
+            state.written = 0;
+        }
+        if state.identities.len() >= FAILED_AUTH_TRACKED {
+            state
+                .identities
+                .retain(|_, t| t.suppressed > 0 || now.duration_since(t.at) < FAILED_AUTH_WINDOW);
+        }
+        let mut key = identity;
+        if state.written >= FAILED_AUTH_PER_SECOND
+            || (state.identities.len() >= FAILED_AUTH_TRACKED
+                && !state.identities.contains_key(identity))
+        {
+            key = "*";
+        }
+        let count = match state.identities.get_mut(key) {
+            None => {
+                state.identities.insert(
+                    key.to_owned(),
+                    Tracked {
+                        at: now,
+                        suppressed: 0,
+                        reason,
+                        peer: peer.map(str::to_owned),
+                    },
+                );
+                1
+            }
+            Some(t) if now.duration_since(t.at) >= FAILED_AUTH_WINDOW => {
+                let count = t.suppressed + 1;
+                t.at = now;
+                t.suppressed = 0;
+                count
+            }
+            Some(t) => {
+                t.suppressed += 1;
+                t.reason = reason;
+                t.peer = peer.map(str::to_owned);
+                return None;
+            }
+        };
+        state.written += 1;
+        Some(Failure {
+            identity: key.to_owned(),
+            peer: peer.map(str::to_owned),
+            reason,
+            count,
+        })
+    }
+
+    /// The coalesced failures whose window has passed, as events to write;
+    /// forgets identities with nothing left to record.
+    fn due(&self, now: Instant) -> Vec<Failure> {
+        let Ok(mut state) = self.inner.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        state.identities.retain(|identity, t| {
+            if now.duration_since(t.at) < FAILED_AUTH_WINDOW {
+                return true;
+            }
+            if t.suppressed > 0 {
+                out.push(Failure {
+                    identity: identity.clone(),
+                    peer: t.peer.take(),
+                    reason: t.reason,
+                    count: t.suppressed,
+                });
+            }
+            false
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fail(log: &FailedAuthLog, identity: &str, at: Instant) -> Option<(String, u64)> {
+        log.admit(identity, Some("127.0.0.1:1"), "UNKNOWN_IDENTITY", at)
+            .map(|f| (f.identity, f.count))
+    }
+
+    #[test]
+    fn repeated_failures_are_coalesced_and_counted() {
+        let log = FailedAuthLog::default();
+        let t0 = Instant::now();
+        assert_eq!(fail(&log, "a", t0), Some(("a".into(), 1)));
+        for i in 1..10 {
+            assert_eq!(fail(&log, "a", t0 + Duration::from_millis(i * 10)), None);
+        }
+        assert_eq!(fail(&log, "b", t0), Some(("b".into(), 1)));
+        assert_eq!(
+            fail(&log, "a", t0 + FAILED_AUTH_WINDOW),
+            Some(("a".into(), 10))
+        );
+    }
+
+    #[test]
+    fn the_last_burst_is_flushed_once_its_window_passed() {
+        let log = FailedAuthLog::default();
+        let t0 = Instant::now();
+        assert!(fail(&log, "a", t0).is_some());
+        assert!(fail(&log, "b", t0).is_some());
+        for _ in 0..3 {
+            assert_eq!(fail(&log, "a", t0), None);
+        }
+        assert!(log.due(t0).is_empty(), "the window has not passed");
+        let due = log.due(t0 + FAILED_AUTH_WINDOW);
+        assert_eq!(
+            due.iter()
+                .map(|f| (f.identity.as_str(), f.count))
+                .collect::<Vec<_>>(),
+            vec![("a", 3)],
+            "only what was not recorded yet"
+        );
+        assert!(log.due(t0 + FAILED_AUTH_WINDOW * 2).is_empty());
+        // Forgotten: the next failure is recorded at once.
+        assert!(fail(&log, "a", t0 + FAILED_AUTH_WINDOW * 2).is_some());
+    }
+
+    #[test]
+    fn the_overall_rate_is_bounded() {
+        let log = FailedAuthLog::default();
+        let t0 = Instant::now();
+        let written = (0..1000)
+            .filter(|i| fail(&log, &format!("id{i}"), t0).is_some())
+            .count();
+        // FAILED_AUTH_PER_SECOND identities, then one event under `*`.
+        assert_eq!(written, FAILED_AUTH_PER_SECOND as usize + 1);
+    }
+}
