@@ -1305,6 +1305,11 @@ macro_rules! store_impl {
                     (Err(e), Some((works, drafts))) if crate::batch::retry_singly(&e, jobs) => {
                         tracing::warn!(error = %e, jobs, "audit batch failed; committing its jobs one by one");
                         for ((work, draft), reply) in works.into_iter().zip(drafts).zip(replies) {
+                            // A caller that gave up (its audit timeout) was
+                            // answered unavailable: its job is not written.
+                            if reply.is_closed() {
+                                continue;
+                            }
                             let result = self.run_batch(tenant, vec![work], vec![draft], &mut state.head).await;
                             crate::batch::answer(result, vec![reply]);
                         }
@@ -1430,7 +1435,13 @@ macro_rules! store_impl {
                     let head = i64::try_from(next).map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?;
                     Self::insert_events(&mut tx, &events, head, &prev, self.origin(), &changes).await?;
                 }
-                tx.commit().await.map_err(db("audit event"))?;
+                // A failed COMMIT leaves the outcome unknown (the server may
+                // have committed before the connection broke): answered as
+                // unavailable, never run again job by job.
+                tx.commit().await.map_err(|e| {
+                    tracing::warn!(error = %e, "audit batch commit failed; its outcome is unknown");
+                    strongroom_core::Error::Unavailable("the audit log is unavailable".into())
+                })?;
                 *head_after = Some(crate::batch::Head { sequence: next, hash: prev });
                 Ok(results)
             }
