@@ -44,6 +44,9 @@ pub struct GrantFilter {
     pub covering: Option<CredentialName>,
     /// Only grants that include this environment.
     pub environment: Option<Environment>,
+    /// Only grants that include one of these environments (what a principal
+    /// confined to them sees).
+    pub in_environments: Option<Vec<Environment>>,
 }
 
 /// Filters for querying audit events.

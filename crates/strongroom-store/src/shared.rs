@@ -803,6 +803,33 @@ macro_rules! store_impl {
                         .push(")) = ")
                         .push_bind(p.clone());
                 }
+                if filter.unowned_only {
+                    q.push(" AND owner IS NULL");
+                }
+                if let Some(reach) = &filter.reach {
+                    q.push(" AND (1 = 0");
+                    for r in reach {
+                        q.push(" OR (environment IN (NULL");
+                        for e in &r.environments {
+                            q.push(", ").push_bind(e.as_str().to_owned());
+                        }
+                        q.push(")");
+                        match &r.selector {
+                            strongroom_core::policy::Selector::Exact(n) => {
+                                q.push(" AND name = ").push_bind(n.as_str().to_owned());
+                            }
+                            strongroom_core::policy::Selector::Prefix(p) if p.is_empty() => {}
+                            strongroom_core::policy::Selector::Prefix(p) => {
+                                q.push(" AND substr(name, 1, length(")
+                                    .push_bind(p.clone())
+                                    .push(")) = ")
+                                    .push_bind(p.clone());
+                            }
+                        }
+                        q.push(")");
+                    }
+                    q.push(")");
+                }
                 q.push(" ORDER BY id LIMIT ").push_bind(page.fetch_limit());
                 let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
                 let rows: Vec<crate::rows::CredentialRow> = q
@@ -1070,6 +1097,17 @@ macro_rules! store_impl {
                         .push("(environments, ")
                         .push_bind(format!("\"{}\"", e.as_str()))
                         .push(") > 0");
+                }
+                if let Some(envs) = &filter.in_environments {
+                    q.push(" AND (1 = 0");
+                    for e in envs {
+                        q.push(" OR ")
+                            .push(Self::STRPOS)
+                            .push("(environments, ")
+                            .push_bind(format!("\"{}\"", e.as_str()))
+                            .push(") > 0");
+                    }
+                    q.push(")");
                 }
                 if let Some(n) = &filter.covering {
                     // The selector is the exact name, '*', or 'prefix/*' with

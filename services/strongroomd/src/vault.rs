@@ -1298,7 +1298,6 @@ impl Vault {
     ) -> Result<Page<Credential>> {
         let scope = caller.tenant_scope()?;
         let principal = scope.principal();
-        let mut result = self.store.list_credentials(&scope, filter, page).await?;
         let grants =
             if strongroom_core::policy::role_defaults(principal.role).allows(Capability::List) {
                 Vec::new()
@@ -1306,21 +1305,31 @@ impl Vault {
                 self.store.grants_for(&scope, principal).await?
             };
         let now = Timestamp::now();
-        result.items.retain(|c| {
-            evaluate(
-                principal,
-                &grants,
-                &AccessRequest {
-                    capability: Capability::List,
-                    environment: &c.environment,
-                    name: &c.name,
-                    owner: None,
-                    on_behalf_of: None,
-                },
-                now,
-            )
-            .allowed
-        });
+        // What the caller may not list is left out by the query itself, so
+        // that neither the page nor its token holds anything of it.
+        let visible = CredentialFilter {
+            reach: strongroom_core::policy::reach(principal, &grants, Capability::List, now),
+            ..filter.clone()
+        };
+        let mut result = self.store.list_credentials(&scope, &visible, page).await?;
+        result.retain(
+            |c| {
+                evaluate(
+                    principal,
+                    &grants,
+                    &AccessRequest {
+                        capability: Capability::List,
+                        environment: &c.environment,
+                        name: &c.name,
+                        owner: None,
+                        on_behalf_of: None,
+                    },
+                    now,
+                )
+                .allowed
+            },
+            |c| c.id.to_string(),
+        );
         Ok(result)
     }
 
@@ -1591,21 +1600,22 @@ impl Vault {
             }
             c
         } else {
+            // Only credentials the caller may list count: how many serve
+            // the service must not leak to a caller without access.
+            let principal = scope.principal();
+            let grants = self.grants_for(&scope, principal).await?;
+            let now = Timestamp::now();
             let filter = CredentialFilter {
                 environment: Some(environment.clone()),
                 service: Some(service.clone()),
                 status: Some(CredentialStatus::Active),
+                reach: strongroom_core::policy::reach(principal, &grants, Capability::List, now),
                 ..CredentialFilter::default()
             };
-            // Only credentials the caller may list count: how many serve
-            // the service must not leak to a caller without access.
             let mut page = self
                 .store
                 .list_credentials(&scope, &filter, &PageRequest::first(100))
                 .await?;
-            let principal = scope.principal();
-            let grants = self.grants_for(&scope, principal).await?;
-            let now = Timestamp::now();
             page.items.retain(|c| {
                 evaluate(
                     principal,
@@ -2142,15 +2152,21 @@ impl Vault {
             )
             .await?;
         }
-        let mut grants = self.store.list_grants(&scope, filter, page).await?;
-        // A principal confined to environments sees grants only as far as
-        // they reach into its environments.
+        // A principal confined to environments sees only the grants that
+        // reach into them (chosen by the query, so the page token points at
+        // nothing else), and those only as far as they reach into them.
         let principal = scope.principal();
+        let confined = GrantFilter {
+            in_environments: (!principal.environments.is_empty())
+                .then(|| principal.environments.clone()),
+            ..filter.clone()
+        };
+        let mut grants = self.store.list_grants(&scope, &confined, page).await?;
         if !principal.environments.is_empty() {
-            grants.items.retain_mut(|g| {
+            for g in &mut grants.items {
                 g.environments.retain(|e| principal.may_enter(e));
-                !g.environments.is_empty()
-            });
+            }
+            grants.retain(|g| !g.environments.is_empty(), |g| g.id.to_string());
         }
         Ok(grants)
     }
@@ -2176,35 +2192,42 @@ impl Vault {
             }
         };
         let grants = self.store.grants_for(&scope, &subject).await?;
+        let now = Timestamp::now();
+        // Only what the subject reaches is read, so the page's token points
+        // at nothing else (owner-scoped credentials aside, left out below).
         let filter = CredentialFilter {
             environment,
+            reach: strongroom_core::policy::reach(&subject, &grants, capability, now),
+            // Values of owner-scoped credentials are used only on behalf of
+            // their owner, which a listing does not state.
+            unowned_only: capability.touches_value() && subject.role != Role::Admin,
             ..CredentialFilter::default()
         };
         let listed = self.store.list_credentials(&scope, &filter, page).await?;
-        let now = Timestamp::now();
-        let items = listed
-            .items
-            .into_iter()
-            .filter_map(|c| {
-                let d = evaluate(
-                    &subject,
-                    &grants,
-                    &AccessRequest {
-                        capability,
-                        environment: &c.environment,
-                        name: &c.name,
-                        owner: c.owner.as_deref(),
-                        on_behalf_of: None,
-                    },
-                    now,
-                );
-                d.allowed.then_some((c, d))
-            })
-            .collect();
-        Ok(Page {
-            items,
+        let mut decided = Page {
+            items: listed
+                .items
+                .into_iter()
+                .map(|c| {
+                    let d = evaluate(
+                        &subject,
+                        &grants,
+                        &AccessRequest {
+                            capability,
+                            environment: &c.environment,
+                            name: &c.name,
+                            owner: c.owner.as_deref(),
+                            on_behalf_of: None,
+                        },
+                        now,
+                    );
+                    (c, d)
+                })
+                .collect(),
             next: listed.next,
-        })
+        };
+        decided.retain(|(_, d)| d.allowed, |(c, _)| c.id.to_string());
+        Ok(decided)
     }
 
     // ---- audit ----
