@@ -17,7 +17,7 @@ use strongroom_core::ids::{CredentialId, GrantId, PrincipalId, TenantId};
 use strongroom_core::names::PrincipalName;
 use strongroom_core::page::PageRequest;
 use strongroom_core::policy::{
-    Capabilities, Capability, Destination, Grant, GrantSubject, Selector,
+    Capabilities, Capability, Destination, Grant, GrantSubject, Reach, Selector,
 };
 use strongroom_core::principal::{IdentityPattern, PrincipalStatus, Role};
 use strongroom_core::store::{AuditFilter, GrantFilter, Store};
@@ -886,13 +886,14 @@ pub async fn credential_list_filters(store: Arc<dyn Store>) {
         CredentialType::ApiKey,
         &["team:ml", "prod-ready"],
     );
-    let c2 = make(
+    let mut c2 = make(
         "dev",
         "llm/anthropic",
         "anthropic",
         CredentialType::ApiKey,
         &["team:ml"],
     );
+    c2.owner = Some("alice".into());
     let c3 = make(
         "staging",
         "llm/openai",
@@ -1070,10 +1071,61 @@ pub async fn credential_list_filters(store: Arc<dyn Store>) {
             status: Some(CredentialStatus::Active),
             tag: Some(tag("team:ml")),
             name_prefix: Some("llm/".into()),
+            reach: Some(vec![Reach {
+                environments: vec![env("dev")],
+                selector: Selector::parse("llm/*", "selector").expect("selector"),
+            }]),
+            unowned_only: true,
         })
         .await,
         vec![c1.id]
     );
+    let mut unowned: Vec<_> = list(f()).await;
+    unowned.retain(|id| *id != c2.id);
+    assert_eq!(
+        list(CredentialFilter {
+            unowned_only: true,
+            ..f()
+        })
+        .await,
+        unowned
+    );
+    // A reach covers its environments and names only; none covers nothing.
+    let reach = |envs: &[&str], selector: &str| Reach {
+        environments: envs.iter().map(|e| env(e)).collect(),
+        selector: Selector::parse(selector, "selector").expect("selector"),
+    };
+    let all = list(f()).await;
+    for (reaches, label) in [
+        (vec![], "nothing"),
+        (vec![reach(&["dev"], "*")], "dev"),
+        (vec![reach(&["production"], "*")], "production"),
+        (vec![reach(&["dev", "production"], "llm/*")], "llm/*"),
+        (
+            vec![reach(&["dev"], "llm/openai"), reach(&["production"], "*")],
+            "two",
+        ),
+    ] {
+        let mut expected = Vec::new();
+        for id in &all {
+            let c = store.get_credential(&scope, *id).await.expect("get");
+            if reaches
+                .iter()
+                .any(|r| r.environments.contains(&c.environment) && r.selector.matches(&c.name))
+            {
+                expected.push(*id);
+            }
+        }
+        assert_eq!(
+            list(CredentialFilter {
+                reach: Some(reaches.clone()),
+                ..f()
+            })
+            .await,
+            expected,
+            "{label}"
+        );
+    }
 }
 
 /// Listing more than one page returns every credential once, in creation
