@@ -27,6 +27,7 @@ mod input_validation;
 mod isolation_guards;
 mod lifecycle;
 mod mtls;
+mod namespaces;
 mod policy;
 mod secrets_in_logs;
 mod smoke;

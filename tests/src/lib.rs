@@ -453,10 +453,19 @@ impl TestServer {
         self.client(OPERATOR).await
     }
 
-    /// Creates tenant `name` with an admin (`spiffe://e2e.test/NAME/admin`)
-    /// and returns the admin's client.
+    /// Creates tenant `name` with the identity namespace
+    /// `spiffe://e2e.test/NAME/*` and an admin
+    /// (`spiffe://e2e.test/NAME/admin`), and returns the admin's client.
     pub async fn tenant(&self, name: &str) -> TenantAdmin {
+        self.tenant_with(name, &[]).await
+    }
+
+    /// As [`TestServer::tenant`], with `more` identity namespaces besides
+    /// `spiffe://e2e.test/NAME/*`.
+    pub async fn tenant_with(&self, name: &str, more: &[&str]) -> TenantAdmin {
         let identity = format!("spiffe://e2e.test/{name}/admin");
+        let mut namespaces = vec![format!("spiffe://e2e.test/{name}/*")];
+        namespaces.extend(more.iter().map(|n| (*n).to_owned()));
         let response = self
             .operator()
             .await
@@ -467,6 +476,7 @@ impl TestServer {
                     name: "admin".into(),
                     identity: identity.clone(),
                 }),
+                identity_namespaces: namespaces,
                 ..Default::default()
             })
             .await

@@ -109,6 +109,47 @@ pub async fn migrate_postgres(url: &str) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The report `strongroomd migrate` prints: one line per identity binding
+/// that authentication ignores (too broad to be an identity namespace,
+/// overlapping another tenant's, or outside its tenant's namespaces),
+/// naming its tenant and id, so an operator can assign namespaces or delete
+/// the binding.
+pub async fn disabled_bindings_report(database: &Database) -> Result<Vec<String>, StartError> {
+    const LIMIT: u32 = 10_000;
+    let found = match database {
+        Database::Sqlite { path } => {
+            SqliteStore::open(path)
+                .await
+                .map_err(|e| StartError::Database(e.to_string()))?
+                .disabled_bindings(LIMIT)
+                .await
+        }
+        Database::Postgres {
+            url, migrate_url, ..
+        } => {
+            PgStore::connect(migrate_url.as_deref().unwrap_or(url), 2)
+                .await
+                .map_err(|e| StartError::Database(e.to_string()))?
+                .disabled_bindings(LIMIT)
+                .await
+        }
+    }
+    .map_err(|e| StartError::Database(e.to_string()))?;
+    Ok(found
+        .iter()
+        .map(|b| {
+            format!(
+                "disabled identity binding: tenant={} tenant_id={} binding_id={} identity={} reason={}",
+                b.tenant_name,
+                b.tenant,
+                b.binding,
+                b.pattern.to_text(),
+                b.reason
+            )
+        })
+        .collect())
+}
+
 fn key_error(e: CryptoError) -> StartError {
     StartError::RootKey(e.to_string())
 }
