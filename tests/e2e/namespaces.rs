@@ -7,14 +7,15 @@
 use std::collections::BTreeSet;
 
 use strongroom_client::Client;
-use strongroom_e2e::{Backend, CertKind, TestServer, expect_code};
+use strongroom_e2e::{Backend, CertKind, Options, TestServer, expect_code};
 use strongroom_proto::v1 as pb;
 
 on_both_backends!(
     capture_is_refused,
     namespace_moves_take_their_bindings_along,
     overlapping_assignments_race,
-    namespace_rules_at_creation
+    namespace_rules_at_creation,
+    migration_derives_namespaces_and_disables_broad_bindings
 );
 
 async fn bind(
@@ -459,5 +460,176 @@ async fn namespace_rules_at_creation(backend: Backend) {
         tonic::Code::InvalidArgument,
         "33 namespaces",
     );
+    server.stop().await;
+}
+
+/// A binding as stored before namespaces: kind, pattern (a prefix without
+/// its `*`), creation time.
+type LegacyBinding = (&'static str, &'static str, i64);
+
+/// The migration that introduced identity namespaces.
+const NAMESPACES_MIGRATION: i64 = 20261206000001;
+
+/// Bindings made before namespaces existed: the migration gives each tenant
+/// the namespaces its bindings imply, disables the bindings too broad to be
+/// a namespace or overlapping an older binding of another tenant, and
+/// `strongroomd migrate` names them; authentication ignores them.
+async fn migration_derives_namespaces_and_disables_broad_bindings(backend: Backend) {
+    let id = |u: uuid::Uuid| match backend {
+        Backend::Postgres => format!("'{u}'"),
+        Backend::Sqlite => format!("X'{}'", u.simple()),
+    };
+    let genesis = match backend {
+        Backend::Postgres => "decode(repeat('00', 32), 'hex')",
+        Backend::Sqlite => "zeroblob(32)",
+    };
+    let mut seed = String::new();
+    let mut principals = std::collections::BTreeMap::new();
+    let mut bindings = std::collections::BTreeMap::new();
+    // (tenant, [(kind, stored pattern, created_at)]): prefix patterns are
+    // stored without their `*`.
+    let legacy: [(&str, &[LegacyBinding]); 5] = [
+        ("victim", &[("exact", "spiffe://mesh/ns/victim/sa/w", 1000)]),
+        ("wide", &[("prefix", "spiffe://", 500)]),
+        ("greedy", &[("prefix", "s", 600)]),
+        (
+            "team",
+            &[
+                ("prefix", "spiffe://mesh/ns/team/", 700),
+                ("exact", "spiffe://mesh/ns/team/sa/x", 800),
+            ],
+        ),
+        (
+            "late",
+            &[
+                ("prefix", "spiffe://mesh/ns/team/sa/", 900),
+                ("prefix", "late-", 950),
+            ],
+        ),
+    ];
+    for (tenant, patterns) in legacy {
+        let (t, p) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        principals.insert(tenant, p.to_string());
+        seed += &format!(
+            "INSERT INTO tenants (id, name, status, settings, current_kek_version, created_at) \
+             VALUES ({}, '{tenant}', 'active', '{{}}', 1, 1);\n\
+             INSERT INTO audit_heads (tenant_id, sequence, hash) VALUES ({}, 0, {genesis});\n\
+             INSERT INTO principals (tenant_id, id, name, role, environments, description, status, created_at) \
+             VALUES ({}, {}, 'agent', 'agent', '[]', '', 'active', 1);\n",
+            id(t),
+            id(t),
+            id(t),
+            id(p)
+        );
+        for (kind, pattern, at) in patterns {
+            let b = uuid::Uuid::now_v7();
+            bindings.insert(*pattern, b.to_string());
+            seed += &format!(
+                "INSERT INTO identity_bindings (tenant_id, id, principal_id, kind, pattern, created_at) \
+                 VALUES ({}, {}, {}, '{kind}', '{pattern}', {at});\n",
+                id(t),
+                id(b),
+                id(p)
+            );
+        }
+    }
+    let mut options = Options::new(backend);
+    options.seed_before = Some((NAMESPACES_MIGRATION, seed));
+    let server = TestServer::start_with(options).await;
+
+    // `strongroomd migrate` names each disabled binding, its tenant and id,
+    // and nothing else.
+    let report: Vec<&str> = server
+        .migrate_output
+        .lines()
+        .filter(|l| l.starts_with("disabled identity binding:"))
+        .collect();
+    for (tenant, identity, pattern) in [
+        ("wide", "spiffe://*", "spiffe://"),
+        ("greedy", "s*", "s"),
+        (
+            "late",
+            "spiffe://mesh/ns/team/sa/*",
+            "spiffe://mesh/ns/team/sa/",
+        ),
+    ] {
+        let binding = &bindings[pattern];
+        assert!(
+            report
+                .iter()
+                .any(|l| l.contains(&format!("tenant={tenant} "))
+                    && l.contains(&format!("binding_id={binding} "))
+                    && l.contains(&format!("identity={identity} "))),
+            "{tenant}'s {identity} is not reported: {}",
+            server.migrate_output
+        );
+    }
+    assert_eq!(report.len(), 3, "{}", server.migrate_output);
+
+    // Authentication ignores the disabled bindings: the victim's workload is
+    // the victim's (not ambiguous with `spiffe://*`), the team's workloads
+    // the team's, and what only the broad bindings matched is nobody's.
+    let whose = |identity: &'static str, kind: CertKind| {
+        let server = &server;
+        async move {
+            let client = Client::connect(&server.client_config(identity, kind))
+                .await
+                .expect("connect");
+            who(&client).await
+        }
+    };
+    for (identity, kind, tenant) in [
+        ("spiffe://mesh/ns/victim/sa/w", CertKind::Spiffe, "victim"),
+        ("spiffe://mesh/ns/team/sa/y", CertKind::Spiffe, "team"),
+        ("spiffe://mesh/ns/team/sa/x", CertKind::Spiffe, "team"),
+        ("late-worker", CertKind::CommonName, "late"),
+    ] {
+        let me = whose(identity, kind).await.expect(identity);
+        assert_eq!(
+            me.tenant.map(|t| t.name).as_deref(),
+            Some(tenant),
+            "{identity}"
+        );
+        assert_eq!(me.principal.map(|p| p.id), Some(principals[tenant].clone()));
+    }
+    for (identity, kind) in [
+        ("spiffe://mesh/ns/other/sa/z", CertKind::Spiffe),
+        ("s-anything", CertKind::CommonName),
+    ] {
+        expect_code(
+            whose(identity, kind).await,
+            tonic::Code::Unauthenticated,
+            identity,
+        );
+    }
+
+    // Each tenant got the namespaces its valid bindings imply, the
+    // narrower ones folded into the wider.
+    let operator = server.operator().await;
+    let tenants = operator
+        .admin()
+        .list_tenants(pb::ListTenantsRequest::default())
+        .await
+        .expect("list tenants")
+        .into_inner()
+        .tenants;
+    let namespaces = |name: &str| {
+        tenants
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.identity_namespaces.clone())
+            .unwrap_or_else(|| panic!("{name} not listed"))
+    };
+    assert_eq!(
+        namespaces("victim"),
+        vec!["spiffe://mesh/ns/victim/sa/w".to_owned()]
+    );
+    assert_eq!(
+        namespaces("team"),
+        vec!["spiffe://mesh/ns/team/*".to_owned()]
+    );
+    assert_eq!(namespaces("late"), vec!["late-*".to_owned()]);
+    assert!(namespaces("wide").is_empty());
+    assert!(namespaces("greedy").is_empty());
     server.stop().await;
 }

@@ -230,6 +230,11 @@ pub struct Options {
     pub log_level: String,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// A database from before a migration: only the migrations older than
+    /// this version are applied, then this SQL is run, then `strongroomd
+    /// migrate` applies the rest (its output is kept in
+    /// [`TestServer::migrate_output`]).
+    pub seed_before: Option<(i64, String)>,
 }
 
 impl Options {
@@ -239,6 +244,7 @@ impl Options {
             backend,
             log_level: "debug".into(),
             env: Vec::new(),
+            seed_before: None,
         }
     }
 }
@@ -257,6 +263,8 @@ pub struct TestServer {
     pub database: Option<String>,
     /// The Postgres URL the server connects with (its non-superuser role).
     pub database_url: Option<String>,
+    /// What `strongroomd migrate` printed on stdout, when the harness ran it.
+    pub migrate_output: String,
     child: Child,
     log_readers: Vec<JoinHandle<()>>,
 }
@@ -321,18 +329,39 @@ impl TestServer {
             .env("STRONGROOM_PLATFORM_OPERATORS", OPERATOR)
             .env("STRONGROOM_LOG_FORMAT", "json")
             .env("STRONGROOM_LOG_LEVEL", &options.log_level);
+        let mut migrate_output = String::new();
         let (database, database_url) = match options.backend {
             Backend::Postgres => {
                 let (name, admin_db_url) = create_pg_database().await;
-                run_migrate(&admin_db_url).await;
+                if let Some((before, seed)) = &options.seed_before {
+                    let pool = sqlx::PgPool::connect(&admin_db_url)
+                        .await
+                        .expect("connect test database");
+                    seed_database(&pool, "postgres", *before, seed).await;
+                    pool.close().await;
+                }
+                migrate_output = run_migrate(&admin_db_url).await;
                 let server_url = ensure_server_role(&admin_db_url).await;
                 cmd.env("STRONGROOM_DATABASE_URL", &server_url)
                     .env("STRONGROOM_DATABASE_MAX_CONNECTIONS", "8");
                 (Some(name), Some(server_url))
             }
             Backend::Sqlite => {
+                let path = dir.path().join("strongroom.db");
+                if let Some((before, seed)) = &options.seed_before {
+                    let pool = sqlx::SqlitePool::connect_with(
+                        sqlx::sqlite::SqliteConnectOptions::new()
+                            .filename(&path)
+                            .create_if_missing(true),
+                    )
+                    .await
+                    .expect("create SQLite database");
+                    seed_database(&pool, "sqlite", *before, seed).await;
+                    pool.close().await;
+                    migrate_output = run_migrate_sqlite(&path).await;
+                }
                 cmd.env("STRONGROOM_DATABASE_BACKEND", "sqlite")
-                    .env("STRONGROOM_SQLITE_PATH", dir.path().join("strongroom.db"));
+                    .env("STRONGROOM_SQLITE_PATH", &path);
                 (None, None)
             }
         };
@@ -386,6 +415,7 @@ impl TestServer {
             dir,
             database,
             database_url,
+            migrate_output,
             child,
             log_readers,
         }
@@ -608,15 +638,30 @@ async fn drop_database(name: &str) {
     }
 }
 
-async fn run_migrate(admin_db_url: &str) {
-    let output = Command::new(server_binary())
+async fn run_migrate(admin_db_url: &str) -> String {
+    let mut cmd = Command::new(server_binary());
+    cmd.env_clear().env("STRONGROOM_DATABASE_URL", admin_db_url);
+    migrate_with(cmd).await
+}
+
+async fn run_migrate_sqlite(path: &Path) -> String {
+    let mut cmd = Command::new(server_binary());
+    cmd.env_clear()
+        .env("STRONGROOM_DATABASE_BACKEND", "sqlite")
+        .env("STRONGROOM_SQLITE_PATH", path);
+    migrate_with(cmd).await
+}
+
+/// Runs `strongroomd migrate` (`cmd` carries the database settings) and
+/// returns its stdout.
+async fn migrate_with(mut cmd: Command) -> String {
+    let output = cmd
         .arg("migrate")
-        .env_clear()
-        .env("STRONGROOM_DATABASE_URL", admin_db_url)
         .env("STRONGROOM_TLS_CERT", "unused")
         .env("STRONGROOM_TLS_KEY", "unused")
         .env("STRONGROOM_TLS_CLIENT_CA", "unused")
         .env("STRONGROOM_ROOT_KEY", "unused")
+        .env("STRONGROOM_LOG_FORMAT", "json")
         .output()
         .await
         .expect("run strongroomd migrate");
@@ -626,6 +671,36 @@ async fn run_migrate(admin_db_url: &str) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Applies the `backend` migrations older than `before` to `pool`'s
+/// database, then runs `seed`.
+async fn seed_database<DB>(pool: &sqlx::Pool<DB>, backend: &str, before: i64, seed: &str)
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Connection: sqlx::migrate::Migrate,
+    for<'c> &'c mut <DB as sqlx::Database>::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+{
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../migrations")
+        .join(backend);
+    let mut migrator = sqlx::migrate::Migrator::new(dir)
+        .await
+        .expect("read migrations");
+    migrator.migrations = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version < before)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    migrator.run(pool).await.expect("apply older migrations");
+    sqlx::raw_sql(seed)
+        .execute(pool)
+        .await
+        .expect("seed the database");
 }
 
 fn serving_addr(line: &str) -> Option<std::net::SocketAddr> {

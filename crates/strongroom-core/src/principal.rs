@@ -230,6 +230,11 @@ impl IdentityPattern {
             if domain.is_empty() {
                 return Some("a SPIFFE ID pattern needs a trust domain");
             }
+            if path.is_empty() {
+                return Some(
+                    "a SPIFFE ID pattern needs at least one path segment after the trust domain",
+                );
+            }
             let segments = if prefix {
                 let Some(segments) = path.strip_suffix('/') else {
                     return Some("in a SPIFFE ID pattern '*' must follow a '/'");
@@ -238,11 +243,6 @@ impl IdentityPattern {
             } else {
                 path
             };
-            if segments.is_empty() {
-                return Some(
-                    "a SPIFFE ID pattern needs at least one path segment after the trust domain",
-                );
-            }
             if segments.split('/').any(str::is_empty) {
                 return Some("a SPIFFE ID has no empty path segments");
             }
@@ -426,6 +426,17 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn namespace_problems_say_why() {
+        let why = |text: &str| pat(text).scope_problem().unwrap_or_default();
+        assert!(why("spiffe://td/*").contains("path segment"));
+        assert!(why("spiffe://*").contains("trust domain"));
+        assert!(why("spiffe://td/ns*").contains("follow a '/'"));
+        assert!(why("spiffe:*").contains("cannot cover SPIFFE IDs"));
+        assert!(why("s*").contains("cannot cover SPIFFE IDs"));
+        assert!(why("team*").contains("must follow one of"));
     }
 
     #[test]
