@@ -204,7 +204,10 @@ pub trait Store: Send + Sync + 'static {
     async fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> Result<bool>;
 
     /// Finds the principals whose identity bindings match `identity`, with
-    /// their tenants. Used only by the authenticator.
+    /// their tenants. Used only by the authenticator. Only enabled bindings
+    /// that one of their tenant's identity namespaces covers count, so an
+    /// identity resolves into no tenant but the one its namespace belongs
+    /// to.
     async fn resolve_identity(&self, identity: &str) -> Result<Vec<IdentityMatch>>;
 
     // ---- platform ----

@@ -274,7 +274,10 @@ macro_rules! store_impl {
                      JOIN principals p ON p.tenant_id = b.tenant_id AND p.id = b.principal_id \
                      JOIN tenants t ON t.id = b.tenant_id \
                      WHERE b.disabled_reason IS NULL AND ((b.kind = 'exact' AND b.pattern = $1) \
-                        OR (b.kind = 'prefix' AND substr($1, 1, length(b.pattern)) = b.pattern))",
+                        OR (b.kind = 'prefix' AND substr($1, 1, length(b.pattern)) = b.pattern)) \
+                       AND EXISTS (SELECT 1 FROM identity_namespaces n WHERE n.tenant_id = b.tenant_id AND ( \
+                         (n.kind = 'exact' AND b.kind = 'exact' AND b.pattern = n.pattern) \
+                         OR (n.kind = 'prefix' AND substr(b.pattern, 1, length(n.pattern)) = n.pattern)))",
                 )
                 .bind(identity)
                 .fetch_all(&mut *tx)
