@@ -117,6 +117,25 @@ async fn capture_is_refused(backend: Backend) {
         messages.insert(status.message().to_owned());
     }
     assert_eq!(messages.len(), 1, "refusals differ: {messages:?}");
+    // Each attempt is in globex's audit chain.
+    let denied = globex
+        .client
+        .audit()
+        .query_events(pb::QueryEventsRequest {
+            actions: vec![pb::AuditAction::IdentityBindingCreate as i32],
+            outcome: pb::AuditOutcome::Denied as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("query audit")
+        .into_inner()
+        .events;
+    assert_eq!(denied.len(), 14, "{denied:?}");
+    assert!(
+        denied
+            .iter()
+            .all(|e| e.reason_code == "IDENTITY_OUTSIDE_NAMESPACES")
+    );
 
     // Unbound workloads of another team do not authenticate as globex's
     // principal: acme's stays acme's, the others are nobody's.

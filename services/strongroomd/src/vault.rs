@@ -921,6 +921,7 @@ impl Vault {
         // owned by another tenant or by none. The store checks coverage in
         // the binding's own transaction.
         let refuse = || Error::denied(BINDING_OUTSIDE_NAMESPACES);
+        let attempted = pattern.to_text();
         let result = if pattern.scope_problem().is_some() {
             Err(refuse())
         } else {
@@ -945,15 +946,13 @@ impl Vault {
                 Ok(binding)
             }
             Err(Error::PermissionDenied(_)) => {
-                self.audit_denial(
-                    &scope,
-                    ctx.stamp(scope.audit(
-                        Action::BindingCreate,
-                        Outcome::Denied,
-                        "IDENTITY_OUTSIDE_NAMESPACES",
-                    )),
-                )
-                .await;
+                let mut denial = ctx.stamp(scope.audit(
+                    Action::BindingCreate,
+                    Outcome::Denied,
+                    "IDENTITY_OUTSIDE_NAMESPACES",
+                ));
+                denial.detail = Some(format!("identity={attempted} principal={principal}"));
+                self.audit_denial(&scope, denial).await;
                 Err(refuse())
             }
             Err(e) => Err(e),
