@@ -274,6 +274,138 @@ pub async fn identity_belongs_to_one_tenant(store: Arc<dyn Store>) {
     assert_eq!(agent.principal().map(|p| p.id), Some(beta_agent.id));
 }
 
+/// Identity namespaces: assigned per tenant and read back by tenant-id
+/// range; one overlapping another tenant's is refused (wider, narrower or
+/// equal) and leaves the tenant's namespaces as they were; replacing them
+/// disables the bindings left outside and enables those inside again; an
+/// unknown tenant is NotFound.
+pub async fn identity_namespaces_are_exclusive(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alpha = create_tenant(store, "alpha").await;
+    let beta = create_tenant(store, "beta").await;
+    let op = operator(store).await;
+    let platform = op.platform_scope().expect("platform scope");
+    let set = |tenant: TenantId, texts: &[&str]| {
+        let namespaces: Vec<IdentityPattern> = texts
+            .iter()
+            .map(|t| IdentityPattern::parse(t, "n").expect("pattern"))
+            .collect();
+        async move {
+            store
+                .set_identity_namespaces(
+                    &platform,
+                    tenant,
+                    &namespaces,
+                    platform.audit(
+                        Action::TenantNamespaces,
+                        Outcome::Allowed,
+                        "PLATFORM_OPERATOR",
+                    ),
+                )
+                .await
+        }
+    };
+    let read = |tenant: TenantId| async move {
+        store
+            .identity_namespaces(&platform, tenant, tenant)
+            .await
+            .expect("read namespaces")
+            .into_iter()
+            .map(|(t, n)| {
+                assert_eq!(t, tenant);
+                n.to_text()
+            })
+            .collect::<Vec<_>>()
+    };
+    set(
+        alpha.id(),
+        &["spiffe://test/alpha/*", "spiffe://mesh/ns/a/*", "alpha-*"],
+    )
+    .await
+    .expect("alpha");
+    assert_eq!(
+        read(alpha.id()).await,
+        vec!["alpha-*", "spiffe://mesh/ns/a/*", "spiffe://test/alpha/*"]
+    );
+    let overlap = Err(strongroom_core::Error::invalid(
+        "identity_namespaces",
+        strongroom_core::principal::NAMESPACE_OVERLAP,
+    ));
+    for text in [
+        "spiffe://mesh/ns/a/*",
+        "spiffe://mesh/ns/a/sa/*",
+        "spiffe://mesh/ns/a/sa/x",
+        "spiffe://mesh/ns/*",
+        "alpha-x",
+    ] {
+        assert_eq!(
+            set(beta.id(), &["spiffe://test/beta/*", text]).await,
+            overlap,
+            "{text}"
+        );
+        assert_eq!(
+            read(beta.id()).await,
+            vec!["spiffe://test/beta/*"],
+            "{text}"
+        );
+    }
+    // Siblings do not overlap.
+    set(
+        beta.id(),
+        &["spiffe://test/beta/*", "spiffe://mesh/ns/ab/*", "alpha.*"],
+    )
+    .await
+    .expect("beta");
+    // Both tenants in one range read, each with its own.
+    let (low, high) = if alpha.id() < beta.id() {
+        (alpha.id(), beta.id())
+    } else {
+        (beta.id(), alpha.id())
+    };
+    let both = store
+        .identity_namespaces(&platform, low, high)
+        .await
+        .expect("range");
+    assert_eq!(both.len(), 6);
+    assert_eq!(
+        code(set(TenantId::generate(), &["spiffe://test/nobody/*"]).await),
+        Code::NotFound
+    );
+
+    // A binding outside the namespaces is refused; one left outside by a
+    // change is disabled, and enabled again when a namespace covers it.
+    let agent = alpha.add_principal(store, "agent", Role::Agent).await;
+    assert_eq!(
+        alpha
+            .bind_only(store, agent.id, "spiffe://mesh/ns/ab/x")
+            .await
+            .err(),
+        Some(strongroom_core::Error::denied(
+            strongroom_core::principal::BINDING_OUTSIDE_NAMESPACES
+        ))
+    );
+    alpha
+        .bind_only(store, agent.id, "spiffe://mesh/ns/a/sa/*")
+        .await
+        .expect("inside");
+    let worker = "spiffe://mesh/ns/a/sa/w";
+    assert!(authenticate(store, worker).await.is_ok());
+    set(alpha.id(), &["spiffe://test/alpha/*"])
+        .await
+        .expect("narrow");
+    assert_eq!(
+        code(authenticate(store, worker).await),
+        Code::Unauthenticated
+    );
+    set(
+        alpha.id(),
+        &["spiffe://test/alpha/*", "spiffe://mesh/ns/a/sa/*"],
+    )
+    .await
+    .expect("widen");
+    assert!(authenticate(store, worker).await.is_ok());
+}
+
 /// A platform operator bound to no principal gets the platform scope and no
 /// tenant scope; a tenant admin gets no platform scope.
 pub async fn platform_operator_has_no_tenant(store: Arc<dyn Store>) {
