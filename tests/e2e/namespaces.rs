@@ -584,6 +584,16 @@ async fn migration_derives_namespaces_and_disables_broad_bindings(backend: Backe
         );
     }
     assert_eq!(report.len(), 3, "{}", server.migrate_output);
+    // The server names them in its log at start-up too.
+    for pattern in ["spiffe://", "s", "spiffe://mesh/ns/team/sa/"] {
+        server
+            .logs
+            .wait_for_line(
+                &["identity binding disabled", &bindings[pattern]],
+                std::time::Duration::from_secs(5),
+            )
+            .await;
+    }
 
     // Authentication ignores the disabled bindings: the victim's workload is
     // the victim's (not ambiguous with `spiffe://*`), the team's workloads

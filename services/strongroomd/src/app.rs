@@ -75,6 +75,7 @@ pub async fn open_store(database: &Database) -> Result<Arc<dyn Store>, StartErro
             let store = SqliteStore::open(path)
                 .await
                 .map_err(|e| StartError::Database(format!("{} ({})", e, path.display())))?;
+            warn_disabled(store.disabled_bindings(WARN_DISABLED).await);
             Ok(Arc::new(store))
         }
         Database::Postgres {
@@ -92,6 +93,7 @@ pub async fn open_store(database: &Database) -> Result<Arc<dyn Store>, StartErro
                 .check_role()
                 .await
                 .map_err(|e| StartError::Database(e.to_string()))?;
+            warn_disabled(store.disabled_bindings(WARN_DISABLED).await);
             Ok(Arc::new(store))
         }
     }
@@ -107,6 +109,29 @@ pub async fn migrate_postgres(url: &str) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::Database(format!("migration failed: {e}")))?;
     Ok(())
+}
+
+/// How many disabled identity bindings start-up names in its log.
+const WARN_DISABLED: u32 = 100;
+
+/// Logs, at start-up, the identity bindings authentication ignores (see
+/// [`disabled_bindings_report`]), so they are not forgotten.
+fn warn_disabled(found: strongroom_core::Result<Vec<strongroom_core::store::DisabledBinding>>) {
+    match found {
+        Ok(found) => {
+            for b in found {
+                tracing::warn!(
+                    tenant = %b.tenant_name,
+                    tenant_id = %b.tenant,
+                    binding_id = %b.binding,
+                    identity = %b.pattern.to_text(),
+                    reason = %b.reason,
+                    "identity binding disabled: authentication ignores it"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list disabled identity bindings"),
+    }
 }
 
 /// The report `strongroomd migrate` prints: one line per identity binding
