@@ -62,3 +62,8 @@ pub(crate) fn uuid_cursor(after: Option<&String>) -> Result<uuid::Uuid, Error> {
             .map_err(|_| Error::invalid("page_token", "is not a valid page token")),
     }
 }
+
+/// Whether `e` is a unique-key violation.
+pub(crate) fn is_unique(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}

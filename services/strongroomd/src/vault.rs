@@ -31,7 +31,8 @@ use strongroom_core::policy::{
     Selector, evaluate,
 };
 use strongroom_core::principal::{
-    IdentityBinding, IdentityPattern, Principal, PrincipalStatus, Role,
+    BINDING_OUTSIDE_NAMESPACES, IdentityBinding, IdentityPattern, MAX_NAMESPACES, Principal,
+    PrincipalStatus, Role, check_namespaces,
 };
 use strongroom_core::scope::{Authenticated, Authenticator, PlatformScope, TenantScope};
 use strongroom_core::store::{AuditFilter, GrantFilter, NewTenant, RevealCheck, Store};
@@ -724,8 +725,18 @@ impl Vault {
         ctx: &CallContext,
         name: TenantName,
         admin: Option<(PrincipalName, IdentityPattern)>,
+        namespaces: Vec<IdentityPattern>,
     ) -> Result<(Tenant, Option<(Principal, IdentityBinding)>)> {
         let scope = caller.platform_scope()?;
+        check_namespaces(&namespaces, MAX_NAMESPACES, "identity_namespaces")?;
+        if let Some((_, pattern)) = &admin
+            && !namespaces.iter().any(|n| n.covers(pattern))
+        {
+            return Err(Error::invalid(
+                "initial_admin.identity",
+                "must lie inside the tenant's identity_namespaces",
+            ));
+        }
         let now = Timestamp::now();
         let tenant = Tenant {
             id: TenantId::generate(),
@@ -760,16 +771,6 @@ impl Vault {
             };
             (principal, binding)
         });
-        if let Some((_, binding)) = &admin
-            && self
-                .store
-                .identity_overlaps(&binding.pattern, tenant.id)
-                .await?
-        {
-            return Err(Error::precondition(
-                "the initial admin identity overlaps identities bound in another tenant",
-            ));
-        }
         let environments = DEFAULT_ENVIRONMENTS
             .iter()
             .map(|e| Environment::parse(e, "environment"))
@@ -784,6 +785,7 @@ impl Vault {
             },
             environments,
             admin: admin.clone(),
+            namespaces,
         };
         let mut draft =
             ctx.stamp(scope.audit(Action::TenantCreate, Outcome::Allowed, "PLATFORM_OPERATOR"));
@@ -809,6 +811,47 @@ impl Vault {
     pub async fn get_tenant(&self, caller: &Authenticated, id: TenantId) -> Result<Tenant> {
         let scope = caller.platform_scope()?;
         self.store.get_tenant(&scope, id).await
+    }
+
+    /// Replaces a tenant's identity namespaces (platform operators only).
+    pub async fn set_identity_namespaces(
+        &self,
+        caller: &Authenticated,
+        ctx: &CallContext,
+        id: TenantId,
+        namespaces: Vec<IdentityPattern>,
+    ) -> Result<()> {
+        let scope = caller.platform_scope()?;
+        check_namespaces(&namespaces, MAX_NAMESPACES, "identity_namespaces")?;
+        let mut draft = ctx.stamp(scope.audit(
+            Action::TenantNamespaces,
+            Outcome::Allowed,
+            "PLATFORM_OPERATOR",
+        ));
+        draft.detail = Some(format!(
+            "identity_namespaces={}",
+            namespaces
+                .iter()
+                .map(IdentityPattern::to_text)
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+        self.store
+            .set_identity_namespaces(&scope, id, &namespaces, draft)
+            .await
+            .inspect(|_| self.caches.invalidate_all())
+    }
+
+    /// The identity namespaces of the tenants whose ids lie in
+    /// `from..=to` (platform operators only).
+    pub async fn identity_namespaces(
+        &self,
+        caller: &Authenticated,
+        from: TenantId,
+        to: TenantId,
+    ) -> Result<Vec<(TenantId, IdentityPattern)>> {
+        let scope = caller.platform_scope()?;
+        self.store.identity_namespaces(&scope, from, to).await
     }
 
     /// Suspends or resumes a tenant (platform operators only).
@@ -988,39 +1031,47 @@ impl Vault {
         let scope = caller.tenant_scope()?;
         self.require_admin(&scope, ctx, Action::BindingCreate)
             .await?;
-        if self
-            .store
-            .identity_overlaps(&pattern, scope.tenant_id())
-            .await?
-        {
-            self.audit_denial(
-                &scope,
-                ctx.stamp(scope.audit(
+        // One refusal, whatever the reason: a pattern no namespace could
+        // be (`spiffe://*`, `s*`) or one outside this tenant's namespaces,
+        // owned by another tenant or by none. The store checks coverage in
+        // the binding's own transaction.
+        let refuse = || Error::denied(BINDING_OUTSIDE_NAMESPACES);
+        let attempted = pattern.to_text();
+        let result = if pattern.scope_problem().is_some() {
+            Err(refuse())
+        } else {
+            let binding = IdentityBinding {
+                id: BindingId::generate(),
+                tenant: scope.tenant_id(),
+                principal,
+                pattern,
+                created_at: Timestamp::now(),
+            };
+            let mut draft =
+                ctx.stamp(scope.audit(Action::BindingCreate, Outcome::Allowed, "ALLOWED_BY_ROLE"));
+            draft.detail = Some(format!("binding={} principal={principal}", binding.id));
+            self.store
+                .create_binding(&scope, &binding, draft)
+                .await
+                .map(|()| binding)
+        };
+        match result {
+            Ok(binding) => {
+                self.caches.invalidate_all();
+                Ok(binding)
+            }
+            Err(Error::PermissionDenied(_)) => {
+                let mut denial = ctx.stamp(scope.audit(
                     Action::BindingCreate,
                     Outcome::Denied,
-                    "IDENTITY_OWNED_ELSEWHERE",
-                )),
-            )
-            .await;
-            return Err(Error::precondition(
-                "this identity pattern overlaps identities bound in another tenant; ask a platform operator",
-            ));
+                    "IDENTITY_OUTSIDE_NAMESPACES",
+                ));
+                denial.detail = Some(format!("identity={attempted} principal={principal}"));
+                self.audit_denial(&scope, denial).await;
+                Err(refuse())
+            }
+            Err(e) => Err(e),
         }
-        let binding = IdentityBinding {
-            id: BindingId::generate(),
-            tenant: scope.tenant_id(),
-            principal,
-            pattern,
-            created_at: Timestamp::now(),
-        };
-        let mut draft =
-            ctx.stamp(scope.audit(Action::BindingCreate, Outcome::Allowed, "ALLOWED_BY_ROLE"));
-        draft.detail = Some(format!("binding={} principal={principal}", binding.id));
-        self.store
-            .create_binding(&scope, &binding, draft)
-            .await
-            .inspect(|_| self.caches.invalidate_all())?;
-        Ok(binding)
     }
 
     /// Lists identity bindings (admin).
