@@ -29,6 +29,7 @@ mod input_validation;
 mod isolation_guards;
 mod lifecycle;
 mod mtls;
+mod namespace_review;
 mod namespaces;
 mod oracles;
 mod policy;

@@ -398,6 +398,10 @@ impl TestServer {
             .env("STRONGROOM_TLS_CLIENT_CA", dir.path().join("ca.pem"))
             .env("STRONGROOM_ROOT_KEY_FILE", dir.path().join("root.key"))
             .env("STRONGROOM_PLATFORM_OPERATORS", OPERATOR)
+            // The suite's trust domain names the tenant in the first path
+            // segment (`spiffe://e2e.test/NAME/*`); an `env` entry with an
+            // empty value restores the default (2).
+            .env("STRONGROOM_MIN_NAMESPACE_DEPTH", "1")
             .env("STRONGROOM_LOG_FORMAT", "json")
             .env("STRONGROOM_LOG_LEVEL", &options.log_level);
         let mut migrate_output = String::new();
@@ -411,7 +415,7 @@ impl TestServer {
                     seed_database(&pool, "postgres", *before, seed).await;
                     pool.close().await;
                 }
-                migrate_output = run_migrate(&admin_db_url).await;
+                migrate_output = run_migrate(&admin_db_url, &options.env).await;
                 let server_url = ensure_server_role(&admin_db_url).await;
                 cmd.env("STRONGROOM_DATABASE_URL", &server_url)
                     .env("STRONGROOM_DATABASE_MAX_CONNECTIONS", "8");
@@ -429,7 +433,7 @@ impl TestServer {
                     .expect("create SQLite database");
                     seed_database(&pool, "sqlite", *before, seed).await;
                     pool.close().await;
-                    migrate_output = run_migrate_sqlite(&path).await;
+                    migrate_output = run_migrate_sqlite(&path, &options.env).await;
                 }
                 cmd.env("STRONGROOM_DATABASE_BACKEND", "sqlite")
                     .env("STRONGROOM_SQLITE_PATH", &path);
@@ -723,18 +727,31 @@ async fn drop_database(name: &str) {
     }
 }
 
-async fn run_migrate(admin_db_url: &str) -> String {
+/// Runs `strongroomd migrate` against Postgres, with the identity rules of
+/// `env` (the options' extra variables) and otherwise the defaults.
+async fn run_migrate(admin_db_url: &str, env: &[(String, String)]) -> String {
     let mut cmd = Command::new(server_binary());
     cmd.env_clear().env("STRONGROOM_DATABASE_URL", admin_db_url);
+    identity_rules(&mut cmd, env);
     migrate_with(cmd).await
 }
 
-async fn run_migrate_sqlite(path: &Path) -> String {
+async fn run_migrate_sqlite(path: &Path, env: &[(String, String)]) -> String {
     let mut cmd = Command::new(server_binary());
     cmd.env_clear()
         .env("STRONGROOM_DATABASE_BACKEND", "sqlite")
         .env("STRONGROOM_SQLITE_PATH", path);
+    identity_rules(&mut cmd, env);
     migrate_with(cmd).await
+}
+
+/// Passes the identity rules among `env` on to `cmd`.
+fn identity_rules(cmd: &mut Command, env: &[(String, String)]) {
+    for (k, v) in env {
+        if k == "STRONGROOM_MIN_NAMESPACE_DEPTH" || k == "STRONGROOM_PLATFORM_OPERATORS" {
+            cmd.env(k, v);
+        }
+    }
 }
 
 /// Runs `strongroomd migrate` (`cmd` carries the database settings) and

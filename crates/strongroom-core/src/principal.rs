@@ -295,6 +295,57 @@ impl IdentityPattern {
     }
 }
 
+/// The default least number of path segments before the `*` of a SPIFFE
+/// prefix namespace (`identity.min_namespace_depth`): in the Kubernetes
+/// layout `spiffe://td/ns/team-a/*` names one namespace's workloads, while
+/// `spiffe://td/ns/*` would cover every workload of the trust domain.
+pub const DEFAULT_MIN_NAMESPACE_DEPTH: usize = 2;
+
+impl IdentityPattern {
+    /// The number of path segments before the `*` of a SPIFFE prefix
+    /// pattern (`spiffe://td/ns/team-a/*` has 2); `None` for exact
+    /// identities and common-name patterns.
+    pub fn spiffe_prefix_depth(&self) -> Option<usize> {
+        let Self::Prefix(p) = self else { return None };
+        let rest = p.strip_prefix(SPIFFE_SCHEME)?;
+        let path = rest.split_once('/').map_or("", |(_, path)| path);
+        Some(path.split('/').filter(|s| !s.is_empty()).count())
+    }
+
+    /// Why this pattern is too broad to be a namespace when SPIFFE prefix
+    /// namespaces need at least `min_depth` path segments before the `*`.
+    pub fn depth_problem(&self, min_depth: usize) -> Option<String> {
+        match self.spiffe_prefix_depth() {
+            Some(depth) if depth < min_depth => Some(format!(
+                "a SPIFFE ID namespace needs at least {min_depth} path segment(s) before '*' (identity.min_namespace_depth)"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Checks namespaces a platform operator assigns against the deployment's
+/// rules beyond [`check_namespaces`]: SPIFFE prefix namespaces at least
+/// `min_depth` segments deep, and none overlapping a platform-operator
+/// identity pattern (refused with [`NAMESPACE_OVERLAP`], so a tenant admin
+/// can never bind an operator's identity).
+pub fn check_assignable(
+    namespaces: &[IdentityPattern],
+    min_depth: usize,
+    operators: &[IdentityPattern],
+    field: &'static str,
+) -> Result<()> {
+    for n in namespaces {
+        if let Some(problem) = n.depth_problem(min_depth) {
+            return Err(Error::invalid(field, problem));
+        }
+        if operators.iter().any(|o| o.overlaps(n)) {
+            return Err(Error::invalid(field, NAMESPACE_OVERLAP));
+        }
+    }
+    Ok(())
+}
+
 /// Most identity namespaces one tenant may have.
 pub const MAX_NAMESPACES: usize = 32;
 
@@ -462,6 +513,29 @@ mod tests {
         assert!(!a_sa.covers(&a) && !a.covers(&ab));
         assert!(!a.covers(&pat("spiffe://*")) && !a.covers(&pat("s*")));
         assert!(a_x.covers(&a_x) && !a_x.covers(&pat("spiffe://td/ns/a/x/*")));
+    }
+
+    #[test]
+    fn namespace_depth() {
+        for (text, depth) in [
+            ("spiffe://td/ns/*", Some(1)),
+            ("spiffe://td/ns/team-a/*", Some(2)),
+            ("spiffe://td/ns/team-a/sa/*", Some(3)),
+            ("spiffe://td/ns/team-a/sa/w", None),
+            ("team-a-*", None),
+        ] {
+            assert_eq!(pat(text).spiffe_prefix_depth(), depth, "{text}");
+        }
+        assert!(pat("spiffe://td/ns/*").depth_problem(2).is_some());
+        assert!(pat("spiffe://td/ns/*").depth_problem(1).is_none());
+        assert!(pat("spiffe://td/ns/team-a/*").depth_problem(2).is_none());
+        let operators = [pat("spiffe://td/platform/operator")];
+        assert!(check_assignable(&[pat("spiffe://td/ns/a/*")], 2, &operators, "f").is_ok());
+        let err = check_assignable(&[pat("spiffe://td/platform/*")], 1, &operators, "f")
+            .expect_err("covers the operator");
+        assert!(err.to_string().contains(NAMESPACE_OVERLAP), "{err}");
+        let err = check_assignable(&[pat("spiffe://td/ns/*")], 2, &[], "f").expect_err("shallow");
+        assert!(err.to_string().contains("min_namespace_depth"), "{err}");
     }
 
     #[test]

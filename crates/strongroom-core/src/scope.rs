@@ -154,6 +154,11 @@ impl Authenticator {
         Self { operators }
     }
 
+    /// The identity patterns of platform operators.
+    pub fn operators(&self) -> &[IdentityPattern] {
+        &self.operators
+    }
+
     /// Resolves `identity` (already verified by the transport) to its
     /// principal. The most specific binding wins (exact over prefix, longer
     /// prefix over shorter). If equally specific bindings of different

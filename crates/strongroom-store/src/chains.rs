@@ -137,11 +137,15 @@ macro_rules! chain_store_impl {
             async fn platform_audit_head(
                 &self,
             ) -> strongroom_core::Result<strongroom_core::audit::ChainHead> {
+                // Platform mode: row-level security shows the platform
+                // chain to nothing else.
+                let mut tx = self.platform_tx(None, false).await?;
                 let (sequence, hash): (i64, Vec<u8>) =
                     sqlx::query_as("SELECT sequence, hash FROM platform_audit_heads WHERE id = 1")
-                        .fetch_one(&self.pool)
+                        .fetch_one(&mut *tx)
                         .await
                         .map_err(crate::error::db("platform audit chain head"))?;
+                tx.commit().await.map_err(crate::error::db("platform audit chain head"))?;
                 crate::chains::head_of(sequence, &hash)
             }
 
@@ -150,15 +154,17 @@ macro_rules! chain_store_impl {
                 after: u64,
                 limit: u32,
             ) -> strongroom_core::Result<Vec<strongroom_core::audit::AuditEvent>> {
+                let mut tx = self.platform_tx(None, false).await?;
                 let rows: Vec<crate::rows::AuditRow> = sqlx::query_as(concat!(
                     "SELECT ", crate::shared::audit_cols!(),
                     " FROM platform_audit_events WHERE sequence > $1 ORDER BY sequence LIMIT $2"
                 ))
                 .bind(i64::try_from(after).unwrap_or(i64::MAX))
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(crate::error::db("platform audit event"))?;
+                tx.commit().await.map_err(crate::error::db("platform audit event"))?;
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
@@ -191,11 +197,13 @@ macro_rules! chain_store_impl {
                     q.push(" AND at < ").push_bind(t.as_micros());
                 }
                 q.push(" ORDER BY sequence DESC LIMIT ").push_bind(page.fetch_limit());
+                let mut tx = self.platform_tx(None, false).await?;
                 let rows: Vec<crate::rows::AuditRow> = q
                     .build_query_as()
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(crate::error::db("platform audit event"))?;
+                tx.commit().await.map_err(crate::error::db("platform audit event"))?;
                 let items = rows
                     .into_iter()
                     .map(TryInto::try_into)

@@ -11,12 +11,14 @@
 mod batch;
 mod chains;
 mod error;
+mod namespaces;
 mod pg_events;
 mod postgres;
 mod rows;
 mod shared;
 mod sqlite;
 
+pub use namespaces::DerivedNamespace;
 #[cfg(feature = "fault-injection")]
 pub use postgres::LostReply;
 pub use postgres::{APP_ROLE, PgStore};

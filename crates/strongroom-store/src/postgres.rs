@@ -104,6 +104,10 @@ impl PgStore {
     /// commit. Bindings do not block one another.
     pub(crate) const NAMESPACE_LOCK_SHARED: &'static str =
         "LOCK TABLE identity_namespaces IN SHARE MODE";
+    /// Binds the rest of a platform transaction to a tenant (`$1`, its id
+    /// as text), so row-level security lets it write that tenant's rows.
+    pub(crate) const BIND_TENANT: &'static str =
+        "SELECT set_config('strongroom.tenant_id', $1, true)";
     /// Substring position function.
     pub(crate) const STRPOS: &'static str = "strpos";
     /// Batches of events only take [`PgStore::fast_events`]: one round trip
@@ -182,8 +186,13 @@ impl PgStore {
     ) -> Result<Transaction<'static, Postgres>> {
         // One round trip: BEGIN and the tenant binding as one simple query
         // (the id is a formatted UUID, hex digits and dashes only).
+        // READ COMMITTED whatever the database's default: the store's
+        // locking (row locks on chain heads, the namespace table lock taken
+        // after the first statement) relies on each statement seeing what
+        // committed before it; under REPEATABLE READ the snapshot would
+        // predate the lock.
         self.begin_with(format!(
-            "BEGIN; SELECT set_config('strongroom.tenant_id', '{}', true)",
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('strongroom.tenant_id', '{}', true)",
             tenant.as_uuid().hyphenated()
         ))
         .await
@@ -215,9 +224,12 @@ impl PgStore {
         tenant: Option<TenantId>,
         _write: bool,
     ) -> Result<Transaction<'static, Postgres>> {
-        // One round trip, as for `tenant_tx` (the id is a formatted UUID).
+        // One round trip, as for `tenant_tx` (the id is a formatted UUID),
+        // and READ COMMITTED for the same reason: the overlap check after
+        // `LOCK TABLE identity_namespaces` must see every assignment
+        // committed before the lock was granted.
         self.begin_with(format!(
-            "BEGIN; SELECT set_config('strongroom.platform', 'on', true), \
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('strongroom.platform', 'on', true), \
              set_config('strongroom.tenant_id', '{}', true)",
             tenant
                 .map(|t| t.as_uuid().hyphenated().to_string())
@@ -385,3 +397,4 @@ async fn listen(
 
 crate::shared::store_impl!(PgStore, Postgres);
 crate::chains::chain_store_impl!(PgStore, Postgres);
+crate::namespaces::namespace_review_impl!(PgStore, Postgres);

@@ -38,6 +38,8 @@ impl SqliteStore {
     pub(crate) const NAMESPACE_LOCK_EXCLUSIVE: &'static str = "";
     /// As [`SqliteStore::NAMESPACE_LOCK_EXCLUSIVE`].
     pub(crate) const NAMESPACE_LOCK_SHARED: &'static str = "";
+    /// No row-level security: nothing binds a transaction to a tenant.
+    pub(crate) const BIND_TENANT: &'static str = "";
     /// Substring position function.
     pub(crate) const STRPOS: &'static str = "instr";
     /// Every batch takes the full path: its statements are local calls, so
@@ -271,3 +273,4 @@ impl SqliteStore {
 
 crate::shared::store_impl!(SqliteStore, Sqlite);
 crate::chains::chain_store_impl!(SqliteStore, Sqlite);
+crate::namespaces::namespace_review_impl!(SqliteStore, Sqlite);

@@ -66,8 +66,13 @@ pub struct App {
 
 /// Opens the configured store. SQLite is migrated at start-up; Postgres is
 /// migrated only when `database.migrate_url` is set, and the server's own
-/// role is checked to be subject to row-level security.
-pub async fn open_store(database: &Database) -> Result<Arc<dyn Store>, StartError> {
+/// role is checked to be subject to row-level security. Namespaces the
+/// namespaces migration derived are then reviewed against `identity` (see
+/// [`derived_namespaces_report`]).
+pub async fn open_store(
+    database: &Database,
+    identity: &crate::config::IdentityConfig,
+) -> Result<Arc<dyn Store>, StartError> {
     match database {
         Database::Sqlite { path } => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -78,6 +83,11 @@ pub async fn open_store(database: &Database) -> Result<Arc<dyn Store>, StartErro
             let store = SqliteStore::open(path)
                 .await
                 .map_err(|e| StartError::Database(format!("{} ({})", e, path.display())))?;
+            warn_derived(
+                store
+                    .review_derived_namespaces(identity.min_namespace_depth)
+                    .await,
+            );
             warn_disabled(store.disabled_bindings(WARN_DISABLED).await);
             Ok(Arc::new(store))
         }
@@ -96,6 +106,11 @@ pub async fn open_store(database: &Database) -> Result<Arc<dyn Store>, StartErro
                 .check_role()
                 .await
                 .map_err(|e| StartError::Database(e.to_string()))?;
+            warn_derived(
+                store
+                    .review_derived_namespaces(identity.min_namespace_depth)
+                    .await,
+            );
             warn_disabled(store.disabled_bindings(WARN_DISABLED).await);
             Ok(Arc::new(store))
         }
@@ -135,6 +150,82 @@ fn warn_disabled(found: strongroom_core::Result<Vec<strongroom_core::store::Disa
         }
         Err(e) => tracing::warn!(error = %e, "cannot list disabled identity bindings"),
     }
+}
+
+/// Logs, at start-up, the identity namespaces the namespaces migration
+/// derived and no platform operator has confirmed yet.
+fn warn_derived(found: strongroom_core::Result<Vec<strongroom_store::DerivedNamespace>>) {
+    match found {
+        Ok(found) => {
+            for n in found {
+                tracing::warn!(
+                    tenant = %n.tenant_name,
+                    tenant_id = %n.tenant,
+                    namespace = %n.pattern.to_text(),
+                    removed = n.removed,
+                    "identity namespace derived from bindings by the migration: review it"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot review derived identity namespaces"),
+    }
+}
+
+/// The first lines `strongroomd migrate` prints: one per identity namespace
+/// the namespaces migration derived from a tenant's bindings and no platform
+/// operator has confirmed since (`SetIdentityNamespaces` does), naming its
+/// tenant, tenant id and pattern. Prefix namespaces are marked for review
+/// (in the Kubernetes SPIFFE layout a short prefix covers many workloads);
+/// SPIFFE prefix namespaces shallower than `identity.min_namespace_depth`
+/// are removed first, their bindings disabled (and listed by
+/// [`disabled_bindings_report`]).
+///
+/// This runs after the SQL migrations rather than inside them because the
+/// depth is configuration; it is idempotent, and start-up runs it too.
+pub async fn derived_namespaces_report(
+    database: &Database,
+    identity: &crate::config::IdentityConfig,
+) -> Result<Vec<String>, StartError> {
+    let depth = identity.min_namespace_depth;
+    let found = match database {
+        Database::Sqlite { path } => {
+            SqliteStore::open(path)
+                .await
+                .map_err(|e| StartError::Database(e.to_string()))?
+                .review_derived_namespaces(depth)
+                .await
+        }
+        Database::Postgres {
+            url, migrate_url, ..
+        } => {
+            PgStore::connect(migrate_url.as_deref().unwrap_or(url), 2)
+                .await
+                .map_err(|e| StartError::Database(e.to_string()))?
+                .review_derived_namespaces(depth)
+                .await
+        }
+    }
+    .map_err(|e| StartError::Database(e.to_string()))?;
+    Ok(found
+        .iter()
+        .map(|n| {
+            let note = if n.removed {
+                format!(
+                    " removed: fewer than {depth} path segment(s) before '*' (identity.min_namespace_depth); its bindings are disabled"
+                )
+            } else if matches!(n.pattern, strongroom_core::principal::IdentityPattern::Prefix(_)) {
+                " review: a prefix namespace; confirm or narrow it with SetIdentityNamespaces".to_owned()
+            } else {
+                String::new()
+            };
+            format!(
+                "derived identity namespace: tenant={} tenant_id={} namespace={}{note}",
+                n.tenant_name,
+                n.tenant,
+                n.pattern.to_text(),
+            )
+        })
+        .collect())
 }
 
 /// The report `strongroomd migrate` prints: one line per identity binding
@@ -283,7 +374,7 @@ impl App {
     pub async fn build(config: Config) -> Result<App, StartError> {
         let trust = ClientTrust::load(&config.tls)?;
         let tls = crate::tls::server_config(&config.tls, &trust)?;
-        let store = open_store(&config.database).await?;
+        let store = open_store(&config.database, &config.identity).await?;
         let root = load_root_key(&config.root_key, store.as_ref()).await?;
         let listener =
             TcpListener::bind(config.listen)
@@ -296,12 +387,15 @@ impl App {
             addr: config.listen,
             error,
         })?;
-        let vault = Arc::new(Vault::new(
-            store,
-            Arc::new(root),
-            config.limits,
-            Authenticator::new(config.platform_operators.clone()),
-        ));
+        let vault = Arc::new(
+            Vault::new(
+                store,
+                Arc::new(root),
+                config.limits,
+                Authenticator::new(config.platform_operators.clone()),
+            )
+            .with_min_namespace_depth(config.identity.min_namespace_depth),
+        );
         // The checkpoint signing key exists from the deployment's first
         // start (generated, wrapped by the root key, stored).
         vault

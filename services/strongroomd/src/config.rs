@@ -134,6 +134,23 @@ pub struct AuditConfig {
     pub checkpoint_file: Option<PathBuf>,
 }
 
+/// Rules for the identity namespaces platform operators assign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// Least number of path segments before the `*` of a SPIFFE prefix
+    /// namespace (`spiffe://td/ns/team-a/*` has 2). Applies to assignments
+    /// and to the namespaces the namespaces migration derived.
+    pub min_namespace_depth: usize,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            min_namespace_depth: strongroom_core::principal::DEFAULT_MIN_NAMESPACE_DEPTH,
+        }
+    }
+}
+
 /// Interval of scheduled checkpoints when a file is configured without one.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -154,6 +171,8 @@ pub struct Config {
     pub limits: Limits,
     /// Scheduled audit checkpoints.
     pub audit: AuditConfig,
+    /// Identity namespace rules.
+    pub identity: IdentityConfig,
     /// Log level filter (`info`, `strongroomd=debug`).
     pub log_level: String,
     /// Log format.
@@ -176,6 +195,8 @@ struct RawConfig {
     #[serde(default)]
     audit: RawAudit,
     #[serde(default)]
+    identity: RawIdentity,
+    #[serde(default)]
     log: RawLog,
 }
 
@@ -184,6 +205,12 @@ struct RawConfig {
 struct RawAudit {
     checkpoint_interval_secs: Option<u64>,
     checkpoint_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    min_namespace_depth: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -333,6 +360,10 @@ impl Config {
         }
         if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_FILE") {
             raw.audit.checkpoint_file = Some(v.into());
+        }
+        if let Some(v) = env.var("STRONGROOM_MIN_NAMESPACE_DEPTH") {
+            raw.identity.min_namespace_depth =
+                Some(parse_num("STRONGROOM_MIN_NAMESPACE_DEPTH", &v)?);
         }
         if let Some(v) = env.var("STRONGROOM_LOG_LEVEL") {
             raw.log.level = Some(v);
@@ -508,6 +539,16 @@ impl Config {
             checkpoint_file: raw.audit.checkpoint_file,
         };
 
+        let identity = IdentityConfig {
+            min_namespace_depth: raw
+                .identity
+                .min_namespace_depth
+                .unwrap_or(IdentityConfig::default().min_namespace_depth),
+        };
+        if !(1..=16).contains(&identity.min_namespace_depth) {
+            return Err(bad("identity.min_namespace_depth", "must be 1-16"));
+        }
+
         let log_format = match raw.log.format.as_deref().unwrap_or("json") {
             "json" => LogFormat::Json,
             "text" => LogFormat::Text,
@@ -522,6 +563,7 @@ impl Config {
             platform_operators,
             limits,
             audit,
+            identity,
             log_level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
             log_format,
         })

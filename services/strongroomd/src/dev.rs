@@ -22,8 +22,11 @@ use crate::app::{App, StartError};
 use crate::config::{Config, Database, Limits, LogFormat, RootKeySource, TlsPaths};
 use crate::vault::{CallContext, new_request_id};
 
-/// The dev admin's identity (also a platform operator).
+/// The dev admin's identity.
 pub const ADMIN_IDENTITY: &str = "spiffe://strongroom.dev/admin";
+/// The dev platform operator's identity (outside the demo tenant's
+/// namespaces: no namespace may cover a platform operator).
+pub const OPERATOR_IDENTITY: &str = "spiffe://strongroom.dev/operator";
 /// The dev agent's identity.
 pub const AGENT_IDENTITY: &str = "spiffe://strongroom.dev/agent";
 /// The dev tenant.
@@ -86,6 +89,7 @@ fn generate_certificates(dir: &Path, listen: SocketAddr) -> Result<(), StartErro
     for (file, cn, spiffe) in [
         ("admin", "admin", ADMIN_IDENTITY),
         ("agent", "agent", AGENT_IDENTITY),
+        ("operator", "operator", OPERATOR_IDENTITY),
     ] {
         let key = KeyPair::generate().map_err(rc)?;
         let mut params = CertificateParams::default();
@@ -137,6 +141,8 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, StartError> {
         "admin-key.pem",
         "agent.pem",
         "agent-key.pem",
+        "operator.pem",
+        "operator-key.pem",
     ];
     if !required.iter().all(|f| dir.join(f).exists()) {
         generate_certificates(dir, listen)?;
@@ -154,9 +160,10 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, StartError> {
             path: dir.join("strongroom.db"),
         },
         root_key: RootKeySource::File(key_path),
-        platform_operators: vec![IdentityPattern::Exact(ADMIN_IDENTITY.to_owned())],
+        platform_operators: vec![IdentityPattern::Exact(OPERATOR_IDENTITY.to_owned())],
         limits: Limits::default(),
         audit: crate::config::AuditConfig::default(),
+        identity: crate::config::IdentityConfig::default(),
         log_level: "info".into(),
         log_format: LogFormat::Text,
     };
@@ -180,12 +187,16 @@ pub async fn bootstrap(app: &App) -> Result<String, StartError> {
         request_id: new_request_id(),
         trace_id: None,
     };
-    let operator = app
+    let existing = app
         .authenticator()
         .authenticate(store, ADMIN_IDENTITY, None)
-        .await
-        .map_err(boot)?;
-    if operator.tenant().is_none() {
+        .await;
+    if existing.is_err() {
+        let operator = app
+            .authenticator()
+            .authenticate(store, OPERATOR_IDENTITY, None)
+            .await
+            .map_err(boot)?;
         vault
             .create_tenant(
                 &operator,
@@ -254,11 +265,15 @@ pub fn instructions(dir: &Path, addr: SocketAddr, agent_id: &str) -> String {
     let _ = writeln!(s, "  data, root key and certificates: {d}");
     let _ = writeln!(
         s,
-        "  tenant '{DEMO_TENANT}': admin = {d}/admin.pem ({ADMIN_IDENTITY}, also platform operator)"
+        "  tenant '{DEMO_TENANT}': admin = {d}/admin.pem ({ADMIN_IDENTITY})"
     );
     let _ = writeln!(
         s,
         "                  agent = {d}/agent.pem ({AGENT_IDENTITY}, principal {agent_id})"
+    );
+    let _ = writeln!(
+        s,
+        "  platform operator = {d}/operator.pem ({OPERATOR_IDENTITY})"
     );
     let _ = writeln!(s);
     let _ = writeln!(s, "# 1. store a credential (as the admin)");

@@ -84,11 +84,22 @@ async fn run(command: Command) -> Result<(), StartError> {
                     strongroomd::app::migrate_postgres(migrate_url.as_deref().unwrap_or(url))
                         .await?;
                 }
-                Database::Sqlite { .. } => {
-                    strongroomd::app::open_store(&config.database).await?;
-                }
+                // Opening the SQLite store (below) applies its migrations.
+                Database::Sqlite { .. } => {}
             }
+            let derived =
+                strongroomd::app::derived_namespaces_report(&config.database, &config.identity)
+                    .await?;
             tracing::info!("migrations applied");
+            for line in &derived {
+                println!("{line}");
+            }
+            if !derived.is_empty() {
+                println!(
+                    "{} identity namespace(s) were derived from existing bindings: review them; SetIdentityNamespaces confirms a tenant's",
+                    derived.len()
+                );
+            }
             let disabled = strongroomd::app::disabled_bindings_report(&config.database).await?;
             for line in &disabled {
                 println!("{line}");

@@ -225,6 +225,8 @@ pub struct Vault {
     /// Coalesces failed authentications before they reach the platform
     /// chain.
     failed_auth: checkpoints::FailedAuthLog,
+    /// Least depth of a SPIFFE prefix namespace an operator may assign.
+    min_namespace_depth: usize,
 }
 
 /// Why a reveal did not complete.
@@ -282,7 +284,29 @@ impl Vault {
             caches,
             checkpoint_key: tokio::sync::OnceCell::new(),
             failed_auth: checkpoints::FailedAuthLog::default(),
+            min_namespace_depth: strongroom_core::principal::DEFAULT_MIN_NAMESPACE_DEPTH,
         }
+    }
+
+    /// Sets the least number of path segments before the `*` of a SPIFFE
+    /// prefix namespace operators may assign (`identity.min_namespace_depth`).
+    #[must_use]
+    pub fn with_min_namespace_depth(mut self, depth: usize) -> Self {
+        self.min_namespace_depth = depth;
+        self
+    }
+
+    /// Checks namespaces an operator assigns: well formed and disjoint
+    /// ([`check_namespaces`]), deep enough, and covering no platform
+    /// operator.
+    fn check_assignment(&self, namespaces: &[IdentityPattern]) -> Result<()> {
+        check_namespaces(namespaces, MAX_NAMESPACES, "identity_namespaces")?;
+        strongroom_core::principal::check_assignable(
+            namespaces,
+            self.min_namespace_depth,
+            self.authenticator.operators(),
+            "identity_namespaces",
+        )
     }
 
     /// Authenticates a verified peer identity, from the cache when fresh.
@@ -728,7 +752,7 @@ impl Vault {
         namespaces: Vec<IdentityPattern>,
     ) -> Result<(Tenant, Option<(Principal, IdentityBinding)>)> {
         let scope = caller.platform_scope()?;
-        check_namespaces(&namespaces, MAX_NAMESPACES, "identity_namespaces")?;
+        self.check_assignment(&namespaces)?;
         if let Some((_, pattern)) = &admin
             && !namespaces.iter().any(|n| n.covers(pattern))
         {
@@ -822,7 +846,7 @@ impl Vault {
         namespaces: Vec<IdentityPattern>,
     ) -> Result<()> {
         let scope = caller.platform_scope()?;
-        check_namespaces(&namespaces, MAX_NAMESPACES, "identity_namespaces")?;
+        self.check_assignment(&namespaces)?;
         let mut draft = ctx.stamp(scope.audit(
             Action::TenantNamespaces,
             Outcome::Allowed,

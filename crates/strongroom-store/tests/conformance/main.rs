@@ -24,6 +24,7 @@ use strongroom_store::SqliteStore;
 mod cases;
 mod chains;
 mod group_commit;
+mod isolation_level;
 mod isolation_model;
 mod rls;
 mod support;
@@ -103,6 +104,8 @@ postgres_only! {
     rls::rls_without_a_tenant_sees_nothing,
     rls::rls_platform_mode_reads_only_the_registry,
     rls::rls_audit_log_is_append_only,
+    rls::rls_platform_tables_are_platform_only,
+    isolation_level::pg_overlap_check_holds_under_repeatable_read,
     rls::check_role_refuses_a_superuser,
     rls::check_role_refuses_bypassrls,
     group_commit::pg_changes_announce_other_servers_mutations,

@@ -509,3 +509,146 @@ pub async fn check_role_refuses_bypassrls(admin: PgPool) {
     assert_eq!(code(store.check_role().await), Code::FailedPrecondition);
     store.pool().close().await;
 }
+
+/// The platform-level tables: identity namespaces are readable for the
+/// bound tenant's own rows or in platform mode and writable only in
+/// platform mode; the platform audit chain (failed authentications: peer
+/// identities and addresses) is readable and writable only in platform mode.
+pub async fn rls_platform_tables_are_platform_only(admin: PgPool) {
+    use strongroom_core::audit::{AuditDraft, Outcome};
+    use strongroom_core::chains::ChainStore;
+    let world = Populated::new(admin).await;
+    let mut failed = AuditDraft::new(
+        Action::AuthenticationFailed,
+        Outcome::Denied,
+        "UNKNOWN_IDENTITY",
+    );
+    failed.actor = "spiffe://x/stranger".into();
+    failed.peer = Some("127.0.0.1:1".into());
+    world
+        .store
+        .append_platform_audit(failed)
+        .await
+        .expect("platform audit event");
+    let (a, b) = (&world.a, &world.b);
+    let total = |table: &'static str| {
+        let admin = world.admin.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table}"))
+                .fetch_one(&admin)
+                .await
+                .expect("count as superuser")
+        }
+    };
+    let b_namespaces = world
+        .rows_of("identity_namespaces", "tenant_id", b.id())
+        .await;
+    assert!(
+        world
+            .rows_of("identity_namespaces", "tenant_id", a.id())
+            .await
+            > 0
+    );
+    assert!(b_namespaces > 0);
+    assert!(total("platform_audit_events").await > 0);
+
+    // Bound to A: A's namespaces only, nothing of the platform chain.
+    let mut tx = app_tx(world.app(), Some(a.id())).await;
+    let mine = world
+        .rows_of("identity_namespaces", "tenant_id", a.id())
+        .await;
+    assert_eq!(
+        count(&mut tx, "SELECT count(*) FROM identity_namespaces", None).await,
+        mine
+    );
+    for table in ["platform_audit_events", "platform_audit_heads"] {
+        assert_eq!(
+            count(&mut tx, &format!("SELECT count(*) FROM {table}"), None).await,
+            0,
+            "{table} bound to a tenant"
+        );
+    }
+    tx.rollback().await.expect("rollback");
+
+    // Bound to A, every write to a platform table is refused or touches
+    // nothing; each statement in its own transaction (a refusal aborts it).
+    for (tenant, sql) in [
+        (
+            a.id(),
+            "INSERT INTO identity_namespaces (tenant_id, kind, pattern, created_at) VALUES ($1, 'prefix', 'spiffe://squat/ns/', 0)",
+        ),
+        (
+            b.id(),
+            "INSERT INTO identity_namespaces (tenant_id, kind, pattern, created_at) VALUES ($1, 'prefix', 'spiffe://squat/ns/', 0)",
+        ),
+        (
+            a.id(),
+            "INSERT INTO platform_audit_events (tenant_id, sequence, id, at, actor, action, outcome, reason_code, prev_hash, hash) \
+                  VALUES ($1, 999, gen_random_uuid(), 0, 'x', 'x', 'x', 'x', '\\x00', '\\x00')",
+        ),
+    ] {
+        let mut tx = app_tx(world.app(), Some(a.id())).await;
+        let result = sqlx::query(sql)
+            .bind(tenant.as_uuid())
+            .execute(&mut *tx)
+            .await;
+        let (state, message) = db_error(result, sql);
+        assert_eq!(state, "42501", "{sql}: {message}");
+        tx.rollback().await.expect("rollback");
+    }
+    let mut tx = app_tx(world.app(), Some(a.id())).await;
+    for sql in [
+        "DELETE FROM identity_namespaces",
+        "UPDATE platform_audit_heads SET sequence = 999",
+    ] {
+        let done = sqlx::query(sql).execute(&mut *tx).await.expect(sql);
+        assert_eq!(done.rows_affected(), 0, "{sql} bound to a tenant");
+    }
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        world
+            .rows_of("identity_namespaces", "tenant_id", b.id())
+            .await,
+        b_namespaces
+    );
+
+    // Without any binding: nothing.
+    let mut tx = app_tx(world.app(), None).await;
+    for table in [
+        "identity_namespaces",
+        "platform_audit_events",
+        "platform_audit_heads",
+    ] {
+        assert_eq!(
+            count(&mut tx, &format!("SELECT count(*) FROM {table}"), None).await,
+            0,
+            "{table} without a binding"
+        );
+    }
+    tx.rollback().await.expect("rollback");
+
+    // Platform mode: everything, and it may write.
+    let mut tx = world.app().begin().await.expect("begin");
+    sqlx::query("SELECT set_config('strongroom.platform', 'on', true)")
+        .execute(&mut *tx)
+        .await
+        .expect("platform");
+    for table in [
+        "identity_namespaces",
+        "platform_audit_events",
+        "platform_audit_heads",
+    ] {
+        assert_eq!(
+            count(&mut tx, &format!("SELECT count(*) FROM {table}"), None).await,
+            total(table).await,
+            "{table} in platform mode"
+        );
+    }
+    sqlx::query("INSERT INTO identity_namespaces (tenant_id, kind, pattern, created_at) VALUES ($1, 'prefix', 'spiffe://granted/ns/', 0)")
+        .bind(a.id().as_uuid())
+        .execute(&mut *tx)
+        .await
+        .expect("platform mode assigns namespaces");
+    tx.rollback().await.expect("rollback");
+    world.close().await;
+}
