@@ -199,6 +199,10 @@ async fn namespaces_never_cover_platform_operators(backend: Backend) {
     server.stop().await;
 }
 
+/// A binding as stored before namespaces: kind, pattern (a prefix without
+/// its `*`), creation time.
+type LegacyBinding = (&'static str, &'static str, i64);
+
 /// The migration that introduced identity namespaces.
 const NAMESPACES_MIGRATION: i64 = 20261206000001;
 
@@ -215,8 +219,7 @@ async fn migration_removes_shallow_derived_namespaces(backend: Backend) {
         Backend::Postgres => "decode(repeat('00', 32), 'hex')",
         Backend::Sqlite => "zeroblob(32)",
     };
-    // (tenant, [(kind, stored pattern without '*', created_at)])
-    let legacy: [(&str, &[(&str, &str, i64)]); 3] = [
+    let legacy: [(&str, &[LegacyBinding]); 3] = [
         (
             "squat",
             &[

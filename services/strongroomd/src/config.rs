@@ -685,6 +685,26 @@ mod tests {
     }
 
     #[test]
+    fn namespace_depth_from_file_and_environment() {
+        let mut pairs = TLS.to_vec();
+        pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+        let c =
+            Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.identity.min_namespace_depth, 2, "default");
+        let raw = toml::from_str::<RawConfig>("[identity]\nmin_namespace_depth = 3\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = Config::from_raw(raw, &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.identity.min_namespace_depth, 3);
+        pairs.push(("STRONGROOM_MIN_NAMESPACE_DEPTH", "1"));
+        let c =
+            Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.identity.min_namespace_depth, 1);
+        pairs.push(("STRONGROOM_MIN_NAMESPACE_DEPTH", "0"));
+        let err = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_err();
+        assert_eq!(err.key, "identity.min_namespace_depth");
+    }
+
+    #[test]
     fn unknown_file_keys_are_rejected() {
         let err = toml::from_str::<RawConfig>("lisen = \"x\"").unwrap_err();
         assert!(err.message().contains("lisen"));
