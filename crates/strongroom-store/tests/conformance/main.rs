@@ -105,6 +105,7 @@ postgres_only! {
     rls::rls_platform_mode_reads_only_the_registry,
     rls::rls_audit_log_is_append_only,
     rls::rls_platform_tables_are_platform_only,
+    rls::pg_derived_namespace_review_runs_as_the_app_role,
     isolation_level::pg_overlap_check_holds_under_repeatable_read,
     rls::check_role_refuses_a_superuser,
     rls::check_role_refuses_bypassrls,

@@ -652,3 +652,87 @@ pub async fn rls_platform_tables_are_platform_only(admin: PgPool) {
     tx.rollback().await.expect("rollback");
     world.close().await;
 }
+
+/// The review of derived namespaces at start-up runs as the app role: under
+/// row-level security it removes a derived namespace too shallow for the
+/// depth given and disables the bindings it covered, in that tenant only.
+pub async fn pg_derived_namespace_review_runs_as_the_app_role(admin: PgPool) {
+    let world = Populated::new(admin).await;
+    let s: &dyn Store = &*world.store;
+    let agent = world.a.add_principal(s, "squatter", Role::Agent).await;
+    world
+        .a
+        .bind(s, agent.id, "spiffe://squat.test/ns/*")
+        .await
+        .expect("bind");
+    // As the namespaces migration would have left it.
+    sqlx::query(
+        "UPDATE identity_namespaces SET derived = TRUE WHERE pattern = 'spiffe://squat.test/ns/'",
+    )
+    .execute(&world.admin)
+    .await
+    .expect("mark derived");
+    let before_b: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT disabled_reason FROM identity_bindings WHERE tenant_id = $1")
+            .bind(world.b.id().as_uuid())
+            .fetch_all(&world.admin)
+            .await
+            .expect("b's bindings");
+    let found = world
+        .store
+        .review_derived_namespaces(2)
+        .await
+        .expect("review as the app role");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].removed && found[0].tenant == world.a.id(),
+        "{found:?}"
+    );
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM identity_namespaces WHERE pattern = 'spiffe://squat.test/ns/'",
+    )
+    .fetch_one(&world.admin)
+    .await
+    .expect("count");
+    assert_eq!(left, 0);
+    let reason: Option<String> = sqlx::query_scalar(
+        "SELECT disabled_reason FROM identity_bindings WHERE pattern = 'spiffe://squat.test/ns/'",
+    )
+    .fetch_one(&world.admin)
+    .await
+    .expect("the squatter's binding");
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("min_namespace_depth")),
+        "{reason:?}"
+    );
+    assert!(
+        s.resolve_identity("spiffe://squat.test/ns/x/sa/y")
+            .await
+            .expect("resolve")
+            .is_empty()
+    );
+    // A's admin and B's bindings are untouched.
+    let me = crate::support::authenticate(s, &world.a.admin_identity)
+        .await
+        .expect("a's admin still authenticates");
+    assert_eq!(me.tenant().map(|t| t.id), Some(world.a.id()));
+    let after_b: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT disabled_reason FROM identity_bindings WHERE tenant_id = $1")
+            .bind(world.b.id().as_uuid())
+            .fetch_all(&world.admin)
+            .await
+            .expect("b's bindings");
+    assert_eq!(before_b, after_b);
+    // Nothing derived is left to review.
+    assert!(
+        world
+            .store
+            .review_derived_namespaces(2)
+            .await
+            .expect("again")
+            .is_empty()
+    );
+    world.close().await;
+}
