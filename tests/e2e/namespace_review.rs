@@ -219,7 +219,7 @@ async fn migration_removes_shallow_derived_namespaces(backend: Backend) {
         Backend::Postgres => "decode(repeat('00', 32), 'hex')",
         Backend::Sqlite => "zeroblob(32)",
     };
-    let legacy: [(&str, &[LegacyBinding]); 3] = [
+    let legacy: [(&str, &[LegacyBinding]); 4] = [
         (
             "squat",
             &[
@@ -229,6 +229,8 @@ async fn migration_removes_shallow_derived_namespaces(backend: Backend) {
         ),
         ("teamb", &[("prefix", "spiffe://other.td/ns/team-b/", 700)]),
         ("single", &[("exact", "spiffe://third.td/ns/c/sa/w", 800)]),
+        // A platform operator's identity, bound in a tenant before upgrading.
+        ("opgrab", &[("exact", strongroom_e2e::OPERATOR, 900)]),
     ];
     let mut seed = String::new();
     let mut tenants = std::collections::BTreeMap::new();
@@ -260,6 +262,10 @@ async fn migration_removes_shallow_derived_namespaces(backend: Backend) {
         }
     }
     let mut options = default_depth(backend);
+    options.env.push((
+        "STRONGROOM_PLATFORM_OPERATORS".into(),
+        strongroom_e2e::OPERATOR.into(),
+    ));
     options.seed_before = Some((NAMESPACES_MIGRATION, seed));
     let server = TestServer::start_with(options).await;
     let out = &server.migrate_output;
@@ -294,7 +300,11 @@ async fn migration_removes_shallow_derived_namespaces(backend: Backend) {
         !single.contains("review") && !single.contains("removed"),
         "{out}"
     );
-    assert_eq!(derived.len(), 3, "{out}");
+    assert!(
+        line("opgrab", strongroom_e2e::OPERATOR).contains(" removed:"),
+        "{out}"
+    );
+    assert_eq!(derived.len(), 4, "{out}");
 
     // The squatter's bindings are disabled and reported like the too-broad
     // ones.
@@ -313,7 +323,16 @@ async fn migration_removes_shallow_derived_namespaces(backend: Backend) {
             "{pattern} is not reported: {out}"
         );
     }
-    assert_eq!(disabled.len(), 2, "{out}");
+    assert!(
+        disabled.iter().any(|l| l.contains("tenant=opgrab ")
+            && l.contains(&format!(
+                "binding_id={} ",
+                bindings[strongroom_e2e::OPERATOR]
+            ))
+            && l.contains("platform operator")),
+        "the operator's binding is not reported: {out}"
+    );
+    assert_eq!(disabled.len(), 3, "{out}");
 
     // Authentication ignores them; the reviewed tenants keep theirs.
     let whose = |identity: &'static str| {
@@ -347,6 +366,14 @@ async fn migration_removes_shallow_derived_namespaces(backend: Backend) {
         assert_eq!(me.tenant.map(|t| t.name).as_deref(), Some(tenant));
     }
     let operator = server.operator().await;
+    // The operator's identity belongs to no tenant.
+    let me = operator
+        .admin()
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .expect("who am i")
+        .into_inner();
+    assert!(me.tenant.is_none(), "{me:?}");
     let listed = operator
         .admin()
         .list_tenants(pb::ListTenantsRequest::default())
@@ -362,6 +389,7 @@ async fn migration_removes_shallow_derived_namespaces(backend: Backend) {
             .unwrap_or_else(|| panic!("{name} not listed"))
     };
     assert!(namespaces("squat").is_empty());
+    assert!(namespaces("opgrab").is_empty());
     assert_eq!(
         namespaces("teamb"),
         vec!["spiffe://other.td/ns/team-b/*".to_owned()]

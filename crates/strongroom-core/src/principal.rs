@@ -324,6 +324,23 @@ impl IdentityPattern {
     }
 }
 
+/// Why a namespace derived from old bindings by the namespaces migration
+/// must go: shallower than `min_depth` (see
+/// [`IdentityPattern::depth_problem`]) or overlapping a platform operator's
+/// identity pattern.
+pub fn derived_namespace_problem(
+    namespace: &IdentityPattern,
+    min_depth: usize,
+    operators: &[IdentityPattern],
+) -> Option<String> {
+    namespace.depth_problem(min_depth).or_else(|| {
+        operators
+            .iter()
+            .any(|o| o.overlaps(namespace))
+            .then(|| "it overlaps a platform operator's identity".to_owned())
+    })
+}
+
 /// Checks namespaces a platform operator assigns against the deployment's
 /// rules beyond [`check_namespaces`]: SPIFFE prefix namespaces at least
 /// `min_depth` segments deep, and none overlapping a platform-operator

@@ -1,7 +1,7 @@
 //! Review of the identity namespaces the namespaces migration derived from
 //! existing bindings: those too broad for the deployment's
-//! `identity.min_namespace_depth` are removed (their bindings disabled), the
-//! rest listed for a platform operator to review. The depth is
+//! `identity.min_namespace_depth`, or covering a platform operator, are
+//! removed (their bindings disabled), the rest listed for a platform operator to review. The depth is
 //! configuration, so this runs after the SQL migrations (from `strongroomd
 //! migrate` and at start-up) rather than inside them; it is idempotent.
 
@@ -26,13 +26,15 @@ pub struct DerivedNamespace {
 macro_rules! namespace_review_impl {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// Removes the derived SPIFFE prefix namespaces shallower than
-            /// `min_depth`, disabling the bindings of their tenants that no
-            /// remaining namespace covers, and returns every derived
-            /// namespace (the removed ones marked), by tenant name.
+            /// Removes the derived namespaces `problem` finds fault with
+            /// (see `strongroom_core::principal::derived_namespace_problem`),
+            /// disabling the bindings of their tenants that no remaining
+            /// namespace covers with the reason `too broad: PROBLEM`, and
+            /// returns every derived namespace (the removed ones marked), by
+            /// tenant name.
             pub async fn review_derived_namespaces(
                 &self,
-                min_depth: usize,
+                problem: impl Fn(&strongroom_core::principal::IdentityPattern) -> Option<String>,
             ) -> strongroom_core::Result<Vec<crate::namespaces::DerivedNamespace>> {
                 use crate::error::db;
                 let mut tx = self.platform_tx(None, true).await?;
@@ -49,7 +51,7 @@ macro_rules! namespace_review_impl {
                 for (tenant, tenant_name, kind, text) in rows {
                     let tenant = strongroom_core::ids::TenantId::from_uuid(tenant);
                     let pattern = crate::rows::pattern(&kind, text)?;
-                    let problem = pattern.depth_problem(min_depth);
+                    let problem = problem(&pattern);
                     if let Some(problem) = &problem {
                         let (kind, text) = crate::rows::pattern_parts(&pattern);
                         sqlx::query("DELETE FROM identity_namespaces WHERE kind = $1 AND pattern = $2")

@@ -72,7 +72,15 @@ pub struct App {
 pub async fn open_store(
     database: &Database,
     identity: &crate::config::IdentityConfig,
+    operators: &[strongroom_core::principal::IdentityPattern],
 ) -> Result<Arc<dyn Store>, StartError> {
+    let problem = |n: &strongroom_core::principal::IdentityPattern| {
+        strongroom_core::principal::derived_namespace_problem(
+            n,
+            identity.min_namespace_depth,
+            operators,
+        )
+    };
     match database {
         Database::Sqlite { path } => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -83,11 +91,7 @@ pub async fn open_store(
             let store = SqliteStore::open(path)
                 .await
                 .map_err(|e| StartError::Database(format!("{} ({})", e, path.display())))?;
-            warn_derived(
-                store
-                    .review_derived_namespaces(identity.min_namespace_depth)
-                    .await,
-            );
+            warn_derived(store.review_derived_namespaces(problem).await);
             warn_disabled(store.disabled_bindings(WARN_DISABLED).await);
             Ok(Arc::new(store))
         }
@@ -106,11 +110,7 @@ pub async fn open_store(
                 .check_role()
                 .await
                 .map_err(|e| StartError::Database(e.to_string()))?;
-            warn_derived(
-                store
-                    .review_derived_namespaces(identity.min_namespace_depth)
-                    .await,
-            );
+            warn_derived(store.review_derived_namespaces(problem).await);
             warn_disabled(store.disabled_bindings(WARN_DISABLED).await);
             Ok(Arc::new(store))
         }
@@ -176,8 +176,9 @@ fn warn_derived(found: strongroom_core::Result<Vec<strongroom_store::DerivedName
 /// operator has confirmed since (`SetIdentityNamespaces` does), naming its
 /// tenant, tenant id and pattern. Prefix namespaces are marked for review
 /// (in the Kubernetes SPIFFE layout a short prefix covers many workloads);
-/// SPIFFE prefix namespaces shallower than `identity.min_namespace_depth`
-/// are removed first, their bindings disabled (and listed by
+/// SPIFFE prefix namespaces shallower than `identity.min_namespace_depth`,
+/// and namespaces covering a platform operator, are removed first, their
+/// bindings disabled (and listed by
 /// [`disabled_bindings_report`]).
 ///
 /// This runs after the SQL migrations rather than inside them because the
@@ -185,14 +186,18 @@ fn warn_derived(found: strongroom_core::Result<Vec<strongroom_store::DerivedName
 pub async fn derived_namespaces_report(
     database: &Database,
     identity: &crate::config::IdentityConfig,
+    operators: &[strongroom_core::principal::IdentityPattern],
 ) -> Result<Vec<String>, StartError> {
     let depth = identity.min_namespace_depth;
+    let problem = |n: &strongroom_core::principal::IdentityPattern| {
+        strongroom_core::principal::derived_namespace_problem(n, depth, operators)
+    };
     let found = match database {
         Database::Sqlite { path } => {
             SqliteStore::open(path)
                 .await
                 .map_err(|e| StartError::Database(e.to_string()))?
-                .review_derived_namespaces(depth)
+                .review_derived_namespaces(problem)
                 .await
         }
         Database::Postgres {
@@ -201,7 +206,7 @@ pub async fn derived_namespaces_report(
             PgStore::connect(migrate_url.as_deref().unwrap_or(url), 2)
                 .await
                 .map_err(|e| StartError::Database(e.to_string()))?
-                .review_derived_namespaces(depth)
+                .review_derived_namespaces(problem)
                 .await
         }
     }
@@ -210,11 +215,17 @@ pub async fn derived_namespaces_report(
         .iter()
         .map(|n| {
             let note = if n.removed {
-                format!(
-                    " removed: fewer than {depth} path segment(s) before '*' (identity.min_namespace_depth); its bindings are disabled"
+                let why = strongroom_core::principal::derived_namespace_problem(
+                    &n.pattern, depth, operators,
                 )
-            } else if matches!(n.pattern, strongroom_core::principal::IdentityPattern::Prefix(_)) {
-                " review: a prefix namespace; confirm or narrow it with SetIdentityNamespaces".to_owned()
+                .unwrap_or_default();
+                format!(" removed: {why}; its bindings are disabled")
+            } else if matches!(
+                n.pattern,
+                strongroom_core::principal::IdentityPattern::Prefix(_)
+            ) {
+                " review: a prefix namespace; confirm or narrow it with SetIdentityNamespaces"
+                    .to_owned()
             } else {
                 String::new()
             };
@@ -374,7 +385,12 @@ impl App {
     pub async fn build(config: Config) -> Result<App, StartError> {
         let trust = ClientTrust::load(&config.tls)?;
         let tls = crate::tls::server_config(&config.tls, &trust)?;
-        let store = open_store(&config.database, &config.identity).await?;
+        let store = open_store(
+            &config.database,
+            &config.identity,
+            &config.platform_operators,
+        )
+        .await?;
         let root = load_root_key(&config.root_key, store.as_ref()).await?;
         let listener =
             TcpListener::bind(config.listen)

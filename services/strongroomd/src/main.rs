@@ -87,9 +87,12 @@ async fn run(command: Command) -> Result<(), StartError> {
                 // Opening the SQLite store (below) applies its migrations.
                 Database::Sqlite { .. } => {}
             }
-            let derived =
-                strongroomd::app::derived_namespaces_report(&config.database, &config.identity)
-                    .await?;
+            let derived = strongroomd::app::derived_namespaces_report(
+                &config.database,
+                &config.identity,
+                &config.platform_operators,
+            )
+            .await?;
             tracing::info!("migrations applied");
             for line in &derived {
                 println!("{line}");

@@ -680,7 +680,7 @@ pub async fn pg_derived_namespace_review_runs_as_the_app_role(admin: PgPool) {
             .expect("b's bindings");
     let found = world
         .store
-        .review_derived_namespaces(2)
+        .review_derived_namespaces(|n| n.depth_problem(2))
         .await
         .expect("review as the app role");
     assert_eq!(found.len(), 1, "{found:?}");
@@ -729,7 +729,7 @@ pub async fn pg_derived_namespace_review_runs_as_the_app_role(admin: PgPool) {
     assert!(
         world
             .store
-            .review_derived_namespaces(2)
+            .review_derived_namespaces(|n| n.depth_problem(2))
             .await
             .expect("again")
             .is_empty()
