@@ -38,5 +38,3 @@ ALTER TABLE platform_audit_heads FORCE ROW LEVEL SECURITY;
 CREATE POLICY platform_all ON platform_audit_heads
     USING (current_setting('strongroom.platform', true) = 'on')
     WITH CHECK (current_setting('strongroom.platform', true) = 'on');
-
-GRANT UPDATE (derived) ON identity_namespaces TO strongroom_app;
