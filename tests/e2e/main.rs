@@ -20,6 +20,7 @@ macro_rules! on_both_backends {
     )+};
 }
 
+mod abuse;
 mod dev_mode;
 mod grpcurl;
 mod health;
@@ -28,6 +29,7 @@ mod isolation_guards;
 mod lifecycle;
 mod mtls;
 mod policy;
+mod replicas;
 mod secrets_in_logs;
 mod smoke;
 mod tenancy;

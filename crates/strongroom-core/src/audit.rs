@@ -63,13 +63,21 @@ pub enum Action {
     PolicyCheck,
     /// The audit log was read.
     AuditQuery,
+    /// A principal's denials crossed the tenant's alert threshold.
+    AlertRepeatedDenials,
+    /// A principal was locked (disabled) automatically after repeated
+    /// denials.
+    PrincipalLock,
+    /// Calls of a principal were refused by a rate limit (counted per
+    /// window, not one event a call).
+    RateLimited,
     /// Anything else (named in `reason_code`).
     Other,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 24] = [
+    pub const ALL: [Action; 27] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -93,6 +101,9 @@ impl Action {
         Self::GrantRevoke,
         Self::PolicyCheck,
         Self::AuditQuery,
+        Self::AlertRepeatedDenials,
+        Self::PrincipalLock,
+        Self::RateLimited,
         Self::Other,
     ];
 
@@ -122,6 +133,9 @@ impl Action {
             Self::GrantRevoke => "grant.revoke",
             Self::PolicyCheck => "policy.check",
             Self::AuditQuery => "audit.query",
+            Self::AlertRepeatedDenials => "alert.repeated_denials",
+            Self::PrincipalLock => "principal.lock",
+            Self::RateLimited => "rate_limited",
             Self::Other => "other",
         }
     }
@@ -143,6 +157,8 @@ impl Action {
                 | Self::CredentialInject
                 | Self::PolicyCheck
                 | Self::AuditQuery
+                | Self::AlertRepeatedDenials
+                | Self::RateLimited
         )
     }
 }

@@ -10,12 +10,14 @@
 
 mod batch;
 mod error;
+mod fair;
 mod pg_events;
 mod postgres;
 mod rows;
 mod shared;
 mod sqlite;
 
+pub use fair::FairShare;
 pub use postgres::{APP_ROLE, PgStore};
 pub use sqlite::SqliteStore;
 

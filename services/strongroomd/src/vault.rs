@@ -41,6 +41,7 @@ use strongroom_core::value::{CredentialValue, GenerationPolicy};
 use strongroom_core::{Error, Result};
 use strongroom_crypto::{Aad, Envelope, Kek, RootKey, WrappedKek};
 
+use crate::abuse::AbuseGuard;
 use crate::cache::{CachedCredential, Caches};
 use crate::config::Limits;
 
@@ -56,7 +57,7 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    fn stamp(&self, mut draft: AuditDraft) -> AuditDraft {
+    pub(crate) fn stamp(&self, mut draft: AuditDraft) -> AuditDraft {
         draft.peer.clone_from(&self.peer);
         draft.request_id = Some(self.request_id.clone());
         draft.trace_id.clone_from(&self.trace_id);
@@ -209,6 +210,7 @@ pub struct Vault {
     limits: Limits,
     authenticator: Authenticator,
     caches: Arc<Caches>,
+    abuse: Arc<AbuseGuard>,
 }
 
 /// Why a reveal did not complete.
@@ -242,7 +244,7 @@ impl Vault {
         limits: Limits,
         authenticator: Authenticator,
     ) -> Self {
-        let caches = Arc::new(Caches::default());
+        let caches = Arc::new(Caches::new(limits.cache_ttl));
         let mut changes = store.changes();
         let weak = Arc::downgrade(&caches);
         tokio::spawn(async move {
@@ -257,6 +259,12 @@ impl Vault {
                 }
             }
         });
+        let abuse = Arc::new(AbuseGuard::default());
+        crate::abuse::spawn_sweeper(
+            Arc::downgrade(&abuse),
+            Arc::clone(&store),
+            limits.audit_timeout,
+        );
         Self {
             store,
             root,
@@ -264,7 +272,19 @@ impl Vault {
             limits,
             authenticator,
             caches,
+            abuse,
         }
+    }
+
+    /// The abuse controls' state.
+    pub(crate) fn abuse(&self) -> &AbuseGuard {
+        &self.abuse
+    }
+
+    /// Drops cached callers (and data) of `tenant` after a change of who
+    /// they are.
+    pub(crate) fn callers_changed(&self, tenant: TenantId) {
+        self.caches.invalidate(tenant);
     }
 
     /// Authenticates a verified peer identity, from the cache when fresh.
@@ -491,9 +511,10 @@ impl Vault {
     /// Records a denial; a failure to record it is logged, and the denial
     /// stands.
     async fn audit_denial(&self, scope: &TenantScope<'_>, draft: AuditDraft) {
-        if let Err(e) = self.audit(scope, draft).await {
+        if let Err(e) = self.audit(scope, draft.clone()).await {
             tracing::error!(error = %e, "could not record a denial");
         }
+        self.denial_noted(scope, &draft).await;
     }
 
     fn credential_draft(
@@ -859,7 +880,13 @@ impl Vault {
         self.store
             .set_principal_status(&scope, id, status, draft)
             .await
-            .inspect(|_| self.changed(&scope))
+            .inspect(|_| {
+                self.changed(&scope);
+                if status == PrincipalStatus::Active {
+                    // An admin has looked at it: its counts start afresh.
+                    self.abuse.forgive(scope.tenant_id(), id);
+                }
+            })
     }
 
     /// Binds an identity (exact or `prefix*`) to a principal (admin).
@@ -1365,6 +1392,7 @@ impl Vault {
             principal: principal.id,
             role: principal.role,
             grant: decision.grant,
+            binding: Some(scope.binding()),
         };
         // Fail closed: the value is returned only once its audit record is
         // durable, and only if the state it was decided on still holds.
