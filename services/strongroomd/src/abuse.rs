@@ -131,33 +131,26 @@ fn quota(limit: RateLimit) -> Quota {
         .allow_burst(burst)
 }
 
-/// A principal's counts in its current alert window.
-struct Window {
+/// A principal's denials in its current alert window.
+struct DenialWindow {
     started: Instant,
     length: Duration,
     denials: u32,
     alerted: bool,
+}
+
+/// A principal's refused calls in its current window.
+struct RefusalWindow {
+    started: Instant,
+    length: Duration,
     refused: u64,
     /// The last refused call's caller and limit, to record the window's
     /// refusals when it ends.
-    refused_by: Option<(Arc<Authenticated>, Limit)>,
+    last: (Arc<Authenticated>, Limit),
 }
 
-impl Window {
-    fn new(length: Duration) -> Self {
-        Self {
-            started: Instant::now(),
-            length,
-            denials: 0,
-            alerted: false,
-            refused: 0,
-            refused_by: None,
-        }
-    }
-
-    fn ended(&self, now: Instant) -> bool {
-        now.duration_since(self.started) >= self.length
-    }
+fn ended(started: Instant, length: Duration, now: Instant) -> bool {
+    now.duration_since(started) >= length
 }
 
 /// What a denial calls for.
@@ -182,7 +175,8 @@ pub struct AbuseGuard {
     denied: Limiters,
     calls: Limiters,
     blocked: RwLock<HashMap<Key, (Instant, Limit)>>,
-    windows: Mutex<HashMap<Key, Window>>,
+    denials: Mutex<HashMap<Key, DenialWindow>>,
+    refusals: Mutex<HashMap<Key, RefusalWindow>>,
 }
 
 fn window_length(settings: &TenantSettings) -> Duration {
@@ -226,19 +220,32 @@ impl AbuseGuard {
         let (Some(tenant), Some(principal)) = (caller.tenant(), caller.principal()) else {
             return false;
         };
-        let Ok(mut windows) = self.windows.lock() else {
+        let Ok(mut refusals) = self.refusals.lock() else {
             return false;
         };
         let now = Instant::now();
-        let w = windows
-            .entry((tenant.id, principal.id))
-            .or_insert_with(|| Window::new(window_length(&tenant.settings)));
-        if w.ended(now) && w.refused == 0 {
-            *w = Window::new(window_length(&tenant.settings));
+        let key = (tenant.id, principal.id);
+        match refusals.get_mut(&key) {
+            // An ended window is recorded (and removed) by the sweeper
+            // within a second; refusals meanwhile still count into it.
+            Some(w) => {
+                w.refused += 1;
+                w.last = (Arc::clone(caller), limit);
+                false
+            }
+            None => {
+                refusals.insert(
+                    key,
+                    RefusalWindow {
+                        started: now,
+                        length: window_length(&tenant.settings),
+                        refused: 1,
+                        last: (Arc::clone(caller), limit),
+                    },
+                );
+                true
+            }
         }
-        w.refused += 1;
-        w.refused_by = Some((Arc::clone(caller), limit));
-        w.refused == 1
     }
 
     /// Counts a denial of the scope's principal: takes a cell of its
@@ -255,21 +262,24 @@ impl AbuseGuard {
         {
             blocked.insert(key, (Instant::now() + wait, Limit::DeniedCalls));
         }
-        let Ok(mut windows) = self.windows.lock() else {
+        let Ok(mut denials) = self.denials.lock() else {
             return DenialNoted { alert: None };
         };
         let now = Instant::now();
         let length = window_length(&tenant.settings);
-        let w = windows.entry(key).or_insert_with(|| Window::new(length));
-        if w.ended(now) && w.refused == 0 {
-            *w = Window::new(length);
-        } else if w.ended(now) {
-            // The ended window's refusals are still to be recorded: keep
-            // them, count the denials afresh.
-            w.started = now;
-            w.length = length;
-            w.denials = 0;
-            w.alerted = false;
+        let w = denials.entry(key).or_insert(DenialWindow {
+            started: now,
+            length,
+            denials: 0,
+            alerted: false,
+        });
+        if ended(w.started, w.length, now) {
+            *w = DenialWindow {
+                started: now,
+                length,
+                denials: 0,
+                alerted: false,
+            };
         }
         w.denials += 1;
         if w.denials >= tenant.settings.denial_alert.threshold && !w.alerted {
@@ -286,8 +296,8 @@ impl AbuseGuard {
         if let Ok(mut blocked) = self.blocked.write() {
             blocked.remove(&(tenant, principal));
         }
-        if let Ok(mut windows) = self.windows.lock() {
-            windows.remove(&(tenant, principal));
+        if let Ok(mut denials) = self.denials.lock() {
+            denials.remove(&(tenant, principal));
         }
     }
 
@@ -298,24 +308,25 @@ impl AbuseGuard {
         if let Ok(mut blocked) = self.blocked.write() {
             blocked.retain(|_, (until, _)| *until > now);
         }
-        let mut ended = Vec::new();
-        if let Ok(mut windows) = self.windows.lock() {
-            windows.retain(|_, w| {
-                if !w.ended(now) {
+        if let Ok(mut denials) = self.denials.lock() {
+            denials.retain(|_, w| !ended(w.started, w.length, now));
+        }
+        let mut closed = Vec::new();
+        if let Ok(mut refusals) = self.refusals.lock() {
+            refusals.retain(|_, w| {
+                if !ended(w.started, w.length, now) {
                     return true;
                 }
-                if let Some((caller, limit)) = w.refused_by.take() {
-                    ended.push(EndedWindow {
-                        caller,
-                        limit,
-                        refused: w.refused,
-                        length: w.length,
-                    });
-                }
+                closed.push(EndedWindow {
+                    caller: Arc::clone(&w.last.0),
+                    limit: w.last.1,
+                    refused: w.refused,
+                    length: w.length,
+                });
                 false
             });
         }
-        ended
+        closed
     }
 
     /// Forgets idle principals' limiter state.
