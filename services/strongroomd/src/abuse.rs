@@ -478,3 +478,47 @@ impl Vault {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(per_minute: u32, burst: u32) -> RateLimit {
+        RateLimit {
+            enabled: true,
+            per_minute,
+            burst,
+        }
+    }
+
+    #[test]
+    fn quota_follows_the_setting() {
+        let q = quota(limit(60, 20));
+        assert_eq!(q.replenish_interval(), Duration::from_secs(1));
+        assert_eq!(q.burst_size().get(), 20);
+        let q = quota(limit(600, 100));
+        assert_eq!(q.replenish_interval(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_spent_budget_names_the_wait_and_a_new_limit_starts_afresh() {
+        let limiters = Limiters::default();
+        let tenant = TenantId::generate();
+        let principal = PrincipalId::generate();
+        let other = PrincipalId::generate();
+        for _ in 0..5 {
+            assert_eq!(limiters.check(tenant, principal, limit(60, 5)), None);
+        }
+        let wait = limiters
+            .check(tenant, principal, limit(60, 5))
+            .unwrap_or_default();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        // Per principal: another one has its own budget.
+        assert_eq!(limiters.check(tenant, other, limit(60, 5)), None);
+        // A changed limit replaces the tenant's limiter.
+        assert_eq!(limiters.check(tenant, principal, limit(60, 6)), None);
+    }
+}

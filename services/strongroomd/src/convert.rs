@@ -582,10 +582,11 @@ pub fn rate_limit_in(l: pb::RateLimit) -> RateLimit {
     }
 }
 
-/// A denial alert as given (bounds are checked with the settings).
-pub fn denial_alert_in(a: pb::DenialAlert) -> Result<DenialAlert> {
+/// A denial alert as given (bounds are checked with the settings); an
+/// absent window keeps `current`'s.
+pub fn denial_alert_in(a: pb::DenialAlert, current: DenialAlert) -> Result<DenialAlert> {
     let window = match a.window {
-        None => 0,
+        None => current.window_secs,
         Some(d) => {
             if d.nanos != 0 || d.seconds < 0 {
                 return Err(Error::invalid(

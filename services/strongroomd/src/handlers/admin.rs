@@ -67,7 +67,7 @@ fn settings_in(
     if wants("denial_alert")
         && let Some(a) = s.denial_alert
     {
-        current.denial_alert = convert::denial_alert_in(a)?;
+        current.denial_alert = convert::denial_alert_in(a, current.denial_alert)?;
     }
     Ok(current)
 }
