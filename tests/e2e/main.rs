@@ -20,6 +20,7 @@ macro_rules! on_both_backends {
     )+};
 }
 
+mod abuse;
 mod checkpoints;
 mod dev_mode;
 mod field_bounds;
@@ -32,6 +33,7 @@ mod mtls;
 mod namespaces;
 mod oracles;
 mod policy;
+mod replicas;
 mod revocation;
 mod secrets_in_logs;
 mod smoke;

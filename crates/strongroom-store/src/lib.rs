@@ -11,12 +11,14 @@
 mod batch;
 mod chains;
 mod error;
+mod fair;
 mod pg_events;
 mod postgres;
 mod rows;
 mod shared;
 mod sqlite;
 
+pub use fair::FairShare;
 #[cfg(feature = "fault-injection")]
 pub use postgres::LostReply;
 pub use postgres::{APP_ROLE, PgStore};

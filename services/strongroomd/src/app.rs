@@ -14,7 +14,7 @@ use strongroom_proto::v1::admin_service_server::AdminServiceServer;
 use strongroom_proto::v1::audit_service_server::AuditServiceServer;
 use strongroom_proto::v1::credential_service_server::CredentialServiceServer;
 use strongroom_proto::v1::policy_service_server::PolicyServiceServer;
-use strongroom_store::{PgStore, SqliteStore};
+use strongroom_store::{FairShare, PgStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -85,19 +85,26 @@ pub async fn open_store(database: &Database) -> Result<Arc<dyn Store>, StartErro
             url,
             max_connections,
             migrate_url,
+            listen_url,
+            tenant_max_connections,
         } => {
             if let Some(migrate_url) = migrate_url {
                 migrate_postgres(migrate_url).await?;
             }
-            let store = PgStore::connect(url, *max_connections)
+            let mut store = PgStore::connect(url, *max_connections)
                 .await
                 .map_err(|e| StartError::Database(e.to_string()))?;
+            if let Some(listen_url) = listen_url {
+                store = store
+                    .listen_at(listen_url)
+                    .map_err(|e| StartError::Database(e.to_string()))?;
+            }
             store
                 .check_role()
                 .await
                 .map_err(|e| StartError::Database(e.to_string()))?;
             warn_disabled(store.disabled_bindings(WARN_DISABLED).await);
-            Ok(Arc::new(store))
+            Ok(Arc::new(FairShare::new(store, *tenant_max_connections)))
         }
     }
 }

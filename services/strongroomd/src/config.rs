@@ -53,6 +53,13 @@ pub enum Database {
         max_connections: u32,
         /// Run migrations at start-up with this (privileged) URL.
         migrate_url: Option<String>,
+        /// Where the change listener connects (default `url`): the
+        /// database directly when `url` goes through a pooler in
+        /// transaction mode, where LISTEN does not work.
+        listen_url: Option<String>,
+        /// Most pooled connections one tenant's calls hold at once, so one
+        /// busy tenant cannot starve the others.
+        tenant_max_connections: u32,
     },
     /// SQLite in the file at `path` (migrated at start-up).
     Sqlite {
@@ -107,6 +114,11 @@ pub struct Limits {
     /// Concurrent HTTP/2 streams (calls) per connection, advertised to the
     /// client in the server's SETTINGS.
     pub max_concurrent_streams: u32,
+    /// How long cached callers, grants and credentials are trusted after
+    /// they were read (`cache.ttl_ms`): the ceiling on how long a change
+    /// made through another server can go unseen here if its change notice
+    /// is lost.
+    pub cache_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -119,6 +131,7 @@ impl Default for Limits {
             max_lease_ttl: Duration::from_secs(24 * 3600),
             max_connections: 4096,
             max_concurrent_streams: 256,
+            cache_ttl: crate::cache::DEFAULT_TTL,
         }
     }
 }
@@ -177,6 +190,14 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    cache: RawCache,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +225,8 @@ struct RawDatabase {
     migrate_url: Option<String>,
     sqlite_path: Option<PathBuf>,
     max_connections: Option<u32>,
+    listen_url: Option<String>,
+    tenant_max_connections: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -308,6 +331,13 @@ impl Config {
             raw.database.max_connections =
                 Some(parse_num("STRONGROOM_DATABASE_MAX_CONNECTIONS", &v)?);
         }
+        if let Some(v) = env.var("STRONGROOM_DATABASE_LISTEN_URL") {
+            raw.database.listen_url = Some(v);
+        }
+        if let Some(v) = env.var("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS") {
+            raw.database.tenant_max_connections =
+                Some(parse_num("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", &v)?);
+        }
         if let Some(v) = env.var("STRONGROOM_ROOT_KEY_FILE") {
             raw.root_key.file = Some(v.into());
         }
@@ -333,6 +363,9 @@ impl Config {
         }
         if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_FILE") {
             raw.audit.checkpoint_file = Some(v.into());
+        }
+        if let Some(v) = env.var("STRONGROOM_CACHE_TTL_MS") {
+            raw.cache.ttl_ms = Some(parse_num("STRONGROOM_CACHE_TTL_MS", &v)?);
         }
         if let Some(v) = env.var("STRONGROOM_LOG_LEVEL") {
             raw.log.level = Some(v);
@@ -392,10 +425,31 @@ impl Config {
                 if !(1..=1024).contains(&max_connections) {
                     return Err(bad("database.max_connections", "must be 1-1024"));
                 }
+                if let Some(u) = &raw.database.listen_url
+                    && !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
+                {
+                    return Err(bad("database.listen_url", "must start with postgres://"));
+                }
+                // By default one tenant may hold three quarters of the pool
+                // (less the connection the change listener keeps): a single
+                // busy tenant keeps most of it, and the rest stays free for
+                // the others.
+                let tenant_max_connections = raw
+                    .database
+                    .tenant_max_connections
+                    .unwrap_or((max_connections.saturating_sub(1) * 3 / 4).max(1));
+                if !(1..=max_connections).contains(&tenant_max_connections) {
+                    return Err(bad(
+                        "database.tenant_max_connections",
+                        "must be 1 to database.max_connections",
+                    ));
+                }
                 Database::Postgres {
                     url,
                     max_connections,
                     migrate_url: raw.database.migrate_url,
+                    listen_url: raw.database.listen_url,
+                    tenant_max_connections,
                 }
             }
             "sqlite" => Database::Sqlite {
@@ -471,12 +525,19 @@ impl Config {
                 .limits
                 .max_concurrent_streams
                 .unwrap_or(d.max_concurrent_streams),
+            cache_ttl: raw.cache.ttl_ms.map_or(d.cache_ttl, Duration::from_millis),
         };
         if !(1..=1_000_000).contains(&limits.max_connections) {
             return Err(bad("limits.max_connections", "must be 1-1000000"));
         }
         if !(1..=65_536).contains(&limits.max_concurrent_streams) {
             return Err(bad("limits.max_concurrent_streams", "must be 1-65536"));
+        }
+        if limits.cache_ttl > Duration::from_secs(300) {
+            return Err(bad(
+                "cache.ttl_ms",
+                "must be at most 300000 (5 minutes); 0 turns the caches off",
+            ));
         }
         if !(1024..=64 * 1024 * 1024).contains(&limits.max_message_bytes) {
             return Err(bad("limits.max_message_bytes", "must be 1 KiB to 64 MiB"));
@@ -640,6 +701,23 @@ mod tests {
         let c = Config::from_raw(raw, &env(&pairs[..4])).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.audit.checkpoint_interval, Some(Duration::from_secs(60)));
         assert_eq!(c.audit.checkpoint_file, None, "logged only");
+    }
+
+    #[test]
+    fn cache_ttl_is_read_and_bounded() {
+        let mut pairs = TLS.to_vec();
+        pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+        let c =
+            Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.limits.cache_ttl, Duration::from_secs(5));
+        pairs.push(("STRONGROOM_CACHE_TTL_MS", "750"));
+        let c =
+            Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.limits.cache_ttl, Duration::from_millis(750));
+        let raw: RawConfig =
+            toml::from_str("[cache]\nttl_ms = 600000").unwrap_or_else(|e| panic!("{e}"));
+        let err = Config::from_raw(raw, &env(&pairs[..4])).unwrap_err();
+        assert_eq!(err.key, "cache.ttl_ms");
     }
 
     #[test]

@@ -42,6 +42,7 @@ use strongroom_core::value::{CredentialValue, GenerationPolicy};
 use strongroom_core::{Error, Result};
 use strongroom_crypto::{Aad, Envelope, Kek, RootKey, WrappedKek};
 
+use crate::abuse::AbuseGuard;
 use crate::cache::{CachedCredential, Caches};
 use crate::config::Limits;
 
@@ -62,7 +63,7 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    fn stamp(&self, mut draft: AuditDraft) -> AuditDraft {
+    pub(crate) fn stamp(&self, mut draft: AuditDraft) -> AuditDraft {
         draft.peer.clone_from(&self.peer);
         draft.request_id = Some(self.request_id.clone());
         draft.trace_id.clone_from(&self.trace_id);
@@ -225,6 +226,7 @@ pub struct Vault {
     /// Coalesces failed authentications before they reach the platform
     /// chain.
     failed_auth: checkpoints::FailedAuthLog,
+    abuse: Arc<AbuseGuard>,
 }
 
 /// Why a reveal did not complete.
@@ -258,7 +260,7 @@ impl Vault {
         limits: Limits,
         authenticator: Authenticator,
     ) -> Self {
-        let caches = Arc::new(Caches::default());
+        let caches = Arc::new(Caches::new(limits.cache_ttl));
         let mut changes = store.changes();
         let weak = Arc::downgrade(&caches);
         tokio::spawn(async move {
@@ -273,6 +275,12 @@ impl Vault {
                 }
             }
         });
+        let abuse = Arc::new(AbuseGuard::default());
+        crate::abuse::spawn_sweeper(
+            Arc::downgrade(&abuse),
+            Arc::clone(&store),
+            limits.audit_timeout,
+        );
         Self {
             store,
             root,
@@ -282,7 +290,19 @@ impl Vault {
             caches,
             checkpoint_key: tokio::sync::OnceCell::new(),
             failed_auth: checkpoints::FailedAuthLog::default(),
+            abuse,
         }
+    }
+
+    /// The abuse controls' state.
+    pub(crate) fn abuse(&self) -> &AbuseGuard {
+        &self.abuse
+    }
+
+    /// Drops cached callers (and data) of `tenant` after a change of who
+    /// they are.
+    pub(crate) fn callers_changed(&self, tenant: TenantId) {
+        self.caches.invalidate(tenant);
     }
 
     /// Authenticates a verified peer identity, from the cache when fresh.
@@ -509,9 +529,10 @@ impl Vault {
     /// Records a denial; a failure to record it is logged, and the denial
     /// stands.
     async fn audit_denial(&self, scope: &TenantScope<'_>, draft: AuditDraft) {
-        if let Err(e) = self.audit(scope, draft).await {
+        if let Err(e) = self.audit(scope, draft.clone()).await {
             tracing::error!(error = %e, "could not record a denial");
         }
+        self.denial_noted(scope, &draft).await;
     }
 
     fn credential_draft(
@@ -1017,7 +1038,13 @@ impl Vault {
         self.store
             .set_principal_status(&scope, id, status, draft)
             .await
-            .inspect(|_| self.changed(&scope))
+            .inspect(|_| {
+                self.changed(&scope);
+                if status == PrincipalStatus::Active {
+                    // An admin has looked at it: its counts start afresh.
+                    self.abuse.forgive(scope.tenant_id(), id);
+                }
+            })
     }
 
     /// Binds an identity (exact or `prefix*`) to a principal (admin).
@@ -1580,6 +1607,7 @@ impl Vault {
             principal: principal.id,
             role: principal.role,
             grant: decision.grant,
+            binding: Some(scope.binding()),
         };
         // Fail closed: the value is returned only once its audit record is
         // durable, and only if the state it was decided on still holds.

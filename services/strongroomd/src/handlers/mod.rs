@@ -117,13 +117,25 @@ impl Shared {
                 return Err(to_status(e, &request_id));
             }
         };
+        let ctx = CallContext {
+            peer,
+            request_id,
+            trace_id: None,
+        };
+        // Rate limits (after authentication: they are per principal).
+        if let Err(refusal) = self.vault.admit(&caller, &ctx, rpc).await {
+            tracing::info!(
+                rpc,
+                request_id = %ctx.request_id,
+                principal = caller.principal().map(|p| tracing::field::display(p.id)),
+                limit = refusal.limit.reason_code(),
+                "rate limited"
+            );
+            return Err(crate::error::rate_limited(&refusal));
+        }
         Ok(Call {
             caller,
-            ctx: CallContext {
-                peer,
-                request_id,
-                trace_id: None,
-            },
+            ctx,
             started,
         })
     }
