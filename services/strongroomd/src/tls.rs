@@ -504,6 +504,11 @@ impl PeerStream {
 }
 
 impl PeerStream {
+    /// What the handshake proved.
+    pub fn info(&self) -> &PeerInfo {
+        &self.info
+    }
+
     /// Whether the client certificate is still valid now (see
     /// [`PeerCert::check`]); a connection without one is left to the calls
     /// to refuse.
