@@ -301,3 +301,73 @@ async fn idle_connections_are_closed_despite_pings() {
     let status = server.stop().await;
     assert!(status.success(), "strongroomd exited with {status}");
 }
+
+/// Whether a connection presenting a certificate for `identity` is served
+/// (its call answered by a service, whatever the answer).
+async fn served(server: &TestServer, identity: &str) -> bool {
+    let (cert, key) = server.ca.client_cert(identity, CertKind::Spiffe);
+    let Ok(channel) = server.channel(Some((&cert, &key))).await else {
+        return false;
+    };
+    match AdminServiceClient::new(channel)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+    {
+        Ok(_) => true,
+        Err(s) => !matches!(
+            s.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        ),
+    }
+}
+
+/// One identity holds at most `limits.max_connections_per_identity`
+/// connections; other identities still get in, and a closed connection
+/// gives its identity's slot back.
+#[tokio::test]
+async fn connections_per_identity_are_capped() {
+    let mut options = Options::new(Backend::Sqlite);
+    options
+        .env
+        .push(("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY".into(), "2".into()));
+    let server = TestServer::start_with(options).await;
+    let mut open = Vec::new();
+    for i in 0..2 {
+        open.push(
+            operator_connection(&server)
+                .await
+                .unwrap_or_else(|e| panic!("operator connection {i} within the cap: {e}")),
+        );
+    }
+    assert!(
+        !served(&server, OPERATOR).await,
+        "a third operator connection was served with a cap of 2"
+    );
+    server
+        .logs
+        .wait_for_line(
+            &[
+                "too many open connections for this identity",
+                "\"max_connections_per_identity\":2",
+            ],
+            Duration::from_secs(10),
+        )
+        .await;
+    // Another identity (unknown to the server: its call is answered
+    // UNAUTHENTICATED by the service) is not held back.
+    assert!(
+        served(&server, "spiffe://e2e.test/someone/else").await,
+        "another identity's connection was refused"
+    );
+    for (i, client) in open.iter_mut().enumerate() {
+        client
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .unwrap_or_else(|s| panic!("open connection {i}: {s:?}"));
+    }
+    drop(open.pop());
+    let _again =
+        operator_connection_within(&server, Duration::from_secs(10), "after one closed").await;
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+}

@@ -105,6 +105,10 @@ pub struct Limits {
     /// a connection beyond the cap is closed (as soon as it is accepted when
     /// the cap is already reached).
     pub max_connections: usize,
+    /// Open connections of one client identity (the SPIFFE ID or common
+    /// name of its certificate), so that one workload cannot take every
+    /// slot; a connection beyond it is closed after its handshake.
+    pub max_connections_per_identity: usize,
     /// TLS handshakes in progress, counted apart from `max_connections` so
     /// that connections which never complete a handshake cannot take the
     /// slots of authenticated clients; a connection beyond it is closed as
@@ -129,6 +133,7 @@ impl Default for Limits {
             default_lease_ttl: Duration::from_secs(3600),
             max_lease_ttl: Duration::from_secs(24 * 3600),
             max_connections: 4096,
+            max_connections_per_identity: 64,
             max_handshakes: 128,
             handshake_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(600),
@@ -236,6 +241,7 @@ struct RawLimits {
     default_lease_ttl_secs: Option<u64>,
     max_lease_ttl_secs: Option<u64>,
     max_connections: Option<usize>,
+    max_connections_per_identity: Option<usize>,
     max_handshakes: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
@@ -339,6 +345,10 @@ impl Config {
         }
         if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS") {
             raw.limits.max_connections = Some(parse_num("STRONGROOM_MAX_CONNECTIONS", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY") {
+            raw.limits.max_connections_per_identity =
+                Some(parse_num("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY", &v)?);
         }
         if let Some(v) = env.var("STRONGROOM_MAX_HANDSHAKES") {
             raw.limits.max_handshakes = Some(parse_num("STRONGROOM_MAX_HANDSHAKES", &v)?);
@@ -494,6 +504,10 @@ impl Config {
                 .max_lease_ttl_secs
                 .map_or(d.max_lease_ttl, Duration::from_secs),
             max_connections: raw.limits.max_connections.unwrap_or(d.max_connections),
+            max_connections_per_identity: raw
+                .limits
+                .max_connections_per_identity
+                .unwrap_or(d.max_connections_per_identity),
             max_handshakes: raw.limits.max_handshakes.unwrap_or(d.max_handshakes),
             handshake_timeout: raw
                 .limits
@@ -510,6 +524,12 @@ impl Config {
         };
         if !(1..=1_000_000).contains(&limits.max_connections) {
             return Err(bad("limits.max_connections", "must be 1-1000000"));
+        }
+        if !(1..=1_000_000).contains(&limits.max_connections_per_identity) {
+            return Err(bad(
+                "limits.max_connections_per_identity",
+                "must be 1-1000000",
+            ));
         }
         if !(1..=1_000_000).contains(&limits.max_handshakes) {
             return Err(bad("limits.max_handshakes", "must be 1-1000000"));
@@ -631,6 +651,7 @@ mod tests {
         assert_eq!(c.limits.max_connections, 4096);
         assert_eq!(c.limits.max_concurrent_streams, 256);
         assert_eq!(c.limits.max_handshakes, 128);
+        assert_eq!(c.limits.max_connections_per_identity, 64);
         assert_eq!(c.limits.handshake_timeout, Duration::from_secs(3));
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(600));
 
@@ -660,6 +681,11 @@ mod tests {
             ),
             ("STRONGROOM_TLS_CRL_RELOAD_MS", "5", "tls.crl_reload_ms"),
             ("STRONGROOM_MAX_HANDSHAKES", "0", "limits.max_handshakes"),
+            (
+                "STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY",
+                "0",
+                "limits.max_connections_per_identity",
+            ),
             (
                 "STRONGROOM_HANDSHAKE_TIMEOUT_MS",
                 "10",

@@ -3,6 +3,9 @@
 //! `limits.handshake_timeout`), and serves every established connection with
 //! HTTP/2 in its own task, holding one of `limits.max_connections` slots.
 //!
+//! An identity holds at most `limits.max_connections_per_identity` of those
+//! slots.
+//!
 //! Every call on a connection first checks that the connection's client
 //! certificate is still valid (not expired, not revoked by a CRL loaded
 //! since the handshake), whatever the service (health and reflection
@@ -11,6 +14,7 @@
 //! call for `limits.idle_timeout` is closed the same way; HTTP/2 pings are
 //! not calls.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,6 +44,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Copy)]
 pub struct Transport {
     max_connections: usize,
+    max_connections_per_identity: usize,
     max_handshakes: usize,
     handshake_timeout: Duration,
     idle_timeout: Duration,
@@ -52,6 +57,7 @@ impl Transport {
     pub fn new(limits: &Limits) -> Self {
         Self {
             max_connections: limits.max_connections,
+            max_connections_per_identity: limits.max_connections_per_identity,
             max_handshakes: limits.max_handshakes,
             handshake_timeout: limits.handshake_timeout,
             idle_timeout: limits.idle_timeout,
@@ -91,6 +97,46 @@ impl RefusalLog {
     }
 }
 
+/// The open connections of each client identity (`None`: certificates
+/// without a usable identity, counted together).
+struct IdentityCounts {
+    max: usize,
+    open: Mutex<HashMap<Option<Arc<str>>, usize>>,
+}
+
+/// One connection of an identity, counted until dropped.
+struct IdentitySlot {
+    counts: Arc<IdentityCounts>,
+    identity: Option<Arc<str>>,
+}
+
+impl IdentityCounts {
+    fn acquire(self: &Arc<Self>, identity: Option<Arc<str>>) -> Option<IdentitySlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(identity.clone()).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(IdentitySlot {
+            counts: Arc::clone(self),
+            identity,
+        })
+    }
+}
+
+impl Drop for IdentitySlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.identity) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.identity);
+            }
+        }
+    }
+}
+
 /// Serves `routes` on `listener` until `stop` completes; then stops
 /// accepting, asks every connection to close (GOAWAY) and waits for them:
 /// calls in progress finish, within `limits.request_timeout`.
@@ -106,6 +152,11 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(transport.max_connections));
     let full = Arc::new(RefusalLog::new());
     let busy = RefusalLog::new();
+    let identities = Arc::new(IdentityCounts {
+        max: transport.max_connections_per_identity,
+        open: Mutex::new(HashMap::new()),
+    });
+    let identity_full = Arc::new(RefusalLog::new());
     let routes = routes.prepare();
     let mut http = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http.timer(TokioTimer::new())
@@ -150,6 +201,8 @@ pub async fn serve(
         let trust = Arc::clone(&trust);
         let slots = Arc::clone(&slots);
         let full = Arc::clone(&full);
+        let identities = Arc::clone(&identities);
+        let identity_full = Arc::clone(&identity_full);
         let routes = routes.clone();
         let http = http.clone();
         let mut closing = closing_rx.clone();
@@ -184,6 +237,19 @@ pub async fn serve(
                 tracing::warn!(%peer, reason = refusal.message(), "TLS session refused");
                 return;
             }
+            let identity = stream.info().identity.clone();
+            let Some(_identity_slot) = identities.acquire(identity.clone()) else {
+                if let Some(refused) = identity_full.due() {
+                    tracing::warn!(
+                        %peer,
+                        identity = identity.as_deref(),
+                        max_connections_per_identity = transport.max_connections_per_identity,
+                        refused,
+                        "connection refused: too many open connections for this identity"
+                    );
+                }
+                return;
+            };
             serve_connection(stream, http, routes, transport, closing).await;
         });
     }
