@@ -29,6 +29,7 @@ mod input_validation;
 mod isolation_guards;
 mod lifecycle;
 mod mtls;
+mod namespaces;
 mod oracles;
 mod policy;
 mod revocation;

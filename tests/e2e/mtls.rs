@@ -168,7 +168,9 @@ async fn unknown_identity(backend: Backend) {
 
 async fn common_name_identity(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let acme = server.tenant("acme").await;
+    let acme = server
+        .tenant_with("acme", &["billing-worker.acme.internal"])
+        .await;
     let cn = "billing-worker.acme.internal";
     let p = acme
         .client

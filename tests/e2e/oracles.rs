@@ -262,6 +262,35 @@ async fn confined_reads_hold_nothing_of_production(backend: Backend) {
             .expect("reveal");
     }
 
+    // More on both sides, so pages of one continue; and a grant that
+    // reaches production only.
+    let mut prod_ids = vec![prod_id.clone()];
+    for i in 0..3 {
+        prod_ids.push(create(&acme, "production", &format!("billing/prod-only-{i}")).await);
+        create(&acme, "dev", &format!("app/more-{i}")).await;
+    }
+    let prod_grant = grant(
+        &acme,
+        &agent_id,
+        "billing/*",
+        &["production"],
+        &[pb::Capability::List],
+        None,
+    )
+    .await
+    .id;
+    // Grants are paged in creation order: one after the hidden grant, so a
+    // page ending at the hidden one has a token.
+    grant(
+        &acme,
+        &agent_id,
+        "app/*",
+        &["dev"],
+        &[pb::Capability::List],
+        None,
+    )
+    .await;
+
     for role in [pb::Role::Viewer, pb::Role::Operator, pb::Role::Admin] {
         let name = format!(
             "dev-{}",
@@ -332,6 +361,103 @@ async fn confined_reads_hold_nothing_of_production(backend: Backend) {
                 "{who}: the two-environment grant shows as far as dev"
             );
         }
+
+        // Page tokens, one item a page, point at nothing of production.
+        let mut hidden: Vec<&str> = prod_ids.iter().map(String::as_str).collect();
+        hidden.push(&prod_grant);
+        for environment in ["", "production"] {
+            let (tokens, ids) = credential_pages(&confined, environment).await;
+            if environment == "production" {
+                assert!(tokens.is_empty(), "{who}: production pages: {tokens:?}");
+                assert!(ids.is_empty(), "{who}: production items: {ids:?}");
+            } else {
+                // Paging one by one lists everything the caller may see.
+                let mut all: Vec<String> =
+                    listed.credentials.iter().map(|c| c.id.clone()).collect();
+                all.sort();
+                let mut ids = ids;
+                ids.sort();
+                assert_eq!(ids, all, "{who}: pages of one list everything visible");
+            }
+            assert_free_of_ids(&tokens, &hidden, &who);
+        }
+        let tokens = grant_page_tokens(&confined).await;
+        assert_free_of_ids(&tokens, &hidden, &who);
     }
     server.stop().await;
+}
+
+/// Decodes a page token to its cursor text.
+fn cursor(token: &str) -> String {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .expect("a page token is base64");
+    String::from_utf8(bytes).expect("a page token is text")
+}
+
+#[track_caller]
+fn assert_free_of_ids(cursors: &[String], hidden: &[&str], who: &str) {
+    for c in cursors {
+        for id in hidden {
+            assert!(!c.contains(id), "{who}: a page token names {id}: {c}");
+        }
+    }
+}
+
+/// Lists credentials one a page (optionally in one environment): every page
+/// token's cursor, and every item's id.
+async fn credential_pages(
+    client: &strongroom_client::Client,
+    environment: &str,
+) -> (Vec<String>, Vec<String>) {
+    let mut cursors = Vec::new();
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    for _ in 0..50 {
+        let page = client
+            .credentials()
+            .list_credentials(pb::ListCredentialsRequest {
+                environment: environment.into(),
+                page_size: 1,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        ids.extend(page.credentials.into_iter().map(|c| c.id));
+        if page.next_page_token.is_empty() {
+            return (cursors, ids);
+        }
+        cursors.push(cursor(&page.next_page_token));
+        token = page.next_page_token;
+    }
+    panic!("the listing did not end");
+}
+
+/// Lists grants one a page, returning every page token's cursor.
+async fn grant_page_tokens(client: &strongroom_client::Client) -> Vec<String> {
+    let mut cursors = Vec::new();
+    let mut token = String::new();
+    for _ in 0..50 {
+        let Ok(page) = client
+            .policy()
+            .list_grants(pb::ListGrantsRequest {
+                page_size: 1,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+        else {
+            return cursors;
+        };
+        let page = page.into_inner();
+        if page.next_page_token.is_empty() {
+            return cursors;
+        }
+        cursors.push(cursor(&page.next_page_token));
+        token = page.next_page_token;
+    }
+    panic!("the listing did not end");
 }

@@ -300,6 +300,11 @@ pub struct Options {
     /// first an empty CRL of the test CA), checked for changes every 100 ms;
     /// see [`TestServer::write_crl`].
     pub crl: bool,
+    /// A database from before a migration: only the migrations older than
+    /// this version are applied, then this SQL is run, then `strongroomd
+    /// migrate` applies the rest (its output is kept in
+    /// [`TestServer::migrate_output`]).
+    pub seed_before: Option<(i64, String)>,
 }
 
 impl Options {
@@ -310,6 +315,7 @@ impl Options {
             log_level: "debug".into(),
             env: Vec::new(),
             crl: false,
+            seed_before: None,
         }
     }
 }
@@ -328,6 +334,8 @@ pub struct TestServer {
     pub database: Option<String>,
     /// The Postgres URL the server connects with (its non-superuser role).
     pub database_url: Option<String>,
+    /// What `strongroomd migrate` printed on stdout, when the harness ran it.
+    pub migrate_output: String,
     child: Child,
     log_readers: Vec<JoinHandle<()>>,
 }
@@ -392,18 +400,39 @@ impl TestServer {
             .env("STRONGROOM_PLATFORM_OPERATORS", OPERATOR)
             .env("STRONGROOM_LOG_FORMAT", "json")
             .env("STRONGROOM_LOG_LEVEL", &options.log_level);
+        let mut migrate_output = String::new();
         let (database, database_url) = match options.backend {
             Backend::Postgres => {
                 let (name, admin_db_url) = create_pg_database().await;
-                run_migrate(&admin_db_url).await;
+                if let Some((before, seed)) = &options.seed_before {
+                    let pool = sqlx::PgPool::connect(&admin_db_url)
+                        .await
+                        .expect("connect test database");
+                    seed_database(&pool, "postgres", *before, seed).await;
+                    pool.close().await;
+                }
+                migrate_output = run_migrate(&admin_db_url).await;
                 let server_url = ensure_server_role(&admin_db_url).await;
                 cmd.env("STRONGROOM_DATABASE_URL", &server_url)
                     .env("STRONGROOM_DATABASE_MAX_CONNECTIONS", "8");
                 (Some(name), Some(server_url))
             }
             Backend::Sqlite => {
+                let path = dir.path().join("strongroom.db");
+                if let Some((before, seed)) = &options.seed_before {
+                    let pool = sqlx::SqlitePool::connect_with(
+                        sqlx::sqlite::SqliteConnectOptions::new()
+                            .filename(&path)
+                            .create_if_missing(true),
+                    )
+                    .await
+                    .expect("create SQLite database");
+                    seed_database(&pool, "sqlite", *before, seed).await;
+                    pool.close().await;
+                    migrate_output = run_migrate_sqlite(&path).await;
+                }
                 cmd.env("STRONGROOM_DATABASE_BACKEND", "sqlite")
-                    .env("STRONGROOM_SQLITE_PATH", dir.path().join("strongroom.db"));
+                    .env("STRONGROOM_SQLITE_PATH", &path);
                 (None, None)
             }
         };
@@ -463,6 +492,7 @@ impl TestServer {
             dir,
             database,
             database_url,
+            migrate_output,
             child,
             log_readers,
         }
@@ -538,10 +568,19 @@ impl TestServer {
         self.client(OPERATOR).await
     }
 
-    /// Creates tenant `name` with an admin (`spiffe://e2e.test/NAME/admin`)
-    /// and returns the admin's client.
+    /// Creates tenant `name` with the identity namespace
+    /// `spiffe://e2e.test/NAME/*` and an admin
+    /// (`spiffe://e2e.test/NAME/admin`), and returns the admin's client.
     pub async fn tenant(&self, name: &str) -> TenantAdmin {
+        self.tenant_with(name, &[]).await
+    }
+
+    /// As [`TestServer::tenant`], with `more` identity namespaces besides
+    /// `spiffe://e2e.test/NAME/*`.
+    pub async fn tenant_with(&self, name: &str, more: &[&str]) -> TenantAdmin {
         let identity = format!("spiffe://e2e.test/{name}/admin");
+        let mut namespaces = vec![format!("spiffe://e2e.test/{name}/*")];
+        namespaces.extend(more.iter().map(|n| (*n).to_owned()));
         let response = self
             .operator()
             .await
@@ -552,6 +591,7 @@ impl TestServer {
                     name: "admin".into(),
                     identity: identity.clone(),
                 }),
+                identity_namespaces: namespaces,
                 ..Default::default()
             })
             .await
@@ -683,15 +723,30 @@ async fn drop_database(name: &str) {
     }
 }
 
-async fn run_migrate(admin_db_url: &str) {
-    let output = Command::new(server_binary())
+async fn run_migrate(admin_db_url: &str) -> String {
+    let mut cmd = Command::new(server_binary());
+    cmd.env_clear().env("STRONGROOM_DATABASE_URL", admin_db_url);
+    migrate_with(cmd).await
+}
+
+async fn run_migrate_sqlite(path: &Path) -> String {
+    let mut cmd = Command::new(server_binary());
+    cmd.env_clear()
+        .env("STRONGROOM_DATABASE_BACKEND", "sqlite")
+        .env("STRONGROOM_SQLITE_PATH", path);
+    migrate_with(cmd).await
+}
+
+/// Runs `strongroomd migrate` (`cmd` carries the database settings) and
+/// returns its stdout.
+async fn migrate_with(mut cmd: Command) -> String {
+    let output = cmd
         .arg("migrate")
-        .env_clear()
-        .env("STRONGROOM_DATABASE_URL", admin_db_url)
         .env("STRONGROOM_TLS_CERT", "unused")
         .env("STRONGROOM_TLS_KEY", "unused")
         .env("STRONGROOM_TLS_CLIENT_CA", "unused")
         .env("STRONGROOM_ROOT_KEY", "unused")
+        .env("STRONGROOM_LOG_FORMAT", "json")
         .output()
         .await
         .expect("run strongroomd migrate");
@@ -701,6 +756,36 @@ async fn run_migrate(admin_db_url: &str) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Applies the `backend` migrations older than `before` to `pool`'s
+/// database, then runs `seed`.
+async fn seed_database<DB>(pool: &sqlx::Pool<DB>, backend: &str, before: i64, seed: &str)
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Connection: sqlx::migrate::Migrate,
+    for<'c> &'c mut <DB as sqlx::Database>::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+{
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../migrations")
+        .join(backend);
+    let mut migrator = sqlx::migrate::Migrator::new(dir)
+        .await
+        .expect("read migrations");
+    migrator.migrations = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version < before)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    migrator.run(pool).await.expect("apply older migrations");
+    sqlx::raw_sql(seed)
+        .execute(pool)
+        .await
+        .expect("seed the database");
 }
 
 fn serving_addr(line: &str) -> Option<std::net::SocketAddr> {

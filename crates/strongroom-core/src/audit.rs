@@ -38,6 +38,8 @@ pub enum Action {
     TenantSettings,
     /// A tenant KEK version was added.
     TenantKeyRotate,
+    /// A tenant's identity namespaces were assigned by a platform operator.
+    TenantNamespaces,
     /// A principal was created.
     PrincipalCreate,
     /// A principal was enabled or disabled.
@@ -85,11 +87,12 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 25] = [
+    pub const ALL: [Action; 26] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
         Self::TenantKeyRotate,
+        Self::TenantNamespaces,
         Self::PrincipalCreate,
         Self::PrincipalStatus,
         Self::BindingCreate,
@@ -120,6 +123,7 @@ impl Action {
             Self::TenantStatus => "tenant.status",
             Self::TenantSettings => "tenant.settings",
             Self::TenantKeyRotate => "tenant.key_rotate",
+            Self::TenantNamespaces => "tenant.namespaces",
             Self::PrincipalCreate => "principal.create",
             Self::PrincipalStatus => "principal.status",
             Self::BindingCreate => "binding.create",

@@ -278,4 +278,10 @@ pub struct CredentialFilter {
     pub tag: Option<Tag>,
     /// Only names starting with this text.
     pub name_prefix: Option<String>,
+    /// Only credentials inside one of these reaches (see
+    /// [`crate::policy::reach`]): what a caller may see, decided in the query
+    /// so that pages and their tokens hold nothing else. `None`: no limit.
+    pub reach: Option<Vec<crate::policy::Reach>>,
+    /// Only credentials that are not owner-scoped.
+    pub unowned_only: bool,
 }

@@ -93,6 +93,19 @@ impl<T> Page<T> {
         Self { items: rows, next }
     }
 
+    /// Keeps the items `keep` accepts. A token naming a dropped item would
+    /// tell the caller about it: when any is dropped, the next page starts
+    /// after the last kept item (`cursor`), or, with none kept, the listing
+    /// ends here. Callers filter in the query first, so that this only
+    /// catches what changed in between.
+    pub fn retain(&mut self, keep: impl FnMut(&T) -> bool, cursor: impl Fn(&T) -> String) {
+        let before = self.items.len();
+        self.items.retain(keep);
+        if self.items.len() < before && self.next.is_some() {
+            self.next = self.items.last().map(cursor);
+        }
+    }
+
     /// The opaque token for the next page (empty when none).
     pub fn next_token(&self) -> String {
         self.next
@@ -106,6 +119,19 @@ impl<T> Page<T> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_items_never_become_the_cursor() {
+        let mut page = Page::from_rows(vec![1, 2, 3, 4], 3, |n| n.to_string());
+        assert_eq!(page.next.as_deref(), Some("3"));
+        page.retain(|n| *n != 3, |n| n.to_string());
+        assert_eq!(page.next.as_deref(), Some("2"));
+        page.retain(|_| false, |n| n.to_string());
+        assert_eq!(page.next, None);
+        let mut last = Page::from_rows(vec![1, 2], 3, |n| n.to_string());
+        last.retain(|n| *n == 1, |n| n.to_string());
+        assert_eq!(last.next, None);
+    }
 
     #[test]
     fn tokens_roundtrip() {

@@ -430,6 +430,59 @@ pub const fn role_defaults(role: Role) -> Capabilities {
     }
 }
 
+/// A part of the tenant a principal reaches with one capability: names the
+/// selector covers, in these environments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    /// The environments.
+    pub environments: Vec<Environment>,
+    /// The names.
+    pub selector: Selector,
+}
+
+/// Where `principal` may use `capability` on credentials that are not
+/// owner-scoped, as of `now`: `None` for everywhere, else the union of the
+/// reaches (empty: nowhere). [`evaluate`] allows the capability on a
+/// credential exactly when it lies in this set (owner rules aside), so a
+/// listing can be filtered by it before it is paged.
+pub fn reach(
+    principal: &Principal,
+    grants: &[Grant],
+    capability: Capability,
+    now: Timestamp,
+) -> Option<Vec<Reach>> {
+    if principal.role == Role::Viewer && capability.touches_value() {
+        return Some(Vec::new());
+    }
+    if role_defaults(principal.role).allows(capability) {
+        if principal.environments.is_empty() {
+            return None;
+        }
+        return Some(vec![Reach {
+            environments: principal.environments.clone(),
+            selector: Selector::Prefix(String::new()),
+        }]);
+    }
+    Some(
+        grants
+            .iter()
+            .filter(|g| {
+                g.applies_to(principal) && g.capabilities.allows(capability) && !g.is_expired(now)
+            })
+            .map(|g| Reach {
+                environments: g
+                    .environments
+                    .iter()
+                    .filter(|e| principal.may_enter(e))
+                    .cloned()
+                    .collect(),
+                selector: g.selector.clone(),
+            })
+            .filter(|r| !r.environments.is_empty())
+            .collect(),
+    )
+}
+
 /// Decides whether `principal` may do `request`, given the tenant's `grants`
 /// (any subset that includes every grant applying to the principal). Pure and
 /// allocation-free; default deny.
@@ -640,5 +693,71 @@ mod tests {
         assert!(!d.allows("evilopenai.com", "POST", "/v1/chat"));
         assert!(!d.allows("api.openai.com", "GET", "/v1/chat"));
         assert!(!d.allows("api.openai.com", "POST", "/v2/chat"));
+    }
+
+    /// Whether `reach` (as `reach()` returns it) covers (environment, name).
+    fn in_reach(reach: &Option<Vec<Reach>>, e: &Environment, n: &CredentialName) -> bool {
+        match reach {
+            None => true,
+            Some(rs) => rs
+                .iter()
+                .any(|r| r.environments.contains(e) && r.selector.matches(n)),
+        }
+    }
+
+    proptest::proptest! {
+        /// A listing filtered by `reach` holds exactly what `evaluate`
+        /// allows, for every role, confinement, grant set and capability.
+        #[test]
+        fn reach_is_what_evaluate_allows(
+            role in 0usize..4,
+            confined in proptest::collection::vec(0usize..3, 0..3),
+            grants in proptest::collection::vec(
+                (0usize..4, proptest::collection::vec(0usize..3, 1..3), 0usize..7, proptest::bool::ANY, proptest::bool::ANY),
+                0..5,
+            ),
+            cap in 0usize..7,
+        ) {
+            let envs = ["dev", "staging", "production"];
+            let selectors = ["*", "llm/*", "llm/openai", "tools/*"];
+            let names = ["llm/openai", "llm/anthropic", "tools/git", "db/main"];
+            let caps = [
+                Capability::List, Capability::ReadMetadata, Capability::Inject,
+                Capability::Reveal, Capability::Write, Capability::Rotate, Capability::Admin,
+            ];
+            let role = [Role::Admin, Role::Operator, Role::Viewer, Role::Agent][role];
+            let confined: Vec<&str> = confined.iter().map(|i| envs[*i]).collect();
+            let p = principal(role, &confined);
+            let now = Timestamp::now();
+            let grants: Vec<Grant> = grants
+                .iter()
+                .map(|(sel, ge, gc, expired, other)| {
+                    let ge: Vec<&str> = ge.iter().map(|i| envs[*i]).collect();
+                    let mut g = grant(&p, selectors[*sel], &ge, &[caps[*gc]]);
+                    if *expired {
+                        g.expires_at = Some(Timestamp::from_micros(now.as_micros() - 1));
+                    }
+                    if *other {
+                        g.subject = GrantSubject::Principal(PrincipalId::generate());
+                    }
+                    g
+                })
+                .collect();
+            let cap = caps[cap];
+            let r = reach(&p, &grants, cap, now);
+            for e in envs {
+                for n in names {
+                    let (e, n) = (env(e), name(n));
+                    let allowed = evaluate(
+                        &p,
+                        &grants,
+                        &AccessRequest { capability: cap, environment: &e, name: &n, owner: None, on_behalf_of: None },
+                        now,
+                    )
+                    .allowed;
+                    proptest::prop_assert_eq!(allowed, in_reach(&r, &e, &n), "{:?} {} {}", cap, e, n);
+                }
+            }
+        }
     }
 }

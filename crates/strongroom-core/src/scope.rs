@@ -252,3 +252,73 @@ impl Authenticator {
 pub fn denial(scope: &TenantScope<'_>, action: Action, reason_code: &str) -> AuditDraft {
     scope.audit(action, Outcome::Denied, reason_code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::PrincipalId;
+    use crate::names::{PrincipalName, TenantName};
+    use crate::principal::Role;
+    use crate::tenant::TenantSettings;
+    use crate::time::Timestamp;
+
+    fn candidate(tenant: &Tenant, pattern: &str) -> IdentityMatch {
+        IdentityMatch {
+            tenant: tenant.clone(),
+            principal: Principal {
+                id: PrincipalId::generate(),
+                tenant: tenant.id,
+                name: PrincipalName::parse("agent", "name").unwrap_or_else(|e| panic!("{e}")),
+                role: Role::Agent,
+                environments: Vec::new(),
+                description: String::new(),
+                status: PrincipalStatus::Active,
+                created_at: Timestamp::now(),
+            },
+            pattern: IdentityPattern::parse(pattern, "identity").unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    fn tenant(name: &str) -> Tenant {
+        Tenant {
+            id: TenantId::generate(),
+            name: TenantName::parse(name, "name").unwrap_or_else(|e| panic!("{e}")),
+            status: TenantStatus::Active,
+            settings: TenantSettings::default(),
+            current_kek_version: 1,
+            created_at: Timestamp::now(),
+        }
+    }
+
+    /// Identity namespaces keep new bindings of two tenants apart; bindings
+    /// from before them could still match one identity in two tenants.
+    /// Such an identity is never resolved by specificity: the caller must
+    /// name its tenant.
+    #[test]
+    fn identity_in_two_tenants_needs_a_hint() {
+        let (alpha, beta) = (tenant("alpha"), tenant("beta"));
+        let id = "spiffe://shared/ns/a/tool";
+        let both = || {
+            vec![
+                candidate(&alpha, "spiffe://shared/ns/*"),
+                candidate(&beta, "spiffe://shared/ns/a/tool"),
+            ]
+        };
+        assert!(matches!(
+            Authenticator::choose(id, both(), None),
+            Err(Error::PermissionDenied(_))
+        ));
+        let chosen = Authenticator::choose(id, both(), Some("alpha"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(|m| m.tenant.id);
+        assert_eq!(chosen, Some(alpha.id));
+        let chosen = Authenticator::choose(id, both(), Some("beta"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(|m| m.tenant.id);
+        assert_eq!(chosen, Some(beta.id));
+        assert!(matches!(
+            Authenticator::choose(id, both(), Some("gamma")),
+            Ok(None)
+        ));
+    }
+}

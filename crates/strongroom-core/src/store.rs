@@ -29,8 +29,29 @@ pub struct NewTenant {
     pub kek: WrappedKekRecord,
     /// Its initial environments.
     pub environments: Vec<Environment>,
-    /// Its first admin principal and the identity binding for it, if any.
+    /// Its first admin principal and the identity binding for it, if any
+    /// (the binding must lie inside `namespaces`).
     pub admin: Option<(Principal, IdentityBinding)>,
+    /// The identity namespaces assigned to it: the identities its admins
+    /// may bind. None may overlap another tenant's.
+    pub namespaces: Vec<IdentityPattern>,
+}
+
+/// An identity binding that authentication ignores (the namespace migration
+/// found it too broad or overlapping another tenant's binding, or it lies
+/// outside its tenant's namespaces), as `strongroomd migrate` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisabledBinding {
+    /// Owning tenant.
+    pub tenant: TenantId,
+    /// Its name.
+    pub tenant_name: String,
+    /// The binding.
+    pub binding: BindingId,
+    /// Its pattern.
+    pub pattern: IdentityPattern,
+    /// Why it is disabled.
+    pub reason: String,
 }
 
 /// Filters for listing grants.
@@ -44,6 +65,9 @@ pub struct GrantFilter {
     pub covering: Option<CredentialName>,
     /// Only grants that include this environment.
     pub environment: Option<Environment>,
+    /// Only grants that include one of these environments (what a principal
+    /// confined to them sees).
+    pub in_environments: Option<Vec<Environment>>,
 }
 
 /// Filters for querying audit events.
@@ -129,9 +153,13 @@ impl Change {
             ) => Change::Data(tenant),
             // A binding can move an identity between tenants: every
             // server must drop every cached caller.
-            (Action::BindingCreate | Action::BindingDelete | Action::TenantCreate, _) => {
-                Change::Everything
-            }
+            (
+                Action::BindingCreate
+                | Action::BindingDelete
+                | Action::TenantCreate
+                | Action::TenantNamespaces,
+                _,
+            ) => Change::Everything,
             _ => Change::Access(tenant),
         })
     }
@@ -182,20 +210,19 @@ pub trait Store: crate::chains::ChainStore + Send + Sync + 'static {
     async fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> Result<bool>;
 
     /// Finds the principals whose identity bindings match `identity`, with
-    /// their tenants. Used only by the authenticator.
+    /// their tenants. Used only by the authenticator. Only enabled bindings
+    /// that one of their tenant's identity namespaces covers count, so an
+    /// identity resolves into no tenant but the one its namespace belongs
+    /// to.
     async fn resolve_identity(&self, identity: &str) -> Result<Vec<IdentityMatch>>;
-
-    /// Whether `pattern` overlaps an identity binding of any tenant other
-    /// than `except` (equal exact identities, an exact identity under a
-    /// prefix, or nested prefixes). A cross-tenant lookup, like
-    /// [`Store::resolve_identity`]: it keeps one tenant from binding
-    /// identities another tenant already owns.
-    async fn identity_overlaps(&self, pattern: &IdentityPattern, except: TenantId) -> Result<bool>;
 
     // ---- platform ----
 
-    /// Creates a tenant with its first KEK, environments and admin.
-    /// `AlreadyExists` if the name is taken.
+    /// Creates a tenant with its first KEK, environments, identity
+    /// namespaces and admin. `AlreadyExists` if the name is taken;
+    /// `InvalidArgument` with [`crate::principal::NAMESPACE_OVERLAP`] if a
+    /// namespace overlaps another tenant's (checked under a lock, so two
+    /// concurrent assignments of overlapping namespaces cannot both succeed).
     async fn create_tenant(
         &self,
         scope: &PlatformScope<'_>,
@@ -222,6 +249,27 @@ pub trait Store: crate::chains::ChainStore + Send + Sync + 'static {
         status: TenantStatus,
         audit: AuditDraft,
     ) -> Result<Tenant>;
+
+    /// Replaces the identity namespaces of tenant `id`, under the same lock
+    /// and with the same overlap refusal as [`Store::create_tenant`]. The
+    /// tenant's bindings no longer inside its namespaces are disabled (and
+    /// those inside them again enabled) in the same transaction.
+    async fn set_identity_namespaces(
+        &self,
+        scope: &PlatformScope<'_>,
+        id: TenantId,
+        namespaces: &[IdentityPattern],
+        audit: AuditDraft,
+    ) -> Result<()>;
+
+    /// The identity namespaces of the tenants whose ids lie in `from..=to`,
+    /// by tenant id then pattern.
+    async fn identity_namespaces(
+        &self,
+        scope: &PlatformScope<'_>,
+        from: TenantId,
+        to: TenantId,
+    ) -> Result<Vec<(TenantId, IdentityPattern)>>;
 
     // ---- tenant ----
 
@@ -299,7 +347,11 @@ pub trait Store: crate::chains::ChainStore + Send + Sync + 'static {
     ) -> Result<Principal>;
 
     /// Adds an identity binding. `AlreadyExists` if the tenant already binds
-    /// the same pattern; `NotFound` if the principal is absent.
+    /// the same pattern; `NotFound` if the principal is absent;
+    /// `PermissionDenied` with
+    /// [`crate::principal::BINDING_OUTSIDE_NAMESPACES`] unless one of the
+    /// tenant's identity namespaces covers the pattern (checked in the
+    /// transaction, against concurrent namespace changes).
     async fn create_binding(
         &self,
         scope: &TenantScope<'_>,

@@ -11,9 +11,14 @@ pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
         sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
             Error::not_found(format!("a record {what} refers to"))
         }
+        sqlx::Error::Database(d) if connection_gone_code(d.code()) => {
+            tracing::warn!(error = %e, "database unavailable");
+            Error::Unavailable("the database is unavailable".into())
+        }
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => {
             tracing::warn!(error = %e, "database unavailable");
             Error::Unavailable("the database is unavailable".into())
@@ -33,6 +38,12 @@ pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether a SQLSTATE says the connection or the server went away: an
+/// operator intervention (class 57P) or a connection exception (class 08).
+pub(crate) fn connection_gone_code(code: Option<std::borrow::Cow<'_, str>>) -> bool {
+    code.is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
+}
+
 /// Whether a SQLSTATE is the server's farewell on a connection (class 57P).
 pub(crate) fn connection_lost_code(code: Option<std::borrow::Cow<'_, str>>) -> bool {
     code.is_some_and(|c| c.starts_with("57P"))
@@ -50,4 +61,9 @@ pub(crate) fn uuid_cursor(after: Option<&String>) -> Result<uuid::Uuid, Error> {
         Some(text) => uuid::Uuid::parse_str(text)
             .map_err(|_| Error::invalid("page_token", "is not a valid page token")),
     }
+}
+
+/// Whether `e` is a unique-key violation.
+pub(crate) fn is_unique(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }

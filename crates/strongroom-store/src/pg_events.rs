@@ -541,10 +541,14 @@ impl PgStore {
                         c.close_on_drop();
                     }
                 }
-                // The database refused the batch's data: nothing was
-                // written (the statement is its own transaction); the full
-                // path finds the job at fault and commits the others.
-                Err(sqlx::Error::Database(e)) if !crate::error::connection_lost_code(e.code()) => {
+                // The database refused the batch's data on the first try:
+                // nothing was written (the statement is its own
+                // transaction); the full path finds the job at fault and
+                // commits the others. After a resend the first try may have
+                // committed, so a failure then is an error, never a redo.
+                Err(sqlx::Error::Database(e))
+                    if attempts == 0 && !crate::error::connection_lost_code(e.code()) =>
+                {
                     tracing::warn!(error = %e, "audit batch refused on the short path");
                     *held = None;
                     return Ok(Fast::Redo(events.into_iter().map(|e| e.draft).collect()));

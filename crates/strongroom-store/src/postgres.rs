@@ -96,6 +96,14 @@ pub(crate) const CHANGES_CHANNEL: &str = "strongroom_changes";
 impl PgStore {
     /// Row locks used when reading the audit chain head.
     pub(crate) const LOCK: &'static str = " FOR UPDATE";
+    /// Taken before assigning identity namespaces: one assignment at a
+    /// time, and no binding created meanwhile.
+    pub(crate) const NAMESPACE_LOCK_EXCLUSIVE: &'static str =
+        "LOCK TABLE identity_namespaces IN EXCLUSIVE MODE";
+    /// Taken before creating a binding: its namespace check holds until
+    /// commit. Bindings do not block one another.
+    pub(crate) const NAMESPACE_LOCK_SHARED: &'static str =
+        "LOCK TABLE identity_namespaces IN SHARE MODE";
     /// Substring position function.
     pub(crate) const STRPOS: &'static str = "strpos";
     /// Batches of events only take [`PgStore::fast_events`]: one round trip

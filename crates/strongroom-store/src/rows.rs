@@ -150,7 +150,7 @@ impl TryFrom<IdentityMatchRow> for strongroom_core::scope::IdentityMatch {
     }
 }
 
-fn pattern(kind: &str, text: String) -> Result<IdentityPattern> {
+pub(crate) fn pattern(kind: &str, text: String) -> Result<IdentityPattern> {
     match kind {
         "exact" => Ok(IdentityPattern::Exact(text)),
         "prefix" => Ok(IdentityPattern::Prefix(text)),

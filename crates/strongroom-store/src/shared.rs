@@ -273,8 +273,11 @@ macro_rules! store_impl {
                      FROM identity_bindings b \
                      JOIN principals p ON p.tenant_id = b.tenant_id AND p.id = b.principal_id \
                      JOIN tenants t ON t.id = b.tenant_id \
-                     WHERE (b.kind = 'exact' AND b.pattern = $1) \
-                        OR (b.kind = 'prefix' AND substr($1, 1, length(b.pattern)) = b.pattern)",
+                     WHERE b.disabled_reason IS NULL AND ((b.kind = 'exact' AND b.pattern = $1) \
+                        OR (b.kind = 'prefix' AND substr($1, 1, length(b.pattern)) = b.pattern)) \
+                       AND EXISTS (SELECT 1 FROM identity_namespaces n WHERE n.tenant_id = b.tenant_id AND ( \
+                         (n.kind = 'exact' AND b.kind = 'exact' AND b.pattern = n.pattern) \
+                         OR (n.kind = 'prefix' AND substr(b.pattern, 1, length(n.pattern)) = n.pattern)))",
                 )
                 .bind(identity)
                 .fetch_all(&mut *tx)
@@ -282,29 +285,6 @@ macro_rules! store_impl {
                 .map_err(crate::error::db("identity binding"))?;
                 tx.commit().await.map_err(crate::error::db("identity binding"))?;
                 rows.into_iter().map(TryInto::try_into).collect()
-            }
-
-            async fn identity_overlaps(
-                &self,
-                pattern: &strongroom_core::principal::IdentityPattern,
-                except: strongroom_core::ids::TenantId,
-            ) -> strongroom_core::Result<bool> {
-                let (kind, text) = crate::rows::pattern_parts(pattern);
-                let mut tx = self.platform_tx(None, false).await?;
-                let hit: Option<String> = sqlx::query_scalar(
-                    "SELECT kind FROM identity_bindings WHERE tenant_id <> $1 AND ( \
-                       (kind = 'exact' AND $2 = 'exact' AND pattern = $3) \
-                       OR (kind = 'prefix' AND substr($3, 1, length(pattern)) = pattern) \
-                       OR ($2 = 'prefix' AND substr(pattern, 1, length($3)) = $3)) LIMIT 1",
-                )
-                .bind(except.as_uuid())
-                .bind(kind)
-                .bind(text)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(crate::error::db("identity binding"))?;
-                tx.commit().await.map_err(crate::error::db("identity binding"))?;
-                Ok(hit.is_some())
             }
 
             async fn create_tenant(
@@ -316,6 +296,7 @@ macro_rules! store_impl {
                 use crate::error::db;
                 let t = &new.tenant;
                 let mut tx = self.platform_tx(Some(t.id), true).await?;
+                Self::lock_namespaces(&mut tx, Self::NAMESPACE_LOCK_EXCLUSIVE).await?;
                 sqlx::query(concat!("INSERT INTO tenants (", crate::shared::tenant_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6)"))
                     .bind(t.id.as_uuid())
                     .bind(t.name.as_str())
@@ -349,6 +330,7 @@ macro_rules! store_impl {
                         .await
                         .map_err(db("environment"))?;
                 }
+                Self::insert_namespaces(&mut tx, t.id, &new.namespaces, t.created_at).await?;
                 if let Some((principal, binding)) = &new.admin {
                     Self::insert_principal(&mut tx, principal).await?;
                     Self::insert_binding(&mut tx, binding).await?;
@@ -356,6 +338,73 @@ macro_rules! store_impl {
                 Self::append_in(self.origin(), &mut tx, t.id, audit).await?;
                 tx.commit().await.map_err(db("tenant"))?;
                 Ok(())
+            }
+
+            async fn set_identity_namespaces(
+                &self,
+                _scope: &strongroom_core::scope::PlatformScope<'_>,
+                id: strongroom_core::ids::TenantId,
+                namespaces: &[strongroom_core::principal::IdentityPattern],
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<()> {
+                use crate::error::db;
+                let mut tx = self.platform_tx(Some(id), true).await?;
+                Self::lock_namespaces(&mut tx, Self::NAMESPACE_LOCK_EXCLUSIVE).await?;
+                let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
+                    .bind(id.as_uuid())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("tenant"))?;
+                if exists.is_none() {
+                    return Err(strongroom_core::Error::not_found("tenant"));
+                }
+                sqlx::query("DELETE FROM identity_namespaces WHERE tenant_id = $1")
+                    .bind(id.as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("identity namespace"))?;
+                Self::insert_namespaces(&mut tx, id, namespaces, strongroom_core::time::Timestamp::now()).await?;
+                // A binding is enabled exactly when a namespace of its
+                // tenant covers it.
+                sqlx::query(
+                    "UPDATE identity_bindings SET disabled_reason = CASE WHEN EXISTS ( \
+                       SELECT 1 FROM identity_namespaces n WHERE n.tenant_id = identity_bindings.tenant_id AND ( \
+                         (n.kind = 'exact' AND identity_bindings.kind = 'exact' AND identity_bindings.pattern = n.pattern) \
+                         OR (n.kind = 'prefix' AND substr(identity_bindings.pattern, 1, length(n.pattern)) = n.pattern))) \
+                       THEN NULL ELSE 'outside the tenant''s identity namespaces' END \
+                     WHERE tenant_id = $1",
+                )
+                .bind(id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("identity binding"))?;
+                Self::append_in(self.origin(), &mut tx, id, audit).await?;
+                tx.commit().await.map_err(db("identity namespace"))?;
+                Ok(())
+            }
+
+            async fn identity_namespaces(
+                &self,
+                _scope: &strongroom_core::scope::PlatformScope<'_>,
+                from: strongroom_core::ids::TenantId,
+                to: strongroom_core::ids::TenantId,
+            ) -> strongroom_core::Result<Vec<(strongroom_core::ids::TenantId, strongroom_core::principal::IdentityPattern)>> {
+                let mut tx = self.platform_tx(None, false).await?;
+                let rows: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(
+                    "SELECT tenant_id, kind, pattern FROM identity_namespaces \
+                     WHERE tenant_id >= $1 AND tenant_id <= $2 ORDER BY tenant_id, pattern, kind",
+                )
+                .bind(from.as_uuid())
+                .bind(to.as_uuid())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(crate::error::db("identity namespace"))?;
+                tx.commit().await.map_err(crate::error::db("identity namespace"))?;
+                rows.into_iter()
+                    .map(|(t, kind, pattern)| {
+                        Ok((strongroom_core::ids::TenantId::from_uuid(t), crate::rows::pattern(&kind, pattern)?))
+                    })
+                    .collect()
             }
 
             async fn list_tenants(
@@ -666,6 +715,7 @@ macro_rules! store_impl {
                     return Err(strongroom_core::Error::internal("binding of another tenant"));
                 }
                 let mut tx = self.tenant_tx(tenant, true).await?;
+                Self::lock_namespaces(&mut tx, Self::NAMESPACE_LOCK_SHARED).await?;
                 Self::insert_binding(&mut tx, binding).await?;
                 Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("identity binding"))?;
@@ -802,6 +852,33 @@ macro_rules! store_impl {
                         .push_bind(p.clone())
                         .push(")) = ")
                         .push_bind(p.clone());
+                }
+                if filter.unowned_only {
+                    q.push(" AND owner IS NULL");
+                }
+                if let Some(reach) = &filter.reach {
+                    q.push(" AND (1 = 0");
+                    for r in reach {
+                        q.push(" OR (environment IN (NULL");
+                        for e in &r.environments {
+                            q.push(", ").push_bind(e.as_str().to_owned());
+                        }
+                        q.push(")");
+                        match &r.selector {
+                            strongroom_core::policy::Selector::Exact(n) => {
+                                q.push(" AND name = ").push_bind(n.as_str().to_owned());
+                            }
+                            strongroom_core::policy::Selector::Prefix(p) if p.is_empty() => {}
+                            strongroom_core::policy::Selector::Prefix(p) => {
+                                q.push(" AND substr(name, 1, length(")
+                                    .push_bind(p.clone())
+                                    .push(")) = ")
+                                    .push_bind(p.clone());
+                            }
+                        }
+                        q.push(")");
+                    }
+                    q.push(")");
                 }
                 q.push(" ORDER BY id LIMIT ").push_bind(page.fetch_limit());
                 let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
@@ -1071,6 +1148,17 @@ macro_rules! store_impl {
                         .push_bind(format!("\"{}\"", e.as_str()))
                         .push(") > 0");
                 }
+                if let Some(envs) = &filter.in_environments {
+                    q.push(" AND (1 = 0");
+                    for e in envs {
+                        q.push(" OR ")
+                            .push(Self::STRPOS)
+                            .push("(environments, ")
+                            .push_bind(format!("\"{}\"", e.as_str()))
+                            .push(") > 0");
+                    }
+                    q.push(")");
+                }
                 if let Some(n) = &filter.covering {
                     // The selector is the exact name, '*', or 'prefix/*' with
                     // the name under that prefix.
@@ -1305,6 +1393,11 @@ macro_rules! store_impl {
                     (Err(e), Some((works, drafts))) if crate::batch::retry_singly(&e, jobs) => {
                         tracing::warn!(error = %e, jobs, "audit batch failed; committing its jobs one by one");
                         for ((work, draft), reply) in works.into_iter().zip(drafts).zip(replies) {
+                            // A caller that gave up (its audit timeout) was
+                            // answered unavailable: its job is not written.
+                            if reply.is_closed() {
+                                continue;
+                            }
                             let result = self.run_batch(tenant, vec![work], vec![draft], &mut state.head).await;
                             crate::batch::answer(result, vec![reply]);
                         }
@@ -1430,7 +1523,13 @@ macro_rules! store_impl {
                     let head = i64::try_from(next).map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?;
                     Self::insert_events(&mut tx, &events, head, &prev, self.origin(), &changes).await?;
                 }
-                tx.commit().await.map_err(db("audit event"))?;
+                // A failed COMMIT leaves the outcome unknown (the server may
+                // have committed before the connection broke): answered as
+                // unavailable, never run again job by job.
+                tx.commit().await.map_err(|e| {
+                    tracing::warn!(error = %e, "audit batch commit failed; its outcome is unknown");
+                    strongroom_core::Error::Unavailable("the audit log is unavailable".into())
+                })?;
                 *head_after = Some(crate::batch::Head { sequence: next, hash: prev });
                 Ok(results)
             }
@@ -1543,6 +1642,36 @@ macro_rules! store_impl {
         }
 
         impl $store {
+            /// The identity bindings authentication ignores, oldest first, at
+            /// most `limit` (for `strongroomd migrate` to report).
+            pub async fn disabled_bindings(
+                &self,
+                limit: u32,
+            ) -> strongroom_core::Result<Vec<strongroom_core::store::DisabledBinding>> {
+                let mut tx = self.platform_tx(None, false).await?;
+                let rows: Vec<(uuid::Uuid, String, uuid::Uuid, String, String, String)> = sqlx::query_as(
+                    "SELECT b.tenant_id, t.name, b.id, b.kind, b.pattern, b.disabled_reason \
+                     FROM identity_bindings b JOIN tenants t ON t.id = b.tenant_id \
+                     WHERE b.disabled_reason IS NOT NULL ORDER BY b.created_at, b.id LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(crate::error::db("identity binding"))?;
+                tx.commit().await.map_err(crate::error::db("identity binding"))?;
+                rows.into_iter()
+                    .map(|(tenant, tenant_name, id, kind, pattern, reason)| {
+                        Ok(strongroom_core::store::DisabledBinding {
+                            tenant: strongroom_core::ids::TenantId::from_uuid(tenant),
+                            tenant_name,
+                            binding: strongroom_core::ids::BindingId::from_uuid(id),
+                            pattern: crate::rows::pattern(&kind, pattern)?,
+                            reason,
+                        })
+                    })
+                    .collect()
+            }
+
             /// Deletes the row `sql` selects by (tenant, id) and appends
             /// `audit`, in one transaction; `NotFound` naming `what` if there
             /// was no such row.
@@ -1590,11 +1719,95 @@ macro_rules! store_impl {
                 Ok(())
             }
 
+            /// Takes the identity-namespace lock `sql` names (none where
+            /// the backend serializes writers itself).
+            async fn lock_namespaces(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                sql: &'static str,
+            ) -> strongroom_core::Result<()> {
+                if !sql.is_empty() {
+                    sqlx::query(sql)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(crate::error::db("identity namespace"))?;
+                }
+                Ok(())
+            }
+
+            /// Assigns `namespaces` to `tenant`, refusing any that overlaps
+            /// another tenant's. The caller holds the exclusive namespace
+            /// lock.
+            async fn insert_namespaces(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                tenant: strongroom_core::ids::TenantId,
+                namespaces: &[strongroom_core::principal::IdentityPattern],
+                at: strongroom_core::time::Timestamp,
+            ) -> strongroom_core::Result<()> {
+                use crate::error::db;
+                for n in namespaces {
+                    let (kind, text) = crate::rows::pattern_parts(n);
+                    let hit: Option<i32> = sqlx::query_scalar(
+                        "SELECT 1 FROM identity_namespaces WHERE tenant_id <> $1 AND ( \
+                           (kind = 'exact' AND $2 = 'exact' AND pattern = $3) \
+                           OR (kind = 'prefix' AND substr($3, 1, length(pattern)) = pattern) \
+                           OR ($2 = 'prefix' AND substr(pattern, 1, length($3)) = $3)) LIMIT 1",
+                    )
+                    .bind(tenant.as_uuid())
+                    .bind(kind)
+                    .bind(text)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(db("identity namespace"))?;
+                    if hit.is_some() {
+                        return Err(strongroom_core::Error::invalid(
+                            "identity_namespaces",
+                            strongroom_core::principal::NAMESPACE_OVERLAP,
+                        ));
+                    }
+                    sqlx::query(
+                        "INSERT INTO identity_namespaces (tenant_id, kind, pattern, created_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(tenant.as_uuid())
+                    .bind(kind)
+                    .bind(text)
+                    .bind(at.as_micros())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| {
+                        if crate::error::is_unique(&e) {
+                            strongroom_core::Error::invalid(
+                                "identity_namespaces",
+                                strongroom_core::principal::NAMESPACE_OVERLAP,
+                            )
+                        } else {
+                            db("identity namespace")(e)
+                        }
+                    })?;
+                }
+                Ok(())
+            }
+
             async fn insert_binding(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 b: &strongroom_core::principal::IdentityBinding,
             ) -> strongroom_core::Result<()> {
                 let (kind, pattern) = crate::rows::pattern_parts(&b.pattern);
+                let covered: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM identity_namespaces WHERE tenant_id = $1 AND ( \
+                       (kind = 'exact' AND $2 = 'exact' AND pattern = $3) \
+                       OR (kind = 'prefix' AND substr($3, 1, length(pattern)) = pattern)) LIMIT 1",
+                )
+                .bind(b.tenant.as_uuid())
+                .bind(kind)
+                .bind(pattern)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(crate::error::db("identity namespace"))?;
+                if covered.is_none() {
+                    return Err(strongroom_core::Error::denied(
+                        strongroom_core::principal::BINDING_OUTSIDE_NAMESPACES,
+                    ));
+                }
                 sqlx::query(concat!(
                     "INSERT INTO identity_bindings (", crate::shared::binding_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6)"
                 ))

@@ -33,6 +33,11 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// No row locks: SQLite serializes writers on the database lock.
     pub(crate) const LOCK: &'static str = "";
+    /// No table locks: write transactions (`BEGIN IMMEDIATE`) already run
+    /// one at a time.
+    pub(crate) const NAMESPACE_LOCK_EXCLUSIVE: &'static str = "";
+    /// As [`SqliteStore::NAMESPACE_LOCK_EXCLUSIVE`].
+    pub(crate) const NAMESPACE_LOCK_SHARED: &'static str = "";
     /// Substring position function.
     pub(crate) const STRPOS: &'static str = "instr";
     /// Every batch takes the full path: its statements are local calls, so

@@ -76,6 +76,7 @@ pub async fn open_store(database: &Database) -> Result<Arc<dyn Store>, StartErro
             let store = SqliteStore::open(path)
                 .await
                 .map_err(|e| StartError::Database(format!("{} ({})", e, path.display())))?;
+            warn_disabled(store.disabled_bindings(WARN_DISABLED).await);
             Ok(Arc::new(store))
         }
         Database::Postgres {
@@ -93,6 +94,7 @@ pub async fn open_store(database: &Database) -> Result<Arc<dyn Store>, StartErro
                 .check_role()
                 .await
                 .map_err(|e| StartError::Database(e.to_string()))?;
+            warn_disabled(store.disabled_bindings(WARN_DISABLED).await);
             Ok(Arc::new(store))
         }
     }
@@ -108,6 +110,70 @@ pub async fn migrate_postgres(url: &str) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::Database(format!("migration failed: {e}")))?;
     Ok(())
+}
+
+/// How many disabled identity bindings start-up names in its log.
+const WARN_DISABLED: u32 = 100;
+
+/// Logs, at start-up, the identity bindings authentication ignores (see
+/// [`disabled_bindings_report`]), so they are not forgotten.
+fn warn_disabled(found: strongroom_core::Result<Vec<strongroom_core::store::DisabledBinding>>) {
+    match found {
+        Ok(found) => {
+            for b in found {
+                tracing::warn!(
+                    tenant = %b.tenant_name,
+                    tenant_id = %b.tenant,
+                    binding_id = %b.binding,
+                    identity = %b.pattern.to_text(),
+                    reason = %b.reason,
+                    "identity binding disabled: authentication ignores it"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list disabled identity bindings"),
+    }
+}
+
+/// The report `strongroomd migrate` prints: one line per identity binding
+/// that authentication ignores (too broad to be an identity namespace,
+/// overlapping another tenant's, or outside its tenant's namespaces),
+/// naming its tenant and id, so an operator can assign namespaces or delete
+/// the binding.
+pub async fn disabled_bindings_report(database: &Database) -> Result<Vec<String>, StartError> {
+    const LIMIT: u32 = 10_000;
+    let found = match database {
+        Database::Sqlite { path } => {
+            SqliteStore::open(path)
+                .await
+                .map_err(|e| StartError::Database(e.to_string()))?
+                .disabled_bindings(LIMIT)
+                .await
+        }
+        Database::Postgres {
+            url, migrate_url, ..
+        } => {
+            PgStore::connect(migrate_url.as_deref().unwrap_or(url), 2)
+                .await
+                .map_err(|e| StartError::Database(e.to_string()))?
+                .disabled_bindings(LIMIT)
+                .await
+        }
+    }
+    .map_err(|e| StartError::Database(e.to_string()))?;
+    Ok(found
+        .iter()
+        .map(|b| {
+            format!(
+                "disabled identity binding: tenant={} tenant_id={} binding_id={} identity={} reason={}",
+                b.tenant_name,
+                b.tenant,
+                b.binding,
+                b.pattern.to_text(),
+                b.reason
+            )
+        })
+        .collect())
 }
 
 fn key_error(e: CryptoError) -> StartError {

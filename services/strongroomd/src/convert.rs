@@ -11,6 +11,7 @@ use strongroom_core::audit::{Action, AuditEvent, Outcome};
 use strongroom_core::credential::{
     Credential, CredentialStatus, InjectionTemplate, RotationPolicy, RotationStatus, VersionState,
 };
+use strongroom_core::ids::TenantId;
 use strongroom_core::names::{CredentialName, Environment, ServiceLabel, Tag};
 use strongroom_core::policy::{Capability, Destination, Grant, GrantSubject, Reason};
 use strongroom_core::principal::{
@@ -538,6 +539,23 @@ pub fn tenant_out(t: &Tenant) -> pb::Tenant {
         created_at: Some(time_out(t.created_at)),
         status_changed_at: None,
         kek_version: t.current_kek_version,
+        identity_namespaces: Vec::new(),
+    }
+}
+
+/// A tenant as returned to platform operators, with its identity
+/// namespaces (of `namespaces`, which may hold other tenants').
+pub fn tenant_with_namespaces(
+    t: &Tenant,
+    namespaces: &[(TenantId, IdentityPattern)],
+) -> pb::Tenant {
+    pb::Tenant {
+        identity_namespaces: namespaces
+            .iter()
+            .filter(|(id, _)| *id == t.id)
+            .map(|(_, n)| n.to_text())
+            .collect(),
+        ..tenant_out(t)
     }
 }
 
@@ -671,6 +689,7 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::TenantStatus => P::TenantSuspend,
         Action::TenantSettings => P::TenantSettingsUpdate,
         Action::TenantKeyRotate => P::KeyRotateTenant,
+        Action::TenantNamespaces => P::TenantNamespacesUpdate,
         Action::PrincipalCreate => P::PrincipalCreate,
         Action::PrincipalStatus => P::PrincipalUpdate,
         Action::BindingCreate => P::IdentityBindingCreate,

@@ -195,6 +195,10 @@ pub async fn bootstrap(app: &App) -> Result<String, StartError> {
                     PrincipalName::parse("admin", "name").map_err(boot)?,
                     IdentityPattern::Exact(ADMIN_IDENTITY.to_owned()),
                 )),
+                vec![
+                    IdentityPattern::Exact(ADMIN_IDENTITY.to_owned()),
+                    IdentityPattern::Exact(AGENT_IDENTITY.to_owned()),
+                ],
             )
             .await
             .map_err(boot)?;

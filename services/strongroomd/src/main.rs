@@ -89,6 +89,16 @@ async fn run(command: Command) -> Result<(), StartError> {
                 }
             }
             tracing::info!("migrations applied");
+            let disabled = strongroomd::app::disabled_bindings_report(&config.database).await?;
+            for line in &disabled {
+                println!("{line}");
+            }
+            if !disabled.is_empty() {
+                println!(
+                    "{} identity binding(s) are disabled: authentication ignores them; assign the tenant an identity namespace covering each (AdminService.SetIdentityNamespaces) or delete it",
+                    disabled.len()
+                );
+            }
             Ok(())
         }
         Command::Dev { dir, listen } => {

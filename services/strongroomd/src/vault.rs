@@ -31,7 +31,8 @@ use strongroom_core::policy::{
     Selector, evaluate,
 };
 use strongroom_core::principal::{
-    IdentityBinding, IdentityPattern, Principal, PrincipalStatus, Role,
+    BINDING_OUTSIDE_NAMESPACES, IdentityBinding, IdentityPattern, MAX_NAMESPACES, Principal,
+    PrincipalStatus, Role, check_namespaces,
 };
 use strongroom_core::scope::{Authenticated, Authenticator, PlatformScope, TenantScope};
 use strongroom_core::store::{AuditFilter, GrantFilter, NewTenant, RevealCheck, Store};
@@ -724,8 +725,18 @@ impl Vault {
         ctx: &CallContext,
         name: TenantName,
         admin: Option<(PrincipalName, IdentityPattern)>,
+        namespaces: Vec<IdentityPattern>,
     ) -> Result<(Tenant, Option<(Principal, IdentityBinding)>)> {
         let scope = caller.platform_scope()?;
+        check_namespaces(&namespaces, MAX_NAMESPACES, "identity_namespaces")?;
+        if let Some((_, pattern)) = &admin
+            && !namespaces.iter().any(|n| n.covers(pattern))
+        {
+            return Err(Error::invalid(
+                "initial_admin.identity",
+                "must lie inside the tenant's identity_namespaces",
+            ));
+        }
         let now = Timestamp::now();
         let tenant = Tenant {
             id: TenantId::generate(),
@@ -760,16 +771,6 @@ impl Vault {
             };
             (principal, binding)
         });
-        if let Some((_, binding)) = &admin
-            && self
-                .store
-                .identity_overlaps(&binding.pattern, tenant.id)
-                .await?
-        {
-            return Err(Error::precondition(
-                "the initial admin identity overlaps identities bound in another tenant",
-            ));
-        }
         let environments = DEFAULT_ENVIRONMENTS
             .iter()
             .map(|e| Environment::parse(e, "environment"))
@@ -784,6 +785,7 @@ impl Vault {
             },
             environments,
             admin: admin.clone(),
+            namespaces,
         };
         let mut draft =
             ctx.stamp(scope.audit(Action::TenantCreate, Outcome::Allowed, "PLATFORM_OPERATOR"));
@@ -809,6 +811,47 @@ impl Vault {
     pub async fn get_tenant(&self, caller: &Authenticated, id: TenantId) -> Result<Tenant> {
         let scope = caller.platform_scope()?;
         self.store.get_tenant(&scope, id).await
+    }
+
+    /// Replaces a tenant's identity namespaces (platform operators only).
+    pub async fn set_identity_namespaces(
+        &self,
+        caller: &Authenticated,
+        ctx: &CallContext,
+        id: TenantId,
+        namespaces: Vec<IdentityPattern>,
+    ) -> Result<()> {
+        let scope = caller.platform_scope()?;
+        check_namespaces(&namespaces, MAX_NAMESPACES, "identity_namespaces")?;
+        let mut draft = ctx.stamp(scope.audit(
+            Action::TenantNamespaces,
+            Outcome::Allowed,
+            "PLATFORM_OPERATOR",
+        ));
+        draft.detail = Some(format!(
+            "identity_namespaces={}",
+            namespaces
+                .iter()
+                .map(IdentityPattern::to_text)
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+        self.store
+            .set_identity_namespaces(&scope, id, &namespaces, draft)
+            .await
+            .inspect(|_| self.caches.invalidate_all())
+    }
+
+    /// The identity namespaces of the tenants whose ids lie in
+    /// `from..=to` (platform operators only).
+    pub async fn identity_namespaces(
+        &self,
+        caller: &Authenticated,
+        from: TenantId,
+        to: TenantId,
+    ) -> Result<Vec<(TenantId, IdentityPattern)>> {
+        let scope = caller.platform_scope()?;
+        self.store.identity_namespaces(&scope, from, to).await
     }
 
     /// Suspends or resumes a tenant (platform operators only).
@@ -988,39 +1031,47 @@ impl Vault {
         let scope = caller.tenant_scope()?;
         self.require_admin(&scope, ctx, Action::BindingCreate)
             .await?;
-        if self
-            .store
-            .identity_overlaps(&pattern, scope.tenant_id())
-            .await?
-        {
-            self.audit_denial(
-                &scope,
-                ctx.stamp(scope.audit(
+        // One refusal, whatever the reason: a pattern no namespace could
+        // be (`spiffe://*`, `s*`) or one outside this tenant's namespaces,
+        // owned by another tenant or by none. The store checks coverage in
+        // the binding's own transaction.
+        let refuse = || Error::denied(BINDING_OUTSIDE_NAMESPACES);
+        let attempted = pattern.to_text();
+        let result = if pattern.scope_problem().is_some() {
+            Err(refuse())
+        } else {
+            let binding = IdentityBinding {
+                id: BindingId::generate(),
+                tenant: scope.tenant_id(),
+                principal,
+                pattern,
+                created_at: Timestamp::now(),
+            };
+            let mut draft =
+                ctx.stamp(scope.audit(Action::BindingCreate, Outcome::Allowed, "ALLOWED_BY_ROLE"));
+            draft.detail = Some(format!("binding={} principal={principal}", binding.id));
+            self.store
+                .create_binding(&scope, &binding, draft)
+                .await
+                .map(|()| binding)
+        };
+        match result {
+            Ok(binding) => {
+                self.caches.invalidate_all();
+                Ok(binding)
+            }
+            Err(Error::PermissionDenied(_)) => {
+                let mut denial = ctx.stamp(scope.audit(
                     Action::BindingCreate,
                     Outcome::Denied,
-                    "IDENTITY_OWNED_ELSEWHERE",
-                )),
-            )
-            .await;
-            return Err(Error::precondition(
-                "this identity pattern overlaps identities bound in another tenant; ask a platform operator",
-            ));
+                    "IDENTITY_OUTSIDE_NAMESPACES",
+                ));
+                denial.detail = Some(format!("identity={attempted} principal={principal}"));
+                self.audit_denial(&scope, denial).await;
+                Err(refuse())
+            }
+            Err(e) => Err(e),
         }
-        let binding = IdentityBinding {
-            id: BindingId::generate(),
-            tenant: scope.tenant_id(),
-            principal,
-            pattern,
-            created_at: Timestamp::now(),
-        };
-        let mut draft =
-            ctx.stamp(scope.audit(Action::BindingCreate, Outcome::Allowed, "ALLOWED_BY_ROLE"));
-        draft.detail = Some(format!("binding={} principal={principal}", binding.id));
-        self.store
-            .create_binding(&scope, &binding, draft)
-            .await
-            .inspect(|_| self.caches.invalidate_all())?;
-        Ok(binding)
     }
 
     /// Lists identity bindings (admin).
@@ -1298,7 +1349,6 @@ impl Vault {
     ) -> Result<Page<Credential>> {
         let scope = caller.tenant_scope()?;
         let principal = scope.principal();
-        let mut result = self.store.list_credentials(&scope, filter, page).await?;
         let grants =
             if strongroom_core::policy::role_defaults(principal.role).allows(Capability::List) {
                 Vec::new()
@@ -1306,21 +1356,31 @@ impl Vault {
                 self.store.grants_for(&scope, principal).await?
             };
         let now = Timestamp::now();
-        result.items.retain(|c| {
-            evaluate(
-                principal,
-                &grants,
-                &AccessRequest {
-                    capability: Capability::List,
-                    environment: &c.environment,
-                    name: &c.name,
-                    owner: None,
-                    on_behalf_of: None,
-                },
-                now,
-            )
-            .allowed
-        });
+        // What the caller may not list is left out by the query itself, so
+        // that neither the page nor its token holds anything of it.
+        let visible = CredentialFilter {
+            reach: strongroom_core::policy::reach(principal, &grants, Capability::List, now),
+            ..filter.clone()
+        };
+        let mut result = self.store.list_credentials(&scope, &visible, page).await?;
+        result.retain(
+            |c| {
+                evaluate(
+                    principal,
+                    &grants,
+                    &AccessRequest {
+                        capability: Capability::List,
+                        environment: &c.environment,
+                        name: &c.name,
+                        owner: None,
+                        on_behalf_of: None,
+                    },
+                    now,
+                )
+                .allowed
+            },
+            |c| c.id.to_string(),
+        );
         Ok(result)
     }
 
@@ -1591,21 +1651,22 @@ impl Vault {
             }
             c
         } else {
+            // Only credentials the caller may list count: how many serve
+            // the service must not leak to a caller without access.
+            let principal = scope.principal();
+            let grants = self.grants_for(&scope, principal).await?;
+            let now = Timestamp::now();
             let filter = CredentialFilter {
                 environment: Some(environment.clone()),
                 service: Some(service.clone()),
                 status: Some(CredentialStatus::Active),
+                reach: strongroom_core::policy::reach(principal, &grants, Capability::List, now),
                 ..CredentialFilter::default()
             };
-            // Only credentials the caller may list count: how many serve
-            // the service must not leak to a caller without access.
             let mut page = self
                 .store
                 .list_credentials(&scope, &filter, &PageRequest::first(100))
                 .await?;
-            let principal = scope.principal();
-            let grants = self.grants_for(&scope, principal).await?;
-            let now = Timestamp::now();
             page.items.retain(|c| {
                 evaluate(
                     principal,
@@ -2142,15 +2203,21 @@ impl Vault {
             )
             .await?;
         }
-        let mut grants = self.store.list_grants(&scope, filter, page).await?;
-        // A principal confined to environments sees grants only as far as
-        // they reach into its environments.
+        // A principal confined to environments sees only the grants that
+        // reach into them (chosen by the query, so the page token points at
+        // nothing else), and those only as far as they reach into them.
         let principal = scope.principal();
+        let confined = GrantFilter {
+            in_environments: (!principal.environments.is_empty())
+                .then(|| principal.environments.clone()),
+            ..filter.clone()
+        };
+        let mut grants = self.store.list_grants(&scope, &confined, page).await?;
         if !principal.environments.is_empty() {
-            grants.items.retain_mut(|g| {
+            for g in &mut grants.items {
                 g.environments.retain(|e| principal.may_enter(e));
-                !g.environments.is_empty()
-            });
+            }
+            grants.retain(|g| !g.environments.is_empty(), |g| g.id.to_string());
         }
         Ok(grants)
     }
@@ -2176,35 +2243,42 @@ impl Vault {
             }
         };
         let grants = self.store.grants_for(&scope, &subject).await?;
+        let now = Timestamp::now();
+        // Only what the subject reaches is read, so the page's token points
+        // at nothing else (owner-scoped credentials aside, left out below).
         let filter = CredentialFilter {
             environment,
+            reach: strongroom_core::policy::reach(&subject, &grants, capability, now),
+            // Values of owner-scoped credentials are used only on behalf of
+            // their owner, which a listing does not state.
+            unowned_only: capability.touches_value() && subject.role != Role::Admin,
             ..CredentialFilter::default()
         };
         let listed = self.store.list_credentials(&scope, &filter, page).await?;
-        let now = Timestamp::now();
-        let items = listed
-            .items
-            .into_iter()
-            .filter_map(|c| {
-                let d = evaluate(
-                    &subject,
-                    &grants,
-                    &AccessRequest {
-                        capability,
-                        environment: &c.environment,
-                        name: &c.name,
-                        owner: c.owner.as_deref(),
-                        on_behalf_of: None,
-                    },
-                    now,
-                );
-                d.allowed.then_some((c, d))
-            })
-            .collect();
-        Ok(Page {
-            items,
+        let mut decided = Page {
+            items: listed
+                .items
+                .into_iter()
+                .map(|c| {
+                    let d = evaluate(
+                        &subject,
+                        &grants,
+                        &AccessRequest {
+                            capability,
+                            environment: &c.environment,
+                            name: &c.name,
+                            owner: c.owner.as_deref(),
+                            on_behalf_of: None,
+                        },
+                        now,
+                    );
+                    (c, d)
+                })
+                .collect(),
             next: listed.next,
-        })
+        };
+        decided.retain(|(_, d)| d.allowed, |(c, _)| c.id.to_string());
+        Ok(decided)
     }
 
     // ---- audit ----

@@ -17,7 +17,7 @@ use strongroom_core::ids::{CredentialId, GrantId, PrincipalId, TenantId};
 use strongroom_core::names::PrincipalName;
 use strongroom_core::page::PageRequest;
 use strongroom_core::policy::{
-    Capabilities, Capability, Destination, Grant, GrantSubject, Selector,
+    Capabilities, Capability, Destination, Grant, GrantSubject, Reach, Selector,
 };
 use strongroom_core::principal::{IdentityPattern, PrincipalStatus, Role};
 use strongroom_core::store::{AuditFilter, GrantFilter, Store};
@@ -116,6 +116,7 @@ pub async fn disabled_principal_is_denied(store: Arc<dyn Store>) {
     let store = &*store;
     let acme = create_tenant(store, "acme").await;
     let scope = acme.scope();
+    acme.claim(store, "spiffe://x/*").await.expect("namespace");
     let mut trail = AuditTrail::start(store, scope).await;
     let agent = acme.add_principal(store, "agent", Role::Agent).await;
     trail.expect(Action::PrincipalCreate).await;
@@ -180,121 +181,229 @@ pub async fn disabled_principal_is_denied(store: Arc<dyn Store>) {
     trail.expect_none().await;
 }
 
-/// An identity bound equally specifically in two tenants is refused unless
-/// the caller names the tenant; a more specific binding still wins.
-pub async fn identity_in_two_tenants_needs_a_hint(store: Arc<dyn Store>) {
+/// An identity can be bound in one tenant only: a binding must lie inside
+/// its tenant's identity namespaces (refused with one fixed message
+/// otherwise, whoever owns the identity), namespaces of two tenants never
+/// overlap, and bindings outside a tenant's namespaces are ignored by
+/// authentication.
+pub async fn identity_belongs_to_one_tenant(store: Arc<dyn Store>) {
     let store = &*store;
     let alpha = create_tenant(store, "alpha").await;
     let beta = create_tenant(store, "beta").await;
     let alpha_agent = alpha.add_principal(store, "agent", Role::Agent).await;
     let beta_agent = beta.add_principal(store, "agent", Role::Agent).await;
     alpha
-        .bind(store, alpha_agent.id, "spiffe://shared/agent")
-        .await
-        .expect("bind");
-    beta.bind(store, beta_agent.id, "spiffe://shared/agent")
-        .await
-        .expect("bind");
-    alpha
         .bind(store, alpha_agent.id, "spiffe://shared/*")
         .await
         .expect("bind");
-    beta.bind(store, beta_agent.id, "spiffe://shared/tool")
-        .await
-        .expect("bind");
-    beta.bind(store, beta_agent.id, "spiffe://shared/*")
-        .await
-        .expect("bind");
-
+    // beta cannot be given an overlapping namespace, wider or narrower.
+    for text in [
+        "spiffe://shared/agent",
+        "spiffe://shared/sub/*",
+        "spiffe://*",
+    ] {
+        assert_eq!(
+            beta.claim(store, text).await,
+            Err(strongroom_core::Error::invalid(
+                "identity_namespaces",
+                strongroom_core::principal::NAMESPACE_OVERLAP
+            )),
+            "{text}"
+        );
+    }
+    // Nor bind there: the same refusal whether alpha owns the identity or
+    // nobody does.
+    for text in [
+        "spiffe://shared/agent",
+        "spiffe://shared/*",
+        "spiffe://nobody/x",
+    ] {
+        assert_eq!(
+            beta.bind_only(store, beta_agent.id, text).await.err(),
+            Some(strongroom_core::Error::denied(
+                strongroom_core::principal::BINDING_OUTSIDE_NAMESPACES
+            )),
+            "{text}"
+        );
+    }
     let auth = authenticator();
+    let agent = auth
+        .authenticate(store, "spiffe://shared/agent", None)
+        .await
+        .expect("alpha's");
+    assert_eq!(agent.principal().map(|p| p.id), Some(alpha_agent.id));
+    // Naming another tenant finds nothing.
+    assert_eq!(
+        code(
+            auth.authenticate(store, "spiffe://shared/agent", Some("beta"))
+                .await
+        ),
+        Code::Unauthenticated
+    );
+    // Taking the namespace from alpha disables its binding at once.
+    let op = operator(store).await;
+    let platform = op.platform_scope().expect("platform scope");
+    store
+        .set_identity_namespaces(
+            &platform,
+            alpha.id(),
+            &[IdentityPattern::Prefix("spiffe://test/alpha/".into())],
+            platform.audit(
+                Action::TenantNamespaces,
+                Outcome::Allowed,
+                "PLATFORM_OPERATOR",
+            ),
+        )
+        .await
+        .expect("narrow alpha");
     assert_eq!(
         code(
             auth.authenticate(store, "spiffe://shared/agent", None)
                 .await
         ),
-        Code::PermissionDenied
-    );
-    // Equal prefixes in both tenants: ambiguous too.
-    assert_eq!(
-        code(
-            auth.authenticate(store, "spiffe://shared/other", None)
-                .await
-        ),
-        Code::PermissionDenied
-    );
-    let as_alpha = auth
-        .authenticate(store, "spiffe://shared/agent", Some("alpha"))
-        .await
-        .expect("alpha named");
-    assert_eq!(as_alpha.principal().map(|p| p.id), Some(alpha_agent.id));
-    assert_eq!(
-        as_alpha.tenant_scope().expect("scope").tenant_id(),
-        alpha.id()
-    );
-    let as_beta = auth
-        .authenticate(store, "spiffe://shared/agent", Some("beta"))
-        .await
-        .expect("beta named");
-    assert_eq!(as_beta.principal().map(|p| p.id), Some(beta_agent.id));
-    assert_eq!(
-        as_beta.tenant_scope().expect("scope").tenant_id(),
-        beta.id()
-    );
-    assert_eq!(
-        code(
-            auth.authenticate(store, "spiffe://shared/agent", Some("gamma"))
-                .await
-        ),
         Code::Unauthenticated
     );
-    // beta's exact binding is more specific than both prefixes, but across
-    // tenants specificity decides nothing: a narrower binding in one tenant
-    // must not capture another tenant's workloads.
-    assert_eq!(
-        code(auth.authenticate(store, "spiffe://shared/tool", None).await),
-        Code::PermissionDenied
-    );
-    let tool = auth
-        .authenticate(store, "spiffe://shared/tool", Some("beta"))
+    // Given to beta, the identity is beta's alone.
+    beta.bind(store, beta_agent.id, "spiffe://shared/*")
         .await
-        .expect("beta named");
-    assert_eq!(tool.principal().map(|p| p.id), Some(beta_agent.id));
-    // The store reports such overlaps, so the server can refuse to create
-    // them: beta's exact identity lies under alpha's prefix.
-    let tool_pattern = IdentityPattern::Exact("spiffe://shared/tool".into());
-    assert!(
+        .expect("beta binds");
+    let agent = auth
+        .authenticate(store, "spiffe://shared/agent", None)
+        .await
+        .expect("beta's");
+    assert_eq!(agent.principal().map(|p| p.id), Some(beta_agent.id));
+}
+
+/// Identity namespaces: assigned per tenant and read back by tenant-id
+/// range; one overlapping another tenant's is refused (wider, narrower or
+/// equal) and leaves the tenant's namespaces as they were; replacing them
+/// disables the bindings left outside and enables those inside again; an
+/// unknown tenant is NotFound.
+pub async fn identity_namespaces_are_exclusive(store: Arc<dyn Store>) {
+    let store = &*store;
+    let alpha = create_tenant(store, "alpha").await;
+    let beta = create_tenant(store, "beta").await;
+    let op = operator(store).await;
+    let platform = op.platform_scope().expect("platform scope");
+    let set = |tenant: TenantId, texts: &[&str]| {
+        let namespaces: Vec<IdentityPattern> = texts
+            .iter()
+            .map(|t| IdentityPattern::parse(t, "n").expect("pattern"))
+            .collect();
+        async move {
+            store
+                .set_identity_namespaces(
+                    &platform,
+                    tenant,
+                    &namespaces,
+                    platform.audit(
+                        Action::TenantNamespaces,
+                        Outcome::Allowed,
+                        "PLATFORM_OPERATOR",
+                    ),
+                )
+                .await
+        }
+    };
+    let read = |tenant: TenantId| async move {
         store
-            .identity_overlaps(&tool_pattern, beta.id())
+            .identity_namespaces(&platform, tenant, tenant)
             .await
-            .expect("overlaps")
+            .expect("read namespaces")
+            .into_iter()
+            .map(|(t, n)| {
+                assert_eq!(t, tenant);
+                n.to_text()
+            })
+            .collect::<Vec<_>>()
+    };
+    set(
+        alpha.id(),
+        &["spiffe://test/alpha/*", "spiffe://mesh/ns/a/*", "alpha-*"],
+    )
+    .await
+    .expect("alpha");
+    assert_eq!(
+        read(alpha.id()).await,
+        vec!["alpha-*", "spiffe://mesh/ns/a/*", "spiffe://test/alpha/*"]
     );
-    assert!(
-        store
-            .identity_overlaps(&tool_pattern, alpha.id())
+    let overlap = Err(strongroom_core::Error::invalid(
+        "identity_namespaces",
+        strongroom_core::principal::NAMESPACE_OVERLAP,
+    ));
+    for text in [
+        "spiffe://mesh/ns/a/*",
+        "spiffe://mesh/ns/a/sa/*",
+        "spiffe://mesh/ns/a/sa/x",
+        "spiffe://mesh/ns/*",
+        "alpha-x",
+    ] {
+        assert_eq!(
+            set(beta.id(), &["spiffe://test/beta/*", text]).await,
+            overlap,
+            "{text}"
+        );
+        assert_eq!(
+            read(beta.id()).await,
+            vec!["spiffe://test/beta/*"],
+            "{text}"
+        );
+    }
+    // Siblings do not overlap.
+    set(
+        beta.id(),
+        &["spiffe://test/beta/*", "spiffe://mesh/ns/ab/*", "alpha.*"],
+    )
+    .await
+    .expect("beta");
+    // Both tenants in one range read, each with its own.
+    let (low, high) = if alpha.id() < beta.id() {
+        (alpha.id(), beta.id())
+    } else {
+        (beta.id(), alpha.id())
+    };
+    let both = store
+        .identity_namespaces(&platform, low, high)
+        .await
+        .expect("range");
+    assert_eq!(both.len(), 6);
+    assert_eq!(
+        code(set(TenantId::generate(), &["spiffe://test/nobody/*"]).await),
+        Code::NotFound
+    );
+
+    // A binding outside the namespaces is refused; one left outside by a
+    // change is disabled, and enabled again when a namespace covers it.
+    let agent = alpha.add_principal(store, "agent", Role::Agent).await;
+    assert_eq!(
+        alpha
+            .bind_only(store, agent.id, "spiffe://mesh/ns/ab/x")
             .await
-            .expect("overlaps")
+            .err(),
+        Some(strongroom_core::Error::denied(
+            strongroom_core::principal::BINDING_OUTSIDE_NAMESPACES
+        ))
     );
-    let wider = IdentityPattern::Prefix("spiffe://".into());
-    assert!(
-        store
-            .identity_overlaps(&wider, alpha.id())
-            .await
-            .expect("overlaps")
+    alpha
+        .bind_only(store, agent.id, "spiffe://mesh/ns/a/sa/*")
+        .await
+        .expect("inside");
+    let worker = "spiffe://mesh/ns/a/sa/w";
+    assert!(authenticate(store, worker).await.is_ok());
+    set(alpha.id(), &["spiffe://test/alpha/*"])
+        .await
+        .expect("narrow");
+    assert_eq!(
+        code(authenticate(store, worker).await),
+        Code::Unauthenticated
     );
-    let apart = IdentityPattern::Prefix("spiffe://elsewhere/".into());
-    assert!(
-        !store
-            .identity_overlaps(&apart, alpha.id())
-            .await
-            .expect("overlaps")
-    );
-    let lone = IdentityPattern::Exact("spiffe://elsewhere/agent".into());
-    assert!(
-        !store
-            .identity_overlaps(&lone, beta.id())
-            .await
-            .expect("overlaps")
-    );
+    set(
+        alpha.id(),
+        &["spiffe://test/alpha/*", "spiffe://mesh/ns/a/sa/*"],
+    )
+    .await
+    .expect("widen");
+    assert!(authenticate(store, worker).await.is_ok());
 }
 
 /// A platform operator bound to no principal gets the platform scope and no
@@ -551,6 +660,7 @@ pub async fn principals_and_bindings(store: Arc<dyn Store>) {
     let store = &*store;
     let acme = create_tenant(store, "acme").await;
     let scope = acme.scope();
+    acme.claim(store, "spiffe://x/*").await.expect("namespace");
     let mut trail = AuditTrail::start(store, scope).await;
     let mut all = vec![acme.admin().clone()];
     for (i, role) in Role::ALL.iter().chain(&[Role::Agent]).enumerate() {
@@ -886,13 +996,14 @@ pub async fn credential_list_filters(store: Arc<dyn Store>) {
         CredentialType::ApiKey,
         &["team:ml", "prod-ready"],
     );
-    let c2 = make(
+    let mut c2 = make(
         "dev",
         "llm/anthropic",
         "anthropic",
         CredentialType::ApiKey,
         &["team:ml"],
     );
+    c2.owner = Some("alice".into());
     let c3 = make(
         "staging",
         "llm/openai",
@@ -1070,10 +1181,61 @@ pub async fn credential_list_filters(store: Arc<dyn Store>) {
             status: Some(CredentialStatus::Active),
             tag: Some(tag("team:ml")),
             name_prefix: Some("llm/".into()),
+            reach: Some(vec![Reach {
+                environments: vec![env("dev")],
+                selector: Selector::parse("llm/*", "selector").expect("selector"),
+            }]),
+            unowned_only: true,
         })
         .await,
         vec![c1.id]
     );
+    let mut unowned: Vec<_> = list(f()).await;
+    unowned.retain(|id| *id != c2.id);
+    assert_eq!(
+        list(CredentialFilter {
+            unowned_only: true,
+            ..f()
+        })
+        .await,
+        unowned
+    );
+    // A reach covers its environments and names only; none covers nothing.
+    let reach = |envs: &[&str], selector: &str| Reach {
+        environments: envs.iter().map(|e| env(e)).collect(),
+        selector: Selector::parse(selector, "selector").expect("selector"),
+    };
+    let all = list(f()).await;
+    for (reaches, label) in [
+        (vec![], "nothing"),
+        (vec![reach(&["dev"], "*")], "dev"),
+        (vec![reach(&["production"], "*")], "production"),
+        (vec![reach(&["dev", "production"], "llm/*")], "llm/*"),
+        (
+            vec![reach(&["dev"], "llm/openai"), reach(&["production"], "*")],
+            "two",
+        ),
+    ] {
+        let mut expected = Vec::new();
+        for id in &all {
+            let c = store.get_credential(&scope, *id).await.expect("get");
+            if reaches
+                .iter()
+                .any(|r| r.environments.contains(&c.environment) && r.selector.matches(&c.name))
+            {
+                expected.push(*id);
+            }
+        }
+        assert_eq!(
+            list(CredentialFilter {
+                reach: Some(reaches.clone()),
+                ..f()
+            })
+            .await,
+            expected,
+            "{label}"
+        );
+    }
 }
 
 /// Listing more than one page returns every credential once, in creation
@@ -1852,6 +2014,8 @@ pub async fn audit_chain_records_every_mutation(store: Arc<dyn Store>) {
     let scope = acme.scope();
     let mut trail = AuditTrail::start(store, scope).await;
     assert_eq!(trail.len(), 1, "the tenant's creation is its first event");
+    acme.claim(store, "spiffe://x/*").await.expect("namespace");
+    trail.expect(Action::TenantNamespaces).await;
 
     store
         .update_tenant_settings(&scope, &retention(5), draft(&scope, Action::TenantSettings))
@@ -2511,7 +2675,7 @@ pub async fn cross_tenant_principals_grants_and_audit_are_invisible(store: Arc<d
         ),
         Code::NotFound
     );
-    let hijack = binding(a.id(), b_agent.id, "spiffe://alpha/hijack");
+    let hijack = binding(a.id(), b_agent.id, "spiffe://test/alpha/hijack");
     assert_eq!(
         code(
             store

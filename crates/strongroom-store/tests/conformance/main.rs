@@ -49,7 +49,8 @@ macro_rules! conformance {
 conformance! {
     cases::identity_resolution => identity_resolution_postgres, identity_resolution_sqlite;
     cases::disabled_principal_is_denied => disabled_principal_is_denied_postgres, disabled_principal_is_denied_sqlite;
-    cases::identity_in_two_tenants_needs_a_hint => identity_in_two_tenants_needs_a_hint_postgres, identity_in_two_tenants_needs_a_hint_sqlite;
+    cases::identity_belongs_to_one_tenant => identity_belongs_to_one_tenant_postgres, identity_belongs_to_one_tenant_sqlite;
+    cases::identity_namespaces_are_exclusive => identity_namespaces_are_exclusive_postgres, identity_namespaces_are_exclusive_sqlite;
     cases::platform_operator_has_no_tenant => platform_operator_has_no_tenant_postgres, platform_operator_has_no_tenant_sqlite;
     cases::duplicate_tenant_name_is_rejected => duplicate_tenant_name_is_rejected_postgres, duplicate_tenant_name_is_rejected_sqlite;
     cases::tenants_list_in_pages => tenants_list_in_pages_postgres, tenants_list_in_pages_sqlite;

@@ -279,8 +279,55 @@ impl TestTenant {
         p
     }
 
-    /// Binds `pattern` to `principal`.
+    /// Binds `pattern` to `principal`, first adding the pattern to the
+    /// tenant's identity namespaces unless one covers it already.
     pub async fn bind(
+        &self,
+        store: &dyn Store,
+        principal: PrincipalId,
+        pattern_text: &str,
+    ) -> strongroom_core::Result<IdentityBinding> {
+        self.claim(store, pattern_text).await?;
+        self.bind_only(store, principal, pattern_text).await
+    }
+
+    /// Adds `pattern_text` to the tenant's identity namespaces unless one
+    /// covers it already (`InvalidArgument` if another tenant's overlaps).
+    pub async fn claim(
+        &self,
+        store: &dyn Store,
+        pattern_text: &str,
+    ) -> strongroom_core::Result<()> {
+        let wanted = pattern(pattern_text);
+        let op = operator(store).await;
+        let platform = op.platform_scope().expect("platform scope");
+        let mut namespaces: Vec<IdentityPattern> = store
+            .identity_namespaces(&platform, self.id(), self.id())
+            .await?
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        if namespaces.iter().any(|n| n.covers(&wanted)) {
+            return Ok(());
+        }
+        namespaces.push(wanted);
+        store
+            .set_identity_namespaces(
+                &platform,
+                self.id(),
+                &namespaces,
+                platform.audit(
+                    Action::TenantNamespaces,
+                    Outcome::Allowed,
+                    "PLATFORM_OPERATOR",
+                ),
+            )
+            .await
+    }
+
+    /// Binds `pattern` to `principal` as it is: the tenant's namespaces
+    /// must cover it.
+    pub async fn bind_only(
         &self,
         store: &dyn Store,
         principal: PrincipalId,
@@ -359,6 +406,7 @@ pub fn new_tenant(name: &str, settings: TenantSettings) -> (NewTenant, Kek, Stri
         },
         environments: DEFAULT_ENVIRONMENTS.iter().map(|e| env(e)).collect(),
         admin: Some((admin, admin_binding)),
+        namespaces: vec![IdentityPattern::Prefix(format!("spiffe://test/{name}/"))],
     };
     (new, kek, identity)
 }

@@ -6,7 +6,7 @@ use strongroom_core::Error;
 use strongroom_core::ids::{BindingId, PrincipalId, TenantId};
 use strongroom_core::names::{Environment, PrincipalName, TenantName};
 use strongroom_core::page::PageRequest;
-use strongroom_core::principal::{IdentityPattern, PrincipalStatus};
+use strongroom_core::principal::{IdentityPattern, PrincipalStatus, parse_namespaces};
 use strongroom_core::tenant::TenantStatus;
 use strongroom_proto::v1 as pb;
 use strongroom_proto::v1::admin_service_server::AdminService;
@@ -84,13 +84,19 @@ impl AdminService for AdminHandler {
                     ))
                 })
                 .transpose()?;
+            let namespaces = parse_namespaces(&req.identity_namespaces, "identity_namespaces")?;
             let (tenant, admin) = self
                 .0
                 .vault
-                .create_tenant(&call.caller, &call.ctx, name, admin)
+                .create_tenant(&call.caller, &call.ctx, name, admin, namespaces)
+                .await?;
+            let namespaces = self
+                .0
+                .vault
+                .identity_namespaces(&call.caller, tenant.id, tenant.id)
                 .await?;
             Ok(pb::CreateTenantResponse {
-                tenant: Some(convert::tenant_out(&tenant)),
+                tenant: Some(convert::tenant_with_namespaces(&tenant, &namespaces)),
                 admin: admin.as_ref().map(|(p, _)| convert::principal_out(p)),
                 admin_binding: admin.as_ref().map(|(_, b)| convert::binding_out(b)),
             })
@@ -110,8 +116,22 @@ impl AdminService for AdminHandler {
             }
             let page = PageRequest::parse(req.page_size, &req.page_token)?;
             let result = self.0.vault.list_tenants(&call.caller, &page).await?;
+            // The page is ordered by id: one range read covers it.
+            let namespaces = match (result.items.first(), result.items.last()) {
+                (Some(first), Some(last)) => {
+                    self.0
+                        .vault
+                        .identity_namespaces(&call.caller, first.id, last.id)
+                        .await?
+                }
+                _ => Vec::new(),
+            };
             Ok(pb::ListTenantsResponse {
-                tenants: result.items.iter().map(convert::tenant_out).collect(),
+                tenants: result
+                    .items
+                    .iter()
+                    .map(|t| convert::tenant_with_namespaces(t, &namespaces))
+                    .collect(),
                 next_page_token: result.next_token(),
             })
         })
@@ -124,8 +144,36 @@ impl AdminService for AdminHandler {
         rpc!(self.0, request, "GetTenant", |call, req| {
             let id = TenantId::parse(&req.tenant_id, "tenant_id")?;
             let tenant = self.0.vault.get_tenant(&call.caller, id).await?;
+            let namespaces = self
+                .0
+                .vault
+                .identity_namespaces(&call.caller, id, id)
+                .await?;
             Ok(pb::GetTenantResponse {
-                tenant: Some(convert::tenant_out(&tenant)),
+                tenant: Some(convert::tenant_with_namespaces(&tenant, &namespaces)),
+            })
+        })
+    }
+
+    async fn set_identity_namespaces(
+        &self,
+        request: Request<pb::SetIdentityNamespacesRequest>,
+    ) -> Result<Response<pb::SetIdentityNamespacesResponse>, Status> {
+        rpc!(self.0, request, "SetIdentityNamespaces", |call, req| {
+            let id = TenantId::parse(&req.tenant_id, "tenant_id")?;
+            let namespaces = parse_namespaces(&req.identity_namespaces, "identity_namespaces")?;
+            self.0
+                .vault
+                .set_identity_namespaces(&call.caller, &call.ctx, id, namespaces)
+                .await?;
+            let tenant = self.0.vault.get_tenant(&call.caller, id).await?;
+            let namespaces = self
+                .0
+                .vault
+                .identity_namespaces(&call.caller, id, id)
+                .await?;
+            Ok(pb::SetIdentityNamespacesResponse {
+                tenant: Some(convert::tenant_with_namespaces(&tenant, &namespaces)),
             })
         })
     }

@@ -127,6 +127,8 @@ impl CredentialService for CredentialHandler {
                     .then(|| strongroom_core::names::Tag::parse(&req.tag, "tag"))
                     .transpose()?,
                 name_prefix: (!req.name_prefix.is_empty()).then_some(req.name_prefix),
+                reach: None,
+                unowned_only: false,
             };
             if req.rotation_status != 0 {
                 return Err(Error::invalid(

@@ -135,6 +135,7 @@ impl PolicyService for PolicyHandler {
                 environment: (!req.environment.is_empty())
                     .then(|| Environment::parse(&req.environment, "environment"))
                     .transpose()?,
+                in_environments: None,
             };
             if !req.selector.is_empty() {
                 return Err(Error::invalid(
