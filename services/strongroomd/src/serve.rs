@@ -34,7 +34,7 @@ use tonic::codegen::Service as _;
 use tonic::service::Routes;
 
 use crate::config::Limits;
-use crate::tls::{ClientTrust, PeerInfo, PeerStream};
+use crate::tls::{CertRefusal, ClientTrust, PeerInfo, PeerStream};
 
 /// How often the server pings an idle HTTP/2 connection to detect a dead
 /// peer (pings are not calls: they do not keep a connection open).
@@ -406,7 +406,12 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
         // (not expired, not revoked by a CRL loaded since), for every
         // service. A timestamp compare and an atomic load unless the CRLs
         // changed since the last call.
-        if let Some(Err(refusal)) = self.info.cert.as_ref().map(|c| c.check()) {
+        let verdict = self
+            .info
+            .cert
+            .as_ref()
+            .map_or(Err(CertRefusal::Unreadable), |c| c.check());
+        if let Err(refusal) = verdict {
             tracing::warn!(
                 rpc = request.uri().path(),
                 peer = %self.info.addr,

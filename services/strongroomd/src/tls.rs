@@ -389,6 +389,9 @@ pub enum CertRefusal {
     Expired,
     /// A CRL loaded since revokes it (or no longer lets its chain verify).
     Revoked,
+    /// The connection has no certificate that could be read, so its
+    /// validity cannot be checked.
+    Unreadable,
 }
 
 impl CertRefusal {
@@ -397,6 +400,7 @@ impl CertRefusal {
         match self {
             CertRefusal::Expired => "the client certificate has expired",
             CertRefusal::Revoked => "the client certificate has been revoked",
+            CertRefusal::Unreadable => "the client certificate could not be read",
         }
     }
 }
