@@ -108,9 +108,24 @@ pub struct Limits {
     pub default_lease_ttl: Duration,
     /// Longest lease TTL granted.
     pub max_lease_ttl: Duration,
-    /// Open client connections (TLS handshakes in progress included); a
-    /// connection beyond the cap is closed as soon as it is accepted.
+    /// Open client connections that completed their mutual-TLS handshake;
+    /// a connection beyond the cap is closed (as soon as it is accepted when
+    /// the cap is already reached).
     pub max_connections: usize,
+    /// Open connections of one client identity (the SPIFFE ID or common
+    /// name of its certificate), so that one workload cannot take every
+    /// slot; a connection beyond it is closed after its handshake.
+    pub max_connections_per_identity: usize,
+    /// TLS handshakes in progress, counted apart from `max_connections` so
+    /// that connections which never complete a handshake cannot take the
+    /// slots of authenticated clients; a connection beyond it is closed as
+    /// soon as it is accepted.
+    pub max_handshakes: usize,
+    /// Time a new connection has to complete its TLS handshake.
+    pub handshake_timeout: Duration,
+    /// A connection with no call in progress and none started for this long
+    /// is closed (HTTP/2 GOAWAY); keepalive pings are not calls.
+    pub idle_timeout: Duration,
     /// Concurrent HTTP/2 streams (calls) per connection, advertised to the
     /// client in the server's SETTINGS.
     pub max_concurrent_streams: u32,
@@ -130,6 +145,10 @@ impl Default for Limits {
             default_lease_ttl: Duration::from_secs(3600),
             max_lease_ttl: Duration::from_secs(24 * 3600),
             max_connections: 4096,
+            max_connections_per_identity: 64,
+            max_handshakes: 128,
+            handshake_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(600),
             max_concurrent_streams: 256,
             cache_ttl: crate::cache::DEFAULT_TTL,
         }
@@ -245,6 +264,10 @@ struct RawLimits {
     default_lease_ttl_secs: Option<u64>,
     max_lease_ttl_secs: Option<u64>,
     max_connections: Option<usize>,
+    max_connections_per_identity: Option<usize>,
+    max_handshakes: Option<usize>,
+    handshake_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
     max_concurrent_streams: Option<u32>,
 }
 
@@ -352,6 +375,20 @@ impl Config {
         }
         if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS") {
             raw.limits.max_connections = Some(parse_num("STRONGROOM_MAX_CONNECTIONS", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY") {
+            raw.limits.max_connections_per_identity =
+                Some(parse_num("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_MAX_HANDSHAKES") {
+            raw.limits.max_handshakes = Some(parse_num("STRONGROOM_MAX_HANDSHAKES", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_HANDSHAKE_TIMEOUT_MS") {
+            raw.limits.handshake_timeout_ms =
+                Some(parse_num("STRONGROOM_HANDSHAKE_TIMEOUT_MS", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_IDLE_TIMEOUT_MS") {
+            raw.limits.idle_timeout_ms = Some(parse_num("STRONGROOM_IDLE_TIMEOUT_MS", &v)?);
         }
         if let Some(v) = env.var("STRONGROOM_MAX_CONCURRENT_STREAMS") {
             raw.limits.max_concurrent_streams =
@@ -521,6 +558,19 @@ impl Config {
                 .max_lease_ttl_secs
                 .map_or(d.max_lease_ttl, Duration::from_secs),
             max_connections: raw.limits.max_connections.unwrap_or(d.max_connections),
+            max_connections_per_identity: raw
+                .limits
+                .max_connections_per_identity
+                .unwrap_or(d.max_connections_per_identity),
+            max_handshakes: raw.limits.max_handshakes.unwrap_or(d.max_handshakes),
+            handshake_timeout: raw
+                .limits
+                .handshake_timeout_ms
+                .map_or(d.handshake_timeout, Duration::from_millis),
+            idle_timeout: raw
+                .limits
+                .idle_timeout_ms
+                .map_or(d.idle_timeout, Duration::from_millis),
             max_concurrent_streams: raw
                 .limits
                 .max_concurrent_streams
@@ -529,6 +579,25 @@ impl Config {
         };
         if !(1..=1_000_000).contains(&limits.max_connections) {
             return Err(bad("limits.max_connections", "must be 1-1000000"));
+        }
+        if !(1..=1_000_000).contains(&limits.max_connections_per_identity) {
+            return Err(bad(
+                "limits.max_connections_per_identity",
+                "must be 1-1000000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&limits.max_handshakes) {
+            return Err(bad("limits.max_handshakes", "must be 1-1000000"));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(60))
+            .contains(&limits.handshake_timeout)
+        {
+            return Err(bad("limits.handshake_timeout_ms", "must be 100 ms to 60 s"));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(7 * 24 * 3600))
+            .contains(&limits.idle_timeout)
+        {
+            return Err(bad("limits.idle_timeout_ms", "must be 100 ms to 7 days"));
         }
         if !(1..=65_536).contains(&limits.max_concurrent_streams) {
             return Err(bad("limits.max_concurrent_streams", "must be 1-65536"));
@@ -642,19 +711,27 @@ mod tests {
         assert_eq!(c.tls.crl_reload, Duration::from_secs(5));
         assert_eq!(c.limits.max_connections, 4096);
         assert_eq!(c.limits.max_concurrent_streams, 256);
+        assert_eq!(c.limits.max_handshakes, 128);
+        assert_eq!(c.limits.max_connections_per_identity, 64);
+        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(600));
 
         let raw = toml::from_str::<RawConfig>(
-            "[tls]\ncrl = \"/etc/crl.pem\"\ncrl_reload_ms = 1000\n[limits]\nmax_connections = 10\nmax_concurrent_streams = 20\n",
+            "[tls]\ncrl = \"/etc/crl.pem\"\ncrl_reload_ms = 1000\n[limits]\nmax_connections = 10\nmax_concurrent_streams = 20\nmax_handshakes = 5\nidle_timeout_ms = 60000\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let mut with_env = pairs.clone();
         with_env.push(("STRONGROOM_MAX_CONCURRENT_STREAMS", "30"));
         with_env.push(("STRONGROOM_TLS_CRL", "/run/crl.der"));
+        with_env.push(("STRONGROOM_HANDSHAKE_TIMEOUT_MS", "500"));
         let c = Config::from_raw(raw, &env(&with_env)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.tls.crl, Some(PathBuf::from("/run/crl.der")));
         assert_eq!(c.tls.crl_reload, Duration::from_secs(1));
         assert_eq!(c.limits.max_connections, 10);
         assert_eq!(c.limits.max_concurrent_streams, 30);
+        assert_eq!(c.limits.max_handshakes, 5);
+        assert_eq!(c.limits.handshake_timeout, Duration::from_millis(500));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
 
         for (var, value, key) in [
             ("STRONGROOM_MAX_CONNECTIONS", "0", "limits.max_connections"),
@@ -664,6 +741,18 @@ mod tests {
                 "limits.max_concurrent_streams",
             ),
             ("STRONGROOM_TLS_CRL_RELOAD_MS", "5", "tls.crl_reload_ms"),
+            ("STRONGROOM_MAX_HANDSHAKES", "0", "limits.max_handshakes"),
+            (
+                "STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY",
+                "0",
+                "limits.max_connections_per_identity",
+            ),
+            (
+                "STRONGROOM_HANDSHAKE_TIMEOUT_MS",
+                "10",
+                "limits.handshake_timeout_ms",
+            ),
+            ("STRONGROOM_IDLE_TIMEOUT_MS", "0", "limits.idle_timeout_ms"),
         ] {
             let mut bad_env = pairs.clone();
             bad_env.push((var, value));

@@ -13,6 +13,7 @@ pub mod convert;
 pub mod dev;
 pub mod error;
 pub mod handlers;
+pub mod serve;
 pub mod telemetry;
 pub mod tls;
 pub mod vault;
