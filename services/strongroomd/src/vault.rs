@@ -701,6 +701,35 @@ impl Vault {
         }
     }
 
+    /// Looks up a credential named by a call. A miss is answered like a
+    /// refusal the caller may not tell apart from it: NOT_FOUND; and, for a
+    /// call by id, audited and counted against the caller's denied-call
+    /// limit as a denial is (by path, [`Self::refuse_unseen`] has already
+    /// audited and counted every refusal the caller could not tell from a
+    /// miss), so that neither the limits nor a lock tell an existing id from
+    /// a missing one.
+    async fn find_named<T>(
+        &self,
+        scope: &TenantScope<'_>,
+        ctx: &CallContext,
+        action: Action,
+        reference: &CredentialRef,
+        found: Result<T>,
+    ) -> Result<T> {
+        match found {
+            Err(Error::NotFound(_)) => {
+                if let CredentialRef::Id(id) = reference {
+                    let mut d =
+                        ctx.stamp(scope.audit(action, Outcome::Denied, "CREDENTIAL_NOT_FOUND"));
+                    d.credential = Some(*id);
+                    self.audit_denial(scope, d).await;
+                }
+                Err(credential_not_found())
+            }
+            other => other,
+        }
+    }
+
     /// Refuses, before any lookup, a call by path that the caller may not
     /// make there and may not learn anything about: the denial is audited
     /// and answered NOT_FOUND whether or not the credential exists. Calls
@@ -1212,7 +1241,10 @@ impl Vault {
     ) -> Result<Credential> {
         self.refuse_unseen(scope, ctx, action, capability, reference)
             .await?;
-        let credential = self.lookup(scope, reference).await.map_err(hide_missing)?;
+        let found = self.lookup(scope, reference).await;
+        let credential = self
+            .find_named(scope, ctx, action, reference, found)
+            .await?;
         if let Err(e) = self
             .authorize(
                 scope,
@@ -1432,10 +1464,10 @@ impl Vault {
             reference,
         )
         .await?;
+        let found = self.cached_credential(&scope, reference).await;
         let cached = self
-            .cached_credential(&scope, reference)
-            .await
-            .map_err(hide_missing)?;
+            .find_named(&scope, ctx, Action::CredentialReveal, reference, found)
+            .await?;
         match self.reveal_found(&scope, ctx, cached, options).await {
             Ok(r) => Ok(r),
             Err(RevealFailure::Failed(e)) => Err(e),
@@ -1757,10 +1789,10 @@ impl Vault {
         .await?;
         // Cached metadata is safe here: the version write is a
         // compare-and-set on the latest version, retried on fresh state.
+        let found = self.cached_credential(&scope, reference).await;
         let mut credential = self
-            .cached_credential(&scope, reference)
-            .await
-            .map_err(hide_missing)?
+            .find_named(&scope, ctx, Action::CredentialRotate, reference, found)
+            .await?
             .credential
             .clone();
         if let Err(e) = self
