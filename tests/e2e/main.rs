@@ -20,6 +20,7 @@ macro_rules! on_both_backends {
     )+};
 }
 
+mod abuse;
 mod checkpoints;
 mod dev_mode;
 mod field_bounds;
@@ -33,6 +34,7 @@ mod namespace_review;
 mod namespaces;
 mod oracles;
 mod policy;
+mod replicas;
 mod revocation;
 mod secrets_in_logs;
 mod smoke;

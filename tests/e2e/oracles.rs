@@ -12,7 +12,8 @@ use tonic::Status;
 
 on_both_backends!(
     refusals_do_not_tell_existing_from_missing,
-    confined_reads_hold_nothing_of_production
+    confined_reads_hold_nothing_of_production,
+    limits_do_not_tell_existing_from_missing
 );
 
 async fn create(admin: &strongroom_e2e::TenantAdmin, environment: &str, name: &str) -> String {
@@ -169,6 +170,26 @@ async fn refusals_do_not_tell_existing_from_missing(backend: Backend) {
         .principal_in(&acme, "operator", pb::Role::Operator, &["dev"])
         .await;
     let missing_id = uuid::Uuid::now_v7().to_string();
+    // The probes below are many denials: a roomy denied-call limit keeps
+    // them answered one like another (the limit counts misses and refusals
+    // alike; `abuse.rs` tests it).
+    acme.client
+        .admin()
+        .update_tenant_settings(pb::UpdateTenantSettingsRequest {
+            settings: Some(pb::TenantSettings {
+                denied_call_limit: Some(pb::RateLimit {
+                    enabled: true,
+                    per_minute: 100_000,
+                    burst: 10_000,
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["denied_call_limit".into()],
+            }),
+        })
+        .await
+        .expect("raise the denied-call limit");
 
     let probes: [(&str, &strongroom_client::Client, &str, &str); 3] = [
         ("agent in its environment", &agent, "dev", &dev_id),
@@ -460,4 +481,57 @@ async fn grant_page_tokens(client: &strongroom_client::Client) -> Vec<String> {
         token = page.next_page_token;
     }
     panic!("the listing did not end");
+}
+
+/// Answers to `n` reveals of `reference`, as codes.
+async fn probe_codes(
+    client: &strongroom_client::Client,
+    reference: Option<pb::CredentialRef>,
+    n: usize,
+) -> Vec<tonic::Code> {
+    let mut codes = Vec::new();
+    for _ in 0..n {
+        let answer = client
+            .credentials()
+            .reveal_credential(pb::RevealCredentialRequest {
+                credential: reference.clone(),
+                purpose: "probe".into(),
+                ..Default::default()
+            })
+            .await;
+        codes.push(answer.map_or_else(|s| s.code(), |_| tonic::Code::Ok));
+    }
+    codes
+}
+
+/// The denied-call limit (on by default) counts a refused existing
+/// credential and a missing one alike: two agents probing, one an existing
+/// credential, the other a missing one, are limited after the same number
+/// of calls, by id and by path.
+async fn limits_do_not_tell_existing_from_missing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = server.tenant("acme").await;
+    let existing = create(&acme, "dev", "app/key").await;
+    let missing = uuid::Uuid::now_v7().to_string();
+    let mut n = 0;
+    for (label, hit, miss) in [
+        ("by id", by_id(&existing), by_id(&missing)),
+        ("by path", path("dev", "app/key"), path("dev", "app/ghost")),
+    ] {
+        n += 1;
+        let (_, a) = server
+            .principal(&acme, &format!("prober-a{n}"), pb::Role::Agent)
+            .await;
+        let (_, b) = server
+            .principal(&acme, &format!("prober-b{n}"), pb::Role::Agent)
+            .await;
+        let on_existing = probe_codes(&a, hit, 30).await;
+        let on_missing = probe_codes(&b, miss, 30).await;
+        assert!(
+            on_existing.contains(&tonic::Code::ResourceExhausted),
+            "{label}: 30 refusals were never limited: {on_existing:?}"
+        );
+        assert_eq!(on_existing, on_missing, "{label}");
+    }
+    server.stop().await;
 }

@@ -1,22 +1,26 @@
 //! Client certificates are checked per call, not only in the handshake: a
 //! certificate revoked by a CRL loaded while its connection is open, or one
 //! that expires while its connection is open, stops authenticating calls on
-//! that connection (UNAUTHENTICATED), and new connections presenting it are
-//! refused in the handshake.
+//! that connection (UNAUTHENTICATED, for every service, health included),
+//! the server then closes that connection (freeing its slot), and new
+//! connections presenting it are refused in the handshake.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use strongroom_e2e::{Backend, IssuedCert, Options, TestServer, expect_code};
+use strongroom_e2e::{Backend, IssuedCert, OPERATOR, Options, TestServer, expect_code};
 use strongroom_proto::v1 as pb;
 use strongroom_proto::v1::admin_service_client::AdminServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 on_both_backends!(revoked_certificate, expired_certificate);
 
 const LOADED: &str = "client CRLs loaded";
 const REFUSED: &str = "TLS handshake refused";
 const NO_LONGER_VALID: &str = "client certificate no longer valid";
+const CLOSING: &str = "closing the connection: its client certificate is no longer valid";
 
 /// A connection presenting `cert`, used once so that it is open and
 /// authenticated before anything changes.
@@ -32,6 +36,22 @@ async fn connected(
     let mut client = AdminServiceClient::new(channel);
     who_am_i(&mut client, what).await;
     client
+}
+
+/// Asserts that a call on `client` fails at the transport level (its
+/// connection was closed and a new one is refused), never with an answer
+/// from a service.
+async fn assert_connection_gone(client: &mut AdminServiceClient<Channel>, what: &str) {
+    match client.who_am_i(pb::WhoAmIRequest {}).await {
+        Ok(r) => panic!("{what}: the call was answered: {r:?}"),
+        Err(s) => assert!(
+            matches!(
+                s.code(),
+                Code::Unavailable | Code::Unknown | Code::Cancelled
+            ),
+            "{what}: expected a closed connection, got {s:?}"
+        ),
+    }
 }
 
 async fn who_am_i(client: &mut AdminServiceClient<Channel>, what: &str) {
@@ -75,7 +95,12 @@ async fn revoked_certificate(backend: Backend) {
     // Two certificates for the same identity; only the first is revoked.
     let doomed = server.ca.issue_client(&acme.identity, None);
     let kept = server.ca.issue_client(&acme.identity, None);
-    let mut doomed_conn = connected(&server, &doomed, "doomed certificate").await;
+    let doomed_channel = server
+        .channel(Some((&doomed.cert, &doomed.key)))
+        .await
+        .unwrap_or_else(|e| panic!("doomed certificate: connect: {e}"));
+    let mut doomed_conn = AdminServiceClient::new(doomed_channel.clone());
+    who_am_i(&mut doomed_conn, "doomed certificate").await;
     let mut kept_conn = connected(&server, &kept, "kept certificate").await;
 
     server.write_crl(
@@ -88,17 +113,28 @@ async fn revoked_certificate(backend: Backend) {
     );
     server.logs.wait_for(LOADED, 2, wait).await;
 
-    // The connection it already had: refused per call.
+    // The connection it already had: refused per call, by every service
+    // (health included), and then closed by the server.
+    let mut doomed_health = HealthClient::new(doomed_channel.clone());
     let status = expect_code(
-        doomed_conn.who_am_i(pb::WhoAmIRequest {}).await,
+        doomed_health.check(HealthCheckRequest::default()).await,
         Code::Unauthenticated,
-        "a call on the open connection of a revoked certificate",
+        "a health check on the open connection of a revoked certificate",
     );
     assert!(status.message().contains("revoked"), "{status:?}");
     server
         .logs
-        .wait_for_line(&[NO_LONGER_VALID, "revoked"], wait)
+        .wait_for_line(
+            &[NO_LONGER_VALID, "revoked", "grpc.health.v1.Health/Check"],
+            wait,
+        )
         .await;
+    server.logs.wait_for(CLOSING, 1, wait).await;
+    assert_connection_gone(
+        &mut doomed_conn,
+        "the closed connection of a revoked certificate",
+    )
+    .await;
     // Another certificate of the same identity is unaffected.
     who_am_i(&mut kept_conn, "kept certificate after the reload").await;
     // A new connection: refused in the handshake.
@@ -111,27 +147,30 @@ async fn revoked_certificate(backend: Backend) {
         .logs
         .wait_for("client CRL file refused", 1, wait)
         .await;
-    expect_code(
-        doomed_conn.who_am_i(pb::WhoAmIRequest {}).await,
-        Code::Unauthenticated,
-        "the revoked certificate after a bad CRL file",
-    );
     assert_new_connection_refused(&server, &doomed, "revoked certificate, bad CRL file").await;
     who_am_i(&mut kept_conn, "kept certificate after a bad CRL file").await;
 
     // A DER CRL revoking both.
     server.write_crl(server.ca.crl(&[doomed.serial, kept.serial]).der().as_ref());
     server.logs.wait_for(LOADED, 3, wait).await;
-    expect_code(
+    let status = expect_code(
         kept_conn.who_am_i(pb::WhoAmIRequest {}).await,
         Code::Unauthenticated,
         "a call on the open connection of a certificate revoked by a DER CRL",
     );
-    expect_code(
-        doomed_conn.who_am_i(pb::WhoAmIRequest {}).await,
-        Code::Unauthenticated,
+    assert!(status.message().contains("revoked"), "{status:?}");
+    server.logs.wait_for(CLOSING, 2, wait).await;
+    assert_connection_gone(
+        &mut kept_conn,
+        "the closed connection of the second certificate",
+    )
+    .await;
+    assert_new_connection_refused(
+        &server,
+        &doomed,
         "the first revoked certificate, still in the new CRL",
-    );
+    )
+    .await;
 
     // Other certificates of the CA still get in.
     let fresh = server.ca.issue_client(&acme.identity, None);
@@ -172,7 +211,81 @@ async fn expired_certificate(backend: Backend) {
         .logs
         .wait_for_line(&[NO_LONGER_VALID, "expired"], Duration::from_secs(10))
         .await;
+    server
+        .logs
+        .wait_for(CLOSING, 1, Duration::from_secs(10))
+        .await;
+    assert_connection_gone(&mut conn, "the closed connection of an expired certificate").await;
     assert_new_connection_refused(&server, &short, "expired certificate").await;
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+}
+
+/// A connection refused because its certificate was revoked is closed by
+/// the server and gives its slot back: with every slot taken, a new client
+/// gets in once it is gone. Transport only: SQLite is enough.
+#[tokio::test]
+async fn revoked_connection_frees_its_slot() {
+    let mut options = Options::new(Backend::Sqlite);
+    options.crl = true;
+    options
+        .env
+        .push(("STRONGROOM_MAX_CONNECTIONS".into(), "2".into()));
+    let server = TestServer::start_with(options).await;
+    let wait = Duration::from_secs(10);
+    server.logs.wait_for(LOADED, 1, wait).await;
+
+    let doomed = server.ca.issue_client(OPERATOR, None);
+    let kept = server.ca.issue_client(OPERATOR, None);
+    let mut doomed_conn = connected(&server, &doomed, "doomed certificate").await;
+    let mut kept_conn = connected(&server, &kept, "kept certificate").await;
+    // Every slot is taken.
+    let fresh = server.ca.issue_client(OPERATOR, None);
+    assert_new_connection_refused(&server, &fresh, "a third connection with two slots").await;
+    server
+        .logs
+        .wait_for_line(
+            &["too many open connections", "\"max_connections\":2"],
+            wait,
+        )
+        .await;
+
+    server.write_crl(
+        server
+            .ca
+            .crl(&[doomed.serial])
+            .pem()
+            .expect("CRL PEM")
+            .as_bytes(),
+    );
+    server.logs.wait_for(LOADED, 2, wait).await;
+    expect_code(
+        doomed_conn.who_am_i(pb::WhoAmIRequest {}).await,
+        Code::Unauthenticated,
+        "a call on the open connection of a revoked certificate",
+    );
+
+    // The test still holds the client of the revoked connection, yet its
+    // slot is free: a new client gets in (once the server has seen the
+    // connection end).
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut client = loop {
+        if let Ok(channel) = server.channel(Some((&fresh.cert, &fresh.key))).await {
+            let mut client = AdminServiceClient::new(channel);
+            if client.who_am_i(pb::WhoAmIRequest {}).await.is_ok() {
+                break client;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new connection accepted after the revoked one was closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    who_am_i(&mut client, "the new connection").await;
+    server.logs.wait_for(CLOSING, 1, wait).await;
+    who_am_i(&mut kept_conn, "kept certificate").await;
+    drop(doomed_conn);
     let status = server.stop().await;
     assert!(status.success(), "strongroomd exited with {status}");
 }

@@ -1,6 +1,9 @@
 //! Transport limits: the server advertises its per-connection HTTP/2
-//! concurrent-stream limit in its SETTINGS, and connections beyond the cap on
-//! open connections are refused. Transport only: SQLite is enough.
+//! concurrent-stream limit in its SETTINGS; connections beyond the cap on
+//! open connections are refused; TCP connections that never complete a TLS
+//! handshake take none of those slots (they count against their own, smaller
+//! limit and time out); idle connections are closed. Transport only: SQLite
+//! is enough.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +15,7 @@ use strongroom_proto::v1 as pb;
 use strongroom_proto::v1::admin_service_client::AdminServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// Opens a raw HTTP/2 connection presenting the operator's certificate,
 /// completes one request (so the server's SETTINGS have been received) and
@@ -147,6 +151,223 @@ async fn connections_beyond_the_cap_are_refused() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+}
+
+/// Retries [`operator_connection`] until one is served, for at most
+/// `within`.
+async fn operator_connection_within(
+    server: &TestServer,
+    within: Duration,
+    what: &str,
+) -> AdminServiceClient<Channel> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match operator_connection(server).await {
+            Ok(client) => return client,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: no connection served within {within:?}: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// TCP connections that never send a ClientHello count against
+/// `limits.max_handshakes`, not against `limits.max_connections`, and are
+/// dropped after `limits.handshake_timeout_ms`: a flood of them neither stops
+/// an established client nor keeps new clients out for longer than that.
+#[tokio::test]
+async fn silent_connections_take_no_connection_slot() {
+    let mut options = Options::new(Backend::Sqlite);
+    for (key, value) in [
+        ("STRONGROOM_MAX_CONNECTIONS", "3"),
+        ("STRONGROOM_MAX_HANDSHAKES", "2"),
+        ("STRONGROOM_HANDSHAKE_TIMEOUT_MS", "1000"),
+    ] {
+        options.env.push((key.into(), value.into()));
+    }
+    let server = TestServer::start_with(options).await;
+    let mut established = operator_connection(&server)
+        .await
+        .unwrap_or_else(|e| panic!("established client: {e}"));
+
+    // More silent connections than both limits allow.
+    let mut silent = Vec::new();
+    for i in 0..8 {
+        silent.push(
+            tokio::net::TcpStream::connect(server.addr)
+                .await
+                .unwrap_or_else(|e| panic!("silent connection {i}: {e}")),
+        );
+    }
+    // The established client keeps working throughout.
+    for i in 0..5 {
+        established
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .unwrap_or_else(|s| panic!("established client, call {i} during the flood: {s:?}"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A new client gets in once the silent connections that got a
+    // handshake slot have timed out, well before the old 10 s handshake
+    // timeout would have freed anything (the test still holds them open).
+    let mut new_client = operator_connection_within(
+        &server,
+        Duration::from_secs(5),
+        "new client after the flood",
+    )
+    .await;
+    new_client
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap_or_else(|s| panic!("new client: {s:?}"));
+    established
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap_or_else(|s| panic!("established client after the flood: {s:?}"));
+    // The flood hit the handshake limit, and the silent connections that got
+    // a handshake slot timed out.
+    server
+        .logs
+        .wait_for_line(
+            &[
+                "too many TLS handshakes in progress",
+                "\"max_handshakes\":2",
+            ],
+            Duration::from_secs(10),
+        )
+        .await;
+    server
+        .logs
+        .wait_for("TLS handshake timed out", 2, Duration::from_secs(10))
+        .await;
+    drop(silent);
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+}
+
+/// A connection with no call for `limits.idle_timeout_ms` is closed by the
+/// server, although its client sends HTTP/2 keepalive pings all along, and
+/// its slot is free again.
+#[tokio::test]
+async fn idle_connections_are_closed_despite_pings() {
+    let mut options = Options::new(Backend::Sqlite);
+    for (key, value) in [
+        ("STRONGROOM_MAX_CONNECTIONS", "1"),
+        ("STRONGROOM_IDLE_TIMEOUT_MS", "1000"),
+    ] {
+        options.env.push((key.into(), value.into()));
+    }
+    let server = TestServer::start_with(options).await;
+    let (cert, key) = server.ca.client_cert(OPERATOR, CertKind::Spiffe);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(server.ca.pem()))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(&cert, &key));
+    let channel = Endpoint::from_shared(server.endpoint())
+        .expect("endpoint")
+        .http2_keep_alive_interval(Duration::from_millis(100))
+        .keep_alive_while_idle(true)
+        .keep_alive_timeout(Duration::from_secs(5))
+        .tls_config(tls)
+        .expect("TLS config")
+        .connect()
+        .await
+        .expect("connect");
+    let mut pinging = AdminServiceClient::new(channel);
+    pinging
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .expect("first call");
+    // The only slot is taken.
+    if let Ok(_extra) = operator_connection(&server).await {
+        panic!("a second connection was served with one slot");
+    }
+    server
+        .logs
+        .wait_for("closing an idle connection", 1, Duration::from_secs(10))
+        .await;
+    // Its slot is free again while the test still holds the pinging client.
+    let _next = operator_connection_within(
+        &server,
+        Duration::from_secs(5),
+        "a client after the idle one",
+    )
+    .await;
+    drop(pinging);
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+}
+
+/// Whether a connection presenting a certificate for `identity` is served
+/// (its call answered by a service, whatever the answer).
+async fn served(server: &TestServer, identity: &str) -> bool {
+    let (cert, key) = server.ca.client_cert(identity, CertKind::Spiffe);
+    let Ok(channel) = server.channel(Some((&cert, &key))).await else {
+        return false;
+    };
+    match AdminServiceClient::new(channel)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+    {
+        Ok(_) => true,
+        Err(s) => !matches!(
+            s.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        ),
+    }
+}
+
+/// One identity holds at most `limits.max_connections_per_identity`
+/// connections; other identities still get in, and a closed connection
+/// gives its identity's slot back.
+#[tokio::test]
+async fn connections_per_identity_are_capped() {
+    let mut options = Options::new(Backend::Sqlite);
+    options
+        .env
+        .push(("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY".into(), "2".into()));
+    let server = TestServer::start_with(options).await;
+    let mut open = Vec::new();
+    for i in 0..2 {
+        open.push(
+            operator_connection(&server)
+                .await
+                .unwrap_or_else(|e| panic!("operator connection {i} within the cap: {e}")),
+        );
+    }
+    assert!(
+        !served(&server, OPERATOR).await,
+        "a third operator connection was served with a cap of 2"
+    );
+    server
+        .logs
+        .wait_for_line(
+            &[
+                "too many open connections for this identity",
+                "\"max_connections_per_identity\":2",
+            ],
+            Duration::from_secs(10),
+        )
+        .await;
+    // Another identity (unknown to the server: its call is answered
+    // UNAUTHENTICATED by the service) is not held back.
+    assert!(
+        served(&server, "spiffe://e2e.test/someone/else").await,
+        "another identity's connection was refused"
+    );
+    for (i, client) in open.iter_mut().enumerate() {
+        client
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .unwrap_or_else(|s| panic!("open connection {i}: {s:?}"));
+    }
+    drop(open.pop());
+    let _again =
+        operator_connection_within(&server, Duration::from_secs(10), "after one closed").await;
     let status = server.stop().await;
     assert!(status.success(), "strongroomd exited with {status}");
 }

@@ -305,6 +305,18 @@ pub struct Options {
     /// migrate` applies the rest (its output is kept in
     /// [`TestServer::migrate_output`]).
     pub seed_before: Option<(i64, String)>,
+    /// Share another server's Postgres database and root key (a second
+    /// replica), instead of a fresh database.
+    pub replica_of: Option<ReplicaOf>,
+}
+
+/// What a replica shares with the server it replicates.
+#[derive(Debug, Clone)]
+pub struct ReplicaOf {
+    /// The Postgres URL (the server's non-superuser role).
+    pub database_url: String,
+    /// The root key, as the first server read it.
+    pub root_key: String,
 }
 
 impl Options {
@@ -316,6 +328,7 @@ impl Options {
             env: Vec::new(),
             crl: false,
             seed_before: None,
+            replica_of: None,
         }
     }
 }
@@ -385,7 +398,10 @@ impl TestServer {
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write");
         std::fs::write(dir.path().join("server.pem"), cert).expect("write");
         std::fs::write(dir.path().join("server-key.pem"), key).expect("write");
-        let root_key = hex_key();
+        let root_key = options
+            .replica_of
+            .as_ref()
+            .map_or_else(hex_key, |r| r.root_key.clone());
         std::fs::write(dir.path().join("root.key"), &root_key).expect("write");
 
         let mut cmd = Command::new(server_binary());
@@ -406,6 +422,17 @@ impl TestServer {
             .env("STRONGROOM_LOG_LEVEL", &options.log_level);
         let mut migrate_output = String::new();
         let (database, database_url) = match options.backend {
+            Backend::Postgres if options.replica_of.is_some() => {
+                // The first server owns (and drops) the database.
+                let url = options
+                    .replica_of
+                    .as_ref()
+                    .map(|r| r.database_url.clone())
+                    .unwrap_or_default();
+                cmd.env("STRONGROOM_DATABASE_URL", &url)
+                    .env("STRONGROOM_DATABASE_MAX_CONNECTIONS", "8");
+                (None, Some(url))
+            }
             Backend::Postgres => {
                 let (name, admin_db_url) = create_pg_database().await;
                 if let Some((before, seed)) = &options.seed_before {
@@ -499,6 +526,24 @@ impl TestServer {
             migrate_output,
             child,
             log_readers,
+        }
+    }
+
+    /// Options for a second server (a replica) on this server's Postgres
+    /// database, with its root key; panics for SQLite servers.
+    pub fn replica_options(&self) -> Options {
+        let database_url = self
+            .database_url
+            .clone()
+            .expect("only Postgres servers have replicas");
+        let root_key =
+            std::fs::read_to_string(self.dir.path().join("root.key")).expect("read root key");
+        Options {
+            replica_of: Some(ReplicaOf {
+                database_url,
+                root_key,
+            }),
+            ..Options::new(Backend::Postgres)
         }
     }
 

@@ -81,13 +81,21 @@ pub enum Action {
     /// A verified client identity was bound to no principal (platform
     /// chain).
     AuthenticationFailed,
+    /// A principal's denials crossed the tenant's alert threshold.
+    AlertRepeatedDenials,
+    /// A principal was locked (disabled) automatically after repeated
+    /// denials.
+    PrincipalLock,
+    /// Calls of a principal were refused by a rate limit (counted per
+    /// window, not one event a call).
+    RateLimited,
     /// Anything else (named in `reason_code`).
     Other,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 26] = [
+    pub const ALL: [Action; 29] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -113,6 +121,9 @@ impl Action {
         Self::PolicyCheck,
         Self::AuditQuery,
         Self::AuthenticationFailed,
+        Self::AlertRepeatedDenials,
+        Self::PrincipalLock,
+        Self::RateLimited,
         Self::Other,
     ];
 
@@ -144,6 +155,9 @@ impl Action {
             Self::PolicyCheck => "policy.check",
             Self::AuditQuery => "audit.query",
             Self::AuthenticationFailed => "auth.failed",
+            Self::AlertRepeatedDenials => "alert.repeated_denials",
+            Self::PrincipalLock => "principal.lock",
+            Self::RateLimited => "rate_limited",
             Self::Other => "other",
         }
     }
@@ -166,6 +180,8 @@ impl Action {
                 | Self::PolicyCheck
                 | Self::AuditQuery
                 | Self::AuthenticationFailed
+                | Self::AlertRepeatedDenials
+                | Self::RateLimited
         )
     }
 }

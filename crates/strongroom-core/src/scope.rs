@@ -9,7 +9,7 @@
 
 use crate::audit::{Action, AuditDraft, Outcome};
 use crate::error::{Error, Result};
-use crate::ids::TenantId;
+use crate::ids::{BindingId, TenantId};
 use crate::principal::{IdentityPattern, Principal, PrincipalStatus};
 use crate::store::Store;
 use crate::tenant::{Tenant, TenantStatus};
@@ -19,6 +19,7 @@ use crate::tenant::{Tenant, TenantStatus};
 struct Membership {
     tenant: Tenant,
     principal: Principal,
+    binding: BindingId,
 }
 
 /// A caller whose identity was verified and resolved.
@@ -51,6 +52,12 @@ impl Authenticated {
         self.membership.as_ref().map(|m| &m.tenant)
     }
 
+    /// The identity binding that resolved the identity to its principal,
+    /// if any (a reveal's commit checks that it still exists).
+    pub fn binding(&self) -> Option<BindingId> {
+        self.membership.as_ref().map(|m| m.binding)
+    }
+
     /// The scope for tenant data. Fails with `PermissionDenied` if the
     /// identity is not bound to a principal, or its tenant is not active.
     pub fn tenant_scope(&self) -> Result<TenantScope<'_>> {
@@ -63,6 +70,7 @@ impl Authenticated {
         Ok(TenantScope {
             tenant: &m.tenant,
             principal: &m.principal,
+            binding: m.binding,
         })
     }
 
@@ -83,6 +91,7 @@ impl Authenticated {
 pub struct TenantScope<'a> {
     tenant: &'a Tenant,
     principal: &'a Principal,
+    binding: BindingId,
 }
 
 impl<'a> TenantScope<'a> {
@@ -99,6 +108,11 @@ impl<'a> TenantScope<'a> {
     /// The acting principal.
     pub fn principal(&self) -> &'a Principal {
         self.principal
+    }
+
+    /// The identity binding that authenticated the acting principal.
+    pub fn binding(&self) -> BindingId {
+        self.binding
     }
 
     /// An audit draft attributed to the acting principal.
@@ -139,6 +153,8 @@ pub struct IdentityMatch {
     pub principal: Principal,
     /// The binding's pattern.
     pub pattern: IdentityPattern,
+    /// The binding's id.
+    pub binding: BindingId,
 }
 
 /// Turns verified peer identities into [`Authenticated`] callers.
@@ -248,6 +264,7 @@ impl Authenticator {
         Ok(best.map(|m| Membership {
             tenant: m.tenant,
             principal: m.principal,
+            binding: m.binding,
         }))
     }
 }
@@ -281,6 +298,7 @@ mod tests {
                 created_at: Timestamp::now(),
             },
             pattern: IdentityPattern::parse(pattern, "identity").unwrap_or_else(|e| panic!("{e}")),
+            binding: crate::ids::BindingId::generate(),
         }
     }
 

@@ -107,6 +107,11 @@ pub struct RevealCheck {
     /// The grant that allowed it, if a grant did: must still exist and not
     /// have expired.
     pub grant: Option<GrantId>,
+    /// The identity binding that authenticated the caller, if known: must
+    /// still exist and still bind the principal (a binding deleted on
+    /// another server stops the caller's reveals even while that server's
+    /// cached caller is fresh).
+    pub binding: Option<BindingId>,
 }
 
 /// A notice of committed changes, saying how much cached state it affects.

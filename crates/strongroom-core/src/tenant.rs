@@ -51,6 +51,14 @@ pub struct TenantSettings {
     pub max_value_bytes: u32,
     /// Default rotation schedule of credentials without their own.
     pub rotation: RotationPolicy,
+    /// Limit on each principal's denied calls; beyond it every call of the
+    /// principal is refused for a while. On by default.
+    pub denied_call_limit: RateLimit,
+    /// Limit on each principal's calls, denied or not. Off by default.
+    pub call_limit: RateLimit,
+    /// When repeated denials of one principal raise an alert (and,
+    /// optionally, lock it).
+    pub denial_alert: DenialAlert,
 }
 
 impl Default for TenantSettings {
@@ -59,6 +67,72 @@ impl Default for TenantSettings {
             version_retention: 10,
             max_value_bytes: 64 * 1024,
             rotation: RotationPolicy::default(),
+            denied_call_limit: RateLimit {
+                enabled: true,
+                per_minute: 60,
+                burst: 20,
+            },
+            call_limit: RateLimit {
+                enabled: false,
+                per_minute: 600,
+                burst: 100,
+            },
+            denial_alert: DenialAlert::default(),
+        }
+    }
+}
+
+/// A per-principal rate limit: `per_minute` calls a minute on average, in
+/// bursts of at most `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Whether the limit applies.
+    pub enabled: bool,
+    /// Sustained rate, calls a minute (1 to 1,000,000).
+    pub per_minute: u32,
+    /// Largest burst (1 to 1,000,000).
+    pub burst: u32,
+}
+
+impl RateLimit {
+    fn validate(&self, field: &'static str) -> Result<()> {
+        if !(1..=1_000_000).contains(&self.per_minute) {
+            return Err(Error::invalid(
+                format!("settings.{field}.per_minute"),
+                "must be 1-1000000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.burst) {
+            return Err(Error::invalid(
+                format!("settings.{field}.burst"),
+                "must be 1-1000000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// When repeated denials raise an alert event in the audit chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DenialAlert {
+    /// Denials of one principal within the window that raise the alert
+    /// (1 to 100,000; default 20).
+    pub threshold: u32,
+    /// The window, in seconds (1 to 3600; default 60). Also the window over
+    /// which rate-limit refusals are counted into one audit event.
+    pub window_secs: u32,
+    /// Whether the alert also disables the principal until an admin
+    /// enables it again (default off). Admins are never locked.
+    pub auto_lock: bool,
+}
+
+impl Default for DenialAlert {
+    fn default() -> Self {
+        Self {
+            threshold: 20,
+            window_secs: 60,
+            auto_lock: false,
         }
     }
 }
@@ -76,6 +150,20 @@ impl TenantSettings {
             return Err(Error::invalid(
                 "settings.max_value_bytes",
                 "must be 64 B to 1 MiB",
+            ));
+        }
+        self.denied_call_limit.validate("denied_call_limit")?;
+        self.call_limit.validate("call_limit")?;
+        if !(1..=100_000).contains(&self.denial_alert.threshold) {
+            return Err(Error::invalid(
+                "settings.denial_alert.threshold",
+                "must be 1-100000",
+            ));
+        }
+        if !(1..=3600).contains(&self.denial_alert.window_secs) {
+            return Err(Error::invalid(
+                "settings.denial_alert.window",
+                "must be 1 second to 1 hour",
             ));
         }
         self.rotation.validate().map_err(|e| e.within("settings"))

@@ -11,6 +11,7 @@
 mod batch;
 mod chains;
 mod error;
+mod fair;
 mod namespaces;
 mod pg_events;
 mod postgres;
@@ -18,6 +19,7 @@ mod rows;
 mod shared;
 mod sqlite;
 
+pub use fair::FairShare;
 pub use namespaces::DerivedNamespace;
 #[cfg(feature = "fault-injection")]
 pub use postgres::LostReply;

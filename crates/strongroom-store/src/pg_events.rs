@@ -451,7 +451,7 @@ impl PgStore {
     }
 
     /// Commits a batch of audit events only (reveals, denials) in one round
-    /// trip: the function `append_checked_events` (migration 3), called as a
+    /// trip: the function `append_checked_events` (migration 20261206000003), called as a
     /// statement of its own, binds the tenant, locks the chain head if it is
     /// still the one this committer last wrote, re-checks every reveal
     /// against the state committed after the lock, inserts the events sealed
@@ -500,7 +500,7 @@ impl PgStore {
             let q = sqlx::query(
                 "SELECT append_checked_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
                  $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, \
-                 $28, $29, $30, $31)",
+                 $28, $29, $30, $31, $32)",
             );
             let result = EventColumns::new(&events)?
                 .bind(tenant, q)
@@ -514,6 +514,7 @@ impl PgStore {
                 .bind(checks.principal.as_slice())
                 .bind(checks.role.as_slice())
                 .bind(checks.grant.as_slice())
+                .bind(checks.binding.as_slice())
                 .fetch_one(&mut **conn)
                 .await;
             match result {
@@ -588,6 +589,7 @@ struct Checks {
     principal: Vec<uuid::Uuid>,
     role: Vec<&'static str>,
     grant: Vec<Option<uuid::Uuid>>,
+    binding: Vec<Option<uuid::Uuid>>,
 }
 
 impl Checks {
@@ -598,6 +600,7 @@ impl Checks {
             principal: Vec::with_capacity(works.len()),
             role: Vec::with_capacity(works.len()),
             grant: Vec::with_capacity(works.len()),
+            binding: Vec::with_capacity(works.len()),
         };
         for w in works {
             if let Work::Reveal(check) = w {
@@ -606,6 +609,7 @@ impl Checks {
                 c.principal.push(check.principal.as_uuid());
                 c.role.push(check.role.as_str());
                 c.grant.push(check.grant.map(|g| g.as_uuid()));
+                c.binding.push(check.binding.map(|b| b.as_uuid()));
             }
         }
         c

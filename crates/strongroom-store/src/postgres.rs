@@ -25,7 +25,7 @@ pub const APP_ROLE: &str = "strongroom_app";
 /// whose id arrays are the parameters named (the first names the tenant),
 /// as [`StateRow`]s.
 macro_rules! states_select {
-    ($tenant:literal, $credentials:literal, $principals:literal, $grants:literal) => {
+    ($tenant:literal, $credentials:literal, $principals:literal, $grants:literal, $bindings:literal) => {
         concat!(
             "SELECT 'c', c.id, c.status, '', c.current_version::bigint, c.destroyed_at, c.expires_at \
                FROM unnest(", $credentials, "::uuid[]) AS x(id) JOIN credentials c \
@@ -37,7 +37,11 @@ macro_rules! states_select {
              UNION ALL \
              SELECT 'g', g.id, '', '', 0, NULL, g.expires_at \
                FROM unnest(", $grants, "::uuid[]) AS x(id) JOIN grants g \
-               ON g.tenant_id = ", $tenant, " AND g.id = x.id"
+               ON g.tenant_id = ", $tenant, " AND g.id = x.id \
+             UNION ALL \
+             SELECT 'b', b.id, b.principal_id::text, '', 0, NULL, NULL \
+               FROM unnest(", $bindings, "::uuid[]) AS x(id) JOIN identity_bindings b \
+               ON b.tenant_id = ", $tenant, " AND b.id = x.id AND b.disabled_reason IS NULL"
         )
     };
 }
@@ -49,6 +53,9 @@ pub struct PgStore {
     committers: Arc<Committers>,
     changes: broadcast::Sender<Change>,
     listening: Arc<AtomicBool>,
+    /// Where the change listener connects, when not through the pool's
+    /// own settings.
+    listen_options: Option<PgConnectOptions>,
     /// Tags this store's change notices, so its own listener skips them:
     /// its server already applied them when it made them.
     origin: uuid::Uuid,
@@ -123,10 +130,24 @@ impl PgStore {
             committers: Arc::default(),
             changes: broadcast::channel(1024).0,
             listening: Arc::default(),
+            listen_options: None,
             origin: uuid::Uuid::new_v4(),
             #[cfg(feature = "fault-injection")]
             lost_reply: Arc::default(),
         }
+    }
+
+    /// Connects the change listener to `url` instead of through the pool's
+    /// settings: the database itself when the pool goes through a pooler in
+    /// transaction mode, where LISTEN does not work. It must reach the same
+    /// database; notices missed for any reason are bounded by the server's
+    /// cache time to live, not detected.
+    pub fn listen_at(mut self, url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|_| Error::invalid("database.listen_url", "is not a valid Postgres URL"))?
+            .application_name("strongroomd-listener");
+        self.listen_options = Some(options);
+        Ok(self)
     }
 
     /// Connects to `url` with up to `max_connections` connections.
@@ -269,9 +290,10 @@ impl PgStore {
             let pool = self.pool.clone();
             let changes = self.changes.clone();
             let origin = self.origin;
+            let options = self.listen_options.clone();
             tokio::spawn(async move {
                 loop {
-                    match listen(&pool, &changes, origin).await {
+                    match listen(&pool, options.as_ref(), &changes, origin).await {
                         Ok(()) => return,
                         Err(e) => {
                             tracing::warn!(error = %e, "change listener lost its connection; caches dropped");
@@ -296,12 +318,14 @@ impl PgStore {
         credentials: &[uuid::Uuid],
         principals: &[uuid::Uuid],
         grants: &[uuid::Uuid],
+        bindings: &[uuid::Uuid],
     ) -> Result<crate::shared::States> {
-        let rows: Vec<StateRow> = sqlx::query_as(states_select!("$1", "$2", "$3", "$4"))
+        let rows: Vec<StateRow> = sqlx::query_as(states_select!("$1", "$2", "$3", "$4", "$5"))
             .bind(tenant.as_uuid())
             .bind(credentials)
             .bind(principals)
             .bind(grants)
+            .bind(bindings)
             .fetch_all(&mut **tx)
             .await
             .map_err(db("reveal check"))?;
@@ -309,8 +333,9 @@ impl PgStore {
     }
 }
 
-/// One row of [`states_select!`]: kind (`c`redential, `p`rincipal or
-/// `g`rant), id, status, extra, version, destroyed_at, expires_at.
+/// One row of [`states_select!`]: kind (`c`redential, `p`rincipal,
+/// `g`rant or `b`inding, whose status is its principal's id), id, status,
+/// extra, version, destroyed_at, expires_at.
 type StateRow = (
     String,
     uuid::Uuid,
@@ -350,6 +375,11 @@ fn states_from_rows(rows: Vec<StateRow>) -> crate::shared::States {
                     },
                 );
             }
+            "b" => {
+                if let Ok(principal) = status.parse::<uuid::Uuid>() {
+                    states.bindings.insert(id, principal);
+                }
+            }
             _ => {
                 states.grants.insert(id, expires_at);
             }
@@ -368,14 +398,24 @@ pub(crate) fn notice_texts(origin: uuid::Uuid, changes: &[Change]) -> Vec<String
 
 async fn listen(
     pool: &PgPool,
+    options: Option<&PgConnectOptions>,
     changes: &broadcast::Sender<Change>,
     origin: uuid::Uuid,
 ) -> std::result::Result<(), sqlx::Error> {
     let own = origin.to_string();
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    let mut listener = match options {
+        None => sqlx::postgres::PgListener::connect_with(pool).await?,
+        Some(options) => {
+            let single = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with(options.clone());
+            sqlx::postgres::PgListener::connect_with(&single).await?
+        }
+    };
     listener.listen(CHANGES_CHANNEL).await?;
     // Anything may have changed while no listener was connected.
     let _ = changes.send(Change::Everything);
+    tracing::info!("listening for change notices");
     loop {
         // `try_recv` reports a lost connection as `None` once reconnected
         // (`recv` hides it): notices may have been missed meanwhile.

@@ -120,6 +120,7 @@ impl TryFrom<PrincipalRow> for Principal {
 /// A binding joined with its principal and tenant, for authentication.
 #[derive(FromRow)]
 pub(crate) struct IdentityMatchRow {
+    pub binding_id: Uuid,
     pub kind: String,
     pub pattern: String,
     #[sqlx(flatten)]
@@ -146,6 +147,7 @@ impl TryFrom<IdentityMatchRow> for strongroom_core::scope::IdentityMatch {
             tenant,
             pattern: pattern(&r.kind, r.pattern)?,
             principal: Principal::try_from(r.principal)?,
+            binding: BindingId::from_uuid(r.binding_id),
         })
     }
 }

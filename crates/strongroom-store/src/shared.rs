@@ -86,6 +86,8 @@ pub(crate) struct States {
     pub credentials: HashMap<uuid::Uuid, CredentialState>,
     pub principals: HashMap<uuid::Uuid, PrincipalState>,
     pub grants: HashMap<uuid::Uuid, Option<i64>>,
+    /// Identity bindings that exist, with the principal each binds.
+    pub bindings: HashMap<uuid::Uuid, uuid::Uuid>,
 }
 
 impl States {
@@ -117,8 +119,28 @@ impl States {
                 Some(_) => {}
             }
         }
+        if let Some(b) = check.binding
+            && self.bindings.get(&b.as_uuid()) != Some(&check.principal.as_uuid())
+        {
+            return Some("the caller's identity binding was deleted");
+        }
         None
     }
+}
+
+/// The distinct identity bindings the reveal checks of a batch depend on,
+/// sorted.
+pub(crate) fn check_bindings(works: &[Work]) -> Vec<uuid::Uuid> {
+    let mut bindings: Vec<uuid::Uuid> = works
+        .iter()
+        .filter_map(|w| match w {
+            Work::Reveal(c) => c.binding.map(|b| b.as_uuid()),
+            _ => None,
+        })
+        .collect();
+    bindings.sort_unstable();
+    bindings.dedup();
+    bindings
 }
 
 /// The distinct credential, principal and grant ids the reveal checks of a
@@ -267,7 +289,7 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<Vec<strongroom_core::scope::IdentityMatch>> {
                 let mut tx = self.platform_tx(None, false).await?;
                 let rows: Vec<crate::rows::IdentityMatchRow> = sqlx::query_as(
-                    "SELECT b.kind, b.pattern, p.tenant_id, p.id, p.name, p.role, p.environments, p.description, \
+                    "SELECT b.id AS binding_id, b.kind, b.pattern, p.tenant_id, p.id, p.name, p.role, p.environments, p.description, \
                      p.status, p.created_at, t.name AS t_name, t.status AS t_status, t.settings AS t_settings, \
                      t.current_kek_version AS t_kek, t.created_at AS t_created_at \
                      FROM identity_bindings b \
@@ -1480,7 +1502,9 @@ macro_rules! store_impl {
                     .collect();
                 if !checks.is_empty() {
                     let (credentials, principals, grants) = crate::shared::check_ids(&works);
-                    let states = Self::fetch_states(&mut tx, tenant, &credentials, &principals, &grants).await?;
+                    let bindings = crate::shared::check_bindings(&works);
+                    let states =
+                        Self::fetch_states(&mut tx, tenant, &credentials, &principals, &grants, &bindings).await?;
                     let now = strongroom_core::time::Timestamp::now();
                     for (i, check) in checks {
                         if let Some(why) = states.violation(check, now) {

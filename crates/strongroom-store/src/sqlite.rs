@@ -226,6 +226,7 @@ impl SqliteStore {
         credentials: &[uuid::Uuid],
         principals: &[uuid::Uuid],
         grants: &[uuid::Uuid],
+        bindings: &[uuid::Uuid],
     ) -> Result<crate::shared::States> {
         let mut states = crate::shared::States::default();
         for id in credentials {
@@ -266,6 +267,18 @@ impl SqliteStore {
             .await
             .map_err(db("grant"))?;
             states.grants.extend(row);
+        }
+        for id in bindings {
+            let row: Option<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+                "SELECT id, principal_id FROM identity_bindings \
+                 WHERE tenant_id = $1 AND id = $2 AND disabled_reason IS NULL",
+            )
+            .bind(tenant.as_uuid())
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db("identity binding"))?;
+            states.bindings.extend(row);
         }
         Ok(states)
     }

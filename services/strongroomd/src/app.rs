@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use secrecy::SecretString;
 use strongroom_core::scope::Authenticator;
@@ -14,15 +13,14 @@ use strongroom_proto::v1::admin_service_server::AdminServiceServer;
 use strongroom_proto::v1::audit_service_server::AuditServiceServer;
 use strongroom_proto::v1::credential_service_server::CredentialServiceServer;
 use strongroom_proto::v1::policy_service_server::PolicyServiceServer;
-use strongroom_store::{PgStore, SqliteStore};
+use strongroom_store::{FairShare, PgStore, SqliteStore};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::{Config, Database, RootKeySource};
 use crate::handlers::{AdminHandler, AuditHandler, CredentialHandler, PolicyHandler, Shared};
-use crate::tls::{ClientTrust, PeerStream};
+use crate::tls::ClientTrust;
 use crate::vault::Vault;
 
 /// Why the server could not start.
@@ -99,20 +97,27 @@ pub async fn open_store(
             url,
             max_connections,
             migrate_url,
+            listen_url,
+            tenant_max_connections,
         } => {
             if let Some(migrate_url) = migrate_url {
                 migrate_postgres(migrate_url).await?;
             }
-            let store = PgStore::connect(url, *max_connections)
+            let mut store = PgStore::connect(url, *max_connections)
                 .await
                 .map_err(|e| StartError::Database(e.to_string()))?;
+            if let Some(listen_url) = listen_url {
+                store = store
+                    .listen_at(listen_url)
+                    .map_err(|e| StartError::Database(e.to_string()))?;
+            }
             store
                 .check_role()
                 .await
                 .map_err(|e| StartError::Database(e.to_string()))?;
             warn_derived(store.review_derived_namespaces(problem).await);
             warn_disabled(store.disabled_bindings(WARN_DISABLED).await);
-            Ok(Arc::new(store))
+            Ok(Arc::new(FairShare::new(store, *tenant_max_connections)))
         }
     }
 }
@@ -476,10 +481,7 @@ impl App {
             audit,
             checkpoint_file,
         } = self;
-        let max_connections = vault.limits().max_connections;
-        let max_concurrent_streams = vault.limits().max_concurrent_streams;
         let limit = vault.limits().max_message_bytes;
-        let request_timeout = vault.limits().request_timeout;
         // Messages up to 4x the limit are decoded so the handler can refuse
         // them with INVALID_ARGUMENT naming the limit; larger ones are cut off
         // by the transport.
@@ -520,15 +522,13 @@ impl App {
             Arc::clone(&vault),
             audit,
             checkpoint_file,
-            stopping_rx.clone(),
+            stopping_rx,
         ));
-        let incoming = accept_loop(listener, acceptor, trust, max_connections, stopping_rx);
+        let transport = crate::serve::Transport::new(vault.limits());
 
         tracing::info!(%addr, "serving");
-        let router = tonic::transport::Server::builder()
-            .timeout(request_timeout)
-            .max_concurrent_streams(max_concurrent_streams)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        let mut routes = tonic::service::Routes::builder();
+        routes
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -548,15 +548,14 @@ impl App {
                 AdminServiceServer::new(AdminHandler(shared))
                     .max_decoding_message_size(decode_limit),
             );
-        let result = router
-            .serve_with_incoming_shutdown(incoming, async move {
-                stop.await;
-                tracing::info!("shutting down: draining calls in flight");
-                let _ = stopping_tx.send(true);
-            })
-            .await;
+        let routes = routes.routes();
+        crate::serve::serve(listener, acceptor, trust, routes, transport, async move {
+            stop.await;
+            let _ = stopping_tx.send(true);
+        })
+        .await;
         tracing::info!("stopped");
-        result.map_err(|e| StartError::Serve(e.to_string()))
+        Ok(())
     }
 }
 
@@ -571,80 +570,6 @@ async fn flush_failed_authentications(vault: Arc<Vault>, mut stopping: watch::Re
             _ = stopping.changed() => return,
         }
     }
-}
-
-/// Accepts TCP connections and completes the TLS handshake of each in its own
-/// task (a slow or failing handshake never blocks the others). Refused
-/// handshakes (no client certificate, unknown CA, expired or revoked
-/// certificate) are logged with the peer address. At most `max_connections`
-/// are open at once (handshakes in progress included): a connection beyond
-/// the cap is closed as soon as it is accepted, and the refusals are logged
-/// at most once a second.
-fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    trust: Arc<ClientTrust>,
-    max_connections: usize,
-    mut stopping: watch::Receiver<bool>,
-) -> ReceiverStream<Result<PeerStream, std::io::Error>> {
-    let (tx, rx) = mpsc::channel(256);
-    let slots = Arc::new(Semaphore::new(max_connections));
-    tokio::spawn(async move {
-        let mut refused: u64 = 0;
-        let mut refused_logged: Option<std::time::Instant> = None;
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = stopping.changed() => break,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                drop(tcp);
-                refused += 1;
-                if refused_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    tracing::warn!(
-                        %peer,
-                        max_connections,
-                        refused,
-                        "connection refused: too many open connections"
-                    );
-                    refused_logged = Some(std::time::Instant::now());
-                    refused = 0;
-                }
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let trust = Arc::clone(&trust);
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let generation = trust.generation();
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let stream = PeerStream::new(tls, peer, &trust, generation, slot);
-                        // A resumed session skipped certificate verification:
-                        // its certificate may have expired or been revoked
-                        // since the session began.
-                        if let Err(refusal) = stream.check_certificate() {
-                            tracing::warn!(%peer, reason = refusal.message(), "TLS session refused");
-                            return;
-                        }
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
-                    Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
 }
 
 async fn shutdown_signal() {

@@ -4,11 +4,20 @@
 //!
 //! Correctness does not rest on these caches being fresh. Every reveal's
 //! audit record is committed with a check that the state it was decided on
-//! (credential version and status, principal and role, grant) is still the
-//! stored state, and a failed check retries without the cache. Caches are
-//! dropped per tenant after every local change and on change notices from
-//! other servers sharing the database; a generation counter keeps a fill
-//! that raced with a change from storing stale data.
+//! (credential version and status, principal and role, grant, the caller's
+//! identity binding) is still the stored state, and a failed check retries
+//! without the cache. Caches are dropped per tenant after every local change
+//! and on change notices from other servers sharing the database; a
+//! generation counter keeps a fill that raced with a change from storing
+//! stale data.
+//!
+//! Notices can be lost without anyone noticing (a pooler in transaction
+//! mode, a half-open listener connection), and operations other than
+//! reveals (writes, rotations, administration) are decided on cached state
+//! without a check at commit. So every entry is also trusted for at most
+//! the configured time to live (`cache.ttl_ms`) after it was read from the
+//! store: that bounds how long a change made through another server can go
+//! unseen here, whatever happens to the notices.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +34,31 @@ use strongroom_core::scope::Authenticated;
 const MAX_CREDENTIALS: usize = 100_000;
 /// Most cached callers before the caller cache is reset.
 const MAX_CALLERS: usize = 50_000;
-/// Longest a cached caller is trusted without a change notice.
-const CALLER_TTL: Duration = Duration::from_secs(30);
+/// How long an entry is trusted when no time to live is configured.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+
+/// A cached value and when it was read from the store (the start of the
+/// fill that loaded it).
+struct Stamped<T> {
+    value: Arc<T>,
+    at: Instant,
+}
+
+impl<T> Clone for Stamped<T> {
+    fn clone(&self) -> Self {
+        Self {
+            value: Arc::clone(&self.value),
+            at: self.at,
+        }
+    }
+}
+
+impl<T> Stamped<T> {
+    /// The value, if it was read less than `ttl` ago.
+    fn fresh(&self, ttl: Duration) -> Option<Arc<T>> {
+        (self.at.elapsed() < ttl).then(|| Arc::clone(&self.value))
+    }
+}
 
 /// A credential's metadata and its current version, still encrypted.
 #[derive(Debug)]
@@ -40,14 +72,15 @@ pub struct CachedCredential {
 #[derive(Default)]
 struct TenantEntry {
     generation: u64,
-    by_id: HashMap<CredentialId, Arc<CachedCredential>>,
-    by_path: HashMap<(Environment, CredentialName), Arc<CachedCredential>>,
-    grants: HashMap<PrincipalId, Arc<Vec<Grant>>>,
+    by_id: HashMap<CredentialId, Stamped<CachedCredential>>,
+    by_path: HashMap<(Environment, CredentialName), Stamped<CachedCredential>>,
+    grants: HashMap<PrincipalId, Stamped<Vec<Grant>>>,
 }
 
 impl TenantEntry {
-    /// Stores `cached` under its id and path (resetting a full cache).
-    fn insert(&mut self, cached: Arc<CachedCredential>) {
+    /// Stores `cached`, read from the store at `at`, under its id and path
+    /// (resetting a full cache).
+    fn insert(&mut self, cached: Arc<CachedCredential>, at: Instant) {
         if self.by_id.len() >= MAX_CREDENTIALS {
             self.by_id.clear();
             self.by_path.clear();
@@ -56,8 +89,10 @@ impl TenantEntry {
             cached.credential.environment.clone(),
             cached.credential.name.clone(),
         );
-        self.by_id.insert(cached.credential.id, Arc::clone(&cached));
-        self.by_path.insert(key, cached);
+        let stamped = Stamped { value: cached, at };
+        self.by_id
+            .insert(stamped.value.credential.id, stamped.clone());
+        self.by_path.insert(key, stamped);
     }
 
     /// Drops every cached credential and grant; racing fills that started
@@ -77,30 +112,59 @@ struct CallerEntry {
 }
 
 /// The caches of one server.
-#[derive(Default)]
 pub struct Caches {
+    ttl: Duration,
     tenants: RwLock<HashMap<TenantId, TenantEntry>>,
     callers: RwLock<HashMap<(String, Option<String>), CallerEntry>>,
     caller_generation: AtomicU64,
 }
 
-/// A snapshot of the generations a fill started at.
+impl Default for Caches {
+    fn default() -> Self {
+        Self::new(DEFAULT_TTL)
+    }
+}
+
+/// A snapshot of the generations a fill started at, and when.
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket {
     tenant: u64,
+    at: Instant,
+}
+
+/// The caller-cache generation a fill started at, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct CallerTicket {
+    generation: u64,
+    at: Instant,
 }
 
 impl Caches {
+    /// Empty caches whose entries are trusted for `ttl` after they were
+    /// read from the store (zero: nothing is cached).
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            tenants: RwLock::default(),
+            callers: RwLock::default(),
+            caller_generation: AtomicU64::default(),
+        }
+    }
+
     /// The tenant's generation now; pass it back when storing what was
     /// loaded after this call.
     pub fn ticket(&self, tenant: TenantId) -> Ticket {
+        let at = Instant::now();
         let generation = self
             .tenants
             .read()
             .ok()
             .and_then(|t| t.get(&tenant).map(|e| e.generation))
             .unwrap_or(0);
-        Ticket { tenant: generation }
+        Ticket {
+            tenant: generation,
+            at,
+        }
     }
 
     /// A cached credential by id.
@@ -114,8 +178,8 @@ impl Caches {
             .ok()?
             .get(&tenant)?
             .by_id
-            .get(&id)
-            .cloned()
+            .get(&id)?
+            .fresh(self.ttl)
     }
 
     /// A cached credential by environment and name.
@@ -129,8 +193,8 @@ impl Caches {
         let entry = tenants.get(&tenant)?;
         entry
             .by_path
-            .get(&(environment.clone(), name.clone()))
-            .cloned()
+            .get(&(environment.clone(), name.clone()))?
+            .fresh(self.ttl)
     }
 
     /// Stores a loaded credential unless the tenant changed since `ticket`.
@@ -140,7 +204,7 @@ impl Caches {
         };
         let entry = tenants.entry(tenant).or_default();
         if entry.generation == ticket.tenant {
-            entry.insert(cached);
+            entry.insert(cached, ticket.at);
         }
     }
 
@@ -151,8 +215,8 @@ impl Caches {
             .ok()?
             .get(&tenant)?
             .grants
-            .get(&principal)
-            .cloned()
+            .get(&principal)?
+            .fresh(self.ttl)
     }
 
     /// Stores loaded grants unless the tenant changed since `ticket`.
@@ -168,20 +232,29 @@ impl Caches {
         };
         let entry = tenants.entry(tenant).or_default();
         if entry.generation == ticket.tenant {
-            entry.grants.insert(principal, grants);
+            entry.grants.insert(
+                principal,
+                Stamped {
+                    value: grants,
+                    at: ticket.at,
+                },
+            );
         }
     }
 
     /// The caller-cache generation now (see [`Caches::put_caller`]).
-    pub fn caller_ticket(&self) -> u64 {
-        self.caller_generation.load(Ordering::SeqCst)
+    pub fn caller_ticket(&self) -> CallerTicket {
+        CallerTicket {
+            at: Instant::now(),
+            generation: self.caller_generation.load(Ordering::SeqCst),
+        }
     }
 
     /// A cached caller for `identity` (and tenant hint), if fresh.
     pub fn caller(&self, identity: &str, hint: Option<&str>) -> Option<Arc<Authenticated>> {
         let callers = self.callers.read().ok()?;
         let entry = callers.get(&(identity.to_owned(), hint.map(str::to_owned)))?;
-        (entry.at.elapsed() < CALLER_TTL).then(|| Arc::clone(&entry.caller))
+        (entry.at.elapsed() < self.ttl).then(|| Arc::clone(&entry.caller))
     }
 
     /// Stores an authenticated caller unless anything changed since
@@ -190,13 +263,13 @@ impl Caches {
         &self,
         identity: &str,
         hint: Option<&str>,
-        ticket: u64,
+        ticket: CallerTicket,
         caller: Arc<Authenticated>,
     ) {
         let Ok(mut callers) = self.callers.write() else {
             return;
         };
-        if self.caller_generation.load(Ordering::SeqCst) != ticket {
+        if self.caller_generation.load(Ordering::SeqCst) != ticket.generation {
             return;
         }
         if callers.len() >= MAX_CALLERS {
@@ -208,7 +281,7 @@ impl Caches {
             CallerEntry {
                 caller,
                 tenant,
-                at: Instant::now(),
+                at: ticket.at,
             },
         );
     }
@@ -234,7 +307,7 @@ impl Caches {
         };
         let entry = tenants.entry(tenant).or_default();
         entry.generation += 1;
-        entry.insert(cached);
+        entry.insert(cached, Instant::now());
     }
 
     /// Drops one cached credential (and makes racing fills of the tenant
@@ -244,9 +317,10 @@ impl Caches {
             let entry = tenants.entry(tenant).or_default();
             entry.generation += 1;
             if let Some(c) = entry.by_id.remove(&id) {
+                let c = &c.value.credential;
                 entry
                     .by_path
-                    .remove(&(c.credential.environment.clone(), c.credential.name.clone()));
+                    .remove(&(c.environment.clone(), c.name.clone()));
             }
         }
     }

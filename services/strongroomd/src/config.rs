@@ -53,6 +53,13 @@ pub enum Database {
         max_connections: u32,
         /// Run migrations at start-up with this (privileged) URL.
         migrate_url: Option<String>,
+        /// Where the change listener connects (default `url`): the
+        /// database directly when `url` goes through a pooler in
+        /// transaction mode, where LISTEN does not work.
+        listen_url: Option<String>,
+        /// Most pooled connections one tenant's calls hold at once, so one
+        /// busy tenant cannot starve the others.
+        tenant_max_connections: u32,
     },
     /// SQLite in the file at `path` (migrated at start-up).
     Sqlite {
@@ -101,12 +108,32 @@ pub struct Limits {
     pub default_lease_ttl: Duration,
     /// Longest lease TTL granted.
     pub max_lease_ttl: Duration,
-    /// Open client connections (TLS handshakes in progress included); a
-    /// connection beyond the cap is closed as soon as it is accepted.
+    /// Open client connections that completed their mutual-TLS handshake;
+    /// a connection beyond the cap is closed (as soon as it is accepted when
+    /// the cap is already reached).
     pub max_connections: usize,
+    /// Open connections of one client identity (the SPIFFE ID or common
+    /// name of its certificate), so that one workload cannot take every
+    /// slot; a connection beyond it is closed after its handshake.
+    pub max_connections_per_identity: usize,
+    /// TLS handshakes in progress, counted apart from `max_connections` so
+    /// that connections which never complete a handshake cannot take the
+    /// slots of authenticated clients; a connection beyond it is closed as
+    /// soon as it is accepted.
+    pub max_handshakes: usize,
+    /// Time a new connection has to complete its TLS handshake.
+    pub handshake_timeout: Duration,
+    /// A connection with no call in progress and none started for this long
+    /// is closed (HTTP/2 GOAWAY); keepalive pings are not calls.
+    pub idle_timeout: Duration,
     /// Concurrent HTTP/2 streams (calls) per connection, advertised to the
     /// client in the server's SETTINGS.
     pub max_concurrent_streams: u32,
+    /// How long cached callers, grants and credentials are trusted after
+    /// they were read (`cache.ttl_ms`): the ceiling on how long a change
+    /// made through another server can go unseen here if its change notice
+    /// is lost.
+    pub cache_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -118,7 +145,12 @@ impl Default for Limits {
             default_lease_ttl: Duration::from_secs(3600),
             max_lease_ttl: Duration::from_secs(24 * 3600),
             max_connections: 4096,
+            max_connections_per_identity: 64,
+            max_handshakes: 128,
+            handshake_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(600),
             max_concurrent_streams: 256,
+            cache_ttl: crate::cache::DEFAULT_TTL,
         }
     }
 }
@@ -198,6 +230,14 @@ struct RawConfig {
     identity: RawIdentity,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    cache: RawCache,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,6 +271,8 @@ struct RawDatabase {
     migrate_url: Option<String>,
     sqlite_path: Option<PathBuf>,
     max_connections: Option<u32>,
+    listen_url: Option<String>,
+    tenant_max_connections: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -249,6 +291,10 @@ struct RawLimits {
     default_lease_ttl_secs: Option<u64>,
     max_lease_ttl_secs: Option<u64>,
     max_connections: Option<usize>,
+    max_connections_per_identity: Option<usize>,
+    max_handshakes: Option<usize>,
+    handshake_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
     max_concurrent_streams: Option<u32>,
 }
 
@@ -335,6 +381,13 @@ impl Config {
             raw.database.max_connections =
                 Some(parse_num("STRONGROOM_DATABASE_MAX_CONNECTIONS", &v)?);
         }
+        if let Some(v) = env.var("STRONGROOM_DATABASE_LISTEN_URL") {
+            raw.database.listen_url = Some(v);
+        }
+        if let Some(v) = env.var("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS") {
+            raw.database.tenant_max_connections =
+                Some(parse_num("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", &v)?);
+        }
         if let Some(v) = env.var("STRONGROOM_ROOT_KEY_FILE") {
             raw.root_key.file = Some(v.into());
         }
@@ -350,6 +403,20 @@ impl Config {
         if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS") {
             raw.limits.max_connections = Some(parse_num("STRONGROOM_MAX_CONNECTIONS", &v)?);
         }
+        if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY") {
+            raw.limits.max_connections_per_identity =
+                Some(parse_num("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_MAX_HANDSHAKES") {
+            raw.limits.max_handshakes = Some(parse_num("STRONGROOM_MAX_HANDSHAKES", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_HANDSHAKE_TIMEOUT_MS") {
+            raw.limits.handshake_timeout_ms =
+                Some(parse_num("STRONGROOM_HANDSHAKE_TIMEOUT_MS", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_IDLE_TIMEOUT_MS") {
+            raw.limits.idle_timeout_ms = Some(parse_num("STRONGROOM_IDLE_TIMEOUT_MS", &v)?);
+        }
         if let Some(v) = env.var("STRONGROOM_MAX_CONCURRENT_STREAMS") {
             raw.limits.max_concurrent_streams =
                 Some(parse_num("STRONGROOM_MAX_CONCURRENT_STREAMS", &v)?);
@@ -364,6 +431,9 @@ impl Config {
         if let Some(v) = env.var("STRONGROOM_MIN_NAMESPACE_DEPTH") {
             raw.identity.min_namespace_depth =
                 Some(parse_num("STRONGROOM_MIN_NAMESPACE_DEPTH", &v)?);
+        }
+        if let Some(v) = env.var("STRONGROOM_CACHE_TTL_MS") {
+            raw.cache.ttl_ms = Some(parse_num("STRONGROOM_CACHE_TTL_MS", &v)?);
         }
         if let Some(v) = env.var("STRONGROOM_LOG_LEVEL") {
             raw.log.level = Some(v);
@@ -423,10 +493,31 @@ impl Config {
                 if !(1..=1024).contains(&max_connections) {
                     return Err(bad("database.max_connections", "must be 1-1024"));
                 }
+                if let Some(u) = &raw.database.listen_url
+                    && !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
+                {
+                    return Err(bad("database.listen_url", "must start with postgres://"));
+                }
+                // By default one tenant may hold three quarters of the pool
+                // (less the connection the change listener keeps): a single
+                // busy tenant keeps most of it, and the rest stays free for
+                // the others.
+                let tenant_max_connections = raw
+                    .database
+                    .tenant_max_connections
+                    .unwrap_or((max_connections.saturating_sub(1) * 3 / 4).max(1));
+                if !(1..=max_connections).contains(&tenant_max_connections) {
+                    return Err(bad(
+                        "database.tenant_max_connections",
+                        "must be 1 to database.max_connections",
+                    ));
+                }
                 Database::Postgres {
                     url,
                     max_connections,
                     migrate_url: raw.database.migrate_url,
+                    listen_url: raw.database.listen_url,
+                    tenant_max_connections,
                 }
             }
             "sqlite" => Database::Sqlite {
@@ -498,16 +589,55 @@ impl Config {
                 .max_lease_ttl_secs
                 .map_or(d.max_lease_ttl, Duration::from_secs),
             max_connections: raw.limits.max_connections.unwrap_or(d.max_connections),
+            max_connections_per_identity: raw
+                .limits
+                .max_connections_per_identity
+                .unwrap_or(d.max_connections_per_identity),
+            max_handshakes: raw.limits.max_handshakes.unwrap_or(d.max_handshakes),
+            handshake_timeout: raw
+                .limits
+                .handshake_timeout_ms
+                .map_or(d.handshake_timeout, Duration::from_millis),
+            idle_timeout: raw
+                .limits
+                .idle_timeout_ms
+                .map_or(d.idle_timeout, Duration::from_millis),
             max_concurrent_streams: raw
                 .limits
                 .max_concurrent_streams
                 .unwrap_or(d.max_concurrent_streams),
+            cache_ttl: raw.cache.ttl_ms.map_or(d.cache_ttl, Duration::from_millis),
         };
         if !(1..=1_000_000).contains(&limits.max_connections) {
             return Err(bad("limits.max_connections", "must be 1-1000000"));
         }
+        if !(1..=1_000_000).contains(&limits.max_connections_per_identity) {
+            return Err(bad(
+                "limits.max_connections_per_identity",
+                "must be 1-1000000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&limits.max_handshakes) {
+            return Err(bad("limits.max_handshakes", "must be 1-1000000"));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(60))
+            .contains(&limits.handshake_timeout)
+        {
+            return Err(bad("limits.handshake_timeout_ms", "must be 100 ms to 60 s"));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(7 * 24 * 3600))
+            .contains(&limits.idle_timeout)
+        {
+            return Err(bad("limits.idle_timeout_ms", "must be 100 ms to 7 days"));
+        }
         if !(1..=65_536).contains(&limits.max_concurrent_streams) {
             return Err(bad("limits.max_concurrent_streams", "must be 1-65536"));
+        }
+        if limits.cache_ttl > Duration::from_secs(300) {
+            return Err(bad(
+                "cache.ttl_ms",
+                "must be at most 300000 (5 minutes); 0 turns the caches off",
+            ));
         }
         if !(1024..=64 * 1024 * 1024).contains(&limits.max_message_bytes) {
             return Err(bad("limits.max_message_bytes", "must be 1 KiB to 64 MiB"));
@@ -623,19 +753,27 @@ mod tests {
         assert_eq!(c.tls.crl_reload, Duration::from_secs(5));
         assert_eq!(c.limits.max_connections, 4096);
         assert_eq!(c.limits.max_concurrent_streams, 256);
+        assert_eq!(c.limits.max_handshakes, 128);
+        assert_eq!(c.limits.max_connections_per_identity, 64);
+        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(600));
 
         let raw = toml::from_str::<RawConfig>(
-            "[tls]\ncrl = \"/etc/crl.pem\"\ncrl_reload_ms = 1000\n[limits]\nmax_connections = 10\nmax_concurrent_streams = 20\n",
+            "[tls]\ncrl = \"/etc/crl.pem\"\ncrl_reload_ms = 1000\n[limits]\nmax_connections = 10\nmax_concurrent_streams = 20\nmax_handshakes = 5\nidle_timeout_ms = 60000\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let mut with_env = pairs.clone();
         with_env.push(("STRONGROOM_MAX_CONCURRENT_STREAMS", "30"));
         with_env.push(("STRONGROOM_TLS_CRL", "/run/crl.der"));
+        with_env.push(("STRONGROOM_HANDSHAKE_TIMEOUT_MS", "500"));
         let c = Config::from_raw(raw, &env(&with_env)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.tls.crl, Some(PathBuf::from("/run/crl.der")));
         assert_eq!(c.tls.crl_reload, Duration::from_secs(1));
         assert_eq!(c.limits.max_connections, 10);
         assert_eq!(c.limits.max_concurrent_streams, 30);
+        assert_eq!(c.limits.max_handshakes, 5);
+        assert_eq!(c.limits.handshake_timeout, Duration::from_millis(500));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
 
         for (var, value, key) in [
             ("STRONGROOM_MAX_CONNECTIONS", "0", "limits.max_connections"),
@@ -645,6 +783,18 @@ mod tests {
                 "limits.max_concurrent_streams",
             ),
             ("STRONGROOM_TLS_CRL_RELOAD_MS", "5", "tls.crl_reload_ms"),
+            ("STRONGROOM_MAX_HANDSHAKES", "0", "limits.max_handshakes"),
+            (
+                "STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY",
+                "0",
+                "limits.max_connections_per_identity",
+            ),
+            (
+                "STRONGROOM_HANDSHAKE_TIMEOUT_MS",
+                "10",
+                "limits.handshake_timeout_ms",
+            ),
+            ("STRONGROOM_IDLE_TIMEOUT_MS", "0", "limits.idle_timeout_ms"),
         ] {
             let mut bad_env = pairs.clone();
             bad_env.push((var, value));
@@ -702,6 +852,23 @@ mod tests {
         pairs.push(("STRONGROOM_MIN_NAMESPACE_DEPTH", "0"));
         let err = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_err();
         assert_eq!(err.key, "identity.min_namespace_depth");
+    }
+
+    #[test]
+    fn cache_ttl_is_read_and_bounded() {
+        let mut pairs = TLS.to_vec();
+        pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+        let c =
+            Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.limits.cache_ttl, Duration::from_secs(5));
+        pairs.push(("STRONGROOM_CACHE_TTL_MS", "750"));
+        let c =
+            Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.limits.cache_ttl, Duration::from_millis(750));
+        let raw: RawConfig =
+            toml::from_str("[cache]\nttl_ms = 600000").unwrap_or_else(|e| panic!("{e}"));
+        let err = Config::from_raw(raw, &env(&pairs[..4])).unwrap_err();
+        assert_eq!(err.key, "cache.ttl_ms");
     }
 
     #[test]

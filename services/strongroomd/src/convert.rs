@@ -17,7 +17,7 @@ use strongroom_core::policy::{Capability, Destination, Grant, GrantSubject, Reas
 use strongroom_core::principal::{
     IdentityBinding, IdentityPattern, Principal, PrincipalStatus, Role,
 };
-use strongroom_core::tenant::{Tenant, TenantSettings, TenantStatus};
+use strongroom_core::tenant::{DenialAlert, RateLimit, Tenant, TenantSettings, TenantStatus};
 use strongroom_core::time::Timestamp;
 use strongroom_core::value::{
     Alphabet, ApiKey, BasicAuth, Certificate, CredentialType, CredentialValue, CustomSecret,
@@ -571,7 +571,55 @@ pub fn settings_out(
         max_value_size_bytes: s.max_value_bytes,
         default_lease_ttl: Some(duration_out(default_ttl)),
         max_lease_ttl: Some(duration_out(max_ttl)),
+        denied_call_limit: Some(rate_limit_out(s.denied_call_limit)),
+        call_limit: Some(rate_limit_out(s.call_limit)),
+        denial_alert: Some(pb::DenialAlert {
+            threshold: s.denial_alert.threshold,
+            window: Some(duration_out(Duration::from_secs(u64::from(
+                s.denial_alert.window_secs,
+            )))),
+            auto_lock: s.denial_alert.auto_lock,
+        }),
     }
+}
+
+fn rate_limit_out(l: RateLimit) -> pb::RateLimit {
+    pb::RateLimit {
+        enabled: l.enabled,
+        per_minute: l.per_minute,
+        burst: l.burst,
+    }
+}
+
+/// A rate limit as given.
+pub fn rate_limit_in(l: pb::RateLimit) -> RateLimit {
+    RateLimit {
+        enabled: l.enabled,
+        per_minute: l.per_minute,
+        burst: l.burst,
+    }
+}
+
+/// A denial alert as given (bounds are checked with the settings); an
+/// absent window keeps `current`'s.
+pub fn denial_alert_in(a: pb::DenialAlert, current: DenialAlert) -> Result<DenialAlert> {
+    let window = match a.window {
+        None => current.window_secs,
+        Some(d) => {
+            if d.nanos != 0 || d.seconds < 0 {
+                return Err(Error::invalid(
+                    "settings.denial_alert.window",
+                    "must be whole seconds",
+                ));
+            }
+            u32::try_from(d.seconds).unwrap_or(u32::MAX)
+        }
+    };
+    Ok(DenialAlert {
+        threshold: a.threshold,
+        window_secs: window,
+        auto_lock: a.auto_lock,
+    })
 }
 
 /// An identity binding as returned.
@@ -710,6 +758,9 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::PolicyCheck => P::AccessCheck,
         Action::AuditQuery => P::AuditQuery,
         Action::AuthenticationFailed => P::AuthenticationFailed,
+        Action::AlertRepeatedDenials => P::AlertRepeatedDenials,
+        Action::PrincipalLock => P::PrincipalLock,
+        Action::RateLimited => P::RateLimited,
         Action::Other => P::Unspecified,
     }
 }

@@ -31,6 +31,21 @@ pub fn to_status(error: Error, request_id: &str) -> Status {
     }
 }
 
+/// The status of a call refused by a rate limit: RESOURCE_EXHAUSTED,
+/// saying (in the message, and as a `google.rpc.RetryInfo` in the status
+/// details) how long to wait.
+pub fn rate_limited(refusal: &crate::abuse::Refusal) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    // Rounded up, so a client that waits as told is not refused again.
+    let ms = refusal.retry_after.as_millis() + 1;
+    let wait = std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("{}; retry after {ms} ms", refusal.limit.explain()),
+        ErrorDetails::with_retry_info(Some(wait)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

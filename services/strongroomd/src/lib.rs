@@ -4,6 +4,7 @@
 //! `main` only parses the command line; everything else is here so tests can
 //! build an [`app::App`] on port 0.
 
+pub mod abuse;
 pub mod app;
 pub mod cache;
 pub mod checkpoint_task;
@@ -12,6 +13,7 @@ pub mod convert;
 pub mod dev;
 pub mod error;
 pub mod handlers;
+pub mod serve;
 pub mod telemetry;
 pub mod tls;
 pub mod vault;

@@ -82,11 +82,31 @@ fn parse_crl_file(bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'stat
     Ok(crls)
 }
 
-/// The client-certificate verifier in force and its generation (bumped on
-/// every CRL reload).
+/// The issuer (DER-encoded name) of each CRL.
+fn crl_issuers(crls: &[CertificateRevocationListDer<'_>]) -> Result<Vec<Vec<u8>>, String> {
+    crls.iter()
+        .enumerate()
+        .map(|(i, crl)| {
+            x509_parser::parse_x509_crl(crl.as_ref())
+                .map(|(_, crl)| crl.issuer().as_raw().to_vec())
+                .map_err(|e| format!("CRL {} is not a valid CRL: {e}", i + 1))
+        })
+        .collect()
+}
+
+/// A distinguished name for the log.
+fn display_name(der: &[u8]) -> String {
+    use x509_parser::prelude::FromDer;
+    x509_parser::x509::X509Name::from_der(der)
+        .map_or_else(|_| hex::encode(der), |(_, name)| name.to_string())
+}
+
+/// The client-certificate verifier in force, its generation (bumped on
+/// every CRL reload) and the issuers its CRLs cover.
 struct Current {
     generation: u64,
     verifier: Arc<dyn ClientCertVerifier>,
+    issuers: Vec<Vec<u8>>,
 }
 
 /// Client-certificate trust: the CA bundle and the CRLs currently in force.
@@ -94,7 +114,9 @@ struct Current {
 /// It is the server's [`ClientCertVerifier`] (each handshake is verified by
 /// rustls' WebPKI verifier with the current CRLs, the whole chain checked,
 /// a certificate whose issuer has no CRL accepted), and the CRLs can be
-/// replaced while the server runs ([`ClientTrust::reload`]). Every reload
+/// replaced while the server runs ([`ClientTrust::reload`]); a reload that
+/// would leave an issuer covered until now without a CRL is refused. Every
+/// reload
 /// bumps a generation number; a connection remembers the generation its
 /// certificate was last verified under and is verified again, once, on its
 /// first call after a reload ([`PeerCert::check`]).
@@ -102,6 +124,8 @@ pub struct ClientTrust {
     provider: Arc<CryptoProvider>,
     roots: Arc<RootCertStore>,
     root_hints: Vec<DistinguishedName>,
+    /// The subject (DER-encoded name) of each CA of the client CA bundle.
+    ca_subjects: Vec<Vec<u8>>,
     crl_path: Option<PathBuf>,
     crl_reload: Duration,
     /// The CRL file's contents as loaded at start-up.
@@ -126,7 +150,11 @@ impl ClientTrust {
     pub fn load(paths: &TlsPaths) -> Result<Arc<ClientTrust>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
+        let mut ca_subjects = Vec::new();
         for ca in read_certs(&paths.client_ca, "client CA bundle")? {
+            if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(ca.as_ref()) {
+                ca_subjects.push(parsed.subject().as_raw().to_vec());
+            }
             roots.add(ca).map_err(|e| {
                 TlsError(format!(
                     "client CA bundle {}: {e}",
@@ -150,13 +178,17 @@ impl ClientTrust {
             }
         };
         let count = crls.len();
+        let issuers = crl_issuers(&crls).map_err(|e| {
+            TlsError(format!(
+                "client CRL file {}: {e}",
+                paths.crl.as_deref().unwrap_or(Path::new("")).display()
+            ))
+        })?;
         let verifier = build_verifier(&roots, &provider, crls)
             .map_err(|e| TlsError(format!("client verifier: {e}")))?;
-        if let Some(path) = &paths.crl {
-            tracing::info!(path = %path.display(), crls = count, "client CRLs loaded");
-        }
-        Ok(Arc::new(ClientTrust {
+        let trust = Arc::new(ClientTrust {
             root_hints: roots.subjects(),
+            ca_subjects,
             provider,
             roots,
             crl_path: paths.crl.clone(),
@@ -166,8 +198,31 @@ impl ClientTrust {
             current: RwLock::new(Current {
                 generation: 0,
                 verifier,
+                issuers,
             }),
-        }))
+        });
+        if let Some(path) = &paths.crl {
+            tracing::info!(path = %path.display(), crls = count, "client CRLs loaded");
+            for ca in trust.cas_without_crl() {
+                tracing::warn!(
+                    path = %path.display(),
+                    ca,
+                    "client CA has no CRL in the CRL file: the certificates it issued cannot be revoked"
+                );
+            }
+        }
+        Ok(trust)
+    }
+
+    /// The CAs of the client CA bundle that no CRL in force covers (their
+    /// certificates are accepted without a revocation check).
+    pub fn cas_without_crl(&self) -> Vec<String> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        self.ca_subjects
+            .iter()
+            .filter(|subject| !current.issuers.contains(subject))
+            .map(|subject| display_name(subject))
+            .collect()
     }
 
     /// The generation of the CRLs in force.
@@ -182,14 +237,27 @@ impl ClientTrust {
 
     /// Replaces the CRLs with the ones in `bytes` (a CRL file's contents);
     /// on error the CRLs in force stay. Returns how many CRLs were loaded.
+    ///
+    /// A file that holds no CRL for an issuer the CRLs in force cover is
+    /// refused: it is more likely a file caught while being rewritten than
+    /// an issuer whose revocations should all be forgotten (dropping an
+    /// issuer takes a restart).
     pub fn reload(&self, bytes: &[u8]) -> Result<usize, String> {
         let crls = parse_crl_file(bytes)?;
         let count = crls.len();
+        let issuers = crl_issuers(&crls)?;
         let verifier =
             build_verifier(&self.roots, &self.provider, crls).map_err(|e| e.to_string())?;
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(dropped) = current.issuers.iter().find(|i| !issuers.contains(i)) {
+            return Err(format!(
+                "it holds no CRL of {}, which the CRLs in force cover (restart the server to stop checking an issuer's revocations)",
+                display_name(dropped)
+            ));
+        }
         current.generation += 1;
         current.verifier = verifier;
+        current.issuers = issuers;
         self.generation.store(current.generation, Ordering::Release);
         Ok(count)
     }
@@ -321,6 +389,9 @@ pub enum CertRefusal {
     Expired,
     /// A CRL loaded since revokes it (or no longer lets its chain verify).
     Revoked,
+    /// The connection has no certificate that could be read, so its
+    /// validity cannot be checked.
+    Unreadable,
 }
 
 impl CertRefusal {
@@ -329,6 +400,7 @@ impl CertRefusal {
         match self {
             CertRefusal::Expired => "the client certificate has expired",
             CertRefusal::Revoked => "the client certificate has been revoked",
+            CertRefusal::Unreadable => "the client certificate could not be read",
         }
     }
 }
@@ -504,6 +576,11 @@ impl PeerStream {
 }
 
 impl PeerStream {
+    /// What the handshake proved.
+    pub fn info(&self) -> &PeerInfo {
+        &self.info
+    }
+
     /// Whether the client certificate is still valid now (see
     /// [`PeerCert::check`]); a connection without one is left to the calls
     /// to refuse.
@@ -581,12 +658,14 @@ mod tests {
     }
 
     fn ca() -> Ca {
+        ca_named("test CA")
+    }
+
+    fn ca_named(name: &str) -> Ca {
         let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
         let mut params = CertificateParams::default();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "test CA");
+        params.distinguished_name.push(DnType::CommonName, name);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
         Ca {
@@ -631,8 +710,13 @@ mod tests {
     }
 
     fn trust(ca: &Ca, crl_pem: &str) -> (tempfile::TempDir, Arc<ClientTrust>) {
+        trust_of(&[ca], crl_pem)
+    }
+
+    fn trust_of(cas: &[&Ca], crl_pem: &str) -> (tempfile::TempDir, Arc<ClientTrust>) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap_or_else(|e| panic!("{e}"));
+        let bundle: String = cas.iter().map(|ca| ca.pem.as_str()).collect();
+        std::fs::write(dir.path().join("ca.pem"), bundle).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(dir.path().join("crl.pem"), crl_pem).unwrap_or_else(|e| panic!("{e}"));
         let paths = TlsPaths {
             cert: dir.path().join("unused"),
@@ -725,5 +809,51 @@ mod tests {
         let expired = peer(&trust, cert, now - 1);
         expired.verdict.store(1, Ordering::Relaxed);
         assert_eq!(expired.check(), Err(CertRefusal::Expired));
+    }
+
+    fn pem(crl: &rcgen::CertificateRevocationList) -> String {
+        crl.pem().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_reload_that_drops_an_issuer_is_refused() {
+        let a = ca_named("CA a");
+        let b = ca_named("CA b");
+        let (_dir, trust) = trust_of(&[&a, &b], &(pem(&crl(&a, &[])) + &pem(&crl(&b, &[5]))));
+        let revoked = peer(&trust, client(&b, 5), FAR);
+        assert_eq!(revoked.check(), Err(CertRefusal::Revoked));
+
+        // A multi-CRL file caught half rewritten: only a's CRL is left.
+        let generation = trust.generation();
+        let refused = trust.reload(pem(&crl(&a, &[])).as_bytes());
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("CA b")),
+            "{refused:?}"
+        );
+        assert_eq!(trust.generation(), generation, "the CRLs in force stay");
+        assert_eq!(revoked.check(), Err(CertRefusal::Revoked));
+
+        // Both issuers still covered (in another order, one more CRL): fine.
+        assert_eq!(
+            trust.reload(
+                (pem(&crl(&b, &[])) + &pem(&crl(&a, &[])) + &pem(&crl(&a, &[1]))).as_bytes()
+            ),
+            Ok(3)
+        );
+        assert_eq!(revoked.check(), Ok(()));
+    }
+
+    #[test]
+    fn cas_without_a_crl_are_reported() {
+        let a = ca_named("CA a");
+        let b = ca_named("CA b");
+        let (_dir, trust) = trust_of(&[&a, &b], &pem(&crl(&a, &[])));
+        assert_eq!(trust.cas_without_crl(), vec!["CN=CA b".to_owned()]);
+        // Once b publishes a CRL, every CA is covered.
+        assert_eq!(
+            trust.reload((pem(&crl(&a, &[])) + &pem(&crl(&b, &[]))).as_bytes()),
+            Ok(2)
+        );
+        assert!(trust.cas_without_crl().is_empty());
     }
 }

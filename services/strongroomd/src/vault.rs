@@ -42,6 +42,7 @@ use strongroom_core::value::{CredentialValue, GenerationPolicy};
 use strongroom_core::{Error, Result};
 use strongroom_crypto::{Aad, Envelope, Kek, RootKey, WrappedKek};
 
+use crate::abuse::AbuseGuard;
 use crate::cache::{CachedCredential, Caches};
 use crate::config::Limits;
 
@@ -62,7 +63,7 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    fn stamp(&self, mut draft: AuditDraft) -> AuditDraft {
+    pub(crate) fn stamp(&self, mut draft: AuditDraft) -> AuditDraft {
         draft.peer.clone_from(&self.peer);
         draft.request_id = Some(self.request_id.clone());
         draft.trace_id.clone_from(&self.trace_id);
@@ -225,6 +226,7 @@ pub struct Vault {
     /// Coalesces failed authentications before they reach the platform
     /// chain.
     failed_auth: checkpoints::FailedAuthLog,
+    abuse: Arc<AbuseGuard>,
     /// Least depth of a SPIFFE prefix namespace an operator may assign.
     min_namespace_depth: usize,
 }
@@ -260,7 +262,7 @@ impl Vault {
         limits: Limits,
         authenticator: Authenticator,
     ) -> Self {
-        let caches = Arc::new(Caches::default());
+        let caches = Arc::new(Caches::new(limits.cache_ttl));
         let mut changes = store.changes();
         let weak = Arc::downgrade(&caches);
         tokio::spawn(async move {
@@ -275,6 +277,12 @@ impl Vault {
                 }
             }
         });
+        let abuse = Arc::new(AbuseGuard::default());
+        crate::abuse::spawn_sweeper(
+            Arc::downgrade(&abuse),
+            Arc::clone(&store),
+            limits.audit_timeout,
+        );
         Self {
             store,
             root,
@@ -284,6 +292,7 @@ impl Vault {
             caches,
             checkpoint_key: tokio::sync::OnceCell::new(),
             failed_auth: checkpoints::FailedAuthLog::default(),
+            abuse,
             min_namespace_depth: strongroom_core::principal::DEFAULT_MIN_NAMESPACE_DEPTH,
         }
     }
@@ -307,6 +316,17 @@ impl Vault {
             self.authenticator.operators(),
             "identity_namespaces",
         )
+    }
+
+    /// The abuse controls' state.
+    pub(crate) fn abuse(&self) -> &AbuseGuard {
+        &self.abuse
+    }
+
+    /// Drops cached callers (and data) of `tenant` after a change of who
+    /// they are.
+    pub(crate) fn callers_changed(&self, tenant: TenantId) {
+        self.caches.invalidate(tenant);
     }
 
     /// Authenticates a verified peer identity, from the cache when fresh.
@@ -533,9 +553,10 @@ impl Vault {
     /// Records a denial; a failure to record it is logged, and the denial
     /// stands.
     async fn audit_denial(&self, scope: &TenantScope<'_>, draft: AuditDraft) {
-        if let Err(e) = self.audit(scope, draft).await {
+        if let Err(e) = self.audit(scope, draft.clone()).await {
             tracing::error!(error = %e, "could not record a denial");
         }
+        self.denial_noted(scope, &draft).await;
     }
 
     fn credential_draft(
@@ -701,6 +722,35 @@ impl Vault {
         {
             Ok(true) => error,
             _ => credential_not_found(),
+        }
+    }
+
+    /// Looks up a credential named by a call. A miss is answered like a
+    /// refusal the caller may not tell apart from it: NOT_FOUND; and, for a
+    /// call by id, audited and counted against the caller's denied-call
+    /// limit as a denial is (by path, [`Self::refuse_unseen`] has already
+    /// audited and counted every refusal the caller could not tell from a
+    /// miss), so that neither the limits nor a lock tell an existing id from
+    /// a missing one.
+    async fn find_named<T>(
+        &self,
+        scope: &TenantScope<'_>,
+        ctx: &CallContext,
+        action: Action,
+        reference: &CredentialRef,
+        found: Result<T>,
+    ) -> Result<T> {
+        match found {
+            Err(Error::NotFound(_)) => {
+                if let CredentialRef::Id(id) = reference {
+                    let mut d =
+                        ctx.stamp(scope.audit(action, Outcome::Denied, "CREDENTIAL_NOT_FOUND"));
+                    d.credential = Some(*id);
+                    self.audit_denial(scope, d).await;
+                }
+                Err(credential_not_found())
+            }
+            other => other,
         }
     }
 
@@ -1041,7 +1091,13 @@ impl Vault {
         self.store
             .set_principal_status(&scope, id, status, draft)
             .await
-            .inspect(|_| self.changed(&scope))
+            .inspect(|_| {
+                self.changed(&scope);
+                if status == PrincipalStatus::Active {
+                    // An admin has looked at it: its counts start afresh.
+                    self.abuse.forgive(scope.tenant_id(), id);
+                }
+            })
     }
 
     /// Binds an identity (exact or `prefix*`) to a principal (admin).
@@ -1209,7 +1265,10 @@ impl Vault {
     ) -> Result<Credential> {
         self.refuse_unseen(scope, ctx, action, capability, reference)
             .await?;
-        let credential = self.lookup(scope, reference).await.map_err(hide_missing)?;
+        let found = self.lookup(scope, reference).await;
+        let credential = self
+            .find_named(scope, ctx, action, reference, found)
+            .await?;
         if let Err(e) = self
             .authorize(
                 scope,
@@ -1429,10 +1488,10 @@ impl Vault {
             reference,
         )
         .await?;
+        let found = self.cached_credential(&scope, reference).await;
         let cached = self
-            .cached_credential(&scope, reference)
-            .await
-            .map_err(hide_missing)?;
+            .find_named(&scope, ctx, Action::CredentialReveal, reference, found)
+            .await?;
         match self.reveal_found(&scope, ctx, cached, options).await {
             Ok(r) => Ok(r),
             Err(RevealFailure::Failed(e)) => Err(e),
@@ -1604,6 +1663,7 @@ impl Vault {
             principal: principal.id,
             role: principal.role,
             grant: decision.grant,
+            binding: Some(scope.binding()),
         };
         // Fail closed: the value is returned only once its audit record is
         // durable, and only if the state it was decided on still holds.
@@ -1753,10 +1813,10 @@ impl Vault {
         .await?;
         // Cached metadata is safe here: the version write is a
         // compare-and-set on the latest version, retried on fresh state.
+        let found = self.cached_credential(&scope, reference).await;
         let mut credential = self
-            .cached_credential(&scope, reference)
-            .await
-            .map_err(hide_missing)?
+            .find_named(&scope, ctx, Action::CredentialRotate, reference, found)
+            .await?
             .credential
             .clone();
         if let Err(e) = self

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use strongroom_core::Error;
 use strongroom_core::audit::{Action, AuditDraft, AuditEvent, ChainVerifier, Outcome};
 use strongroom_core::credential::{Credential, CredentialFilter, CredentialStatus};
-use strongroom_core::ids::{CredentialId, GrantId};
+use strongroom_core::ids::{BindingId, CredentialId, GrantId};
 use strongroom_core::page::PageRequest;
 use strongroom_core::policy::{Capabilities, Capability, Grant, GrantSubject, Selector};
 use strongroom_core::principal::{Principal, PrincipalStatus, Role};
@@ -94,6 +94,7 @@ fn check(
         principal: principal.id,
         role: principal.role,
         grant,
+        binding: None,
     }
 }
 
@@ -489,6 +490,56 @@ pub async fn stale_reveal_checks_append_nothing(store: Arc<dyn Store>) {
         .await
         .expect("enabled again");
     trail.expect(Action::CredentialReveal).await;
+
+    // The caller's identity binding: deleted since the decision, bound to
+    // another principal, or unknown. The refusals come after enough passing
+    // reveals that Postgres takes its one-round-trip path again (the
+    // binding's deletion moved the chain head, which sends a few batches
+    // down the full path), so both paths' checks are covered.
+    let bound = crate::support::binding(acme.id(), agent.id, "spiffe://acme/agent-reveal-check");
+    store
+        .create_binding(&scope, &bound, draft(&scope, Action::BindingCreate))
+        .await
+        .expect("bind");
+    trail.expect(Action::BindingCreate).await;
+    let with_binding = |binding: BindingId, principal: &Principal| {
+        let mut k = check(c.id, 1, principal, None);
+        k.binding = Some(binding);
+        store.append_reveal(&scope, reveal_draft(&scope, &c, 1, principal), k)
+    };
+    with_binding(bound.id, &agent)
+        .await
+        .expect("the binding exists");
+    trail.expect(Action::CredentialReveal).await;
+    refused(
+        &trail,
+        with_binding(bound.id, &admin).await,
+        "binding of another principal",
+    )
+    .await;
+    store
+        .delete_binding(&scope, bound.id, draft(&scope, Action::BindingDelete))
+        .await
+        .expect("delete binding");
+    trail.expect(Action::BindingDelete).await;
+    for _ in 0..24 {
+        reveal(store, &acme, &c, 1, &agent, None)
+            .await
+            .expect("a reveal that names no binding");
+        trail.expect(Action::CredentialReveal).await;
+    }
+    refused(
+        &trail,
+        with_binding(bound.id, &agent).await,
+        "deleted binding",
+    )
+    .await;
+    refused(
+        &trail,
+        with_binding(BindingId::generate(), &agent).await,
+        "unknown binding",
+    )
+    .await;
 
     // Another tenant's credential, principal or grant is not visible, even
     // though each is valid in its own tenant.

@@ -30,7 +30,12 @@ fn settings_in(
     for p in &paths {
         if !matches!(
             p.as_str(),
-            "version_retention" | "default_rotation_policy" | "max_value_size_bytes"
+            "version_retention"
+                | "default_rotation_policy"
+                | "max_value_size_bytes"
+                | "denied_call_limit"
+                | "call_limit"
+                | "denial_alert"
         ) {
             return Err(Error::invalid(
                 "update_mask",
@@ -48,6 +53,21 @@ fn settings_in(
         && let Some(r) = convert::rotation_in(s.default_rotation_policy)?
     {
         current.rotation = r;
+    }
+    if wants("denied_call_limit")
+        && let Some(l) = s.denied_call_limit
+    {
+        current.denied_call_limit = convert::rate_limit_in(l);
+    }
+    if wants("call_limit")
+        && let Some(l) = s.call_limit
+    {
+        current.call_limit = convert::rate_limit_in(l);
+    }
+    if wants("denial_alert")
+        && let Some(a) = s.denial_alert
+    {
+        current.denial_alert = convert::denial_alert_in(a, current.denial_alert)?;
     }
     Ok(current)
 }

@@ -76,19 +76,9 @@ impl Shared {
                 "a client certificate with an identity is required",
             ));
         };
-        // The certificate passed the handshake; it must still be valid now
-        // (not expired, not revoked by a CRL loaded since).
-        if let Some(Err(refusal)) = connection.and_then(|c| c.cert.as_ref()).map(|c| c.check()) {
-            tracing::warn!(
-                rpc,
-                request_id,
-                peer,
-                identity,
-                reason = refusal.message(),
-                "client certificate no longer valid"
-            );
-            return Err(Status::unauthenticated(refusal.message()));
-        }
+        // The client certificate's validity now (not expired, not revoked
+        // since the handshake) was checked for every call on the connection
+        // before any service saw it (`serve::ConnService`).
         let limit = self.vault.limits().max_message_bytes;
         let size = request.get_ref().encoded_len();
         if size > limit {
@@ -117,13 +107,25 @@ impl Shared {
                 return Err(to_status(e, &request_id));
             }
         };
+        let ctx = CallContext {
+            peer,
+            request_id,
+            trace_id: None,
+        };
+        // Rate limits (after authentication: they are per principal).
+        if let Err(refusal) = self.vault.admit(&caller, &ctx, rpc).await {
+            tracing::info!(
+                rpc,
+                request_id = %ctx.request_id,
+                principal = caller.principal().map(|p| tracing::field::display(p.id)),
+                limit = refusal.limit.reason_code(),
+                "rate limited"
+            );
+            return Err(crate::error::rate_limited(&refusal));
+        }
         Ok(Call {
             caller,
-            ctx: CallContext {
-                peer,
-                request_id,
-                trace_id: None,
-            },
+            ctx,
             started,
         })
     }

@@ -1,0 +1,514 @@
+//! A fair share of the database pool for every tenant.
+//!
+//! [`FairShare`] wraps a store and bounds how many of one tenant's store
+//! calls run at once, and so how many pooled connections one tenant's calls
+//! hold (each call holds at most one, for as long as it runs). A tenant
+//! whose calls pile up (a burst of lists, a slow query, a lock held in its
+//! rows) waits for its own share instead of taking every connection of the
+//! pool: the connections beyond its share stay free for the other tenants.
+//!
+//! Audit appends and reveal records are not counted: they go through the
+//! tenant's group committer, which holds at most one connection per tenant
+//! whatever the number of callers waiting on it, and counting the waiting
+//! callers would cap how many reveals a busy tenant has in flight (and so
+//! its batch sizes) for nothing. Platform calls (authentication, tenant
+//! registry) name no tenant and pass straight through.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use strongroom_core::audit::{AuditDraft, AuditEvent, ChainHead};
+use strongroom_core::chains::ChainStore;
+use strongroom_core::credential::{Credential, CredentialFilter, StoredVersion};
+use strongroom_core::ids::{BindingId, CredentialId, GrantId, PrincipalId, TenantId};
+use strongroom_core::names::{CredentialName, Environment};
+use strongroom_core::page::{Page, PageRequest};
+use strongroom_core::policy::Grant;
+use strongroom_core::principal::{IdentityBinding, IdentityPattern, Principal, PrincipalStatus};
+use strongroom_core::scope::{IdentityMatch, PlatformScope, TenantScope};
+use strongroom_core::store::{AuditFilter, Change, GrantFilter, NewTenant, RevealCheck, Store};
+use strongroom_core::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
+use strongroom_core::{Error, Result};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long a call waits for its tenant's share before failing with
+/// UNAVAILABLE (as long as the pool waits for a free connection).
+const SHARE_WAIT: Duration = Duration::from_secs(5);
+
+/// A store whose tenants each use at most `per_tenant` pooled connections
+/// at once (see the module documentation).
+pub struct FairShare<S> {
+    inner: S,
+    per_tenant: u32,
+    shares: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
+}
+
+impl<S> std::fmt::Debug for FairShare<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FairShare")
+            .field("per_tenant", &self.per_tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> FairShare<S> {
+    /// Wraps `inner`, letting one tenant's calls hold at most `per_tenant`
+    /// (at least 1) connections at once.
+    pub fn new(inner: S, per_tenant: u32) -> Self {
+        Self {
+            inner,
+            per_tenant: per_tenant.max(1),
+            shares: Mutex::default(),
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Waits for one of `tenant`'s connections; held until dropped.
+    async fn share(&self, tenant: TenantId) -> Result<OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut shares = self
+                .shares
+                .lock()
+                .map_err(|_| Error::internal("tenant connection shares poisoned"))?;
+            Arc::clone(
+                shares
+                    .entry(tenant)
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant as usize))),
+            )
+        };
+        match tokio::time::timeout(SHARE_WAIT, semaphore.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(Error::internal("tenant connection share closed")),
+            Err(_) => {
+                tracing::warn!(tenant = %tenant, "a call waited too long for its tenant's share of the database pool");
+                Err(Error::Unavailable("the database is busy; retry".into()))
+            }
+        }
+    }
+}
+
+/// The chain heads and the platform chain: audit work, which the share
+/// leaves alone like the tenant's audit appends.
+#[async_trait]
+impl<S: Store> ChainStore for FairShare<S> {
+    async fn audit_head(&self, scope: &TenantScope<'_>) -> Result<ChainHead> {
+        self.inner.audit_head(scope).await
+    }
+
+    async fn audit_heads(&self, tenant: Option<TenantId>) -> Result<Vec<(TenantId, ChainHead)>> {
+        self.inner.audit_heads(tenant).await
+    }
+
+    async fn append_platform_audit(&self, draft: AuditDraft) -> Result<AuditEvent> {
+        self.inner.append_platform_audit(draft).await
+    }
+
+    async fn platform_audit_head(&self) -> Result<ChainHead> {
+        self.inner.platform_audit_head().await
+    }
+
+    async fn platform_audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>> {
+        self.inner.platform_audit_after(after, limit).await
+    }
+
+    async fn query_platform_audit(
+        &self,
+        scope: &PlatformScope<'_>,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>> {
+        self.inner.query_platform_audit(scope, filter, page).await
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for FairShare<S> {
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.get_meta(key).await
+    }
+
+    async fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> Result<bool> {
+        self.inner.put_meta_if_absent(key, value).await
+    }
+
+    async fn resolve_identity(&self, identity: &str) -> Result<Vec<IdentityMatch>> {
+        self.inner.resolve_identity(identity).await
+    }
+
+    async fn set_identity_namespaces(
+        &self,
+        scope: &PlatformScope<'_>,
+        id: TenantId,
+        namespaces: &[IdentityPattern],
+        audit: AuditDraft,
+    ) -> Result<()> {
+        self.inner
+            .set_identity_namespaces(scope, id, namespaces, audit)
+            .await
+    }
+
+    async fn identity_namespaces(
+        &self,
+        scope: &PlatformScope<'_>,
+        from: TenantId,
+        to: TenantId,
+    ) -> Result<Vec<(TenantId, IdentityPattern)>> {
+        self.inner.identity_namespaces(scope, from, to).await
+    }
+
+    async fn create_tenant(
+        &self,
+        scope: &PlatformScope<'_>,
+        new: &NewTenant,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        self.inner.create_tenant(scope, new, audit).await
+    }
+
+    async fn list_tenants(
+        &self,
+        scope: &PlatformScope<'_>,
+        page: &PageRequest,
+    ) -> Result<Page<Tenant>> {
+        self.inner.list_tenants(scope, page).await
+    }
+
+    async fn get_tenant(&self, scope: &PlatformScope<'_>, id: TenantId) -> Result<Tenant> {
+        self.inner.get_tenant(scope, id).await
+    }
+
+    async fn set_tenant_status(
+        &self,
+        scope: &PlatformScope<'_>,
+        id: TenantId,
+        status: TenantStatus,
+        audit: AuditDraft,
+    ) -> Result<Tenant> {
+        self.inner.set_tenant_status(scope, id, status, audit).await
+    }
+
+    async fn tenant(&self, scope: &TenantScope<'_>) -> Result<Tenant> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.tenant(scope).await
+    }
+
+    async fn update_tenant_settings(
+        &self,
+        scope: &TenantScope<'_>,
+        settings: &TenantSettings,
+        audit: AuditDraft,
+    ) -> Result<Tenant> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .update_tenant_settings(scope, settings, audit)
+            .await
+    }
+
+    async fn keks(&self, scope: &TenantScope<'_>) -> Result<Vec<WrappedKekRecord>> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.keks(scope).await
+    }
+
+    async fn add_kek(
+        &self,
+        scope: &TenantScope<'_>,
+        kek: &WrappedKekRecord,
+        audit: AuditDraft,
+    ) -> Result<Tenant> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.add_kek(scope, kek, audit).await
+    }
+
+    async fn create_environment(
+        &self,
+        scope: &TenantScope<'_>,
+        environment: &Environment,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .create_environment(scope, environment, audit)
+            .await
+    }
+
+    async fn list_environments(&self, scope: &TenantScope<'_>) -> Result<Vec<Environment>> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.list_environments(scope).await
+    }
+
+    async fn delete_environment(
+        &self,
+        scope: &TenantScope<'_>,
+        environment: &Environment,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .delete_environment(scope, environment, audit)
+            .await
+    }
+
+    async fn create_principal(
+        &self,
+        scope: &TenantScope<'_>,
+        principal: &Principal,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.create_principal(scope, principal, audit).await
+    }
+
+    async fn get_principal(&self, scope: &TenantScope<'_>, id: PrincipalId) -> Result<Principal> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.get_principal(scope, id).await
+    }
+
+    async fn list_principals(
+        &self,
+        scope: &TenantScope<'_>,
+        page: &PageRequest,
+    ) -> Result<Page<Principal>> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.list_principals(scope, page).await
+    }
+
+    async fn set_principal_status(
+        &self,
+        scope: &TenantScope<'_>,
+        id: PrincipalId,
+        status: PrincipalStatus,
+        audit: AuditDraft,
+    ) -> Result<Principal> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .set_principal_status(scope, id, status, audit)
+            .await
+    }
+
+    async fn create_binding(
+        &self,
+        scope: &TenantScope<'_>,
+        binding: &IdentityBinding,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.create_binding(scope, binding, audit).await
+    }
+
+    async fn list_bindings(
+        &self,
+        scope: &TenantScope<'_>,
+        principal: Option<PrincipalId>,
+        page: &PageRequest,
+    ) -> Result<Page<IdentityBinding>> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.list_bindings(scope, principal, page).await
+    }
+
+    async fn delete_binding(
+        &self,
+        scope: &TenantScope<'_>,
+        id: BindingId,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.delete_binding(scope, id, audit).await
+    }
+
+    async fn create_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        credential: &Credential,
+        first: &StoredVersion,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .create_credential(scope, credential, first, audit)
+            .await
+    }
+
+    async fn get_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+    ) -> Result<Credential> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.get_credential(scope, id).await
+    }
+
+    async fn find_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        environment: &Environment,
+        name: &CredentialName,
+    ) -> Result<Credential> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.find_credential(scope, environment, name).await
+    }
+
+    async fn list_credentials(
+        &self,
+        scope: &TenantScope<'_>,
+        filter: &CredentialFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Credential>> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.list_credentials(scope, filter, page).await
+    }
+
+    async fn add_version(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        expected_latest: u32,
+        version: &StoredVersion,
+        retention: u32,
+        audit: AuditDraft,
+    ) -> Result<Credential> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .add_version(scope, id, expected_latest, version, retention, audit)
+            .await
+    }
+
+    async fn get_version(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        version: u32,
+    ) -> Result<StoredVersion> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.get_version(scope, id, version).await
+    }
+
+    async fn list_versions(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+    ) -> Result<Vec<StoredVersion>> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.list_versions(scope, id).await
+    }
+
+    async fn set_current_version(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        version: u32,
+        audit: AuditDraft,
+    ) -> Result<Credential> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .set_current_version(scope, id, version, audit)
+            .await
+    }
+
+    async fn revoke_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        reason: &str,
+        audit: AuditDraft,
+    ) -> Result<Credential> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.revoke_credential(scope, id, reason, audit).await
+    }
+
+    async fn destroy_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        audit: AuditDraft,
+    ) -> Result<Credential> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.destroy_credential(scope, id, audit).await
+    }
+
+    async fn create_grant(
+        &self,
+        scope: &TenantScope<'_>,
+        grant: &Grant,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.create_grant(scope, grant, audit).await
+    }
+
+    async fn get_grant(&self, scope: &TenantScope<'_>, id: GrantId) -> Result<Grant> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.get_grant(scope, id).await
+    }
+
+    async fn delete_grant(
+        &self,
+        scope: &TenantScope<'_>,
+        id: GrantId,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.delete_grant(scope, id, audit).await
+    }
+
+    async fn list_grants(
+        &self,
+        scope: &TenantScope<'_>,
+        filter: &GrantFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Grant>> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.list_grants(scope, filter, page).await
+    }
+
+    async fn grants_for(
+        &self,
+        scope: &TenantScope<'_>,
+        principal: &Principal,
+    ) -> Result<Vec<Grant>> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.grants_for(scope, principal).await
+    }
+
+    async fn append_audit(&self, scope: &TenantScope<'_>, draft: AuditDraft) -> Result<AuditEvent> {
+        self.inner.append_audit(scope, draft).await
+    }
+
+    async fn append_reveal(
+        &self,
+        scope: &TenantScope<'_>,
+        draft: AuditDraft,
+        check: RevealCheck,
+    ) -> Result<AuditEvent> {
+        self.inner.append_reveal(scope, draft, check).await
+    }
+
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.inner.changes()
+    }
+
+    async fn query_audit(
+        &self,
+        scope: &TenantScope<'_>,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.query_audit(scope, filter, page).await
+    }
+
+    async fn audit_after(
+        &self,
+        scope: &TenantScope<'_>,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.audit_after(scope, after, limit).await
+    }
+}

@@ -1,0 +1,519 @@
+//! The transport: accepts TCP connections, completes each TLS handshake
+//! within its own limits (`limits.max_handshakes` at once, each within
+//! `limits.handshake_timeout`), and serves every established connection with
+//! HTTP/2 in its own task, holding one of `limits.max_connections` slots.
+//!
+//! An identity holds at most `limits.max_connections_per_identity` of those
+//! slots.
+//!
+//! Every call on a connection first checks that the connection's client
+//! certificate is still valid (not expired, not revoked by a CRL loaded
+//! since the handshake), whatever the service (health and reflection
+//! included); a refused call is answered UNAUTHENTICATED and its connection
+//! is closed (GOAWAY, then the calls in progress end). A connection with no
+//! call for `limits.idle_timeout` is closed the same way; HTTP/2 pings are
+//! not calls.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tonic::Status;
+use tonic::codegen::Service as _;
+use tonic::service::Routes;
+
+use crate::config::Limits;
+use crate::tls::{CertRefusal, ClientTrust, PeerInfo, PeerStream};
+
+/// How often the server pings an idle HTTP/2 connection to detect a dead
+/// peer (pings are not calls: they do not keep a connection open).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The transport settings taken from the limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Transport {
+    max_connections: usize,
+    max_connections_per_identity: usize,
+    max_handshakes: usize,
+    handshake_timeout: Duration,
+    idle_timeout: Duration,
+    max_concurrent_streams: u32,
+    request_timeout: Duration,
+}
+
+impl Transport {
+    /// The settings of `limits`.
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            max_connections: limits.max_connections,
+            max_connections_per_identity: limits.max_connections_per_identity,
+            max_handshakes: limits.max_handshakes,
+            handshake_timeout: limits.handshake_timeout,
+            idle_timeout: limits.idle_timeout,
+            max_concurrent_streams: limits.max_concurrent_streams,
+            request_timeout: limits.request_timeout,
+        }
+    }
+}
+
+/// Logs a kind of refusal at most once a second, with the number refused
+/// since the last line.
+struct RefusalLog {
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl RefusalLog {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// Counts one refusal; returns how many to report if a line is due.
+    fn due(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 += 1;
+        if state
+            .0
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            let refused = state.1;
+            *state = (Some(Instant::now()), 0);
+            Some(refused)
+        } else {
+            None
+        }
+    }
+}
+
+/// The open connections of each client identity (`None`: certificates
+/// without a usable identity, counted together).
+struct IdentityCounts {
+    max: usize,
+    open: Mutex<HashMap<Option<Arc<str>>, usize>>,
+}
+
+/// One connection of an identity, counted until dropped.
+struct IdentitySlot {
+    counts: Arc<IdentityCounts>,
+    identity: Option<Arc<str>>,
+}
+
+impl IdentityCounts {
+    fn acquire(self: &Arc<Self>, identity: Option<Arc<str>>) -> Option<IdentitySlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(identity.clone()).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(IdentitySlot {
+            counts: Arc::clone(self),
+            identity,
+        })
+    }
+}
+
+impl Drop for IdentitySlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.identity) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.identity);
+            }
+        }
+    }
+}
+
+/// Serves `routes` on `listener` until `stop` completes; then stops
+/// accepting, asks every connection to close (GOAWAY) and waits for them:
+/// calls in progress finish, within `limits.request_timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    trust: Arc<ClientTrust>,
+    routes: Routes,
+    transport: Transport,
+    stop: impl Future<Output = ()>,
+) {
+    let handshakes = Arc::new(Semaphore::new(transport.max_handshakes));
+    let slots = Arc::new(Semaphore::new(transport.max_connections));
+    let full = Arc::new(RefusalLog::new());
+    let busy = RefusalLog::new();
+    let identities = Arc::new(IdentityCounts {
+        max: transport.max_connections_per_identity,
+        open: Mutex::new(HashMap::new()),
+    });
+    let identity_full = Arc::new(RefusalLog::new());
+    let routes = routes.prepare();
+    let mut http = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http.timer(TokioTimer::new())
+        .max_concurrent_streams(transport.max_concurrent_streams)
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(Duration::from_secs(20));
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut stop => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // No connection slot free: not worth a handshake.
+        if slots.available_permits() == 0 {
+            drop(tcp);
+            refuse_full(&full, peer, transport.max_connections);
+            continue;
+        }
+        let Ok(handshake) = Arc::clone(&handshakes).try_acquire_owned() else {
+            drop(tcp);
+            if let Some(refused) = busy.due() {
+                tracing::warn!(
+                    %peer,
+                    max_handshakes = transport.max_handshakes,
+                    refused,
+                    "connection refused: too many TLS handshakes in progress"
+                );
+            }
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let trust = Arc::clone(&trust);
+        let slots = Arc::clone(&slots);
+        let full = Arc::clone(&full);
+        let identities = Arc::clone(&identities);
+        let identity_full = Arc::clone(&identity_full);
+        let routes = routes.clone();
+        let http = http.clone();
+        let mut closing = closing_rx.clone();
+        tokio::spawn(async move {
+            let generation = trust.generation();
+            let handshake_result = tokio::select! {
+                r = tokio::time::timeout(transport.handshake_timeout, acceptor.accept(tcp)) => r,
+                _ = closing.changed() => return,
+            };
+            drop(handshake);
+            let tls = match handshake_result {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            // Only established connections hold a slot.
+            let Ok(slot) = slots.try_acquire_owned() else {
+                refuse_full(&full, peer, transport.max_connections);
+                return;
+            };
+            let stream = PeerStream::new(tls, peer, &trust, generation, slot);
+            // A resumed session skipped certificate verification: its
+            // certificate may have expired or been revoked since the
+            // session began.
+            if let Err(refusal) = stream.check_certificate() {
+                tracing::warn!(%peer, reason = refusal.message(), "TLS session refused");
+                return;
+            }
+            let identity = stream.info().identity.clone();
+            let Some(_identity_slot) = identities.acquire(identity.clone()) else {
+                if let Some(refused) = identity_full.due() {
+                    tracing::warn!(
+                        %peer,
+                        identity = identity.as_deref(),
+                        max_connections_per_identity = transport.max_connections_per_identity,
+                        refused,
+                        "connection refused: too many open connections for this identity"
+                    );
+                }
+                return;
+            };
+            serve_connection(stream, http, routes, transport, closing).await;
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining calls in flight");
+    let _ = closing_tx.send(true);
+    drop(closing_rx);
+    // Every handshake and connection task holds a receiver.
+    closing_tx.closed().await;
+}
+
+fn refuse_full(log: &RefusalLog, peer: SocketAddr, max_connections: usize) {
+    if let Some(refused) = log.due() {
+        tracing::warn!(
+            %peer,
+            max_connections,
+            refused,
+            "connection refused: too many open connections"
+        );
+    }
+}
+
+/// Why a connection is being closed by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    CertificateInvalid,
+    Idle,
+    ShuttingDown,
+}
+
+/// What the calls of one connection share with the task serving it.
+struct ConnControl {
+    /// Calls in progress (response not yet fully sent).
+    in_flight: AtomicUsize,
+    /// Bumped when a call starts and when it ends.
+    activity: AtomicU64,
+    /// Signalled when a call finds the client certificate no longer valid.
+    invalid: Notify,
+}
+
+/// Ends a call in its connection's accounting when dropped (when the
+/// response body is done or dropped).
+struct CallGuard(Arc<ConnControl>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.activity.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve_connection(
+    stream: PeerStream,
+    http: hyper::server::conn::http2::Builder<TokioExecutor>,
+    routes: Routes,
+    transport: Transport,
+    mut closing: watch::Receiver<bool>,
+) {
+    let control = Arc::new(ConnControl {
+        in_flight: AtomicUsize::new(0),
+        activity: AtomicU64::new(0),
+        invalid: Notify::new(),
+    });
+    let info = stream.info().clone();
+    let peer = info.addr;
+    let service = ConnService {
+        routes,
+        info,
+        control: Arc::clone(&control),
+        request_timeout: transport.request_timeout,
+    };
+    let conn = http.serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    // Idle means no call in progress and none started or ended for four
+    // ticks in a row.
+    let mut ticks = tokio::time::interval(transport.idle_timeout / 4);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let mut last_activity = 0;
+    let mut idle_ticks = 0;
+    let mut closed: Option<CloseReason> = None;
+    // Once closing, the calls in progress have this long to finish.
+    let grace = tokio::time::sleep(Duration::MAX / 4);
+    let mut grace = std::pin::pin!(grace);
+    loop {
+        let reason = tokio::select! {
+            result = &mut conn => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            () = &mut grace, if closed.is_some() => {
+                tracing::info!(%peer, "connection closed: calls did not finish in time");
+                break;
+            }
+            () = control.invalid.notified(), if closed.is_none() => CloseReason::CertificateInvalid,
+            _ = closing.changed(), if closed.is_none() => CloseReason::ShuttingDown,
+            _ = ticks.tick(), if closed.is_none() => {
+                let activity = control.activity.load(Ordering::Relaxed);
+                if activity != last_activity || control.in_flight.load(Ordering::Relaxed) > 0 {
+                    last_activity = activity;
+                    idle_ticks = 0;
+                    continue;
+                }
+                idle_ticks += 1;
+                if idle_ticks < 4 {
+                    continue;
+                }
+                CloseReason::Idle
+            }
+        };
+        match reason {
+            CloseReason::CertificateInvalid => tracing::warn!(
+                %peer,
+                "closing the connection: its client certificate is no longer valid"
+            ),
+            CloseReason::Idle => tracing::info!(
+                %peer,
+                idle_timeout_ms = transport.idle_timeout.as_millis() as u64,
+                "closing an idle connection"
+            ),
+            CloseReason::ShuttingDown => {}
+        }
+        closed = Some(reason);
+        grace
+            .as_mut()
+            .reset(tokio::time::Instant::now() + transport.request_timeout);
+        conn.as_mut().graceful_shutdown();
+    }
+    tracing::debug!(%peer, reason = ?closed, "connection closed");
+}
+
+/// The per-connection service: checks the client certificate, hands the
+/// connection's [`PeerInfo`] to the call, bounds it in time and counts it.
+#[derive(Clone)]
+struct ConnService {
+    routes: Routes,
+    info: PeerInfo,
+    control: Arc<ConnControl>,
+    request_timeout: Duration,
+}
+
+type CallFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<CallBody>, Infallible>> + Send>>;
+
+impl hyper::service::Service<http::Request<Incoming>> for ConnService {
+    type Response = http::Response<CallBody>;
+    type Error = Infallible;
+    type Future = CallFuture;
+
+    fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
+        // The certificate passed the handshake; it must still be valid now
+        // (not expired, not revoked by a CRL loaded since), for every
+        // service. A timestamp compare and an atomic load unless the CRLs
+        // changed since the last call.
+        let verdict = self
+            .info
+            .cert
+            .as_ref()
+            .map_or(Err(CertRefusal::Unreadable), |c| c.check());
+        if let Err(refusal) = verdict {
+            tracing::warn!(
+                rpc = request.uri().path(),
+                peer = %self.info.addr,
+                identity = self.info.identity.as_deref(),
+                reason = refusal.message(),
+                "client certificate no longer valid"
+            );
+            self.control.invalid.notify_one();
+            let response = Status::unauthenticated(refusal.message())
+                .into_http::<tonic::body::Body>()
+                .map(|body| CallBody { body, _guard: None });
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        self.control.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.control.activity.fetch_add(1, Ordering::Relaxed);
+        let guard = CallGuard(Arc::clone(&self.control));
+        let timeout = grpc_timeout(request.headers())
+            .map_or(self.request_timeout, |t| t.min(self.request_timeout));
+        request.extensions_mut().insert(self.info.clone());
+        let mut routes = self.routes.clone();
+        Box::pin(async move {
+            let response = match tokio::time::timeout(timeout, routes.call(request)).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
+                Err(_) => Status::cancelled("Timeout expired").into_http::<tonic::body::Body>(),
+            };
+            Ok(response.map(|body| CallBody {
+                body,
+                _guard: Some(guard),
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its call counted until it is sent.
+struct CallBody {
+    body: tonic::body::Body,
+    _guard: Option<CallGuard>,
+}
+
+impl hyper::body::Body for CallBody {
+    type Data = hyper::body::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The client's deadline from the `grpc-timeout` header (`<digits><unit>`,
+/// at most 8 digits), if it sent a valid one.
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(grpc_timeout(&headers), None);
+        for (text, expected) in [
+            ("5S", Some(Duration::from_secs(5))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("7u", Some(Duration::from_micros(7))),
+            ("9n", Some(Duration::from_nanos(9))),
+            ("123456789S", None),
+            ("S", None),
+            ("5x", None),
+            ("-5S", None),
+        ] {
+            headers.insert("grpc-timeout", http::HeaderValue::from_static(text));
+            assert_eq!(grpc_timeout(&headers), expected, "{text}");
+        }
+    }
+}
