@@ -20,6 +20,7 @@ macro_rules! on_both_backends {
     )+};
 }
 
+mod checkpoint_integrity;
 mod checkpoints;
 mod dev_mode;
 mod field_bounds;

@@ -220,8 +220,10 @@ pub struct Vault {
     limits: Limits,
     authenticator: Authenticator,
     caches: Arc<Caches>,
-    /// The checkpoint signing key, loaded (or generated) on first use.
+    /// The checkpoint signing key, derived from the root key on first use.
     checkpoint_key: tokio::sync::OnceCell<Arc<strongroom_crypto::SigningKey>>,
+    /// The last head signed per chain (checkpoints only extend it).
+    signed_heads: checkpoints::SignedHeads,
     /// Coalesces failed authentications before they reach the platform
     /// chain.
     failed_auth: checkpoints::FailedAuthLog,
@@ -281,6 +283,7 @@ impl Vault {
             authenticator,
             caches,
             checkpoint_key: tokio::sync::OnceCell::new(),
+            signed_heads: checkpoints::SignedHeads::default(),
             failed_auth: checkpoints::FailedAuthLog::default(),
         }
     }
