@@ -174,6 +174,19 @@ async fn export_refuses_a_head_that_moved_back(backend: Backend) {
         let r = verify_with(&t.client, &at_s).await;
         assert!(!r.ok && !r.checkpoint_matched, "{name}: {r:?}");
         assert_eq!(r.first_broken_sequence, k + 1, "{name}: {r:?}");
+        // A bounded call that stops before the head: the stored head behind
+        // the checkpoint is reported all the same.
+        let paged = verify(
+            &t.client,
+            pb::VerifyChainRequest {
+                checkpoint: Some(at_s.clone()),
+                max_events: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(!paged.ok && !paged.checkpoint_matched, "{name}: {paged:?}");
+        assert_eq!(paged.first_broken_sequence, k + 1, "{name}: {paged:?}");
         let alone = verify(&t.client, pb::VerifyChainRequest::default()).await;
         if delete {
             assert!(alone.ok, "{name}: only a checkpoint can tell: {alone:?}");
