@@ -133,7 +133,8 @@ fn lines_of(file: &std::path::Path, tenant: &str) -> Vec<(u64, serde_json::Value
 /// (beta) only the head row set back to K: the next export is refused with
 /// FAILED_PRECONDITION, an error is logged and an alert lands in the
 /// platform chain; VerifyChain given the checkpoint at S reports K+1, and
-/// (beta) VerifyChain alone reports the events stored past the head.
+/// (beta) VerifyChain alone reports the events stored past the head. With
+/// the tail replaced by new events past S (delta), export is refused too.
 async fn export_refuses_a_head_that_moved_back(backend: Backend) {
     let server = TestServer::start(backend).await;
     let operator = server.operator().await;
@@ -195,6 +196,29 @@ async fn export_refuses_a_head_that_moved_back(backend: Backend) {
             assert_eq!(alone.first_broken_sequence, k + 1, "{name}: {alone:?}");
         }
     }
+    // The tail replaced: K+1..S deleted, the head set to K, and new events
+    // appended past S. The sequence moved on, but the event the last
+    // checkpoint signed is gone: still refused.
+    let delta = server.tenant("delta").await;
+    let tenant = tenant_uuid(&delta.tenant_id);
+    create_credentials(&delta.client, "d", 4).await;
+    let s = head_of(&delta.client).await;
+    let at_s = export(&delta.client, pb::ExportCheckpointRequest::default()).await;
+    let k = s - 2;
+    assert_eq!(delete_events_from(&server, tenant, k + 1).await, 2);
+    rewind_head(&server, tenant, k).await;
+    create_credentials(&delta.client, "e", 3).await;
+    assert_eq!(head_of(&delta.client).await, s + 1, "the chain regrew past S");
+    export_refused(&delta.client, "delta: export after the tail was replaced").await;
+    let alert = wait_for_refusal_alert(&operator, &delta.tenant_id, 0).await;
+    assert!(
+        alert.detail.contains(&format!("head_sequence={}", s + 1)),
+        "{alert:?}"
+    );
+    let r = verify_with(&delta.client, &at_s).await;
+    assert!(!r.ok && !r.checkpoint_matched, "delta: {r:?}");
+    assert_eq!(r.first_broken_sequence, s, "delta: {r:?}");
+
     // Untampered chains are still signed, and moving on is fine.
     let gamma = server.tenant("gamma").await;
     let first = export(&gamma.client, pb::ExportCheckpointRequest::default()).await;
