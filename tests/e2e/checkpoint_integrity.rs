@@ -208,7 +208,11 @@ async fn export_refuses_a_head_that_moved_back(backend: Backend) {
     assert_eq!(delete_events_from(&server, tenant, k + 1).await, 2);
     rewind_head(&server, tenant, k).await;
     create_credentials(&delta.client, "e", 3).await;
-    assert_eq!(head_of(&delta.client).await, s + 1, "the chain regrew past S");
+    assert_eq!(
+        head_of(&delta.client).await,
+        s + 1,
+        "the chain regrew past S"
+    );
     export_refused(&delta.client, "delta: export after the tail was replaced").await;
     let alert = wait_for_refusal_alert(&operator, &delta.tenant_id, 0).await;
     assert!(
