@@ -192,6 +192,12 @@ async fn checkpoint_moved_chains(
         let Ok(signed) = vault.sign_chain_head(chain, head).await else {
             continue;
         };
+        // The head signed (read again if another call signed a newer one
+        // meanwhile).
+        let head = ChainHead {
+            sequence: signed.checkpoint.sequence,
+            hash: signed.checkpoint.hash,
+        };
         let line = CheckpointLine::of(&signed);
         tracing::info!(
             chain = %line.chain,

@@ -199,6 +199,8 @@ impl Vault {
     /// Signs `head` of `chain` if it extends the last head signed for that
     /// chain; otherwise refuses (FAILED_PRECONDITION), logs an error and
     /// appends an alert to the platform chain (once per refused head).
+    /// Signing is serialized, so two concurrent calls cannot sign out of
+    /// order; a `head` read before a newer one was signed is read again.
     pub async fn sign_chain_head(
         &self,
         chain: ChainRef,
@@ -207,6 +209,12 @@ impl Vault {
         let key = self.checkpoint_key().await?;
         let mut state = self.signed_heads.inner.lock().await;
         let last = state.last.get(&chain).copied();
+        // A head read before another call signed a newer one is stale, not
+        // moved back: read it again (under the lock, so it is current).
+        let head = match last {
+            Some(l) if head.sequence < l.sequence => self.current_head(chain).await?,
+            _ => head,
+        };
         let problem = match last {
             None => self.head_problem(chain, head).await?,
             Some(last) => match self.extension_problem(chain, last, head).await? {
@@ -239,6 +247,21 @@ impl Vault {
         state.last.insert(chain, head);
         state.refused.remove(&chain);
         Ok(signed)
+    }
+
+    /// The stored head of `chain`.
+    async fn current_head(&self, chain: ChainRef) -> Result<ChainHead> {
+        match tenant_of(chain) {
+            Some(id) => self
+                .store
+                .audit_heads(Some(id))
+                .await?
+                .into_iter()
+                .next()
+                .map(|(_, head)| head)
+                .ok_or_else(|| Error::not_found("tenant")),
+            None => self.store.platform_audit_head().await,
+        }
     }
 
     /// Why `head` does not extend `last`, if it does not: a lower sequence,
