@@ -16,7 +16,7 @@ use strongroom_proto::v1 as pb;
 
 /// Runs `sql` on the server's database as its owner, with `$1` = `tenant`
 /// and `$2` = `n` (both must appear in `sql`); returns the rows affected.
-async fn tamper(server: &TestServer, sql: &str, tenant: uuid::Uuid, n: i64) -> u64 {
+pub(crate) async fn tamper(server: &TestServer, sql: &str, tenant: uuid::Uuid, n: i64) -> u64 {
     use sqlx::Connection;
     match &server.database {
         Some(db) => {
@@ -50,7 +50,7 @@ async fn tamper(server: &TestServer, sql: &str, tenant: uuid::Uuid, n: i64) -> u
 }
 
 /// Deletes the tenant's events from sequence `from` on.
-async fn delete_events_from(server: &TestServer, tenant: uuid::Uuid, from: u64) -> u64 {
+pub(crate) async fn delete_events_from(server: &TestServer, tenant: uuid::Uuid, from: u64) -> u64 {
     tamper(
         server,
         "DELETE FROM audit_events WHERE tenant_id = $1 AND sequence >= $2",
@@ -62,7 +62,7 @@ async fn delete_events_from(server: &TestServer, tenant: uuid::Uuid, from: u64) 
 
 /// Points the tenant's stored head at its event `sequence`, as an attacker
 /// covering a truncation would.
-async fn rewind_head(server: &TestServer, tenant: uuid::Uuid, sequence: u64) {
+pub(crate) async fn rewind_head(server: &TestServer, tenant: uuid::Uuid, sequence: u64) {
     let n = tamper(
         server,
         "UPDATE audit_heads SET sequence = $2, hash = \
@@ -129,7 +129,7 @@ fn signature_verifies(checkpoint: &pb::Checkpoint, public_key: &[u8]) -> bool {
 }
 
 /// The published checkpoint key (exactly one).
-async fn published_key(client: &Client) -> pb::CheckpointKey {
+pub(crate) async fn published_key(client: &Client) -> pb::CheckpointKey {
     let keys = client
         .audit()
         .get_checkpoint_public_key(pb::GetCheckpointPublicKeyRequest {})
@@ -144,7 +144,10 @@ async fn published_key(client: &Client) -> pb::CheckpointKey {
     key
 }
 
-async fn export(client: &Client, request: pb::ExportCheckpointRequest) -> pb::Checkpoint {
+pub(crate) async fn export(
+    client: &Client,
+    request: pb::ExportCheckpointRequest,
+) -> pb::Checkpoint {
     client
         .audit()
         .export_checkpoint(request)
@@ -155,7 +158,10 @@ async fn export(client: &Client, request: pb::ExportCheckpointRequest) -> pb::Ch
         .expect("checkpoint")
 }
 
-async fn verify(client: &Client, request: pb::VerifyChainRequest) -> pb::VerifyChainResponse {
+pub(crate) async fn verify(
+    client: &Client,
+    request: pb::VerifyChainRequest,
+) -> pb::VerifyChainResponse {
     client
         .audit()
         .verify_chain(request)
@@ -191,7 +197,7 @@ async fn verify_paged(client: &Client, page: u32) -> (pb::VerifyChainResponse, u
     }
 }
 
-async fn create_credentials(client: &Client, prefix: &str, n: usize) {
+pub(crate) async fn create_credentials(client: &Client, prefix: &str, n: usize) {
     for i in 0..n {
         client
             .credentials()
@@ -514,7 +520,7 @@ async fn scheduled_checkpoints_reach_the_file(backend: Backend) {
 
 /// Waits (up to 15 s) for a line of `file` about `tenant` at `sequence` or
 /// later.
-async fn wait_for_checkpoint(
+pub(crate) async fn wait_for_checkpoint(
     file: &std::path::Path,
     tenant: &str,
     sequence: u64,
@@ -538,7 +544,7 @@ async fn wait_for_checkpoint(
     }
 }
 
-fn line_verifies(line: &serde_json::Value, public_key: &[u8]) -> bool {
+pub(crate) fn line_verifies(line: &serde_json::Value, public_key: &[u8]) -> bool {
     let message = canonical(
         line["tenant_id"].as_str().expect("tenant_id"),
         line["sequence"].as_u64().expect("sequence"),

@@ -21,6 +21,7 @@ macro_rules! on_both_backends {
 }
 
 mod abuse;
+mod checkpoint_integrity;
 mod checkpoints;
 mod dev_mode;
 mod field_bounds;

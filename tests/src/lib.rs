@@ -351,6 +351,7 @@ pub struct TestServer {
     pub migrate_output: String,
     child: Child,
     log_readers: Vec<JoinHandle<()>>,
+    command: Command,
 }
 
 async fn create_pg_database() -> (String, String) {
@@ -479,43 +480,8 @@ impl TestServer {
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("spawn strongroomd");
         let logs = Logs::default();
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut log_readers = Vec::new();
-        {
-            let logs = logs.clone();
-            log_readers.push(tokio::spawn(async move {
-                let mut addr_tx = Some(addr_tx);
-                let mut lines = BufReader::new(stdout).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(addr) = serving_addr(&line)
-                        && let Some(tx) = addr_tx.take()
-                    {
-                        let _ = tx.send(addr);
-                    }
-                    logs.0.lock().expect("logs").push(line);
-                }
-            }));
-        }
-        {
-            let logs = logs.clone();
-            log_readers.push(tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    logs.0.lock().expect("logs").push(line);
-                }
-            }));
-        }
-        let addr = match tokio::time::timeout(Duration::from_secs(30), addr_rx).await {
-            Ok(Ok(addr)) => addr,
-            _ => panic!(
-                "strongroomd did not start; its output:\n{}",
-                logs.lines().join("\n")
-            ),
-        };
+        let (child, addr, log_readers) = spawn_server(&mut cmd, &logs).await;
         Self {
             addr,
             ca,
@@ -526,6 +492,7 @@ impl TestServer {
             migrate_output,
             child,
             log_readers,
+            command: cmd,
         }
     }
 
@@ -545,6 +512,35 @@ impl TestServer {
             }),
             ..Options::new(Backend::Postgres)
         }
+    }
+
+    /// Stops the server (SIGTERM, clean exit) and starts it again with the
+    /// same configuration, database, root key and CA; the address changes.
+    /// Logs of both runs stay in [`TestServer::logs`].
+    pub async fn restart(&mut self) {
+        self.terminate().await;
+        let (child, addr, log_readers) = spawn_server(&mut self.command, &self.logs).await;
+        self.child = child;
+        self.addr = addr;
+        self.log_readers = log_readers;
+    }
+
+    /// Sends SIGTERM and waits for a clean exit and the end of its output.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("strongroomd did not stop within 15 s")
+            .expect("wait");
+        for reader in self.log_readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        status
     }
 
     /// `https://127.0.0.1:PORT`.
@@ -706,19 +702,7 @@ impl TestServer {
     /// Sends SIGTERM and waits for a clean exit; afterwards [`TestServer::logs`]
     /// holds everything the server printed.
     pub async fn stop(mut self) -> std::process::ExitStatus {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
-        }
-        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-            .await
-            .expect("strongroomd did not stop within 15 s")
-            .expect("wait");
-        for reader in self.log_readers.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
-        }
+        let status = self.terminate().await;
         if let Some(db) = self.database.take() {
             drop_database(&db).await;
         }
@@ -746,6 +730,51 @@ impl Drop for TestServer {
             .join();
         }
     }
+}
+
+/// Spawns the configured server, collecting its output into `logs`, and
+/// waits (up to 30 s) for it to report its address.
+async fn spawn_server(
+    cmd: &mut Command,
+    logs: &Logs,
+) -> (Child, std::net::SocketAddr, Vec<JoinHandle<()>>) {
+    let mut child = cmd.spawn().expect("spawn strongroomd");
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut log_readers = Vec::new();
+    {
+        let logs = logs.clone();
+        log_readers.push(tokio::spawn(async move {
+            let mut addr_tx = Some(addr_tx);
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = serving_addr(&line)
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(addr);
+                }
+                logs.0.lock().expect("logs").push(line);
+            }
+        }));
+    }
+    {
+        let logs = logs.clone();
+        log_readers.push(tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                logs.0.lock().expect("logs").push(line);
+            }
+        }));
+    }
+    let addr = match tokio::time::timeout(Duration::from_secs(30), addr_rx).await {
+        Ok(Ok(addr)) => addr,
+        _ => panic!(
+            "strongroomd did not start; its output:\n{}",
+            logs.lines().join("\n")
+        ),
+    };
+    (child, addr, log_readers)
 }
 
 /// A tenant admin's handles.

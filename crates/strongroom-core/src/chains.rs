@@ -26,6 +26,14 @@ pub trait ChainStore {
     /// platform operator. Heads are hashes and counts, never tenant data.
     async fn audit_heads(&self, tenant: Option<TenantId>) -> Result<Vec<(TenantId, ChainHead)>>;
 
+    /// The stored event `sequence` of `tenant`'s chain (`None`: the platform
+    /// chain), if any; for the checkpoint signer, which has no caller.
+    async fn chain_event_at(
+        &self,
+        tenant: Option<TenantId>,
+        sequence: u64,
+    ) -> Result<Option<AuditEvent>>;
+
     /// Links `draft` into the platform chain and stores it durably.
     async fn append_platform_audit(&self, draft: AuditDraft) -> Result<AuditEvent>;
 

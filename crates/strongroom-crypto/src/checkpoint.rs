@@ -9,15 +9,14 @@
 //!
 //! The signature covers [`Checkpoint::canonical_bytes`], a versioned,
 //! length-prefixed encoding, so no two different checkpoints encode alike.
-//! The signing key is stored only wrapped by the root key
-//! ([`RootKey::wrap_signing_key`](crate::RootKey::wrap_signing_key)).
+//! The signing key is derived from the root key
+//! ([`RootKey::checkpoint_signing_key`](crate::RootKey::checkpoint_signing_key))
+//! and never stored.
 
 use std::fmt;
 
-use ring::rand::SystemRandom;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use uuid::Uuid;
-use zeroize::Zeroizing;
 
 use crate::aead::put_field;
 use crate::error::{CryptoError, Result};
@@ -91,26 +90,16 @@ impl Checkpoint {
 }
 
 /// The deployment's checkpoint signing key (Ed25519). The private half is
-/// held by `ring` and never leaves it except wrapped by the root key;
-/// `Debug` shows only the key id.
+/// held by `ring` and never leaves it; `Debug` shows only the key id.
 pub struct SigningKey {
     pair: Ed25519KeyPair,
     key_id: String,
 }
 
 impl SigningKey {
-    /// A new random key, with its PKCS#8 document (to wrap and store).
-    pub fn generate() -> Result<(SigningKey, Zeroizing<Vec<u8>>)> {
-        let document =
-            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| CryptoError::Rng)?;
-        let pkcs8 = Zeroizing::new(document.as_ref().to_vec());
-        let key = Self::from_pkcs8(&pkcs8)?;
-        Ok((key, pkcs8))
-    }
-
-    /// The key from its PKCS#8 document (after unwrapping).
-    pub(crate) fn from_pkcs8(pkcs8: &[u8]) -> Result<SigningKey> {
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8)
+    /// The key of a 32-byte Ed25519 seed.
+    pub(crate) fn from_seed(seed: &[u8; 32]) -> Result<SigningKey> {
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed)
             .map_err(|_| CryptoError::Malformed("checkpoint signing key"))?;
         let key_id = key_id_of(pair.public_key().as_ref());
         Ok(SigningKey { pair, key_id })
@@ -185,42 +174,19 @@ impl SignedCheckpoint {
     }
 }
 
-/// The signing key wrapped by the root key, bound to its key id.
-///
-/// Opaque, versioned bytes (first byte = format version). Not secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct WrappedSigningKey(pub(crate) Vec<u8>);
-
-impl WrappedSigningKey {
-    /// The stored form.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        self.0.clone()
-    }
-
-    /// Wraps stored bytes; they are parsed by
-    /// [`RootKey::unwrap_signing_key`](crate::RootKey::unwrap_signing_key).
-    pub fn from_bytes(bytes: Vec<u8>) -> WrappedSigningKey {
-        WrappedSigningKey(bytes)
-    }
-}
-
-impl fmt::Debug for WrappedSigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WrappedSigningKey")
-            .field("len", &self.0.len())
-            .finish()
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::RootKey;
+    use secrecy::ExposeSecret;
 
     #[test]
     fn signatures_verify_and_any_change_is_refused() {
-        let (key, _) = SigningKey::generate().unwrap();
+        let key = RootKey::generate()
+            .unwrap()
+            .checkpoint_signing_key()
+            .unwrap();
         let tenant = Uuid::now_v7();
         let signed = key.sign(
             ChainRef::Tenant(tenant),
@@ -247,20 +213,31 @@ mod tests {
         let mut changed = signed.clone();
         changed.signature[10] ^= 1;
         assert!(changed.verify(&public).is_err());
-        let (other, _) = SigningKey::generate().unwrap();
+        let other = RootKey::generate()
+            .unwrap()
+            .checkpoint_signing_key()
+            .unwrap();
         assert!(signed.verify(&other.public_key()).is_err());
     }
 
     #[test]
-    fn wrapped_key_round_trips_and_is_bound_to_root_key() {
+    fn the_key_is_derived_from_the_root_key_alone() {
         let root = RootKey::generate().unwrap();
-        let (key, pkcs8) = SigningKey::generate().unwrap();
-        let wrapped = root.wrap_signing_key(key.key_id(), &pkcs8).unwrap();
-        let back = root.unwrap_signing_key(key.key_id(), &wrapped).unwrap();
-        assert_eq!(back.public_key(), key.public_key());
-        let other = RootKey::generate().unwrap();
-        assert!(other.unwrap_signing_key(key.key_id(), &wrapped).is_err());
-        assert!(root.unwrap_signing_key("ed25519:00", &wrapped).is_err());
-        assert!(!format!("{key:?} {wrapped:?}").contains(&hex::encode(&pkcs8[..])));
+        let key = root.checkpoint_signing_key().unwrap();
+        let again = RootKey::from_encoded(root.to_encoded().expose_secret())
+            .unwrap()
+            .checkpoint_signing_key()
+            .unwrap();
+        assert_eq!(again.public_key(), key.public_key());
+        assert_eq!(again.key_id(), key.key_id());
+        let other = RootKey::generate()
+            .unwrap()
+            .checkpoint_signing_key()
+            .unwrap();
+        assert_ne!(other.public_key(), key.public_key());
+        assert_eq!(
+            format!("{key:?}"),
+            format!("SigningKey {{ key_id: {:?}, .. }}", key.key_id())
+        );
     }
 }

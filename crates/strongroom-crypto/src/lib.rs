@@ -45,7 +45,7 @@ mod root_key;
 pub use aad::Aad;
 pub use checkpoint::{
     CHECKPOINT_FORMAT, ChainRef, Checkpoint, PUBLIC_KEY_LEN, SIGNATURE_LEN, SignedCheckpoint,
-    SigningKey, WrappedSigningKey, key_id_of,
+    SigningKey, key_id_of,
 };
 pub use envelope::Envelope;
 pub use error::{CryptoError, Result};

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::aead::{self, KEY_LEN, NONCE_LEN, TAG_LEN, put_field};
-use crate::checkpoint::{SigningKey, WrappedSigningKey};
+use crate::checkpoint::SigningKey;
 use crate::error::{CryptoError, Result};
 use crate::kdf::{self, KdfParams};
 use crate::kek::Kek;
@@ -30,10 +30,8 @@ const WRAPPED_KEK_FORMAT: u8 = 1;
 const WRAPPED_KEK_DOMAIN: &[u8] = b"strongroom/kek-wrap/v1";
 const WRAPPED_KEK_LEN: usize = 1 + NONCE_LEN + KEY_LEN + TAG_LEN;
 
-/// Format version of [`WrappedSigningKey`]: nonce (12) then the wrapped
-/// PKCS#8 document + tag.
-const WRAPPED_SIGNING_KEY_FORMAT: u8 = 1;
-const WRAPPED_SIGNING_KEY_DOMAIN: &[u8] = b"strongroom/signing-key-wrap/v1";
+/// HKDF-SHA256 label of the checkpoint signing key's seed.
+const CHECKPOINT_SIGNING_LABEL: &[u8] = b"strongroom/checkpoint-signing/v1";
 
 /// Largest key file read; a key file is at most a line of text.
 const MAX_KEY_FILE_LEN: u64 = 4096;
@@ -233,43 +231,27 @@ impl RootKey {
         Ok(Kek::from_bytes(&kek))
     }
 
-    /// Wraps the checkpoint signing key's PKCS#8 document for storage, bound
-    /// to its key id.
-    pub fn wrap_signing_key(&self, key_id: &str, pkcs8: &[u8]) -> Result<WrappedSigningKey> {
-        let nonce = random::nonce()?;
-        let ciphertext = aead::seal(&self.bytes, nonce, &signing_key_aad(key_id), pkcs8)?;
-        let mut bytes = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
-        bytes.push(WRAPPED_SIGNING_KEY_FORMAT);
-        bytes.extend_from_slice(&nonce);
-        bytes.extend_from_slice(&ciphertext);
-        Ok(WrappedSigningKey(bytes))
-    }
-
-    /// Unwraps the checkpoint signing key. Fails closed with
-    /// [`CryptoError::Decrypt`] for a wrong root key, another key id or
-    /// altered bytes; [`CryptoError::Malformed`] if unparseable.
-    pub fn unwrap_signing_key(
-        &self,
-        key_id: &str,
-        wrapped: &WrappedSigningKey,
-    ) -> Result<SigningKey> {
-        let bytes = &wrapped.0;
-        match bytes.first() {
-            Some(&WRAPPED_SIGNING_KEY_FORMAT) => {}
-            Some(_) => {
-                return Err(CryptoError::Malformed(
-                    "wrapped signing key (unknown format version)",
-                ));
+    /// The checkpoint signing key, derived from this root key (HKDF-SHA256
+    /// with the fixed label `strongroom/checkpoint-signing/v1`, giving the
+    /// 32-byte Ed25519 seed). Nothing stored in the database takes part, so
+    /// a database owner cannot swap the key; the same root key always gives
+    /// the same key (and key id).
+    pub fn checkpoint_signing_key(&self) -> Result<SigningKey> {
+        struct SeedLen;
+        impl ring::hkdf::KeyType for SeedLen {
+            fn len(&self) -> usize {
+                32
             }
-            None => return Err(CryptoError::Malformed("wrapped signing key (empty)")),
         }
-        let (nonce, ciphertext) = split_nonce(&bytes[1..], "wrapped signing key (too short)")?;
-        let pkcs8 = aead::open(&self.bytes, nonce, &signing_key_aad(key_id), ciphertext)?;
-        let key = SigningKey::from_pkcs8(&pkcs8)?;
-        if key.key_id() != key_id {
-            return Err(CryptoError::Decrypt);
-        }
-        Ok(key)
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&self.bytes);
+        let info = [CHECKPOINT_SIGNING_LABEL];
+        let okm = prk
+            .expand(&info, SeedLen)
+            .map_err(|_| CryptoError::Malformed("checkpoint signing key derivation"))?;
+        let mut seed = Zeroizing::new([0u8; 32]);
+        okm.fill(&mut seed[..])
+            .map_err(|_| CryptoError::Malformed("checkpoint signing key derivation"))?;
+        SigningKey::from_seed(&seed)
     }
 
     /// Root-key rotation: re-wraps a tenant KEK under `new_root`. The KEK
@@ -290,15 +272,6 @@ impl fmt::Debug for RootKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("RootKey([REDACTED])")
     }
-}
-
-/// Associated data of a signing-key wrap: binds the key id.
-fn signing_key_aad(key_id: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    put_field(&mut out, WRAPPED_SIGNING_KEY_DOMAIN);
-    out.push(WRAPPED_SIGNING_KEY_FORMAT);
-    put_field(&mut out, key_id.as_bytes());
-    out
 }
 
 /// Associated data of a KEK wrap: binds tenant and KEK version.

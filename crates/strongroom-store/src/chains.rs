@@ -71,6 +71,39 @@ macro_rules! chain_store_impl {
                     .collect()
             }
 
+            async fn chain_event_at(
+                &self,
+                tenant: Option<strongroom_core::ids::TenantId>,
+                sequence: u64,
+            ) -> strongroom_core::Result<Option<strongroom_core::audit::AuditEvent>> {
+                let sequence = i64::try_from(sequence).unwrap_or(i64::MAX);
+                let row: Option<crate::rows::AuditRow> = match tenant {
+                    Some(t) => {
+                        let mut tx = self.tenant_tx(t, false).await?;
+                        let row = sqlx::query_as(concat!(
+                            "SELECT ", crate::shared::audit_cols!(),
+                            " FROM audit_events WHERE tenant_id = $1 AND sequence = $2"
+                        ))
+                        .bind(t.as_uuid())
+                        .bind(sequence)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(crate::error::db("audit event"))?;
+                        tx.commit().await.map_err(crate::error::db("audit event"))?;
+                        row
+                    }
+                    None => sqlx::query_as(concat!(
+                        "SELECT ", crate::shared::audit_cols!(),
+                        " FROM platform_audit_events WHERE sequence = $1"
+                    ))
+                    .bind(sequence)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(crate::error::db("platform audit event"))?,
+                };
+                row.map(TryInto::try_into).transpose()
+            }
+
             async fn append_platform_audit(
                 &self,
                 draft: strongroom_core::audit::AuditDraft,

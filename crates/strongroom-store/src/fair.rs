@@ -113,6 +113,14 @@ impl<S: Store> ChainStore for FairShare<S> {
         self.inner.platform_audit_head().await
     }
 
+    async fn chain_event_at(
+        &self,
+        tenant: Option<TenantId>,
+        sequence: u64,
+    ) -> Result<Option<AuditEvent>> {
+        self.inner.chain_event_at(tenant, sequence).await
+    }
+
     async fn platform_audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>> {
         self.inner.platform_audit_after(after, limit).await
     }

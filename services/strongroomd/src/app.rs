@@ -417,12 +417,21 @@ impl App {
             )
             .with_min_namespace_depth(config.identity.min_namespace_depth),
         );
-        // The checkpoint signing key exists from the deployment's first
-        // start (generated, wrapped by the root key, stored).
+        // The checkpoint signing key is derived from the root key.
         vault
             .checkpoint_key()
             .await
             .map_err(|e| StartError::RootKey(format!("checkpoint signing key: {e}")))?;
+        // The last head signed per chain, from the checkpoint file, so
+        // checkpoints only ever extend it.
+        if let Some(path) = &config.audit.checkpoint_file {
+            crate::checkpoint_task::seed_from_file(&vault, path)
+                .await
+                .map_err(|message| crate::config::ConfigError {
+                    key: "audit.checkpoint_file".into(),
+                    message,
+                })?;
+        }
         let checkpoint_file = match &config.audit.checkpoint_file {
             Some(path) => Some((
                 path.clone(),

@@ -8,13 +8,17 @@
 //! the database".
 //!
 //! The first run happens at start-up, so a restart also leaves a line.
+//! Before it, the last line of each chain in the file (if its signature
+//! verifies with this server's key) becomes that chain's last signed head:
+//! the server never signs a head that does not extend it (see
+//! `Vault::sign_chain_head`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strongroom_core::audit::ChainHead;
-use strongroom_crypto::{ChainRef, SignedCheckpoint};
+use strongroom_crypto::{ChainRef, Checkpoint, SignedCheckpoint};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
@@ -65,6 +69,76 @@ impl CheckpointLine {
     }
 }
 
+impl CheckpointLine {
+    /// The signed checkpoint of this line, if well formed.
+    pub fn to_signed(&self) -> Option<SignedCheckpoint> {
+        if self.format != strongroom_crypto::CHECKPOINT_FORMAT {
+            return None;
+        }
+        let chain = match self.chain.as_str() {
+            "tenant" => ChainRef::Tenant(uuid::Uuid::parse_str(&self.tenant_id).ok()?),
+            "platform" if self.tenant_id.is_empty() => ChainRef::Platform,
+            _ => return None,
+        };
+        Some(SignedCheckpoint {
+            checkpoint: Checkpoint {
+                chain,
+                sequence: self.sequence,
+                hash: hex::decode(&self.hash).ok()?.try_into().ok()?,
+                signed_at_micros: self.signed_at_micros,
+                key_id: self.key_id.clone(),
+            },
+            signature: hex::decode(&self.signature).ok()?.try_into().ok()?,
+        })
+    }
+}
+
+/// Takes the last line of each chain in the checkpoint file at `path` (if
+/// it exists) as that chain's last signed head. Lines that do not parse or
+/// whose signature does not verify with this server's key are skipped with
+/// a warning.
+pub async fn seed_from_file(vault: &Vault, path: &Path) -> Result<(), String> {
+    let text = match tokio::fs::read_to_string(path).await {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut last: HashMap<ChainRef, SignedCheckpoint> = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<CheckpointLine>(line)
+            .ok()
+            .and_then(|l| l.to_signed())
+        {
+            Some(signed) => {
+                last.insert(signed.checkpoint.chain, signed);
+            }
+            None => tracing::warn!(
+                file = %path.display(),
+                line = n + 1,
+                "skipping a malformed checkpoint line"
+            ),
+        }
+    }
+    for signed in last.values() {
+        if !vault
+            .seed_signed_head(signed)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            tracing::warn!(
+                file = %path.display(),
+                key_id = %signed.checkpoint.key_id,
+                sequence = signed.checkpoint.sequence,
+                "a checkpoint in the file does not verify with this server's key; not used"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Opens the checkpoint file for appending (created if absent), so a bad
 /// path fails at start-up.
 pub async fn open_file(path: &Path) -> std::io::Result<tokio::fs::File> {
@@ -107,15 +181,23 @@ async fn checkpoint_moved_chains(
     written: &mut HashMap<ChainRef, ChainHead>,
 ) -> Result<(), String> {
     let heads = vault.chain_heads().await.map_err(|e| e.to_string())?;
-    let key = vault.checkpoint_key().await.map_err(|e| e.to_string())?;
-    let now = strongroom_core::time::Timestamp::now().as_micros();
     let mut lines = String::new();
     let mut signed_heads = Vec::new();
     for (chain, head) in heads {
         if head.sequence == 0 || written.get(&chain) == Some(&head) {
             continue;
         }
-        let signed = key.sign(chain, head.sequence, head.hash, now);
+        // A head that does not extend the last signed one is refused (and
+        // alerted on) by the vault; the other chains are still signed.
+        let Ok(signed) = vault.sign_chain_head(chain, head).await else {
+            continue;
+        };
+        // The head signed (read again if another call signed a newer one
+        // meanwhile).
+        let head = ChainHead {
+            sequence: signed.checkpoint.sequence,
+            hash: signed.checkpoint.hash,
+        };
         let line = CheckpointLine::of(&signed);
         tracing::info!(
             chain = %line.chain,

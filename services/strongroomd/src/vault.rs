@@ -221,8 +221,10 @@ pub struct Vault {
     limits: Limits,
     authenticator: Authenticator,
     caches: Arc<Caches>,
-    /// The checkpoint signing key, loaded (or generated) on first use.
+    /// The checkpoint signing key, derived from the root key on first use.
     checkpoint_key: tokio::sync::OnceCell<Arc<strongroom_crypto::SigningKey>>,
+    /// The last head signed per chain (checkpoints only extend it).
+    signed_heads: checkpoints::SignedHeads,
     /// Coalesces failed authentications before they reach the platform
     /// chain.
     failed_auth: checkpoints::FailedAuthLog,
@@ -291,6 +293,7 @@ impl Vault {
             authenticator,
             caches,
             checkpoint_key: tokio::sync::OnceCell::new(),
+            signed_heads: checkpoints::SignedHeads::default(),
             failed_auth: checkpoints::FailedAuthLog::default(),
             abuse,
             min_namespace_depth: strongroom_core::principal::DEFAULT_MIN_NAMESPACE_DEPTH,
@@ -742,10 +745,10 @@ impl Vault {
     ) -> Result<T> {
         match found {
             Err(Error::NotFound(_)) => {
-                if let CredentialRef::Id(id) = reference {
-                    let mut d =
-                        ctx.stamp(scope.audit(action, Outcome::Denied, "CREDENTIAL_NOT_FOUND"));
-                    d.credential = Some(*id);
+                // The id is not recorded: it names nothing of this tenant
+                // (it may be another tenant's).
+                if let CredentialRef::Id(_) = reference {
+                    let d = ctx.stamp(scope.audit(action, Outcome::Denied, "CREDENTIAL_NOT_FOUND"));
                     self.audit_denial(scope, d).await;
                 }
                 Err(credential_not_found())

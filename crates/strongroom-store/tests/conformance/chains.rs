@@ -174,3 +174,53 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
         .map(|o| o.expect("every future finished"))
         .collect()
 }
+
+/// `chain_event_at` reads one event of a tenant's chain (without a caller's
+/// scope) or of the platform chain, and nothing of another tenant.
+pub async fn chain_event_at_reads_one_event(store: Arc<dyn Store>) {
+    let store = &*store;
+    let a = create_tenant(store, "alpha").await;
+    let b = create_tenant(store, "beta").await;
+    a.store(store, &credential(&a.scope(), "dev", "c1"))
+        .await
+        .expect("create");
+    let log_a = audit_log(store, &a.scope()).await;
+    for e in &log_a {
+        assert_eq!(
+            store
+                .chain_event_at(Some(a.id()), e.sequence)
+                .await
+                .expect("event")
+                .as_ref(),
+            Some(e)
+        );
+    }
+    let past = head_of(&log_a).sequence + 1;
+    assert_eq!(
+        store
+            .chain_event_at(Some(a.id()), past)
+            .await
+            .expect("none"),
+        None
+    );
+    let log_b = audit_log(store, &b.scope()).await;
+    assert_eq!(
+        store
+            .chain_event_at(Some(b.id()), 1)
+            .await
+            .expect("event")
+            .as_ref(),
+        log_b.first()
+    );
+    assert_ne!(log_a.first(), log_b.first());
+
+    assert_eq!(store.chain_event_at(None, 1).await.expect("none"), None);
+    let first = store
+        .append_platform_audit(failed("spiffe://x/one"))
+        .await
+        .expect("append");
+    assert_eq!(
+        store.chain_event_at(None, 1).await.expect("event"),
+        Some(first)
+    );
+}

@@ -79,6 +79,7 @@ conformance! {
     cases::concurrent_writers_stay_consistent => concurrent_writers_stay_consistent_postgres, concurrent_writers_stay_consistent_sqlite;
     cases::server_meta_is_written_once => server_meta_is_written_once_postgres, server_meta_is_written_once_sqlite;
     chains::chain_heads_and_the_platform_chain => chain_heads_and_the_platform_chain_postgres, chain_heads_and_the_platform_chain_sqlite;
+    chains::chain_event_at_reads_one_event => chain_event_at_reads_one_event_postgres, chain_event_at_reads_one_event_sqlite;
     isolation_model::tenant_isolation_matches_the_model => tenant_isolation_matches_the_model_postgres, tenant_isolation_matches_the_model_sqlite;
     group_commit::reveal_with_a_holding_check_is_recorded => reveal_with_a_holding_check_is_recorded_postgres, reveal_with_a_holding_check_is_recorded_sqlite;
     group_commit::stale_reveal_checks_append_nothing => stale_reveal_checks_append_nothing_postgres, stale_reveal_checks_append_nothing_sqlite;

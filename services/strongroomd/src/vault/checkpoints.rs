@@ -4,9 +4,15 @@
 //! to no tenant (failed authentication).
 //!
 //! Promises:
-//! - the signing key exists only in this process's memory and wrapped by
-//!   the root key in the database; one key per deployment, generated on the
-//!   first start (replicas racing to create it agree on the first stored);
+//! - the signing key is derived from the root key (see
+//!   `RootKey::checkpoint_signing_key`) and exists only in this process's
+//!   memory; nothing in the database takes part, so a database owner cannot
+//!   swap it, and every replica with the same root key has the same key;
+//! - the server signs a chain head only if it extends the last head it
+//!   signed for that chain (kept in memory, seeded at start-up from the
+//!   checkpoint file): sequence not lower, and the last signed event still
+//!   stored with its hash and contents. Otherwise it refuses, logs an error
+//!   and appends an alert to the platform chain;
 //! - a verification reads at most `max_events` events (plus two lookups),
 //!   whatever the chain's length; a whole chain is verified by continuing
 //!   from `next_sequence`;
@@ -17,19 +23,26 @@
 //!   [`FAILED_AUTH_PER_SECOND`] events a second overall; the failures in
 //!   between are counted into the identity's next event, or into one
 //!   written by [`Vault::flush_failed_authentications`] once its window has
-//!   passed.
+//!   passed. Flushed events count against the same per-second limit (the
+//!   rest are counted under `*`), and identities are tracked by their first
+//!   512 characters, so the coalescer's memory is bounded too.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use strongroom_core::audit::ChainHead;
-use strongroom_crypto::{ChainRef, RootKey, SignedCheckpoint, SigningKey, WrappedSigningKey};
+use strongroom_crypto::{ChainRef, SignedCheckpoint, SigningKey};
 
 use super::*;
 
-/// Server-metadata key of the wrapped checkpoint signing key.
-const SIGNING_KEY_META: &str = "checkpoint_signing_key";
+/// Why a head is not signed: it does not extend the last signed one.
+const NOT_EXTENDING: &str = "the audit chain no longer extends the last checkpoint";
+/// Reason code of the platform alert written when a head is refused.
+const CHECKPOINT_REFUSED: &str = "CHECKPOINT_REFUSED";
+/// Longest presented identity tracked (and recorded) by the failed
+/// authentication coalescer, in characters.
+const FAILED_AUTH_IDENTITY_CHARS: usize = 512;
 
 /// Events a verification checks when the caller names no bound.
 pub const DEFAULT_VERIFY_EVENTS: u32 = 10_000;
@@ -121,69 +134,218 @@ impl Chain<'_> {
     }
 }
 
-/// The stored form of the signing key: versioned JSON.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StoredSigningKey {
-    format: u8,
-    key_id: String,
-    /// The wrapped PKCS#8 document, hex.
-    wrapped: String,
+/// The last head signed per chain, and the last head refused (so one
+/// refusal alerts once).
+#[derive(Default)]
+pub(crate) struct SignedHeads {
+    inner: tokio::sync::Mutex<SignedHeadsState>,
 }
 
-fn unwrap_stored(root: &RootKey, bytes: &[u8]) -> Result<SigningKey> {
-    let stored: StoredSigningKey = serde_json::from_slice(bytes)
-        .map_err(|_| Error::internal("the stored checkpoint signing key is malformed"))?;
-    if stored.format != 1 {
-        return Err(Error::internal(
-            "the stored checkpoint signing key has an unknown format",
-        ));
+#[derive(Default)]
+struct SignedHeadsState {
+    last: HashMap<ChainRef, ChainHead>,
+    refused: HashMap<ChainRef, ChainHead>,
+}
+
+fn tenant_of(chain: ChainRef) -> Option<TenantId> {
+    match chain {
+        ChainRef::Tenant(id) => Some(TenantId::from_uuid(id)),
+        ChainRef::Platform => None,
     }
-    let wrapped = hex::decode(&stored.wrapped)
-        .map_err(|_| Error::internal("the stored checkpoint signing key is malformed"))?;
-    root.unwrap_signing_key(&stored.key_id, &WrappedSigningKey::from_bytes(wrapped))
-        .map_err(crypto_error)
+}
+
+fn chain_name(chain: ChainRef) -> String {
+    match chain {
+        ChainRef::Tenant(id) => format!("tenant {id}"),
+        ChainRef::Platform => "platform".to_owned(),
+    }
 }
 
 impl Vault {
-    /// The deployment's checkpoint signing key: unwrapped from the database
-    /// on first use, or generated and stored (wrapped by the root key) on
-    /// the deployment's first start. If another replica stored one first,
-    /// that one is used.
+    /// The deployment's checkpoint signing key, derived from the root key.
     pub async fn checkpoint_key(&self) -> Result<Arc<SigningKey>> {
         let key = self
             .checkpoint_key
             .get_or_try_init(|| async {
-                if let Some(bytes) = self.store.get_meta(SIGNING_KEY_META).await? {
-                    return unwrap_stored(&self.root, &bytes).map(Arc::new);
-                }
-                let (key, pkcs8) = SigningKey::generate().map_err(crypto_error)?;
-                let wrapped = self
-                    .root
-                    .wrap_signing_key(key.key_id(), &pkcs8)
-                    .map_err(crypto_error)?;
-                let stored = serde_json::to_vec(&StoredSigningKey {
-                    format: 1,
-                    key_id: key.key_id().to_owned(),
-                    wrapped: hex::encode(wrapped.to_bytes()),
-                })
-                .map_err(|_| Error::internal("cannot encode the checkpoint signing key"))?;
-                if self
-                    .store
-                    .put_meta_if_absent(SIGNING_KEY_META, &stored)
-                    .await?
-                {
-                    tracing::info!(key_id = key.key_id(), "checkpoint signing key generated");
-                    return Ok(Arc::new(key));
-                }
-                let bytes = self
-                    .store
-                    .get_meta(SIGNING_KEY_META)
-                    .await?
-                    .ok_or_else(|| Error::internal("the checkpoint signing key vanished"))?;
-                unwrap_stored(&self.root, &bytes).map(Arc::new)
+                self.root
+                    .checkpoint_signing_key()
+                    .map(Arc::new)
+                    .map_err(crypto_error)
             })
             .await?;
         Ok(Arc::clone(key))
+    }
+
+    /// Records `checkpoint` as the last head signed for its chain (start-up,
+    /// from the checkpoint file), if its signature verifies with this
+    /// server's key. Returns whether it was taken.
+    pub async fn seed_signed_head(&self, checkpoint: &SignedCheckpoint) -> Result<bool> {
+        let key = self.checkpoint_key().await?;
+        let c = &checkpoint.checkpoint;
+        if c.key_id != key.key_id() || checkpoint.verify(&key.public_key()).is_err() {
+            return Ok(false);
+        }
+        let mut state = self.signed_heads.inner.lock().await;
+        state.last.insert(
+            c.chain,
+            ChainHead {
+                sequence: c.sequence,
+                hash: c.hash,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Signs `head` of `chain` if it extends the last head signed for that
+    /// chain; otherwise refuses (FAILED_PRECONDITION), logs an error and
+    /// appends an alert to the platform chain (once per refused head).
+    /// Signing is serialized, so two concurrent calls cannot sign out of
+    /// order; a `head` read before a newer one was signed is read again.
+    pub async fn sign_chain_head(
+        &self,
+        chain: ChainRef,
+        head: ChainHead,
+    ) -> Result<SignedCheckpoint> {
+        let key = self.checkpoint_key().await?;
+        let mut state = self.signed_heads.inner.lock().await;
+        let last = state.last.get(&chain).copied();
+        // A head read before another call signed a newer one is stale, not
+        // moved back: read it again (under the lock, so it is current).
+        let head = match last {
+            Some(l) if head.sequence < l.sequence => self.current_head(chain).await?,
+            _ => head,
+        };
+        let problem = match last {
+            None => self.head_problem(chain, head).await?,
+            Some(last) => match self.extension_problem(chain, last, head).await? {
+                Some(p) => Some(p),
+                None => self.head_problem(chain, head).await?,
+            },
+        };
+        if let Some(problem) = problem {
+            tracing::error!(
+                chain = %chain_name(chain),
+                head_sequence = head.sequence,
+                last_signed_sequence = last.map(|l| l.sequence),
+                problem,
+                "refusing to sign an audit chain head: {NOT_EXTENDING}"
+            );
+            let first = state.refused.insert(chain, head) != Some(head);
+            drop(state);
+            if first {
+                self.alert_checkpoint_refused(chain, head, last, problem)
+                    .await;
+            }
+            return Err(Error::precondition(NOT_EXTENDING));
+        }
+        let signed = key.sign(
+            chain,
+            head.sequence,
+            head.hash,
+            Timestamp::now().as_micros(),
+        );
+        state.last.insert(chain, head);
+        state.refused.remove(&chain);
+        Ok(signed)
+    }
+
+    /// The stored head of `chain`.
+    async fn current_head(&self, chain: ChainRef) -> Result<ChainHead> {
+        match tenant_of(chain) {
+            Some(id) => self
+                .store
+                .audit_heads(Some(id))
+                .await?
+                .into_iter()
+                .next()
+                .map(|(_, head)| head)
+                .ok_or_else(|| Error::not_found("tenant")),
+            None => self.store.platform_audit_head().await,
+        }
+    }
+
+    /// Why `head` does not extend `last`, if it does not: a lower sequence,
+    /// another hash at the same sequence, or the last signed event no
+    /// longer stored as it was signed.
+    async fn extension_problem(
+        &self,
+        chain: ChainRef,
+        last: ChainHead,
+        head: ChainHead,
+    ) -> Result<Option<&'static str>> {
+        if head.sequence < last.sequence {
+            return Ok(Some("the stored head is behind the last signed head"));
+        }
+        if head.sequence == last.sequence && head.hash != last.hash {
+            return Ok(Some("the stored head differs from the last signed head"));
+        }
+        if last.sequence == 0 {
+            return Ok(None);
+        }
+        Ok(
+            match self
+                .store
+                .chain_event_at(tenant_of(chain), last.sequence)
+                .await?
+            {
+                None => Some("the last signed event is missing"),
+                Some(e) if e.hash != last.hash => Some("the last signed event has another hash"),
+                Some(e) if e.compute_hash() != e.hash => {
+                    Some("the last signed event's contents do not match its hash")
+                }
+                Some(_) => None,
+            },
+        )
+    }
+
+    /// Why the stored `head` is not to be signed, if it is not: its event is
+    /// missing, or differs from it.
+    async fn head_problem(&self, chain: ChainRef, head: ChainHead) -> Result<Option<&'static str>> {
+        if head.sequence == 0 {
+            return Ok(None);
+        }
+        Ok(
+            match self
+                .store
+                .chain_event_at(tenant_of(chain), head.sequence)
+                .await?
+            {
+                None => Some("the head event is missing"),
+                Some(e) if e.hash != head.hash || e.compute_hash() != e.hash => {
+                    Some("the head event does not match the stored head")
+                }
+                Some(_) => None,
+            },
+        )
+    }
+
+    /// Appends the alert of a refused head to the platform chain; a failure
+    /// to record is logged.
+    async fn alert_checkpoint_refused(
+        &self,
+        chain: ChainRef,
+        head: ChainHead,
+        last: Option<ChainHead>,
+        problem: &str,
+    ) {
+        let mut draft = AuditDraft::new(Action::Other, Outcome::Error, CHECKPOINT_REFUSED);
+        draft.actor = "strongroomd".to_owned();
+        draft.detail = Some(format!(
+            "chain={} head_sequence={} last_signed_sequence={} problem={problem}",
+            chain_name(chain),
+            head.sequence,
+            last.map_or(0, |l| l.sequence),
+        ));
+        match tokio::time::timeout(
+            self.limits.audit_timeout,
+            self.store.append_platform_audit(draft),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "could not record a refused checkpoint"),
+            Err(_) => tracing::error!("recording a refused checkpoint timed out"),
+        }
     }
 
     /// The public keys checkpoints are signed with, as (key id, key). Any
@@ -198,7 +360,8 @@ impl Vault {
 
     /// Signs the current head of `target`'s chain: the caller's own tenant
     /// (admin role), or, for a platform operator, any tenant or the platform
-    /// chain.
+    /// chain. Refused (FAILED_PRECONDITION) if the head does not extend the
+    /// last one signed (see [`Vault::sign_chain_head`]).
     pub async fn export_checkpoint(
         &self,
         caller: &Authenticated,
@@ -231,13 +394,7 @@ impl Vault {
                 (ChainRef::Platform, self.store.platform_audit_head().await?)
             }
         };
-        let key = self.checkpoint_key().await?;
-        Ok(key.sign(
-            chain,
-            head.sequence,
-            head.hash,
-            Timestamp::now().as_micros(),
-        ))
+        self.sign_chain_head(chain, head).await
     }
 
     /// Signs the head of every chain, for the scheduled checkpoint task:
@@ -290,9 +447,10 @@ impl Vault {
         // Checked first: a forged or altered checkpoint is refused outright.
         if let Some(checkpoint) = &options.checkpoint {
             let key = self.checkpoint_key().await?;
-            if checkpoint.checkpoint.key_id != key.key_id()
-                || checkpoint.verify(&key.public_key()).is_err()
-            {
+            if checkpoint.checkpoint.key_id != key.key_id() {
+                return Err(Error::invalid("checkpoint", "signed by an unknown key"));
+            }
+            if checkpoint.verify(&key.public_key()).is_err() {
                 return Err(Error::invalid(
                     "checkpoint",
                     "the signature does not verify with this server's checkpoint key",
@@ -308,7 +466,10 @@ impl Vault {
         if from > head.sequence.saturating_add(1) {
             return Err(Error::invalid("from_sequence", "is beyond the chain head"));
         }
-        let walk = Self::walk_chain(&chain, store, head, from, max_events).await?;
+        let mut walk = Self::walk_chain(&chain, store, head, from, max_events).await?;
+        if walk.broken.is_none() && walk.next_sequence.is_none() {
+            walk.broken = Self::check_past_head(&chain, store, head).await?;
+        }
         let mut report = ChainReport {
             checked: walk.checked,
             broken: walk.broken,
@@ -317,7 +478,7 @@ impl Vault {
             checkpoint_matched: false,
         };
         if let Some(checkpoint) = &options.checkpoint {
-            match Self::check_checkpoint(&chain, store, checkpoint).await? {
+            match Self::check_checkpoint(&chain, store, head, checkpoint).await? {
                 None => report.checkpoint_matched = true,
                 Some(b) => {
                     if report
@@ -423,19 +584,57 @@ impl Vault {
         })
     }
 
+    /// Whether events are stored past the stored `head` (the head row was
+    /// moved back over them): the first such sequence. An event appended
+    /// since `head` was read moved the head with it in its transaction, so
+    /// the head is read again before calling it a break.
+    async fn check_past_head(
+        chain: &Chain<'_>,
+        store: &dyn Store,
+        head: ChainHead,
+    ) -> Result<Option<ChainBreak>> {
+        let Some(past) = chain
+            .after(store, head.sequence, 1)
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        if chain.head(store).await?.sequence >= past.sequence {
+            return Ok(None);
+        }
+        Ok(Some(ChainBreak {
+            sequence: head.sequence + 1,
+            reason: "events are stored past the stored chain head",
+        }))
+    }
+
     /// Whether the chain still holds `checkpoint`'s head event with its
-    /// hash; if not, the first missing or altered sequence.
+    /// hash and contents, and the stored `head` is not behind it; if not,
+    /// the first missing or altered sequence.
     async fn check_checkpoint(
         chain: &Chain<'_>,
         store: &dyn Store,
+        head: ChainHead,
         checkpoint: &SignedCheckpoint,
     ) -> Result<Option<ChainBreak>> {
         let signed = &checkpoint.checkpoint;
         if signed.sequence == 0 {
             return Ok(None);
         }
+        let behind = (head.sequence < signed.sequence).then(|| ChainBreak {
+            sequence: head.sequence + 1,
+            reason: "the stored chain head is behind the checkpoint",
+        });
         match chain.at(store, signed.sequence).await? {
-            Some(event) if event.hash == signed.hash => Ok(None),
+            Some(event) if event.hash == signed.hash && event.compute_hash() == event.hash => {
+                Ok(behind)
+            }
+            Some(event) if event.hash == signed.hash => Ok(Some(ChainBreak {
+                sequence: signed.sequence,
+                reason: "event contents do not match its hash",
+            })),
             Some(_) => Ok(Some(ChainBreak {
                 sequence: signed.sequence,
                 reason: "the event differs from the one the checkpoint signed",
@@ -496,7 +695,7 @@ impl Vault {
             .identity
             .chars()
             .map(|c| if c.is_control() { '?' } else { c })
-            .take(512)
+            .take(FAILED_AUTH_IDENTITY_CHARS)
             .collect();
         draft.peer = failure.peer;
         draft.request_id = request_id.map(str::to_owned);
@@ -577,6 +776,7 @@ impl FailedAuthLog {
         reason: &'static str,
         now: Instant,
     ) -> Option<Failure> {
+        let identity = truncated(identity, FAILED_AUTH_IDENTITY_CHARS);
         let mut state = self.inner.lock().ok()?;
         let state = &mut *state;
         if state
@@ -633,29 +833,73 @@ impl FailedAuthLog {
         })
     }
 
-    /// The coalesced failures whose window has passed, as events to write;
-    /// forgets identities with nothing left to record.
+    /// The coalesced failures whose window has passed, as events to write,
+    /// within what is left of the current second's write limit; the rest
+    /// are counted under `*`, written by a later flush. Forgets identities
+    /// with nothing left to record.
     fn due(&self, now: Instant) -> Vec<Failure> {
         let Ok(mut state) = self.inner.lock() else {
             return Vec::new();
         };
+        let state = &mut *state;
+        if state
+            .second
+            .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
+        {
+            state.second = Some(now);
+            state.written = 0;
+        }
         let mut out = Vec::new();
+        let mut over: Option<Tracked> = None;
+        let written = &mut state.written;
         state.identities.retain(|identity, t| {
             if now.duration_since(t.at) < FAILED_AUTH_WINDOW {
                 return true;
             }
             if t.suppressed > 0 {
-                out.push(Failure {
-                    identity: identity.clone(),
-                    peer: t.peer.take(),
-                    reason: t.reason,
-                    count: t.suppressed,
-                });
+                if *written < FAILED_AUTH_PER_SECOND {
+                    *written += 1;
+                    out.push(Failure {
+                        identity: identity.clone(),
+                        peer: t.peer.take(),
+                        reason: t.reason,
+                        count: t.suppressed,
+                    });
+                } else {
+                    let o = over.get_or_insert(Tracked {
+                        at: now,
+                        suppressed: 0,
+                        reason: t.reason,
+                        peer: None,
+                    });
+                    o.suppressed += t.suppressed;
+                    o.reason = t.reason;
+                    o.peer = t.peer.take();
+                }
             }
             false
         });
+        if let Some(o) = over {
+            match state.identities.get_mut("*") {
+                Some(t) => {
+                    t.suppressed += o.suppressed;
+                    t.reason = o.reason;
+                    t.peer = o.peer;
+                }
+                None => {
+                    state.identities.insert("*".to_owned(), o);
+                }
+            }
+        }
         out
     }
+}
+
+/// The first `chars` characters of `text`.
+fn truncated(text: &str, chars: usize) -> &str {
+    text.char_indices()
+        .nth(chars)
+        .map_or(text, |(i, _)| &text[..i])
 }
 
 #[cfg(test)]
@@ -703,6 +947,65 @@ mod tests {
         assert!(log.due(t0 + FAILED_AUTH_WINDOW * 2).is_empty());
         // Forgotten: the next failure is recorded at once.
         assert!(fail(&log, "a", t0 + FAILED_AUTH_WINDOW * 2).is_some());
+    }
+
+    #[test]
+    fn identities_are_tracked_by_a_bounded_prefix() {
+        let log = FailedAuthLog::default();
+        let t0 = Instant::now();
+        let base = "é".repeat(FAILED_AUTH_IDENTITY_CHARS);
+        let (first, _) = fail(&log, &format!("{base}a"), t0).expect("recorded");
+        assert_eq!(first.chars().count(), FAILED_AUTH_IDENTITY_CHARS);
+        assert_eq!(first, base);
+        // Another identity with the same prefix is the same tracked entry.
+        assert_eq!(fail(&log, &format!("{base}b"), t0), None);
+        let state = log.inner.lock().unwrap();
+        assert!(
+            state
+                .identities
+                .keys()
+                .all(|k| k.chars().count() <= FAILED_AUTH_IDENTITY_CHARS)
+        );
+    }
+
+    #[test]
+    fn flushed_events_count_against_the_write_limit() {
+        let log = FailedAuthLog::default();
+        let t0 = Instant::now();
+        let n = 2 * FAILED_AUTH_PER_SECOND as usize;
+        // 20 identities in one second, 20 in the next: all written.
+        for i in 0..n {
+            let at = t0 + Duration::from_secs(if i < n / 2 { 0 } else { 1 });
+            assert!(fail(&log, &format!("id{i}"), at).is_some());
+        }
+        // One more failure each, coalesced.
+        for i in 0..n {
+            assert_eq!(
+                fail(&log, &format!("id{i}"), t0 + Duration::from_millis(2500)),
+                None
+            );
+        }
+        let flush_at = t0 + FAILED_AUTH_WINDOW + Duration::from_secs(1);
+        let due = log.due(flush_at);
+        assert_eq!(
+            due.len(),
+            FAILED_AUTH_PER_SECOND as usize,
+            "one second's limit"
+        );
+        // The limit is spent for this second: a new identity goes to `*`.
+        assert_eq!(fail(&log, "late", flush_at), None);
+        assert!(log.due(flush_at).is_empty());
+        // The rest were counted under `*` and are written later, nothing lost.
+        let later = log.due(flush_at + FAILED_AUTH_WINDOW);
+        assert_eq!(
+            later
+                .iter()
+                .map(|f| (f.identity.as_str(), f.count))
+                .collect::<Vec<_>>(),
+            vec![("*", n as u64 / 2 + 1)]
+        );
+        let total: u64 = due.iter().chain(&later).map(|f| f.count).sum();
+        assert_eq!(total, n as u64 + 1);
     }
 
     #[test]
