@@ -92,14 +92,21 @@ macro_rules! chain_store_impl {
                         tx.commit().await.map_err(crate::error::db("audit event"))?;
                         row
                     }
-                    None => sqlx::query_as(concat!(
-                        "SELECT ", crate::shared::audit_cols!(),
-                        " FROM platform_audit_events WHERE sequence = $1"
-                    ))
-                    .bind(sequence)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(crate::error::db("platform audit event"))?,
+                    None => {
+                        // Platform mode: row-level security shows the
+                        // platform chain to nothing else.
+                        let mut tx = self.platform_tx(None, false).await?;
+                        let row = sqlx::query_as(concat!(
+                            "SELECT ", crate::shared::audit_cols!(),
+                            " FROM platform_audit_events WHERE sequence = $1"
+                        ))
+                        .bind(sequence)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(crate::error::db("platform audit event"))?;
+                        tx.commit().await.map_err(crate::error::db("platform audit event"))?;
+                        row
+                    }
                 };
                 row.map(TryInto::try_into).transpose()
             }
