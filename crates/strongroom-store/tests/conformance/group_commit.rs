@@ -497,6 +497,10 @@ pub async fn stale_reveal_checks_append_nothing(store: Arc<dyn Store>) {
     // binding's deletion moved the chain head, which sends a few batches
     // down the full path), so both paths' checks are covered.
     let bound = crate::support::binding(acme.id(), agent.id, "spiffe://acme/agent-reveal-check");
+    acme.claim(store, "spiffe://acme/agent-reveal-check")
+        .await
+        .expect("namespace");
+    trail.expect(Action::TenantNamespaces).await;
     store
         .create_binding(&scope, &bound, draft(&scope, Action::BindingCreate))
         .await
