@@ -231,7 +231,24 @@ pub struct Vault {
     abuse: Arc<AbuseGuard>,
     /// Least depth of a SPIFFE prefix namespace an operator may assign.
     min_namespace_depth: usize,
+    /// Authentications that failed, by identity and tenant header, kept for
+    /// [`FAILED_LOGIN_TTL`]: a caller repeating a refused call costs no
+    /// database query each time (such calls come before any rate limit).
+    failed_logins: FailedLogins,
 }
+
+/// Failed authentications: when, and the answer.
+type FailedLogins =
+    std::sync::Mutex<HashMap<(String, Option<String>), (std::time::Instant, Error)>>;
+
+/// How long a failed authentication is answered from memory. Local changes
+/// of principals or bindings forget every failure at once; changes made
+/// through another server are seen within this time.
+const FAILED_LOGIN_TTL: Duration = Duration::from_secs(1);
+
+/// Most failed authentications remembered; past this the memory starts
+/// afresh.
+const FAILED_LOGINS_MAX: usize = 10_000;
 
 /// Why a reveal did not complete.
 enum RevealFailure {
@@ -297,6 +314,7 @@ impl Vault {
             failed_auth: checkpoints::FailedAuthLog::default(),
             abuse,
             min_namespace_depth: strongroom_core::principal::DEFAULT_MIN_NAMESPACE_DEPTH,
+            failed_logins: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -341,15 +359,50 @@ impl Vault {
         if let Some(caller) = self.caches.caller(identity, tenant_hint) {
             return Ok(caller);
         }
+        let key = (identity.to_owned(), tenant_hint.map(str::to_owned));
+        if let Some(error) = self.recent_failure(&key) {
+            return Err(error);
+        }
         let ticket = self.caches.caller_ticket();
-        let caller = Arc::new(
-            self.authenticator
-                .authenticate(self.store.as_ref(), identity, tenant_hint)
-                .await?,
-        );
+        let caller = match self
+            .authenticator
+            .authenticate(self.store.as_ref(), identity, tenant_hint)
+            .await
+        {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                if matches!(e, Error::Unauthenticated(_) | Error::PermissionDenied(_)) {
+                    self.remember_failure(key, &e);
+                }
+                return Err(e);
+            }
+        };
         self.caches
             .put_caller(identity, tenant_hint, ticket, Arc::clone(&caller));
         Ok(caller)
+    }
+
+    /// A failed authentication of `key` still fresh in memory.
+    fn recent_failure(&self, key: &(String, Option<String>)) -> Option<Error> {
+        let failures = self.failed_logins.lock().ok()?;
+        let (at, error) = failures.get(key)?;
+        (at.elapsed() < FAILED_LOGIN_TTL).then(|| error.clone())
+    }
+
+    fn remember_failure(&self, key: (String, Option<String>), error: &Error) {
+        if let Ok(mut failures) = self.failed_logins.lock() {
+            if failures.len() >= FAILED_LOGINS_MAX {
+                failures.clear();
+            }
+            failures.insert(key, (std::time::Instant::now(), error.clone()));
+        }
+    }
+
+    /// Forgets every failed authentication (principals or bindings changed).
+    fn forget_failed_logins(&self) {
+        if let Ok(mut failures) = self.failed_logins.lock() {
+            failures.clear();
+        }
     }
 
     /// The authenticator (platform-operator patterns).
@@ -360,6 +413,7 @@ impl Vault {
     /// Drops cached state of the scope's tenant after a local change of who
     /// its callers are, so the next call sees it.
     fn changed(&self, scope: &TenantScope<'_>) {
+        self.forget_failed_logins();
         self.caches.invalidate(scope.tenant_id());
     }
 
@@ -870,7 +924,10 @@ impl Vault {
         self.store
             .create_tenant(&scope, &new, draft)
             .await
-            .inspect(|_| self.caches.invalidate_all())?;
+            .inspect(|_| {
+                self.forget_failed_logins();
+                self.caches.invalidate_all();
+            })?;
         Ok((tenant, admin))
     }
 
@@ -916,7 +973,10 @@ impl Vault {
         self.store
             .set_identity_namespaces(&scope, id, &namespaces, draft)
             .await
-            .inspect(|_| self.caches.invalidate_all())
+            .inspect(|_| {
+                self.forget_failed_logins();
+                self.caches.invalidate_all();
+            })
     }
 
     /// The identity namespaces of the tenants whose ids lie in
@@ -951,7 +1011,10 @@ impl Vault {
         self.store
             .set_tenant_status(&scope, id, status, draft)
             .await
-            .inspect(|_| self.caches.invalidate(id))
+            .inspect(|_| {
+                self.forget_failed_logins();
+                self.caches.invalidate(id);
+            })
     }
 
     // ---- tenant administration ----
@@ -1140,6 +1203,7 @@ impl Vault {
         };
         match result {
             Ok(binding) => {
+                self.forget_failed_logins();
                 self.caches.invalidate_all();
                 Ok(binding)
             }
@@ -1187,7 +1251,10 @@ impl Vault {
         self.store
             .delete_binding(&scope, id, draft)
             .await
-            .inspect(|_| self.caches.invalidate_all())
+            .inspect(|_| {
+                self.forget_failed_logins();
+                self.caches.invalidate_all();
+            })
     }
 
     /// Adds an environment (admin).
