@@ -17,7 +17,9 @@
 //! without a check at commit. So every entry is also trusted for at most
 //! the configured time to live (`cache.ttl_ms`) after it was read from the
 //! store: that bounds how long a change made through another server can go
-//! unseen here, whatever happens to the notices.
+//! unseen here, whatever happens to the notices. Credential metadata gets a
+//! bound of its own (`cache.credential_ttl_ms`, longer by default): every
+//! path that uses a cached credential is checked again where it commits.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +38,9 @@ const MAX_CREDENTIALS: usize = 100_000;
 const MAX_CALLERS: usize = 50_000;
 /// How long an entry is trusted when no time to live is configured.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
+/// How long credential metadata is trusted when no time to live is
+/// configured (see `Limits::credential_cache_ttl`).
+pub const DEFAULT_CREDENTIAL_TTL: Duration = Duration::from_secs(60);
 
 /// A cached value and when it was read from the store (the start of the
 /// fill that loaded it).
@@ -114,6 +119,7 @@ struct CallerEntry {
 /// The caches of one server.
 pub struct Caches {
     ttl: Duration,
+    credential_ttl: Duration,
     tenants: RwLock<HashMap<TenantId, TenantEntry>>,
     callers: RwLock<HashMap<(String, Option<String>), CallerEntry>>,
     caller_generation: AtomicU64,
@@ -121,7 +127,7 @@ pub struct Caches {
 
 impl Default for Caches {
     fn default() -> Self {
-        Self::new(DEFAULT_TTL)
+        Self::new(DEFAULT_TTL, DEFAULT_CREDENTIAL_TTL)
     }
 }
 
@@ -140,11 +146,13 @@ pub struct CallerTicket {
 }
 
 impl Caches {
-    /// Empty caches whose entries are trusted for `ttl` after they were
-    /// read from the store (zero: nothing is cached).
-    pub fn new(ttl: Duration) -> Self {
+    /// Empty caches whose callers and grants are trusted for `ttl` after
+    /// they were read from the store, and credentials for `credential_ttl`
+    /// (zero: nothing of the kind is cached).
+    pub fn new(ttl: Duration, credential_ttl: Duration) -> Self {
         Self {
             ttl,
+            credential_ttl,
             tenants: RwLock::default(),
             callers: RwLock::default(),
             caller_generation: AtomicU64::default(),
@@ -179,7 +187,7 @@ impl Caches {
             .get(&tenant)?
             .by_id
             .get(&id)?
-            .fresh(self.ttl)
+            .fresh(self.credential_ttl)
     }
 
     /// A cached credential by environment and name.
@@ -194,7 +202,7 @@ impl Caches {
         entry
             .by_path
             .get(&(environment.clone(), name.clone()))?
-            .fresh(self.ttl)
+            .fresh(self.credential_ttl)
     }
 
     /// Stores a loaded credential unless the tenant changed since `ticket`.

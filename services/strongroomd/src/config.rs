@@ -134,6 +134,14 @@ pub struct Limits {
     /// made through another server can go unseen here if its change notice
     /// is lost.
     pub cache_ttl: Duration,
+    /// How long cached credential metadata is trusted (`cache.
+    /// credential_ttl_ms`). Every path that uses a cached credential is
+    /// checked again where it commits (a reveal's audit record re-reads the
+    /// credential's status and version; a rotation is a compare-and-set on
+    /// the latest version), so this bound may be longer than `cache_ttl`
+    /// without widening who may do what; a shorter one costs reveals a
+    /// reload of each credential that often.
+    pub credential_cache_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -151,6 +159,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(600),
             max_concurrent_streams: 256,
             cache_ttl: crate::cache::DEFAULT_TTL,
+            credential_cache_ttl: crate::cache::DEFAULT_CREDENTIAL_TTL,
         }
     }
 }
@@ -238,6 +247,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawCache {
     ttl_ms: Option<u64>,
+    credential_ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -435,6 +445,10 @@ impl Config {
         if let Some(v) = env.var("STRONGROOM_CACHE_TTL_MS") {
             raw.cache.ttl_ms = Some(parse_num("STRONGROOM_CACHE_TTL_MS", &v)?);
         }
+        if let Some(v) = env.var("STRONGROOM_CACHE_CREDENTIAL_TTL_MS") {
+            raw.cache.credential_ttl_ms =
+                Some(parse_num("STRONGROOM_CACHE_CREDENTIAL_TTL_MS", &v)?);
+        }
         if let Some(v) = env.var("STRONGROOM_LOG_LEVEL") {
             raw.log.level = Some(v);
         }
@@ -607,6 +621,10 @@ impl Config {
                 .max_concurrent_streams
                 .unwrap_or(d.max_concurrent_streams),
             cache_ttl: raw.cache.ttl_ms.map_or(d.cache_ttl, Duration::from_millis),
+            credential_cache_ttl: raw
+                .cache
+                .credential_ttl_ms
+                .map_or(d.credential_cache_ttl, Duration::from_millis),
         };
         if !(1..=1_000_000).contains(&limits.max_connections) {
             return Err(bad("limits.max_connections", "must be 1-1000000"));
@@ -637,6 +655,12 @@ impl Config {
             return Err(bad(
                 "cache.ttl_ms",
                 "must be at most 300000 (5 minutes); 0 turns the caches off",
+            ));
+        }
+        if limits.credential_cache_ttl > Duration::from_secs(300) {
+            return Err(bad(
+                "cache.credential_ttl_ms",
+                "must be at most 300000 (5 minutes); 0 turns the credential cache off",
             ));
         }
         if !(1024..=64 * 1024 * 1024).contains(&limits.max_message_bytes) {
@@ -861,6 +885,7 @@ mod tests {
         let c =
             Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.limits.cache_ttl, Duration::from_secs(5));
+        assert_eq!(c.limits.credential_cache_ttl, Duration::from_secs(60));
         pairs.push(("STRONGROOM_CACHE_TTL_MS", "750"));
         let c =
             Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));

@@ -281,7 +281,7 @@ impl Vault {
         limits: Limits,
         authenticator: Authenticator,
     ) -> Self {
-        let caches = Arc::new(Caches::new(limits.cache_ttl));
+        let caches = Arc::new(Caches::new(limits.cache_ttl, limits.credential_cache_ttl));
         let mut changes = store.changes();
         let weak = Arc::downgrade(&caches);
         tokio::spawn(async move {
