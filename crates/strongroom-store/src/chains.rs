@@ -132,35 +132,14 @@ macro_rules! chain_store_impl {
                     head.sequence + 1,
                     head.hash,
                 );
-                let d = &event.draft;
                 let seq = i64::try_from(event.sequence)
                     .map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?;
-                sqlx::query(concat!(
+                let insert = sqlx::query(concat!(
                     "INSERT INTO platform_audit_events (",
                     crate::shared::audit_cols!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
-                ))
-                .bind(event.tenant.as_uuid())
-                .bind(seq)
-                .bind(d.id.as_uuid())
-                .bind(d.at.as_micros())
-                .bind(d.principal.map(|p| p.as_uuid()))
-                .bind(d.actor.as_str())
-                .bind(d.on_behalf_of.as_deref())
-                .bind(d.action.as_str())
-                .bind(d.credential.map(|c| c.as_uuid()))
-                .bind(d.credential_name.as_deref())
-                .bind(d.version.map(crate::rows::version_i32).transpose()?)
-                .bind(d.environment.as_deref())
-                .bind(d.purpose.as_deref())
-                .bind(d.outcome.as_str())
-                .bind(d.reason_code.as_str())
-                .bind(d.peer.as_deref())
-                .bind(d.request_id.as_deref())
-                .bind(d.trace_id.as_deref())
-                .bind(d.detail.as_deref())
-                .bind(event.prev_hash.as_slice())
-                .bind(event.hash.as_slice())
+                ));
+                crate::shared::bind_audit_event!(insert, event.tenant.as_uuid(), &event)?
                 .execute(&mut *tx)
                 .await
                 .map_err(db("platform audit event"))?;

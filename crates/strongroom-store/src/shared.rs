@@ -49,9 +49,45 @@ macro_rules! audit_cols {
     };
 }
 
+/// Binds one sealed audit event to a query whose placeholders follow
+/// [`audit_cols!`], `$tenant` being the chain's id (a tenant's, or the
+/// platform chain's). Evaluates to `Result<query>` (the version may not fit).
+macro_rules! bind_audit_event {
+    ($query:expr, $tenant:expr, $event:expr) => {{
+        let event = $event;
+        let d = &event.draft;
+        (|| -> strongroom_core::Result<_> {
+            let seq = i64::try_from(event.sequence)
+                .map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?;
+            Ok($query
+                .bind($tenant)
+                .bind(seq)
+                .bind(d.id.as_uuid())
+                .bind(d.at.as_micros())
+                .bind(d.principal.map(|p| p.as_uuid()))
+                .bind(d.actor.as_str())
+                .bind(d.on_behalf_of.as_deref())
+                .bind(d.action.as_str())
+                .bind(d.credential.map(|c| c.as_uuid()))
+                .bind(d.credential_name.as_deref())
+                .bind(d.version.map(crate::rows::version_i32).transpose()?)
+                .bind(d.environment.as_deref())
+                .bind(d.purpose.as_deref())
+                .bind(d.outcome.as_str())
+                .bind(d.reason_code.as_str())
+                .bind(d.peer.as_deref())
+                .bind(d.request_id.as_deref())
+                .bind(d.trace_id.as_deref())
+                .bind(d.detail.as_deref())
+                .bind(event.prev_hash.as_slice())
+                .bind(event.hash.as_slice()))
+        })()
+    }};
+}
+
 pub(crate) use {
-    audit_cols, binding_cols, credential_cols, grant_cols, principal_cols, tenant_cols,
-    version_cols,
+    audit_cols, bind_audit_event, binding_cols, credential_cols, grant_cols, principal_cols,
+    tenant_cols, version_cols,
 };
 
 use std::collections::HashMap;
@@ -196,35 +232,14 @@ macro_rules! store_impl {
                     .then(|| strongroom_core::store::Change::of(tenant, draft.action, draft.credential))
                     .flatten();
                 let event = draft.seal(tenant, next, prev);
-                let d = &event.draft;
                 let seq = i64::try_from(event.sequence)
                     .map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?;
-                sqlx::query(concat!(
+                let insert = sqlx::query(concat!(
                     "INSERT INTO audit_events (",
                     crate::shared::audit_cols!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
-                ))
-                .bind(tenant.as_uuid())
-                .bind(seq)
-                .bind(d.id.as_uuid())
-                .bind(d.at.as_micros())
-                .bind(d.principal.map(|p| p.as_uuid()))
-                .bind(d.actor.as_str())
-                .bind(d.on_behalf_of.as_deref())
-                .bind(d.action.as_str())
-                .bind(d.credential.map(|c| c.as_uuid()))
-                .bind(d.credential_name.as_deref())
-                .bind(d.version.map(crate::rows::version_i32).transpose()?)
-                .bind(d.environment.as_deref())
-                .bind(d.purpose.as_deref())
-                .bind(d.outcome.as_str())
-                .bind(d.reason_code.as_str())
-                .bind(d.peer.as_deref())
-                .bind(d.request_id.as_deref())
-                .bind(d.trace_id.as_deref())
-                .bind(d.detail.as_deref())
-                .bind(event.prev_hash.as_slice())
-                .bind(event.hash.as_slice())
+                ));
+                crate::shared::bind_audit_event!(insert, tenant.as_uuid(), &event)?
                 .execute(&mut **tx)
                 .await
                 .map_err(db("audit event"))?;
