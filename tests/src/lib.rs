@@ -828,15 +828,12 @@ fn identity_rules(cmd: &mut Command, env: &[(String, String)]) {
     }
 }
 
-/// Runs `strongroomd migrate` (`cmd` carries the database settings) and
-/// returns its stdout.
+/// Runs `strongroomd migrate` (`cmd` carries the database settings and
+/// nothing else) and returns its stdout.
 async fn migrate_with(mut cmd: Command) -> String {
     let output = cmd
+        // No TLS files and no root key: migrating needs only the database.
         .arg("migrate")
-        .env("STRONGROOM_TLS_CERT", "unused")
-        .env("STRONGROOM_TLS_KEY", "unused")
-        .env("STRONGROOM_TLS_CLIENT_CA", "unused")
-        .env("STRONGROOM_ROOT_KEY", "unused")
         .env("STRONGROOM_LOG_FORMAT", "json")
         .output()
         .await

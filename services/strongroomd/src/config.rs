@@ -340,121 +340,19 @@ fn parse_num<T: std::str::FromStr>(key: &str, text: &str) -> Result<T, ConfigErr
 impl Config {
     /// Loads `path` (if given) and applies environment overrides.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
-        let raw = match path {
-            None => RawConfig::default(),
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| bad("--config", format!("cannot read {}: {e}", p.display())))?;
-                toml::from_str::<RawConfig>(&text)
-                    .map_err(|e| bad("--config", format!("{}: {}", p.display(), e.message())))?
-            }
-        };
+        let raw = read_file(path)?;
         Self::from_raw(raw, env)
     }
 
     fn from_raw(mut raw: RawConfig, env: &dyn Env) -> Result<Self, ConfigError> {
-        // Environment overrides, one variable per key.
-        if let Some(v) = env.var("STRONGROOM_LISTEN") {
-            raw.listen = Some(v);
-        }
-        if let Some(v) = env.var("STRONGROOM_PLATFORM_OPERATORS") {
-            raw.platform_operators = Some(v.split(',').map(|s| s.trim().to_owned()).collect());
-        }
-        if let Some(v) = env.var("STRONGROOM_TLS_CERT") {
-            raw.tls.cert = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_TLS_KEY") {
-            raw.tls.key = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_TLS_CLIENT_CA") {
-            raw.tls.client_ca = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_TLS_CRL") {
-            raw.tls.crl = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_TLS_CRL_RELOAD_MS") {
-            raw.tls.crl_reload_ms = Some(parse_num("STRONGROOM_TLS_CRL_RELOAD_MS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_DATABASE_BACKEND") {
-            raw.database.backend = Some(v);
-        }
-        if let Some(v) = env.var("STRONGROOM_DATABASE_URL") {
-            raw.database.url = Some(v);
-        }
-        if let Some(v) = env.var("STRONGROOM_DATABASE_MIGRATE_URL") {
-            raw.database.migrate_url = Some(v);
-        }
-        if let Some(v) = env.var("STRONGROOM_SQLITE_PATH") {
-            raw.database.sqlite_path = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_DATABASE_MAX_CONNECTIONS") {
-            raw.database.max_connections =
-                Some(parse_num("STRONGROOM_DATABASE_MAX_CONNECTIONS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_DATABASE_LISTEN_URL") {
-            raw.database.listen_url = Some(v);
-        }
-        if let Some(v) = env.var("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS") {
-            raw.database.tenant_max_connections =
-                Some(parse_num("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_ROOT_KEY_FILE") {
-            raw.root_key.file = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_ROOT_PASSPHRASE_FILE") {
-            raw.root_key.passphrase_file = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_MAX_MESSAGE_BYTES") {
-            raw.limits.max_message_bytes = Some(parse_num("STRONGROOM_MAX_MESSAGE_BYTES", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_AUDIT_TIMEOUT_MS") {
-            raw.limits.audit_timeout_ms = Some(parse_num("STRONGROOM_AUDIT_TIMEOUT_MS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS") {
-            raw.limits.max_connections = Some(parse_num("STRONGROOM_MAX_CONNECTIONS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY") {
-            raw.limits.max_connections_per_identity =
-                Some(parse_num("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_MAX_HANDSHAKES") {
-            raw.limits.max_handshakes = Some(parse_num("STRONGROOM_MAX_HANDSHAKES", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_HANDSHAKE_TIMEOUT_MS") {
-            raw.limits.handshake_timeout_ms =
-                Some(parse_num("STRONGROOM_HANDSHAKE_TIMEOUT_MS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_IDLE_TIMEOUT_MS") {
-            raw.limits.idle_timeout_ms = Some(parse_num("STRONGROOM_IDLE_TIMEOUT_MS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_MAX_CONCURRENT_STREAMS") {
-            raw.limits.max_concurrent_streams =
-                Some(parse_num("STRONGROOM_MAX_CONCURRENT_STREAMS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS") {
-            raw.audit.checkpoint_interval_secs =
-                Some(parse_num("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_FILE") {
-            raw.audit.checkpoint_file = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_MIN_NAMESPACE_DEPTH") {
-            raw.identity.min_namespace_depth =
-                Some(parse_num("STRONGROOM_MIN_NAMESPACE_DEPTH", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_CACHE_TTL_MS") {
-            raw.cache.ttl_ms = Some(parse_num("STRONGROOM_CACHE_TTL_MS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_CACHE_CREDENTIAL_TTL_MS") {
-            raw.cache.credential_ttl_ms =
-                Some(parse_num("STRONGROOM_CACHE_CREDENTIAL_TTL_MS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_LOG_LEVEL") {
-            raw.log.level = Some(v);
-        }
-        if let Some(v) = env.var("STRONGROOM_LOG_FORMAT") {
-            raw.log.format = Some(v);
-        }
+        apply_env(&mut raw, env)?;
+        let Shared {
+            database,
+            platform_operators,
+            identity,
+            log_level,
+            log_format,
+        } = Shared::from_raw(&mut raw)?;
 
         let listen = raw
             .listen
@@ -483,71 +381,6 @@ impl Config {
             return Err(bad("tls.crl_reload_ms", "must be 100 ms to 1 hour"));
         }
 
-        let backend = raw
-            .database
-            .backend
-            .as_deref()
-            .unwrap_or(if raw.database.url.is_some() {
-                "postgres"
-            } else {
-                "sqlite"
-            });
-        let database = match backend {
-            "postgres" => {
-                let url = raw.database.url.ok_or_else(|| {
-                    bad(
-                        "database.url",
-                        "is required for the postgres backend (or STRONGROOM_DATABASE_URL)",
-                    )
-                })?;
-                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    return Err(bad("database.url", "must start with postgres://"));
-                }
-                let max_connections = raw.database.max_connections.unwrap_or(32);
-                if !(1..=1024).contains(&max_connections) {
-                    return Err(bad("database.max_connections", "must be 1-1024"));
-                }
-                if let Some(u) = &raw.database.listen_url
-                    && !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
-                {
-                    return Err(bad("database.listen_url", "must start with postgres://"));
-                }
-                // By default one tenant may hold three quarters of the pool
-                // (less the connection the change listener keeps): a single
-                // busy tenant keeps most of it, and the rest stays free for
-                // the others.
-                let tenant_max_connections = raw
-                    .database
-                    .tenant_max_connections
-                    .unwrap_or((max_connections.saturating_sub(1) * 3 / 4).max(1));
-                if !(1..=max_connections).contains(&tenant_max_connections) {
-                    return Err(bad(
-                        "database.tenant_max_connections",
-                        "must be 1 to database.max_connections",
-                    ));
-                }
-                Database::Postgres {
-                    url,
-                    max_connections,
-                    migrate_url: raw.database.migrate_url,
-                    listen_url: raw.database.listen_url,
-                    tenant_max_connections,
-                }
-            }
-            "sqlite" => Database::Sqlite {
-                path: raw
-                    .database
-                    .sqlite_path
-                    .unwrap_or_else(|| PathBuf::from("strongroom.db")),
-            },
-            _ => {
-                return Err(bad(
-                    "database.backend",
-                    "must be \"postgres\" or \"sqlite\"",
-                ));
-            }
-        };
-
         let root_key = match (
             env.var("STRONGROOM_ROOT_KEY").is_some(),
             raw.root_key.file,
@@ -571,17 +404,6 @@ impl Config {
                 ));
             }
         };
-
-        let platform_operators = raw
-            .platform_operators
-            .unwrap_or_default()
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                IdentityPattern::parse(s, "platform_operators")
-                    .map_err(|e| bad("platform_operators", e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
 
         let d = Limits::default();
         let limits = Limits {
@@ -693,6 +515,125 @@ impl Config {
             checkpoint_file: raw.audit.checkpoint_file,
         };
 
+        Ok(Config {
+            listen,
+            tls,
+            database,
+            root_key,
+            platform_operators,
+            limits,
+            audit,
+            identity,
+            log_level,
+            log_format,
+        })
+    }
+}
+
+/// The part of the configuration every command needs: `migrate` reads only
+/// this, so it runs with a database URL and no TLS files or root key.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// Database.
+    pub database: Database,
+    /// Identities allowed to create and manage tenants.
+    pub platform_operators: Vec<IdentityPattern>,
+    /// Identity namespace rules.
+    pub identity: IdentityConfig,
+    /// Log level filter.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Shared {
+    /// Loads `path` (if given) with environment overrides, validating only
+    /// the keys every command needs (database, operators, identity, log).
+    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
+        let mut raw = read_file(path)?;
+        apply_env(&mut raw, env)?;
+        Self::from_raw(&mut raw)
+    }
+
+    fn from_raw(raw: &mut RawConfig) -> Result<Self, ConfigError> {
+        let backend = raw
+            .database
+            .backend
+            .as_deref()
+            .unwrap_or(if raw.database.url.is_some() {
+                "postgres"
+            } else {
+                "sqlite"
+            });
+        let database = match backend {
+            "postgres" => {
+                let url = raw.database.url.take().ok_or_else(|| {
+                    bad(
+                        "database.url",
+                        "is required for the postgres backend (or STRONGROOM_DATABASE_URL)",
+                    )
+                })?;
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(bad("database.url", "must start with postgres://"));
+                }
+                let max_connections = raw.database.max_connections.unwrap_or(32);
+                if !(1..=1024).contains(&max_connections) {
+                    return Err(bad("database.max_connections", "must be 1-1024"));
+                }
+                if let Some(u) = &raw.database.listen_url
+                    && !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
+                {
+                    return Err(bad("database.listen_url", "must start with postgres://"));
+                }
+                // By default one tenant may hold three quarters of the pool
+                // (less the connection the change listener keeps): a single
+                // busy tenant keeps most of it, and the rest stays free for
+                // the others.
+                let tenant_max_connections = raw
+                    .database
+                    .tenant_max_connections
+                    .unwrap_or((max_connections.saturating_sub(1) * 3 / 4).max(1));
+                if !(1..=max_connections).contains(&tenant_max_connections) {
+                    return Err(bad(
+                        "database.tenant_max_connections",
+                        "must be 1 to database.max_connections",
+                    ));
+                }
+                Database::Postgres {
+                    url,
+                    max_connections,
+                    migrate_url: raw.database.migrate_url.take(),
+                    listen_url: raw.database.listen_url.take(),
+                    tenant_max_connections,
+                }
+            }
+            "sqlite" => Database::Sqlite {
+                path: raw
+                    .database
+                    .sqlite_path
+                    .take()
+                    .unwrap_or_else(|| PathBuf::from("strongroom.db")),
+            },
+            _ => {
+                return Err(bad(
+                    "database.backend",
+                    "must be \"postgres\" or \"sqlite\"",
+                ));
+            }
+        };
+
+        let platform_operators = raw
+            .platform_operators
+            .take()
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                IdentityPattern::parse(s, "platform_operators")
+                    .map_err(|e| bad("platform_operators", e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
         let identity = IdentityConfig {
             min_namespace_depth: raw
                 .identity
@@ -709,19 +650,128 @@ impl Config {
             _ => return Err(bad("log.format", "must be \"json\" or \"text\"")),
         };
 
-        Ok(Config {
-            listen,
-            tls,
+        Ok(Shared {
             database,
-            root_key,
             platform_operators,
-            limits,
-            audit,
             identity,
-            log_level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
+            log_level: raw.log.level.clone().unwrap_or_else(|| "info".to_owned()),
             log_format,
         })
     }
+}
+
+fn read_file(path: Option<&Path>) -> Result<RawConfig, ConfigError> {
+    Ok(match path {
+        None => RawConfig::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| bad("--config", format!("cannot read {}: {e}", p.display())))?;
+            toml::from_str::<RawConfig>(&text)
+                .map_err(|e| bad("--config", format!("{}: {}", p.display(), e.message())))?
+        }
+    })
+}
+
+/// Environment overrides, one variable per key.
+fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), ConfigError> {
+    if let Some(v) = env.var("STRONGROOM_LISTEN") {
+        raw.listen = Some(v);
+    }
+    if let Some(v) = env.var("STRONGROOM_PLATFORM_OPERATORS") {
+        raw.platform_operators = Some(v.split(',').map(|s| s.trim().to_owned()).collect());
+    }
+    if let Some(v) = env.var("STRONGROOM_TLS_CERT") {
+        raw.tls.cert = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_TLS_KEY") {
+        raw.tls.key = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_TLS_CLIENT_CA") {
+        raw.tls.client_ca = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_TLS_CRL") {
+        raw.tls.crl = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_TLS_CRL_RELOAD_MS") {
+        raw.tls.crl_reload_ms = Some(parse_num("STRONGROOM_TLS_CRL_RELOAD_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_DATABASE_BACKEND") {
+        raw.database.backend = Some(v);
+    }
+    if let Some(v) = env.var("STRONGROOM_DATABASE_URL") {
+        raw.database.url = Some(v);
+    }
+    if let Some(v) = env.var("STRONGROOM_DATABASE_MIGRATE_URL") {
+        raw.database.migrate_url = Some(v);
+    }
+    if let Some(v) = env.var("STRONGROOM_SQLITE_PATH") {
+        raw.database.sqlite_path = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_DATABASE_MAX_CONNECTIONS") {
+        raw.database.max_connections = Some(parse_num("STRONGROOM_DATABASE_MAX_CONNECTIONS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_DATABASE_LISTEN_URL") {
+        raw.database.listen_url = Some(v);
+    }
+    if let Some(v) = env.var("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS") {
+        raw.database.tenant_max_connections =
+            Some(parse_num("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_ROOT_KEY_FILE") {
+        raw.root_key.file = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_ROOT_PASSPHRASE_FILE") {
+        raw.root_key.passphrase_file = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_MAX_MESSAGE_BYTES") {
+        raw.limits.max_message_bytes = Some(parse_num("STRONGROOM_MAX_MESSAGE_BYTES", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_AUDIT_TIMEOUT_MS") {
+        raw.limits.audit_timeout_ms = Some(parse_num("STRONGROOM_AUDIT_TIMEOUT_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS") {
+        raw.limits.max_connections = Some(parse_num("STRONGROOM_MAX_CONNECTIONS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY") {
+        raw.limits.max_connections_per_identity =
+            Some(parse_num("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_MAX_HANDSHAKES") {
+        raw.limits.max_handshakes = Some(parse_num("STRONGROOM_MAX_HANDSHAKES", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_HANDSHAKE_TIMEOUT_MS") {
+        raw.limits.handshake_timeout_ms = Some(parse_num("STRONGROOM_HANDSHAKE_TIMEOUT_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_IDLE_TIMEOUT_MS") {
+        raw.limits.idle_timeout_ms = Some(parse_num("STRONGROOM_IDLE_TIMEOUT_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_MAX_CONCURRENT_STREAMS") {
+        raw.limits.max_concurrent_streams =
+            Some(parse_num("STRONGROOM_MAX_CONCURRENT_STREAMS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS") {
+        raw.audit.checkpoint_interval_secs =
+            Some(parse_num("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_FILE") {
+        raw.audit.checkpoint_file = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_MIN_NAMESPACE_DEPTH") {
+        raw.identity.min_namespace_depth = Some(parse_num("STRONGROOM_MIN_NAMESPACE_DEPTH", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_CACHE_TTL_MS") {
+        raw.cache.ttl_ms = Some(parse_num("STRONGROOM_CACHE_TTL_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_CACHE_CREDENTIAL_TTL_MS") {
+        raw.cache.credential_ttl_ms = Some(parse_num("STRONGROOM_CACHE_CREDENTIAL_TTL_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_LOG_LEVEL") {
+        raw.log.level = Some(v);
+    }
+    if let Some(v) = env.var("STRONGROOM_LOG_FORMAT") {
+        raw.log.format = Some(v);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

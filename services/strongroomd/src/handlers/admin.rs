@@ -99,7 +99,12 @@ impl AdminService for AdminHandler {
                 .initial_admin
                 .map(|a| -> Result<_, Error> {
                     Ok((
-                        PrincipalName::parse(&a.name, "initial_admin.name")?,
+                        // The contract names the admin `admin` when the
+                        // field is left empty.
+                        PrincipalName::parse(
+                            if a.name.is_empty() { "admin" } else { &a.name },
+                            "initial_admin.name",
+                        )?,
                         IdentityPattern::parse(&a.identity, "initial_admin.identity")?,
                     ))
                 })
