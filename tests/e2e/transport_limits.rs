@@ -17,10 +17,15 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-/// Opens a raw HTTP/2 connection presenting the operator's certificate,
-/// completes one request (so the server's SETTINGS have been received) and
-/// returns the server's limit on concurrent streams as the client sees it.
-async fn advertised_stream_limit(server: &TestServer) -> usize {
+/// A raw HTTP/2 connection (made by `builder`) presenting the operator's
+/// certificate, and the task driving it (it ends when the connection does).
+async fn raw_connection(
+    server: &TestServer,
+    builder: &h2::client::Builder,
+) -> (
+    h2::client::SendRequest<&'static [u8]>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
     let (cert, key) = server.ca.client_cert(OPERATOR, CertKind::Spiffe);
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -45,18 +50,30 @@ async fn advertised_stream_limit(server: &TestServer) -> usize {
         .connect(ServerName::try_from("localhost").expect("name"), tcp)
         .await
         .expect("TLS handshake");
-    let (send, connection) = h2::client::handshake(tls).await.expect("HTTP/2 handshake");
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut send = send.ready().await.expect("ready");
-    let request = http::Request::builder()
+    let (send, connection) = builder.handshake(tls).await.expect("HTTP/2 handshake");
+    (send, tokio::spawn(connection))
+}
+
+/// A gRPC request for `rpc` (`/package.Service/Method`) with `headers`.
+fn grpc_request(rpc: &str, headers: &[(&str, &str)]) -> http::Request<()> {
+    let mut request = http::Request::builder()
         .method("POST")
-        .uri("https://localhost/strongroom.v1.AdminService/WhoAmI")
+        .uri(format!("https://localhost{rpc}"))
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .expect("request");
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(()).expect("request")
+}
+
+/// Opens a raw HTTP/2 connection presenting the operator's certificate,
+/// completes one request (so the server's SETTINGS have been received) and
+/// returns the server's limit on concurrent streams as the client sees it.
+async fn advertised_stream_limit(server: &TestServer) -> usize {
+    let (send, driver) = raw_connection(server, &h2::client::Builder::new()).await;
+    let mut send = send.ready().await.expect("ready");
+    let request = grpc_request("/strongroom.v1.AdminService/WhoAmI", &[]);
     let (response, _) = send.send_request(request, true).expect("send request");
     let response = response.await.expect("response");
     assert_eq!(response.status(), 200, "{response:?}");
@@ -368,6 +385,54 @@ async fn connections_per_identity_are_capped() {
     drop(open.pop());
     let _again =
         operator_connection_within(&server, Duration::from_secs(10), "after one closed").await;
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+}
+
+/// A call still running when the deadline the client sent (`grpc-timeout`)
+/// passes is answered DEADLINE_EXCEEDED by the server (here: an import
+/// whose client never sends its first message). A raw connection, because
+/// a tonic client gives up at the deadline on its own.
+#[tokio::test]
+async fn a_call_past_its_deadline_is_answered_deadline_exceeded() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let (send, driver) = raw_connection(&server, &h2::client::Builder::new()).await;
+    let mut send = send.ready().await.expect("ready");
+    let request = grpc_request(
+        "/strongroom.v1.AdminService/ImportTenant",
+        &[("grpc-timeout", "300m")],
+    );
+    let started = tokio::time::Instant::now();
+    // The request stream stays open, with no message.
+    let (response, _request_body) = send.send_request(request, false).expect("send request");
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("the server answered within 10 s")
+        .expect("response");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "answered before the deadline: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.status(), 200, "{response:?}");
+    // A status without a message: in the headers (trailers-only), or else
+    // in the trailers.
+    let code = match response.headers().get("grpc-status") {
+        Some(code) => code.clone(),
+        None => response
+            .into_body()
+            .trailers()
+            .await
+            .expect("trailers")
+            .and_then(|t| t.get("grpc-status").cloned())
+            .expect("a grpc-status"),
+    };
+    assert_eq!(
+        code,
+        (Code::DeadlineExceeded as i32).to_string().as_str(),
+        "the status code"
+    );
+    driver.abort();
     let status = server.stop().await;
     assert!(status.success(), "strongroomd exited with {status}");
 }

@@ -436,7 +436,11 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
             let response = match tokio::time::timeout(timeout, routes.call(request)).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(never)) => match never {},
-                Err(_) => Status::cancelled("Timeout expired").into_http::<tonic::body::Body>(),
+                // The server's own deadline (the client's, or the request
+                // timeout) passed: DEADLINE_EXCEEDED, as gRPC defines it. A
+                // call the client cancels ends with its stream instead.
+                Err(_) => Status::deadline_exceeded("the call did not finish within its deadline")
+                    .into_http::<tonic::body::Body>(),
             };
             Ok(response.map(|body| CallBody {
                 body,
