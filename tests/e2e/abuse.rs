@@ -407,6 +407,67 @@ async fn call_limit_is_off_by_default_and_enforced_when_set(backend: Backend) {
     server.stop().await;
 }
 
+/// A change of the tenant's denied-call limit does not hand a principal
+/// that spent its budget a fresh one: after the delay it was told, it gets
+/// only the denials its budget regained meanwhile. (Caches off, so every
+/// call brings the settings as they are now.)
+#[tokio::test]
+async fn a_settings_change_does_not_refill_a_spent_budget() {
+    let server = TestServer::start_with(Options {
+        log_level: "info".into(),
+        env: vec![("STRONGROOM_CACHE_TTL_MS".into(), "0".into())],
+        ..Options::new(Backend::Sqlite)
+    })
+    .await;
+    let admin = server.tenant("acme").await;
+    create(&admin, "llm/openai").await;
+    let (_, agent) = server.principal(&admin, "prober", pb::Role::Agent).await;
+
+    let mut denied = 0;
+    let exhausted = loop {
+        match reveal(&agent, "llm/openai").await {
+            Err(s) if s.code() == Code::NotFound => denied += 1,
+            Err(s) if s.code() == Code::ResourceExhausted => break s,
+            other => panic!("unexpected answer to a denied reveal: {other:?}"),
+        }
+        assert!(denied <= 40, "40 denials in a row were never limited");
+    };
+    let delay = retry_delay(&exhausted);
+
+    // Slightly different numbers: another limit, as a settings change (or
+    // an older snapshot of the settings) brings.
+    update_settings(
+        &admin,
+        pb::TenantSettings {
+            denied_call_limit: Some(pb::RateLimit {
+                enabled: true,
+                per_minute: 61,
+                burst: 21,
+            }),
+            ..Default::default()
+        },
+        &["denied_call_limit"],
+    )
+    .await;
+    tokio::time::sleep(delay + Duration::from_millis(50)).await;
+    let mut again = 0;
+    loop {
+        match reveal(&agent, "llm/openai").await {
+            Err(s) if s.code() == Code::NotFound => again += 1,
+            Err(s) => {
+                retry_delay(&s);
+                break;
+            }
+            Ok(v) => panic!("a denied reveal succeeded: {v:?}"),
+        }
+        assert!(
+            again <= 4,
+            "{again} denials after the limit changed: the spent budget was refilled"
+        );
+    }
+    server.stop().await;
+}
+
 /// One tenant whose calls hold pooled connections for a long time (here:
 /// waiting for a lock on its audit chain, held outside the server) cannot
 /// take the whole pool: another tenant's reveals keep completing promptly.
