@@ -245,23 +245,29 @@ impl AbuseGuard {
         let (Some(tenant), Some(principal)) = (caller.tenant(), caller.principal()) else {
             return Ok(());
         };
-        self.admit_at((tenant.id, principal.id), &tenant.settings, Instant::now())
+        self.admit_at((tenant.id, principal.id), &tenant.settings, Instant::now)
     }
 
-    /// Whether the principal `key` may make a call at `now`, under its
-    /// tenant's `settings`.
-    fn admit_at(&self, key: Key, settings: &TenantSettings, now: Instant) -> Result<(), Refusal> {
-        if let Some((until, limit)) = read(&self.blocked).get(&key)
-            && *until > now
-        {
-            return Err(Refusal {
-                limit: *limit,
-                retry_after: *until - now,
-            });
+    /// Whether the principal `key` may make a call now (`clock` tells the
+    /// time, only when a limit needs it), under its tenant's `settings`.
+    fn admit_at(
+        &self,
+        key: Key,
+        settings: &TenantSettings,
+        clock: impl Fn() -> Instant,
+    ) -> Result<(), Refusal> {
+        if let Some((until, limit)) = read(&self.blocked).get(&key) {
+            let now = clock();
+            if *until > now {
+                return Err(Refusal {
+                    limit: *limit,
+                    retry_after: *until - now,
+                });
+            }
         }
         let limit = settings.call_limit;
         if limit.enabled
-            && let Some(wait) = self.calls.check(key.0, key.1, limit, now)
+            && let Some(wait) = self.calls.check(key.0, key.1, limit, clock())
         {
             return Err(Refusal {
                 limit: Limit::Calls,
@@ -641,7 +647,7 @@ mod tests {
         }
         let spent = key();
         for _ in 0..3 {
-            assert_eq!(guard.admit_at(spent, &settings, now), Ok(()));
+            assert_eq!(guard.admit_at(spent, &settings, || now), Ok(()));
         }
 
         let poison = |f: &dyn Fn()| {
@@ -667,11 +673,11 @@ mod tests {
         assert!(guard.calls.shard(spent.1).is_poisoned());
 
         let refusal = guard
-            .admit_at(blocked, &settings, now)
+            .admit_at(blocked, &settings, || now)
             .expect_err("a blocked principal stays blocked");
         assert_eq!(refusal.limit, Limit::DeniedCalls);
         let refusal = guard
-            .admit_at(spent, &settings, now)
+            .admit_at(spent, &settings, || now)
             .expect_err("a spent call budget stays spent");
         assert_eq!(refusal.limit, Limit::Calls);
         // Denials go on being counted, and block.
@@ -679,6 +685,6 @@ mod tests {
         for _ in 0..4 {
             guard.note_denial_at(other, &settings, now);
         }
-        assert!(guard.admit_at(other, &settings, now).is_err());
+        assert!(guard.admit_at(other, &settings, || now).is_err());
     }
 }
