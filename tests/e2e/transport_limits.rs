@@ -2,7 +2,9 @@
 //! concurrent-stream limit in its SETTINGS; connections beyond the cap on
 //! open connections are refused; TCP connections that never complete a TLS
 //! handshake take none of those slots (they count against their own, smaller
-//! limit and time out); idle connections are closed. Transport only: SQLite
+//! limit and time out); one client address holds a capped number of
+//! connections, handshakes included; idle connections are closed; a call
+//! past its deadline is answered DEADLINE_EXCEEDED. Transport only: SQLite
 //! is enough.
 
 use std::sync::Arc;
@@ -385,6 +387,69 @@ async fn connections_per_identity_are_capped() {
     drop(open.pop());
     let _again =
         operator_connection_within(&server, Duration::from_secs(10), "after one closed").await;
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+}
+
+/// One client address holds at most `limits.max_connections_per_ip`
+/// connections, those still in their handshake included: a host that
+/// opens silent TCP connections cannot take every slot. Its established
+/// connection keeps working, and a closed connection gives the address's
+/// slot back.
+#[tokio::test]
+async fn connections_per_address_are_capped() {
+    let mut options = Options::new(Backend::Sqlite);
+    for (key, value) in [
+        ("STRONGROOM_MAX_CONNECTIONS_PER_IP", "3"),
+        // The silent connections stay in their handshake for the whole test.
+        ("STRONGROOM_HANDSHAKE_TIMEOUT_MS", "60000"),
+    ] {
+        options.env.push((key.into(), value.into()));
+    }
+    let server = TestServer::start_with(options).await;
+    let mut established = operator_connection(&server)
+        .await
+        .unwrap_or_else(|e| panic!("established client: {e}"));
+    let mut silent = Vec::new();
+    for i in 0..2 {
+        silent.push(
+            tokio::net::TcpStream::connect(server.addr)
+                .await
+                .unwrap_or_else(|e| panic!("silent connection {i}: {e}")),
+        );
+    }
+    // The server takes connections in the order they came: the fourth
+    // connection from this address is refused.
+    if let Ok(_extra) = operator_connection(&server).await {
+        panic!("a fourth connection from one address was served with a cap of 3");
+    }
+    server
+        .logs
+        .wait_for_line(
+            &[
+                "too many connections from this address",
+                "\"max_connections_per_ip\":3",
+            ],
+            Duration::from_secs(10),
+        )
+        .await;
+    established
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap_or_else(|s| panic!("the established client: {s:?}"));
+    // A silent connection closed (the server sees its handshake end) gives
+    // its slot back.
+    drop(silent.pop());
+    let mut next = operator_connection_within(
+        &server,
+        Duration::from_secs(10),
+        "after a silent connection closed",
+    )
+    .await;
+    next.who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap_or_else(|s| panic!("the next client: {s:?}"));
+    drop(silent);
     let status = server.stop().await;
     assert!(status.success(), "strongroomd exited with {status}");
 }

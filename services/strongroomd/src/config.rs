@@ -116,6 +116,11 @@ pub struct Limits {
     /// name of its certificate), so that one workload cannot take every
     /// slot; a connection beyond it is closed after its handshake.
     pub max_connections_per_identity: usize,
+    /// Connections from one client address (an IPv6 client: its /64),
+    /// counted from the moment they are accepted, handshakes included; a
+    /// connection beyond it is closed as soon as it is accepted, before any
+    /// TLS work. 0 turns the cap off.
+    pub max_connections_per_ip: usize,
     /// TLS handshakes in progress, counted apart from `max_connections` so
     /// that connections which never complete a handshake cannot take the
     /// slots of authenticated clients; a connection beyond it is closed as
@@ -154,6 +159,7 @@ impl Default for Limits {
             max_lease_ttl: Duration::from_secs(24 * 3600),
             max_connections: 4096,
             max_connections_per_identity: 64,
+            max_connections_per_ip: 256,
             max_handshakes: 128,
             handshake_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(600),
@@ -302,6 +308,7 @@ struct RawLimits {
     max_lease_ttl_secs: Option<u64>,
     max_connections: Option<usize>,
     max_connections_per_identity: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     max_handshakes: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
@@ -429,6 +436,10 @@ impl Config {
                 .limits
                 .max_connections_per_identity
                 .unwrap_or(d.max_connections_per_identity),
+            max_connections_per_ip: raw
+                .limits
+                .max_connections_per_ip
+                .unwrap_or(d.max_connections_per_ip),
             max_handshakes: raw.limits.max_handshakes.unwrap_or(d.max_handshakes),
             handshake_timeout: raw
                 .limits
@@ -455,6 +466,12 @@ impl Config {
             return Err(bad(
                 "limits.max_connections_per_identity",
                 "must be 1-1000000",
+            ));
+        }
+        if limits.max_connections_per_ip > 1_000_000 {
+            return Err(bad(
+                "limits.max_connections_per_ip",
+                "must be 0-1000000 (0: no cap)",
             ));
         }
         if !(1..=1_000_000).contains(&limits.max_handshakes) {
@@ -736,6 +753,10 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), ConfigError> {
         raw.limits.max_connections_per_identity =
             Some(parse_num("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY", &v)?);
     }
+    if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS_PER_IP") {
+        raw.limits.max_connections_per_ip =
+            Some(parse_num("STRONGROOM_MAX_CONNECTIONS_PER_IP", &v)?);
+    }
     if let Some(v) = env.var("STRONGROOM_MAX_HANDSHAKES") {
         raw.limits.max_handshakes = Some(parse_num("STRONGROOM_MAX_HANDSHAKES", &v)?);
     }
@@ -829,18 +850,21 @@ mod tests {
         assert_eq!(c.limits.max_concurrent_streams, 256);
         assert_eq!(c.limits.max_handshakes, 128);
         assert_eq!(c.limits.max_connections_per_identity, 64);
+        assert_eq!(c.limits.max_connections_per_ip, 256);
         assert_eq!(c.limits.handshake_timeout, Duration::from_secs(3));
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(600));
 
         let raw = toml::from_str::<RawConfig>(
-            "[tls]\ncrl = \"/etc/crl.pem\"\ncrl_reload_ms = 1000\n[limits]\nmax_connections = 10\nmax_concurrent_streams = 20\nmax_handshakes = 5\nidle_timeout_ms = 60000\n",
+            "[tls]\ncrl = \"/etc/crl.pem\"\ncrl_reload_ms = 1000\n[limits]\nmax_connections = 10\nmax_concurrent_streams = 20\nmax_handshakes = 5\nidle_timeout_ms = 60000\nmax_connections_per_ip = 7\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let mut with_env = pairs.clone();
         with_env.push(("STRONGROOM_MAX_CONCURRENT_STREAMS", "30"));
         with_env.push(("STRONGROOM_TLS_CRL", "/run/crl.der"));
         with_env.push(("STRONGROOM_HANDSHAKE_TIMEOUT_MS", "500"));
+        with_env.push(("STRONGROOM_MAX_CONNECTIONS_PER_IP", "0"));
         let c = Config::from_raw(raw, &env(&with_env)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.limits.max_connections_per_ip, 0, "0 turns the cap off");
         assert_eq!(c.tls.crl, Some(PathBuf::from("/run/crl.der")));
         assert_eq!(c.tls.crl_reload, Duration::from_secs(1));
         assert_eq!(c.limits.max_connections, 10);
@@ -869,6 +893,11 @@ mod tests {
                 "limits.handshake_timeout_ms",
             ),
             ("STRONGROOM_IDLE_TIMEOUT_MS", "0", "limits.idle_timeout_ms"),
+            (
+                "STRONGROOM_MAX_CONNECTIONS_PER_IP",
+                "1000001",
+                "limits.max_connections_per_ip",
+            ),
         ] {
             let mut bad_env = pairs.clone();
             bad_env.push((var, value));

@@ -4,7 +4,11 @@
 //! HTTP/2 in its own task, holding one of `limits.max_connections` slots.
 //!
 //! An identity holds at most `limits.max_connections_per_identity` of those
-//! slots.
+//! slots. One client address holds at most `limits.max_connections_per_ip`
+//! connections, counted from the moment they are accepted (handshakes in
+//! progress included) and refused before any TLS work, so one host cannot
+//! take every handshake or connection slot with connections it leaves
+//! silent.
 //!
 //! Every call on a connection first checks that the connection's client
 //! certificate is still valid (not expired, not revoked by a CRL loaded
@@ -17,7 +21,8 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +50,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub struct Transport {
     max_connections: usize,
     max_connections_per_identity: usize,
+    max_connections_per_ip: usize,
     max_handshakes: usize,
     handshake_timeout: Duration,
     idle_timeout: Duration,
@@ -58,6 +64,7 @@ impl Transport {
         Self {
             max_connections: limits.max_connections,
             max_connections_per_identity: limits.max_connections_per_identity,
+            max_connections_per_ip: limits.max_connections_per_ip,
             max_handshakes: limits.max_handshakes,
             handshake_timeout: limits.handshake_timeout,
             idle_timeout: limits.idle_timeout,
@@ -97,43 +104,68 @@ impl RefusalLog {
     }
 }
 
-/// The open connections of each client identity (`None`: certificates
-/// without a usable identity, counted together).
-struct IdentityCounts {
+/// Open connections counted by a key (a client identity, a client
+/// address), at most `max` for each.
+struct OpenCounts<K> {
     max: usize,
-    open: Mutex<HashMap<Option<Arc<str>>, usize>>,
+    open: Mutex<HashMap<K, usize>>,
 }
 
-/// One connection of an identity, counted until dropped.
-struct IdentitySlot {
-    counts: Arc<IdentityCounts>,
-    identity: Option<Arc<str>>,
+/// One connection counted under its key until dropped.
+struct OpenSlot<K: Hash + Eq> {
+    counts: Arc<OpenCounts<K>>,
+    key: K,
 }
 
-impl IdentityCounts {
-    fn acquire(self: &Arc<Self>, identity: Option<Arc<str>>) -> Option<IdentitySlot> {
+impl<K: Hash + Eq + Clone> OpenCounts<K> {
+    fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Counts one more connection under `key`, unless it has `max` already.
+    fn acquire(self: &Arc<Self>, key: K) -> Option<OpenSlot<K>> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(identity.clone()).or_insert(0);
+        let count = open.entry(key.clone()).or_insert(0);
         if *count >= self.max {
             return None;
         }
         *count += 1;
-        Some(IdentitySlot {
+        Some(OpenSlot {
             counts: Arc::clone(self),
-            identity,
+            key,
         })
     }
 }
 
-impl Drop for IdentitySlot {
+impl<K: Hash + Eq> Drop for OpenSlot<K> {
     fn drop(&mut self) {
         let mut open = self.counts.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.identity) {
+        if let Some(count) = open.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.identity);
+                open.remove(&self.key);
             }
         }
+    }
+}
+
+/// The open connections of each client identity (`None`: certificates
+/// without a usable identity, counted together).
+type IdentityCounts = OpenCounts<Option<Arc<str>>>;
+
+/// The source a client address counts under: an IPv4 address (an
+/// IPv4-mapped IPv6 address counts as its IPv4 address), or the /64 prefix
+/// of an IPv6 address, which one host may hold whole.
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
     }
 }
 
@@ -152,11 +184,12 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(transport.max_connections));
     let full = Arc::new(RefusalLog::new());
     let busy = RefusalLog::new();
-    let identities = Arc::new(IdentityCounts {
-        max: transport.max_connections_per_identity,
-        open: Mutex::new(HashMap::new()),
-    });
+    let identities = IdentityCounts::new(transport.max_connections_per_identity);
     let identity_full = Arc::new(RefusalLog::new());
+    // 0: no cap per address.
+    let sources = (transport.max_connections_per_ip > 0)
+        .then(|| OpenCounts::new(transport.max_connections_per_ip));
+    let source_full = RefusalLog::new();
     let routes = routes.prepare();
     let mut http = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http.timer(TokioTimer::new())
@@ -177,6 +210,25 @@ pub async fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        // Counted from now until the connection ends, handshake included.
+        let source_slot = match &sources {
+            None => None,
+            Some(sources) => match sources.acquire(source(peer.ip())) {
+                Some(slot) => Some(slot),
+                None => {
+                    drop(tcp);
+                    if let Some(refused) = source_full.due() {
+                        tracing::warn!(
+                            %peer,
+                            max_connections_per_ip = transport.max_connections_per_ip,
+                            refused,
+                            "connection refused: too many connections from this address"
+                        );
+                    }
+                    continue;
+                }
+            },
         };
         // No connection slot free: not worth a handshake.
         if slots.available_permits() == 0 {
@@ -207,6 +259,7 @@ pub async fn serve(
         let http = http.clone();
         let mut closing = closing_rx.clone();
         tokio::spawn(async move {
+            let _source_slot = source_slot;
             let generation = trust.generation();
             let handshake_result = tokio::select! {
                 r = tokio::time::timeout(transport.handshake_timeout, acceptor.accept(tcp)) => r,
