@@ -321,6 +321,72 @@ async fn idle_connections_are_closed_despite_pings() {
     assert!(status.success(), "strongroomd exited with {status}");
 }
 
+/// A client that opens calls and never takes their responses' data (its
+/// HTTP/2 flow-control window stays shut, while it answers pings) loses
+/// its connection after `limits.idle_timeout_ms`, although its calls are
+/// still in progress; the connection's slot is free again.
+#[tokio::test]
+async fn a_client_that_never_reads_its_responses_is_dropped() {
+    let mut options = Options::new(Backend::Sqlite);
+    for (key, value) in [
+        ("STRONGROOM_MAX_CONNECTIONS", "1"),
+        ("STRONGROOM_IDLE_TIMEOUT_MS", "1000"),
+    ] {
+        options.env.push((key.into(), value.into()));
+    }
+    let server = TestServer::start_with(options).await;
+    let mut builder = h2::client::Builder::new();
+    builder.initial_window_size(0);
+    let (mut send, driver) = raw_connection(&server, &builder).await;
+    let mut responses = Vec::new();
+    for i in 0..3 {
+        send = send.ready().await.expect("ready");
+        let request = grpc_request("/strongroom.v1.AdminService/WhoAmI", &[]);
+        let (response, mut request_body) = send.send_request(request, false).expect("send request");
+        // An empty WhoAmIRequest: no compression, length 0.
+        request_body
+            .send_data(&[0u8; 5][..], true)
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        responses.push(response);
+    }
+    // The headers come (they need no window); the data cannot.
+    let mut unread = Vec::new();
+    for (i, response) in responses.into_iter().enumerate() {
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .unwrap_or_else(|_| panic!("no response headers for call {i}"))
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(response.status(), 200, "{response:?}");
+        unread.push(response.into_body());
+    }
+    // The only slot is taken.
+    if let Ok(_extra) = operator_connection(&server).await {
+        panic!("a second connection was served with one slot");
+    }
+    // Ended by the server, with or without an error on the client's side.
+    let _ended = tokio::time::timeout(Duration::from_secs(10), driver)
+        .await
+        .expect("the server ended the connection")
+        .expect("connection task");
+    server
+        .logs
+        .wait_for(
+            "closing a connection whose client takes no response data",
+            1,
+            Duration::from_secs(5),
+        )
+        .await;
+    let _next = operator_connection_within(
+        &server,
+        Duration::from_secs(5),
+        "a client after the one that did not read",
+    )
+    .await;
+    drop(unread);
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+}
+
 /// Whether a connection presenting a certificate for `identity` is served
 /// (its call answered by a service, whatever the answer).
 async fn served(server: &TestServer, identity: &str) -> bool {

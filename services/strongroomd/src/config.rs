@@ -129,7 +129,9 @@ pub struct Limits {
     /// Time a new connection has to complete its TLS handshake.
     pub handshake_timeout: Duration,
     /// A connection with no call in progress and none started for this long
-    /// is closed (HTTP/2 GOAWAY); keepalive pings are not calls.
+    /// is closed (HTTP/2 GOAWAY); keepalive pings are not calls. A
+    /// connection on which a response has waited this long for the client
+    /// to take its data is dropped.
     pub idle_timeout: Duration,
     /// Concurrent HTTP/2 streams (calls) per connection, advertised to the
     /// client in the server's SETTINGS.

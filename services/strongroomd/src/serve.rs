@@ -16,7 +16,13 @@
 //! included); a refused call is answered UNAUTHENTICATED and its connection
 //! is closed (GOAWAY, then the calls in progress end). A connection with no
 //! call for `limits.idle_timeout` is closed the same way; HTTP/2 pings are
-//! not calls.
+//! not calls. A connection on which a call's response has waited for the
+//! client to take its data (HTTP/2 flow control) for `limits.idle_timeout`
+//! is dropped at once: a client that opens calls and never reads their
+//! responses holds no connection, call or response longer than that. The
+//! server also pings a connection that has sent nothing for
+//! [`KEEPALIVE_INTERVAL`] and drops it if the ping is not answered within
+//! [`KEEPALIVE_TIMEOUT`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -44,6 +50,18 @@ use crate::tls::{CertRefusal, ClientTrust, PeerInfo, PeerStream};
 /// How often the server pings an idle HTTP/2 connection to detect a dead
 /// peer (pings are not calls: they do not keep a connection open).
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long the peer has to answer a keepalive ping.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A connection's clock ticks four times per idle timeout; a call's wait
+/// for the client is remembered by the tick it began in, for this many
+/// ticks (see [`ConnControl::waiting`]).
+const WAIT_TICKS: u64 = 8;
+
+/// A wait that began this many ticks ago or more has lasted at least the
+/// idle timeout (four whole ticks).
+const STALLED_TICKS: u64 = 5;
 
 /// The transport settings taken from the limits.
 #[derive(Debug, Clone, Copy)]
@@ -195,7 +213,7 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .max_concurrent_streams(transport.max_concurrent_streams)
         .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(Duration::from_secs(20));
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -330,6 +348,9 @@ fn refuse_full(log: &RefusalLog, peer: SocketAddr, max_connections: usize) {
 enum CloseReason {
     CertificateInvalid,
     Idle,
+    /// A response waited for the client to take its data for the idle
+    /// timeout.
+    Stalled,
     ShuttingDown,
 }
 
@@ -341,16 +362,68 @@ struct ConnControl {
     activity: AtomicU64,
     /// Signalled when a call finds the client certificate no longer valid.
     invalid: Notify,
+    /// The connection's clock, in ticks of a quarter of the idle timeout.
+    tick: AtomicU64,
+    /// Calls whose response handed the transport a chunk of data that the
+    /// client has not taken yet (the transport asks for the next chunk only
+    /// once the client's flow-control window let the last one out),
+    /// counted by the tick their wait began in, modulo [`WAIT_TICKS`].
+    waiting: [AtomicUsize; WAIT_TICKS as usize],
 }
 
-/// Ends a call in its connection's accounting when dropped (when the
-/// response body is done or dropped).
-struct CallGuard(Arc<ConnControl>);
+impl ConnControl {
+    /// Whether a call has waited for the client since [`STALLED_TICKS`]
+    /// ticks before `tick` or longer. Waits that long end the connection,
+    /// so no count older than [`WAIT_TICKS`] is ever left to alias a new
+    /// one.
+    fn stalled(&self, tick: u64) -> bool {
+        (STALLED_TICKS..WAIT_TICKS).any(|age| {
+            // Before tick `age` this names a slot no wait has used yet.
+            let slot = tick.wrapping_sub(age) % WAIT_TICKS;
+            self.waiting[slot as usize].load(Ordering::Relaxed) > 0
+        })
+    }
+}
+
+/// Counts a call in its connection's accounting until dropped (when the
+/// response body is done or dropped), and its waits for the client.
+struct CallGuard {
+    control: Arc<ConnControl>,
+    /// The slot of [`ConnControl::waiting`] counting this call's wait for
+    /// the client, while it waits.
+    waiting: Option<usize>,
+}
+
+impl CallGuard {
+    fn new(control: &Arc<ConnControl>) -> Self {
+        control.in_flight.fetch_add(1, Ordering::Relaxed);
+        control.activity.fetch_add(1, Ordering::Relaxed);
+        Self {
+            control: Arc::clone(control),
+            waiting: None,
+        }
+    }
+
+    /// The response handed over a chunk: it waits for the client.
+    fn wait(&mut self) {
+        let slot = (self.control.tick.load(Ordering::Relaxed) % WAIT_TICKS) as usize;
+        self.control.waiting[slot].fetch_add(1, Ordering::Relaxed);
+        self.waiting = Some(slot);
+    }
+
+    /// The transport asked for more: the client took the last chunk.
+    fn taken(&mut self) {
+        if let Some(slot) = self.waiting.take() {
+            self.control.waiting[slot].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.activity.fetch_add(1, Ordering::Relaxed);
+        self.taken();
+        self.control.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.control.activity.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -365,6 +438,8 @@ async fn serve_connection(
         in_flight: AtomicUsize::new(0),
         activity: AtomicU64::new(0),
         invalid: Notify::new(),
+        tick: AtomicU64::new(0),
+        waiting: Default::default(),
     });
     let info = stream.info().clone();
     let peer = info.addr;
@@ -402,17 +477,22 @@ async fn serve_connection(
             () = control.invalid.notified(), if closed.is_none() => CloseReason::CertificateInvalid,
             _ = closing.changed(), if closed.is_none() => CloseReason::ShuttingDown,
             _ = ticks.tick(), if closed.is_none() => {
-                let activity = control.activity.load(Ordering::Relaxed);
-                if activity != last_activity || control.in_flight.load(Ordering::Relaxed) > 0 {
-                    last_activity = activity;
-                    idle_ticks = 0;
-                    continue;
+                let tick = control.tick.fetch_add(1, Ordering::Relaxed) + 1;
+                if control.stalled(tick) {
+                    CloseReason::Stalled
+                } else {
+                    let activity = control.activity.load(Ordering::Relaxed);
+                    if activity != last_activity || control.in_flight.load(Ordering::Relaxed) > 0 {
+                        last_activity = activity;
+                        idle_ticks = 0;
+                        continue;
+                    }
+                    idle_ticks += 1;
+                    if idle_ticks < 4 {
+                        continue;
+                    }
+                    CloseReason::Idle
                 }
-                idle_ticks += 1;
-                if idle_ticks < 4 {
-                    continue;
-                }
-                CloseReason::Idle
             }
         };
         match reason {
@@ -425,6 +505,16 @@ async fn serve_connection(
                 idle_timeout_ms = transport.idle_timeout.as_millis() as u64,
                 "closing an idle connection"
             ),
+            CloseReason::Stalled => {
+                // Its calls cannot finish: the client takes no data.
+                tracing::warn!(
+                    %peer,
+                    idle_timeout_ms = transport.idle_timeout.as_millis() as u64,
+                    "closing a connection whose client takes no response data"
+                );
+                closed = Some(reason);
+                break;
+            }
             CloseReason::ShuttingDown => {}
         }
         closed = Some(reason);
@@ -475,12 +565,10 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
             self.control.invalid.notify_one();
             let response = Status::unauthenticated(refusal.message())
                 .into_http::<tonic::body::Body>()
-                .map(|body| CallBody { body, _guard: None });
+                .map(|body| CallBody { body, call: None });
             return Box::pin(std::future::ready(Ok(response)));
         }
-        self.control.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.control.activity.fetch_add(1, Ordering::Relaxed);
-        let guard = CallGuard(Arc::clone(&self.control));
+        let guard = CallGuard::new(&self.control);
         let timeout = grpc_timeout(request.headers())
             .map_or(self.request_timeout, |t| t.min(self.request_timeout));
         request.extensions_mut().insert(self.info.clone());
@@ -497,16 +585,17 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
             };
             Ok(response.map(|body| CallBody {
                 body,
-                _guard: Some(guard),
+                call: Some(guard),
             }))
         })
     }
 }
 
-/// A response body that keeps its call counted until it is sent.
+/// A response body that keeps its call counted until it is sent, and
+/// counts its waits for the client to take its data.
 struct CallBody {
     body: tonic::body::Body,
-    _guard: Option<CallGuard>,
+    call: Option<CallGuard>,
 }
 
 impl hyper::body::Body for CallBody {
@@ -514,10 +603,22 @@ impl hyper::body::Body for CallBody {
     type Error = Status;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let this = self.get_mut();
+        // Asked again: the last chunk went out.
+        if let Some(call) = &mut this.call {
+            call.taken();
+        }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && frame.is_data()
+            && let Some(call) = &mut this.call
+        {
+            call.wait();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
