@@ -654,6 +654,39 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
 
+    fn control() -> Arc<ConnControl> {
+        Arc::new(ConnControl {
+            in_flight: AtomicUsize::new(0),
+            activity: AtomicU64::new(0),
+            invalid: Notify::new(),
+            tick: AtomicU64::new(0),
+            waiting: Default::default(),
+        })
+    }
+
+    /// A wait counts as stalled from the fifth tick after the one it began
+    /// in (at least four whole ticks: the idle timeout), never before, and
+    /// ends when the client takes the chunk or the call is dropped.
+    #[test]
+    fn a_wait_for_the_client_stalls_after_four_whole_ticks() {
+        for began in [0, 1, 6, 7, 8, 13, 1000] {
+            let control = control();
+            control.tick.store(began, Ordering::Relaxed);
+            let mut call = CallGuard::new(&control);
+            call.wait();
+            for tick in began..began + STALLED_TICKS {
+                assert!(!control.stalled(tick), "began {began}, tick {tick}");
+            }
+            assert!(control.stalled(began + STALLED_TICKS), "began {began}");
+            call.taken();
+            assert!(!control.stalled(began + STALLED_TICKS), "taken");
+            call.wait();
+            drop(call);
+            assert!(!control.stalled(began + STALLED_TICKS), "dropped");
+            assert_eq!(control.in_flight.load(Ordering::Relaxed), 0);
+        }
+    }
+
     #[test]
     fn grpc_timeout_header() {
         let mut headers = http::HeaderMap::new();
