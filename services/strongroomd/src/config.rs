@@ -58,7 +58,9 @@ pub enum Database {
         /// transaction mode, where LISTEN does not work.
         listen_url: Option<String>,
         /// Most pooled connections one tenant's calls hold at once, so one
-        /// busy tenant cannot starve the others.
+        /// busy tenant cannot starve the others (at most the connections
+        /// for calls less the reserve kept for quiet tenants: see
+        /// [`strongroom_store::FairShare`]).
         tenant_max_connections: u32,
     },
     /// SQLite in the file at `path` (migrated at start-up).
@@ -66,6 +68,14 @@ pub enum Database {
         /// Database file.
         path: PathBuf,
     },
+}
+
+/// The connections of a Postgres pool of `max_connections` left for calls:
+/// the change listener keeps one unless it connects to its own
+/// `listen_url`.
+pub fn call_connections(max_connections: u32, listen_url: Option<&str>) -> u32 {
+    let listener = u32::from(listen_url.is_none());
+    max_connections.saturating_sub(listener).max(1)
 }
 
 /// Log output format.
@@ -607,15 +617,23 @@ impl Shared {
                 // By default one tenant may hold three quarters of the pool
                 // (less the connection the change listener keeps): a single
                 // busy tenant keeps most of it, and the rest stays free for
-                // the others.
+                // the others. All tenants' calls together leave the reserve
+                // to quiet tenants, so no one tenant may have more.
                 let tenant_max_connections = raw
                     .database
                     .tenant_max_connections
                     .unwrap_or((max_connections.saturating_sub(1) * 3 / 4).max(1));
-                if !(1..=max_connections).contains(&tenant_max_connections) {
+                let for_calls =
+                    call_connections(max_connections, raw.database.listen_url.as_deref());
+                let most = for_calls - strongroom_store::pool_reserve(for_calls);
+                if !(1..=most).contains(&tenant_max_connections) {
                     return Err(bad(
                         "database.tenant_max_connections",
-                        "must be 1 to database.max_connections",
+                        format!(
+                            "must be 1 to {most} (database.max_connections, less the change \
+                             listener's connection unless database.listen_url is set, less the \
+                             quarter of those kept for quiet tenants)"
+                        ),
                     ));
                 }
                 Database::Postgres {
@@ -975,6 +993,56 @@ mod tests {
             toml::from_str("[cache]\nttl_ms = 600000").unwrap_or_else(|e| panic!("{e}"));
         let err = Config::from_raw(raw, &env(&pairs[..4])).unwrap_err();
         assert_eq!(err.key, "cache.ttl_ms");
+    }
+
+    #[test]
+    fn tenant_share_leaves_the_reserve() {
+        let mut pairs = TLS.to_vec();
+        pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+        pairs.push(("STRONGROOM_DATABASE_URL", "postgres://app@127.0.0.1/db"));
+        let share = |extra: &[(&'static str, &'static str)]| {
+            let mut all = pairs.clone();
+            all.extend_from_slice(extra);
+            Config::from_raw(RawConfig::default(), &env(&all)).map(|c| match c.database {
+                Database::Postgres {
+                    tenant_max_connections,
+                    ..
+                } => tenant_max_connections,
+                Database::Sqlite { .. } => panic!("postgres expected"),
+            })
+        };
+        // 32 connections: 31 for calls, 7 of them kept back.
+        assert_eq!(share(&[]).unwrap_or_else(|e| panic!("{e}")), 23);
+        for (max, tenant, ok) in [
+            ("32", "24", true),
+            ("32", "25", false),
+            ("32", "32", false),
+            ("6", "4", true),
+            ("6", "5", false),
+            ("2", "1", true),
+        ] {
+            let got = share(&[
+                ("STRONGROOM_DATABASE_MAX_CONNECTIONS", max),
+                ("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", tenant),
+            ]);
+            match got {
+                Ok(n) => assert!(ok, "{max}/{tenant} accepted as {n}"),
+                Err(e) => {
+                    assert!(!ok, "{max}/{tenant}: {e}");
+                    assert_eq!(e.key, "database.tenant_max_connections");
+                }
+            }
+        }
+        // A listener of its own leaves the whole pool to calls.
+        let n = share(&[
+            ("STRONGROOM_DATABASE_MAX_CONNECTIONS", "6"),
+            ("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", "5"),
+            (
+                "STRONGROOM_DATABASE_LISTEN_URL",
+                "postgres://app@db-direct/db",
+            ),
+        ]);
+        assert_eq!(n.unwrap_or_else(|e| panic!("{e}")), 5);
     }
 
     #[test]
