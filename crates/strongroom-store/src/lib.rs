@@ -19,7 +19,7 @@ mod rows;
 mod shared;
 mod sqlite;
 
-pub use fair::FairShare;
+pub use fair::{FairShare, pool_reserve};
 pub use namespaces::DerivedNamespace;
 #[cfg(feature = "fault-injection")]
 pub use postgres::LostReply;

@@ -19,17 +19,27 @@
 //! flood of refused calls writes at most two events per principal and
 //! window.
 //!
+//! A principal's spent budget is kept per principal, not per setting: when
+//! the tenant changes a limit, or calls arrive with two snapshots of the
+//! tenant's settings in turn (callers are cached per identity, so two
+//! workloads of one principal may carry settings of different ages), the
+//! calls already counted stay counted and drain at the rate of the limit
+//! each call brings; a change never refills a budget.
+//!
+//! The guard fails closed: a lock poisoned by a panic elsewhere is taken
+//! over as it is (its maps hold plain values, whole after any panic), so no
+//! check is ever skipped.
+//!
 //! All of this state is in memory, per server: with N servers behind a load
 //! balancer a principal may get up to N times each limit, and counts start
 //! afresh when a server restarts.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+};
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
 use strongroom_core::audit::{Action, AuditDraft, Outcome};
 use strongroom_core::ids::{PrincipalId, TenantId};
 use strongroom_core::principal::{PrincipalStatus, Role};
@@ -78,57 +88,103 @@ pub struct Refusal {
     pub retry_after: Duration,
 }
 
-/// A tenant's limiter, keyed by principal, with the limit it enforces.
-type TenantLimiter = (RateLimit, Arc<DefaultKeyedRateLimiter<PrincipalId>>);
+/// Takes `mutex` even if a panic poisoned it: the abuse state holds plain
+/// values that are whole after any panic, and skipping a check would admit
+/// calls (fail open).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
-/// One keyed limiter per tenant, rebuilt when the tenant's limit changes.
+/// Reads `lock` even if a panic poisoned it (see [`lock`]).
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Writes `lock` even if a panic poisoned it (see [`lock`]).
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The calls a principal has spent of a rate limit and not yet regained.
+#[derive(Debug, Clone, Copy)]
+struct Spent {
+    /// Calls counted and not yet regained, as of `at`.
+    calls: f64,
+    /// When `calls` was worked out.
+    at: Instant,
+    /// When all of them are regained at the rate last applied: the state
+    /// may be forgotten from then on.
+    regained_at: Instant,
+}
+
+/// Principals' spent budgets, spread over a few locks so that principals
+/// calling at once seldom wait for each other.
+const SHARDS: usize = 16;
+
+/// One limit's budgets, per principal: a leaky bucket counted in calls, of
+/// `burst` calls, regaining one call every `60 s / per_minute`. The spent
+/// calls are kept whatever limit a call brings (see the module
+/// documentation): each check regains calls at the rate of its own limit
+/// and compares with its own burst.
 #[derive(Default)]
-struct Limiters(Mutex<HashMap<TenantId, TenantLimiter>>);
+struct Limiters([Mutex<HashMap<Key, Spent>>; SHARDS]);
 
 impl Limiters {
-    /// Takes one cell of `principal`'s budget under `limit`; the wait until
-    /// the next cell if none is left.
+    fn shard(&self, principal: PrincipalId) -> &Mutex<HashMap<Key, Spent>> {
+        // UUID v7: the low bits are random.
+        let (_, low) = principal.as_uuid().as_u64_pair();
+        &self.0[(low % SHARDS as u64) as usize]
+    }
+
+    /// Takes one call of `principal`'s budget under `limit` at `now`; the
+    /// wait until one is regained if none is left.
     fn check(
         &self,
         tenant: TenantId,
         principal: PrincipalId,
         limit: RateLimit,
+        now: Instant,
     ) -> Option<Duration> {
-        let limiter = {
-            let mut all = self.0.lock().ok()?;
-            match all.get(&tenant) {
-                Some((l, limiter)) if *l == limit => Arc::clone(limiter),
-                _ => {
-                    let limiter = Arc::new(DefaultKeyedRateLimiter::keyed(quota(limit)));
-                    all.insert(tenant, (limit, Arc::clone(&limiter)));
-                    limiter
-                }
-            }
+        let period = period(limit).as_secs_f64();
+        let burst = f64::from(limit.burst.max(1));
+        let mut spent = lock(self.shard(principal));
+        let entry = spent.entry((tenant, principal)).or_insert(Spent {
+            calls: 0.0,
+            at: now,
+            regained_at: now,
+        });
+        let regained = now.saturating_duration_since(entry.at).as_secs_f64() / period;
+        let calls = (entry.calls - regained).max(0.0);
+        if calls + 1.0 > burst {
+            let wait = (calls + 1.0 - burst) * period;
+            *entry = Spent {
+                calls,
+                at: now,
+                regained_at: now + Duration::from_secs_f64(calls * period),
+            };
+            return Some(Duration::from_secs_f64(wait).max(Duration::from_nanos(1)));
+        }
+        *entry = Spent {
+            calls: calls + 1.0,
+            at: now,
+            regained_at: now + Duration::from_secs_f64((calls + 1.0) * period),
         };
-        limiter
-            .check_key(&principal)
-            .err()
-            .map(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        None
     }
 
-    /// Forgets principals whose budget is full again.
-    fn shrink(&self) {
-        if let Ok(all) = self.0.lock() {
-            for (_, limiter) in all.values() {
-                limiter.retain_recent();
-                limiter.shrink_to_fit();
-            }
+    /// Forgets principals whose budget is whole again.
+    fn shrink(&self, now: Instant) {
+        for shard in &self.0 {
+            let mut spent = lock(shard);
+            spent.retain(|_, s| s.regained_at > now);
+            spent.shrink_to_fit();
         }
     }
 }
 
-fn quota(limit: RateLimit) -> Quota {
-    let per_minute = limit.per_minute.max(1);
-    let period = (Duration::from_secs(60) / per_minute).max(Duration::from_nanos(1));
-    let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
-    Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(burst)
+/// The time in which a limit regains one call.
+fn period(limit: RateLimit) -> Duration {
+    (Duration::from_secs(60) / limit.per_minute.max(1)).max(Duration::from_nanos(1))
 }
 
 /// A principal's denials in its current alert window.
@@ -189,11 +245,19 @@ impl AbuseGuard {
         let (Some(tenant), Some(principal)) = (caller.tenant(), caller.principal()) else {
             return Ok(());
         };
-        let key = (tenant.id, principal.id);
-        if let Ok(blocked) = self.blocked.read()
-            && let Some((until, limit)) = blocked.get(&key)
-        {
-            let now = Instant::now();
+        self.admit_at((tenant.id, principal.id), &tenant.settings, Instant::now)
+    }
+
+    /// Whether the principal `key` may make a call now (`clock` tells the
+    /// time, only when a limit needs it), under its tenant's `settings`.
+    fn admit_at(
+        &self,
+        key: Key,
+        settings: &TenantSettings,
+        clock: impl Fn() -> Instant,
+    ) -> Result<(), Refusal> {
+        if let Some((until, limit)) = read(&self.blocked).get(&key) {
+            let now = clock();
             if *until > now {
                 return Err(Refusal {
                     limit: *limit,
@@ -201,9 +265,9 @@ impl AbuseGuard {
                 });
             }
         }
-        let limit = tenant.settings.call_limit;
+        let limit = settings.call_limit;
         if limit.enabled
-            && let Some(wait) = self.calls.check(tenant.id, principal.id, limit)
+            && let Some(wait) = self.calls.check(key.0, key.1, limit, clock())
         {
             return Err(Refusal {
                 limit: Limit::Calls,
@@ -220,9 +284,7 @@ impl AbuseGuard {
         let (Some(tenant), Some(principal)) = (caller.tenant(), caller.principal()) else {
             return false;
         };
-        let Ok(mut refusals) = self.refusals.lock() else {
-            return false;
-        };
+        let mut refusals = lock(&self.refusals);
         let now = Instant::now();
         let key = (tenant.id, principal.id);
         match refusals.get_mut(&key) {
@@ -253,20 +315,24 @@ impl AbuseGuard {
     /// counts it towards the alert.
     fn note_denial(&self, scope: &TenantScope<'_>) -> DenialNoted {
         let tenant = scope.tenant();
-        let principal = scope.principal();
-        let key = (tenant.id, principal.id);
-        let limit = tenant.settings.denied_call_limit;
+        self.note_denial_at(
+            (tenant.id, scope.principal().id),
+            &tenant.settings,
+            Instant::now(),
+        )
+    }
+
+    /// Counts a denial of the principal `key` at `now`, under its tenant's
+    /// `settings`.
+    fn note_denial_at(&self, key: Key, settings: &TenantSettings, now: Instant) -> DenialNoted {
+        let limit = settings.denied_call_limit;
         if limit.enabled
-            && let Some(wait) = self.denied.check(tenant.id, principal.id, limit)
-            && let Ok(mut blocked) = self.blocked.write()
+            && let Some(wait) = self.denied.check(key.0, key.1, limit, now)
         {
-            blocked.insert(key, (Instant::now() + wait, Limit::DeniedCalls));
+            write(&self.blocked).insert(key, (now + wait, Limit::DeniedCalls));
         }
-        let Ok(mut denials) = self.denials.lock() else {
-            return DenialNoted { alert: None };
-        };
-        let now = Instant::now();
-        let length = window_length(&tenant.settings);
+        let mut denials = lock(&self.denials);
+        let length = window_length(settings);
         let w = denials.entry(key).or_insert(DenialWindow {
             started: now,
             length,
@@ -282,7 +348,7 @@ impl AbuseGuard {
             };
         }
         w.denials += 1;
-        if w.denials >= tenant.settings.denial_alert.threshold && !w.alerted {
+        if w.denials >= settings.denial_alert.threshold && !w.alerted {
             w.alerted = true;
             return DenialNoted {
                 alert: Some(w.denials),
@@ -293,46 +359,37 @@ impl AbuseGuard {
 
     /// Clears a principal's blocks and counts (an admin enabled it again).
     pub fn forgive(&self, tenant: TenantId, principal: PrincipalId) {
-        if let Ok(mut blocked) = self.blocked.write() {
-            blocked.remove(&(tenant, principal));
-        }
-        if let Ok(mut denials) = self.denials.lock() {
-            denials.remove(&(tenant, principal));
-        }
+        write(&self.blocked).remove(&(tenant, principal));
+        lock(&self.denials).remove(&(tenant, principal));
     }
 
     /// Removes ended windows and expired blocks; returns the ended windows
     /// with refusals to record.
     fn sweep(&self) -> Vec<EndedWindow> {
         let now = Instant::now();
-        if let Ok(mut blocked) = self.blocked.write() {
-            blocked.retain(|_, (until, _)| *until > now);
-        }
-        if let Ok(mut denials) = self.denials.lock() {
-            denials.retain(|_, w| !ended(w.started, w.length, now));
-        }
+        write(&self.blocked).retain(|_, (until, _)| *until > now);
+        lock(&self.denials).retain(|_, w| !ended(w.started, w.length, now));
         let mut closed = Vec::new();
-        if let Ok(mut refusals) = self.refusals.lock() {
-            refusals.retain(|_, w| {
-                if !ended(w.started, w.length, now) {
-                    return true;
-                }
-                closed.push(EndedWindow {
-                    caller: Arc::clone(&w.last.0),
-                    limit: w.last.1,
-                    refused: w.refused,
-                    length: w.length,
-                });
-                false
+        lock(&self.refusals).retain(|_, w| {
+            if !ended(w.started, w.length, now) {
+                return true;
+            }
+            closed.push(EndedWindow {
+                caller: Arc::clone(&w.last.0),
+                limit: w.last.1,
+                refused: w.refused,
+                length: w.length,
             });
-        }
+            false
+        });
         closed
     }
 
-    /// Forgets idle principals' limiter state.
+    /// Forgets the budgets of principals that regained them whole.
     fn shrink(&self) {
-        self.denied.shrink();
-        self.calls.shrink();
+        let now = Instant::now();
+        self.denied.shrink(now);
+        self.calls.shrink(now);
     }
 }
 
@@ -491,34 +548,143 @@ mod tests {
         }
     }
 
-    #[test]
-    fn quota_follows_the_setting() {
-        let q = quota(limit(60, 20));
-        assert_eq!(q.replenish_interval(), Duration::from_secs(1));
-        assert_eq!(q.burst_size().get(), 20);
-        let q = quota(limit(600, 100));
-        assert_eq!(q.replenish_interval(), Duration::from_millis(100));
+    /// How many of `tries` checks at `at` pass.
+    fn passed(limiters: &Limiters, key: Key, limit: RateLimit, at: Instant, tries: u32) -> u32 {
+        (0..tries)
+            .filter(|_| limiters.check(key.0, key.1, limit, at).is_none())
+            .count() as u32
+    }
+
+    fn key() -> Key {
+        (TenantId::generate(), PrincipalId::generate())
     }
 
     #[test]
-    fn a_spent_budget_names_the_wait_and_a_new_limit_starts_afresh() {
+    fn period_follows_the_setting() {
+        assert_eq!(period(limit(60, 20)), Duration::from_secs(1));
+        assert_eq!(period(limit(600, 100)), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_spent_budget_names_the_wait_and_regains_at_the_limits_rate() {
         let limiters = Limiters::default();
-        let tenant = TenantId::generate();
-        let principal = PrincipalId::generate();
+        let (tenant, principal) = key();
         let other = PrincipalId::generate();
+        let t0 = Instant::now();
         for _ in 0..5 {
-            assert_eq!(limiters.check(tenant, principal, limit(60, 5)), None);
+            assert_eq!(limiters.check(tenant, principal, limit(60, 5), t0), None);
         }
         let wait = limiters
-            .check(tenant, principal, limit(60, 5))
+            .check(tenant, principal, limit(60, 5), t0)
             .unwrap_or_default();
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_secs(1),
             "{wait:?}"
         );
         // Per principal: another one has its own budget.
-        assert_eq!(limiters.check(tenant, other, limit(60, 5)), None);
-        // A changed limit replaces the tenant's limiter.
-        assert_eq!(limiters.check(tenant, principal, limit(60, 6)), None);
+        assert_eq!(limiters.check(tenant, other, limit(60, 5), t0), None);
+        // One call a second comes back.
+        let t1 = t0 + Duration::from_millis(1500);
+        assert_eq!(
+            passed(&limiters, (tenant, principal), limit(60, 5), t1, 5),
+            1
+        );
+        // Forgotten once regained whole, not before.
+        limiters.shrink(t1 + Duration::from_secs(4));
+        assert_eq!(lock(limiters.shard(principal)).len(), 1);
+        limiters.shrink(t1 + Duration::from_secs(6));
+        assert!(lock(limiters.shard(principal)).is_empty());
+    }
+
+    /// A changed limit, or two snapshots of the tenant's settings arriving
+    /// in turn, never hands a principal a fresh budget: the calls it spent
+    /// stay spent.
+    #[test]
+    fn a_changed_limit_keeps_the_spent_budget() {
+        let limiters = Limiters::default();
+        let k = key();
+        let t0 = Instant::now();
+        let (a, b) = (limit(60, 20), limit(61, 21));
+        assert_eq!(passed(&limiters, k, a, t0, 30), 20);
+        // The new limit allows one more call in a burst, no more.
+        assert_eq!(passed(&limiters, k, b, t0, 30), 1);
+        // Snapshots in turn, for a second: about one call a second is
+        // regained, whichever snapshot each call brings.
+        let mut allowed = 0;
+        for i in 0..100u32 {
+            let at = t0 + Duration::from_millis(10 * u64::from(i));
+            let limit = if i % 2 == 0 { a } else { b };
+            allowed += passed(&limiters, k, limit, at, 1);
+        }
+        assert!(allowed <= 2, "{allowed} calls allowed in a second");
+        // A stricter limit counts what was spent under a laxer one.
+        let k = key();
+        assert_eq!(passed(&limiters, k, limit(600, 100), t0, 100), 100);
+        let wait = limiters
+            .check(k.0, k.1, limit(60, 20), t0)
+            .unwrap_or_default();
+        assert!(wait >= Duration::from_secs(80), "{wait:?}");
+    }
+
+    fn settings(denied: RateLimit, calls: RateLimit) -> TenantSettings {
+        TenantSettings {
+            denied_call_limit: denied,
+            call_limit: calls,
+            ..TenantSettings::default()
+        }
+    }
+
+    /// A panic while one of the guard's locks was held does not open it:
+    /// a blocked principal stays blocked, and spent budgets stay spent.
+    #[test]
+    fn a_poisoned_lock_fails_closed() {
+        let guard = AbuseGuard::default();
+        let settings = settings(limit(60, 3), limit(60, 3));
+        let now = Instant::now();
+        let blocked = key();
+        for _ in 0..4 {
+            guard.note_denial_at(blocked, &settings, now);
+        }
+        let spent = key();
+        for _ in 0..3 {
+            assert_eq!(guard.admit_at(spent, &settings, || now), Ok(()));
+        }
+
+        let poison = |f: &dyn Fn()| {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        };
+        poison(&|| {
+            let _held = guard.blocked.write();
+            panic!("poisons the blocks");
+        });
+        poison(&|| {
+            let _held = guard.calls.shard(spent.1).lock();
+            panic!("poisons the call budgets");
+        });
+        poison(&|| {
+            let _held = guard.denied.shard(blocked.1).lock();
+            panic!("poisons the denied-call budgets");
+        });
+        poison(&|| {
+            let _held = guard.denials.lock();
+            panic!("poisons the denial windows");
+        });
+        assert!(guard.blocked.is_poisoned());
+        assert!(guard.calls.shard(spent.1).is_poisoned());
+
+        let refusal = guard
+            .admit_at(blocked, &settings, || now)
+            .expect_err("a blocked principal stays blocked");
+        assert_eq!(refusal.limit, Limit::DeniedCalls);
+        let refusal = guard
+            .admit_at(spent, &settings, || now)
+            .expect_err("a spent call budget stays spent");
+        assert_eq!(refusal.limit, Limit::Calls);
+        // Denials go on being counted, and block.
+        let other = key();
+        for _ in 0..4 {
+            guard.note_denial_at(other, &settings, now);
+        }
+        assert!(guard.admit_at(other, &settings, || now).is_err());
     }
 }

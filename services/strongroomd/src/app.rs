@@ -117,7 +117,13 @@ pub async fn open_store(
                 .map_err(|e| StartError::Database(e.to_string()))?;
             warn_derived(store.review_derived_namespaces(problem).await);
             warn_disabled(store.disabled_bindings(WARN_DISABLED).await);
-            Ok(Arc::new(FairShare::new(store, *tenant_max_connections)))
+            let for_calls =
+                crate::config::call_connections(*max_connections, listen_url.as_deref());
+            Ok(Arc::new(FairShare::new(
+                store,
+                for_calls,
+                *tenant_max_connections,
+            )))
         }
     }
 }

@@ -58,7 +58,9 @@ pub enum Database {
         /// transaction mode, where LISTEN does not work.
         listen_url: Option<String>,
         /// Most pooled connections one tenant's calls hold at once, so one
-        /// busy tenant cannot starve the others.
+        /// busy tenant cannot starve the others (at most the connections
+        /// for calls less the reserve kept for quiet tenants: see
+        /// [`strongroom_store::FairShare`]).
         tenant_max_connections: u32,
     },
     /// SQLite in the file at `path` (migrated at start-up).
@@ -66,6 +68,14 @@ pub enum Database {
         /// Database file.
         path: PathBuf,
     },
+}
+
+/// The connections of a Postgres pool of `max_connections` left for calls:
+/// the change listener keeps one unless it connects to its own
+/// `listen_url`.
+pub fn call_connections(max_connections: u32, listen_url: Option<&str>) -> u32 {
+    let listener = u32::from(listen_url.is_none());
+    max_connections.saturating_sub(listener).max(1)
 }
 
 /// Log output format.
@@ -116,6 +126,11 @@ pub struct Limits {
     /// name of its certificate), so that one workload cannot take every
     /// slot; a connection beyond it is closed after its handshake.
     pub max_connections_per_identity: usize,
+    /// Connections from one client address (an IPv6 client: its /64),
+    /// counted from the moment they are accepted, handshakes included; a
+    /// connection beyond it is closed as soon as it is accepted, before any
+    /// TLS work. 0 turns the cap off.
+    pub max_connections_per_ip: usize,
     /// TLS handshakes in progress, counted apart from `max_connections` so
     /// that connections which never complete a handshake cannot take the
     /// slots of authenticated clients; a connection beyond it is closed as
@@ -124,7 +139,9 @@ pub struct Limits {
     /// Time a new connection has to complete its TLS handshake.
     pub handshake_timeout: Duration,
     /// A connection with no call in progress and none started for this long
-    /// is closed (HTTP/2 GOAWAY); keepalive pings are not calls.
+    /// is closed (HTTP/2 GOAWAY); keepalive pings are not calls. A
+    /// connection on which a response has waited this long for the client
+    /// to take its data is dropped.
     pub idle_timeout: Duration,
     /// Concurrent HTTP/2 streams (calls) per connection, advertised to the
     /// client in the server's SETTINGS.
@@ -154,6 +171,7 @@ impl Default for Limits {
             max_lease_ttl: Duration::from_secs(24 * 3600),
             max_connections: 4096,
             max_connections_per_identity: 64,
+            max_connections_per_ip: 256,
             max_handshakes: 128,
             handshake_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(600),
@@ -302,6 +320,7 @@ struct RawLimits {
     max_lease_ttl_secs: Option<u64>,
     max_connections: Option<usize>,
     max_connections_per_identity: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     max_handshakes: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
@@ -429,6 +448,10 @@ impl Config {
                 .limits
                 .max_connections_per_identity
                 .unwrap_or(d.max_connections_per_identity),
+            max_connections_per_ip: raw
+                .limits
+                .max_connections_per_ip
+                .unwrap_or(d.max_connections_per_ip),
             max_handshakes: raw.limits.max_handshakes.unwrap_or(d.max_handshakes),
             handshake_timeout: raw
                 .limits
@@ -455,6 +478,12 @@ impl Config {
             return Err(bad(
                 "limits.max_connections_per_identity",
                 "must be 1-1000000",
+            ));
+        }
+        if limits.max_connections_per_ip > 1_000_000 {
+            return Err(bad(
+                "limits.max_connections_per_ip",
+                "must be 0-1000000 (0: no cap)",
             ));
         }
         if !(1..=1_000_000).contains(&limits.max_handshakes) {
@@ -588,15 +617,23 @@ impl Shared {
                 // By default one tenant may hold three quarters of the pool
                 // (less the connection the change listener keeps): a single
                 // busy tenant keeps most of it, and the rest stays free for
-                // the others.
+                // the others. All tenants' calls together leave the reserve
+                // to quiet tenants, so no one tenant may have more.
                 let tenant_max_connections = raw
                     .database
                     .tenant_max_connections
                     .unwrap_or((max_connections.saturating_sub(1) * 3 / 4).max(1));
-                if !(1..=max_connections).contains(&tenant_max_connections) {
+                let for_calls =
+                    call_connections(max_connections, raw.database.listen_url.as_deref());
+                let most = for_calls - strongroom_store::pool_reserve(for_calls);
+                if !(1..=most).contains(&tenant_max_connections) {
                     return Err(bad(
                         "database.tenant_max_connections",
-                        "must be 1 to database.max_connections",
+                        format!(
+                            "must be 1 to {most} (database.max_connections, less the change \
+                             listener's connection unless database.listen_url is set, less the \
+                             quarter of those kept for quiet tenants)"
+                        ),
                     ));
                 }
                 Database::Postgres {
@@ -736,6 +773,10 @@ fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), ConfigError> {
         raw.limits.max_connections_per_identity =
             Some(parse_num("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY", &v)?);
     }
+    if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS_PER_IP") {
+        raw.limits.max_connections_per_ip =
+            Some(parse_num("STRONGROOM_MAX_CONNECTIONS_PER_IP", &v)?);
+    }
     if let Some(v) = env.var("STRONGROOM_MAX_HANDSHAKES") {
         raw.limits.max_handshakes = Some(parse_num("STRONGROOM_MAX_HANDSHAKES", &v)?);
     }
@@ -829,18 +870,21 @@ mod tests {
         assert_eq!(c.limits.max_concurrent_streams, 256);
         assert_eq!(c.limits.max_handshakes, 128);
         assert_eq!(c.limits.max_connections_per_identity, 64);
+        assert_eq!(c.limits.max_connections_per_ip, 256);
         assert_eq!(c.limits.handshake_timeout, Duration::from_secs(3));
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(600));
 
         let raw = toml::from_str::<RawConfig>(
-            "[tls]\ncrl = \"/etc/crl.pem\"\ncrl_reload_ms = 1000\n[limits]\nmax_connections = 10\nmax_concurrent_streams = 20\nmax_handshakes = 5\nidle_timeout_ms = 60000\n",
+            "[tls]\ncrl = \"/etc/crl.pem\"\ncrl_reload_ms = 1000\n[limits]\nmax_connections = 10\nmax_concurrent_streams = 20\nmax_handshakes = 5\nidle_timeout_ms = 60000\nmax_connections_per_ip = 7\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let mut with_env = pairs.clone();
         with_env.push(("STRONGROOM_MAX_CONCURRENT_STREAMS", "30"));
         with_env.push(("STRONGROOM_TLS_CRL", "/run/crl.der"));
         with_env.push(("STRONGROOM_HANDSHAKE_TIMEOUT_MS", "500"));
+        with_env.push(("STRONGROOM_MAX_CONNECTIONS_PER_IP", "0"));
         let c = Config::from_raw(raw, &env(&with_env)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.limits.max_connections_per_ip, 0, "0 turns the cap off");
         assert_eq!(c.tls.crl, Some(PathBuf::from("/run/crl.der")));
         assert_eq!(c.tls.crl_reload, Duration::from_secs(1));
         assert_eq!(c.limits.max_connections, 10);
@@ -869,6 +913,11 @@ mod tests {
                 "limits.handshake_timeout_ms",
             ),
             ("STRONGROOM_IDLE_TIMEOUT_MS", "0", "limits.idle_timeout_ms"),
+            (
+                "STRONGROOM_MAX_CONNECTIONS_PER_IP",
+                "1000001",
+                "limits.max_connections_per_ip",
+            ),
         ] {
             let mut bad_env = pairs.clone();
             bad_env.push((var, value));
@@ -944,6 +993,56 @@ mod tests {
             toml::from_str("[cache]\nttl_ms = 600000").unwrap_or_else(|e| panic!("{e}"));
         let err = Config::from_raw(raw, &env(&pairs[..4])).unwrap_err();
         assert_eq!(err.key, "cache.ttl_ms");
+    }
+
+    #[test]
+    fn tenant_share_leaves_the_reserve() {
+        let mut pairs = TLS.to_vec();
+        pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+        pairs.push(("STRONGROOM_DATABASE_URL", "postgres://app@127.0.0.1/db"));
+        let share = |extra: &[(&'static str, &'static str)]| {
+            let mut all = pairs.clone();
+            all.extend_from_slice(extra);
+            Config::from_raw(RawConfig::default(), &env(&all)).map(|c| match c.database {
+                Database::Postgres {
+                    tenant_max_connections,
+                    ..
+                } => tenant_max_connections,
+                Database::Sqlite { .. } => panic!("postgres expected"),
+            })
+        };
+        // 32 connections: 31 for calls, 7 of them kept back.
+        assert_eq!(share(&[]).unwrap_or_else(|e| panic!("{e}")), 23);
+        for (max, tenant, ok) in [
+            ("32", "24", true),
+            ("32", "25", false),
+            ("32", "32", false),
+            ("6", "4", true),
+            ("6", "5", false),
+            ("2", "1", true),
+        ] {
+            let got = share(&[
+                ("STRONGROOM_DATABASE_MAX_CONNECTIONS", max),
+                ("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", tenant),
+            ]);
+            match got {
+                Ok(n) => assert!(ok, "{max}/{tenant} accepted as {n}"),
+                Err(e) => {
+                    assert!(!ok, "{max}/{tenant}: {e}");
+                    assert_eq!(e.key, "database.tenant_max_connections");
+                }
+            }
+        }
+        // A listener of its own leaves the whole pool to calls.
+        let n = share(&[
+            ("STRONGROOM_DATABASE_MAX_CONNECTIONS", "6"),
+            ("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", "5"),
+            (
+                "STRONGROOM_DATABASE_LISTEN_URL",
+                "postgres://app@db-direct/db",
+            ),
+        ]);
+        assert_eq!(n.unwrap_or_else(|e| panic!("{e}")), 5);
     }
 
     #[test]
