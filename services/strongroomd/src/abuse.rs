@@ -19,12 +19,16 @@
 //! flood of refused calls writes at most two events per principal and
 //! window.
 //!
-//! A principal's spent budget is kept per principal, not per setting: when
-//! the tenant changes a limit, or calls arrive with two snapshots of the
-//! tenant's settings in turn (callers are cached per identity, so two
-//! workloads of one principal may carry settings of different ages), the
-//! calls already counted stay counted and drain at the rate of the limit
-//! each call brings; a change never refills a budget.
+//! The limits are counted by `governor` (GCRA). A principal's spent budget
+//! is kept per principal, not per setting: when the tenant changes a limit,
+//! or calls arrive with two snapshots of the tenant's settings in turn
+//! (callers are cached per identity, so two workloads of one principal may
+//! carry settings of different ages), every limit reads the same state, the
+//! instant the principal's budget is whole again. A change never brings
+//! that instant nearer, so it never refills a budget: each allowed call
+//! costs the time in which the limit it brought regains one call, and a
+//! limit allows a call while what is owed, with that call, is at most its
+//! burst's worth.
 //!
 //! The guard fails closed: a lock poisoned by a panic elsewhere is taken
 //! over as it is (its maps hold plain values, whole after any panic), so no
@@ -35,11 +39,18 @@
 //! afresh when a server restarts.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::num::NonZeroU32;
 use std::sync::{
     Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
 };
 use std::time::{Duration, Instant};
 
+use governor::clock::Clock;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use strongroom_core::audit::{Action, AuditDraft, Outcome};
 use strongroom_core::ids::{PrincipalId, TenantId};
 use strongroom_core::principal::{PrincipalStatus, Role};
@@ -105,32 +116,24 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The calls a principal has spent of a rate limit and not yet regained.
-#[derive(Debug, Clone, Copy)]
-struct Spent {
-    /// Calls counted and not yet regained, as of `at`.
-    calls: f64,
-    /// When `calls` was worked out.
-    at: Instant,
-    /// When all of them are regained at the rate last applied: the state
-    /// may be forgotten from then on.
-    regained_at: Instant,
-}
-
-/// Principals' spent budgets, spread over a few locks so that principals
-/// calling at once seldom wait for each other.
+/// Principals' budgets, spread over a few locks so that principals calling
+/// at once seldom wait for each other.
 const SHARDS: usize = 16;
 
-/// One limit's budgets, per principal: a leaky bucket counted in calls, of
-/// `burst` calls, regaining one call every `60 s / per_minute`. The spent
-/// calls are kept whatever limit a call brings (see the module
-/// documentation): each check regains calls at the rate of its own limit
-/// and compares with its own burst.
+/// One kind of limit's budgets (denied calls, or all calls), per principal,
+/// counted by governor's GCRA: each principal has one state, the instant
+/// its budget is whole again (GCRA's theoretical arrival time), whatever
+/// limit a call brings. A call allowed under a limit of `per_minute`
+/// pushes that instant `60 s / per_minute` later, and a limit allows a call
+/// while it is at most `burst - 1` such periods away; so a change of limit
+/// (or calls bringing two snapshots of the settings in turn) never brings
+/// it nearer: what a principal spent stays spent, as the time it takes to
+/// regain it, and comes back at one second a second.
 #[derive(Default)]
-struct Limiters([Mutex<HashMap<Key, Spent>>; SHARDS]);
+struct Budgets([Mutex<HashMap<Key, Instant>>; SHARDS]);
 
-impl Limiters {
-    fn shard(&self, principal: PrincipalId) -> &Mutex<HashMap<Key, Spent>> {
+impl Budgets {
+    fn shard(&self, principal: PrincipalId) -> &Mutex<HashMap<Key, Instant>> {
         // UUID v7: the low bits are random.
         let (_, low) = principal.as_uuid().as_u64_pair();
         &self.0[(low % SHARDS as u64) as usize]
@@ -145,46 +148,101 @@ impl Limiters {
         limit: RateLimit,
         now: Instant,
     ) -> Option<Duration> {
-        let period = period(limit).as_secs_f64();
-        let burst = f64::from(limit.burst.max(1));
-        let mut spent = lock(self.shard(principal));
-        let entry = spent.entry((tenant, principal)).or_insert(Spent {
-            calls: 0.0,
-            at: now,
-            regained_at: now,
-        });
-        let regained = now.saturating_duration_since(entry.at).as_secs_f64() / period;
-        let calls = (entry.calls - regained).max(0.0);
-        if calls + 1.0 > burst {
-            let wait = (calls + 1.0 - burst) * period;
-            *entry = Spent {
-                calls,
-                at: now,
-                regained_at: now + Duration::from_secs_f64(calls * period),
-            };
-            return Some(Duration::from_secs_f64(wait).max(Duration::from_nanos(1)));
-        }
-        *entry = Spent {
-            calls: calls + 1.0,
-            at: now,
-            regained_at: now + Duration::from_secs_f64((calls + 1.0) * period),
-        };
-        None
+        // A limiter is a little arithmetic to set up and holds no state of
+        // its own: one per check lets every limit read and write the same
+        // state, at the check's instant.
+        let limiter: RateLimiter<Key, BudgetsAt<'_>, At> =
+            RateLimiter::new(quota(limit), BudgetsAt { budgets: self, now }, At(now));
+        limiter
+            .check_key(&(tenant, principal))
+            .err()
+            .map(|not_until| not_until.wait_time_from(now))
     }
 
     /// Forgets principals whose budget is whole again.
     fn shrink(&self, now: Instant) {
-        for shard in &self.0 {
-            let mut spent = lock(shard);
-            spent.retain(|_, s| s.regained_at > now);
-            spent.shrink_to_fit();
+        let budgets = BudgetsAt { budgets: self, now };
+        budgets.retain_recent(Nanos::new(0));
+        budgets.shrink_to_fit();
+    }
+}
+
+/// The quota governor enforces for a limit: a call regained every
+/// `60 s / per_minute`, bursts of `burst`.
+fn quota(limit: RateLimit) -> Quota {
+    let per_minute = NonZeroU32::new(limit.per_minute).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
+    Quota::per_minute(per_minute).allow_burst(burst)
+}
+
+/// The instant of one check, as governor's clock: the caller tells the
+/// time.
+struct At(Instant);
+
+impl Clock for At {
+    type Instant = Instant;
+
+    fn now(&self) -> Instant {
+        self.0
+    }
+}
+
+/// [`Budgets`] as governor's state store for a check at `now`: a limiter
+/// counts time from the instant it was made, here `now`, so each
+/// principal's instant is handed over as the time from `now` until then
+/// (none left: nothing owed) and kept as an instant.
+struct BudgetsAt<'a> {
+    budgets: &'a Budgets,
+    now: Instant,
+}
+
+impl StateStore for BudgetsAt<'_> {
+    type Key = Key;
+
+    fn measure_and_replace<T, F, E>(&self, key: &Key, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        // The lock is held across the decision, so no other check of the
+        // principal comes between reading its state and replacing it.
+        let mut shard = lock(self.budgets.shard(key.1));
+        match shard.entry(*key) {
+            Entry::Occupied(mut whole_at) => {
+                let owed = whole_at.get().saturating_duration_since(self.now);
+                let (outcome, next) = f(Some(Nanos::from(owed)))?;
+                whole_at.insert(self.now + Duration::from(next));
+                Ok(outcome)
+            }
+            Entry::Vacant(whole_at) => {
+                let (outcome, next) = f(None)?;
+                whole_at.insert(self.now + Duration::from(next));
+                Ok(outcome)
+            }
         }
     }
 }
 
-/// The time in which a limit regains one call.
-fn period(limit: RateLimit) -> Duration {
-    (Duration::from_secs(60) / limit.per_minute.max(1)).max(Duration::from_nanos(1))
+impl ShrinkableKeyedStateStore<Key> for BudgetsAt<'_> {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let keep_after = self.now + Duration::from(drop_below);
+        for shard in &self.budgets.0 {
+            lock(shard).retain(|_, whole_at| *whole_at > keep_after);
+        }
+    }
+
+    fn shrink_to_fit(&self) {
+        for shard in &self.budgets.0 {
+            lock(shard).shrink_to_fit();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.budgets.0.iter().map(|shard| lock(shard).len()).sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A principal's denials in its current alert window.
@@ -228,8 +286,8 @@ struct EndedWindow {
 /// The in-memory state of the abuse controls of one server.
 #[derive(Default)]
 pub struct AbuseGuard {
-    denied: Limiters,
-    calls: Limiters,
+    denied: Budgets,
+    calls: Budgets,
     blocked: RwLock<HashMap<Key, (Instant, Limit)>>,
     denials: Mutex<HashMap<Key, DenialWindow>>,
     refusals: Mutex<HashMap<Key, RefusalWindow>>,
@@ -549,9 +607,9 @@ mod tests {
     }
 
     /// How many of `tries` checks at `at` pass.
-    fn passed(limiters: &Limiters, key: Key, limit: RateLimit, at: Instant, tries: u32) -> u32 {
+    fn passed(budgets: &Budgets, key: Key, limit: RateLimit, at: Instant, tries: u32) -> u32 {
         (0..tries)
-            .filter(|_| limiters.check(key.0, key.1, limit, at).is_none())
+            .filter(|_| budgets.check(key.0, key.1, limit, at).is_none())
             .count() as u32
     }
 
@@ -560,70 +618,93 @@ mod tests {
     }
 
     #[test]
-    fn period_follows_the_setting() {
-        assert_eq!(period(limit(60, 20)), Duration::from_secs(1));
-        assert_eq!(period(limit(600, 100)), Duration::from_millis(100));
+    fn the_quota_follows_the_setting() {
+        let q = quota(limit(60, 20));
+        assert_eq!(q.replenish_interval(), Duration::from_secs(1));
+        assert_eq!(q.burst_size().get(), 20);
+        let q = quota(limit(600, 100));
+        assert_eq!(q.replenish_interval(), Duration::from_millis(100));
+        assert_eq!(q.burst_size().get(), 100);
     }
 
     #[test]
     fn a_spent_budget_names_the_wait_and_regains_at_the_limits_rate() {
-        let limiters = Limiters::default();
+        let budgets = Budgets::default();
         let (tenant, principal) = key();
         let other = PrincipalId::generate();
         let t0 = Instant::now();
         for _ in 0..5 {
-            assert_eq!(limiters.check(tenant, principal, limit(60, 5), t0), None);
+            assert_eq!(budgets.check(tenant, principal, limit(60, 5), t0), None);
         }
-        let wait = limiters
-            .check(tenant, principal, limit(60, 5), t0)
-            .unwrap_or_default();
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(1),
-            "{wait:?}"
+        // Five calls owe 5 s; a sixth may come once 4 s are owed.
+        assert_eq!(
+            budgets.check(tenant, principal, limit(60, 5), t0),
+            Some(Duration::from_secs(1))
         );
         // Per principal: another one has its own budget.
-        assert_eq!(limiters.check(tenant, other, limit(60, 5), t0), None);
+        assert_eq!(budgets.check(tenant, other, limit(60, 5), t0), None);
         // One call a second comes back.
         let t1 = t0 + Duration::from_millis(1500);
         assert_eq!(
-            passed(&limiters, (tenant, principal), limit(60, 5), t1, 5),
+            passed(&budgets, (tenant, principal), limit(60, 5), t1, 5),
             1
         );
-        // Forgotten once regained whole, not before.
-        limiters.shrink(t1 + Duration::from_secs(4));
-        assert_eq!(lock(limiters.shard(principal)).len(), 1);
-        limiters.shrink(t1 + Duration::from_secs(6));
-        assert!(lock(limiters.shard(principal)).is_empty());
+        // Forgotten once regained whole (at t0 + 6 s), not before.
+        budgets.shrink(t1 + Duration::from_secs(4));
+        assert_eq!(lock(budgets.shard(principal)).len(), 1);
+        budgets.shrink(t1 + Duration::from_secs(6));
+        assert!(lock(budgets.shard(principal)).is_empty());
     }
 
     /// A changed limit, or two snapshots of the tenant's settings arriving
-    /// in turn, never hands a principal a fresh budget: the calls it spent
-    /// stay spent.
+    /// in turn, never hands a principal a fresh budget. Every limit reads
+    /// the same state, the instant the principal's budget is whole again,
+    /// so what it spent is kept as the time it takes to regain it: with
+    /// `owed` to regain, a limit regaining a call every `p` in bursts of
+    /// `b` allows `b - ceil(owed / p)` calls at once (none if that is not
+    /// positive), where a fresh budget would allow `b`.
     #[test]
     fn a_changed_limit_keeps_the_spent_budget() {
-        let limiters = Limiters::default();
+        let budgets = Budgets::default();
         let k = key();
         let t0 = Instant::now();
         let (a, b) = (limit(60, 20), limit(61, 21));
-        assert_eq!(passed(&limiters, k, a, t0, 30), 20);
-        // The new limit allows one more call in a burst, no more.
-        assert_eq!(passed(&limiters, k, b, t0, 30), 1);
-        // Snapshots in turn, for a second: about one call a second is
-        // regained, whichever snapshot each call brings.
+        assert_eq!(passed(&budgets, k, a, t0, 30), 20);
+        // 20 s owed; `b` regains a call every 60/61 s, so that is 21 of
+        // its calls (20.3 rounded up): none of its 21 is left.
+        assert_eq!(passed(&budgets, k, b, t0, 30), 0);
+        // Snapshots in turn, every 10 ms for a second: what is owed drains
+        // at one second a second, whichever snapshot each call brings. At
+        // 330 ms `b` allows one call (19.67 s owed is 20 of its periods,
+        // room for one within its burst); that call owes 0.98 s more, so
+        // the next would come at 1.31 s under `b` and at 1.98 s under `a`.
         let mut allowed = 0;
         for i in 0..100u32 {
             let at = t0 + Duration::from_millis(10 * u64::from(i));
             let limit = if i % 2 == 0 { a } else { b };
-            allowed += passed(&limiters, k, limit, at, 1);
+            allowed += passed(&budgets, k, limit, at, 1);
         }
-        assert!(allowed <= 2, "{allowed} calls allowed in a second");
-        // A stricter limit counts what was spent under a laxer one.
+        assert_eq!(allowed, 1, "calls allowed in a second");
+        // A stricter limit counts what was spent under a laxer one, as the
+        // time it takes to regain: 100 calls at 600 a minute owe 10 s,
+        // which is 10 calls at 60 a minute, so 10 of its 20 are left; then
+        // the next comes a second later.
         let k = key();
-        assert_eq!(passed(&limiters, k, limit(600, 100), t0, 100), 100);
-        let wait = limiters
-            .check(k.0, k.1, limit(60, 20), t0)
-            .unwrap_or_default();
-        assert!(wait >= Duration::from_secs(80), "{wait:?}");
+        assert_eq!(passed(&budgets, k, limit(600, 100), t0, 100), 100);
+        assert_eq!(passed(&budgets, k, limit(60, 20), t0, 30), 10);
+        assert_eq!(
+            budgets.check(k.0, k.1, limit(60, 20), t0),
+            Some(Duration::from_secs(1))
+        );
+        // And a laxer limit what was spent under a stricter one: 20 calls
+        // at 60 a minute owe 20 s, more than the 9.9 s a limit of 600 a
+        // minute in bursts of 100 lets a principal owe before a call.
+        let k = key();
+        assert_eq!(passed(&budgets, k, limit(60, 20), t0, 20), 20);
+        assert_eq!(
+            budgets.check(k.0, k.1, limit(600, 100), t0),
+            Some(Duration::from_millis(10_100))
+        );
     }
 
     fn settings(denied: RateLimit, calls: RateLimit) -> TenantSettings {
