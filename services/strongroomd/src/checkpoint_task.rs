@@ -11,7 +11,7 @@
 //! Before it, the last line of each chain in the file (if its signature
 //! verifies with this server's key) becomes that chain's last signed head:
 //! the server never signs a head that does not extend it (see
-//! `Vault::sign_chain_head`).
+//! `Engine::sign_chain_head`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::config::AuditConfig;
-use crate::vault::Vault;
+use strongroom_engine::Engine;
 
 /// One line of the checkpoint file: the canonical fields of the signed
 /// checkpoint (see `Checkpoint` in `proto/strongroom/v1/audit.proto`), with
@@ -97,7 +97,7 @@ impl CheckpointLine {
 /// it exists) as that chain's last signed head. Lines that do not parse or
 /// whose signature does not verify with this server's key are skipped with
 /// a warning.
-pub async fn seed_from_file(vault: &Vault, path: &Path) -> Result<(), String> {
+pub async fn seed_from_file(engine: &Engine, path: &Path) -> Result<(), String> {
     let text = match tokio::fs::read_to_string(path).await {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -123,7 +123,7 @@ pub async fn seed_from_file(vault: &Vault, path: &Path) -> Result<(), String> {
         }
     }
     for signed in last.values() {
-        if !vault
+        if !engine
             .seed_signed_head(signed)
             .await
             .map_err(|e| e.to_string())?
@@ -151,7 +151,7 @@ pub async fn open_file(path: &Path) -> std::io::Result<tokio::fs::File> {
 
 /// Runs until `stopping` turns true.
 pub async fn run(
-    vault: Arc<Vault>,
+    engine: Arc<Engine>,
     config: AuditConfig,
     mut file: Option<(PathBuf, tokio::fs::File)>,
     mut stopping: watch::Receiver<bool>,
@@ -167,7 +167,7 @@ pub async fn run(
             _ = ticks.tick() => {}
             _ = stopping.changed() => return,
         }
-        if let Err(e) = checkpoint_moved_chains(&vault, &mut file, &mut written).await {
+        if let Err(e) = checkpoint_moved_chains(&engine, &mut file, &mut written).await {
             tracing::error!(error = %e, "scheduled audit checkpoint failed; retried next interval");
         }
     }
@@ -176,11 +176,11 @@ pub async fn run(
 /// Signs and writes the head of every chain not written at its current
 /// head yet.
 async fn checkpoint_moved_chains(
-    vault: &Vault,
+    engine: &Engine,
     file: &mut Option<(PathBuf, tokio::fs::File)>,
     written: &mut HashMap<ChainRef, ChainHead>,
 ) -> Result<(), String> {
-    let heads = vault.chain_heads().await.map_err(|e| e.to_string())?;
+    let heads = engine.chain_heads().await.map_err(|e| e.to_string())?;
     let mut lines = String::new();
     let mut signed_heads = Vec::new();
     for (chain, head) in heads {
@@ -188,8 +188,8 @@ async fn checkpoint_moved_chains(
             continue;
         }
         // A head that does not extend the last signed one is refused (and
-        // alerted on) by the vault; the other chains are still signed.
-        let Ok(signed) = vault.sign_chain_head(chain, head).await else {
+        // alerted on) by the engine; the other chains are still signed.
+        let Ok(signed) = engine.sign_chain_head(chain, head).await else {
             continue;
         };
         // The head signed (read again if another call signed a newer one

@@ -26,7 +26,7 @@ use strongroom_core::value::{
 use strongroom_core::{Error, Result};
 use strongroom_proto::v1 as pb;
 
-use crate::vault::CredentialRef;
+use strongroom_engine::CredentialRef;
 
 /// A required field.
 pub fn required<T>(value: Option<T>, field: &'static str) -> Result<T> {
@@ -87,7 +87,7 @@ fn opt_secret(text: String) -> Option<SecretString> {
 }
 
 /// Parses a typed value (`value` field). Schema validation happens in the
-/// vault.
+/// engine.
 pub fn value_in(v: Option<pb::CredentialValue>) -> Result<CredentialValue> {
     use pb::credential_value::Value;
     let v = required(v, "value")?;

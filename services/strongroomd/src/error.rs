@@ -34,7 +34,7 @@ pub fn to_status(error: Error, request_id: &str) -> Status {
 /// The status of a call refused by a rate limit: RESOURCE_EXHAUSTED,
 /// saying (in the message, and as a `google.rpc.RetryInfo` in the status
 /// details) how long to wait.
-pub fn rate_limited(refusal: &crate::abuse::Refusal) -> Status {
+pub fn rate_limited(refusal: &strongroom_engine::abuse::Refusal) -> Status {
     use tonic_types::{ErrorDetails, StatusExt};
     // Rounded up, so a client that waits as told is not refused again.
     let ms = refusal.retry_after.as_millis() + 1;

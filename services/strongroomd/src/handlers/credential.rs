@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Shared, rpc, unimplemented};
 use crate::convert::{self, credential_out, required};
-use crate::vault::{NewCredential, NewValue, RevealOptions, Revealed, RevealedValue};
+use strongroom_engine::{NewCredential, NewValue, RevealOptions, Revealed, RevealedValue};
 
 /// Serves CredentialService.
 pub struct CredentialHandler(pub Shared);
@@ -43,7 +43,7 @@ fn reveal_options(
     })
 }
 
-fn lease_out(l: &crate::vault::Lease) -> pb::Lease {
+fn lease_out(l: &strongroom_engine::Lease) -> pb::Lease {
     pb::Lease {
         lease_id: l.id.to_string(),
         ttl: Some(convert::duration_out(l.ttl)),
@@ -83,7 +83,7 @@ impl CredentialService for CredentialHandler {
             };
             let c = self
                 .0
-                .vault
+                .engine
                 .create_credential(&call.caller, &call.ctx, new)
                 .await?;
             Ok(pb::CreateCredentialResponse {
@@ -100,7 +100,7 @@ impl CredentialService for CredentialHandler {
             let r = convert::credential_ref(req.credential)?;
             let c = self
                 .0
-                .vault
+                .engine
                 .get_credential(&call.caller, &call.ctx, &r)
                 .await?;
             Ok(pb::GetCredentialResponse {
@@ -139,7 +139,7 @@ impl CredentialService for CredentialHandler {
             let page = PageRequest::parse(req.page_size, &req.page_token)?;
             let result = self
                 .0
-                .vault
+                .engine
                 .list_credentials(&call.caller, &filter, &page)
                 .await?;
             let rotation = Self::tenant_rotation(&call);
@@ -176,7 +176,7 @@ impl CredentialService for CredentialHandler {
             )?;
             let revealed = self
                 .0
-                .vault
+                .engine
                 .reveal(&call.caller, &call.ctx, &r, &options)
                 .await?;
             let (credential, version, value, lease) =
@@ -207,7 +207,7 @@ impl CredentialService for CredentialHandler {
                 reveal_options(req.purpose, req.on_behalf_of, req.field, 0, req.lease_ttl)?;
             let revealed = self
                 .0
-                .vault
+                .engine
                 .resolve(
                     &call.caller,
                     &call.ctx,
@@ -248,7 +248,7 @@ impl CredentialService for CredentialHandler {
             };
             let c = self
                 .0
-                .vault
+                .engine
                 .rotate(&call.caller, &call.ctx, &r, new_value, &req.reason)
                 .await?;
             Ok(pb::RotateCredentialResponse {
@@ -266,7 +266,7 @@ impl CredentialService for CredentialHandler {
             let r = convert::credential_ref(req.credential)?;
             let (_, versions) = self
                 .0
-                .vault
+                .engine
                 .list_versions(&call.caller, &call.ctx, &r)
                 .await?;
             Ok(pb::ListVersionsResponse {
@@ -296,7 +296,7 @@ impl CredentialService for CredentialHandler {
             let r = convert::credential_ref(req.credential)?;
             let c = self
                 .0
-                .vault
+                .engine
                 .rollback(&call.caller, &call.ctx, &r, req.version)
                 .await?;
             Ok(pb::RollbackCredentialResponse {
@@ -313,7 +313,7 @@ impl CredentialService for CredentialHandler {
             let r = convert::credential_ref(req.credential)?;
             let c = self
                 .0
-                .vault
+                .engine
                 .revoke(&call.caller, &call.ctx, &r, &req.reason)
                 .await?;
             Ok(pb::RevokeCredentialResponse {
@@ -337,13 +337,13 @@ impl CredentialService for CredentialHandler {
             let r = convert::credential_ref(req.credential)?;
             let before = self
                 .0
-                .vault
+                .engine
                 .list_versions(&call.caller, &call.ctx, &r)
                 .await?
                 .1;
             let c = self
                 .0
-                .vault
+                .engine
                 .destroy(&call.caller, &call.ctx, &r, &req.reason)
                 .await?;
             Ok(pb::DestroyCredentialResponse {

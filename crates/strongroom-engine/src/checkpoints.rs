@@ -22,7 +22,7 @@
 //!   identity per [`FAILED_AUTH_WINDOW`], and at most
 //!   [`FAILED_AUTH_PER_SECOND`] events a second overall; the failures in
 //!   between are counted into the identity's next event, or into one
-//!   written by [`Vault::flush_failed_authentications`] once its window has
+//!   written by [`Engine::flush_failed_authentications`] once its window has
 //!   passed. Flushed events count against the same per-second limit (the
 //!   rest are counted under `*`), and identities are tracked by their first
 //!   512 characters, so the coalescer's memory is bounded too.
@@ -161,7 +161,7 @@ fn chain_name(chain: ChainRef) -> String {
     }
 }
 
-impl Vault {
+impl Engine {
     /// The deployment's checkpoint signing key, derived from the root key.
     pub async fn checkpoint_key(&self) -> Result<Arc<SigningKey>> {
         let key = self
@@ -361,7 +361,7 @@ impl Vault {
     /// Signs the current head of `target`'s chain: the caller's own tenant
     /// (admin role), or, for a platform operator, any tenant or the platform
     /// chain. Refused (FAILED_PRECONDITION) if the head does not extend the
-    /// last one signed (see [`Vault::sign_chain_head`]).
+    /// last one signed (see [`Engine::sign_chain_head`]).
     pub async fn export_checkpoint(
         &self,
         caller: &Authenticated,

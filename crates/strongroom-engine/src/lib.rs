@@ -1,7 +1,7 @@
-//! The application service: every operation strongroom offers, independent of
-//! gRPC. Handlers parse requests into domain types and call in here; here each
-//! operation is authorized (default deny), encrypted or decrypted, stored and
-//! audited.
+//! The strongroom engine: every operation strongroom offers, independent of
+//! gRPC and SQL. The server's handlers parse requests into domain types and
+//! call in here; here each operation is authorized (default deny), encrypted
+//! or decrypted, stored and audited.
 //!
 //! Promises kept in this module:
 //! - a value is decrypted only for the call that returns or uses it, and is
@@ -44,12 +44,16 @@ use strongroom_crypto::{Aad, Envelope, Kek, RootKey, WrappedKek};
 
 use crate::abuse::AbuseGuard;
 use crate::cache::{CachedCredential, Caches};
-use crate::config::Limits;
 
+pub mod abuse;
+pub mod cache;
 mod checkpoints;
+mod settings;
+
 pub use checkpoints::{
     ChainTarget, DEFAULT_VERIFY_EVENTS, FAILED_AUTH_WINDOW, MAX_VERIFY_EVENTS, VerifyOptions,
 };
+pub use settings::Limits;
 
 /// Facts about the call, recorded in audit events.
 #[derive(Debug, Clone, Default)]
@@ -213,8 +217,8 @@ pub struct ChainReport {
     pub checkpoint_matched: bool,
 }
 
-/// The strongroom application service.
-pub struct Vault {
+/// The strongroom engine: the one application type every operation hangs on.
+pub struct Engine {
     store: Arc<dyn Store>,
     root: Arc<RootKey>,
     keks: RwLock<HashMap<(TenantId, u32), Arc<Kek>>>,
@@ -270,8 +274,8 @@ fn crypto_error(e: strongroom_crypto::CryptoError) -> Error {
     Error::internal(format!("crypto: {e}"))
 }
 
-impl Vault {
-    /// A vault over `store`, unwrapping tenant keys with `root`.
+impl Engine {
+    /// An engine over `store`, unwrapping tenant keys with `root`.
     ///
     /// Must be called inside a Tokio runtime: it starts the task that drops
     /// cached state when the store announces a change.
@@ -297,7 +301,7 @@ impl Vault {
             }
         });
         let abuse = Arc::new(AbuseGuard::default());
-        crate::abuse::spawn_sweeper(
+        abuse::spawn_sweeper(
             Arc::downgrade(&abuse),
             Arc::clone(&store),
             limits.audit_timeout,
