@@ -18,12 +18,11 @@
 //!   UNAVAILABLE and returns nothing (fail-closed).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use strongroom_core::ids::TenantId;
 use strongroom_core::scope::Authenticator;
 use strongroom_core::store::Store;
-use strongroom_crypto::{Kek, RootKey};
+use strongroom_crypto::RootKey;
 
 use crate::abuse::AbuseGuard;
 use crate::cache::Caches;
@@ -58,8 +57,8 @@ pub use settings::Limits;
 /// The strongroom engine: the one application type every operation hangs on.
 pub struct Engine {
     store: Arc<dyn Store>,
-    root: Arc<RootKey>,
-    keks: RwLock<HashMap<(TenantId, u32), Arc<Kek>>>,
+    /// The root key and the unwrapped tenant keys.
+    keyring: keyring::Keyring,
     limits: Limits,
     authenticator: Authenticator,
     caches: Arc<Caches>,
@@ -114,8 +113,7 @@ impl Engine {
         );
         Self {
             store,
-            root,
-            keks: RwLock::new(HashMap::new()),
+            keyring: keyring::Keyring::new(root),
             limits,
             authenticator,
             caches,

@@ -48,10 +48,7 @@ impl Engine {
             created_at: now,
         };
         let kek = Kek::generate().map_err(crypto_error)?;
-        let wrapped = self
-            .root
-            .wrap_kek(tenant.id.as_uuid(), 1, &kek)
-            .map_err(crypto_error)?;
+        let wrapped = self.keyring.wrap(tenant.id, 1, &kek)?;
         let admin = admin.map(|(name, pattern)| {
             let principal = Principal {
                 id: PrincipalId::generate(),

@@ -23,7 +23,6 @@ use strongroom_core::time::Timestamp;
 use strongroom_core::{Error, Result};
 use strongroom_crypto::{ChainRef, SignedCheckpoint, SigningKey};
 
-use crate::keyring::crypto_error;
 use crate::{CallContext, Engine};
 
 use super::ChainTarget;
@@ -65,12 +64,7 @@ impl Engine {
     pub async fn checkpoint_key(&self) -> Result<Arc<SigningKey>> {
         let key = self
             .checkpoint_key
-            .get_or_try_init(|| async {
-                self.root
-                    .checkpoint_signing_key()
-                    .map(Arc::new)
-                    .map_err(crypto_error)
-            })
+            .get_or_try_init(|| async { self.keyring.checkpoint_signing_key().map(Arc::new) })
             .await?;
         Ok(Arc::clone(key))
     }
