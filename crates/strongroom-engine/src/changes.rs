@@ -1,33 +1,75 @@
-//! Keeping cached state true to the store: what a change makes stale is
-//! dropped.
+//! Keeping cached state true to the store. Every write commits its audit
+//! record with it, and the record says what changed
+//! ([`Change::of`] its action, tenant and credential): that change, the
+//! same one the store announces to other servers, is what this server's
+//! caches drop, through [`Engine::commit`]. Notices from other servers take
+//! the same path ([`Caches::apply`]). No write chooses what to invalidate.
 
-use strongroom_core::ids::{CredentialId, TenantId};
-use strongroom_core::scope::TenantScope;
+use std::future::Future;
+use std::sync::{Arc, Weak};
+
+use strongroom_core::Result;
+use strongroom_core::audit::AuditDraft;
+use strongroom_core::ids::TenantId;
+use strongroom_core::store::{Change, Store};
 
 use crate::Engine;
+use crate::cache::Caches;
 
 impl Engine {
+    /// Commits a write of `tenant`'s state: `write` stores it together with
+    /// `draft`, its audit record, in one transaction; once it is committed,
+    /// what the change the record reports makes stale is dropped, so the
+    /// next call sees the write.
+    pub(crate) async fn commit<T, F>(
+        &self,
+        tenant: TenantId,
+        draft: AuditDraft,
+        write: impl FnOnce(AuditDraft) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let change = Change::of(tenant, draft.action, draft.credential);
+        let written = write(draft).await?;
+        if let Some(change) = change {
+            self.caches.apply(change);
+        }
+        Ok(written)
+    }
+
+    /// Drops what `change` makes stale, for a change committed on a path
+    /// other than [`Engine::commit`] (a principal locked by the abuse
+    /// controls) or learnt from a refused commit (a reveal decided on
+    /// state that changed since).
+    pub(crate) fn changed(&self, change: Change) {
+        self.caches.apply(change);
+    }
+
     /// Drops cached callers (and data) of `tenant` after a change of who
-    /// they are.
+    /// they are (a principal locked by the abuse controls).
     pub(crate) fn callers_changed(&self, tenant: TenantId) {
-        self.caches.invalidate(tenant);
+        self.changed(Change::Access(tenant));
     }
+}
 
-    /// Drops cached state of the scope's tenant after a local change of who
-    /// its callers are, so the next call sees it.
-    pub(crate) fn changed(&self, scope: &TenantScope<'_>) {
-        self.forget_failed_logins();
-        self.caches.invalidate(scope.tenant_id());
-    }
-
-    /// Drops the scope's tenant's cached credentials and grants after a
-    /// local change of them.
-    pub(crate) fn data_changed(&self, scope: &TenantScope<'_>) {
-        self.caches.invalidate_data(scope.tenant_id());
-    }
-
-    /// Drops one cached credential after a local change of it.
-    pub(crate) fn credential_changed(&self, scope: &TenantScope<'_>, id: CredentialId) {
-        self.caches.invalidate_credential(scope.tenant_id(), id);
-    }
+/// Applies the store's change notices (from other servers sharing the
+/// database) to `caches` until the caches are dropped; notices that may
+/// have been missed drop everything.
+pub(crate) fn spawn_listener(store: &Arc<dyn Store>, caches: Weak<Caches>) {
+    let mut changes = store.changes();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let change = changes.recv().await;
+            let Some(caches) = caches.upgrade() else {
+                return;
+            };
+            match change {
+                Ok(change) => caches.apply(change),
+                Err(RecvError::Lagged(_)) => caches.apply(Change::Everything),
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
 }

@@ -24,10 +24,10 @@ impl Engine {
             "ALLOWED_BY_ROLE",
         ));
         draft.environment = Some(environment.to_string());
-        self.store
-            .create_environment(&scope, &environment, draft)
-            .await
-            .inspect(|_| self.data_changed(&scope))
+        self.commit(scope.tenant_id(), draft, |draft| {
+            self.store.create_environment(&scope, &environment, draft)
+        })
+        .await
     }
 
     /// Lists environments (any principal of the tenant).
@@ -55,10 +55,10 @@ impl Engine {
             "ALLOWED_BY_ROLE",
         ));
         draft.environment = Some(environment.to_string());
-        self.store
-            .delete_environment(&scope, &environment, draft)
-            .await
-            .inspect(|_| self.data_changed(&scope))
+        self.commit(scope.tenant_id(), draft, |draft| {
+            self.store.delete_environment(&scope, &environment, draft)
+        })
+        .await
     }
 
     pub(crate) async fn ensure_environments(

@@ -115,10 +115,10 @@ impl Engine {
             "grant={} capabilities={:?}",
             grant.id, grant.capabilities
         ));
-        self.store
-            .create_grant(&scope, &grant, draft)
-            .await
-            .inspect(|_| self.data_changed(&scope))?;
+        self.commit(scope.tenant_id(), draft, |draft| {
+            self.store.create_grant(&scope, &grant, draft)
+        })
+        .await?;
         Ok(grant)
     }
 
@@ -137,10 +137,10 @@ impl Engine {
             ctx.stamp(scope.audit(Action::GrantRevoke, Outcome::Allowed, "ALLOWED_BY_ROLE"));
         draft.credential_name = Some(grant.selector.to_text());
         draft.detail = Some(format!("grant={id} reason={reason}"));
-        self.store
-            .delete_grant(&scope, id, draft)
-            .await
-            .inspect(|_| self.data_changed(&scope))?;
+        self.commit(scope.tenant_id(), draft, |draft| {
+            self.store.delete_grant(&scope, id, draft)
+        })
+        .await?;
         Ok(grant)
     }
 

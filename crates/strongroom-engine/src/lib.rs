@@ -17,7 +17,6 @@
 //!   audit record is not durable within the configured time fails with
 //!   UNAVAILABLE and returns nothing (fail-closed).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use strongroom_core::scope::Authenticator;
@@ -72,11 +71,6 @@ pub struct Engine {
     abuse: Arc<AbuseGuard>,
     /// Least depth of a SPIFFE prefix namespace an operator may assign.
     min_namespace_depth: usize,
-    /// Authentications that failed, by identity and tenant header, kept for
-    /// a moment (see `authentication`): a caller repeating a refused call
-    /// costs no database query each time (such calls come before any rate
-    /// limit).
-    failed_logins: authentication::FailedLogins,
 }
 
 impl Engine {
@@ -91,20 +85,7 @@ impl Engine {
         authenticator: Authenticator,
     ) -> Self {
         let caches = Arc::new(Caches::new(limits.cache_ttl, limits.credential_cache_ttl));
-        let mut changes = store.changes();
-        let weak = Arc::downgrade(&caches);
-        tokio::spawn(async move {
-            use tokio::sync::broadcast::error::RecvError;
-            loop {
-                let change = changes.recv().await;
-                let Some(caches) = weak.upgrade() else { return };
-                match change {
-                    Ok(change) => caches.apply(change),
-                    Err(RecvError::Lagged(_)) => caches.invalidate_all(),
-                    Err(RecvError::Closed) => return,
-                }
-            }
-        });
+        changes::spawn_listener(&store, Arc::downgrade(&caches));
         let abuse = Arc::new(AbuseGuard::default());
         abuse::spawn_sweeper(
             Arc::downgrade(&abuse),
@@ -122,7 +103,6 @@ impl Engine {
             failed_auth: audit::FailedAuthLog::default(),
             abuse,
             min_namespace_depth: strongroom_core::principal::DEFAULT_MIN_NAMESPACE_DEPTH,
-            failed_logins: std::sync::Mutex::new(HashMap::new()),
         }
     }
 

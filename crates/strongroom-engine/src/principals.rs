@@ -50,10 +50,10 @@ impl Engine {
         let mut draft =
             ctx.stamp(scope.audit(Action::PrincipalCreate, Outcome::Allowed, "ALLOWED_BY_ROLE"));
         draft.detail = Some(format!("principal={} role={}", principal.id, role.as_str()));
-        self.store
-            .create_principal(&scope, &principal, draft)
-            .await
-            .inspect(|_| self.changed(&scope))?;
+        self.commit(scope.tenant_id(), draft, |draft| {
+            self.store.create_principal(&scope, &principal, draft)
+        })
+        .await?;
         Ok(principal)
     }
 
@@ -107,16 +107,16 @@ impl Engine {
             "principal={id} status={} reason={reason}",
             status.as_str()
         ));
-        self.store
-            .set_principal_status(&scope, id, status, draft)
-            .await
-            .inspect(|_| {
-                self.changed(&scope);
-                if status == PrincipalStatus::Active {
-                    // An admin has looked at it: its counts start afresh.
-                    self.abuse.forgive(scope.tenant_id(), id);
-                }
+        let principal = self
+            .commit(scope.tenant_id(), draft, |draft| {
+                self.store.set_principal_status(&scope, id, status, draft)
             })
+            .await?;
+        if status == PrincipalStatus::Active {
+            // An admin has looked at it: its counts start afresh.
+            self.abuse.forgive(scope.tenant_id(), id);
+        }
+        Ok(principal)
     }
 
     /// Binds an identity (exact or `prefix*`) to a principal (admin).
@@ -149,17 +149,14 @@ impl Engine {
             let mut draft =
                 ctx.stamp(scope.audit(Action::BindingCreate, Outcome::Allowed, "ALLOWED_BY_ROLE"));
             draft.detail = Some(format!("binding={} principal={principal}", binding.id));
-            self.store
-                .create_binding(&scope, &binding, draft)
-                .await
-                .map(|()| binding)
+            self.commit(scope.tenant_id(), draft, |draft| {
+                self.store.create_binding(&scope, &binding, draft)
+            })
+            .await
+            .map(|()| binding)
         };
         match result {
-            Ok(binding) => {
-                self.forget_failed_logins();
-                self.caches.invalidate_all();
-                Ok(binding)
-            }
+            Ok(binding) => Ok(binding),
             Err(Error::PermissionDenied(_)) => {
                 let mut denial = ctx.stamp(scope.audit(
                     Action::BindingCreate,
@@ -201,13 +198,10 @@ impl Engine {
         let mut draft =
             ctx.stamp(scope.audit(Action::BindingDelete, Outcome::Allowed, "ALLOWED_BY_ROLE"));
         draft.detail = Some(format!("binding={id}"));
-        self.store
-            .delete_binding(&scope, id, draft)
-            .await
-            .inspect(|_| {
-                self.forget_failed_logins();
-                self.caches.invalidate_all();
-            })
+        self.commit(scope.tenant_id(), draft, |draft| {
+            self.store.delete_binding(&scope, id, draft)
+        })
+        .await
     }
 
     /// Replaces a tenant's identity namespaces (platform operators only).
@@ -233,13 +227,11 @@ impl Engine {
                 .collect::<Vec<_>>()
                 .join(",")
         ));
-        self.store
-            .set_identity_namespaces(&scope, id, &namespaces, draft)
-            .await
-            .inspect(|_| {
-                self.forget_failed_logins();
-                self.caches.invalidate_all();
-            })
+        self.commit(id, draft, |draft| {
+            self.store
+                .set_identity_namespaces(&scope, id, &namespaces, draft)
+        })
+        .await
     }
 
     /// The identity namespaces of the tenants whose ids lie in

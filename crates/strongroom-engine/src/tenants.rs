@@ -88,13 +88,10 @@ impl Engine {
         let mut draft =
             ctx.stamp(scope.audit(Action::TenantCreate, Outcome::Allowed, "PLATFORM_OPERATOR"));
         draft.detail = Some(format!("tenant={}", tenant.name));
-        self.store
-            .create_tenant(&scope, &new, draft)
-            .await
-            .inspect(|_| {
-                self.forget_failed_logins();
-                self.caches.invalidate_all();
-            })?;
+        self.commit(tenant.id, draft, |draft| {
+            self.store.create_tenant(&scope, &new, draft)
+        })
+        .await?;
         Ok((tenant, admin))
     }
 
@@ -131,13 +128,10 @@ impl Engine {
         let mut draft =
             ctx.stamp(scope.audit(Action::TenantStatus, Outcome::Allowed, "PLATFORM_OPERATOR"));
         draft.detail = Some(format!("status={} reason={reason}", status.as_str()));
-        self.store
-            .set_tenant_status(&scope, id, status, draft)
-            .await
-            .inspect(|_| {
-                self.forget_failed_logins();
-                self.caches.invalidate(id);
-            })
+        self.commit(id, draft, |draft| {
+            self.store.set_tenant_status(&scope, id, status, draft)
+        })
+        .await
     }
 
     /// The caller's tenant as stored now.
@@ -159,9 +153,9 @@ impl Engine {
         settings.validate()?;
         let draft =
             ctx.stamp(scope.audit(Action::TenantSettings, Outcome::Allowed, "ALLOWED_BY_ROLE"));
-        self.store
-            .update_tenant_settings(&scope, &settings, draft)
-            .await
-            .inspect(|_| self.changed(&scope))
+        self.commit(scope.tenant_id(), draft, |draft| {
+            self.store.update_tenant_settings(&scope, &settings, draft)
+        })
+        .await
     }
 }

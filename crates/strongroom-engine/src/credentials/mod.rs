@@ -269,8 +269,10 @@ impl Engine {
         );
         draft.version = Some(1);
         match self
-            .store
-            .create_credential(&scope, &credential, &first, draft)
+            .commit(scope.tenant_id(), draft, |draft| {
+                self.store
+                    .create_credential(&scope, &credential, &first, draft)
+            })
             .await
         {
             Err(Error::NotFound(what)) if what == "environment" => Err(Error::invalid(
@@ -416,10 +418,11 @@ impl Engine {
             &credential,
         );
         draft.version = Some(version);
-        self.store
-            .set_current_version(&scope, credential.id, version, draft)
-            .await
-            .inspect(|c| self.credential_changed(&scope, c.id))
+        self.commit(scope.tenant_id(), draft, |draft| {
+            self.store
+                .set_current_version(&scope, credential.id, version, draft)
+        })
+        .await
     }
 
     /// Revokes a credential: every later use is refused.
@@ -456,10 +459,11 @@ impl Engine {
             &credential,
         );
         draft.detail = Some(format!("reason={reason}"));
-        self.store
-            .revoke_credential(&scope, credential.id, reason, draft)
-            .await
-            .inspect(|c| self.credential_changed(&scope, c.id))
+        self.commit(scope.tenant_id(), draft, |draft| {
+            self.store
+                .revoke_credential(&scope, credential.id, reason, draft)
+        })
+        .await
     }
 
     /// Deletes every stored value of a credential; metadata stays for audit.
@@ -493,9 +497,9 @@ impl Engine {
             &credential,
         );
         draft.detail = Some(format!("reason={reason}"));
-        self.store
-            .destroy_credential(&scope, credential.id, draft)
-            .await
-            .inspect(|c| self.credential_changed(&scope, c.id))
+        self.commit(scope.tenant_id(), draft, |draft| {
+            self.store.destroy_credential(&scope, credential.id, draft)
+        })
+        .await
     }
 }

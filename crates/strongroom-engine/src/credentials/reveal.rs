@@ -12,7 +12,7 @@ use strongroom_core::page::PageRequest;
 use strongroom_core::policy::{AccessRequest, Capability, Reason, evaluate};
 use strongroom_core::principal::Role;
 use strongroom_core::scope::{Authenticated, TenantScope};
-use strongroom_core::store::RevealCheck;
+use strongroom_core::store::{Change, RevealCheck};
 use strongroom_core::time::Timestamp;
 use strongroom_core::value::CredentialValue;
 use strongroom_core::{Error, Result};
@@ -123,7 +123,7 @@ impl Engine {
             Ok(r) => Ok(r),
             Err(RevealFailure::Failed(e)) => Err(e),
             Err(RevealFailure::Stale) => {
-                self.changed(&scope);
+                self.changed(Change::Access(scope.tenant_id()));
                 let fresh = self
                     .load_credential(&scope, reference)
                     .await
@@ -413,7 +413,7 @@ impl Engine {
             Ok(r) => Ok(r),
             Err(RevealFailure::Failed(e)) => Err(e),
             Err(RevealFailure::Stale) => {
-                self.changed(&scope);
+                self.changed(Change::Access(scope.tenant_id()));
                 let fresh = self.load_credential(&scope, &reference).await?;
                 self.reveal_retried(&scope, ctx, fresh, options).await
             }

@@ -7,6 +7,7 @@ use strongroom_core::audit::{Action, Outcome};
 use strongroom_core::credential::{Credential, StoredVersion};
 use strongroom_core::policy::Capability;
 use strongroom_core::scope::Authenticated;
+use strongroom_core::store::Change;
 use strongroom_core::time::Timestamp;
 use strongroom_core::value::CredentialValue;
 use strongroom_core::{Error, Result};
@@ -140,15 +141,16 @@ impl Engine {
                 }
             ));
             match self
-                .store
-                .add_version(
-                    &scope,
-                    credential.id,
-                    credential.latest_version,
-                    &stored,
-                    retention,
-                    draft,
-                )
+                .commit(scope.tenant_id(), draft, |draft| {
+                    self.store.add_version(
+                        &scope,
+                        credential.id,
+                        credential.latest_version,
+                        &stored,
+                        retention,
+                        draft,
+                    )
+                })
                 .await
             {
                 Ok(written) => {
@@ -161,12 +163,13 @@ impl Engine {
                     );
                     return Ok(written);
                 }
+                // Refused: the cached credential is stale either way.
                 Err(Error::FailedPrecondition(why)) if why.contains("concurrently") => {
-                    self.credential_changed(&scope, credential.id);
+                    self.changed(Change::Credential(scope.tenant_id(), credential.id));
                     credential = self.store.get_credential(&scope, credential.id).await?;
                 }
                 Err(e) => {
-                    self.credential_changed(&scope, credential.id);
+                    self.changed(Change::Credential(scope.tenant_id(), credential.id));
                     return Err(e);
                 }
             }
