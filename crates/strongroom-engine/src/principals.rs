@@ -66,7 +66,7 @@ impl Engine {
     ) -> Result<Principal> {
         let scope = caller.tenant_scope()?;
         if scope.principal().id != id {
-            self.require_admin(&scope, ctx, Action::PrincipalCreate)
+            self.require_admin(&scope, ctx, Action::PrincipalGet)
                 .await?;
         }
         self.store.get_principal(&scope, id).await
@@ -80,7 +80,7 @@ impl Engine {
         page: &PageRequest,
     ) -> Result<Page<Principal>> {
         let scope = caller.tenant_scope()?;
-        self.require_admin(&scope, ctx, Action::PrincipalCreate)
+        self.require_admin(&scope, ctx, Action::PrincipalList)
             .await?;
         self.store.list_principals(&scope, page).await
     }
@@ -180,8 +180,7 @@ impl Engine {
         page: &PageRequest,
     ) -> Result<Page<IdentityBinding>> {
         let scope = caller.tenant_scope()?;
-        self.require_admin(&scope, ctx, Action::BindingCreate)
-            .await?;
+        self.require_admin(&scope, ctx, Action::BindingList).await?;
         self.store.list_bindings(&scope, principal, page).await
     }
 
