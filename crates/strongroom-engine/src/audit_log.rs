@@ -2,7 +2,8 @@
 
 use strongroom_core::audit::{Action, AuditDraft, AuditEvent, Outcome};
 use strongroom_core::credential::Credential;
-use strongroom_core::scope::TenantScope;
+use strongroom_core::policy::Reason;
+use strongroom_core::scope::{PlatformScope, TenantScope};
 use strongroom_core::{Error, Result};
 
 use crate::{CallContext, Engine};
@@ -42,15 +43,40 @@ impl Engine {
         self.denial_noted(scope, &draft).await;
     }
 
-    pub(crate) fn credential_draft(
+    /// The draft of this call's event, attributed to the scope's principal.
+    pub(crate) fn draft(
+        &self,
         scope: &TenantScope<'_>,
         ctx: &CallContext,
         action: Action,
         outcome: Outcome,
-        reason: &str,
+        reason: Reason,
+    ) -> AuditDraft {
+        ctx.stamp(scope.audit(action, outcome, reason.as_str()))
+    }
+
+    /// The draft of this call's platform operation, allowed for the
+    /// operator.
+    pub(crate) fn platform_draft(
+        &self,
+        scope: &PlatformScope<'_>,
+        ctx: &CallContext,
+        action: Action,
+    ) -> AuditDraft {
+        ctx.stamp(scope.audit(action, Outcome::Allowed, Reason::PlatformOperator.as_str()))
+    }
+
+    /// The draft of this call's event about `credential`.
+    pub(crate) fn credential_draft(
+        &self,
+        scope: &TenantScope<'_>,
+        ctx: &CallContext,
+        action: Action,
+        outcome: Outcome,
+        reason: Reason,
         credential: &Credential,
     ) -> AuditDraft {
-        let mut d = ctx.stamp(scope.audit(action, outcome, reason));
+        let mut d = self.draft(scope, ctx, action, outcome, reason);
         d.credential = Some(credential.id);
         d.credential_name = Some(credential.name.to_string());
         d.environment = Some(credential.environment.to_string());

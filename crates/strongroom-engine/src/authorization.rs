@@ -6,7 +6,7 @@ use std::sync::Arc;
 use strongroom_core::audit::{Action, Outcome};
 use strongroom_core::credential::Credential;
 use strongroom_core::names::{CredentialName, Environment};
-use strongroom_core::policy::{AccessRequest, Capability, Decision, Grant, evaluate};
+use strongroom_core::policy::{AccessRequest, Capability, Decision, Grant, Reason, evaluate};
 use strongroom_core::principal::{Principal, Role};
 use strongroom_core::scope::TenantScope;
 use strongroom_core::time::Timestamp;
@@ -51,7 +51,7 @@ impl Engine {
         }
         self.audit_denial(
             scope,
-            ctx.stamp(scope.audit(action, Outcome::Denied, "ROLE_NOT_ADMIN")),
+            self.draft(scope, ctx, action, Outcome::Denied, Reason::RoleNotAdmin),
         )
         .await;
         Err(Error::denied(
@@ -71,7 +71,13 @@ impl Engine {
         }
         self.audit_denial(
             scope,
-            ctx.stamp(scope.audit(action, Outcome::Denied, "ROLE_NOT_PERMITTED")),
+            self.draft(
+                scope,
+                ctx,
+                action,
+                Outcome::Denied,
+                Reason::RoleNotPermitted,
+            ),
         )
         .await;
         Err(Error::denied("the principal's role does not permit this"))
@@ -110,7 +116,7 @@ impl Engine {
             Timestamp::now(),
         );
         if !decision.allowed {
-            let mut d = ctx.stamp(scope.audit(action, Outcome::Denied, decision.reason.as_str()));
+            let mut d = self.draft(scope, ctx, action, Outcome::Denied, decision.reason);
             d.credential = credential.map(|c| c.id);
             d.credential_name = Some(name.to_string());
             d.environment = Some(environment.to_string());
@@ -204,7 +210,13 @@ impl Engine {
                 // The id is not recorded: it names nothing of this tenant
                 // (it may be another tenant's).
                 if let CredentialRef::Id(_) = reference {
-                    let d = ctx.stamp(scope.audit(action, Outcome::Denied, "CREDENTIAL_NOT_FOUND"));
+                    let d = self.draft(
+                        scope,
+                        ctx,
+                        action,
+                        Outcome::Denied,
+                        Reason::CredentialNotFound,
+                    );
                     self.audit_denial(scope, d).await;
                 }
                 Err(credential_not_found())

@@ -2,6 +2,7 @@
 
 use strongroom_core::audit::{Action, Outcome};
 use strongroom_core::names::Environment;
+use strongroom_core::policy::Reason;
 use strongroom_core::scope::{Authenticated, TenantScope};
 use strongroom_core::{Error, Result};
 
@@ -18,11 +19,13 @@ impl Engine {
         let scope = caller.tenant_scope()?;
         self.require_admin(&scope, ctx, Action::EnvironmentCreate)
             .await?;
-        let mut draft = ctx.stamp(scope.audit(
+        let mut draft = self.draft(
+            &scope,
+            ctx,
             Action::EnvironmentCreate,
             Outcome::Allowed,
-            "ALLOWED_BY_ROLE",
-        ));
+            Reason::AllowedByRole,
+        );
         draft.environment = Some(environment.to_string());
         self.commit(scope.tenant_id(), draft, |draft| {
             self.store.create_environment(&scope, &environment, draft)
@@ -49,11 +52,13 @@ impl Engine {
         let scope = caller.tenant_scope()?;
         self.require_admin(&scope, ctx, Action::EnvironmentDelete)
             .await?;
-        let mut draft = ctx.stamp(scope.audit(
+        let mut draft = self.draft(
+            &scope,
+            ctx,
             Action::EnvironmentDelete,
             Outcome::Allowed,
-            "ALLOWED_BY_ROLE",
-        ));
+            Reason::AllowedByRole,
+        );
         draft.environment = Some(environment.to_string());
         self.commit(scope.tenant_id(), draft, |draft| {
             self.store.delete_environment(&scope, &environment, draft)

@@ -7,8 +7,8 @@ use strongroom_core::ids::{GrantId, PrincipalId};
 use strongroom_core::names::{CredentialName, Environment};
 use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::policy::{
-    AccessRequest, Capabilities, Capability, Decision, Destination, Grant, GrantSubject, Selector,
-    evaluate,
+    AccessRequest, Capabilities, Capability, Decision, Destination, Grant, GrantSubject, Reason,
+    Selector, evaluate,
 };
 use strongroom_core::principal::{Principal, Role};
 use strongroom_core::scope::Authenticated;
@@ -108,8 +108,13 @@ impl Engine {
             granted_by: scope.principal().id,
             created_at: Timestamp::now(),
         };
-        let mut draft =
-            ctx.stamp(scope.audit(Action::GrantCreate, Outcome::Allowed, "ALLOWED_BY_ROLE"));
+        let mut draft = self.draft(
+            &scope,
+            ctx,
+            Action::GrantCreate,
+            Outcome::Allowed,
+            Reason::AllowedByRole,
+        );
         draft.credential_name = Some(grant.selector.to_text());
         draft.detail = Some(format!(
             "grant={} capabilities={:?}",
@@ -133,8 +138,13 @@ impl Engine {
         let scope = caller.tenant_scope()?;
         self.require_admin(&scope, ctx, Action::GrantRevoke).await?;
         let grant = self.store.get_grant(&scope, id).await?;
-        let mut draft =
-            ctx.stamp(scope.audit(Action::GrantRevoke, Outcome::Allowed, "ALLOWED_BY_ROLE"));
+        let mut draft = self.draft(
+            &scope,
+            ctx,
+            Action::GrantRevoke,
+            Outcome::Allowed,
+            Reason::AllowedByRole,
+        );
         draft.credential_name = Some(grant.selector.to_text());
         draft.detail = Some(format!("grant={id} reason={reason}"));
         self.commit(scope.tenant_id(), draft, |draft| {

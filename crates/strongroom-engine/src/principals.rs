@@ -5,6 +5,7 @@ use strongroom_core::audit::{Action, Outcome};
 use strongroom_core::ids::{BindingId, PrincipalId, TenantId};
 use strongroom_core::names::{Environment, PrincipalName};
 use strongroom_core::page::{Page, PageRequest};
+use strongroom_core::policy::Reason;
 use strongroom_core::principal::{
     BINDING_OUTSIDE_NAMESPACES, IdentityBinding, IdentityPattern, MAX_NAMESPACES, Principal,
     PrincipalStatus, Role, check_namespaces,
@@ -47,8 +48,13 @@ impl Engine {
             status: PrincipalStatus::Active,
             created_at: Timestamp::now(),
         };
-        let mut draft =
-            ctx.stamp(scope.audit(Action::PrincipalCreate, Outcome::Allowed, "ALLOWED_BY_ROLE"));
+        let mut draft = self.draft(
+            &scope,
+            ctx,
+            Action::PrincipalCreate,
+            Outcome::Allowed,
+            Reason::AllowedByRole,
+        );
         draft.detail = Some(format!("principal={} role={}", principal.id, role.as_str()));
         self.commit(scope.tenant_id(), draft, |draft| {
             self.store.create_principal(&scope, &principal, draft)
@@ -101,8 +107,13 @@ impl Engine {
         if id == scope.principal().id && status == PrincipalStatus::Disabled {
             return Err(Error::precondition("a principal cannot disable itself"));
         }
-        let mut draft =
-            ctx.stamp(scope.audit(Action::PrincipalStatus, Outcome::Allowed, "ALLOWED_BY_ROLE"));
+        let mut draft = self.draft(
+            &scope,
+            ctx,
+            Action::PrincipalStatus,
+            Outcome::Allowed,
+            Reason::AllowedByRole,
+        );
         draft.detail = Some(format!(
             "principal={id} status={} reason={reason}",
             status.as_str()
@@ -146,8 +157,13 @@ impl Engine {
                 pattern,
                 created_at: Timestamp::now(),
             };
-            let mut draft =
-                ctx.stamp(scope.audit(Action::BindingCreate, Outcome::Allowed, "ALLOWED_BY_ROLE"));
+            let mut draft = self.draft(
+                &scope,
+                ctx,
+                Action::BindingCreate,
+                Outcome::Allowed,
+                Reason::AllowedByRole,
+            );
             draft.detail = Some(format!("binding={} principal={principal}", binding.id));
             self.commit(scope.tenant_id(), draft, |draft| {
                 self.store.create_binding(&scope, &binding, draft)
@@ -158,11 +174,13 @@ impl Engine {
         match result {
             Ok(binding) => Ok(binding),
             Err(Error::PermissionDenied(_)) => {
-                let mut denial = ctx.stamp(scope.audit(
+                let mut denial = self.draft(
+                    &scope,
+                    ctx,
                     Action::BindingCreate,
                     Outcome::Denied,
-                    "IDENTITY_OUTSIDE_NAMESPACES",
-                ));
+                    Reason::IdentityOutsideNamespaces,
+                );
                 denial.detail = Some(format!("identity={attempted} principal={principal}"));
                 self.audit_denial(&scope, denial).await;
                 Err(refuse())
@@ -194,8 +212,13 @@ impl Engine {
         let scope = caller.tenant_scope()?;
         self.require_admin(&scope, ctx, Action::BindingDelete)
             .await?;
-        let mut draft =
-            ctx.stamp(scope.audit(Action::BindingDelete, Outcome::Allowed, "ALLOWED_BY_ROLE"));
+        let mut draft = self.draft(
+            &scope,
+            ctx,
+            Action::BindingDelete,
+            Outcome::Allowed,
+            Reason::AllowedByRole,
+        );
         draft.detail = Some(format!("binding={id}"));
         self.commit(scope.tenant_id(), draft, |draft| {
             self.store.delete_binding(&scope, id, draft)
@@ -213,11 +236,7 @@ impl Engine {
     ) -> Result<()> {
         let scope = caller.platform_scope()?;
         self.check_assignment(&namespaces)?;
-        let mut draft = ctx.stamp(scope.audit(
-            Action::TenantNamespaces,
-            Outcome::Allowed,
-            "PLATFORM_OPERATOR",
-        ));
+        let mut draft = self.platform_draft(&scope, ctx, Action::TenantNamespaces);
         draft.detail = Some(format!(
             "identity_namespaces={}",
             namespaces

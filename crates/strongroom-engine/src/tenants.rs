@@ -4,6 +4,7 @@ use strongroom_core::audit::{Action, Outcome};
 use strongroom_core::ids::{BindingId, PrincipalId, TenantId};
 use strongroom_core::names::{DEFAULT_ENVIRONMENTS, Environment, PrincipalName, TenantName};
 use strongroom_core::page::{Page, PageRequest};
+use strongroom_core::policy::Reason;
 use strongroom_core::principal::{
     IdentityBinding, IdentityPattern, Principal, PrincipalStatus, Role,
 };
@@ -85,8 +86,7 @@ impl Engine {
             admin: admin.clone(),
             namespaces,
         };
-        let mut draft =
-            ctx.stamp(scope.audit(Action::TenantCreate, Outcome::Allowed, "PLATFORM_OPERATOR"));
+        let mut draft = self.platform_draft(&scope, ctx, Action::TenantCreate);
         draft.detail = Some(format!("tenant={}", tenant.name));
         self.commit(tenant.id, draft, |draft| {
             self.store.create_tenant(&scope, &new, draft)
@@ -125,8 +125,7 @@ impl Engine {
         if current.status == TenantStatus::Shredded {
             return Err(Error::precondition("the tenant was shredded"));
         }
-        let mut draft =
-            ctx.stamp(scope.audit(Action::TenantStatus, Outcome::Allowed, "PLATFORM_OPERATOR"));
+        let mut draft = self.platform_draft(&scope, ctx, Action::TenantStatus);
         draft.detail = Some(format!("status={} reason={reason}", status.as_str()));
         self.commit(id, draft, |draft| {
             self.store.set_tenant_status(&scope, id, status, draft)
@@ -151,8 +150,13 @@ impl Engine {
         self.require_admin(&scope, ctx, Action::TenantSettings)
             .await?;
         settings.validate()?;
-        let draft =
-            ctx.stamp(scope.audit(Action::TenantSettings, Outcome::Allowed, "ALLOWED_BY_ROLE"));
+        let draft = self.draft(
+            &scope,
+            ctx,
+            Action::TenantSettings,
+            Outcome::Allowed,
+            Reason::AllowedByRole,
+        );
         self.commit(scope.tenant_id(), draft, |draft| {
             self.store.update_tenant_settings(&scope, &settings, draft)
         })

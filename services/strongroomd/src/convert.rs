@@ -727,6 +727,25 @@ pub fn reason_out(r: Reason) -> pb::AccessReason {
         Reason::EnvironmentNotPermitted => P::EnvironmentNotPermitted,
         Reason::RoleForbidsValues => P::RoleForbidsValues,
         Reason::OwnerMismatch => P::OwnerMismatch,
+        // Not policy decisions: never the answer of a check.
+        Reason::Allowed
+        | Reason::PlatformOperator
+        | Reason::RoleNotAdmin
+        | Reason::RoleNotPermitted
+        | Reason::CredentialNotFound
+        | Reason::IdentityOutsideNamespaces
+        | Reason::StaleState
+        | Reason::CredentialRevoked
+        | Reason::CredentialExpired
+        | Reason::CredentialDestroyed
+        | Reason::CredentialNotUsable
+        | Reason::VersionRetired
+        | Reason::CheckpointRefused
+        | Reason::NoIdentity
+        | Reason::UnknownIdentity
+        | Reason::DeniedCallLimit
+        | Reason::CallLimit
+        | Reason::DenialThreshold => P::Unspecified,
     }
 }
 

@@ -17,7 +17,7 @@ pub fn to_status(error: Error, request_id: &str) -> Status {
         Error::AlreadyExists(what) => Status::already_exists(format!("{what} already exists")),
         Error::PermissionDenied(why) => Status::permission_denied(why.into_owned()),
         Error::Unauthenticated(why) => Status::unauthenticated(why.into_owned()),
-        Error::FailedPrecondition(why) => Status::failed_precondition(why.into_owned()),
+        Error::FailedPrecondition(why) => Status::failed_precondition(why.to_string()),
         Error::ResourceExhausted(why) => Status::resource_exhausted(why.into_owned()),
         Error::Unavailable(why) => Status::unavailable(why.into_owned()),
         Error::Unimplemented(what) => Status::unimplemented(what.into_owned()),

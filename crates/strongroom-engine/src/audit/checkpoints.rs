@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use strongroom_core::audit::{Action, AuditDraft, ChainHead, Outcome};
 use strongroom_core::ids::TenantId;
+use strongroom_core::policy::Reason;
 use strongroom_core::principal::Role;
 use strongroom_core::scope::Authenticated;
 use strongroom_core::time::Timestamp;
@@ -29,8 +30,6 @@ use super::ChainTarget;
 
 /// Why a head is not signed: it does not extend the last signed one.
 const NOT_EXTENDING: &str = "the audit chain no longer extends the last checkpoint";
-/// Reason code of the platform alert written when a head is refused.
-const CHECKPOINT_REFUSED: &str = "CHECKPOINT_REFUSED";
 
 /// The last head signed per chain, and the last head refused (so one
 /// refusal alerts once).
@@ -225,7 +224,11 @@ impl Engine {
         last: Option<ChainHead>,
         problem: &str,
     ) {
-        let mut draft = AuditDraft::new(Action::Other, Outcome::Error, CHECKPOINT_REFUSED);
+        let mut draft = AuditDraft::new(
+            Action::Other,
+            Outcome::Error,
+            Reason::CheckpointRefused.as_str(),
+        );
         draft.actor = "strongroomd".to_owned();
         draft.detail = Some(format!(
             "chain={} head_sequence={} last_signed_sequence={} problem={problem}",

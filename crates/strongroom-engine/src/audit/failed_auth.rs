@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use strongroom_core::audit::{Action, AuditDraft, Outcome};
+use strongroom_core::policy::Reason;
 
 use crate::Engine;
 
@@ -41,7 +42,7 @@ impl Engine {
         identity: &str,
         peer: Option<&str>,
         request_id: &str,
-        reason: &'static str,
+        reason: Reason,
     ) {
         let Some(failure) = self
             .failed_auth
@@ -67,7 +68,7 @@ impl Engine {
         let mut draft = AuditDraft::new(
             Action::AuthenticationFailed,
             Outcome::Denied,
-            failure.reason,
+            failure.reason.as_str(),
         );
         // The presented identity is the caller's text: stored without
         // control characters and bounded, like any free text.
@@ -114,7 +115,7 @@ struct Tracked {
     /// Failures since, not yet recorded.
     suppressed: u64,
     /// The latest failure's reason and peer.
-    reason: &'static str,
+    reason: Reason,
     peer: Option<String>,
 }
 
@@ -123,7 +124,7 @@ struct Tracked {
 pub(crate) struct Failure {
     identity: String,
     peer: Option<String>,
-    reason: &'static str,
+    reason: Reason,
     count: u64,
 }
 
@@ -135,7 +136,7 @@ impl FailedAuthLog {
         &self,
         identity: &str,
         peer: Option<&str>,
-        reason: &'static str,
+        reason: Reason,
         now: Instant,
     ) -> Option<Failure> {
         let identity = truncated(identity, FAILED_AUTH_IDENTITY_CHARS);
@@ -269,7 +270,7 @@ mod tests {
     use super::*;
 
     fn fail(log: &FailedAuthLog, identity: &str, at: Instant) -> Option<(String, u64)> {
-        log.admit(identity, Some("127.0.0.1:1"), "UNKNOWN_IDENTITY", at)
+        log.admit(identity, Some("127.0.0.1:1"), Reason::UnknownIdentity, at)
             .map(|f| (f.identity, f.count))
     }
 

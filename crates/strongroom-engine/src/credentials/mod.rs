@@ -11,11 +11,11 @@ use strongroom_core::credential::{
 use strongroom_core::ids::CredentialId;
 use strongroom_core::names::{CredentialName, Environment, ServiceLabel, Tag};
 use strongroom_core::page::{Page, PageRequest};
-use strongroom_core::policy::{AccessRequest, Capability, evaluate};
+use strongroom_core::policy::{AccessRequest, Capability, Reason, evaluate};
 use strongroom_core::scope::{Authenticated, TenantScope};
 use strongroom_core::time::Timestamp;
 use strongroom_core::value::{CredentialValue, GenerationPolicy};
-use strongroom_core::{Error, Result};
+use strongroom_core::{Error, Missing, Result};
 
 use crate::cache::CachedCredential;
 use crate::{CallContext, Engine};
@@ -259,12 +259,12 @@ impl Engine {
             created_at: now,
             created_by: scope.principal().id,
         };
-        let mut draft = Self::credential_draft(
+        let mut draft = self.credential_draft(
             &scope,
             ctx,
             Action::CredentialCreate,
             Outcome::Allowed,
-            "ALLOWED",
+            Reason::Allowed,
             &credential,
         );
         draft.version = Some(1);
@@ -275,7 +275,7 @@ impl Engine {
             })
             .await
         {
-            Err(Error::NotFound(what)) if what == "environment" => Err(Error::invalid(
+            Err(Error::NotFound(Missing::Environment)) => Err(Error::invalid(
                 "environment",
                 format!("unknown environment '{}'", credential.environment),
             )),
@@ -409,12 +409,12 @@ impl Engine {
         if version == 0 {
             return Err(Error::invalid("version", "must be a version number"));
         }
-        let mut draft = Self::credential_draft(
+        let mut draft = self.credential_draft(
             &scope,
             ctx,
             Action::CredentialRollback,
             Outcome::Allowed,
-            "ALLOWED",
+            Reason::Allowed,
             &credential,
         );
         draft.version = Some(version);
@@ -450,12 +450,12 @@ impl Engine {
             // Idempotent: revoking a revoked credential changes nothing.
             return Ok(credential);
         }
-        let mut draft = Self::credential_draft(
+        let mut draft = self.credential_draft(
             &scope,
             ctx,
             Action::CredentialRevoke,
             Outcome::Allowed,
-            "ALLOWED",
+            Reason::Allowed,
             &credential,
         );
         draft.detail = Some(format!("reason={reason}"));
@@ -488,12 +488,12 @@ impl Engine {
             // Idempotent: the values are already gone.
             return Ok(credential);
         }
-        let mut draft = Self::credential_draft(
+        let mut draft = self.credential_draft(
             &scope,
             ctx,
             Action::CredentialDestroy,
             Outcome::Allowed,
-            "ALLOWED",
+            Reason::Allowed,
             &credential,
         );
         draft.detail = Some(format!("reason={reason}"));

@@ -15,7 +15,7 @@ use strongroom_core::scope::{Authenticated, TenantScope};
 use strongroom_core::store::{Change, RevealCheck};
 use strongroom_core::time::Timestamp;
 use strongroom_core::value::CredentialValue;
-use strongroom_core::{Error, Result};
+use strongroom_core::{Error, Precondition, Result};
 
 use super::CredentialRef;
 use crate::authorization::{credential_not_found, hide_missing};
@@ -149,12 +149,12 @@ impl Engine {
             Err(RevealFailure::Stale) => {
                 // Refused for good: the state changed again between the
                 // fresh read and the commit. Recorded like any refusal.
-                let mut d = Self::credential_draft(
+                let mut d = self.credential_draft(
                     scope,
                     ctx,
                     Action::CredentialReveal,
                     Outcome::Denied,
-                    "STALE_STATE",
+                    Reason::StaleState,
                     &fresh.credential,
                 );
                 d.purpose = Some(options.purpose.clone()).filter(|p| !p.is_empty());
@@ -194,11 +194,11 @@ impl Engine {
         };
         if let Err(e) = credential.ensure_usable(Timestamp::now()) {
             let code = match credential.effective_status(Timestamp::now()) {
-                CredentialStatus::Revoked => "CREDENTIAL_REVOKED",
-                CredentialStatus::Expired => "CREDENTIAL_EXPIRED",
-                CredentialStatus::Active => "CREDENTIAL_DESTROYED",
+                CredentialStatus::Revoked => Reason::CredentialRevoked,
+                CredentialStatus::Expired => Reason::CredentialExpired,
+                CredentialStatus::Active => Reason::CredentialDestroyed,
             };
-            let d = Self::credential_draft(
+            let d = self.credential_draft(
                 scope,
                 ctx,
                 Action::CredentialReveal,
@@ -222,12 +222,12 @@ impl Engine {
                 .map(|v| v.version)
                 .find(|v| *v != credential.current_version);
             if previous != Some(version) && versions.iter().any(|v| v.version == version) {
-                let mut d = Self::credential_draft(
+                let mut d = self.credential_draft(
                     scope,
                     ctx,
                     Action::CredentialReveal,
                     Outcome::Denied,
-                    "VERSION_RETIRED",
+                    Reason::VersionRetired,
                     credential,
                 );
                 d.version = Some(version);
@@ -264,12 +264,12 @@ impl Engine {
             ttl,
             expires_at: now.plus(ttl),
         };
-        let mut draft = Self::credential_draft(
+        let mut draft = self.credential_draft(
             scope,
             ctx,
             Action::CredentialReveal,
             Outcome::Allowed,
-            decision.reason.as_str(),
+            decision.reason,
             credential,
         );
         draft.version = Some(version);
@@ -301,7 +301,9 @@ impl Engine {
         .await
         {
             Ok(Ok(_)) => {}
-            Ok(Err(Error::FailedPrecondition(_))) => return Err(RevealFailure::Stale),
+            Ok(Err(Error::FailedPrecondition(Precondition::RevealStateChanged(_)))) => {
+                return Err(RevealFailure::Stale);
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "audit write failed");
                 return Err(Error::Unavailable("the audit log is unavailable".into()).into());
@@ -333,11 +335,13 @@ impl Engine {
         let scope = caller.tenant_scope()?;
         require_purpose(&scope, options)?;
         if !scope.principal().may_enter(environment) {
-            let mut d = ctx.stamp(scope.audit(
+            let mut d = self.draft(
+                &scope,
+                ctx,
                 Action::CredentialReveal,
                 Outcome::Denied,
-                Reason::EnvironmentNotPermitted.as_str(),
-            ));
+                Reason::EnvironmentNotPermitted,
+            );
             d.environment = Some(environment.to_string());
             self.audit_denial(&scope, d).await;
             return Err(Error::denied(Reason::EnvironmentNotPermitted.explain()));

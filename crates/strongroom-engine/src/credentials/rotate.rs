@@ -5,12 +5,12 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use strongroom_core::audit::{Action, Outcome};
 use strongroom_core::credential::{Credential, StoredVersion};
-use strongroom_core::policy::Capability;
+use strongroom_core::policy::{Capability, Reason};
 use strongroom_core::scope::Authenticated;
 use strongroom_core::store::Change;
 use strongroom_core::time::Timestamp;
 use strongroom_core::value::CredentialValue;
-use strongroom_core::{Error, Result};
+use strongroom_core::{Error, Precondition, Result};
 
 use super::{CredentialRef, NewValue};
 use crate::cache::CachedCredential;
@@ -59,12 +59,12 @@ impl Engine {
             return Err(self.hide_refusal(&scope, &credential, e).await);
         }
         if let Err(e) = credential.ensure_usable(Timestamp::now()) {
-            let d = Self::credential_draft(
+            let d = self.credential_draft(
                 &scope,
                 ctx,
                 Action::CredentialRotate,
                 Outcome::Denied,
-                "CREDENTIAL_NOT_USABLE",
+                Reason::CredentialNotUsable,
                 &credential,
             );
             self.audit_denial(&scope, d).await;
@@ -123,12 +123,12 @@ impl Engine {
                 created_at: now,
                 created_by: scope.principal().id,
             };
-            let mut draft = Self::credential_draft(
+            let mut draft = self.credential_draft(
                 &scope,
                 ctx,
                 Action::CredentialRotate,
                 Outcome::Allowed,
-                "ALLOWED",
+                Reason::Allowed,
                 &credential,
             );
             draft.version = Some(next);
@@ -164,7 +164,7 @@ impl Engine {
                     return Ok(written);
                 }
                 // Refused: the cached credential is stale either way.
-                Err(Error::FailedPrecondition(why)) if why.contains("concurrently") => {
+                Err(Error::FailedPrecondition(Precondition::VersionRace)) => {
                     self.changed(Change::Credential(scope.tenant_id(), credential.id));
                     credential = self.store.get_credential(&scope, credential.id).await?;
                 }

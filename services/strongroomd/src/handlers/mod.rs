@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use prost::Message;
 use strongroom_core::Result;
+use strongroom_core::policy::Reason;
 use strongroom_core::scope::Authenticated;
 use tonic::{Request, Status};
 
@@ -76,7 +77,7 @@ impl Shared {
                 "call without a usable client certificate identity"
             );
             self.engine
-                .record_failed_authentication("", peer.as_deref(), &request_id, "NO_IDENTITY")
+                .record_failed_authentication("", peer.as_deref(), &request_id, Reason::NoIdentity)
                 .await;
             return Err(Status::unauthenticated(
                 "a client certificate with an identity is required",
@@ -106,7 +107,7 @@ impl Shared {
                             identity,
                             peer.as_deref(),
                             &request_id,
-                            "UNKNOWN_IDENTITY",
+                            Reason::UnknownIdentity,
                         )
                         .await;
                 }
