@@ -1,10 +1,11 @@
 //! Authorization: roles, policy decisions on credentials, and the denials
 //! they audit; what a caller may learn of what exists.
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use strongroom_core::audit::{Action, Outcome};
-use strongroom_core::credential::Credential;
+use strongroom_core::credential::{Credential, CredentialFilter};
 use strongroom_core::names::{CredentialName, Environment};
 use strongroom_core::policy::{AccessRequest, Capability, Decision, Grant, Reason, evaluate};
 use strongroom_core::principal::{Principal, Role};
@@ -15,8 +16,69 @@ use strongroom_core::{Error, Result};
 use crate::CredentialRef;
 use crate::{CallContext, Engine};
 
+/// Grants as a decision reads them: none when the principal's role has the
+/// capability anyway (so nothing is read), else the principal's grants.
+pub(crate) struct Grants(Option<Arc<Vec<Grant>>>);
+
+impl Deref for Grants {
+    type Target = [Grant];
+
+    fn deref(&self) -> &[Grant] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+}
+
+/// What one principal may find in a listing, decided the same way for every
+/// listing: the store's query leaves out what the principal does not reach
+/// (so neither a page nor its token holds anything of it), and each
+/// credential read is decided again.
+pub(crate) struct Listing<'a> {
+    principal: &'a Principal,
+    grants: Grants,
+    capability: Capability,
+    now: Timestamp,
+}
+
+impl Listing<'_> {
+    /// `filter`, narrowed to what the principal reaches.
+    pub(crate) fn narrow(&self, filter: CredentialFilter) -> CredentialFilter {
+        CredentialFilter {
+            reach: strongroom_core::policy::reach(
+                self.principal,
+                &self.grants,
+                self.capability,
+                self.now,
+            ),
+            ..filter
+        }
+    }
+
+    /// The decision on a listed credential; its owner counts when
+    /// `with_owner` (using a value on behalf of no one).
+    pub(crate) fn decide(&self, credential: &Credential, with_owner: bool) -> Decision {
+        evaluate(
+            self.principal,
+            &self.grants,
+            &AccessRequest {
+                capability: self.capability,
+                environment: &credential.environment,
+                name: &credential.name,
+                owner: credential.owner.as_deref().filter(|_| with_owner),
+                on_behalf_of: None,
+            },
+            self.now,
+        )
+    }
+
+    /// Whether the principal may find `credential` (its owner aside).
+    pub(crate) fn shows(&self, credential: &Credential) -> bool {
+        self.decide(credential, false).allowed
+    }
+}
+
 impl Engine {
-    /// The grants that apply to `principal`, cached.
+    /// The grants that apply to `principal` (directly and by role), cached:
+    /// the one way the engine reads grants.
     pub(crate) async fn grants_for(
         &self,
         scope: &TenantScope<'_>,
@@ -31,6 +93,34 @@ impl Engine {
         self.caches
             .put_grants(tenant, ticket, principal.id, Arc::clone(&grants));
         Ok(grants)
+    }
+
+    /// The grants that can decide whether `principal` may `capability`.
+    pub(crate) async fn grants_deciding(
+        &self,
+        scope: &TenantScope<'_>,
+        principal: &Principal,
+        capability: Capability,
+    ) -> Result<Grants> {
+        if strongroom_core::policy::role_defaults(principal.role).allows(capability) {
+            return Ok(Grants(None));
+        }
+        Ok(Grants(Some(self.grants_for(scope, principal).await?)))
+    }
+
+    /// How `principal` lists credentials with `capability` now.
+    pub(crate) async fn listing<'a>(
+        &self,
+        scope: &TenantScope<'_>,
+        principal: &'a Principal,
+        capability: Capability,
+    ) -> Result<Listing<'a>> {
+        Ok(Listing {
+            principal,
+            grants: self.grants_deciding(scope, principal, capability).await?,
+            capability,
+            now: Timestamp::now(),
+        })
     }
 
     /// Requires the admin role for a tenant-management action; denials are
@@ -98,11 +188,7 @@ impl Engine {
         on_behalf_of: Option<&str>,
     ) -> Result<Decision> {
         let principal = scope.principal();
-        let grants = if strongroom_core::policy::role_defaults(principal.role).allows(capability) {
-            Arc::new(Vec::new())
-        } else {
-            self.grants_for(scope, principal).await?
-        };
+        let grants = self.grants_deciding(scope, principal, capability).await?;
         let decision = evaluate(
             principal,
             &grants,
@@ -137,11 +223,7 @@ impl Engine {
         name: &CredentialName,
     ) -> Result<bool> {
         let principal = scope.principal();
-        let grants = if strongroom_core::policy::role_defaults(principal.role).allows(capability) {
-            Arc::new(Vec::new())
-        } else {
-            self.grants_for(scope, principal).await?
-        };
+        let grants = self.grants_deciding(scope, principal, capability).await?;
         Ok(evaluate(
             principal,
             &grants,

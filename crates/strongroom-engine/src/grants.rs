@@ -11,7 +11,7 @@ use strongroom_core::policy::{
     Selector, evaluate,
 };
 use strongroom_core::principal::{Principal, Role};
-use strongroom_core::scope::Authenticated;
+use strongroom_core::scope::{Authenticated, TenantScope};
 use strongroom_core::store::GrantFilter;
 use strongroom_core::time::Timestamp;
 use strongroom_core::{Error, Result};
@@ -168,20 +168,13 @@ impl Engine {
         on_behalf_of: Option<&str>,
     ) -> Result<(Principal, Decision)> {
         let scope = caller.tenant_scope()?;
-        let subject = match principal {
-            None => scope.principal().clone(),
-            Some(id) if id == scope.principal().id => scope.principal().clone(),
-            Some(id) => {
-                self.require_admin(&scope, ctx, Action::PolicyCheck).await?;
-                self.store.get_principal(&scope, id).await?
-            }
-        };
+        let subject = self.subject(&scope, ctx, principal).await?;
         let owner = match self.store.find_credential(&scope, environment, name).await {
             Ok(c) => c.owner,
             Err(Error::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        let grants = self.store.grants_for(&scope, &subject).await?;
+        let grants = self.grants_for(&scope, &subject).await?;
         // Whether a credential is owner-scoped (and by whom) is metadata: a
         // caller that may not read the credential's metadata is answered as
         // if it were not.
@@ -266,44 +259,24 @@ impl Engine {
         page: &PageRequest,
     ) -> Result<Page<(Credential, Decision)>> {
         let scope = caller.tenant_scope()?;
-        let subject = match principal {
-            None => scope.principal().clone(),
-            Some(id) if id == scope.principal().id => scope.principal().clone(),
-            Some(id) => {
-                self.require_admin(&scope, ctx, Action::PolicyCheck).await?;
-                self.store.get_principal(&scope, id).await?
-            }
-        };
-        let grants = self.store.grants_for(&scope, &subject).await?;
-        let now = Timestamp::now();
+        let subject = self.subject(&scope, ctx, principal).await?;
+        let listing = self.listing(&scope, &subject, capability).await?;
         // Only what the subject reaches is read, so the page's token points
         // at nothing else (owner-scoped credentials aside, left out below).
-        let filter = CredentialFilter {
+        let filter = listing.narrow(CredentialFilter {
             environment,
-            reach: strongroom_core::policy::reach(&subject, &grants, capability, now),
             // Values of owner-scoped credentials are used only on behalf of
             // their owner, which a listing does not state.
             unowned_only: capability.touches_value() && subject.role != Role::Admin,
             ..CredentialFilter::default()
-        };
+        });
         let listed = self.store.list_credentials(&scope, &filter, page).await?;
         let mut decided = Page {
             items: listed
                 .items
                 .into_iter()
                 .map(|c| {
-                    let d = evaluate(
-                        &subject,
-                        &grants,
-                        &AccessRequest {
-                            capability,
-                            environment: &c.environment,
-                            name: &c.name,
-                            owner: c.owner.as_deref(),
-                            on_behalf_of: None,
-                        },
-                        now,
-                    );
+                    let d = listing.decide(&c, true);
                     (c, d)
                 })
                 .collect(),
@@ -311,5 +284,23 @@ impl Engine {
         };
         decided.retain(|(_, d)| d.allowed, |(c, _)| c.id.to_string());
         Ok(decided)
+    }
+
+    /// The principal a policy question is about: the caller itself, or
+    /// (for an admin) another principal of its tenant.
+    async fn subject(
+        &self,
+        scope: &TenantScope<'_>,
+        ctx: &CallContext,
+        principal: Option<PrincipalId>,
+    ) -> Result<Principal> {
+        match principal {
+            None => Ok(scope.principal().clone()),
+            Some(id) if id == scope.principal().id => Ok(scope.principal().clone()),
+            Some(id) => {
+                self.require_admin(scope, ctx, Action::PolicyCheck).await?;
+                self.store.get_principal(scope, id).await
+            }
+        }
     }
 }

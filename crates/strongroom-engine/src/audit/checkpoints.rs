@@ -236,16 +236,7 @@ impl Engine {
             head.sequence,
             last.map_or(0, |l| l.sequence),
         ));
-        match tokio::time::timeout(
-            self.limits.audit_timeout,
-            self.store.append_platform_audit(draft),
-        )
-        .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "could not record a refused checkpoint"),
-            Err(_) => tracing::error!("recording a refused checkpoint timed out"),
-        }
+        self.record_platform(draft, "a refused checkpoint").await;
     }
 
     /// The public keys checkpoints are signed with, as (key id, key). Any

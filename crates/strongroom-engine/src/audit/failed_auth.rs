@@ -81,16 +81,7 @@ impl Engine {
         draft.peer = failure.peer;
         draft.request_id = request_id.map(str::to_owned);
         draft.detail = Some(format!("count={}", failure.count));
-        match tokio::time::timeout(
-            self.limits.audit_timeout,
-            self.store.append_platform_audit(draft),
-        )
-        .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "could not record a failed authentication"),
-            Err(_) => tracing::error!("recording a failed authentication timed out"),
-        }
+        self.record_platform(draft, "a failed authentication").await;
     }
 }
 

@@ -11,7 +11,7 @@ use strongroom_core::credential::{
 use strongroom_core::ids::CredentialId;
 use strongroom_core::names::{CredentialName, Environment, ServiceLabel, Tag};
 use strongroom_core::page::{Page, PageRequest};
-use strongroom_core::policy::{AccessRequest, Capability, Reason, evaluate};
+use strongroom_core::policy::{Capability, Reason};
 use strongroom_core::scope::{Authenticated, TenantScope};
 use strongroom_core::time::Timestamp;
 use strongroom_core::value::{CredentialValue, GenerationPolicy};
@@ -320,39 +320,12 @@ impl Engine {
         page: &PageRequest,
     ) -> Result<Page<Credential>> {
         let scope = caller.tenant_scope()?;
-        let principal = scope.principal();
-        let grants =
-            if strongroom_core::policy::role_defaults(principal.role).allows(Capability::List) {
-                Vec::new()
-            } else {
-                self.store.grants_for(&scope, principal).await?
-            };
-        let now = Timestamp::now();
-        // What the caller may not list is left out by the query itself, so
-        // that neither the page nor its token holds anything of it.
-        let visible = CredentialFilter {
-            reach: strongroom_core::policy::reach(principal, &grants, Capability::List, now),
-            ..filter.clone()
-        };
+        let listing = self
+            .listing(&scope, scope.principal(), Capability::List)
+            .await?;
+        let visible = listing.narrow(filter.clone());
         let mut result = self.store.list_credentials(&scope, &visible, page).await?;
-        result.retain(
-            |c| {
-                evaluate(
-                    principal,
-                    &grants,
-                    &AccessRequest {
-                        capability: Capability::List,
-                        environment: &c.environment,
-                        name: &c.name,
-                        owner: None,
-                        on_behalf_of: None,
-                    },
-                    now,
-                )
-                .allowed
-            },
-            |c| c.id.to_string(),
-        );
+        result.retain(|c| listing.shows(c), |c| c.id.to_string());
         Ok(result)
     }
 

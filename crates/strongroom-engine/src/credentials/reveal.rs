@@ -9,7 +9,7 @@ use strongroom_core::credential::{Credential, CredentialFilter, CredentialStatus
 use strongroom_core::ids::LeaseId;
 use strongroom_core::names::{CredentialName, Environment, ServiceLabel};
 use strongroom_core::page::PageRequest;
-use strongroom_core::policy::{AccessRequest, Capability, Reason, evaluate};
+use strongroom_core::policy::{Capability, Reason};
 use strongroom_core::principal::Role;
 use strongroom_core::scope::{Authenticated, TenantScope};
 use strongroom_core::store::{Change, RevealCheck};
@@ -119,27 +119,31 @@ impl Engine {
         let cached = self
             .find_named(&scope, ctx, Action::CredentialReveal, reference, found)
             .await?;
-        match self.reveal_found(&scope, ctx, cached, options).await {
-            Ok(r) => Ok(r),
-            Err(RevealFailure::Failed(e)) => Err(e),
-            Err(RevealFailure::Stale) => {
-                self.changed(Change::Access(scope.tenant_id()));
-                let fresh = self
-                    .load_credential(&scope, reference)
-                    .await
-                    .map_err(hide_missing)?;
-                self.reveal_retried(&scope, ctx, fresh, options).await
-            }
-        }
+        self.reveal_cached(&scope, ctx, reference, cached, options)
+            .await
     }
 
-    async fn reveal_retried(
+    /// Reveals `cached`, found for `reference`. A decision that went stale
+    /// before its commit (the state it was taken on changed) drops what is
+    /// cached of the tenant and is taken once more on fresh state; stale
+    /// again, it is refused for good.
+    async fn reveal_cached(
         &self,
         scope: &TenantScope<'_>,
         ctx: &CallContext,
-        fresh: Arc<CachedCredential>,
+        reference: &CredentialRef,
+        cached: Arc<CachedCredential>,
         options: &RevealOptions,
     ) -> Result<Revealed> {
+        match self.reveal_found(scope, ctx, cached, options).await {
+            Ok(r) => return Ok(r),
+            Err(RevealFailure::Failed(e)) => return Err(e),
+            Err(RevealFailure::Stale) => self.changed(Change::Access(scope.tenant_id())),
+        }
+        let fresh = self
+            .load_credential(scope, reference)
+            .await
+            .map_err(hide_missing)?;
         match self
             .reveal_found(scope, ctx, Arc::clone(&fresh), options)
             .await
@@ -294,24 +298,15 @@ impl Engine {
         };
         // Fail closed: the value is returned only once its audit record is
         // durable, and only if the state it was decided on still holds.
-        match tokio::time::timeout(
-            self.limits.audit_timeout,
-            self.store.append_reveal(scope, draft, check),
-        )
-        .await
+        match self
+            .durable(self.store.append_reveal(scope, draft, check))
+            .await
         {
-            Ok(Ok(_)) => {}
-            Ok(Err(Error::FailedPrecondition(Precondition::RevealStateChanged(_)))) => {
+            Ok(_) => {}
+            Err(Error::FailedPrecondition(Precondition::RevealStateChanged(_))) => {
                 return Err(RevealFailure::Stale);
             }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "audit write failed");
-                return Err(Error::Unavailable("the audit log is unavailable".into()).into());
-            }
-            Err(_) => {
-                tracing::error!("audit write timed out");
-                return Err(Error::Unavailable("the audit log is unavailable".into()).into());
-            }
+            Err(e) => return Err(e.into()),
         }
         Ok(Revealed {
             credential: credential.clone(),
@@ -368,35 +363,20 @@ impl Engine {
         } else {
             // Only credentials the caller may list count: how many serve
             // the service must not leak to a caller without access.
-            let principal = scope.principal();
-            let grants = self.grants_for(&scope, principal).await?;
-            let now = Timestamp::now();
-            let filter = CredentialFilter {
+            let listing = self
+                .listing(&scope, scope.principal(), Capability::List)
+                .await?;
+            let filter = listing.narrow(CredentialFilter {
                 environment: Some(environment.clone()),
                 service: Some(service.clone()),
                 status: Some(CredentialStatus::Active),
-                reach: strongroom_core::policy::reach(principal, &grants, Capability::List, now),
                 ..CredentialFilter::default()
-            };
+            });
             let mut page = self
                 .store
                 .list_credentials(&scope, &filter, &PageRequest::first(100))
                 .await?;
-            page.items.retain(|c| {
-                evaluate(
-                    principal,
-                    &grants,
-                    &AccessRequest {
-                        capability: Capability::List,
-                        environment: &c.environment,
-                        name: &c.name,
-                        owner: None,
-                        on_behalf_of: None,
-                    },
-                    now,
-                )
-                .allowed
-            });
+            page.items.retain(|c| listing.shows(c));
             match page.items.len() {
                 0 => {
                     return Err(Error::not_found(
@@ -413,15 +393,8 @@ impl Engine {
         };
         let reference = CredentialRef::Id(credential.id);
         let cached = self.cached_credential(&scope, &reference).await?;
-        match self.reveal_found(&scope, ctx, cached, options).await {
-            Ok(r) => Ok(r),
-            Err(RevealFailure::Failed(e)) => Err(e),
-            Err(RevealFailure::Stale) => {
-                self.changed(Change::Access(scope.tenant_id()));
-                let fresh = self.load_credential(&scope, &reference).await?;
-                self.reveal_retried(&scope, ctx, fresh, options).await
-            }
-        }
+        self.reveal_cached(&scope, ctx, &reference, cached, options)
+            .await
     }
 }
 
