@@ -323,9 +323,20 @@ impl AuditDraft {
 
     /// A draft with the given action and outcome, now, everything else empty.
     pub fn new(action: Action, outcome: Outcome, reason_code: impl Into<String>) -> Self {
+        Self::new_at(action, outcome, reason_code, Timestamp::now())
+    }
+
+    /// A draft with the given action and outcome at `at` (the time of the
+    /// operation's clock), everything else empty.
+    pub fn new_at(
+        action: Action,
+        outcome: Outcome,
+        reason_code: impl Into<String>,
+        at: Timestamp,
+    ) -> Self {
         Self {
             id: EventId::generate(),
-            at: Timestamp::now(),
+            at,
             principal: None,
             actor: String::new(),
             on_behalf_of: None,

@@ -13,6 +13,7 @@ use crate::ids::{BindingId, TenantId};
 use crate::principal::{IdentityPattern, Principal, PrincipalStatus};
 use crate::store::Store;
 use crate::tenant::{Tenant, TenantStatus};
+use crate::time::Timestamp;
 
 /// A principal of a tenant, as authenticated.
 #[derive(Debug, Clone)]
@@ -115,9 +116,20 @@ impl<'a> TenantScope<'a> {
         self.binding
     }
 
-    /// An audit draft attributed to the acting principal.
+    /// An audit draft attributed to the acting principal, now.
     pub fn audit(&self, action: Action, outcome: Outcome, reason_code: &str) -> AuditDraft {
-        let mut draft = AuditDraft::new(action, outcome, reason_code);
+        self.audit_at(action, outcome, reason_code, Timestamp::now())
+    }
+
+    /// An audit draft attributed to the acting principal, at `at`.
+    pub fn audit_at(
+        &self,
+        action: Action,
+        outcome: Outcome,
+        reason_code: &str,
+        at: Timestamp,
+    ) -> AuditDraft {
+        let mut draft = AuditDraft::new_at(action, outcome, reason_code, at);
         draft.principal = Some(self.principal.id);
         draft.actor = self.principal.name.to_string();
         draft
@@ -136,9 +148,20 @@ impl PlatformScope<'_> {
         self.identity
     }
 
-    /// An audit draft attributed to the operator.
+    /// An audit draft attributed to the operator, now.
     pub fn audit(&self, action: Action, outcome: Outcome, reason_code: &str) -> AuditDraft {
-        let mut draft = AuditDraft::new(action, outcome, reason_code);
+        self.audit_at(action, outcome, reason_code, Timestamp::now())
+    }
+
+    /// An audit draft attributed to the operator, at `at`.
+    pub fn audit_at(
+        &self,
+        action: Action,
+        outcome: Outcome,
+        reason_code: &str,
+        at: Timestamp,
+    ) -> AuditDraft {
+        let mut draft = AuditDraft::new_at(action, outcome, reason_code, at);
         draft.actor = format!("platform:{}", self.identity);
         draft
     }

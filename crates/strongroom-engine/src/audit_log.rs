@@ -73,7 +73,7 @@ impl Engine {
         outcome: Outcome,
         reason: Reason,
     ) -> AuditDraft {
-        ctx.stamp(scope.audit(action, outcome, reason.as_str()))
+        ctx.stamp(scope.audit_at(action, outcome, reason.as_str(), self.now()))
     }
 
     /// The draft of this call's platform operation, allowed for the
@@ -84,7 +84,12 @@ impl Engine {
         ctx: &CallContext,
         action: Action,
     ) -> AuditDraft {
-        ctx.stamp(scope.audit(action, Outcome::Allowed, Reason::PlatformOperator.as_str()))
+        ctx.stamp(scope.audit_at(
+            action,
+            Outcome::Allowed,
+            Reason::PlatformOperator.as_str(),
+            self.now(),
+        ))
     }
 
     /// The draft of this call's event about `credential`.

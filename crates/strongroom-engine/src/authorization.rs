@@ -119,7 +119,7 @@ impl Engine {
             principal,
             grants: self.grants_deciding(scope, principal, capability).await?,
             capability,
-            now: Timestamp::now(),
+            now: self.now(),
         })
     }
 
@@ -199,7 +199,7 @@ impl Engine {
                 owner: credential.and_then(|c| c.owner.as_deref()),
                 on_behalf_of,
             },
-            Timestamp::now(),
+            self.now(),
         );
         if !decision.allowed {
             let mut d = self.draft(scope, ctx, action, Outcome::Denied, decision.reason);
@@ -234,7 +234,7 @@ impl Engine {
                 owner: None,
                 on_behalf_of: None,
             },
-            Timestamp::now(),
+            self.now(),
         )
         .allowed)
     }

@@ -72,7 +72,7 @@ impl Engine {
                 "at least one destination is required when granting inject",
             ));
         }
-        if new.expires_at.is_some_and(|t| t <= Timestamp::now()) {
+        if new.expires_at.is_some_and(|t| t <= self.now()) {
             return Err(Error::invalid("expires_at", "must be in the future"));
         }
         self.ensure_environments(&scope, &new.environments, "environments")
@@ -106,7 +106,7 @@ impl Engine {
             expires_at: new.expires_at,
             reason: new.reason,
             granted_by: scope.principal().id,
-            created_at: Timestamp::now(),
+            created_at: self.now(),
         };
         let mut draft = self.draft(
             &scope,
@@ -190,7 +190,7 @@ impl Engine {
                     owner: None,
                     on_behalf_of: None,
                 },
-                Timestamp::now(),
+                self.now(),
             )
             .allowed;
         let owner = owner.filter(|_| caller_sees_metadata);
@@ -204,7 +204,7 @@ impl Engine {
                 owner: owner.as_deref(),
                 on_behalf_of,
             },
-            Timestamp::now(),
+            self.now(),
         );
         Ok((subject, decision))
     }

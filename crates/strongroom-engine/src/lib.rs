@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use strongroom_core::scope::Authenticator;
 use strongroom_core::store::Store;
+use strongroom_core::time::{Clock, SystemClock, Timestamp};
 use strongroom_crypto::RootKey;
 
 use crate::abuse::AbuseGuard;
@@ -59,6 +60,8 @@ pub struct Engine {
     /// The root key and the unwrapped tenant keys.
     keyring: keyring::Keyring,
     limits: Limits,
+    /// Where every operation takes the current time from.
+    clock: Arc<dyn Clock>,
     authenticator: Authenticator,
     caches: Arc<Caches>,
     /// The checkpoint signing key, derived from the root key on first use.
@@ -96,6 +99,7 @@ impl Engine {
             store,
             keyring: keyring::Keyring::new(root),
             limits,
+            clock: Arc::new(SystemClock),
             authenticator,
             caches,
             checkpoint_key: tokio::sync::OnceCell::new(),
@@ -112,6 +116,18 @@ impl Engine {
     pub fn with_min_namespace_depth(mut self, depth: usize) -> Self {
         self.min_namespace_depth = depth;
         self
+    }
+
+    /// Takes the current time from `clock` instead of the system's.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The current time, as every operation of this engine sees it.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// The abuse controls' state.

@@ -11,7 +11,6 @@ use strongroom_core::principal::{
     PrincipalStatus, Role, check_namespaces,
 };
 use strongroom_core::scope::Authenticated;
-use strongroom_core::time::Timestamp;
 use strongroom_core::{Error, Result};
 
 use crate::{CallContext, Engine};
@@ -46,7 +45,7 @@ impl Engine {
             environments,
             description,
             status: PrincipalStatus::Active,
-            created_at: Timestamp::now(),
+            created_at: self.now(),
         };
         let mut draft = self.draft(
             &scope,
@@ -155,7 +154,7 @@ impl Engine {
                 tenant: scope.tenant_id(),
                 principal,
                 pattern,
-                created_at: Timestamp::now(),
+                created_at: self.now(),
             };
             let mut draft = self.draft(
                 &scope,

@@ -11,7 +11,6 @@ use strongroom_core::principal::{
 use strongroom_core::scope::{Authenticated, PlatformScope};
 use strongroom_core::store::NewTenant;
 use strongroom_core::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
-use strongroom_core::time::Timestamp;
 use strongroom_core::{Error, Result};
 use strongroom_crypto::Kek;
 
@@ -39,7 +38,7 @@ impl Engine {
                 "must lie inside the tenant's identity_namespaces",
             ));
         }
-        let now = Timestamp::now();
+        let now = self.now();
         let tenant = Tenant {
             id: TenantId::generate(),
             name,

@@ -409,15 +409,19 @@ impl App {
             addr: config.listen,
             error,
         })?;
-        let engine = Arc::new(
-            Engine::new(
-                store,
-                Arc::new(root),
-                config.limits.engine(),
-                Authenticator::new(config.platform_operators.clone()),
-            )
-            .with_min_namespace_depth(config.identity.min_namespace_depth),
-        );
+        let engine = Engine::new(
+            store,
+            Arc::new(root),
+            config.limits.engine(),
+            Authenticator::new(config.platform_operators.clone()),
+        )
+        .with_min_namespace_depth(config.identity.min_namespace_depth);
+        #[cfg(feature = "test-clock")]
+        let engine = match crate::test_clock::from_env() {
+            Some(clock) => engine.with_clock(clock),
+            None => engine,
+        };
+        let engine = Arc::new(engine);
         // The checkpoint signing key is derived from the root key.
         engine
             .checkpoint_key()

@@ -401,9 +401,13 @@ fn injection_out(t: &InjectionTemplate) -> pb::InjectionTemplate {
     }
 }
 
-/// Credential metadata as returned to callers.
-pub fn credential_out(c: &Credential, tenant_rotation: &RotationPolicy) -> pb::Credential {
-    let now = Timestamp::now();
+/// Credential metadata as returned to callers, with its status and rotation
+/// status as of `now` (the engine's clock).
+pub fn credential_out(
+    c: &Credential,
+    tenant_rotation: &RotationPolicy,
+    now: Timestamp,
+) -> pb::Credential {
     let policy = c.rotation.unwrap_or(*tenant_rotation);
     let status = policy.status(c.rotated_at, now);
     pb::Credential {

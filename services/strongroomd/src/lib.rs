@@ -13,4 +13,13 @@ pub mod error;
 pub mod handlers;
 pub mod serve;
 pub mod telemetry;
+#[cfg(feature = "test-clock")]
+pub mod test_clock;
 pub mod tls;
+
+// The test clock lets whoever can write a file move the server's time
+// (and with it expiry): it exists for the end-to-end tests only.
+#[cfg(all(feature = "test-clock", not(debug_assertions)))]
+compile_error!(
+    "the `test-clock` feature is for debug builds of the end-to-end tests only; release builds of strongroomd never carry it"
+);

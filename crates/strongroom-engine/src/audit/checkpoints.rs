@@ -20,7 +20,6 @@ use strongroom_core::ids::TenantId;
 use strongroom_core::policy::Reason;
 use strongroom_core::principal::Role;
 use strongroom_core::scope::Authenticated;
-use strongroom_core::time::Timestamp;
 use strongroom_core::{Error, Result};
 use strongroom_crypto::{ChainRef, SignedCheckpoint, SigningKey};
 
@@ -130,12 +129,7 @@ impl Engine {
             }
             return Err(Error::precondition(NOT_EXTENDING));
         }
-        let signed = key.sign(
-            chain,
-            head.sequence,
-            head.hash,
-            Timestamp::now().as_micros(),
-        );
+        let signed = key.sign(chain, head.sequence, head.hash, self.now().as_micros());
         state.last.insert(chain, head);
         state.refused.remove(&chain);
         Ok(signed)
@@ -224,10 +218,11 @@ impl Engine {
         last: Option<ChainHead>,
         problem: &str,
     ) {
-        let mut draft = AuditDraft::new(
+        let mut draft = AuditDraft::new_at(
             Action::Other,
             Outcome::Error,
             Reason::CheckpointRefused.as_str(),
+            self.now(),
         );
         draft.actor = "strongroomd".to_owned();
         draft.detail = Some(format!(

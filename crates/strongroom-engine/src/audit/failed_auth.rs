@@ -65,10 +65,11 @@ impl Engine {
     }
 
     async fn append_failed_authentication(&self, failure: Failure, request_id: Option<&str>) {
-        let mut draft = AuditDraft::new(
+        let mut draft = AuditDraft::new_at(
             Action::AuthenticationFailed,
             Outcome::Denied,
             failure.reason.as_str(),
+            self.now(),
         );
         // The presented identity is the caller's text: stored without
         // control characters and bounded, like any free text.

@@ -222,7 +222,7 @@ impl Engine {
             None,
         )
         .await?;
-        let now = Timestamp::now();
+        let now = self.now();
         let credential = Credential {
             id: CredentialId::generate(),
             tenant: scope.tenant_id(),

@@ -196,8 +196,8 @@ impl Engine {
             Ok(d) => d,
             Err(e) => return Err(self.hide_refusal(scope, credential, e).await.into()),
         };
-        if let Err(e) = credential.ensure_usable(Timestamp::now()) {
-            let code = match credential.effective_status(Timestamp::now()) {
+        if let Err(e) = credential.ensure_usable(self.now()) {
+            let code = match credential.effective_status(self.now()) {
                 CredentialStatus::Revoked => Reason::CredentialRevoked,
                 CredentialStatus::Expired => Reason::CredentialExpired,
                 CredentialStatus::Active => Reason::CredentialDestroyed,
@@ -262,7 +262,7 @@ impl Engine {
             .unwrap_or(self.limits.default_lease_ttl)
             .min(self.limits.max_lease_ttl)
             .max(Duration::from_secs(1));
-        let now = Timestamp::now();
+        let now = self.now();
         let lease = Lease {
             id: LeaseId::generate(),
             ttl,

@@ -8,7 +8,6 @@ use strongroom_core::credential::{Credential, StoredVersion};
 use strongroom_core::policy::{Capability, Reason};
 use strongroom_core::scope::Authenticated;
 use strongroom_core::store::Change;
-use strongroom_core::time::Timestamp;
 use strongroom_core::value::CredentialValue;
 use strongroom_core::{Error, Precondition, Result};
 
@@ -58,7 +57,7 @@ impl Engine {
         {
             return Err(self.hide_refusal(&scope, &credential, e).await);
         }
-        if let Err(e) = credential.ensure_usable(Timestamp::now()) {
+        if let Err(e) = credential.ensure_usable(self.now()) {
             let d = self.credential_draft(
                 &scope,
                 ctx,
@@ -108,7 +107,7 @@ impl Engine {
         // ciphertext, so a lost race re-reads and re-seals.
         for _ in 0..8 {
             let next = credential.latest_version + 1;
-            let now = Timestamp::now();
+            let now = self.now();
             let stored = StoredVersion {
                 credential: credential.id,
                 version: next,

@@ -432,7 +432,7 @@ impl AdminService for AdminHandler {
                     name: env.to_string(),
                     description: req.description,
                     built_in: false,
-                    created_at: Some(convert::time_out(strongroom_core::time::Timestamp::now())),
+                    created_at: Some(convert::time_out(self.0.engine.now())),
                     credential_count: 0,
                 }),
             })

@@ -1,7 +1,7 @@
 //! CredentialService.
 
 use strongroom_core::Error;
-use strongroom_core::credential::CredentialFilter;
+use strongroom_core::credential::{Credential, CredentialFilter};
 use strongroom_core::names::{CredentialName, Environment, ServiceLabel};
 use strongroom_core::page::PageRequest;
 use strongroom_proto::v1 as pb;
@@ -59,6 +59,12 @@ impl CredentialHandler {
             .map(|t| t.settings.rotation)
             .unwrap_or_default()
     }
+
+    /// Credential metadata as returned to the caller: statuses as of the
+    /// engine's clock, rotation against the tenant's default policy.
+    fn credential_out(&self, call: &super::Call, c: &Credential) -> pb::Credential {
+        credential_out(c, &Self::tenant_rotation(call), self.0.engine.now())
+    }
 }
 
 #[tonic::async_trait]
@@ -87,7 +93,7 @@ impl CredentialService for CredentialHandler {
                 .create_credential(&call.caller, &call.ctx, new)
                 .await?;
             Ok(pb::CreateCredentialResponse {
-                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+                credential: Some(self.credential_out(&call, &c)),
             })
         })
     }
@@ -104,7 +110,7 @@ impl CredentialService for CredentialHandler {
                 .get_credential(&call.caller, &call.ctx, &r)
                 .await?;
             Ok(pb::GetCredentialResponse {
-                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+                credential: Some(self.credential_out(&call, &c)),
             })
         })
     }
@@ -143,11 +149,12 @@ impl CredentialService for CredentialHandler {
                 .list_credentials(&call.caller, &filter, &page)
                 .await?;
             let rotation = Self::tenant_rotation(&call);
+            let now = self.0.engine.now();
             Ok(pb::ListCredentialsResponse {
                 credentials: result
                     .items
                     .iter()
-                    .map(|c| credential_out(c, &rotation))
+                    .map(|c| credential_out(c, &rotation, now))
                     .collect(),
                 next_page_token: result.next_token(),
             })
@@ -180,7 +187,7 @@ impl CredentialService for CredentialHandler {
                 .reveal(&call.caller, &call.ctx, &r, &options)
                 .await?;
             let (credential, version, value, lease) =
-                revealed_parts(&revealed, &Self::tenant_rotation(&call));
+                revealed_parts(&revealed, self.credential_out(&call, &revealed.credential));
             Ok(pb::RevealCredentialResponse {
                 credential,
                 version,
@@ -218,7 +225,7 @@ impl CredentialService for CredentialHandler {
                 )
                 .await?;
             let (credential, version, value, lease) =
-                revealed_parts(&revealed, &Self::tenant_rotation(&call));
+                revealed_parts(&revealed, self.credential_out(&call, &revealed.credential));
             Ok(pb::ResolveCredentialResponse {
                 credential,
                 version,
@@ -253,7 +260,7 @@ impl CredentialService for CredentialHandler {
                 .await?;
             Ok(pb::RotateCredentialResponse {
                 version: c.current_version,
-                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+                credential: Some(self.credential_out(&call, &c)),
             })
         })
     }
@@ -300,7 +307,7 @@ impl CredentialService for CredentialHandler {
                 .rollback(&call.caller, &call.ctx, &r, req.version)
                 .await?;
             Ok(pb::RollbackCredentialResponse {
-                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+                credential: Some(self.credential_out(&call, &c)),
             })
         })
     }
@@ -317,7 +324,7 @@ impl CredentialService for CredentialHandler {
                 .revoke(&call.caller, &call.ctx, &r, &req.reason)
                 .await?;
             Ok(pb::RevokeCredentialResponse {
-                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+                credential: Some(self.credential_out(&call, &c)),
                 leases_ended: 0,
             })
         })
@@ -347,7 +354,7 @@ impl CredentialService for CredentialHandler {
                 .destroy(&call.caller, &call.ctx, &r, &req.reason)
                 .await?;
             Ok(pb::DestroyCredentialResponse {
-                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+                credential: Some(self.credential_out(&call, &c)),
                 destroyed_versions: before.iter().map(|(v, _)| v.version).collect(),
             })
         })
@@ -389,10 +396,7 @@ enum Reveal {
 
 type RevealParts = (Option<pb::Credential>, u32, Reveal, Option<pb::Lease>);
 
-fn revealed_parts(
-    r: &Revealed,
-    rotation: &strongroom_core::credential::RotationPolicy,
-) -> RevealParts {
+fn revealed_parts(r: &Revealed, credential: pb::Credential) -> RevealParts {
     let value = match &r.value {
         RevealedValue::Whole(v) => Reveal::Whole(convert::value_out(v)),
         RevealedValue::Field(name, text) => Reveal::Field(pb::RevealedField {
@@ -401,7 +405,7 @@ fn revealed_parts(
         }),
     };
     (
-        Some(credential_out(&r.credential, rotation)),
+        Some(credential),
         r.version,
         value,
         Some(lease_out(&r.lease)),

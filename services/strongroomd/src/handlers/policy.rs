@@ -149,7 +149,7 @@ impl PolicyService for PolicyHandler {
                 .engine
                 .list_grants(&call.caller, &call.ctx, &filter, &page)
                 .await?;
-            let now = strongroom_core::time::Timestamp::now();
+            let now = self.0.engine.now();
             Ok(pb::ListGrantsResponse {
                 grants: result
                     .items
@@ -182,6 +182,7 @@ impl PolicyService for PolicyHandler {
                 .tenant()
                 .map(|t| t.settings.rotation)
                 .unwrap_or_default();
+            let now = self.0.engine.now();
             let result = self
                 .0
                 .engine
@@ -199,7 +200,7 @@ impl PolicyService for PolicyHandler {
                     .items
                     .iter()
                     .map(|(c, d)| pb::AccessibleCredential {
-                        credential: Some(convert::credential_out(c, &rotation)),
+                        credential: Some(convert::credential_out(c, &rotation, now)),
                         capabilities: vec![req.capability.max(pb::Capability::List as i32)],
                         grant_ids: d.grant.map(|g| g.to_string()).into_iter().collect(),
                         expires_at: None,
