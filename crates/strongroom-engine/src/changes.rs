@@ -11,6 +11,7 @@ use std::sync::{Arc, Weak};
 use strongroom_core::Result;
 use strongroom_core::audit::AuditDraft;
 use strongroom_core::ids::TenantId;
+use strongroom_core::scope::SystemScope;
 use strongroom_core::store::{Change, Store};
 
 use crate::Engine;
@@ -54,9 +55,9 @@ impl Engine {
 }
 
 /// Applies the store's change notices (from other servers sharing the
-/// database) to `caches` until the caches are dropped; notices that may
-/// have been missed drop everything.
-pub(crate) fn spawn_listener(store: &Arc<dyn Store>, caches: Weak<Caches>) {
+/// database) to `caches` until the caches are dropped, as the background
+/// task `system`; notices that may have been missed drop everything.
+pub(crate) fn spawn_listener(store: &Arc<dyn Store>, caches: Weak<Caches>, system: SystemScope) {
     let mut changes = store.changes();
     tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
@@ -67,7 +68,14 @@ pub(crate) fn spawn_listener(store: &Arc<dyn Store>, caches: Weak<Caches>) {
             };
             match change {
                 Ok(change) => caches.apply(change),
-                Err(RecvError::Lagged(_)) => caches.apply(Change::Everything),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        task = system.task().as_str(),
+                        missed,
+                        "change notices were missed: every cache is dropped"
+                    );
+                    caches.apply(Change::Everything);
+                }
                 Err(RecvError::Closed) => return,
             }
         }

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use strongroom_core::scope::Authenticator;
+use strongroom_core::scope::{Authenticator, SystemScope, SystemTask};
 use strongroom_core::store::Store;
 use strongroom_core::time::{Clock, SystemClock, Timestamp};
 use strongroom_crypto::RootKey;
@@ -88,7 +88,11 @@ impl Engine {
         authenticator: Authenticator,
     ) -> Self {
         let caches = Arc::new(Caches::new(limits.cache_ttl, limits.credential_cache_ttl));
-        changes::spawn_listener(&store, Arc::downgrade(&caches));
+        changes::spawn_listener(
+            &store,
+            Arc::downgrade(&caches),
+            SystemScope::for_task(SystemTask::ChangeListener),
+        );
         let abuse = Arc::new(AbuseGuard::default());
         abuse::spawn_sweeper(
             Arc::downgrade(&abuse),

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use secrecy::SecretString;
-use strongroom_core::scope::Authenticator;
+use strongroom_core::scope::{Authenticator, SystemScope, SystemTask};
 use strongroom_core::store::{Store, meta};
 use strongroom_crypto::{CryptoError, KdfParams, KeyCheck, RootKey};
 use strongroom_proto::v1::admin_service_server::AdminServiceServer;
@@ -430,12 +430,16 @@ impl App {
         // The last head signed per chain, from the checkpoint file, so
         // checkpoints only ever extend it.
         if let Some(path) = &config.audit.checkpoint_file {
-            crate::checkpoint_task::seed_from_file(&engine, path)
-                .await
-                .map_err(|message| crate::config::ConfigError {
-                    key: "audit.checkpoint_file".into(),
-                    message,
-                })?;
+            crate::checkpoint_task::seed_from_file(
+                &engine,
+                &SystemScope::for_task(SystemTask::Checkpoints),
+                path,
+            )
+            .await
+            .map_err(|message| crate::config::ConfigError {
+                key: "audit.checkpoint_file".into(),
+                message,
+            })?;
         }
         let checkpoint_file = match &config.audit.checkpoint_file {
             Some(path) => Some((
@@ -536,6 +540,7 @@ impl App {
         ));
         tokio::spawn(crate::checkpoint_task::run(
             Arc::clone(&engine),
+            SystemScope::for_task(SystemTask::Checkpoints),
             audit,
             checkpoint_file,
             stopping_rx,
@@ -578,11 +583,12 @@ impl App {
 /// Records coalesced failed authentications once their window has passed
 /// (see `Engine::flush_failed_authentications`), until the server stops.
 async fn flush_failed_authentications(engine: Arc<Engine>, mut stopping: watch::Receiver<bool>) {
+    let system = SystemScope::for_task(SystemTask::FailedAuthentications);
     let mut ticks = tokio::time::interval(strongroom_engine::FAILED_AUTH_WINDOW);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticks.tick() => engine.flush_failed_authentications().await,
+            _ = ticks.tick() => engine.flush_failed_authentications(&system).await,
             _ = stopping.changed() => return,
         }
     }

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strongroom_core::audit::ChainHead;
+use strongroom_core::scope::SystemScope;
 use strongroom_crypto::{ChainRef, Checkpoint, SignedCheckpoint};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
@@ -97,7 +98,11 @@ impl CheckpointLine {
 /// it exists) as that chain's last signed head. Lines that do not parse or
 /// whose signature does not verify with this server's key are skipped with
 /// a warning.
-pub async fn seed_from_file(engine: &Engine, path: &Path) -> Result<(), String> {
+pub async fn seed_from_file(
+    engine: &Engine,
+    system: &SystemScope,
+    path: &Path,
+) -> Result<(), String> {
     let text = match tokio::fs::read_to_string(path).await {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -124,7 +129,7 @@ pub async fn seed_from_file(engine: &Engine, path: &Path) -> Result<(), String> 
     }
     for signed in last.values() {
         if !engine
-            .seed_signed_head(signed)
+            .seed_signed_head(system, signed)
             .await
             .map_err(|e| e.to_string())?
         {
@@ -149,9 +154,10 @@ pub async fn open_file(path: &Path) -> std::io::Result<tokio::fs::File> {
         .await
 }
 
-/// Runs until `stopping` turns true.
+/// Runs until `stopping` turns true, as the background task `system`.
 pub async fn run(
     engine: Arc<Engine>,
+    system: SystemScope,
     config: AuditConfig,
     mut file: Option<(PathBuf, tokio::fs::File)>,
     mut stopping: watch::Receiver<bool>,
@@ -167,7 +173,7 @@ pub async fn run(
             _ = ticks.tick() => {}
             _ = stopping.changed() => return,
         }
-        if let Err(e) = checkpoint_moved_chains(&engine, &mut file, &mut written).await {
+        if let Err(e) = checkpoint_moved_chains(&engine, &system, &mut file, &mut written).await {
             tracing::error!(error = %e, "scheduled audit checkpoint failed; retried next interval");
         }
     }
@@ -177,10 +183,14 @@ pub async fn run(
 /// head yet.
 async fn checkpoint_moved_chains(
     engine: &Engine,
+    system: &SystemScope,
     file: &mut Option<(PathBuf, tokio::fs::File)>,
     written: &mut HashMap<ChainRef, ChainHead>,
 ) -> Result<(), String> {
-    let heads = engine.chain_heads().await.map_err(|e| e.to_string())?;
+    let heads = engine
+        .chain_heads(system)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut lines = String::new();
     let mut signed_heads = Vec::new();
     for (chain, head) in heads {
@@ -189,7 +199,7 @@ async fn checkpoint_moved_chains(
         }
         // A head that does not extend the last signed one is refused (and
         // alerted on) by the engine; the other chains are still signed.
-        let Ok(signed) = engine.sign_chain_head(chain, head).await else {
+        let Ok(signed) = engine.sign_chain_head(system, chain, head).await else {
             continue;
         };
         // The head signed (read again if another call signed a newer one

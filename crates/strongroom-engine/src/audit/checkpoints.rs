@@ -19,7 +19,7 @@ use strongroom_core::audit::{Action, AuditDraft, ChainHead, Outcome};
 use strongroom_core::ids::TenantId;
 use strongroom_core::policy::Reason;
 use strongroom_core::principal::Role;
-use strongroom_core::scope::Authenticated;
+use strongroom_core::scope::{Authenticated, SystemScope};
 use strongroom_core::{Error, Result};
 use strongroom_crypto::{ChainRef, SignedCheckpoint, SigningKey};
 
@@ -68,9 +68,13 @@ impl Engine {
     }
 
     /// Records `checkpoint` as the last head signed for its chain (start-up,
-    /// from the checkpoint file), if its signature verifies with this
-    /// server's key. Returns whether it was taken.
-    pub async fn seed_signed_head(&self, checkpoint: &SignedCheckpoint) -> Result<bool> {
+    /// from the checkpoint file, by the checkpoint task), if its signature
+    /// verifies with this server's key. Returns whether it was taken.
+    pub async fn seed_signed_head(
+        &self,
+        _system: &SystemScope,
+        checkpoint: &SignedCheckpoint,
+    ) -> Result<bool> {
         let key = self.checkpoint_key().await?;
         let c = &checkpoint.checkpoint;
         if c.key_id != key.key_id() || checkpoint.verify(&key.public_key()).is_err() {
@@ -87,16 +91,24 @@ impl Engine {
         Ok(true)
     }
 
+    /// Signs `head` of `chain` for the scheduled checkpoint task (see
+    /// [`Engine::chain_heads`]), as [`Engine::export_checkpoint`] signs a
+    /// caller's chain.
+    pub async fn sign_chain_head(
+        &self,
+        _system: &SystemScope,
+        chain: ChainRef,
+        head: ChainHead,
+    ) -> Result<SignedCheckpoint> {
+        self.sign_head(chain, head).await
+    }
+
     /// Signs `head` of `chain` if it extends the last head signed for that
     /// chain; otherwise refuses (FAILED_PRECONDITION), logs an error and
     /// appends an alert to the platform chain (once per refused head).
     /// Signing is serialized, so two concurrent calls cannot sign out of
     /// order; a `head` read before a newer one was signed is read again.
-    pub async fn sign_chain_head(
-        &self,
-        chain: ChainRef,
-        head: ChainHead,
-    ) -> Result<SignedCheckpoint> {
+    async fn sign_head(&self, chain: ChainRef, head: ChainHead) -> Result<SignedCheckpoint> {
         let key = self.checkpoint_key().await?;
         let mut state = self.signed_heads.inner.lock().await;
         let last = state.last.get(&chain).copied();
@@ -224,7 +236,7 @@ impl Engine {
             Reason::CheckpointRefused.as_str(),
             self.now(),
         );
-        draft.actor = "strongroomd".to_owned();
+        draft.actor = SystemScope::ACTOR.to_owned();
         draft.detail = Some(format!(
             "chain={} head_sequence={} last_signed_sequence={} problem={problem}",
             chain_name(chain),
@@ -280,12 +292,13 @@ impl Engine {
                 (ChainRef::Platform, self.store.platform_audit_head().await?)
             }
         };
-        self.sign_chain_head(chain, head).await
+        self.sign_head(chain, head).await
     }
 
-    /// Signs the head of every chain, for the scheduled checkpoint task:
-    /// each tenant's and the platform's, as (chain, head) pairs.
-    pub async fn chain_heads(&self) -> Result<Vec<(ChainRef, ChainHead)>> {
+    /// The stored head of every chain, each tenant's and the platform's, as
+    /// (chain, head) pairs: for the scheduled checkpoint task, which reads
+    /// them without a caller.
+    pub async fn chain_heads(&self, _system: &SystemScope) -> Result<Vec<(ChainRef, ChainHead)>> {
         let mut heads: Vec<(ChainRef, ChainHead)> = self
             .store
             .audit_heads(None)

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use strongroom_core::audit::{Action, AuditDraft, Outcome};
 use strongroom_core::policy::Reason;
+use strongroom_core::scope::SystemScope;
 
 use crate::Engine;
 
@@ -57,8 +58,8 @@ impl Engine {
     /// Records the failures coalesced since each identity's last event,
     /// once its window has passed without a new event (so the last burst of
     /// an identity is counted too). Run every [`FAILED_AUTH_WINDOW`] by the
-    /// server.
-    pub async fn flush_failed_authentications(&self) {
+    /// server's failed-authentication task.
+    pub async fn flush_failed_authentications(&self, _system: &SystemScope) {
         for failure in self.failed_auth.due(Instant::now()) {
             self.append_failed_authentication(failure, None).await;
         }
