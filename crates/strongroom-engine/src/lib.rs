@@ -7,7 +7,9 @@
 //! principals (with identity bindings and namespaces), environments,
 //! credentials (reveals and rotations apart), grants and audit; and the
 //! shared parts they use: authentication, authorization, the audit writer,
-//! the keyring and the caches with the changes that invalidate them.
+//! the keyring and the caches with the changes that invalidate them. What
+//! the engine needs from outside (the store, the clock, where checkpoints
+//! are kept) are ports: traits the server implements (see [`ports`]).
 //!
 //! Promises kept in this crate:
 //! - a value is decrypted only for the call that returns or uses it, and is
@@ -39,13 +41,14 @@ mod credentials;
 mod environments;
 mod grants;
 mod keyring;
+pub mod ports;
 mod principals;
 mod settings;
 mod tenants;
 
 pub use audit::{
-    ChainReport, ChainTarget, DEFAULT_VERIFY_EVENTS, FAILED_AUTH_PER_SECOND, FAILED_AUTH_WINDOW,
-    MAX_VERIFY_EVENTS, VerifyOptions,
+    ChainReport, ChainTarget, CheckpointSchedule, DEFAULT_VERIFY_EVENTS, FAILED_AUTH_PER_SECOND,
+    FAILED_AUTH_WINDOW, MAX_VERIFY_EVENTS, VerifyOptions,
 };
 pub use context::{CallContext, new_request_id};
 pub use credentials::{

@@ -23,6 +23,7 @@ use strongroom_core::scope::{Authenticated, SystemScope};
 use strongroom_core::{Error, Result};
 use strongroom_crypto::{ChainRef, SignedCheckpoint, SigningKey};
 
+use crate::ports::CheckpointSink;
 use crate::{CallContext, Engine};
 
 use super::ChainTarget;
@@ -89,18 +90,6 @@ impl Engine {
             },
         );
         Ok(true)
-    }
-
-    /// Signs `head` of `chain` for the scheduled checkpoint task (see
-    /// [`Engine::chain_heads`]), as [`Engine::export_checkpoint`] signs a
-    /// caller's chain.
-    pub async fn sign_chain_head(
-        &self,
-        _system: &SystemScope,
-        chain: ChainRef,
-        head: ChainHead,
-    ) -> Result<SignedCheckpoint> {
-        self.sign_head(chain, head).await
     }
 
     /// Signs `head` of `chain` if it extends the last head signed for that
@@ -259,7 +248,7 @@ impl Engine {
     /// Signs the current head of `target`'s chain: the caller's own tenant
     /// (admin role), or, for a platform operator, any tenant or the platform
     /// chain. Refused (FAILED_PRECONDITION) if the head does not extend the
-    /// last one signed (see [`Engine::sign_chain_head`]).
+    /// last one signed (see the module's promises).
     pub async fn export_checkpoint(
         &self,
         caller: &Authenticated,
@@ -298,7 +287,7 @@ impl Engine {
     /// The stored head of every chain, each tenant's and the platform's, as
     /// (chain, head) pairs: for the scheduled checkpoint task, which reads
     /// them without a caller.
-    pub async fn chain_heads(&self, _system: &SystemScope) -> Result<Vec<(ChainRef, ChainHead)>> {
+    async fn chain_heads(&self, _system: &SystemScope) -> Result<Vec<(ChainRef, ChainHead)>> {
         let mut heads: Vec<(ChainRef, ChainHead)> = self
             .store
             .audit_heads(None)
@@ -309,4 +298,51 @@ impl Engine {
         heads.push((ChainRef::Platform, self.store.platform_audit_head().await?));
         Ok(heads)
     }
+
+    /// Signs the head of every chain that moved since `schedule` last kept
+    /// it and hands the checkpoints to `sink`, for the scheduled checkpoint
+    /// task. A head that does not extend its chain's last signed one is
+    /// refused (an error logged and an alert appended to the platform
+    /// chain, once per refused head); the other chains are still signed.
+    /// Returns how many were kept.
+    pub async fn checkpoint_moved_chains(
+        &self,
+        system: &SystemScope,
+        schedule: &mut CheckpointSchedule,
+        sink: &mut impl CheckpointSink,
+    ) -> Result<usize> {
+        let mut signed = Vec::new();
+        for (chain, head) in self.chain_heads(system).await? {
+            if head.sequence == 0 || schedule.kept.get(&chain) == Some(&head) {
+                continue;
+            }
+            if let Ok(checkpoint) = self.sign_head(chain, head).await {
+                signed.push(checkpoint);
+            }
+        }
+        if signed.is_empty() {
+            return Ok(0);
+        }
+        sink.keep(&signed).await?;
+        // The heads signed (read again if another call signed a newer one
+        // meanwhile).
+        schedule.kept.extend(signed.iter().map(|s| {
+            let c = &s.checkpoint;
+            (
+                c.chain,
+                ChainHead {
+                    sequence: c.sequence,
+                    hash: c.hash,
+                },
+            )
+        }));
+        Ok(signed.len())
+    }
+}
+
+/// What the scheduled checkpoints have kept: the head last handed to the
+/// sink per chain, so a chain that did not move is not signed again.
+#[derive(Debug, Default)]
+pub struct CheckpointSchedule {
+    kept: HashMap<ChainRef, ChainHead>,
 }

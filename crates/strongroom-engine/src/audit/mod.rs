@@ -16,6 +16,7 @@ mod checkpoints;
 mod failed_auth;
 mod verify;
 
+pub use checkpoints::CheckpointSchedule;
 pub(crate) use checkpoints::SignedHeads;
 pub(crate) use failed_auth::FailedAuthLog;
 pub use failed_auth::{FAILED_AUTH_PER_SECOND, FAILED_AUTH_WINDOW};
