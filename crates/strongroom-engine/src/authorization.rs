@@ -149,6 +149,7 @@ impl Engine {
         ))
     }
 
+    /// Requires one of `roles`; denials are audited.
     pub(crate) async fn require_role(
         &self,
         scope: &TenantScope<'_>,

@@ -14,6 +14,7 @@ pub struct CallContext {
 }
 
 impl CallContext {
+    /// `draft` with this call's facts.
     pub(crate) fn stamp(&self, mut draft: AuditDraft) -> AuditDraft {
         draft.peer.clone_from(&self.peer);
         draft.request_id = Some(self.request_id.clone());

@@ -66,6 +66,7 @@ impl Engine {
         .await
     }
 
+    /// Refuses (naming `field`) environments the tenant does not have.
     pub(crate) async fn ensure_environments(
         &self,
         scope: &TenantScope<'_>,

@@ -65,6 +65,7 @@ impl Engine {
         }
     }
 
+    /// Appends one coalesced failure to the platform chain.
     async fn append_failed_authentication(&self, failure: Failure, request_id: Option<&str>) {
         let mut draft = AuditDraft::new_at(
             Action::AuthenticationFailed,

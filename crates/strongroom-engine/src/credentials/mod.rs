@@ -77,6 +77,7 @@ pub enum NewValue {
 }
 
 impl Engine {
+    /// A credential's metadata from the store, by id or by path.
     pub(crate) async fn lookup(
         &self,
         scope: &TenantScope<'_>,

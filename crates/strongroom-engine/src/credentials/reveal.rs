@@ -171,6 +171,8 @@ impl Engine {
         }
     }
 
+    /// Decides, opens and audits one reveal of `cached`: the value only if
+    /// its audit record committed with the state it was decided on.
     async fn reveal_found(
         &self,
         scope: &TenantScope<'_>,
