@@ -650,7 +650,7 @@ macro_rules! store_impl {
                         }
                     })?;
                 if done.rows_affected() == 0 {
-                    return Err(strongroom_core::Error::not_found("environment"));
+                    return Err(strongroom_core::Error::NotFound(strongroom_core::Missing::Environment));
                 }
                 Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("environment"))?;
@@ -1523,7 +1523,9 @@ macro_rules! store_impl {
                     let now = strongroom_core::time::Timestamp::now();
                     for (i, check) in checks {
                         if let Some(why) = states.violation(check, now) {
-                            outcomes[i] = Err(strongroom_core::Error::precondition(why));
+                            outcomes[i] = Err(strongroom_core::Error::FailedPrecondition(
+                                strongroom_core::Precondition::RevealStateChanged(why),
+                            ));
                         }
                     }
                 }
@@ -1590,7 +1592,7 @@ macro_rules! store_impl {
                     .await
                     .map_err(db("environment"))?;
                 if env.is_none() {
-                    return Err(strongroom_core::Error::not_found("environment"));
+                    return Err(strongroom_core::Error::NotFound(strongroom_core::Missing::Environment));
                 }
                 let done = sqlx::query(concat!(
                     "INSERT INTO credentials (", crate::shared::credential_cols!(),
@@ -1663,8 +1665,8 @@ macro_rules! store_impl {
                     if current.status != strongroom_core::credential::CredentialStatus::Active {
                         return Err(strongroom_core::Error::precondition("credential is not active"));
                     }
-                    return Err(strongroom_core::Error::precondition(
-                        "another version was written concurrently; retry",
+                    return Err(strongroom_core::Error::FailedPrecondition(
+                        strongroom_core::Precondition::VersionRace,
                     ));
                 };
                 Self::insert_version(tx, tenant, version).await?;

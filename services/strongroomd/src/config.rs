@@ -176,8 +176,21 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(600),
             max_concurrent_streams: 256,
-            cache_ttl: crate::cache::DEFAULT_TTL,
-            credential_cache_ttl: crate::cache::DEFAULT_CREDENTIAL_TTL,
+            cache_ttl: strongroom_engine::cache::DEFAULT_TTL,
+            credential_cache_ttl: strongroom_engine::cache::DEFAULT_CREDENTIAL_TTL,
+        }
+    }
+}
+
+impl Limits {
+    /// The engine's share of the limits.
+    pub fn engine(&self) -> strongroom_engine::Limits {
+        strongroom_engine::Limits {
+            audit_timeout: self.audit_timeout,
+            default_lease_ttl: self.default_lease_ttl,
+            max_lease_ttl: self.max_lease_ttl,
+            cache_ttl: self.cache_ttl,
+            credential_cache_ttl: self.credential_cache_ttl,
         }
     }
 }

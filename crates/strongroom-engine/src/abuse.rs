@@ -58,7 +58,7 @@ use strongroom_core::scope::{Authenticated, TenantScope};
 use strongroom_core::store::Store;
 use strongroom_core::tenant::{RateLimit, TenantSettings};
 
-use crate::vault::{CallContext, Vault};
+use crate::{CallContext, Engine as Vault};
 
 /// A principal of a tenant.
 type Key = (TenantId, PrincipalId);
