@@ -53,12 +53,14 @@ use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use strongroom_core::audit::{Action, AuditDraft, Outcome};
 use strongroom_core::ids::{PrincipalId, TenantId};
+use strongroom_core::policy::Reason;
 use strongroom_core::principal::{PrincipalStatus, Role};
 use strongroom_core::scope::{Authenticated, TenantScope};
 use strongroom_core::store::Store;
 use strongroom_core::tenant::{RateLimit, TenantSettings};
+use strongroom_core::time::{Clock as EngineClock, Timestamp};
 
-use crate::{CallContext, Engine as Vault};
+use crate::{CallContext, Engine};
 
 /// A principal of a tenant.
 type Key = (TenantId, PrincipalId);
@@ -73,11 +75,11 @@ pub enum Limit {
 }
 
 impl Limit {
-    /// The reason code recorded for its refusals.
-    pub const fn reason_code(&self) -> &'static str {
+    /// The reason recorded for its refusals.
+    pub const fn reason(&self) -> Reason {
         match self {
-            Self::DeniedCalls => "DENIED_CALL_LIMIT",
-            Self::Calls => "CALL_LIMIT",
+            Self::DeniedCalls => Reason::DeniedCallLimit,
+            Self::Calls => Reason::CallLimit,
         }
     }
 
@@ -291,6 +293,9 @@ pub struct AbuseGuard {
     blocked: RwLock<HashMap<Key, (Instant, Limit)>>,
     denials: Mutex<HashMap<Key, DenialWindow>>,
     refusals: Mutex<HashMap<Key, RefusalWindow>>,
+    /// The engine's clock, for the events the sweeper records (the
+    /// system's until the engine is given another).
+    clock: RwLock<Option<Arc<dyn EngineClock>>>,
 }
 
 fn window_length(settings: &TenantSettings) -> Duration {
@@ -298,6 +303,17 @@ fn window_length(settings: &TenantSettings) -> Duration {
 }
 
 impl AbuseGuard {
+    /// Records the sweeper's events at `clock`'s time.
+    pub(crate) fn set_clock(&self, clock: Arc<dyn EngineClock>) {
+        *write(&self.clock) = Some(clock);
+    }
+
+    fn clock_now(&self) -> Timestamp {
+        read(&self.clock)
+            .as_ref()
+            .map_or_else(Timestamp::now, |c| c.now())
+    }
+
     /// Whether the caller may make a call now.
     pub fn admit(&self, caller: &Authenticated) -> Result<(), Refusal> {
         let (Some(tenant), Some(principal)) = (caller.tenant(), caller.principal()) else {
@@ -464,6 +480,7 @@ pub fn spawn_sweeper(guard: Weak<AbuseGuard>, store: Arc<dyn Store>, timeout: Du
             if ticks.is_multiple_of(60) {
                 guard.shrink();
             }
+            let now = guard.clock_now();
             for w in guard.sweep() {
                 // The first refusal is recorded already; a window with no
                 // other leaves nothing more to say.
@@ -473,8 +490,12 @@ pub fn spawn_sweeper(guard: Weak<AbuseGuard>, store: Arc<dyn Store>, timeout: Du
                 let Ok(scope) = w.caller.tenant_scope() else {
                     continue;
                 };
-                let mut draft =
-                    scope.audit(Action::RateLimited, Outcome::Denied, w.limit.reason_code());
+                let mut draft = scope.audit_at(
+                    Action::RateLimited,
+                    Outcome::Denied,
+                    w.limit.reason().as_str(),
+                    now,
+                );
                 draft.detail = Some(format!(
                     "refused={} window_secs={} window=ended",
                     w.refused,
@@ -499,7 +520,7 @@ async fn record(store: &dyn Store, scope: &TenantScope<'_>, draft: AuditDraft, t
     }
 }
 
-impl Vault {
+impl Engine {
     /// Refuses the call if a rate limit of the caller says so; the first
     /// refusal of the caller's window is recorded in its tenant's chain.
     pub async fn admit(
@@ -514,11 +535,13 @@ impl Vault {
         if self.abuse().note_refusal(caller, refusal.limit)
             && let Ok(scope) = caller.tenant_scope()
         {
-            let mut draft = ctx.stamp(scope.audit(
+            let mut draft = self.draft(
+                &scope,
+                ctx,
                 Action::RateLimited,
                 Outcome::Denied,
-                refusal.limit.reason_code(),
-            ));
+                refusal.limit.reason(),
+            );
             draft.detail = Some(format!(
                 "refused=1 window=first rpc={rpc} retry_after_ms={}",
                 refusal.retry_after.as_millis()
@@ -543,10 +566,11 @@ impl Vault {
         let settings = &scope.tenant().settings;
         let principal = scope.principal();
         let lock = settings.denial_alert.auto_lock && principal.role != Role::Admin;
-        let mut alert = scope.audit(
+        let mut alert = scope.audit_at(
             Action::AlertRepeatedDenials,
             Outcome::Denied,
-            "DENIAL_THRESHOLD",
+            Reason::DenialThreshold.as_str(),
+            self.now(),
         );
         alert.peer.clone_from(&denial.peer);
         alert.request_id.clone_from(&denial.request_id);
@@ -567,7 +591,12 @@ impl Vault {
         if !lock {
             return;
         }
-        let mut draft = scope.audit(Action::PrincipalLock, Outcome::Allowed, "DENIAL_THRESHOLD");
+        let mut draft = scope.audit_at(
+            Action::PrincipalLock,
+            Outcome::Allowed,
+            Reason::DenialThreshold.as_str(),
+            self.now(),
+        );
         draft.peer.clone_from(&denial.peer);
         draft.request_id.clone_from(&denial.request_id);
         draft.detail = Some(format!(
