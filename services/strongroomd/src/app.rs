@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Database, RootKeySource};
-use crate::handlers::{AdminHandler, AuditHandler, CredentialHandler, PolicyHandler, Shared};
+use crate::grpc::{AdminHandler, AuditHandler, CredentialHandler, PolicyHandler, Shared};
 use crate::tls::ClientTrust;
 use strongroom_engine::Engine;
 

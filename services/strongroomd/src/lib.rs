@@ -7,10 +7,8 @@
 pub mod app;
 pub mod checkpoint_task;
 pub mod config;
-pub mod convert;
 pub mod dev;
-pub mod error;
-pub mod handlers;
+pub mod grpc;
 pub mod serve;
 pub mod telemetry;
 #[cfg(feature = "test-clock")]

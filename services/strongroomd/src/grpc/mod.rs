@@ -10,14 +10,16 @@ use strongroom_core::policy::Reason;
 use strongroom_core::scope::Authenticated;
 use tonic::{Request, Status};
 
-use crate::error::to_status;
 use crate::tls;
+use status::to_status;
 use strongroom_engine::{CallContext, Engine, new_request_id};
 
 mod admin;
 mod audit;
+pub mod convert;
 mod credential;
 mod policy;
+pub mod status;
 
 pub use admin::AdminHandler;
 pub use audit::AuditHandler;
@@ -128,7 +130,7 @@ impl Shared {
                 limit = refusal.limit.reason().as_str(),
                 "rate limited"
             );
-            return Err(crate::error::rate_limited(&refusal));
+            return Err(status::rate_limited(&refusal));
         }
         Ok(Call {
             caller,

@@ -1,5 +1,7 @@
 //! AuditService.
 
+mod convert;
+
 use std::pin::Pin;
 
 use strongroom_core::Error;
@@ -14,7 +16,6 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, rpc, unimplemented};
-use crate::convert;
 use strongroom_engine::{ChainTarget, DEFAULT_VERIFY_EVENTS, MAX_VERIFY_EVENTS, VerifyOptions};
 
 /// Serves AuditService.

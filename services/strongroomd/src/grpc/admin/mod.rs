@@ -1,5 +1,7 @@
 //! AdminService.
 
+mod convert;
+
 use std::pin::Pin;
 
 use strongroom_core::Error;
@@ -14,7 +16,6 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Shared, rpc, unimplemented};
-use crate::convert;
 
 /// Serves AdminService.
 pub struct AdminHandler(pub Shared);

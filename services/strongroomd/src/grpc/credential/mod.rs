@@ -1,5 +1,7 @@
 //! CredentialService.
 
+pub(super) mod convert;
+
 use strongroom_core::Error;
 use strongroom_core::credential::{Credential, CredentialFilter};
 use strongroom_core::names::{CredentialName, Environment, ServiceLabel};
@@ -9,7 +11,7 @@ use strongroom_proto::v1::credential_service_server::CredentialService;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, rpc, unimplemented};
-use crate::convert::{self, credential_out, required};
+use convert::{credential_out, required};
 use strongroom_engine::{NewCredential, NewValue, RevealOptions, Revealed, RevealedValue};
 
 /// Serves CredentialService.

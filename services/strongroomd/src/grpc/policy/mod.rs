@@ -1,5 +1,7 @@
 //! PolicyService.
 
+mod convert;
+
 use strongroom_core::Error;
 use strongroom_core::ids::{GrantId, PrincipalId};
 use strongroom_core::names::{CredentialName, Environment};
@@ -11,7 +13,7 @@ use strongroom_proto::v1::policy_service_server::PolicyService;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, rpc, unimplemented};
-use crate::convert::{self, required};
+use convert::required;
 use strongroom_engine::NewGrant;
 
 /// Serves PolicyService.
@@ -200,7 +202,9 @@ impl PolicyService for PolicyHandler {
                     .items
                     .iter()
                     .map(|(c, d)| pb::AccessibleCredential {
-                        credential: Some(convert::credential_out(c, &rotation, now)),
+                        credential: Some(crate::grpc::credential::convert::credential_out(
+                            c, &rotation, now,
+                        )),
                         capabilities: vec![req.capability.max(pb::Capability::List as i32)],
                         grant_ids: d.grant.map(|g| g.to_string()).into_iter().collect(),
                         expires_at: None,
