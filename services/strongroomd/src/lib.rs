@@ -8,6 +8,7 @@ pub mod app;
 pub mod checkpoint_task;
 pub mod config;
 pub mod dev;
+pub mod edge;
 pub mod grpc;
 pub mod serve;
 pub mod telemetry;

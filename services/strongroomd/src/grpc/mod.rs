@@ -1,182 +1,82 @@
-//! gRPC handlers: authenticate the caller, parse the request into domain
-//! types, call the engine, convert the result. No business rule lives here.
+//! The gRPC services behind the request edge (`crate::edge`): one module
+//! per service, each with its wire conversions (`convert`), the one
+//! error-to-status mapping ([`status`]), and what the edge needs to know of
+//! gRPC ([`Grpc`]). A handler takes the authenticated caller the edge put
+//! in the request, parses the request into domain types, calls the engine
+//! and converts the result. No business rule lives here.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
-use prost::Message;
 use strongroom_core::Result;
-use strongroom_core::policy::Reason;
 use strongroom_core::scope::Authenticated;
-use tonic::{Request, Status};
+use strongroom_engine::{CallContext, Engine};
+use tonic::{Code, Status};
 
-use crate::tls;
-use status::to_status;
-use strongroom_engine::{CallContext, Engine, new_request_id};
+use crate::edge::{self, BoxError, CallName, Outcome, Refusal};
 
 mod admin;
 mod audit;
 pub mod convert;
 mod credential;
 mod policy;
+mod routes;
 pub mod status;
 
 pub use admin::AdminHandler;
 pub use audit::AuditHandler;
 pub use credential::CredentialHandler;
+pub use edge::TENANT_HEADER;
 pub use policy::PolicyHandler;
+pub use routes::{GrpcEdge, routes};
+use status::to_status;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct Shared {
     engine: Arc<Engine>,
-    /// Largest accepted request message, in bytes.
-    max_message_bytes: usize,
 }
-
-/// An authenticated call in progress.
-pub(crate) struct Call {
-    caller: Arc<Authenticated>,
-    ctx: CallContext,
-    started: Instant,
-}
-
-/// Metadata key naming the tenant when an identity is bound in several.
-pub const TENANT_HEADER: &str = "strongroom-tenant";
 
 impl Shared {
-    /// Handlers over `engine`, refusing request messages over
-    /// `max_message_bytes`.
-    pub fn new(engine: Arc<Engine>, max_message_bytes: usize) -> Self {
-        Self {
-            engine,
-            max_message_bytes,
-        }
+    /// Handlers over `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
     }
+}
 
-    /// Authenticates the caller from its verified client certificate and
-    /// checks the request size.
-    pub(crate) async fn begin<T: Message>(
-        &self,
-        request: &Request<T>,
-        rpc: &'static str,
-    ) -> Result<Call, Status> {
-        let started = Instant::now();
-        let request_id = request
-            .metadata()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map_or_else(new_request_id, str::to_owned);
-        let connection = request.extensions().get::<tls::PeerInfo>();
-        let peer = connection.map(|c| c.addr.to_string());
-        let identity = connection.and_then(|c| c.identity.as_deref());
-        let Some(identity) = identity else {
-            tracing::warn!(
-                rpc,
-                request_id,
-                peer,
-                "call without a usable client certificate identity"
-            );
-            self.engine
-                .record_failed_authentication("", peer.as_deref(), &request_id, Reason::NoIdentity)
-                .await;
-            return Err(Status::unauthenticated(
-                "a client certificate with an identity is required",
-            ));
-        };
-        // The client certificate's validity now (not expired, not revoked
-        // since the handshake) was checked for every call on the connection
-        // before any service saw it (`serve::ConnService`).
-        let limit = self.max_message_bytes;
-        let size = request.get_ref().encoded_len();
-        if size > limit {
-            return Err(Status::invalid_argument(format!(
-                "request: message is {size} bytes, over the limit of {limit} bytes"
-            )));
-        }
-        let hint = request
-            .metadata()
-            .get(TENANT_HEADER)
-            .and_then(|v| v.to_str().ok());
-        let caller = match self.engine.authenticate(identity, hint).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(rpc, request_id, peer, identity, error = %e, "authentication refused");
-                if matches!(e, strongroom_core::Error::Unauthenticated(_)) {
-                    self.engine
-                        .record_failed_authentication(
-                            identity,
-                            peer.as_deref(),
-                            &request_id,
-                            Reason::UnknownIdentity,
-                        )
-                        .await;
-                }
-                return Err(to_status(e, &request_id));
-            }
-        };
-        let ctx = CallContext {
-            peer,
-            request_id,
-            trace_id: None,
-        };
-        // Rate limits (after authentication: they are per principal).
-        if let Err(refusal) = self.engine.admit(&caller, &ctx, rpc).await {
-            tracing::info!(
-                rpc,
-                request_id = %ctx.request_id,
-                principal = caller.principal().map(|p| tracing::field::display(p.id)),
-                limit = refusal.limit.reason().as_str(),
-                "rate limited"
-            );
-            return Err(status::rate_limited(&refusal));
-        }
-        Ok(Call {
-            caller,
-            ctx,
-            started,
-        })
-    }
+/// An authenticated call in progress: the caller the edge authenticated.
+pub(crate) struct Call {
+    caller: Arc<Authenticated>,
+    edge: edge::Caller,
 }
 
 impl Call {
-    /// Maps the outcome to a response, logging the call (never its body).
-    pub(crate) fn finish<T>(
-        &self,
-        rpc: &'static str,
-        result: Result<T>,
-    ) -> Result<tonic::Response<T>, Status> {
-        let elapsed_us = self.started.elapsed().as_micros() as u64;
-        // Borrowed, so a call logged at a level that is off allocates nothing.
-        let tenant = self.caller.tenant().map(|t| t.name.as_str());
-        let principal = self
-            .caller
-            .principal()
-            .map(|p| tracing::field::display(p.id));
-        match result {
-            Ok(v) => {
-                tracing::debug!(rpc, request_id = %self.ctx.request_id, tenant, principal, elapsed_us, "ok");
-                let mut response = tonic::Response::new(v);
-                if let Ok(v) = self.ctx.request_id.parse() {
-                    response.metadata_mut().insert("x-request-id", v);
-                }
-                Ok(response)
-            }
-            Err(e) => {
-                let status = to_status(e, &self.ctx.request_id);
-                tracing::info!(
-                    rpc,
-                    request_id = %self.ctx.request_id,
-                    tenant,
-                    principal,
-                    elapsed_us,
-                    code = ?status.code(),
-                    "refused"
-                );
-                Err(status)
+    /// The caller the edge put in `request`. Every strongroom RPC passes
+    /// the edge's authentication, so a request without one is refused
+    /// (fails closed).
+    pub(crate) fn of<T>(request: &tonic::Request<T>) -> Result<Call, Status> {
+        match request.extensions().get::<edge::Caller>() {
+            Some(edge) => Ok(Call {
+                caller: Arc::clone(edge.authenticated()),
+                edge: edge.clone(),
+            }),
+            None => {
+                tracing::error!("a call reached its service without an authenticated caller");
+                Err(Status::unauthenticated("the caller is not authenticated"))
             }
         }
+    }
+
+    /// The call's facts for audit.
+    pub(crate) fn ctx(&self) -> &CallContext {
+        self.edge.context()
+    }
+
+    /// The response, or the status of the error (the edge logs the call).
+    pub(crate) fn finish<T>(&self, result: Result<T>) -> Result<tonic::Response<T>, Status> {
+        result
+            .map(tonic::Response::new)
+            .map_err(|e| to_status(e, &self.edge.context().request_id))
     }
 }
 
@@ -187,14 +87,185 @@ pub(crate) fn unimplemented(rpc: &str) -> Status {
     ))
 }
 
-/// Runs one RPC: authenticate, then the body (a `Result` of the response
-/// message), then map errors and log.
+/// Runs one RPC: the caller from the edge, then the body (a `Result` of the
+/// response message), then errors mapped to statuses.
 macro_rules! rpc {
-    ($shared:expr, $request:ident, $name:literal, |$call:ident, $req:ident| $body:block) => {{
-        let $call = $shared.begin(&$request, $name).await?;
+    ($request:ident, |$call:ident, $req:ident| $body:block) => {{
+        let $call = crate::grpc::Call::of(&$request)?;
         let $req = $request.into_inner();
         let result: strongroom_core::Result<_> = async { $body }.await;
-        $call.finish($name, result)
+        $call.finish(result)
     }};
 }
 pub(crate) use rpc;
+
+/// gRPC as the edge sees it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Grpc;
+
+/// A gRPC message's frame header: a compression flag and a length.
+const FRAME_HEADER_BYTES: usize = 5;
+
+/// The package of strongroom's own services, which need a caller.
+const STRONGROOM_PREFIX: &str = "/strongroom.v1.";
+
+impl edge::Protocol for Grpc {
+    type Body = tonic::body::Body;
+
+    const SYSTEM: &'static str = "grpc";
+
+    fn refuse(&self, refusal: Refusal<'_>) -> http::Response<Self::Body> {
+        let status = match refusal {
+            Refusal::NoIdentity => {
+                Status::unauthenticated("a client certificate with an identity is required")
+            }
+            Refusal::Authentication { error, request_id } => to_status(error, request_id),
+            Refusal::RateLimited(refusal) => status::rate_limited(refusal),
+            Refusal::Overloaded => Status::unavailable(
+                "the server has as many calls in flight as it takes; retry after a backoff",
+            ),
+            // The server's own deadline (the client's, or the request
+            // timeout) passed: DEADLINE_EXCEEDED, as gRPC defines it.
+            Refusal::DeadlineExceeded => {
+                Status::deadline_exceeded("the call did not finish within its deadline")
+            }
+        };
+        status.into_http()
+    }
+
+    fn client_deadline(&self, headers: &http::HeaderMap) -> Option<Duration> {
+        grpc_timeout(headers)
+    }
+
+    fn needs_caller(&self, path: &str) -> bool {
+        path.starts_with(STRONGROOM_PREFIX)
+    }
+
+    fn call_name<'a>(&self, path: &'a str) -> CallName<'a> {
+        let path = path.strip_prefix('/').unwrap_or(path);
+        match path.split_once('/') {
+            Some((service, method)) => CallName { service, method },
+            None => CallName {
+                service: "",
+                method: path,
+            },
+        }
+    }
+
+    fn outcome(&self, response: &http::Response<Self::Body>) -> Outcome {
+        // A refusal is a trailers-only response: its status is in the
+        // head. A response with a message is OK: every strongroom RPC
+        // answers one message or an error.
+        let code = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .map_or(Code::Ok, Code::from_i32);
+        outcome(code)
+    }
+
+    fn body_limit(&self, max_message_bytes: usize) -> usize {
+        max_message_bytes.saturating_add(FRAME_HEADER_BYTES)
+    }
+
+    fn body_too_large(&self, max_message_bytes: usize) -> BoxError {
+        // tonic finds the status in the body's error and answers it.
+        Box::new(Status::invalid_argument(format!(
+            "request: message is over the limit of {max_message_bytes} bytes"
+        )))
+    }
+}
+
+/// The outcome of a call answered with `code`.
+fn outcome(code: Code) -> Outcome {
+    let (name, denial) = match code {
+        Code::Ok => ("Ok", None),
+        Code::Cancelled => ("Cancelled", None),
+        Code::Unknown => ("Unknown", None),
+        Code::InvalidArgument => ("InvalidArgument", None),
+        Code::DeadlineExceeded => ("DeadlineExceeded", None),
+        Code::NotFound => ("NotFound", None),
+        Code::AlreadyExists => ("AlreadyExists", None),
+        Code::PermissionDenied => ("PermissionDenied", Some("permission_denied")),
+        Code::ResourceExhausted => ("ResourceExhausted", Some("rate_limited")),
+        Code::FailedPrecondition => ("FailedPrecondition", None),
+        Code::Aborted => ("Aborted", None),
+        Code::OutOfRange => ("OutOfRange", None),
+        Code::Unimplemented => ("Unimplemented", None),
+        Code::Internal => ("Internal", None),
+        Code::Unavailable => ("Unavailable", None),
+        Code::DataLoss => ("DataLoss", None),
+        Code::Unauthenticated => ("Unauthenticated", Some("unauthenticated")),
+    };
+    Outcome {
+        code: code as i32,
+        name,
+        ok: code == Code::Ok,
+        denial,
+    }
+}
+
+/// The client's deadline from the `grpc-timeout` header (`<digits><unit>`,
+/// at most 8 digits), if it sent a valid one.
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::Protocol;
+
+    #[test]
+    fn grpc_timeout_header() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(grpc_timeout(&headers), None);
+        for (text, expected) in [
+            ("5S", Some(Duration::from_secs(5))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("7u", Some(Duration::from_micros(7))),
+            ("9n", Some(Duration::from_nanos(9))),
+            ("123456789S", None),
+            ("S", None),
+            ("5x", None),
+            ("-5S", None),
+        ] {
+            headers.insert("grpc-timeout", http::HeaderValue::from_static(text));
+            assert_eq!(grpc_timeout(&headers), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn names_and_outcomes() {
+        let name = Grpc.call_name("/strongroom.v1.CredentialService/RevealCredential");
+        assert_eq!(name.service, "strongroom.v1.CredentialService");
+        assert_eq!(name.method, "RevealCredential");
+        assert!(Grpc.needs_caller("/strongroom.v1.AdminService/WhoAmI"));
+        assert!(!Grpc.needs_caller("/grpc.health.v1.Health/Check"));
+        let refused = Grpc.refuse(Refusal::Overloaded);
+        assert_eq!(Grpc.outcome(&refused).code, Code::Unavailable as i32);
+        let denied = Grpc.refuse(Refusal::NoIdentity);
+        let outcome = Grpc.outcome(&denied);
+        assert_eq!(outcome.denial, Some("unauthenticated"));
+        assert!(!outcome.ok);
+        let ok = http::Response::new(tonic::body::Body::empty());
+        assert!(Grpc.outcome(&ok).ok);
+    }
+}

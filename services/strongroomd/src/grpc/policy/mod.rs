@@ -31,7 +31,7 @@ impl PolicyService for PolicyHandler {
         &self,
         request: Request<pb::CreateGrantRequest>,
     ) -> Result<Response<pb::CreateGrantResponse>, Status> {
-        rpc!(self.0, request, "CreateGrant", |call, req| {
+        rpc!(request, |call, req| {
             let subject = match required(required(req.subject, "subject")?.subject, "subject")? {
                 pb::grant_subject::Subject::PrincipalId(id) => {
                     GrantSubject::Principal(PrincipalId::parse(&id, "subject.principal_id")?)
@@ -60,7 +60,7 @@ impl PolicyService for PolicyHandler {
             let grant = self
                 .0
                 .engine
-                .create_grant(&call.caller, &call.ctx, new)
+                .create_grant(&call.caller, call.ctx(), new)
                 .await?;
             Ok(pb::CreateGrantResponse {
                 grant: Some(convert::grant_out(&grant)),
@@ -72,12 +72,12 @@ impl PolicyService for PolicyHandler {
         &self,
         request: Request<pb::RevokeGrantRequest>,
     ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
-        rpc!(self.0, request, "RevokeGrant", |call, req| {
+        rpc!(request, |call, req| {
             let id = GrantId::parse(&req.grant_id, "grant_id")?;
             let grant = self
                 .0
                 .engine
-                .revoke_grant(&call.caller, &call.ctx, id, &req.reason)
+                .revoke_grant(&call.caller, call.ctx(), id, &req.reason)
                 .await?;
             Ok(pb::RevokeGrantResponse {
                 grant: Some(convert::grant_out(&grant)),
@@ -90,7 +90,7 @@ impl PolicyService for PolicyHandler {
         &self,
         request: Request<pb::CheckAccessRequest>,
     ) -> Result<Response<pb::CheckAccessResponse>, Status> {
-        rpc!(self.0, request, "CheckAccess", |call, req| {
+        rpc!(request, |call, req| {
             let principal = optional_principal(&req.principal_id, "principal_id")?;
             let capability = convert::capability_in(req.capability, "capability")?;
             let environment = Environment::parse(&req.environment, "environment")?;
@@ -101,7 +101,7 @@ impl PolicyService for PolicyHandler {
                 .engine
                 .check_access(
                     &call.caller,
-                    &call.ctx,
+                    call.ctx(),
                     principal,
                     capability,
                     &environment,
@@ -123,7 +123,7 @@ impl PolicyService for PolicyHandler {
         &self,
         request: Request<pb::ListGrantsRequest>,
     ) -> Result<Response<pb::ListGrantsResponse>, Status> {
-        rpc!(self.0, request, "ListGrants", |call, req| {
+        rpc!(request, |call, req| {
             let filter = GrantFilter {
                 principal: optional_principal(&req.principal_id, "principal_id")?,
                 role: if req.role == 0 {
@@ -149,7 +149,7 @@ impl PolicyService for PolicyHandler {
             let result = self
                 .0
                 .engine
-                .list_grants(&call.caller, &call.ctx, &filter, &page)
+                .list_grants(&call.caller, call.ctx(), &filter, &page)
                 .await?;
             let now = self.0.engine.now();
             Ok(pb::ListGrantsResponse {
@@ -168,7 +168,7 @@ impl PolicyService for PolicyHandler {
         &self,
         request: Request<pb::ListAccessibleCredentialsRequest>,
     ) -> Result<Response<pb::ListAccessibleCredentialsResponse>, Status> {
-        rpc!(self.0, request, "ListAccessibleCredentials", |call, req| {
+        rpc!(request, |call, req| {
             let principal = optional_principal(&req.principal_id, "principal_id")?;
             let capability = if req.capability == 0 {
                 strongroom_core::policy::Capability::List
@@ -190,7 +190,7 @@ impl PolicyService for PolicyHandler {
                 .engine
                 .list_accessible(
                     &call.caller,
-                    &call.ctx,
+                    call.ctx(),
                     principal,
                     capability,
                     environment,
