@@ -150,13 +150,13 @@ where
             let _entered = traced.span.enter();
             this.inner.poll(cx)
         };
-        match (polled, this.call.take()) {
-            (Poll::Ready(Ok(mut response)), Some(traced)) => {
-                traced.finish(&mut response);
-                Poll::Ready(Ok(response))
-            }
-            (polled, _) => polled,
+        let Poll::Ready(Ok(mut response)) = polled else {
+            return polled;
+        };
+        if let Some(traced) = this.call.take() {
+            traced.finish(&mut response);
         }
+        Poll::Ready(Ok(response))
     }
 }
 
