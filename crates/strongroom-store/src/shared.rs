@@ -276,7 +276,7 @@ macro_rules! store_impl {
         }
 
         #[async_trait::async_trait]
-        impl strongroom_core::store::Store for $store {
+        impl strongroom_core::store::MetaStore for $store {
             async fn get_meta(&self, key: &str) -> strongroom_core::Result<Option<Vec<u8>>> {
                 sqlx::query_scalar("SELECT value FROM server_meta WHERE key = $1")
                     .bind(key)
@@ -298,6 +298,10 @@ macro_rules! store_impl {
                 Ok(done.rows_affected() == 1)
             }
 
+        }
+
+        #[async_trait::async_trait]
+        impl strongroom_core::store::IdentityStore for $store {
             async fn resolve_identity(
                 &self,
                 identity: &str,
@@ -322,59 +326,6 @@ macro_rules! store_impl {
                 .map_err(crate::error::db("identity binding"))?;
                 tx.commit().await.map_err(crate::error::db("identity binding"))?;
                 rows.into_iter().map(TryInto::try_into).collect()
-            }
-
-            async fn create_tenant(
-                &self,
-                _scope: &strongroom_core::scope::PlatformScope<'_>,
-                new: &strongroom_core::store::NewTenant,
-                audit: strongroom_core::audit::AuditDraft,
-            ) -> strongroom_core::Result<()> {
-                use crate::error::db;
-                let t = &new.tenant;
-                let mut tx = self.platform_tx(Some(t.id), true).await?;
-                Self::lock_namespaces(&mut tx, Self::NAMESPACE_LOCK_EXCLUSIVE).await?;
-                sqlx::query(concat!("INSERT INTO tenants (", crate::shared::tenant_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6)"))
-                    .bind(t.id.as_uuid())
-                    .bind(t.name.as_str())
-                    .bind(t.status.as_str())
-                    .bind(crate::rows::json(&t.settings)?)
-                    .bind(crate::rows::version_i32(t.current_kek_version)?)
-                    .bind(t.created_at.as_micros())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("tenant"))?;
-                sqlx::query("INSERT INTO tenant_keks (tenant_id, version, wrapped, created_at) VALUES ($1, $2, $3, $4)")
-                    .bind(t.id.as_uuid())
-                    .bind(crate::rows::version_i32(new.kek.version)?)
-                    .bind(new.kek.wrapped.as_slice())
-                    .bind(new.kek.created_at.as_micros())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("tenant key"))?;
-                sqlx::query("INSERT INTO audit_heads (tenant_id, sequence, hash) VALUES ($1, 0, $2)")
-                    .bind(t.id.as_uuid())
-                    .bind(strongroom_core::audit::GENESIS_HASH.as_slice())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("audit chain head"))?;
-                for env in &new.environments {
-                    sqlx::query("INSERT INTO environments (tenant_id, name, created_at) VALUES ($1, $2, $3)")
-                        .bind(t.id.as_uuid())
-                        .bind(env.as_str())
-                        .bind(t.created_at.as_micros())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db("environment"))?;
-                }
-                Self::insert_namespaces(&mut tx, t.id, &new.namespaces, t.created_at).await?;
-                if let Some((principal, binding)) = &new.admin {
-                    Self::insert_principal(&mut tx, principal).await?;
-                    Self::insert_binding(&mut tx, binding).await?;
-                }
-                Self::append_in(self.origin(), &mut tx, t.id, audit).await?;
-                tx.commit().await.map_err(db("tenant"))?;
-                Ok(())
             }
 
             async fn set_identity_namespaces(
@@ -442,6 +393,63 @@ macro_rules! store_impl {
                         Ok((strongroom_core::ids::TenantId::from_uuid(t), crate::rows::pattern(&kind, pattern)?))
                     })
                     .collect()
+            }
+
+        }
+
+        #[async_trait::async_trait]
+        impl strongroom_core::store::TenantStore for $store {
+            async fn create_tenant(
+                &self,
+                _scope: &strongroom_core::scope::PlatformScope<'_>,
+                new: &strongroom_core::store::NewTenant,
+                audit: strongroom_core::audit::AuditDraft,
+            ) -> strongroom_core::Result<()> {
+                use crate::error::db;
+                let t = &new.tenant;
+                let mut tx = self.platform_tx(Some(t.id), true).await?;
+                Self::lock_namespaces(&mut tx, Self::NAMESPACE_LOCK_EXCLUSIVE).await?;
+                sqlx::query(concat!("INSERT INTO tenants (", crate::shared::tenant_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6)"))
+                    .bind(t.id.as_uuid())
+                    .bind(t.name.as_str())
+                    .bind(t.status.as_str())
+                    .bind(crate::rows::json(&t.settings)?)
+                    .bind(crate::rows::version_i32(t.current_kek_version)?)
+                    .bind(t.created_at.as_micros())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("tenant"))?;
+                sqlx::query("INSERT INTO tenant_keks (tenant_id, version, wrapped, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(t.id.as_uuid())
+                    .bind(crate::rows::version_i32(new.kek.version)?)
+                    .bind(new.kek.wrapped.as_slice())
+                    .bind(new.kek.created_at.as_micros())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("tenant key"))?;
+                sqlx::query("INSERT INTO audit_heads (tenant_id, sequence, hash) VALUES ($1, 0, $2)")
+                    .bind(t.id.as_uuid())
+                    .bind(strongroom_core::audit::GENESIS_HASH.as_slice())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("audit chain head"))?;
+                for env in &new.environments {
+                    sqlx::query("INSERT INTO environments (tenant_id, name, created_at) VALUES ($1, $2, $3)")
+                        .bind(t.id.as_uuid())
+                        .bind(env.as_str())
+                        .bind(t.created_at.as_micros())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("environment"))?;
+                }
+                Self::insert_namespaces(&mut tx, t.id, &new.namespaces, t.created_at).await?;
+                if let Some((principal, binding)) = &new.admin {
+                    Self::insert_principal(&mut tx, principal).await?;
+                    Self::insert_binding(&mut tx, binding).await?;
+                }
+                Self::append_in(self.origin(), &mut tx, t.id, audit).await?;
+                tx.commit().await.map_err(db("tenant"))?;
+                Ok(())
             }
 
             async fn list_tenants(
@@ -588,6 +596,10 @@ macro_rules! store_impl {
                 row.try_into()
             }
 
+        }
+
+        #[async_trait::async_trait]
+        impl strongroom_core::store::EnvironmentStore for $store {
             async fn create_environment(
                 &self,
                 scope: &strongroom_core::scope::TenantScope<'_>,
@@ -657,6 +669,10 @@ macro_rules! store_impl {
                 Ok(())
             }
 
+        }
+
+        #[async_trait::async_trait]
+        impl strongroom_core::store::PrincipalStore for $store {
             async fn create_principal(
                 &self,
                 scope: &strongroom_core::scope::TenantScope<'_>,
@@ -799,6 +815,10 @@ macro_rules! store_impl {
                     .await
             }
 
+        }
+
+        #[async_trait::async_trait]
+        impl strongroom_core::store::CredentialStore for $store {
             async fn create_credential(
                 &self,
                 scope: &strongroom_core::scope::TenantScope<'_>,
@@ -1096,6 +1116,10 @@ macro_rules! store_impl {
                 row.try_into()
             }
 
+        }
+
+        #[async_trait::async_trait]
+        impl strongroom_core::store::GrantStore for $store {
             async fn create_grant(
                 &self,
                 scope: &strongroom_core::scope::TenantScope<'_>,
@@ -1241,6 +1265,10 @@ macro_rules! store_impl {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
+        }
+
+        #[async_trait::async_trait]
+        impl strongroom_core::store::AuditStore for $store {
             async fn append_audit(
                 &self,
                 scope: &strongroom_core::scope::TenantScope<'_>,

@@ -23,7 +23,9 @@ use strongroom_core::page::PageRequest;
 use strongroom_core::policy::{Capabilities, Capability, Grant, GrantSubject, Selector};
 use strongroom_core::principal::{Principal, PrincipalStatus, Role};
 use strongroom_core::scope::TenantScope;
-use strongroom_core::store::{Change, RevealCheck, Store};
+use strongroom_core::store::{
+    AuditStore, Change, CredentialStore, EnvironmentStore, RevealCheck, Store,
+};
 use strongroom_core::tenant::{TenantSettings, TenantStatus};
 use strongroom_core::time::Timestamp;
 use strongroom_store::{PgStore, SqliteStore};
