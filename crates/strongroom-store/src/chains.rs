@@ -81,7 +81,7 @@ macro_rules! chain_store_impl {
                     Some(t) => {
                         let mut tx = self.tenant_tx(t, false).await?;
                         let row = sqlx::query_as(concat!(
-                            "SELECT ", crate::shared::audit_cols!(),
+                            "SELECT ", crate::rows::audit_columns!(),
                             " FROM audit_events WHERE tenant_id = $1 AND sequence = $2"
                         ))
                         .bind(t.as_uuid())
@@ -97,7 +97,7 @@ macro_rules! chain_store_impl {
                         // platform chain to nothing else.
                         let mut tx = self.platform_tx(None, false).await?;
                         let row = sqlx::query_as(concat!(
-                            "SELECT ", crate::shared::audit_cols!(),
+                            "SELECT ", crate::rows::audit_columns!(),
                             " FROM platform_audit_events WHERE sequence = $1"
                         ))
                         .bind(sequence)
@@ -117,11 +117,7 @@ macro_rules! chain_store_impl {
             ) -> strongroom_core::Result<strongroom_core::audit::AuditEvent> {
                 use crate::error::db;
                 let mut tx = self.platform_tx(None, true).await?;
-                let head_sql = if Self::LOCK.is_empty() {
-                    "SELECT sequence, hash FROM platform_audit_heads WHERE id = 1"
-                } else {
-                    "SELECT sequence, hash FROM platform_audit_heads WHERE id = 1 FOR UPDATE"
-                };
+                let head_sql = <$db as crate::dialect::Dialect>::LOCK_PLATFORM_HEAD;
                 let (sequence, hash): (i64, Vec<u8>) = sqlx::query_as(head_sql)
                     .fetch_one(&mut *tx)
                     .await
@@ -136,7 +132,7 @@ macro_rules! chain_store_impl {
                     .map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?;
                 let insert = sqlx::query(concat!(
                     "INSERT INTO platform_audit_events (",
-                    crate::shared::audit_cols!(),
+                    crate::rows::audit_columns!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
                 ));
                 crate::shared::bind_audit_event!(insert, event.tenant.as_uuid(), &event)?
@@ -175,7 +171,7 @@ macro_rules! chain_store_impl {
             ) -> strongroom_core::Result<Vec<strongroom_core::audit::AuditEvent>> {
                 let mut tx = self.platform_tx(None, false).await?;
                 let rows: Vec<crate::rows::AuditRow> = sqlx::query_as(concat!(
-                    "SELECT ", crate::shared::audit_cols!(),
+                    "SELECT ", crate::rows::audit_columns!(),
                     " FROM platform_audit_events WHERE sequence > $1 ORDER BY sequence LIMIT $2"
                 ))
                 .bind(i64::try_from(after).unwrap_or(i64::MAX))
@@ -200,7 +196,7 @@ macro_rules! chain_store_impl {
                         .map_err(|_| strongroom_core::Error::invalid("page_token", "is not a valid page token"))?,
                 };
                 let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
-                    "SELECT ", crate::shared::audit_cols!(), " FROM platform_audit_events WHERE sequence < "
+                    "SELECT ", crate::rows::audit_columns!(), " FROM platform_audit_events WHERE sequence < "
                 ));
                 q.push_bind(before);
                 if let Some(a) = filter.action {

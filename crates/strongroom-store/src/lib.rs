@@ -2,22 +2,23 @@
 //!
 //! [`PgStore`] (production: any number of servers share one Postgres, with
 //! row-level security enforcing the tenant boundary in the database) and
-//! [`SqliteStore`] (single node, embedded) implement
-//! [`strongroom_core::store::Store`] from one shared body of SQL, so both
-//! behave alike; the conformance suite in `tests/` runs every case against
-//! both.
+//! [`SqliteStore`] (single node, embedded) are one [`SqlStore`] over two
+//! dialects; they implement [`strongroom_core::store::Store`] from one
+//! shared body of SQL, so both behave alike. The conformance suite in
+//! `tests/` runs every case against both.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
-mod batch;
 mod chains;
+mod dialect;
 mod error;
 mod fair;
+mod group_commit;
 mod namespaces;
-mod pg_events;
 mod postgres;
 mod rows;
 mod shared;
 mod sqlite;
+mod store;
 
 pub use fair::FairShare;
 pub use namespaces::DerivedNamespace;
@@ -25,6 +26,7 @@ pub use namespaces::DerivedNamespace;
 pub use postgres::LostReply;
 pub use postgres::{APP_ROLE, PgStore};
 pub use sqlite::SqliteStore;
+pub use store::SqlStore;
 
 /// Migrations of the Postgres schema (run by `strongroomd migrate` with an
 /// administrative connection).

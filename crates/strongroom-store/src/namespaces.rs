@@ -38,7 +38,7 @@ macro_rules! namespace_review_impl {
             ) -> strongroom_core::Result<Vec<crate::namespaces::DerivedNamespace>> {
                 use crate::error::db;
                 let mut tx = self.platform_tx(None, true).await?;
-                Self::lock_namespaces(&mut tx, Self::NAMESPACE_LOCK_EXCLUSIVE).await?;
+                <$db as crate::dialect::Dialect>::lock_namespaces(&mut tx, crate::dialect::NamespaceLock::Exclusive).await?;
                 let rows: Vec<(uuid::Uuid, String, String, String)> = sqlx::query_as(
                     "SELECT n.tenant_id, t.name, n.kind, n.pattern FROM identity_namespaces n \
                      JOIN tenants t ON t.id = n.tenant_id WHERE n.derived \
@@ -60,13 +60,7 @@ macro_rules! namespace_review_impl {
                             .execute(&mut *tx)
                             .await
                             .map_err(db("identity namespace"))?;
-                        if !Self::BIND_TENANT.is_empty() {
-                            sqlx::query(Self::BIND_TENANT)
-                                .bind(tenant.as_uuid().hyphenated().to_string())
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(db("identity binding"))?;
-                        }
+                        <$db as crate::dialect::Dialect>::bind_tenant(&mut tx, tenant).await?;
                         sqlx::query(
                             "UPDATE identity_bindings SET disabled_reason = $2 \
                              WHERE tenant_id = $1 AND disabled_reason IS NULL AND NOT EXISTS ( \

@@ -8,47 +8,6 @@
 //! `notify_changes` and (where `FAST_EVENTS`) `fast_events`. The
 //! [`store_impl!`] macro stamps the implementation out for each backend type.
 
-macro_rules! tenant_cols {
-    () => {
-        "id, name, status, settings, current_kek_version, created_at"
-    };
-}
-macro_rules! principal_cols {
-    () => {
-        "tenant_id, id, name, role, environments, description, status, created_at"
-    };
-}
-macro_rules! binding_cols {
-    () => {
-        "tenant_id, id, principal_id, kind, pattern, created_at"
-    };
-}
-macro_rules! credential_cols {
-    () => {
-        "tenant_id, id, environment, name, service, kind, description, tags, scopes, owner, status, \
-         current_version, latest_version, rotated_at, created_at, updated_at, expires_at, revoked_at, \
-         revoke_reason, destroyed_at, rotation, injection, created_by"
-    };
-}
-macro_rules! version_cols {
-    () => {
-        "credential_id, version, envelope, kek_version, created_at, created_by"
-    };
-}
-macro_rules! grant_cols {
-    () => {
-        "tenant_id, id, subject_kind, subject, selector, environments, capabilities, destinations, \
-         expires_at, reason, granted_by, created_at"
-    };
-}
-macro_rules! audit_cols {
-    () => {
-        "tenant_id, sequence, id, at, principal_id, actor, on_behalf_of, action, credential_id, \
-         credential_name, version, environment, purpose, outcome, reason_code, peer, request_id, \
-         trace_id, detail, prev_hash, hash"
-    };
-}
-
 /// Binds one sealed audit event to a query whose placeholders follow
 /// [`audit_cols!`], `$tenant` being the chain's id (a tenant's, or the
 /// platform chain's). Evaluates to `Result<query>` (the version may not fit).
@@ -85,119 +44,7 @@ macro_rules! bind_audit_event {
     }};
 }
 
-pub(crate) use {
-    audit_cols, bind_audit_event, binding_cols, credential_cols, grant_cols, principal_cols,
-    tenant_cols, version_cols,
-};
-
-use std::collections::HashMap;
-
-use strongroom_core::store::RevealCheck;
-use strongroom_core::time::Timestamp;
-
-use crate::batch::Work;
-
-/// A credential's state as a reveal check reads it.
-#[derive(sqlx::FromRow)]
-pub(crate) struct CredentialState {
-    pub id: uuid::Uuid,
-    pub status: String,
-    pub current_version: i32,
-    pub destroyed_at: Option<i64>,
-    pub expires_at: Option<i64>,
-}
-
-/// A principal's state (with its tenant's status) as a reveal check reads it.
-#[derive(sqlx::FromRow)]
-pub(crate) struct PrincipalState {
-    pub id: uuid::Uuid,
-    pub status: String,
-    pub role: String,
-    pub tenant_status: String,
-}
-
-/// The stored states a batch of reveal checks depends on.
-#[derive(Default)]
-pub(crate) struct States {
-    pub credentials: HashMap<uuid::Uuid, CredentialState>,
-    pub principals: HashMap<uuid::Uuid, PrincipalState>,
-    pub grants: HashMap<uuid::Uuid, Option<i64>>,
-    /// Identity bindings that exist, with the principal each binds.
-    pub bindings: HashMap<uuid::Uuid, uuid::Uuid>,
-}
-
-impl States {
-    /// Why `check` no longer holds, if it does not.
-    pub fn violation(&self, check: &RevealCheck, now: Timestamp) -> Option<&'static str> {
-        let now = now.as_micros();
-        let Some(c) = self.credentials.get(&check.credential.as_uuid()) else {
-            return Some("the credential no longer exists");
-        };
-        if c.status != "active"
-            || c.destroyed_at.is_some()
-            || c.expires_at.is_some_and(|t| now >= t)
-        {
-            return Some("the credential is no longer usable");
-        }
-        if i64::from(c.current_version) != i64::from(check.version) {
-            return Some("the credential was rotated");
-        }
-        let Some(p) = self.principals.get(&check.principal.as_uuid()) else {
-            return Some("the principal no longer exists");
-        };
-        if p.status != "active" || p.role != check.role.as_str() || p.tenant_status != "active" {
-            return Some("the principal or its tenant changed");
-        }
-        if let Some(g) = check.grant {
-            match self.grants.get(&g.as_uuid()) {
-                None => return Some("the grant was revoked"),
-                Some(Some(t)) if now >= *t => return Some("the grant expired"),
-                Some(_) => {}
-            }
-        }
-        if let Some(b) = check.binding
-            && self.bindings.get(&b.as_uuid()) != Some(&check.principal.as_uuid())
-        {
-            return Some("the caller's identity binding was deleted");
-        }
-        None
-    }
-}
-
-/// The distinct identity bindings the reveal checks of a batch depend on,
-/// sorted.
-pub(crate) fn check_bindings(works: &[Work]) -> Vec<uuid::Uuid> {
-    let mut bindings: Vec<uuid::Uuid> = works
-        .iter()
-        .filter_map(|w| match w {
-            Work::Reveal(c) => c.binding.map(|b| b.as_uuid()),
-            _ => None,
-        })
-        .collect();
-    bindings.sort_unstable();
-    bindings.dedup();
-    bindings
-}
-
-/// The distinct credential, principal and grant ids the reveal checks of a
-/// batch depend on, each sorted.
-pub(crate) fn check_ids(works: &[Work]) -> (Vec<uuid::Uuid>, Vec<uuid::Uuid>, Vec<uuid::Uuid>) {
-    let mut credentials = Vec::new();
-    let mut principals = Vec::new();
-    let mut grants = Vec::new();
-    for w in works {
-        if let Work::Reveal(c) = w {
-            credentials.push(c.credential.as_uuid());
-            principals.push(c.principal.as_uuid());
-            grants.extend(c.grant.map(|g| g.as_uuid()));
-        }
-    }
-    for ids in [&mut credentials, &mut principals, &mut grants] {
-        ids.sort_unstable();
-        ids.dedup();
-    }
-    (credentials, principals, grants)
-}
+pub(crate) use bind_audit_event;
 
 macro_rules! store_impl {
     ($store:ty, $db:ty) => {
@@ -211,11 +58,7 @@ macro_rules! store_impl {
                 draft: strongroom_core::audit::AuditDraft,
             ) -> strongroom_core::Result<strongroom_core::audit::AuditEvent> {
                 use crate::error::db;
-                let head_sql = if Self::LOCK.is_empty() {
-                    "SELECT sequence, hash FROM audit_heads WHERE tenant_id = $1"
-                } else {
-                    "SELECT sequence, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE"
-                };
+                let head_sql = <$db as crate::dialect::Dialect>::LOCK_TENANT_HEAD;
                 let (sequence, hash): (i64, Vec<u8>) = sqlx::query_as(head_sql)
                     .bind(tenant.as_uuid())
                     .fetch_one(&mut **tx)
@@ -236,7 +79,7 @@ macro_rules! store_impl {
                     .map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?;
                 let insert = sqlx::query(concat!(
                     "INSERT INTO audit_events (",
-                    crate::shared::audit_cols!(),
+                    crate::rows::audit_columns!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
                 ));
                 crate::shared::bind_audit_event!(insert, tenant.as_uuid(), &event)?
@@ -251,7 +94,7 @@ macro_rules! store_impl {
                     .await
                     .map_err(db("audit chain head"))?;
                 if let Some(change) = change {
-                    Self::notify_changes(tx, origin, &[change]).await?;
+                    <$db as crate::dialect::Dialect>::notify_changes(tx, origin, &[change]).await?;
                 }
                 Ok(event)
             }
@@ -263,7 +106,7 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<strongroom_core::credential::Credential> {
                 let row: crate::rows::CredentialRow = sqlx::query_as(concat!(
                     "SELECT ",
-                    crate::shared::credential_cols!(),
+                    crate::rows::credential_columns!(),
                     " FROM credentials WHERE tenant_id = $1 AND id = $2"
                 ))
                 .bind(tenant.as_uuid())
@@ -337,7 +180,7 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<()> {
                 use crate::error::db;
                 let mut tx = self.platform_tx(Some(id), true).await?;
-                Self::lock_namespaces(&mut tx, Self::NAMESPACE_LOCK_EXCLUSIVE).await?;
+                <$db as crate::dialect::Dialect>::lock_namespaces(&mut tx, crate::dialect::NamespaceLock::Exclusive).await?;
                 let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE id = $1")
                     .bind(id.as_uuid())
                     .fetch_optional(&mut *tx)
@@ -366,7 +209,7 @@ macro_rules! store_impl {
                 .execute(&mut *tx)
                 .await
                 .map_err(db("identity binding"))?;
-                Self::append_in(self.origin(), &mut tx, id, audit).await?;
+                Self::append_in(self.origin, &mut tx, id, audit).await?;
                 tx.commit().await.map_err(db("identity namespace"))?;
                 Ok(())
             }
@@ -408,8 +251,8 @@ macro_rules! store_impl {
                 use crate::error::db;
                 let t = &new.tenant;
                 let mut tx = self.platform_tx(Some(t.id), true).await?;
-                Self::lock_namespaces(&mut tx, Self::NAMESPACE_LOCK_EXCLUSIVE).await?;
-                sqlx::query(concat!("INSERT INTO tenants (", crate::shared::tenant_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6)"))
+                <$db as crate::dialect::Dialect>::lock_namespaces(&mut tx, crate::dialect::NamespaceLock::Exclusive).await?;
+                sqlx::query(concat!("INSERT INTO tenants (", crate::rows::tenant_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6)"))
                     .bind(t.id.as_uuid())
                     .bind(t.name.as_str())
                     .bind(t.status.as_str())
@@ -447,7 +290,7 @@ macro_rules! store_impl {
                     Self::insert_principal(&mut tx, principal).await?;
                     Self::insert_binding(&mut tx, binding).await?;
                 }
-                Self::append_in(self.origin(), &mut tx, t.id, audit).await?;
+                Self::append_in(self.origin, &mut tx, t.id, audit).await?;
                 tx.commit().await.map_err(db("tenant"))?;
                 Ok(())
             }
@@ -460,7 +303,7 @@ macro_rules! store_impl {
                 let after = crate::error::uuid_cursor(page.after.as_ref())?;
                 let mut tx = self.platform_tx(None, false).await?;
                 let rows: Vec<crate::rows::TenantRow> = sqlx::query_as(concat!(
-                    "SELECT ", crate::shared::tenant_cols!(), " FROM tenants WHERE id > $1 ORDER BY id LIMIT $2"
+                    "SELECT ", crate::rows::tenant_columns!(), " FROM tenants WHERE id > $1 ORDER BY id LIMIT $2"
                 ))
                 .bind(after)
                 .bind(page.fetch_limit())
@@ -482,7 +325,7 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<strongroom_core::tenant::Tenant> {
                 let mut tx = self.platform_tx(Some(id), false).await?;
                 let row: crate::rows::TenantRow = sqlx::query_as(concat!(
-                    "SELECT ", crate::shared::tenant_cols!(), " FROM tenants WHERE id = $1"
+                    "SELECT ", crate::rows::tenant_columns!(), " FROM tenants WHERE id = $1"
                 ))
                 .bind(id.as_uuid())
                 .fetch_one(&mut *tx)
@@ -501,14 +344,14 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<strongroom_core::tenant::Tenant> {
                 let mut tx = self.platform_tx(Some(id), true).await?;
                 let row: crate::rows::TenantRow = sqlx::query_as(concat!(
-                    "UPDATE tenants SET status = $2 WHERE id = $1 RETURNING ", crate::shared::tenant_cols!()
+                    "UPDATE tenants SET status = $2 WHERE id = $1 RETURNING ", crate::rows::tenant_columns!()
                 ))
                 .bind(id.as_uuid())
                 .bind(status.as_str())
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(crate::error::db("tenant"))?;
-                Self::append_in(self.origin(), &mut tx, id, audit).await?;
+                Self::append_in(self.origin, &mut tx, id, audit).await?;
                 tx.commit().await.map_err(crate::error::db("tenant"))?;
                 row.try_into()
             }
@@ -519,7 +362,7 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<strongroom_core::tenant::Tenant> {
                 let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
                 let row: crate::rows::TenantRow = sqlx::query_as(concat!(
-                    "SELECT ", crate::shared::tenant_cols!(), " FROM tenants WHERE id = $1"
+                    "SELECT ", crate::rows::tenant_columns!(), " FROM tenants WHERE id = $1"
                 ))
                 .bind(scope.tenant_id().as_uuid())
                 .fetch_one(&mut *tx)
@@ -538,14 +381,14 @@ macro_rules! store_impl {
                 let tenant = scope.tenant_id();
                 let mut tx = self.tenant_tx(tenant, true).await?;
                 let row: crate::rows::TenantRow = sqlx::query_as(concat!(
-                    "UPDATE tenants SET settings = $2 WHERE id = $1 RETURNING ", crate::shared::tenant_cols!()
+                    "UPDATE tenants SET settings = $2 WHERE id = $1 RETURNING ", crate::rows::tenant_columns!()
                 ))
                 .bind(tenant.as_uuid())
                 .bind(crate::rows::json(settings)?)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(crate::error::db("tenant"))?;
-                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
+                Self::append_in(self.origin, &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("tenant"))?;
                 row.try_into()
             }
@@ -584,14 +427,14 @@ macro_rules! store_impl {
                     .await
                     .map_err(db("tenant key"))?;
                 let row: crate::rows::TenantRow = sqlx::query_as(concat!(
-                    "UPDATE tenants SET current_kek_version = $2 WHERE id = $1 RETURNING ", crate::shared::tenant_cols!()
+                    "UPDATE tenants SET current_kek_version = $2 WHERE id = $1 RETURNING ", crate::rows::tenant_columns!()
                 ))
                 .bind(tenant.as_uuid())
                 .bind(crate::rows::version_i32(kek.version)?)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db("tenant"))?;
-                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
+                Self::append_in(self.origin, &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(db("tenant key"))?;
                 row.try_into()
             }
@@ -615,7 +458,7 @@ macro_rules! store_impl {
                     .execute(&mut *tx)
                     .await
                     .map_err(crate::error::db("environment"))?;
-                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
+                Self::append_in(self.origin, &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("environment"))?;
                 Ok(())
             }
@@ -664,7 +507,7 @@ macro_rules! store_impl {
                 if done.rows_affected() == 0 {
                     return Err(strongroom_core::Error::not_found("environment"));
                 }
-                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
+                Self::append_in(self.origin, &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("environment"))?;
                 Ok(())
             }
@@ -685,7 +528,7 @@ macro_rules! store_impl {
                 }
                 let mut tx = self.tenant_tx(tenant, true).await?;
                 Self::insert_principal(&mut tx, principal).await?;
-                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
+                Self::append_in(self.origin, &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("principal"))?;
                 Ok(())
             }
@@ -697,7 +540,7 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<strongroom_core::principal::Principal> {
                 let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
                 let row: crate::rows::PrincipalRow = sqlx::query_as(concat!(
-                    "SELECT ", crate::shared::principal_cols!(), " FROM principals WHERE tenant_id = $1 AND id = $2"
+                    "SELECT ", crate::rows::principal_columns!(), " FROM principals WHERE tenant_id = $1 AND id = $2"
                 ))
                 .bind(scope.tenant_id().as_uuid())
                 .bind(id.as_uuid())
@@ -716,7 +559,7 @@ macro_rules! store_impl {
                 let after = crate::error::uuid_cursor(page.after.as_ref())?;
                 let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
                 let rows: Vec<crate::rows::PrincipalRow> = sqlx::query_as(concat!(
-                    "SELECT ", crate::shared::principal_cols!(),
+                    "SELECT ", crate::rows::principal_columns!(),
                     " FROM principals WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
                 ))
                 .bind(scope.tenant_id().as_uuid())
@@ -744,7 +587,7 @@ macro_rules! store_impl {
                 let mut tx = self.tenant_tx(tenant, true).await?;
                 let row: crate::rows::PrincipalRow = sqlx::query_as(concat!(
                     "UPDATE principals SET status = $3 WHERE tenant_id = $1 AND id = $2 RETURNING ",
-                    crate::shared::principal_cols!()
+                    crate::rows::principal_columns!()
                 ))
                 .bind(tenant.as_uuid())
                 .bind(id.as_uuid())
@@ -752,7 +595,7 @@ macro_rules! store_impl {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(crate::error::db("principal"))?;
-                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
+                Self::append_in(self.origin, &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("principal"))?;
                 row.try_into()
             }
@@ -768,9 +611,9 @@ macro_rules! store_impl {
                     return Err(strongroom_core::Error::internal("binding of another tenant"));
                 }
                 let mut tx = self.tenant_tx(tenant, true).await?;
-                Self::lock_namespaces(&mut tx, Self::NAMESPACE_LOCK_SHARED).await?;
+                <$db as crate::dialect::Dialect>::lock_namespaces(&mut tx, crate::dialect::NamespaceLock::Shared).await?;
                 Self::insert_binding(&mut tx, binding).await?;
-                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
+                Self::append_in(self.origin, &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("identity binding"))?;
                 Ok(())
             }
@@ -783,7 +626,7 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<strongroom_core::page::Page<strongroom_core::principal::IdentityBinding>> {
                 let after = crate::error::uuid_cursor(page.after.as_ref())?;
                 let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
-                    "SELECT ", crate::shared::binding_cols!(), " FROM identity_bindings WHERE tenant_id = "
+                    "SELECT ", crate::rows::binding_columns!(), " FROM identity_bindings WHERE tenant_id = "
                 ));
                 q.push_bind(scope.tenant_id().as_uuid());
                 q.push(" AND id > ").push_bind(after);
@@ -830,11 +673,11 @@ macro_rules! store_impl {
                 if c.tenant != tenant || first.credential != c.id {
                     return Err(strongroom_core::Error::internal("credential of another tenant"));
                 }
-                let work = crate::batch::Work::CreateCredential {
+                let work = crate::group_commit::Work::CreateCredential {
                     credential: Box::new(c.clone()),
                     first: Box::new(first.clone()),
                 };
-                crate::batch::submit(self.committer(tenant)?, work, audit).await?;
+                crate::group_commit::submit(self.committer(tenant)?, work, audit).await?;
                 Ok(())
             }
 
@@ -857,7 +700,7 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<strongroom_core::credential::Credential> {
                 let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
                 let row: crate::rows::CredentialRow = sqlx::query_as(concat!(
-                    "SELECT ", crate::shared::credential_cols!(),
+                    "SELECT ", crate::rows::credential_columns!(),
                     " FROM credentials WHERE tenant_id = $1 AND environment = $2 AND name = $3"
                 ))
                 .bind(scope.tenant_id().as_uuid())
@@ -878,7 +721,7 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<strongroom_core::page::Page<strongroom_core::credential::Credential>> {
                 let after = crate::error::uuid_cursor(page.after.as_ref())?;
                 let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
-                    "SELECT ", crate::shared::credential_cols!(), " FROM credentials WHERE tenant_id = "
+                    "SELECT ", crate::rows::credential_columns!(), " FROM credentials WHERE tenant_id = "
                 ));
                 q.push_bind(scope.tenant_id().as_uuid());
                 q.push(" AND id > ").push_bind(after);
@@ -896,7 +739,7 @@ macro_rules! store_impl {
                 }
                 if let Some(t) = &filter.tag {
                     q.push(" AND ")
-                        .push(Self::STRPOS)
+                        .push(<$db as crate::dialect::Dialect>::SUBSTRING_POSITION)
                         .push("(tags, ")
                         .push_bind(format!("\"{}\"", t.as_str()))
                         .push(") > 0");
@@ -965,15 +808,15 @@ macro_rules! store_impl {
                 if version.credential != id || version.version != expected_latest + 1 {
                     return Err(strongroom_core::Error::internal("version number does not follow the latest"));
                 }
-                let work = crate::batch::Work::AddVersion {
+                let work = crate::group_commit::Work::AddVersion {
                     id,
                     expected_latest,
                     version: Box::new(version.clone()),
                     retention,
                 };
-                match crate::batch::submit(self.committer(tenant)?, work, audit).await? {
-                    crate::batch::Done::Credential(c, _) => Ok(*c),
-                    crate::batch::Done::Event(_) => Err(strongroom_core::Error::internal("add_version returned no credential")),
+                match crate::group_commit::submit(self.committer(tenant)?, work, audit).await? {
+                    crate::group_commit::Done::Credential(c, _) => Ok(*c),
+                    crate::group_commit::Done::Event(_) => Err(strongroom_core::Error::internal("add_version returned no credential")),
                 }
             }
 
@@ -985,7 +828,7 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<strongroom_core::credential::StoredVersion> {
                 let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
                 let row: crate::rows::VersionRow = sqlx::query_as(concat!(
-                    "SELECT ", crate::shared::version_cols!(),
+                    "SELECT ", crate::rows::version_columns!(),
                     " FROM credential_versions WHERE tenant_id = $1 AND credential_id = $2 AND version = $3"
                 ))
                 .bind(scope.tenant_id().as_uuid())
@@ -1006,7 +849,7 @@ macro_rules! store_impl {
                 let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
                 Self::credential_in(&mut tx, scope.tenant_id(), id).await?;
                 let rows: Vec<crate::rows::VersionRow> = sqlx::query_as(concat!(
-                    "SELECT ", crate::shared::version_cols!(),
+                    "SELECT ", crate::rows::version_columns!(),
                     " FROM credential_versions WHERE tenant_id = $1 AND credential_id = $2 ORDER BY version DESC"
                 ))
                 .bind(scope.tenant_id().as_uuid())
@@ -1035,7 +878,7 @@ macro_rules! store_impl {
                                    WHERE v.tenant_id = $1 AND v.credential_id = $2 AND v.version = $3) \
                      WHERE tenant_id = $1 AND id = $2 AND EXISTS (SELECT 1 FROM credential_versions v \
                            WHERE v.tenant_id = $1 AND v.credential_id = $2 AND v.version = $3 AND v.envelope IS NOT NULL) \
-                     RETURNING ", crate::shared::credential_cols!()
+                     RETURNING ", crate::rows::credential_columns!()
                 ))
                 .bind(tenant.as_uuid())
                 .bind(id.as_uuid())
@@ -1045,7 +888,7 @@ macro_rules! store_impl {
                 .await
                 .map_err(crate::error::db("credential"))?;
                 let row = row.ok_or_else(|| strongroom_core::Error::not_found("credential version"))?;
-                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
+                Self::append_in(self.origin, &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("credential"))?;
                 row.try_into()
             }
@@ -1063,7 +906,7 @@ macro_rules! store_impl {
                 let row: Option<crate::rows::CredentialRow> = sqlx::query_as(concat!(
                     "UPDATE credentials SET status = 'revoked', revoked_at = $3, revoke_reason = $4, updated_at = $3 \
                      WHERE tenant_id = $1 AND id = $2 AND status <> 'revoked' RETURNING ",
-                    crate::shared::credential_cols!()
+                    crate::rows::credential_columns!()
                 ))
                 .bind(tenant.as_uuid())
                 .bind(id.as_uuid())
@@ -1076,7 +919,7 @@ macro_rules! store_impl {
                     Self::credential_in(&mut tx, tenant, id).await?;
                     return Err(strongroom_core::Error::precondition("credential is already revoked"));
                 };
-                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
+                Self::append_in(self.origin, &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("credential"))?;
                 row.try_into()
             }
@@ -1093,7 +936,7 @@ macro_rules! store_impl {
                 let row: Option<crate::rows::CredentialRow> = sqlx::query_as(concat!(
                     "UPDATE credentials SET destroyed_at = $3, updated_at = $3 \
                      WHERE tenant_id = $1 AND id = $2 AND destroyed_at IS NULL RETURNING ",
-                    crate::shared::credential_cols!()
+                    crate::rows::credential_columns!()
                 ))
                 .bind(tenant.as_uuid())
                 .bind(id.as_uuid())
@@ -1111,7 +954,7 @@ macro_rules! store_impl {
                     .execute(&mut *tx)
                     .await
                     .map_err(crate::error::db("credential version"))?;
-                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
+                Self::append_in(self.origin, &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("credential"))?;
                 row.try_into()
             }
@@ -1133,7 +976,7 @@ macro_rules! store_impl {
                 let (kind, subject) = crate::rows::subject_parts(&g.subject);
                 let mut tx = self.tenant_tx(tenant, true).await?;
                 sqlx::query(concat!(
-                    "INSERT INTO grants (", crate::shared::grant_cols!(),
+                    "INSERT INTO grants (", crate::rows::grant_columns!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
                 ))
                 .bind(tenant.as_uuid())
@@ -1151,7 +994,7 @@ macro_rules! store_impl {
                 .execute(&mut *tx)
                 .await
                 .map_err(crate::error::db("grant"))?;
-                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
+                Self::append_in(self.origin, &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db("grant"))?;
                 Ok(())
             }
@@ -1163,7 +1006,7 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<strongroom_core::policy::Grant> {
                 let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
                 let row: crate::rows::GrantRow = sqlx::query_as(concat!(
-                    "SELECT ", crate::shared::grant_cols!(), " FROM grants WHERE tenant_id = $1 AND id = $2"
+                    "SELECT ", crate::rows::grant_columns!(), " FROM grants WHERE tenant_id = $1 AND id = $2"
                 ))
                 .bind(scope.tenant_id().as_uuid())
                 .bind(id.as_uuid())
@@ -1192,7 +1035,7 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<strongroom_core::page::Page<strongroom_core::policy::Grant>> {
                 let after = crate::error::uuid_cursor(page.after.as_ref())?;
                 let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
-                    "SELECT ", crate::shared::grant_cols!(), " FROM grants WHERE tenant_id = "
+                    "SELECT ", crate::rows::grant_columns!(), " FROM grants WHERE tenant_id = "
                 ));
                 q.push_bind(scope.tenant_id().as_uuid());
                 q.push(" AND id > ").push_bind(after);
@@ -1204,7 +1047,7 @@ macro_rules! store_impl {
                 }
                 if let Some(e) = &filter.environment {
                     q.push(" AND ")
-                        .push(Self::STRPOS)
+                        .push(<$db as crate::dialect::Dialect>::SUBSTRING_POSITION)
                         .push("(environments, ")
                         .push_bind(format!("\"{}\"", e.as_str()))
                         .push(") > 0");
@@ -1213,7 +1056,7 @@ macro_rules! store_impl {
                     q.push(" AND (1 = 0");
                     for e in envs {
                         q.push(" OR ")
-                            .push(Self::STRPOS)
+                            .push(<$db as crate::dialect::Dialect>::SUBSTRING_POSITION)
                             .push("(environments, ")
                             .push_bind(format!("\"{}\"", e.as_str()))
                             .push(") > 0");
@@ -1251,7 +1094,7 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<Vec<strongroom_core::policy::Grant>> {
                 let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
                 let rows: Vec<crate::rows::GrantRow> = sqlx::query_as(concat!(
-                    "SELECT ", crate::shared::grant_cols!(),
+                    "SELECT ", crate::rows::grant_columns!(),
                     " FROM grants WHERE tenant_id = $1 AND ((subject_kind = 'principal' AND subject = $2) \
                       OR (subject_kind = 'role' AND subject = $3)) ORDER BY id"
                 ))
@@ -1275,8 +1118,8 @@ macro_rules! store_impl {
                 draft: strongroom_core::audit::AuditDraft,
             ) -> strongroom_core::Result<strongroom_core::audit::AuditEvent> {
                 let queue = self.committer(scope.tenant_id())?;
-                match crate::batch::submit(queue, crate::batch::Work::Append, draft).await? {
-                    crate::batch::Done::Event(e) | crate::batch::Done::Credential(_, e) => Ok(e),
+                match crate::group_commit::submit(queue, crate::group_commit::Work::Append, draft).await? {
+                    crate::group_commit::Done::Event(e) | crate::group_commit::Done::Credential(_, e) => Ok(e),
                 }
             }
 
@@ -1287,13 +1130,13 @@ macro_rules! store_impl {
                 check: strongroom_core::store::RevealCheck,
             ) -> strongroom_core::Result<strongroom_core::audit::AuditEvent> {
                 let queue = self.committer(scope.tenant_id())?;
-                match crate::batch::submit(queue, crate::batch::Work::Reveal(check), draft).await? {
-                    crate::batch::Done::Event(e) | crate::batch::Done::Credential(_, e) => Ok(e),
+                match crate::group_commit::submit(queue, crate::group_commit::Work::Reveal(check), draft).await? {
+                    crate::group_commit::Done::Event(e) | crate::group_commit::Done::Credential(_, e) => Ok(e),
                 }
             }
 
             fn changes(&self) -> tokio::sync::broadcast::Receiver<strongroom_core::store::Change> {
-                self.subscribe_changes()
+                <$db as crate::dialect::Dialect>::subscribe_changes(self)
             }
 
             async fn query_audit(
@@ -1309,7 +1152,7 @@ macro_rules! store_impl {
                         .map_err(|_| strongroom_core::Error::invalid("page_token", "is not a valid page token"))?,
                 };
                 let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
-                    "SELECT ", crate::shared::audit_cols!(), " FROM audit_events WHERE tenant_id = "
+                    "SELECT ", crate::rows::audit_columns!(), " FROM audit_events WHERE tenant_id = "
                 ));
                 q.push_bind(scope.tenant_id().as_uuid());
                 q.push(" AND sequence < ").push_bind(before);
@@ -1362,7 +1205,7 @@ macro_rules! store_impl {
             ) -> strongroom_core::Result<Vec<strongroom_core::audit::AuditEvent>> {
                 let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
                 let rows: Vec<crate::rows::AuditRow> = sqlx::query_as(concat!(
-                    "SELECT ", crate::shared::audit_cols!(),
+                    "SELECT ", crate::rows::audit_columns!(),
                     " FROM audit_events WHERE tenant_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
                 ))
                 .bind(scope.tenant_id().as_uuid())
@@ -1381,7 +1224,7 @@ macro_rules! store_impl {
             fn committer(
                 &self,
                 tenant: strongroom_core::ids::TenantId,
-            ) -> strongroom_core::Result<tokio::sync::mpsc::Sender<crate::batch::Job>> {
+            ) -> strongroom_core::Result<tokio::sync::mpsc::Sender<crate::group_commit::Job>> {
                 let store = self.clone();
                 self.committers.queue(tenant, move |mut rx, state| {
                     tokio::spawn(async move {
@@ -1389,7 +1232,7 @@ macro_rules! store_impl {
                         // The connection the short path keeps while this
                         // committer has work (see `commit_batch`).
                         let mut conn = None;
-                        while let Some(jobs) = crate::batch::next_batch(&mut rx).await {
+                        while let Some(jobs) = crate::group_commit::next_batch(&mut rx).await {
                             store.commit_batch(tenant, jobs, &mut state, &mut conn).await;
                         }
                     });
@@ -1412,8 +1255,8 @@ macro_rules! store_impl {
             async fn commit_batch(
                 &self,
                 tenant: strongroom_core::ids::TenantId,
-                jobs: Vec<crate::batch::Job>,
-                state: &mut crate::batch::CommitterState,
+                jobs: Vec<crate::group_commit::Job>,
+                state: &mut crate::group_commit::CommitterState,
                 conn: &mut Option<sqlx::pool::PoolConnection<$db>>,
             ) {
                 let mut works = Vec::with_capacity(jobs.len());
@@ -1426,23 +1269,23 @@ macro_rules! store_impl {
                 }
                 match state.head.take() {
                     Some(head)
-                        if Self::FAST_EVENTS
+                        if <$db as crate::dialect::Dialect>::FAST_EVENTS
                             && state.fast_pause == 0
-                            && crate::batch::events_only(&works, &drafts, tenant) =>
+                            && crate::group_commit::events_only(&works, &drafts, tenant) =>
                     {
-                        match self.fast_events(tenant, &works, drafts, head, conn).await {
-                            Ok(crate::batch::Fast::Committed(events, head)) => {
+                        match <$db as crate::dialect::Dialect>::fast_events(self, tenant, &works, drafts, head, conn).await {
+                            Ok(crate::group_commit::Fast::Committed(events, head)) => {
                                 state.head = Some(head);
-                                let done = events.into_iter().map(|e| Ok(crate::batch::Done::Event(e))).collect();
-                                return crate::batch::answer(Ok(done), replies);
+                                let done = events.into_iter().map(|e| Ok(crate::group_commit::Done::Event(e))).collect();
+                                return crate::group_commit::answer(Ok(done), replies);
                             }
-                            Ok(crate::batch::Fast::Redo(back)) => {
-                                state.fast_pause = crate::batch::FAST_PAUSE;
+                            Ok(crate::group_commit::Fast::Redo(back)) => {
+                                state.fast_pause = crate::group_commit::FAST_PAUSE;
                                 drafts = back;
                             }
                             Err(e) => {
                                 *conn = None;
-                                return crate::batch::answer(Err(e), replies);
+                                return crate::group_commit::answer(Err(e), replies);
                             }
                         }
                     }
@@ -1455,7 +1298,7 @@ macro_rules! store_impl {
                 let single = (jobs > 1).then(|| (works.clone(), drafts.clone()));
                 let result = self.run_batch(tenant, works, drafts, &mut state.head).await;
                 match (result, single) {
-                    (Err(e), Some((works, drafts))) if crate::batch::retry_singly(&e, jobs) => {
+                    (Err(e), Some((works, drafts))) if crate::group_commit::retry_singly(&e, jobs) => {
                         tracing::warn!(error = %e, jobs, "audit batch failed; committing its jobs one by one");
                         for ((work, draft), reply) in works.into_iter().zip(drafts).zip(replies) {
                             // A caller that gave up (its audit timeout) was
@@ -1464,10 +1307,10 @@ macro_rules! store_impl {
                                 continue;
                             }
                             let result = self.run_batch(tenant, vec![work], vec![draft], &mut state.head).await;
-                            crate::batch::answer(result, vec![reply]);
+                            crate::group_commit::answer(result, vec![reply]);
                         }
                     }
-                    (result, _) => crate::batch::answer(result, replies),
+                    (result, _) => crate::group_commit::answer(result, replies),
                 }
             }
 
@@ -1480,11 +1323,11 @@ macro_rules! store_impl {
             async fn run_batch(
                 &self,
                 tenant: strongroom_core::ids::TenantId,
-                works: Vec<crate::batch::Work>,
+                works: Vec<crate::group_commit::Work>,
                 drafts: Vec<strongroom_core::audit::AuditDraft>,
-                head_after: &mut Option<crate::batch::Head>,
-            ) -> strongroom_core::Result<Vec<strongroom_core::Result<crate::batch::Done>>> {
-                use crate::batch::{Done, Work};
+                head_after: &mut Option<crate::group_commit::Head>,
+            ) -> strongroom_core::Result<Vec<strongroom_core::Result<crate::group_commit::Done>>> {
+                use crate::group_commit::{Done, Work};
                 use crate::error::db;
                 let mut tx = self.tenant_tx(tenant, true).await?;
                 let mut outcomes: Vec<strongroom_core::Result<Option<strongroom_core::credential::Credential>>> =
@@ -1505,7 +1348,7 @@ macro_rules! store_impl {
                 // The backend's bulk path first (Postgres: multi-row
                 // statements for the batch's creates); the jobs it leaves
                 // run one by one below.
-                let mut bulk = Self::bulk_mutations(&mut tx, tenant, &works).await?;
+                let mut bulk = <$db as crate::dialect::Dialect>::bulk_mutations(&mut tx, tenant, &works).await?;
                 for i in order {
                     if let Some(outcome) = bulk[i].take() {
                         outcomes[i] = outcome;
@@ -1525,11 +1368,7 @@ macro_rules! store_impl {
                         }
                     };
                 }
-                let head_sql = if Self::LOCK.is_empty() {
-                    "SELECT sequence, hash FROM audit_heads WHERE tenant_id = $1"
-                } else {
-                    "SELECT sequence, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE"
-                };
+                let head_sql = <$db as crate::dialect::Dialect>::LOCK_TENANT_HEAD;
                 let (sequence, hash): (i64, Vec<u8>) = sqlx::query_as(head_sql)
                     .bind(tenant.as_uuid())
                     .fetch_one(&mut *tx)
@@ -1544,10 +1383,8 @@ macro_rules! store_impl {
                     })
                     .collect();
                 if !checks.is_empty() {
-                    let (credentials, principals, grants) = crate::shared::check_ids(&works);
-                    let bindings = crate::shared::check_bindings(&works);
-                    let states =
-                        Self::fetch_states(&mut tx, tenant, &credentials, &principals, &grants, &bindings).await?;
+                    let ids = crate::group_commit::checks::CheckIds::of(&works);
+                    let states = <$db as crate::dialect::Dialect>::read_states(&mut tx, tenant, &ids).await?;
                     let now = strongroom_core::time::Timestamp::now();
                     for (i, check) in checks {
                         if let Some(why) = states.violation(check, now) {
@@ -1587,8 +1424,8 @@ macro_rules! store_impl {
                     }
                 }
                 if !events.is_empty() {
-                    let head = i64::try_from(next).map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?;
-                    Self::insert_events(&mut tx, &events, head, &prev, self.origin(), &changes).await?;
+                    let head = crate::group_commit::Head { sequence: next, hash: prev };
+                    <$db as crate::dialect::Dialect>::insert_events(&mut tx, &events, head, self.origin, &changes).await?;
                 }
                 // A failed COMMIT leaves the outcome unknown (the server may
                 // have committed before the connection broke): answered as
@@ -1597,7 +1434,7 @@ macro_rules! store_impl {
                     tracing::warn!(error = %e, "audit batch commit failed; its outcome is unknown");
                     strongroom_core::Error::Unavailable("the audit log is unavailable".into())
                 })?;
-                *head_after = Some(crate::batch::Head { sequence: next, hash: prev });
+                *head_after = Some(crate::group_commit::Head { sequence: next, hash: prev });
                 Ok(results)
             }
 
@@ -1621,7 +1458,7 @@ macro_rules! store_impl {
                     return Err(strongroom_core::Error::not_found("environment"));
                 }
                 let done = sqlx::query(concat!(
-                    "INSERT INTO credentials (", crate::shared::credential_cols!(),
+                    "INSERT INTO credentials (", crate::rows::credential_columns!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
                      ON CONFLICT (tenant_id, environment, name) DO NOTHING"
                 ))
@@ -1672,7 +1509,7 @@ macro_rules! store_impl {
                 let row: Option<crate::rows::CredentialRow> = sqlx::query_as(concat!(
                     "UPDATE credentials SET current_version = $3, latest_version = $3, rotated_at = $4, updated_at = $4 \
                      WHERE tenant_id = $1 AND id = $2 AND latest_version = $5 AND status = 'active' AND destroyed_at IS NULL \
-                     RETURNING ", crate::shared::credential_cols!()
+                     RETURNING ", crate::rows::credential_columns!()
                 ))
                 .bind(tenant.as_uuid())
                 .bind(id.as_uuid())
@@ -1760,7 +1597,7 @@ macro_rules! store_impl {
                 if done.rows_affected() == 0 {
                     return Err(strongroom_core::Error::not_found(what));
                 }
-                Self::append_in(self.origin(), &mut tx, tenant, audit).await?;
+                Self::append_in(self.origin, &mut tx, tenant, audit).await?;
                 tx.commit().await.map_err(crate::error::db(what))?;
                 Ok(())
             }
@@ -1770,7 +1607,7 @@ macro_rules! store_impl {
                 p: &strongroom_core::principal::Principal,
             ) -> strongroom_core::Result<()> {
                 sqlx::query(concat!(
-                    "INSERT INTO principals (", crate::shared::principal_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    "INSERT INTO principals (", crate::rows::principal_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
                 ))
                 .bind(p.tenant.as_uuid())
                 .bind(p.id.as_uuid())
@@ -1783,21 +1620,6 @@ macro_rules! store_impl {
                 .execute(&mut **tx)
                 .await
                 .map_err(crate::error::db("principal"))?;
-                Ok(())
-            }
-
-            /// Takes the identity-namespace lock `sql` names (none where
-            /// the backend serializes writers itself).
-            async fn lock_namespaces(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                sql: &'static str,
-            ) -> strongroom_core::Result<()> {
-                if !sql.is_empty() {
-                    sqlx::query(sql)
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(crate::error::db("identity namespace"))?;
-                }
                 Ok(())
             }
 
@@ -1876,7 +1698,7 @@ macro_rules! store_impl {
                     ));
                 }
                 sqlx::query(concat!(
-                    "INSERT INTO identity_bindings (", crate::shared::binding_cols!(), ") VALUES ($1, $2, $3, $4, $5, $6)"
+                    "INSERT INTO identity_bindings (", crate::rows::binding_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6)"
                 ))
                 .bind(b.tenant.as_uuid())
                 .bind(b.id.as_uuid())
@@ -1902,7 +1724,7 @@ macro_rules! store_impl {
                 v: &strongroom_core::credential::StoredVersion,
             ) -> strongroom_core::Result<()> {
                 sqlx::query(concat!(
-                    "INSERT INTO credential_versions (tenant_id, ", crate::shared::version_cols!(),
+                    "INSERT INTO credential_versions (tenant_id, ", crate::rows::version_columns!(),
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
                 ))
                 .bind(tenant.as_uuid())
