@@ -8,20 +8,26 @@
 //! `tests/` runs every case against both.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit;
 mod chains;
 mod dialect;
+mod environments;
 mod error;
 mod fair;
+mod grants;
 mod group_commit;
-mod namespaces;
+mod identity;
+mod meta;
 mod postgres;
+mod principals;
 mod rows;
 mod shared;
 mod sqlite;
 mod store;
+mod tenants;
 
 pub use fair::FairShare;
-pub use namespaces::DerivedNamespace;
+pub use identity::DerivedNamespace;
 #[cfg(feature = "fault-injection")]
 pub use postgres::LostReply;
 pub use postgres::{APP_ROLE, PgStore};

@@ -324,4 +324,3 @@ impl Dialect for Sqlite {
 
 crate::shared::store_impl!(SqlStore<Sqlite>, Sqlite);
 crate::chains::chain_store_impl!(SqlStore<Sqlite>, Sqlite);
-crate::namespaces::namespace_review_impl!(SqlStore<Sqlite>, Sqlite);

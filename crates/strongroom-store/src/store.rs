@@ -6,12 +6,14 @@
 use std::sync::Arc;
 
 use sqlx::{Pool, Transaction};
-use strongroom_core::Result;
+use strongroom_core::audit::AuditDraft;
 use strongroom_core::ids::TenantId;
 use strongroom_core::store::Change;
+use strongroom_core::{Error, Result};
 use tokio::sync::broadcast;
 
 use crate::dialect::Dialect;
+use crate::error::db;
 use crate::group_commit::Committers;
 
 /// A store on one backend's database: its pool, the tenants' group
@@ -80,5 +82,31 @@ impl<D: Dialect> SqlStore<D> {
         write: bool,
     ) -> Result<Transaction<'static, D>> {
         D::begin_platform(self, tenant, write).await
+    }
+
+    /// Deletes `tenant`'s row that `sql` selects by tenant (`$1`) and id
+    /// (`$2`) and appends `audit`, in one transaction; `NotFound` naming
+    /// `what` if there was no such row.
+    pub(crate) async fn delete_audited(
+        &self,
+        tenant: TenantId,
+        sql: &'static str,
+        id: uuid::Uuid,
+        what: &'static str,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        let mut tx = self.tenant_tx(tenant, true).await?;
+        let deleted = D::query(sql)
+            .bind(tenant.as_uuid())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db(what))?;
+        if deleted == 0 {
+            return Err(Error::not_found(what));
+        }
+        self.append_in(&mut tx, tenant, audit).await?;
+        tx.commit().await.map_err(db(what))?;
+        Ok(())
     }
 }

@@ -436,4 +436,3 @@ impl Dialect for Postgres {
 
 crate::shared::store_impl!(SqlStore<Postgres>, Postgres);
 crate::chains::chain_store_impl!(SqlStore<Postgres>, Postgres);
-crate::namespaces::namespace_review_impl!(SqlStore<Postgres>, Postgres);
