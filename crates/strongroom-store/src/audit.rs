@@ -46,6 +46,85 @@ const AFTER: &str = concat!(
     " FROM audit_events WHERE tenant_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
 );
 
+#[async_trait]
+impl<D: Dialect> AuditStore for SqlStore<D> {
+    async fn append_audit(&self, scope: &TenantScope<'_>, draft: AuditDraft) -> Result<AuditEvent> {
+        let queue = self.committer(scope.tenant_id())?;
+        match group_commit::submit(queue, Work::Append, draft).await? {
+            Done::Event(e) | Done::Credential(_, e) => Ok(e),
+        }
+    }
+
+    async fn append_reveal(
+        &self,
+        scope: &TenantScope<'_>,
+        draft: AuditDraft,
+        check: RevealCheck,
+    ) -> Result<AuditEvent> {
+        let queue = self.committer(scope.tenant_id())?;
+        match group_commit::submit(queue, Work::Reveal(check), draft).await? {
+            Done::Event(e) | Done::Credential(_, e) => Ok(e),
+        }
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        D::subscribe_changes(self)
+    }
+
+    async fn query_audit(
+        &self,
+        scope: &TenantScope<'_>,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>> {
+        let tenant = scope.tenant_id();
+        let before = sequence_cursor(page)?;
+        let mut q = SqlBuilder::<D>::new(EVENTS);
+        q.push_bind(tenant.as_uuid());
+        q.push(" AND sequence < ").push_bind(before);
+        if let Some(c) = filter.credential {
+            q.push(" AND credential_id = ").push_bind(c.as_uuid());
+        }
+        if let Some(p) = filter.principal {
+            q.push(" AND principal_id = ").push_bind(p.as_uuid());
+        }
+        push_common_filters(&mut q, filter);
+        if let Some(environments) = &filter.environments {
+            // An empty list matches nothing (`IN ()` is not SQL).
+            q.push(" AND environment IN (NULL");
+            for e in environments {
+                q.push(", ").push_bind(e.as_str().to_owned());
+            }
+            q.push(")");
+        }
+        q.push(" ORDER BY sequence DESC LIMIT ")
+            .push_bind(page.fetch_limit());
+        let mut tx = self.tenant_tx(tenant, false).await?;
+        let rows: Vec<AuditRow> = q.fetch_all(&mut *tx).await.map_err(db("audit event"))?;
+        tx.commit().await.map_err(db("audit event"))?;
+        events_page(rows, page)
+    }
+
+    async fn audit_after(
+        &self,
+        scope: &TenantScope<'_>,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>> {
+        let tenant = scope.tenant_id();
+        let mut tx = self.tenant_tx(tenant, false).await?;
+        let rows: Vec<AuditRow> = D::query(AFTER)
+            .bind(tenant.as_uuid())
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("audit event"))?;
+        tx.commit().await.map_err(db("audit event"))?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+}
+
 impl<D: Dialect> SqlStore<D> {
     /// Links `draft` into `tenant`'s chain inside `tx`: reads the head
     /// (locked until commit on Postgres), seals, inserts, advances the head,

@@ -10,6 +10,7 @@
 
 mod audit;
 mod chains;
+mod credentials;
 mod dialect;
 mod environments;
 mod error;
@@ -21,7 +22,6 @@ mod meta;
 mod postgres;
 mod principals;
 mod rows;
-mod shared;
 mod sqlite;
 mod store;
 mod tenants;

@@ -321,6 +321,3 @@ impl Dialect for Sqlite {
         builder.build().fetch_all(conn).await
     }
 }
-
-crate::shared::store_impl!(SqlStore<Sqlite>, Sqlite);
-crate::chains::chain_store_impl!(SqlStore<Sqlite>, Sqlite);

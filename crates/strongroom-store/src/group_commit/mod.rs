@@ -12,6 +12,7 @@
 //! them; `checks` is the reveal-check rule every batch applies.
 
 pub(crate) mod checks;
+mod committer;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

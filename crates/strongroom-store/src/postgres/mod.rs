@@ -433,6 +433,3 @@ impl Dialect for Postgres {
         builder.build().fetch_all(conn).await
     }
 }
-
-crate::shared::store_impl!(SqlStore<Postgres>, Postgres);
-crate::chains::chain_store_impl!(SqlStore<Postgres>, Postgres);
