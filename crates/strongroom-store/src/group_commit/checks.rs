@@ -165,3 +165,157 @@ impl CheckIds {
         ids
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use strongroom_core::ids::{BindingId, CredentialId, GrantId, PrincipalId};
+    use strongroom_core::principal::Role;
+
+    use super::*;
+
+    const NOW: i64 = 1_000_000;
+
+    fn at(micros: i64) -> Timestamp {
+        Timestamp::from_micros(micros)
+    }
+
+    /// A check with a grant and a binding, and states under which it holds.
+    fn holding() -> (RevealCheck, States) {
+        let check = RevealCheck {
+            credential: CredentialId::generate(),
+            version: 3,
+            principal: PrincipalId::generate(),
+            role: Role::Agent,
+            grant: Some(GrantId::generate()),
+            binding: Some(BindingId::generate()),
+        };
+        let mut states = States::default();
+        states.credential(CredentialState {
+            id: check.credential.as_uuid(),
+            status: "active".into(),
+            current_version: 3,
+            destroyed_at: None,
+            expires_at: Some(NOW + 1),
+        });
+        states.principal(PrincipalState {
+            id: check.principal.as_uuid(),
+            status: "active".into(),
+            role: "agent".into(),
+            tenant_status: "active".into(),
+        });
+        states.grant(GrantState {
+            id: check.grant.map(|g| g.as_uuid()).unwrap_or_default(),
+            expires_at: Some(NOW + 1),
+        });
+        states.binding(BindingState {
+            id: check.binding.map(|b| b.as_uuid()).unwrap_or_default(),
+            principal_id: check.principal.as_uuid(),
+            disabled_reason: None,
+        });
+        (check, states)
+    }
+
+    #[test]
+    fn a_check_holds_while_nothing_changed() {
+        let (check, states) = holding();
+        assert_eq!(states.violation(&check, at(NOW)), None);
+        let bare = RevealCheck {
+            grant: None,
+            binding: None,
+            ..check
+        };
+        assert_eq!(states.violation(&bare, at(NOW)), None);
+    }
+
+    #[test]
+    fn every_condition_of_the_rule_refuses() {
+        type Change = fn(&mut States);
+        let changes: [(&str, Change); 13] = [
+            ("credential gone", |s| s.credentials.clear()),
+            ("credential revoked", |s| {
+                s.credentials
+                    .values_mut()
+                    .for_each(|c| c.status = "revoked".into());
+            }),
+            ("credential destroyed", |s| {
+                s.credentials
+                    .values_mut()
+                    .for_each(|c| c.destroyed_at = Some(1));
+            }),
+            ("credential expired", |s| {
+                s.credentials
+                    .values_mut()
+                    .for_each(|c| c.expires_at = Some(NOW));
+            }),
+            ("credential rotated", |s| {
+                s.credentials
+                    .values_mut()
+                    .for_each(|c| c.current_version = 4);
+            }),
+            ("principal gone", |s| s.principals.clear()),
+            ("principal disabled", |s| {
+                s.principals
+                    .values_mut()
+                    .for_each(|p| p.status = "disabled".into());
+            }),
+            ("role changed", |s| {
+                s.principals
+                    .values_mut()
+                    .for_each(|p| p.role = "viewer".into());
+            }),
+            ("tenant suspended", |s| {
+                s.principals
+                    .values_mut()
+                    .for_each(|p| p.tenant_status = "suspended".into());
+            }),
+            ("grant revoked", |s| s.grants.clear()),
+            ("grant expired", |s| {
+                s.grants.values_mut().for_each(|g| g.expires_at = Some(NOW));
+            }),
+            ("binding deleted", |s| s.bindings.clear()),
+            ("binding disabled", |s| {
+                s.bindings
+                    .values_mut()
+                    .for_each(|b| b.disabled_reason = Some("x".into()));
+            }),
+        ];
+        for (what, change) in changes {
+            let (check, mut states) = holding();
+            change(&mut states);
+            assert!(states.violation(&check, at(NOW)).is_some(), "{what}");
+        }
+        let (check, mut states) = holding();
+        states
+            .bindings
+            .values_mut()
+            .for_each(|b| b.principal_id = uuid::Uuid::new_v4());
+        assert_eq!(
+            states.violation(&check, at(NOW)),
+            Some("the caller's identity binding was deleted"),
+            "binding moved to another principal"
+        );
+    }
+
+    #[test]
+    fn check_ids_are_distinct_and_sorted() {
+        let (check, _) = holding();
+        let other = RevealCheck {
+            credential: CredentialId::generate(),
+            grant: None,
+            ..check.clone()
+        };
+        let works = [
+            Work::Reveal(check.clone()),
+            Work::Append,
+            Work::Reveal(other.clone()),
+            Work::Reveal(check.clone()),
+        ];
+        let ids = CheckIds::of(&works);
+        let mut credentials = vec![check.credential.as_uuid(), other.credential.as_uuid()];
+        credentials.sort_unstable();
+        assert_eq!(ids.credentials, credentials);
+        assert_eq!(ids.principals, vec![check.principal.as_uuid()]);
+        assert_eq!(ids.grants.len(), 1);
+        assert_eq!(ids.bindings.len(), 1);
+    }
+}
