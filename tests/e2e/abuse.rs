@@ -407,6 +407,67 @@ async fn call_limit_is_off_by_default_and_enforced_when_set(backend: Backend) {
     server.stop().await;
 }
 
+/// A change of the tenant's denied-call limit does not hand a principal
+/// that spent its budget a fresh one: after the delay it was told, it gets
+/// only the denials its budget regained meanwhile. (Caches off, so every
+/// call brings the settings as they are now.)
+#[tokio::test]
+async fn a_settings_change_does_not_refill_a_spent_budget() {
+    let server = TestServer::start_with(Options {
+        log_level: "info".into(),
+        env: vec![("STRONGROOM_CACHE_TTL_MS".into(), "0".into())],
+        ..Options::new(Backend::Sqlite)
+    })
+    .await;
+    let admin = server.tenant("acme").await;
+    create(&admin, "llm/openai").await;
+    let (_, agent) = server.principal(&admin, "prober", pb::Role::Agent).await;
+
+    let mut denied = 0;
+    let exhausted = loop {
+        match reveal(&agent, "llm/openai").await {
+            Err(s) if s.code() == Code::NotFound => denied += 1,
+            Err(s) if s.code() == Code::ResourceExhausted => break s,
+            other => panic!("unexpected answer to a denied reveal: {other:?}"),
+        }
+        assert!(denied <= 40, "40 denials in a row were never limited");
+    };
+    let delay = retry_delay(&exhausted);
+
+    // Slightly different numbers: another limit, as a settings change (or
+    // an older snapshot of the settings) brings.
+    update_settings(
+        &admin,
+        pb::TenantSettings {
+            denied_call_limit: Some(pb::RateLimit {
+                enabled: true,
+                per_minute: 61,
+                burst: 21,
+            }),
+            ..Default::default()
+        },
+        &["denied_call_limit"],
+    )
+    .await;
+    tokio::time::sleep(delay + Duration::from_millis(50)).await;
+    let mut again = 0;
+    loop {
+        match reveal(&agent, "llm/openai").await {
+            Err(s) if s.code() == Code::NotFound => again += 1,
+            Err(s) => {
+                retry_delay(&s);
+                break;
+            }
+            Ok(v) => panic!("a denied reveal succeeded: {v:?}"),
+        }
+        assert!(
+            again <= 4,
+            "{again} denials after the limit changed: the spent budget was refilled"
+        );
+    }
+    server.stop().await;
+}
+
 /// One tenant whose calls hold pooled connections for a long time (here:
 /// waiting for a lock on its audit chain, held outside the server) cannot
 /// take the whole pool: another tenant's reveals keep completing promptly.
@@ -512,6 +573,143 @@ async fn busy_tenant_does_not_starve_another_tenants_reveals() {
 
     tx.rollback().await.expect("release the lock");
     for p in piled {
+        let _ = tokio::time::timeout(Duration::from_secs(20), p).await;
+    }
+    server.stop().await;
+}
+
+/// The server's Postgres database, as the test's administrative role.
+fn server_db_url(server: &TestServer) -> String {
+    let url = strongroom_e2e::admin_url();
+    format!(
+        "{}/{}",
+        url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b),
+        server.database.as_deref().expect("database")
+    )
+}
+
+/// Holds `busy`'s audit chain head from outside the server, as a long
+/// transaction would (until the returned connection is dropped), and has
+/// its admin pile up 16 writes that each wait for it while holding a pooled
+/// connection.
+async fn pile_up(
+    db_url: &str,
+    busy: &TenantAdmin,
+    subject: &str,
+) -> (sqlx::PgConnection, Vec<tokio::task::JoinHandle<()>>) {
+    use sqlx::Connection;
+    let mut holder = sqlx::PgConnection::connect(db_url).await.expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT 1 FROM audit_heads WHERE tenant_id = $1::uuid FOR UPDATE")
+        .bind(&busy.tenant_id)
+        .execute(&mut holder)
+        .await
+        .expect("lock the busy tenant's chain head");
+    let mut piled = Vec::new();
+    for i in 0..16 {
+        let client = busy.client.clone();
+        let subject = subject.to_owned();
+        piled.push(tokio::spawn(async move {
+            let _ = client
+                .policy()
+                .create_grant(pb::CreateGrantRequest {
+                    subject: Some(pb::GrantSubject {
+                        subject: Some(pb::grant_subject::Subject::PrincipalId(subject)),
+                    }),
+                    selector: format!("pile/{i}"),
+                    environments: vec!["dev".into()],
+                    capabilities: vec![pb::Capability::Reveal as i32],
+                    reason: "pile up".into(),
+                    ..Default::default()
+                })
+                .await;
+        }));
+    }
+    (holder, piled)
+}
+
+/// Waits until at least `count` of the server's connections wait on a lock.
+async fn lock_waiters(db_url: &str, count: i64) {
+    use sqlx::Connection;
+    let mut watcher = sqlx::PgConnection::connect(db_url).await.expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND usename = 'strongroom_e2e_server' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .expect("pg_stat_activity");
+        if waiting >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the busy tenants' calls never waited on the lock ({waiting} waiting)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two tenants whose calls pile up cannot take the whole pool between
+/// them either (each under its own share): the pool less a reserve is all
+/// they get, and a third tenant's reveals keep completing promptly.
+#[tokio::test]
+async fn busy_tenants_together_do_not_starve_a_quiet_one() {
+    let server = TestServer::start_with(Options {
+        log_level: "info".into(),
+        // 6 connections: the change listener keeps one; of the other five,
+        // one is kept back from busy tenants, and one tenant's calls may
+        // hold three.
+        env: vec![("STRONGROOM_DATABASE_MAX_CONNECTIONS".into(), "6".into())],
+        ..Options::new(Backend::Postgres)
+    })
+    .await;
+    let first = server.tenant("busy-a").await;
+    let second = server.tenant("busy-b").await;
+    let quiet = server.tenant("quiet").await;
+    create(&quiet, "llm/openai").await;
+    let (agent_id, agent) = server.principal(&quiet, "agent", pb::Role::Agent).await;
+    grant(
+        &quiet,
+        &agent_id,
+        "llm/*",
+        &["dev"],
+        &[pb::Capability::Reveal],
+        None,
+    )
+    .await;
+    reveal(&agent, "llm/openai").await.expect("warm up");
+    let (first_worker, _) = server.principal(&first, "worker", pb::Role::Agent).await;
+    let (second_worker, _) = server.principal(&second, "worker", pb::Role::Agent).await;
+
+    let db_url = server_db_url(&server);
+    let (first_holder, first_piled) = pile_up(&db_url, &first, &first_worker).await;
+    let (second_holder, second_piled) = pile_up(&db_url, &second, &second_worker).await;
+    // Three of the first tenant's calls and one of the second's.
+    lock_waiters(&db_url, 4).await;
+    // Time for more of them to take connections, were they allowed to.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    for i in 0..20 {
+        let started = Instant::now();
+        reveal(&agent, "llm/openai")
+            .await
+            .unwrap_or_else(|s| panic!("reveal {i} of the quiet tenant failed: {s:?}"));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "reveal {i} took {:?}",
+            started.elapsed()
+        );
+    }
+
+    drop(first_holder);
+    drop(second_holder);
+    for p in first_piled.into_iter().chain(second_piled) {
         let _ = tokio::time::timeout(Duration::from_secs(20), p).await;
     }
     server.stop().await;

@@ -23,6 +23,7 @@ macro_rules! on_both_backends {
 mod abuse;
 mod checkpoint_integrity;
 mod checkpoints;
+mod clock;
 mod dev_mode;
 mod field_bounds;
 mod grpcurl;

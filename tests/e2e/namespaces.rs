@@ -472,6 +472,22 @@ async fn namespace_rules_at_creation(backend: Backend) {
         status.message().contains("initial_admin.identity"),
         "{status:?}"
     );
+    // The first admin is named `admin` when no name is given.
+    let created = operator
+        .admin()
+        .create_tenant(pb::CreateTenantRequest {
+            name: "unnamed-admin".into(),
+            initial_admin: Some(pb::InitialAdmin {
+                name: String::new(),
+                identity: "spiffe://e2e.test/unnamed/admin".into(),
+            }),
+            identity_namespaces: vec!["spiffe://e2e.test/unnamed/*".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("create a tenant whose admin has no name")
+        .into_inner();
+    assert_eq!(created.admin.expect("admin").name, "admin");
     // Too many namespaces.
     let many: Vec<String> = (0..33).map(|i| format!("spiffe://td/ns/{i}/*")).collect();
     expect_code(

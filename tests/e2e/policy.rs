@@ -18,6 +18,7 @@ on_both_backends!(
     expired_grant,
     environment_confinement,
     viewer_never_sees_values,
+    refused_admin_reads_are_audited_as_themselves,
 );
 
 async fn create(admin: &TenantAdmin, environment: &str, name: &str, key: &str) -> String {
@@ -472,4 +473,85 @@ async fn viewer_never_sees_values(backend: Backend) {
     for e in &events {
         assert_free_of(e, &secrets, "AuditEvent");
     }
+}
+
+/// Reading another principal, listing principals and listing identity
+/// bindings need the admin role; each refusal is audited under the action
+/// that was refused, never as a creation.
+async fn refused_admin_reads_are_audited_as_themselves(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = server.tenant("acme").await;
+    let (agent_id, agent) = server.principal(&acme, "agent", pb::Role::Agent).await;
+    let mut admin_service = agent.admin();
+    expect_code(
+        admin_service
+            .get_principal(pb::GetPrincipalRequest {
+                principal_id: acme.principal_id.clone(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "an agent reads the admin principal",
+    );
+    // Its own principal it may read, unaudited.
+    admin_service
+        .get_principal(pb::GetPrincipalRequest {
+            principal_id: agent_id.clone(),
+        })
+        .await
+        .expect("the agent reads its own principal");
+    expect_code(
+        admin_service
+            .list_principals(pb::ListPrincipalsRequest::default())
+            .await,
+        Code::PermissionDenied,
+        "an agent lists principals",
+    );
+    expect_code(
+        admin_service
+            .list_identity_bindings(pb::ListIdentityBindingsRequest::default())
+            .await,
+        Code::PermissionDenied,
+        "an agent lists identity bindings",
+    );
+
+    let events = denials(&acme, &agent_id).await;
+    let seen: Vec<(pb::AuditAction, &str)> = events
+        .iter()
+        .map(|e| (e.action(), e.reason_code.as_str()))
+        .collect();
+    for action in [
+        pb::AuditAction::PrincipalRead,
+        pb::AuditAction::PrincipalList,
+        pb::AuditAction::IdentityBindingList,
+    ] {
+        assert_eq!(
+            seen.iter().filter(|(a, _)| *a == action).count(),
+            1,
+            "one refusal audited as {action:?}: {seen:?}"
+        );
+        assert!(
+            seen.contains(&(action, "ROLE_NOT_ADMIN")),
+            "{action:?} refused for the role: {seen:?}"
+        );
+    }
+    assert_eq!(seen.len(), 3, "nothing else was refused: {seen:?}");
+    assert!(
+        !seen.iter().any(|(a, _)| matches!(
+            a,
+            pb::AuditAction::PrincipalCreate | pb::AuditAction::IdentityBindingCreate
+        )),
+        "no refusal is recorded as a creation: {seen:?}"
+    );
+    // The audit filter finds them by their action too.
+    let listed = audit_events(
+        &acme.client,
+        pb::QueryEventsRequest {
+            actions: vec![pb::AuditAction::IdentityBindingList as i32],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].principal_id, agent_id);
+    server.stop().await;
 }

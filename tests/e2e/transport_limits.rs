@@ -2,7 +2,9 @@
 //! concurrent-stream limit in its SETTINGS; connections beyond the cap on
 //! open connections are refused; TCP connections that never complete a TLS
 //! handshake take none of those slots (they count against their own, smaller
-//! limit and time out); idle connections are closed. Transport only: SQLite
+//! limit and time out); one client address holds a capped number of
+//! connections, handshakes included; idle connections are closed; a call
+//! past its deadline is answered DEADLINE_EXCEEDED. Transport only: SQLite
 //! is enough.
 
 use std::sync::Arc;
@@ -17,10 +19,15 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-/// Opens a raw HTTP/2 connection presenting the operator's certificate,
-/// completes one request (so the server's SETTINGS have been received) and
-/// returns the server's limit on concurrent streams as the client sees it.
-async fn advertised_stream_limit(server: &TestServer) -> usize {
+/// A raw HTTP/2 connection (made by `builder`) presenting the operator's
+/// certificate, and the task driving it (it ends when the connection does).
+async fn raw_connection(
+    server: &TestServer,
+    builder: &h2::client::Builder,
+) -> (
+    h2::client::SendRequest<&'static [u8]>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
     let (cert, key) = server.ca.client_cert(OPERATOR, CertKind::Spiffe);
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -45,18 +52,30 @@ async fn advertised_stream_limit(server: &TestServer) -> usize {
         .connect(ServerName::try_from("localhost").expect("name"), tcp)
         .await
         .expect("TLS handshake");
-    let (send, connection) = h2::client::handshake(tls).await.expect("HTTP/2 handshake");
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut send = send.ready().await.expect("ready");
-    let request = http::Request::builder()
+    let (send, connection) = builder.handshake(tls).await.expect("HTTP/2 handshake");
+    (send, tokio::spawn(connection))
+}
+
+/// A gRPC request for `rpc` (`/package.Service/Method`) with `headers`.
+fn grpc_request(rpc: &str, headers: &[(&str, &str)]) -> http::Request<()> {
+    let mut request = http::Request::builder()
         .method("POST")
-        .uri("https://localhost/strongroom.v1.AdminService/WhoAmI")
+        .uri(format!("https://localhost{rpc}"))
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .expect("request");
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(()).expect("request")
+}
+
+/// Opens a raw HTTP/2 connection presenting the operator's certificate,
+/// completes one request (so the server's SETTINGS have been received) and
+/// returns the server's limit on concurrent streams as the client sees it.
+async fn advertised_stream_limit(server: &TestServer) -> usize {
+    let (send, driver) = raw_connection(server, &h2::client::Builder::new()).await;
+    let mut send = send.ready().await.expect("ready");
+    let request = grpc_request("/strongroom.v1.AdminService/WhoAmI", &[]);
     let (response, _) = send.send_request(request, true).expect("send request");
     let response = response.await.expect("response");
     assert_eq!(response.status(), 200, "{response:?}");
@@ -302,6 +321,72 @@ async fn idle_connections_are_closed_despite_pings() {
     assert!(status.success(), "strongroomd exited with {status}");
 }
 
+/// A client that opens calls and never takes their responses' data (its
+/// HTTP/2 flow-control window stays shut, while it answers pings) loses
+/// its connection after `limits.idle_timeout_ms`, although its calls are
+/// still in progress; the connection's slot is free again.
+#[tokio::test]
+async fn a_client_that_never_reads_its_responses_is_dropped() {
+    let mut options = Options::new(Backend::Sqlite);
+    for (key, value) in [
+        ("STRONGROOM_MAX_CONNECTIONS", "1"),
+        ("STRONGROOM_IDLE_TIMEOUT_MS", "1000"),
+    ] {
+        options.env.push((key.into(), value.into()));
+    }
+    let server = TestServer::start_with(options).await;
+    let mut builder = h2::client::Builder::new();
+    builder.initial_window_size(0);
+    let (mut send, driver) = raw_connection(&server, &builder).await;
+    let mut responses = Vec::new();
+    for i in 0..3 {
+        send = send.ready().await.expect("ready");
+        let request = grpc_request("/strongroom.v1.AdminService/WhoAmI", &[]);
+        let (response, mut request_body) = send.send_request(request, false).expect("send request");
+        // An empty WhoAmIRequest: no compression, length 0.
+        request_body
+            .send_data(&[0u8; 5][..], true)
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        responses.push(response);
+    }
+    // The headers come (they need no window); the data cannot.
+    let mut unread = Vec::new();
+    for (i, response) in responses.into_iter().enumerate() {
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .unwrap_or_else(|_| panic!("no response headers for call {i}"))
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(response.status(), 200, "{response:?}");
+        unread.push(response.into_body());
+    }
+    // The only slot is taken.
+    if let Ok(_extra) = operator_connection(&server).await {
+        panic!("a second connection was served with one slot");
+    }
+    // Ended by the server, with or without an error on the client's side.
+    let _ended = tokio::time::timeout(Duration::from_secs(10), driver)
+        .await
+        .expect("the server ended the connection")
+        .expect("connection task");
+    server
+        .logs
+        .wait_for(
+            "closing a connection whose client takes no response data",
+            1,
+            Duration::from_secs(5),
+        )
+        .await;
+    let _next = operator_connection_within(
+        &server,
+        Duration::from_secs(5),
+        "a client after the one that did not read",
+    )
+    .await;
+    drop(unread);
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+}
+
 /// Whether a connection presenting a certificate for `identity` is served
 /// (its call answered by a service, whatever the answer).
 async fn served(server: &TestServer, identity: &str) -> bool {
@@ -368,6 +453,117 @@ async fn connections_per_identity_are_capped() {
     drop(open.pop());
     let _again =
         operator_connection_within(&server, Duration::from_secs(10), "after one closed").await;
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+}
+
+/// One client address holds at most `limits.max_connections_per_ip`
+/// connections, those still in their handshake included: a host that
+/// opens silent TCP connections cannot take every slot. Its established
+/// connection keeps working, and a closed connection gives the address's
+/// slot back.
+#[tokio::test]
+async fn connections_per_address_are_capped() {
+    let mut options = Options::new(Backend::Sqlite);
+    for (key, value) in [
+        ("STRONGROOM_MAX_CONNECTIONS_PER_IP", "3"),
+        // The silent connections stay in their handshake for the whole test.
+        ("STRONGROOM_HANDSHAKE_TIMEOUT_MS", "60000"),
+    ] {
+        options.env.push((key.into(), value.into()));
+    }
+    let server = TestServer::start_with(options).await;
+    let mut established = operator_connection(&server)
+        .await
+        .unwrap_or_else(|e| panic!("established client: {e}"));
+    let mut silent = Vec::new();
+    for i in 0..2 {
+        silent.push(
+            tokio::net::TcpStream::connect(server.addr)
+                .await
+                .unwrap_or_else(|e| panic!("silent connection {i}: {e}")),
+        );
+    }
+    // The server takes connections in the order they came: the fourth
+    // connection from this address is refused.
+    if let Ok(_extra) = operator_connection(&server).await {
+        panic!("a fourth connection from one address was served with a cap of 3");
+    }
+    server
+        .logs
+        .wait_for_line(
+            &[
+                "too many connections from this address",
+                "\"max_connections_per_ip\":3",
+            ],
+            Duration::from_secs(10),
+        )
+        .await;
+    established
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap_or_else(|s| panic!("the established client: {s:?}"));
+    // A silent connection closed (the server sees its handshake end) gives
+    // its slot back.
+    drop(silent.pop());
+    let mut next = operator_connection_within(
+        &server,
+        Duration::from_secs(10),
+        "after a silent connection closed",
+    )
+    .await;
+    next.who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap_or_else(|s| panic!("the next client: {s:?}"));
+    drop(silent);
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+}
+
+/// A call still running when the deadline the client sent (`grpc-timeout`)
+/// passes is answered DEADLINE_EXCEEDED by the server (here: an import
+/// whose client never sends its first message). A raw connection, because
+/// a tonic client gives up at the deadline on its own.
+#[tokio::test]
+async fn a_call_past_its_deadline_is_answered_deadline_exceeded() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let (send, driver) = raw_connection(&server, &h2::client::Builder::new()).await;
+    let mut send = send.ready().await.expect("ready");
+    let request = grpc_request(
+        "/strongroom.v1.AdminService/ImportTenant",
+        &[("grpc-timeout", "300m")],
+    );
+    let started = tokio::time::Instant::now();
+    // The request stream stays open, with no message.
+    let (response, _request_body) = send.send_request(request, false).expect("send request");
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("the server answered within 10 s")
+        .expect("response");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "answered before the deadline: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.status(), 200, "{response:?}");
+    // A status without a message: in the headers (trailers-only), or else
+    // in the trailers.
+    let code = match response.headers().get("grpc-status") {
+        Some(code) => code.clone(),
+        None => response
+            .into_body()
+            .trailers()
+            .await
+            .expect("trailers")
+            .and_then(|t| t.get("grpc-status").cloned())
+            .expect("a grpc-status"),
+    };
+    assert_eq!(
+        code,
+        (Code::DeadlineExceeded as i32).to_string().as_str(),
+        "the status code"
+    );
+    driver.abort();
     let status = server.stop().await;
     assert!(status.success(), "strongroomd exited with {status}");
 }

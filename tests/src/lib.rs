@@ -308,6 +308,10 @@ pub struct Options {
     /// Share another server's Postgres database and root key (a second
     /// replica), instead of a fresh database.
     pub replica_of: Option<ReplicaOf>,
+    /// Give the server a clock the test moves (see
+    /// [`TestServer::advance_clock`]); needs a server built with the
+    /// `test-clock` feature, as `cargo test --workspace` builds it.
+    pub test_clock: bool,
 }
 
 /// What a replica shares with the server it replicates.
@@ -329,6 +333,7 @@ impl Options {
             crl: false,
             seed_before: None,
             replica_of: None,
+            test_clock: false,
         }
     }
 }
@@ -349,6 +354,9 @@ pub struct TestServer {
     pub database_url: Option<String>,
     /// What `strongroomd migrate` printed on stdout, when the harness ran it.
     pub migrate_output: String,
+    /// The file holding the server clock's offset, in seconds, when the
+    /// server has a test clock.
+    clock_file: Option<PathBuf>,
     child: Child,
     log_readers: Vec<JoinHandle<()>>,
     command: Command,
@@ -474,6 +482,11 @@ impl TestServer {
             cmd.env("STRONGROOM_TLS_CRL", &crl)
                 .env("STRONGROOM_TLS_CRL_RELOAD_MS", "100");
         }
+        let clock_file = options.test_clock.then(|| dir.path().join("clock-offset"));
+        if let Some(file) = &clock_file {
+            std::fs::write(file, "0").expect("write the clock offset");
+            cmd.env("STRONGROOM_TEST_CLOCK_FILE", file);
+        }
         for (k, v) in &options.env {
             cmd.env(k, v);
         }
@@ -482,6 +495,11 @@ impl TestServer {
             .kill_on_drop(true);
         let logs = Logs::default();
         let (child, addr, log_readers) = spawn_server(&mut cmd, &logs).await;
+        assert!(
+            clock_file.is_none() || logs.contains("test clock"),
+            "{} has no test clock: build it with `cargo build -p strongroomd --features test-clock` (`cargo test --workspace` does)",
+            server_binary().display()
+        );
         Self {
             addr,
             ca,
@@ -490,6 +508,7 @@ impl TestServer {
             database,
             database_url,
             migrate_output,
+            clock_file,
             child,
             log_readers,
             command: cmd,
@@ -571,6 +590,24 @@ impl TestServer {
             tenant: None,
             connect_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Moves the server's clock forward by `by` (whole seconds), at once:
+    /// the next reading of the clock sees it. Panics unless the server was
+    /// started with [`Options::test_clock`].
+    pub fn advance_clock(&self, by: Duration) {
+        let file = self
+            .clock_file
+            .as_ref()
+            .expect("the server was started without a test clock");
+        let now: u64 = std::fs::read_to_string(file)
+            .expect("read the clock offset")
+            .trim()
+            .parse()
+            .expect("a clock offset");
+        let tmp = file.with_extension("new");
+        std::fs::write(&tmp, (now + by.as_secs()).to_string()).expect("write the clock offset");
+        std::fs::rename(&tmp, file).expect("replace the clock offset");
     }
 
     /// Replaces the client CRL file (see [`Options::crl`]) with `contents`,
@@ -828,15 +865,12 @@ fn identity_rules(cmd: &mut Command, env: &[(String, String)]) {
     }
 }
 
-/// Runs `strongroomd migrate` (`cmd` carries the database settings) and
-/// returns its stdout.
+/// Runs `strongroomd migrate` (`cmd` carries the database settings and
+/// nothing else) and returns its stdout.
 async fn migrate_with(mut cmd: Command) -> String {
     let output = cmd
+        // No TLS files and no root key: migrating needs only the database.
         .arg("migrate")
-        .env("STRONGROOM_TLS_CERT", "unused")
-        .env("STRONGROOM_TLS_KEY", "unused")
-        .env("STRONGROOM_TLS_CLIENT_CA", "unused")
-        .env("STRONGROOM_ROOT_KEY", "unused")
         .env("STRONGROOM_LOG_FORMAT", "json")
         .output()
         .await

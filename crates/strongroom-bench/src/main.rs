@@ -54,6 +54,10 @@ struct Args {
     /// Only the reveal cases (faster profiling runs).
     #[arg(long)]
     reveal_only: bool,
+    /// Turn the bench tenant's denied-call limit off (it is on by default),
+    /// to measure what the abuse controls cost an agent that is never denied.
+    #[arg(long)]
+    no_denied_call_limit: bool,
 }
 
 /// Refreshes the planner statistics of database `name` after loading, as
@@ -141,7 +145,13 @@ async fn main() -> Result<(), String> {
             "strongroom ({label}): starting and loading {} credentials",
             args.credentials
         );
-        let sr = strongroom::Strongroom::start(backend, args.credentials, args.connections).await?;
+        let sr = strongroom::Strongroom::start(
+            backend,
+            args.credentials,
+            args.connections,
+            !args.no_denied_call_limit,
+        )
+        .await?;
         let levels: &[usize] = if backend == Backend::Postgres {
             &[args.low, args.high]
         } else {

@@ -20,11 +20,13 @@ pub struct Strongroom {
 }
 
 impl Strongroom {
-    /// Starts strongroomd on `backend` and loads `credentials` credentials.
+    /// Starts strongroomd on `backend` and loads `credentials` credentials;
+    /// `denied_call_limit` false turns the tenant's denied-call limit off.
     pub async fn start(
         backend: Backend,
         credentials: usize,
         connections: usize,
+        denied_call_limit: bool,
     ) -> Result<Self, String> {
         let mut options = Options::new(backend);
         options.log_level = "warn,strongroomd::app=info".into();
@@ -34,6 +36,26 @@ impl Strongroom {
         let server = TestServer::start_with(options).await;
         let admin = server.tenant("bench").await;
         let (agent_id, _) = server.principal(&admin, "agent", pb::Role::Agent).await;
+        if !denied_call_limit {
+            admin
+                .client
+                .admin()
+                .update_tenant_settings(pb::UpdateTenantSettingsRequest {
+                    settings: Some(pb::TenantSettings {
+                        denied_call_limit: Some(pb::RateLimit {
+                            enabled: false,
+                            per_minute: 60,
+                            burst: 20,
+                        }),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["denied_call_limit".into()],
+                    }),
+                })
+                .await
+                .map_err(|e| format!("settings: {e}"))?;
+        }
         admin
             .client
             .policy()

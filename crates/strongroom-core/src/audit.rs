@@ -42,10 +42,16 @@ pub enum Action {
     TenantNamespaces,
     /// A principal was created.
     PrincipalCreate,
+    /// A principal was read (recorded when refused).
+    PrincipalGet,
+    /// Principals were listed (recorded when refused).
+    PrincipalList,
     /// A principal was enabled or disabled.
     PrincipalStatus,
     /// An identity binding was created.
     BindingCreate,
+    /// Identity bindings were listed (recorded when refused).
+    BindingList,
     /// An identity binding was deleted.
     BindingDelete,
     /// An environment was created.
@@ -95,15 +101,18 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 29] = [
+    pub const ALL: [Action; 32] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
         Self::TenantKeyRotate,
         Self::TenantNamespaces,
         Self::PrincipalCreate,
+        Self::PrincipalGet,
+        Self::PrincipalList,
         Self::PrincipalStatus,
         Self::BindingCreate,
+        Self::BindingList,
         Self::BindingDelete,
         Self::EnvironmentCreate,
         Self::EnvironmentDelete,
@@ -136,8 +145,11 @@ impl Action {
             Self::TenantKeyRotate => "tenant.key_rotate",
             Self::TenantNamespaces => "tenant.namespaces",
             Self::PrincipalCreate => "principal.create",
+            Self::PrincipalGet => "principal.get",
+            Self::PrincipalList => "principal.list",
             Self::PrincipalStatus => "principal.status",
             Self::BindingCreate => "binding.create",
+            Self::BindingList => "binding.list",
             Self::BindingDelete => "binding.delete",
             Self::EnvironmentCreate => "environment.create",
             Self::EnvironmentDelete => "environment.delete",
@@ -173,7 +185,10 @@ impl Action {
     pub const fn changes_state(&self) -> bool {
         !matches!(
             self,
-            Self::CredentialGet
+            Self::PrincipalGet
+                | Self::PrincipalList
+                | Self::BindingList
+                | Self::CredentialGet
                 | Self::CredentialList
                 | Self::CredentialReveal
                 | Self::CredentialInject
@@ -308,9 +323,20 @@ impl AuditDraft {
 
     /// A draft with the given action and outcome, now, everything else empty.
     pub fn new(action: Action, outcome: Outcome, reason_code: impl Into<String>) -> Self {
+        Self::new_at(action, outcome, reason_code, Timestamp::now())
+    }
+
+    /// A draft with the given action and outcome at `at` (the time of the
+    /// operation's clock), everything else empty.
+    pub fn new_at(
+        action: Action,
+        outcome: Outcome,
+        reason_code: impl Into<String>,
+        at: Timestamp,
+    ) -> Self {
         Self {
             id: EventId::generate(),
-            at: Timestamp::now(),
+            at,
             principal: None,
             actor: String::new(),
             on_behalf_of: None,

@@ -4,6 +4,7 @@
 //! server maps each variant to exactly one gRPC status code.
 
 use std::borrow::Cow;
+use std::fmt;
 
 /// Result alias for the core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -22,7 +23,7 @@ pub enum Error {
     /// The named thing does not exist in the caller's tenant (or the caller
     /// may not know that it exists).
     #[error("{0} not found")]
-    NotFound(Cow<'static, str>),
+    NotFound(Missing),
     /// A thing with the same unique key already exists.
     #[error("{0} already exists")]
     AlreadyExists(Cow<'static, str>),
@@ -35,7 +36,7 @@ pub enum Error {
     /// The target is in a state that forbids the operation (revoked, expired,
     /// destroyed, suspended, concurrently modified).
     #[error("failed precondition: {0}")]
-    FailedPrecondition(Cow<'static, str>),
+    FailedPrecondition(Precondition),
     /// The caller exceeded a rate limit or quota.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(Cow<'static, str>),
@@ -66,7 +67,7 @@ impl Error {
 
     /// A `NotFound` naming what was looked for.
     pub fn not_found(what: impl Into<Cow<'static, str>>) -> Self {
-        Self::NotFound(what.into())
+        Self::NotFound(Missing::Other(what.into()))
     }
 
     /// An `AlreadyExists` naming what collided.
@@ -81,7 +82,7 @@ impl Error {
 
     /// A `FailedPrecondition` with a reason the caller may see.
     pub fn precondition(reason: impl Into<Cow<'static, str>>) -> Self {
-        Self::FailedPrecondition(reason.into())
+        Self::FailedPrecondition(Precondition::Other(reason.into()))
     }
 
     /// An `Internal` error carrying a message for the server log only.
@@ -100,5 +101,77 @@ impl Error {
             },
             other => other,
         }
+    }
+}
+
+/// What was not found. A layer that acts on which thing is missing matches
+/// a variant of its own, never the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// The environment named by a write (a credential created in an
+    /// environment the tenant does not have).
+    Environment,
+    /// Anything else, named for the caller.
+    Other(Cow<'static, str>),
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Environment => f.write_str("environment"),
+            Self::Other(what) => f.write_str(what),
+        }
+    }
+}
+
+/// Why the target's state forbids an operation. A layer that acts on the
+/// reason (a retry, a stale decision) matches a variant of its own, never
+/// the text; the text is what the caller sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Another writer added a version first (a lost compare-and-set on the
+    /// latest version): re-read and retry.
+    VersionRace,
+    /// The state a reveal was decided on (the credential's version and
+    /// status, the principal, the grant, the identity binding) no longer
+    /// holds where its audit record commits; says what changed.
+    RevealStateChanged(&'static str),
+    /// Any other, described for the caller.
+    Other(Cow<'static, str>),
+}
+
+impl fmt::Display for Precondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::VersionRace => f.write_str("another version was written concurrently; retry"),
+            Self::RevealStateChanged(why) => f.write_str(why),
+            Self::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_reasons_read_as_the_text_callers_always_saw() {
+        assert_eq!(
+            Error::NotFound(Missing::Environment).to_string(),
+            "environment not found"
+        );
+        assert_eq!(
+            Error::not_found("credential").to_string(),
+            "credential not found"
+        );
+        assert_eq!(
+            Error::FailedPrecondition(Precondition::VersionRace).to_string(),
+            "failed precondition: another version was written concurrently; retry"
+        );
+        assert_eq!(
+            Error::FailedPrecondition(Precondition::RevealStateChanged("the grant was revoked"))
+                .to_string(),
+            "failed precondition: the grant was revoked"
+        );
     }
 }

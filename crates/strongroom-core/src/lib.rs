@@ -25,4 +25,4 @@ pub mod tenant;
 pub mod time;
 pub mod value;
 
-pub use error::{Error, Result};
+pub use error::{Error, Missing, Precondition, Result};

@@ -5,7 +5,10 @@
 //! caller, which only the [`Authenticator`] produces from a verified peer
 //! identity. Platform operations (creating tenants) likewise need a
 //! [`PlatformScope`], only given to identities the server's configuration
-//! names as platform operators.
+//! names as platform operators. The server's own background work (scheduled
+//! checkpoints, flushing coalesced failed authentications, applying change
+//! notices) acts with a [`SystemScope`] of its own, which no caller can
+//! obtain: nothing turns an [`Authenticated`] into one.
 
 use crate::audit::{Action, AuditDraft, Outcome};
 use crate::error::{Error, Result};
@@ -13,6 +16,7 @@ use crate::ids::{BindingId, TenantId};
 use crate::principal::{IdentityPattern, Principal, PrincipalStatus};
 use crate::store::Store;
 use crate::tenant::{Tenant, TenantStatus};
+use crate::time::Timestamp;
 
 /// A principal of a tenant, as authenticated.
 #[derive(Debug, Clone)]
@@ -115,9 +119,20 @@ impl<'a> TenantScope<'a> {
         self.binding
     }
 
-    /// An audit draft attributed to the acting principal.
+    /// An audit draft attributed to the acting principal, now.
     pub fn audit(&self, action: Action, outcome: Outcome, reason_code: &str) -> AuditDraft {
-        let mut draft = AuditDraft::new(action, outcome, reason_code);
+        self.audit_at(action, outcome, reason_code, Timestamp::now())
+    }
+
+    /// An audit draft attributed to the acting principal, at `at`.
+    pub fn audit_at(
+        &self,
+        action: Action,
+        outcome: Outcome,
+        reason_code: &str,
+        at: Timestamp,
+    ) -> AuditDraft {
+        let mut draft = AuditDraft::new_at(action, outcome, reason_code, at);
         draft.principal = Some(self.principal.id);
         draft.actor = self.principal.name.to_string();
         draft
@@ -136,10 +151,89 @@ impl PlatformScope<'_> {
         self.identity
     }
 
-    /// An audit draft attributed to the operator.
+    /// An audit draft attributed to the operator, now.
     pub fn audit(&self, action: Action, outcome: Outcome, reason_code: &str) -> AuditDraft {
-        let mut draft = AuditDraft::new(action, outcome, reason_code);
+        self.audit_at(action, outcome, reason_code, Timestamp::now())
+    }
+
+    /// An audit draft attributed to the operator, at `at`.
+    pub fn audit_at(
+        &self,
+        action: Action,
+        outcome: Outcome,
+        reason_code: &str,
+        at: Timestamp,
+    ) -> AuditDraft {
+        let mut draft = AuditDraft::new_at(action, outcome, reason_code, at);
         draft.actor = format!("platform:{}", self.identity);
+        draft
+    }
+}
+
+/// The server acting on its own account, in one of its background tasks.
+///
+/// There is no way from a caller to a system scope: an [`Authenticated`]
+/// caller yields tenant and platform scopes only, and the server's request
+/// path holds nothing else. The server makes one for each background task
+/// it starts ([`SystemScope::for_task`]), and the engine's operations for
+/// background work (signing every chain's head, flushing failed
+/// authentications) take one, so no request can reach them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SystemScope {
+    task: SystemTask,
+}
+
+/// The server's background tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemTask {
+    /// Signs the heads of the chains that moved, on a schedule.
+    Checkpoints,
+    /// Records coalesced failed authentications once their window passed.
+    FailedAuthentications,
+    /// Applies change notices from other servers to the caches.
+    ChangeListener,
+    /// Records the refusals of ended rate-limit windows and trims the abuse
+    /// controls' state.
+    AbuseSweeper,
+}
+
+impl SystemTask {
+    /// Stable text form (for logs).
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Checkpoints => "checkpoints",
+            Self::FailedAuthentications => "failed_authentications",
+            Self::ChangeListener => "change_listener",
+            Self::AbuseSweeper => "abuse_sweeper",
+        }
+    }
+}
+
+impl SystemScope {
+    /// The scope of the background task `task`, for the server's start-up
+    /// to hand to the task it spawns; never made on a request's path.
+    pub const fn for_task(task: SystemTask) -> Self {
+        Self { task }
+    }
+
+    /// The task acting.
+    pub const fn task(&self) -> SystemTask {
+        self.task
+    }
+
+    /// The actor the server's own audit events name.
+    pub const ACTOR: &'static str = "strongroomd";
+
+    /// An audit draft attributed to the server itself, at `at`.
+    pub fn audit_at(
+        &self,
+        action: Action,
+        outcome: Outcome,
+        reason_code: &str,
+        at: Timestamp,
+    ) -> AuditDraft {
+        let mut draft = AuditDraft::new_at(action, outcome, reason_code, at);
+        draft.actor = Self::ACTOR.to_owned();
         draft
     }
 }

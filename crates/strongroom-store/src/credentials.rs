@@ -14,7 +14,7 @@ use strongroom_core::policy::Selector;
 use strongroom_core::scope::TenantScope;
 use strongroom_core::store::CredentialStore;
 use strongroom_core::time::Timestamp;
-use strongroom_core::{Error, Result};
+use strongroom_core::{Error, Missing, Precondition, Result};
 
 use crate::dialect::{Dialect, SqlBuilder};
 use crate::environments;
@@ -434,7 +434,7 @@ pub(crate) async fn create_in<D: Dialect>(
         .await
         .map_err(db("environment"))?;
     if environment.is_none() {
-        return Err(Error::not_found("environment"));
+        return Err(Error::NotFound(Missing::Environment));
     }
     let inserted = D::query(INSERT)
         .bind(tenant.as_uuid())
@@ -497,9 +497,7 @@ pub(crate) async fn add_version_in<D: Dialect>(
         if current.status != CredentialStatus::Active {
             return Err(Error::precondition("credential is not active"));
         }
-        return Err(Error::precondition(
-            "another version was written concurrently; retry",
-        ));
+        return Err(Error::FailedPrecondition(Precondition::VersionRace));
     };
     insert_version(tx, tenant, version).await?;
     let keep_from = i64::from(version.version) - i64::from(retention.max(1));

@@ -9,7 +9,7 @@ use strongroom_core::names::Environment;
 use strongroom_core::scope::TenantScope;
 use strongroom_core::store::EnvironmentStore;
 use strongroom_core::time::Timestamp;
-use strongroom_core::{Error, Result};
+use strongroom_core::{Error, Missing, Result};
 
 use crate::dialect::Dialect;
 use crate::error::{db, is_fk};
@@ -83,7 +83,7 @@ impl<D: Dialect> EnvironmentStore for SqlStore<D> {
                 }
             })?;
         if deleted == 0 {
-            return Err(Error::not_found("environment"));
+            return Err(Error::NotFound(Missing::Environment));
         }
         self.append_in(&mut tx, tenant, audit).await?;
         tx.commit().await.map_err(db("environment"))?;

@@ -26,7 +26,7 @@ mod sqlite;
 mod store;
 mod tenants;
 
-pub use fair::FairShare;
+pub use fair::{FairShare, pool_reserve};
 pub use identity::DerivedNamespace;
 #[cfg(feature = "fault-injection")]
 pub use postgres::LostReply;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use secrecy::SecretString;
-use strongroom_core::scope::Authenticator;
+use strongroom_core::scope::{Authenticator, SystemScope, SystemTask};
 use strongroom_core::store::{Store, meta};
 use strongroom_crypto::{CryptoError, KdfParams, KeyCheck, RootKey};
 use strongroom_proto::v1::admin_service_server::AdminServiceServer;
@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, Database, RootKeySource};
 use crate::handlers::{AdminHandler, AuditHandler, CredentialHandler, PolicyHandler, Shared};
 use crate::tls::ClientTrust;
-use crate::vault::Vault;
+use strongroom_engine::Engine;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,8 @@ pub struct App {
     addr: SocketAddr,
     acceptor: TlsAcceptor,
     trust: Arc<ClientTrust>,
-    vault: Arc<Vault>,
+    engine: Arc<Engine>,
+    limits: crate::config::Limits,
     audit: crate::config::AuditConfig,
     checkpoint_file: Option<(std::path::PathBuf, tokio::fs::File)>,
 }
@@ -117,7 +118,13 @@ pub async fn open_store(
                 .map_err(|e| StartError::Database(e.to_string()))?;
             warn_derived(store.review_derived_namespaces(problem).await);
             warn_disabled(store.disabled_bindings(WARN_DISABLED).await);
-            Ok(Arc::new(FairShare::new(store, *tenant_max_connections)))
+            let for_calls =
+                crate::config::call_connections(*max_connections, listen_url.as_deref());
+            Ok(Arc::new(FairShare::new(
+                store,
+                for_calls,
+                *tenant_max_connections,
+            )))
         }
     }
 }
@@ -408,29 +415,37 @@ impl App {
             addr: config.listen,
             error,
         })?;
-        let vault = Arc::new(
-            Vault::new(
-                store,
-                Arc::new(root),
-                config.limits,
-                Authenticator::new(config.platform_operators.clone()),
-            )
-            .with_min_namespace_depth(config.identity.min_namespace_depth),
-        );
+        let engine = Engine::new(
+            store,
+            Arc::new(root),
+            config.limits.engine(),
+            Authenticator::new(config.platform_operators.clone()),
+        )
+        .with_min_namespace_depth(config.identity.min_namespace_depth);
+        #[cfg(feature = "test-clock")]
+        let engine = match crate::test_clock::from_env() {
+            Some(clock) => engine.with_clock(clock),
+            None => engine,
+        };
+        let engine = Arc::new(engine);
         // The checkpoint signing key is derived from the root key.
-        vault
+        engine
             .checkpoint_key()
             .await
             .map_err(|e| StartError::RootKey(format!("checkpoint signing key: {e}")))?;
         // The last head signed per chain, from the checkpoint file, so
         // checkpoints only ever extend it.
         if let Some(path) = &config.audit.checkpoint_file {
-            crate::checkpoint_task::seed_from_file(&vault, path)
-                .await
-                .map_err(|message| crate::config::ConfigError {
-                    key: "audit.checkpoint_file".into(),
-                    message,
-                })?;
+            crate::checkpoint_task::seed_from_file(
+                &engine,
+                &SystemScope::for_task(SystemTask::Checkpoints),
+                path,
+            )
+            .await
+            .map_err(|message| crate::config::ConfigError {
+                key: "audit.checkpoint_file".into(),
+                message,
+            })?;
         }
         let checkpoint_file = match &config.audit.checkpoint_file {
             Some(path) => Some((
@@ -449,7 +464,8 @@ impl App {
             addr,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
             trust,
-            vault,
+            engine,
+            limits: config.limits,
             audit: config.audit,
             checkpoint_file,
         })
@@ -460,14 +476,14 @@ impl App {
         self.addr
     }
 
-    /// The application service (used by dev mode to bootstrap its tenant).
-    pub fn vault(&self) -> &Arc<Vault> {
-        &self.vault
+    /// The engine (used by dev mode to bootstrap its tenant).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// The authenticator.
     pub fn authenticator(&self) -> &Authenticator {
-        self.vault.authenticator()
+        self.engine.authenticator()
     }
 
     /// Serves until SIGTERM or Ctrl-C, then stops accepting and drains the
@@ -486,16 +502,17 @@ impl App {
             addr,
             acceptor,
             trust,
-            vault,
+            engine,
+            limits,
             audit,
             checkpoint_file,
         } = self;
-        let limit = vault.limits().max_message_bytes;
+        let limit = limits.max_message_bytes;
         // Messages up to 4x the limit are decoded so the handler can refuse
         // them with INVALID_ARGUMENT naming the limit; larger ones are cut off
         // by the transport.
         let decode_limit = limit.saturating_mul(4);
-        let shared = Shared::new(Arc::clone(&vault));
+        let shared = Shared::new(Arc::clone(&engine), limit);
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -524,16 +541,17 @@ impl App {
         let (stopping_tx, stopping_rx) = watch::channel(false);
         trust.spawn_reloader(stopping_rx.clone());
         tokio::spawn(flush_failed_authentications(
-            Arc::clone(&vault),
+            Arc::clone(&engine),
             stopping_rx.clone(),
         ));
         tokio::spawn(crate::checkpoint_task::run(
-            Arc::clone(&vault),
+            Arc::clone(&engine),
+            SystemScope::for_task(SystemTask::Checkpoints),
             audit,
             checkpoint_file,
             stopping_rx,
         ));
-        let transport = crate::serve::Transport::new(vault.limits());
+        let transport = crate::serve::Transport::new(&limits);
 
         tracing::info!(%addr, "serving");
         let mut routes = tonic::service::Routes::builder();
@@ -569,13 +587,14 @@ impl App {
 }
 
 /// Records coalesced failed authentications once their window has passed
-/// (see `Vault::flush_failed_authentications`), until the server stops.
-async fn flush_failed_authentications(vault: Arc<Vault>, mut stopping: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(crate::vault::FAILED_AUTH_WINDOW);
+/// (see `Engine::flush_failed_authentications`), until the server stops.
+async fn flush_failed_authentications(engine: Arc<Engine>, mut stopping: watch::Receiver<bool>) {
+    let system = SystemScope::for_task(SystemTask::FailedAuthentications);
+    let mut ticks = tokio::time::interval(strongroom_engine::FAILED_AUTH_WINDOW);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticks.tick() => vault.flush_failed_authentications().await,
+            _ = ticks.tick() => engine.flush_failed_authentications(&system).await,
             _ = stopping.changed() => return,
         }
     }

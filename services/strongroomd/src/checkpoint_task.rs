@@ -10,20 +10,24 @@
 //! The first run happens at start-up, so a restart also leaves a line.
 //! Before it, the last line of each chain in the file (if its signature
 //! verifies with this server's key) becomes that chain's last signed head:
-//! the server never signs a head that does not extend it (see
-//! `Vault::sign_chain_head`).
+//! the server never signs a head that does not extend it. What to sign is
+//! the engine's (`Engine::checkpoint_moved_chains`); this task keeps the
+//! schedule and is the engine's checkpoint sink (a port: see
+//! `strongroom_engine::ports`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use strongroom_core::audit::ChainHead;
+use strongroom_core::Error;
+use strongroom_core::scope::SystemScope;
 use strongroom_crypto::{ChainRef, Checkpoint, SignedCheckpoint};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::config::AuditConfig;
-use crate::vault::Vault;
+use strongroom_engine::ports::CheckpointSink;
+use strongroom_engine::{CheckpointSchedule, Engine};
 
 /// One line of the checkpoint file: the canonical fields of the signed
 /// checkpoint (see `Checkpoint` in `proto/strongroom/v1/audit.proto`), with
@@ -97,7 +101,11 @@ impl CheckpointLine {
 /// it exists) as that chain's last signed head. Lines that do not parse or
 /// whose signature does not verify with this server's key are skipped with
 /// a warning.
-pub async fn seed_from_file(vault: &Vault, path: &Path) -> Result<(), String> {
+pub async fn seed_from_file(
+    engine: &Engine,
+    system: &SystemScope,
+    path: &Path,
+) -> Result<(), String> {
     let text = match tokio::fs::read_to_string(path).await {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -123,8 +131,8 @@ pub async fn seed_from_file(vault: &Vault, path: &Path) -> Result<(), String> {
         }
     }
     for signed in last.values() {
-        if !vault
-            .seed_signed_head(signed)
+        if !engine
+            .seed_signed_head(system, signed)
             .await
             .map_err(|e| e.to_string())?
         {
@@ -149,11 +157,12 @@ pub async fn open_file(path: &Path) -> std::io::Result<tokio::fs::File> {
         .await
 }
 
-/// Runs until `stopping` turns true.
+/// Runs until `stopping` turns true, as the background task `system`.
 pub async fn run(
-    vault: Arc<Vault>,
+    engine: Arc<Engine>,
+    system: SystemScope,
     config: AuditConfig,
-    mut file: Option<(PathBuf, tokio::fs::File)>,
+    file: Option<(PathBuf, tokio::fs::File)>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let Some(interval) = config.checkpoint_interval else {
@@ -161,71 +170,57 @@ pub async fn run(
     };
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut written: HashMap<ChainRef, ChainHead> = HashMap::new();
+    let mut schedule = CheckpointSchedule::default();
+    let mut sink = FileSink { file };
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = stopping.changed() => return,
         }
-        if let Err(e) = checkpoint_moved_chains(&vault, &mut file, &mut written).await {
+        if let Err(e) = engine
+            .checkpoint_moved_chains(&system, &mut schedule, &mut sink)
+            .await
+        {
             tracing::error!(error = %e, "scheduled audit checkpoint failed; retried next interval");
         }
     }
 }
 
-/// Signs and writes the head of every chain not written at its current
-/// head yet.
-async fn checkpoint_moved_chains(
-    vault: &Vault,
-    file: &mut Option<(PathBuf, tokio::fs::File)>,
-    written: &mut HashMap<ChainRef, ChainHead>,
-) -> Result<(), String> {
-    let heads = vault.chain_heads().await.map_err(|e| e.to_string())?;
-    let mut lines = String::new();
-    let mut signed_heads = Vec::new();
-    for (chain, head) in heads {
-        if head.sequence == 0 || written.get(&chain) == Some(&head) {
-            continue;
+/// The checkpoint sink of the server: every checkpoint an `audit
+/// checkpoint` log line, and, with a checkpoint file, a JSON line appended
+/// to it, fsynced before the checkpoints count as kept.
+struct FileSink {
+    file: Option<(PathBuf, tokio::fs::File)>,
+}
+
+impl CheckpointSink for FileSink {
+    async fn keep(&mut self, checkpoints: &[SignedCheckpoint]) -> strongroom_core::Result<()> {
+        let mut lines = String::new();
+        for signed in checkpoints {
+            let line = CheckpointLine::of(signed);
+            tracing::info!(
+                chain = %line.chain,
+                tenant_id = %line.tenant_id,
+                sequence = line.sequence,
+                hash = %line.hash,
+                signed_at_micros = line.signed_at_micros,
+                key_id = %line.key_id,
+                signature = %line.signature,
+                "audit checkpoint"
+            );
+            lines.push_str(&serde_json::to_string(&line).map_err(Error::internal)?);
+            lines.push('\n');
         }
-        // A head that does not extend the last signed one is refused (and
-        // alerted on) by the vault; the other chains are still signed.
-        let Ok(signed) = vault.sign_chain_head(chain, head).await else {
-            continue;
-        };
-        // The head signed (read again if another call signed a newer one
-        // meanwhile).
-        let head = ChainHead {
-            sequence: signed.checkpoint.sequence,
-            hash: signed.checkpoint.hash,
-        };
-        let line = CheckpointLine::of(&signed);
-        tracing::info!(
-            chain = %line.chain,
-            tenant_id = %line.tenant_id,
-            sequence = line.sequence,
-            hash = %line.hash,
-            signed_at_micros = line.signed_at_micros,
-            key_id = %line.key_id,
-            signature = %line.signature,
-            "audit checkpoint"
-        );
-        lines.push_str(&serde_json::to_string(&line).map_err(|e| e.to_string())?);
-        lines.push('\n');
-        signed_heads.push((chain, head));
+        if let Some((path, f)) = &mut self.file {
+            let write = async {
+                f.write_all(lines.as_bytes()).await?;
+                f.flush().await?;
+                f.sync_data().await
+            };
+            write.await.map_err(|e| {
+                Error::Unavailable(format!("cannot write {}: {e}", path.display()).into())
+            })?;
+        }
+        Ok(())
     }
-    if lines.is_empty() {
-        return Ok(());
-    }
-    if let Some((path, f)) = file {
-        let write = async {
-            f.write_all(lines.as_bytes()).await?;
-            f.flush().await?;
-            f.sync_data().await
-        };
-        write
-            .await
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    written.extend(signed_heads);
-    Ok(())
 }

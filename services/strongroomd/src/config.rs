@@ -58,7 +58,9 @@ pub enum Database {
         /// transaction mode, where LISTEN does not work.
         listen_url: Option<String>,
         /// Most pooled connections one tenant's calls hold at once, so one
-        /// busy tenant cannot starve the others.
+        /// busy tenant cannot starve the others (at most the connections
+        /// for calls less the reserve kept for quiet tenants: see
+        /// [`strongroom_store::FairShare`]).
         tenant_max_connections: u32,
     },
     /// SQLite in the file at `path` (migrated at start-up).
@@ -66,6 +68,14 @@ pub enum Database {
         /// Database file.
         path: PathBuf,
     },
+}
+
+/// The connections of a Postgres pool of `max_connections` left for calls:
+/// the change listener keeps one unless it connects to its own
+/// `listen_url`.
+pub fn call_connections(max_connections: u32, listen_url: Option<&str>) -> u32 {
+    let listener = u32::from(listen_url.is_none());
+    max_connections.saturating_sub(listener).max(1)
 }
 
 /// Log output format.
@@ -116,6 +126,11 @@ pub struct Limits {
     /// name of its certificate), so that one workload cannot take every
     /// slot; a connection beyond it is closed after its handshake.
     pub max_connections_per_identity: usize,
+    /// Connections from one client address (an IPv6 client: its /64),
+    /// counted from the moment they are accepted, handshakes included; a
+    /// connection beyond it is closed as soon as it is accepted, before any
+    /// TLS work. 0 turns the cap off.
+    pub max_connections_per_ip: usize,
     /// TLS handshakes in progress, counted apart from `max_connections` so
     /// that connections which never complete a handshake cannot take the
     /// slots of authenticated clients; a connection beyond it is closed as
@@ -124,7 +139,9 @@ pub struct Limits {
     /// Time a new connection has to complete its TLS handshake.
     pub handshake_timeout: Duration,
     /// A connection with no call in progress and none started for this long
-    /// is closed (HTTP/2 GOAWAY); keepalive pings are not calls.
+    /// is closed (HTTP/2 GOAWAY); keepalive pings are not calls. A
+    /// connection on which a response has waited this long for the client
+    /// to take its data is dropped.
     pub idle_timeout: Duration,
     /// Concurrent HTTP/2 streams (calls) per connection, advertised to the
     /// client in the server's SETTINGS.
@@ -154,12 +171,26 @@ impl Default for Limits {
             max_lease_ttl: Duration::from_secs(24 * 3600),
             max_connections: 4096,
             max_connections_per_identity: 64,
+            max_connections_per_ip: 256,
             max_handshakes: 128,
             handshake_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(600),
             max_concurrent_streams: 256,
-            cache_ttl: crate::cache::DEFAULT_TTL,
-            credential_cache_ttl: crate::cache::DEFAULT_CREDENTIAL_TTL,
+            cache_ttl: strongroom_engine::cache::DEFAULT_TTL,
+            credential_cache_ttl: strongroom_engine::cache::DEFAULT_CREDENTIAL_TTL,
+        }
+    }
+}
+
+impl Limits {
+    /// The engine's share of the limits.
+    pub fn engine(&self) -> strongroom_engine::Limits {
+        strongroom_engine::Limits {
+            audit_timeout: self.audit_timeout,
+            default_lease_ttl: self.default_lease_ttl,
+            max_lease_ttl: self.max_lease_ttl,
+            cache_ttl: self.cache_ttl,
+            credential_cache_ttl: self.credential_cache_ttl,
         }
     }
 }
@@ -302,6 +333,7 @@ struct RawLimits {
     max_lease_ttl_secs: Option<u64>,
     max_connections: Option<usize>,
     max_connections_per_identity: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     max_handshakes: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
@@ -340,121 +372,19 @@ fn parse_num<T: std::str::FromStr>(key: &str, text: &str) -> Result<T, ConfigErr
 impl Config {
     /// Loads `path` (if given) and applies environment overrides.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
-        let raw = match path {
-            None => RawConfig::default(),
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| bad("--config", format!("cannot read {}: {e}", p.display())))?;
-                toml::from_str::<RawConfig>(&text)
-                    .map_err(|e| bad("--config", format!("{}: {}", p.display(), e.message())))?
-            }
-        };
+        let raw = read_file(path)?;
         Self::from_raw(raw, env)
     }
 
     fn from_raw(mut raw: RawConfig, env: &dyn Env) -> Result<Self, ConfigError> {
-        // Environment overrides, one variable per key.
-        if let Some(v) = env.var("STRONGROOM_LISTEN") {
-            raw.listen = Some(v);
-        }
-        if let Some(v) = env.var("STRONGROOM_PLATFORM_OPERATORS") {
-            raw.platform_operators = Some(v.split(',').map(|s| s.trim().to_owned()).collect());
-        }
-        if let Some(v) = env.var("STRONGROOM_TLS_CERT") {
-            raw.tls.cert = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_TLS_KEY") {
-            raw.tls.key = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_TLS_CLIENT_CA") {
-            raw.tls.client_ca = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_TLS_CRL") {
-            raw.tls.crl = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_TLS_CRL_RELOAD_MS") {
-            raw.tls.crl_reload_ms = Some(parse_num("STRONGROOM_TLS_CRL_RELOAD_MS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_DATABASE_BACKEND") {
-            raw.database.backend = Some(v);
-        }
-        if let Some(v) = env.var("STRONGROOM_DATABASE_URL") {
-            raw.database.url = Some(v);
-        }
-        if let Some(v) = env.var("STRONGROOM_DATABASE_MIGRATE_URL") {
-            raw.database.migrate_url = Some(v);
-        }
-        if let Some(v) = env.var("STRONGROOM_SQLITE_PATH") {
-            raw.database.sqlite_path = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_DATABASE_MAX_CONNECTIONS") {
-            raw.database.max_connections =
-                Some(parse_num("STRONGROOM_DATABASE_MAX_CONNECTIONS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_DATABASE_LISTEN_URL") {
-            raw.database.listen_url = Some(v);
-        }
-        if let Some(v) = env.var("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS") {
-            raw.database.tenant_max_connections =
-                Some(parse_num("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_ROOT_KEY_FILE") {
-            raw.root_key.file = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_ROOT_PASSPHRASE_FILE") {
-            raw.root_key.passphrase_file = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_MAX_MESSAGE_BYTES") {
-            raw.limits.max_message_bytes = Some(parse_num("STRONGROOM_MAX_MESSAGE_BYTES", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_AUDIT_TIMEOUT_MS") {
-            raw.limits.audit_timeout_ms = Some(parse_num("STRONGROOM_AUDIT_TIMEOUT_MS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS") {
-            raw.limits.max_connections = Some(parse_num("STRONGROOM_MAX_CONNECTIONS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY") {
-            raw.limits.max_connections_per_identity =
-                Some(parse_num("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_MAX_HANDSHAKES") {
-            raw.limits.max_handshakes = Some(parse_num("STRONGROOM_MAX_HANDSHAKES", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_HANDSHAKE_TIMEOUT_MS") {
-            raw.limits.handshake_timeout_ms =
-                Some(parse_num("STRONGROOM_HANDSHAKE_TIMEOUT_MS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_IDLE_TIMEOUT_MS") {
-            raw.limits.idle_timeout_ms = Some(parse_num("STRONGROOM_IDLE_TIMEOUT_MS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_MAX_CONCURRENT_STREAMS") {
-            raw.limits.max_concurrent_streams =
-                Some(parse_num("STRONGROOM_MAX_CONCURRENT_STREAMS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS") {
-            raw.audit.checkpoint_interval_secs =
-                Some(parse_num("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_FILE") {
-            raw.audit.checkpoint_file = Some(v.into());
-        }
-        if let Some(v) = env.var("STRONGROOM_MIN_NAMESPACE_DEPTH") {
-            raw.identity.min_namespace_depth =
-                Some(parse_num("STRONGROOM_MIN_NAMESPACE_DEPTH", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_CACHE_TTL_MS") {
-            raw.cache.ttl_ms = Some(parse_num("STRONGROOM_CACHE_TTL_MS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_CACHE_CREDENTIAL_TTL_MS") {
-            raw.cache.credential_ttl_ms =
-                Some(parse_num("STRONGROOM_CACHE_CREDENTIAL_TTL_MS", &v)?);
-        }
-        if let Some(v) = env.var("STRONGROOM_LOG_LEVEL") {
-            raw.log.level = Some(v);
-        }
-        if let Some(v) = env.var("STRONGROOM_LOG_FORMAT") {
-            raw.log.format = Some(v);
-        }
+        apply_env(&mut raw, env)?;
+        let Shared {
+            database,
+            platform_operators,
+            identity,
+            log_level,
+            log_format,
+        } = Shared::from_raw(&mut raw)?;
 
         let listen = raw
             .listen
@@ -483,71 +413,6 @@ impl Config {
             return Err(bad("tls.crl_reload_ms", "must be 100 ms to 1 hour"));
         }
 
-        let backend = raw
-            .database
-            .backend
-            .as_deref()
-            .unwrap_or(if raw.database.url.is_some() {
-                "postgres"
-            } else {
-                "sqlite"
-            });
-        let database = match backend {
-            "postgres" => {
-                let url = raw.database.url.ok_or_else(|| {
-                    bad(
-                        "database.url",
-                        "is required for the postgres backend (or STRONGROOM_DATABASE_URL)",
-                    )
-                })?;
-                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    return Err(bad("database.url", "must start with postgres://"));
-                }
-                let max_connections = raw.database.max_connections.unwrap_or(32);
-                if !(1..=1024).contains(&max_connections) {
-                    return Err(bad("database.max_connections", "must be 1-1024"));
-                }
-                if let Some(u) = &raw.database.listen_url
-                    && !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
-                {
-                    return Err(bad("database.listen_url", "must start with postgres://"));
-                }
-                // By default one tenant may hold three quarters of the pool
-                // (less the connection the change listener keeps): a single
-                // busy tenant keeps most of it, and the rest stays free for
-                // the others.
-                let tenant_max_connections = raw
-                    .database
-                    .tenant_max_connections
-                    .unwrap_or((max_connections.saturating_sub(1) * 3 / 4).max(1));
-                if !(1..=max_connections).contains(&tenant_max_connections) {
-                    return Err(bad(
-                        "database.tenant_max_connections",
-                        "must be 1 to database.max_connections",
-                    ));
-                }
-                Database::Postgres {
-                    url,
-                    max_connections,
-                    migrate_url: raw.database.migrate_url,
-                    listen_url: raw.database.listen_url,
-                    tenant_max_connections,
-                }
-            }
-            "sqlite" => Database::Sqlite {
-                path: raw
-                    .database
-                    .sqlite_path
-                    .unwrap_or_else(|| PathBuf::from("strongroom.db")),
-            },
-            _ => {
-                return Err(bad(
-                    "database.backend",
-                    "must be \"postgres\" or \"sqlite\"",
-                ));
-            }
-        };
-
         let root_key = match (
             env.var("STRONGROOM_ROOT_KEY").is_some(),
             raw.root_key.file,
@@ -571,17 +436,6 @@ impl Config {
                 ));
             }
         };
-
-        let platform_operators = raw
-            .platform_operators
-            .unwrap_or_default()
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                IdentityPattern::parse(s, "platform_operators")
-                    .map_err(|e| bad("platform_operators", e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
 
         let d = Limits::default();
         let limits = Limits {
@@ -607,6 +461,10 @@ impl Config {
                 .limits
                 .max_connections_per_identity
                 .unwrap_or(d.max_connections_per_identity),
+            max_connections_per_ip: raw
+                .limits
+                .max_connections_per_ip
+                .unwrap_or(d.max_connections_per_ip),
             max_handshakes: raw.limits.max_handshakes.unwrap_or(d.max_handshakes),
             handshake_timeout: raw
                 .limits
@@ -633,6 +491,12 @@ impl Config {
             return Err(bad(
                 "limits.max_connections_per_identity",
                 "must be 1-1000000",
+            ));
+        }
+        if limits.max_connections_per_ip > 1_000_000 {
+            return Err(bad(
+                "limits.max_connections_per_ip",
+                "must be 0-1000000 (0: no cap)",
             ));
         }
         if !(1..=1_000_000).contains(&limits.max_handshakes) {
@@ -693,6 +557,133 @@ impl Config {
             checkpoint_file: raw.audit.checkpoint_file,
         };
 
+        Ok(Config {
+            listen,
+            tls,
+            database,
+            root_key,
+            platform_operators,
+            limits,
+            audit,
+            identity,
+            log_level,
+            log_format,
+        })
+    }
+}
+
+/// The part of the configuration every command needs: `migrate` reads only
+/// this, so it runs with a database URL and no TLS files or root key.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// Database.
+    pub database: Database,
+    /// Identities allowed to create and manage tenants.
+    pub platform_operators: Vec<IdentityPattern>,
+    /// Identity namespace rules.
+    pub identity: IdentityConfig,
+    /// Log level filter.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Shared {
+    /// Loads `path` (if given) with environment overrides, validating only
+    /// the keys every command needs (database, operators, identity, log).
+    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
+        let mut raw = read_file(path)?;
+        apply_env(&mut raw, env)?;
+        Self::from_raw(&mut raw)
+    }
+
+    fn from_raw(raw: &mut RawConfig) -> Result<Self, ConfigError> {
+        let backend = raw
+            .database
+            .backend
+            .as_deref()
+            .unwrap_or(if raw.database.url.is_some() {
+                "postgres"
+            } else {
+                "sqlite"
+            });
+        let database = match backend {
+            "postgres" => {
+                let url = raw.database.url.take().ok_or_else(|| {
+                    bad(
+                        "database.url",
+                        "is required for the postgres backend (or STRONGROOM_DATABASE_URL)",
+                    )
+                })?;
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(bad("database.url", "must start with postgres://"));
+                }
+                let max_connections = raw.database.max_connections.unwrap_or(32);
+                if !(1..=1024).contains(&max_connections) {
+                    return Err(bad("database.max_connections", "must be 1-1024"));
+                }
+                if let Some(u) = &raw.database.listen_url
+                    && !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
+                {
+                    return Err(bad("database.listen_url", "must start with postgres://"));
+                }
+                // By default one tenant may hold three quarters of the pool
+                // (less the connection the change listener keeps): a single
+                // busy tenant keeps most of it, and the rest stays free for
+                // the others. All tenants' calls together leave the reserve
+                // to quiet tenants, so no one tenant may have more.
+                let tenant_max_connections = raw
+                    .database
+                    .tenant_max_connections
+                    .unwrap_or((max_connections.saturating_sub(1) * 3 / 4).max(1));
+                let for_calls =
+                    call_connections(max_connections, raw.database.listen_url.as_deref());
+                let most = for_calls - strongroom_store::pool_reserve(for_calls);
+                if !(1..=most).contains(&tenant_max_connections) {
+                    return Err(bad(
+                        "database.tenant_max_connections",
+                        format!(
+                            "must be 1 to {most} (database.max_connections, less the change \
+                             listener's connection unless database.listen_url is set, less the \
+                             quarter of those kept for quiet tenants)"
+                        ),
+                    ));
+                }
+                Database::Postgres {
+                    url,
+                    max_connections,
+                    migrate_url: raw.database.migrate_url.take(),
+                    listen_url: raw.database.listen_url.take(),
+                    tenant_max_connections,
+                }
+            }
+            "sqlite" => Database::Sqlite {
+                path: raw
+                    .database
+                    .sqlite_path
+                    .take()
+                    .unwrap_or_else(|| PathBuf::from("strongroom.db")),
+            },
+            _ => {
+                return Err(bad(
+                    "database.backend",
+                    "must be \"postgres\" or \"sqlite\"",
+                ));
+            }
+        };
+
+        let platform_operators = raw
+            .platform_operators
+            .take()
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                IdentityPattern::parse(s, "platform_operators")
+                    .map_err(|e| bad("platform_operators", e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
         let identity = IdentityConfig {
             min_namespace_depth: raw
                 .identity
@@ -709,19 +700,132 @@ impl Config {
             _ => return Err(bad("log.format", "must be \"json\" or \"text\"")),
         };
 
-        Ok(Config {
-            listen,
-            tls,
+        Ok(Shared {
             database,
-            root_key,
             platform_operators,
-            limits,
-            audit,
             identity,
-            log_level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
+            log_level: raw.log.level.clone().unwrap_or_else(|| "info".to_owned()),
             log_format,
         })
     }
+}
+
+fn read_file(path: Option<&Path>) -> Result<RawConfig, ConfigError> {
+    Ok(match path {
+        None => RawConfig::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| bad("--config", format!("cannot read {}: {e}", p.display())))?;
+            toml::from_str::<RawConfig>(&text)
+                .map_err(|e| bad("--config", format!("{}: {}", p.display(), e.message())))?
+        }
+    })
+}
+
+/// Environment overrides, one variable per key.
+fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), ConfigError> {
+    if let Some(v) = env.var("STRONGROOM_LISTEN") {
+        raw.listen = Some(v);
+    }
+    if let Some(v) = env.var("STRONGROOM_PLATFORM_OPERATORS") {
+        raw.platform_operators = Some(v.split(',').map(|s| s.trim().to_owned()).collect());
+    }
+    if let Some(v) = env.var("STRONGROOM_TLS_CERT") {
+        raw.tls.cert = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_TLS_KEY") {
+        raw.tls.key = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_TLS_CLIENT_CA") {
+        raw.tls.client_ca = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_TLS_CRL") {
+        raw.tls.crl = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_TLS_CRL_RELOAD_MS") {
+        raw.tls.crl_reload_ms = Some(parse_num("STRONGROOM_TLS_CRL_RELOAD_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_DATABASE_BACKEND") {
+        raw.database.backend = Some(v);
+    }
+    if let Some(v) = env.var("STRONGROOM_DATABASE_URL") {
+        raw.database.url = Some(v);
+    }
+    if let Some(v) = env.var("STRONGROOM_DATABASE_MIGRATE_URL") {
+        raw.database.migrate_url = Some(v);
+    }
+    if let Some(v) = env.var("STRONGROOM_SQLITE_PATH") {
+        raw.database.sqlite_path = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_DATABASE_MAX_CONNECTIONS") {
+        raw.database.max_connections = Some(parse_num("STRONGROOM_DATABASE_MAX_CONNECTIONS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_DATABASE_LISTEN_URL") {
+        raw.database.listen_url = Some(v);
+    }
+    if let Some(v) = env.var("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS") {
+        raw.database.tenant_max_connections =
+            Some(parse_num("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_ROOT_KEY_FILE") {
+        raw.root_key.file = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_ROOT_PASSPHRASE_FILE") {
+        raw.root_key.passphrase_file = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_MAX_MESSAGE_BYTES") {
+        raw.limits.max_message_bytes = Some(parse_num("STRONGROOM_MAX_MESSAGE_BYTES", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_AUDIT_TIMEOUT_MS") {
+        raw.limits.audit_timeout_ms = Some(parse_num("STRONGROOM_AUDIT_TIMEOUT_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS") {
+        raw.limits.max_connections = Some(parse_num("STRONGROOM_MAX_CONNECTIONS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY") {
+        raw.limits.max_connections_per_identity =
+            Some(parse_num("STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_MAX_CONNECTIONS_PER_IP") {
+        raw.limits.max_connections_per_ip =
+            Some(parse_num("STRONGROOM_MAX_CONNECTIONS_PER_IP", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_MAX_HANDSHAKES") {
+        raw.limits.max_handshakes = Some(parse_num("STRONGROOM_MAX_HANDSHAKES", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_HANDSHAKE_TIMEOUT_MS") {
+        raw.limits.handshake_timeout_ms = Some(parse_num("STRONGROOM_HANDSHAKE_TIMEOUT_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_IDLE_TIMEOUT_MS") {
+        raw.limits.idle_timeout_ms = Some(parse_num("STRONGROOM_IDLE_TIMEOUT_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_MAX_CONCURRENT_STREAMS") {
+        raw.limits.max_concurrent_streams =
+            Some(parse_num("STRONGROOM_MAX_CONCURRENT_STREAMS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS") {
+        raw.audit.checkpoint_interval_secs =
+            Some(parse_num("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_FILE") {
+        raw.audit.checkpoint_file = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_MIN_NAMESPACE_DEPTH") {
+        raw.identity.min_namespace_depth = Some(parse_num("STRONGROOM_MIN_NAMESPACE_DEPTH", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_CACHE_TTL_MS") {
+        raw.cache.ttl_ms = Some(parse_num("STRONGROOM_CACHE_TTL_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_CACHE_CREDENTIAL_TTL_MS") {
+        raw.cache.credential_ttl_ms = Some(parse_num("STRONGROOM_CACHE_CREDENTIAL_TTL_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_LOG_LEVEL") {
+        raw.log.level = Some(v);
+    }
+    if let Some(v) = env.var("STRONGROOM_LOG_FORMAT") {
+        raw.log.format = Some(v);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -779,18 +883,21 @@ mod tests {
         assert_eq!(c.limits.max_concurrent_streams, 256);
         assert_eq!(c.limits.max_handshakes, 128);
         assert_eq!(c.limits.max_connections_per_identity, 64);
+        assert_eq!(c.limits.max_connections_per_ip, 256);
         assert_eq!(c.limits.handshake_timeout, Duration::from_secs(3));
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(600));
 
         let raw = toml::from_str::<RawConfig>(
-            "[tls]\ncrl = \"/etc/crl.pem\"\ncrl_reload_ms = 1000\n[limits]\nmax_connections = 10\nmax_concurrent_streams = 20\nmax_handshakes = 5\nidle_timeout_ms = 60000\n",
+            "[tls]\ncrl = \"/etc/crl.pem\"\ncrl_reload_ms = 1000\n[limits]\nmax_connections = 10\nmax_concurrent_streams = 20\nmax_handshakes = 5\nidle_timeout_ms = 60000\nmax_connections_per_ip = 7\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let mut with_env = pairs.clone();
         with_env.push(("STRONGROOM_MAX_CONCURRENT_STREAMS", "30"));
         with_env.push(("STRONGROOM_TLS_CRL", "/run/crl.der"));
         with_env.push(("STRONGROOM_HANDSHAKE_TIMEOUT_MS", "500"));
+        with_env.push(("STRONGROOM_MAX_CONNECTIONS_PER_IP", "0"));
         let c = Config::from_raw(raw, &env(&with_env)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.limits.max_connections_per_ip, 0, "0 turns the cap off");
         assert_eq!(c.tls.crl, Some(PathBuf::from("/run/crl.der")));
         assert_eq!(c.tls.crl_reload, Duration::from_secs(1));
         assert_eq!(c.limits.max_connections, 10);
@@ -819,6 +926,11 @@ mod tests {
                 "limits.handshake_timeout_ms",
             ),
             ("STRONGROOM_IDLE_TIMEOUT_MS", "0", "limits.idle_timeout_ms"),
+            (
+                "STRONGROOM_MAX_CONNECTIONS_PER_IP",
+                "1000001",
+                "limits.max_connections_per_ip",
+            ),
         ] {
             let mut bad_env = pairs.clone();
             bad_env.push((var, value));
@@ -894,6 +1006,56 @@ mod tests {
             toml::from_str("[cache]\nttl_ms = 600000").unwrap_or_else(|e| panic!("{e}"));
         let err = Config::from_raw(raw, &env(&pairs[..4])).unwrap_err();
         assert_eq!(err.key, "cache.ttl_ms");
+    }
+
+    #[test]
+    fn tenant_share_leaves_the_reserve() {
+        let mut pairs = TLS.to_vec();
+        pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+        pairs.push(("STRONGROOM_DATABASE_URL", "postgres://app@127.0.0.1/db"));
+        let share = |extra: &[(&'static str, &'static str)]| {
+            let mut all = pairs.clone();
+            all.extend_from_slice(extra);
+            Config::from_raw(RawConfig::default(), &env(&all)).map(|c| match c.database {
+                Database::Postgres {
+                    tenant_max_connections,
+                    ..
+                } => tenant_max_connections,
+                Database::Sqlite { .. } => panic!("postgres expected"),
+            })
+        };
+        // 32 connections: 31 for calls, 7 of them kept back.
+        assert_eq!(share(&[]).unwrap_or_else(|e| panic!("{e}")), 23);
+        for (max, tenant, ok) in [
+            ("32", "24", true),
+            ("32", "25", false),
+            ("32", "32", false),
+            ("6", "4", true),
+            ("6", "5", false),
+            ("2", "1", true),
+        ] {
+            let got = share(&[
+                ("STRONGROOM_DATABASE_MAX_CONNECTIONS", max),
+                ("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", tenant),
+            ]);
+            match got {
+                Ok(n) => assert!(ok, "{max}/{tenant} accepted as {n}"),
+                Err(e) => {
+                    assert!(!ok, "{max}/{tenant}: {e}");
+                    assert_eq!(e.key, "database.tenant_max_connections");
+                }
+            }
+        }
+        // A listener of its own leaves the whole pool to calls.
+        let n = share(&[
+            ("STRONGROOM_DATABASE_MAX_CONNECTIONS", "6"),
+            ("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", "5"),
+            (
+                "STRONGROOM_DATABASE_LISTEN_URL",
+                "postgres://app@db-direct/db",
+            ),
+        ]);
+        assert_eq!(n.unwrap_or_else(|e| panic!("{e}")), 5);
     }
 
     #[test]

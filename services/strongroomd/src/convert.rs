@@ -26,7 +26,7 @@ use strongroom_core::value::{
 use strongroom_core::{Error, Result};
 use strongroom_proto::v1 as pb;
 
-use crate::vault::CredentialRef;
+use strongroom_engine::CredentialRef;
 
 /// A required field.
 pub fn required<T>(value: Option<T>, field: &'static str) -> Result<T> {
@@ -87,7 +87,7 @@ fn opt_secret(text: String) -> Option<SecretString> {
 }
 
 /// Parses a typed value (`value` field). Schema validation happens in the
-/// vault.
+/// engine.
 pub fn value_in(v: Option<pb::CredentialValue>) -> Result<CredentialValue> {
     use pb::credential_value::Value;
     let v = required(v, "value")?;
@@ -401,9 +401,13 @@ fn injection_out(t: &InjectionTemplate) -> pb::InjectionTemplate {
     }
 }
 
-/// Credential metadata as returned to callers.
-pub fn credential_out(c: &Credential, tenant_rotation: &RotationPolicy) -> pb::Credential {
-    let now = Timestamp::now();
+/// Credential metadata as returned to callers, with its status and rotation
+/// status as of `now` (the engine's clock).
+pub fn credential_out(
+    c: &Credential,
+    tenant_rotation: &RotationPolicy,
+    now: Timestamp,
+) -> pb::Credential {
     let policy = c.rotation.unwrap_or(*tenant_rotation);
     let status = policy.status(c.rotated_at, now);
     pb::Credential {
@@ -727,6 +731,25 @@ pub fn reason_out(r: Reason) -> pb::AccessReason {
         Reason::EnvironmentNotPermitted => P::EnvironmentNotPermitted,
         Reason::RoleForbidsValues => P::RoleForbidsValues,
         Reason::OwnerMismatch => P::OwnerMismatch,
+        // Not policy decisions: never the answer of a check.
+        Reason::Allowed
+        | Reason::PlatformOperator
+        | Reason::RoleNotAdmin
+        | Reason::RoleNotPermitted
+        | Reason::CredentialNotFound
+        | Reason::IdentityOutsideNamespaces
+        | Reason::StaleState
+        | Reason::CredentialRevoked
+        | Reason::CredentialExpired
+        | Reason::CredentialDestroyed
+        | Reason::CredentialNotUsable
+        | Reason::VersionRetired
+        | Reason::CheckpointRefused
+        | Reason::NoIdentity
+        | Reason::UnknownIdentity
+        | Reason::DeniedCallLimit
+        | Reason::CallLimit
+        | Reason::DenialThreshold => P::Unspecified,
     }
 }
 
@@ -739,8 +762,11 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::TenantKeyRotate => P::KeyRotateTenant,
         Action::TenantNamespaces => P::TenantNamespacesUpdate,
         Action::PrincipalCreate => P::PrincipalCreate,
+        Action::PrincipalGet => P::PrincipalRead,
+        Action::PrincipalList => P::PrincipalList,
         Action::PrincipalStatus => P::PrincipalUpdate,
         Action::BindingCreate => P::IdentityBindingCreate,
+        Action::BindingList => P::IdentityBindingList,
         Action::BindingDelete => P::IdentityBindingDelete,
         Action::EnvironmentCreate => P::EnvironmentCreate,
         Action::EnvironmentDelete => P::EnvironmentDelete,

@@ -20,7 +20,7 @@ use strongroom_crypto::RootKey;
 
 use crate::app::{App, StartError};
 use crate::config::{Config, Database, Limits, LogFormat, RootKeySource, TlsPaths};
-use crate::vault::{CallContext, new_request_id};
+use strongroom_engine::{CallContext, new_request_id};
 
 /// The dev admin's identity.
 pub const ADMIN_IDENTITY: &str = "spiffe://strongroom.dev/admin";
@@ -180,8 +180,8 @@ fn boot(e: Error) -> StartError {
 /// Creates the `demo` tenant, its admin and its agent if absent. Returns the
 /// agent's principal id.
 pub async fn bootstrap(app: &App) -> Result<String, StartError> {
-    let vault = app.vault();
-    let store = vault.store().as_ref();
+    let engine = app.engine();
+    let store = engine.store().as_ref();
     let ctx = CallContext {
         peer: None,
         request_id: new_request_id(),
@@ -197,7 +197,7 @@ pub async fn bootstrap(app: &App) -> Result<String, StartError> {
             .authenticate(store, OPERATOR_IDENTITY, None)
             .await
             .map_err(boot)?;
-        vault
+        engine
             .create_tenant(
                 &operator,
                 &ctx,
@@ -227,7 +227,7 @@ pub async fn bootstrap(app: &App) -> Result<String, StartError> {
     {
         return Ok(p.id.to_string());
     }
-    let agent = vault
+    let agent = engine
         .create_principal(
             &admin,
             &ctx,
@@ -238,7 +238,7 @@ pub async fn bootstrap(app: &App) -> Result<String, StartError> {
         )
         .await
         .map_err(boot)?;
-    vault
+    engine
         .create_binding(
             &admin,
             &ctx,

@@ -17,7 +17,7 @@ pub fn to_status(error: Error, request_id: &str) -> Status {
         Error::AlreadyExists(what) => Status::already_exists(format!("{what} already exists")),
         Error::PermissionDenied(why) => Status::permission_denied(why.into_owned()),
         Error::Unauthenticated(why) => Status::unauthenticated(why.into_owned()),
-        Error::FailedPrecondition(why) => Status::failed_precondition(why.into_owned()),
+        Error::FailedPrecondition(why) => Status::failed_precondition(why.to_string()),
         Error::ResourceExhausted(why) => Status::resource_exhausted(why.into_owned()),
         Error::Unavailable(why) => Status::unavailable(why.into_owned()),
         Error::Unimplemented(what) => Status::unimplemented(what.into_owned()),
@@ -34,7 +34,7 @@ pub fn to_status(error: Error, request_id: &str) -> Status {
 /// The status of a call refused by a rate limit: RESOURCE_EXHAUSTED,
 /// saying (in the message, and as a `google.rpc.RetryInfo` in the status
 /// details) how long to wait.
-pub fn rate_limited(refusal: &crate::abuse::Refusal) -> Status {
+pub fn rate_limited(refusal: &strongroom_engine::abuse::Refusal) -> Status {
     use tonic_types::{ErrorDetails, StatusExt};
     // Rounded up, so a client that waits as told is not refused again.
     let ms = refusal.retry_after.as_millis() + 1;

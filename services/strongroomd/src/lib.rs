@@ -1,12 +1,10 @@
-//! strongroomd, the strongroom server: configuration, start-up, the gRPC
-//! handlers over mutual TLS and the application service they call.
+//! strongroomd, the strongroom server: configuration, start-up and the gRPC
+//! handlers over mutual TLS that drive the engine (`strongroom-engine`).
 //!
 //! `main` only parses the command line; everything else is here so tests can
 //! build an [`app::App`] on port 0.
 
-pub mod abuse;
 pub mod app;
-pub mod cache;
 pub mod checkpoint_task;
 pub mod config;
 pub mod convert;
@@ -15,5 +13,13 @@ pub mod error;
 pub mod handlers;
 pub mod serve;
 pub mod telemetry;
+#[cfg(feature = "test-clock")]
+pub mod test_clock;
 pub mod tls;
-pub mod vault;
+
+// The test clock lets whoever can write a file move the server's time
+// (and with it expiry): it exists for the end-to-end tests only.
+#[cfg(all(feature = "test-clock", not(debug_assertions)))]
+compile_error!(
+    "the `test-clock` feature is for debug builds of the end-to-end tests only; release builds of strongroomd never carry it"
+);

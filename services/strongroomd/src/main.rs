@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use strongroomd::app::{App, StartError};
-use strongroomd::config::{Config, Database, ProcessEnv};
+use strongroomd::config::{Config, Database, ProcessEnv, Shared};
 use strongroomd::{dev, telemetry};
 
 #[derive(Parser)]
@@ -29,6 +29,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Apply database migrations (Postgres: connect with a privileged role).
+    /// Needs only the database settings.
     Migrate {
         /// TOML configuration file; STRONGROOM_* variables override it.
         #[arg(long, short)]
@@ -75,7 +76,9 @@ async fn run(command: Command) -> Result<(), StartError> {
             App::build(config).await?.run_until_stopped().await
         }
         Command::Migrate { config } => {
-            let config = Config::load(config.as_deref(), &ProcessEnv)?;
+            // Only the database (and the identity rules its report checks)
+            // matter here: no TLS files or root key are needed.
+            let config = Shared::load(config.as_deref(), &ProcessEnv)?;
             telemetry::init(&config.log_level, config.log_format);
             match &config.database {
                 Database::Postgres {

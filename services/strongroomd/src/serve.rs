@@ -4,7 +4,11 @@
 //! HTTP/2 in its own task, holding one of `limits.max_connections` slots.
 //!
 //! An identity holds at most `limits.max_connections_per_identity` of those
-//! slots.
+//! slots. One client address holds at most `limits.max_connections_per_ip`
+//! connections, counted from the moment they are accepted (handshakes in
+//! progress included) and refused before any TLS work, so one host cannot
+//! take every handshake or connection slot with connections it leaves
+//! silent.
 //!
 //! Every call on a connection first checks that the connection's client
 //! certificate is still valid (not expired, not revoked by a CRL loaded
@@ -12,12 +16,19 @@
 //! included); a refused call is answered UNAUTHENTICATED and its connection
 //! is closed (GOAWAY, then the calls in progress end). A connection with no
 //! call for `limits.idle_timeout` is closed the same way; HTTP/2 pings are
-//! not calls.
+//! not calls. A connection on which a call's response has waited for the
+//! client to take its data (HTTP/2 flow control) for `limits.idle_timeout`
+//! is dropped at once: a client that opens calls and never reads their
+//! responses holds no connection, call or response longer than that. The
+//! server also pings a connection that has sent nothing for
+//! [`KEEPALIVE_INTERVAL`] and drops it if the ping is not answered within
+//! [`KEEPALIVE_TIMEOUT`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,11 +51,24 @@ use crate::tls::{CertRefusal, ClientTrust, PeerInfo, PeerStream};
 /// peer (pings are not calls: they do not keep a connection open).
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How long the peer has to answer a keepalive ping.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A connection's clock ticks four times per idle timeout; a call's wait
+/// for the client is remembered by the tick it began in, for this many
+/// ticks (see [`ConnControl::waiting`]).
+const WAIT_TICKS: u64 = 8;
+
+/// A wait that began this many ticks ago or more has lasted at least the
+/// idle timeout (four whole ticks).
+const STALLED_TICKS: u64 = 5;
+
 /// The transport settings taken from the limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Transport {
     max_connections: usize,
     max_connections_per_identity: usize,
+    max_connections_per_ip: usize,
     max_handshakes: usize,
     handshake_timeout: Duration,
     idle_timeout: Duration,
@@ -58,6 +82,7 @@ impl Transport {
         Self {
             max_connections: limits.max_connections,
             max_connections_per_identity: limits.max_connections_per_identity,
+            max_connections_per_ip: limits.max_connections_per_ip,
             max_handshakes: limits.max_handshakes,
             handshake_timeout: limits.handshake_timeout,
             idle_timeout: limits.idle_timeout,
@@ -97,43 +122,68 @@ impl RefusalLog {
     }
 }
 
-/// The open connections of each client identity (`None`: certificates
-/// without a usable identity, counted together).
-struct IdentityCounts {
+/// Open connections counted by a key (a client identity, a client
+/// address), at most `max` for each.
+struct OpenCounts<K> {
     max: usize,
-    open: Mutex<HashMap<Option<Arc<str>>, usize>>,
+    open: Mutex<HashMap<K, usize>>,
 }
 
-/// One connection of an identity, counted until dropped.
-struct IdentitySlot {
-    counts: Arc<IdentityCounts>,
-    identity: Option<Arc<str>>,
+/// One connection counted under its key until dropped.
+struct OpenSlot<K: Hash + Eq> {
+    counts: Arc<OpenCounts<K>>,
+    key: K,
 }
 
-impl IdentityCounts {
-    fn acquire(self: &Arc<Self>, identity: Option<Arc<str>>) -> Option<IdentitySlot> {
+impl<K: Hash + Eq + Clone> OpenCounts<K> {
+    fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Counts one more connection under `key`, unless it has `max` already.
+    fn acquire(self: &Arc<Self>, key: K) -> Option<OpenSlot<K>> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(identity.clone()).or_insert(0);
+        let count = open.entry(key.clone()).or_insert(0);
         if *count >= self.max {
             return None;
         }
         *count += 1;
-        Some(IdentitySlot {
+        Some(OpenSlot {
             counts: Arc::clone(self),
-            identity,
+            key,
         })
     }
 }
 
-impl Drop for IdentitySlot {
+impl<K: Hash + Eq> Drop for OpenSlot<K> {
     fn drop(&mut self) {
         let mut open = self.counts.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.identity) {
+        if let Some(count) = open.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.identity);
+                open.remove(&self.key);
             }
         }
+    }
+}
+
+/// The open connections of each client identity (`None`: certificates
+/// without a usable identity, counted together).
+type IdentityCounts = OpenCounts<Option<Arc<str>>>;
+
+/// The source a client address counts under: an IPv4 address (an
+/// IPv4-mapped IPv6 address counts as its IPv4 address), or the /64 prefix
+/// of an IPv6 address, which one host may hold whole.
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
     }
 }
 
@@ -152,17 +202,18 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(transport.max_connections));
     let full = Arc::new(RefusalLog::new());
     let busy = RefusalLog::new();
-    let identities = Arc::new(IdentityCounts {
-        max: transport.max_connections_per_identity,
-        open: Mutex::new(HashMap::new()),
-    });
+    let identities = IdentityCounts::new(transport.max_connections_per_identity);
     let identity_full = Arc::new(RefusalLog::new());
+    // 0: no cap per address.
+    let sources = (transport.max_connections_per_ip > 0)
+        .then(|| OpenCounts::new(transport.max_connections_per_ip));
+    let source_full = RefusalLog::new();
     let routes = routes.prepare();
     let mut http = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http.timer(TokioTimer::new())
         .max_concurrent_streams(transport.max_concurrent_streams)
         .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(Duration::from_secs(20));
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -177,6 +228,25 @@ pub async fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        // Counted from now until the connection ends, handshake included.
+        let source_slot = match &sources {
+            None => None,
+            Some(sources) => match sources.acquire(source(peer.ip())) {
+                Some(slot) => Some(slot),
+                None => {
+                    drop(tcp);
+                    if let Some(refused) = source_full.due() {
+                        tracing::warn!(
+                            %peer,
+                            max_connections_per_ip = transport.max_connections_per_ip,
+                            refused,
+                            "connection refused: too many connections from this address"
+                        );
+                    }
+                    continue;
+                }
+            },
         };
         // No connection slot free: not worth a handshake.
         if slots.available_permits() == 0 {
@@ -207,6 +277,7 @@ pub async fn serve(
         let http = http.clone();
         let mut closing = closing_rx.clone();
         tokio::spawn(async move {
+            let _source_slot = source_slot;
             let generation = trust.generation();
             let handshake_result = tokio::select! {
                 r = tokio::time::timeout(transport.handshake_timeout, acceptor.accept(tcp)) => r,
@@ -277,6 +348,9 @@ fn refuse_full(log: &RefusalLog, peer: SocketAddr, max_connections: usize) {
 enum CloseReason {
     CertificateInvalid,
     Idle,
+    /// A response waited for the client to take its data for the idle
+    /// timeout.
+    Stalled,
     ShuttingDown,
 }
 
@@ -288,16 +362,68 @@ struct ConnControl {
     activity: AtomicU64,
     /// Signalled when a call finds the client certificate no longer valid.
     invalid: Notify,
+    /// The connection's clock, in ticks of a quarter of the idle timeout.
+    tick: AtomicU64,
+    /// Calls whose response handed the transport a chunk of data that the
+    /// client has not taken yet (the transport asks for the next chunk only
+    /// once the client's flow-control window let the last one out),
+    /// counted by the tick their wait began in, modulo [`WAIT_TICKS`].
+    waiting: [AtomicUsize; WAIT_TICKS as usize],
 }
 
-/// Ends a call in its connection's accounting when dropped (when the
-/// response body is done or dropped).
-struct CallGuard(Arc<ConnControl>);
+impl ConnControl {
+    /// Whether a call has waited for the client since [`STALLED_TICKS`]
+    /// ticks before `tick` or longer. Waits that long end the connection,
+    /// so no count older than [`WAIT_TICKS`] is ever left to alias a new
+    /// one.
+    fn stalled(&self, tick: u64) -> bool {
+        (STALLED_TICKS..WAIT_TICKS).any(|age| {
+            // Before tick `age` this names a slot no wait has used yet.
+            let slot = tick.wrapping_sub(age) % WAIT_TICKS;
+            self.waiting[slot as usize].load(Ordering::Relaxed) > 0
+        })
+    }
+}
+
+/// Counts a call in its connection's accounting until dropped (when the
+/// response body is done or dropped), and its waits for the client.
+struct CallGuard {
+    control: Arc<ConnControl>,
+    /// The slot of [`ConnControl::waiting`] counting this call's wait for
+    /// the client, while it waits.
+    waiting: Option<usize>,
+}
+
+impl CallGuard {
+    fn new(control: &Arc<ConnControl>) -> Self {
+        control.in_flight.fetch_add(1, Ordering::Relaxed);
+        control.activity.fetch_add(1, Ordering::Relaxed);
+        Self {
+            control: Arc::clone(control),
+            waiting: None,
+        }
+    }
+
+    /// The response handed over a chunk: it waits for the client.
+    fn wait(&mut self) {
+        let slot = (self.control.tick.load(Ordering::Relaxed) % WAIT_TICKS) as usize;
+        self.control.waiting[slot].fetch_add(1, Ordering::Relaxed);
+        self.waiting = Some(slot);
+    }
+
+    /// The transport asked for more: the client took the last chunk.
+    fn taken(&mut self) {
+        if let Some(slot) = self.waiting.take() {
+            self.control.waiting[slot].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.activity.fetch_add(1, Ordering::Relaxed);
+        self.taken();
+        self.control.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.control.activity.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -312,6 +438,8 @@ async fn serve_connection(
         in_flight: AtomicUsize::new(0),
         activity: AtomicU64::new(0),
         invalid: Notify::new(),
+        tick: AtomicU64::new(0),
+        waiting: Default::default(),
     });
     let info = stream.info().clone();
     let peer = info.addr;
@@ -349,17 +477,22 @@ async fn serve_connection(
             () = control.invalid.notified(), if closed.is_none() => CloseReason::CertificateInvalid,
             _ = closing.changed(), if closed.is_none() => CloseReason::ShuttingDown,
             _ = ticks.tick(), if closed.is_none() => {
-                let activity = control.activity.load(Ordering::Relaxed);
-                if activity != last_activity || control.in_flight.load(Ordering::Relaxed) > 0 {
-                    last_activity = activity;
-                    idle_ticks = 0;
-                    continue;
+                let tick = control.tick.fetch_add(1, Ordering::Relaxed) + 1;
+                if control.stalled(tick) {
+                    CloseReason::Stalled
+                } else {
+                    let activity = control.activity.load(Ordering::Relaxed);
+                    if activity != last_activity || control.in_flight.load(Ordering::Relaxed) > 0 {
+                        last_activity = activity;
+                        idle_ticks = 0;
+                        continue;
+                    }
+                    idle_ticks += 1;
+                    if idle_ticks < 4 {
+                        continue;
+                    }
+                    CloseReason::Idle
                 }
-                idle_ticks += 1;
-                if idle_ticks < 4 {
-                    continue;
-                }
-                CloseReason::Idle
             }
         };
         match reason {
@@ -372,6 +505,16 @@ async fn serve_connection(
                 idle_timeout_ms = transport.idle_timeout.as_millis() as u64,
                 "closing an idle connection"
             ),
+            CloseReason::Stalled => {
+                // Its calls cannot finish: the client takes no data.
+                tracing::warn!(
+                    %peer,
+                    idle_timeout_ms = transport.idle_timeout.as_millis() as u64,
+                    "closing a connection whose client takes no response data"
+                );
+                closed = Some(reason);
+                break;
+            }
             CloseReason::ShuttingDown => {}
         }
         closed = Some(reason);
@@ -422,12 +565,10 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
             self.control.invalid.notify_one();
             let response = Status::unauthenticated(refusal.message())
                 .into_http::<tonic::body::Body>()
-                .map(|body| CallBody { body, _guard: None });
+                .map(|body| CallBody { body, call: None });
             return Box::pin(std::future::ready(Ok(response)));
         }
-        self.control.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.control.activity.fetch_add(1, Ordering::Relaxed);
-        let guard = CallGuard(Arc::clone(&self.control));
+        let guard = CallGuard::new(&self.control);
         let timeout = grpc_timeout(request.headers())
             .map_or(self.request_timeout, |t| t.min(self.request_timeout));
         request.extensions_mut().insert(self.info.clone());
@@ -436,20 +577,25 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
             let response = match tokio::time::timeout(timeout, routes.call(request)).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(never)) => match never {},
-                Err(_) => Status::cancelled("Timeout expired").into_http::<tonic::body::Body>(),
+                // The server's own deadline (the client's, or the request
+                // timeout) passed: DEADLINE_EXCEEDED, as gRPC defines it. A
+                // call the client cancels ends with its stream instead.
+                Err(_) => Status::deadline_exceeded("the call did not finish within its deadline")
+                    .into_http::<tonic::body::Body>(),
             };
             Ok(response.map(|body| CallBody {
                 body,
-                _guard: Some(guard),
+                call: Some(guard),
             }))
         })
     }
 }
 
-/// A response body that keeps its call counted until it is sent.
+/// A response body that keeps its call counted until it is sent, and
+/// counts its waits for the client to take its data.
 struct CallBody {
     body: tonic::body::Body,
-    _guard: Option<CallGuard>,
+    call: Option<CallGuard>,
 }
 
 impl hyper::body::Body for CallBody {
@@ -457,10 +603,22 @@ impl hyper::body::Body for CallBody {
     type Error = Status;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let this = self.get_mut();
+        // Asked again: the last chunk went out.
+        if let Some(call) = &mut this.call {
+            call.taken();
+        }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && frame.is_data()
+            && let Some(call) = &mut this.call
+        {
+            call.wait();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -495,6 +653,39 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn control() -> Arc<ConnControl> {
+        Arc::new(ConnControl {
+            in_flight: AtomicUsize::new(0),
+            activity: AtomicU64::new(0),
+            invalid: Notify::new(),
+            tick: AtomicU64::new(0),
+            waiting: Default::default(),
+        })
+    }
+
+    /// A wait counts as stalled from the fifth tick after the one it began
+    /// in (at least four whole ticks: the idle timeout), never before, and
+    /// ends when the client takes the chunk or the call is dropped.
+    #[test]
+    fn a_wait_for_the_client_stalls_after_four_whole_ticks() {
+        for began in [0, 1, 6, 7, 8, 13, 1000] {
+            let control = control();
+            control.tick.store(began, Ordering::Relaxed);
+            let mut call = CallGuard::new(&control);
+            call.wait();
+            for tick in began..began + STALLED_TICKS {
+                assert!(!control.stalled(tick), "began {began}, tick {tick}");
+            }
+            assert!(control.stalled(began + STALLED_TICKS), "began {began}");
+            call.taken();
+            assert!(!control.stalled(began + STALLED_TICKS), "taken");
+            call.wait();
+            drop(call);
+            assert!(!control.stalled(began + STALLED_TICKS), "dropped");
+            assert_eq!(control.in_flight.load(Ordering::Relaxed), 0);
+        }
+    }
 
     #[test]
     fn grpc_timeout_header() {

@@ -52,3 +52,21 @@ fn unknown_config_file_key_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lisen"), "{err}");
 }
+
+#[test]
+fn migrate_needs_only_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("strongroom.db");
+    let out = strongroomd()
+        .arg("migrate")
+        .env("STRONGROOM_DATABASE_BACKEND", "sqlite")
+        .env("STRONGROOM_SQLITE_PATH", &path)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(path.exists(), "the database was not created");
+}

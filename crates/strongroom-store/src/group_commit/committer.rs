@@ -7,12 +7,13 @@
 //! checks and one insert of every event.
 
 use sqlx::pool::PoolConnection;
+use strongroom_core::audit::ChainHead;
 use strongroom_core::audit::{AuditDraft, Outcome};
 use strongroom_core::credential::Credential;
 use strongroom_core::ids::TenantId;
 use strongroom_core::store::{Change, RevealCheck};
 use strongroom_core::time::Timestamp;
-use strongroom_core::{Error, Result, audit::ChainHead};
+use strongroom_core::{Error, Precondition, Result};
 use tokio::sync::mpsc;
 
 use super::checks::CheckIds;
@@ -205,7 +206,9 @@ impl<D: Dialect> SqlStore<D> {
             let now = Timestamp::now();
             for (i, check) in checks {
                 if let Some(why) = states.violation(check, now) {
-                    outcomes[i] = Err(Error::precondition(why));
+                    outcomes[i] = Err(Error::FailedPrecondition(Precondition::RevealStateChanged(
+                        why,
+                    )));
                 }
             }
         }

@@ -99,7 +99,12 @@ impl AdminService for AdminHandler {
                 .initial_admin
                 .map(|a| -> Result<_, Error> {
                     Ok((
-                        PrincipalName::parse(&a.name, "initial_admin.name")?,
+                        // The contract names the admin `admin` when the
+                        // field is left empty.
+                        PrincipalName::parse(
+                            if a.name.is_empty() { "admin" } else { &a.name },
+                            "initial_admin.name",
+                        )?,
                         IdentityPattern::parse(&a.identity, "initial_admin.identity")?,
                     ))
                 })
@@ -107,12 +112,12 @@ impl AdminService for AdminHandler {
             let namespaces = parse_namespaces(&req.identity_namespaces, "identity_namespaces")?;
             let (tenant, admin) = self
                 .0
-                .vault
+                .engine
                 .create_tenant(&call.caller, &call.ctx, name, admin, namespaces)
                 .await?;
             let namespaces = self
                 .0
-                .vault
+                .engine
                 .identity_namespaces(&call.caller, tenant.id, tenant.id)
                 .await?;
             Ok(pb::CreateTenantResponse {
@@ -135,12 +140,12 @@ impl AdminService for AdminHandler {
                 ));
             }
             let page = PageRequest::parse(req.page_size, &req.page_token)?;
-            let result = self.0.vault.list_tenants(&call.caller, &page).await?;
+            let result = self.0.engine.list_tenants(&call.caller, &page).await?;
             // The page is ordered by id: one range read covers it.
             let namespaces = match (result.items.first(), result.items.last()) {
                 (Some(first), Some(last)) => {
                     self.0
-                        .vault
+                        .engine
                         .identity_namespaces(&call.caller, first.id, last.id)
                         .await?
                 }
@@ -163,10 +168,10 @@ impl AdminService for AdminHandler {
     ) -> Result<Response<pb::GetTenantResponse>, Status> {
         rpc!(self.0, request, "GetTenant", |call, req| {
             let id = TenantId::parse(&req.tenant_id, "tenant_id")?;
-            let tenant = self.0.vault.get_tenant(&call.caller, id).await?;
+            let tenant = self.0.engine.get_tenant(&call.caller, id).await?;
             let namespaces = self
                 .0
-                .vault
+                .engine
                 .identity_namespaces(&call.caller, id, id)
                 .await?;
             Ok(pb::GetTenantResponse {
@@ -183,13 +188,13 @@ impl AdminService for AdminHandler {
             let id = TenantId::parse(&req.tenant_id, "tenant_id")?;
             let namespaces = parse_namespaces(&req.identity_namespaces, "identity_namespaces")?;
             self.0
-                .vault
+                .engine
                 .set_identity_namespaces(&call.caller, &call.ctx, id, namespaces)
                 .await?;
-            let tenant = self.0.vault.get_tenant(&call.caller, id).await?;
+            let tenant = self.0.engine.get_tenant(&call.caller, id).await?;
             let namespaces = self
                 .0
-                .vault
+                .engine
                 .identity_namespaces(&call.caller, id, id)
                 .await?;
             Ok(pb::SetIdentityNamespacesResponse {
@@ -206,7 +211,7 @@ impl AdminService for AdminHandler {
             let id = TenantId::parse(&req.tenant_id, "tenant_id")?;
             let tenant = self
                 .0
-                .vault
+                .engine
                 .set_tenant_status(
                     &call.caller,
                     &call.ctx,
@@ -229,7 +234,7 @@ impl AdminService for AdminHandler {
             let id = TenantId::parse(&req.tenant_id, "tenant_id")?;
             let tenant = self
                 .0
-                .vault
+                .engine
                 .set_tenant_status(&call.caller, &call.ctx, id, TenantStatus::Active, "")
                 .await?;
             Ok(pb::ResumeTenantResponse {
@@ -255,7 +260,7 @@ impl AdminService for AdminHandler {
             let envs = convert::environments_in(&req.environments, "environments")?;
             let p = self
                 .0
-                .vault
+                .engine
                 .create_principal(&call.caller, &call.ctx, name, role, envs, req.description)
                 .await?;
             Ok(pb::CreatePrincipalResponse {
@@ -272,7 +277,7 @@ impl AdminService for AdminHandler {
             let id = PrincipalId::parse(&req.principal_id, "principal_id")?;
             let p = self
                 .0
-                .vault
+                .engine
                 .get_principal(&call.caller, &call.ctx, id)
                 .await?;
             Ok(pb::GetPrincipalResponse {
@@ -294,7 +299,7 @@ impl AdminService for AdminHandler {
             let page = PageRequest::parse(req.page_size, &req.page_token)?;
             let result = self
                 .0
-                .vault
+                .engine
                 .list_principals(&call.caller, &call.ctx, &page)
                 .await?;
             Ok(pb::ListPrincipalsResponse {
@@ -325,7 +330,7 @@ impl AdminService for AdminHandler {
             let id = PrincipalId::parse(&req.principal_id, "principal_id")?;
             let p = self
                 .0
-                .vault
+                .engine
                 .set_principal_status(
                     &call.caller,
                     &call.ctx,
@@ -348,7 +353,7 @@ impl AdminService for AdminHandler {
             let id = PrincipalId::parse(&req.principal_id, "principal_id")?;
             let p = self
                 .0
-                .vault
+                .engine
                 .set_principal_status(&call.caller, &call.ctx, id, PrincipalStatus::Active, "")
                 .await?;
             Ok(pb::EnablePrincipalResponse {
@@ -373,7 +378,7 @@ impl AdminService for AdminHandler {
             let pattern = IdentityPattern::parse(&req.identity, "identity")?;
             let b = self
                 .0
-                .vault
+                .engine
                 .create_binding(&call.caller, &call.ctx, principal, pattern)
                 .await?;
             Ok(pb::CreateIdentityBindingResponse {
@@ -393,7 +398,7 @@ impl AdminService for AdminHandler {
             let page = PageRequest::parse(req.page_size, &req.page_token)?;
             let result = self
                 .0
-                .vault
+                .engine
                 .list_bindings(&call.caller, &call.ctx, principal, &page)
                 .await?;
             Ok(pb::ListIdentityBindingsResponse {
@@ -410,7 +415,7 @@ impl AdminService for AdminHandler {
         rpc!(self.0, request, "DeleteIdentityBinding", |call, req| {
             let id = BindingId::parse(&req.binding_id, "binding_id")?;
             self.0
-                .vault
+                .engine
                 .delete_binding(&call.caller, &call.ctx, id)
                 .await?;
             Ok(pb::DeleteIdentityBindingResponse {})
@@ -424,7 +429,7 @@ impl AdminService for AdminHandler {
         rpc!(self.0, request, "CreateEnvironment", |call, req| {
             let env = Environment::parse(&req.name, "name")?;
             self.0
-                .vault
+                .engine
                 .create_environment(&call.caller, &call.ctx, env.clone())
                 .await?;
             Ok(pb::CreateEnvironmentResponse {
@@ -432,7 +437,7 @@ impl AdminService for AdminHandler {
                     name: env.to_string(),
                     description: req.description,
                     built_in: false,
-                    created_at: Some(convert::time_out(strongroom_core::time::Timestamp::now())),
+                    created_at: Some(convert::time_out(self.0.engine.now())),
                     credential_count: 0,
                 }),
             })
@@ -444,7 +449,7 @@ impl AdminService for AdminHandler {
         request: Request<pb::ListEnvironmentsRequest>,
     ) -> Result<Response<pb::ListEnvironmentsResponse>, Status> {
         rpc!(self.0, request, "ListEnvironments", |call, _req| {
-            let envs = self.0.vault.list_environments(&call.caller).await?;
+            let envs = self.0.engine.list_environments(&call.caller).await?;
             Ok(pb::ListEnvironmentsResponse {
                 environments: envs
                     .iter()
@@ -469,7 +474,7 @@ impl AdminService for AdminHandler {
         rpc!(self.0, request, "DeleteEnvironment", |call, req| {
             let env = Environment::parse(&req.name, "name")?;
             self.0
-                .vault
+                .engine
                 .delete_environment(&call.caller, &call.ctx, env)
                 .await?;
             Ok(pb::DeleteEnvironmentResponse {})
@@ -522,8 +527,8 @@ impl AdminService for AdminHandler {
         request: Request<pb::GetTenantSettingsRequest>,
     ) -> Result<Response<pb::GetTenantSettingsResponse>, Status> {
         rpc!(self.0, request, "GetTenantSettings", |call, _req| {
-            let tenant = self.0.vault.tenant(&call.caller).await?;
-            let l = self.0.vault.limits();
+            let tenant = self.0.engine.tenant(&call.caller).await?;
+            let l = self.0.engine.limits();
             Ok(pb::GetTenantSettingsResponse {
                 settings: Some(convert::settings_out(
                     &tenant.settings,
@@ -539,7 +544,7 @@ impl AdminService for AdminHandler {
         request: Request<pb::UpdateTenantSettingsRequest>,
     ) -> Result<Response<pb::UpdateTenantSettingsResponse>, Status> {
         rpc!(self.0, request, "UpdateTenantSettings", |call, req| {
-            let current = self.0.vault.tenant(&call.caller).await?.settings;
+            let current = self.0.engine.tenant(&call.caller).await?.settings;
             let settings = settings_in(
                 convert::required(req.settings, "settings")?,
                 req.update_mask,
@@ -547,10 +552,10 @@ impl AdminService for AdminHandler {
             )?;
             let tenant = self
                 .0
-                .vault
+                .engine
                 .update_settings(&call.caller, &call.ctx, settings)
                 .await?;
-            let l = self.0.vault.limits();
+            let l = self.0.engine.limits();
             Ok(pb::UpdateTenantSettingsResponse {
                 settings: Some(convert::settings_out(
                     &tenant.settings,

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Shared, rpc, unimplemented};
 use crate::convert;
-use crate::vault::{ChainTarget, DEFAULT_VERIFY_EVENTS, MAX_VERIFY_EVENTS, VerifyOptions};
+use strongroom_engine::{ChainTarget, DEFAULT_VERIFY_EVENTS, MAX_VERIFY_EVENTS, VerifyOptions};
 
 /// Serves AuditService.
 pub struct AuditHandler(pub Shared);
@@ -52,7 +52,7 @@ impl AuditService for AuditHandler {
             let page = PageRequest::parse(req.page_size, &req.page_token)?;
             let result = self
                 .0
-                .vault
+                .engine
                 .query_audit(&call.caller, &call.ctx, &filter, &page)
                 .await?;
             Ok(pb::QueryEventsResponse {
@@ -90,7 +90,7 @@ impl AuditService for AuditHandler {
             };
             let report = self
                 .0
-                .vault
+                .engine
                 .verify_chain(&call.caller, &call.ctx, &options)
                 .await?;
             Ok(pb::VerifyChainResponse {
@@ -140,10 +140,10 @@ impl AuditService for AuditHandler {
             };
             let signed = self
                 .0
-                .vault
+                .engine
                 .export_checkpoint(&call.caller, &call.ctx, target)
                 .await?;
-            let keys = self.0.vault.checkpoint_public_keys(&call.caller).await?;
+            let keys = self.0.engine.checkpoint_public_keys(&call.caller).await?;
             let public_key = keys
                 .into_iter()
                 .find(|(id, _)| *id == signed.checkpoint.key_id)
@@ -160,7 +160,7 @@ impl AuditService for AuditHandler {
         request: Request<pb::GetCheckpointPublicKeyRequest>,
     ) -> Result<Response<pb::GetCheckpointPublicKeyResponse>, Status> {
         rpc!(self.0, request, "GetCheckpointPublicKey", |call, _req| {
-            let keys = self.0.vault.checkpoint_public_keys(&call.caller).await?;
+            let keys = self.0.engine.checkpoint_public_keys(&call.caller).await?;
             Ok(pb::GetCheckpointPublicKeyResponse {
                 keys: keys
                     .into_iter()
@@ -194,7 +194,7 @@ impl AuditService for AuditHandler {
             let page = PageRequest::parse(req.page_size, &req.page_token)?;
             let result = self
                 .0
-                .vault
+                .engine
                 .query_platform_events(&call.caller, &filter, &page)
                 .await?;
             Ok(pb::QueryPlatformEventsResponse {
@@ -227,7 +227,7 @@ fn checkpoint_out(signed: &SignedCheckpoint, public_key: Vec<u8>) -> pb::Checkpo
 }
 
 /// Parses a checkpoint sent back for verification; its signature is checked
-/// by the vault.
+/// by the engine.
 fn checkpoint_in(c: &pb::Checkpoint) -> strongroom_core::Result<SignedCheckpoint> {
     if c.format != 0 && c.format != u32::from(strongroom_crypto::CHECKPOINT_FORMAT) {
         return Err(Error::invalid("checkpoint.format", "is not a known format"));

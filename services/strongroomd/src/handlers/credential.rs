@@ -1,7 +1,7 @@
 //! CredentialService.
 
 use strongroom_core::Error;
-use strongroom_core::credential::CredentialFilter;
+use strongroom_core::credential::{Credential, CredentialFilter};
 use strongroom_core::names::{CredentialName, Environment, ServiceLabel};
 use strongroom_core::page::PageRequest;
 use strongroom_proto::v1 as pb;
@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Shared, rpc, unimplemented};
 use crate::convert::{self, credential_out, required};
-use crate::vault::{NewCredential, NewValue, RevealOptions, Revealed, RevealedValue};
+use strongroom_engine::{NewCredential, NewValue, RevealOptions, Revealed, RevealedValue};
 
 /// Serves CredentialService.
 pub struct CredentialHandler(pub Shared);
@@ -43,7 +43,7 @@ fn reveal_options(
     })
 }
 
-fn lease_out(l: &crate::vault::Lease) -> pb::Lease {
+fn lease_out(l: &strongroom_engine::Lease) -> pb::Lease {
     pb::Lease {
         lease_id: l.id.to_string(),
         ttl: Some(convert::duration_out(l.ttl)),
@@ -58,6 +58,12 @@ impl CredentialHandler {
             .tenant()
             .map(|t| t.settings.rotation)
             .unwrap_or_default()
+    }
+
+    /// Credential metadata as returned to the caller: statuses as of the
+    /// engine's clock, rotation against the tenant's default policy.
+    fn credential_out(&self, call: &super::Call, c: &Credential) -> pb::Credential {
+        credential_out(c, &Self::tenant_rotation(call), self.0.engine.now())
     }
 }
 
@@ -83,11 +89,11 @@ impl CredentialService for CredentialHandler {
             };
             let c = self
                 .0
-                .vault
+                .engine
                 .create_credential(&call.caller, &call.ctx, new)
                 .await?;
             Ok(pb::CreateCredentialResponse {
-                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+                credential: Some(self.credential_out(&call, &c)),
             })
         })
     }
@@ -100,11 +106,11 @@ impl CredentialService for CredentialHandler {
             let r = convert::credential_ref(req.credential)?;
             let c = self
                 .0
-                .vault
+                .engine
                 .get_credential(&call.caller, &call.ctx, &r)
                 .await?;
             Ok(pb::GetCredentialResponse {
-                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+                credential: Some(self.credential_out(&call, &c)),
             })
         })
     }
@@ -139,15 +145,16 @@ impl CredentialService for CredentialHandler {
             let page = PageRequest::parse(req.page_size, &req.page_token)?;
             let result = self
                 .0
-                .vault
+                .engine
                 .list_credentials(&call.caller, &filter, &page)
                 .await?;
             let rotation = Self::tenant_rotation(&call);
+            let now = self.0.engine.now();
             Ok(pb::ListCredentialsResponse {
                 credentials: result
                     .items
                     .iter()
-                    .map(|c| credential_out(c, &rotation))
+                    .map(|c| credential_out(c, &rotation, now))
                     .collect(),
                 next_page_token: result.next_token(),
             })
@@ -176,11 +183,11 @@ impl CredentialService for CredentialHandler {
             )?;
             let revealed = self
                 .0
-                .vault
+                .engine
                 .reveal(&call.caller, &call.ctx, &r, &options)
                 .await?;
             let (credential, version, value, lease) =
-                revealed_parts(&revealed, &Self::tenant_rotation(&call));
+                revealed_parts(&revealed, self.credential_out(&call, &revealed.credential));
             Ok(pb::RevealCredentialResponse {
                 credential,
                 version,
@@ -207,7 +214,7 @@ impl CredentialService for CredentialHandler {
                 reveal_options(req.purpose, req.on_behalf_of, req.field, 0, req.lease_ttl)?;
             let revealed = self
                 .0
-                .vault
+                .engine
                 .resolve(
                     &call.caller,
                     &call.ctx,
@@ -218,7 +225,7 @@ impl CredentialService for CredentialHandler {
                 )
                 .await?;
             let (credential, version, value, lease) =
-                revealed_parts(&revealed, &Self::tenant_rotation(&call));
+                revealed_parts(&revealed, self.credential_out(&call, &revealed.credential));
             Ok(pb::ResolveCredentialResponse {
                 credential,
                 version,
@@ -248,12 +255,12 @@ impl CredentialService for CredentialHandler {
             };
             let c = self
                 .0
-                .vault
+                .engine
                 .rotate(&call.caller, &call.ctx, &r, new_value, &req.reason)
                 .await?;
             Ok(pb::RotateCredentialResponse {
                 version: c.current_version,
-                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+                credential: Some(self.credential_out(&call, &c)),
             })
         })
     }
@@ -266,7 +273,7 @@ impl CredentialService for CredentialHandler {
             let r = convert::credential_ref(req.credential)?;
             let (_, versions) = self
                 .0
-                .vault
+                .engine
                 .list_versions(&call.caller, &call.ctx, &r)
                 .await?;
             Ok(pb::ListVersionsResponse {
@@ -296,11 +303,11 @@ impl CredentialService for CredentialHandler {
             let r = convert::credential_ref(req.credential)?;
             let c = self
                 .0
-                .vault
+                .engine
                 .rollback(&call.caller, &call.ctx, &r, req.version)
                 .await?;
             Ok(pb::RollbackCredentialResponse {
-                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+                credential: Some(self.credential_out(&call, &c)),
             })
         })
     }
@@ -313,11 +320,11 @@ impl CredentialService for CredentialHandler {
             let r = convert::credential_ref(req.credential)?;
             let c = self
                 .0
-                .vault
+                .engine
                 .revoke(&call.caller, &call.ctx, &r, &req.reason)
                 .await?;
             Ok(pb::RevokeCredentialResponse {
-                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+                credential: Some(self.credential_out(&call, &c)),
                 leases_ended: 0,
             })
         })
@@ -337,17 +344,17 @@ impl CredentialService for CredentialHandler {
             let r = convert::credential_ref(req.credential)?;
             let before = self
                 .0
-                .vault
+                .engine
                 .list_versions(&call.caller, &call.ctx, &r)
                 .await?
                 .1;
             let c = self
                 .0
-                .vault
+                .engine
                 .destroy(&call.caller, &call.ctx, &r, &req.reason)
                 .await?;
             Ok(pb::DestroyCredentialResponse {
-                credential: Some(credential_out(&c, &Self::tenant_rotation(&call))),
+                credential: Some(self.credential_out(&call, &c)),
                 destroyed_versions: before.iter().map(|(v, _)| v.version).collect(),
             })
         })
@@ -389,10 +396,7 @@ enum Reveal {
 
 type RevealParts = (Option<pb::Credential>, u32, Reveal, Option<pb::Lease>);
 
-fn revealed_parts(
-    r: &Revealed,
-    rotation: &strongroom_core::credential::RotationPolicy,
-) -> RevealParts {
+fn revealed_parts(r: &Revealed, credential: pb::Credential) -> RevealParts {
     let value = match &r.value {
         RevealedValue::Whole(v) => Reveal::Whole(convert::value_out(v)),
         RevealedValue::Field(name, text) => Reveal::Field(pb::RevealedField {
@@ -401,7 +405,7 @@ fn revealed_parts(
         }),
     };
     (
-        Some(credential_out(&r.credential, rotation)),
+        Some(credential),
         r.version,
         value,
         Some(lease_out(&r.lease)),

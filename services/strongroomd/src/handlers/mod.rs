@@ -1,17 +1,18 @@
 //! gRPC handlers: authenticate the caller, parse the request into domain
-//! types, call the vault, convert the result. No business rule lives here.
+//! types, call the engine, convert the result. No business rule lives here.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use prost::Message;
 use strongroom_core::Result;
+use strongroom_core::policy::Reason;
 use strongroom_core::scope::Authenticated;
 use tonic::{Request, Status};
 
 use crate::error::to_status;
 use crate::tls;
-use crate::vault::{CallContext, Vault, new_request_id};
+use strongroom_engine::{CallContext, Engine, new_request_id};
 
 mod admin;
 mod audit;
@@ -26,7 +27,9 @@ pub use policy::PolicyHandler;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct Shared {
-    vault: Arc<Vault>,
+    engine: Arc<Engine>,
+    /// Largest accepted request message, in bytes.
+    max_message_bytes: usize,
 }
 
 /// An authenticated call in progress.
@@ -40,9 +43,13 @@ pub(crate) struct Call {
 pub const TENANT_HEADER: &str = "strongroom-tenant";
 
 impl Shared {
-    /// Handlers over `vault`.
-    pub fn new(vault: Arc<Vault>) -> Self {
-        Self { vault }
+    /// Handlers over `engine`, refusing request messages over
+    /// `max_message_bytes`.
+    pub fn new(engine: Arc<Engine>, max_message_bytes: usize) -> Self {
+        Self {
+            engine,
+            max_message_bytes,
+        }
     }
 
     /// Authenticates the caller from its verified client certificate and
@@ -69,8 +76,8 @@ impl Shared {
                 peer,
                 "call without a usable client certificate identity"
             );
-            self.vault
-                .record_failed_authentication("", peer.as_deref(), &request_id, "NO_IDENTITY")
+            self.engine
+                .record_failed_authentication("", peer.as_deref(), &request_id, Reason::NoIdentity)
                 .await;
             return Err(Status::unauthenticated(
                 "a client certificate with an identity is required",
@@ -79,7 +86,7 @@ impl Shared {
         // The client certificate's validity now (not expired, not revoked
         // since the handshake) was checked for every call on the connection
         // before any service saw it (`serve::ConnService`).
-        let limit = self.vault.limits().max_message_bytes;
+        let limit = self.max_message_bytes;
         let size = request.get_ref().encoded_len();
         if size > limit {
             return Err(Status::invalid_argument(format!(
@@ -90,17 +97,17 @@ impl Shared {
             .metadata()
             .get(TENANT_HEADER)
             .and_then(|v| v.to_str().ok());
-        let caller = match self.vault.authenticate(identity, hint).await {
+        let caller = match self.engine.authenticate(identity, hint).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(rpc, request_id, peer, identity, error = %e, "authentication refused");
                 if matches!(e, strongroom_core::Error::Unauthenticated(_)) {
-                    self.vault
+                    self.engine
                         .record_failed_authentication(
                             identity,
                             peer.as_deref(),
                             &request_id,
-                            "UNKNOWN_IDENTITY",
+                            Reason::UnknownIdentity,
                         )
                         .await;
                 }
@@ -113,7 +120,7 @@ impl Shared {
             trace_id: None,
         };
         // Rate limits (after authentication: they are per principal).
-        if let Err(refusal) = self.vault.admit(&caller, &ctx, rpc).await {
+        if let Err(refusal) = self.engine.admit(&caller, &ctx, rpc).await {
             tracing::info!(
                 rpc,
                 request_id = %ctx.request_id,

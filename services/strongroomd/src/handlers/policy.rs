@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Shared, rpc, unimplemented};
 use crate::convert::{self, required};
-use crate::vault::NewGrant;
+use strongroom_engine::NewGrant;
 
 /// Serves PolicyService.
 pub struct PolicyHandler(pub Shared);
@@ -57,7 +57,7 @@ impl PolicyService for PolicyHandler {
             };
             let grant = self
                 .0
-                .vault
+                .engine
                 .create_grant(&call.caller, &call.ctx, new)
                 .await?;
             Ok(pb::CreateGrantResponse {
@@ -74,7 +74,7 @@ impl PolicyService for PolicyHandler {
             let id = GrantId::parse(&req.grant_id, "grant_id")?;
             let grant = self
                 .0
-                .vault
+                .engine
                 .revoke_grant(&call.caller, &call.ctx, id, &req.reason)
                 .await?;
             Ok(pb::RevokeGrantResponse {
@@ -96,7 +96,7 @@ impl PolicyService for PolicyHandler {
             let on_behalf_of = (!req.on_behalf_of.is_empty()).then_some(req.on_behalf_of.as_str());
             let (subject, decision) = self
                 .0
-                .vault
+                .engine
                 .check_access(
                     &call.caller,
                     &call.ctx,
@@ -146,10 +146,10 @@ impl PolicyService for PolicyHandler {
             let page = PageRequest::parse(req.page_size, &req.page_token)?;
             let result = self
                 .0
-                .vault
+                .engine
                 .list_grants(&call.caller, &call.ctx, &filter, &page)
                 .await?;
-            let now = strongroom_core::time::Timestamp::now();
+            let now = self.0.engine.now();
             Ok(pb::ListGrantsResponse {
                 grants: result
                     .items
@@ -182,9 +182,10 @@ impl PolicyService for PolicyHandler {
                 .tenant()
                 .map(|t| t.settings.rotation)
                 .unwrap_or_default();
+            let now = self.0.engine.now();
             let result = self
                 .0
-                .vault
+                .engine
                 .list_accessible(
                     &call.caller,
                     &call.ctx,
@@ -199,7 +200,7 @@ impl PolicyService for PolicyHandler {
                     .items
                     .iter()
                     .map(|(c, d)| pb::AccessibleCredential {
-                        credential: Some(convert::credential_out(c, &rotation)),
+                        credential: Some(convert::credential_out(c, &rotation, now)),
                         capabilities: vec![req.capability.max(pb::Capability::List as i32)],
                         grant_ids: d.grant.map(|g| g.to_string()).into_iter().collect(),
                         expires_at: None,

@@ -5,7 +5,8 @@
 //! redacted); the whole value's `Debug` prints only its type. Values are
 //! validated against their type's schema before they are ever encrypted, and
 //! serialized to a versioned JSON document that only exists inside a
-//! [`Zeroizing`] buffer on its way into the envelope.
+//! [`Zeroizing`] buffer on its way into the envelope (`wire`); secrets the
+//! server generates follow a [`GenerationPolicy`] (`generate`).
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,11 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
+
+mod generate;
+mod wire;
+
+pub use generate::{Alphabet, GenerationPolicy};
 
 /// The kind of a credential, fixing the schema of its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -470,123 +476,6 @@ impl CredentialValue {
         Ok(out)
     }
 
-    /// Serializes the value into the versioned plaintext document that is
-    /// sealed into an envelope. The buffer is zeroized when dropped.
-    pub fn to_plaintext(&self) -> Result<Zeroizing<Vec<u8>>> {
-        let wire = match self {
-            Self::ApiKey(v) => Wire::ApiKey {
-                api_key: v.api_key.expose_secret(),
-            },
-            Self::OauthToken(v) => Wire::OauthToken {
-                access_token: v.access_token.expose_secret(),
-                refresh_token: v.refresh_token.as_ref().map(|t| t.expose_secret()),
-                token_type: &v.token_type,
-                expires_at: v.expires_at,
-                scopes: &v.scopes,
-            },
-            Self::BasicAuth(v) => Wire::BasicAuth {
-                username: &v.username,
-                password: v.password.expose_secret(),
-            },
-            Self::DbConnection(v) => Wire::DbConnection {
-                host: &v.host,
-                port: v.port,
-                database: &v.database,
-                username: &v.username,
-                password: v.password.expose_secret(),
-                ssl_mode: v.ssl_mode,
-            },
-            Self::SshKey(v) => Wire::SshKey {
-                private_key: v.private_key.expose_secret(),
-                public_key: &v.public_key,
-                passphrase: v.passphrase.as_ref().map(|p| p.expose_secret()),
-            },
-            Self::Certificate(v) => Wire::Certificate {
-                certificate_pem: &v.certificate_pem,
-                private_key_pem: v.private_key_pem.expose_secret(),
-                ca_chain_pem: &v.ca_chain_pem,
-            },
-            Self::Custom(v) => Wire::Custom {
-                fields: v
-                    .fields
-                    .iter()
-                    .map(|(k, s)| (k.as_str(), s.expose_secret()))
-                    .collect(),
-            },
-        };
-        let doc = WireDoc { v: 1, value: wire };
-        // Reserve generously so the buffer is not reallocated (leaving an
-        // unzeroized copy behind) while it is written.
-        let mut out = Zeroizing::new(Vec::with_capacity(self.size_hint() + 256));
-        serde_json::to_writer(&mut *out, &doc)
-            .map_err(|_| Error::internal("credential value could not be serialized"))?;
-        Ok(out)
-    }
-
-    /// Parses a plaintext document produced by [`Self::to_plaintext`].
-    pub fn from_plaintext(bytes: &[u8]) -> Result<CredentialValue> {
-        let doc: OwnedDoc = serde_json::from_slice(bytes)
-            .map_err(|_| Error::internal("stored credential value is not a valid document"))?;
-        if doc.v != 1 {
-            return Err(Error::internal(
-                "stored credential value has an unknown format version",
-            ));
-        }
-        Ok(match doc.value {
-            OwnedWire::ApiKey { api_key } => Self::ApiKey(ApiKey { api_key }),
-            OwnedWire::OauthToken {
-                access_token,
-                refresh_token,
-                token_type,
-                expires_at,
-                scopes,
-            } => Self::OauthToken(OauthToken {
-                access_token,
-                refresh_token,
-                token_type,
-                expires_at,
-                scopes,
-            }),
-            OwnedWire::BasicAuth { username, password } => {
-                Self::BasicAuth(BasicAuth { username, password })
-            }
-            OwnedWire::DbConnection {
-                host,
-                port,
-                database,
-                username,
-                password,
-                ssl_mode,
-            } => Self::DbConnection(DbConnection {
-                host,
-                port,
-                database,
-                username,
-                password,
-                ssl_mode,
-            }),
-            OwnedWire::SshKey {
-                private_key,
-                public_key,
-                passphrase,
-            } => Self::SshKey(SshKey {
-                private_key,
-                public_key,
-                passphrase,
-            }),
-            OwnedWire::Certificate {
-                certificate_pem,
-                private_key_pem,
-                ca_chain_pem,
-            } => Self::Certificate(Certificate {
-                certificate_pem,
-                private_key_pem,
-                ca_chain_pem,
-            }),
-            OwnedWire::Custom { fields } => Self::Custom(CustomSecret { fields }),
-        })
-    }
-
     /// An upper bound of the serialized size, in bytes, before escaping.
     pub fn size_hint(&self) -> usize {
         let o = |x: &Option<SecretString>| x.as_ref().map_or(0, |s| s.expose_secret().len());
@@ -636,186 +525,12 @@ fn percent_encode(text: &str) -> Zeroizing<String> {
     out
 }
 
-#[derive(Serialize)]
-struct WireDoc<'a> {
-    v: u32,
-    value: Wire<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Wire<'a> {
-    ApiKey {
-        api_key: &'a str,
-    },
-    OauthToken {
-        access_token: &'a str,
-        refresh_token: Option<&'a str>,
-        token_type: &'a str,
-        expires_at: Option<Timestamp>,
-        scopes: &'a [String],
-    },
-    BasicAuth {
-        username: &'a str,
-        password: &'a str,
-    },
-    DbConnection {
-        host: &'a str,
-        port: u16,
-        database: &'a str,
-        username: &'a str,
-        password: &'a str,
-        ssl_mode: SslMode,
-    },
-    SshKey {
-        private_key: &'a str,
-        public_key: &'a str,
-        passphrase: Option<&'a str>,
-    },
-    Certificate {
-        certificate_pem: &'a str,
-        private_key_pem: &'a str,
-        ca_chain_pem: &'a str,
-    },
-    Custom {
-        fields: BTreeMap<&'a str, &'a str>,
-    },
-}
-
-#[derive(Deserialize)]
-struct OwnedDoc {
-    v: u32,
-    value: OwnedWire,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum OwnedWire {
-    ApiKey {
-        api_key: SecretString,
-    },
-    OauthToken {
-        access_token: SecretString,
-        refresh_token: Option<SecretString>,
-        token_type: String,
-        expires_at: Option<Timestamp>,
-        scopes: Vec<String>,
-    },
-    BasicAuth {
-        username: String,
-        password: SecretString,
-    },
-    DbConnection {
-        host: String,
-        port: u16,
-        database: String,
-        username: String,
-        password: SecretString,
-        ssl_mode: SslMode,
-    },
-    SshKey {
-        private_key: SecretString,
-        public_key: String,
-        passphrase: Option<SecretString>,
-    },
-    Certificate {
-        certificate_pem: String,
-        private_key_pem: SecretString,
-        ca_chain_pem: String,
-    },
-    Custom {
-        fields: BTreeMap<String, SecretString>,
-    },
-}
-
-/// Character set for server-generated secrets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Alphabet {
-    /// `A-Z a-z 0-9`.
-    #[default]
-    Alphanumeric,
-    /// `0-9 a-f`.
-    Hex,
-    /// URL-safe base64 characters `A-Z a-z 0-9 - _`.
-    Base64Url,
-    /// Printable ASCII without space and quotes.
-    Printable,
-}
-
-impl Alphabet {
-    fn chars(&self) -> &'static [u8] {
-        match self {
-            Self::Alphanumeric => b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-            Self::Hex => b"0123456789abcdef",
-            Self::Base64Url => {
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-            }
-            Self::Printable => {
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&()*+,-./:;<=>?@[]^_{|}~"
-            }
-        }
-    }
-}
-
-/// How the server generates a new secret on rotation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GenerationPolicy {
-    /// Number of random characters (16-512), not counting the prefix.
-    pub length: usize,
-    /// Characters to draw from.
-    pub alphabet: Alphabet,
-    /// Fixed text put before the random part (`sk-live-`), at most 32.
-    pub prefix: String,
-}
-
-impl GenerationPolicy {
-    /// Checks the policy's bounds.
-    pub fn validate(&self) -> Result<()> {
-        if !(16..=512).contains(&self.length) {
-            return Err(Error::invalid("generate.length", "must be 16-512"));
-        }
-        if self.prefix.len() > 32 || !self.prefix.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::invalid(
-                "generate.prefix",
-                "must be at most 32 printable ASCII characters",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Draws a fresh secret from the system CSPRNG, without modulo bias.
-    pub fn generate(&self) -> Result<SecretString> {
-        use ring::rand::SecureRandom;
-        self.validate()?;
-        let rng = ring::rand::SystemRandom::new();
-        let chars = self.alphabet.chars();
-        // Largest multiple of the alphabet size that fits a byte: bytes at or
-        // above it are rejected so every character is equally likely.
-        let limit = 256 - (256 % chars.len());
-        let mut out = Zeroizing::new(String::with_capacity(self.prefix.len() + self.length));
-        out.push_str(&self.prefix);
-        let mut buf = Zeroizing::new([0u8; 64]);
-        let mut produced = 0;
-        while produced < self.length {
-            rng.fill(&mut *buf)
-                .map_err(|_| Error::internal("system randomness unavailable"))?;
-            for &b in buf.iter() {
-                if usize::from(b) < limit && produced < self.length {
-                    out.push(char::from(chars[usize::from(b) % chars.len()]));
-                    produced += 1;
-                }
-            }
-        }
-        Ok(SecretString::from(out.as_str()))
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn db() -> CredentialValue {
+    pub(crate) fn db() -> CredentialValue {
         CredentialValue::DbConnection(DbConnection {
             host: "db.internal".into(),
             port: 5432,
@@ -824,24 +539,6 @@ mod tests {
             password: "p@ss word/1".into(),
             ssl_mode: SslMode::Require,
         })
-    }
-
-    #[test]
-    fn plaintext_roundtrip_keeps_every_field() {
-        let value = db();
-        let bytes = value.to_plaintext().unwrap();
-        let back = CredentialValue::from_plaintext(&bytes).unwrap();
-        for name in value.field_names() {
-            assert_eq!(
-                value.field(name).map(|s| s.to_string()),
-                back.field(name).map(|s| s.to_string()),
-                "{name}"
-            );
-        }
-        assert_eq!(
-            back.field("url").unwrap().as_str(),
-            "postgres://app:p%40ss%20word%2F1@db.internal:5432/app?sslmode=require"
-        );
     }
 
     #[test]
@@ -872,25 +569,5 @@ mod tests {
         let shown = format!("{v:?}");
         assert!(!shown.contains("sk-known-secret-123"), "{shown}");
         assert!(!format!("{:?}", db()).contains("p@ss"));
-    }
-
-    #[test]
-    fn generation_respects_policy() {
-        let p = GenerationPolicy {
-            length: 40,
-            alphabet: Alphabet::Hex,
-            prefix: "sk-".into(),
-        };
-        let a = p.generate().unwrap();
-        let b = p.generate().unwrap();
-        assert_eq!(a.expose_secret().len(), 43);
-        assert!(a.expose_secret().starts_with("sk-"));
-        assert!(
-            a.expose_secret()[3..]
-                .bytes()
-                .all(|c| c.is_ascii_hexdigit())
-        );
-        assert_ne!(a.expose_secret(), b.expose_secret());
-        assert!(GenerationPolicy { length: 8, ..p }.generate().is_err());
     }
 }

@@ -1,14 +1,15 @@
-//! In-memory caches of the reveal path: authenticated callers, credential
-//! metadata with the current version's *encrypted* envelope, and grants.
-//! Never plaintext.
+//! In-memory caches of the reveal path: authenticated callers (and, for a
+//! moment, failed authentications), credential metadata with the current
+//! version's *encrypted* envelope, and grants. Never plaintext.
 //!
 //! Correctness does not rest on these caches being fresh. Every reveal's
 //! audit record is committed with a check that the state it was decided on
 //! (credential version and status, principal and role, grant, the caller's
 //! identity binding) is still the stored state, and a failed check retries
-//! without the cache. Caches are dropped per tenant after every local change
-//! and on change notices from other servers sharing the database; a
-//! generation counter keeps a fill that raced with a change from storing
+//! without the cache. What a change makes stale is dropped by one path,
+//! [`Caches::apply`], fed the [`Change`] every local commit reports (see
+//! `Engine::commit`) and the notices of other servers sharing the database;
+//! a generation counter keeps a fill that raced with a change from storing
 //! stale data.
 //!
 //! Notices can be lost without anyone noticing (a pooler in transaction
@@ -23,14 +24,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use strongroom_core::Error;
 use strongroom_core::credential::{Credential, StoredVersion};
 use strongroom_core::ids::{CredentialId, PrincipalId, TenantId};
 use strongroom_core::names::{CredentialName, Environment};
 use strongroom_core::policy::Grant;
 use strongroom_core::scope::Authenticated;
+use strongroom_core::store::Change;
 
 /// Most cached credentials per tenant before the tenant's cache is reset.
 const MAX_CREDENTIALS: usize = 100_000;
@@ -41,6 +44,17 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
 /// How long credential metadata is trusted when no time to live is
 /// configured (see `Limits::credential_cache_ttl`).
 pub const DEFAULT_CREDENTIAL_TTL: Duration = Duration::from_secs(60);
+/// How long a failed authentication is answered from memory. Changes of
+/// principals or bindings forget every failure at once (local ones and
+/// those announced by other servers); were a notice lost, this bounds how
+/// long a change goes unseen.
+const FAILED_LOGIN_TTL: Duration = Duration::from_secs(1);
+/// Most failed authentications remembered; past this the memory starts
+/// afresh.
+const FAILED_LOGINS_MAX: usize = 10_000;
+
+/// An identity and the tenant it named, as a caller presents them.
+type CallerKey = (String, Option<String>);
 
 /// A cached value and when it was read from the store (the start of the
 /// fill that loaded it).
@@ -121,8 +135,12 @@ pub struct Caches {
     ttl: Duration,
     credential_ttl: Duration,
     tenants: RwLock<HashMap<TenantId, TenantEntry>>,
-    callers: RwLock<HashMap<(String, Option<String>), CallerEntry>>,
+    callers: RwLock<HashMap<CallerKey, CallerEntry>>,
     caller_generation: AtomicU64,
+    /// Authentications that failed, by identity and tenant header, kept for
+    /// [`FAILED_LOGIN_TTL`]: a caller repeating a refused call costs no
+    /// database query each time (such calls come before any rate limit).
+    failed_logins: Mutex<HashMap<CallerKey, (Instant, Error)>>,
 }
 
 impl Default for Caches {
@@ -156,6 +174,7 @@ impl Caches {
             tenants: RwLock::default(),
             callers: RwLock::default(),
             caller_generation: AtomicU64::default(),
+            failed_logins: Mutex::default(),
         }
     }
 
@@ -294,14 +313,50 @@ impl Caches {
         );
     }
 
-    /// Applies a change notice.
-    pub fn apply(&self, change: strongroom_core::store::Change) {
-        use strongroom_core::store::Change;
+    /// A failed authentication of `identity` (with `hint`) still fresh in
+    /// memory.
+    pub fn failed_login(&self, identity: &str, hint: Option<&str>) -> Option<Error> {
+        let failures = self.failed_logins.lock().ok()?;
+        let (at, error) = failures.get(&(identity.to_owned(), hint.map(str::to_owned)))?;
+        (at.elapsed() < FAILED_LOGIN_TTL).then(|| error.clone())
+    }
+
+    /// Remembers a failed authentication of `identity` (with `hint`).
+    pub fn put_failed_login(&self, identity: &str, hint: Option<&str>, error: &Error) {
+        if let Ok(mut failures) = self.failed_logins.lock() {
+            if failures.len() >= FAILED_LOGINS_MAX {
+                failures.clear();
+            }
+            failures.insert(
+                (identity.to_owned(), hint.map(str::to_owned)),
+                (Instant::now(), error.clone()),
+            );
+        }
+    }
+
+    /// Drops what `change` makes stale: the one way anything cached is
+    /// invalidated, for the changes this server commits and the notices of
+    /// others alike.
+    pub fn apply(&self, change: Change) {
         match change {
             Change::Credential(t, c) => self.invalidate_credential(t, c),
             Change::Data(t) => self.invalidate_data(t),
-            Change::Access(t) => self.invalidate(t),
-            Change::Everything => self.invalidate_all(),
+            Change::Access(t) => {
+                self.forget_failed_logins();
+                self.invalidate(t);
+            }
+            Change::Everything => {
+                self.forget_failed_logins();
+                self.invalidate_all();
+            }
+        }
+    }
+
+    /// Forgets every failed authentication (who a caller is may have
+    /// changed).
+    fn forget_failed_logins(&self) {
+        if let Ok(mut failures) = self.failed_logins.lock() {
+            failures.clear();
         }
     }
 
@@ -320,7 +375,7 @@ impl Caches {
 
     /// Drops one cached credential (and makes racing fills of the tenant
     /// discard what they loaded).
-    pub fn invalidate_credential(&self, tenant: TenantId, id: CredentialId) {
+    fn invalidate_credential(&self, tenant: TenantId, id: CredentialId) {
         if let Ok(mut tenants) = self.tenants.write() {
             let entry = tenants.entry(tenant).or_default();
             entry.generation += 1;
@@ -334,14 +389,14 @@ impl Caches {
     }
 
     /// Drops a tenant's cached credentials and grants, keeping its callers.
-    pub fn invalidate_data(&self, tenant: TenantId) {
+    fn invalidate_data(&self, tenant: TenantId) {
         if let Ok(mut tenants) = self.tenants.write() {
             tenants.entry(tenant).or_default().clear();
         }
     }
 
     /// Drops everything cached about `tenant`, callers included.
-    pub fn invalidate(&self, tenant: TenantId) {
+    fn invalidate(&self, tenant: TenantId) {
         if let Ok(mut tenants) = self.tenants.write() {
             tenants.entry(tenant).or_default().clear();
         }
@@ -353,7 +408,7 @@ impl Caches {
 
     /// Drops everything (a change notice may have been missed, or an
     /// identity binding changed, which can move identities between tenants).
-    pub fn invalidate_all(&self) {
+    fn invalidate_all(&self) {
         if let Ok(mut tenants) = self.tenants.write() {
             tenants.values_mut().for_each(TenantEntry::clear);
         }
@@ -361,5 +416,75 @@ impl Caches {
         if let Ok(mut callers) = self.callers.write() {
             callers.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denied() -> Error {
+        Error::Unauthenticated("the client identity is not bound to any principal".into())
+    }
+
+    /// Grants cached for a principal of `tenant`.
+    fn cache_grants(caches: &Caches, tenant: TenantId, principal: PrincipalId) {
+        let ticket = caches.ticket(tenant);
+        caches.put_grants(tenant, ticket, principal, Arc::new(Vec::new()));
+    }
+
+    #[test]
+    fn changes_of_who_callers_are_forget_failed_logins_and_others_keep_them() {
+        let caches = Caches::default();
+        let tenant = TenantId::generate();
+        let remembered = |c: &Caches| c.failed_login("spiffe://td/x", None).is_some();
+        caches.put_failed_login("spiffe://td/x", None, &denied());
+        assert!(remembered(&caches));
+        assert!(caches.failed_login("spiffe://td/x", Some("acme")).is_none());
+        caches.apply(Change::Data(tenant));
+        caches.apply(Change::Credential(tenant, CredentialId::generate()));
+        assert!(
+            remembered(&caches),
+            "grants and credentials say nothing of callers"
+        );
+        caches.apply(Change::Access(tenant));
+        assert!(!remembered(&caches));
+        caches.put_failed_login("spiffe://td/x", None, &denied());
+        caches.apply(Change::Everything);
+        assert!(!remembered(&caches));
+    }
+
+    #[test]
+    fn a_change_drops_what_it_makes_stale_in_its_tenant_only() {
+        let caches = Caches::default();
+        let (acme, other) = (TenantId::generate(), TenantId::generate());
+        let principal = PrincipalId::generate();
+        cache_grants(&caches, acme, principal);
+        cache_grants(&caches, other, principal);
+        caches.apply(Change::Credential(acme, CredentialId::generate()));
+        assert!(
+            caches.grants(acme, principal).is_some(),
+            "a credential change keeps grants"
+        );
+        caches.apply(Change::Data(acme));
+        assert!(caches.grants(acme, principal).is_none());
+        assert!(caches.grants(other, principal).is_some());
+        cache_grants(&caches, acme, principal);
+        caches.apply(Change::Access(other));
+        assert!(caches.grants(acme, principal).is_some());
+        assert!(caches.grants(other, principal).is_none());
+        caches.apply(Change::Everything);
+        assert!(caches.grants(acme, principal).is_none());
+    }
+
+    #[test]
+    fn a_fill_that_raced_with_a_change_is_not_kept() {
+        let caches = Caches::default();
+        let tenant = TenantId::generate();
+        let principal = PrincipalId::generate();
+        let ticket = caches.ticket(tenant);
+        caches.apply(Change::Data(tenant));
+        caches.put_grants(tenant, ticket, principal, Arc::new(Vec::new()));
+        assert!(caches.grants(tenant, principal).is_none());
     }
 }

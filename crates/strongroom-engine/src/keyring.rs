@@ -1,0 +1,321 @@
+//! The keyring: the root key and the tenant keys (KEKs) it unwraps, kept in
+//! memory for the credential values they seal and open.
+//!
+//! Promises:
+//! - an unwrapped KEK lives only here, in zeroizing memory (dropped with its
+//!   last `Arc`), and never in plaintext anywhere else;
+//! - a tenant's keys, or one KEK version, can be evicted at once (a shredded
+//!   tenant's keys must be forgotten, a retired version need not be kept);
+//!   an unwrap that started before an eviction does not put its keys back.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use strongroom_core::credential::{Credential, StoredVersion};
+use strongroom_core::ids::TenantId;
+use strongroom_core::scope::TenantScope;
+use strongroom_core::tenant::WrappedKekRecord;
+use strongroom_core::value::CredentialValue;
+use strongroom_core::{Error, Result};
+use strongroom_crypto::{Aad, Envelope, Kek, RootKey, SigningKey, WrappedKek};
+
+use crate::Engine;
+
+/// A crypto failure as an internal error. The message names no key or
+/// plaintext; it is logged server-side only.
+pub(crate) fn crypto_error(e: strongroom_crypto::CryptoError) -> Error {
+    Error::internal(format!("crypto: {e}"))
+}
+
+/// The root key and the unwrapped tenant KEKs, by tenant and KEK version.
+pub(crate) struct Keyring {
+    root: Arc<RootKey>,
+    keys: RwLock<HashMap<(TenantId, u32), Arc<Kek>>>,
+    /// Counts evictions, so an unwrap that raced with one is not kept.
+    evictions: AtomicU64,
+}
+
+impl Keyring {
+    /// A keyring unwrapping with `root`, holding no tenant key yet.
+    pub(crate) fn new(root: Arc<RootKey>) -> Self {
+        Self {
+            root,
+            keys: RwLock::new(HashMap::new()),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// KEK `version` of `tenant`. On a miss, `load` reads every wrapped KEK
+    /// of the tenant, and all of them are unwrapped and kept.
+    pub(crate) async fn kek<F, Fut>(
+        &self,
+        tenant: TenantId,
+        version: u32,
+        load: F,
+    ) -> Result<Arc<Kek>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<WrappedKekRecord>>>,
+    {
+        if let Some(k) = self.held(tenant, version)? {
+            return Ok(k);
+        }
+        let evictions = self.evictions.load(Ordering::SeqCst);
+        let records = load().await?;
+        let mut found = None;
+        let mut unwrapped = Vec::with_capacity(records.len());
+        for r in records.into_iter().filter(|r| r.tenant == tenant) {
+            let kek = self
+                .root
+                .unwrap_kek(
+                    r.tenant.as_uuid(),
+                    r.version,
+                    &WrappedKek::from_bytes(r.wrapped),
+                )
+                .map_err(crypto_error)?;
+            let kek = Arc::new(kek);
+            if r.version == version {
+                found = Some(Arc::clone(&kek));
+            }
+            unwrapped.push(((r.tenant, r.version), kek));
+        }
+        let mut keys = self
+            .keys
+            .write()
+            .map_err(|_| Error::internal("keyring poisoned"))?;
+        // Kept only if nothing was evicted meanwhile (checked under the lock
+        // evictions take): the keys may be the ones evicted.
+        if self.evictions.load(Ordering::SeqCst) == evictions {
+            keys.extend(unwrapped);
+        }
+        found.ok_or_else(|| Error::internal("tenant key version not found"))
+    }
+
+    /// KEK `version` of `tenant`, if held.
+    fn held(&self, tenant: TenantId, version: u32) -> Result<Option<Arc<Kek>>> {
+        Ok(self
+            .keys
+            .read()
+            .map_err(|_| Error::internal("keyring poisoned"))?
+            .get(&(tenant, version))
+            .map(Arc::clone))
+    }
+
+    /// Forgets every key of `tenant` (its keys were shredded or replaced).
+    pub(crate) fn evict_tenant(&self, tenant: TenantId) {
+        if let Ok(mut keys) = self.keys.write() {
+            self.evictions.fetch_add(1, Ordering::SeqCst);
+            keys.retain(|(t, _), _| *t != tenant);
+        }
+    }
+
+    /// Forgets KEK `version` of `tenant` (retired by a key rotation).
+    pub(crate) fn evict_version(&self, tenant: TenantId, version: u32) {
+        if let Ok(mut keys) = self.keys.write() {
+            self.evictions.fetch_add(1, Ordering::SeqCst);
+            keys.remove(&(tenant, version));
+        }
+    }
+
+    /// `kek` wrapped by the root key as KEK `version` of `tenant`.
+    pub(crate) fn wrap(&self, tenant: TenantId, version: u32, kek: &Kek) -> Result<WrappedKek> {
+        self.root
+            .wrap_kek(tenant.as_uuid(), version, kek)
+            .map_err(crypto_error)
+    }
+
+    /// The checkpoint signing key, derived from the root key.
+    pub(crate) fn checkpoint_signing_key(&self) -> Result<SigningKey> {
+        self.root.checkpoint_signing_key().map_err(crypto_error)
+    }
+}
+
+/// What a sealed value is bound to: its tenant, environment, credential and
+/// version (moving the ciphertext anywhere else fails to open).
+fn aad(credential: &Credential, version: u32) -> Aad<'_> {
+    Aad {
+        tenant: credential.tenant.as_uuid(),
+        environment: credential.environment.as_str(),
+        credential: credential.id.as_uuid(),
+        version,
+    }
+}
+
+impl Engine {
+    /// Forgets every unwrapped key of `tenant`: what crypto-shredding a
+    /// tenant does to this server's memory once its wrapped keys are gone.
+    pub fn evict_tenant_keys(&self, tenant: TenantId) {
+        self.keyring.evict_tenant(tenant);
+    }
+
+    /// Forgets KEK `version` of `tenant`, once a key rotation has re-sealed
+    /// everything it sealed.
+    pub fn evict_tenant_key(&self, tenant: TenantId, version: u32) {
+        self.keyring.evict_version(tenant, version);
+    }
+
+    /// KEK `version` of the scope's tenant.
+    pub(crate) async fn kek(&self, scope: &TenantScope<'_>, version: u32) -> Result<Arc<Kek>> {
+        self.keyring
+            .kek(scope.tenant_id(), version, || self.store.keks(scope))
+            .await
+    }
+
+    /// Seals `plaintext` as `version` of `credential` with `kek`.
+    pub(crate) fn seal(
+        kek: &Kek,
+        kek_version: u32,
+        credential: &Credential,
+        version: u32,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        let envelope = kek
+            .seal(kek_version, &aad(credential, version), plaintext)
+            .map_err(crypto_error)?;
+        Ok(envelope.to_bytes())
+    }
+
+    /// Opens a stored version of `credential`; refused if its value was
+    /// destroyed.
+    pub(crate) async fn open(
+        &self,
+        scope: &TenantScope<'_>,
+        credential: &Credential,
+        stored: &StoredVersion,
+    ) -> Result<CredentialValue> {
+        let bytes = stored
+            .envelope
+            .as_deref()
+            .ok_or_else(|| Error::precondition("this version's value was destroyed"))?;
+        let envelope = Envelope::from_bytes(bytes).map_err(crypto_error)?;
+        let kek = self.kek(scope, envelope.kek_version()).await?;
+        let plaintext = kek
+            .open(&aad(credential, stored.version), &envelope)
+            .map_err(crypto_error)?;
+        CredentialValue::from_plaintext(&plaintext)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use strongroom_core::time::Timestamp;
+
+    use super::*;
+
+    fn record(root: &RootKey, tenant: TenantId, version: u32) -> WrappedKekRecord {
+        let kek = Kek::generate().unwrap_or_else(|e| panic!("{e}"));
+        let wrapped = root
+            .wrap_kek(tenant.as_uuid(), version, &kek)
+            .unwrap_or_else(|e| panic!("{e}"));
+        WrappedKekRecord {
+            tenant,
+            version,
+            wrapped: wrapped.to_bytes(),
+            created_at: Timestamp::from_micros(0),
+        }
+    }
+
+    /// A keyring over a fresh root key and a loader of `tenant`'s wrapped
+    /// KEKs (versions 1 and 2) that counts its calls.
+    struct Fixture {
+        ring: Keyring,
+        tenant: TenantId,
+        records: Vec<WrappedKekRecord>,
+        loads: AtomicUsize,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let root = Arc::new(RootKey::generate().unwrap_or_else(|e| panic!("{e}")));
+            let tenant = TenantId::generate();
+            let records = vec![record(&root, tenant, 1), record(&root, tenant, 2)];
+            Self {
+                ring: Keyring::new(root),
+                tenant,
+                records,
+                loads: AtomicUsize::new(0),
+            }
+        }
+
+        async fn kek(&self, version: u32) -> Result<Arc<Kek>> {
+            self.ring
+                .kek(self.tenant, version, || async {
+                    self.loads.fetch_add(1, Ordering::SeqCst);
+                    Ok(self.records.clone())
+                })
+                .await
+        }
+
+        fn loads(&self) -> usize {
+            self.loads.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tenant_is_unwrapped_once_then_served_from_memory() {
+        let f = Fixture::new();
+        let one = f.kek(1).await.unwrap_or_else(|e| panic!("{e}"));
+        let two = f.kek(2).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f.loads(), 1, "every version comes with the first load");
+        assert!(Arc::ptr_eq(
+            &one,
+            &f.kek(1).await.unwrap_or_else(|e| panic!("{e}"))
+        ));
+        assert!(Arc::ptr_eq(
+            &two,
+            &f.kek(2).await.unwrap_or_else(|e| panic!("{e}"))
+        ));
+        assert_eq!(f.loads(), 1);
+        assert!(f.kek(3).await.is_err(), "an unknown version is an error");
+    }
+
+    #[tokio::test]
+    async fn evicting_a_version_forgets_only_that_version() {
+        let f = Fixture::new();
+        f.kek(1).await.unwrap_or_else(|e| panic!("{e}"));
+        f.ring.evict_version(f.tenant, 2);
+        f.kek(1).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f.loads(), 1);
+        f.kek(2).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f.loads(), 2, "the evicted version is unwrapped again");
+    }
+
+    #[tokio::test]
+    async fn evicting_a_tenant_forgets_all_its_keys() {
+        let f = Fixture::new();
+        let other = Fixture::new();
+        f.kek(1).await.unwrap_or_else(|e| panic!("{e}"));
+        f.ring.evict_tenant(other.tenant);
+        f.kek(2).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f.loads(), 1, "another tenant's eviction keeps these keys");
+        f.ring.evict_tenant(f.tenant);
+        f.kek(1).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f.loads(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unwrap_racing_with_an_eviction_is_not_kept() {
+        let f = Fixture::new();
+        let key = f
+            .ring
+            .kek(f.tenant, 1, || async {
+                // The tenant is evicted while its keys are being read.
+                f.ring.evict_tenant(f.tenant);
+                Ok(f.records.clone())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(key);
+        assert!(
+            f.ring
+                .held(f.tenant, 1)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_none(),
+            "the keys read before the eviction are not kept"
+        );
+    }
+}

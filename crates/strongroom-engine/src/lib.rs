@@ -1,0 +1,159 @@
+//! The strongroom engine: every operation strongroom offers, independent of
+//! gRPC and SQL. The server's handlers parse requests into domain types and
+//! drive the one application type, [`Engine`]; each operation is authorized
+//! (default deny), encrypted or decrypted, stored and audited here.
+//!
+//! One file per concern, each adding its own `impl Engine` block: tenants,
+//! principals (with identity bindings and namespaces), environments,
+//! credentials (reveals and rotations apart), grants and audit; and the
+//! shared parts they use: authentication, authorization, the audit writer,
+//! the keyring and the caches with the changes that invalidate them. What
+//! the engine needs from outside (the store, the clock, where checkpoints
+//! are kept) are ports: traits the server implements (see [`ports`]).
+//!
+//! Promises kept in this crate:
+//! - a value is decrypted only for the call that returns or uses it, and is
+//!   never cached in plaintext (only unwrapped tenant KEKs are kept, in
+//!   zeroizing memory);
+//! - every reveal, every denial and every mutation is audited; a reveal whose
+//!   audit record is not durable within the configured time fails with
+//!   UNAVAILABLE and returns nothing (fail-closed).
+
+use std::sync::Arc;
+
+use strongroom_core::scope::{Authenticator, SystemScope, SystemTask};
+use strongroom_core::store::Store;
+use strongroom_core::time::{Clock, SystemClock, Timestamp};
+use strongroom_crypto::RootKey;
+
+use crate::abuse::AbuseGuard;
+use crate::cache::Caches;
+
+pub mod abuse;
+mod audit;
+mod audit_log;
+mod authentication;
+mod authorization;
+pub mod cache;
+mod changes;
+mod context;
+mod credentials;
+mod environments;
+mod grants;
+mod keyring;
+pub mod ports;
+mod principals;
+mod settings;
+mod tenants;
+
+pub use audit::{
+    ChainReport, ChainTarget, CheckpointSchedule, DEFAULT_VERIFY_EVENTS, FAILED_AUTH_PER_SECOND,
+    FAILED_AUTH_WINDOW, MAX_VERIFY_EVENTS, VerifyOptions,
+};
+pub use context::{CallContext, new_request_id};
+pub use credentials::{
+    CredentialRef, Lease, NewCredential, NewValue, RevealOptions, Revealed, RevealedValue,
+};
+pub use grants::NewGrant;
+pub use settings::Limits;
+
+/// The strongroom engine: the one application type every operation hangs on.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    /// The root key and the unwrapped tenant keys.
+    keyring: keyring::Keyring,
+    limits: Limits,
+    /// Where every operation takes the current time from.
+    clock: Arc<dyn Clock>,
+    authenticator: Authenticator,
+    caches: Arc<Caches>,
+    /// The checkpoint signing key, derived from the root key on first use.
+    checkpoint_key: tokio::sync::OnceCell<Arc<strongroom_crypto::SigningKey>>,
+    /// The last head signed per chain (checkpoints only extend it).
+    signed_heads: audit::SignedHeads,
+    /// Coalesces failed authentications before they reach the platform
+    /// chain.
+    failed_auth: audit::FailedAuthLog,
+    abuse: Arc<AbuseGuard>,
+    /// Least depth of a SPIFFE prefix namespace an operator may assign.
+    min_namespace_depth: usize,
+}
+
+impl Engine {
+    /// An engine over `store`, unwrapping tenant keys with `root`.
+    ///
+    /// Must be called inside a Tokio runtime: it starts the task that drops
+    /// cached state when the store announces a change.
+    pub fn new(
+        store: Arc<dyn Store>,
+        root: Arc<RootKey>,
+        limits: Limits,
+        authenticator: Authenticator,
+    ) -> Self {
+        let caches = Arc::new(Caches::new(limits.cache_ttl, limits.credential_cache_ttl));
+        changes::spawn_listener(
+            &store,
+            Arc::downgrade(&caches),
+            SystemScope::for_task(SystemTask::ChangeListener),
+        );
+        let abuse = Arc::new(AbuseGuard::default());
+        abuse::spawn_sweeper(
+            Arc::downgrade(&abuse),
+            Arc::clone(&store),
+            limits.audit_timeout,
+        );
+        Self {
+            store,
+            keyring: keyring::Keyring::new(root),
+            limits,
+            clock: Arc::new(SystemClock),
+            authenticator,
+            caches,
+            checkpoint_key: tokio::sync::OnceCell::new(),
+            signed_heads: audit::SignedHeads::default(),
+            failed_auth: audit::FailedAuthLog::default(),
+            abuse,
+            min_namespace_depth: strongroom_core::principal::DEFAULT_MIN_NAMESPACE_DEPTH,
+        }
+    }
+
+    /// Sets the least number of path segments before the `*` of a SPIFFE
+    /// prefix namespace operators may assign (`identity.min_namespace_depth`).
+    #[must_use]
+    pub fn with_min_namespace_depth(mut self, depth: usize) -> Self {
+        self.min_namespace_depth = depth;
+        self
+    }
+
+    /// Takes the current time from `clock` instead of the system's.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The current time, as every operation of this engine sees it.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The abuse controls' state.
+    pub(crate) fn abuse(&self) -> &AbuseGuard {
+        &self.abuse
+    }
+
+    /// The authenticator (platform-operator patterns).
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authenticator
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The configured limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}

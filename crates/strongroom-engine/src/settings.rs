@@ -1,0 +1,36 @@
+//! The engine's settings, converted from the server's configuration.
+
+use std::time::Duration;
+
+/// Bounds the engine keeps to: how long an audit record may take, lease
+/// lengths, and how long cached state is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a reveal waits for its audit record to be durable before
+    /// failing with UNAVAILABLE (and any other audit write before it is
+    /// given up).
+    pub audit_timeout: Duration,
+    /// Lease TTL of a reveal that asks for none.
+    pub default_lease_ttl: Duration,
+    /// Longest lease TTL granted.
+    pub max_lease_ttl: Duration,
+    /// How long cached callers and grants are trusted after they were read:
+    /// the ceiling on how long a change made through another server can go
+    /// unseen here if its change notice is lost.
+    pub cache_ttl: Duration,
+    /// How long cached credential metadata is trusted (every path that uses
+    /// a cached credential is checked again where it commits).
+    pub credential_cache_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            audit_timeout: Duration::from_secs(2),
+            default_lease_ttl: Duration::from_secs(3600),
+            max_lease_ttl: Duration::from_secs(24 * 3600),
+            cache_ttl: crate::cache::DEFAULT_TTL,
+            credential_cache_ttl: crate::cache::DEFAULT_CREDENTIAL_TTL,
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Tenants: their lifecycle (platform operators) and their settings.
+
+use strongroom_core::audit::{Action, Outcome};
+use strongroom_core::ids::{BindingId, PrincipalId, TenantId};
+use strongroom_core::names::{DEFAULT_ENVIRONMENTS, Environment, PrincipalName, TenantName};
+use strongroom_core::page::{Page, PageRequest};
+use strongroom_core::policy::Reason;
+use strongroom_core::principal::{
+    IdentityBinding, IdentityPattern, Principal, PrincipalStatus, Role,
+};
+use strongroom_core::scope::{Authenticated, PlatformScope};
+use strongroom_core::store::NewTenant;
+use strongroom_core::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
+use strongroom_core::{Error, Result};
+use strongroom_crypto::Kek;
+
+use crate::keyring::crypto_error;
+use crate::{CallContext, Engine};
+
+impl Engine {
+    /// Creates a tenant with its first KEK, the default environments and,
+    /// optionally, its first admin bound to `admin_identity`.
+    pub async fn create_tenant(
+        &self,
+        caller: &Authenticated,
+        ctx: &CallContext,
+        name: TenantName,
+        admin: Option<(PrincipalName, IdentityPattern)>,
+        namespaces: Vec<IdentityPattern>,
+    ) -> Result<(Tenant, Option<(Principal, IdentityBinding)>)> {
+        let scope = caller.platform_scope()?;
+        self.check_assignment(&namespaces)?;
+        if let Some((_, pattern)) = &admin
+            && !namespaces.iter().any(|n| n.covers(pattern))
+        {
+            return Err(Error::invalid(
+                "initial_admin.identity",
+                "must lie inside the tenant's identity_namespaces",
+            ));
+        }
+        let now = self.now();
+        let tenant = Tenant {
+            id: TenantId::generate(),
+            name,
+            status: TenantStatus::Active,
+            settings: TenantSettings::default(),
+            current_kek_version: 1,
+            created_at: now,
+        };
+        let kek = Kek::generate().map_err(crypto_error)?;
+        let wrapped = self.keyring.wrap(tenant.id, 1, &kek)?;
+        let admin = admin.map(|(name, pattern)| {
+            let principal = Principal {
+                id: PrincipalId::generate(),
+                tenant: tenant.id,
+                name,
+                role: Role::Admin,
+                environments: Vec::new(),
+                description: "initial tenant admin".into(),
+                status: PrincipalStatus::Active,
+                created_at: now,
+            };
+            let binding = IdentityBinding {
+                id: BindingId::generate(),
+                tenant: tenant.id,
+                principal: principal.id,
+                pattern,
+                created_at: now,
+            };
+            (principal, binding)
+        });
+        let environments = DEFAULT_ENVIRONMENTS
+            .iter()
+            .map(|e| Environment::parse(e, "environment"))
+            .collect::<Result<Vec<_>>>()?;
+        let new = NewTenant {
+            tenant: tenant.clone(),
+            kek: WrappedKekRecord {
+                tenant: tenant.id,
+                version: 1,
+                wrapped: wrapped.to_bytes(),
+                created_at: now,
+            },
+            environments,
+            admin: admin.clone(),
+            namespaces,
+        };
+        let mut draft = self.platform_draft(&scope, ctx, Action::TenantCreate);
+        draft.detail = Some(format!("tenant={}", tenant.name));
+        self.commit(tenant.id, draft, |draft| {
+            self.store.create_tenant(&scope, &new, draft)
+        })
+        .await?;
+        Ok((tenant, admin))
+    }
+
+    /// Lists tenants (platform operators only).
+    pub async fn list_tenants(
+        &self,
+        caller: &Authenticated,
+        page: &PageRequest,
+    ) -> Result<Page<Tenant>> {
+        let scope = caller.platform_scope()?;
+        self.store.list_tenants(&scope, page).await
+    }
+
+    /// Reads a tenant (platform operators only).
+    pub async fn get_tenant(&self, caller: &Authenticated, id: TenantId) -> Result<Tenant> {
+        let scope = caller.platform_scope()?;
+        self.store.get_tenant(&scope, id).await
+    }
+
+    /// Suspends or resumes a tenant (platform operators only).
+    pub async fn set_tenant_status(
+        &self,
+        caller: &Authenticated,
+        ctx: &CallContext,
+        id: TenantId,
+        status: TenantStatus,
+        reason: &str,
+    ) -> Result<Tenant> {
+        let scope: PlatformScope<'_> = caller.platform_scope()?;
+        let current = self.store.get_tenant(&scope, id).await?;
+        if current.status == TenantStatus::Shredded {
+            return Err(Error::precondition("the tenant was shredded"));
+        }
+        let mut draft = self.platform_draft(&scope, ctx, Action::TenantStatus);
+        draft.detail = Some(format!("status={} reason={reason}", status.as_str()));
+        self.commit(id, draft, |draft| {
+            self.store.set_tenant_status(&scope, id, status, draft)
+        })
+        .await
+    }
+
+    /// The caller's tenant as stored now.
+    pub async fn tenant(&self, caller: &Authenticated) -> Result<Tenant> {
+        let scope = caller.tenant_scope()?;
+        self.store.tenant(&scope).await
+    }
+
+    /// Replaces the tenant's settings (admin).
+    pub async fn update_settings(
+        &self,
+        caller: &Authenticated,
+        ctx: &CallContext,
+        settings: TenantSettings,
+    ) -> Result<Tenant> {
+        let scope = caller.tenant_scope()?;
+        self.require_admin(&scope, ctx, Action::TenantSettings)
+            .await?;
+        settings.validate()?;
+        let draft = self.draft(
+            &scope,
+            ctx,
+            Action::TenantSettings,
+            Outcome::Allowed,
+            Reason::AllowedByRole,
+        );
+        self.commit(scope.tenant_id(), draft, |draft| {
+            self.store.update_tenant_settings(&scope, &settings, draft)
+        })
+        .await
+    }
+}
