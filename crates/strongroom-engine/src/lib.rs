@@ -128,6 +128,7 @@ impl Engine {
     /// Takes the current time from `clock` instead of the system's.
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.abuse.set_clock(Arc::clone(&clock));
         self.clock = clock;
         self
     }

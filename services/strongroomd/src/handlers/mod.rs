@@ -125,7 +125,7 @@ impl Shared {
                 rpc,
                 request_id = %ctx.request_id,
                 principal = caller.principal().map(|p| tracing::field::display(p.id)),
-                limit = refusal.limit.reason_code(),
+                limit = refusal.limit.reason().as_str(),
                 "rate limited"
             );
             return Err(crate::error::rate_limited(&refusal));

@@ -1,0 +1,225 @@
+use super::*;
+use std::collections::HashMap;
+
+struct MapEnv(HashMap<&'static str, &'static str>);
+impl Env for MapEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).map(|v| (*v).to_owned())
+    }
+}
+
+fn env(pairs: &[(&'static str, &'static str)]) -> MapEnv {
+    MapEnv(pairs.iter().copied().collect())
+}
+
+const TLS: [(&str, &str); 3] = [
+    ("STRONGROOM_TLS_CERT", "c.pem"),
+    ("STRONGROOM_TLS_KEY", "k.pem"),
+    ("STRONGROOM_TLS_CLIENT_CA", "ca.pem"),
+];
+
+#[test]
+fn environment_overrides_and_validation() {
+    let mut pairs = TLS.to_vec();
+    pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+    pairs.push(("STRONGROOM_DATABASE_URL", "postgres://app@127.0.0.1/db"));
+    let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(c.database, Database::Postgres { .. }));
+    assert_eq!(c.root_key, RootKeySource::Env);
+
+    let err = Config::from_raw(RawConfig::default(), &env(&TLS)).unwrap_err();
+    assert_eq!(err.key, "root_key");
+
+    let mut pairs = TLS.to_vec();
+    pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+    pairs.push(("STRONGROOM_LISTEN", "nonsense"));
+    let err = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_err();
+    assert_eq!(err.key, "listen");
+    assert!(err.to_string().contains("`listen`"));
+}
+
+#[test]
+fn crl_and_transport_limits() {
+    let mut pairs = TLS.to_vec();
+    pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+    let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.tls.crl, None);
+    assert_eq!(c.tls.crl_reload, Duration::from_secs(5));
+    assert_eq!(c.limits.max_connections, 4096);
+    assert_eq!(c.limits.max_concurrent_streams, 256);
+    assert_eq!(c.limits.max_handshakes, 128);
+    assert_eq!(c.limits.max_connections_per_identity, 64);
+    assert_eq!(c.limits.max_connections_per_ip, 256);
+    assert_eq!(c.limits.handshake_timeout, Duration::from_secs(3));
+    assert_eq!(c.limits.idle_timeout, Duration::from_secs(600));
+
+    let raw = toml::from_str::<RawConfig>(
+        "[tls]\ncrl = \"/etc/crl.pem\"\ncrl_reload_ms = 1000\n[limits]\nmax_connections = 10\nmax_concurrent_streams = 20\nmax_handshakes = 5\nidle_timeout_ms = 60000\nmax_connections_per_ip = 7\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut with_env = pairs.clone();
+    with_env.push(("STRONGROOM_MAX_CONCURRENT_STREAMS", "30"));
+    with_env.push(("STRONGROOM_TLS_CRL", "/run/crl.der"));
+    with_env.push(("STRONGROOM_HANDSHAKE_TIMEOUT_MS", "500"));
+    with_env.push(("STRONGROOM_MAX_CONNECTIONS_PER_IP", "0"));
+    let c = Config::from_raw(raw, &env(&with_env)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.limits.max_connections_per_ip, 0, "0 turns the cap off");
+    assert_eq!(c.tls.crl, Some(PathBuf::from("/run/crl.der")));
+    assert_eq!(c.tls.crl_reload, Duration::from_secs(1));
+    assert_eq!(c.limits.max_connections, 10);
+    assert_eq!(c.limits.max_concurrent_streams, 30);
+    assert_eq!(c.limits.max_handshakes, 5);
+    assert_eq!(c.limits.handshake_timeout, Duration::from_millis(500));
+    assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+
+    for (var, value, key) in [
+        ("STRONGROOM_MAX_CONNECTIONS", "0", "limits.max_connections"),
+        (
+            "STRONGROOM_MAX_CONCURRENT_STREAMS",
+            "0",
+            "limits.max_concurrent_streams",
+        ),
+        ("STRONGROOM_TLS_CRL_RELOAD_MS", "5", "tls.crl_reload_ms"),
+        ("STRONGROOM_MAX_HANDSHAKES", "0", "limits.max_handshakes"),
+        (
+            "STRONGROOM_MAX_CONNECTIONS_PER_IDENTITY",
+            "0",
+            "limits.max_connections_per_identity",
+        ),
+        (
+            "STRONGROOM_HANDSHAKE_TIMEOUT_MS",
+            "10",
+            "limits.handshake_timeout_ms",
+        ),
+        ("STRONGROOM_IDLE_TIMEOUT_MS", "0", "limits.idle_timeout_ms"),
+        (
+            "STRONGROOM_MAX_CONNECTIONS_PER_IP",
+            "1000001",
+            "limits.max_connections_per_ip",
+        ),
+    ] {
+        let mut bad_env = pairs.clone();
+        bad_env.push((var, value));
+        let err = Config::from_raw(RawConfig::default(), &env(&bad_env)).unwrap_err();
+        assert_eq!(err.key, key);
+    }
+}
+
+#[test]
+fn scheduled_checkpoints_are_configured_by_file_and_interval() {
+    let mut pairs = TLS.to_vec();
+    pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+    let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.audit, AuditConfig::default(), "off by default");
+
+    pairs.push(("STRONGROOM_AUDIT_CHECKPOINT_FILE", "/var/log/cp.jsonl"));
+    let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.audit.checkpoint_interval,
+        Some(DEFAULT_CHECKPOINT_INTERVAL)
+    );
+    assert_eq!(
+        c.audit.checkpoint_file,
+        Some(PathBuf::from("/var/log/cp.jsonl"))
+    );
+
+    pairs.push(("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS", "0"));
+    let err = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_err();
+    assert_eq!(err.key, "audit.checkpoint_interval_secs");
+
+    let raw: RawConfig =
+        toml::from_str("[audit]\ncheckpoint_interval_secs = 60").unwrap_or_else(|e| panic!("{e}"));
+    let c = Config::from_raw(raw, &env(&pairs[..4])).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.audit.checkpoint_interval, Some(Duration::from_secs(60)));
+    assert_eq!(c.audit.checkpoint_file, None, "logged only");
+}
+
+#[test]
+fn namespace_depth_from_file_and_environment() {
+    let mut pairs = TLS.to_vec();
+    pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+    let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.identity.min_namespace_depth, 2, "default");
+    let raw = toml::from_str::<RawConfig>("[identity]\nmin_namespace_depth = 3\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = Config::from_raw(raw, &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.identity.min_namespace_depth, 3);
+    pairs.push(("STRONGROOM_MIN_NAMESPACE_DEPTH", "1"));
+    let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.identity.min_namespace_depth, 1);
+    pairs.push(("STRONGROOM_MIN_NAMESPACE_DEPTH", "0"));
+    let err = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_err();
+    assert_eq!(err.key, "identity.min_namespace_depth");
+}
+
+#[test]
+fn cache_ttl_is_read_and_bounded() {
+    let mut pairs = TLS.to_vec();
+    pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+    let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.limits.cache_ttl, Duration::from_secs(5));
+    assert_eq!(c.limits.credential_cache_ttl, Duration::from_secs(60));
+    pairs.push(("STRONGROOM_CACHE_TTL_MS", "750"));
+    let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.limits.cache_ttl, Duration::from_millis(750));
+    let raw: RawConfig =
+        toml::from_str("[cache]\nttl_ms = 600000").unwrap_or_else(|e| panic!("{e}"));
+    let err = Config::from_raw(raw, &env(&pairs[..4])).unwrap_err();
+    assert_eq!(err.key, "cache.ttl_ms");
+}
+
+#[test]
+fn tenant_share_leaves_the_reserve() {
+    let mut pairs = TLS.to_vec();
+    pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+    pairs.push(("STRONGROOM_DATABASE_URL", "postgres://app@127.0.0.1/db"));
+    let share = |extra: &[(&'static str, &'static str)]| {
+        let mut all = pairs.clone();
+        all.extend_from_slice(extra);
+        Config::from_raw(RawConfig::default(), &env(&all)).map(|c| match c.database {
+            Database::Postgres {
+                tenant_max_connections,
+                ..
+            } => tenant_max_connections,
+            Database::Sqlite { .. } => panic!("postgres expected"),
+        })
+    };
+    // 32 connections: 31 for calls, 7 of them kept back.
+    assert_eq!(share(&[]).unwrap_or_else(|e| panic!("{e}")), 23);
+    for (max, tenant, ok) in [
+        ("32", "24", true),
+        ("32", "25", false),
+        ("32", "32", false),
+        ("6", "4", true),
+        ("6", "5", false),
+        ("2", "1", true),
+    ] {
+        let got = share(&[
+            ("STRONGROOM_DATABASE_MAX_CONNECTIONS", max),
+            ("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", tenant),
+        ]);
+        match got {
+            Ok(n) => assert!(ok, "{max}/{tenant} accepted as {n}"),
+            Err(e) => {
+                assert!(!ok, "{max}/{tenant}: {e}");
+                assert_eq!(e.key, "database.tenant_max_connections");
+            }
+        }
+    }
+    // A listener of its own leaves the whole pool to calls.
+    let n = share(&[
+        ("STRONGROOM_DATABASE_MAX_CONNECTIONS", "6"),
+        ("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", "5"),
+        (
+            "STRONGROOM_DATABASE_LISTEN_URL",
+            "postgres://app@db-direct/db",
+        ),
+    ]);
+    assert_eq!(n.unwrap_or_else(|e| panic!("{e}")), 5);
+}
+
+#[test]
+fn unknown_file_keys_are_rejected() {
+    let err = toml::from_str::<RawConfig>("lisen = \"x\"").unwrap_err();
+    assert!(err.message().contains("lisen"));
+}
