@@ -1,6 +1,6 @@
 //! The storage port for audit chain heads and the platform-level chain.
 //!
-//! Tenant chains live with the tenant's data (see [`crate::store::Store`]);
+//! Tenant chains live with the tenant's data (see [`crate::store::AuditStore`]);
 //! this port adds what checkpoints and chain verification need: reading a
 //! chain's stored head, and the platform chain of events that belong to no
 //! tenant (failed authentication). The platform chain is hashed exactly like

@@ -1,5 +1,10 @@
-//! The storage port. Backends (Postgres, SQLite) implement [`Store`]; one
-//! conformance suite checks that they behave alike.
+//! The storage ports. Backends (Postgres, SQLite) implement one port per
+//! aggregate ([`MetaStore`], [`IdentityStore`], [`TenantStore`],
+//! [`EnvironmentStore`], [`PrincipalStore`], [`CredentialStore`],
+//! [`GrantStore`], [`AuditStore`] and [`ChainStore`]); [`Store`] is all of
+//! them, implemented for any type that implements each, and what the server
+//! holds (`Arc<dyn Store>`). One conformance suite checks that the backends
+//! behave alike.
 //!
 //! Every method that touches tenant data takes a [`TenantScope`] and confines
 //! itself to that tenant. Every mutating method takes the [`AuditDraft`] of
@@ -9,6 +14,7 @@
 use async_trait::async_trait;
 
 use crate::audit::{Action, AuditDraft, AuditEvent, Outcome};
+pub use crate::chains::ChainStore;
 use crate::credential::{Credential, CredentialFilter, StoredVersion};
 use crate::error::Result;
 use crate::ids::{BindingId, CredentialId, GrantId, PrincipalId, TenantId};
@@ -202,18 +208,59 @@ pub mod meta {
     pub const KDF_PARAMS: &str = "root_key_kdf_params";
 }
 
-/// Persistent storage of every tenant's data.
-#[async_trait]
-pub trait Store: crate::chains::ChainStore + Send + Sync + 'static {
-    // ---- server-wide ----
+/// Every storage port: what a backend implements (Postgres, SQLite, and
+/// wrappers such as the pool share), and what the server holds as
+/// `Arc<dyn Store>`. Implemented for every type that implements each
+/// aggregate's port; the methods are those of the ports, one per aggregate.
+pub trait Store:
+    MetaStore
+    + IdentityStore
+    + TenantStore
+    + EnvironmentStore
+    + PrincipalStore
+    + CredentialStore
+    + GrantStore
+    + AuditStore
+    + ChainStore
+    + Send
+    + Sync
+    + 'static
+{
+}
 
+impl<T> Store for T where
+    T: MetaStore
+        + IdentityStore
+        + TenantStore
+        + EnvironmentStore
+        + PrincipalStore
+        + CredentialStore
+        + GrantStore
+        + AuditStore
+        + ChainStore
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Server-wide metadata: small values that belong to no tenant (the root
+/// key's check value, its derivation parameters).
+#[async_trait]
+pub trait MetaStore: Send + Sync {
     /// Reads a server-wide metadata value (not tenant data; never secret).
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
 
     /// Stores a server-wide metadata value unless the key exists; returns
     /// whether it was stored.
     async fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> Result<bool>;
+}
 
+/// Which tenant and principal an identity stands for: the identity
+/// namespaces assigned to tenants, and the resolution of an identity
+/// through the bindings those namespaces cover.
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
     /// Finds the principals whose identity bindings match `identity`, with
     /// their tenants. Used only by the authenticator. Only enabled bindings
     /// that one of their tenant's identity namespaces covers count, so an
@@ -221,8 +268,32 @@ pub trait Store: crate::chains::ChainStore + Send + Sync + 'static {
     /// to.
     async fn resolve_identity(&self, identity: &str) -> Result<Vec<IdentityMatch>>;
 
-    // ---- platform ----
+    /// Replaces the identity namespaces of tenant `id`, under the same lock
+    /// and with the same overlap refusal as [`TenantStore::create_tenant`].
+    /// The tenant's bindings no longer inside its namespaces are disabled
+    /// (and those inside them again enabled) in the same transaction.
+    async fn set_identity_namespaces(
+        &self,
+        scope: &PlatformScope<'_>,
+        id: TenantId,
+        namespaces: &[IdentityPattern],
+        audit: AuditDraft,
+    ) -> Result<()>;
 
+    /// The identity namespaces of the tenants whose ids lie in `from..=to`,
+    /// by tenant id then pattern.
+    async fn identity_namespaces(
+        &self,
+        scope: &PlatformScope<'_>,
+        from: TenantId,
+        to: TenantId,
+    ) -> Result<Vec<(TenantId, IdentityPattern)>>;
+}
+
+/// Tenants: the registry a platform operator manages, each tenant's own
+/// record (status, settings) and its key-encryption keys.
+#[async_trait]
+pub trait TenantStore: Send + Sync {
     /// Creates a tenant with its first KEK, environments, identity
     /// namespaces and admin. `AlreadyExists` if the name is taken;
     /// `InvalidArgument` with [`crate::principal::NAMESPACE_OVERLAP`] if a
@@ -255,29 +326,6 @@ pub trait Store: crate::chains::ChainStore + Send + Sync + 'static {
         audit: AuditDraft,
     ) -> Result<Tenant>;
 
-    /// Replaces the identity namespaces of tenant `id`, under the same lock
-    /// and with the same overlap refusal as [`Store::create_tenant`]. The
-    /// tenant's bindings no longer inside its namespaces are disabled (and
-    /// those inside them again enabled) in the same transaction.
-    async fn set_identity_namespaces(
-        &self,
-        scope: &PlatformScope<'_>,
-        id: TenantId,
-        namespaces: &[IdentityPattern],
-        audit: AuditDraft,
-    ) -> Result<()>;
-
-    /// The identity namespaces of the tenants whose ids lie in `from..=to`,
-    /// by tenant id then pattern.
-    async fn identity_namespaces(
-        &self,
-        scope: &PlatformScope<'_>,
-        from: TenantId,
-        to: TenantId,
-    ) -> Result<Vec<(TenantId, IdentityPattern)>>;
-
-    // ---- tenant ----
-
     /// The scope's tenant as stored now.
     async fn tenant(&self, scope: &TenantScope<'_>) -> Result<Tenant>;
 
@@ -299,9 +347,12 @@ pub trait Store: crate::chains::ChainStore + Send + Sync + 'static {
         kek: &WrappedKekRecord,
         audit: AuditDraft,
     ) -> Result<Tenant>;
+}
 
-    // ---- environments ----
-
+/// A tenant's environments (`dev`, `production`, ...), which hold its
+/// credentials.
+#[async_trait]
+pub trait EnvironmentStore: Send + Sync {
     /// Adds an environment. `AlreadyExists` if present.
     async fn create_environment(
         &self,
@@ -321,9 +372,11 @@ pub trait Store: crate::chains::ChainStore + Send + Sync + 'static {
         environment: &Environment,
         audit: AuditDraft,
     ) -> Result<()>;
+}
 
-    // ---- principals and bindings ----
-
+/// A tenant's principals and the identity bindings that authenticate them.
+#[async_trait]
+pub trait PrincipalStore: Send + Sync {
     /// Adds a principal. `AlreadyExists` if its name is taken.
     async fn create_principal(
         &self,
@@ -379,9 +432,11 @@ pub trait Store: crate::chains::ChainStore + Send + Sync + 'static {
         id: BindingId,
         audit: AuditDraft,
     ) -> Result<()>;
+}
 
-    // ---- credentials ----
-
+/// A tenant's credentials: their metadata and their sealed versions.
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
     /// Stores a new credential with its first version (number 1).
     /// `AlreadyExists` if the name is taken in that environment; `NotFound`
     /// if the environment does not exist.
@@ -467,9 +522,11 @@ pub trait Store: crate::chains::ChainStore + Send + Sync + 'static {
         id: CredentialId,
         audit: AuditDraft,
     ) -> Result<Credential>;
+}
 
-    // ---- grants ----
-
+/// A tenant's grants: who may do what with which credentials.
+#[async_trait]
+pub trait GrantStore: Send + Sync {
     /// Stores a grant.
     async fn create_grant(
         &self,
@@ -504,9 +561,13 @@ pub trait Store: crate::chains::ChainStore + Send + Sync + 'static {
         scope: &TenantScope<'_>,
         principal: &Principal,
     ) -> Result<Vec<Grant>>;
+}
 
-    // ---- audit ----
-
+/// A tenant's audit chain: appending events (every reveal and denial, each
+/// checked at commit where it must be), querying them, and the notices of
+/// committed state changes that caches follow.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     /// Links `draft` into the tenant's chain and stores it durably.
     async fn append_audit(&self, scope: &TenantScope<'_>, draft: AuditDraft) -> Result<AuditEvent>;
 

@@ -1,236 +1,208 @@
-//! [`ChainStore`](strongroom_core::chains::ChainStore) for both backends:
-//! reading chain heads, and the platform-level chain (its own tables,
-//! outside tenant row-level security; see migration
-//! `20261206000002_audit_checkpoints`). One append at a time: each locks the
-//! platform head (Postgres `FOR UPDATE`; SQLite's write lock), so the chain
-//! never forks. Platform events are rare (failed authentication, coalesced
-//! by the server), so they skip the group committer.
+//! Chain heads and the platform chain ([`ChainStore`]): reading chain
+//! heads, and the platform-level chain of events that belong to no tenant
+//! (its own tables, outside tenant row-level security; see migration
+//! `20261206000002_audit_checkpoints`). One append at a time: each locks
+//! the platform head (the dialect's [`Dialect::LOCK_PLATFORM_HEAD`]), so
+//! the chain never forks. Platform events are rare (failed authentication,
+//! coalesced by the server), so they skip the group committer.
 
-/// Reads a `(sequence, hash)` row as a chain head.
-pub(crate) fn head_of(
-    sequence: i64,
-    hash: &[u8],
-) -> strongroom_core::Result<strongroom_core::audit::ChainHead> {
-    Ok(strongroom_core::audit::ChainHead {
-        sequence: u64::try_from(sequence)
-            .map_err(|_| strongroom_core::Error::internal("stored audit sequence is not valid"))?,
-        hash: hash
-            .try_into()
-            .map_err(|_| strongroom_core::Error::internal("stored audit head hash is not valid"))?,
-    })
-}
+use async_trait::async_trait;
+use strongroom_core::Result;
+use strongroom_core::audit::{AuditDraft, AuditEvent, ChainHead, PLATFORM_CHAIN};
+use strongroom_core::chains::ChainStore;
+use strongroom_core::ids::TenantId;
+use strongroom_core::page::{Page, PageRequest};
+use strongroom_core::scope::{PlatformScope, TenantScope};
+use strongroom_core::store::AuditFilter;
 
-macro_rules! chain_store_impl {
-    ($store:ty, $db:ty) => {
-        #[async_trait::async_trait]
-        impl strongroom_core::chains::ChainStore for $store {
-            async fn audit_head(
-                &self,
-                scope: &strongroom_core::scope::TenantScope<'_>,
-            ) -> strongroom_core::Result<strongroom_core::audit::ChainHead> {
-                let mut tx = self.tenant_tx(scope.tenant_id(), false).await?;
-                let (sequence, hash): (i64, Vec<u8>) =
-                    sqlx::query_as("SELECT sequence, hash FROM audit_heads WHERE tenant_id = $1")
-                        .bind(scope.tenant_id().as_uuid())
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(crate::error::db("audit chain head"))?;
-                tx.commit().await.map_err(crate::error::db("audit chain head"))?;
-                crate::chains::head_of(sequence, &hash)
-            }
+use crate::audit::{bind_event, events_page, push_common_filters, sequence_cursor};
+use crate::dialect::{Dialect, SqlBuilder};
+use crate::error::db;
+use crate::rows::{AuditRow, ChainHeadRow, EventRow, HeadRow, audit_columns};
+use crate::store::SqlStore;
 
-            async fn audit_heads(
-                &self,
-                tenant: Option<strongroom_core::ids::TenantId>,
-            ) -> strongroom_core::Result<
-                Vec<(strongroom_core::ids::TenantId, strongroom_core::audit::ChainHead)>,
-            > {
-                let mut tx = self.platform_tx(None, false).await?;
-                let rows: Vec<(uuid::Uuid, i64, Vec<u8>)> = match tenant {
-                    Some(t) => sqlx::query_as(
-                        "SELECT tenant_id, sequence, hash FROM audit_heads WHERE tenant_id = $1",
-                    )
+/// Tenant `$1`'s chain head.
+const HEAD: &str = "SELECT sequence, hash FROM audit_heads WHERE tenant_id = $1";
+
+/// Tenant `$1`'s chain head, with its tenant.
+const TENANT_HEAD: &str = "SELECT tenant_id, sequence, hash FROM audit_heads WHERE tenant_id = $1";
+
+/// Every tenant's chain head, by tenant.
+const HEADS: &str = "SELECT tenant_id, sequence, hash FROM audit_heads ORDER BY tenant_id";
+
+/// Event `$2` of tenant `$1`'s chain.
+const EVENT_AT: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit_events WHERE tenant_id = $1 AND sequence = $2"
+);
+
+/// The platform chain's head.
+const PLATFORM_HEAD: &str = "SELECT sequence, hash FROM platform_audit_heads WHERE id = 1";
+
+/// Inserts one platform event: `$1`..`$21` in [`audit_columns!`] order.
+const PLATFORM_INSERT: &str = concat!(
+    "INSERT INTO platform_audit_events (",
+    audit_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+     $18, $19, $20, $21)"
+);
+
+/// Advances the platform chain's head to sequence `$1`, hash `$2`.
+const PLATFORM_ADVANCE: &str =
+    "UPDATE platform_audit_heads SET sequence = $1, hash = $2 WHERE id = 1";
+
+/// Platform event `$1`.
+const PLATFORM_EVENT_AT: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM platform_audit_events WHERE sequence = $1"
+);
+
+/// Up to `$2` platform events after sequence `$1`, in order.
+const PLATFORM_AFTER: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM platform_audit_events WHERE sequence > $1 ORDER BY sequence LIMIT $2"
+);
+
+/// Platform events before sequence `$1` (the filters follow).
+const PLATFORM_EVENTS: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM platform_audit_events WHERE sequence < "
+);
+
+#[async_trait]
+impl<D: Dialect> ChainStore for SqlStore<D> {
+    async fn audit_head(&self, scope: &TenantScope<'_>) -> Result<ChainHead> {
+        let tenant = scope.tenant_id();
+        let mut tx = self.tenant_tx(tenant, false).await?;
+        let head: HeadRow = D::query(HEAD)
+            .bind(tenant.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("audit chain head"))?;
+        tx.commit().await.map_err(db("audit chain head"))?;
+        head.try_into()
+    }
+
+    async fn audit_heads(&self, tenant: Option<TenantId>) -> Result<Vec<(TenantId, ChainHead)>> {
+        let mut tx = self.platform_tx(None, false).await?;
+        let rows: Vec<ChainHeadRow> = match tenant {
+            Some(t) => {
+                D::query(TENANT_HEAD)
                     .bind(t.as_uuid())
                     .fetch_all(&mut *tx)
-                    .await,
-                    None => sqlx::query_as(
-                        "SELECT tenant_id, sequence, hash FROM audit_heads ORDER BY tenant_id",
-                    )
-                    .fetch_all(&mut *tx)
-                    .await,
-                }
-                .map_err(crate::error::db("audit chain head"))?;
-                tx.commit().await.map_err(crate::error::db("audit chain head"))?;
-                rows.into_iter()
-                    .map(|(t, s, h)| {
-                        Ok((
-                            strongroom_core::ids::TenantId::from_uuid(t),
-                            crate::chains::head_of(s, &h)?,
-                        ))
-                    })
-                    .collect()
-            }
-
-            async fn chain_event_at(
-                &self,
-                tenant: Option<strongroom_core::ids::TenantId>,
-                sequence: u64,
-            ) -> strongroom_core::Result<Option<strongroom_core::audit::AuditEvent>> {
-                let sequence = i64::try_from(sequence).unwrap_or(i64::MAX);
-                let row: Option<crate::rows::AuditRow> = match tenant {
-                    Some(t) => {
-                        let mut tx = self.tenant_tx(t, false).await?;
-                        let row = sqlx::query_as(concat!(
-                            "SELECT ", crate::shared::audit_cols!(),
-                            " FROM audit_events WHERE tenant_id = $1 AND sequence = $2"
-                        ))
-                        .bind(t.as_uuid())
-                        .bind(sequence)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(crate::error::db("audit event"))?;
-                        tx.commit().await.map_err(crate::error::db("audit event"))?;
-                        row
-                    }
-                    None => {
-                        // Platform mode: row-level security shows the
-                        // platform chain to nothing else.
-                        let mut tx = self.platform_tx(None, false).await?;
-                        let row = sqlx::query_as(concat!(
-                            "SELECT ", crate::shared::audit_cols!(),
-                            " FROM platform_audit_events WHERE sequence = $1"
-                        ))
-                        .bind(sequence)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(crate::error::db("platform audit event"))?;
-                        tx.commit().await.map_err(crate::error::db("platform audit event"))?;
-                        row
-                    }
-                };
-                row.map(TryInto::try_into).transpose()
-            }
-
-            async fn append_platform_audit(
-                &self,
-                draft: strongroom_core::audit::AuditDraft,
-            ) -> strongroom_core::Result<strongroom_core::audit::AuditEvent> {
-                use crate::error::db;
-                let mut tx = self.platform_tx(None, true).await?;
-                let head_sql = if Self::LOCK.is_empty() {
-                    "SELECT sequence, hash FROM platform_audit_heads WHERE id = 1"
-                } else {
-                    "SELECT sequence, hash FROM platform_audit_heads WHERE id = 1 FOR UPDATE"
-                };
-                let (sequence, hash): (i64, Vec<u8>) = sqlx::query_as(head_sql)
-                    .fetch_one(&mut *tx)
                     .await
-                    .map_err(db("platform audit chain head"))?;
-                let head = crate::chains::head_of(sequence, &hash)?;
-                let event = draft.seal(
-                    strongroom_core::audit::PLATFORM_CHAIN,
-                    head.sequence + 1,
-                    head.hash,
-                );
-                let seq = i64::try_from(event.sequence)
-                    .map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?;
-                let insert = sqlx::query(concat!(
-                    "INSERT INTO platform_audit_events (",
-                    crate::shared::audit_cols!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
-                ));
-                crate::shared::bind_audit_event!(insert, event.tenant.as_uuid(), &event)?
-                .execute(&mut *tx)
-                .await
-                .map_err(db("platform audit event"))?;
-                sqlx::query("UPDATE platform_audit_heads SET sequence = $1, hash = $2 WHERE id = 1")
-                    .bind(seq)
-                    .bind(event.hash.as_slice())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("platform audit chain head"))?;
-                tx.commit().await.map_err(db("platform audit event"))?;
-                Ok(event)
             }
+            None => D::query(HEADS).fetch_all(&mut *tx).await,
+        }
+        .map_err(db("audit chain head"))?;
+        tx.commit().await.map_err(db("audit chain head"))?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
 
-            async fn platform_audit_head(
-                &self,
-            ) -> strongroom_core::Result<strongroom_core::audit::ChainHead> {
+    async fn chain_event_at(
+        &self,
+        tenant: Option<TenantId>,
+        sequence: u64,
+    ) -> Result<Option<AuditEvent>> {
+        let sequence = i64::try_from(sequence).unwrap_or(i64::MAX);
+        let row: Option<AuditRow> = match tenant {
+            Some(t) => {
+                let mut tx = self.tenant_tx(t, false).await?;
+                let row = D::query(EVENT_AT)
+                    .bind(t.as_uuid())
+                    .bind(sequence)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("audit event"))?;
+                tx.commit().await.map_err(db("audit event"))?;
+                row
+            }
+            None => {
                 // Platform mode: row-level security shows the platform
                 // chain to nothing else.
                 let mut tx = self.platform_tx(None, false).await?;
-                let (sequence, hash): (i64, Vec<u8>) =
-                    sqlx::query_as("SELECT sequence, hash FROM platform_audit_heads WHERE id = 1")
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(crate::error::db("platform audit chain head"))?;
-                tx.commit().await.map_err(crate::error::db("platform audit chain head"))?;
-                crate::chains::head_of(sequence, &hash)
-            }
-
-            async fn platform_audit_after(
-                &self,
-                after: u64,
-                limit: u32,
-            ) -> strongroom_core::Result<Vec<strongroom_core::audit::AuditEvent>> {
-                let mut tx = self.platform_tx(None, false).await?;
-                let rows: Vec<crate::rows::AuditRow> = sqlx::query_as(concat!(
-                    "SELECT ", crate::shared::audit_cols!(),
-                    " FROM platform_audit_events WHERE sequence > $1 ORDER BY sequence LIMIT $2"
-                ))
-                .bind(i64::try_from(after).unwrap_or(i64::MAX))
-                .bind(i64::from(limit))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(crate::error::db("platform audit event"))?;
-                tx.commit().await.map_err(crate::error::db("platform audit event"))?;
-                rows.into_iter().map(TryInto::try_into).collect()
-            }
-
-            async fn query_platform_audit(
-                &self,
-                _scope: &strongroom_core::scope::PlatformScope<'_>,
-                filter: &strongroom_core::store::AuditFilter,
-                page: &strongroom_core::page::PageRequest,
-            ) -> strongroom_core::Result<strongroom_core::page::Page<strongroom_core::audit::AuditEvent>> {
-                let before = match &page.after {
-                    None => i64::MAX,
-                    Some(t) => t
-                        .parse::<i64>()
-                        .map_err(|_| strongroom_core::Error::invalid("page_token", "is not a valid page token"))?,
-                };
-                let mut q = sqlx::QueryBuilder::<$db>::new(concat!(
-                    "SELECT ", crate::shared::audit_cols!(), " FROM platform_audit_events WHERE sequence < "
-                ));
-                q.push_bind(before);
-                if let Some(a) = filter.action {
-                    q.push(" AND action = ").push_bind(a.as_str());
-                }
-                if let Some(o) = filter.outcome {
-                    q.push(" AND outcome = ").push_bind(o.as_str());
-                }
-                if let Some(t) = filter.since {
-                    q.push(" AND at >= ").push_bind(t.as_micros());
-                }
-                if let Some(t) = filter.until {
-                    q.push(" AND at < ").push_bind(t.as_micros());
-                }
-                q.push(" ORDER BY sequence DESC LIMIT ").push_bind(page.fetch_limit());
-                let mut tx = self.platform_tx(None, false).await?;
-                let rows: Vec<crate::rows::AuditRow> = q
-                    .build_query_as()
-                    .fetch_all(&mut *tx)
+                let row = D::query(PLATFORM_EVENT_AT)
+                    .bind(sequence)
+                    .fetch_optional(&mut *tx)
                     .await
-                    .map_err(crate::error::db("platform audit event"))?;
-                tx.commit().await.map_err(crate::error::db("platform audit event"))?;
-                let items = rows
-                    .into_iter()
-                    .map(TryInto::try_into)
-                    .collect::<strongroom_core::Result<Vec<strongroom_core::audit::AuditEvent>>>()?;
-                Ok(strongroom_core::page::Page::from_rows(items, page.size, |e| e.sequence.to_string()))
+                    .map_err(db("platform audit event"))?;
+                tx.commit().await.map_err(db("platform audit event"))?;
+                row
             }
-        }
-    };
-}
+        };
+        row.map(TryInto::try_into).transpose()
+    }
 
-pub(crate) use chain_store_impl;
+    async fn append_platform_audit(&self, draft: AuditDraft) -> Result<AuditEvent> {
+        let mut tx = self.platform_tx(None, true).await?;
+        let head: HeadRow = D::query(D::LOCK_PLATFORM_HEAD)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("platform audit chain head"))?;
+        let head = ChainHead::try_from(head)?;
+        let event = draft.seal(PLATFORM_CHAIN, head.sequence + 1, head.hash);
+        let row = EventRow::of(&event)?;
+        let sequence = row.sequence;
+        bind_event(D::query(PLATFORM_INSERT), row)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("platform audit event"))?;
+        D::query(PLATFORM_ADVANCE)
+            .bind(sequence)
+            .bind(event.hash.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("platform audit chain head"))?;
+        tx.commit().await.map_err(db("platform audit event"))?;
+        Ok(event)
+    }
+
+    async fn platform_audit_head(&self) -> Result<ChainHead> {
+        // Platform mode: row-level security shows the platform chain to
+        // nothing else.
+        let mut tx = self.platform_tx(None, false).await?;
+        let head: HeadRow = D::query(PLATFORM_HEAD)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("platform audit chain head"))?;
+        tx.commit().await.map_err(db("platform audit chain head"))?;
+        head.try_into()
+    }
+
+    async fn platform_audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditEvent>> {
+        let mut tx = self.platform_tx(None, false).await?;
+        let rows: Vec<AuditRow> = D::query(PLATFORM_AFTER)
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("platform audit event"))?;
+        tx.commit().await.map_err(db("platform audit event"))?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    async fn query_platform_audit(
+        &self,
+        _scope: &PlatformScope<'_>,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>> {
+        let before = sequence_cursor(page)?;
+        let mut q = SqlBuilder::<D>::new(PLATFORM_EVENTS);
+        q.push_bind(before);
+        push_common_filters(&mut q, filter);
+        q.push(" ORDER BY sequence DESC LIMIT ")
+            .push_bind(page.fetch_limit());
+        let mut tx = self.platform_tx(None, false).await?;
+        let rows: Vec<AuditRow> = q
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("platform audit event"))?;
+        tx.commit().await.map_err(db("platform audit event"))?;
+        events_page(rows, page)
+    }
+}

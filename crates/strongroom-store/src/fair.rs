@@ -43,7 +43,10 @@ use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::policy::Grant;
 use strongroom_core::principal::{IdentityBinding, IdentityPattern, Principal, PrincipalStatus};
 use strongroom_core::scope::{IdentityMatch, PlatformScope, TenantScope};
-use strongroom_core::store::{AuditFilter, Change, GrantFilter, NewTenant, RevealCheck, Store};
+use strongroom_core::store::{
+    AuditFilter, AuditStore, Change, CredentialStore, EnvironmentStore, GrantFilter, GrantStore,
+    IdentityStore, MetaStore, NewTenant, PrincipalStore, RevealCheck, Store, TenantStore,
+};
 use strongroom_core::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
 use strongroom_core::{Error, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -253,7 +256,7 @@ impl<S: Store> ChainStore for FairShare<S> {
 }
 
 #[async_trait]
-impl<S: Store> Store for FairShare<S> {
+impl<S: Store> MetaStore for FairShare<S> {
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.inner.get_meta(key).await
     }
@@ -261,7 +264,10 @@ impl<S: Store> Store for FairShare<S> {
     async fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> Result<bool> {
         self.inner.put_meta_if_absent(key, value).await
     }
+}
 
+#[async_trait]
+impl<S: Store> IdentityStore for FairShare<S> {
     async fn resolve_identity(&self, identity: &str) -> Result<Vec<IdentityMatch>> {
         self.inner.resolve_identity(identity).await
     }
@@ -286,7 +292,10 @@ impl<S: Store> Store for FairShare<S> {
     ) -> Result<Vec<(TenantId, IdentityPattern)>> {
         self.inner.identity_namespaces(scope, from, to).await
     }
+}
 
+#[async_trait]
+impl<S: Store> TenantStore for FairShare<S> {
     async fn create_tenant(
         &self,
         scope: &PlatformScope<'_>,
@@ -349,7 +358,10 @@ impl<S: Store> Store for FairShare<S> {
         let _share = self.share(scope.tenant_id()).await?;
         self.inner.add_kek(scope, kek, audit).await
     }
+}
 
+#[async_trait]
+impl<S: Store> EnvironmentStore for FairShare<S> {
     async fn create_environment(
         &self,
         scope: &TenantScope<'_>,
@@ -378,7 +390,10 @@ impl<S: Store> Store for FairShare<S> {
             .delete_environment(scope, environment, audit)
             .await
     }
+}
 
+#[async_trait]
+impl<S: Store> PrincipalStore for FairShare<S> {
     async fn create_principal(
         &self,
         scope: &TenantScope<'_>,
@@ -445,7 +460,10 @@ impl<S: Store> Store for FairShare<S> {
         let _share = self.share(scope.tenant_id()).await?;
         self.inner.delete_binding(scope, id, audit).await
     }
+}
 
+#[async_trait]
+impl<S: Store> CredentialStore for FairShare<S> {
     async fn create_credential(
         &self,
         scope: &TenantScope<'_>,
@@ -555,7 +573,10 @@ impl<S: Store> Store for FairShare<S> {
         let _share = self.share(scope.tenant_id()).await?;
         self.inner.destroy_credential(scope, id, audit).await
     }
+}
 
+#[async_trait]
+impl<S: Store> GrantStore for FairShare<S> {
     async fn create_grant(
         &self,
         scope: &TenantScope<'_>,
@@ -599,7 +620,10 @@ impl<S: Store> Store for FairShare<S> {
         let _share = self.share(scope.tenant_id()).await?;
         self.inner.grants_for(scope, principal).await
     }
+}
 
+#[async_trait]
+impl<S: Store> AuditStore for FairShare<S> {
     // The audit appends are not counted (see the type's doc) and are the
     // reveal path: they hand back the inner store's future itself rather
     // than wrapping it in one more boxed future.

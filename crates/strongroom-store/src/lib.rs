@@ -2,29 +2,37 @@
 //!
 //! [`PgStore`] (production: any number of servers share one Postgres, with
 //! row-level security enforcing the tenant boundary in the database) and
-//! [`SqliteStore`] (single node, embedded) implement
-//! [`strongroom_core::store::Store`] from one shared body of SQL, so both
-//! behave alike; the conformance suite in `tests/` runs every case against
-//! both.
+//! [`SqliteStore`] (single node, embedded) are one [`SqlStore`] over two
+//! dialects; they implement [`strongroom_core::store::Store`] from one
+//! shared body of SQL, so both behave alike. The conformance suite in
+//! `tests/` runs every case against both.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
-mod batch;
+mod audit;
 mod chains;
+mod credentials;
+mod dialect;
+mod environments;
 mod error;
 mod fair;
-mod namespaces;
-mod pg_events;
+mod grants;
+mod group_commit;
+mod identity;
+mod meta;
 mod postgres;
+mod principals;
 mod rows;
-mod shared;
 mod sqlite;
+mod store;
+mod tenants;
 
 pub use fair::{FairShare, pool_reserve};
-pub use namespaces::DerivedNamespace;
+pub use identity::DerivedNamespace;
 #[cfg(feature = "fault-injection")]
 pub use postgres::LostReply;
 pub use postgres::{APP_ROLE, PgStore};
 pub use sqlite::SqliteStore;
+pub use store::SqlStore;
 
 /// Migrations of the Postgres schema (run by `strongroomd migrate` with an
 /// administrative connection).

@@ -1,9 +1,16 @@
-//! Rows as both backends store them, and their conversion to domain types.
-//! Stored text is parsed again on the way out, so a corrupted row surfaces as
-//! an internal error instead of an invalid domain value.
+//! Rows as both backends store them: each table's column list (in the
+//! order its row type and its inserts use), the row types read, their
+//! conversion to domain types, and [`EventRow`], the one place an audit
+//! event becomes the values of its columns. Stored text is parsed again on
+//! the way out, so a corrupted row surfaces as an internal error instead of
+//! an invalid domain value.
+//!
+//! The column lists are macros (each expands to one string literal) so the
+//! statements of the aggregate modules can be `const`s built with
+//! `concat!`.
 
 use sqlx::FromRow;
-use strongroom_core::audit::{Action, AuditDraft, AuditEvent, Outcome};
+use strongroom_core::audit::{Action, AuditDraft, AuditEvent, ChainHead, Outcome};
 use strongroom_core::credential::{
     Credential, CredentialStatus, InjectionTemplate, RotationPolicy, StoredVersion,
 };
@@ -15,6 +22,7 @@ use strongroom_core::policy::{Capabilities, Destination, Grant, GrantSubject, Se
 use strongroom_core::principal::{
     IdentityBinding, IdentityPattern, Principal, PrincipalStatus, Role,
 };
+use strongroom_core::store::DisabledBinding;
 use strongroom_core::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
 use strongroom_core::time::Timestamp;
 use strongroom_core::value::CredentialType;
@@ -45,8 +53,16 @@ pub(crate) fn version_i32(v: u32) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::invalid("version", "is out of range"))
 }
 
+/// The columns of `tenants`, as [`TenantRow`] reads them.
+macro_rules! tenant_columns {
+    () => {
+        "id, name, status, settings, current_kek_version, created_at"
+    };
+}
+pub(crate) use tenant_columns;
+
 #[derive(FromRow)]
-pub(crate) struct TenantRow {
+pub struct TenantRow {
     pub id: Uuid,
     pub name: String,
     pub status: String,
@@ -70,7 +86,7 @@ impl TryFrom<TenantRow> for Tenant {
 }
 
 #[derive(FromRow)]
-pub(crate) struct KekRow {
+pub struct KekRow {
     pub tenant_id: Uuid,
     pub version: i32,
     pub wrapped: Vec<u8>,
@@ -89,8 +105,16 @@ impl TryFrom<KekRow> for WrappedKekRecord {
     }
 }
 
+/// The columns of `principals`, as [`PrincipalRow`] reads them.
+macro_rules! principal_columns {
+    () => {
+        "tenant_id, id, name, role, environments, description, status, created_at"
+    };
+}
+pub(crate) use principal_columns;
+
 #[derive(FromRow)]
-pub(crate) struct PrincipalRow {
+pub struct PrincipalRow {
     pub tenant_id: Uuid,
     pub id: Uuid,
     pub name: String,
@@ -119,7 +143,7 @@ impl TryFrom<PrincipalRow> for Principal {
 
 /// A binding joined with its principal and tenant, for authentication.
 #[derive(FromRow)]
-pub(crate) struct IdentityMatchRow {
+pub struct IdentityMatchRow {
     pub binding_id: Uuid,
     pub kind: String,
     pub pattern: String,
@@ -167,8 +191,17 @@ pub(crate) fn pattern_parts(p: &IdentityPattern) -> (&'static str, &str) {
     }
 }
 
+/// The columns of `identity_bindings` that [`BindingRow`] reads (and a new
+/// binding is inserted with).
+macro_rules! binding_columns {
+    () => {
+        "tenant_id, id, principal_id, kind, pattern, created_at"
+    };
+}
+pub(crate) use binding_columns;
+
 #[derive(FromRow)]
-pub(crate) struct BindingRow {
+pub struct BindingRow {
     pub tenant_id: Uuid,
     pub id: Uuid,
     pub principal_id: Uuid,
@@ -190,8 +223,18 @@ impl TryFrom<BindingRow> for IdentityBinding {
     }
 }
 
+/// The columns of `credentials`, as [`CredentialRow`] reads them.
+macro_rules! credential_columns {
+    () => {
+        "tenant_id, id, environment, name, service, kind, description, tags, scopes, owner, \
+         status, current_version, latest_version, rotated_at, created_at, updated_at, \
+         expires_at, revoked_at, revoke_reason, destroyed_at, rotation, injection, created_by"
+    };
+}
+pub(crate) use credential_columns;
+
 #[derive(FromRow)]
-pub(crate) struct CredentialRow {
+pub struct CredentialRow {
     pub tenant_id: Uuid,
     pub id: Uuid,
     pub environment: String,
@@ -255,8 +298,17 @@ impl TryFrom<CredentialRow> for Credential {
     }
 }
 
+/// The columns of `credential_versions` but its tenant, as [`VersionRow`]
+/// reads them.
+macro_rules! version_columns {
+    () => {
+        "credential_id, version, envelope, kek_version, created_at, created_by"
+    };
+}
+pub(crate) use version_columns;
+
 #[derive(FromRow)]
-pub(crate) struct VersionRow {
+pub struct VersionRow {
     pub credential_id: Uuid,
     pub version: i32,
     pub envelope: Option<Vec<u8>>,
@@ -279,8 +331,17 @@ impl TryFrom<VersionRow> for StoredVersion {
     }
 }
 
+/// The columns of `grants`, as [`GrantRow`] reads them.
+macro_rules! grant_columns {
+    () => {
+        "tenant_id, id, subject_kind, subject, selector, environments, capabilities, \
+         destinations, expires_at, reason, granted_by, created_at"
+    };
+}
+pub(crate) use grant_columns;
+
 #[derive(FromRow)]
-pub(crate) struct GrantRow {
+pub struct GrantRow {
     pub tenant_id: Uuid,
     pub id: Uuid,
     pub subject_kind: String,
@@ -332,8 +393,19 @@ impl TryFrom<GrantRow> for Grant {
     }
 }
 
+/// The columns of `audit_events` and `platform_audit_events`, as
+/// [`AuditRow`] reads them and [`EventRow`] holds them.
+macro_rules! audit_columns {
+    () => {
+        "tenant_id, sequence, id, at, principal_id, actor, on_behalf_of, action, credential_id, \
+         credential_name, version, environment, purpose, outcome, reason_code, peer, request_id, \
+         trace_id, detail, prev_hash, hash"
+    };
+}
+pub(crate) use audit_columns;
+
 #[derive(FromRow)]
-pub(crate) struct AuditRow {
+pub struct AuditRow {
     pub tenant_id: Uuid,
     pub sequence: i64,
     pub id: Uuid,
@@ -390,4 +462,152 @@ impl TryFrom<AuditRow> for AuditEvent {
             hash: hash32(&r.hash)?,
         })
     }
+}
+
+/// One sealed audit event as the values of its columns, in
+/// [`audit_columns!`] order: every insert of events (one at a time, or a
+/// batch's on either backend) binds these, destructured, so a column added
+/// here fails to compile until every insert binds it.
+pub(crate) struct EventRow<'a> {
+    /// The chain: the tenant's id, or the platform chain's.
+    pub chain: Uuid,
+    pub sequence: i64,
+    pub id: Uuid,
+    pub at: i64,
+    pub principal: Option<Uuid>,
+    pub actor: &'a str,
+    pub on_behalf_of: Option<&'a str>,
+    pub action: &'static str,
+    pub credential: Option<Uuid>,
+    pub credential_name: Option<&'a str>,
+    pub version: Option<i32>,
+    pub environment: Option<&'a str>,
+    pub purpose: Option<&'a str>,
+    pub outcome: &'static str,
+    pub reason_code: &'a str,
+    pub peer: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
+    pub detail: Option<&'a str>,
+    pub prev_hash: &'a [u8],
+    pub hash: &'a [u8],
+}
+
+impl<'a> EventRow<'a> {
+    /// The columns of `event` (its sequence or version may not fit).
+    pub fn of(event: &'a AuditEvent) -> Result<Self> {
+        let d = &event.draft;
+        Ok(Self {
+            chain: event.tenant.as_uuid(),
+            sequence: i64::try_from(event.sequence)
+                .map_err(|_| Error::internal("audit sequence overflow"))?,
+            id: d.id.as_uuid(),
+            at: d.at.as_micros(),
+            principal: d.principal.map(|p| p.as_uuid()),
+            actor: d.actor.as_str(),
+            on_behalf_of: d.on_behalf_of.as_deref(),
+            action: d.action.as_str(),
+            credential: d.credential.map(|c| c.as_uuid()),
+            credential_name: d.credential_name.as_deref(),
+            version: d.version.map(version_i32).transpose()?,
+            environment: d.environment.as_deref(),
+            purpose: d.purpose.as_deref(),
+            outcome: d.outcome.as_str(),
+            reason_code: d.reason_code.as_str(),
+            peer: d.peer.as_deref(),
+            request_id: d.request_id.as_deref(),
+            trace_id: d.trace_id.as_deref(),
+            detail: d.detail.as_deref(),
+            prev_hash: event.prev_hash.as_slice(),
+            hash: event.hash.as_slice(),
+        })
+    }
+}
+
+/// A chain head as stored: `(sequence, hash)`.
+#[derive(FromRow)]
+pub struct HeadRow {
+    pub sequence: i64,
+    pub hash: Vec<u8>,
+}
+
+impl TryFrom<HeadRow> for ChainHead {
+    type Error = Error;
+    fn try_from(r: HeadRow) -> Result<Self> {
+        Ok(ChainHead {
+            sequence: u64::try_from(r.sequence).map_err(|_| corrupt("audit sequence"))?,
+            hash: hash32(&r.hash)?,
+        })
+    }
+}
+
+/// A tenant chain's head with its tenant.
+#[derive(FromRow)]
+pub struct ChainHeadRow {
+    pub tenant_id: Uuid,
+    pub sequence: i64,
+    pub hash: Vec<u8>,
+}
+
+impl TryFrom<ChainHeadRow> for (TenantId, ChainHead) {
+    type Error = Error;
+    fn try_from(r: ChainHeadRow) -> Result<Self> {
+        let head = ChainHead::try_from(HeadRow {
+            sequence: r.sequence,
+            hash: r.hash,
+        })?;
+        Ok((TenantId::from_uuid(r.tenant_id), head))
+    }
+}
+
+/// An identity namespace with its tenant.
+#[derive(FromRow)]
+pub struct NamespaceRow {
+    pub tenant_id: Uuid,
+    pub kind: String,
+    pub pattern: String,
+}
+
+impl TryFrom<NamespaceRow> for (TenantId, IdentityPattern) {
+    type Error = Error;
+    fn try_from(r: NamespaceRow) -> Result<Self> {
+        Ok((
+            TenantId::from_uuid(r.tenant_id),
+            pattern(&r.kind, r.pattern)?,
+        ))
+    }
+}
+
+/// A disabled identity binding with its tenant's name and the reason.
+#[derive(FromRow)]
+pub struct DisabledBindingRow {
+    pub tenant_id: Uuid,
+    pub tenant_name: String,
+    pub id: Uuid,
+    pub kind: String,
+    pub pattern: String,
+    pub disabled_reason: String,
+}
+
+impl TryFrom<DisabledBindingRow> for DisabledBinding {
+    type Error = Error;
+    fn try_from(r: DisabledBindingRow) -> Result<Self> {
+        Ok(DisabledBinding {
+            tenant: TenantId::from_uuid(r.tenant_id),
+            tenant_name: r.tenant_name,
+            binding: BindingId::from_uuid(r.id),
+            pattern: pattern(&r.kind, r.pattern)?,
+            reason: r.disabled_reason,
+        })
+    }
+}
+
+/// An identity namespace the namespaces migration derived, with its
+/// tenant's name.
+#[derive(FromRow)]
+pub struct DerivedNamespaceRow {
+    pub tenant_id: Uuid,
+    pub tenant_name: String,
+    pub kind: String,
+    pub pattern: String,
 }

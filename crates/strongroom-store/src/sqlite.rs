@@ -1,59 +1,44 @@
-//! SQLite backend: the embedded single-node store. Writes take the database
-//! lock up front (`BEGIN IMMEDIATE`) so concurrent writers queue on the busy
+//! SQLite: the embedded single-node backend. Writes take the database lock
+//! up front (`BEGIN IMMEDIATE`) so concurrent writers queue on the busy
 //! timeout instead of failing a lock upgrade; WAL lets readers proceed.
+//! Having one writer at a time, it needs no row or table locks; having one
+//! server per database, it announces no changes; its statements being
+//! local calls, it has no bulk or one-round-trip paths to save round trips
+//! (the dialect's defaults).
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
+
+use sqlx::query::Query;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
+use strongroom_core::audit::AuditEvent;
 use strongroom_core::ids::TenantId;
 use strongroom_core::store::Change;
 use strongroom_core::{Error, Result};
 use tokio::sync::broadcast;
 
-use crate::batch::Committers;
-
+use crate::dialect::{Dialect, NamespaceLock};
 use crate::error::db;
+use crate::group_commit::Head;
+use crate::group_commit::checks::{
+    BindingState, CheckIds, CredentialState, GrantState, PrincipalState, States,
+};
+use crate::rows::{EventRow, audit_columns};
+use crate::store::SqlStore;
 
 /// The SQLite store.
-#[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-    committers: Arc<Committers>,
-    changes: broadcast::Sender<Change>,
-}
+pub type SqliteStore = SqlStore<Sqlite>;
 
-impl std::fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").finish_non_exhaustive()
-    }
-}
-
-impl SqliteStore {
-    /// No row locks: SQLite serializes writers on the database lock.
-    pub(crate) const LOCK: &'static str = "";
-    /// No table locks: write transactions (`BEGIN IMMEDIATE`) already run
-    /// one at a time.
-    pub(crate) const NAMESPACE_LOCK_EXCLUSIVE: &'static str = "";
-    /// As [`SqliteStore::NAMESPACE_LOCK_EXCLUSIVE`].
-    pub(crate) const NAMESPACE_LOCK_SHARED: &'static str = "";
-    /// No row-level security: nothing binds a transaction to a tenant.
-    pub(crate) const BIND_TENANT: &'static str = "";
-    /// Substring position function.
-    pub(crate) const STRPOS: &'static str = "instr";
-    /// Every batch takes the full path: its statements are local calls, so
-    /// there are no round trips to save.
-    pub(crate) const FAST_EVENTS: bool = false;
-
+impl SqlStore<Sqlite> {
     /// Wraps an existing pool (foreign keys must be on, as sqlx does by
     /// default).
     pub fn new(pool: SqlitePool) -> Self {
-        Self {
-            pool,
-            committers: Arc::default(),
-            changes: broadcast::channel(16).0,
-        }
+        // Notices are never sent (see `notify_changes`), so none is tagged.
+        Self::with_pool(pool, uuid::Uuid::nil(), 16)
     }
 
     /// Opens (creating if absent) the database file at `path`, in WAL mode
@@ -81,27 +66,7 @@ impl SqliteStore {
         Ok(Self::new(pool))
     }
 
-    /// The underlying pool.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    pub(crate) async fn tenant_tx(
-        &self,
-        _tenant: TenantId,
-        write: bool,
-    ) -> Result<Transaction<'static, Sqlite>> {
-        self.begin(write).await
-    }
-
-    pub(crate) async fn platform_tx(
-        &self,
-        _tenant: Option<TenantId>,
-        write: bool,
-    ) -> Result<Transaction<'static, Sqlite>> {
-        self.begin(write).await
-    }
-
+    /// A transaction; a writer's takes the database lock up front.
     async fn begin(&self, write: bool) -> Result<Transaction<'static, Sqlite>> {
         if write {
             self.pool.begin_with("BEGIN IMMEDIATE").await
@@ -110,10 +75,75 @@ impl SqliteStore {
         }
         .map_err(db("transaction"))
     }
+}
+
+/// Reads one credential's reveal-check state.
+const CREDENTIAL_STATE: &str = "\
+    SELECT id, status, current_version, destroyed_at, expires_at FROM credentials \
+    WHERE tenant_id = $1 AND id = $2";
+
+/// Reads one principal's reveal-check state, with its tenant's status.
+const PRINCIPAL_STATE: &str = "\
+    SELECT p.id, p.status, p.role, t.status AS tenant_status FROM principals p \
+    JOIN tenants t ON t.id = p.tenant_id WHERE p.tenant_id = $1 AND p.id = $2";
+
+/// Reads one grant's reveal-check state.
+const GRANT_STATE: &str = "SELECT id, expires_at FROM grants WHERE tenant_id = $1 AND id = $2";
+
+/// Reads one identity binding's reveal-check state.
+const BINDING_STATE: &str = "\
+    SELECT id, principal_id, disabled_reason FROM identity_bindings \
+    WHERE tenant_id = $1 AND id = $2";
+
+/// The chain head update after a batch's events.
+const ADVANCE_HEAD: &str = "UPDATE audit_heads SET sequence = $2, hash = $3 WHERE tenant_id = $1";
+
+impl Dialect for Sqlite {
+    type State = ();
+
+    const SUBSTRING_POSITION: &'static str = "instr";
+
+    const LOCK_TENANT_HEAD: &'static str =
+        "SELECT sequence, hash FROM audit_heads WHERE tenant_id = $1";
+
+    const LOCK_PLATFORM_HEAD: &'static str =
+        "SELECT sequence, hash FROM platform_audit_heads WHERE id = 1";
+
+    /// No row-level security: the transaction is the same for every tenant.
+    async fn begin_tenant(
+        store: &SqliteStore,
+        _tenant: TenantId,
+        write: bool,
+    ) -> Result<Transaction<'static, Sqlite>> {
+        store.begin(write).await
+    }
+
+    /// As [`Dialect::begin_tenant`].
+    async fn begin_platform(
+        store: &SqliteStore,
+        _tenant: Option<TenantId>,
+        write: bool,
+    ) -> Result<Transaction<'static, Sqlite>> {
+        store.begin(write).await
+    }
+
+    /// Nothing binds a transaction to a tenant.
+    async fn bind_tenant(_tx: &mut Transaction<'static, Sqlite>, _tenant: TenantId) -> Result<()> {
+        Ok(())
+    }
+
+    /// No table locks: write transactions (`BEGIN IMMEDIATE`) already run
+    /// one at a time.
+    async fn lock_namespaces(
+        _tx: &mut Transaction<'static, Sqlite>,
+        _lock: NamespaceLock,
+    ) -> Result<()> {
+        Ok(())
+    }
 
     /// Nothing to announce: one SQLite database has one server, whose own
     /// writes refresh its caches.
-    pub(crate) async fn notify_changes(
+    async fn notify_changes(
         _tx: &mut Transaction<'static, Sqlite>,
         _origin: uuid::Uuid,
         _changes: &[Change],
@@ -121,169 +151,173 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Inserts a batch's sealed events (one statement built for the batch);
-    /// no notices (see `notify_changes`).
-    pub(crate) async fn insert_events(
-        tx: &mut sqlx::Transaction<'static, Sqlite>,
-        events: &[strongroom_core::audit::AuditEvent],
-        head: i64,
-        head_hash: &[u8; 32],
+    /// Change notices never arrive from elsewhere (see `notify_changes`).
+    fn subscribe_changes(store: &SqliteStore) -> broadcast::Receiver<Change> {
+        store.changes.subscribe()
+    }
+
+    /// One query an id: they are local calls.
+    async fn read_states(
+        tx: &mut Transaction<'static, Sqlite>,
+        tenant: TenantId,
+        ids: &CheckIds,
+    ) -> Result<States> {
+        let tenant = tenant.as_uuid();
+        let mut states = States::default();
+        for id in &ids.credentials {
+            let row: Option<CredentialState> = sqlx::query_as(CREDENTIAL_STATE)
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db("credential"))?;
+            row.into_iter().for_each(|s| states.credential(s));
+        }
+        for id in &ids.principals {
+            let row: Option<PrincipalState> = sqlx::query_as(PRINCIPAL_STATE)
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db("principal"))?;
+            row.into_iter().for_each(|s| states.principal(s));
+        }
+        for id in &ids.grants {
+            let row: Option<GrantState> = sqlx::query_as(GRANT_STATE)
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db("grant"))?;
+            row.into_iter().for_each(|s| states.grant(s));
+        }
+        for id in &ids.bindings {
+            let row: Option<BindingState> = sqlx::query_as(BINDING_STATE)
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db("identity binding"))?;
+            row.into_iter().for_each(|s| states.binding(s));
+        }
+        Ok(states)
+    }
+
+    /// One statement built for the batch, then the head update; no notices
+    /// (see `notify_changes`).
+    async fn insert_events(
+        tx: &mut Transaction<'static, Sqlite>,
+        events: &[AuditEvent],
+        head: Head,
         _origin: uuid::Uuid,
         _changes: &[Change],
-    ) -> strongroom_core::Result<()> {
-        let mut rows = Vec::with_capacity(events.len());
-        for e in events {
-            rows.push((
-                i64::try_from(e.sequence)
-                    .map_err(|_| strongroom_core::Error::internal("audit sequence overflow"))?,
-                e.draft.version.map(crate::rows::version_i32).transpose()?,
-            ));
-        }
-        let mut q = sqlx::QueryBuilder::<Sqlite>::new(concat!(
+    ) -> Result<()> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let rows = events
+            .iter()
+            .map(EventRow::of)
+            .collect::<Result<Vec<_>>>()?;
+        let mut q = QueryBuilder::<Sqlite>::new(concat!(
             "INSERT INTO audit_events (",
-            crate::shared::audit_cols!(),
+            audit_columns!(),
             ") "
         ));
-        q.push_values(events.iter().zip(rows), |mut b, (e, (seq, version))| {
-            let d = &e.draft;
-            b.push_bind(e.tenant.as_uuid())
-                .push_bind(seq)
-                .push_bind(d.id.as_uuid())
-                .push_bind(d.at.as_micros())
-                .push_bind(d.principal.map(|p| p.as_uuid()))
-                .push_bind(d.actor.as_str())
-                .push_bind(d.on_behalf_of.as_deref())
-                .push_bind(d.action.as_str())
-                .push_bind(d.credential.map(|c| c.as_uuid()))
-                .push_bind(d.credential_name.as_deref())
+        q.push_values(rows, |mut b, row| {
+            let EventRow {
+                chain,
+                sequence,
+                id,
+                at,
+                principal,
+                actor,
+                on_behalf_of,
+                action,
+                credential,
+                credential_name,
+                version,
+                environment,
+                purpose,
+                outcome,
+                reason_code,
+                peer,
+                request_id,
+                trace_id,
+                detail,
+                prev_hash,
+                hash,
+            } = row;
+            b.push_bind(chain)
+                .push_bind(sequence)
+                .push_bind(id)
+                .push_bind(at)
+                .push_bind(principal)
+                .push_bind(actor)
+                .push_bind(on_behalf_of)
+                .push_bind(action)
+                .push_bind(credential)
+                .push_bind(credential_name)
                 .push_bind(version)
-                .push_bind(d.environment.as_deref())
-                .push_bind(d.purpose.as_deref())
-                .push_bind(d.outcome.as_str())
-                .push_bind(d.reason_code.as_str())
-                .push_bind(d.peer.as_deref())
-                .push_bind(d.request_id.as_deref())
-                .push_bind(d.trace_id.as_deref())
-                .push_bind(d.detail.as_deref())
-                .push_bind(e.prev_hash.as_slice())
-                .push_bind(e.hash.as_slice());
+                .push_bind(environment)
+                .push_bind(purpose)
+                .push_bind(outcome)
+                .push_bind(reason_code)
+                .push_bind(peer)
+                .push_bind(request_id)
+                .push_bind(trace_id)
+                .push_bind(detail)
+                .push_bind(prev_hash)
+                .push_bind(hash);
         });
         q.build()
             .execute(&mut **tx)
             .await
-            .map_err(crate::error::db("audit event"))?;
-        let Some(first) = events.first() else {
-            return Ok(());
-        };
-        sqlx::query("UPDATE audit_heads SET sequence = $2, hash = $3 WHERE tenant_id = $1")
+            .map_err(db("audit event"))?;
+        let to =
+            i64::try_from(head.sequence).map_err(|_| Error::internal("audit sequence overflow"))?;
+        sqlx::query(ADVANCE_HEAD)
             .bind(first.tenant.as_uuid())
-            .bind(head)
-            .bind(head_hash.as_slice())
+            .bind(to)
+            .bind(head.hash.as_slice())
             .execute(&mut **tx)
             .await
             .map_err(db("audit chain head"))?;
         Ok(())
     }
 
-    /// No bulk path: SQLite runs a batch's mutations one by one (they are
-    /// local calls).
-    pub(crate) async fn bulk_mutations(
-        _tx: &mut Transaction<'static, Sqlite>,
-        _tenant: TenantId,
-        works: &[crate::batch::Work],
-    ) -> Result<Vec<Option<Result<Option<strongroom_core::credential::Credential>>>>> {
-        Ok(works.iter().map(|_| None).collect())
+    async fn execute<'q>(
+        query: Query<'q, Sqlite, SqliteArguments<'q>>,
+        conn: &mut SqliteConnection,
+    ) -> std::result::Result<u64, sqlx::Error> {
+        Ok(query.execute(conn).await?.rows_affected())
     }
 
-    /// Notices are not sent (see `notify_changes`), so none is tagged.
-    pub(crate) fn origin(&self) -> uuid::Uuid {
-        uuid::Uuid::nil()
+    async fn fetch_one<'q>(
+        query: Query<'q, Sqlite, SqliteArguments<'q>>,
+        conn: &mut SqliteConnection,
+    ) -> std::result::Result<SqliteRow, sqlx::Error> {
+        query.fetch_one(conn).await
     }
 
-    /// Change notices never arrive from elsewhere (see `notify_change`).
-    pub(crate) fn subscribe_changes(&self) -> broadcast::Receiver<Change> {
-        self.changes.subscribe()
+    async fn fetch_optional<'q>(
+        query: Query<'q, Sqlite, SqliteArguments<'q>>,
+        conn: &mut SqliteConnection,
+    ) -> std::result::Result<Option<SqliteRow>, sqlx::Error> {
+        query.fetch_optional(conn).await
     }
 
-    /// Not taken (see [`SqliteStore::FAST_EVENTS`]): hands the drafts back
-    /// to the full path.
-    pub(crate) async fn fast_events(
-        &self,
-        _tenant: TenantId,
-        _works: &[crate::batch::Work],
-        drafts: Vec<strongroom_core::audit::AuditDraft>,
-        _head: crate::batch::Head,
-        _conn: &mut Option<sqlx::pool::PoolConnection<Sqlite>>,
-    ) -> Result<crate::batch::Fast> {
-        Ok(crate::batch::Fast::Redo(drafts))
+    async fn fetch_all<'q>(
+        query: Query<'q, Sqlite, SqliteArguments<'q>>,
+        conn: &mut SqliteConnection,
+    ) -> std::result::Result<Vec<SqliteRow>, sqlx::Error> {
+        query.fetch_all(conn).await
     }
 
-    /// Reads the states a reveal check depends on (one query an id: they
-    /// are local calls).
-    pub(crate) async fn fetch_states(
-        tx: &mut Transaction<'static, Sqlite>,
-        tenant: TenantId,
-        credentials: &[uuid::Uuid],
-        principals: &[uuid::Uuid],
-        grants: &[uuid::Uuid],
-        bindings: &[uuid::Uuid],
-    ) -> Result<crate::shared::States> {
-        let mut states = crate::shared::States::default();
-        for id in credentials {
-            let row: Option<crate::shared::CredentialState> = sqlx::query_as(
-                "SELECT id, status, current_version, destroyed_at, expires_at FROM credentials \
-                 WHERE tenant_id = $1 AND id = $2",
-            )
-            .bind(tenant.as_uuid())
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db("credential"))?;
-            if let Some(r) = row {
-                states.credentials.insert(r.id, r);
-            }
-        }
-        for id in principals {
-            let row: Option<crate::shared::PrincipalState> = sqlx::query_as(
-                "SELECT p.id, p.status, p.role, t.status AS tenant_status FROM principals p \
-                 JOIN tenants t ON t.id = p.tenant_id WHERE p.tenant_id = $1 AND p.id = $2",
-            )
-            .bind(tenant.as_uuid())
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db("principal"))?;
-            if let Some(r) = row {
-                states.principals.insert(r.id, r);
-            }
-        }
-        for id in grants {
-            let row: Option<(uuid::Uuid, Option<i64>)> = sqlx::query_as(
-                "SELECT id, expires_at FROM grants WHERE tenant_id = $1 AND id = $2",
-            )
-            .bind(tenant.as_uuid())
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db("grant"))?;
-            states.grants.extend(row);
-        }
-        for id in bindings {
-            let row: Option<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
-                "SELECT id, principal_id FROM identity_bindings \
-                 WHERE tenant_id = $1 AND id = $2 AND disabled_reason IS NULL",
-            )
-            .bind(tenant.as_uuid())
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db("identity binding"))?;
-            states.bindings.extend(row);
-        }
-        Ok(states)
+    async fn fetch_all_built<'q>(
+        builder: &mut QueryBuilder<'q, Sqlite>,
+        conn: &mut SqliteConnection,
+    ) -> std::result::Result<Vec<SqliteRow>, sqlx::Error> {
+        builder.build().fetch_all(conn).await
     }
 }
-
-crate::shared::store_impl!(SqliteStore, Sqlite);
-crate::chains::chain_store_impl!(SqliteStore, Sqlite);
-crate::namespaces::namespace_review_impl!(SqliteStore, Sqlite);

@@ -16,9 +16,7 @@ use strongroom_core::credential::{
 use strongroom_core::ids::{CredentialId, GrantId, PrincipalId, TenantId};
 use strongroom_core::names::PrincipalName;
 use strongroom_core::page::PageRequest;
-use strongroom_core::policy::{
-    Capabilities, Capability, Destination, Grant, GrantSubject, Reach, Selector,
-};
+use strongroom_core::policy::{Capability, Destination, Grant, GrantSubject, Reach, Selector};
 use strongroom_core::principal::{IdentityPattern, PrincipalStatus, Role};
 use strongroom_core::store::{AuditFilter, GrantFilter, Store};
 use strongroom_core::tenant::{TenantSettings, TenantStatus, WrappedKekRecord};
@@ -26,9 +24,9 @@ use strongroom_core::time::Timestamp;
 use strongroom_core::value::CredentialType;
 
 use crate::support::{
-    AuditTrail, Code, OPERATOR, TestTenant, about, all_items, all_pages, audit_log, authenticate,
+    AuditTrail, Code, OPERATOR, about, all_items, all_pages, audit_log, authenticate,
     authenticator, binding, cname, code, create_tenant, create_tenant_with, credential, draft, env,
-    new_tenant, operator, pattern, principal, service, tag,
+    grant, new_tenant, operator, pattern, principal, service, tag,
 };
 
 fn ids(credentials: &[Credential]) -> Vec<CredentialId> {
@@ -1652,28 +1650,6 @@ pub async fn destroy_keeps_metadata(store: Arc<dyn Store>) {
 
 // ---- grants ----
 
-fn grant(
-    t: &TestTenant,
-    subject: GrantSubject,
-    selector: &str,
-    environments: &[&str],
-    caps: &[Capability],
-) -> Grant {
-    Grant {
-        id: GrantId::generate(),
-        tenant: t.id(),
-        subject,
-        selector: Selector::parse(selector, "selector").expect("selector literal"),
-        environments: environments.iter().map(|e| env(e)).collect(),
-        capabilities: Capabilities::of(caps),
-        destinations: vec![],
-        expires_at: None,
-        reason: format!("{selector} for the conformance suite"),
-        granted_by: t.admin().id,
-        created_at: Timestamp::now(),
-    }
-}
-
 /// Grants round-trip, are deleted once, and list by principal, role,
 /// environment and covered name exactly as the policy matches them.
 pub async fn grants_lifecycle_and_filters(store: Arc<dyn Store>) {
@@ -1729,10 +1705,7 @@ pub async fn grants_lifecycle_and_filters(store: Arc<dyn Store>) {
     );
     let grants = [&g1, &g2, &g3, &g4, &g5];
     for g in grants {
-        store
-            .create_grant(&scope, g, draft(&scope, Action::GrantCreate))
-            .await
-            .expect("create grant");
+        acme.add_grant(store, g).await;
         trail.expect(Action::GrantCreate).await;
         assert_eq!(&store.get_grant(&scope, g.id).await.expect("get"), g);
     }
@@ -1744,14 +1717,7 @@ pub async fn grants_lifecycle_and_filters(store: Arc<dyn Store>) {
         &["dev", "staging", "production"],
         &[Capability::Admin],
     );
-    store
-        .create_grant(
-            &other.scope(),
-            &theirs,
-            draft(&other.scope(), Action::GrantCreate),
-        )
-        .await
-        .expect("create theirs");
+    other.add_grant(store, &theirs).await;
 
     let list = |filter: GrantFilter| async move {
         let items = all_items(2, |page| {
@@ -1960,10 +1926,7 @@ pub async fn grants_for_direct_and_role(store: Arc<dyn Store>) {
         &[Capability::Reveal],
     );
     for g in [&expired, &direct, &agents, &for_q, &operators] {
-        store
-            .create_grant(&scope, g, draft(&scope, Action::GrantCreate))
-            .await
-            .expect("grant");
+        acme.add_grant(store, g).await;
     }
     // The other tenant grants its agents too, and even names p's id.
     for g in [
@@ -1982,14 +1945,7 @@ pub async fn grants_for_direct_and_role(store: Arc<dyn Store>) {
             &[Capability::Admin],
         ),
     ] {
-        store
-            .create_grant(
-                &other.scope(),
-                &g,
-                draft(&other.scope(), Action::GrantCreate),
-            )
-            .await
-            .expect("grant");
+        other.add_grant(store, &g).await;
     }
 
     let of =
@@ -2112,10 +2068,7 @@ pub async fn audit_chain_records_every_mutation(store: Arc<dyn Store>) {
         &["qa"],
         &[Capability::Inject],
     );
-    store
-        .create_grant(&scope, &g, draft(&scope, Action::GrantCreate))
-        .await
-        .expect("grant");
+    acme.add_grant(store, &g).await;
     trail.expect(Action::GrantCreate).await;
     store
         .delete_grant(&scope, g.id, draft(&scope, Action::GrantRevoke))
@@ -2608,10 +2561,7 @@ pub async fn cross_tenant_principals_grants_and_audit_are_invisible(store: Arc<d
         &["dev"],
         &[Capability::Reveal],
     );
-    store
-        .create_grant(&sb, &b_grant, draft(&sb, Action::GrantCreate))
-        .await
-        .expect("grant");
+    b.add_grant(store, &b_grant).await;
     store
         .create_environment(
             &sb,
@@ -2838,10 +2788,7 @@ pub async fn foreign_page_tokens_return_only_own_rows(store: Arc<dyn Store>) {
             &["dev"],
             &[Capability::List],
         );
-        store
-            .create_grant(&sb, &gb, draft(&sb, Action::GrantCreate))
-            .await
-            .expect("b grant");
+        b.add_grant(store, &gb).await;
         let ga = grant(
             &a,
             GrantSubject::Role(Role::Agent),
@@ -2849,10 +2796,7 @@ pub async fn foreign_page_tokens_return_only_own_rows(store: Arc<dyn Store>) {
             &["dev"],
             &[Capability::List],
         );
-        store
-            .create_grant(&sa, &ga, draft(&sa, Action::GrantCreate))
-            .await
-            .expect("a grant");
+        a.add_grant(store, &ga).await;
         a_grants.push(ga.id);
         b.add_principal(store, &format!("b{i}"), Role::Agent).await;
         a_principals.push(

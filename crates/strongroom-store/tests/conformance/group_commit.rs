@@ -20,10 +20,12 @@ use strongroom_core::audit::{Action, AuditDraft, AuditEvent, ChainVerifier, Outc
 use strongroom_core::credential::{Credential, CredentialFilter, CredentialStatus};
 use strongroom_core::ids::{BindingId, CredentialId, GrantId};
 use strongroom_core::page::PageRequest;
-use strongroom_core::policy::{Capabilities, Capability, Grant, GrantSubject, Selector};
+use strongroom_core::policy::{Capability, Grant, GrantSubject};
 use strongroom_core::principal::{Principal, PrincipalStatus, Role};
 use strongroom_core::scope::TenantScope;
-use strongroom_core::store::{Change, RevealCheck, Store};
+use strongroom_core::store::{
+    AuditStore, Change, CredentialStore, EnvironmentStore, RevealCheck, Store,
+};
 use strongroom_core::tenant::{TenantSettings, TenantStatus};
 use strongroom_core::time::Timestamp;
 use strongroom_store::{PgStore, SqliteStore};
@@ -32,7 +34,7 @@ use tokio::sync::broadcast::error::TryRecvError;
 
 use crate::support::{
     AuditTrail, Code, TestTenant, about, audit_log, code, create_tenant, credential, draft, env,
-    operator, pg_store,
+    grant, operator, pg_store,
 };
 
 // ---- helpers ----
@@ -119,27 +121,15 @@ async fn reveal(
 
 /// A grant of `reveal` on every credential of `dev` to `principal`.
 fn reveal_grant(t: &TestTenant, principal: &Principal, expires_at: Option<Timestamp>) -> Grant {
-    Grant {
-        id: GrantId::generate(),
-        tenant: t.id(),
-        subject: GrantSubject::Principal(principal.id),
-        selector: Selector::parse("*", "selector").expect("selector literal"),
-        environments: vec![env("dev")],
-        capabilities: Capabilities::of(&[Capability::Reveal]),
-        destinations: vec![],
-        expires_at,
-        reason: "reveal for the group-commit cases".into(),
-        granted_by: t.admin().id,
-        created_at: Timestamp::now(),
-    }
-}
-
-async fn store_grant(store: &dyn Store, t: &TestTenant, g: &Grant) {
-    let scope = t.scope();
-    store
-        .create_grant(&scope, g, draft(&scope, Action::GrantCreate))
-        .await
-        .expect("create grant");
+    let mut g = grant(
+        t,
+        GrantSubject::Principal(principal.id),
+        "*",
+        &["dev"],
+        &[Capability::Reveal],
+    );
+    g.expires_at = expires_at;
+    g
 }
 
 /// Verifies the whole chain of the scope's tenant: sequences 1..=n without
@@ -192,7 +182,7 @@ pub async fn reveal_with_a_holding_check_is_recorded(store: Arc<dyn Store>) {
         &agent,
         Some(Timestamp::now().plus(Duration::from_secs(3600))),
     );
-    store_grant(store, &acme, &g).await;
+    acme.add_grant(store, &g).await;
     let mut trail = AuditTrail::start(store, scope).await;
 
     let mut returned = Vec::new();
@@ -377,7 +367,7 @@ pub async fn stale_reveal_checks_append_nothing(store: Arc<dyn Store>) {
 
     // Deleted grant.
     let g = reveal_grant(&acme, &agent, None);
-    store_grant(store, &acme, &g).await;
+    acme.add_grant(store, &g).await;
     trail.expect(Action::GrantCreate).await;
     reveal(store, &acme, &c, 1, &agent, Some(g.id))
         .await
@@ -406,7 +396,7 @@ pub async fn stale_reveal_checks_append_nothing(store: Arc<dyn Store>) {
         &agent,
         Some(Timestamp::now().minus(Duration::from_secs(1))),
     );
-    store_grant(store, &acme, &lapsed).await;
+    acme.add_grant(store, &lapsed).await;
     trail.expect(Action::GrantCreate).await;
     refused(
         &trail,
@@ -419,7 +409,7 @@ pub async fn stale_reveal_checks_append_nothing(store: Arc<dyn Store>) {
         &agent,
         Some(Timestamp::now().plus(Duration::from_secs(3600))),
     );
-    store_grant(store, &acme, &live).await;
+    acme.add_grant(store, &live).await;
     trail.expect(Action::GrantCreate).await;
     reveal(store, &acme, &c, 1, &agent, Some(live.id))
         .await
@@ -551,7 +541,7 @@ pub async fn stale_reveal_checks_append_nothing(store: Arc<dyn Store>) {
     let foreign = credential(&bscope, "dev", "llm/openai");
     beta.store(store, &foreign).await.expect("create in beta");
     let foreign_grant = reveal_grant(&beta, beta.admin(), None);
-    store_grant(store, &beta, &foreign_grant).await;
+    beta.add_grant(store, &foreign_grant).await;
     let beta_trail = AuditTrail::start(store, bscope).await;
     reveal(
         store,
@@ -660,7 +650,7 @@ pub async fn concurrent_group_commit_stays_exact(store: Arc<dyn Store>) {
     let scope = acme.scope();
     let agent = acme.add_principal(store, "agent", Role::Agent).await;
     let g = reveal_grant(&acme, &agent, None);
-    store_grant(store, &acme, &g).await;
+    acme.add_grant(store, &g).await;
     let mut stable = Vec::new();
     for i in 0..4 {
         let c = credential(&scope, "dev", &format!("stable/{i}"));
@@ -1166,7 +1156,7 @@ pub async fn pg_changes_announce_other_servers_mutations(admin: PgPool) {
     acme.rotate(writer, &c, 1).await.expect("add_version");
     expect_change(&mut rx, credential_change(&c), "add_version").await;
     let g = reveal_grant(&acme, &agent, None);
-    store_grant(writer, &acme, &g).await;
+    acme.add_grant(writer, &g).await;
     expect_change(&mut rx, Change::Data(id), "create_grant").await;
     writer
         .delete_grant(&scope, g.id, draft(&scope, Action::GrantRevoke))
@@ -2084,4 +2074,112 @@ pub async fn pg_batch_resent_after_a_lost_reply_is_chained_once(admin: PgPool) {
             log.iter().map(|e| &e.draft.detail).collect::<Vec<_>>()
         );
     }
+}
+
+/// What each case of [`pg_short_path_refuses_what_the_rule_refuses`]
+/// changes behind the store's back, and how (SQL run as the superuser,
+/// with `{c}`, `{p}`, `{g}`, `{b}`, `{t}` and `{a}` standing for the
+/// credential, the revealing principal, its grant, its identity binding,
+/// the tenant and the tenant's admin).
+const BEHIND_THE_STORE: [(&str, &str); 12] = [
+    (
+        "rotated",
+        "UPDATE credentials SET current_version = 2, latest_version = 2 WHERE id = '{c}'",
+    ),
+    (
+        "revoked",
+        "UPDATE credentials SET status = 'revoked' WHERE id = '{c}'",
+    ),
+    (
+        "destroyed",
+        "UPDATE credentials SET destroyed_at = 1 WHERE id = '{c}'",
+    ),
+    (
+        "expired",
+        "UPDATE credentials SET expires_at = 1 WHERE id = '{c}'",
+    ),
+    (
+        "disabled",
+        "UPDATE principals SET status = 'disabled' WHERE id = '{p}'",
+    ),
+    (
+        "role-changed",
+        "UPDATE principals SET role = 'viewer' WHERE id = '{p}'",
+    ),
+    (
+        "suspended",
+        "UPDATE tenants SET status = 'suspended' WHERE id = '{t}'",
+    ),
+    ("grant-deleted", "DELETE FROM grants WHERE id = '{g}'"),
+    (
+        "grant-expired",
+        "UPDATE grants SET expires_at = 1 WHERE id = '{g}'",
+    ),
+    (
+        "binding-deleted",
+        "DELETE FROM identity_bindings WHERE id = '{b}'",
+    ),
+    (
+        "binding-disabled",
+        "UPDATE identity_bindings SET disabled_reason = 'by the test' WHERE id = '{b}'",
+    ),
+    (
+        "binding-moved",
+        "UPDATE identity_bindings SET principal_id = '{a}' WHERE id = '{b}'",
+    ),
+];
+
+/// The reveal-check rule holds on Postgres' one-round-trip path as on the
+/// full path. The rule is stated once in Rust (the store's
+/// `group_commit::checks`, which the full path applies on both backends)
+/// and once in SQL, in the `append_checked_events` function the short path
+/// calls; this case keeps the two in step. For each condition of the rule,
+/// a fresh tenant's committer reveals until it takes the short path again
+/// (the audited writes that set the tenant up moved the chain head, which
+/// sends the next batches down the full path), then the state the reveal
+/// depends on is changed behind the store's back (no audit event, so the
+/// chain head stays where the committer left it and the next batch takes
+/// the short path, whose own check must refuse it); that reveal is refused
+/// and appends nothing, and so is the next, which the full path checks (a
+/// refusal pauses the short path).
+pub async fn pg_short_path_refuses_what_the_rule_refuses(admin: PgPool) {
+    let store = pg_store(admin.clone()).await;
+    for (case, change) in BEHIND_THE_STORE {
+        let s: &dyn Store = &*store;
+        let t = create_tenant(s, &format!("short-{case}")).await;
+        let scope = t.scope();
+        let agent = t.add_principal(s, "agent", Role::Agent).await;
+        let c = credential(&scope, "dev", "llm/openai");
+        t.store(s, &c).await.expect("create");
+        let g = reveal_grant(&t, &agent, None);
+        t.add_grant(s, &g).await;
+        let identity = format!("spiffe://test/short-{case}/agent");
+        let b = t.bind(s, agent.id, &identity).await.expect("bind");
+        let reveal = || {
+            let mut k = check(c.id, 1, &agent, Some(g.id));
+            k.binding = Some(b.id);
+            s.append_reveal(&scope, reveal_draft(&scope, &c, 1, &agent), k)
+        };
+        for _ in 0..24 {
+            reveal()
+                .await
+                .unwrap_or_else(|e| panic!("{case}: a reveal before the change: {e}"));
+        }
+        let sql = change
+            .replace("{c}", &c.id.to_string())
+            .replace("{p}", &agent.id.to_string())
+            .replace("{g}", &g.id.to_string())
+            .replace("{b}", &b.id.to_string())
+            .replace("{t}", &t.id().to_string())
+            .replace("{a}", &t.admin().id.to_string());
+        sqlx::raw_sql(&sql)
+            .execute(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let trail = AuditTrail::start(s, scope).await;
+        for path in ["short path", "full path"] {
+            refused(&trail, reveal().await, &format!("{case} ({path})")).await;
+        }
+    }
+    store.pool().close().await;
 }

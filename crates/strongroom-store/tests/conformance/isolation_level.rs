@@ -5,7 +5,7 @@
 //! tenants could both commit.
 
 use strongroom_core::audit::{Action, Outcome};
-use strongroom_core::store::Store;
+use strongroom_core::store::{IdentityStore, Store};
 
 use crate::support::{create_tenant, operator, pg_store};
 

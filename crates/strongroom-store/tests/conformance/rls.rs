@@ -10,15 +10,14 @@ use sqlx::{PgPool, Postgres, Transaction};
 use strongroom_core::audit::{Action, ChainVerifier};
 use strongroom_core::credential::Credential;
 use strongroom_core::ids::TenantId;
-use strongroom_core::policy::{Capabilities, Capability, Grant, GrantSubject, Selector};
+use strongroom_core::policy::{Capability, GrantSubject};
 use strongroom_core::principal::Role;
 use strongroom_core::store::Store;
-use strongroom_core::time::Timestamp;
 use strongroom_store::{APP_ROLE, PgStore};
 use uuid::Uuid;
 
 use crate::support::{
-    Code, TestTenant, audit_log, code, create_tenant, credential, draft, env, pg_store,
+    Code, TestTenant, audit_log, code, create_tenant, credential, grant, pg_store,
 };
 
 /// Every table holding tenant data, with the column naming the tenant.
@@ -58,22 +57,14 @@ impl Populated {
             let c = credential(&scope, "dev", "llm/openai");
             t.store(s, &c).await.expect("credential");
             t.rotate(s, &c, 1).await.expect("second version");
-            let g = Grant {
-                id: strongroom_core::ids::GrantId::generate(),
-                tenant: t.id(),
-                subject: GrantSubject::Role(Role::Agent),
-                selector: Selector::parse("llm/*", "selector").expect("selector"),
-                environments: vec![env("dev")],
-                capabilities: Capabilities::of(&[Capability::Inject]),
-                destinations: vec![],
-                expires_at: None,
-                reason: "rls".into(),
-                granted_by: t.admin().id,
-                created_at: Timestamp::now(),
-            };
-            s.create_grant(&scope, &g, draft(&scope, Action::GrantCreate))
-                .await
-                .expect("grant");
+            let g = grant(
+                t,
+                GrantSubject::Role(Role::Agent),
+                "llm/*",
+                &["dev"],
+                &[Capability::Inject],
+            );
+            t.add_grant(s, &g).await;
             b_credential = Some(c);
         }
         Self {

@@ -11,11 +11,12 @@ use sqlx::postgres::PgPoolOptions;
 use strongroom_core::Error;
 use strongroom_core::audit::{Action, AuditDraft, AuditEvent, Outcome};
 use strongroom_core::credential::{Credential, CredentialStatus, StoredVersion};
-use strongroom_core::ids::{BindingId, CredentialId, PrincipalId, TenantId};
+use strongroom_core::ids::{BindingId, CredentialId, GrantId, PrincipalId, TenantId};
 use strongroom_core::names::{
     CredentialName, DEFAULT_ENVIRONMENTS, Environment, PrincipalName, ServiceLabel, Tag, TenantName,
 };
 use strongroom_core::page::{Page, PageRequest};
+use strongroom_core::policy::{Capabilities, Capability, Grant, GrantSubject, Selector};
 use strongroom_core::principal::{
     IdentityBinding, IdentityPattern, Principal, PrincipalStatus, Role,
 };
@@ -279,6 +280,15 @@ impl TestTenant {
         p
     }
 
+    /// Stores `grant` (one of this tenant's, made by [`grant`]).
+    pub async fn add_grant(&self, store: &dyn Store, grant: &Grant) {
+        let scope = self.scope();
+        store
+            .create_grant(&scope, grant, draft(&scope, Action::GrantCreate))
+            .await
+            .expect("create grant");
+    }
+
     /// Binds `pattern` to `principal`, first adding the pattern to the
     /// tenant's identity namespaces unless one covers it already.
     pub async fn bind(
@@ -348,6 +358,30 @@ fn aad(credential: &Credential, version: u32) -> Aad<'_> {
         environment: credential.environment.as_str(),
         credential: credential.id.as_uuid(),
         version,
+    }
+}
+
+/// A grant of `t`'s admin to `subject` of `caps` on the credentials
+/// `selector` names in `environments`, without expiry (not stored).
+pub fn grant(
+    t: &TestTenant,
+    subject: GrantSubject,
+    selector: &str,
+    environments: &[&str],
+    caps: &[Capability],
+) -> Grant {
+    Grant {
+        id: GrantId::generate(),
+        tenant: t.id(),
+        subject,
+        selector: Selector::parse(selector, "selector").expect("selector literal"),
+        environments: environments.iter().map(|e| env(e)).collect(),
+        capabilities: Capabilities::of(caps),
+        destinations: vec![],
+        expires_at: None,
+        reason: format!("{selector} for the conformance suite"),
+        granted_by: t.admin().id,
+        created_at: Timestamp::now(),
     }
 }
 

@@ -5,6 +5,14 @@
 //! commit that holds its event, so an event is durable before its caller
 //! proceeds; many callers share one commit instead of queueing on the head
 //! lock one commit at a time.
+//!
+//! This module holds the queue (jobs, the per-tenant registry of
+//! committers, batching and answering); `committer` runs a batch on either
+//! backend, taking the dialect's bulk and one-round-trip paths where it has
+//! them; `checks` is the reveal-check rule every batch applies.
+
+pub(crate) mod checks;
+mod committer;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,7 +30,7 @@ pub(crate) const MAX_BATCH: usize = 512;
 
 /// What a job does besides appending its audit event.
 #[derive(Clone)]
-pub(crate) enum Work {
+pub enum Work {
     /// Only the event.
     Append,
     /// The event of a reveal, if the check still holds.
@@ -45,7 +53,7 @@ pub(crate) enum Work {
 /// batch seal its events before reading the head, the write checking that
 /// the head is still this one.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Head {
+pub struct Head {
     pub sequence: u64,
     pub hash: [u8; 32],
 }
@@ -65,7 +73,7 @@ pub(crate) struct CommitterState {
 pub(crate) const FAST_PAUSE: u32 = 16;
 
 /// The outcome of a batch of events on the fast path.
-pub(crate) enum Fast {
+pub enum Fast {
     /// Committed: the events, and the head after them.
     Committed(Vec<AuditEvent>, Head),
     /// Nothing kept (the head moved, or a reveal check failed): the drafts
@@ -84,6 +92,11 @@ pub(crate) fn events_only(works: &[Work], drafts: &[AuditDraft], tenant: TenantI
                 || strongroom_core::store::Change::of(tenant, d.action, d.credential).is_none()
         })
 }
+
+/// A job's outcome when the dialect's bulk path decided it (see
+/// [`crate::dialect::Dialect::bulk_mutations`]): `None` if it left the job
+/// to the job-by-job path.
+pub type Outcome = Option<Result<Option<Credential>>>;
 
 /// A job's result.
 pub(crate) enum Done {

@@ -11,6 +11,10 @@ use crate::names::{CredentialName, Environment};
 use crate::principal::{Principal, Role};
 use crate::time::Timestamp;
 
+mod reason;
+
+pub use reason::Reason;
+
 /// Something a principal may do with a credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -309,136 +313,6 @@ impl Grant {
     /// Whether it has expired as of `now`.
     pub fn is_expired(&self, now: Timestamp) -> bool {
         self.expires_at.is_some_and(|at| now >= at)
-    }
-}
-
-/// Why something was allowed or refused: the reason code of every audit
-/// event, stable as stored. The first seven are policy decisions (what
-/// [`evaluate`] answers); the rest are recorded by the operations and
-/// controls around it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Reason {
-    /// Allowed by the principal's role.
-    AllowedByRole,
-    /// Allowed by a grant.
-    AllowedByGrant,
-    /// No role default or grant covers the request.
-    NoMatchingGrant,
-    /// A grant would have covered it, but it has expired.
-    GrantExpired,
-    /// The principal is confined to other environments.
-    EnvironmentNotPermitted,
-    /// The principal's role never receives or uses values.
-    RoleForbidsValues,
-    /// An owner-scoped credential used without acting for its owner.
-    OwnerMismatch,
-    /// A credential write allowed by policy.
-    Allowed,
-    /// A platform operation by a configured platform operator.
-    PlatformOperator,
-    /// Tenant management by other than an admin unconfined to
-    /// environments.
-    RoleNotAdmin,
-    /// A call the principal's role does not permit.
-    RoleNotPermitted,
-    /// A call by id naming no credential of the tenant.
-    CredentialNotFound,
-    /// An identity binding outside the tenant's identity namespaces.
-    IdentityOutsideNamespaces,
-    /// A reveal whose decision went stale twice before it could commit.
-    StaleState,
-    /// A revoked credential used.
-    CredentialRevoked,
-    /// An expired credential used.
-    CredentialExpired,
-    /// A credential whose values were destroyed used.
-    CredentialDestroyed,
-    /// A credential that is revoked, expired or destroyed rotated.
-    CredentialNotUsable,
-    /// A version no longer servable (neither current nor previous)
-    /// revealed.
-    VersionRetired,
-    /// A chain head that does not extend the last checkpoint, refused
-    /// signing.
-    CheckpointRefused,
-    /// A verified client certificate that names no identity.
-    NoIdentity,
-    /// A verified client identity bound to no principal.
-    UnknownIdentity,
-    /// Calls refused by the denied-call limit.
-    DeniedCallLimit,
-    /// Calls refused by the call limit.
-    CallLimit,
-    /// A principal's denials crossed the tenant's alert threshold.
-    DenialThreshold,
-}
-
-impl Reason {
-    /// Stable text form.
-    pub const fn as_str(&self) -> &'static str {
-        match self {
-            Self::AllowedByRole => "ALLOWED_BY_ROLE",
-            Self::AllowedByGrant => "ALLOWED_BY_GRANT",
-            Self::NoMatchingGrant => "NO_MATCHING_GRANT",
-            Self::GrantExpired => "GRANT_EXPIRED",
-            Self::EnvironmentNotPermitted => "ENVIRONMENT_NOT_PERMITTED",
-            Self::RoleForbidsValues => "ROLE_FORBIDS_VALUES",
-            Self::OwnerMismatch => "OWNER_MISMATCH",
-            Self::Allowed => "ALLOWED",
-            Self::PlatformOperator => "PLATFORM_OPERATOR",
-            Self::RoleNotAdmin => "ROLE_NOT_ADMIN",
-            Self::RoleNotPermitted => "ROLE_NOT_PERMITTED",
-            Self::CredentialNotFound => "CREDENTIAL_NOT_FOUND",
-            Self::IdentityOutsideNamespaces => "IDENTITY_OUTSIDE_NAMESPACES",
-            Self::StaleState => "STALE_STATE",
-            Self::CredentialRevoked => "CREDENTIAL_REVOKED",
-            Self::CredentialExpired => "CREDENTIAL_EXPIRED",
-            Self::CredentialDestroyed => "CREDENTIAL_DESTROYED",
-            Self::CredentialNotUsable => "CREDENTIAL_NOT_USABLE",
-            Self::VersionRetired => "VERSION_RETIRED",
-            Self::CheckpointRefused => "CHECKPOINT_REFUSED",
-            Self::NoIdentity => "NO_IDENTITY",
-            Self::UnknownIdentity => "UNKNOWN_IDENTITY",
-            Self::DeniedCallLimit => "DENIED_CALL_LIMIT",
-            Self::CallLimit => "CALL_LIMIT",
-            Self::DenialThreshold => "DENIAL_THRESHOLD",
-        }
-    }
-
-    /// A sentence for the caller.
-    pub const fn explain(&self) -> &'static str {
-        match self {
-            Self::AllowedByRole => "allowed by the principal's role",
-            Self::AllowedByGrant => "allowed by a grant",
-            Self::NoMatchingGrant => "no grant allows this",
-            Self::GrantExpired => "the grant that allowed this has expired",
-            Self::EnvironmentNotPermitted => "the principal is not permitted in this environment",
-            Self::RoleForbidsValues => "the principal's role never receives credential values",
-            Self::OwnerMismatch => {
-                "the credential is owner-scoped and the call is not on behalf of its owner"
-            }
-            Self::Allowed => "allowed",
-            Self::PlatformOperator => "allowed for a platform operator",
-            Self::RoleNotAdmin => "this needs the admin role, unconfined to environments",
-            Self::RoleNotPermitted => "the principal's role does not permit this",
-            Self::CredentialNotFound => "no such credential",
-            Self::IdentityOutsideNamespaces => {
-                "the identity lies outside the tenant's identity namespaces"
-            }
-            Self::StaleState => "the state the call was decided on changed",
-            Self::CredentialRevoked => "credential is revoked",
-            Self::CredentialExpired => "credential has expired",
-            Self::CredentialDestroyed => "credential values were destroyed",
-            Self::CredentialNotUsable => "the credential is revoked, expired or destroyed",
-            Self::VersionRetired => "only the current and previous versions can be revealed",
-            Self::CheckpointRefused => "the audit chain no longer extends the last checkpoint",
-            Self::NoIdentity => "the client certificate names no identity",
-            Self::UnknownIdentity => "the client identity is not bound to any principal",
-            Self::DeniedCallLimit => "too many denied calls",
-            Self::CallLimit => "too many calls",
-            Self::DenialThreshold => "repeated denials crossed the alert threshold",
-        }
     }
 }
 

@@ -1,0 +1,357 @@
+//! Postgres' audit event inserts: a batch's sealed events as column arrays
+//! in one statement of fixed text (prepared once per connection, whatever
+//! the batch size), and the group committer's one-round-trip path for a
+//! batch of events only (reveals, denials): the `append_checked_events`
+//! function checks, inserts and advances the head in one statement.
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Postgres, Transaction};
+use strongroom_core::audit::{AuditDraft, AuditEvent};
+use strongroom_core::ids::TenantId;
+use strongroom_core::store::Change;
+use strongroom_core::{Error, Result};
+
+use super::PgStore;
+use super::changes::{CHANGES_CHANNEL, notice_texts};
+use crate::error::db;
+use crate::group_commit::{Fast, Head, Work};
+use crate::rows::{EventRow, audit_columns};
+
+/// A batch's sealed audit events as column arrays, for the fixed-text
+/// multi-row insert (parameters `$2` to `$21`; `$1` is the chain).
+struct EventColumns<'a> {
+    sequence: Vec<i64>,
+    id: Vec<uuid::Uuid>,
+    at: Vec<i64>,
+    principal: Vec<Option<uuid::Uuid>>,
+    actor: Vec<&'a str>,
+    on_behalf_of: Vec<Option<&'a str>>,
+    action: Vec<&'static str>,
+    credential: Vec<Option<uuid::Uuid>>,
+    credential_name: Vec<Option<&'a str>>,
+    version: Vec<Option<i32>>,
+    environment: Vec<Option<&'a str>>,
+    purpose: Vec<Option<&'a str>>,
+    outcome: Vec<&'static str>,
+    reason_code: Vec<&'a str>,
+    peer: Vec<Option<&'a str>>,
+    request_id: Vec<Option<&'a str>>,
+    trace_id: Vec<Option<&'a str>>,
+    detail: Vec<Option<&'a str>>,
+    prev_hash: Vec<&'a [u8]>,
+    hash: Vec<&'a [u8]>,
+}
+
+/// Inserts [`EventColumns`], advances the chain head to `$22`/`$23` and
+/// announces the notices `$25` on channel `$24`, in one statement.
+const INSERT_EVENTS: &str = concat!(
+    "WITH ins AS (INSERT INTO audit_events (",
+    audit_columns!(),
+    ") SELECT $1, u.* FROM unnest($2::bigint[], $3::uuid[], $4::bigint[], $5::uuid[], \
+     $6::text[], $7::text[], $8::text[], $9::uuid[], $10::text[], $11::int[], $12::text[], \
+     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], \
+     $20::bytea[], $21::bytea[]) AS u), \
+     n AS (SELECT pg_notify($24, t) FROM unnest($25::text[]) AS t) \
+     UPDATE audit_heads SET sequence = $22, hash = $23 \
+     WHERE tenant_id = $1 AND (SELECT count(*) FROM n) >= 0"
+);
+
+/// Commits a batch of events on the head `$22`..`$25` names, checking the
+/// reveals `$27`..`$32` at `$26` (see [`fast`]).
+const APPEND_CHECKED_EVENTS: &str = "\
+    SELECT append_checked_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+    $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)";
+
+type PgQuery<'a> = sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments>;
+
+impl<'a> EventColumns<'a> {
+    fn new(events: &'a [AuditEvent]) -> Result<Self> {
+        let n = events.len();
+        let mut c = EventColumns {
+            sequence: Vec::with_capacity(n),
+            id: Vec::with_capacity(n),
+            at: Vec::with_capacity(n),
+            principal: Vec::with_capacity(n),
+            actor: Vec::with_capacity(n),
+            on_behalf_of: Vec::with_capacity(n),
+            action: Vec::with_capacity(n),
+            credential: Vec::with_capacity(n),
+            credential_name: Vec::with_capacity(n),
+            version: Vec::with_capacity(n),
+            environment: Vec::with_capacity(n),
+            purpose: Vec::with_capacity(n),
+            outcome: Vec::with_capacity(n),
+            reason_code: Vec::with_capacity(n),
+            peer: Vec::with_capacity(n),
+            request_id: Vec::with_capacity(n),
+            trace_id: Vec::with_capacity(n),
+            detail: Vec::with_capacity(n),
+            prev_hash: Vec::with_capacity(n),
+            hash: Vec::with_capacity(n),
+        };
+        for e in events {
+            let EventRow {
+                chain: _,
+                sequence,
+                id,
+                at,
+                principal,
+                actor,
+                on_behalf_of,
+                action,
+                credential,
+                credential_name,
+                version,
+                environment,
+                purpose,
+                outcome,
+                reason_code,
+                peer,
+                request_id,
+                trace_id,
+                detail,
+                prev_hash,
+                hash,
+            } = EventRow::of(e)?;
+            c.sequence.push(sequence);
+            c.id.push(id);
+            c.at.push(at);
+            c.principal.push(principal);
+            c.actor.push(actor);
+            c.on_behalf_of.push(on_behalf_of);
+            c.action.push(action);
+            c.credential.push(credential);
+            c.credential_name.push(credential_name);
+            c.version.push(version);
+            c.environment.push(environment);
+            c.purpose.push(purpose);
+            c.outcome.push(outcome);
+            c.reason_code.push(reason_code);
+            c.peer.push(peer);
+            c.request_id.push(request_id);
+            c.trace_id.push(trace_id);
+            c.detail.push(detail);
+            c.prev_hash.push(prev_hash);
+            c.hash.push(hash);
+        }
+        Ok(c)
+    }
+
+    /// Binds the chain and the columns as `$1` to `$21`.
+    fn bind(self, chain: TenantId, q: PgQuery<'a>) -> PgQuery<'a> {
+        q.bind(chain.as_uuid())
+            .bind(self.sequence)
+            .bind(self.id)
+            .bind(self.at)
+            .bind(self.principal)
+            .bind(self.actor)
+            .bind(self.on_behalf_of)
+            .bind(self.action)
+            .bind(self.credential)
+            .bind(self.credential_name)
+            .bind(self.version)
+            .bind(self.environment)
+            .bind(self.purpose)
+            .bind(self.outcome)
+            .bind(self.reason_code)
+            .bind(self.peer)
+            .bind(self.request_id)
+            .bind(self.trace_id)
+            .bind(self.detail)
+            .bind(self.prev_hash)
+            .bind(self.hash)
+    }
+}
+
+/// Inserts sealed audit events, advances the chain head to `head` and
+/// announces `changes` (delivered at commit), with one statement of fixed
+/// text.
+pub(super) async fn insert(
+    tx: &mut Transaction<'static, Postgres>,
+    events: &[AuditEvent],
+    head: Head,
+    origin: uuid::Uuid,
+    changes: &[Change],
+) -> Result<()> {
+    let Some(first) = events.first() else {
+        return Ok(());
+    };
+    let to =
+        i64::try_from(head.sequence).map_err(|_| Error::internal("audit sequence overflow"))?;
+    let notices = notice_texts(origin, changes);
+    // The notices' CTE is referenced from the WHERE clause: a CTE that
+    // nothing references is never run. Covered by the conformance case
+    // pg_changes_announce_other_servers_mutations.
+    EventColumns::new(events)?
+        .bind(first.tenant, sqlx::query(INSERT_EVENTS))
+        .bind(to)
+        .bind(head.hash.as_slice())
+        .bind(CHANGES_CHANNEL)
+        .bind(notices)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("audit event"))?;
+    Ok(())
+}
+
+/// Commits a batch of audit events only (reveals, denials) in one round
+/// trip: the function `append_checked_events` (migration
+/// 20261206000003), called as a statement of its own, binds the tenant,
+/// locks the chain head if it is still the one this committer last wrote,
+/// checks every reveal against the state committed after the lock (the
+/// rule of [`crate::group_commit::checks`], stated in SQL), inserts the
+/// events sealed on that head and advances it; PostgreSQL commits when the
+/// statement ends, before the answer comes back. If the head moved (another
+/// writer, or the previous commit failed) or a check fails, nothing is
+/// written and the drafts go back for the full path, which finds the
+/// failing job.
+pub(super) async fn fast(
+    store: &PgStore,
+    tenant: TenantId,
+    works: &[Work],
+    drafts: Vec<AuditDraft>,
+    head: Head,
+    held: &mut Option<PoolConnection<Postgres>>,
+) -> Result<Fast> {
+    let mut next = head.sequence;
+    let mut prev = head.hash;
+    let events: Vec<AuditEvent> = drafts
+        .into_iter()
+        .map(|d| {
+            next += 1;
+            let e = d.seal(tenant, next, prev);
+            prev = e.hash;
+            e
+        })
+        .collect();
+    let to = i64::try_from(next).map_err(|_| Error::internal("audit sequence overflow"))?;
+    let from =
+        i64::try_from(head.sequence).map_err(|_| Error::internal("audit sequence overflow"))?;
+    let checks = Checks::new(works);
+    let now = strongroom_core::time::Timestamp::now().as_micros();
+    // A connection the server closed meanwhile (a restart, an idle
+    // timeout, a terminated backend) fails the call: the batch is sent
+    // once more on a fresh connection. Safe even if the first call
+    // committed before its reply was lost: the function then finds the
+    // head already at `to`, or (another writer appended meanwhile) the
+    // batch's last event at `to` with its hash, and answers 'ok' without
+    // writing again (conformance case
+    // pg_batch_resent_after_a_lost_reply_is_chained_once).
+    let mut attempts = 0;
+    let row = loop {
+        let conn = match held {
+            Some(c) => c,
+            None => held.insert(store.pool().acquire().await.map_err(db("audit event"))?),
+        };
+        let result = EventColumns::new(&events)?
+            .bind(tenant, sqlx::query(APPEND_CHECKED_EVENTS))
+            .bind(to)
+            .bind(prev.as_slice())
+            .bind(from)
+            .bind(head.hash.as_slice())
+            .bind(now)
+            .bind(checks.credential.as_slice())
+            .bind(checks.version.as_slice())
+            .bind(checks.principal.as_slice())
+            .bind(checks.role.as_slice())
+            .bind(checks.grant.as_slice())
+            .bind(checks.binding.as_slice())
+            .fetch_one(&mut **conn)
+            .await;
+        match result {
+            Ok(row) => {
+                // Test hook: the batch committed; act as if its reply was
+                // lost on a closed connection (see
+                // `PgStore::lose_next_commit_reply`).
+                #[cfg(feature = "fault-injection")]
+                if attempts == 0
+                    && let Some(hook) = store.take_lost_reply()
+                {
+                    attempts += 1;
+                    if let Some(mut c) = held.take() {
+                        c.close_on_drop();
+                    }
+                    let _ = hook.committed.send(());
+                    let _ = hook.resend.await;
+                    continue;
+                }
+                break row;
+            }
+            Err(e) if attempts == 0 && crate::error::connection_lost(&e) => {
+                attempts += 1;
+                if let Some(mut c) = held.take() {
+                    c.close_on_drop();
+                }
+            }
+            // The database refused the batch's data on the first try:
+            // nothing was written (the statement is its own transaction);
+            // the full path finds the job at fault and commits the others.
+            // After a resend the first try may have committed, so a failure
+            // then is an error, never a redo.
+            Err(sqlx::Error::Database(e))
+                if attempts == 0 && !crate::error::connection_lost_code(e.code()) =>
+            {
+                tracing::warn!(error = %e, "audit batch refused on the short path");
+                *held = None;
+                return Ok(Fast::Redo(events.into_iter().map(|e| e.draft).collect()));
+            }
+            Err(e) => {
+                *held = None;
+                return Err(db("audit event")(e));
+            }
+        }
+    };
+    let outcome: &str = sqlx::Row::try_get(&row, 0).map_err(db("audit event"))?;
+    // The connection is kept for the next batch only while the pool has
+    // others idle: with none, callers (other tenants' committers, reads)
+    // may be waiting for one, and this committer may have work for as long
+    // as its tenant's traffic lasts.
+    if store.pool().num_idle() == 0 {
+        *held = None;
+    }
+    if outcome != "ok" {
+        return Ok(Fast::Redo(events.into_iter().map(|e| e.draft).collect()));
+    }
+    Ok(Fast::Committed(
+        events,
+        Head {
+            sequence: next,
+            hash: prev,
+        },
+    ))
+}
+
+/// The reveal checks of a batch as column arrays, for
+/// `append_checked_events`.
+struct Checks {
+    credential: Vec<uuid::Uuid>,
+    version: Vec<i64>,
+    principal: Vec<uuid::Uuid>,
+    role: Vec<&'static str>,
+    grant: Vec<Option<uuid::Uuid>>,
+    binding: Vec<Option<uuid::Uuid>>,
+}
+
+impl Checks {
+    fn new(works: &[Work]) -> Self {
+        let mut c = Checks {
+            credential: Vec::with_capacity(works.len()),
+            version: Vec::with_capacity(works.len()),
+            principal: Vec::with_capacity(works.len()),
+            role: Vec::with_capacity(works.len()),
+            grant: Vec::with_capacity(works.len()),
+            binding: Vec::with_capacity(works.len()),
+        };
+        for w in works {
+            if let Work::Reveal(check) = w {
+                c.credential.push(check.credential.as_uuid());
+                c.version.push(i64::from(check.version));
+                c.principal.push(check.principal.as_uuid());
+                c.role.push(check.role.as_str());
+                c.grant.push(check.grant.map(|g| g.as_uuid()));
+                c.binding.push(check.binding.map(|b| b.as_uuid()));
+            }
+        }
+        c
+    }
+}
