@@ -293,3 +293,161 @@ pub fn stack<P: Protocol, S>(
         ))
         .service(service)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http_body_util::BodyExt as _;
+    use hyper::body::Bytes;
+    use tokio::sync::Semaphore;
+    use tower::Service as _;
+    use tower_layer::Layer as _;
+
+    use super::*;
+
+    /// A protocol answering refusals with plain HTTP statuses.
+    #[derive(Clone)]
+    struct Plain;
+
+    impl Protocol for Plain {
+        type Body = &'static str;
+        const SYSTEM: &'static str = "test";
+
+        fn refuse(&self, refusal: Refusal<'_>) -> http::Response<&'static str> {
+            let (status, body) = match refusal {
+                Refusal::Overloaded => (503, "overloaded"),
+                Refusal::DeadlineExceeded => (504, "deadline"),
+                _ => (401, "refused"),
+            };
+            let mut response = http::Response::new(body);
+            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            response
+        }
+
+        fn client_deadline(&self, _headers: &http::HeaderMap) -> Option<Duration> {
+            None
+        }
+
+        fn needs_caller(&self, _path: &str) -> bool {
+            false
+        }
+
+        fn call_name<'a>(&self, path: &'a str) -> CallName<'a> {
+            CallName {
+                service: "",
+                method: path,
+            }
+        }
+
+        fn outcome(&self, response: &http::Response<&'static str>) -> Outcome {
+            Outcome {
+                code: i32::from(response.status().as_u16()),
+                name: "",
+                ok: response.status().is_success(),
+                denial: None,
+            }
+        }
+
+        fn body_limit(&self, max_message_bytes: usize) -> usize {
+            max_message_bytes
+        }
+
+        fn body_too_large(&self, max_message_bytes: usize) -> BoxError {
+            format!("over {max_message_bytes}").into()
+        }
+    }
+
+    /// A service whose calls finish once `gate` gives them a permit.
+    #[derive(Clone)]
+    struct Gated(Arc<Semaphore>);
+
+    impl<B: Send + 'static> tower::Service<http::Request<B>> for Gated {
+        type Response = http::Response<&'static str>;
+        type Error = Infallible;
+        type Future = BoxResponse<&'static str>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: http::Request<B>) -> Self::Future {
+            let gate = Arc::clone(&self.0);
+            Box::pin(async move {
+                let _permit = gate.acquire().await;
+                Ok(http::Response::new("served"))
+            })
+        }
+    }
+
+    fn request() -> http::Request<()> {
+        http::Request::new(())
+    }
+
+    #[tokio::test]
+    async fn calls_beyond_the_cap_are_refused_at_once_and_slots_come_back() {
+        let gate = Arc::new(Semaphore::new(0));
+        let mut shed = shed::ShedLayer::new(Plain, 2, None).layer(Gated(Arc::clone(&gate)));
+        let first = tokio::spawn(shed.call(request()));
+        let second = tokio::spawn(shed.call(request()));
+        let refused = shed.call(request()).await.unwrap();
+        assert_eq!(refused.status(), 503);
+        gate.add_permits(2);
+        assert_eq!(first.await.unwrap().unwrap().status(), 200);
+        assert_eq!(second.await.unwrap().unwrap().status(), 200);
+        gate.add_permits(1);
+        assert_eq!(shed.call(request()).await.unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_deadline_is_answered_by_the_protocol() {
+        let gate = Arc::new(Semaphore::new(0));
+        let mut timeout = timeout::TimeoutLayer::new(Plain, Duration::from_millis(20), None)
+            .layer(Gated(Arc::clone(&gate)));
+        let response = timeout.call(request()).await.unwrap();
+        assert_eq!(response.status(), 504);
+        gate.add_permits(1);
+        let response = timeout.call(request()).await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    /// Reads the request body to its end.
+    #[derive(Clone)]
+    struct ReadBody;
+
+    impl<B> tower::Service<http::Request<B>> for ReadBody
+    where
+        B: hyper::body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        type Response = Result<Bytes, String>;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<B>) -> Self::Future {
+            Box::pin(async move {
+                Ok(match request.into_body().collect().await {
+                    Ok(body) => Ok(body.to_bytes()),
+                    Err(e) => Err(e.to_string()),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_ends_with_the_protocols_error() {
+        let mut limited = body_limit::BodyLimitLayer::new(Plain, 4).layer(ReadBody);
+        let body = |text: &'static str| {
+            http::Request::new(http_body_util::Full::new(Bytes::from_static(
+                text.as_bytes(),
+            )))
+        };
+        let read = limited.call(body("four")).await.unwrap();
+        assert_eq!(read.unwrap(), "four");
+        let read = limited.call(body("fives")).await.unwrap();
+        assert_eq!(read.unwrap_err(), "over 4");
+    }
+}
