@@ -29,7 +29,8 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use crate::config::{LogFormat, TelemetryConfig};
 use crate::edge::{CallMetrics, TraceContext};
 
-/// The target of the call spans, the only spans exported.
+/// The target of the call spans, the only spans exported (the log lines
+/// of that target are written after their span closed: never span events).
 const CALL_SPANS: &str = "strongroomd::edge::trace";
 
 /// What [`init`] started; [`Telemetry::shutdown`] sends what is left.
@@ -135,16 +136,19 @@ pub fn init_with_exporters(
     let meter = opentelemetry::metrics::MeterProvider::meter(&meter_provider, "strongroomd");
     let call_metrics = Arc::new(CallMetrics::new(&meter));
 
-    // Logs keep their own filter; the exporter sees the call spans only
-    // (at DEBUG: never built for the log at `info`), not log events.
+    // Logs keep their own filter (at `info` the log never formats the DEBUG
+    // call spans); the exporter sees the call spans only, not log events.
     let spans_layer = tracing_opentelemetry::layer()
         .with_tracer(tracer_provider.tracer("strongroomd"))
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            meta.is_span() && meta.target() == CALL_SPANS
-        }));
+        // A static filter: every other callsite's interest is decided
+        // once, not per event.
+        .with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target(CALL_SPANS, tracing::Level::DEBUG),
+        );
     let registry = tracing_subscriber::registry().with(spans_layer);
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
     let result = match format {
