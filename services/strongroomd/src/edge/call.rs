@@ -1,7 +1,7 @@
 //! A call's facts read from its request headers: the request id and the
 //! tenant hint, the same for every protocol.
 
-use strongroom_engine::new_request_id;
+use http::HeaderName;
 
 /// Header carrying the client's request id (echoed in the response).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -9,19 +9,28 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Header naming the tenant when an identity is bound in several.
 pub const TENANT_HEADER: &str = "strongroom-tenant";
 
+/// [`REQUEST_ID_HEADER`], parsed once.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+
+/// [`TENANT_HEADER`], parsed once.
+const TENANT: HeaderName = HeaderName::from_static(TENANT_HEADER);
+
 /// The client's request id when it sent a usable one (1 to 128 visible
 /// ASCII characters), else a new one.
 pub fn request_id(headers: &http::HeaderMap) -> String {
     headers
-        .get(REQUEST_ID_HEADER)
+        .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(new_request_id, str::to_owned)
+        .map_or_else(
+            || super::ids::hex32(super::ids::random_u128()),
+            str::to_owned,
+        )
 }
 
 /// The tenant the client named, if any.
 pub fn tenant_hint(headers: &http::HeaderMap) -> Option<&str> {
-    headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok())
+    headers.get(&TENANT).and_then(|v| v.to_str().ok())
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ use strongroom_engine::{CallContext, Engine};
 pub mod authenticate;
 pub mod body_limit;
 pub mod call;
+mod ids;
 pub mod metrics;
 pub mod rate_limit;
 pub mod shed;

@@ -23,7 +23,8 @@ use pin_project_lite::pin_project;
 use tracing::Span;
 use tracing::field::{Empty, display};
 
-use super::{CallMetrics, Caller, Protocol, REQUEST_ID_HEADER};
+use super::call::REQUEST_ID;
+use super::{CallMetrics, Caller, Protocol};
 
 /// Traces admitted calls.
 #[derive(Clone)]
@@ -167,7 +168,7 @@ impl<P: Protocol> Traced<P> {
         let elapsed = self.started.elapsed();
         let context = self.caller.context();
         if let Ok(value) = http::HeaderValue::from_str(&context.request_id) {
-            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            response.headers_mut().insert(REQUEST_ID, value);
         }
         let outcome = self.protocol.outcome(response);
         let name = self.protocol.call_name(self.caller.path());

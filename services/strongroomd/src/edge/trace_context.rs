@@ -3,10 +3,11 @@
 //! audit event and in the server's span); any other call starts a new
 //! trace. A malformed header is ignored, never refused.
 
-use std::cell::Cell;
-
 /// The W3C trace context header.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// [`TRACEPARENT_HEADER`], parsed once.
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static(TRACEPARENT_HEADER);
 
 /// The trace a call belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +29,7 @@ impl TraceContext {
     /// The trace of a call with `headers`: the client's when it sent one
     /// valid `traceparent` header, else a new one.
     pub fn from_headers(headers: &http::HeaderMap) -> Self {
-        let mut values = headers.get_all(TRACEPARENT_HEADER).iter();
+        let mut values = headers.get_all(&TRACEPARENT).iter();
         let parsed = match (values.next(), values.next()) {
             (Some(value), None) => value.to_str().ok().and_then(parse_traceparent),
             // Absent, or sent more than once (ambiguous: ignored).
@@ -40,7 +41,8 @@ impl TraceContext {
     /// A new trace, with a random trace id.
     pub fn new_trace() -> Self {
         Self {
-            trace_id: random_trace_id(),
+            // Never zero: zero is W3C's invalid trace id.
+            trace_id: super::ids::random_u128().max(1),
             parent: None,
         }
     }
@@ -52,38 +54,13 @@ impl TraceContext {
 
     /// The trace id as W3C writes it: 32 lowercase hex digits.
     pub fn trace_id_hex(&self) -> String {
-        format!("{:032x}", self.trace_id)
+        super::ids::hex32(self.trace_id)
     }
 
     /// The client's span, when the call continues the client's trace.
     pub fn parent(&self) -> Option<RemoteParent> {
         self.parent
     }
-}
-
-/// A random, non-zero trace id, from a per-thread generator seeded once
-/// from the operating system: every call without a trace asks for one, and
-/// a trace id only has to be unique (it protects nothing: a client chooses
-/// its own), so no system call per call.
-fn random_trace_id() -> u128 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(uuid::Uuid::new_v4().as_u64_pair().0);
-    }
-    STATE.with(|state| {
-        let high = splitmix64(state);
-        let low = splitmix64(state);
-        (u128::from(high) << 64 | u128::from(low)).max(1)
-    })
-}
-
-/// The next output of SplitMix64 over `state`.
-fn splitmix64(state: &Cell<u64>) -> u64 {
-    let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
-    state.set(next);
-    let mut z = next;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// `version-traceid-parentid-flags`, lowercase hex; a later version may

@@ -106,6 +106,12 @@ pub struct Grpc;
 /// A gRPC message's frame header: a compression flag and a length.
 const FRAME_HEADER_BYTES: usize = 5;
 
+/// Where a trailers-only response (a refusal) puts its status.
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+/// Where a client puts its deadline.
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// The package of strongroom's own services, which need a caller.
 const STRONGROOM_PREFIX: &str = "/strongroom.v1.";
 
@@ -158,7 +164,7 @@ impl edge::Protocol for Grpc {
         // answers one message or an error.
         let code = response
             .headers()
-            .get("grpc-status")
+            .get(&GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i32>().ok())
             .map_or(Code::Ok, Code::from_i32);
@@ -209,7 +215,7 @@ fn outcome(code: Code) -> Outcome {
 /// The client's deadline from the `grpc-timeout` header (`<digits><unit>`,
 /// at most 8 digits), if it sent a valid one.
 fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let value = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?;
     if value.len() < 2 || value.len() > 9 {
         return None;
     }
