@@ -408,7 +408,7 @@ impl EventFormat {
     pub const CURRENT: EventFormat = EventFormat::V2;
 
     /// The number stored.
-    pub const fn number(&self) -> i16 {
+    pub const fn number(&self) -> i32 {
         match self {
             Self::V1 => 1,
             Self::V2 => 2,
@@ -416,7 +416,7 @@ impl EventFormat {
     }
 
     /// The format of a stored number.
-    pub fn from_number(number: i16) -> Option<Self> {
+    pub fn from_number(number: i32) -> Option<Self> {
         match number {
             1 => Some(Self::V1),
             2 => Some(Self::V2),
@@ -497,7 +497,12 @@ impl AuditEvent {
             EventFormat::V1 => self.draft.detail.is_none(),
             EventFormat::V2 => {
                 self.detail_text.as_deref()
-                    == self.draft.detail.as_ref().map(AuditDetail::encode).as_deref()
+                    == self
+                        .draft
+                        .detail
+                        .as_ref()
+                        .map(AuditDetail::encode)
+                        .as_deref()
             }
         }
     }
