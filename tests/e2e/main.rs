@@ -40,5 +40,6 @@ mod replicas;
 mod revocation;
 mod secrets_in_logs;
 mod smoke;
+mod telemetry;
 mod tenancy;
 mod transport_limits;

@@ -129,11 +129,17 @@ impl RotationPolicy {
         Ok(())
     }
 
+    /// When a credential whose current version was written at `rotated_at`
+    /// is due for rotation.
+    pub fn due_at(&self, rotated_at: Timestamp) -> Timestamp {
+        rotated_at.plus(Duration::from_secs(86_400) * self.period_days)
+    }
+
     /// The status of a credential whose current version was written at
     /// `rotated_at`, as of `now`.
     pub fn status(&self, rotated_at: Timestamp, now: Timestamp) -> RotationStatus {
         let day = Duration::from_secs(86_400);
-        let due = rotated_at.plus(day * self.period_days);
+        let due = self.due_at(rotated_at);
         let remind = due.minus(day * self.reminder_days);
         if now >= due {
             RotationStatus::Overdue
@@ -196,7 +202,33 @@ pub struct Credential {
     pub created_by: PrincipalId,
 }
 
+/// Where a credential stands with its rotation schedule at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationState {
+    /// The schedule in force: the credential's own, else its tenant's
+    /// default.
+    pub policy: RotationPolicy,
+    /// Whether `policy` is the tenant's default.
+    pub inherited: bool,
+    /// When the current version is due for rotation.
+    pub due_at: Timestamp,
+    /// Healthy, due soon or overdue.
+    pub status: RotationStatus,
+}
+
 impl Credential {
+    /// Its rotation as of `now`, under its own schedule or, when it has
+    /// none, under `tenant_default`.
+    pub fn rotation_state(&self, tenant_default: &RotationPolicy, now: Timestamp) -> RotationState {
+        let policy = self.rotation.unwrap_or(*tenant_default);
+        RotationState {
+            policy,
+            inherited: self.rotation.is_none(),
+            due_at: policy.due_at(self.rotated_at),
+            status: policy.status(self.rotated_at, now),
+        }
+    }
+
     /// The status as of `now`: an active credential past `expires_at` reads
     /// as expired.
     pub fn effective_status(&self, now: Timestamp) -> CredentialStatus {
@@ -284,4 +316,73 @@ pub struct CredentialFilter {
     pub reach: Option<Vec<crate::policy::Reach>>,
     /// Only credentials that are not owner-scoped.
     pub unowned_only: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_state_uses_the_tenant_default_only_without_a_schedule_of_its_own() {
+        let day = 86_400;
+        let rotated_at = Timestamp::from_unix(1_000 * day, 0);
+        let tenant = RotationPolicy {
+            period_days: 30,
+            reminder_days: 5,
+        };
+        let own = RotationPolicy {
+            period_days: 10,
+            reminder_days: 2,
+        };
+        let state = |rotation: Option<RotationPolicy>, days_later: i64| {
+            let credential = Credential {
+                rotation,
+                rotated_at,
+                ..Credential::example()
+            };
+            credential.rotation_state(&tenant, Timestamp::from_unix((1_000 + days_later) * day, 0))
+        };
+        let inherited = state(None, 26);
+        assert!(inherited.inherited);
+        assert_eq!(inherited.policy, tenant);
+        assert_eq!(inherited.due_at, Timestamp::from_unix(1_030 * day, 0));
+        assert_eq!(inherited.status, RotationStatus::DueSoon);
+        assert_eq!(state(None, 1).status, RotationStatus::Healthy);
+        let own_state = state(Some(own), 26);
+        assert!(!own_state.inherited);
+        assert_eq!(own_state.due_at, Timestamp::from_unix(1_010 * day, 0));
+        assert_eq!(own_state.status, RotationStatus::Overdue);
+    }
+
+    impl Credential {
+        fn example() -> Self {
+            let at = Timestamp::from_unix(0, 0);
+            Credential {
+                id: CredentialId::from_uuid(uuid::Uuid::nil()),
+                tenant: TenantId::from_uuid(uuid::Uuid::nil()),
+                environment: Environment::parse("dev", "environment")
+                    .unwrap_or_else(|_| unreachable!()),
+                name: CredentialName::parse("a/b", "name").unwrap_or_else(|_| unreachable!()),
+                service: ServiceLabel::parse("svc", "service").unwrap_or_else(|_| unreachable!()),
+                kind: crate::value::CredentialType::ApiKey,
+                description: String::new(),
+                tags: Vec::new(),
+                scopes: Vec::new(),
+                owner: None,
+                status: CredentialStatus::Active,
+                current_version: 1,
+                latest_version: 1,
+                rotated_at: at,
+                created_at: at,
+                updated_at: at,
+                expires_at: None,
+                revoked_at: None,
+                revoke_reason: None,
+                destroyed_at: None,
+                rotation: None,
+                injection: None,
+                created_by: PrincipalId::from_uuid(uuid::Uuid::nil()),
+            }
+        }
+    }
 }

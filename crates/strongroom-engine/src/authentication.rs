@@ -9,6 +9,17 @@ use strongroom_core::{Error, Result};
 use crate::Engine;
 
 impl Engine {
+    /// The caller a verified peer identity authenticated as, while the
+    /// cache holds it: the path most calls take, without waiting. On
+    /// `None`, [`Engine::authenticate`] decides.
+    pub fn cached_caller(
+        &self,
+        identity: &str,
+        tenant_hint: Option<&str>,
+    ) -> Option<Arc<Authenticated>> {
+        self.caches.caller(identity, tenant_hint)
+    }
+
     /// Authenticates a verified peer identity, from the cache when fresh.
     pub async fn authenticate(
         &self,

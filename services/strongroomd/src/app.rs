@@ -9,17 +9,12 @@ use secrecy::SecretString;
 use strongroom_core::scope::{Authenticator, SystemScope, SystemTask};
 use strongroom_core::store::{Store, meta};
 use strongroom_crypto::{CryptoError, KdfParams, KeyCheck, RootKey};
-use strongroom_proto::v1::admin_service_server::AdminServiceServer;
-use strongroom_proto::v1::audit_service_server::AuditServiceServer;
-use strongroom_proto::v1::credential_service_server::CredentialServiceServer;
-use strongroom_proto::v1::policy_service_server::PolicyServiceServer;
 use strongroom_store::{FairShare, PgStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Database, RootKeySource};
-use crate::handlers::{AdminHandler, AuditHandler, CredentialHandler, PolicyHandler, Shared};
 use crate::tls::ClientTrust;
 use strongroom_engine::Engine;
 
@@ -49,6 +44,9 @@ pub enum StartError {
     /// Serving failed.
     #[error("server: {0}")]
     Serve(String),
+    /// The telemetry exporters could not be set up.
+    #[error("telemetry: {0}")]
+    Telemetry(String),
 }
 
 /// A built, bound server, ready to run.
@@ -61,6 +59,7 @@ pub struct App {
     limits: crate::config::Limits,
     audit: crate::config::AuditConfig,
     checkpoint_file: Option<(std::path::PathBuf, tokio::fs::File)>,
+    call_metrics: Option<Arc<crate::edge::CallMetrics>>,
 }
 
 /// Opens the configured store. SQLite is migrated at start-up; Postgres is
@@ -468,7 +467,15 @@ impl App {
             limits: config.limits,
             audit: config.audit,
             checkpoint_file,
+            call_metrics: None,
         })
+    }
+
+    /// Measures every call with `metrics` (when an exporter is
+    /// configured; see `telemetry`).
+    pub fn with_call_metrics(mut self, metrics: Option<Arc<crate::edge::CallMetrics>>) -> Self {
+        self.call_metrics = metrics;
+        self
     }
 
     /// The bound address.
@@ -506,37 +513,9 @@ impl App {
             limits,
             audit,
             checkpoint_file,
+            call_metrics,
         } = self;
-        let limit = limits.max_message_bytes;
-        // Messages up to 4x the limit are decoded so the handler can refuse
-        // them with INVALID_ARGUMENT naming the limit; larger ones are cut off
-        // by the transport.
-        let decode_limit = limit.saturating_mul(4);
-        let shared = Shared::new(Arc::clone(&engine), limit);
-
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<CredentialServiceServer<CredentialHandler>>()
-            .await;
-        health
-            .set_serving::<PolicyServiceServer<PolicyHandler>>()
-            .await;
-        health
-            .set_serving::<AuditServiceServer<AuditHandler>>()
-            .await;
-        health
-            .set_serving::<AdminServiceServer<AdminHandler>>()
-            .await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(strongroom_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| StartError::Serve(format!("reflection: {e}")))?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(strongroom_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .map_err(|e| StartError::Serve(format!("reflection: {e}")))?;
+        let service = crate::grpc::routes(Arc::clone(&engine), &limits, call_metrics).await?;
 
         let (stopping_tx, stopping_rx) = watch::channel(false);
         trust.spawn_reloader(stopping_rx.clone());
@@ -554,29 +533,7 @@ impl App {
         let transport = crate::serve::Transport::new(&limits);
 
         tracing::info!(%addr, "serving");
-        let mut routes = tonic::service::Routes::builder();
-        routes
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(
-                CredentialServiceServer::new(CredentialHandler(shared.clone()))
-                    .max_decoding_message_size(decode_limit),
-            )
-            .add_service(
-                PolicyServiceServer::new(PolicyHandler(shared.clone()))
-                    .max_decoding_message_size(decode_limit),
-            )
-            .add_service(
-                AuditServiceServer::new(AuditHandler(shared.clone()))
-                    .max_decoding_message_size(decode_limit),
-            )
-            .add_service(
-                AdminServiceServer::new(AdminHandler(shared))
-                    .max_decoding_message_size(decode_limit),
-            );
-        let routes = routes.routes();
-        crate::serve::serve(listener, acceptor, trust, routes, transport, async move {
+        crate::serve::serve(listener, acceptor, trust, service, transport, async move {
             stop.await;
             let _ = stopping_tx.send(true);
         })

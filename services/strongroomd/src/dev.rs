@@ -166,6 +166,7 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, StartError> {
         identity: crate::config::IdentityConfig::default(),
         log_level: "info".into(),
         log_format: LogFormat::Text,
+        telemetry: crate::config::TelemetryConfig::default(),
     };
     Ok(DevSetup {
         dir: dir.to_path_buf(),

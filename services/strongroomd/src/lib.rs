@@ -1,5 +1,7 @@
-//! strongroomd, the strongroom server: configuration, start-up and the gRPC
-//! handlers over mutual TLS that drive the engine (`strongroom-engine`).
+//! strongroomd, the strongroom server: configuration, start-up, the
+//! transport over mutual TLS ([`serve`], [`tls`]), the request edge every
+//! call passes ([`edge`]) and the gRPC services behind it ([`grpc`]) that
+//! drive the engine (`strongroom-engine`).
 //!
 //! `main` only parses the command line; everything else is here so tests can
 //! build an [`app::App`] on port 0.
@@ -7,10 +9,9 @@
 pub mod app;
 pub mod checkpoint_task;
 pub mod config;
-pub mod convert;
 pub mod dev;
-pub mod error;
-pub mod handlers;
+pub mod edge;
+pub mod grpc;
 pub mod serve;
 pub mod telemetry;
 #[cfg(feature = "test-clock")]

@@ -72,8 +72,22 @@ async fn run(command: Command) -> Result<(), StartError> {
     match command {
         Command::Serve { config } => {
             let config = Config::load(config.as_deref(), &ProcessEnv)?;
-            telemetry::init(&config.log_level, config.log_format);
-            App::build(config).await?.run_until_stopped().await
+            let telemetry = telemetry::init_with_exporters(
+                &config.log_level,
+                config.log_format,
+                &config.telemetry,
+            )
+            .map_err(StartError::Telemetry)?;
+            let served = match App::build(config).await {
+                Ok(app) => {
+                    app.with_call_metrics(telemetry.call_metrics())
+                        .run_until_stopped()
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            telemetry.shutdown().await;
+            served
         }
         Command::Migrate { config } => {
             // Only the database (and the identity rules its report checks)

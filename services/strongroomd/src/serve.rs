@@ -37,12 +37,12 @@ use std::time::{Duration, Instant};
 
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use pin_project_lite::pin_project;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tonic::Status;
-use tonic::codegen::Service as _;
-use tonic::service::Routes;
+use tower::Service;
 
 use crate::config::Limits;
 use crate::tls::{CertRefusal, ClientTrust, PeerInfo, PeerStream};
@@ -187,14 +187,40 @@ fn source(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Serves `routes` on `listener` until `stop` completes; then stops
+/// What serves each call on a connection: the request edge in front of
+/// the services (see `crate::edge`). Every layer of it is always ready.
+pub trait CallService:
+    Service<
+        http::Request<Incoming>,
+        Response = http::Response<tonic::body::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> CallService for S where
+    S: Service<
+            http::Request<Incoming>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// Serves `service` on `listener` until `stop` completes; then stops
 /// accepting, asks every connection to close (GOAWAY) and waits for them:
 /// calls in progress finish, within `limits.request_timeout`.
-pub async fn serve(
+pub async fn serve<S: CallService + Sync>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     trust: Arc<ClientTrust>,
-    routes: Routes,
+    service: S,
     transport: Transport,
     stop: impl Future<Output = ()>,
 ) {
@@ -208,7 +234,6 @@ pub async fn serve(
     let sources = (transport.max_connections_per_ip > 0)
         .then(|| OpenCounts::new(transport.max_connections_per_ip));
     let source_full = RefusalLog::new();
-    let routes = routes.prepare();
     let mut http = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http.timer(TokioTimer::new())
         .max_concurrent_streams(transport.max_concurrent_streams)
@@ -273,7 +298,7 @@ pub async fn serve(
         let full = Arc::clone(&full);
         let identities = Arc::clone(&identities);
         let identity_full = Arc::clone(&identity_full);
-        let routes = routes.clone();
+        let service = service.clone();
         let http = http.clone();
         let mut closing = closing_rx.clone();
         tokio::spawn(async move {
@@ -321,7 +346,7 @@ pub async fn serve(
                 }
                 return;
             };
-            serve_connection(stream, http, routes, transport, closing).await;
+            serve_connection(stream, http, service, transport, closing).await;
         });
     }
     drop(listener);
@@ -427,10 +452,10 @@ impl Drop for CallGuard {
     }
 }
 
-async fn serve_connection(
+async fn serve_connection<S: CallService>(
     stream: PeerStream,
     http: hyper::server::conn::http2::Builder<TokioExecutor>,
-    routes: Routes,
+    service: S,
     transport: Transport,
     mut closing: watch::Receiver<bool>,
 ) {
@@ -444,10 +469,9 @@ async fn serve_connection(
     let info = stream.info().clone();
     let peer = info.addr;
     let service = ConnService {
-        routes,
+        service,
         info,
         control: Arc::clone(&control),
-        request_timeout: transport.request_timeout,
     };
     let conn = http.serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
@@ -527,22 +551,19 @@ async fn serve_connection(
 }
 
 /// The per-connection service: checks the client certificate, hands the
-/// connection's [`PeerInfo`] to the call, bounds it in time and counts it.
+/// connection's [`PeerInfo`] to the call and counts it; the edge does the
+/// rest (deadline included).
 #[derive(Clone)]
-struct ConnService {
-    routes: Routes,
+struct ConnService<S> {
+    service: S,
     info: PeerInfo,
     control: Arc<ConnControl>,
-    request_timeout: Duration,
 }
 
-type CallFuture =
-    Pin<Box<dyn Future<Output = Result<http::Response<CallBody>, Infallible>> + Send>>;
-
-impl hyper::service::Service<http::Request<Incoming>> for ConnService {
+impl<S: CallService> hyper::service::Service<http::Request<Incoming>> for ConnService<S> {
     type Response = http::Response<CallBody>;
     type Error = Infallible;
-    type Future = CallFuture;
+    type Future = CallFuture<S::Future>;
 
     fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
         // The certificate passed the handshake; it must still be valid now
@@ -566,28 +587,51 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
             let response = Status::unauthenticated(refusal.message())
                 .into_http::<tonic::body::Body>()
                 .map(|body| CallBody { body, call: None });
-            return Box::pin(std::future::ready(Ok(response)));
+            return CallFuture::Refused {
+                response: Some(response),
+            };
         }
         let guard = CallGuard::new(&self.control);
-        let timeout = grpc_timeout(request.headers())
-            .map_or(self.request_timeout, |t| t.min(self.request_timeout));
         request.extensions_mut().insert(self.info.clone());
-        let mut routes = self.routes.clone();
-        Box::pin(async move {
-            let response = match tokio::time::timeout(timeout, routes.call(request)).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(never)) => match never {},
-                // The server's own deadline (the client's, or the request
-                // timeout) passed: DEADLINE_EXCEEDED, as gRPC defines it. A
-                // call the client cancels ends with its stream instead.
-                Err(_) => Status::deadline_exceeded("the call did not finish within its deadline")
-                    .into_http::<tonic::body::Body>(),
-            };
-            Ok(response.map(|body| CallBody {
-                body,
-                call: Some(guard),
-            }))
-        })
+        // Every layer of the edge is always ready.
+        let mut service = self.service.clone();
+        CallFuture::Served {
+            inner: service.call(request),
+            guard: Some(guard),
+        }
+    }
+}
+
+pin_project! {
+    /// A call on its way through the edge, or refused by the transport.
+    #[project = CallFutureProj]
+    enum CallFuture<F> {
+        Served { #[pin] inner: F, guard: Option<CallGuard> },
+        Refused { response: Option<http::Response<CallBody>> },
+    }
+}
+
+impl<F> Future for CallFuture<F>
+where
+    F: Future<Output = Result<http::Response<tonic::body::Body>, Infallible>>,
+{
+    type Output = Result<http::Response<CallBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CallFutureProj::Served { inner, guard } => match inner.poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(response)) => Poll::Ready(Ok(response.map(|body| CallBody {
+                    body,
+                    call: guard.take(),
+                }))),
+                Poll::Ready(Err(never)) => match never {},
+            },
+            CallFutureProj::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -630,26 +674,6 @@ impl hyper::body::Body for CallBody {
     }
 }
 
-/// The client's deadline from the `grpc-timeout` header (`<digits><unit>`,
-/// at most 8 digits), if it sent a valid one.
-fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,27 +708,6 @@ mod tests {
             drop(call);
             assert!(!control.stalled(began + STALLED_TICKS), "dropped");
             assert_eq!(control.in_flight.load(Ordering::Relaxed), 0);
-        }
-    }
-
-    #[test]
-    fn grpc_timeout_header() {
-        let mut headers = http::HeaderMap::new();
-        assert_eq!(grpc_timeout(&headers), None);
-        for (text, expected) in [
-            ("5S", Some(Duration::from_secs(5))),
-            ("250m", Some(Duration::from_millis(250))),
-            ("2M", Some(Duration::from_secs(120))),
-            ("1H", Some(Duration::from_secs(3600))),
-            ("7u", Some(Duration::from_micros(7))),
-            ("9n", Some(Duration::from_nanos(9))),
-            ("123456789S", None),
-            ("S", None),
-            ("5x", None),
-            ("-5S", None),
-        ] {
-            headers.insert("grpc-timeout", http::HeaderValue::from_static(text));
-            assert_eq!(grpc_timeout(&headers), expected, "{text}");
         }
     }
 }

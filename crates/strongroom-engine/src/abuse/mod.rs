@@ -388,17 +388,22 @@ async fn record(store: &dyn Store, scope: &TenantScope<'_>, draft: AuditDraft, t
 }
 
 impl Engine {
-    /// Refuses the call if a rate limit of the caller says so; the first
-    /// refusal of the caller's window is recorded in its tenant's chain.
-    pub async fn admit(
+    /// Whether the caller's rate limits let it make a call now: in memory,
+    /// without waiting, on the path of every call. A refusal is answered
+    /// to the caller and handed to [`Engine::record_rate_limited`].
+    pub fn admit(&self, caller: &Authenticated) -> Result<(), Refusal> {
+        self.abuse().admit(caller)
+    }
+
+    /// Notes a call [`Engine::admit`] refused; the first refusal of the
+    /// caller's window is recorded in its tenant's chain, naming `rpc`.
+    pub async fn record_rate_limited(
         &self,
         caller: &Arc<Authenticated>,
         ctx: &CallContext,
-        rpc: &'static str,
-    ) -> Result<(), Refusal> {
-        let Err(refusal) = self.abuse().admit(caller) else {
-            return Ok(());
-        };
+        rpc: &str,
+        refusal: &Refusal,
+    ) {
         if self.abuse().note_refusal(caller, refusal.limit)
             && let Ok(scope) = caller.tenant_scope()
         {
@@ -421,7 +426,6 @@ impl Engine {
             )
             .await;
         }
-        Err(refusal)
     }
 
     /// Counts a denial (recorded already) of the scope's principal: may

@@ -151,6 +151,9 @@ pub struct Limits {
     /// Concurrent HTTP/2 streams (calls) per connection, advertised to the
     /// client in the server's SETTINGS.
     pub max_concurrent_streams: u32,
+    /// Calls in flight server-wide; a call beyond it is refused at once
+    /// (UNAVAILABLE) rather than queued.
+    pub max_calls_in_flight: usize,
     /// How long cached callers, grants and credentials are trusted after
     /// they were read (`cache.ttl_ms`): the ceiling on how long a change
     /// made through another server can go unseen here if its change notice
@@ -181,6 +184,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(600),
             max_concurrent_streams: 256,
+            max_calls_in_flight: 4096,
             cache_ttl: strongroom_engine::cache::DEFAULT_TTL,
             credential_cache_ttl: strongroom_engine::cache::DEFAULT_CREDENTIAL_TTL,
         }
@@ -228,6 +232,28 @@ impl Default for IdentityConfig {
     }
 }
 
+/// OpenTelemetry export (off unless an endpoint is set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// The OTLP/gRPC collector to export call spans and per-call metrics
+    /// to (`http://host:4317`); `None`: nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    /// How often spans and metrics are sent.
+    pub export_interval: Duration,
+    /// How long one export may take.
+    pub export_timeout: Duration,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            export_interval: Duration::from_secs(10),
+            export_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Interval of scheduled checkpoints when a file is configured without one.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -254,6 +280,8 @@ pub struct Config {
     pub log_level: String,
     /// Log format.
     pub log_format: LogFormat,
+    /// OpenTelemetry export.
+    pub telemetry: TelemetryConfig,
 }
 
 /// Reads environment variables; a seam so tests need not touch the process
@@ -381,6 +409,10 @@ impl Config {
                 .limits
                 .max_concurrent_streams
                 .unwrap_or(d.max_concurrent_streams),
+            max_calls_in_flight: raw
+                .limits
+                .max_calls_in_flight
+                .unwrap_or(d.max_calls_in_flight),
             cache_ttl: raw.cache.ttl_ms.map_or(d.cache_ttl, Duration::from_millis),
             credential_cache_ttl: raw
                 .cache
@@ -417,6 +449,9 @@ impl Config {
         }
         if !(1..=65_536).contains(&limits.max_concurrent_streams) {
             return Err(bad("limits.max_concurrent_streams", "must be 1-65536"));
+        }
+        if !(1..=1_000_000).contains(&limits.max_calls_in_flight) {
+            return Err(bad("limits.max_calls_in_flight", "must be 1-1000000"));
         }
         if limits.cache_ttl > Duration::from_secs(300) {
             return Err(bad(
@@ -460,6 +495,31 @@ impl Config {
             checkpoint_file: raw.audit.checkpoint_file,
         };
 
+        let telemetry = TelemetryConfig {
+            otlp_endpoint: raw.telemetry.otlp_endpoint.filter(|e| !e.is_empty()),
+            export_interval: raw.telemetry.otlp_export_interval_ms.map_or(
+                TelemetryConfig::default().export_interval,
+                Duration::from_millis,
+            ),
+            ..TelemetryConfig::default()
+        };
+        if let Some(endpoint) = &telemetry.otlp_endpoint
+            && !(endpoint.starts_with("http://") && endpoint.len() > "http://".len())
+        {
+            return Err(bad(
+                "telemetry.otlp_endpoint",
+                "must be an http:// URL of an OTLP/gRPC collector (like http://127.0.0.1:4317)",
+            ));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(600))
+            .contains(&telemetry.export_interval)
+        {
+            return Err(bad(
+                "telemetry.otlp_export_interval_ms",
+                "must be 100 ms to 10 minutes",
+            ));
+        }
+
         Ok(Config {
             listen,
             tls,
@@ -471,6 +531,7 @@ impl Config {
             identity,
             log_level,
             log_format,
+            telemetry,
         })
     }
 }

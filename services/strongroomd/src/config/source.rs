@@ -27,6 +27,15 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) cache: RawCache,
+    #[serde(default)]
+    pub(super) telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTelemetry {
+    pub(super) otlp_endpoint: Option<String>,
+    pub(super) otlp_export_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +102,7 @@ pub(super) struct RawLimits {
     pub(super) handshake_timeout_ms: Option<u64>,
     pub(super) idle_timeout_ms: Option<u64>,
     pub(super) max_concurrent_streams: Option<u32>,
+    pub(super) max_calls_in_flight: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,6 +210,16 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), Config
     if let Some(v) = env.var("STRONGROOM_MAX_CONCURRENT_STREAMS") {
         raw.limits.max_concurrent_streams =
             Some(parse_num("STRONGROOM_MAX_CONCURRENT_STREAMS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_MAX_CALLS_IN_FLIGHT") {
+        raw.limits.max_calls_in_flight = Some(parse_num("STRONGROOM_MAX_CALLS_IN_FLIGHT", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_OTLP_ENDPOINT") {
+        raw.telemetry.otlp_endpoint = Some(v);
+    }
+    if let Some(v) = env.var("STRONGROOM_OTLP_EXPORT_INTERVAL_MS") {
+        raw.telemetry.otlp_export_interval_ms =
+            Some(parse_num("STRONGROOM_OTLP_EXPORT_INTERVAL_MS", &v)?);
     }
     if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS") {
         raw.audit.checkpoint_interval_secs =

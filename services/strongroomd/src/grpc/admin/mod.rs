@@ -1,5 +1,7 @@
 //! AdminService.
 
+mod convert;
+
 use std::pin::Pin;
 
 use strongroom_core::Error;
@@ -14,7 +16,6 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Shared, rpc, unimplemented};
-use crate::convert;
 
 /// Serves AdminService.
 pub struct AdminHandler(pub Shared);
@@ -78,7 +79,7 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        rpc!(self.0, request, "WhoAmI", |call, _req| {
+        rpc!(request, |call, _req| {
             Ok(pb::WhoAmIResponse {
                 identity: call.caller.identity().to_owned(),
                 platform_operator: call.caller.is_platform_operator(),
@@ -93,7 +94,7 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::CreateTenantResponse>, Status> {
-        rpc!(self.0, request, "CreateTenant", |call, req| {
+        rpc!(request, |call, req| {
             let name = TenantName::parse(&req.name, "name")?;
             let admin = req
                 .initial_admin
@@ -113,7 +114,7 @@ impl AdminService for AdminHandler {
             let (tenant, admin) = self
                 .0
                 .engine
-                .create_tenant(&call.caller, &call.ctx, name, admin, namespaces)
+                .create_tenant(&call.caller, call.ctx(), name, admin, namespaces)
                 .await?;
             let namespaces = self
                 .0
@@ -132,7 +133,7 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::ListTenantsRequest>,
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
-        rpc!(self.0, request, "ListTenants", |call, req| {
+        rpc!(request, |call, req| {
             if req.status != 0 {
                 return Err(Error::invalid(
                     "status",
@@ -166,7 +167,7 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::GetTenantResponse>, Status> {
-        rpc!(self.0, request, "GetTenant", |call, req| {
+        rpc!(request, |call, req| {
             let id = TenantId::parse(&req.tenant_id, "tenant_id")?;
             let tenant = self.0.engine.get_tenant(&call.caller, id).await?;
             let namespaces = self
@@ -184,12 +185,12 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::SetIdentityNamespacesRequest>,
     ) -> Result<Response<pb::SetIdentityNamespacesResponse>, Status> {
-        rpc!(self.0, request, "SetIdentityNamespaces", |call, req| {
+        rpc!(request, |call, req| {
             let id = TenantId::parse(&req.tenant_id, "tenant_id")?;
             let namespaces = parse_namespaces(&req.identity_namespaces, "identity_namespaces")?;
             self.0
                 .engine
-                .set_identity_namespaces(&call.caller, &call.ctx, id, namespaces)
+                .set_identity_namespaces(&call.caller, call.ctx(), id, namespaces)
                 .await?;
             let tenant = self.0.engine.get_tenant(&call.caller, id).await?;
             let namespaces = self
@@ -207,14 +208,14 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::SuspendTenantRequest>,
     ) -> Result<Response<pb::SuspendTenantResponse>, Status> {
-        rpc!(self.0, request, "SuspendTenant", |call, req| {
+        rpc!(request, |call, req| {
             let id = TenantId::parse(&req.tenant_id, "tenant_id")?;
             let tenant = self
                 .0
                 .engine
                 .set_tenant_status(
                     &call.caller,
-                    &call.ctx,
+                    call.ctx(),
                     id,
                     TenantStatus::Suspended,
                     &req.reason,
@@ -230,12 +231,12 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::ResumeTenantRequest>,
     ) -> Result<Response<pb::ResumeTenantResponse>, Status> {
-        rpc!(self.0, request, "ResumeTenant", |call, req| {
+        rpc!(request, |call, req| {
             let id = TenantId::parse(&req.tenant_id, "tenant_id")?;
             let tenant = self
                 .0
                 .engine
-                .set_tenant_status(&call.caller, &call.ctx, id, TenantStatus::Active, "")
+                .set_tenant_status(&call.caller, call.ctx(), id, TenantStatus::Active, "")
                 .await?;
             Ok(pb::ResumeTenantResponse {
                 tenant: Some(convert::tenant_out(&tenant)),
@@ -254,14 +255,14 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::CreatePrincipalRequest>,
     ) -> Result<Response<pb::CreatePrincipalResponse>, Status> {
-        rpc!(self.0, request, "CreatePrincipal", |call, req| {
+        rpc!(request, |call, req| {
             let name = PrincipalName::parse(&req.name, "name")?;
             let role = convert::role_in(req.role, "role")?;
             let envs = convert::environments_in(&req.environments, "environments")?;
             let p = self
                 .0
                 .engine
-                .create_principal(&call.caller, &call.ctx, name, role, envs, req.description)
+                .create_principal(&call.caller, call.ctx(), name, role, envs, req.description)
                 .await?;
             Ok(pb::CreatePrincipalResponse {
                 principal: Some(convert::principal_out(&p)),
@@ -273,12 +274,12 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::GetPrincipalRequest>,
     ) -> Result<Response<pb::GetPrincipalResponse>, Status> {
-        rpc!(self.0, request, "GetPrincipal", |call, req| {
+        rpc!(request, |call, req| {
             let id = PrincipalId::parse(&req.principal_id, "principal_id")?;
             let p = self
                 .0
                 .engine
-                .get_principal(&call.caller, &call.ctx, id)
+                .get_principal(&call.caller, call.ctx(), id)
                 .await?;
             Ok(pb::GetPrincipalResponse {
                 principal: Some(convert::principal_out(&p)),
@@ -290,7 +291,7 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::ListPrincipalsRequest>,
     ) -> Result<Response<pb::ListPrincipalsResponse>, Status> {
-        rpc!(self.0, request, "ListPrincipals", |call, req| {
+        rpc!(request, |call, req| {
             let role = if req.role == 0 {
                 None
             } else {
@@ -300,7 +301,7 @@ impl AdminService for AdminHandler {
             let result = self
                 .0
                 .engine
-                .list_principals(&call.caller, &call.ctx, &page)
+                .list_principals(&call.caller, call.ctx(), &page)
                 .await?;
             Ok(pb::ListPrincipalsResponse {
                 principals: result
@@ -326,14 +327,14 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::DisablePrincipalRequest>,
     ) -> Result<Response<pb::DisablePrincipalResponse>, Status> {
-        rpc!(self.0, request, "DisablePrincipal", |call, req| {
+        rpc!(request, |call, req| {
             let id = PrincipalId::parse(&req.principal_id, "principal_id")?;
             let p = self
                 .0
                 .engine
                 .set_principal_status(
                     &call.caller,
-                    &call.ctx,
+                    call.ctx(),
                     id,
                     PrincipalStatus::Disabled,
                     &req.reason,
@@ -349,12 +350,12 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::EnablePrincipalRequest>,
     ) -> Result<Response<pb::EnablePrincipalResponse>, Status> {
-        rpc!(self.0, request, "EnablePrincipal", |call, req| {
+        rpc!(request, |call, req| {
             let id = PrincipalId::parse(&req.principal_id, "principal_id")?;
             let p = self
                 .0
                 .engine
-                .set_principal_status(&call.caller, &call.ctx, id, PrincipalStatus::Active, "")
+                .set_principal_status(&call.caller, call.ctx(), id, PrincipalStatus::Active, "")
                 .await?;
             Ok(pb::EnablePrincipalResponse {
                 principal: Some(convert::principal_out(&p)),
@@ -373,13 +374,13 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::CreateIdentityBindingRequest>,
     ) -> Result<Response<pb::CreateIdentityBindingResponse>, Status> {
-        rpc!(self.0, request, "CreateIdentityBinding", |call, req| {
+        rpc!(request, |call, req| {
             let principal = PrincipalId::parse(&req.principal_id, "principal_id")?;
             let pattern = IdentityPattern::parse(&req.identity, "identity")?;
             let b = self
                 .0
                 .engine
-                .create_binding(&call.caller, &call.ctx, principal, pattern)
+                .create_binding(&call.caller, call.ctx(), principal, pattern)
                 .await?;
             Ok(pb::CreateIdentityBindingResponse {
                 binding: Some(convert::binding_out(&b)),
@@ -391,7 +392,7 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::ListIdentityBindingsRequest>,
     ) -> Result<Response<pb::ListIdentityBindingsResponse>, Status> {
-        rpc!(self.0, request, "ListIdentityBindings", |call, req| {
+        rpc!(request, |call, req| {
             let principal = (!req.principal_id.is_empty())
                 .then(|| PrincipalId::parse(&req.principal_id, "principal_id"))
                 .transpose()?;
@@ -399,7 +400,7 @@ impl AdminService for AdminHandler {
             let result = self
                 .0
                 .engine
-                .list_bindings(&call.caller, &call.ctx, principal, &page)
+                .list_bindings(&call.caller, call.ctx(), principal, &page)
                 .await?;
             Ok(pb::ListIdentityBindingsResponse {
                 bindings: result.items.iter().map(convert::binding_out).collect(),
@@ -412,11 +413,11 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::DeleteIdentityBindingRequest>,
     ) -> Result<Response<pb::DeleteIdentityBindingResponse>, Status> {
-        rpc!(self.0, request, "DeleteIdentityBinding", |call, req| {
+        rpc!(request, |call, req| {
             let id = BindingId::parse(&req.binding_id, "binding_id")?;
             self.0
                 .engine
-                .delete_binding(&call.caller, &call.ctx, id)
+                .delete_binding(&call.caller, call.ctx(), id)
                 .await?;
             Ok(pb::DeleteIdentityBindingResponse {})
         })
@@ -426,11 +427,11 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::CreateEnvironmentRequest>,
     ) -> Result<Response<pb::CreateEnvironmentResponse>, Status> {
-        rpc!(self.0, request, "CreateEnvironment", |call, req| {
+        rpc!(request, |call, req| {
             let env = Environment::parse(&req.name, "name")?;
             self.0
                 .engine
-                .create_environment(&call.caller, &call.ctx, env.clone())
+                .create_environment(&call.caller, call.ctx(), env.clone())
                 .await?;
             Ok(pb::CreateEnvironmentResponse {
                 environment: Some(pb::Environment {
@@ -448,7 +449,7 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::ListEnvironmentsRequest>,
     ) -> Result<Response<pb::ListEnvironmentsResponse>, Status> {
-        rpc!(self.0, request, "ListEnvironments", |call, _req| {
+        rpc!(request, |call, _req| {
             let envs = self.0.engine.list_environments(&call.caller).await?;
             Ok(pb::ListEnvironmentsResponse {
                 environments: envs
@@ -471,11 +472,11 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::DeleteEnvironmentRequest>,
     ) -> Result<Response<pb::DeleteEnvironmentResponse>, Status> {
-        rpc!(self.0, request, "DeleteEnvironment", |call, req| {
+        rpc!(request, |call, req| {
             let env = Environment::parse(&req.name, "name")?;
             self.0
                 .engine
-                .delete_environment(&call.caller, &call.ctx, env)
+                .delete_environment(&call.caller, call.ctx(), env)
                 .await?;
             Ok(pb::DeleteEnvironmentResponse {})
         })
@@ -526,7 +527,7 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::GetTenantSettingsRequest>,
     ) -> Result<Response<pb::GetTenantSettingsResponse>, Status> {
-        rpc!(self.0, request, "GetTenantSettings", |call, _req| {
+        rpc!(request, |call, _req| {
             let tenant = self.0.engine.tenant(&call.caller).await?;
             let l = self.0.engine.limits();
             Ok(pb::GetTenantSettingsResponse {
@@ -543,7 +544,7 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::UpdateTenantSettingsRequest>,
     ) -> Result<Response<pb::UpdateTenantSettingsResponse>, Status> {
-        rpc!(self.0, request, "UpdateTenantSettings", |call, req| {
+        rpc!(request, |call, req| {
             let current = self.0.engine.tenant(&call.caller).await?.settings;
             let settings = settings_in(
                 convert::required(req.settings, "settings")?,
@@ -553,7 +554,7 @@ impl AdminService for AdminHandler {
             let tenant = self
                 .0
                 .engine
-                .update_settings(&call.caller, &call.ctx, settings)
+                .update_settings(&call.caller, call.ctx(), settings)
                 .await?;
             let l = self.0.engine.limits();
             Ok(pb::UpdateTenantSettingsResponse {

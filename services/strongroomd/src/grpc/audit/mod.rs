@@ -1,5 +1,7 @@
 //! AuditService.
 
+mod convert;
+
 use std::pin::Pin;
 
 use strongroom_core::Error;
@@ -14,7 +16,6 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, rpc, unimplemented};
-use crate::convert;
 use strongroom_engine::{ChainTarget, DEFAULT_VERIFY_EVENTS, MAX_VERIFY_EVENTS, VerifyOptions};
 
 /// Serves AuditService.
@@ -26,7 +27,7 @@ impl AuditService for AuditHandler {
         &self,
         request: Request<pb::QueryEventsRequest>,
     ) -> Result<Response<pb::QueryEventsResponse>, Status> {
-        rpc!(self.0, request, "QueryEvents", |call, req| {
+        rpc!(request, |call, req| {
             if req.actions.len() > 1 {
                 return Err(Error::invalid(
                     "actions",
@@ -53,7 +54,7 @@ impl AuditService for AuditHandler {
             let result = self
                 .0
                 .engine
-                .query_audit(&call.caller, &call.ctx, &filter, &page)
+                .query_audit(&call.caller, call.ctx(), &filter, &page)
                 .await?;
             Ok(pb::QueryEventsResponse {
                 events: result.items.iter().map(convert::event_out).collect(),
@@ -73,7 +74,7 @@ impl AuditService for AuditHandler {
         &self,
         request: Request<pb::VerifyChainRequest>,
     ) -> Result<Response<pb::VerifyChainResponse>, Status> {
-        rpc!(self.0, request, "VerifyChain", |call, req| {
+        rpc!(request, |call, req| {
             let options = VerifyOptions {
                 target: if req.platform_chain {
                     ChainTarget::Platform
@@ -91,7 +92,7 @@ impl AuditService for AuditHandler {
             let report = self
                 .0
                 .engine
-                .verify_chain(&call.caller, &call.ctx, &options)
+                .verify_chain(&call.caller, call.ctx(), &options)
                 .await?;
             Ok(pb::VerifyChainResponse {
                 ok: report.broken.is_none(),
@@ -124,7 +125,7 @@ impl AuditService for AuditHandler {
         &self,
         request: Request<pb::ExportCheckpointRequest>,
     ) -> Result<Response<pb::ExportCheckpointResponse>, Status> {
-        rpc!(self.0, request, "ExportCheckpoint", |call, req| {
+        rpc!(request, |call, req| {
             let target = match (req.platform_chain, req.tenant_id.is_empty()) {
                 (true, true) => ChainTarget::Platform,
                 (true, false) => {
@@ -141,7 +142,7 @@ impl AuditService for AuditHandler {
             let signed = self
                 .0
                 .engine
-                .export_checkpoint(&call.caller, &call.ctx, target)
+                .export_checkpoint(&call.caller, call.ctx(), target)
                 .await?;
             let keys = self.0.engine.checkpoint_public_keys(&call.caller).await?;
             let public_key = keys
@@ -159,7 +160,7 @@ impl AuditService for AuditHandler {
         &self,
         request: Request<pb::GetCheckpointPublicKeyRequest>,
     ) -> Result<Response<pb::GetCheckpointPublicKeyResponse>, Status> {
-        rpc!(self.0, request, "GetCheckpointPublicKey", |call, _req| {
+        rpc!(request, |call, _req| {
             let keys = self.0.engine.checkpoint_public_keys(&call.caller).await?;
             Ok(pb::GetCheckpointPublicKeyResponse {
                 keys: keys
@@ -178,7 +179,7 @@ impl AuditService for AuditHandler {
         &self,
         request: Request<pb::QueryPlatformEventsRequest>,
     ) -> Result<Response<pb::QueryPlatformEventsResponse>, Status> {
-        rpc!(self.0, request, "QueryPlatformEvents", |call, req| {
+        rpc!(request, |call, req| {
             if req.page_token.chars().count() > 128 {
                 return Err(Error::invalid(
                     "page_token",

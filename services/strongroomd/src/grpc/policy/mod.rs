@@ -1,5 +1,7 @@
 //! PolicyService.
 
+mod convert;
+
 use strongroom_core::Error;
 use strongroom_core::ids::{GrantId, PrincipalId};
 use strongroom_core::names::{CredentialName, Environment};
@@ -11,7 +13,7 @@ use strongroom_proto::v1::policy_service_server::PolicyService;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, rpc, unimplemented};
-use crate::convert::{self, required};
+use convert::required;
 use strongroom_engine::NewGrant;
 
 /// Serves PolicyService.
@@ -29,7 +31,7 @@ impl PolicyService for PolicyHandler {
         &self,
         request: Request<pb::CreateGrantRequest>,
     ) -> Result<Response<pb::CreateGrantResponse>, Status> {
-        rpc!(self.0, request, "CreateGrant", |call, req| {
+        rpc!(request, |call, req| {
             let subject = match required(required(req.subject, "subject")?.subject, "subject")? {
                 pb::grant_subject::Subject::PrincipalId(id) => {
                     GrantSubject::Principal(PrincipalId::parse(&id, "subject.principal_id")?)
@@ -58,7 +60,7 @@ impl PolicyService for PolicyHandler {
             let grant = self
                 .0
                 .engine
-                .create_grant(&call.caller, &call.ctx, new)
+                .create_grant(&call.caller, call.ctx(), new)
                 .await?;
             Ok(pb::CreateGrantResponse {
                 grant: Some(convert::grant_out(&grant)),
@@ -70,12 +72,12 @@ impl PolicyService for PolicyHandler {
         &self,
         request: Request<pb::RevokeGrantRequest>,
     ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
-        rpc!(self.0, request, "RevokeGrant", |call, req| {
+        rpc!(request, |call, req| {
             let id = GrantId::parse(&req.grant_id, "grant_id")?;
             let grant = self
                 .0
                 .engine
-                .revoke_grant(&call.caller, &call.ctx, id, &req.reason)
+                .revoke_grant(&call.caller, call.ctx(), id, &req.reason)
                 .await?;
             Ok(pb::RevokeGrantResponse {
                 grant: Some(convert::grant_out(&grant)),
@@ -88,7 +90,7 @@ impl PolicyService for PolicyHandler {
         &self,
         request: Request<pb::CheckAccessRequest>,
     ) -> Result<Response<pb::CheckAccessResponse>, Status> {
-        rpc!(self.0, request, "CheckAccess", |call, req| {
+        rpc!(request, |call, req| {
             let principal = optional_principal(&req.principal_id, "principal_id")?;
             let capability = convert::capability_in(req.capability, "capability")?;
             let environment = Environment::parse(&req.environment, "environment")?;
@@ -99,7 +101,7 @@ impl PolicyService for PolicyHandler {
                 .engine
                 .check_access(
                     &call.caller,
-                    &call.ctx,
+                    call.ctx(),
                     principal,
                     capability,
                     &environment,
@@ -121,7 +123,7 @@ impl PolicyService for PolicyHandler {
         &self,
         request: Request<pb::ListGrantsRequest>,
     ) -> Result<Response<pb::ListGrantsResponse>, Status> {
-        rpc!(self.0, request, "ListGrants", |call, req| {
+        rpc!(request, |call, req| {
             let filter = GrantFilter {
                 principal: optional_principal(&req.principal_id, "principal_id")?,
                 role: if req.role == 0 {
@@ -147,7 +149,7 @@ impl PolicyService for PolicyHandler {
             let result = self
                 .0
                 .engine
-                .list_grants(&call.caller, &call.ctx, &filter, &page)
+                .list_grants(&call.caller, call.ctx(), &filter, &page)
                 .await?;
             let now = self.0.engine.now();
             Ok(pb::ListGrantsResponse {
@@ -166,7 +168,7 @@ impl PolicyService for PolicyHandler {
         &self,
         request: Request<pb::ListAccessibleCredentialsRequest>,
     ) -> Result<Response<pb::ListAccessibleCredentialsResponse>, Status> {
-        rpc!(self.0, request, "ListAccessibleCredentials", |call, req| {
+        rpc!(request, |call, req| {
             let principal = optional_principal(&req.principal_id, "principal_id")?;
             let capability = if req.capability == 0 {
                 strongroom_core::policy::Capability::List
@@ -188,7 +190,7 @@ impl PolicyService for PolicyHandler {
                 .engine
                 .list_accessible(
                     &call.caller,
-                    &call.ctx,
+                    call.ctx(),
                     principal,
                     capability,
                     environment,
@@ -200,7 +202,9 @@ impl PolicyService for PolicyHandler {
                     .items
                     .iter()
                     .map(|(c, d)| pb::AccessibleCredential {
-                        credential: Some(convert::credential_out(c, &rotation, now)),
+                        credential: Some(crate::grpc::credential::convert::credential_out(
+                            c, &rotation, now,
+                        )),
                         capabilities: vec![req.capability.max(pb::Capability::List as i32)],
                         grant_ids: d.grant.map(|g| g.to_string()).into_iter().collect(),
                         expires_at: None,

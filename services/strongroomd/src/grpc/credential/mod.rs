@@ -1,5 +1,7 @@
 //! CredentialService.
 
+pub(super) mod convert;
+
 use strongroom_core::Error;
 use strongroom_core::credential::{Credential, CredentialFilter};
 use strongroom_core::names::{CredentialName, Environment, ServiceLabel};
@@ -9,7 +11,7 @@ use strongroom_proto::v1::credential_service_server::CredentialService;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, rpc, unimplemented};
-use crate::convert::{self, credential_out, required};
+use convert::{credential_out, required};
 use strongroom_engine::{NewCredential, NewValue, RevealOptions, Revealed, RevealedValue};
 
 /// Serves CredentialService.
@@ -73,7 +75,7 @@ impl CredentialService for CredentialHandler {
         &self,
         request: Request<pb::CreateCredentialRequest>,
     ) -> Result<Response<pb::CreateCredentialResponse>, Status> {
-        rpc!(self.0, request, "CreateCredential", |call, req| {
+        rpc!(request, |call, req| {
             let new = NewCredential {
                 environment: Environment::parse(&req.environment, "environment")?,
                 name: CredentialName::parse(&req.name, "name")?,
@@ -90,7 +92,7 @@ impl CredentialService for CredentialHandler {
             let c = self
                 .0
                 .engine
-                .create_credential(&call.caller, &call.ctx, new)
+                .create_credential(&call.caller, call.ctx(), new)
                 .await?;
             Ok(pb::CreateCredentialResponse {
                 credential: Some(self.credential_out(&call, &c)),
@@ -102,12 +104,12 @@ impl CredentialService for CredentialHandler {
         &self,
         request: Request<pb::GetCredentialRequest>,
     ) -> Result<Response<pb::GetCredentialResponse>, Status> {
-        rpc!(self.0, request, "GetCredential", |call, req| {
+        rpc!(request, |call, req| {
             let r = convert::credential_ref(req.credential)?;
             let c = self
                 .0
                 .engine
-                .get_credential(&call.caller, &call.ctx, &r)
+                .get_credential(&call.caller, call.ctx(), &r)
                 .await?;
             Ok(pb::GetCredentialResponse {
                 credential: Some(self.credential_out(&call, &c)),
@@ -119,7 +121,7 @@ impl CredentialService for CredentialHandler {
         &self,
         request: Request<pb::ListCredentialsRequest>,
     ) -> Result<Response<pb::ListCredentialsResponse>, Status> {
-        rpc!(self.0, request, "ListCredentials", |call, req| {
+        rpc!(request, |call, req| {
             let filter = CredentialFilter {
                 environment: (!req.environment.is_empty())
                     .then(|| Environment::parse(&req.environment, "environment"))
@@ -172,7 +174,7 @@ impl CredentialService for CredentialHandler {
         &self,
         request: Request<pb::RevealCredentialRequest>,
     ) -> Result<Response<pb::RevealCredentialResponse>, Status> {
-        rpc!(self.0, request, "RevealCredential", |call, req| {
+        rpc!(request, |call, req| {
             let r = convert::credential_ref(req.credential)?;
             let options = reveal_options(
                 req.purpose,
@@ -184,7 +186,7 @@ impl CredentialService for CredentialHandler {
             let revealed = self
                 .0
                 .engine
-                .reveal(&call.caller, &call.ctx, &r, &options)
+                .reveal(&call.caller, call.ctx(), &r, &options)
                 .await?;
             let (credential, version, value, lease) =
                 revealed_parts(&revealed, self.credential_out(&call, &revealed.credential));
@@ -204,7 +206,7 @@ impl CredentialService for CredentialHandler {
         &self,
         request: Request<pb::ResolveCredentialRequest>,
     ) -> Result<Response<pb::ResolveCredentialResponse>, Status> {
-        rpc!(self.0, request, "ResolveCredential", |call, req| {
+        rpc!(request, |call, req| {
             let service = ServiceLabel::parse(&req.service, "service")?;
             let environment = Environment::parse(&req.environment, "environment")?;
             let name = (!req.name.is_empty())
@@ -217,7 +219,7 @@ impl CredentialService for CredentialHandler {
                 .engine
                 .resolve(
                     &call.caller,
-                    &call.ctx,
+                    call.ctx(),
                     &service,
                     &environment,
                     name.as_ref(),
@@ -242,7 +244,7 @@ impl CredentialService for CredentialHandler {
         &self,
         request: Request<pb::RotateCredentialRequest>,
     ) -> Result<Response<pb::RotateCredentialResponse>, Status> {
-        rpc!(self.0, request, "RotateCredential", |call, req| {
+        rpc!(request, |call, req| {
             let r = convert::credential_ref(req.credential)?;
             let new_value = match required(req.new_value, "value")? {
                 pb::rotate_credential_request::NewValue::Value(v) => {
@@ -256,7 +258,7 @@ impl CredentialService for CredentialHandler {
             let c = self
                 .0
                 .engine
-                .rotate(&call.caller, &call.ctx, &r, new_value, &req.reason)
+                .rotate(&call.caller, call.ctx(), &r, new_value, &req.reason)
                 .await?;
             Ok(pb::RotateCredentialResponse {
                 version: c.current_version,
@@ -269,12 +271,12 @@ impl CredentialService for CredentialHandler {
         &self,
         request: Request<pb::ListVersionsRequest>,
     ) -> Result<Response<pb::ListVersionsResponse>, Status> {
-        rpc!(self.0, request, "ListVersions", |call, req| {
+        rpc!(request, |call, req| {
             let r = convert::credential_ref(req.credential)?;
             let (_, versions) = self
                 .0
                 .engine
-                .list_versions(&call.caller, &call.ctx, &r)
+                .list_versions(&call.caller, call.ctx(), &r)
                 .await?;
             Ok(pb::ListVersionsResponse {
                 versions: versions
@@ -299,12 +301,12 @@ impl CredentialService for CredentialHandler {
         &self,
         request: Request<pb::RollbackCredentialRequest>,
     ) -> Result<Response<pb::RollbackCredentialResponse>, Status> {
-        rpc!(self.0, request, "RollbackCredential", |call, req| {
+        rpc!(request, |call, req| {
             let r = convert::credential_ref(req.credential)?;
             let c = self
                 .0
                 .engine
-                .rollback(&call.caller, &call.ctx, &r, req.version)
+                .rollback(&call.caller, call.ctx(), &r, req.version)
                 .await?;
             Ok(pb::RollbackCredentialResponse {
                 credential: Some(self.credential_out(&call, &c)),
@@ -316,12 +318,12 @@ impl CredentialService for CredentialHandler {
         &self,
         request: Request<pb::RevokeCredentialRequest>,
     ) -> Result<Response<pb::RevokeCredentialResponse>, Status> {
-        rpc!(self.0, request, "RevokeCredential", |call, req| {
+        rpc!(request, |call, req| {
             let r = convert::credential_ref(req.credential)?;
             let c = self
                 .0
                 .engine
-                .revoke(&call.caller, &call.ctx, &r, &req.reason)
+                .revoke(&call.caller, call.ctx(), &r, &req.reason)
                 .await?;
             Ok(pb::RevokeCredentialResponse {
                 credential: Some(self.credential_out(&call, &c)),
@@ -334,7 +336,7 @@ impl CredentialService for CredentialHandler {
         &self,
         request: Request<pb::DestroyCredentialRequest>,
     ) -> Result<Response<pb::DestroyCredentialResponse>, Status> {
-        rpc!(self.0, request, "DestroyCredential", |call, req| {
+        rpc!(request, |call, req| {
             if !req.versions.is_empty() {
                 return Err(Error::invalid(
                     "versions",
@@ -345,13 +347,13 @@ impl CredentialService for CredentialHandler {
             let before = self
                 .0
                 .engine
-                .list_versions(&call.caller, &call.ctx, &r)
+                .list_versions(&call.caller, call.ctx(), &r)
                 .await?
                 .1;
             let c = self
                 .0
                 .engine
-                .destroy(&call.caller, &call.ctx, &r, &req.reason)
+                .destroy(&call.caller, call.ctx(), &r, &req.reason)
                 .await?;
             Ok(pb::DestroyCredentialResponse {
                 credential: Some(self.credential_out(&call, &c)),

@@ -1,0 +1,123 @@
+//! AdminService's wire conversions: tenants, their settings and identity
+//! bindings.
+
+use std::time::Duration;
+
+use strongroom_core::Error;
+use strongroom_core::Result;
+use strongroom_core::ids::TenantId;
+use strongroom_core::principal::{IdentityBinding, IdentityPattern};
+use strongroom_core::tenant::{DenialAlert, RateLimit, Tenant, TenantSettings, TenantStatus};
+use strongroom_proto::v1 as pb;
+
+pub use crate::grpc::convert::*;
+
+/// A tenant as returned.
+pub fn tenant_out(t: &Tenant) -> pb::Tenant {
+    pb::Tenant {
+        id: t.id.to_string(),
+        name: t.name.to_string(),
+        description: String::new(),
+        status: match t.status {
+            TenantStatus::Active => pb::TenantStatus::Active,
+            TenantStatus::Suspended => pb::TenantStatus::Suspended,
+            TenantStatus::Shredded => pb::TenantStatus::Shredded,
+        } as i32,
+        status_reason: String::new(),
+        created_at: Some(time_out(t.created_at)),
+        status_changed_at: None,
+        kek_version: t.current_kek_version,
+        identity_namespaces: Vec::new(),
+    }
+}
+
+/// A tenant as returned to platform operators, with its identity
+/// namespaces (of `namespaces`, which may hold other tenants').
+pub fn tenant_with_namespaces(
+    t: &Tenant,
+    namespaces: &[(TenantId, IdentityPattern)],
+) -> pb::Tenant {
+    pb::Tenant {
+        identity_namespaces: namespaces
+            .iter()
+            .filter(|(id, _)| *id == t.id)
+            .map(|(_, n)| n.to_text())
+            .collect(),
+        ..tenant_out(t)
+    }
+}
+
+/// Tenant settings as returned.
+pub fn settings_out(
+    s: &TenantSettings,
+    default_ttl: Duration,
+    max_ttl: Duration,
+) -> pb::TenantSettings {
+    pb::TenantSettings {
+        version_retention: s.version_retention,
+        default_rotation_policy: Some(rotation_out(&s.rotation)),
+        max_value_size_bytes: s.max_value_bytes,
+        default_lease_ttl: Some(duration_out(default_ttl)),
+        max_lease_ttl: Some(duration_out(max_ttl)),
+        denied_call_limit: Some(rate_limit_out(s.denied_call_limit)),
+        call_limit: Some(rate_limit_out(s.call_limit)),
+        denial_alert: Some(pb::DenialAlert {
+            threshold: s.denial_alert.threshold,
+            window: Some(duration_out(Duration::from_secs(u64::from(
+                s.denial_alert.window_secs,
+            )))),
+            auto_lock: s.denial_alert.auto_lock,
+        }),
+    }
+}
+
+fn rate_limit_out(l: RateLimit) -> pb::RateLimit {
+    pb::RateLimit {
+        enabled: l.enabled,
+        per_minute: l.per_minute,
+        burst: l.burst,
+    }
+}
+
+/// A rate limit as given.
+pub fn rate_limit_in(l: pb::RateLimit) -> RateLimit {
+    RateLimit {
+        enabled: l.enabled,
+        per_minute: l.per_minute,
+        burst: l.burst,
+    }
+}
+
+/// A denial alert as given (bounds are checked with the settings); an
+/// absent window keeps `current`'s.
+pub fn denial_alert_in(a: pb::DenialAlert, current: DenialAlert) -> Result<DenialAlert> {
+    let window = match a.window {
+        None => current.window_secs,
+        Some(d) => {
+            if d.nanos != 0 || d.seconds < 0 {
+                return Err(Error::invalid(
+                    "settings.denial_alert.window",
+                    "must be whole seconds",
+                ));
+            }
+            u32::try_from(d.seconds).unwrap_or(u32::MAX)
+        }
+    };
+    Ok(DenialAlert {
+        threshold: a.threshold,
+        window_secs: window,
+        auto_lock: a.auto_lock,
+    })
+}
+
+/// An identity binding as returned.
+pub fn binding_out(b: &IdentityBinding) -> pb::IdentityBinding {
+    pb::IdentityBinding {
+        id: b.id.to_string(),
+        principal_id: b.principal.to_string(),
+        identity: b.pattern.to_text(),
+        pattern: matches!(b.pattern, IdentityPattern::Prefix(_)),
+        created_at: Some(time_out(b.created_at)),
+        created_by: String::new(),
+    }
+}
