@@ -392,14 +392,17 @@ async fn call_limit_is_off_by_default_and_enforced_when_set(backend: Backend) {
     assert!(limited.iter().all(|e| e.reason_code == "CALL_LIMIT"));
     // Newest first: the window's count, then its first refusal.
     assert!(
-        limited[1].detail.contains("refused=1 "),
+        limited[1]
+            .detail
+            .starts_with(r#"{"v":1,"kind":"rate_limit_first","#),
         "the first refusal: {:?}",
         limited[1].detail
     );
     assert!(
-        limited[0]
-            .detail
-            .contains(&format!("refused={refused} window_secs=1")),
+        limited[0].detail
+            == format!(
+                r#"{{"v":1,"kind":"rate_limit_window","refused":{refused},"window_secs":1}}"#
+            ),
         "the window's event counts its {refused} refusals: {:?}",
         limited[0].detail
     );

@@ -96,7 +96,12 @@ async fn refusal_alerts(operator: &Client, tenant: &str) -> Vec<pb::AuditEvent> 
         .into_inner()
         .events
         .into_iter()
-        .filter(|e| e.reason_code == "CHECKPOINT_REFUSED" && e.detail.contains(tenant))
+        .filter(|e| {
+            e.reason_code == "CHECKPOINT_REFUSED"
+                && e.detail
+                    .starts_with(r#"{"v":1,"kind":"checkpoint_refused","#)
+                && e.detail.contains(&format!(r#""tenant":"{tenant}","#))
+        })
         .collect()
 }
 
@@ -158,8 +163,10 @@ async fn export_refuses_a_head_that_moved_back(backend: Backend) {
         .await;
         let alert = wait_for_refusal_alert(&operator, &t.tenant_id, 0).await;
         assert!(
-            alert.detail.contains(&format!("head_sequence={k}"))
-                && alert.detail.contains(&format!("last_signed_sequence={s}")),
+            alert.detail.contains(&format!(r#""head_sequence":{k},"#))
+                && alert
+                    .detail
+                    .contains(&format!(r#""last_signed_sequence":{s},"#)),
             "{alert:?}"
         );
         server
@@ -216,7 +223,9 @@ async fn export_refuses_a_head_that_moved_back(backend: Backend) {
     export_refused(&delta.client, "delta: export after the tail was replaced").await;
     let alert = wait_for_refusal_alert(&operator, &delta.tenant_id, 0).await;
     assert!(
-        alert.detail.contains(&format!("head_sequence={}", s + 1)),
+        alert
+            .detail
+            .contains(&format!(r#""head_sequence":{},"#, s + 1)),
         "{alert:?}"
     );
     let r = verify_with(&delta.client, &at_s).await;
@@ -288,7 +297,7 @@ async fn scheduled_checkpoints_refuse_a_head_that_moved_back(backend: Backend) {
         rewind_head(&server, tenant, k).await;
         let alert = wait_for_refusal_alert(&operator, &t.tenant_id, 0).await;
         assert!(
-            alert.detail.contains(&format!("head_sequence={k}")),
+            alert.detail.contains(&format!(r#""head_sequence":{k},"#)),
             "{alert:?}"
         );
         tenants.push((t.identity.clone(), t.tenant_id.clone(), s, k));
@@ -325,7 +334,7 @@ async fn scheduled_checkpoints_refuse_a_head_that_moved_back(backend: Backend) {
         assert!(
             alerts
                 .iter()
-                .any(|a| a.detail.contains(&format!("head_sequence={k}"))),
+                .any(|a| a.detail.contains(&format!(r#""head_sequence":{k},"#))),
             "{alerts:?}"
         );
     }

@@ -367,11 +367,19 @@ async fn failed_authentication_is_recorded(backend: Backend) {
     assert_eq!(e.outcome, pb::AuditOutcome::Denied as i32);
     assert_eq!(e.reason_code, "UNKNOWN_IDENTITY");
     assert!(e.peer_address.starts_with("127.0.0.1:"), "{e:?}");
-    assert_eq!(e.detail, "count=1");
+    assert_eq!(
+        e.detail,
+        r#"{"v":1,"kind":"failed_authentications","count":1}"#
+    );
 
     // The three failures coalesced into it are recorded once its window has
     // passed.
-    let flushed = wait_for_platform_event(&operator, stranger, "count=3").await;
+    let flushed = wait_for_platform_event(
+        &operator,
+        stranger,
+        r#"{"v":1,"kind":"failed_authentications","count":3}"#,
+    )
+    .await;
     assert_eq!(flushed.reason_code, "UNKNOWN_IDENTITY");
     assert!(flushed.sequence > e.sequence);
 

@@ -1,7 +1,7 @@
 //! Grants, and the questions they answer: may this principal do this, and
 //! what may it use.
 
-use strongroom_core::audit::{Action, Outcome};
+use strongroom_core::audit::{Action, AuditDetail, Outcome};
 use strongroom_core::credential::{Credential, CredentialFilter};
 use strongroom_core::ids::{GrantId, PrincipalId};
 use strongroom_core::names::{CredentialName, Environment};
@@ -116,10 +116,10 @@ impl Engine {
             Reason::AllowedByRole,
         );
         draft.credential_name = Some(grant.selector.to_text());
-        draft.detail = Some(format!(
-            "grant={} capabilities={:?}",
-            grant.id, grant.capabilities
-        ));
+        draft.detail = Some(AuditDetail::Grant {
+            grant: grant.id,
+            capabilities: grant.capabilities.iter().collect(),
+        });
         self.commit(scope.tenant_id(), draft, |draft| {
             self.store.create_grant(&scope, &grant, draft)
         })
@@ -146,7 +146,10 @@ impl Engine {
             Reason::AllowedByRole,
         );
         draft.credential_name = Some(grant.selector.to_text());
-        draft.detail = Some(format!("grant={id} reason={reason}"));
+        draft.detail = Some(AuditDetail::GrantRevoked {
+            grant: id,
+            reason: reason.to_owned(),
+        });
         self.commit(scope.tenant_id(), draft, |draft| {
             self.store.delete_grant(&scope, id, draft)
         })

@@ -1,7 +1,7 @@
 //! Principals, the identity bindings that authenticate as them, and the
 //! identity namespaces bindings must lie in.
 
-use strongroom_core::audit::{Action, Outcome};
+use strongroom_core::audit::{Action, AuditDetail, Outcome};
 use strongroom_core::ids::{BindingId, PrincipalId, TenantId};
 use strongroom_core::names::{Environment, PrincipalName};
 use strongroom_core::page::{Page, PageRequest};
@@ -54,7 +54,10 @@ impl Engine {
             Outcome::Allowed,
             Reason::AllowedByRole,
         );
-        draft.detail = Some(format!("principal={} role={}", principal.id, role.as_str()));
+        draft.detail = Some(AuditDetail::Principal {
+            principal: principal.id,
+            role,
+        });
         self.commit(scope.tenant_id(), draft, |draft| {
             self.store.create_principal(&scope, &principal, draft)
         })
@@ -113,10 +116,11 @@ impl Engine {
             Outcome::Allowed,
             Reason::AllowedByRole,
         );
-        draft.detail = Some(format!(
-            "principal={id} status={} reason={reason}",
-            status.as_str()
-        ));
+        draft.detail = Some(AuditDetail::PrincipalStatus {
+            principal: id,
+            status,
+            reason: reason.to_owned(),
+        });
         let principal = self
             .commit(scope.tenant_id(), draft, |draft| {
                 self.store.set_principal_status(&scope, id, status, draft)
@@ -163,7 +167,10 @@ impl Engine {
                 Outcome::Allowed,
                 Reason::AllowedByRole,
             );
-            draft.detail = Some(format!("binding={} principal={principal}", binding.id));
+            draft.detail = Some(AuditDetail::Binding {
+                binding: binding.id,
+                principal,
+            });
             self.commit(scope.tenant_id(), draft, |draft| {
                 self.store.create_binding(&scope, &binding, draft)
             })
@@ -180,7 +187,10 @@ impl Engine {
                     Outcome::Denied,
                     Reason::IdentityOutsideNamespaces,
                 );
-                denial.detail = Some(format!("identity={attempted} principal={principal}"));
+                denial.detail = Some(AuditDetail::IdentityAttempt {
+                    identity: attempted,
+                    principal,
+                });
                 self.audit_denial(&scope, denial).await;
                 Err(refuse())
             }
@@ -218,7 +228,7 @@ impl Engine {
             Outcome::Allowed,
             Reason::AllowedByRole,
         );
-        draft.detail = Some(format!("binding={id}"));
+        draft.detail = Some(AuditDetail::BindingDeleted { binding: id });
         self.commit(scope.tenant_id(), draft, |draft| {
             self.store.delete_binding(&scope, id, draft)
         })
@@ -236,14 +246,9 @@ impl Engine {
         let scope = caller.platform_scope()?;
         self.check_assignment(&namespaces)?;
         let mut draft = self.platform_draft(&scope, ctx, Action::TenantNamespaces);
-        draft.detail = Some(format!(
-            "identity_namespaces={}",
-            namespaces
-                .iter()
-                .map(IdentityPattern::to_text)
-                .collect::<Vec<_>>()
-                .join(",")
-        ));
+        draft.detail = Some(AuditDetail::Namespaces {
+            identity_namespaces: namespaces.iter().map(IdentityPattern::to_text).collect(),
+        });
         self.commit(id, draft, |draft| {
             self.store
                 .set_identity_namespaces(&scope, id, &namespaces, draft)

@@ -1,6 +1,6 @@
 //! Tenants: their lifecycle (platform operators) and their settings.
 
-use strongroom_core::audit::{Action, Outcome};
+use strongroom_core::audit::{Action, AuditDetail, Outcome};
 use strongroom_core::ids::{BindingId, PrincipalId, TenantId};
 use strongroom_core::names::{DEFAULT_ENVIRONMENTS, Environment, PrincipalName, TenantName};
 use strongroom_core::page::{Page, PageRequest};
@@ -86,7 +86,9 @@ impl Engine {
             namespaces,
         };
         let mut draft = self.platform_draft(&scope, ctx, Action::TenantCreate);
-        draft.detail = Some(format!("tenant={}", tenant.name));
+        draft.detail = Some(AuditDetail::Tenant {
+            name: tenant.name.to_string(),
+        });
         self.commit(tenant.id, draft, |draft| {
             self.store.create_tenant(&scope, &new, draft)
         })
@@ -125,7 +127,10 @@ impl Engine {
             return Err(Error::precondition("the tenant was shredded"));
         }
         let mut draft = self.platform_draft(&scope, ctx, Action::TenantStatus);
-        draft.detail = Some(format!("status={} reason={reason}", status.as_str()));
+        draft.detail = Some(AuditDetail::TenantStatus {
+            status,
+            reason: reason.to_owned(),
+        });
         self.commit(id, draft, |draft| {
             self.store.set_tenant_status(&scope, id, status, draft)
         })

@@ -26,7 +26,7 @@ const INSERT: &str = concat!(
     "INSERT INTO audit_events (",
     audit_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-     $18, $19, $20, $21)"
+     $18, $19, $20, $21, $22)"
 );
 
 /// Advances tenant `$1`'s chain head to sequence `$2`, hash `$3`.
@@ -189,6 +189,7 @@ pub(crate) fn bind_event<'q, D: Dialect>(stmt: Stmt<'q, D>, row: EventRow<'q>) -
         detail,
         prev_hash,
         hash,
+        format,
     } = row;
     stmt.bind(chain)
         .bind(sequence)
@@ -211,6 +212,7 @@ pub(crate) fn bind_event<'q, D: Dialect>(stmt: Stmt<'q, D>, row: EventRow<'q>) -
         .bind(detail)
         .bind(prev_hash)
         .bind(hash)
+        .bind(format)
 }
 
 /// The sequence a page of events (newest first) starts below.

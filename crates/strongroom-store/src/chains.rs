@@ -40,12 +40,12 @@ const EVENT_AT: &str = concat!(
 /// The platform chain's head.
 const PLATFORM_HEAD: &str = "SELECT sequence, hash FROM platform_audit_heads WHERE id = 1";
 
-/// Inserts one platform event: `$1`..`$21` in [`audit_columns!`] order.
+/// Inserts one platform event: `$1`..`$22` in [`audit_columns!`] order.
 const PLATFORM_INSERT: &str = concat!(
     "INSERT INTO platform_audit_events (",
     audit_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-     $18, $19, $20, $21)"
+     $18, $19, $20, $21, $22)"
 );
 
 /// Advances the platform chain's head to sequence `$1`, hash `$2`.

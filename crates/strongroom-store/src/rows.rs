@@ -10,7 +10,9 @@
 //! `concat!`.
 
 use sqlx::FromRow;
-use strongroom_core::audit::{Action, AuditDraft, AuditEvent, ChainHead, Outcome};
+use strongroom_core::audit::{
+    Action, AuditDetail, AuditDraft, AuditEvent, ChainHead, EventFormat, Outcome,
+};
 use strongroom_core::credential::{
     Credential, CredentialStatus, InjectionTemplate, RotationPolicy, StoredVersion,
 };
@@ -399,7 +401,7 @@ macro_rules! audit_columns {
     () => {
         "tenant_id, sequence, id, at, principal_id, actor, on_behalf_of, action, credential_id, \
          credential_name, version, environment, purpose, outcome, reason_code, peer, request_id, \
-         trace_id, detail, prev_hash, hash"
+         trace_id, detail, prev_hash, hash, format"
     };
 }
 pub(crate) use audit_columns;
@@ -427,6 +429,7 @@ pub struct AuditRow {
     pub detail: Option<String>,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
+    pub format: i32,
 }
 
 fn hash32(bytes: &[u8]) -> Result<[u8; 32]> {
@@ -436,9 +439,19 @@ fn hash32(bytes: &[u8]) -> Result<[u8; 32]> {
 impl TryFrom<AuditRow> for AuditEvent {
     type Error = Error;
     fn try_from(r: AuditRow) -> Result<Self> {
+        let format = EventFormat::from_number(r.format).ok_or_else(|| corrupt("audit format"))?;
+        // A format-2 detail that is not a canonical encoding is kept as
+        // text, untyped: the event then fails verification rather than
+        // hiding the rest of its chain.
+        let detail = match (format, r.detail.as_deref()) {
+            (EventFormat::V2, Some(text)) => AuditDetail::decode(text).ok(),
+            _ => None,
+        };
         Ok(AuditEvent {
             tenant: TenantId::from_uuid(r.tenant_id),
             sequence: u64::try_from(r.sequence).map_err(|_| corrupt("audit sequence"))?,
+            format,
+            detail_text: r.detail,
             draft: AuditDraft {
                 id: EventId::from_uuid(r.id),
                 at: ts(r.at),
@@ -456,7 +469,7 @@ impl TryFrom<AuditRow> for AuditEvent {
                 peer: r.peer,
                 request_id: r.request_id,
                 trace_id: r.trace_id,
-                detail: r.detail,
+                detail,
             },
             prev_hash: hash32(&r.prev_hash)?,
             hash: hash32(&r.hash)?,
@@ -491,6 +504,7 @@ pub(crate) struct EventRow<'a> {
     pub detail: Option<&'a str>,
     pub prev_hash: &'a [u8],
     pub hash: &'a [u8],
+    pub format: i32,
 }
 
 impl<'a> EventRow<'a> {
@@ -517,9 +531,10 @@ impl<'a> EventRow<'a> {
             peer: d.peer.as_deref(),
             request_id: d.request_id.as_deref(),
             trace_id: d.trace_id.as_deref(),
-            detail: d.detail.as_deref(),
+            detail: event.detail_text.as_deref(),
             prev_hash: event.prev_hash.as_slice(),
             hash: event.hash.as_slice(),
+            format: event.format.number(),
         })
     }
 }

@@ -247,6 +247,7 @@ impl Dialect for Sqlite {
                 detail,
                 prev_hash,
                 hash,
+                format,
             } = row;
             b.push_bind(chain)
                 .push_bind(sequence)
@@ -268,7 +269,8 @@ impl Dialect for Sqlite {
                 .push_bind(trace_id)
                 .push_bind(detail)
                 .push_bind(prev_hash)
-                .push_bind(hash);
+                .push_bind(hash)
+                .push_bind(format);
         });
         q.build()
             .execute(&mut **tx)

@@ -44,7 +44,7 @@ use std::sync::{
 };
 use std::time::{Duration, Instant};
 
-use strongroom_core::audit::{Action, AuditDraft, Outcome};
+use strongroom_core::audit::{Action, AuditDetail, AuditDraft, Outcome};
 use strongroom_core::ids::{PrincipalId, TenantId};
 use strongroom_core::policy::Reason;
 use strongroom_core::principal::{PrincipalStatus, Role};
@@ -364,11 +364,10 @@ pub fn spawn_sweeper(guard: Weak<AbuseGuard>, store: Arc<dyn Store>, timeout: Du
                     w.limit.reason().as_str(),
                     now,
                 );
-                draft.detail = Some(format!(
-                    "refused={} window_secs={} window=ended",
-                    w.refused,
-                    w.length.as_secs()
-                ));
+                draft.detail = Some(AuditDetail::RateLimitWindow {
+                    refused: w.refused,
+                    window_secs: w.length.as_secs(),
+                });
                 record(store.as_ref(), &scope, draft, timeout).await;
             }
         }
@@ -415,10 +414,10 @@ impl Engine {
                 Outcome::Denied,
                 refusal.limit.reason(),
             );
-            draft.detail = Some(format!(
-                "refused=1 window=first rpc={rpc} retry_after_ms={}",
-                refusal.retry_after.as_millis()
-            ));
+            draft.detail = Some(AuditDetail::RateLimitFirst {
+                rpc: rpc.to_owned(),
+                retry_after_ms: u64::try_from(refusal.retry_after.as_millis()).unwrap_or(u64::MAX),
+            });
             record(
                 self.store().as_ref(),
                 &scope,
@@ -447,10 +446,13 @@ impl Engine {
         alert.peer.clone_from(&denial.peer);
         alert.request_id.clone_from(&denial.request_id);
         alert.trace_id.clone_from(&denial.trace_id);
-        alert.detail = Some(format!(
-            "principal={} denials={denials} window_secs={} threshold={} lock={lock}",
-            principal.id, settings.denial_alert.window_secs, settings.denial_alert.threshold
-        ));
+        alert.detail = Some(AuditDetail::DenialAlert {
+            principal: principal.id,
+            denials,
+            window_secs: settings.denial_alert.window_secs,
+            threshold: settings.denial_alert.threshold,
+            lock,
+        });
         tracing::warn!(
             tenant = %scope.tenant_id(),
             principal = %principal.id,
@@ -471,10 +473,10 @@ impl Engine {
         );
         draft.peer.clone_from(&denial.peer);
         draft.request_id.clone_from(&denial.request_id);
-        draft.detail = Some(format!(
-            "principal={} status=disabled reason=locked after {denials} denials",
-            principal.id
-        ));
+        draft.detail = Some(AuditDetail::PrincipalLock {
+            principal: principal.id,
+            denials,
+        });
         match tokio::time::timeout(
             timeout,
             self.store().set_principal_status(

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use std::sync::Arc;
 
-use strongroom_core::audit::{Action, AuditDraft, ChainHead, Outcome};
+use strongroom_core::audit::{Action, AuditDetail, AuditDraft, ChainHead, Outcome};
 use strongroom_core::ids::TenantId;
 use strongroom_core::policy::Reason;
 use strongroom_core::principal::Role;
@@ -226,12 +226,12 @@ impl Engine {
             self.now(),
         );
         draft.actor = SystemScope::ACTOR.to_owned();
-        draft.detail = Some(format!(
-            "chain={} head_sequence={} last_signed_sequence={} problem={problem}",
-            chain_name(chain),
-            head.sequence,
-            last.map_or(0, |l| l.sequence),
-        ));
+        draft.detail = Some(AuditDetail::CheckpointRefused {
+            tenant: tenant_of(chain),
+            head_sequence: head.sequence,
+            last_signed_sequence: last.map(|l| l.sequence),
+            problem: problem.to_owned(),
+        });
         self.record_platform(draft, "a refused checkpoint").await;
     }
 

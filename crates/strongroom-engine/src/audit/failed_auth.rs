@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use strongroom_core::audit::{Action, AuditDraft, Outcome};
+use strongroom_core::audit::{Action, AuditDetail, AuditDraft, Outcome};
 use strongroom_core::policy::Reason;
 use strongroom_core::scope::SystemScope;
 
@@ -83,7 +83,9 @@ impl Engine {
             .collect();
         draft.peer = failure.peer;
         draft.request_id = request_id.map(str::to_owned);
-        draft.detail = Some(format!("count={}", failure.count));
+        draft.detail = Some(AuditDetail::FailedAuthentications {
+            count: failure.count,
+        });
         self.record_platform(draft, "a failed authentication").await;
     }
 }

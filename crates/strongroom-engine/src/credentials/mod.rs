@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use strongroom_core::audit::{Action, Outcome};
+use strongroom_core::audit::{Action, AuditDetail, Outcome};
 use strongroom_core::credential::{
     Credential, CredentialFilter, CredentialStatus, InjectionTemplate, RotationPolicy,
     StoredVersion, VersionState,
@@ -432,7 +432,9 @@ impl Engine {
             Reason::Allowed,
             &credential,
         );
-        draft.detail = Some(format!("reason={reason}"));
+        draft.detail = Some(AuditDetail::Reason {
+            reason: reason.to_owned(),
+        });
         self.commit(scope.tenant_id(), draft, |draft| {
             self.store
                 .revoke_credential(&scope, credential.id, reason, draft)
@@ -470,7 +472,9 @@ impl Engine {
             Reason::Allowed,
             &credential,
         );
-        draft.detail = Some(format!("reason={reason}"));
+        draft.detail = Some(AuditDetail::Reason {
+            reason: reason.to_owned(),
+        });
         self.commit(scope.tenant_id(), draft, |draft| {
             self.store.destroy_credential(&scope, credential.id, draft)
         })

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strongroom_core::audit::{Action, Outcome};
+use strongroom_core::audit::{Action, AuditDetail, Outcome};
 use strongroom_core::credential::{Credential, CredentialFilter, CredentialStatus};
 use strongroom_core::ids::LeaseId;
 use strongroom_core::names::{CredentialName, Environment, ServiceLabel};
@@ -281,15 +281,11 @@ impl Engine {
         draft.version = Some(version);
         draft.purpose = Some(options.purpose.clone()).filter(|p| !p.is_empty());
         draft.on_behalf_of.clone_from(&options.on_behalf_of);
-        draft.detail = Some(format!(
-            "lease={} ttl_secs={}{}",
-            lease.id,
-            ttl.as_secs(),
-            decision
-                .grant
-                .map(|g| format!(" grant={g}"))
-                .unwrap_or_default()
-        ));
+        draft.detail = Some(AuditDetail::Lease {
+            lease_id: lease.id,
+            ttl_secs: ttl.as_secs(),
+            grant: decision.grant,
+        });
         let check = RevealCheck {
             credential: credential.id,
             version: credential.current_version,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use secrecy::SecretString;
-use strongroom_core::audit::{Action, Outcome};
+use strongroom_core::audit::{Action, AuditDetail, Outcome};
 use strongroom_core::credential::{Credential, StoredVersion};
 use strongroom_core::policy::{Capability, Reason};
 use strongroom_core::scope::Authenticated;
@@ -131,14 +131,10 @@ impl Engine {
                 &credential,
             );
             draft.version = Some(next);
-            draft.detail = Some(format!(
-                "generated={generated}{}",
-                if reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(" reason={reason}")
-                }
-            ));
+            draft.detail = Some(AuditDetail::Rotation {
+                generated,
+                reason: Some(reason.to_owned()).filter(|r| !r.is_empty()),
+            });
             match self
                 .commit(scope.tenant_id(), draft, |draft| {
                     self.store.add_version(

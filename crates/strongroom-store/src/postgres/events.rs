@@ -18,7 +18,8 @@ use crate::group_commit::{Fast, Head, Work};
 use crate::rows::{EventRow, audit_columns};
 
 /// A batch's sealed audit events as column arrays, for the fixed-text
-/// multi-row insert (parameters `$2` to `$21`; `$1` is the chain).
+/// multi-row insert (parameters `$2` to `$21`, `$1` the chain; the formats
+/// are bound last, after the statement's other parameters).
 struct EventColumns<'a> {
     sequence: Vec<i64>,
     id: Vec<uuid::Uuid>,
@@ -40,27 +41,31 @@ struct EventColumns<'a> {
     detail: Vec<Option<&'a str>>,
     prev_hash: Vec<&'a [u8]>,
     hash: Vec<&'a [u8]>,
+    format: Vec<i32>,
 }
 
-/// Inserts [`EventColumns`], advances the chain head to `$22`/`$23` and
-/// announces the notices `$25` on channel `$24`, in one statement.
+/// Inserts [`EventColumns`] (their formats `$26`), advances the chain head
+/// to `$22`/`$23` and announces the notices `$25` on channel `$24`, in one
+/// statement.
 const INSERT_EVENTS: &str = concat!(
     "WITH ins AS (INSERT INTO audit_events (",
     audit_columns!(),
     ") SELECT $1, u.* FROM unnest($2::bigint[], $3::uuid[], $4::bigint[], $5::uuid[], \
      $6::text[], $7::text[], $8::text[], $9::uuid[], $10::text[], $11::int[], $12::text[], \
      $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], \
-     $20::bytea[], $21::bytea[]) AS u), \
+     $20::bytea[], $21::bytea[], $26::int[]) AS u), \
      n AS (SELECT pg_notify($24, t) FROM unnest($25::text[]) AS t) \
      UPDATE audit_heads SET sequence = $22, hash = $23 \
      WHERE tenant_id = $1 AND (SELECT count(*) FROM n) >= 0"
 );
 
 /// Commits a batch of events on the head `$22`..`$25` names, checking the
-/// reveals `$27`..`$32` at `$26` (see [`fast`]).
+/// reveals `$27`..`$32` at `$26`; the events' formats are `$33` (see
+/// [`fast`]).
 const APPEND_CHECKED_EVENTS: &str = "\
     SELECT append_checked_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-    $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)";
+    $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, \
+    $33)";
 
 type PgQuery<'a> = sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments>;
 
@@ -88,6 +93,7 @@ impl<'a> EventColumns<'a> {
             detail: Vec::with_capacity(n),
             prev_hash: Vec::with_capacity(n),
             hash: Vec::with_capacity(n),
+            format: Vec::with_capacity(n),
         };
         for e in events {
             let EventRow {
@@ -112,6 +118,7 @@ impl<'a> EventColumns<'a> {
                 detail,
                 prev_hash,
                 hash,
+                format,
             } = EventRow::of(e)?;
             c.sequence.push(sequence);
             c.id.push(id);
@@ -133,13 +140,16 @@ impl<'a> EventColumns<'a> {
             c.detail.push(detail);
             c.prev_hash.push(prev_hash);
             c.hash.push(hash);
+            c.format.push(format);
         }
         Ok(c)
     }
 
-    /// Binds the chain and the columns as `$1` to `$21`.
-    fn bind(self, chain: TenantId, q: PgQuery<'a>) -> PgQuery<'a> {
-        q.bind(chain.as_uuid())
+    /// Binds the chain and the columns as `$1` to `$21`; the formats are
+    /// returned, to be bound after the statement's other parameters.
+    fn bind(self, chain: TenantId, q: PgQuery<'a>) -> (PgQuery<'a>, Vec<i32>) {
+        let q = q
+            .bind(chain.as_uuid())
             .bind(self.sequence)
             .bind(self.id)
             .bind(self.at)
@@ -159,7 +169,8 @@ impl<'a> EventColumns<'a> {
             .bind(self.trace_id)
             .bind(self.detail)
             .bind(self.prev_hash)
-            .bind(self.hash)
+            .bind(self.hash);
+        (q, self.format)
     }
 }
 
@@ -182,12 +193,14 @@ pub(super) async fn insert(
     // The notices' CTE is referenced from the WHERE clause: a CTE that
     // nothing references is never run. Covered by the conformance case
     // pg_changes_announce_other_servers_mutations.
-    EventColumns::new(events)?
-        .bind(first.tenant, sqlx::query(INSERT_EVENTS))
+    let (query, formats) =
+        EventColumns::new(events)?.bind(first.tenant, sqlx::query(INSERT_EVENTS));
+    query
         .bind(to)
         .bind(head.hash.as_slice())
         .bind(CHANGES_CHANNEL)
         .bind(notices)
+        .bind(formats)
         .execute(&mut **tx)
         .await
         .map_err(db("audit event"))?;
@@ -243,8 +256,9 @@ pub(super) async fn fast(
             Some(c) => c,
             None => held.insert(store.pool().acquire().await.map_err(db("audit event"))?),
         };
-        let result = EventColumns::new(&events)?
-            .bind(tenant, sqlx::query(APPEND_CHECKED_EVENTS))
+        let (query, formats) =
+            EventColumns::new(&events)?.bind(tenant, sqlx::query(APPEND_CHECKED_EVENTS));
+        let result = query
             .bind(to)
             .bind(prev.as_slice())
             .bind(from)
@@ -256,6 +270,7 @@ pub(super) async fn fast(
             .bind(checks.role.as_slice())
             .bind(checks.grant.as_slice())
             .bind(checks.binding.as_slice())
+            .bind(formats)
             .fetch_one(&mut **conn)
             .await;
         match result {

@@ -26,7 +26,7 @@ use strongroom_core::value::CredentialType;
 use crate::support::{
     AuditTrail, Code, OPERATOR, about, all_items, all_pages, audit_log, authenticate,
     authenticator, binding, cname, code, create_tenant, create_tenant_with, credential, draft, env,
-    grant, new_tenant, operator, pattern, principal, service, tag,
+    grant, marked, new_tenant, operator, pattern, principal, service, tag,
 };
 
 fn ids(credentials: &[Credential]) -> Vec<CredentialId> {
@@ -2108,7 +2108,11 @@ pub async fn audit_chain_records_every_mutation(store: Arc<dyn Store>) {
     full.peer = Some("10.0.0.7:50123".into());
     full.request_id = Some("req-1".into());
     full.trace_id = Some("0af7651916cd43dd8448eb211c80319c".into());
-    full.detail = Some("destination=api.openai.com".into());
+    full.detail = Some(strongroom_core::audit::AuditDetail::Lease {
+        lease_id: strongroom_core::ids::LeaseId::generate(),
+        ttl_secs: 300,
+        grant: Some(strongroom_core::ids::GrantId::generate()),
+    });
     let appended = store
         .append_audit(&scope, full.clone())
         .await
@@ -2921,7 +2925,7 @@ pub async fn concurrent_writers_stay_consistent(store: Arc<dyn Store>) {
 
     let append = |i: u32| {
         let mut d = draft(&scope, Action::Other);
-        d.detail = Some(format!("concurrent {i}"));
+        d.detail = marked(format!("concurrent {i}"));
         store.append_audit(&scope, d)
     };
     let (a1, a2, a3, a4, a5, a6) = tokio::join!(

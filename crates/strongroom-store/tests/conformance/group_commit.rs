@@ -34,7 +34,7 @@ use tokio::sync::broadcast::error::TryRecvError;
 
 use crate::support::{
     AuditTrail, Code, TestTenant, about, audit_log, code, create_tenant, credential, draft, env,
-    grant, operator, pg_store,
+    grant, mark, marked, operator, pg_store,
 };
 
 // ---- helpers ----
@@ -714,7 +714,7 @@ pub async fn concurrent_group_commit_stays_exact(store: Arc<dyn Store>) {
             match op {
                 Op::Append => {
                     let mut d = draft(&scope, Action::Other);
-                    d.detail = Some(format!("burst {i}"));
+                    d.detail = marked(format!("burst {i}"));
                     store.append_audit(&scope, d).await.map(Some)
                 }
                 Op::RevealStable(k) => {
@@ -944,7 +944,7 @@ pub async fn failing_jobs_do_not_poison_their_batch(store: Arc<dyn Store>) {
             Code::Internal,
             Box::pin(async move {
                 let mut d = draft(&scope, Action::Other);
-                d.detail = Some(format!("valid {i}"));
+                d.detail = marked(format!("valid {i}"));
                 store.append_audit(&scope, d).await.map(drop)
             }),
         ));
@@ -1287,7 +1287,7 @@ pub async fn pg_changes_skip_reveals(admin: PgPool) {
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 9);
     assert_eq!(code(results[9].clone()), Code::FailedPrecondition);
     let mut revealed = reveal_draft(&scope, &c, 1, &admin_principal);
-    revealed.detail = Some("recorded by append_audit".into());
+    revealed.detail = marked("recorded by append_audit");
     writer
         .append_audit(&scope, revealed)
         .await
@@ -1415,7 +1415,7 @@ pub async fn pg_two_committers_do_not_deadlock(admin: PgPool) {
             let scope = &scope;
             futures.push(Box::pin(async move {
                 let mut d = draft(scope, Action::Other);
-                d.detail = Some(format!("beside rotations {i}"));
+                d.detail = marked(format!("beside rotations {i}"));
                 (false, server.append_audit(scope, d).await.map(drop))
             }));
         }
@@ -1640,7 +1640,7 @@ pub async fn pg_failed_head_lock_spoils_no_connection(admin: PgPool) {
                 // committer's short path takes.
                 let mut d = draft(&scope, Action::Other);
                 d.outcome = Outcome::Denied;
-                d.detail = Some(format!("pump {task} call {i}"));
+                d.detail = marked(format!("pump {task} call {i}"));
                 let r = store.append_audit(&scope, d).await;
                 results.push((started.elapsed(), r.map(drop).map_err(|e| e.to_string())));
                 i += 1;
@@ -1691,12 +1691,7 @@ pub async fn pg_failed_head_lock_spoils_no_connection(admin: PgPool) {
     let log = verified_log(&*store, &scope).await;
     let pumped = log
         .iter()
-        .filter(|e| {
-            e.draft
-                .detail
-                .as_deref()
-                .is_some_and(|d| d.starts_with("pump "))
-        })
+        .filter(|e| mark(&e.draft).is_some_and(|d| d.starts_with("pump ")))
         .count();
     assert_eq!(pumped, ok, "exactly the successful calls are in the chain");
 }
@@ -1789,7 +1784,7 @@ pub async fn pg_closed_connection_is_retried(admin: PgPool) {
     let denial = |n: &str| {
         let mut d = draft(&scope, Action::Other);
         d.outcome = Outcome::Denied;
-        d.detail = Some(n.to_owned());
+        d.detail = marked(n);
         d
     };
     // The first batch reads the head on the full path; the next ones take
@@ -1821,10 +1816,7 @@ pub async fn pg_closed_connection_is_retried(admin: PgPool) {
             .expect("append after the connection was closed");
     }
     let log = verified_log(&store, &scope).await;
-    let details: Vec<&str> = log
-        .iter()
-        .filter_map(|e| e.draft.detail.as_deref())
-        .collect();
+    let details: Vec<&str> = log.iter().filter_map(|e| mark(&e.draft)).collect();
     for n in [
         "before 0", "before 1", "before 2", "after 0", "after 1", "after 2",
     ] {
@@ -1858,7 +1850,7 @@ async fn refused_job_fails_alone(
         tokio::spawn(async move {
             let scope = auth.tenant_scope().expect("scope");
             let mut d = draft(&scope, Action::Other);
-            d.detail = Some("first".into());
+            d.detail = marked("first");
             store.append_audit(&scope, d).await.map(drop)
         })
     };
@@ -1867,7 +1859,7 @@ async fn refused_job_fails_alone(
     for i in 0..24 {
         let mut d = draft(&scope, Action::Other);
         d.outcome = Outcome::Denied;
-        d.detail = Some(format!("job {i}"));
+        d.detail = marked(format!("job {i}"));
         match i {
             7 => d.purpose = Some("poison".into()),
             11 => d.purpose = Some("has\0nul".into()),
@@ -1894,12 +1886,7 @@ async fn refused_job_fails_alone(
     let log = verified_log(&*store, &scope).await;
     let jobs: Vec<&AuditEvent> = log
         .iter()
-        .filter(|e| {
-            e.draft
-                .detail
-                .as_deref()
-                .is_some_and(|d| d.starts_with("job "))
-        })
+        .filter(|e| mark(&e.draft).is_some_and(|d| d.starts_with("job ")))
         .collect();
     assert_eq!(
         jobs.len(),
@@ -1912,7 +1899,7 @@ async fn refused_job_fails_alone(
     );
     let nul = jobs
         .iter()
-        .find(|e| e.draft.detail.as_deref() == Some("job 11"))
+        .find(|e| mark(&e.draft) == Some("job 11"))
         .expect("the job with NUL is recorded");
     assert_eq!(nul.draft.purpose.as_deref(), Some("has\u{FFFD}nul"));
 }
@@ -2021,7 +2008,7 @@ pub async fn pg_batch_resent_after_a_lost_reply_is_chained_once(admin: PgPool) {
     let denial = |n: &str| {
         let mut d = draft(&scope, Action::Other);
         d.outcome = Outcome::Denied;
-        d.detail = Some(n.to_owned());
+        d.detail = marked(n);
         d
     };
     // The first batch reads the head on the full path; the next ones take
@@ -2050,7 +2037,7 @@ pub async fn pg_batch_resent_after_a_lost_reply_is_chained_once(admin: PgPool) {
             resend_tx.send(()).expect("resend");
         });
         let event = appended.expect("the resent batch is answered");
-        assert_eq!(event.draft.detail.as_deref(), Some(n));
+        assert_eq!(mark(&event.draft), Some(n));
     }
     store
         .append_audit(&scope, denial("after"))
@@ -2066,9 +2053,7 @@ pub async fn pg_batch_resent_after_a_lost_reply_is_chained_once(admin: PgPool) {
         "after",
     ] {
         assert_eq!(
-            log.iter()
-                .filter(|e| e.draft.detail.as_deref() == Some(n))
-                .count(),
+            log.iter().filter(|e| mark(&e.draft) == Some(n)).count(),
             1,
             "{n} chained exactly once: {:?}",
             log.iter().map(|e| &e.draft.detail).collect::<Vec<_>>()

@@ -23,6 +23,7 @@ use strongroom_store::SqliteStore;
 
 mod cases;
 mod chains;
+mod formats;
 mod group_commit;
 mod isolation_level;
 mod isolation_model;
@@ -128,6 +129,20 @@ postgres_only! {
 #[sqlx::test(migrator = "strongroom_store::SQLITE_MIGRATOR")]
 async fn sqlite_refused_job_fails_alone(pool: SqlitePool) {
     group_commit::sqlite_refused_job_fails_alone(pool).await;
+}
+
+/// Postgres: format-1 events (as earlier versions wrote them) followed by
+/// format-2 events verify; tampering with either is detected.
+#[sqlx::test(migrator = "strongroom_store::PG_MIGRATOR")]
+async fn pg_format_1_then_format_2_chains_verify(pool: PgPool) {
+    formats::pg_format_1_then_format_2_chains_verify(pool).await;
+}
+
+/// SQLite: format-1 events (as earlier versions wrote them) followed by
+/// format-2 events verify; tampering with either is detected.
+#[sqlx::test(migrator = "strongroom_store::SQLITE_MIGRATOR")]
+async fn sqlite_format_1_then_format_2_chains_verify(pool: SqlitePool) {
+    formats::sqlite_format_1_then_format_2_chains_verify(pool).await;
 }
 
 /// SQLite has one server per database: its change notices stay silent.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use sqlx::postgres::PgPoolOptions;
 use strongroom_core::Error;
-use strongroom_core::audit::{Action, AuditDraft, AuditEvent, Outcome};
+use strongroom_core::audit::{Action, AuditDetail, AuditDraft, AuditEvent, Outcome};
 use strongroom_core::credential::{Credential, CredentialStatus, StoredVersion};
 use strongroom_core::ids::{BindingId, CredentialId, GrantId, PrincipalId, TenantId};
 use strongroom_core::names::{
@@ -513,6 +513,21 @@ pub fn credential(scope: &TenantScope<'_>, environment: &str, name: &str) -> Cre
 /// An allowed-by-role audit draft of the scope's principal.
 pub fn draft(scope: &TenantScope<'_>, action: Action) -> AuditDraft {
     scope.audit(action, Outcome::Allowed, "ALLOWED_BY_ROLE")
+}
+
+/// A detail that tells test events apart: a reason with the given text.
+pub fn marked(text: impl Into<String>) -> Option<AuditDetail> {
+    Some(AuditDetail::Reason {
+        reason: text.into(),
+    })
+}
+
+/// The text of a detail made by [`marked`].
+pub fn mark(draft: &AuditDraft) -> Option<&str> {
+    match &draft.detail {
+        Some(AuditDetail::Reason { reason }) => Some(reason),
+        _ => None,
+    }
 }
 
 /// A draft about `credential`.

@@ -1,6 +1,6 @@
 //! AuditService's wire conversions: actions, outcomes and audit events.
 
-use strongroom_core::audit::{Action, AuditEvent, Outcome};
+use strongroom_core::audit::{Action, AuditDetail, AuditEvent, Outcome};
 use strongroom_core::{Error, Result};
 use strongroom_proto::v1 as pb;
 
@@ -99,14 +99,14 @@ pub fn event_out(e: &AuditEvent) -> pb::AuditEvent {
         trace_id: d.trace_id.clone().unwrap_or_default(),
         lease_id: d
             .detail
-            .as_deref()
-            .and_then(|x| x.split(' ').find_map(|kv| kv.strip_prefix("lease=")))
-            .unwrap_or_default()
-            .to_owned(),
+            .as_ref()
+            .and_then(AuditDetail::lease)
+            .map(|l| l.to_string())
+            .unwrap_or_default(),
         object_id: String::new(),
         relay: None,
         prev_hash: e.prev_hash.to_vec(),
         hash: e.hash.to_vec(),
-        detail: d.detail.clone().unwrap_or_default(),
+        detail: e.detail_text.clone().unwrap_or_default(),
     }
 }

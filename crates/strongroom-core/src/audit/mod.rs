@@ -4,6 +4,15 @@
 //! hash covers that link and every field, so removing, inserting, reordering
 //! or editing any event breaks verification at that point. An event never
 //! carries a secret value: there is no field that could hold one.
+//!
+//! Each event records the format it was hashed in ([`EventFormat`]): events
+//! written by earlier builds (format 1, with free-text detail) verify by the
+//! rule they were written under, new events (format 2) hash their typed
+//! detail's canonical encoding ([`AuditDetail`]) under their own domain tag.
+
+mod detail;
+
+pub use detail::{AuditDetail, DETAIL_ENCODING_VERSION, DetailError};
 
 use ring::digest;
 use serde::{Deserialize, Serialize};
@@ -269,8 +278,8 @@ pub struct AuditDraft {
     pub request_id: Option<String>,
     /// Trace id.
     pub trace_id: Option<String>,
-    /// Further non-secret details (target ids, destination host), as text.
-    pub detail: Option<String>,
+    /// Further non-secret details (target ids, a lease, counts), typed.
+    pub detail: Option<AuditDetail>,
 }
 
 /// Replaces each NUL of `text` with U+FFFD.
@@ -300,7 +309,8 @@ impl AuditDraft {
             peer,
             request_id,
             trace_id,
-            detail,
+            // Typed; its encoding escapes NUL.
+            detail: _,
         } = self;
         replace_nul_in(actor);
         replace_nul_in(reason_code);
@@ -312,7 +322,6 @@ impl AuditDraft {
             peer,
             request_id,
             trace_id,
-            detail,
         ]
         .into_iter()
         .flatten()
@@ -363,17 +372,63 @@ impl AuditDraft {
     /// before the hash is taken. Requests with NUL are refused at the edge;
     /// this keeps a record that slipped through from costing the others of
     /// its batch, or itself, its place in the chain.
+    ///
+    /// The event is of the current format ([`EventFormat::CURRENT`]); its
+    /// detail is encoded once, for the hash and for storage.
     pub fn seal(mut self, tenant: TenantId, sequence: u64, prev_hash: [u8; 32]) -> AuditEvent {
         self.replace_nul();
+        let detail_text = self.detail.as_ref().map(AuditDetail::encode);
         let mut event = AuditEvent {
             tenant,
             sequence,
+            format: EventFormat::CURRENT,
             draft: self,
+            detail_text,
             prev_hash,
             hash: [0u8; 32],
         };
-        event.hash = event.compute_hash();
+        event.hash = event.hash_over(event.detail_text.as_deref());
         event
+    }
+}
+
+/// The rule an event was written and hashed under, stored with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventFormat {
+    /// Earlier builds: the detail is free text, hashed as it is, under the
+    /// domain tag `strongroom/audit/v1`.
+    V1,
+    /// The detail is an [`AuditDetail`], hashed as its canonical encoding,
+    /// under the domain tag `strongroom/audit/v2`.
+    V2,
+}
+
+impl EventFormat {
+    /// The format new events are written in.
+    pub const CURRENT: EventFormat = EventFormat::V2;
+
+    /// The number stored.
+    pub const fn number(&self) -> i32 {
+        match self {
+            Self::V1 => 1,
+            Self::V2 => 2,
+        }
+    }
+
+    /// The format of a stored number.
+    pub fn from_number(number: i32) -> Option<Self> {
+        match number {
+            1 => Some(Self::V1),
+            2 => Some(Self::V2),
+            _ => None,
+        }
+    }
+
+    const fn domain_tag(&self) -> &'static [u8] {
+        match self {
+            Self::V1 => b"strongroom/audit/v1",
+            Self::V2 => b"strongroom/audit/v2",
+        }
     }
 }
 
@@ -384,8 +439,15 @@ pub struct AuditEvent {
     pub tenant: TenantId,
     /// Position in the tenant's chain, from 1.
     pub sequence: u64,
-    /// The event's fields.
+    /// The rule it was hashed under.
+    pub format: EventFormat,
+    /// The event's fields (for a format-1 event, `draft.detail` is none: its
+    /// detail is the free text in `detail_text`).
     pub draft: AuditDraft,
+    /// The detail as recorded and stored: for format 2 the canonical
+    /// encoding of `draft.detail`, for format 1 the text earlier builds
+    /// wrote.
+    pub detail_text: Option<String>,
     /// Hash of the previous event (`GENESIS_HASH` for the first).
     pub prev_hash: [u8; 32],
     /// Hash of this event.
@@ -411,13 +473,44 @@ impl Hasher {
 }
 
 impl AuditEvent {
-    /// The hash this event should have: SHA-256 over a domain tag, the
-    /// previous hash, the tenant, the sequence and every field, each length-
-    /// prefixed so no two different events encode alike.
+    /// The hash this event should have: SHA-256 over its format's domain
+    /// tag, the previous hash, the tenant, the sequence and every field, each
+    /// length-prefixed so no two different events encode alike. The detail
+    /// is, for format 2, the canonical encoding of the typed `draft.detail`
+    /// (so a stored text that is not that encoding does not verify); for
+    /// format 1, the recorded text.
     pub fn compute_hash(&self) -> [u8; 32] {
+        match self.format {
+            EventFormat::V1 => self.hash_over(self.detail_text.as_deref()),
+            EventFormat::V2 => {
+                let encoded = self.draft.detail.as_ref().map(AuditDetail::encode);
+                self.hash_over(encoded.as_deref())
+            }
+        }
+    }
+
+    /// Whether the recorded detail text is what the hash covers: for
+    /// format 2, the canonical encoding of the typed detail (format 1 hashes
+    /// the text itself).
+    pub fn detail_text_is_its_encoding(&self) -> bool {
+        match self.format {
+            EventFormat::V1 => self.draft.detail.is_none(),
+            EventFormat::V2 => {
+                self.detail_text.as_deref()
+                    == self
+                        .draft
+                        .detail
+                        .as_ref()
+                        .map(AuditDetail::encode)
+                        .as_deref()
+            }
+        }
+    }
+
+    fn hash_over(&self, detail: Option<&str>) -> [u8; 32] {
         let d = &self.draft;
         let mut h = Hasher(digest::Context::new(&digest::SHA256));
-        h.bytes(b"strongroom/audit/v1");
+        h.bytes(self.format.domain_tag());
         h.bytes(&self.prev_hash);
         h.bytes(self.tenant.as_uuid().as_bytes());
         h.bytes(&self.sequence.to_be_bytes());
@@ -440,7 +533,7 @@ impl AuditEvent {
         h.opt(d.peer.as_deref().map(str::as_bytes));
         h.opt(d.request_id.as_deref().map(str::as_bytes));
         h.opt(d.trace_id.as_deref().map(str::as_bytes));
-        h.opt(d.detail.as_deref().map(str::as_bytes));
+        h.opt(detail.map(str::as_bytes));
         let out = h.0.finish();
         let mut hash = [0u8; 32];
         hash.copy_from_slice(out.as_ref());
@@ -508,7 +601,7 @@ impl ChainVerifier {
                 reason: "link to the previous event does not match",
             });
         }
-        if event.compute_hash() != event.hash {
+        if event.compute_hash() != event.hash || !event.detail_text_is_its_encoding() {
             return Err(ChainBreak {
                 sequence: event.sequence,
                 reason: "event contents do not match its hash",
@@ -560,6 +653,121 @@ mod tests {
             v.push(e)?;
         }
         Ok(v.checked())
+    }
+
+    fn uuid(n: u128) -> uuid::Uuid {
+        uuid::Uuid::from_u128(n)
+    }
+
+    /// Event `sequence` of a fixed test chain, without its detail.
+    fn fixed_draft(sequence: u64) -> AuditDraft {
+        let mut d = AuditDraft::new_at(
+            Action::CredentialReveal,
+            Outcome::Allowed,
+            "ALLOWED_BY_GRANT",
+            Timestamp::from_micros(1_700_000_000_000_000 + sequence as i64),
+        );
+        d.id = EventId::from_uuid(uuid(0xe0 + u128::from(sequence)));
+        d.principal = Some(PrincipalId::from_uuid(uuid(2)));
+        d.actor = "alice".into();
+        d.credential = Some(CredentialId::from_uuid(uuid(3)));
+        d.credential_name = Some("db/password".into());
+        d.version = Some(4);
+        d.environment = Some("prod".into());
+        d.peer = Some("127.0.0.1:5000".into());
+        d
+    }
+
+    /// Event 1 as an earlier build wrote it: format 1, free-text detail.
+    fn format_1_event() -> AuditEvent {
+        let mut e = AuditEvent {
+            tenant: TenantId::from_uuid(uuid(0xa1)),
+            sequence: 1,
+            format: EventFormat::V1,
+            draft: fixed_draft(1),
+            detail_text: Some("lease=00000000-0000-0000-0000-0000000000c1 ttl_secs=300".into()),
+            prev_hash: GENESIS_HASH,
+            hash: [0u8; 32],
+        };
+        e.hash = e.compute_hash();
+        e
+    }
+
+    /// Event 2, written now after event 1: format 2, a lease.
+    fn format_2_event(prev_hash: [u8; 32]) -> AuditEvent {
+        let mut d = fixed_draft(2);
+        d.detail = Some(AuditDetail::Lease {
+            lease_id: crate::ids::LeaseId::from_uuid(uuid(0xc2)),
+            ttl_secs: 300,
+            grant: None,
+        });
+        d.seal(TenantId::from_uuid(uuid(0xa1)), 2, prev_hash)
+    }
+
+    /// The hashes of both formats are pinned (computed independently of
+    /// this code): format 1 as earlier builds wrote it, so their chains keep
+    /// verifying; format 2 so its encoding cannot drift.
+    #[test]
+    fn both_formats_hash_as_pinned() {
+        let first = format_1_event();
+        assert_eq!(
+            hex::encode(first.hash),
+            "55812eb95f5e18d2e0d1251ee5d28e8f10e24ede3123468ea8817843935444e5"
+        );
+        let second = format_2_event(first.hash);
+        assert_eq!(second.format, EventFormat::V2);
+        assert_eq!(
+            second.detail_text.as_deref(),
+            Some(
+                r#"{"v":1,"kind":"lease","lease_id":"00000000-0000-0000-0000-0000000000c2","ttl_secs":300,"grant":null}"#
+            )
+        );
+        assert_eq!(
+            hex::encode(second.hash),
+            "696b28abc73c167678d1a5d03493f48ef3539e46bf94086b4f1241a949cb6f94"
+        );
+    }
+
+    #[test]
+    fn a_chain_of_format_1_then_format_2_verifies_and_tampering_is_detected() {
+        let first = format_1_event();
+        let second = format_2_event(first.hash);
+        let third = format_2_event(second.hash);
+        let third = {
+            let mut d = third.draft;
+            d.id = EventId::from_uuid(uuid(0xe3));
+            d.seal(second.tenant, 3, second.hash)
+        };
+        let intact = vec![first, second, third];
+        assert_eq!(verify(&intact), Ok(3));
+
+        let mut v1_text = intact.clone();
+        v1_text[0].detail_text = Some("lease=x ttl_secs=3000".into());
+        assert_eq!(verify(&v1_text).unwrap_err().sequence, 1);
+
+        let mut v2_typed = intact.clone();
+        v2_typed[1].draft.detail = Some(AuditDetail::Lease {
+            lease_id: crate::ids::LeaseId::from_uuid(uuid(0xc2)),
+            ttl_secs: 3000,
+            grant: None,
+        });
+        assert_eq!(verify(&v2_typed).unwrap_err().sequence, 2);
+
+        let mut v2_text = intact.clone();
+        v2_text[1].detail_text = v2_text[1]
+            .detail_text
+            .as_ref()
+            .map(|t| t.replace("300", "3000"));
+        assert_eq!(verify(&v2_text).unwrap_err().sequence, 2);
+
+        // Claiming the other format changes the domain tag: no match.
+        let mut v1_as_v2 = intact.clone();
+        v1_as_v2[0].format = EventFormat::V2;
+        assert_eq!(verify(&v1_as_v2).unwrap_err().sequence, 1);
+        let mut v2_as_v1 = intact;
+        v2_as_v1[2].format = EventFormat::V1;
+        v2_as_v1[2].draft.detail = None;
+        assert_eq!(verify(&v2_as_v1).unwrap_err().sequence, 3);
     }
 
     #[test]

@@ -1,0 +1,426 @@
+//! What an audit event records beyond its columns: a typed value per kind of
+//! event, with one canonical encoding that is hashed into the chain, stored,
+//! and shown to clients as it is.
+//!
+//! The encoding is compact JSON: `{"v":1,"kind":"<kind>",<fields>}`, the
+//! version first, then the kind, then the kind's fields in the order they
+//! are declared here (every field present, `null` when absent). Decoding
+//! accepts only that exact form: [`AuditDetail::decode`] re-encodes what it
+//! read and refuses any other text, so one value has one encoding and the
+//! hash over the text is a hash over the value.
+//!
+//! No secret value can be recorded: the fields are ids, names, counts,
+//! flags, roles and statuses, and the reasons callers gave (text they sent
+//! to be recorded).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{BindingId, GrantId, LeaseId, PrincipalId, TenantId};
+use crate::policy::Capability;
+use crate::principal::{PrincipalStatus, Role};
+use crate::tenant::TenantStatus;
+
+/// The version of the encoding, its `"v"` field.
+pub const DETAIL_ENCODING_VERSION: u32 = 1;
+
+/// The detail of an audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AuditDetail {
+    /// A reveal's lease: its id, its TTL and the grant that allowed it (none
+    /// when the role did).
+    Lease {
+        /// The lease.
+        lease_id: LeaseId,
+        /// Its TTL in seconds.
+        ttl_secs: u64,
+        /// The grant that allowed the reveal.
+        grant: Option<GrantId>,
+    },
+    /// A principal was created with a role.
+    Principal {
+        /// The principal.
+        principal: PrincipalId,
+        /// Its role.
+        role: Role,
+    },
+    /// A principal was enabled or disabled by an administrator.
+    PrincipalStatus {
+        /// The principal.
+        principal: PrincipalId,
+        /// Its new status.
+        status: PrincipalStatus,
+        /// The reason given.
+        reason: String,
+    },
+    /// A principal was disabled automatically after repeated denials.
+    PrincipalLock {
+        /// The principal.
+        principal: PrincipalId,
+        /// The denials in the window that crossed the threshold.
+        denials: u32,
+    },
+    /// An identity binding was created for a principal.
+    Binding {
+        /// The binding.
+        binding: BindingId,
+        /// The principal it binds.
+        principal: PrincipalId,
+    },
+    /// An identity binding was deleted.
+    BindingDeleted {
+        /// The binding.
+        binding: BindingId,
+    },
+    /// A binding of an identity outside the tenant's namespaces was
+    /// refused.
+    IdentityAttempt {
+        /// The identity pattern asked for, in its text form.
+        identity: String,
+        /// The principal it was to bind.
+        principal: PrincipalId,
+    },
+    /// A tenant's identity namespaces were assigned.
+    Namespaces {
+        /// The namespaces, in their text form.
+        identity_namespaces: Vec<String>,
+    },
+    /// A tenant was created.
+    Tenant {
+        /// Its name.
+        name: String,
+    },
+    /// A tenant was suspended, resumed or shredded.
+    TenantStatus {
+        /// Its new status.
+        status: TenantStatus,
+        /// The reason given.
+        reason: String,
+    },
+    /// The reason given for a revoke or a destroy.
+    Reason {
+        /// The reason.
+        reason: String,
+    },
+    /// A credential was rotated.
+    Rotation {
+        /// Whether strongroom generated the new value.
+        generated: bool,
+        /// The reason given, if any.
+        reason: Option<String>,
+    },
+    /// A grant was created.
+    Grant {
+        /// The grant.
+        grant: GrantId,
+        /// What it allows, as listed.
+        capabilities: Vec<Capability>,
+    },
+    /// A grant was revoked.
+    GrantRevoked {
+        /// The grant.
+        grant: GrantId,
+        /// The reason given.
+        reason: String,
+    },
+    /// The first call of a principal a rate limit refused in a window.
+    RateLimitFirst {
+        /// The call refused.
+        rpc: String,
+        /// How long the caller was told to wait, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// The calls a rate limit refused in one window, counted when it ended.
+    RateLimitWindow {
+        /// Calls refused in the window.
+        refused: u64,
+        /// The window's length in seconds.
+        window_secs: u64,
+    },
+    /// A principal's denials crossed the tenant's alert threshold.
+    DenialAlert {
+        /// The principal.
+        principal: PrincipalId,
+        /// Its denials in the window.
+        denials: u32,
+        /// The window's length in seconds.
+        window_secs: u32,
+        /// The tenant's threshold.
+        threshold: u32,
+        /// Whether the principal is locked for it.
+        lock: bool,
+    },
+    /// Signing a chain's head was refused: it does not extend the head
+    /// signed last.
+    CheckpointRefused {
+        /// The tenant whose chain it is (none for the platform chain).
+        tenant: Option<TenantId>,
+        /// The head's sequence.
+        head_sequence: u64,
+        /// The sequence of the head signed last, if any.
+        last_signed_sequence: Option<u64>,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Failed authentications of one identity, coalesced into one event.
+    FailedAuthentications {
+        /// How many.
+        count: u64,
+    },
+}
+
+/// Why a text is not an audit detail's canonical encoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DetailError {
+    /// Not JSON of any known kind, or a field is missing or mistyped.
+    #[error("not an audit detail: {0}")]
+    Malformed(String),
+    /// An encoding version this build does not know.
+    #[error("unknown audit detail version {0}")]
+    Version(u32),
+    /// A known detail, but not in its one canonical form.
+    #[error("the audit detail is not in its canonical encoding")]
+    NotCanonical,
+}
+
+/// Passes everything but the first byte on: the enum's own `{`, replaced
+/// by the version's.
+struct AfterOpeningBrace<'a> {
+    out: &'a mut Vec<u8>,
+    skipped: bool,
+}
+
+impl std::io::Write for AfterOpeningBrace<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let rest = match buf {
+            [_, rest @ ..] if !self.skipped => {
+                self.skipped = true;
+                rest
+            }
+            _ => buf,
+        };
+        self.out.extend_from_slice(rest);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct Versioned {
+    v: u32,
+    #[serde(flatten)]
+    detail: AuditDetail,
+}
+
+impl AuditDetail {
+    /// The canonical encoding, in one allocation: the bytes hashed into the
+    /// chain and stored.
+    #[allow(clippy::expect_used)]
+    pub fn encode(&self) -> String {
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(br#"{"v":1,"#);
+        let mut rest = AfterOpeningBrace {
+            out: &mut out,
+            skipped: false,
+        };
+        // Cannot fail: the writer never does, and every field is a string,
+        // a number, a bool, an id, null or a list of those (no map keys).
+        serde_json::to_writer(&mut rest, self).expect("an audit detail always serializes");
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+
+    /// Reads a detail from its canonical encoding; any other text (another
+    /// version, other spacing or field order, unknown fields) is refused.
+    pub fn decode(text: &str) -> Result<Self, DetailError> {
+        let versioned: Versioned =
+            serde_json::from_str(text).map_err(|e| DetailError::Malformed(e.to_string()))?;
+        if versioned.v != DETAIL_ENCODING_VERSION {
+            return Err(DetailError::Version(versioned.v));
+        }
+        if versioned.detail.encode() != text {
+            return Err(DetailError::NotCanonical);
+        }
+        Ok(versioned.detail)
+    }
+
+    /// The lease of a reveal's detail.
+    pub fn lease(&self) -> Option<LeaseId> {
+        match self {
+            Self::Lease { lease_id, .. } => Some(*lease_id),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn uuid(n: u128) -> uuid::Uuid {
+        uuid::Uuid::from_u128(n)
+    }
+
+    fn every_kind() -> Vec<AuditDetail> {
+        let principal = PrincipalId::from_uuid(uuid(2));
+        vec![
+            AuditDetail::Lease {
+                lease_id: LeaseId::from_uuid(uuid(1)),
+                ttl_secs: 300,
+                grant: Some(GrantId::from_uuid(uuid(3))),
+            },
+            AuditDetail::Lease {
+                lease_id: LeaseId::from_uuid(uuid(1)),
+                ttl_secs: 300,
+                grant: None,
+            },
+            AuditDetail::Principal {
+                principal,
+                role: Role::Agent,
+            },
+            AuditDetail::PrincipalStatus {
+                principal,
+                status: PrincipalStatus::Disabled,
+                reason: "left \"the\" team\n\u{0}é".into(),
+            },
+            AuditDetail::PrincipalLock {
+                principal,
+                denials: 20,
+            },
+            AuditDetail::Binding {
+                binding: BindingId::from_uuid(uuid(4)),
+                principal,
+            },
+            AuditDetail::BindingDeleted {
+                binding: BindingId::from_uuid(uuid(4)),
+            },
+            AuditDetail::IdentityAttempt {
+                identity: "spiffe://other/x".into(),
+                principal,
+            },
+            AuditDetail::Namespaces {
+                identity_namespaces: vec!["spiffe://a/*".into(), "dns:*.a.example".into()],
+            },
+            AuditDetail::Tenant {
+                name: "acme".into(),
+            },
+            AuditDetail::TenantStatus {
+                status: TenantStatus::Suspended,
+                reason: "unpaid".into(),
+            },
+            AuditDetail::Reason {
+                reason: "leaked".into(),
+            },
+            AuditDetail::Rotation {
+                generated: true,
+                reason: None,
+            },
+            AuditDetail::Grant {
+                grant: GrantId::from_uuid(uuid(3)),
+                capabilities: vec![Capability::ReadMetadata, Capability::Reveal],
+            },
+            AuditDetail::GrantRevoked {
+                grant: GrantId::from_uuid(uuid(3)),
+                reason: "done".into(),
+            },
+            AuditDetail::RateLimitFirst {
+                rpc: "RevealCredential".into(),
+                retry_after_ms: 250,
+            },
+            AuditDetail::RateLimitWindow {
+                refused: 12,
+                window_secs: 60,
+            },
+            AuditDetail::DenialAlert {
+                principal,
+                denials: 20,
+                window_secs: 60,
+                threshold: 20,
+                lock: true,
+            },
+            AuditDetail::CheckpointRefused {
+                tenant: Some(TenantId::from_uuid(uuid(5))),
+                head_sequence: 7,
+                last_signed_sequence: None,
+                problem: "the stored head is behind the last signed head".into(),
+            },
+            AuditDetail::FailedAuthentications { count: 3 },
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_its_encoding() {
+        for detail in every_kind() {
+            let text = detail.encode();
+            assert!(text.starts_with(r#"{"v":1,"kind":""#), "{text}");
+            assert_eq!(AuditDetail::decode(&text).unwrap(), detail, "{text}");
+        }
+    }
+
+    /// The encoding is hashed into the chain: it must never change for a
+    /// value already recorded.
+    #[test]
+    fn the_encoding_is_pinned() {
+        let lease = AuditDetail::Lease {
+            lease_id: LeaseId::from_uuid(uuid(1)),
+            ttl_secs: 300,
+            grant: None,
+        };
+        assert_eq!(
+            lease.encode(),
+            r#"{"v":1,"kind":"lease","lease_id":"00000000-0000-0000-0000-000000000001","ttl_secs":300,"grant":null}"#
+        );
+        let window = AuditDetail::RateLimitWindow {
+            refused: 12,
+            window_secs: 60,
+        };
+        assert_eq!(
+            window.encode(),
+            r#"{"v":1,"kind":"rate_limit_window","refused":12,"window_secs":60}"#
+        );
+        let grant = AuditDetail::Grant {
+            grant: GrantId::from_uuid(uuid(3)),
+            capabilities: vec![Capability::ReadMetadata, Capability::Reveal],
+        };
+        assert_eq!(
+            grant.encode(),
+            r#"{"v":1,"kind":"grant","grant":"00000000-0000-0000-0000-000000000003","capabilities":["read_metadata","reveal"]}"#
+        );
+    }
+
+    #[test]
+    fn only_the_canonical_text_decodes() {
+        let canonical = r#"{"v":1,"kind":"failed_authentications","count":3}"#;
+        assert_eq!(
+            AuditDetail::decode(canonical).unwrap(),
+            AuditDetail::FailedAuthentications { count: 3 }
+        );
+        for other in [
+            r#"{"kind":"failed_authentications","v":1,"count":3}"#,
+            r#"{"v":1, "kind":"failed_authentications","count":3}"#,
+            r#"{"v":1,"kind":"failed_authentications","count":3,"extra":1}"#,
+        ] {
+            assert_eq!(
+                AuditDetail::decode(other),
+                Err(DetailError::NotCanonical),
+                "{other}"
+            );
+        }
+        assert_eq!(
+            AuditDetail::decode(r#"{"v":2,"kind":"failed_authentications","count":3}"#),
+            Err(DetailError::Version(2))
+        );
+        assert!(matches!(
+            AuditDetail::decode("count=3"),
+            Err(DetailError::Malformed(_))
+        ));
+        assert!(matches!(
+            AuditDetail::decode(r#"{"v":1,"kind":"unknown"}"#),
+            Err(DetailError::Malformed(_))
+        ));
+    }
+}
