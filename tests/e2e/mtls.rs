@@ -10,7 +10,12 @@ use strongroom_proto::v1 as pb;
 use strongroom_proto::v1::admin_service_client::AdminServiceClient;
 use tonic::Code;
 
-on_both_backends!(refused_certificates, unknown_identity, common_name_identity);
+on_both_backends!(
+    refused_certificates,
+    unknown_identity,
+    common_name_identity,
+    tenant_header_must_name_a_tenant
+);
 
 const REFUSED: &str = "TLS handshake refused";
 
@@ -225,4 +230,38 @@ async fn common_name_identity(backend: Backend) {
         Code::Unauthenticated,
         "a CN that only starts with the bound CN",
     );
+}
+
+/// A `strongroom-tenant` header that is not a tenant name is refused with
+/// INVALID_ARGUMENT naming the header, before anything is looked up; a
+/// well-formed one is used as before.
+async fn tenant_header_must_name_a_tenant(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = server.tenant("acme").await;
+    let admin = acme.identity.as_str();
+    for bad in ["Not A Name".to_owned(), "a".repeat(8 * 1024)] {
+        let mut config = server.client_config(admin, CertKind::Spiffe);
+        config.tenant = Some(bad.clone());
+        let client = strongroom_client::Client::connect(&config)
+            .await
+            .expect("connect");
+        let s = expect_code(
+            client.admin().who_am_i(pb::WhoAmIRequest {}).await,
+            Code::InvalidArgument,
+            "WhoAmI with a malformed tenant header",
+        );
+        assert!(s.message().contains("strongroom-tenant"), "{s:?}");
+        assert!(!s.message().contains(&bad), "the header was echoed: {s:?}");
+    }
+    let mut config = server.client_config(admin, CertKind::Spiffe);
+    config.tenant = Some("acme".into());
+    let client = strongroom_client::Client::connect(&config)
+        .await
+        .expect("connect");
+    client
+        .admin()
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .expect("WhoAmI naming the caller's tenant");
+    server.stop().await;
 }

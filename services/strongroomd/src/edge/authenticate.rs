@@ -97,11 +97,10 @@ where
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let hint = call::tenant_hint(headers);
         if let Some(identity) = &identity
-            && let Some(authenticated) = self
-                .layer
-                .engine
-                .cached_caller(identity, call::tenant_hint(headers))
+            && let Ok(hint) = hint
+            && let Some(authenticated) = self.layer.engine.cached_caller(identity, hint)
         {
             request
                 .extensions_mut()
@@ -111,7 +110,7 @@ where
             };
         }
         // Not in the cache, or no identity: wait for the engine.
-        let hint = call::tenant_hint(headers).map(str::to_owned);
+        let hint = hint.map(|h| h.map(str::to_owned));
         let layer = self.layer.clone();
         // The clone that was made ready goes with the call; this service
         // keeps the fresh one.
@@ -135,6 +134,13 @@ where
                         .record_failed_authentication("", peer, request_id, Reason::NoIdentity)
                         .await;
                     return Ok(layer.refused(name, Refusal::NoIdentity));
+                };
+                let hint = match hint {
+                    Ok(hint) => hint,
+                    Err(error) => {
+                        let refusal = Refusal::Authentication { error, request_id };
+                        return Ok(layer.refused(name, refusal));
+                    }
                 };
                 match layer.engine.authenticate(&identity, hint.as_deref()).await {
                     Ok(authenticated) => {

@@ -2,6 +2,8 @@
 //! tenant hint, the same for every protocol.
 
 use http::HeaderName;
+use strongroom_core::Error;
+use strongroom_core::names::TenantName;
 
 /// Header carrying the client's request id (echoed in the response).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -28,9 +30,17 @@ pub fn request_id(headers: &http::HeaderMap) -> String {
         )
 }
 
-/// The tenant the client named, if any.
-pub fn tenant_hint(headers: &http::HeaderMap) -> Option<&str> {
-    headers.get(&TENANT).and_then(|v| v.to_str().ok())
+/// The tenant the client named, if any. A header that is not a tenant name
+/// is refused here, before anything is looked up: it could match no tenant,
+/// and an unbounded value must never reach the caches or the database.
+pub fn tenant_hint(headers: &http::HeaderMap) -> Result<Option<&str>, Error> {
+    let Some(value) = headers.get(&TENANT) else {
+        return Ok(None);
+    };
+    let refused = || Error::invalid(TENANT_HEADER, "is not a tenant name");
+    let name = value.to_str().map_err(|_| refused())?;
+    TenantName::parse(name, TENANT_HEADER).map_err(|_| refused())?;
+    Ok(Some(name))
 }
 
 #[cfg(test)]
@@ -49,6 +59,19 @@ mod tests {
             let id = request_id(&headers);
             assert_ne!(id, bad);
             assert_eq!(id.len(), 32, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_tenant_name_is_taken_as_the_tenant_hint() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(tenant_hint(&headers).ok(), Some(None));
+        headers.insert(TENANT_HEADER, http::HeaderValue::from_static("acme"));
+        assert_eq!(tenant_hint(&headers).ok(), Some(Some("acme")));
+        for bad in ["", "Has Space", &"a".repeat(16 * 1024)] {
+            headers.insert(TENANT_HEADER, http::HeaderValue::from_str(bad).unwrap());
+            let error = tenant_hint(&headers).expect_err(bad);
+            assert!(error.to_string().contains(TENANT_HEADER), "{error}");
         }
     }
 }
