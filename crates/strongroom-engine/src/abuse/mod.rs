@@ -374,6 +374,18 @@ pub fn spawn_sweeper(guard: Weak<AbuseGuard>, store: Arc<dyn Store>, timeout: Du
     });
 }
 
+/// The method name a refusal's event records: the caller chose it (any
+/// path reaches the rate limit), so only a plausible RPC name (1 to 64 ASCII
+/// letters, digits and underscores) is kept as sent.
+fn recorded_rpc(rpc: &str) -> String {
+    if (1..=64).contains(&rpc.len()) && rpc.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        rpc.to_owned()
+    } else {
+        "(not an RPC name)".to_owned()
+    }
+}
+
 /// Appends an abuse-control event; a failure is logged (the refusal or
 /// denial it is about stands either way).
 async fn record(store: &dyn Store, scope: &TenantScope<'_>, draft: AuditDraft, timeout: Duration) {
@@ -415,7 +427,7 @@ impl Engine {
                 refusal.limit.reason(),
             );
             draft.detail = Some(AuditDetail::RateLimitFirst {
-                rpc: rpc.to_owned(),
+                rpc: recorded_rpc(rpc),
                 retry_after_ms: u64::try_from(refusal.retry_after.as_millis()).unwrap_or(u64::MAX),
             });
             record(
@@ -499,6 +511,18 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_a_plausible_rpc_name_is_recorded() {
+        assert_eq!(super::recorded_rpc("RevealCredential"), "RevealCredential");
+        for made_up in ["", "Reveal/../x", "name with space", &"A".repeat(65)] {
+            assert_eq!(
+                super::recorded_rpc(made_up),
+                "(not an RPC name)",
+                "{made_up:?}"
+            );
+        }
+    }
+
     use super::budgets::quota;
     use super::*;
     use strongroom_core::tenant::RateLimit;
