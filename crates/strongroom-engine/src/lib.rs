@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use strongroom_core::scope::{Authenticator, SystemScope, SystemTask};
 use strongroom_core::store::Store;
-use strongroom_core::time::{Clock, SystemClock, Timestamp};
+use strongroom_core::time::{Clock, Timestamp};
 use strongroom_crypto::RootKey;
 
 use crate::abuse::AbuseGuard;
@@ -80,7 +80,9 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine over `store`, unwrapping tenant keys with `root`.
+    /// An engine over `store`, unwrapping tenant keys with `root`, taking
+    /// the current time from `clock` (the system's, `SystemClock`, in
+    /// production).
     ///
     /// Must be called inside a Tokio runtime: it starts the task that drops
     /// cached state when the store announces a change.
@@ -89,6 +91,7 @@ impl Engine {
         root: Arc<RootKey>,
         limits: Limits,
         authenticator: Authenticator,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         let caches = Arc::new(Caches::new(limits.cache_ttl, limits.credential_cache_ttl));
         changes::spawn_listener(
@@ -101,12 +104,13 @@ impl Engine {
             Arc::downgrade(&abuse),
             Arc::clone(&store),
             limits.audit_timeout,
+            Arc::clone(&clock),
         );
         Self {
             store,
             keyring: keyring::Keyring::new(root),
             limits,
-            clock: Arc::new(SystemClock),
+            clock,
             authenticator,
             caches,
             checkpoint_key: tokio::sync::OnceCell::new(),
@@ -122,14 +126,6 @@ impl Engine {
     #[must_use]
     pub fn with_min_namespace_depth(mut self, depth: usize) -> Self {
         self.min_namespace_depth = depth;
-        self
-    }
-
-    /// Takes the current time from `clock` instead of the system's.
-    #[must_use]
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.abuse.set_clock(Arc::clone(&clock));
-        self.clock = clock;
         self
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use strongroom_core::scope::{Authenticator, SystemScope, SystemTask};
 use strongroom_core::store::{Store, meta};
+use strongroom_core::time::{Clock, SystemClock};
 use strongroom_crypto::{CryptoError, KdfParams, KeyCheck, RootKey};
 use strongroom_store::{FairShare, PgStore, SqliteStore};
 use tokio::net::TcpListener;
@@ -414,18 +415,17 @@ impl App {
             addr: config.listen,
             error,
         })?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        #[cfg(feature = "test-clock")]
+        let clock = crate::test_clock::from_env().unwrap_or(clock);
         let engine = Engine::new(
             store,
             Arc::new(root),
             config.limits.engine(),
             Authenticator::new(config.platform_operators.clone()),
+            clock,
         )
         .with_min_namespace_depth(config.identity.min_namespace_depth);
-        #[cfg(feature = "test-clock")]
-        let engine = match crate::test_clock::from_env() {
-            Some(clock) => engine.with_clock(clock),
-            None => engine,
-        };
         let engine = Arc::new(engine);
         // The checkpoint signing key is derived from the root key.
         engine

@@ -51,7 +51,7 @@ use strongroom_core::principal::{PrincipalStatus, Role};
 use strongroom_core::scope::{Authenticated, TenantScope};
 use strongroom_core::store::Store;
 use strongroom_core::tenant::TenantSettings;
-use strongroom_core::time::{Clock as EngineClock, Timestamp};
+use strongroom_core::time::Clock as EngineClock;
 
 use crate::{CallContext, Engine};
 
@@ -161,9 +161,6 @@ pub struct AbuseGuard {
     blocked: RwLock<HashMap<Key, (Instant, Limit)>>,
     denials: Mutex<HashMap<Key, DenialWindow>>,
     refusals: Mutex<HashMap<Key, RefusalWindow>>,
-    /// The engine's clock, for the events the sweeper records (the
-    /// system's until the engine is given another).
-    clock: RwLock<Option<Arc<dyn EngineClock>>>,
 }
 
 fn window_length(settings: &TenantSettings) -> Duration {
@@ -171,17 +168,6 @@ fn window_length(settings: &TenantSettings) -> Duration {
 }
 
 impl AbuseGuard {
-    /// Records the sweeper's events at `clock`'s time.
-    pub(crate) fn set_clock(&self, clock: Arc<dyn EngineClock>) {
-        *write(&self.clock) = Some(clock);
-    }
-
-    fn clock_now(&self) -> Timestamp {
-        read(&self.clock)
-            .as_ref()
-            .map_or_else(Timestamp::now, |c| c.now())
-    }
-
     /// Whether the caller may make a call now.
     pub fn admit(&self, caller: &Authenticated) -> Result<(), Refusal> {
         let (Some(tenant), Some(principal)) = (caller.tenant(), caller.principal()) else {
@@ -337,7 +323,12 @@ impl AbuseGuard {
 
 /// Records the refusals of ended windows (and trims idle state) once a
 /// second, until the vault is dropped.
-pub fn spawn_sweeper(guard: Weak<AbuseGuard>, store: Arc<dyn Store>, timeout: Duration) {
+pub fn spawn_sweeper(
+    guard: Weak<AbuseGuard>,
+    store: Arc<dyn Store>,
+    timeout: Duration,
+    clock: Arc<dyn EngineClock>,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks: u64 = 0;
@@ -348,7 +339,7 @@ pub fn spawn_sweeper(guard: Weak<AbuseGuard>, store: Arc<dyn Store>, timeout: Du
             if ticks.is_multiple_of(60) {
                 guard.shrink();
             }
-            let now = guard.clock_now();
+            let now = clock.now();
             for w in guard.sweep() {
                 // The first refusal is recorded already; a window with no
                 // other leaves nothing more to say.
