@@ -4,6 +4,8 @@
 //! new SQLite file), and hands out typed clients for any identity. Every line
 //! the server logs is kept so tests can search it for secrets.
 
+pub mod upstream;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,6 +143,15 @@ impl TestCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let cert = params.signed_by(&key, &self.issuer).expect("server cert");
         (cert.pem(), key.serialize_pem())
+    }
+
+    /// Signs a server certificate with `params` for `key`: the certificate,
+    /// PEM.
+    pub fn sign_server(&self, params: &CertificateParams, key: &KeyPair) -> String {
+        params
+            .signed_by(key, &self.issuer)
+            .expect("server cert")
+            .pem()
     }
 
     /// A client certificate for `identity`: (cert PEM, key PEM).

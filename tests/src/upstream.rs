@@ -1,0 +1,294 @@
+//! A local HTTPS upstream for relay and forwarder tests: listens on
+//! 127.0.0.1 with a certificate for the names it is given, signed by its own
+//! test CA, speaks HTTP/1.1 and HTTP/2 (by ALPN), and records every request
+//! it receives so a test can check what reached it.
+//!
+//! What it answers depends on the path:
+//!
+//! - `/echo...`: 200 with the request's query string and every request
+//!   header echoed in the body (`name: value` lines after the query line),
+//!   and the `Authorization` header, if any, echoed in the response header
+//!   `x-echo-authorization`;
+//! - `/redirect...`: 302 to `/elsewhere`;
+//! - `/status/NNN`: status NNN with an empty body;
+//! - `/slow/MS`: waits MS milliseconds, then 200;
+//! - `/bytes/N`: 200 with N bytes of `x`;
+//! - `/files/...`: the file under the directory given by
+//!   [`Upstream::serve_dir`], 404 if absent;
+//! - anything else: 200 `ok`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio_rustls::rustls::{self, ServerConfig};
+
+use crate::TestCa;
+
+/// One request the upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// HTTP version: `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
+    /// The method.
+    pub method: String,
+    /// Path and query, as received.
+    pub path_and_query: String,
+    /// The `Host` header (HTTP/1.1) or `:authority` (HTTP/2).
+    pub authority: String,
+    /// The TLS server name the client sent (SNI), if any.
+    pub server_name: Option<String>,
+    /// Every header, in order, values as lossy UTF-8.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A running upstream; stops when dropped.
+pub struct Upstream {
+    addr: SocketAddr,
+    ca: TestCa,
+    received: Arc<Mutex<Vec<Received>>>,
+    dir: Arc<Mutex<Option<PathBuf>>>,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Starts an HTTPS upstream with a certificate for `names` (DNS names,
+    /// wildcards such as `*.example.test` allowed, and `127.0.0.1`).
+    pub async fn start(names: &[&str]) -> Self {
+        let ca = TestCa::new("strongroom e2e upstream CA");
+        let key = KeyPair::generate().expect("upstream key");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("upstream cert params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "upstream");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = ca.sign_server(&params, &key);
+        let certs = vec![CertificateDer::from_pem_slice(cert.as_bytes()).expect("upstream cert")];
+        let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("upstream tls config");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let dir = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            acceptor,
+            Arc::clone(&received),
+            Arc::clone(&dir),
+        ));
+        Self {
+            addr,
+            ca,
+            received,
+            dir,
+            task,
+        }
+    }
+
+    /// The loopback address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The CA its certificate is signed by, PEM.
+    pub fn ca_pem(&self) -> &str {
+        self.ca.pem()
+    }
+
+    /// Serves the files under `dir` at `/files/...`.
+    pub fn serve_dir(&self, dir: PathBuf) {
+        *self.dir.lock().expect("dir lock") = Some(dir);
+    }
+
+    /// Every request received so far, in order.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("received lock").clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    received: Arc<Mutex<Vec<Received>>>,
+    dir: Arc<Mutex<Option<PathBuf>>>,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let received = Arc::clone(&received);
+        let dir = Arc::clone(&dir);
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let (_, session) = tls.get_ref();
+            let server_name = session.server_name().map(str::to_owned);
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            let service = hyper::service::service_fn(move |request| {
+                handle(
+                    request,
+                    server_name.clone(),
+                    Arc::clone(&received),
+                    Arc::clone(&dir),
+                )
+            });
+            let io = TokioIo::new(tls);
+            if h2 {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, service)
+                    .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            }
+        });
+    }
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    server_name: Option<String>,
+    received: Arc<Mutex<Vec<Received>>>,
+    dir: Arc<Mutex<Option<PathBuf>>>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(hyper::header::HOST)
+                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        })
+        .unwrap_or_default();
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let record = Received {
+        version: format!("{:?}", parts.version),
+        method: parts.method.as_str().to_owned(),
+        path_and_query: path_and_query.clone(),
+        authority,
+        server_name,
+        headers: headers.clone(),
+        body,
+    };
+    received.lock().expect("received lock").push(record);
+
+    let path = parts.uri.path();
+    let reply = |status: u16, body: Vec<u8>| {
+        Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from(body)))
+            .expect("response")
+    };
+    let response = if path.starts_with("/echo") {
+        let mut text = format!("query: {}\n", parts.uri.query().unwrap_or(""));
+        for (name, value) in &headers {
+            text.push_str(&format!("{name}: {value}\n"));
+        }
+        let mut response = reply(200, text.into_bytes());
+        if let Some(auth) = parts.headers.get(hyper::header::AUTHORIZATION) {
+            response
+                .headers_mut()
+                .insert("x-echo-authorization", auth.clone());
+        }
+        response
+    } else if path.starts_with("/redirect") {
+        let mut response = reply(302, Vec::new());
+        response.headers_mut().insert(
+            hyper::header::LOCATION,
+            hyper::header::HeaderValue::from_static("/elsewhere"),
+        );
+        response
+    } else if let Some(code) = path.strip_prefix("/status/") {
+        reply(code.parse().unwrap_or(500), Vec::new())
+    } else if let Some(ms) = path.strip_prefix("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+        reply(200, b"slow".to_vec())
+    } else if let Some(n) = path.strip_prefix("/bytes/") {
+        reply(200, vec![b'x'; n.parse().unwrap_or(0)])
+    } else if let Some(file) = path.strip_prefix("/files/") {
+        let root = dir.lock().expect("dir lock").clone();
+        match root {
+            Some(root) if !file.split('/').any(|s| s == "..") => {
+                match tokio::fs::read(root.join(file)).await {
+                    Ok(data) => reply(200, data),
+                    Err(_) => reply(404, Vec::new()),
+                }
+            }
+            _ => reply(404, Vec::new()),
+        }
+    } else {
+        reply(200, b"ok".to_vec())
+    };
+    Ok(response)
+}
