@@ -122,21 +122,23 @@ struct Planter {
 }
 
 impl Planter {
+    /// Appends up to `bytes` of the filler, going on where the last fill
+    /// stopped (from the start again at its end).
     fn fill(&mut self, bytes: usize) {
-        while bytes > 0 {
-            let start = self.at % self.filler.len();
-            let mut end = (start + bytes).min(self.filler.len());
+        let mut start = self.at;
+        let mut end = (start + bytes).min(self.filler.len());
+        while !self.filler.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end <= start {
+            start = 0;
+            end = bytes.min(self.filler.len());
             while !self.filler.is_char_boundary(end) {
                 end -= 1;
             }
-            if end <= start {
-                self.at = 0;
-                continue;
-            }
-            self.text.push_str(&self.filler[start..end]);
-            self.at = end;
-            return;
         }
+        self.text.push_str(&self.filler[start..end]);
+        self.at = end;
     }
 
     /// Plants `text`, of which `own` (a range inside it) is the value's.
