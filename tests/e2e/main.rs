@@ -39,6 +39,7 @@ mod oracles;
 mod policy;
 mod replicas;
 mod revocation;
+mod scan;
 mod secrets_in_logs;
 mod smoke;
 mod telemetry;

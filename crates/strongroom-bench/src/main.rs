@@ -11,6 +11,7 @@
 
 mod load;
 mod openbao;
+mod scan;
 mod strongroom;
 
 use std::path::PathBuf;
@@ -27,6 +28,9 @@ use crate::load::Stats;
     about = "strongroomd against OpenBao, side by side"
 )]
 struct Args {
+    /// Another mode than the comparison with OpenBao.
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Measured seconds per case.
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -58,6 +62,13 @@ struct Args {
     /// to measure what the abuse controls cost an agent that is never denied.
     #[arg(long)]
     no_denied_call_limit: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum Mode {
+    /// Leak scanning: ScanText throughput and recall with many stored
+    /// values, and the well-known formats against detect-secrets.
+    Scan(scan::ScanArgs),
 }
 
 /// Refreshes the planner statistics of database `name` after loading, as
@@ -129,6 +140,9 @@ fn print_table(rows: &[Row]) {
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
+    if let Some(Mode::Scan(scan)) = &args.mode {
+        return scan::run(scan).await;
+    }
     let began = Instant::now();
     let warmup = Duration::from_secs(args.warmup);
     let duration = Duration::from_secs(args.duration);

@@ -35,6 +35,8 @@ use strongroom_core::policy::Grant;
 use strongroom_core::scope::Authenticated;
 use strongroom_core::store::Change;
 
+use crate::scan::ScanIndexes;
+
 /// Most cached credentials per tenant before the tenant's cache is reset.
 const MAX_CREDENTIALS: usize = 100_000;
 /// Most cached callers before the caller cache is reset.
@@ -195,6 +197,8 @@ pub struct Caches {
     /// [`FAILED_LOGIN_TTL`]: a caller repeating a refused call costs no
     /// database query each time (such calls come before any rate limit).
     failed_logins: Mutex<HashMap<CallerKey, (Instant, Error)>>,
+    /// The leak-scanning automata of tenants (see `crate::scan`).
+    scans: ScanIndexes,
 }
 
 impl Default for Caches {
@@ -230,6 +234,7 @@ impl Caches {
             callers: RwLock::default(),
             caller_generation: AtomicU64::default(),
             failed_logins: Mutex::default(),
+            scans: ScanIndexes::default(),
         }
     }
 
@@ -411,17 +416,27 @@ impl Caches {
     /// others alike.
     pub fn apply(&self, change: Change) {
         match change {
-            Change::Credential(t, c) => self.invalidate_credential(t, c),
+            Change::Credential(t, c) => {
+                self.scans.invalidate(t);
+                self.invalidate_credential(t, c);
+            }
             Change::Data(t) => self.invalidate_data(t),
             Change::Access(t) => {
                 self.forget_failed_logins();
+                self.scans.invalidate(t);
                 self.invalidate(t);
             }
             Change::Everything => {
                 self.forget_failed_logins();
+                self.scans.invalidate_all();
                 self.invalidate_all();
             }
         }
+    }
+
+    /// The leak-scanning automata.
+    pub(crate) fn scan_indexes(&self) -> &ScanIndexes {
+        &self.scans
     }
 
     /// Forgets every failed authentication (who a caller is may have

@@ -14,7 +14,9 @@
 //! Promises kept in this crate:
 //! - a value is decrypted only for the call that returns or uses it, and is
 //!   never cached in plaintext (only unwrapped tenant KEKs are kept, in
-//!   zeroizing memory);
+//!   zeroizing memory); the one thing derived from values that is kept
+//!   beyond a call is a tenant's leak-scanning automaton (see `scan.rs`),
+//!   which reports positions and names, never values;
 //! - every reveal, every denial and every mutation is audited; a reveal whose
 //!   audit record is not durable within the configured time fails with
 //!   UNAVAILABLE and returns nothing (fail-closed).
@@ -43,6 +45,7 @@ mod grants;
 mod keyring;
 pub mod ports;
 mod principals;
+mod scan;
 mod settings;
 mod tenants;
 
@@ -55,6 +58,9 @@ pub use credentials::{
     CredentialRef, Lease, NewCredential, NewValue, RevealOptions, Revealed, RevealedValue,
 };
 pub use grants::NewGrant;
+pub use scan::{
+    FindingSource, MAX_SCAN_TEXT_BYTES, MIN_SCAN_VALUE_BYTES, ScanFinding, ScanOptions, ScanReport,
+};
 pub use settings::Limits;
 
 /// The strongroom engine: the one application type every operation hangs on.

@@ -2,6 +2,16 @@
 
 use std::time::Duration;
 
+use strongroom_core::tenant::RateLimit;
+
+/// The default ScanText rate limit: 60 scans a minute per principal, in
+/// bursts of at most 10.
+pub const DEFAULT_SCAN_LIMIT: RateLimit = RateLimit {
+    enabled: true,
+    per_minute: 60,
+    burst: 10,
+};
+
 /// Bounds the engine keeps to: how long an audit record may take, lease
 /// lengths, and how long cached state is trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +31,9 @@ pub struct Limits {
     /// How long cached credential metadata is trusted (every path that uses
     /// a cached credential is checked again where it commits).
     pub credential_cache_ttl: Duration,
+    /// Each principal's ScanText rate limit (a scan must not become an
+    /// oracle for guessing values).
+    pub scan_limit: RateLimit,
 }
 
 impl Default for Limits {
@@ -31,6 +44,7 @@ impl Default for Limits {
             max_lease_ttl: Duration::from_secs(24 * 3600),
             cache_ttl: crate::cache::DEFAULT_TTL,
             credential_cache_ttl: crate::cache::DEFAULT_CREDENTIAL_TTL,
+            scan_limit: DEFAULT_SCAN_LIMIT,
         }
     }
 }

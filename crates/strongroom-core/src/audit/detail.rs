@@ -162,6 +162,16 @@ pub enum AuditDetail {
         /// What is wrong.
         problem: String,
     },
+    /// A text scan: how many findings it reported (never the text, nor what
+    /// matched).
+    Scan {
+        /// Findings reported to the caller.
+        findings: u64,
+        /// Of those, findings of stored values.
+        stored: u64,
+        /// The scanned text's length in bytes.
+        text_bytes: u64,
+    },
     /// Failed authentications of one identity, coalesced into one event.
     FailedAuthentications {
         /// How many.

@@ -104,13 +104,16 @@ pub enum Action {
     /// Calls of a principal were refused by a rate limit (counted per
     /// window, not one event a call).
     RateLimited,
+    /// A text was scanned for leaked secrets (the findings counted, never
+    /// the text).
+    ScanText,
     /// Anything else (named in `reason_code`).
     Other,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 32] = [
+    pub const ALL: [Action; 33] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -142,6 +145,7 @@ impl Action {
         Self::AlertRepeatedDenials,
         Self::PrincipalLock,
         Self::RateLimited,
+        Self::ScanText,
         Self::Other,
     ];
 
@@ -179,6 +183,7 @@ impl Action {
             Self::AlertRepeatedDenials => "alert.repeated_denials",
             Self::PrincipalLock => "principal.lock",
             Self::RateLimited => "rate_limited",
+            Self::ScanText => "scan.text",
             Self::Other => "other",
         }
     }
@@ -206,6 +211,7 @@ impl Action {
                 | Self::AuthenticationFailed
                 | Self::AlertRepeatedDenials
                 | Self::RateLimited
+                | Self::ScanText
         )
     }
 }

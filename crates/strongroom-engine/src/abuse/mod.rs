@@ -50,7 +50,7 @@ use strongroom_core::policy::Reason;
 use strongroom_core::principal::{PrincipalStatus, Role};
 use strongroom_core::scope::{Authenticated, TenantScope};
 use strongroom_core::store::Store;
-use strongroom_core::tenant::TenantSettings;
+use strongroom_core::tenant::{RateLimit, TenantSettings};
 use strongroom_core::time::Clock as EngineClock;
 
 use crate::{CallContext, Engine};
@@ -69,6 +69,8 @@ pub enum Limit {
     DeniedCalls,
     /// Too many calls.
     Calls,
+    /// Too many text scans.
+    Scans,
 }
 
 impl Limit {
@@ -76,7 +78,7 @@ impl Limit {
     pub const fn reason(&self) -> Reason {
         match self {
             Self::DeniedCalls => Reason::DeniedCallLimit,
-            Self::Calls => Reason::CallLimit,
+            Self::Calls | Self::Scans => Reason::CallLimit,
         }
     }
 
@@ -85,6 +87,7 @@ impl Limit {
         match self {
             Self::DeniedCalls => "too many denied calls",
             Self::Calls => "too many calls",
+            Self::Scans => "too many scans",
         }
     }
 }
@@ -158,6 +161,7 @@ struct EndedWindow {
 pub struct AbuseGuard {
     denied: Budgets,
     calls: Budgets,
+    scans: Budgets,
     blocked: RwLock<HashMap<Key, (Instant, Limit)>>,
     denials: Mutex<HashMap<Key, DenialWindow>>,
     refusals: Mutex<HashMap<Key, RefusalWindow>>,
@@ -203,6 +207,30 @@ impl AbuseGuard {
             });
         }
         Ok(())
+    }
+
+    /// Whether the scope's principal may scan a text now, under `limit`
+    /// (its own budget, apart from the call limit).
+    pub(crate) fn admit_scan(
+        &self,
+        scope: &TenantScope<'_>,
+        limit: RateLimit,
+    ) -> Result<(), Refusal> {
+        if !limit.enabled {
+            return Ok(());
+        }
+        match self.scans.check(
+            scope.tenant_id(),
+            scope.principal().id,
+            limit,
+            Instant::now(),
+        ) {
+            None => Ok(()),
+            Some(wait) => Err(Refusal {
+                limit: Limit::Scans,
+                retry_after: wait,
+            }),
+        }
     }
 
     /// Counts a refusal; true if it is the first of the principal's window
@@ -318,6 +346,7 @@ impl AbuseGuard {
         let now = Instant::now();
         self.denied.shrink(now);
         self.calls.shrink(now);
+        self.scans.shrink(now);
     }
 }
 

@@ -167,6 +167,9 @@ pub struct Limits {
     /// without widening who may do what; a shorter one costs reveals a
     /// reload of each credential that often.
     pub credential_cache_ttl: Duration,
+    /// ScanText calls a minute per principal (`limits.scan_per_minute`), in
+    /// bursts of at most a sixth of it (1 to 10); 0 turns the limit off.
+    pub scan_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -187,6 +190,7 @@ impl Default for Limits {
             max_calls_in_flight: 4096,
             cache_ttl: strongroom_engine::cache::DEFAULT_TTL,
             credential_cache_ttl: strongroom_engine::cache::DEFAULT_CREDENTIAL_TTL,
+            scan_per_minute: 60,
         }
     }
 }
@@ -200,6 +204,11 @@ impl Limits {
             max_lease_ttl: self.max_lease_ttl,
             cache_ttl: self.cache_ttl,
             credential_cache_ttl: self.credential_cache_ttl,
+            scan_limit: strongroom_core::tenant::RateLimit {
+                enabled: self.scan_per_minute > 0,
+                per_minute: self.scan_per_minute.max(1),
+                burst: (self.scan_per_minute / 6).clamp(1, 10),
+            },
         }
     }
 }
@@ -430,7 +439,14 @@ impl Config {
                 .cache
                 .credential_ttl_ms
                 .map_or(d.credential_cache_ttl, Duration::from_millis),
+            scan_per_minute: raw.limits.scan_per_minute.unwrap_or(d.scan_per_minute),
         };
+        if limits.scan_per_minute > 1_000_000 {
+            return Err(bad(
+                "limits.scan_per_minute",
+                "must be 0-1000000 (0: no limit)",
+            ));
+        }
         if !(1..=1_000_000).contains(&limits.max_connections) {
             return Err(bad("limits.max_connections", "must be 1-1000000"));
         }

@@ -111,6 +111,7 @@ pub(super) struct RawLimits {
     pub(super) idle_timeout_ms: Option<u64>,
     pub(super) max_concurrent_streams: Option<u32>,
     pub(super) max_calls_in_flight: Option<usize>,
+    pub(super) scan_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +222,9 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), Config
     }
     if let Some(v) = env.var("STRONGROOM_MAX_CALLS_IN_FLIGHT") {
         raw.limits.max_calls_in_flight = Some(parse_num("STRONGROOM_MAX_CALLS_IN_FLIGHT", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_SCAN_PER_MINUTE") {
+        raw.limits.scan_per_minute = Some(parse_num("STRONGROOM_SCAN_PER_MINUTE", &v)?);
     }
     if let Some(v) = env.var("STRONGROOM_OTLP_ENDPOINT") {
         raw.telemetry.otlp_endpoint = Some(v);

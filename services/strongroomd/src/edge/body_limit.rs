@@ -1,7 +1,10 @@
 //! The request size limit: a request body is read only up to the
 //! protocol's limit for `limits.max_message_bytes` (for gRPC, one message
 //! and its frame header: every strongroom RPC takes one request message,
-//! and the one streaming import reads only its first). Past it the body
+//! and the one streaming import reads only its first). A method whose
+//! contract takes larger messages (ScanText's texts of up to 4 MiB) gets
+//! its own limit from the protocol ([`Protocol::max_message_bytes`]), by
+//! its path; every other method keeps the configured one. Past it the body
 //! ends with the protocol's error (INVALID_ARGUMENT naming the limit for
 //! gRPC), before the rest is read or decoded.
 
@@ -64,7 +67,8 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let protocol = self.layer.protocol.clone();
-        let max_message_bytes = self.layer.max_message_bytes;
+        let max_message_bytes =
+            protocol.max_message_bytes(request.uri().path(), self.layer.max_message_bytes);
         let remaining = protocol.body_limit(max_message_bytes);
         self.inner.call(request.map(|body| Limited {
             body,

@@ -116,6 +116,14 @@ pub trait Protocol: Clone + Send + Sync + 'static {
     /// The outcome a response reports.
     fn outcome(&self, response: &http::Response<Self::Body>) -> Outcome;
 
+    /// The most bytes one message of a call to `path` may hold, when the
+    /// server's limit is `configured`: the limit itself, except for the few
+    /// methods whose contract takes larger messages.
+    fn max_message_bytes(&self, path: &str, configured: usize) -> usize {
+        let _ = path;
+        configured
+    }
+
     /// The most bytes a request body may hold when a message may hold
     /// `max_message_bytes` (the protocol's framing included).
     fn body_limit(&self, max_message_bytes: usize) -> usize;

@@ -112,6 +112,14 @@ const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status
 /// Where a client puts its deadline.
 const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
+/// ScanText, the one method whose messages may exceed the server's message
+/// limit.
+const SCAN_TEXT_PATH: &str = "/strongroom.v1.CredentialService/ScanText";
+
+/// The largest ScanText request: its longest text and room for the other
+/// fields.
+pub const SCAN_TEXT_MAX_MESSAGE_BYTES: usize = strongroom_engine::MAX_SCAN_TEXT_BYTES + 64 * 1024;
+
 /// The package of strongroom's own services, which need a caller.
 const STRONGROOM_PREFIX: &str = "/strongroom.v1.";
 
@@ -169,6 +177,14 @@ impl edge::Protocol for Grpc {
             .and_then(|v| v.parse::<i32>().ok())
             .map_or(Code::Ok, Code::from_i32);
         outcome(code)
+    }
+
+    fn max_message_bytes(&self, path: &str, configured: usize) -> usize {
+        if path == SCAN_TEXT_PATH {
+            configured.max(SCAN_TEXT_MAX_MESSAGE_BYTES)
+        } else {
+            configured
+        }
     }
 
     fn body_limit(&self, max_message_bytes: usize) -> usize {

@@ -60,8 +60,10 @@ pub async fn routes(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
+            // ScanText takes larger messages (the edge limits every other
+            // method of the service to the configured size).
             CredentialServiceServer::new(CredentialHandler(shared.clone()))
-                .max_decoding_message_size(decode_limit),
+                .max_decoding_message_size(decode_limit.max(super::SCAN_TEXT_MAX_MESSAGE_BYTES)),
         )
         .add_service(
             PolicyServiceServer::new(PolicyHandler(shared.clone()))

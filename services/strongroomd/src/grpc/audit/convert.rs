@@ -40,6 +40,7 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::AlertRepeatedDenials => P::AlertRepeatedDenials,
         Action::PrincipalLock => P::PrincipalLock,
         Action::RateLimited => P::RateLimited,
+        Action::ScanText => P::ScanText,
         Action::Other => P::Unspecified,
     }
 }

@@ -391,3 +391,56 @@ pub fn generation_in(g: pb::GenerationPolicy) -> Result<(GenerationPolicy, Strin
     policy.validate()?;
     Ok((policy, g.field))
 }
+
+/// A scan's findings and redacted text as returned: positions, names and
+/// forms, never what matched.
+pub fn scan_out(report: strongroom_engine::ScanReport) -> pb::ScanTextResponse {
+    use strongroom_engine::FindingSource;
+    use strongroom_scan::Form;
+    let findings = report
+        .findings
+        .into_iter()
+        .map(|f| {
+            let start_offset = f.start as u64;
+            let end_offset = f.end as u64;
+            match f.source {
+                FindingSource::Stored {
+                    credential,
+                    name,
+                    environment,
+                    version,
+                    form,
+                } => pb::ScanFinding {
+                    kind: pb::ScanFindingKind::StoredSecret as i32,
+                    credential_id: credential.to_string(),
+                    credential_name: name.to_string(),
+                    environment: environment.to_string(),
+                    version,
+                    encoding: match form {
+                        Form::Plain => pb::ScanEncoding::Plain,
+                        Form::Base64 => pb::ScanEncoding::Base64,
+                        Form::Base64Url => pb::ScanEncoding::Base64Url,
+                        Form::Url => pb::ScanEncoding::Url,
+                        Form::Hex => pb::ScanEncoding::Hex,
+                        Form::JsonEscaped => pb::ScanEncoding::JsonEscaped,
+                    } as i32,
+                    start_offset,
+                    end_offset,
+                    detector: "stored_secret".to_owned(),
+                },
+                FindingSource::Format(rule) => pb::ScanFinding {
+                    kind: pb::ScanFindingKind::KnownTokenFormat as i32,
+                    encoding: pb::ScanEncoding::Plain as i32,
+                    start_offset,
+                    end_offset,
+                    detector: rule.as_str().to_owned(),
+                    ..Default::default()
+                },
+            }
+        })
+        .collect();
+    pb::ScanTextResponse {
+        findings,
+        redacted_text: report.redacted.unwrap_or_default(),
+    }
+}

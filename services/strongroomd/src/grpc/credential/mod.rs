@@ -12,7 +12,9 @@ use tonic::{Request, Response, Status};
 
 use super::{Shared, rpc, unimplemented};
 use convert::{credential_out, required};
-use strongroom_engine::{NewCredential, NewValue, RevealOptions, Revealed, RevealedValue};
+use strongroom_engine::{
+    NewCredential, NewValue, RevealOptions, Revealed, RevealedValue, ScanOptions,
+};
 
 /// Serves CredentialService.
 pub struct CredentialHandler(pub Shared);
@@ -385,9 +387,25 @@ impl CredentialService for CredentialHandler {
 
     async fn scan_text(
         &self,
-        _request: Request<pb::ScanTextRequest>,
+        request: Request<pb::ScanTextRequest>,
     ) -> Result<Response<pb::ScanTextResponse>, Status> {
-        Err(unimplemented("ScanText"))
+        rpc!(request, |call, req| {
+            let environments = req
+                .environments
+                .iter()
+                .map(|e| Environment::parse(e, "environments"))
+                .collect::<Result<Vec<_>, Error>>()?;
+            let options = ScanOptions {
+                environments,
+                redact: req.redact,
+            };
+            let report = self
+                .0
+                .engine
+                .scan_text(&call.caller, call.ctx(), req.text, options)
+                .await?;
+            Ok(convert::scan_out(report))
+        })
     }
 }
 
