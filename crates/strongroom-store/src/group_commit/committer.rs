@@ -10,6 +10,7 @@ use sqlx::pool::PoolConnection;
 use strongroom_core::audit::ChainHead;
 use strongroom_core::audit::{AuditDraft, Outcome};
 use strongroom_core::credential::Credential;
+use strongroom_core::lease::Lease;
 use strongroom_core::ids::TenantId;
 use strongroom_core::store::{Change, RevealCheck};
 use strongroom_core::time::Timestamp;
@@ -22,6 +23,7 @@ use super::{
     retry_singly,
 };
 use crate::credentials;
+use crate::leases;
 use crate::dialect::Dialect;
 use crate::error::db;
 use crate::rows::HeadRow;
@@ -152,7 +154,7 @@ impl<D: Dialect> SqlStore<D> {
                 credential.environment.as_str(),
                 credential.name.as_str(),
             ),
-            Work::Append | Work::Reveal(_) => (2, uuid::Uuid::nil(), "", ""),
+            Work::Append | Work::Reveal(..) => (2, uuid::Uuid::nil(), "", ""),
         });
         // The backend's bulk path first (Postgres: multi-row statements for
         // the batch's rotations and creates); the jobs it leaves run one by
@@ -164,7 +166,7 @@ impl<D: Dialect> SqlStore<D> {
                 continue;
             }
             outcomes[i] = match &works[i] {
-                Work::Append | Work::Reveal(_) => continue,
+                Work::Append | Work::Reveal(..) => continue,
                 Work::CreateCredential { credential, first } => {
                     credentials::create_in(&mut tx, tenant, credential, first)
                         .await
@@ -197,7 +199,7 @@ impl<D: Dialect> SqlStore<D> {
             .iter()
             .enumerate()
             .filter_map(|(i, w)| match w {
-                Work::Reveal(c) => Some((i, c)),
+                Work::Reveal(c, _) => Some((i, c)),
                 _ => None,
             })
             .collect();
@@ -212,6 +214,17 @@ impl<D: Dialect> SqlStore<D> {
                 }
             }
         }
+        // The leases of the reveals that passed their checks, in the same
+        // commit as their events.
+        let leases: Vec<&Lease> = works
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(w, outcome)| match (w, outcome) {
+                (Work::Reveal(_, Some(lease)), Ok(_)) => Some(&**lease),
+                _ => None,
+            })
+            .collect();
+        leases::insert_in(&mut tx, &leases).await?;
         let mut prev = head.hash;
         let mut next = head.sequence;
         let mut events = Vec::with_capacity(drafts.len());
