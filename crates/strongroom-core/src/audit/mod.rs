@@ -98,6 +98,8 @@ pub enum Action {
     /// A lease ended because its credential, grant or principal was
     /// revoked.
     LeaseRevoke,
+    /// Leases were listed (recorded when refused).
+    LeaseList,
     /// An access check was asked for.
     PolicyCheck,
     /// The audit log was read.
@@ -119,7 +121,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 36] = [
+    pub const ALL: [Action; 37] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -149,6 +151,7 @@ impl Action {
         Self::LeaseRelease,
         Self::LeaseExpire,
         Self::LeaseRevoke,
+        Self::LeaseList,
         Self::PolicyCheck,
         Self::AuditQuery,
         Self::AuthenticationFailed,
@@ -190,6 +193,7 @@ impl Action {
             Self::LeaseRelease => "lease.release",
             Self::LeaseExpire => "lease.expire",
             Self::LeaseRevoke => "lease.revoke",
+            Self::LeaseList => "lease.list",
             Self::PolicyCheck => "policy.check",
             Self::AuditQuery => "audit.query",
             Self::AuthenticationFailed => "auth.failed",
@@ -222,6 +226,7 @@ impl Action {
                 | Self::LeaseRelease
                 | Self::LeaseExpire
                 | Self::LeaseRevoke
+                | Self::LeaseList
                 | Self::PolicyCheck
                 | Self::AuditQuery
                 | Self::AuthenticationFailed
