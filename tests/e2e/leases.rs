@@ -175,8 +175,24 @@ async fn lease_lifecycle(backend: Backend) {
     let (agent_id, agent) = server.principal(&acme, "agent", pb::Role::Agent).await;
     let (other_id, other) = server.principal(&acme, "other", pb::Role::Agent).await;
     let credential_id = create(&acme, "llm/openai", SECRETS[0]).await;
-    let g = grant(&acme, &agent_id, "llm/*", &["dev"], &[pb::Capability::Reveal], None).await;
-    grant(&acme, &other_id, "llm/*", &["dev"], &[pb::Capability::Reveal], None).await;
+    let g = grant(
+        &acme,
+        &agent_id,
+        "llm/*",
+        &["dev"],
+        &[pb::Capability::Reveal],
+        None,
+    )
+    .await;
+    grant(
+        &acme,
+        &other_id,
+        "llm/*",
+        &["dev"],
+        &[pb::Capability::Reveal],
+        None,
+    )
+    .await;
 
     // The reveal's lease is stored and listed, as revealed.
     let first = reveal(&agent, "llm/openai", None).await;
@@ -192,7 +208,11 @@ async fn lease_lifecycle(backend: Backend) {
     assert_eq!(stored.expires_at, first.expires_at);
     assert_eq!(stored.max_expires_at, first.max_expires_at);
     let issued = secs(stored.issued_at.as_ref());
-    assert_eq!(secs(first.expires_at.as_ref()) - issued, 60, "the default TTL");
+    assert_eq!(
+        secs(first.expires_at.as_ref()) - issued,
+        60,
+        "the default TTL"
+    );
     assert_eq!(
         secs(first.max_expires_at.as_ref()) - issued,
         600,
@@ -247,7 +267,10 @@ async fn lease_lifecycle(backend: Backend) {
     assert!(secs(renewed.expires_at.as_ref()) < secs(renewed.max_expires_at.as_ref()));
     // Beyond it: held to the maximum; then no further.
     let capped = renew(&agent, &first, Some(3600)).await.expect("renew");
-    assert_eq!(capped.expires_at, first.max_expires_at, "held to the maximum");
+    assert_eq!(
+        capped.expires_at, first.max_expires_at,
+        "held to the maximum"
+    );
     let at_max = expect_code(
         renew(&agent, &first, None).await,
         Code::FailedPrecondition,
@@ -323,7 +346,12 @@ async fn lease_lifecycle(backend: Backend) {
     use pb::AuditAction as A;
     assert_eq!(
         lease_history(&acme, &first.lease_id).await,
-        [A::CredentialReveal, A::LeaseRenew, A::LeaseRenew, A::LeaseExpire]
+        [
+            A::CredentialReveal,
+            A::LeaseRenew,
+            A::LeaseRenew,
+            A::LeaseExpire
+        ]
     );
     assert_eq!(
         lease_history(&acme, &second.lease_id).await,
@@ -348,10 +376,42 @@ async fn revocations_end_leases(backend: Backend) {
     create(&acme, "pay/stripe", SECRETS[1]).await;
     create(&acme, "db/main", SECRETS[2]).await;
     create(&acme, "mail/smtp", SECRETS[3]).await;
-    grant(&acme, &agent_id, "llm/*", &["dev"], &[pb::Capability::Reveal], None).await;
-    let pay = grant(&acme, &agent_id, "pay/*", &["dev"], &[pb::Capability::Reveal], None).await;
-    grant(&acme, &agent_id, "mail/*", &["dev"], &[pb::Capability::Reveal], None).await;
-    grant(&acme, &doomed_id, "db/*", &["dev"], &[pb::Capability::Reveal], None).await;
+    grant(
+        &acme,
+        &agent_id,
+        "llm/*",
+        &["dev"],
+        &[pb::Capability::Reveal],
+        None,
+    )
+    .await;
+    let pay = grant(
+        &acme,
+        &agent_id,
+        "pay/*",
+        &["dev"],
+        &[pb::Capability::Reveal],
+        None,
+    )
+    .await;
+    grant(
+        &acme,
+        &agent_id,
+        "mail/*",
+        &["dev"],
+        &[pb::Capability::Reveal],
+        None,
+    )
+    .await;
+    grant(
+        &acme,
+        &doomed_id,
+        "db/*",
+        &["dev"],
+        &[pb::Capability::Reveal],
+        None,
+    )
+    .await;
 
     // Revoking a credential ends its leases, and only its.
     let on_llm = reveal(&agent, "llm/openai", None).await;
@@ -430,7 +490,9 @@ async fn revocations_end_leases(backend: Backend) {
 
     // The one lease left is renewable still; the chain shows the rest
     // revoked, and verifies.
-    renew(&agent, &on_mail, None).await.expect("renew the untouched lease");
+    renew(&agent, &on_mail, None)
+        .await
+        .expect("renew the untouched lease");
     use pb::AuditAction as A;
     for l in [&on_llm, &on_pay, &on_db] {
         assert_eq!(

@@ -46,14 +46,9 @@ impl LeaseState {
 
     /// Parses [`LeaseState::as_str`].
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Active,
-            Self::Released,
-            Self::Expired,
-            Self::Revoked,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        [Self::Active, Self::Released, Self::Expired, Self::Revoked]
+            .into_iter()
+            .find(|s| s.as_str() == text)
     }
 }
 

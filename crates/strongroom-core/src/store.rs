@@ -15,11 +15,11 @@ use async_trait::async_trait;
 
 use crate::audit::{Action, AuditDraft, AuditEvent, Outcome};
 pub use crate::chains::ChainStore;
-pub use crate::lease::LeaseStore;
-use crate::lease::Lease;
 use crate::credential::{Credential, CredentialFilter, StoredVersion};
 use crate::error::Result;
 use crate::ids::{BindingId, CredentialId, GrantId, PrincipalId, TenantId};
+use crate::lease::Lease;
+pub use crate::lease::LeaseStore;
 use crate::names::{CredentialName, Environment};
 use crate::page::{Page, PageRequest};
 use crate::policy::Grant;

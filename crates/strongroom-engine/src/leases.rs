@@ -55,9 +55,7 @@ impl Engine {
         ttl: Option<Duration>,
     ) -> Result<Lease> {
         let scope = caller.tenant_scope()?;
-        let lease = self
-            .held_lease(&scope, ctx, Action::LeaseRenew, id)
-            .await?;
+        let lease = self.held_lease(&scope, ctx, Action::LeaseRenew, id).await?;
         let now = self.now();
         if lease.state != LeaseState::Active {
             return Err(Error::precondition(format!(
@@ -199,8 +197,13 @@ impl Engine {
         page: &PageRequest,
     ) -> Result<Page<Lease>> {
         let scope = caller.tenant_scope()?;
-        self.require_role(&scope, ctx, Action::LeaseList, &[Role::Admin, Role::Operator])
-            .await?;
+        self.require_role(
+            &scope,
+            ctx,
+            Action::LeaseList,
+            &[Role::Admin, Role::Operator],
+        )
+        .await?;
         let credential = match credential {
             Some(r) => Some(self.lookup(&scope, r).await.map_err(hide_missing)?.id),
             None => filter.credential,

@@ -191,10 +191,7 @@ impl<D: Dialect> SqlStore<D> {
         end: LeaseEnd,
         by: &AuditDraft,
     ) -> Result<u32> {
-        let drafts = ended
-            .iter()
-            .map(|l| l.end_draft(by, end, by.at))
-            .collect();
+        let drafts = ended.iter().map(|l| l.end_draft(by, end, by.at)).collect();
         self.append_all_in(tx, tenant, drafts).await?;
         u32::try_from(ended.len()).map_err(|_| Error::internal("too many leases"))
     }

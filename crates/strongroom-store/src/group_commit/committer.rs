@@ -10,8 +10,8 @@ use sqlx::pool::PoolConnection;
 use strongroom_core::audit::ChainHead;
 use strongroom_core::audit::{AuditDraft, Outcome};
 use strongroom_core::credential::Credential;
-use strongroom_core::lease::Lease;
 use strongroom_core::ids::TenantId;
+use strongroom_core::lease::Lease;
 use strongroom_core::store::{Change, RevealCheck};
 use strongroom_core::time::Timestamp;
 use strongroom_core::{Error, Precondition, Result};
@@ -23,9 +23,9 @@ use super::{
     retry_singly,
 };
 use crate::credentials;
-use crate::leases;
 use crate::dialect::Dialect;
 use crate::error::db;
+use crate::leases;
 use crate::rows::HeadRow;
 use crate::store::SqlStore;
 
