@@ -130,8 +130,62 @@ struct CallerEntry {
     at: Instant,
 }
 
+/// The caches whose lookups are counted (see [`CacheCounts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKind {
+    /// Authenticated callers.
+    Callers,
+    /// Grants of a principal.
+    Grants,
+    /// Credential metadata and sealed current versions.
+    Credentials,
+}
+
+impl CacheKind {
+    /// Every kind, in [`CacheCounts`] order.
+    pub const ALL: [CacheKind; 3] = [
+        CacheKind::Callers,
+        CacheKind::Grants,
+        CacheKind::Credentials,
+    ];
+
+    /// The kind's name, as metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheKind::Callers => "callers",
+            CacheKind::Grants => "grants",
+            CacheKind::Credentials => "credentials",
+        }
+    }
+}
+
+/// Lookups of each cache since start-up: `(hits, misses)` indexed as
+/// [`CacheKind::ALL`]. A miss is a lookup that found nothing fresh.
+pub type CacheCounts = [(u64, u64); 3];
+
+/// The lookup counters: relaxed atomic increments, nothing else on the
+/// lookup path.
+#[derive(Debug, Default)]
+struct Lookups([(AtomicU64, AtomicU64); 3]);
+
+impl Lookups {
+    fn count<T>(&self, kind: CacheKind, found: Option<T>) -> Option<T> {
+        let (hits, misses) = &self.0[kind as usize];
+        if found.is_some() { hits } else { misses }.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn snapshot(&self) -> CacheCounts {
+        let read = |(h, m): &(AtomicU64, AtomicU64)| {
+            (h.load(Ordering::Relaxed), m.load(Ordering::Relaxed))
+        };
+        [read(&self.0[0]), read(&self.0[1]), read(&self.0[2])]
+    }
+}
+
 /// The caches of one server.
 pub struct Caches {
+    lookups: Lookups,
     ttl: Duration,
     credential_ttl: Duration,
     tenants: RwLock<HashMap<TenantId, TenantEntry>>,
@@ -169,6 +223,7 @@ impl Caches {
     /// (zero: nothing of the kind is cached).
     pub fn new(ttl: Duration, credential_ttl: Duration) -> Self {
         Self {
+            lookups: Lookups::default(),
             ttl,
             credential_ttl,
             tenants: RwLock::default(),
@@ -200,13 +255,16 @@ impl Caches {
         tenant: TenantId,
         id: CredentialId,
     ) -> Option<Arc<CachedCredential>> {
-        self.tenants
-            .read()
-            .ok()?
-            .get(&tenant)?
-            .by_id
-            .get(&id)?
-            .fresh(self.credential_ttl)
+        let found = (|| {
+            self.tenants
+                .read()
+                .ok()?
+                .get(&tenant)?
+                .by_id
+                .get(&id)?
+                .fresh(self.credential_ttl)
+        })();
+        self.lookups.count(CacheKind::Credentials, found)
     }
 
     /// A cached credential by environment and name.
@@ -216,12 +274,15 @@ impl Caches {
         environment: &Environment,
         name: &CredentialName,
     ) -> Option<Arc<CachedCredential>> {
-        let tenants = self.tenants.read().ok()?;
-        let entry = tenants.get(&tenant)?;
-        entry
-            .by_path
-            .get(&(environment.clone(), name.clone()))?
-            .fresh(self.credential_ttl)
+        let found = (|| {
+            let tenants = self.tenants.read().ok()?;
+            let entry = tenants.get(&tenant)?;
+            entry
+                .by_path
+                .get(&(environment.clone(), name.clone()))?
+                .fresh(self.credential_ttl)
+        })();
+        self.lookups.count(CacheKind::Credentials, found)
     }
 
     /// Stores a loaded credential unless the tenant changed since `ticket`.
@@ -237,13 +298,16 @@ impl Caches {
 
     /// Cached grants of a principal (direct and by role).
     pub fn grants(&self, tenant: TenantId, principal: PrincipalId) -> Option<Arc<Vec<Grant>>> {
-        self.tenants
-            .read()
-            .ok()?
-            .get(&tenant)?
-            .grants
-            .get(&principal)?
-            .fresh(self.ttl)
+        let found = (|| {
+            self.tenants
+                .read()
+                .ok()?
+                .get(&tenant)?
+                .grants
+                .get(&principal)?
+                .fresh(self.ttl)
+        })();
+        self.lookups.count(CacheKind::Grants, found)
     }
 
     /// Stores loaded grants unless the tenant changed since `ticket`.
@@ -279,9 +343,17 @@ impl Caches {
 
     /// A cached caller for `identity` (and tenant hint), if fresh.
     pub fn caller(&self, identity: &str, hint: Option<&str>) -> Option<Arc<Authenticated>> {
-        let callers = self.callers.read().ok()?;
-        let entry = callers.get(&(identity.to_owned(), hint.map(str::to_owned)))?;
-        (entry.at.elapsed() < self.ttl).then(|| Arc::clone(&entry.caller))
+        let found = (|| {
+            let callers = self.callers.read().ok()?;
+            let entry = callers.get(&(identity.to_owned(), hint.map(str::to_owned)))?;
+            (entry.at.elapsed() < self.ttl).then(|| Arc::clone(&entry.caller))
+        })();
+        self.lookups.count(CacheKind::Callers, found)
+    }
+
+    /// Hits and misses of each cache since start-up.
+    pub fn lookups(&self) -> CacheCounts {
+        self.lookups.snapshot()
     }
 
     /// Stores an authenticated caller unless anything changed since

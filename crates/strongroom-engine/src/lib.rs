@@ -145,6 +145,12 @@ impl Engine {
         &self.authenticator
     }
 
+    /// Hits and misses of the caches since start-up (see
+    /// [`cache::CacheKind`]), for the server's metrics.
+    pub fn cache_lookups(&self) -> cache::CacheCounts {
+        self.caches.lookups()
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

@@ -28,6 +28,7 @@ mod store;
 mod tenants;
 
 pub use fair::{FairShare, pool_reserve};
+pub use group_commit::BatchObserver;
 pub use identity::DerivedNamespace;
 #[cfg(feature = "fault-injection")]
 pub use postgres::LostReply;

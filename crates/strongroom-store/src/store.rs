@@ -61,6 +61,12 @@ impl<D: Dialect> SqlStore<D> {
         }
     }
 
+    /// Tells `observer` of every audit batch this store (and its clones)
+    /// commits from now on; only the first observer set is kept.
+    pub fn observe_batches(&self, observer: Arc<dyn crate::BatchObserver>) {
+        let _ = self.committers.observer.set(observer);
+    }
+
     /// The underlying pool.
     pub fn pool(&self) -> &Pool<D> {
         &self.pool

@@ -61,17 +61,28 @@ pub struct App {
     audit: crate::config::AuditConfig,
     checkpoint_file: Option<(std::path::PathBuf, tokio::fs::File)>,
     call_metrics: Option<Arc<crate::edge::CallMetrics>>,
+    ops: Option<OpsListener>,
+}
+
+/// The bound operations listener and the reader its `/metrics` collects
+/// from.
+struct OpsListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    scrape: Option<Arc<opentelemetry_sdk::metrics::ManualReader>>,
 }
 
 /// Opens the configured store. SQLite is migrated at start-up; Postgres is
 /// migrated only when `database.migrate_url` is set, and the server's own
 /// role is checked to be subject to row-level security. Namespaces the
 /// namespaces migration derived are then reviewed against `identity` (see
-/// [`derived_namespaces_report`]).
+/// [`derived_namespaces_report`]). With a `meter`, the store's audit
+/// batches and its pool are measured (see `ops`).
 pub async fn open_store(
     database: &Database,
     identity: &crate::config::IdentityConfig,
     operators: &[strongroom_core::principal::IdentityPattern],
+    meter: Option<&opentelemetry::metrics::Meter>,
 ) -> Result<Arc<dyn Store>, StartError> {
     let problem = |n: &strongroom_core::principal::IdentityPattern| {
         strongroom_core::principal::derived_namespace_problem(
@@ -92,6 +103,20 @@ pub async fn open_store(
                 .map_err(|e| StartError::Database(format!("{} ({})", e, path.display())))?;
             warn_derived(store.review_derived_namespaces(problem).await);
             warn_disabled(store.disabled_bindings(WARN_DISABLED).await);
+            if let Some(meter) = meter {
+                store.observe_batches(Arc::new(crate::ops::BatchMetrics::new(meter)));
+                let pool = store.pool().clone();
+                crate::ops::observe_pool(
+                    meter,
+                    Box::new(move || {
+                        (
+                            pool.size(),
+                            pool.num_idle(),
+                            pool.options().get_max_connections(),
+                        )
+                    }),
+                );
+            }
             Ok(Arc::new(store))
         }
         Database::Postgres {
@@ -118,6 +143,20 @@ pub async fn open_store(
                 .map_err(|e| StartError::Database(e.to_string()))?;
             warn_derived(store.review_derived_namespaces(problem).await);
             warn_disabled(store.disabled_bindings(WARN_DISABLED).await);
+            if let Some(meter) = meter {
+                store.observe_batches(Arc::new(crate::ops::BatchMetrics::new(meter)));
+                let pool = store.pool().clone();
+                crate::ops::observe_pool(
+                    meter,
+                    Box::new(move || {
+                        (
+                            pool.size(),
+                            pool.num_idle(),
+                            pool.options().get_max_connections(),
+                        )
+                    }),
+                );
+            }
             let for_calls =
                 crate::config::call_connections(*max_connections, listen_url.as_deref());
             Ok(Arc::new(FairShare::new(
@@ -393,14 +432,26 @@ fn params_from_bytes(bytes: &[u8]) -> Result<KdfParams, StartError> {
 
 impl App {
     /// Opens the store, checks the root key, loads TLS material and binds the
-    /// listener (port 0 picks a free one; see [`App::local_addr`]).
+    /// listener (port 0 picks a free one; see [`App::local_addr`]), without
+    /// metrics.
     pub async fn build(config: Config) -> Result<App, StartError> {
+        Self::build_with(config, &crate::telemetry::Telemetry::default()).await
+    }
+
+    /// As [`App::build`], measuring the server with `telemetry`'s
+    /// instruments when it has them, and binding the operations listener
+    /// when `metrics.listen` is set.
+    pub async fn build_with(
+        config: Config,
+        telemetry: &crate::telemetry::Telemetry,
+    ) -> Result<App, StartError> {
         let trust = ClientTrust::load(&config.tls)?;
         let tls = crate::tls::server_config(&config.tls, &trust)?;
         let store = open_store(
             &config.database,
             &config.identity,
             &config.platform_operators,
+            telemetry.meter(),
         )
         .await?;
         let root = load_root_key(&config.root_key, store.as_ref()).await?;
@@ -427,6 +478,23 @@ impl App {
         )
         .with_min_namespace_depth(config.identity.min_namespace_depth);
         let engine = Arc::new(engine);
+        if let Some(meter) = telemetry.meter() {
+            crate::ops::observe_caches(meter, &engine);
+        }
+        let ops = match config.metrics.listen {
+            Some(addr) => {
+                let listener = crate::ops::bind(addr).await?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|error| StartError::Listen { addr, error })?;
+                Some(OpsListener {
+                    listener,
+                    addr,
+                    scrape: telemetry.scrape_reader(),
+                })
+            }
+            None => None,
+        };
         // The checkpoint signing key is derived from the root key.
         engine
             .checkpoint_key()
@@ -467,7 +535,8 @@ impl App {
             limits: config.limits,
             audit: config.audit,
             checkpoint_file,
-            call_metrics: None,
+            call_metrics: telemetry.call_metrics(),
+            ops,
         })
     }
 
@@ -481,6 +550,11 @@ impl App {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The operations listener's bound address, when it is configured.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().map(|o| o.addr)
     }
 
     /// The engine (used by dev mode to bootstrap its tenant).
@@ -514,10 +588,19 @@ impl App {
             audit,
             checkpoint_file,
             call_metrics,
+            ops,
         } = self;
         let service = crate::grpc::routes(Arc::clone(&engine), &limits, call_metrics).await?;
 
         let (stopping_tx, stopping_rx) = watch::channel(false);
+        // Runs until the process has drained: `/livez` answers throughout,
+        // `/readyz` turns 503 as draining starts.
+        let ops_task = ops.map(|ops| {
+            tracing::info!(addr = %ops.addr, "operations listener (/livez, /readyz, /metrics)");
+            let server =
+                crate::ops::Ops::new(Arc::clone(engine.store()), ops.scrape, stopping_rx.clone());
+            tokio::spawn(server.serve(ops.listener))
+        });
         trust.spawn_reloader(stopping_rx.clone());
         tokio::spawn(flush_failed_authentications(
             Arc::clone(&engine),
@@ -543,6 +626,9 @@ impl App {
             let _ = stopping_tx.send(true);
         })
         .await;
+        if let Some(task) = ops_task {
+            task.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! strongroomd, the strongroom server: configuration, start-up, the
 //! transport over mutual TLS ([`serve`], [`tls`]), the request edge every
 //! call passes ([`edge`]) and the gRPC services behind it ([`grpc`]) that
-//! drive the engine (`strongroom-engine`).
+//! drive the engine (`strongroom-engine`), and the operations listener
+//! for probes and Prometheus ([`ops`]).
 //!
 //! `main` only parses the command line; everything else is here so tests can
 //! build an [`app::App`] on port 0.
@@ -12,6 +13,7 @@ pub mod config;
 pub mod dev;
 pub mod edge;
 pub mod grpc;
+pub mod ops;
 pub mod serve;
 pub mod telemetry;
 #[cfg(feature = "test-clock")]

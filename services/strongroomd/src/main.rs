@@ -76,14 +76,11 @@ async fn run(command: Command) -> Result<(), StartError> {
                 &config.log_level,
                 config.log_format,
                 &config.telemetry,
+                config.metrics.listen.is_some(),
             )
             .map_err(StartError::Telemetry)?;
-            let served = match App::build(config).await {
-                Ok(app) => {
-                    app.with_call_metrics(telemetry.call_metrics())
-                        .run_until_stopped()
-                        .await
-                }
+            let served = match App::build_with(config, &telemetry).await {
+                Ok(app) => app.run_until_stopped().await,
                 Err(e) => Err(e),
             };
             telemetry.shutdown().await;

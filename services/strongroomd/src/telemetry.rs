@@ -7,16 +7,25 @@
 //! and the per-call metrics (`edge::metrics`) are exported over OTLP/gRPC
 //! too, from the same explicit fields. Without it nothing is exported and
 //! no exporter exists: a call does no telemetry work beyond its log line.
+//! With `metrics.listen` set, the same metrics (the same instruments,
+//! read by a second reader) are served in the Prometheus text format at
+//! `/metrics` of the operations listener (`ops`).
 
 use std::cell::Cell;
 use std::sync::Arc;
 
+use opentelemetry::metrics::Meter;
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::reader::MetricReader;
+use opentelemetry_sdk::metrics::{
+    InstrumentKind, ManualReader, PeriodicReader, Pipeline, SdkMeterProvider, Temporality,
+};
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, SdkTracerProvider,
 };
@@ -33,34 +42,88 @@ use crate::edge::{CallMetrics, TraceContext};
 /// of that target are written after their span closed: never span events).
 const CALL_SPANS: &str = "strongroomd::edge::trace";
 
-/// What [`init`] started; [`Telemetry::shutdown`] sends what is left.
+/// What [`init_with_exporters`] started; [`Telemetry::shutdown`] sends
+/// what is left.
 #[derive(Default)]
 pub struct Telemetry {
-    exporters: Option<(SdkTracerProvider, SdkMeterProvider)>,
+    tracer: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+    meter: Option<Meter>,
     metrics: Option<Arc<CallMetrics>>,
+    scrape: Option<Arc<ManualReader>>,
 }
 
 impl Telemetry {
-    /// The per-call metrics, when an exporter is configured.
+    /// The per-call metrics, when an exporter or the metrics listener is
+    /// configured.
     pub fn call_metrics(&self) -> Option<Arc<CallMetrics>> {
         self.metrics.clone()
     }
 
+    /// The meter every instrument of the server is made from, when metrics
+    /// are configured (OTLP, the metrics listener, or both: every reader
+    /// sees the same instruments).
+    pub fn meter(&self) -> Option<&Meter> {
+        self.meter.as_ref()
+    }
+
+    /// The reader `/metrics` collects from, when the metrics listener is
+    /// configured.
+    pub fn scrape_reader(&self) -> Option<Arc<ManualReader>> {
+        self.scrape.clone()
+    }
+
     /// Exports what is still buffered and stops the exporters.
     pub async fn shutdown(self) {
-        let Some((tracer, meter)) = self.exporters else {
+        let Telemetry {
+            tracer,
+            meter_provider,
+            ..
+        } = self;
+        if tracer.is_none() && meter_provider.is_none() {
             return;
-        };
+        }
         // Both wait for their export: off the runtime's threads.
         let done = tokio::task::spawn_blocking(move || {
-            if let Err(e) = tracer.shutdown() {
+            if let Some(tracer) = tracer
+                && let Err(e) = tracer.shutdown()
+            {
                 tracing::warn!(error = %e, "span export did not finish");
             }
-            if let Err(e) = meter.shutdown() {
+            if let Some(meter) = meter_provider
+                && let Err(e) = meter.shutdown()
+            {
                 tracing::warn!(error = %e, "metrics export did not finish");
             }
         });
         let _ = done.await;
+    }
+}
+
+/// A [`ManualReader`] shared between the meter provider (which drives it)
+/// and the metrics listener (which collects through it on each scrape).
+#[derive(Debug)]
+pub(crate) struct SharedReader(pub(crate) Arc<ManualReader>);
+
+impl MetricReader for SharedReader {
+    fn register_pipeline(&self, pipeline: std::sync::Weak<Pipeline>) {
+        self.0.register_pipeline(pipeline);
+    }
+
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(rm)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self, kind: InstrumentKind) -> Temporality {
+        self.0.temporality(kind)
     }
 }
 
@@ -88,18 +151,37 @@ fn log_filter(level: &str) -> EnvFilter {
 
 /// As [`init`], and with an OTLP endpoint configured, the exporters of
 /// spans and metrics too (they connect lazily: a collector that is down
-/// costs failed exports, logged, never a refused call). Must run on the
-/// Tokio runtime that will serve.
+/// costs failed exports, logged, never a refused call); with the metrics
+/// listener configured (`scrape`), a reader that `/metrics` collects from.
+/// Both readers read the same instruments. Must run on the Tokio runtime
+/// that will serve.
 pub fn init_with_exporters(
     level: &str,
     format: LogFormat,
     config: &TelemetryConfig,
+    scrape: bool,
 ) -> Result<Telemetry, String> {
+    let resource = Resource::builder().with_service_name("strongroomd").build();
+    let mut meters = SdkMeterProvider::builder().with_resource(resource.clone());
+    let scrape_reader = scrape.then(|| Arc::new(ManualReader::builder().build()));
+    if let Some(reader) = &scrape_reader {
+        meters = meters.with_reader(SharedReader(Arc::clone(reader)));
+    }
     let Some(endpoint) = &config.otlp_endpoint else {
         init(level, format);
-        return Ok(Telemetry::default());
+        if scrape_reader.is_none() {
+            return Ok(Telemetry::default());
+        }
+        let meter_provider = meters.build();
+        let meter = opentelemetry::metrics::MeterProvider::meter(&meter_provider, "strongroomd");
+        return Ok(Telemetry {
+            tracer: None,
+            metrics: Some(Arc::new(CallMetrics::new(&meter))),
+            meter: Some(meter),
+            meter_provider: Some(meter_provider),
+            scrape: scrape_reader,
+        });
     };
-    let resource = Resource::builder().with_service_name("strongroomd").build();
     let spans = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint.clone())
@@ -117,7 +199,7 @@ pub fn init_with_exporters(
                 .build(),
         )
         .with_id_generator(EdgeIds::default())
-        .with_resource(resource.clone())
+        .with_resource(resource)
         .build();
     let metrics = opentelemetry_otlp::MetricExporter::builder()
         .with_tonic()
@@ -125,13 +207,12 @@ pub fn init_with_exporters(
         .with_timeout(config.export_timeout)
         .build()
         .map_err(|e| format!("OTLP metric exporter: {e}"))?;
-    let meter_provider = SdkMeterProvider::builder()
+    let meter_provider = meters
         .with_reader(
             PeriodicReader::builder(metrics)
                 .with_interval(config.export_interval)
                 .build(),
         )
-        .with_resource(resource)
         .build();
     let meter = opentelemetry::metrics::MeterProvider::meter(&meter_provider, "strongroomd");
     let call_metrics = Arc::new(CallMetrics::new(&meter));
@@ -166,8 +247,11 @@ pub fn init_with_exporters(
     drop(result);
     tracing::info!(endpoint = %endpoint, "exporting call spans and metrics over OTLP");
     Ok(Telemetry {
-        exporters: Some((tracer_provider, meter_provider)),
+        tracer: Some(tracer_provider),
+        meter_provider: Some(meter_provider),
+        meter: Some(meter),
         metrics: Some(call_metrics),
+        scrape: scrape_reader,
     })
 }
 

@@ -41,9 +41,14 @@ impl<D: Dialect> SqlStore<D> {
                 // has work (see `commit_batch`).
                 let mut conn = None;
                 while let Some(jobs) = next_batch(&mut rx).await {
+                    let started = std::time::Instant::now();
+                    let count = jobs.len();
                     store
                         .commit_batch(tenant, jobs, &mut state, &mut conn)
                         .await;
+                    if let Some(observer) = store.committers.observer.get() {
+                        observer.batch(count, started.elapsed());
+                    }
                 }
             });
         })

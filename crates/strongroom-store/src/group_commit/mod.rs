@@ -124,9 +124,20 @@ struct Entry {
     state: SharedState,
 }
 
+/// Told of every audit batch a store's committers ran (for the server's
+/// metrics): how many jobs it held and how long it took to run and answer,
+/// commit included. Called once per batch, on the committer's task: it
+/// must not block.
+pub trait BatchObserver: Send + Sync {
+    /// A batch of `jobs` ran in `elapsed`.
+    fn batch(&self, jobs: usize, elapsed: std::time::Duration);
+}
+
 /// The committer queues of one store, one per tenant.
 #[derive(Default)]
 pub(crate) struct Committers {
+    /// Told of every batch, once set (see [`crate::SqlStore::observe_batches`]).
+    pub(crate) observer: std::sync::OnceLock<std::sync::Arc<dyn BatchObserver>>,
     /// Weak, so a committer (whose task holds a clone of its store) stops
     /// once no caller waits on it, instead of keeping the store and its pool
     /// alive for as long as the runtime runs; the next job starts a new one,

@@ -259,6 +259,16 @@ impl Default for TelemetryConfig {
     }
 }
 
+/// The operations listener (off unless `metrics.listen` is set): plain
+/// HTTP serving `/livez`, `/readyz` and `/metrics`, never credential
+/// traffic, so it needs no client certificate (see `ops`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where it listens (`0.0.0.0:9090`); `None`: no such listener, and
+    /// without an OTLP endpoint no metrics at all.
+    pub listen: Option<SocketAddr>,
+}
+
 /// Interval of scheduled checkpoints when a file is configured without one.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -287,6 +297,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// OpenTelemetry export.
     pub telemetry: TelemetryConfig,
+    /// The operations listener: probes and Prometheus metrics.
+    pub metrics: MetricsConfig,
 }
 
 /// Reads environment variables; a seam so tests need not touch the process
@@ -540,6 +552,31 @@ impl Config {
             ));
         }
 
+        let metrics = MetricsConfig {
+            listen: raw
+                .metrics
+                .listen
+                .as_deref()
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    l.parse::<SocketAddr>()
+                        .map_err(|_| bad("metrics.listen", "must be an address like 0.0.0.0:9090"))
+                })
+                .transpose()?,
+        };
+        if let Some(ops) = metrics.listen
+            && ops.port() != 0
+            && ops.port() == listen.port()
+            && (ops.ip() == listen.ip()
+                || ops.ip().is_unspecified()
+                || listen.ip().is_unspecified())
+        {
+            return Err(bad(
+                "metrics.listen",
+                "must not be the gRPC listener's address (`listen`)",
+            ));
+        }
+
         Ok(Config {
             listen,
             tls,
@@ -552,6 +589,7 @@ impl Config {
             log_level,
             log_format,
             telemetry,
+            metrics,
         })
     }
 }

@@ -29,6 +29,14 @@ pub(super) struct RawConfig {
     pub(super) cache: RawCache,
     #[serde(default)]
     pub(super) telemetry: RawTelemetry,
+    #[serde(default)]
+    pub(super) metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +240,9 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), Config
     if let Some(v) = env.var("STRONGROOM_OTLP_EXPORT_INTERVAL_MS") {
         raw.telemetry.otlp_export_interval_ms =
             Some(parse_num("STRONGROOM_OTLP_EXPORT_INTERVAL_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_METRICS_LISTEN") {
+        raw.metrics.listen = Some(v);
     }
     if let Some(v) = env.var("STRONGROOM_AUDIT_CHECKPOINT_INTERVAL_SECS") {
         raw.audit.checkpoint_interval_secs =

@@ -223,3 +223,33 @@ fn unknown_file_keys_are_rejected() {
     let err = toml::from_str::<RawConfig>("lisen = \"x\"").unwrap_err();
     assert!(err.message().contains("lisen"));
 }
+
+#[test]
+fn metrics_listener_is_off_unless_configured() {
+    let mut pairs = TLS.to_vec();
+    pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+    let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.metrics.listen, None);
+
+    let raw = toml::from_str::<RawConfig>("[metrics]\nlisten = \"0.0.0.0:9090\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = Config::from_raw(raw, &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.metrics.listen, Some("0.0.0.0:9090".parse().unwrap()));
+
+    let mut with_env = pairs.clone();
+    with_env.push(("STRONGROOM_METRICS_LISTEN", "127.0.0.1:9191"));
+    let c =
+        Config::from_raw(RawConfig::default(), &env(&with_env)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9191".parse().unwrap()));
+
+    let mut bad_addr = pairs.clone();
+    bad_addr.push(("STRONGROOM_METRICS_LISTEN", "nowhere"));
+    let err = Config::from_raw(RawConfig::default(), &env(&bad_addr)).unwrap_err();
+    assert_eq!(err.key, "metrics.listen");
+
+    let mut same = pairs.clone();
+    same.push(("STRONGROOM_LISTEN", "0.0.0.0:7443"));
+    same.push(("STRONGROOM_METRICS_LISTEN", "127.0.0.1:7443"));
+    let err = Config::from_raw(RawConfig::default(), &env(&same)).unwrap_err();
+    assert_eq!(err.key, "metrics.listen");
+}
