@@ -43,6 +43,7 @@ mod credentials;
 mod environments;
 mod grants;
 mod keyring;
+mod leases;
 pub mod ports;
 mod principals;
 mod scan;

@@ -115,8 +115,39 @@ async fn reveal(
             &scope,
             reveal_draft(&scope, credential, version, principal),
             check(credential.id, version, principal, grant),
+            Some(lease(t, credential, version, principal, grant)),
         )
         .await
+}
+
+/// The lease a reveal of `version` of `credential` by `principal` opens.
+fn lease(
+    t: &TestTenant,
+    credential: &Credential,
+    version: u32,
+    principal: &Principal,
+    grant: Option<GrantId>,
+) -> strongroom_core::lease::Lease {
+    let now = Timestamp::now();
+    strongroom_core::lease::Lease {
+        id: strongroom_core::ids::LeaseId::generate(),
+        tenant: t.id(),
+        credential: credential.id,
+        credential_name: credential.name.clone(),
+        environment: credential.environment.clone(),
+        version,
+        principal: principal.id,
+        grant,
+        on_behalf_of: None,
+        purpose: Some("conformance".into()),
+        ttl: std::time::Duration::from_secs(60),
+        issued_at: now,
+        expires_at: now.plus(std::time::Duration::from_secs(60)),
+        max_expires_at: now.plus(std::time::Duration::from_secs(600)),
+        state: strongroom_core::lease::LeaseState::Active,
+        ended_at: None,
+        end: None,
+    }
 }
 
 /// A grant of `reveal` on every credential of `dev` to `principal`.
@@ -423,7 +454,7 @@ pub async fn stale_reveal_checks_append_nothing(store: Arc<dyn Store>) {
         refused(
             &trail,
             store
-                .append_reveal(&scope, reveal_draft(&scope, &c, 1, &agent), stale)
+                .append_reveal(&scope, reveal_draft(&scope, &c, 1, &agent), stale, None)
                 .await,
             "role differs",
         )
@@ -499,7 +530,7 @@ pub async fn stale_reveal_checks_append_nothing(store: Arc<dyn Store>) {
     let with_binding = |binding: BindingId, principal: &Principal| {
         let mut k = check(c.id, 1, principal, None);
         k.binding = Some(binding);
-        store.append_reveal(&scope, reveal_draft(&scope, &c, 1, principal), k)
+        store.append_reveal(&scope, reveal_draft(&scope, &c, 1, principal), k, None)
     };
     with_binding(bound.id, &agent)
         .await
@@ -556,7 +587,7 @@ pub async fn stale_reveal_checks_append_nothing(store: Arc<dyn Store>) {
     let beta_len = beta_trail.len() + 1;
     let in_acme = |credential: CredentialId, principal: &Principal, grant| {
         let d = reveal_draft(&scope, &c, 1, principal);
-        store.append_reveal(&scope, d, check(credential, 1, principal, grant))
+        store.append_reveal(&scope, d, check(credential, 1, principal, grant), None)
     };
     refused(
         &trail,
@@ -2143,7 +2174,7 @@ pub async fn pg_short_path_refuses_what_the_rule_refuses(admin: PgPool) {
         let reveal = || {
             let mut k = check(c.id, 1, &agent, Some(g.id));
             k.binding = Some(b.id);
-            s.append_reveal(&scope, reveal_draft(&scope, &c, 1, &agent), k)
+            s.append_reveal(&scope, reveal_draft(&scope, &c, 1, &agent), k, None)
         };
         for _ in 0..24 {
             reveal()
@@ -2167,4 +2198,192 @@ pub async fn pg_short_path_refuses_what_the_rule_refuses(admin: PgPool) {
         }
     }
     store.pool().close().await;
+}
+
+/// The leases of `t` matching `filter`.
+async fn leases_of(
+    store: &dyn Store,
+    t: &TestTenant,
+    filter: strongroom_core::lease::LeaseFilter,
+) -> Vec<strongroom_core::lease::Lease> {
+    store
+        .list_leases(&t.scope(), &filter, &PageRequest::first(500))
+        .await
+        .expect("list leases")
+        .items
+}
+
+/// A reveal's lease is stored in the commit of its event (many reveals at
+/// once, on whichever path the backend takes), and never when its check
+/// fails; revoking a credential or a grant ends its leases in the same
+/// transaction with a `lease.revoke` event each; renewals and releases act
+/// only on their holder's active leases; the sweeper expires the leases
+/// that ran out, each with a `lease.expire` event. The chain verifies.
+pub async fn leases_commit_with_their_reveals(store: Arc<dyn Store>) {
+    use strongroom_core::lease::{LeaseEnd, LeaseFilter, LeaseState};
+    let store = &*store;
+    let acme = create_tenant(store, "acme").await;
+    let scope = acme.scope();
+    let agent = acme.add_principal(store, "agent", Role::Agent).await;
+    let g = reveal_grant(&acme, &agent, None);
+    acme.add_grant(store, &g).await;
+    let c = credential(&scope, "dev", "llm/openai");
+    acme.store(store, &c).await.expect("create");
+    let d = credential(&scope, "dev", "llm/other");
+    acme.store(store, &d).await.expect("create");
+
+    let reveals = (0..40)
+        .map(|i| {
+            let which = if i % 2 == 0 { &c } else { &d };
+            Box::pin(reveal(store, &acme, which, 1, &agent, Some(g.id)))
+                as Pin<Box<dyn Future<Output = _> + Send + '_>>
+        })
+        .collect();
+    let results: Vec<strongroom_core::Result<AuditEvent>> = join_all(reveals).await;
+    for r in results {
+        r.expect("reveal");
+    }
+    let active = LeaseFilter {
+        state: Some(LeaseState::Active),
+        ..LeaseFilter::default()
+    };
+    assert_eq!(leases_of(store, &acme, active.clone()).await.len(), 40);
+    assert!(
+        reveal(store, &acme, &c, 7, &agent, Some(g.id))
+            .await
+            .is_err(),
+        "a stale reveal is refused"
+    );
+    assert_eq!(
+        leases_of(store, &acme, LeaseFilter::default()).await.len(),
+        40,
+        "a refused reveal stores no lease"
+    );
+
+    let (_, ended) = store
+        .revoke_credential(
+            &scope,
+            c.id,
+            "leaked",
+            about(&scope, Action::CredentialRevoke, &c),
+        )
+        .await
+        .expect("revoke");
+    assert_eq!(ended, 20);
+    let on_c = leases_of(
+        store,
+        &acme,
+        LeaseFilter {
+            credential: Some(c.id),
+            ..LeaseFilter::default()
+        },
+    )
+    .await;
+    assert!(on_c.iter().all(|l| l.state == LeaseState::Revoked
+        && l.end == Some(LeaseEnd::CredentialRevoked)
+        && l.ended_at.is_some()));
+    let ended = store
+        .delete_grant(&scope, g.id, draft(&scope, Action::GrantRevoke))
+        .await
+        .expect("revoke the grant");
+    assert_eq!(ended, 20, "the grant's other leases");
+    assert!(leases_of(store, &acme, active.clone()).await.is_empty());
+
+    // Renewal and release: the holder's active lease only.
+    let g2 = reveal_grant(&acme, &agent, None);
+    acme.add_grant(store, &g2).await;
+    reveal(store, &acme, &d, 1, &agent, Some(g2.id))
+        .await
+        .expect("reveal");
+    let held = leases_of(store, &acme, active.clone()).await.remove(0);
+    let later = held.expires_at.plus(Duration::from_secs(60));
+    assert_eq!(
+        code(
+            store
+                .renew_lease(
+                    &scope,
+                    held.id,
+                    acme.admin().id,
+                    later,
+                    draft(&scope, Action::LeaseRenew),
+                )
+                .await
+        ),
+        Code::NotFound,
+        "another principal's lease"
+    );
+    let renewed = store
+        .renew_lease(
+            &scope,
+            held.id,
+            agent.id,
+            later,
+            draft(&scope, Action::LeaseRenew),
+        )
+        .await
+        .expect("renew");
+    assert_eq!(renewed.expires_at, later);
+    let released = store
+        .release_lease(
+            &scope,
+            held.id,
+            agent.id,
+            draft(&scope, Action::LeaseRelease),
+        )
+        .await
+        .expect("release");
+    assert_eq!(released.state, LeaseState::Released);
+    assert_eq!(
+        code(
+            store
+                .release_lease(
+                    &scope,
+                    held.id,
+                    agent.id,
+                    draft(&scope, Action::LeaseRelease)
+                )
+                .await
+        ),
+        Code::FailedPrecondition,
+        "an ended lease"
+    );
+
+    // The sweeper: only what ran out.
+    reveal(store, &acme, &d, 1, &agent, Some(g2.id))
+        .await
+        .expect("reveal");
+    let due = leases_of(store, &acme, active.clone()).await.remove(0);
+    let by = AuditDraft::new(Action::LeaseExpire, Outcome::Allowed, "");
+    assert_eq!(
+        store
+            .expire_leases(due.expires_at.minus(Duration::from_secs(1)), &by, 100)
+            .await
+            .expect("sweep"),
+        0
+    );
+    assert_eq!(
+        store
+            .expire_leases(due.expires_at, &by, 100)
+            .await
+            .expect("sweep"),
+        1
+    );
+    let expired = store.get_lease(&scope, due.id).await.expect("lease");
+    assert_eq!(expired.state, LeaseState::Expired);
+    assert_eq!(expired.ended_at, Some(due.expires_at));
+
+    let log = verified_log(store, &scope).await;
+    let count = |action: Action| log.iter().filter(|e| e.draft.action == action).count();
+    assert_eq!(count(Action::LeaseRevoke), 40);
+    assert_eq!(count(Action::LeaseRenew), 1);
+    assert_eq!(count(Action::LeaseRelease), 1);
+    assert_eq!(count(Action::LeaseExpire), 1);
+    let expire = log
+        .iter()
+        .find(|e| e.draft.action == Action::LeaseExpire)
+        .expect("the expiry event");
+    assert_eq!(
+        expire.draft.detail.as_ref().and_then(|d| d.lease()),
+        Some(due.id)
+    );
 }

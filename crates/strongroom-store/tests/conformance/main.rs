@@ -85,6 +85,7 @@ conformance! {
     group_commit::reveal_with_a_holding_check_is_recorded => reveal_with_a_holding_check_is_recorded_postgres, reveal_with_a_holding_check_is_recorded_sqlite;
     group_commit::stale_reveal_checks_append_nothing => stale_reveal_checks_append_nothing_postgres, stale_reveal_checks_append_nothing_sqlite;
     group_commit::concurrent_group_commit_stays_exact => concurrent_group_commit_stays_exact_postgres, concurrent_group_commit_stays_exact_sqlite;
+    group_commit::leases_commit_with_their_reveals => leases_commit_with_their_reveals_postgres, leases_commit_with_their_reveals_sqlite;
     group_commit::failing_jobs_do_not_poison_their_batch => failing_jobs_do_not_poison_their_batch_postgres, failing_jobs_do_not_poison_their_batch_sqlite;
     group_commit::concurrent_rotations_keep_retention => concurrent_rotations_keep_retention_postgres, concurrent_rotations_keep_retention_sqlite;
 }
@@ -105,6 +106,7 @@ postgres_only! {
     rls::rls_rejects_writes_into_another_tenant,
     rls::rls_without_a_tenant_sees_nothing,
     rls::rls_platform_mode_reads_only_the_registry,
+    rls::rls_lease_sweep_reads_only_leases,
     rls::rls_audit_log_is_append_only,
     rls::rls_platform_tables_are_platform_only,
     rls::pg_derived_namespace_review_runs_as_the_app_role,

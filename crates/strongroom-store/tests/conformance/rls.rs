@@ -21,7 +21,7 @@ use crate::support::{
 };
 
 /// Every table holding tenant data, with the column naming the tenant.
-const TENANT_TABLES: [(&str, &str); 10] = [
+const TENANT_TABLES: [(&str, &str); 11] = [
     ("tenants", "id"),
     ("tenant_keks", "tenant_id"),
     ("environments", "tenant_id"),
@@ -32,6 +32,7 @@ const TENANT_TABLES: [(&str, &str); 10] = [
     ("grants", "tenant_id"),
     ("audit_heads", "tenant_id"),
     ("audit_events", "tenant_id"),
+    ("leases", "tenant_id"),
 ];
 
 /// Two tenants with rows in every tenant table, written through the store as
@@ -65,6 +66,7 @@ impl Populated {
                 &[Capability::Inject],
             );
             t.add_grant(s, &g).await;
+            reveal_with_lease(s, t, &c).await;
             b_credential = Some(c);
         }
         Self {
@@ -92,6 +94,52 @@ impl Populated {
     async fn close(self) {
         self.store.pool().close().await;
     }
+}
+
+/// Reveals `c` as the tenant's admin, storing the reveal's lease.
+async fn reveal_with_lease(s: &dyn Store, t: &TestTenant, c: &Credential) {
+    let scope = t.scope();
+    let admin = t.admin();
+    // As stored now (rotated since `c` was made).
+    let c = &s.get_credential(&scope, c.id).await.expect("credential");
+    let mut draft = strongroom_core::audit::AuditDraft::new(
+        Action::CredentialReveal,
+        strongroom_core::audit::Outcome::Allowed,
+        "ALLOWED_BY_ROLE",
+    );
+    draft.principal = Some(admin.id);
+    draft.credential = Some(c.id);
+    let now = strongroom_core::time::Timestamp::now();
+    let lease = strongroom_core::lease::Lease {
+        id: strongroom_core::ids::LeaseId::generate(),
+        tenant: t.id(),
+        credential: c.id,
+        credential_name: c.name.clone(),
+        environment: c.environment.clone(),
+        version: c.current_version,
+        principal: admin.id,
+        grant: None,
+        on_behalf_of: None,
+        purpose: None,
+        ttl: std::time::Duration::from_secs(60),
+        issued_at: now,
+        expires_at: now.plus(std::time::Duration::from_secs(60)),
+        max_expires_at: now.plus(std::time::Duration::from_secs(60)),
+        state: strongroom_core::lease::LeaseState::Active,
+        ended_at: None,
+        end: None,
+    };
+    let check = strongroom_core::store::RevealCheck {
+        credential: c.id,
+        version: c.current_version,
+        principal: admin.id,
+        role: admin.role,
+        grant: None,
+        binding: None,
+    };
+    s.append_reveal(&scope, draft, check, Some(lease))
+        .await
+        .expect("a reveal with its lease");
 }
 
 /// A transaction of the app role, bound to `tenant` if given.
@@ -190,7 +238,7 @@ pub async fn rls_rejects_writes_into_another_tenant(admin: PgPool) {
     let (a, b) = (&world.a, &world.b);
     let b_admin = b.admin().id.as_uuid();
     let b_cred = world.b_credential.id.as_uuid();
-    let inserts: [(&str, &str); 10] = [
+    let inserts: [(&str, &str); 11] = [
         (
             "tenants",
             "INSERT INTO tenants (id, name, status, settings, current_kek_version, created_at) \
@@ -240,6 +288,12 @@ pub async fn rls_rejects_writes_into_another_tenant(admin: PgPool) {
             "INSERT INTO audit_events (tenant_id, sequence, id, at, actor, action, outcome, reason_code, \
                           prev_hash, hash) VALUES ($1, 999, gen_random_uuid(), 0, 'evil', 'other', 'allowed', '', '\\x00', '\\x00')",
         ),
+        (
+            "leases",
+            "INSERT INTO leases (tenant_id, id, credential_id, credential_name, environment, version, \
+                    principal_id, ttl_secs, issued_at, expires_at, max_expires_at, state) \
+                    VALUES ($1, gen_random_uuid(), $3, 'evil', 'dev', 1, $2, 60, 0, 60, 60, 'active')",
+        ),
     ];
     let mut before = Vec::new();
     for (table, column) in TENANT_TABLES {
@@ -287,6 +341,7 @@ pub async fn rls_rejects_writes_into_another_tenant(admin: PgPool) {
         "credential_versions",
         "grants",
         "audit_heads",
+        "leases",
     ];
     let deletable = [
         "environments",
@@ -431,6 +486,37 @@ pub async fn rls_platform_mode_reads_only_the_registry(admin: PgPool) {
     .await;
     let (state, message) = db_error(result, "platform insert");
     assert_eq!(state, "42501", "{message}");
+    tx.rollback().await.expect("rollback");
+    world.close().await;
+}
+
+/// The lease sweeper's mode (`strongroom.lease_sweep`) opens every
+/// tenant's leases to reading and nothing else, and writes nothing.
+pub async fn rls_lease_sweep_reads_only_leases(admin: PgPool) {
+    let world = Populated::new(admin).await;
+    let mut tx = world.app().begin().await.expect("begin");
+    sqlx::query("SELECT set_config('strongroom.lease_sweep', 'on', true)")
+        .execute(&mut *tx)
+        .await
+        .expect("lease sweep mode");
+    for (table, _) in TENANT_TABLES {
+        let seen: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&mut *tx)
+            .await
+            .expect("count");
+        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&world.admin)
+            .await
+            .expect("count as superuser");
+        let expected = if table == "leases" { total } else { 0 };
+        assert!(total > 0, "{table} holds rows");
+        assert_eq!(seen, expected, "{table} in lease sweep mode");
+    }
+    let done = sqlx::query("UPDATE leases SET state = 'expired'")
+        .execute(&mut *tx)
+        .await
+        .expect("update");
+    assert_eq!(done.rows_affected(), 0, "the sweep mode writes no lease");
     tx.rollback().await.expect("rollback");
     world.close().await;
 }
