@@ -471,10 +471,10 @@ impl App {
         .await?;
         let health = Health::new(config.limits.database_unavailable_after);
         let probe = match &config.database {
-            Database::Postgres { url, .. } => Some(Probe::Postgres(
+            Database::Postgres { url, .. } => Some(Probe::Postgres(Box::new(
                 strongroom_store::PgProbe::new(url, config.limits.database_unavailable_after / 2)
                     .map_err(|e| StartError::Database(e.to_string()))?,
-            )),
+            ))),
             Database::Sqlite { .. } => None,
         };
         let root = load_root_key(&config.root_key, store.as_ref()).await?;

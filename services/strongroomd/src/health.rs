@@ -160,7 +160,7 @@ async fn publish(reporter: &HealthReporter, serving: bool) {
 /// How the monitor asks the database whether it answers.
 pub enum Probe {
     /// Postgres, on a connection of its own.
-    Postgres(strongroom_store::PgProbe),
+    Postgres(Box<strongroom_store::PgProbe>),
     /// A one-row read through the store (SQLite: a local file).
     Store(Arc<dyn Store>),
 }
