@@ -35,6 +35,7 @@ mod lifecycle;
 mod mtls;
 mod namespace_review;
 mod namespaces;
+mod operations;
 mod ops_listener;
 mod oracles;
 mod policy;
