@@ -172,13 +172,13 @@ pub struct ConfigEntryError(pub String);
 impl AllowList {
     /// Parses `host:port` entries (no wildcards; IPv6 literals in
     /// brackets).
-    pub fn parse<'a>(
-        entries: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Self, ConfigEntryError> {
+    pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Self, ConfigEntryError> {
         let mut list = Self::default();
         for entry in entries {
             let (host, port) = split_host_port(entry.trim()).ok_or_else(|| {
-                ConfigEntryError(format!("`{entry}` is not host:port (with an explicit port)"))
+                ConfigEntryError(format!(
+                    "`{entry}` is not host:port (with an explicit port)"
+                ))
             })?;
             let host = normalize_host(host)
                 .ok_or_else(|| ConfigEntryError(format!("`{entry}`: not a host name")))?;
@@ -230,7 +230,9 @@ pub fn normalize_host(host: &str) -> Option<String> {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
     // A name of digits and dots only is an IPv4 address in some other
     // notation (`0177.1`, `2130706433`): refused rather than guessed.
@@ -395,7 +397,7 @@ fn split_authority(authority: &str, scheme: Scheme) -> Result<(String, u16), Tar
         (h, p)
     } else {
         match authority.split_once(':') {
-            Some((h, p)) => (h, &authority[h.len()..]),
+            Some((h, _)) => (h, &authority[h.len()..]),
             None => (authority, ""),
         }
     };
@@ -653,7 +655,10 @@ mod tests {
         assert_eq!((t.port, t.path.as_str()), (8443, "/"));
         assert_eq!(t.authority(), "api.example.test:8443");
         let t = RequestTarget::parse("http://[::1]:8080/a").unwrap();
-        assert_eq!((t.host.as_str(), t.authority()), ("::1", "[::1]:8080".into()));
+        assert_eq!(
+            (t.host.as_str(), t.authority()),
+            ("::1", "[::1]:8080".into())
+        );
         for (bad, why) in [
             ("ftp://a.test/", TargetError::NotAbsolute),
             ("/relative", TargetError::NotAbsolute),

@@ -271,14 +271,7 @@ impl Destination {
             None => (false, host),
         };
         let bare = crate::net::normalize_host(bare)?;
-        Some((
-            if wildcard {
-                format!("*.{bare}")
-            } else {
-                bare
-            },
-            port,
-        ))
+        Some((if wildcard { format!("*.{bare}") } else { bare }, port))
     }
 
     /// Whether a request with `method` to `target` (parsed and normalised)
@@ -698,7 +691,15 @@ mod tests {
         assert!(with_port.validate().is_ok());
         assert!(allows(&with_port, "https://api.example.test:8443/x", "GET"));
         assert!(!allows(&with_port, "https://api.example.test/x", "GET"));
-        for bad in ["", "*.", "a b", "api.test:", "api.test:0", "api.test:x", "*.*.a"] {
+        for bad in [
+            "",
+            "*.",
+            "a b",
+            "api.test:",
+            "api.test:0",
+            "api.test:x",
+            "*.*.a",
+        ] {
             let d = Destination {
                 host: bad.into(),
                 methods: vec![],
