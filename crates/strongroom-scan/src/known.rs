@@ -1,0 +1,312 @@
+//! Known values: every encoded form of a set of secret values, searched for
+//! in one pass.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use zeroize::Zeroizing;
+
+use crate::error::ScanError;
+use crate::forms::{self, Form, Needle};
+
+/// Who a needle belongs to: the label of the value and the form it is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub(crate) label: usize,
+    pub(crate) form: Form,
+}
+
+/// The encoded forms of a set of secret values, compiled once into one
+/// automaton and shared (it is `Send + Sync`; wrap it in an `Arc`).
+///
+/// Each value carries a caller-chosen `label` (an index into the caller's own
+/// table of credentials, say); matches report the label and the [`Form`],
+/// never the matched bytes. Values shorter than the minimum length are left
+/// out, and no needle shorter than it is ever searched for, so short values
+/// cannot be confirmed by guessing.
+///
+/// The copies of values and their encodings made while building are wiped
+/// when no longer needed; the automaton's own tables, derived from them, are
+/// freed (not wiped) when this is dropped. `Debug` shows counts only.
+pub struct KnownValues {
+    automaton: Option<AhoCorasick>,
+    /// For each pattern of the automaton, every value it is a form of (one
+    /// entry per label, the form of highest priority for that label first).
+    owners: Vec<Vec<Owner>>,
+    values: usize,
+    min_len: usize,
+    longest: usize,
+}
+
+/// One occurrence of a known value in a text: which value (`label`), in
+/// which form, and where (`start..end`, byte offsets into the text given).
+///
+/// When the text breaks a value across lines, `start..end` covers the whole
+/// occurrence including the line breaks and indentation inside it. When two
+/// values have the same form at the same place (equal values), there is one
+/// `Match` per label with the same span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Match {
+    /// The label the value was given when building [`KnownValues`].
+    pub label: usize,
+    /// The form the value was found in.
+    pub form: Form,
+    /// Offset of the first byte of the occurrence.
+    pub start: usize,
+    /// Offset just past the last byte of the occurrence.
+    pub end: usize,
+}
+
+impl KnownValues {
+    /// Compiles every form of every value at least `min_len` bytes long
+    /// (shorter values are skipped; `min_len` is at least 1).
+    ///
+    /// Fails only when the automaton would exceed its size limits.
+    pub fn new<'a, I>(values: I, min_len: usize) -> Result<Self, ScanError>
+    where
+        I: IntoIterator<Item = (usize, &'a [u8])>,
+    {
+        let min_len = min_len.max(1);
+        let mut entries: Vec<(Needle, Owner)> = Vec::new();
+        let mut scratch: Vec<Needle> = Vec::new();
+        let mut count = 0;
+        for (label, value) in values {
+            if value.len() < min_len {
+                continue;
+            }
+            count += 1;
+            for form in Form::ALL {
+                forms::needles(value, form, &mut scratch);
+                for needle in scratch.drain(..) {
+                    if needle.len() >= min_len {
+                        entries.push((needle, Owner { label, form }));
+                    }
+                }
+            }
+        }
+        // Stable: for one needle, the owners stay in the order they were
+        // generated (by label order given, then by form priority).
+        entries.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
+        let mut patterns: Vec<Needle> = Vec::new();
+        let mut owners: Vec<Vec<Owner>> = Vec::new();
+        for (needle, owner) in entries {
+            let same = patterns
+                .last()
+                .is_some_and(|p| p.as_slice() == needle.as_slice());
+            match owners.last_mut() {
+                Some(slot) if same => match slot.iter_mut().find(|o| o.label == owner.label) {
+                    Some(existing) => existing.form = existing.form.min(owner.form),
+                    None => slot.push(owner),
+                },
+                _ => {
+                    patterns.push(needle);
+                    owners.push(vec![owner]);
+                }
+            }
+        }
+        let longest = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
+        let automaton = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(patterns.iter().map(|p| p.as_slice()))
+                    .map_err(|e| ScanError::TooLarge(e.to_string()))?,
+            )
+        };
+        Ok(KnownValues {
+            automaton,
+            owners,
+            values: count,
+            min_len,
+            longest,
+        })
+    }
+
+    /// How many values were compiled (those at least the minimum length).
+    pub fn len(&self) -> usize {
+        self.values
+    }
+
+    /// Whether no value was compiled: nothing can ever match.
+    pub fn is_empty(&self) -> bool {
+        self.values == 0
+    }
+
+    /// The minimum length a value needed to be compiled.
+    pub fn min_len(&self) -> usize {
+        self.min_len
+    }
+
+    /// The length of the longest needle: a streaming [`crate::Redactor`]
+    /// holds back at most one byte less than this.
+    pub fn longest_needle(&self) -> usize {
+        self.longest
+    }
+
+    /// Every occurrence of a known value in `text`, in order, without overlaps
+    /// (except one `Match` per label for equal values): the leftmost, and at
+    /// one place the longest, occurrence wins.
+    ///
+    /// Also finds values broken across lines (by `\n` or `\r\n`, each
+    /// optionally followed by spaces or tabs, as in wrapped base64 or PEM
+    /// bodies); those matches span the line breaks.
+    pub fn find(&self, text: &[u8]) -> Vec<Match> {
+        let mut found = Vec::new();
+        self.find_contiguous(text, &mut found);
+        if let Some(joined) = JoinedLines::of(text) {
+            let mut split = Vec::new();
+            self.find_contiguous(&joined.bytes, &mut split);
+            found.extend(split.into_iter().filter_map(|m| joined.original_span(m)));
+            found.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+            let mut kept: Vec<Match> = Vec::with_capacity(found.len());
+            for m in found {
+                match kept.last() {
+                    Some(last) if last.start == m.start && last.end == m.end => {
+                        if !kept
+                            .iter()
+                            .rev()
+                            .take_while(|k| k.start == m.start)
+                            .any(|k| k.label == m.label)
+                        {
+                            kept.push(m);
+                        }
+                    }
+                    Some(last) if m.start < last.end => {}
+                    _ => kept.push(m),
+                }
+            }
+            found = kept;
+        }
+        found
+    }
+
+    /// Occurrences in `text` as it is (no line joining).
+    pub(crate) fn find_contiguous(&self, text: &[u8], out: &mut Vec<Match>) {
+        let Some(automaton) = &self.automaton else {
+            return;
+        };
+        for m in automaton.find_iter(text) {
+            self.push_owners(m.pattern().as_usize(), m.start(), m.end(), out);
+        }
+    }
+
+    /// The automaton, when there is at least one needle.
+    pub(crate) fn automaton(&self) -> Option<&AhoCorasick> {
+        self.automaton.as_ref()
+    }
+
+    /// The values a pattern is a form of.
+    pub(crate) fn owners(&self, pattern: usize) -> &[Owner] {
+        &self.owners[pattern]
+    }
+
+    fn push_owners(&self, pattern: usize, start: usize, end: usize, out: &mut Vec<Match>) {
+        out.extend(self.owners[pattern].iter().map(|o| Match {
+            label: o.label,
+            form: o.form,
+            start,
+            end,
+        }));
+    }
+}
+
+impl std::fmt::Debug for KnownValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnownValues")
+            .field("values", &self.values)
+            .field("needles", &self.owners.len())
+            .field("min_len", &self.min_len)
+            .field("longest_needle", &self.longest)
+            .finish()
+    }
+}
+
+/// `text` with every line break (and the indentation after it) removed, and
+/// where each removal happened, to map offsets back.
+struct JoinedLines {
+    bytes: Zeroizing<Vec<u8>>,
+    /// For each removal: the offset in `bytes` where it happened, and the
+    /// number of bytes removed up to and including it.
+    breaks: Vec<(usize, usize)>,
+}
+
+impl JoinedLines {
+    /// `None` when `text` has no line break.
+    fn of(text: &[u8]) -> Option<JoinedLines> {
+        if !text.contains(&b'\n') {
+            return None;
+        }
+        let mut bytes = Zeroizing::new(Vec::with_capacity(text.len()));
+        let mut breaks = Vec::new();
+        let mut removed = 0;
+        let mut i = 0;
+        while i < text.len() {
+            let eol = match text[i] {
+                b'\n' => 1,
+                b'\r' if text.get(i + 1) == Some(&b'\n') => 2,
+                _ => 0,
+            };
+            if eol == 0 {
+                bytes.push(text[i]);
+                i += 1;
+                continue;
+            }
+            let mut j = i + eol;
+            while j < text.len() && matches!(text[j], b' ' | b'\t') {
+                j += 1;
+            }
+            removed += j - i;
+            match breaks.last_mut() {
+                Some((at, total)) if *at == bytes.len() => *total = removed,
+                _ => breaks.push((bytes.len(), removed)),
+            }
+            i = j;
+        }
+        Some(JoinedLines { bytes, breaks })
+    }
+
+    /// Offset in the original text of joined offset `at` (a byte that was
+    /// kept).
+    fn original(&self, at: usize) -> usize {
+        let before = self.breaks.partition_point(|&(pos, _)| pos <= at);
+        at + before.checked_sub(1).map_or(0, |i| self.breaks[i].1)
+    }
+
+    /// The match in original offsets, if it spans a removed line break (the
+    /// others were already found in the original text).
+    fn original_span(&self, m: Match) -> Option<Match> {
+        let first_inside = self.breaks.partition_point(|&(pos, _)| pos <= m.start);
+        let spans_break = self
+            .breaks
+            .get(first_inside)
+            .is_some_and(|&(pos, _)| pos < m.end);
+        spans_break.then(|| Match {
+            start: self.original(m.start),
+            end: self.original(m.end - 1) + 1,
+            ..m
+        })
+    }
+}
+
+/// `text` with each distinct span of `matches` replaced by `replacement` of
+/// its first match. `matches` must be in order and not overlap, except for
+/// equal spans, as [`KnownValues::find`] returns them (filtering some out
+/// keeps that true).
+pub fn redact(
+    text: &[u8],
+    matches: &[Match],
+    mut replacement: impl FnMut(&Match) -> Vec<u8>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut at = 0;
+    for m in matches {
+        if m.start < at {
+            continue;
+        }
+        out.extend_from_slice(&text[at..m.start]);
+        out.extend_from_slice(&replacement(m));
+        at = m.end;
+    }
+    out.extend_from_slice(&text[at..]);
+    out
+}

@@ -1,0 +1,339 @@
+//! Properties of the whole crate: every form of random values is found at
+//! the right place, and the streaming redactor agrees with a one-shot
+//! redaction for every chunking, never writing part of a value early.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use proptest::prelude::*;
+
+use crate::{Form, KnownValues, Match, Redactor, redact};
+
+/// A planted occurrence: the text to insert, the span of the value's own
+/// characters inside it, and the form expected.
+struct Planted {
+    text: Vec<u8>,
+    span: (usize, usize),
+    forms: Vec<Form>,
+}
+
+/// Percent-encoding of everything but the RFC 3986 unreserved characters,
+/// written independently of the crate's encoder.
+fn percent_encode(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &b in value {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    out
+}
+
+/// The value inside a base64 blob: `align` prefix bytes, the value, then
+/// `suffix` (whose first byte has its top bits set, so the character after
+/// the value's own ones cannot be mistaken for a padded end).
+fn plant_base64(value: &[u8], align: usize, suffix: &[u8], url: bool, padded: bool) -> Planted {
+    let mut blob = vec![0x41u8; align];
+    blob.extend_from_slice(value);
+    blob.extend_from_slice(suffix);
+    let engine = match (url, padded) {
+        (false, true) => &STANDARD,
+        (false, false) => &STANDARD_NO_PAD,
+        (true, true) => &URL_SAFE,
+        (true, false) => &URL_SAFE_NO_PAD,
+    };
+    let encoded = engine.encode(&blob).into_bytes();
+    let bits = 8 * (align + value.len());
+    let start = (8 * align).div_ceil(6);
+    let end = if suffix.is_empty() {
+        encoded.len()
+    } else {
+        bits / 6
+    };
+    let own = &encoded[start..end];
+    let forms = if url && own.iter().any(|b| matches!(b, b'-' | b'_')) {
+        vec![Form::Base64Url]
+    } else if !url && own.iter().any(|b| matches!(b, b'+' | b'/')) {
+        vec![Form::Base64]
+    } else {
+        vec![Form::Base64, Form::Base64Url]
+    };
+    Planted {
+        text: encoded,
+        span: (start, end),
+        forms,
+    }
+}
+
+fn whole(text: Vec<u8>, forms: Vec<Form>) -> Planted {
+    let len = text.len();
+    Planted {
+        text,
+        span: (0, len),
+        forms,
+    }
+}
+
+/// Every way the tests plant `value`.
+fn plantings(value: &[u8]) -> Vec<Planted> {
+    let mut out = vec![whole(value.to_vec(), vec![Form::Plain])];
+    for align in 0..3 {
+        for suffix in [&b""[..], b"\xff", b"\xf0\x01\x02\x03"] {
+            for url in [false, true] {
+                for padded in [false, true] {
+                    out.push(plant_base64(value, align, suffix, url, padded));
+                }
+            }
+        }
+    }
+    let url = percent_encode(value);
+    let url_forms = if url == value {
+        vec![Form::Plain]
+    } else {
+        vec![Form::Url]
+    };
+    out.push(whole(url, url_forms));
+    let lower: Vec<u8> = value
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect();
+    let upper: Vec<u8> = value
+        .iter()
+        .flat_map(|b| format!("{b:02X}").into_bytes())
+        .collect();
+    out.push(whole(lower, vec![Form::Hex]));
+    out.push(whole(upper, vec![Form::Hex]));
+    if let Ok(text) = std::str::from_utf8(value) {
+        let quoted = serde_json::to_string(text).expect("a string serializes");
+        let escaped = quoted.as_bytes()[1..quoted.len() - 1].to_vec();
+        let forms = if escaped == value {
+            vec![Form::Plain]
+        } else {
+            vec![Form::JsonEscaped]
+        };
+        out.push(whole(escaped, forms));
+    }
+    out
+}
+
+fn value_strategy() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 8..48),
+        "[ -~]{8,40}".prop_map(String::into_bytes),
+        "[a-zA-Z0-9é€😀 /+=&%\"\\\\\n]{8,30}".prop_map(String::into_bytes),
+    ]
+}
+
+/// Filler that cannot extend or create an occurrence: a byte used by no
+/// encoding of the tests' values next to them.
+const GAP: &[u8] = b"\x00 | \x00";
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn every_form_of_random_values_is_found_where_it_was_planted(
+        values in proptest::collection::vec(value_strategy(), 1..4),
+    ) {
+        let known = KnownValues::new(values.iter().enumerate().map(|(i, v)| (i, v.as_slice())), 8).unwrap();
+        for (label, value) in values.iter().enumerate() {
+            for planted in plantings(value) {
+                let mut text = GAP.to_vec();
+                let offset = text.len();
+                text.extend_from_slice(&planted.text);
+                text.extend_from_slice(GAP);
+                let found = known.find(&text);
+                let expected = (offset + planted.span.0, offset + planted.span.1);
+                let hit = found.iter().find(|m| m.label == label && (m.start, m.end) == expected);
+                prop_assert!(
+                    hit.is_some(),
+                    "value {label} planted as {:?} at {expected:?}, found {found:?}",
+                    planted.forms
+                );
+                let form = hit.map(|m| m.form);
+                // Equal values may have reported a higher-priority form.
+                let equal_elsewhere = values.iter().enumerate().any(|(i, v)| i != label && v == value);
+                prop_assert!(
+                    equal_elsewhere || form.is_some_and(|f| planted.forms.contains(&f) || f == Form::Plain),
+                    "form {form:?}, expected one of {:?}",
+                    planted.forms
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_equals_one_shot_redaction_for_every_chunking(
+        values in proptest::collection::vec(value_strategy(), 1..4),
+        picks in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 1..8),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        let known = Arc::new(
+            KnownValues::new(values.iter().enumerate().map(|(i, v)| (i, v.as_slice())), 8).unwrap(),
+        );
+        let mut text = GAP.to_vec();
+        for (value, planting) in &picks {
+            let value = value.get(&values);
+            let plantings = plantings(value);
+            text.extend_from_slice(&planting.get(&plantings).text);
+            text.extend_from_slice(GAP);
+        }
+        let mut matches = Vec::new();
+        known.find_contiguous(&text, &mut matches);
+        prop_assert!(matches.len() >= picks.len());
+        let expected = redact(&text, &matches, |m| format!("[{}]", m.label).into_bytes());
+
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(text.len() + 1)).collect();
+        cuts.sort_unstable();
+        cuts.push(text.len());
+        let mut redactor = Redactor::new(Arc::clone(&known), "[?]");
+        for label in 0..values.len() {
+            redactor = redactor.with_replacement(label, format!("[{label}]"));
+        }
+        let mut out = Vec::new();
+        let mut hits = Vec::new();
+        let mut from = 0;
+        for cut in cuts {
+            hits.extend(redactor.push(&text[from..cut], &mut out));
+            from = cut;
+            // Whatever was written stays: it is a prefix of the final output.
+            prop_assert!(expected.starts_with(&out), "wrote bytes it could not know yet");
+            prop_assert!(redactor.held_len() < known.longest_needle());
+        }
+        hits.extend(redactor.flush(&mut out));
+        prop_assert_eq!(&out, &expected);
+        prop_assert_eq!(hits.len(), matches.len());
+        for value in &values {
+            prop_assert!(!out.windows(value.len()).any(|w| w == value.as_slice()));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn byte_at_a_time_and_fixed_chunks_redact_every_planting(
+        values in proptest::collection::vec(value_strategy(), 1..3),
+    ) {
+        let known = Arc::new(
+            KnownValues::new(values.iter().enumerate().map(|(i, v)| (i, v.as_slice())), 8).unwrap(),
+        );
+        let mut text = GAP.to_vec();
+        for value in &values {
+            for planted in plantings(value) {
+                text.extend_from_slice(&planted.text);
+                text.extend_from_slice(GAP);
+            }
+        }
+        let mut matches = Vec::new();
+        known.find_contiguous(&text, &mut matches);
+        let expected = redact(&text, &matches, |_| b"#".to_vec());
+        for size in [1, 2, 3, 7, known.longest_needle() - 1, known.longest_needle(), known.longest_needle() + 1] {
+            let mut redactor = Redactor::new(Arc::clone(&known), "#");
+            let mut out = Vec::new();
+            for chunk in text.chunks(size) {
+                redactor.push(chunk, &mut out);
+                prop_assert!(expected.starts_with(&out), "chunks of {size}: wrote bytes it could not know yet");
+            }
+            redactor.flush(&mut out);
+            prop_assert_eq!(&out, &expected, "chunks of {}", size);
+        }
+    }
+}
+
+#[test]
+fn a_value_wrapped_across_indented_lines_is_found_with_its_whole_span() {
+    let value: Vec<u8> = (0u8..=200).collect();
+    let known = KnownValues::new([(7, value.as_slice())], 8).unwrap();
+    let encoded = STANDARD.encode(&value);
+    let mut text = b"key: |\n".to_vec();
+    let start = text.len() + 4;
+    let mut end = 0;
+    for (i, line) in encoded.as_bytes().chunks(64).enumerate() {
+        text.extend_from_slice(if i % 2 == 0 { b"    " } else { b"\t\t  " });
+        text.extend_from_slice(line);
+        end = text.len();
+        text.extend_from_slice(if i % 2 == 0 { b"\r\n" } else { b"\n" });
+    }
+    text.extend_from_slice(b"next: 1\n");
+    let found = known.find(&text);
+    assert_eq!(
+        found,
+        vec![Match {
+            label: 7,
+            form: Form::Base64,
+            start,
+            end
+        }]
+    );
+}
+
+#[test]
+fn values_shorter_than_the_minimum_are_never_matched() {
+    let known = KnownValues::new([(0, &b"short12"[..]), (1, &b"long-enough"[..])], 8).unwrap();
+    assert_eq!(known.len(), 1);
+    let found = known.find(b"short12 long-enough c2hvcnQxMg==");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].label, 1);
+}
+
+#[test]
+fn equal_values_report_every_label_and_redact_once() {
+    let known = KnownValues::new(
+        [
+            (3, &b"same-secret-value"[..]),
+            (5, &b"same-secret-value"[..]),
+        ],
+        8,
+    )
+    .unwrap();
+    let found = known.find(b"a same-secret-value b");
+    assert_eq!(
+        found.iter().map(|m| m.label).collect::<Vec<_>>(),
+        vec![3, 5]
+    );
+    let only_five: Vec<Match> = found.into_iter().filter(|m| m.label == 5).collect();
+    let out = redact(b"a same-secret-value b", &only_five, |m| {
+        format!("[{}]", m.label).into_bytes()
+    });
+    assert_eq!(out, b"a [5] b");
+}
+
+#[test]
+fn debug_prints_counts_never_values() {
+    let secret = b"do-not-print-me-0123";
+    let known = Arc::new(KnownValues::new([(0, &secret[..])], 8).unwrap());
+    let mut redactor = Redactor::new(Arc::clone(&known), "x");
+    let mut out = Vec::new();
+    redactor.push(b"do-not-print-me-012", &mut out);
+    let printed = format!("{known:?} {redactor:?} {:?}", known.find(secret));
+    assert!(!printed.contains("do-not"), "{printed}");
+    assert!(
+        !printed.contains(&STANDARD.encode(secret)[..8]),
+        "{printed}"
+    );
+}
+
+#[test]
+fn no_values_pass_everything_through() {
+    let known = Arc::new(KnownValues::new(std::iter::empty(), 8).unwrap());
+    assert!(known.is_empty());
+    let mut redactor = Redactor::new(known, "x");
+    let mut out = Vec::new();
+    redactor.push(b"abc", &mut out);
+    assert_eq!(out, b"abc");
+    redactor.flush(&mut out);
+    assert_eq!(out, b"abc");
+}
+
+#[test]
+fn known_values_and_redactors_cross_threads() {
+    fn shareable<T: Send + Sync>() {}
+    fn sendable<T: Send>() {}
+    shareable::<KnownValues>();
+    sendable::<Redactor>();
+}
