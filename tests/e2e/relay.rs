@@ -264,6 +264,23 @@ async fn events(acme: &TenantAdmin, action: pb::AuditAction) -> Vec<pb::AuditEve
     .await
 }
 
+/// The tenant's events of `action` once at least `n` are recorded (an
+/// outcome is recorded after the agent's call has ended).
+async fn events_at_least(
+    acme: &TenantAdmin,
+    action: pb::AuditAction,
+    n: usize,
+) -> Vec<pb::AuditEvent> {
+    for _ in 0..100 {
+        let found = events(acme, action).await;
+        if found.len() >= n {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    events(acme, action).await
+}
+
 /// Asserts `secret` appears in no server log line, plain or base64.
 fn assert_not_logged(server: &TestServer, secrets: &[&str]) {
     for line in server.logs.lines() {
@@ -480,7 +497,7 @@ async fn injection_reaches_the_destination_only(backend: Backend) {
     // The audit chain: each use before it was sent, and its outcome after,
     // with host, method and path, never the query, a header or a value.
     let injected = events(&s.acme, pb::AuditAction::CredentialInject).await;
-    let results = events(&s.acme, pb::AuditAction::CredentialInjectResult).await;
+    let results = events_at_least(&s.acme, pb::AuditAction::CredentialInjectResult, 7).await;
     let allowed: Vec<_> = injected
         .iter()
         .filter(|e| e.outcome == pb::AuditOutcome::Allowed as i32)
@@ -906,7 +923,7 @@ async fn responses_redirects_http1_and_timeouts() {
         .await
         .expect("slow");
     assert_eq!((a.head.status, a.reason()), (504, "upstream_timeout"));
-    let results = events(&s.acme, pb::AuditAction::CredentialInjectResult).await;
+    let results = events_at_least(&s.acme, pb::AuditAction::CredentialInjectResult, 5).await;
     assert!(results.iter().any(|e| {
         e.relay
             .as_ref()

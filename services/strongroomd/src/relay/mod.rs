@@ -307,7 +307,7 @@ impl RelayHandler {
             return;
         };
         let principal = scope.principal().id;
-        let Some(_slot) = self
+        let Some(slot) = self
             .in_flight
             .acquire(principal, self.config.max_in_flight_per_principal)
         else {
@@ -413,6 +413,10 @@ impl RelayHandler {
             duration: started.elapsed(),
             ..outcome
         };
+        // The agent's call ends here (and stops counting as in flight);
+        // the outcome's record follows.
+        drop(tx);
+        drop(slot);
         tracing::info!(
             host = %head.target.host,
             method = %head.method,
@@ -441,6 +445,7 @@ impl RelayHandler {
             outcome.relay_error = Some(reason.to_owned());
             refusal(status, reason, refusal_message(reason))
         };
+        let scrubber = scrub::Scrubber::build(authorized);
         let destination = Destination::of(tenant, &head.target);
         let mut sender = match self.upstream.connection(&destination).await {
             Ok(s) => s,
@@ -556,7 +561,14 @@ impl RelayHandler {
                 .await;
             return outcome;
         }
-        let scrubber = scrub::Scrubber::new(authorized);
+        let Ok(scrubber) = scrubber.await else {
+            // Fail closed: nothing unscrubbed goes back.
+            let _ = tx
+                .send(Err(Status::internal("the response could not be scrubbed")))
+                .await;
+            outcome.relay_error = Some("scrubber".into());
+            return outcome;
+        };
         let headers = parts
             .headers
             .iter()

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use strongroom_engine::{Authorized, scrub_pairs};
+
 use strongroom_scan::{KnownValues, Redactor};
 
 /// Values shorter than this are not scrubbed: a handful of bytes would
@@ -21,9 +22,16 @@ pub struct Scrubber {
 }
 
 impl Scrubber {
-    /// The scrubbing of the values `authorized` sends.
-    pub fn new(authorized: &Authorized) -> Self {
+    /// The scrubbing of the values `authorized` sends, built on a blocking
+    /// thread (compiling every encoded form takes a while) while the
+    /// request goes out.
+    pub fn build(authorized: &Authorized) -> tokio::task::JoinHandle<Self> {
         let pairs = scrub_pairs(authorized);
+        tokio::task::spawn_blocking(move || Self::new(&pairs))
+    }
+
+    /// The scrubbing of `pairs` (each secret with its replacement).
+    fn new(pairs: &[(zeroize::Zeroizing<String>, String)]) -> Self {
         let replacements: Vec<String> = pairs.iter().map(|(_, r)| r.clone()).collect();
         let known = KnownValues::new(
             pairs
