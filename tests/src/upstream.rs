@@ -13,6 +13,8 @@
 //! - `/status/NNN`: status NNN with an empty body;
 //! - `/slow/MS`: waits MS milliseconds, then 200;
 //! - `/bytes/N`: 200 with N bytes of `x`;
+//! - `/encoded`: the `/echo` text labelled `Content-Encoding: gzip` (as an
+//!   upstream that compresses whatever it is asked would answer);
 //! - `/padded/N`: 200 with the `/echo` text between two runs of N bytes of
 //!   `x`, sent in frames of 997 bytes (so an echoed value is cut across
 //!   frames);
@@ -281,6 +283,13 @@ async fn handle(
             .status(200)
             .body(StreamBody::new(futures_iter(frames)).boxed())
             .expect("response")
+    } else if path == "/encoded" {
+        let mut response = reply(200, echo.into_bytes());
+        response.headers_mut().insert(
+            hyper::header::CONTENT_ENCODING,
+            hyper::header::HeaderValue::from_static("gzip"),
+        );
+        response
     } else if path.starts_with("/echo") {
         let text = echo;
         let mut response = reply(200, text.into_bytes());

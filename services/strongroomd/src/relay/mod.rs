@@ -154,6 +154,9 @@ fn refusal_message(reason: &str) -> &'static str {
         "response_too_large" => "the response body is over the relay's limit",
         "upstream_timeout" => "the destination did not answer in time",
         "upstream_tls" => "the destination's TLS certificate could not be verified",
+        "upstream_encoding" => {
+            "the destination sent an encoded (compressed) body, which cannot be scrubbed"
+        }
         _ => "the destination could not be reached",
     }
 }
@@ -558,6 +561,19 @@ impl RelayHandler {
         {
             let _ = tx
                 .send(Ok(fail(&mut outcome, 502, "response_too_large")))
+                .await;
+            return outcome;
+        }
+        // A body encoded despite `Accept-Encoding: identity` could not be
+        // scrubbed: it is not passed on (fail closed).
+        if parts
+            .headers
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            let _ = tx
+                .send(Ok(fail(&mut outcome, 502, "upstream_encoding")))
                 .await;
             return outcome;
         }
