@@ -39,6 +39,7 @@ mod operations;
 mod ops_listener;
 mod oracles;
 mod policy;
+mod relay;
 mod replicas;
 mod revocation;
 mod scan;

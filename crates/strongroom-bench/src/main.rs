@@ -8,9 +8,14 @@
 //!
 //! Run it through `scripts/bench`, which builds the release binaries and
 //! fetches OpenBao.
+//!
+//! With `--relay` it measures the relay instead (see `relay.rs`): the
+//! latency a request through RelayService adds over calling the same local
+//! upstream directly, at the low and high in-flight counts, side by side.
 
 mod load;
 mod openbao;
+mod relay;
 mod scan;
 mod strongroom;
 
@@ -62,6 +67,57 @@ struct Args {
     /// to measure what the abuse controls cost an agent that is never denied.
     #[arg(long)]
     no_denied_call_limit: bool,
+    /// Measure the relay against calling its upstream directly, instead of
+    /// the comparison with OpenBao.
+    #[arg(long)]
+    relay: bool,
+}
+
+/// The relay mode: direct and relayed calls of the same upstream,
+/// interleaved per in-flight count, and the latency the relay adds.
+async fn relay_mode(args: &Args) -> Result<(), String> {
+    let began = Instant::now();
+    let warmup = Duration::from_secs(args.warmup);
+    let duration = Duration::from_secs(args.duration);
+    eprintln!("relay: starting strongroomd (sqlite) and the upstream");
+    // Room for the calls in flight and the result records still being
+    // written after their calls ended.
+    let bench = relay::RelayBench::start(args.connections, 2 * args.high.max(args.low)).await?;
+    let mut rows = Vec::new();
+    for c in [args.low, args.high] {
+        eprintln!("relay: direct, {c} in flight");
+        let direct = load::run(bench.direct(), c, warmup, duration).await;
+        eprintln!("relay: through the relay, {c} in flight");
+        let relayed = load::run(bench.relayed(), c, warmup, duration).await;
+        rows.push(Row {
+            system: "upstream",
+            backend: "-",
+            op: "direct GET",
+            in_flight: c,
+            stats: direct,
+        });
+        rows.push(Row {
+            system: "strongroom",
+            backend: "sqlite",
+            op: "relay GET",
+            in_flight: c,
+            stats: relayed,
+        });
+    }
+    print_table(&rows);
+    for pair in rows.chunks(2) {
+        if let [direct, relayed] = pair {
+            println!(
+                "relay adds at {} in flight: p50 {:+.2} ms, p99 {:+.2} ms",
+                direct.in_flight,
+                relayed.stats.quantile_ms(0.50) - direct.stats.quantile_ms(0.50),
+                relayed.stats.quantile_ms(0.99) - direct.stats.quantile_ms(0.99),
+            );
+        }
+    }
+    println!("total run time: {:.0} s", began.elapsed().as_secs_f64());
+    bench.server.stop().await;
+    Ok(())
 }
 
 #[derive(clap::Subcommand)]
@@ -140,6 +196,9 @@ fn print_table(rows: &[Row]) {
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
+    if args.relay {
+        return relay_mode(&args).await;
+    }
     if let Some(Mode::Scan(scan)) = &args.mode {
         return scan::run(scan).await;
     }

@@ -210,6 +210,11 @@ impl Client {
         pb::admin_service_client::AdminServiceClient::new(self.transport())
     }
 
+    /// The RelayService client.
+    pub fn relay(&self) -> pb::relay_service_client::RelayServiceClient<Transport> {
+        pb::relay_service_client::RelayServiceClient::new(self.transport())
+    }
+
     /// Reveals one field of a referenced credential (`sr://env/name#field`;
     /// without a field, the type's main secret) for `purpose`. The text is
     /// zeroized when dropped.

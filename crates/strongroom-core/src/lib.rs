@@ -17,6 +17,7 @@ pub mod error;
 pub mod ids;
 pub mod lease;
 pub mod names;
+pub mod net;
 pub mod page;
 pub mod policy;
 pub mod principal;

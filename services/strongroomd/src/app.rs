@@ -67,6 +67,7 @@ pub struct App {
     checkpoint_file: Option<(std::path::PathBuf, tokio::fs::File)>,
     call_metrics: Option<Arc<crate::edge::CallMetrics>>,
     ops: Option<OpsListener>,
+    relay: crate::relay::RelayHandler,
 }
 
 /// The bound operations listener and the reader its `/metrics` collects
@@ -518,6 +519,13 @@ impl App {
             }
             None => None,
         };
+        let relay =
+            crate::relay::RelayHandler::new(Arc::clone(&engine), &config.relay).map_err(|e| {
+                crate::config::ConfigError {
+                    key: "relay".into(),
+                    message: e.0,
+                }
+            })?;
         // The checkpoint signing key is derived from the root key.
         engine
             .checkpoint_key()
@@ -564,6 +572,7 @@ impl App {
             checkpoint_file,
             call_metrics: telemetry.call_metrics(),
             ops,
+            relay,
         })
     }
 
@@ -620,9 +629,10 @@ impl App {
             checkpoint_file,
             call_metrics,
             ops,
+            relay,
         } = self;
         let service =
-            crate::grpc::routes(Arc::clone(&engine), &limits, call_metrics, &health).await?;
+            crate::grpc::routes(Arc::clone(&engine), &limits, call_metrics, &health, relay).await?;
 
         let (stopping_tx, stopping_rx) = watch::channel(false);
         // Runs until the process has drained: `/livez` answers throughout,

@@ -168,6 +168,7 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, StartError> {
         log_format: LogFormat::Text,
         telemetry: crate::config::TelemetryConfig::default(),
         metrics: crate::config::MetricsConfig::default(),
+        relay: crate::config::RelayConfig::default(),
     };
     Ok(DevSetup {
         dir: dir.to_path_buf(),

@@ -29,11 +29,12 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 /// The services whose health is reported (besides the server's, "").
-pub const SERVICES: [&str; 4] = [
+pub const SERVICES: [&str; 5] = [
     "strongroom.v1.CredentialService",
     "strongroom.v1.PolicyService",
     "strongroom.v1.AuditService",
     "strongroom.v1.AdminService",
+    "strongroom.v1.RelayService",
 ];
 
 /// The server's health: draining, and whether the database answers.

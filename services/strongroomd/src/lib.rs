@@ -15,6 +15,7 @@ pub mod edge;
 pub mod grpc;
 pub mod health;
 pub mod ops;
+pub mod relay;
 pub mod serve;
 pub mod telemetry;
 #[cfg(feature = "test-clock")]

@@ -83,8 +83,16 @@ pub enum Action {
     CredentialRevoke,
     /// A credential's values were destroyed.
     CredentialDestroy,
-    /// A credential was injected by the relay.
+    /// A credential was injected by the relay (recorded before the request
+    /// is sent).
     CredentialInject,
+    /// The outcome of a relay use (status, bytes, duration).
+    CredentialInjectResult,
+    /// A placeholder was sent through the relay to a destination its
+    /// credential's grants do not allow.
+    AlertPlaceholderMisuse,
+    /// A local tool reported a credential's value in its output.
+    AlertLeak,
     /// A grant was created.
     GrantCreate,
     /// A grant was revoked.
@@ -124,7 +132,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 38] = [
+    pub const ALL: [Action; 41] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -148,6 +156,9 @@ impl Action {
         Self::CredentialRevoke,
         Self::CredentialDestroy,
         Self::CredentialInject,
+        Self::CredentialInjectResult,
+        Self::AlertPlaceholderMisuse,
+        Self::AlertLeak,
         Self::GrantCreate,
         Self::GrantRevoke,
         Self::LeaseRenew,
@@ -191,6 +202,9 @@ impl Action {
             Self::CredentialRevoke => "credential.revoke",
             Self::CredentialDestroy => "credential.destroy",
             Self::CredentialInject => "credential.inject",
+            Self::CredentialInjectResult => "credential.inject_result",
+            Self::AlertPlaceholderMisuse => "alert.placeholder_misuse",
+            Self::AlertLeak => "alert.leak",
             Self::GrantCreate => "grant.create",
             Self::GrantRevoke => "grant.revoke",
             Self::LeaseRenew => "lease.renew",
@@ -232,6 +246,9 @@ impl Action {
                 | Self::LeaseExpire
                 | Self::LeaseRevoke
                 | Self::LeaseList
+                | Self::CredentialInjectResult
+                | Self::AlertPlaceholderMisuse
+                | Self::AlertLeak
                 | Self::PolicyCheck
                 | Self::AuditQuery
                 | Self::AuthenticationFailed

@@ -64,6 +64,14 @@ pub enum Reason {
     DenialThreshold,
     /// A lease renewed or released by another principal than its holder.
     NotLeaseHolder,
+    /// A relay request to a destination no grant giving inject on the
+    /// credential allows (grants without destinations allow none).
+    DestinationNotAllowed,
+    /// A placeholder sent to a destination its credential's grants do not
+    /// allow.
+    PlaceholderMisuse,
+    /// A leak reported by a local tool.
+    LeakReported,
 }
 
 impl Reason {
@@ -96,6 +104,9 @@ impl Reason {
             Self::CallLimit => "CALL_LIMIT",
             Self::DenialThreshold => "DENIAL_THRESHOLD",
             Self::NotLeaseHolder => "NOT_LEASE_HOLDER",
+            Self::DestinationNotAllowed => "DESTINATION_NOT_ALLOWED",
+            Self::PlaceholderMisuse => "PLACEHOLDER_MISUSE",
+            Self::LeakReported => "LEAK_REPORTED",
         }
     }
 
@@ -132,6 +143,13 @@ impl Reason {
             Self::CallLimit => "too many calls",
             Self::DenialThreshold => "repeated denials crossed the alert threshold",
             Self::NotLeaseHolder => "only the principal holding the lease may renew or release it",
+            Self::DestinationNotAllowed => {
+                "no grant giving inject on the credential allows this destination"
+            }
+            Self::PlaceholderMisuse => {
+                "a placeholder was sent to a destination its credential's grants do not allow"
+            }
+            Self::LeakReported => "a local tool reported a leaked value",
         }
     }
 }

@@ -253,3 +253,67 @@ fn metrics_listener_is_off_unless_configured() {
     let err = Config::from_raw(RawConfig::default(), &env(&same)).unwrap_err();
     assert_eq!(err.key, "metrics.listen");
 }
+
+#[test]
+fn relay_settings_from_the_environment() {
+    let mut pairs = TLS.to_vec();
+    pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+    let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.relay.resolve.is_empty() && c.relay.allow_internal.is_empty());
+    assert_eq!(c.relay.max_in_flight_per_principal, 32);
+
+    pairs.push((
+        "STRONGROOM_RELAY_RESOLVE",
+        "API.example.test:8443:127.0.0.1, api.example.test:8443:[::1],b.test:443:127.0.0.2",
+    ));
+    pairs.push(("STRONGROOM_RELAY_ALLOW_INTERNAL", "api.example.test:8443"));
+    pairs.push(("STRONGROOM_RELAY_TIMEOUT_MS", "1500"));
+    pairs.push(("STRONGROOM_RELAY_MAX_REQUEST_BODY", "1024"));
+    let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    let key = ("api.example.test".to_owned(), 8443);
+    assert_eq!(
+        c.relay.resolve.get(&key).map(Vec::len),
+        Some(2),
+        "{:?}",
+        c.relay.resolve
+    );
+    assert!(c.relay.allow_internal.allows("api.example.test", 8443));
+    assert!(!c.relay.allow_internal.allows("api.example.test", 443));
+    assert_eq!(c.relay.timeout, Duration::from_millis(1500));
+    assert_eq!(c.relay.max_request_body, 1024);
+
+    for (name, value, key) in [
+        (
+            "STRONGROOM_RELAY_RESOLVE",
+            "api.example.test:8443",
+            "relay.resolve",
+        ),
+        (
+            "STRONGROOM_RELAY_RESOLVE",
+            "api.example.test:0:127.0.0.1",
+            "relay.resolve",
+        ),
+        (
+            "STRONGROOM_RELAY_ALLOW_INTERNAL",
+            "*.example.test:443",
+            "relay.allow_internal",
+        ),
+        (
+            "STRONGROOM_RELAY_ALLOW_INTERNAL",
+            "api.example.test",
+            "relay.allow_internal",
+        ),
+        ("STRONGROOM_RELAY_TIMEOUT_MS", "10", "relay.timeout_ms"),
+        (
+            "STRONGROOM_RELAY_MAX_IN_FLIGHT_PER_PRINCIPAL",
+            "0",
+            "relay.max_in_flight_per_principal",
+        ),
+    ] {
+        let mut bad = TLS.to_vec();
+        bad.push(("STRONGROOM_ROOT_KEY", "x"));
+        bad.push((name, value));
+        let err = Config::from_raw(RawConfig::default(), &env(&bad)).unwrap_err();
+        assert_eq!(err.key, key, "{name}={value}");
+    }
+}

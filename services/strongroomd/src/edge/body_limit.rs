@@ -6,7 +6,10 @@
 //! its own limit from the protocol ([`Protocol::max_message_bytes`]), by
 //! its path; every other method keeps the configured one. Past it the body
 //! ends with the protocol's error (INVALID_ARGUMENT naming the limit for
-//! gRPC), before the rest is read or decoded.
+//! gRPC), before the rest is read or decoded. The relay's Forward streams
+//! a request body of many messages: the protocol leaves it unbounded here,
+//! and the relay bounds each message (the decoder's limit) and the total
+//! (`relay.max_request_body`, answered 413).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -69,7 +72,7 @@ where
         let protocol = self.layer.protocol.clone();
         let max_message_bytes =
             protocol.max_message_bytes(request.uri().path(), self.layer.max_message_bytes);
-        let remaining = protocol.body_limit(max_message_bytes);
+        let remaining = protocol.body_limit(request.uri().path(), max_message_bytes);
         self.inner.call(request.map(|body| Limited {
             body,
             remaining,

@@ -67,6 +67,11 @@ impl Call {
         }
     }
 
+    /// The authenticated caller.
+    pub(crate) fn caller(&self) -> &Authenticated {
+        &self.caller
+    }
+
     /// The call's facts for audit.
     pub(crate) fn ctx(&self) -> &CallContext {
         self.edge.context()
@@ -119,6 +124,9 @@ const SCAN_TEXT_PATH: &str = "/strongroom.v1.CredentialService/ScanText";
 /// The largest ScanText request: its longest text and room for the other
 /// fields.
 pub const SCAN_TEXT_MAX_MESSAGE_BYTES: usize = strongroom_engine::MAX_SCAN_TEXT_BYTES + 64 * 1024;
+
+/// The relay's streaming call, whose body the relay bounds itself.
+const RELAY_FORWARD: &str = "/strongroom.v1.RelayService/Forward";
 
 /// The package of strongroom's own services, which need a caller.
 const STRONGROOM_PREFIX: &str = "/strongroom.v1.";
@@ -190,7 +198,10 @@ impl edge::Protocol for Grpc {
         }
     }
 
-    fn body_limit(&self, max_message_bytes: usize) -> usize {
+    fn body_limit(&self, path: &str, max_message_bytes: usize) -> usize {
+        if path == RELAY_FORWARD {
+            return usize::MAX;
+        }
         max_message_bytes.saturating_add(FRAME_HEADER_BYTES)
     }
 

@@ -1,4 +1,4 @@
-//! The gRPC services strongroomd serves (the four of the contract, health
+//! The gRPC services strongroomd serves (the five of the contract, health
 //! and reflection) behind the request edge.
 
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use strongroom_proto::v1::admin_service_server::AdminServiceServer;
 use strongroom_proto::v1::audit_service_server::AuditServiceServer;
 use strongroom_proto::v1::credential_service_server::CredentialServiceServer;
 use strongroom_proto::v1::policy_service_server::PolicyServiceServer;
+use strongroom_proto::v1::relay_service_server::RelayServiceServer;
 use tonic::service::Routes;
 
 use super::{AdminHandler, AuditHandler, CredentialHandler, Grpc, PolicyHandler, Shared};
@@ -26,6 +27,7 @@ pub async fn routes(
     limits: &Limits,
     metrics: Option<Arc<CallMetrics>>,
     health: &Arc<Health>,
+    relay: crate::relay::RelayHandler,
 ) -> Result<GrpcEdge, StartError> {
     // Messages up to 4x the limit are decoded so the edge can refuse them
     // with INVALID_ARGUMENT naming the limit (its body limit ends them
@@ -67,7 +69,8 @@ pub async fn routes(
         )
         .add_service(
             AdminServiceServer::new(AdminHandler(shared)).max_decoding_message_size(decode_limit),
-        );
+        )
+        .add_service(RelayServiceServer::new(relay).max_decoding_message_size(decode_limit));
     let settings = edge::Settings {
         request_timeout: limits.request_timeout,
         max_calls_in_flight: limits.max_calls_in_flight,

@@ -120,6 +120,9 @@ pub fn reason_out(r: Reason) -> pb::AccessReason {
         | Reason::DeniedCallLimit
         | Reason::CallLimit
         | Reason::DenialThreshold
-        | Reason::NotLeaseHolder => P::Unspecified,
+        | Reason::NotLeaseHolder
+        | Reason::DestinationNotAllowed
+        | Reason::PlaceholderMisuse
+        | Reason::LeakReported => P::Unspecified,
     }
 }
