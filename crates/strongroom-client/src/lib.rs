@@ -210,6 +210,11 @@ impl Client {
         pb::admin_service_client::AdminServiceClient::new(self.transport())
     }
 
+    /// The RelayService client.
+    pub fn relay(&self) -> pb::relay_service_client::RelayServiceClient<Transport> {
+        pb::relay_service_client::RelayServiceClient::new(self.transport())
+    }
+
     /// Reveals one field of a referenced credential (`sr://env/name#field`;
     /// without a field, the type's main secret) for `purpose`. The text is
     /// zeroized when dropped.
@@ -218,11 +223,23 @@ impl Client {
         reference: &Reference,
         purpose: &str,
     ) -> Result<(zeroize::Zeroizing<String>, pb::Lease), ClientError> {
+        self.reveal_reference_for(reference, purpose, "").await
+    }
+
+    /// As [`Client::reveal_reference`], acting for the end user
+    /// `on_behalf_of` (empty: none).
+    pub async fn reveal_reference_for(
+        &self,
+        reference: &Reference,
+        purpose: &str,
+        on_behalf_of: &str,
+    ) -> Result<(zeroize::Zeroizing<String>, pb::Lease), ClientError> {
         let response = self
             .credentials()
             .reveal_credential(pb::RevealCredentialRequest {
                 credential: Some(reference.to_ref()),
                 purpose: purpose.to_owned(),
+                on_behalf_of: on_behalf_of.to_owned(),
                 field: reference.field.clone().unwrap_or_default(),
                 ..Default::default()
             })
