@@ -38,6 +38,7 @@ mod oracles;
 mod policy;
 mod replicas;
 mod revocation;
+mod run;
 mod secrets_in_logs;
 mod smoke;
 mod telemetry;
