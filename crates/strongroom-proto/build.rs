@@ -37,6 +37,12 @@ const REDACTED_DEBUG: &[&str] = &[
     ".strongroom.v1.ScanTextResponse",
     ".strongroom.v1.ExportTenantRequest",
     ".strongroom.v1.ImportTenantHeader",
+    // The relay: header values, URLs (query values) and bodies may carry
+    // credentials.
+    ".strongroom.v1.HttpHeader",
+    ".strongroom.v1.RelayRequestHead",
+    ".strongroom.v1.ForwardRequest",
+    ".strongroom.v1.ForwardResponse",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -84,6 +84,137 @@ pub enum InjectionTemplate {
     },
 }
 
+/// What an injection template adds to a request, once rendered with a
+/// value. Holds secret material: `Debug` shows names only.
+pub enum Injected {
+    /// Set this header (replacing any the agent sent under that name).
+    Header {
+        /// Header name.
+        name: String,
+        /// Header value (secret).
+        value: zeroize::Zeroizing<String>,
+    },
+    /// Set this query parameter (replacing any the agent sent).
+    Query {
+        /// Parameter name.
+        name: String,
+        /// Its value, not yet percent-encoded (secret).
+        value: zeroize::Zeroizing<String>,
+    },
+}
+
+impl std::fmt::Debug for Injected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Header { name, .. } => write!(f, "Header({name:?}, [REDACTED])"),
+            Self::Query { name, .. } => write!(f, "Query({name:?}, [REDACTED])"),
+        }
+    }
+}
+
+impl InjectionTemplate {
+    /// The template a credential of `kind` gets when it names none:
+    /// bearer for API keys and OAuth tokens, basic for username and
+    /// password; other types have none.
+    pub fn default_for(kind: CredentialType) -> Option<Self> {
+        match kind {
+            CredentialType::ApiKey | CredentialType::OauthToken => Some(Self::Bearer {
+                field: String::new(),
+            }),
+            CredentialType::BasicAuth => Some(Self::Basic),
+            _ => None,
+        }
+    }
+
+    /// The field used when a template or a placeholder names none: the
+    /// type's one secret a request carries (`api_key`, `access_token`,
+    /// `password`), or a custom value's only field.
+    pub fn default_field(value: &crate::value::CredentialValue) -> Option<String> {
+        use crate::value::CredentialValue as V;
+        match value {
+            V::ApiKey(_) => Some("api_key".into()),
+            V::OauthToken(_) => Some("access_token".into()),
+            V::BasicAuth(_) | V::DbConnection(_) => Some("password".into()),
+            V::Custom(c) if c.fields.len() == 1 => c.fields.keys().next().cloned(),
+            _ => None,
+        }
+    }
+
+    /// The template rendered with `value`: what to add to the request and
+    /// the secret texts it carries (each field value sent, and the header
+    /// value if it differs), for response scrubbing. `None` if a field the
+    /// template needs is missing.
+    pub fn render(
+        &self,
+        value: &crate::value::CredentialValue,
+    ) -> Option<(Injected, Vec<zeroize::Zeroizing<String>>)> {
+        use base64::Engine as _;
+        let field_of = |field: &str| {
+            let name = if field.is_empty() {
+                Self::default_field(value)?
+            } else {
+                field.to_owned()
+            };
+            value.field(&name)
+        };
+        match self {
+            Self::Bearer { field } => {
+                let secret = field_of(field)?;
+                let header = zeroize::Zeroizing::new(format!("Bearer {}", secret.as_str()));
+                Some((
+                    Injected::Header {
+                        name: "authorization".into(),
+                        value: header,
+                    },
+                    vec![secret],
+                ))
+            }
+            Self::Basic => {
+                let user = value.field("username")?;
+                let password = value.field("password")?;
+                let pair =
+                    zeroize::Zeroizing::new(format!("{}:{}", user.as_str(), password.as_str()));
+                let encoded = zeroize::Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD.encode(pair.as_bytes()),
+                );
+                let header = zeroize::Zeroizing::new(format!("Basic {}", encoded.as_str()));
+                Some((
+                    Injected::Header {
+                        name: "authorization".into(),
+                        value: header,
+                    },
+                    vec![password, encoded],
+                ))
+            }
+            Self::Header {
+                name,
+                field,
+                prefix,
+            } => {
+                let secret = field_of(field)?;
+                let header = zeroize::Zeroizing::new(format!("{prefix}{}", secret.as_str()));
+                Some((
+                    Injected::Header {
+                        name: name.to_ascii_lowercase(),
+                        value: header,
+                    },
+                    vec![secret],
+                ))
+            }
+            Self::Query { name, field } => {
+                let secret = field_of(field)?;
+                Some((
+                    Injected::Query {
+                        name: name.clone(),
+                        value: secret.clone(),
+                    },
+                    vec![secret],
+                ))
+            }
+        }
+    }
+}
+
 /// When a credential should be rotated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RotationPolicy {

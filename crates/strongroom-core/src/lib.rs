@@ -16,6 +16,7 @@ pub mod credential;
 pub mod error;
 pub mod ids;
 pub mod names;
+pub mod net;
 pub mod page;
 pub mod policy;
 pub mod principal;

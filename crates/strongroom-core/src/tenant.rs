@@ -59,6 +59,10 @@ pub struct TenantSettings {
     /// When repeated denials of one principal raise an alert (and,
     /// optionally, lock it).
     pub denial_alert: DenialAlert,
+    /// Whether a leak (a placeholder sent to a destination its grants do
+    /// not allow, or a leak a tool reports) revokes the grants involved at
+    /// once. Off by default.
+    pub revoke_grant_on_leak: bool,
 }
 
 impl Default for TenantSettings {
@@ -78,6 +82,7 @@ impl Default for TenantSettings {
                 burst: 100,
             },
             denial_alert: DenialAlert::default(),
+            revoke_grant_on_leak: false,
         }
     }
 }

@@ -52,7 +52,9 @@ pub use audit::{
 };
 pub use context::{CallContext, new_request_id};
 pub use credentials::{
-    CredentialRef, Lease, NewCredential, NewValue, RevealOptions, Revealed, RevealedValue,
+    Authorized, CredentialRef, Injection, InjectionDecision, InjectionInfo, InjectionOutcome,
+    InjectionRef, InjectionRequest, InjectionUse, Lease, Material, NewCredential, NewValue,
+    Refused, RevealOptions, Revealed, RevealedValue, UseKind, scrub_pairs,
 };
 pub use grants::NewGrant;
 pub use settings::Limits;

@@ -45,6 +45,10 @@ use v1::{
     ExportTenantRequest, ImportTenantHeader, OAuthToken, RevealedField, ScanTextRequest,
     ScanTextResponse, SshKey, credential_value,
 };
+use v1::{
+    ForwardRequest, ForwardResponse, HttpHeader, RelayRequestHead, forward_request,
+    forward_response,
+};
 
 /// Debug stand-in for a secret: `[REDACTED]`, or `""` if the field is empty
 /// (so a missing required secret is still visible when debugging).
@@ -264,6 +268,86 @@ impl fmt::Debug for ImportTenantHeader {
     }
 }
 
+/// Debug stand-in for bytes that may hold secrets: their length only.
+struct OmittedBytes<'a>(&'a [u8]);
+
+impl fmt::Debug for OmittedBytes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{} bytes]", self.0.len())
+    }
+}
+
+impl fmt::Debug for HttpHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { name, value } = self;
+        f.debug_struct("HttpHeader")
+            .field("name", name)
+            .field("value", &OmittedBytes(value))
+            .finish()
+    }
+}
+
+impl fmt::Debug for RelayRequestHead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            method,
+            url,
+            headers,
+            placeholders,
+            inject,
+            purpose,
+            on_behalf_of,
+        } = self;
+        // The query may hold values: only what precedes it is shown.
+        let shown = url.split(['?', '#']).next().unwrap_or_default();
+        f.debug_struct("RelayRequestHead")
+            .field("method", method)
+            .field("url", &shown)
+            .field("headers", headers)
+            .field("placeholders", placeholders)
+            .field("inject", inject)
+            .field("purpose", purpose)
+            .field("on_behalf_of", on_behalf_of)
+            .finish()
+    }
+}
+
+impl fmt::Debug for forward_request::Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Head(h) => f.debug_tuple("Head").field(h).finish(),
+            Self::Body(b) => f.debug_tuple("Body").field(&OmittedBytes(b)).finish(),
+        }
+    }
+}
+
+impl fmt::Debug for ForwardRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { part } = self;
+        f.debug_struct("ForwardRequest")
+            .field("part", part)
+            .finish()
+    }
+}
+
+impl fmt::Debug for forward_response::Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Head(h) => f.debug_tuple("Head").field(h).finish(),
+            Self::Body(b) => f.debug_tuple("Body").field(&OmittedBytes(b)).finish(),
+        }
+    }
+}
+
+impl fmt::Debug for ForwardResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { part } = self;
+        f.debug_struct("ForwardResponse")
+            .field("part", part)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +431,47 @@ mod tests {
                 "no redaction marker in: {text}"
             );
         }
+    }
+
+    #[test]
+    fn relay_messages_redact_headers_queries_and_bodies() {
+        let head = RelayRequestHead {
+            method: "GET".into(),
+            url: format!("https://api.example.test/v1/x?key={CANARY}"),
+            headers: vec![HttpHeader {
+                name: "authorization".into(),
+                value: format!("Bearer {CANARY}").into_bytes(),
+            }],
+            ..Default::default()
+        };
+        let request = ForwardRequest {
+            part: Some(forward_request::Part::Head(head)),
+        };
+        let body = ForwardRequest {
+            part: Some(forward_request::Part::Body(CANARY.as_bytes().to_vec())),
+        };
+        let response = ForwardResponse {
+            part: Some(forward_response::Part::Body(CANARY.as_bytes().to_vec())),
+        };
+        let response_head = ForwardResponse {
+            part: Some(forward_response::Part::Head(v1::RelayResponseHead {
+                status: 200,
+                headers: vec![HttpHeader {
+                    name: "x-echo".into(),
+                    value: CANARY.as_bytes().to_vec(),
+                }],
+                relay_error: None,
+            })),
+        };
+        for item in [
+            &request as &dyn fmt::Debug,
+            &body,
+            &response,
+            &response_head,
+        ] {
+            assert_redacted(item);
+        }
+        assert!(format!("{request:?}").contains("api.example.test/v1/x"));
     }
 
     #[test]

@@ -19,6 +19,9 @@
 //!   value split across chunks is still replaced and memory stays bounded.
 //! * [`redact`] replaces the matches of a whole text, after the caller has
 //!   filtered them (say, to what a caller may see).
+//! * [`detect_known_formats`] finds secrets recognisable by their shape
+//!   alone (AWS access key ids, GitHub, Stripe, OpenAI, Anthropic, Slack and
+//!   Google API keys, private key blocks, JWTs), each under a [`Rule`] name.
 //!
 //! Security promises: matches and hits carry the label and the form, never
 //! the matched bytes; `Debug` of every type here prints counts, not values;
@@ -43,11 +46,13 @@
 //! ```
 
 mod error;
+mod formats;
 mod forms;
 mod known;
 mod redactor;
 
 pub use error::ScanError;
+pub use formats::{FormatMatch, Rule, detect_known_formats};
 pub use forms::Form;
 pub use known::{KnownValues, Match, redact};
 pub use redactor::{Hit, Redactor};

@@ -61,6 +61,7 @@ pub struct App {
     audit: crate::config::AuditConfig,
     checkpoint_file: Option<(std::path::PathBuf, tokio::fs::File)>,
     call_metrics: Option<Arc<crate::edge::CallMetrics>>,
+    relay: crate::relay::RelayHandler,
 }
 
 /// Opens the configured store. SQLite is migrated at start-up; Postgres is
@@ -427,6 +428,13 @@ impl App {
         )
         .with_min_namespace_depth(config.identity.min_namespace_depth);
         let engine = Arc::new(engine);
+        let relay =
+            crate::relay::RelayHandler::new(Arc::clone(&engine), &config.relay).map_err(|e| {
+                crate::config::ConfigError {
+                    key: "relay".into(),
+                    message: e.0,
+                }
+            })?;
         // The checkpoint signing key is derived from the root key.
         engine
             .checkpoint_key()
@@ -468,6 +476,7 @@ impl App {
             audit: config.audit,
             checkpoint_file,
             call_metrics: None,
+            relay,
         })
     }
 
@@ -514,8 +523,10 @@ impl App {
             audit,
             checkpoint_file,
             call_metrics,
+            relay,
         } = self;
-        let service = crate::grpc::routes(Arc::clone(&engine), &limits, call_metrics).await?;
+        let service =
+            crate::grpc::routes(Arc::clone(&engine), &limits, call_metrics, relay).await?;
 
         let (stopping_tx, stopping_rx) = watch::channel(false);
         trust.spawn_reloader(stopping_rx.clone());

@@ -167,6 +167,7 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, StartError> {
         log_level: "info".into(),
         log_format: LogFormat::Text,
         telemetry: crate::config::TelemetryConfig::default(),
+        relay: crate::config::RelayConfig::default(),
     };
     Ok(DevSetup {
         dir: dir.to_path_buf(),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod dev;
 pub mod edge;
 pub mod grpc;
+pub mod relay;
 pub mod serve;
 pub mod telemetry;
 #[cfg(feature = "test-clock")]

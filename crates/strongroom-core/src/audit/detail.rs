@@ -167,6 +167,66 @@ pub enum AuditDetail {
         /// How many.
         count: u64,
     },
+    /// A relay use, recorded before the request is sent: where it goes
+    /// (never query values, headers or bodies) and the grant that allows
+    /// it. On a denial, the grant is absent.
+    Inject {
+        /// The grant whose destination allows it.
+        grant: Option<GrantId>,
+        /// Destination host, with `:port` if not the default.
+        host: String,
+        /// HTTP method.
+        method: String,
+        /// Normalised path, without the query.
+        path: String,
+    },
+    /// The outcome of a relay use.
+    InjectResult {
+        /// The grant whose destination allowed it.
+        grant: Option<GrantId>,
+        /// Destination host, with `:port` if not the default.
+        host: String,
+        /// HTTP method.
+        method: String,
+        /// Normalised path, without the query.
+        path: String,
+        /// The destination's status, if it answered.
+        status: Option<u16>,
+        /// Request body bytes sent.
+        bytes_sent: u64,
+        /// Response body bytes received.
+        bytes_received: u64,
+        /// Milliseconds from authorization to the end of the response.
+        duration_ms: u64,
+        /// The relay's reason code if it answered itself (timeout,
+        /// unreachable destination, body too large).
+        relay_error: Option<String>,
+    },
+    /// A placeholder sent to a destination no grant of its credential
+    /// allows.
+    PlaceholderMisuse {
+        /// The grants giving the caller inject on the credential.
+        grants: Vec<GrantId>,
+        /// Destination host, with `:port` if not the default.
+        host: String,
+        /// HTTP method.
+        method: String,
+        /// Normalised path, without the query.
+        path: String,
+        /// Whether the grants were revoked for it.
+        revoked: bool,
+    },
+    /// A leak a local tool reported.
+    Leak {
+        /// The grants giving the caller inject or reveal on the credential.
+        grants: Vec<GrantId>,
+        /// Where it was seen (`stdout`, `stderr`).
+        channel: String,
+        /// The form it was seen in (`plain`, `base64`, ...).
+        form: String,
+        /// Whether the grants were revoked for it.
+        revoked: bool,
+    },
 }
 
 /// Why a text is not an audit detail's canonical encoding.
@@ -349,6 +409,36 @@ mod tests {
                 problem: "the stored head is behind the last signed head".into(),
             },
             AuditDetail::FailedAuthentications { count: 3 },
+            AuditDetail::Inject {
+                grant: Some(GrantId::from_uuid(uuid(3))),
+                host: "api.example.test:8443".into(),
+                method: "POST".into(),
+                path: "/v1/chat".into(),
+            },
+            AuditDetail::InjectResult {
+                grant: None,
+                host: "api.example.test".into(),
+                method: "GET".into(),
+                path: "/".into(),
+                status: Some(200),
+                bytes_sent: 1,
+                bytes_received: 2,
+                duration_ms: 3,
+                relay_error: Some("upstream_timeout".into()),
+            },
+            AuditDetail::PlaceholderMisuse {
+                grants: vec![GrantId::from_uuid(uuid(3))],
+                host: "evil.test".into(),
+                method: "GET".into(),
+                path: "/".into(),
+                revoked: true,
+            },
+            AuditDetail::Leak {
+                grants: vec![],
+                channel: "stdout".into(),
+                form: "base64".into(),
+                revoked: false,
+            },
         ]
     }
 

@@ -83,8 +83,16 @@ pub enum Action {
     CredentialRevoke,
     /// A credential's values were destroyed.
     CredentialDestroy,
-    /// A credential was injected by the relay.
+    /// A credential was injected by the relay (recorded before the request
+    /// is sent).
     CredentialInject,
+    /// The outcome of a relay use (status, bytes, duration).
+    CredentialInjectResult,
+    /// A placeholder was sent through the relay to a destination its
+    /// credential's grants do not allow.
+    AlertPlaceholderMisuse,
+    /// A local tool reported a credential's value in its output.
+    AlertLeak,
     /// A grant was created.
     GrantCreate,
     /// A grant was revoked.
@@ -110,7 +118,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 32] = [
+    pub const ALL: [Action; 35] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -134,6 +142,9 @@ impl Action {
         Self::CredentialRevoke,
         Self::CredentialDestroy,
         Self::CredentialInject,
+        Self::CredentialInjectResult,
+        Self::AlertPlaceholderMisuse,
+        Self::AlertLeak,
         Self::GrantCreate,
         Self::GrantRevoke,
         Self::PolicyCheck,
@@ -171,6 +182,9 @@ impl Action {
             Self::CredentialRevoke => "credential.revoke",
             Self::CredentialDestroy => "credential.destroy",
             Self::CredentialInject => "credential.inject",
+            Self::CredentialInjectResult => "credential.inject_result",
+            Self::AlertPlaceholderMisuse => "alert.placeholder_misuse",
+            Self::AlertLeak => "alert.leak",
             Self::GrantCreate => "grant.create",
             Self::GrantRevoke => "grant.revoke",
             Self::PolicyCheck => "policy.check",
@@ -201,6 +215,9 @@ impl Action {
                 | Self::CredentialList
                 | Self::CredentialReveal
                 | Self::CredentialInject
+                | Self::CredentialInjectResult
+                | Self::AlertPlaceholderMisuse
+                | Self::AlertLeak
                 | Self::PolicyCheck
                 | Self::AuditQuery
                 | Self::AuthenticationFailed

@@ -206,31 +206,29 @@ pub enum GrantSubject {
 /// Where the relay may inject a credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Destination {
-    /// Host name, exact or `*.example.com` (any subdomain, not the apex).
+    /// Host name, exact or `*.example.com` (any subdomain, not the apex),
+    /// optionally with `:port` (without one, only the scheme's default
+    /// port).
     pub host: String,
     /// Allowed HTTP methods, upper case; empty means any.
     pub methods: Vec<String>,
-    /// Allowed path prefixes; empty means any.
+    /// Allowed path prefixes, matched on segment boundaries against the
+    /// normalised path (see [`crate::net::path_has_prefix`]); empty means
+    /// any.
     pub path_prefixes: Vec<String>,
 }
 
 impl Destination {
     /// Checks the host pattern, methods and path prefixes.
     pub fn validate(&self) -> Result<()> {
-        let host = self.host.strip_prefix("*.").unwrap_or(&self.host);
-        let host_ok = !host.is_empty()
-            && host.len() <= 253
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
-        if !host_ok {
+        if self.host_pattern().is_none() {
             return Err(Error::invalid(
                 "destinations.host",
-                "must be a host name or '*.domain'",
+                "must be a host name or '*.domain', optionally with ':port'",
             ));
         }
         for m in &self.methods {
-            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+            if m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_uppercase()) {
                 return Err(Error::invalid(
                     "destinations.methods",
                     "must be upper-case HTTP methods",
@@ -244,27 +242,55 @@ impl Destination {
                     "must start with '/'",
                 ));
             }
+            if crate::net::normalize_path(p).is_none() {
+                return Err(Error::invalid(
+                    "destinations.path_prefixes",
+                    "must be a path that normalises (no '..' above the root, no encoded '/')",
+                ));
+            }
         }
         Ok(())
     }
 
-    /// Whether a request to `host` with `method` and `path` is allowed.
-    pub fn allows(&self, host: &str, method: &str, path: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        let pattern = self.host.to_ascii_lowercase();
-        let host_ok = match pattern.strip_prefix("*.") {
-            Some(domain) => host
-                .strip_suffix(domain)
-                .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
-            None => host == pattern,
+    /// The host pattern (normalised, `*.` kept) and the port, if one is
+    /// given; `None` if the pattern is not valid.
+    pub fn host_pattern(&self) -> Option<(String, Option<u16>)> {
+        let (host, port) = match self.host.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => {
+                if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let port: u16 = p.parse().ok().filter(|p| *p != 0)?;
+                (h, Some(port))
+            }
+            Some(_) => return None,
+            None => (self.host.as_str(), None),
         };
-        host_ok
+        let (wildcard, bare) = match host.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, host),
+        };
+        let bare = crate::net::normalize_host(bare)?;
+        Some((if wildcard { format!("*.{bare}") } else { bare }, port))
+    }
+
+    /// Whether a request with `method` to `target` (parsed and normalised)
+    /// is allowed: HTTPS only (a credential never travels in clear), host
+    /// (exact or subdomain of a wildcard), port (the given one, else 443),
+    /// method, and path prefix on segment boundaries.
+    pub fn allows(&self, target: &crate::net::RequestTarget, method: &str) -> bool {
+        let Some((pattern, port)) = self.host_pattern() else {
+            return false;
+        };
+        target.scheme == crate::net::Scheme::Https
+            && crate::net::host_matches(&pattern, &target.host)
+            && port.unwrap_or(443) == target.port
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
             && (self.path_prefixes.is_empty()
                 || self
                     .path_prefixes
                     .iter()
-                    .any(|p| path.starts_with(p.as_str())))
+                    .any(|p| crate::net::path_has_prefix(&target.path, p)))
     }
 }
 
@@ -637,16 +663,50 @@ mod tests {
 
     #[test]
     fn destinations() {
+        use crate::net::RequestTarget;
         let d = Destination {
             host: "*.openai.com".into(),
             methods: vec!["POST".into()],
-            path_prefixes: vec!["/v1/".into()],
+            path_prefixes: vec!["/v1".into()],
         };
-        assert!(d.allows("api.openai.com", "POST", "/v1/chat"));
-        assert!(!d.allows("openai.com", "POST", "/v1/chat"));
-        assert!(!d.allows("evilopenai.com", "POST", "/v1/chat"));
-        assert!(!d.allows("api.openai.com", "GET", "/v1/chat"));
-        assert!(!d.allows("api.openai.com", "POST", "/v2/chat"));
+        let allows = |d: &Destination, url: &str, method: &str| {
+            d.allows(&RequestTarget::parse(url).unwrap(), method)
+        };
+        assert!(allows(&d, "https://api.openai.com/v1/chat", "POST"));
+        assert!(allows(&d, "https://API.OpenAI.com./v1", "POST"));
+        assert!(!allows(&d, "https://openai.com/v1/chat", "POST"));
+        assert!(!allows(&d, "https://evilopenai.com/v1/chat", "POST"));
+        assert!(!allows(&d, "https://api.openai.com/v1/chat", "GET"));
+        assert!(!allows(&d, "https://api.openai.com/v2/chat", "POST"));
+        assert!(!allows(&d, "https://api.openai.com/v10/chat", "POST"));
+        assert!(!allows(&d, "https://api.openai.com/v1/../v2", "POST"));
+        assert!(!allows(&d, "https://api.openai.com/v1/%2e%2e/v2", "POST"));
+        assert!(!allows(&d, "https://api.openai.com:8443/v1/chat", "POST"));
+        assert!(!allows(&d, "http://api.openai.com/v1/chat", "POST"));
+        let with_port = Destination {
+            host: "api.example.test:8443".into(),
+            methods: vec![],
+            path_prefixes: vec![],
+        };
+        assert!(with_port.validate().is_ok());
+        assert!(allows(&with_port, "https://api.example.test:8443/x", "GET"));
+        assert!(!allows(&with_port, "https://api.example.test/x", "GET"));
+        for bad in [
+            "",
+            "*.",
+            "a b",
+            "api.test:",
+            "api.test:0",
+            "api.test:x",
+            "*.*.a",
+        ] {
+            let d = Destination {
+                host: bad.into(),
+                methods: vec![],
+                path_prefixes: vec![],
+            };
+            assert!(d.validate().is_err(), "{bad}");
+        }
     }
 
     /// Whether `reach` (as `reach()` returns it) covers (environment, name).

@@ -62,6 +62,14 @@ pub enum Reason {
     CallLimit,
     /// A principal's denials crossed the tenant's alert threshold.
     DenialThreshold,
+    /// A relay request to a destination no grant giving inject on the
+    /// credential allows (grants without destinations allow none).
+    DestinationNotAllowed,
+    /// A placeholder sent to a destination its credential's grants do not
+    /// allow.
+    PlaceholderMisuse,
+    /// A leak reported by a local tool.
+    LeakReported,
 }
 
 impl Reason {
@@ -93,6 +101,9 @@ impl Reason {
             Self::DeniedCallLimit => "DENIED_CALL_LIMIT",
             Self::CallLimit => "CALL_LIMIT",
             Self::DenialThreshold => "DENIAL_THRESHOLD",
+            Self::DestinationNotAllowed => "DESTINATION_NOT_ALLOWED",
+            Self::PlaceholderMisuse => "PLACEHOLDER_MISUSE",
+            Self::LeakReported => "LEAK_REPORTED",
         }
     }
 
@@ -128,6 +139,13 @@ impl Reason {
             Self::DeniedCallLimit => "too many denied calls",
             Self::CallLimit => "too many calls",
             Self::DenialThreshold => "repeated denials crossed the alert threshold",
+            Self::DestinationNotAllowed => {
+                "no grant giving inject on the credential allows this destination"
+            }
+            Self::PlaceholderMisuse => {
+                "a placeholder was sent to a destination its credential's grants do not allow"
+            }
+            Self::LeakReported => "a local tool reported a leaked value",
         }
     }
 }

@@ -20,9 +20,14 @@ use strongroom_core::{Error, Missing, Result};
 use crate::cache::CachedCredential;
 use crate::{CallContext, Engine};
 
+mod inject;
 mod reveal;
 mod rotate;
 
+pub use inject::{
+    Authorized, Injection, InjectionDecision, InjectionInfo, InjectionOutcome, InjectionRef,
+    InjectionRequest, InjectionUse, Material, Refused, UseKind, scrub_pairs,
+};
 pub use reveal::{Lease, RevealOptions, Revealed, RevealedValue};
 
 /// How a request names a credential.

@@ -29,6 +29,20 @@ pub(super) struct RawConfig {
     pub(super) cache: RawCache,
     #[serde(default)]
     pub(super) telemetry: RawTelemetry,
+    #[serde(default)]
+    pub(super) relay: RawRelay,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRelay {
+    pub(super) resolve: Option<Vec<String>>,
+    pub(super) allow_internal: Option<Vec<String>>,
+    pub(super) upstream_ca: Option<PathBuf>,
+    pub(super) max_request_body: Option<u64>,
+    pub(super) max_response_body: Option<u64>,
+    pub(super) timeout_ms: Option<u64>,
+    pub(super) max_in_flight_per_principal: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +250,36 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), Config
     }
     if let Some(v) = env.var("STRONGROOM_CACHE_CREDENTIAL_TTL_MS") {
         raw.cache.credential_ttl_ms = Some(parse_num("STRONGROOM_CACHE_CREDENTIAL_TTL_MS", &v)?);
+    }
+    let list = |v: String| -> Vec<String> {
+        v.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    if let Some(v) = env.var("STRONGROOM_RELAY_RESOLVE") {
+        raw.relay.resolve = Some(list(v));
+    }
+    if let Some(v) = env.var("STRONGROOM_RELAY_ALLOW_INTERNAL") {
+        raw.relay.allow_internal = Some(list(v));
+    }
+    if let Some(v) = env.var("STRONGROOM_RELAY_UPSTREAM_CA") {
+        raw.relay.upstream_ca = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_RELAY_MAX_REQUEST_BODY") {
+        raw.relay.max_request_body = Some(parse_num("STRONGROOM_RELAY_MAX_REQUEST_BODY", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_RELAY_MAX_RESPONSE_BODY") {
+        raw.relay.max_response_body = Some(parse_num("STRONGROOM_RELAY_MAX_RESPONSE_BODY", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_RELAY_TIMEOUT_MS") {
+        raw.relay.timeout_ms = Some(parse_num("STRONGROOM_RELAY_TIMEOUT_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_RELAY_MAX_IN_FLIGHT_PER_PRINCIPAL") {
+        raw.relay.max_in_flight_per_principal = Some(parse_num(
+            "STRONGROOM_RELAY_MAX_IN_FLIGHT_PER_PRINCIPAL",
+            &v,
+        )?);
     }
     if let Some(v) = env.var("STRONGROOM_LOG_LEVEL") {
         raw.log.level = Some(v);

@@ -3,7 +3,10 @@
 //! and its frame header: every strongroom RPC takes one request message,
 //! and the one streaming import reads only its first). Past it the body
 //! ends with the protocol's error (INVALID_ARGUMENT naming the limit for
-//! gRPC), before the rest is read or decoded.
+//! gRPC), before the rest is read or decoded. The relay's Forward streams
+//! a request body of many messages: the protocol leaves it unbounded here,
+//! and the relay bounds each message (the decoder's limit) and the total
+//! (`relay.max_request_body`, answered 413).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -65,7 +68,7 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let protocol = self.layer.protocol.clone();
         let max_message_bytes = self.layer.max_message_bytes;
-        let remaining = protocol.body_limit(max_message_bytes);
+        let remaining = protocol.body_limit(request.uri().path(), max_message_bytes);
         self.inner.call(request.map(|body| Limited {
             body,
             remaining,

@@ -116,9 +116,12 @@ pub trait Protocol: Clone + Send + Sync + 'static {
     /// The outcome a response reports.
     fn outcome(&self, response: &http::Response<Self::Body>) -> Outcome;
 
-    /// The most bytes a request body may hold when a message may hold
-    /// `max_message_bytes` (the protocol's framing included).
-    fn body_limit(&self, max_message_bytes: usize) -> usize;
+    /// The most bytes the request body of a call to `path` may hold when a
+    /// message may hold `max_message_bytes` (the protocol's framing
+    /// included). A call that streams a body of many messages (the relay's
+    /// Forward) is bounded by its service instead, message by message and
+    /// in total.
+    fn body_limit(&self, path: &str, max_message_bytes: usize) -> usize;
 
     /// The error a request body over the limit ends with.
     fn body_too_large(&self, max_message_bytes: usize) -> BoxError;
@@ -350,7 +353,7 @@ mod tests {
             }
         }
 
-        fn body_limit(&self, max_message_bytes: usize) -> usize {
+        fn body_limit(&self, _path: &str, max_message_bytes: usize) -> usize {
             max_message_bytes
         }
 

@@ -67,6 +67,11 @@ impl Call {
         }
     }
 
+    /// The authenticated caller.
+    pub(crate) fn caller(&self) -> &Authenticated {
+        &self.caller
+    }
+
     /// The call's facts for audit.
     pub(crate) fn ctx(&self) -> &CallContext {
         self.edge.context()
@@ -111,6 +116,9 @@ const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status
 
 /// Where a client puts its deadline.
 const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
+/// The relay's streaming call, whose body the relay bounds itself.
+const RELAY_FORWARD: &str = "/strongroom.v1.RelayService/Forward";
 
 /// The package of strongroom's own services, which need a caller.
 const STRONGROOM_PREFIX: &str = "/strongroom.v1.";
@@ -171,7 +179,10 @@ impl edge::Protocol for Grpc {
         outcome(code)
     }
 
-    fn body_limit(&self, max_message_bytes: usize) -> usize {
+    fn body_limit(&self, path: &str, max_message_bytes: usize) -> usize {
+        if path == RELAY_FORWARD {
+            return usize::MAX;
+        }
         max_message_bytes.saturating_add(FRAME_HEADER_BYTES)
     }
 

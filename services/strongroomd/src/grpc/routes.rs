@@ -1,4 +1,4 @@
-//! The gRPC services strongroomd serves (the four of the contract, health
+//! The gRPC services strongroomd serves (the five of the contract, health
 //! and reflection) behind the request edge.
 
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use strongroom_proto::v1::admin_service_server::AdminServiceServer;
 use strongroom_proto::v1::audit_service_server::AuditServiceServer;
 use strongroom_proto::v1::credential_service_server::CredentialServiceServer;
 use strongroom_proto::v1::policy_service_server::PolicyServiceServer;
+use strongroom_proto::v1::relay_service_server::RelayServiceServer;
 use tonic::service::Routes;
 
 use super::{AdminHandler, AuditHandler, CredentialHandler, Grpc, PolicyHandler, Shared};
@@ -23,6 +24,7 @@ pub async fn routes(
     engine: Arc<Engine>,
     limits: &Limits,
     metrics: Option<Arc<CallMetrics>>,
+    relay: crate::relay::RelayHandler,
 ) -> Result<GrpcEdge, StartError> {
     // Messages up to 4x the limit are decoded so the edge can refuse them
     // with INVALID_ARGUMENT naming the limit (its body limit ends them
@@ -42,6 +44,9 @@ pub async fn routes(
         .await;
     health
         .set_serving::<AdminServiceServer<AdminHandler>>()
+        .await;
+    health
+        .set_serving::<RelayServiceServer<crate::relay::RelayHandler>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(strongroom_proto::FILE_DESCRIPTOR_SET)
@@ -73,7 +78,8 @@ pub async fn routes(
         )
         .add_service(
             AdminServiceServer::new(AdminHandler(shared)).max_decoding_message_size(decode_limit),
-        );
+        )
+        .add_service(RelayServiceServer::new(relay).max_decoding_message_size(decode_limit));
     let settings = edge::Settings {
         request_timeout: limits.request_timeout,
         max_calls_in_flight: limits.max_calls_in_flight,

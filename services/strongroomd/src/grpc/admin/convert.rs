@@ -68,6 +68,7 @@ pub fn settings_out(
             )))),
             auto_lock: s.denial_alert.auto_lock,
         }),
+        revoke_grant_on_leak: s.revoke_grant_on_leak,
     }
 }
 

@@ -37,6 +37,7 @@ fn settings_in(
                 | "denied_call_limit"
                 | "call_limit"
                 | "denial_alert"
+                | "revoke_grant_on_leak"
         ) {
             return Err(Error::invalid(
                 "update_mask",
@@ -69,6 +70,9 @@ fn settings_in(
         && let Some(a) = s.denial_alert
     {
         current.denial_alert = convert::denial_alert_in(a, current.denial_alert)?;
+    }
+    if wants("revoke_grant_on_leak") {
+        current.revoke_grant_on_leak = s.revoke_grant_on_leak;
     }
     Ok(current)
 }

@@ -32,6 +32,9 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::CredentialRevoke => P::CredentialRevoke,
         Action::CredentialDestroy => P::CredentialDestroy,
         Action::CredentialInject => P::CredentialInject,
+        Action::CredentialInjectResult => P::CredentialInjectResult,
+        Action::AlertPlaceholderMisuse => P::AlertPlaceholderMisuse,
+        Action::AlertLeak => P::AlertLeak,
         Action::GrantCreate => P::GrantCreate,
         Action::GrantRevoke => P::GrantRevoke,
         Action::PolicyCheck => P::AccessCheck,
@@ -71,6 +74,49 @@ pub fn outcome_in(v: i32) -> Result<Option<Outcome>> {
     )
 }
 
+/// The relay details of an inject or inject-result event.
+fn relay_out(detail: &AuditDetail) -> Option<pb::RelayUse> {
+    match detail {
+        AuditDetail::Inject {
+            host, method, path, ..
+        } => Some(pb::RelayUse {
+            host: host.clone(),
+            method: method.clone(),
+            path: path.clone(),
+            ..Default::default()
+        }),
+        AuditDetail::InjectResult {
+            host,
+            method,
+            path,
+            status,
+            bytes_sent,
+            bytes_received,
+            duration_ms,
+            relay_error,
+            ..
+        } => Some(pb::RelayUse {
+            host: host.clone(),
+            method: method.clone(),
+            path: path.clone(),
+            status_code: status.map(u32::from).unwrap_or_default(),
+            bytes_sent: *bytes_sent,
+            bytes_received: *bytes_received,
+            duration_ms: *duration_ms,
+            relay_error: relay_error.clone().unwrap_or_default(),
+        }),
+        AuditDetail::PlaceholderMisuse {
+            host, method, path, ..
+        } => Some(pb::RelayUse {
+            host: host.clone(),
+            method: method.clone(),
+            path: path.clone(),
+            ..Default::default()
+        }),
+        _ => None,
+    }
+}
+
 /// An audit event as returned. Carries no secret: events have none.
 pub fn event_out(e: &AuditEvent) -> pb::AuditEvent {
     let d = &e.draft;
@@ -104,7 +150,7 @@ pub fn event_out(e: &AuditEvent) -> pb::AuditEvent {
             .map(|l| l.to_string())
             .unwrap_or_default(),
         object_id: String::new(),
-        relay: None,
+        relay: d.detail.as_ref().and_then(relay_out),
         prev_hash: e.prev_hash.to_vec(),
         hash: e.hash.to_vec(),
         detail: e.detail_text.clone().unwrap_or_default(),

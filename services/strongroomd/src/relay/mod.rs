@@ -1,0 +1,651 @@
+//! RelayService: agents' HTTP requests forwarded with credentials added,
+//! so values never leave this process (see `proto/strongroom/v1/relay.proto`).
+//!
+//! One `Forward` call, in order:
+//!
+//! 1. the head is read and checked ([`head::parse`]): the URL parsed and
+//!    its path normalised, framing and hop-by-hop headers dropped;
+//! 2. the caller's requests in flight through the relay are counted
+//!    (`relay.max_in_flight_per_principal`; beyond, 429);
+//! 3. the uses are found: credentials named for template injection, and
+//!    each declared placeholder the head actually carries;
+//! 4. the engine authorizes every use against the grants' destinations and
+//!    records each durably (`credential.inject`) before anything is sent;
+//!    a refusal is answered 403 (a placeholder's raises the alert);
+//! 5. the destination is resolved and checked ([`upstream`]), connected to
+//!    (or a pooled connection reused), and sent the request built by
+//!    [`head::upstream_request`], the body streamed from the call;
+//! 6. the response head and body come back with every injected value
+//!    replaced by its placeholder ([`scrub`]), and the outcome is recorded
+//!    (`credential.inject_result`).
+//!
+//! The work runs in its own task, bounded by `relay.timeout` for the
+//! response head and between body chunks (504 when it passes), not by the
+//! edge's request timeout: a streamed response may take longer. Nothing
+//! here logs a header value, a query or a body.
+
+pub mod head;
+pub mod scrub;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::Frame;
+use strongroom_core::Error;
+use strongroom_core::ids::PrincipalId;
+use strongroom_core::net::Scheme;
+use strongroom_engine::{
+    Authorized, CallContext, Engine, InjectionDecision, InjectionOutcome, InjectionRequest,
+    InjectionUse, UseKind,
+};
+use strongroom_proto::v1 as pb;
+use strongroom_proto::v1::relay_service_server::RelayService;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::config::RelayConfig;
+use crate::grpc::Call;
+use crate::grpc::status::to_status;
+use upstream::{Destination, Upstream, UpstreamBody, UpstreamError};
+
+/// Largest body chunk sent back in one message.
+const CHUNK: usize = 64 * 1024;
+
+/// Counts each principal's requests in flight.
+#[derive(Default)]
+struct InFlight {
+    counts: Mutex<HashMap<PrincipalId, usize>>,
+}
+
+/// One request counted until dropped.
+struct InFlightSlot {
+    of: Arc<InFlight>,
+    principal: PrincipalId,
+}
+
+impl InFlight {
+    fn acquire(self: &Arc<Self>, principal: PrincipalId, max: usize) -> Option<InFlightSlot> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(principal).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(InFlightSlot {
+            of: Arc::clone(self),
+            principal,
+        })
+    }
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        let mut counts = self.of.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.principal) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.principal);
+            }
+        }
+    }
+}
+
+/// Serves RelayService.
+#[derive(Clone)]
+pub struct RelayHandler {
+    engine: Arc<Engine>,
+    upstream: Arc<Upstream>,
+    config: Arc<RelayConfig>,
+    in_flight: Arc<InFlight>,
+}
+
+impl RelayHandler {
+    /// A relay over `engine` with `config`'s settings.
+    pub fn new(
+        engine: Arc<Engine>,
+        config: &RelayConfig,
+    ) -> Result<Self, upstream::UpstreamSetupError> {
+        Ok(Self {
+            engine,
+            upstream: Arc::new(Upstream::new(config)?),
+            config: Arc::new(config.clone()),
+            in_flight: Arc::new(InFlight::default()),
+        })
+    }
+}
+
+type Out = mpsc::Sender<Result<pb::ForwardResponse, Status>>;
+
+/// The relay's own answer: `status` with `relay_error` set.
+fn refusal(status: u16, reason: &str, message: &str) -> pb::ForwardResponse {
+    pb::ForwardResponse {
+        part: Some(pb::forward_response::Part::Head(pb::RelayResponseHead {
+            status: u32::from(status),
+            headers: vec![pb::HttpHeader {
+                name: "content-type".into(),
+                value: b"text/plain; charset=utf-8".to_vec(),
+            }],
+            relay_error: Some(pb::RelayError {
+                reason: reason.to_owned(),
+                message: message.to_owned(),
+            }),
+        })),
+    }
+}
+
+fn refusal_message(reason: &str) -> &'static str {
+    match reason {
+        "destination_not_allowed" => {
+            "no grant giving inject on the credential allows this destination, method and path"
+        }
+        "placeholder_over_http" => "credentials are only sent over https",
+        "no_credential" => "the request names no credential to inject and carries no placeholder",
+        "internal_address" => {
+            "the destination resolves to an internal address not allowed by the server"
+        }
+        "too_many_in_flight" => "too many requests in flight through the relay for this caller",
+        "body_too_large" => "the request body is over the relay's limit",
+        "response_too_large" => "the response body is over the relay's limit",
+        "upstream_timeout" => "the destination did not answer in time",
+        "upstream_tls" => "the destination's TLS certificate could not be verified",
+        _ => "the destination could not be reached",
+    }
+}
+
+#[tonic::async_trait]
+impl RelayService for RelayHandler {
+    async fn describe_injection(
+        &self,
+        request: Request<pb::DescribeInjectionRequest>,
+    ) -> Result<Response<pb::DescribeInjectionResponse>, Status> {
+        let call = Call::of(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            if req.credentials.len() > 64 {
+                return Err(Error::invalid("credentials", "at most 64"));
+            }
+            let refs = req
+                .credentials
+                .iter()
+                .cloned()
+                .map(|r| head::parse_ref(r, "credentials"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let infos = self.engine.describe_injection(call.caller(), &refs).await?;
+            Ok(pb::DescribeInjectionResponse {
+                credentials: req
+                    .credentials
+                    .into_iter()
+                    .zip(infos)
+                    .map(|(r, i)| pb::InjectionDescription {
+                        credential: Some(r),
+                        allowed: i.allowed,
+                        destinations: convert_policy_destinations(&i.destinations),
+                        has_template: i.has_template,
+                        reason: i.reason.to_owned(),
+                    })
+                    .collect(),
+            })
+        }
+        .await;
+        call.finish(result)
+    }
+
+    type ForwardStream = ReceiverStream<Result<pb::ForwardResponse, Status>>;
+
+    async fn forward(
+        &self,
+        request: Request<Streaming<pb::ForwardRequest>>,
+    ) -> Result<Response<Self::ForwardStream>, Status> {
+        let call = Call::of(&request)?;
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let relay = self.clone();
+        tokio::spawn(async move {
+            relay.forward_call(call, inbound, tx).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn report_leak(
+        &self,
+        request: Request<pb::ReportLeakRequest>,
+    ) -> Result<Response<pb::ReportLeakResponse>, Status> {
+        let call = Call::of(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            let r = req
+                .credential
+                .ok_or_else(|| Error::invalid("credential", "is required"))?;
+            let r = head::parse_ref(r, "credential")?;
+            let word = |text: &str, field: &'static str, max: usize| {
+                if text.is_empty()
+                    || text.len() > max
+                    || !text
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                {
+                    return Err(Error::invalid(
+                        field,
+                        format!("must be 1-{max} lower-case letters, digits or '_'"),
+                    ));
+                }
+                Ok(())
+            };
+            word(&req.channel, "channel", 64)?;
+            word(&req.form, "form", 32)?;
+            if req.purpose.len() > 1024 {
+                return Err(Error::invalid("purpose", "at most 1024 characters"));
+            }
+            let revoked = self
+                .engine
+                .report_leak(
+                    call.caller(),
+                    call.ctx(),
+                    &r,
+                    &req.channel,
+                    &req.form,
+                    &req.purpose,
+                )
+                .await?;
+            Ok(pb::ReportLeakResponse {
+                grant_revoked: revoked,
+            })
+        }
+        .await;
+        call.finish(result)
+    }
+}
+
+impl RelayHandler {
+    async fn forward_call(self, call: Call, mut inbound: Streaming<pb::ForwardRequest>, tx: Out) {
+        let first = match tokio::time::timeout(self.config.timeout, inbound.message()).await {
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => {
+                let _ = tx
+                    .send(Err(Status::invalid_argument("head: is required")))
+                    .await;
+                return;
+            }
+            Ok(Err(status)) => {
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+            Err(_) => {
+                let _ = tx
+                    .send(Err(Status::deadline_exceeded("no request head in time")))
+                    .await;
+                return;
+            }
+        };
+        let Some(pb::forward_request::Part::Head(raw)) = first.part else {
+            let _ = tx
+                .send(Err(Status::invalid_argument(
+                    "head: the first message must be the request head",
+                )))
+                .await;
+            return;
+        };
+        let head = match head::parse(raw) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = tx.send(Err(to_status(e, &call.ctx().request_id))).await;
+                return;
+            }
+        };
+        let Ok(scope) = call.caller().tenant_scope() else {
+            let _ = tx
+                .send(Err(Status::permission_denied(
+                    "the relay acts for tenant principals",
+                )))
+                .await;
+            return;
+        };
+        let principal = scope.principal().id;
+        let Some(_slot) = self
+            .in_flight
+            .acquire(principal, self.config.max_in_flight_per_principal)
+        else {
+            let _ = tx
+                .send(Ok(refusal(
+                    429,
+                    "too_many_in_flight",
+                    refusal_message("too_many_in_flight"),
+                )))
+                .await;
+            return;
+        };
+        if head
+            .content_length
+            .is_some_and(|n| n > self.config.max_request_body)
+        {
+            let _ = tx
+                .send(Ok(refusal(
+                    413,
+                    "body_too_large",
+                    refusal_message("body_too_large"),
+                )))
+                .await;
+            return;
+        }
+        let mut uses: Vec<InjectionUse> = head
+            .inject
+            .iter()
+            .map(|r| InjectionUse {
+                credential: r.clone(),
+                kind: UseKind::Template,
+            })
+            .collect();
+        for (p, r) in &head.placeholders {
+            if head.carries(p) {
+                uses.push(InjectionUse {
+                    credential: r.clone(),
+                    kind: UseKind::Placeholder(p.clone()),
+                });
+            }
+        }
+        if uses.is_empty() {
+            let _ = tx
+                .send(Ok(refusal(
+                    403,
+                    "no_credential",
+                    refusal_message("no_credential"),
+                )))
+                .await;
+            return;
+        }
+        let has_placeholder = uses
+            .iter()
+            .any(|u| matches!(u.kind, UseKind::Placeholder(_)));
+        let started = Instant::now();
+        let request = InjectionRequest {
+            target: head.target.clone(),
+            method: head.method.as_str().to_owned(),
+            purpose: head.purpose.clone(),
+            on_behalf_of: head.on_behalf_of.clone(),
+            uses,
+        };
+        let authorized = match self
+            .engine
+            .authorize_injection(call.caller(), call.ctx(), &request)
+            .await
+        {
+            Ok(InjectionDecision::Allowed(a)) => a,
+            Ok(InjectionDecision::Refused(_)) => {
+                let reason = if head.target.scheme == Scheme::Http && has_placeholder {
+                    "placeholder_over_http"
+                } else {
+                    "destination_not_allowed"
+                };
+                tracing::info!(
+                    host = %head.target.host,
+                    method = %head.method,
+                    path = %head.target.path,
+                    reason,
+                    "relay request refused"
+                );
+                let _ = tx
+                    .send(Ok(refusal(403, reason, refusal_message(reason))))
+                    .await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(to_status(e, &call.ctx().request_id))).await;
+                return;
+            }
+        };
+        let outcome = self
+            .send(&head, &authorized, inbound, &tx, call.ctx())
+            .await;
+        let outcome = InjectionOutcome {
+            duration: started.elapsed(),
+            ..outcome
+        };
+        tracing::info!(
+            host = %head.target.host,
+            method = %head.method,
+            path = %head.target.path,
+            status = outcome.status,
+            relay_error = outcome.relay_error.as_deref(),
+            "relay request forwarded"
+        );
+        self.engine
+            .record_injection_result(call.caller(), call.ctx(), &authorized, &outcome)
+            .await;
+    }
+
+    /// Connects, sends, and streams the response back; the outcome.
+    async fn send(
+        &self,
+        head: &head::Head,
+        authorized: &Authorized,
+        mut inbound: Streaming<pb::ForwardRequest>,
+        tx: &Out,
+        _ctx: &CallContext,
+    ) -> InjectionOutcome {
+        let mut outcome = InjectionOutcome::default();
+        let fail = |outcome: &mut InjectionOutcome, status: u16, reason: &str| {
+            outcome.relay_error = Some(reason.to_owned());
+            refusal(status, reason, refusal_message(reason))
+        };
+        let destination = Destination::of(&head.target);
+        let mut sender = match self.upstream.connection(&destination).await {
+            Ok(s) => s,
+            Err(e) => {
+                let (reason, status) = e.reason();
+                if let UpstreamError::Internal(kind) = e {
+                    tracing::warn!(host = %head.target.host, port = head.target.port, kind = %kind, "relay destination refused: internal address");
+                }
+                let _ = tx.send(Ok(fail(&mut outcome, status, reason))).await;
+                return outcome;
+            }
+        };
+        // The body: none if the call's stream ends after the head, else
+        // streamed from it, bounded by relay.max_request_body.
+        let first = match tokio::time::timeout(self.config.timeout, inbound.message()).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(status)) => {
+                let _ = tx.send(Err(status)).await;
+                outcome.relay_error = Some("client_error".into());
+                return outcome;
+            }
+            Err(_) => {
+                let _ = tx
+                    .send(Ok(fail(&mut outcome, 504, "upstream_timeout")))
+                    .await;
+                return outcome;
+            }
+        };
+        let sent = Arc::new(AtomicU64::new(0));
+        let too_large = Arc::new(AtomicBool::new(false));
+        let body: UpstreamBody = match first {
+            None => Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed(),
+            Some(first) => {
+                let (btx, brx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+                let max = self.config.max_request_body;
+                let (sent, too_large) = (Arc::clone(&sent), Arc::clone(&too_large));
+                tokio::spawn(async move {
+                    let mut next = Some(first);
+                    loop {
+                        let message = match next.take() {
+                            Some(m) => m,
+                            None => match inbound.message().await {
+                                Ok(Some(m)) => m,
+                                Ok(None) => return,
+                                Err(_) => {
+                                    let _ =
+                                        btx.send(Err("the client's stream failed".into())).await;
+                                    return;
+                                }
+                            },
+                        };
+                        let Some(pb::forward_request::Part::Body(chunk)) = message.part else {
+                            let _ = btx.send(Err("a second request head".into())).await;
+                            return;
+                        };
+                        let total = sent.fetch_add(chunk.len() as u64, Ordering::Relaxed)
+                            + chunk.len() as u64;
+                        if total > max {
+                            too_large.store(true, Ordering::Relaxed);
+                            let _ = btx.send(Err("request body over the limit".into())).await;
+                            return;
+                        }
+                        if btx.send(Ok(Frame::data(Bytes::from(chunk)))).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                StreamBody::new(ReceiverStream::new(brx)).boxed()
+            }
+        };
+        let request = match head::upstream_request(head, authorized, sender.is_h2(), body) {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = tx
+                    .send(Ok(fail(&mut outcome, 502, "invalid_credential_value")))
+                    .await;
+                return outcome;
+            }
+        };
+        let response = match tokio::time::timeout(self.config.timeout, sender.send(request)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => {
+                let (status, reason) = if too_large.load(Ordering::Relaxed) {
+                    (413, "body_too_large")
+                } else {
+                    (502, "upstream_unreachable")
+                };
+                outcome.bytes_sent = sent.load(Ordering::Relaxed);
+                let _ = tx.send(Ok(fail(&mut outcome, status, reason))).await;
+                return outcome;
+            }
+            Err(_) => {
+                outcome.bytes_sent = sent.load(Ordering::Relaxed);
+                let _ = tx
+                    .send(Ok(fail(&mut outcome, 504, "upstream_timeout")))
+                    .await;
+                return outcome;
+            }
+        };
+        outcome.status = Some(response.status().as_u16());
+        let (parts, mut body) = response.into_parts();
+        if parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > self.config.max_response_body)
+        {
+            let _ = tx
+                .send(Ok(fail(&mut outcome, 502, "response_too_large")))
+                .await;
+            return outcome;
+        }
+        let scrubber = scrub::Scrubber::new(authorized);
+        let headers = parts
+            .headers
+            .iter()
+            .filter(|(n, _)| !head::RESPONSE_DROPPED.contains(&n.as_str()))
+            .map(|(n, v)| pb::HttpHeader {
+                name: n.as_str().to_owned(),
+                value: scrubber.whole(v.as_bytes()),
+            })
+            .collect();
+        let head_message = pb::ForwardResponse {
+            part: Some(pb::forward_response::Part::Head(pb::RelayResponseHead {
+                status: u32::from(parts.status.as_u16()),
+                headers,
+                relay_error: None,
+            })),
+        };
+        if tx.send(Ok(head_message)).await.is_err() {
+            return outcome;
+        }
+        let mut stream = scrubber.stream();
+        let mut received: u64 = 0;
+        let mut out = Vec::with_capacity(CHUNK);
+        let complete = loop {
+            let frame = match tokio::time::timeout(self.config.timeout, body.frame()).await {
+                Ok(Some(Ok(f))) => f,
+                Ok(None) => break true,
+                Ok(Some(Err(_))) => {
+                    outcome.relay_error = Some("upstream_unreachable".into());
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "the destination's response failed mid-body",
+                        )))
+                        .await;
+                    break false;
+                }
+                Err(_) => {
+                    outcome.relay_error = Some("upstream_timeout".into());
+                    let _ = tx
+                        .send(Err(Status::deadline_exceeded(
+                            "the destination stopped sending its response",
+                        )))
+                        .await;
+                    break false;
+                }
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            received += data.len() as u64;
+            if received > self.config.max_response_body {
+                outcome.relay_error = Some("response_too_large".into());
+                let _ = tx
+                    .send(Err(Status::resource_exhausted(
+                        "the response body is over the relay's limit",
+                    )))
+                    .await;
+                break false;
+            }
+            for piece in data.chunks(CHUNK) {
+                stream.push(piece, &mut out);
+            }
+            if !out.is_empty() {
+                let chunk = std::mem::take(&mut out);
+                if tx.send(Ok(body_message(chunk))).await.is_err() {
+                    break false;
+                }
+            }
+        };
+        outcome.bytes_received = received;
+        outcome.bytes_sent = sent.load(Ordering::Relaxed);
+        if complete {
+            stream.flush(&mut out);
+            if !out.is_empty() {
+                let _ = tx.send(Ok(body_message(out))).await;
+            }
+            self.upstream.put_back(&destination, sender);
+        }
+        outcome
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn convert_policy_destinations(
+    ds: &[strongroom_core::policy::Destination],
+) -> Vec<pb::Destination> {
+    ds.iter()
+        .map(|d| pb::Destination {
+            host: d.host.clone(),
+            methods: d.methods.clone(),
+            path_prefixes: d.path_prefixes.clone(),
+        })
+        .collect()
+}
+
+fn body_message(chunk: Vec<u8>) -> pb::ForwardResponse {
+    pb::ForwardResponse {
+        part: Some(pb::forward_response::Part::Body(chunk)),
+    }
+}
