@@ -39,6 +39,7 @@ mod policy;
 mod replicas;
 mod revocation;
 mod run;
+mod run_inject;
 mod secrets_in_logs;
 mod smoke;
 mod telemetry;
