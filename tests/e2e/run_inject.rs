@@ -126,7 +126,10 @@ impl Setup {
         );
         let run = finish(cmd).await;
         for stream in [&run.stdout, &run.stderr] {
-            assert!(!stream.contains(OPENAI_KEY), "the key reached the child's output: {run:?}");
+            assert!(
+                !stream.contains(OPENAI_KEY),
+                "the key reached the child's output: {run:?}"
+            );
         }
         run
     }
@@ -177,10 +180,7 @@ async fn curl_requests_and_httpx_get_the_key_upstream_only(backend: Backend) {
     let s = setup(backend).await;
 
     // The agent holds inject only: no value for it.
-    let (_, agent) = (
-        (),
-        s.server.client("spiffe://e2e.test/acme/agent").await,
-    );
+    let (_, agent) = ((), s.server.client("spiffe://e2e.test/acme/agent").await);
     expect_code(
         agent
             .credentials()
@@ -202,7 +202,10 @@ async fn curl_requests_and_httpx_get_the_key_upstream_only(backend: Backend) {
     let run = s.run(&["sh", "-c", &script]).await;
     assert_eq!(run.code, Some(0), "{run:?}");
     let placeholder = placeholder_in(&run);
-    assert!(placeholder.starts_with("strongroom-placeholder-"), "{placeholder}");
+    assert!(
+        placeholder.starts_with("strongroom-placeholder-"),
+        "{placeholder}"
+    );
     assert!(
         (16..=128).contains(&placeholder.len())
             && placeholder
@@ -226,21 +229,33 @@ async fn curl_requests_and_httpx_get_the_key_upstream_only(backend: Backend) {
     ] {
         assert!(run.stdout.contains(&format!("{var}=")), "{var} not set");
     }
-    assert!(!run.stdout.contains("STRONGROOM_KEY="), "the identity leaked to the child");
+    assert!(
+        !run.stdout.contains("STRONGROOM_KEY="),
+        "the identity leaked to the child"
+    );
     let got = s.received("/echo/curl");
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0].header("authorization"), Some(format!("Bearer {OPENAI_KEY}").as_str()));
+    assert_eq!(
+        got[0].header("authorization"),
+        Some(format!("Bearer {OPENAI_KEY}").as_str())
+    );
     assert_eq!(got[0].authority, format!("{API}:{}", s.upstream.port()));
     // The upstream echoed the key; the relay scrubbed it from what the child
     // got (the output holds no key, checked by `run`).
-    assert!(run.stdout.contains("authorization: Bearer "), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("authorization: Bearer "),
+        "{}",
+        run.stdout
+    );
 
     // Python requests and httpx, unmodified.
     let python = python();
     for module in ["requests", "httpx"] {
         let prefix = format!("/echo/{module}");
         let code = python_child(module, &s.url(API, &prefix));
-        let run = s.run(&[python.to_str().unwrap_or("python3"), "-c", &code]).await;
+        let run = s
+            .run(&[python.to_str().unwrap_or("python3"), "-c", &code])
+            .await;
         assert_eq!(run.code, Some(0), "{module}: {run:?}");
         assert!(run.stdout.contains("STATUS 200"), "{module}: {run:?}");
         let env_line = run
@@ -249,14 +264,23 @@ async fn curl_requests_and_httpx_get_the_key_upstream_only(backend: Backend) {
             .find_map(|l| l.strip_prefix("ENV "))
             .unwrap_or_default();
         let env: serde_json::Value = serde_json::from_str(env_line).expect("env JSON");
-        let placeholder = env["OPENAI_API_KEY"].as_str().unwrap_or_default().to_owned();
-        assert!(placeholder.starts_with("strongroom-placeholder-"), "{module}: {env}");
+        let placeholder = env["OPENAI_API_KEY"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            placeholder.starts_with("strongroom-placeholder-"),
+            "{module}: {env}"
+        );
         let argv = run
             .stdout
             .lines()
             .find_map(|l| l.strip_prefix("ARGV "))
             .unwrap_or_default();
-        assert!(!argv.is_empty() && !argv.contains(OPENAI_KEY), "{module}: {argv}");
+        assert!(
+            !argv.is_empty() && !argv.contains(OPENAI_KEY),
+            "{module}: {argv}"
+        );
         let got = s.received(&prefix);
         assert_eq!(got.len(), 1, "{module}: {got:?}");
         assert_eq!(
@@ -269,12 +293,21 @@ async fn curl_requests_and_httpx_get_the_key_upstream_only(backend: Backend) {
     // A request to the granted destination without a placeholder gets the
     // key by the credential's template (bearer).
     let run = s
-        .run(&["curl", "-sS", "-o", "/dev/null", &s.url(API, "/echo/template")])
+        .run(&[
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            &s.url(API, "/echo/template"),
+        ])
         .await;
     assert_eq!(run.code, Some(0), "{run:?}");
     let got = s.received("/echo/template");
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].header("authorization"), Some(format!("Bearer {OPENAI_KEY}").as_str()));
+    assert_eq!(
+        got[0].header("authorization"),
+        Some(format!("Bearer {OPENAI_KEY}").as_str())
+    );
 
     let uses = audit_events(
         &s.admin.client,
@@ -284,8 +317,14 @@ async fn curl_requests_and_httpx_get_the_key_upstream_only(backend: Backend) {
         },
     )
     .await;
-    assert!(uses.len() >= 4, "every relayed request is audited: {uses:?}");
-    assert!(!s.server.logs.contains(OPENAI_KEY), "the key in the server's logs");
+    assert!(
+        uses.len() >= 4,
+        "every relayed request is audited: {uses:?}"
+    );
+    assert!(
+        !s.server.logs.contains(OPENAI_KEY),
+        "the key in the server's logs"
+    );
 }
 
 #[tokio::test]
@@ -295,7 +334,13 @@ async fn pass_through_verifies_and_refusals_happen_inside_the_tunnel() {
     // Another host, no placeholder: the forwarder passes the request on
     // itself, verifying the upstream against the bundle it was given.
     let run = s
-        .run(&["curl", "-sS", "-w", "\\nCODE %{http_code}\\n", &s.url(OTHER, "/echo/pass")])
+        .run(&[
+            "curl",
+            "-sS",
+            "-w",
+            "\\nCODE %{http_code}\\n",
+            &s.url(OTHER, "/echo/pass"),
+        ])
         .await;
     assert!(run.stdout.contains("CODE 200"), "{run:?}");
     let got = s.received("/echo/pass");
@@ -306,9 +351,24 @@ async fn pass_through_verifies_and_refusals_happen_inside_the_tunnel() {
     // Without the upstream CA the forwarder does not trust it: 502, and
     // nothing reaches it.
     let port = s.upstream.port();
-    let mut all = vec!["run", "--purpose", "e2e", "--inject", "OPENAI_API_KEY=sr://dev/llm/openai", "--"];
+    let mut all = vec![
+        "run",
+        "--purpose",
+        "e2e",
+        "--inject",
+        "OPENAI_API_KEY=sr://dev/llm/openai",
+        "--",
+    ];
     let url = s.url("untrusted.example.test", "/echo/untrusted");
-    all.extend(["curl", "-sS", "-o", "/dev/null", "-w", "CODE %{http_code}", url.as_str()]);
+    all.extend([
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "CODE %{http_code}",
+        url.as_str(),
+    ]);
     let mut cmd = s.cli.command(all);
     cmd.env(
         "STRONGROOM_RUN_RESOLVE",
@@ -326,7 +386,10 @@ async fn pass_through_verifies_and_refusals_happen_inside_the_tunnel() {
     );
     let run = s.run(&["sh", "-c", &script]).await;
     assert!(run.stdout.contains("CODE 403"), "{run:?}");
-    assert!(s.received("/echo/outside").is_empty(), "forwarded outside the grant");
+    assert!(
+        s.received("/echo/outside").is_empty(),
+        "forwarded outside the grant"
+    );
     let alerts = audit_events(
         &s.admin.client,
         pb::QueryEventsRequest {
@@ -358,7 +421,14 @@ async fn pass_through_verifies_and_refusals_happen_inside_the_tunnel() {
 
 fn git(dir: &Path, args: &[&str]) {
     let status = std::process::Command::new("git")
-        .args(["-c", "user.name=e2e", "-c", "user.email=e2e@example.test", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=e2e",
+            "-c",
+            "user.email=e2e@example.test",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .current_dir(dir)
         .env("HOME", dir)
@@ -377,14 +447,23 @@ async fn git_clones_over_https_through_the_forwarder() {
     std::fs::write(source.join("README"), "cloned through strongroom run\n").expect("write");
     git(&source, &["add", "README"]);
     git(&source, &["commit", "-q", "-m", "first"]);
-    git(files.path(), &["clone", "-q", "--bare", "source", "repo.git"]);
+    git(
+        files.path(),
+        &["clone", "-q", "--bare", "source", "repo.git"],
+    );
     git(&files.path().join("repo.git"), &["update-server-info"]);
     s.upstream.serve_dir(files.path().to_path_buf());
 
     let target = s.cli.dir.path().join("home/clone");
     let url = s.url(OTHER, "/files/repo.git");
     let run = s
-        .run(&["git", "clone", "-q", &url, target.to_str().unwrap_or("clone")])
+        .run(&[
+            "git",
+            "clone",
+            "-q",
+            &url,
+            target.to_str().unwrap_or("clone"),
+        ])
         .await;
     assert_eq!(run.code, Some(0), "{run:?}");
     let readme = std::fs::read_to_string(target.join("README")).expect("cloned README");
