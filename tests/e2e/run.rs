@@ -154,15 +154,13 @@ async fn exit_status_and_signals_propagate() {
     // SIGTERM and SIGINT sent to `run` reach the child, which exits with a
     // status of its own choosing.
     for (signal, code) in [("-TERM", 42), ("-INT", 43)] {
-        let script = format!(
-            "import signal, sys, time\n\
+        let script = "import signal, sys, time\n\
              signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n\
              signal.signal(signal.SIGINT, lambda *a: sys.exit(43))\n\
              print('ready', flush=True)\n\
-             time.sleep(30)\n"
-        );
+             time.sleep(30)\n";
         let python = python();
-        let mut cmd = run_plain(&cli, &[python.to_str().unwrap_or("python3"), "-c", &script]).await;
+        let mut cmd = run_plain(&cli, &[python.to_str().unwrap_or("python3"), "-c", script]).await;
         let mut child = cmd.spawn().expect("spawn strongroom");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();

@@ -433,10 +433,10 @@ async fn plain(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body
     };
     let (host, port) = host_port(&authority, 80);
     strip_hop_by_hop(&mut parts.headers);
-    if !parts.headers.contains_key(http::header::HOST) {
-        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-            parts.headers.insert(http::header::HOST, value);
-        }
+    if !parts.headers.contains_key(http::header::HOST)
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(http::header::HOST, value);
     }
     let origin_form = parts
         .uri
