@@ -112,6 +112,8 @@ impl Forwarder {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
+            // Out of file descriptors, most likely: wait instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         let _ = tcp.set_nodelay(true);

@@ -154,6 +154,12 @@ async fn prepare_and_run(
                 Zeroizing::new(started.proxy_url().to_owned()),
             ));
         }
+        // Node 22.21, 24.5 and later honour the proxy variables only when
+        // asked to.
+        env.push((
+            "NODE_USE_ENV_PROXY".to_owned(),
+            Zeroizing::new("1".to_owned()),
+        ));
         for var in CA_VARIABLES {
             env.push((
                 (*var).to_owned(),
