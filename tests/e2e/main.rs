@@ -36,6 +36,7 @@ mod namespace_review;
 mod namespaces;
 mod oracles;
 mod policy;
+mod relay;
 mod replicas;
 mod revocation;
 mod run;

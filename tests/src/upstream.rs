@@ -13,6 +13,9 @@
 //! - `/status/NNN`: status NNN with an empty body;
 //! - `/slow/MS`: waits MS milliseconds, then 200;
 //! - `/bytes/N`: 200 with N bytes of `x`;
+//! - `/padded/N`: 200 with the `/echo` text between two runs of N bytes of
+//!   `x`, sent in frames of 997 bytes (so an echoed value is cut across
+//!   frames);
 //! - `/files/...`: the file under the directory given by
 //!   [`Upstream::serve_dir`], 404 if absent;
 //! - anything else: 200 `ok`.
@@ -23,7 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -78,6 +83,15 @@ impl Upstream {
     /// Starts an HTTPS upstream with a certificate for `names` (DNS names,
     /// wildcards such as `*.example.test` allowed, and `127.0.0.1`).
     pub async fn start(names: &[&str]) -> Self {
+        Self::start_with_alpn(names, &[b"h2", b"http/1.1"]).await
+    }
+
+    /// As [`Upstream::start`], offering only HTTP/1.1 by ALPN.
+    pub async fn start_http1(names: &[&str]) -> Self {
+        Self::start_with_alpn(names, &[b"http/1.1"]).await
+    }
+
+    async fn start_with_alpn(names: &[&str], alpn: &[&[u8]]) -> Self {
         let ca = TestCa::new("strongroom e2e upstream CA");
         let key = KeyPair::generate().expect("upstream key");
         let mut params =
@@ -97,7 +111,7 @@ impl Upstream {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .expect("upstream tls config");
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -199,7 +213,7 @@ async fn handle(
     server_name: Option<String>,
     received: Arc<Mutex<Vec<Received>>>,
     dir: Arc<Mutex<Option<PathBuf>>>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<Response<BoxBody<Bytes, std::convert::Infallible>>, std::convert::Infallible> {
     let (parts, body) = request.into_parts();
     let body = body
         .collect()
@@ -247,14 +261,28 @@ async fn handle(
     let reply = |status: u16, body: Vec<u8>| {
         Response::builder()
             .status(status)
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(Bytes::from(body)).boxed())
             .expect("response")
     };
-    let response = if path.starts_with("/echo") {
-        let mut text = format!("query: {}\n", parts.uri.query().unwrap_or(""));
-        for (name, value) in &headers {
-            text.push_str(&format!("{name}: {value}\n"));
-        }
+    let mut echo = format!("query: {}\n", parts.uri.query().unwrap_or(""));
+    for (name, value) in &headers {
+        echo.push_str(&format!("{name}: {value}\n"));
+    }
+    let response = if let Some(n) = path.strip_prefix("/padded/") {
+        let pad = vec![b'x'; n.parse().unwrap_or(0)];
+        let mut all = pad.clone();
+        all.extend_from_slice(echo.as_bytes());
+        all.extend_from_slice(&pad);
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = all
+            .chunks(997)
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        Response::builder()
+            .status(200)
+            .body(StreamBody::new(futures_iter(frames)).boxed())
+            .expect("response")
+    } else if path.starts_with("/echo") {
+        let text = echo;
         let mut response = reply(200, text.into_bytes());
         if let Some(auth) = parts.headers.get(hyper::header::AUTHORIZATION) {
             response
@@ -291,4 +319,19 @@ async fn handle(
         reply(200, b"ok".to_vec())
     };
     Ok(response)
+}
+
+/// A stream of `items`, one at a time, yielding between them so each is
+/// its own write.
+fn futures_iter<T: Send + 'static>(items: Vec<T>) -> tokio_stream::wrappers::ReceiverStream<T> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        for item in items {
+            if tx.send(item).await.is_err() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

@@ -129,8 +129,16 @@ fn destination_matches(
     host_ok
         && port == want_port
         && (d.methods.is_empty() || d.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
-        && (d.path_prefixes.is_empty()
-            || d.path_prefixes.iter().any(|p| path.starts_with(p.as_str())))
+        && (d.path_prefixes.is_empty() || d.path_prefixes.iter().any(|p| covers(p, path)))
+}
+
+/// Whether a path prefix covers `path` on segment boundaries, as the
+/// server matches: `/v1` covers `/v1` and `/v1/...`, never `/v10`.
+fn covers(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
 }
 
 #[cfg(test)]

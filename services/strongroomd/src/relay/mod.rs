@@ -400,7 +400,14 @@ impl RelayHandler {
             }
         };
         let outcome = self
-            .send(&head, &authorized, inbound, &tx, call.ctx())
+            .send(
+                scope.tenant_id(),
+                &head,
+                &authorized,
+                inbound,
+                &tx,
+                call.ctx(),
+            )
             .await;
         let outcome = InjectionOutcome {
             duration: started.elapsed(),
@@ -422,6 +429,7 @@ impl RelayHandler {
     /// Connects, sends, and streams the response back; the outcome.
     async fn send(
         &self,
+        tenant: strongroom_core::ids::TenantId,
         head: &head::Head,
         authorized: &Authorized,
         mut inbound: Streaming<pb::ForwardRequest>,
@@ -433,7 +441,7 @@ impl RelayHandler {
             outcome.relay_error = Some(reason.to_owned());
             refusal(status, reason, refusal_message(reason))
         };
-        let destination = Destination::of(&head.target);
+        let destination = Destination::of(tenant, &head.target);
         let mut sender = match self.upstream.connection(&destination).await {
             Ok(s) => s,
             Err(e) => {

@@ -5,8 +5,11 @@
 //! second lookup), verifies the destination's certificate against the
 //! system roots plus `relay.upstream_ca` with the checked host as the TLS
 //! server name, and speaks HTTP/2 or HTTP/1.1 as ALPN decides. Connections
-//! are pooled per destination (scheme, host, port): a pooled connection was
-//! made to a checked address of that destination.
+//! are pooled per tenant and destination (scheme, host, port): a pooled
+//! connection was made to a checked address of that destination, and no
+//! connection carries two tenants' requests (a destination that ties
+//! authentication to the connection cannot mix them up). At most
+//! [`MAX_IDLE`] idle HTTP/1.1 connections are kept in all.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +33,9 @@ pub type UpstreamBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>
 
 /// Idle HTTP/1.1 connections kept per destination.
 const MAX_IDLE_PER_DESTINATION: usize = 32;
+
+/// Idle HTTP/1.1 connections kept in all.
+pub const MAX_IDLE: usize = 1024;
 
 /// Why a request could not be sent (or answered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +64,11 @@ impl UpstreamError {
     }
 }
 
-/// Where a pooled connection goes.
+/// Where a pooled connection goes, and for which tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Destination {
+    /// The tenant whose requests it carries.
+    pub tenant: strongroom_core::ids::TenantId,
     /// `https` or `http`.
     pub https: bool,
     /// Host (normalised).
@@ -107,8 +115,15 @@ pub struct Upstream {
     allow_internal: AllowList,
     tls: TlsConnector,
     timeout: Duration,
-    h1: Mutex<HashMap<Destination, Vec<http1::SendRequest<UpstreamBody>>>>,
+    h1: Mutex<Idle>,
     h2: Mutex<HashMap<Destination, http2::SendRequest<UpstreamBody>>>,
+}
+
+/// Idle HTTP/1.1 connections by destination, with their count.
+#[derive(Default)]
+struct Idle {
+    by_destination: HashMap<Destination, Vec<http1::SendRequest<UpstreamBody>>>,
+    count: usize,
 }
 
 /// Why the relay's TLS settings could not be built.
@@ -160,7 +175,7 @@ impl Upstream {
             allow_internal: config.allow_internal.clone(),
             tls: TlsConnector::from(Arc::new(tls)),
             timeout: config.timeout,
-            h1: Mutex::new(HashMap::new()),
+            h1: Mutex::new(Idle::default()),
             h2: Mutex::new(HashMap::new()),
         })
     }
@@ -221,13 +236,21 @@ impl Upstream {
             }
         }
         let mut h1 = self.h1.lock().unwrap_or_else(|e| e.into_inner());
-        let idle = h1.get_mut(destination)?;
+        let idle = h1.by_destination.get_mut(destination)?;
+        let mut found = None;
+        let mut taken = 0;
         while let Some(s) = idle.pop() {
+            taken += 1;
             if !s.is_closed() && s.is_ready() {
-                return Some(Sender::H1(s));
+                found = Some(Sender::H1(s));
+                break;
             }
         }
-        None
+        if idle.is_empty() {
+            h1.by_destination.remove(destination);
+        }
+        h1.count -= taken;
+        found
     }
 
     /// Gives an HTTP/1.1 connection back after its response was read to
@@ -237,9 +260,13 @@ impl Upstream {
             && !s.is_closed()
         {
             let mut h1 = self.h1.lock().unwrap_or_else(|e| e.into_inner());
-            let idle = h1.entry(destination.clone()).or_default();
+            if h1.count >= MAX_IDLE {
+                return;
+            }
+            let idle = h1.by_destination.entry(destination.clone()).or_default();
             if idle.len() < MAX_IDLE_PER_DESTINATION {
                 idle.push(s);
+                h1.count += 1;
             }
         }
     }
@@ -300,9 +327,13 @@ impl Upstream {
 }
 
 impl Destination {
-    /// The destination of a parsed target.
-    pub fn of(target: &strongroom_core::net::RequestTarget) -> Self {
+    /// The destination of a parsed target, for `tenant`.
+    pub fn of(
+        tenant: strongroom_core::ids::TenantId,
+        target: &strongroom_core::net::RequestTarget,
+    ) -> Self {
         Self {
+            tenant,
             https: target.scheme == Scheme::Https,
             host: target.host.clone(),
             port: target.port,

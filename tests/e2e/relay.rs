@@ -1,0 +1,976 @@
+//! The relay (RelayService): an agent holding `inject` only gets its
+//! requests sent with the credential added, to the destinations its grants
+//! name and nowhere else; values never come back to it (the response is
+//! scrubbed) nor reach the log or the audit chain. Every peer is on
+//! 127.0.0.1: the destinations' names are resolved by the server's static
+//! `relay.resolve` entries, and names that resolve to anything else are
+//! refused before any connection.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use strongroom_client::Client;
+use strongroom_e2e::upstream::Upstream;
+use strongroom_e2e::{
+    Backend, Options, TenantAdmin, TestServer, admin_url, api_key, audit_events, expect_code,
+    expect_invalid, path, value,
+};
+use strongroom_proto::v1 as pb;
+use tonic::Code;
+
+on_both_backends!(injection_reaches_the_destination_only, refusals_and_leaks);
+
+/// A distinctive value: found somewhere only if it leaked there.
+fn secret(label: &str) -> String {
+    format!("sk-e2eRELAY{label}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A placeholder, as a local forwarder would make one.
+fn placeholder(label: &str) -> String {
+    format!("SR_PLACEHOLDER_{label}_{}", uuid::Uuid::new_v4().simple())
+}
+
+struct Setup {
+    server: TestServer,
+    upstream: Upstream,
+    acme: TenantAdmin,
+    agent_id: String,
+    agent: Client,
+    /// Keeps the CA file.
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn port(&self) -> u16 {
+        self.upstream.port()
+    }
+
+    fn url(&self, host: &str, rest: &str) -> String {
+        format!("https://{host}:{}{rest}", self.port())
+    }
+}
+
+/// A server whose relay resolves the test names to the upstream (and one
+/// to a cloud metadata address), trusts the upstream's CA, and allows the
+/// loopback names it is meant to reach; an agent in tenant `acme`.
+async fn setup(backend: Backend, upstream: Upstream, timeout_ms: u64) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca, upstream.ca_pem()).expect("write upstream CA");
+    let port = upstream.port();
+    let names = [
+        "api.example.test",
+        "other.example.test",
+        "a.b.example.test",
+        "loop.example.test",
+    ];
+    let mut resolve: Vec<String> = names
+        .iter()
+        .map(|n| format!("{n}:{port}:127.0.0.1"))
+        .collect();
+    resolve.push(format!("metadata.example.test:{port}:169.254.169.254"));
+    resolve.push(format!("private.example.test:{port}:10.1.2.3"));
+    let allow: Vec<String> = ["api.example.test", "other.example.test", "a.b.example.test"]
+        .iter()
+        .map(|n| format!("{n}:{port}"))
+        .collect();
+    let mut options = Options::new(backend);
+    options.env = vec![
+        ("STRONGROOM_RELAY_RESOLVE".into(), resolve.join(",")),
+        ("STRONGROOM_RELAY_ALLOW_INTERNAL".into(), allow.join(",")),
+        (
+            "STRONGROOM_RELAY_UPSTREAM_CA".into(),
+            ca.to_string_lossy().into_owned(),
+        ),
+        ("STRONGROOM_RELAY_TIMEOUT_MS".into(), timeout_ms.to_string()),
+    ];
+    let server = TestServer::start_with(options).await;
+    let acme = server.tenant("acme").await;
+    let (agent_id, agent) = server.principal(&acme, "agent", pb::Role::Agent).await;
+    Setup {
+        server,
+        upstream,
+        acme,
+        agent_id,
+        agent,
+        _dir: dir,
+    }
+}
+
+/// Creates `dev/NAME` holding `v`, with `template` if given.
+async fn credential(
+    acme: &TenantAdmin,
+    name: &str,
+    v: Option<pb::CredentialValue>,
+    template: Option<pb::injection_template::Template>,
+) {
+    acme.client
+        .credentials()
+        .create_credential(pb::CreateCredentialRequest {
+            environment: "dev".into(),
+            name: name.into(),
+            service: "svc".into(),
+            value: v,
+            injection_template: template.map(|t| pb::InjectionTemplate { template: Some(t) }),
+            ..Default::default()
+        })
+        .await
+        .expect("create credential");
+}
+
+/// Grants the agent `capabilities` on `selector` in dev with `destinations`.
+async fn grant_to(
+    s: &Setup,
+    selector: &str,
+    capabilities: &[pb::Capability],
+    destinations: Vec<pb::Destination>,
+) -> pb::Grant {
+    s.acme
+        .client
+        .policy()
+        .create_grant(pb::CreateGrantRequest {
+            subject: Some(pb::GrantSubject {
+                subject: Some(pb::grant_subject::Subject::PrincipalId(s.agent_id.clone())),
+            }),
+            selector: selector.into(),
+            environments: vec!["dev".into()],
+            capabilities: capabilities.iter().map(|c| *c as i32).collect(),
+            destinations,
+            reason: "e2e".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create grant")
+        .into_inner()
+        .grant
+        .expect("grant")
+}
+
+fn destination(host: String, paths: &[&str]) -> pb::Destination {
+    pb::Destination {
+        host,
+        methods: vec![],
+        path_prefixes: paths.iter().map(|p| (*p).to_owned()).collect(),
+    }
+}
+
+fn reference(name: &str) -> pb::InjectionRef {
+    pb::InjectionRef {
+        environment: "dev".into(),
+        name: name.into(),
+        field: String::new(),
+    }
+}
+
+fn header(name: &str, value: &str) -> pb::HttpHeader {
+    pb::HttpHeader {
+        name: name.into(),
+        value: value.as_bytes().to_vec(),
+    }
+}
+
+fn head(method: &str, url: String) -> pb::RelayRequestHead {
+    pb::RelayRequestHead {
+        method: method.into(),
+        url,
+        purpose: "e2e relay test".into(),
+        ..Default::default()
+    }
+}
+
+/// Whether what the destination received carries the value as expected.
+type ReachedCheck<'a> = Box<dyn Fn(&strongroom_e2e::upstream::Received) -> bool + 'a>;
+
+/// What the agent got back.
+#[derive(Debug)]
+struct Answer {
+    head: pb::RelayResponseHead,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+    }
+
+    fn reason(&self) -> &str {
+        self.head
+            .relay_error
+            .as_ref()
+            .map_or("", |e| e.reason.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Everything the agent received, as text.
+    fn everything(&self) -> String {
+        let mut all = self.text();
+        for h in &self.head.headers {
+            all.push_str(&String::from_utf8_lossy(&h.value));
+        }
+        all
+    }
+}
+
+/// Sends one request through the relay.
+async fn forward(
+    client: &Client,
+    head: pb::RelayRequestHead,
+    body: Vec<Vec<u8>>,
+) -> Result<Answer, tonic::Status> {
+    let mut messages = vec![pb::ForwardRequest {
+        part: Some(pb::forward_request::Part::Head(head)),
+    }];
+    messages.extend(body.into_iter().map(|b| pb::ForwardRequest {
+        part: Some(pb::forward_request::Part::Body(b)),
+    }));
+    let mut stream = client
+        .relay()
+        .forward(tokio_stream::iter(messages))
+        .await?
+        .into_inner();
+    let first = stream
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::internal("no response head"))?;
+    let Some(pb::forward_response::Part::Head(head)) = first.part else {
+        return Err(tonic::Status::internal("the first message is not a head"));
+    };
+    let mut body = Vec::new();
+    while let Some(m) = stream.message().await? {
+        match m.part {
+            Some(pb::forward_response::Part::Body(b)) => body.extend_from_slice(&b),
+            _ => return Err(tonic::Status::internal("a second response head")),
+        }
+    }
+    Ok(Answer { head, body })
+}
+
+/// The tenant's events of `action`.
+async fn events(acme: &TenantAdmin, action: pb::AuditAction) -> Vec<pb::AuditEvent> {
+    audit_events(
+        &acme.client,
+        pb::QueryEventsRequest {
+            actions: vec![action as i32],
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Asserts `secret` appears in no server log line, plain or base64.
+fn assert_not_logged(server: &TestServer, secrets: &[&str]) {
+    for line in server.logs.lines() {
+        for s in secrets {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(s);
+            assert!(
+                !line.contains(s) && !line.contains(&b64),
+                "a value reached the log: {line}"
+            );
+        }
+    }
+}
+
+async fn injection_reaches_the_destination_only(backend: Backend) {
+    let s = setup(backend, Upstream::start(&["*.example.test"]).await, 5000).await;
+    let bearer = secret("bearer");
+    let password = secret("basic");
+    let header_key = secret("header");
+    let query_key = secret("query");
+    let held = secret("placeholder");
+    credential(&s.acme, "llm/openai", api_key(&bearer), None).await;
+    credential(
+        &s.acme,
+        "svc/basic",
+        value(pb::credential_value::Value::BasicAuth(pb::BasicAuth {
+            username: "robot".into(),
+            password: password.clone(),
+        })),
+        None,
+    )
+    .await;
+    credential(
+        &s.acme,
+        "svc/header",
+        api_key(&header_key),
+        Some(pb::injection_template::Template::Header(
+            pb::HeaderInjection {
+                name: "X-Api-Key".into(),
+                field: "api_key".into(),
+                prefix: "Token ".into(),
+            },
+        )),
+    )
+    .await;
+    credential(
+        &s.acme,
+        "svc/query",
+        api_key(&query_key),
+        Some(pb::injection_template::Template::QueryParameter(
+            pb::QueryParameterInjection {
+                name: "key".into(),
+                field: "api_key".into(),
+            },
+        )),
+    )
+    .await;
+    credential(&s.acme, "svc/held", api_key(&held), None).await;
+    grant_to(
+        &s,
+        "*",
+        &[pb::Capability::Inject],
+        vec![destination(
+            format!("*.example.test:{}", s.port()),
+            &["/echo"],
+        )],
+    )
+    .await;
+
+    // The agent holds inject only: it can never read a value.
+    expect_code(
+        s.agent
+            .credentials()
+            .reveal_credential(pb::RevealCredentialRequest {
+                credential: path("dev", "llm/openai"),
+                purpose: "e2e".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        "reveal by an inject-only agent",
+    );
+
+    // Each template style reaches the destination with the real value; the
+    // destination echoes it and the agent sees only a marker.
+    let cases: [(&str, &str, ReachedCheck<'_>); 4] = [
+        (
+            "llm/openai",
+            bearer.as_str(),
+            Box::new(|r| r.header("authorization") == Some(&format!("Bearer {bearer}"))),
+        ),
+        (
+            "svc/basic",
+            password.as_str(),
+            Box::new(|r| {
+                let expected =
+                    base64::engine::general_purpose::STANDARD.encode(format!("robot:{password}"));
+                r.header("authorization") == Some(&format!("Basic {expected}"))
+            }),
+        ),
+        (
+            "svc/header",
+            header_key.as_str(),
+            Box::new(|r| r.header("x-api-key") == Some(&format!("Token {header_key}"))),
+        ),
+        (
+            "svc/query",
+            query_key.as_str(),
+            Box::new(|r| r.path_and_query.ends_with(&format!("key={query_key}"))),
+        ),
+    ];
+    for (i, (name, value, reached)) in cases.iter().enumerate() {
+        let mut h = head("GET", s.url("api.example.test", "/echo?x=1"));
+        h.inject = vec![reference(name)];
+        // The agent's own Host and Authorization are replaced or dropped.
+        h.headers = vec![
+            header("host", "evil.test"),
+            header("accept-encoding", "gzip"),
+        ];
+        let answer = forward(&s.agent, h, vec![]).await.expect(name);
+        assert_eq!(answer.head.status, 200, "{name}: {answer:?}");
+        let received = s.upstream.received();
+        let r = &received[i];
+        assert!(reached(r), "{name}: the destination got {:?}", r.headers);
+        assert_eq!(r.authority, format!("api.example.test:{}", s.port()));
+        assert_eq!(r.server_name.as_deref(), Some("api.example.test"));
+        assert_eq!(r.version, "HTTP/2.0");
+        assert_eq!(r.header("accept-encoding"), Some("identity"));
+        let all = answer.everything();
+        assert!(!all.contains(value), "{name}: the value came back: {all}");
+        assert!(
+            all.contains(&format!("[strongroom:dev/{name}]")),
+            "{name}: no marker in {all}"
+        );
+    }
+
+    // Placeholders in a header and the query are replaced; the echo of
+    // the value comes back as the placeholder.
+    let p = placeholder("held");
+    let mut h = head("GET", s.url("api.example.test", &format!("/echo?k={p}")));
+    h.headers = vec![header("authorization", &format!("Bearer {p}"))];
+    h.placeholders = vec![pb::Placeholder {
+        placeholder: p.clone(),
+        credential: Some(reference("svc/held")),
+    }];
+    let answer = forward(&s.agent, h, vec![]).await.expect("placeholder");
+    assert_eq!(answer.head.status, 200);
+    let r = s.upstream.received().pop().expect("received");
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("Bearer {held}").as_str())
+    );
+    assert_eq!(r.path_and_query, format!("/echo?k={held}"));
+    assert!(!answer.everything().contains(&held));
+    assert!(
+        answer.text().contains(&format!("query: k={p}")),
+        "{}",
+        answer.text()
+    );
+    assert_eq!(
+        answer.header("x-echo-authorization"),
+        Some(format!("Bearer {p}"))
+    );
+
+    // A large response echoing the value across frame boundaries, and a
+    // request body streamed in several messages.
+    let mut h = head("POST", s.url("api.example.test", "/echo/../padded/150000"));
+    h.headers = vec![header("authorization", &format!("Bearer {p}"))];
+    h.placeholders = vec![pb::Placeholder {
+        placeholder: p.clone(),
+        credential: Some(reference("svc/held")),
+    }];
+    let refused = forward(&s.agent, h.clone(), vec![]).await.expect("refusal");
+    assert_eq!(
+        (refused.head.status, refused.reason()),
+        (403, "destination_not_allowed"),
+        "the path normalises out of /echo"
+    );
+    h.url = s.url("api.example.test", "/echo/../echo/padded");
+    let answer = forward(&s.agent, h, vec![]).await.expect("padded");
+    assert_eq!(answer.head.status, 200);
+    grant_to(
+        &s,
+        "svc/held",
+        &[pb::Capability::Inject],
+        vec![destination(
+            format!("api.example.test:{}", s.port()),
+            &["/padded"],
+        )],
+    )
+    .await;
+    let mut h = head("POST", s.url("api.example.test", "/padded/150000"));
+    h.headers = vec![header("authorization", &format!("Bearer {p}"))];
+    h.placeholders = vec![pb::Placeholder {
+        placeholder: p.clone(),
+        credential: Some(reference("svc/held")),
+    }];
+    let chunks: Vec<Vec<u8>> = (0..5).map(|i| vec![b'a' + i; 100_000]).collect();
+    let answer = forward(&s.agent, h, chunks).await.expect("large");
+    assert_eq!(answer.head.status, 200);
+    assert!(answer.body.len() > 300_000);
+    assert!(!answer.everything().contains(&held));
+    assert!(
+        answer
+            .text()
+            .contains(&format!("authorization: Bearer {p}"))
+    );
+    let r = s.upstream.received().pop().expect("received");
+    assert_eq!(r.body.len(), 500_000);
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("Bearer {held}").as_str())
+    );
+
+    // The audit chain: each use before it was sent, and its outcome after,
+    // with host, method and path, never the query, a header or a value.
+    let injected = events(&s.acme, pb::AuditAction::CredentialInject).await;
+    let results = events(&s.acme, pb::AuditAction::CredentialInjectResult).await;
+    let allowed: Vec<_> = injected
+        .iter()
+        .filter(|e| e.outcome == pb::AuditOutcome::Allowed as i32)
+        .collect();
+    assert_eq!(allowed.len(), 7, "{injected:?}");
+    assert_eq!(results.len(), 7, "{results:?}");
+    for e in allowed.iter().copied().chain(results.iter()) {
+        let relay = e.relay.as_ref().expect("relay details");
+        assert_eq!(relay.host, format!("api.example.test:{}", s.port()));
+        assert!(relay.path.starts_with("/echo") || relay.path.starts_with("/padded"));
+        assert_eq!(e.principal_id, s.agent_id);
+        assert_eq!(e.purpose, "e2e relay test");
+        assert!(e.version >= 1);
+        let text = format!("{e:?}");
+        for v in [&bearer, &password, &header_key, &query_key, &held, &p] {
+            assert!(!text.contains(v.as_str()), "audit holds a value: {text}");
+        }
+        assert!(!text.contains("x=1"), "audit holds the query: {text}");
+    }
+    let result = results
+        .iter()
+        .find(|e| e.relay.as_ref().is_some_and(|r| r.path == "/padded/150000"))
+        .expect("result of the large request");
+    let relay = result.relay.as_ref().expect("relay");
+    assert_eq!(relay.status_code, 200);
+    assert_eq!(relay.bytes_sent, 500_000);
+    assert!(relay.bytes_received > 300_000);
+
+    assert_not_logged(
+        &s.server,
+        &[&bearer, &password, &header_key, &query_key, &held],
+    );
+}
+
+async fn refusals_and_leaks(backend: Backend) {
+    let s = setup(backend, Upstream::start(&["*.example.test"]).await, 5000).await;
+    let key = secret("refused");
+    credential(&s.acme, "llm/openai", api_key(&key), None).await;
+    credential(&s.acme, "llm/reveal-only", api_key(&secret("r")), None).await;
+    let g = grant_to(
+        &s,
+        "llm/openai",
+        &[pb::Capability::Inject],
+        vec![pb::Destination {
+            host: format!("api.example.test:{}", s.port()),
+            methods: vec!["GET".into()],
+            path_prefixes: vec!["/echo".into()],
+        }],
+    )
+    .await;
+    // A reveal grant names no destination: it never injects.
+    grant_to(&s, "llm/reveal-only", &[pb::Capability::Reveal], vec![]).await;
+
+    let template = |url: String, name: &str| {
+        let mut h = head("GET", url);
+        h.inject = vec![reference(name)];
+        h
+    };
+    let refused = |a: &Answer| (a.head.status, a.reason().to_owned());
+    let forbidden = |reason: &str| (403, reason.to_owned());
+
+    // Another host, another method, paths escaping the prefix or only
+    // sharing its first letters, a plain-http URL: all refused, nothing
+    // sent anywhere.
+    for (h, why) in [
+        (
+            template(s.url("other.example.test", "/echo"), "llm/openai"),
+            "host",
+        ),
+        (
+            template(s.url("api.example.test", "/echoes"), "llm/openai"),
+            "segment",
+        ),
+        (
+            template(
+                s.url("api.example.test", "/echo/../status/200"),
+                "llm/openai",
+            ),
+            "dotdot",
+        ),
+        (
+            template(
+                s.url("api.example.test", "/echo/%2e%2E/status/200"),
+                "llm/openai",
+            ),
+            "encoded",
+        ),
+        (
+            template(
+                s.url("api.example.test", "/x/..//echo/../status"),
+                "llm/openai",
+            ),
+            "mixed",
+        ),
+        (
+            template(s.url("API.Example.test.", "/v1"), "llm/openai"),
+            "case",
+        ),
+        (
+            template("https://api.example.test/echo".to_owned(), "llm/openai"),
+            "port",
+        ),
+        (
+            template(
+                s.url("api.example.test", "/echo").replace("https", "http"),
+                "llm/openai",
+            ),
+            "http",
+        ),
+        (
+            template(s.url("api.example.test", "/echo"), "llm/reveal-only"),
+            "reveal",
+        ),
+        (
+            template(s.url("api.example.test", "/echo"), "llm/missing"),
+            "missing",
+        ),
+    ] {
+        let a = forward(&s.agent, h, vec![]).await.expect(why);
+        assert_eq!(refused(&a), forbidden("destination_not_allowed"), "{why}");
+    }
+    let mut post = template(s.url("api.example.test", "/echo"), "llm/openai");
+    post.method = "POST".into();
+    let a = forward(&s.agent, post, vec![]).await.expect("post");
+    assert_eq!(refused(&a), forbidden("destination_not_allowed"));
+    // Paths that cannot be normalised are malformed.
+    for bad in [
+        "/echo%2f..%2fstatus",
+        "/echo/..;/status",
+        "/../echo",
+        "/echo/%zz",
+    ] {
+        expect_invalid(
+            forward(
+                &s.agent,
+                template(s.url("api.example.test", bad), "llm/openai"),
+                vec![],
+            )
+            .await,
+            "head.url",
+            bad,
+        );
+    }
+    // Nothing to inject: the relay is no open proxy.
+    let a = forward(
+        &s.agent,
+        head("GET", s.url("api.example.test", "/echo")),
+        vec![],
+    )
+    .await
+    .expect("nothing");
+    assert_eq!(refused(&a), forbidden("no_credential"));
+    // A normalised path inside the prefix passes, and is what is sent.
+    let a = forward(
+        &s.agent,
+        template(s.url("api.example.test", "/./echo//x/../y"), "llm/openai"),
+        vec![],
+    )
+    .await
+    .expect("normalised");
+    assert_eq!(a.head.status, 200);
+    let received = s.upstream.received();
+    assert_eq!(received.len(), 1, "only the allowed request was sent");
+    assert_eq!(received[0].path_and_query, "/echo/y");
+
+    let denied = events(&s.acme, pb::AuditAction::CredentialInject).await;
+    let denied: Vec<_> = denied
+        .iter()
+        .filter(|e| e.outcome == pb::AuditOutcome::Denied as i32)
+        .collect();
+    assert!(denied.len() >= 10, "{denied:?}");
+    assert!(denied.iter().any(|e| {
+        e.reason_code == "DESTINATION_NOT_ALLOWED"
+            && e.relay
+                .as_ref()
+                .is_some_and(|r| r.host == format!("other.example.test:{}", s.port()))
+    }));
+
+    // A placeholder sent to a destination the grant does not allow: 403
+    // and an alert; the grant stands while the setting is off.
+    let p = placeholder("canary");
+    let canary = |url: String| {
+        let mut h = head("GET", url);
+        h.headers = vec![header("x-api-key", &p)];
+        h.placeholders = vec![pb::Placeholder {
+            placeholder: p.clone(),
+            credential: Some(reference("llm/openai")),
+        }];
+        h
+    };
+    let a = forward(
+        &s.agent,
+        canary(s.url("other.example.test", "/echo")),
+        vec![],
+    )
+    .await
+    .expect("canary");
+    assert_eq!(refused(&a), forbidden("destination_not_allowed"));
+    let a = forward(
+        &s.agent,
+        canary(s.url("api.example.test", "/echo").replace("https", "http")),
+        vec![],
+    )
+    .await
+    .expect("canary over http");
+    assert_eq!(refused(&a), forbidden("placeholder_over_http"));
+    let alerts = events(&s.acme, pb::AuditAction::AlertPlaceholderMisuse).await;
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert!(alerts[0].detail.contains(&g.id), "{}", alerts[0].detail);
+    assert!(
+        alerts
+            .iter()
+            .all(|e| e.detail.contains("\"revoked\":false"))
+    );
+    assert_eq!(s.upstream.received().len(), 1);
+
+    // With revoke_grant_on_leak the grant is revoked at once.
+    s.acme
+        .client
+        .admin()
+        .update_tenant_settings(pb::UpdateTenantSettingsRequest {
+            settings: Some(pb::TenantSettings {
+                revoke_grant_on_leak: true,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["revoke_grant_on_leak".into()],
+            }),
+        })
+        .await
+        .expect("turn revoke_grant_on_leak on");
+    let a = forward(
+        &s.agent,
+        canary(s.url("other.example.test", "/echo")),
+        vec![],
+    )
+    .await
+    .expect("canary again");
+    assert_eq!(refused(&a), forbidden("destination_not_allowed"));
+    let revokes = events(&s.acme, pb::AuditAction::GrantRevoke).await;
+    assert!(
+        revokes
+            .iter()
+            .any(|e| e.detail.contains(&g.id) && e.reason_code == "PLACEHOLDER_MISUSE"),
+        "{revokes:?}"
+    );
+    let a = forward(&s.agent, canary(s.url("api.example.test", "/echo")), vec![])
+        .await
+        .expect("after revocation");
+    assert_eq!(refused(&a), forbidden("destination_not_allowed"));
+    assert_eq!(s.upstream.received().len(), 1);
+
+    // ReportLeak: an alert, and (setting on) the grants revoked; refused
+    // as missing for credentials the caller holds nothing on.
+    let g2 = grant_to(
+        &s,
+        "llm/openai",
+        &[pb::Capability::Inject],
+        vec![destination(format!("api.example.test:{}", s.port()), &[])],
+    )
+    .await;
+    let described = s
+        .agent
+        .relay()
+        .describe_injection(pb::DescribeInjectionRequest {
+            credentials: vec![
+                reference("llm/openai"),
+                reference("llm/reveal-only"),
+                reference("llm/missing"),
+            ],
+        })
+        .await
+        .expect("describe")
+        .into_inner()
+        .credentials;
+    assert!(described[0].allowed && described[0].has_template);
+    assert_eq!(described[0].destinations.len(), 1);
+    assert_eq!(
+        (described[1].allowed, described[1].reason.as_str()),
+        (false, "no_destinations")
+    );
+    assert_eq!(
+        (described[2].allowed, described[2].reason.as_str()),
+        (false, "not_found")
+    );
+    let leak = s
+        .agent
+        .relay()
+        .report_leak(pb::ReportLeakRequest {
+            credential: Some(reference("llm/openai")),
+            channel: "stdout".into(),
+            form: "base64".into(),
+            purpose: "e2e".into(),
+        })
+        .await
+        .expect("report leak")
+        .into_inner();
+    assert!(leak.grant_revoked);
+    let leaks = events(&s.acme, pb::AuditAction::AlertLeak).await;
+    assert_eq!(leaks.len(), 1);
+    assert!(leaks[0].detail.contains(&g2.id) && leaks[0].detail.contains("\"form\":\"base64\""));
+    expect_code(
+        s.agent
+            .relay()
+            .report_leak(pb::ReportLeakRequest {
+                credential: Some(reference("llm/missing")),
+                channel: "stdout".into(),
+                form: "plain".into(),
+                purpose: "e2e".into(),
+            })
+            .await,
+        Code::NotFound,
+        "leak of a credential the caller holds nothing on",
+    );
+    assert_not_logged(&s.server, &[&key]);
+}
+
+/// Internal addresses are refused unless listed exactly, before any
+/// connection: loopback names not on the allow list, a name resolving to
+/// the cloud metadata address or a private one, a loopback literal.
+#[tokio::test]
+async fn internal_addresses_are_refused() {
+    let s = setup(
+        Backend::Sqlite,
+        Upstream::start(&["*.example.test", "127.0.0.1"]).await,
+        5000,
+    )
+    .await;
+    credential(&s.acme, "llm/openai", api_key(&secret("internal")), None).await;
+    let port = s.port();
+    grant_to(
+        &s,
+        "llm/openai",
+        &[pb::Capability::Inject],
+        vec![
+            destination(format!("*.example.test:{port}"), &[]),
+            destination(format!("127.0.0.1:{port}"), &[]),
+        ],
+    )
+    .await;
+    for url in [
+        s.url("loop.example.test", "/echo"),
+        s.url("metadata.example.test", "/latest/meta-data/"),
+        s.url("private.example.test", "/echo"),
+        format!("https://127.0.0.1:{port}/echo"),
+    ] {
+        let mut h = head("GET", url.clone());
+        h.inject = vec![reference("llm/openai")];
+        let a = forward(&s.agent, h, vec![]).await.expect(&url);
+        assert_eq!(
+            (a.head.status, a.reason()),
+            (403, "internal_address"),
+            "{url}"
+        );
+    }
+    assert!(s.upstream.received().is_empty());
+    // A name on the allow list is reached; one whose certificate does not
+    // cover it (a wildcard covers one label) is refused by TLS.
+    let mut h = head("GET", s.url("api.example.test", "/echo"));
+    h.inject = vec![reference("llm/openai")];
+    let a = forward(&s.agent, h, vec![]).await.expect("allowed");
+    assert_eq!(a.head.status, 200);
+    assert_eq!(s.upstream.received().len(), 1);
+    let mut h = head("GET", s.url("a.b.example.test", "/echo"));
+    h.inject = vec![reference("llm/openai")];
+    let a = forward(&s.agent, h, vec![]).await.expect("wrong name");
+    assert_eq!((a.head.status, a.reason()), (502, "upstream_tls"));
+    assert_eq!(s.upstream.received().len(), 1);
+}
+
+/// Redirects go back to the agent; HTTP/1.1 destinations work with Host
+/// and SNI set to the destination; a slow destination is answered 504.
+#[tokio::test]
+async fn responses_redirects_http1_and_timeouts() {
+    let s = setup(
+        Backend::Sqlite,
+        Upstream::start_http1(&["*.example.test"]).await,
+        1500,
+    )
+    .await;
+    let key = secret("h1");
+    credential(&s.acme, "llm/openai", api_key(&key), None).await;
+    grant_to(
+        &s,
+        "llm/openai",
+        &[pb::Capability::Inject],
+        vec![destination(format!("api.example.test:{}", s.port()), &[])],
+    )
+    .await;
+    let template = |rest: &str| {
+        let mut h = head("GET", s.url("api.example.test", rest));
+        h.inject = vec![reference("llm/openai")];
+        h
+    };
+    let a = forward(&s.agent, template("/redirect"), vec![])
+        .await
+        .expect("redirect");
+    assert_eq!(a.head.status, 302);
+    assert_eq!(a.header("location").as_deref(), Some("/elsewhere"));
+    assert_eq!(
+        s.upstream.received().len(),
+        1,
+        "the redirect was not followed"
+    );
+
+    for _ in 0..3 {
+        let a = forward(&s.agent, template("/echo"), vec![])
+            .await
+            .expect("echo");
+        assert_eq!(a.head.status, 200);
+        assert!(!a.everything().contains(&key));
+    }
+    let r = s.upstream.received().pop().expect("received");
+    assert_eq!(r.version, "HTTP/1.1");
+    assert_eq!(r.authority, format!("api.example.test:{}", s.port()));
+    assert_eq!(r.server_name.as_deref(), Some("api.example.test"));
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("Bearer {key}").as_str())
+    );
+
+    let a = forward(&s.agent, template("/slow/4000"), vec![])
+        .await
+        .expect("slow");
+    assert_eq!((a.head.status, a.reason()), (504, "upstream_timeout"));
+    let results = events(&s.acme, pb::AuditAction::CredentialInjectResult).await;
+    assert!(results.iter().any(|e| {
+        e.relay
+            .as_ref()
+            .is_some_and(|r| r.relay_error == "upstream_timeout")
+    }));
+    assert_not_logged(&s.server, &[&key]);
+}
+
+/// The use is recorded before anything reaches the destination: with the
+/// audit log unavailable (its table locked), the request fails and the
+/// destination receives nothing.
+#[tokio::test]
+async fn nothing_is_sent_unless_the_use_is_recorded() {
+    use sqlx::Connection;
+    let s = setup(
+        Backend::Postgres,
+        Upstream::start(&["*.example.test"]).await,
+        5000,
+    )
+    .await;
+    credential(&s.acme, "llm/openai", api_key(&secret("audit")), None).await;
+    grant_to(
+        &s,
+        "llm/openai",
+        &[pb::Capability::Inject],
+        vec![destination(format!("api.example.test:{}", s.port()), &[])],
+    )
+    .await;
+    let admin = admin_url();
+    let (base, _) = admin.rsplit_once('/').expect("admin url");
+    let db = s.server.database.clone().expect("postgres database");
+    let mut conn = sqlx::PgConnection::connect(&format!("{base}/{db}"))
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut conn)
+        .await
+        .expect("begin");
+    sqlx::query("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut conn)
+        .await
+        .expect("lock the audit table");
+    let mut h = head("GET", s.url("api.example.test", "/echo"));
+    h.inject = vec![reference("llm/openai")];
+    let answer = tokio::time::timeout(
+        Duration::from_secs(20),
+        forward(&s.agent, h.clone(), vec![]),
+    )
+    .await
+    .expect("answered");
+    expect_code(
+        answer,
+        Code::Unavailable,
+        "forward with the audit log locked",
+    );
+    assert!(
+        s.upstream.received().is_empty(),
+        "a request went out unrecorded"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut conn)
+        .await
+        .expect("unlock");
+    let a = forward(&s.agent, h, vec![]).await.expect("after");
+    assert_eq!(a.head.status, 200);
+    assert_eq!(s.upstream.received().len(), 1);
+}
