@@ -42,6 +42,8 @@ mod policy;
 mod relay;
 mod replicas;
 mod revocation;
+mod run;
+mod run_inject;
 mod scan;
 mod secrets_in_logs;
 mod smoke;

@@ -4,6 +4,7 @@
 //! new SQLite file), and hands out typed clients for any identity. Every line
 //! the server logs is kept so tests can search it for secrets.
 
+pub mod cli;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};

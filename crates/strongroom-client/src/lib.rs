@@ -223,11 +223,23 @@ impl Client {
         reference: &Reference,
         purpose: &str,
     ) -> Result<(zeroize::Zeroizing<String>, pb::Lease), ClientError> {
+        self.reveal_reference_for(reference, purpose, "").await
+    }
+
+    /// As [`Client::reveal_reference`], acting for the end user
+    /// `on_behalf_of` (empty: none).
+    pub async fn reveal_reference_for(
+        &self,
+        reference: &Reference,
+        purpose: &str,
+        on_behalf_of: &str,
+    ) -> Result<(zeroize::Zeroizing<String>, pb::Lease), ClientError> {
         let response = self
             .credentials()
             .reveal_credential(pb::RevealCredentialRequest {
                 credential: Some(reference.to_ref()),
                 purpose: purpose.to_owned(),
+                on_behalf_of: on_behalf_of.to_owned(),
                 field: reference.field.clone().unwrap_or_default(),
                 ..Default::default()
             })
