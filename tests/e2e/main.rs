@@ -30,6 +30,7 @@ mod grpcurl;
 mod health;
 mod input_validation;
 mod isolation_guards;
+mod leases;
 mod lifecycle;
 mod mtls;
 mod namespace_review;

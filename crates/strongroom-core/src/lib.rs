@@ -15,6 +15,7 @@ pub mod chains;
 pub mod credential;
 pub mod error;
 pub mod ids;
+pub mod lease;
 pub mod names;
 pub mod page;
 pub mod policy;

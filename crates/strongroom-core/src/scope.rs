@@ -195,6 +195,8 @@ pub enum SystemTask {
     /// Records the refusals of ended rate-limit windows and trims the abuse
     /// controls' state.
     AbuseSweeper,
+    /// Expires leases that ran out.
+    LeaseSweeper,
 }
 
 impl SystemTask {
@@ -205,6 +207,7 @@ impl SystemTask {
             Self::FailedAuthentications => "failed_authentications",
             Self::ChangeListener => "change_listener",
             Self::AbuseSweeper => "abuse_sweeper",
+            Self::LeaseSweeper => "lease_sweeper",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The storage ports. Backends (Postgres, SQLite) implement one port per
 //! aggregate ([`MetaStore`], [`IdentityStore`], [`TenantStore`],
 //! [`EnvironmentStore`], [`PrincipalStore`], [`CredentialStore`],
-//! [`GrantStore`], [`AuditStore`] and [`ChainStore`]); [`Store`] is all of
+//! [`GrantStore`], [`AuditStore`], [`ChainStore`] and [`LeaseStore`]); [`Store`] is all of
 //! them, implemented for any type that implements each, and what the server
 //! holds (`Arc<dyn Store>`). One conformance suite checks that the backends
 //! behave alike.
@@ -18,6 +18,8 @@ pub use crate::chains::ChainStore;
 use crate::credential::{Credential, CredentialFilter, StoredVersion};
 use crate::error::Result;
 use crate::ids::{BindingId, CredentialId, GrantId, PrincipalId, TenantId};
+use crate::lease::Lease;
+pub use crate::lease::LeaseStore;
 use crate::names::{CredentialName, Environment};
 use crate::page::{Page, PageRequest};
 use crate::policy::Grant;
@@ -222,6 +224,7 @@ pub trait Store:
     + GrantStore
     + AuditStore
     + ChainStore
+    + LeaseStore
     + Send
     + Sync
     + 'static
@@ -238,6 +241,7 @@ impl<T> Store for T where
         + GrantStore
         + AuditStore
         + ChainStore
+        + LeaseStore
         + Send
         + Sync
         + 'static
@@ -395,14 +399,16 @@ pub trait PrincipalStore: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<Principal>>;
 
-    /// Enables or disables a principal.
+    /// Enables or disables a principal. Disabling it ends its active
+    /// leases in the same transaction, each with a `lease.revoke` event;
+    /// returns the principal and how many leases ended.
     async fn set_principal_status(
         &self,
         scope: &TenantScope<'_>,
         id: PrincipalId,
         status: PrincipalStatus,
         audit: AuditDraft,
-    ) -> Result<Principal>;
+    ) -> Result<(Principal, u32)>;
 
     /// Adds an identity binding. `AlreadyExists` if the tenant already binds
     /// the same pattern; `NotFound` if the principal is absent;
@@ -506,16 +512,19 @@ pub trait CredentialStore: Send + Sync {
         audit: AuditDraft,
     ) -> Result<Credential>;
 
-    /// Marks a credential revoked with a reason.
+    /// Marks a credential revoked with a reason, ending its active leases in
+    /// the same transaction (each with a `lease.revoke` event); returns the
+    /// credential and how many leases ended.
     async fn revoke_credential(
         &self,
         scope: &TenantScope<'_>,
         id: CredentialId,
         reason: &str,
         audit: AuditDraft,
-    ) -> Result<Credential>;
+    ) -> Result<(Credential, u32)>;
 
-    /// Deletes every stored value of a credential, keeping its metadata.
+    /// Deletes every stored value of a credential, keeping its metadata;
+    /// its active leases end in the same transaction.
     async fn destroy_credential(
         &self,
         scope: &TenantScope<'_>,
@@ -538,13 +547,15 @@ pub trait GrantStore: Send + Sync {
     /// Reads a grant.
     async fn get_grant(&self, scope: &TenantScope<'_>, id: GrantId) -> Result<Grant>;
 
-    /// Deletes a grant.
+    /// Deletes a grant, ending the active leases it allowed in the same
+    /// transaction (each with a `lease.revoke` event); returns how many
+    /// ended.
     async fn delete_grant(
         &self,
         scope: &TenantScope<'_>,
         id: GrantId,
         audit: AuditDraft,
-    ) -> Result<()>;
+    ) -> Result<u32>;
 
     /// Lists grants matching `filter`, oldest first.
     async fn list_grants(
@@ -571,15 +582,17 @@ pub trait AuditStore: Send + Sync {
     /// Links `draft` into the tenant's chain and stores it durably.
     async fn append_audit(&self, scope: &TenantScope<'_>, draft: AuditDraft) -> Result<AuditEvent>;
 
-    /// Links a reveal's `draft` into the chain and stores it durably, in the
-    /// same transaction verifying `check` against the stored state;
-    /// `FailedPrecondition` (and nothing stored) if the check fails, so a
-    /// decision taken on stale cached state is never acted on.
+    /// Links a reveal's `draft` into the chain and stores it durably, with
+    /// the reveal's `lease` if any, in the same transaction verifying
+    /// `check` against the stored state; `FailedPrecondition` (and nothing
+    /// stored) if the check fails, so a decision taken on stale cached
+    /// state is never acted on.
     async fn append_reveal(
         &self,
         scope: &TenantScope<'_>,
         draft: AuditDraft,
         check: RevealCheck,
+        lease: Option<Lease>,
     ) -> Result<AuditEvent>;
 
     /// Notices of committed state changes (from this process and, on a

@@ -127,14 +127,15 @@ impl Engine {
         Ok(grant)
     }
 
-    /// Revokes a grant (admin); returns it as it was.
+    /// Revokes a grant (admin), ending the leases it allowed; returns it
+    /// as it was, and how many leases ended.
     pub async fn revoke_grant(
         &self,
         caller: &Authenticated,
         ctx: &CallContext,
         id: GrantId,
         reason: &str,
-    ) -> Result<Grant> {
+    ) -> Result<(Grant, u32)> {
         let scope = caller.tenant_scope()?;
         self.require_admin(&scope, ctx, Action::GrantRevoke).await?;
         let grant = self.store.get_grant(&scope, id).await?;
@@ -150,11 +151,12 @@ impl Engine {
             grant: id,
             reason: reason.to_owned(),
         });
-        self.commit(scope.tenant_id(), draft, |draft| {
-            self.store.delete_grant(&scope, id, draft)
-        })
-        .await?;
-        Ok(grant)
+        let ended = self
+            .commit(scope.tenant_id(), draft, |draft| {
+                self.store.delete_grant(&scope, id, draft)
+            })
+            .await?;
+        Ok((grant, ended))
     }
 
     /// Explains whether `principal` may do `capability` on the named

@@ -41,6 +41,7 @@ mod credentials;
 mod environments;
 mod grants;
 mod keyring;
+mod leases;
 pub mod ports;
 mod principals;
 mod settings;

@@ -94,7 +94,8 @@ impl Engine {
     }
 
     /// Enables or disables a principal (admin). An admin cannot disable
-    /// itself.
+    /// itself. Disabling ends the principal's leases; returns the principal
+    /// and how many leases ended.
     pub async fn set_principal_status(
         &self,
         caller: &Authenticated,
@@ -102,7 +103,7 @@ impl Engine {
         id: PrincipalId,
         status: PrincipalStatus,
         reason: &str,
-    ) -> Result<Principal> {
+    ) -> Result<(Principal, u32)> {
         let scope = caller.tenant_scope()?;
         self.require_admin(&scope, ctx, Action::PrincipalStatus)
             .await?;

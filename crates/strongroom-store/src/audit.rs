@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use sqlx::Transaction;
 use strongroom_core::audit::{AuditDraft, AuditEvent, ChainHead, Outcome};
 use strongroom_core::ids::TenantId;
+use strongroom_core::lease::Lease;
 use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::scope::TenantScope;
 use strongroom_core::store::{AuditFilter, AuditStore, Change, RevealCheck};
@@ -60,9 +61,16 @@ impl<D: Dialect> AuditStore for SqlStore<D> {
         scope: &TenantScope<'_>,
         draft: AuditDraft,
         check: RevealCheck,
+        lease: Option<Lease>,
     ) -> Result<AuditEvent> {
+        if let Some(l) = &lease
+            && l.tenant != scope.tenant_id()
+        {
+            return Err(Error::internal("lease of another tenant"));
+        }
         let queue = self.committer(scope.tenant_id())?;
-        match group_commit::submit(queue, Work::Reveal(check), draft).await? {
+        let work = Work::Reveal(check, lease.map(Box::new));
+        match group_commit::submit(queue, work, draft).await? {
             Done::Event(e) | Done::Credential(_, e) => Ok(e),
         }
     }

@@ -8,6 +8,7 @@ use sqlx::Transaction;
 use strongroom_core::audit::AuditDraft;
 use strongroom_core::credential::{Credential, CredentialFilter, CredentialStatus, StoredVersion};
 use strongroom_core::ids::{CredentialId, TenantId};
+use strongroom_core::lease::{LeaseEnd, LeaseHolder};
 use strongroom_core::names::{CredentialName, Environment};
 use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::policy::Selector;
@@ -348,7 +349,7 @@ impl<D: Dialect> CredentialStore for SqlStore<D> {
         id: CredentialId,
         reason: &str,
         audit: AuditDraft,
-    ) -> Result<Credential> {
+    ) -> Result<(Credential, u32)> {
         let tenant = scope.tenant_id();
         let now = Timestamp::now().as_micros();
         let mut tx = self.tenant_tx(tenant, true).await?;
@@ -364,9 +365,21 @@ impl<D: Dialect> CredentialStore for SqlStore<D> {
             credential_in(&mut tx, tenant, id).await?;
             return Err(Error::precondition("credential is already revoked"));
         };
+        let by = audit.clone();
         self.append_in(&mut tx, tenant, audit).await?;
+        let ended = Self::end_leases_in(
+            &mut tx,
+            tenant,
+            LeaseHolder::Credential(id),
+            LeaseEnd::CredentialRevoked,
+            &by,
+        )
+        .await?;
+        let count = self
+            .append_lease_ends(&mut tx, tenant, &ended, LeaseEnd::CredentialRevoked, &by)
+            .await?;
         tx.commit().await.map_err(db("credential"))?;
-        row.try_into()
+        Ok((row.try_into()?, count))
     }
 
     async fn destroy_credential(
@@ -397,7 +410,18 @@ impl<D: Dialect> CredentialStore for SqlStore<D> {
             .execute(&mut *tx)
             .await
             .map_err(db("credential version"))?;
+        let by = audit.clone();
         self.append_in(&mut tx, tenant, audit).await?;
+        let ended = Self::end_leases_in(
+            &mut tx,
+            tenant,
+            LeaseHolder::Credential(id),
+            LeaseEnd::CredentialDestroyed,
+            &by,
+        )
+        .await?;
+        self.append_lease_ends(&mut tx, tenant, &ended, LeaseEnd::CredentialDestroyed, &by)
+            .await?;
         tx.commit().await.map_err(db("credential"))?;
         row.try_into()
     }

@@ -81,6 +81,20 @@ pub trait Dialect: Database + Binds + Reads {
         tenant: TenantId,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Begins a transaction in which the lease sweeper may read (never
+    /// write) every tenant's leases, to find the tenants with leases that
+    /// ran out.
+    fn begin_lease_sweep(
+        store: &SqlStore<Self>,
+    ) -> impl Future<Output = Result<Transaction<'static, Self>>> + Send;
+
+    /// Takes the lease sweeper's lock until `tx` ends, if no other
+    /// transaction holds it (Postgres: an advisory lock shared by every
+    /// server on the database); whether it was taken.
+    fn try_sweep_lock(
+        tx: &mut Transaction<'static, Self>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
     /// Takes the identity-namespace lock `lock` until commit.
     fn lock_namespaces(
         tx: &mut Transaction<'static, Self>,
@@ -272,6 +286,8 @@ pub trait Reads:
     + Decodes<rows::NamespaceRow>
     + Decodes<rows::DisabledBindingRow>
     + Decodes<rows::DerivedNamespaceRow>
+    + Decodes<rows::LeaseRow>
+    + Decodes<(uuid::Uuid,)>
     + Decodes<(i32,)>
     + Decodes<(String,)>
     + Decodes<(Vec<u8>,)>

@@ -37,7 +37,8 @@ use async_trait::async_trait;
 use strongroom_core::audit::{AuditDraft, AuditEvent, ChainHead};
 use strongroom_core::chains::ChainStore;
 use strongroom_core::credential::{Credential, CredentialFilter, StoredVersion};
-use strongroom_core::ids::{BindingId, CredentialId, GrantId, PrincipalId, TenantId};
+use strongroom_core::ids::{BindingId, CredentialId, GrantId, LeaseId, PrincipalId, TenantId};
+use strongroom_core::lease::{Lease, LeaseFilter, LeaseStore};
 use strongroom_core::names::{CredentialName, Environment};
 use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::policy::Grant;
@@ -48,6 +49,7 @@ use strongroom_core::store::{
     IdentityStore, MetaStore, NewTenant, PrincipalStore, RevealCheck, Store, TenantStore,
 };
 use strongroom_core::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
+use strongroom_core::time::Timestamp;
 use strongroom_core::{Error, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -424,7 +426,7 @@ impl<S: Store> PrincipalStore for FairShare<S> {
         id: PrincipalId,
         status: PrincipalStatus,
         audit: AuditDraft,
-    ) -> Result<Principal> {
+    ) -> Result<(Principal, u32)> {
         let _share = self.share(scope.tenant_id()).await?;
         self.inner
             .set_principal_status(scope, id, status, audit)
@@ -559,7 +561,7 @@ impl<S: Store> CredentialStore for FairShare<S> {
         id: CredentialId,
         reason: &str,
         audit: AuditDraft,
-    ) -> Result<Credential> {
+    ) -> Result<(Credential, u32)> {
         let _share = self.share(scope.tenant_id()).await?;
         self.inner.revoke_credential(scope, id, reason, audit).await
     }
@@ -597,7 +599,7 @@ impl<S: Store> GrantStore for FairShare<S> {
         scope: &TenantScope<'_>,
         id: GrantId,
         audit: AuditDraft,
-    ) -> Result<()> {
+    ) -> Result<u32> {
         let _share = self.share(scope.tenant_id()).await?;
         self.inner.delete_grant(scope, id, audit).await
     }
@@ -646,6 +648,7 @@ impl<S: Store> AuditStore for FairShare<S> {
         scope: &'life1 TenantScope<'life2>,
         draft: AuditDraft,
         check: RevealCheck,
+        lease: Option<Lease>,
     ) -> Pin<Box<dyn Future<Output = Result<AuditEvent>> + Send + 'async_trait>>
     where
         'life0: 'async_trait,
@@ -653,7 +656,7 @@ impl<S: Store> AuditStore for FairShare<S> {
         'life2: 'async_trait,
         Self: 'async_trait,
     {
-        self.inner.append_reveal(scope, draft, check)
+        self.inner.append_reveal(scope, draft, check, lease)
     }
 
     fn changes(&self) -> tokio::sync::broadcast::Receiver<Change> {
@@ -678,6 +681,55 @@ impl<S: Store> AuditStore for FairShare<S> {
     ) -> Result<Vec<AuditEvent>> {
         let _share = self.share(scope.tenant_id()).await?;
         self.inner.audit_after(scope, after, limit).await
+    }
+}
+
+#[async_trait]
+impl<S: Store> LeaseStore for FairShare<S> {
+    async fn get_lease(&self, scope: &TenantScope<'_>, id: LeaseId) -> Result<Lease> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.get_lease(scope, id).await
+    }
+
+    async fn list_leases(
+        &self,
+        scope: &TenantScope<'_>,
+        filter: &LeaseFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Lease>> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.list_leases(scope, filter, page).await
+    }
+
+    async fn renew_lease(
+        &self,
+        scope: &TenantScope<'_>,
+        id: LeaseId,
+        holder: PrincipalId,
+        expires_at: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<Lease> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .renew_lease(scope, id, holder, expires_at, audit)
+            .await
+    }
+
+    async fn release_lease(
+        &self,
+        scope: &TenantScope<'_>,
+        id: LeaseId,
+        holder: PrincipalId,
+        audit: AuditDraft,
+    ) -> Result<Lease> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.release_lease(scope, id, holder, audit).await
+    }
+
+    // The sweeper's work belongs to no caller: not counted against a
+    // tenant's share, like the checkpoint task's reads.
+    async fn expire_leases(&self, now: Timestamp, by: &AuditDraft, limit: u32) -> Result<u32> {
+        self.inner.expire_leases(now, by, limit).await
     }
 }
 

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use strongroom_core::audit::AuditDraft;
 use strongroom_core::ids::GrantId;
+use strongroom_core::lease::{LeaseEnd, LeaseHolder};
 use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::policy::Grant;
 use strongroom_core::principal::Principal;
@@ -103,9 +104,33 @@ impl<D: Dialect> GrantStore for SqlStore<D> {
         scope: &TenantScope<'_>,
         id: GrantId,
         audit: AuditDraft,
-    ) -> Result<()> {
-        self.delete_audited(scope.tenant_id(), DELETE, id.as_uuid(), "grant", audit)
+    ) -> Result<u32> {
+        let tenant = scope.tenant_id();
+        let mut tx = self.tenant_tx(tenant, true).await?;
+        let deleted = D::query(DELETE)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
             .await
+            .map_err(db("grant"))?;
+        if deleted == 0 {
+            return Err(Error::not_found("grant"));
+        }
+        let by = audit.clone();
+        self.append_in(&mut tx, tenant, audit).await?;
+        let ended = Self::end_leases_in(
+            &mut tx,
+            tenant,
+            LeaseHolder::Grant(id),
+            LeaseEnd::GrantRevoked,
+            &by,
+        )
+        .await?;
+        let count = self
+            .append_lease_ends(&mut tx, tenant, &ended, LeaseEnd::GrantRevoked, &by)
+            .await?;
+        tx.commit().await.map_err(db("grant"))?;
+        Ok(count)
     }
 
     async fn list_grants(

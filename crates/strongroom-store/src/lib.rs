@@ -18,6 +18,7 @@ mod fair;
 mod grants;
 mod group_commit;
 mod identity;
+mod leases;
 mod meta;
 mod postgres;
 mod principals;

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use sqlx::Transaction;
 use strongroom_core::audit::AuditDraft;
 use strongroom_core::ids::{BindingId, PrincipalId};
+use strongroom_core::lease::{LeaseEnd, LeaseHolder};
 use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::principal::{
     BINDING_OUTSIDE_NAMESPACES, IdentityBinding, Principal, PrincipalStatus,
@@ -134,7 +135,7 @@ impl<D: Dialect> PrincipalStore for SqlStore<D> {
         id: PrincipalId,
         status: PrincipalStatus,
         audit: AuditDraft,
-    ) -> Result<Principal> {
+    ) -> Result<(Principal, u32)> {
         let tenant = scope.tenant_id();
         let mut tx = self.tenant_tx(tenant, true).await?;
         let row: PrincipalRow = D::query(SET_STATUS)
@@ -144,9 +145,25 @@ impl<D: Dialect> PrincipalStore for SqlStore<D> {
             .fetch_one(&mut *tx)
             .await
             .map_err(db("principal"))?;
+        let by = audit.clone();
         self.append_in(&mut tx, tenant, audit).await?;
+        let ended = if status == PrincipalStatus::Active {
+            Vec::new()
+        } else {
+            Self::end_leases_in(
+                &mut tx,
+                tenant,
+                LeaseHolder::Principal(id),
+                LeaseEnd::PrincipalDisabled,
+                &by,
+            )
+            .await?
+        };
+        let count = self
+            .append_lease_ends(&mut tx, tenant, &ended, LeaseEnd::PrincipalDisabled, &by)
+            .await?;
         tx.commit().await.map_err(db("principal"))?;
-        row.try_into()
+        Ok((row.try_into()?, count))
     }
 
     async fn create_binding(

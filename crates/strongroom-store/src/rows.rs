@@ -626,3 +626,67 @@ pub struct DerivedNamespaceRow {
     pub kind: String,
     pub pattern: String,
 }
+
+/// The columns of `leases`, as [`LeaseRow`] reads them.
+macro_rules! lease_columns {
+    () => {
+        "tenant_id, id, credential_id, credential_name, environment, version, principal_id, \
+         grant_id, on_behalf_of, purpose, ttl_secs, issued_at, expires_at, max_expires_at, \
+         state, ended_at, end_reason"
+    };
+}
+pub(crate) use lease_columns;
+
+#[derive(FromRow)]
+pub struct LeaseRow {
+    pub tenant_id: Uuid,
+    pub id: Uuid,
+    pub credential_id: Uuid,
+    pub credential_name: String,
+    pub environment: String,
+    pub version: i32,
+    pub principal_id: Uuid,
+    pub grant_id: Option<Uuid>,
+    pub on_behalf_of: Option<String>,
+    pub purpose: Option<String>,
+    pub ttl_secs: i64,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub max_expires_at: i64,
+    pub state: String,
+    pub ended_at: Option<i64>,
+    pub end_reason: Option<String>,
+}
+
+impl TryFrom<LeaseRow> for strongroom_core::lease::Lease {
+    type Error = Error;
+    fn try_from(r: LeaseRow) -> Result<Self> {
+        use strongroom_core::lease::{Lease, LeaseEnd, LeaseState};
+        Ok(Lease {
+            id: strongroom_core::ids::LeaseId::from_uuid(r.id),
+            tenant: TenantId::from_uuid(r.tenant_id),
+            credential: CredentialId::from_uuid(r.credential_id),
+            credential_name: CredentialName::parse(&r.credential_name, "name")
+                .map_err(|_| corrupt("lease credential name"))?,
+            environment: Environment::parse(&r.environment, "environment")
+                .map_err(|_| corrupt("lease environment"))?,
+            version: u32_of(r.version, "lease version")?,
+            principal: PrincipalId::from_uuid(r.principal_id),
+            grant: r.grant_id.map(GrantId::from_uuid),
+            on_behalf_of: r.on_behalf_of,
+            purpose: r.purpose,
+            ttl: std::time::Duration::from_secs(
+                u64::try_from(r.ttl_secs).map_err(|_| corrupt("lease ttl"))?,
+            ),
+            issued_at: ts(r.issued_at),
+            expires_at: ts(r.expires_at),
+            max_expires_at: ts(r.max_expires_at),
+            state: LeaseState::parse(&r.state).ok_or_else(|| corrupt("lease state"))?,
+            ended_at: r.ended_at.map(ts),
+            end: r
+                .end_reason
+                .map(|e| LeaseEnd::parse(&e).ok_or_else(|| corrupt("lease end")))
+                .transpose()?,
+        })
+    }
+}

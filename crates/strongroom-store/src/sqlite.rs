@@ -127,6 +127,17 @@ impl Dialect for Sqlite {
         store.begin(write).await
     }
 
+    /// A plain read: nothing hides one tenant's rows from another's.
+    async fn begin_lease_sweep(store: &SqliteStore) -> Result<Transaction<'static, Sqlite>> {
+        store.begin(false).await
+    }
+
+    /// Always taken: one server owns a SQLite database, and its write
+    /// transactions run one at a time.
+    async fn try_sweep_lock(_tx: &mut Transaction<'static, Sqlite>) -> Result<bool> {
+        Ok(true)
+    }
+
     /// Nothing binds a transaction to a tenant.
     async fn bind_tenant(_tx: &mut Transaction<'static, Sqlite>, _tenant: TenantId) -> Result<()> {
         Ok(())

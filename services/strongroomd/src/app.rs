@@ -606,6 +606,11 @@ impl App {
             Arc::clone(&engine),
             stopping_rx.clone(),
         ));
+        tokio::spawn(sweep_leases(
+            Arc::clone(&engine),
+            limits.lease_sweep_interval,
+            stopping_rx.clone(),
+        ));
         tokio::spawn(crate::checkpoint_task::run(
             Arc::clone(&engine),
             SystemScope::for_task(SystemTask::Checkpoints),
@@ -638,6 +643,29 @@ async fn flush_failed_authentications(engine: Arc<Engine>, mut stopping: watch::
     loop {
         tokio::select! {
             _ = ticks.tick() => engine.flush_failed_authentications(&system).await,
+            _ = stopping.changed() => return,
+        }
+    }
+}
+
+/// Expires the leases that ran out, every `interval`, until the server
+/// stops (see `Engine::expire_leases`); a failed pass is logged and the
+/// next one tries again.
+async fn sweep_leases(
+    engine: Arc<Engine>,
+    interval: std::time::Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let system = SystemScope::for_task(SystemTask::LeaseSweeper);
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => match engine.expire_leases(&system).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(expired = n, "leases expired"),
+                Err(e) => tracing::warn!(error = %e, "the lease sweep failed"),
+            },
             _ = stopping.changed() => return,
         }
     }

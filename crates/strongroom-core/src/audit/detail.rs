@@ -16,9 +16,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{BindingId, GrantId, LeaseId, PrincipalId, TenantId};
+use crate::lease::LeaseEnd;
 use crate::policy::Capability;
 use crate::principal::{PrincipalStatus, Role};
 use crate::tenant::TenantStatus;
+use crate::time::Timestamp;
 
 /// The version of the encoding, its `"v"` field.
 pub const DETAIL_ENCODING_VERSION: u32 = 1;
@@ -36,6 +38,27 @@ pub enum AuditDetail {
         ttl_secs: u64,
         /// The grant that allowed the reveal.
         grant: Option<GrantId>,
+    },
+    /// A lease was renewed by its holder: its new expiry.
+    LeaseRenewed {
+        /// The lease.
+        lease_id: LeaseId,
+        /// The time asked for (or the lease's TTL), in seconds.
+        ttl_secs: u64,
+        /// When it now ends unless renewed again.
+        expires_at: Timestamp,
+    },
+    /// A lease ended: released, expired or revoked.
+    LeaseEnded {
+        /// The lease.
+        lease_id: LeaseId,
+        /// The principal that held it.
+        holder: PrincipalId,
+        /// When its use ended (for an expired lease, when it ran out,
+        /// which may be before the sweeper recorded it).
+        ended_at: Timestamp,
+        /// Why it ended.
+        end: LeaseEnd,
     },
     /// A principal was created with a role.
     Principal {
@@ -247,10 +270,12 @@ impl AuditDetail {
         Ok(versioned.detail)
     }
 
-    /// The lease of a reveal's detail.
+    /// The lease a reveal began, or a lease event renewed or ended.
     pub fn lease(&self) -> Option<LeaseId> {
         match self {
-            Self::Lease { lease_id, .. } => Some(*lease_id),
+            Self::Lease { lease_id, .. }
+            | Self::LeaseRenewed { lease_id, .. }
+            | Self::LeaseEnded { lease_id, .. } => Some(*lease_id),
             _ => None,
         }
     }

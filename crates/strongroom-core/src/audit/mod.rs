@@ -89,6 +89,17 @@ pub enum Action {
     GrantCreate,
     /// A grant was revoked.
     GrantRevoke,
+    /// A lease was renewed by its holder.
+    LeaseRenew,
+    /// A lease was released by its holder.
+    LeaseRelease,
+    /// A lease ran out and was expired by the server's sweeper.
+    LeaseExpire,
+    /// A lease ended because its credential, grant or principal was
+    /// revoked.
+    LeaseRevoke,
+    /// Leases were listed (recorded when refused).
+    LeaseList,
     /// An access check was asked for.
     PolicyCheck,
     /// The audit log was read.
@@ -110,7 +121,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 32] = [
+    pub const ALL: [Action; 37] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -136,6 +147,11 @@ impl Action {
         Self::CredentialInject,
         Self::GrantCreate,
         Self::GrantRevoke,
+        Self::LeaseRenew,
+        Self::LeaseRelease,
+        Self::LeaseExpire,
+        Self::LeaseRevoke,
+        Self::LeaseList,
         Self::PolicyCheck,
         Self::AuditQuery,
         Self::AuthenticationFailed,
@@ -173,6 +189,11 @@ impl Action {
             Self::CredentialInject => "credential.inject",
             Self::GrantCreate => "grant.create",
             Self::GrantRevoke => "grant.revoke",
+            Self::LeaseRenew => "lease.renew",
+            Self::LeaseRelease => "lease.release",
+            Self::LeaseExpire => "lease.expire",
+            Self::LeaseRevoke => "lease.revoke",
+            Self::LeaseList => "lease.list",
             Self::PolicyCheck => "policy.check",
             Self::AuditQuery => "audit.query",
             Self::AuthenticationFailed => "auth.failed",
@@ -201,6 +222,11 @@ impl Action {
                 | Self::CredentialList
                 | Self::CredentialReveal
                 | Self::CredentialInject
+                | Self::LeaseRenew
+                | Self::LeaseRelease
+                | Self::LeaseExpire
+                | Self::LeaseRevoke
+                | Self::LeaseList
                 | Self::PolicyCheck
                 | Self::AuditQuery
                 | Self::AuthenticationFailed

@@ -62,6 +62,8 @@ pub enum Reason {
     CallLimit,
     /// A principal's denials crossed the tenant's alert threshold.
     DenialThreshold,
+    /// A lease renewed or released by another principal than its holder.
+    NotLeaseHolder,
 }
 
 impl Reason {
@@ -93,6 +95,7 @@ impl Reason {
             Self::DeniedCallLimit => "DENIED_CALL_LIMIT",
             Self::CallLimit => "CALL_LIMIT",
             Self::DenialThreshold => "DENIAL_THRESHOLD",
+            Self::NotLeaseHolder => "NOT_LEASE_HOLDER",
         }
     }
 
@@ -128,6 +131,7 @@ impl Reason {
             Self::DeniedCallLimit => "too many denied calls",
             Self::CallLimit => "too many calls",
             Self::DenialThreshold => "repeated denials crossed the alert threshold",
+            Self::NotLeaseHolder => "only the principal holding the lease may renew or release it",
         }
     }
 }

@@ -406,7 +406,7 @@ impl Engine {
         ctx: &CallContext,
         reference: &CredentialRef,
         reason: &str,
-    ) -> Result<Credential> {
+    ) -> Result<(Credential, u32)> {
         let scope = caller.tenant_scope()?;
         let credential = self
             .lookup_authorized(
@@ -421,8 +421,9 @@ impl Engine {
             return Err(Error::invalid("reason", "must be at most 1024 characters"));
         }
         if credential.status == CredentialStatus::Revoked {
-            // Idempotent: revoking a revoked credential changes nothing.
-            return Ok(credential);
+            // Idempotent: revoking a revoked credential changes nothing
+            // (its leases ended with the first revocation).
+            return Ok((credential, 0));
         }
         let mut draft = self.credential_draft(
             &scope,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use strongroom_core::audit::{Action, AuditDetail, Outcome};
 use strongroom_core::credential::{Credential, CredentialFilter, CredentialStatus};
 use strongroom_core::ids::LeaseId;
+use strongroom_core::lease::LeaseState;
 use strongroom_core::names::{CredentialName, Environment, ServiceLabel};
 use strongroom_core::page::PageRequest;
 use strongroom_core::policy::{Capability, Reason};
@@ -37,16 +38,7 @@ pub struct RevealOptions {
     pub lease_ttl: Option<Duration>,
 }
 
-/// A lease on a revealed value.
-#[derive(Debug, Clone)]
-pub struct Lease {
-    /// Lease id.
-    pub id: LeaseId,
-    /// Granted TTL.
-    pub ttl: Duration,
-    /// When it lapses.
-    pub expires_at: Timestamp,
-}
+pub use strongroom_core::lease::Lease;
 
 /// The result of a reveal. The value is dropped (and zeroized) with it.
 #[derive(Debug)]
@@ -265,10 +257,42 @@ impl Engine {
             .min(self.limits.max_lease_ttl)
             .max(Duration::from_secs(1));
         let now = self.now();
+        // The lease lasts at most the longest lease time, and never beyond
+        // the credential's or the grant's expiry. The grant was just read
+        // to decide (cached): no lookup.
+        let grant_expiry = match decision.grant {
+            Some(id) => self
+                .grants_for(scope, principal)
+                .await?
+                .iter()
+                .find(|g| g.id == id)
+                .and_then(|g| g.expires_at),
+            None => None,
+        };
+        let max_expires_at = [credential.expires_at, grant_expiry]
+            .into_iter()
+            .flatten()
+            .fold(now.plus(self.limits.max_lease_ttl), Timestamp::min);
         let lease = Lease {
             id: LeaseId::generate(),
+            tenant: scope.tenant_id(),
+            credential: credential.id,
+            credential_name: credential.name.clone(),
+            environment: credential.environment.clone(),
+            version,
+            principal: principal.id,
+            grant: decision.grant,
+            on_behalf_of: options.on_behalf_of.as_deref().map(without_nul),
+            purpose: Some(options.purpose.as_str())
+                .filter(|p| !p.is_empty())
+                .map(without_nul),
             ttl,
-            expires_at: now.plus(ttl),
+            issued_at: now,
+            expires_at: now.plus(ttl).min(max_expires_at),
+            max_expires_at,
+            state: LeaseState::Active,
+            ended_at: None,
+            end: None,
         };
         let mut draft = self.credential_draft(
             scope,
@@ -297,7 +321,10 @@ impl Engine {
         // Fail closed: the value is returned only once its audit record is
         // durable, and only if the state it was decided on still holds.
         match self
-            .durable(self.store.append_reveal(scope, draft, check))
+            .durable(
+                self.store
+                    .append_reveal(scope, draft, check, Some(lease.clone())),
+            )
             .await
         {
             Ok(_) => {}
@@ -393,6 +420,16 @@ impl Engine {
         let cached = self.cached_credential(&scope, &reference).await?;
         self.reveal_cached(&scope, ctx, &reference, cached, options)
             .await
+    }
+}
+
+/// `text` as a lease stores it: NUL (which the request edge refuses, and
+/// Postgres' text cannot hold) replaced, as audit events replace it.
+fn without_nul(text: &str) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text.to_owned()
     }
 }
 

@@ -146,7 +146,7 @@ impl CheckIds {
     pub fn of(works: &[Work]) -> Self {
         let mut ids = Self::default();
         for w in works {
-            if let Work::Reveal(c) = w {
+            if let Work::Reveal(c, _) = w {
                 ids.credentials.push(c.credential.as_uuid());
                 ids.principals.push(c.principal.as_uuid());
                 ids.grants.extend(c.grant.map(|g| g.as_uuid()));
@@ -305,10 +305,10 @@ mod tests {
             ..check.clone()
         };
         let works = [
-            Work::Reveal(check.clone()),
+            Work::Reveal(check.clone(), None),
             Work::Append,
-            Work::Reveal(other.clone()),
-            Work::Reveal(check.clone()),
+            Work::Reveal(other.clone(), None),
+            Work::Reveal(check.clone(), None),
         ];
         let ids = CheckIds::of(&works);
         let mut credentials = vec![check.credential.as_uuid(), other.credential.as_uuid()];

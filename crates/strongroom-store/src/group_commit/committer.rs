@@ -11,6 +11,7 @@ use strongroom_core::audit::ChainHead;
 use strongroom_core::audit::{AuditDraft, Outcome};
 use strongroom_core::credential::Credential;
 use strongroom_core::ids::TenantId;
+use strongroom_core::lease::Lease;
 use strongroom_core::store::{Change, RevealCheck};
 use strongroom_core::time::Timestamp;
 use strongroom_core::{Error, Precondition, Result};
@@ -24,6 +25,7 @@ use super::{
 use crate::credentials;
 use crate::dialect::Dialect;
 use crate::error::db;
+use crate::leases;
 use crate::rows::HeadRow;
 use crate::store::SqlStore;
 
@@ -157,7 +159,7 @@ impl<D: Dialect> SqlStore<D> {
                 credential.environment.as_str(),
                 credential.name.as_str(),
             ),
-            Work::Append | Work::Reveal(_) => (2, uuid::Uuid::nil(), "", ""),
+            Work::Append | Work::Reveal(..) => (2, uuid::Uuid::nil(), "", ""),
         });
         // The backend's bulk path first (Postgres: multi-row statements for
         // the batch's rotations and creates); the jobs it leaves run one by
@@ -169,7 +171,7 @@ impl<D: Dialect> SqlStore<D> {
                 continue;
             }
             outcomes[i] = match &works[i] {
-                Work::Append | Work::Reveal(_) => continue,
+                Work::Append | Work::Reveal(..) => continue,
                 Work::CreateCredential { credential, first } => {
                     credentials::create_in(&mut tx, tenant, credential, first)
                         .await
@@ -202,7 +204,7 @@ impl<D: Dialect> SqlStore<D> {
             .iter()
             .enumerate()
             .filter_map(|(i, w)| match w {
-                Work::Reveal(c) => Some((i, c)),
+                Work::Reveal(c, _) => Some((i, c)),
                 _ => None,
             })
             .collect();
@@ -217,6 +219,17 @@ impl<D: Dialect> SqlStore<D> {
                 }
             }
         }
+        // The leases of the reveals that passed their checks, in the same
+        // commit as their events.
+        let leases: Vec<&Lease> = works
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(w, outcome)| match (w, outcome) {
+                (Work::Reveal(_, Some(lease)), Ok(_)) => Some(&**lease),
+                _ => None,
+            })
+            .collect();
+        leases::insert_in(&mut tx, &leases).await?;
         let mut prev = head.hash;
         let mut next = head.sequence;
         let mut events = Vec::with_capacity(drafts.len());

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use strongroom_core::audit::{AuditDraft, AuditEvent};
 use strongroom_core::credential::{Credential, StoredVersion};
 use strongroom_core::ids::{CredentialId, TenantId};
+use strongroom_core::lease::Lease;
 use strongroom_core::store::RevealCheck;
 use strongroom_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
@@ -33,8 +34,9 @@ pub(crate) const MAX_BATCH: usize = 512;
 pub enum Work {
     /// Only the event.
     Append,
-    /// The event of a reveal, if the check still holds.
-    Reveal(RevealCheck),
+    /// The event of a reveal, with the lease it opens, if the check still
+    /// holds.
+    Reveal(RevealCheck, Option<Box<Lease>>),
     /// Stores a new credential with its first version.
     CreateCredential {
         credential: Box<Credential>,
@@ -86,7 +88,7 @@ pub enum Fast {
 pub(crate) fn events_only(works: &[Work], drafts: &[AuditDraft], tenant: TenantId) -> bool {
     works
         .iter()
-        .all(|w| matches!(w, Work::Append | Work::Reveal(_)))
+        .all(|w| matches!(w, Work::Append | Work::Reveal(..)))
         && drafts.iter().all(|d| {
             d.outcome != strongroom_core::audit::Outcome::Allowed
                 || strongroom_core::store::Change::of(tenant, d.action, d.credential).is_none()

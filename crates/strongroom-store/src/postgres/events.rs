@@ -60,12 +60,12 @@ const INSERT_EVENTS: &str = concat!(
 );
 
 /// Commits a batch of events on the head `$22`..`$25` names, checking the
-/// reveals `$27`..`$32` at `$26`; the events' formats are `$33` (see
-/// [`fast`]).
+/// reveals `$27`..`$32` at `$26` and storing the leases `$34`..`$46` they
+/// open; the events' formats are `$33` (see [`fast`]).
 const APPEND_CHECKED_EVENTS: &str = "\
     SELECT append_checked_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
     $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, \
-    $33)";
+    $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44, $45, $46)";
 
 type PgQuery<'a> = sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments>;
 
@@ -241,6 +241,7 @@ pub(super) async fn fast(
     let from =
         i64::try_from(head.sequence).map_err(|_| Error::internal("audit sequence overflow"))?;
     let checks = Checks::new(works);
+    let leases = Leases::new(works)?;
     let now = strongroom_core::time::Timestamp::now().as_micros();
     // A connection the server closed meanwhile (a restart, an idle
     // timeout, a terminated backend) fails the call: the batch is sent
@@ -271,6 +272,19 @@ pub(super) async fn fast(
             .bind(checks.grant.as_slice())
             .bind(checks.binding.as_slice())
             .bind(formats)
+            .bind(leases.id.as_slice())
+            .bind(leases.credential.as_slice())
+            .bind(leases.credential_name.as_slice())
+            .bind(leases.environment.as_slice())
+            .bind(leases.version.as_slice())
+            .bind(leases.principal.as_slice())
+            .bind(leases.grant.as_slice())
+            .bind(leases.on_behalf_of.as_slice())
+            .bind(leases.purpose.as_slice())
+            .bind(leases.ttl_secs.as_slice())
+            .bind(leases.issued_at.as_slice())
+            .bind(leases.expires_at.as_slice())
+            .bind(leases.max_expires_at.as_slice())
             .fetch_one(&mut **conn)
             .await;
         match result {
@@ -358,7 +372,7 @@ impl Checks {
             binding: Vec::with_capacity(works.len()),
         };
         for w in works {
-            if let Work::Reveal(check) = w {
+            if let Work::Reveal(check, _) = w {
                 c.credential.push(check.credential.as_uuid());
                 c.version.push(i64::from(check.version));
                 c.principal.push(check.principal.as_uuid());
@@ -368,5 +382,49 @@ impl Checks {
             }
         }
         c
+    }
+}
+
+/// The leases a batch's reveals open, as column arrays, for
+/// `append_checked_events` (inserted only if every check holds).
+#[derive(Default)]
+struct Leases<'a> {
+    id: Vec<uuid::Uuid>,
+    credential: Vec<uuid::Uuid>,
+    credential_name: Vec<&'a str>,
+    environment: Vec<&'a str>,
+    version: Vec<i32>,
+    principal: Vec<uuid::Uuid>,
+    grant: Vec<Option<uuid::Uuid>>,
+    on_behalf_of: Vec<Option<&'a str>>,
+    purpose: Vec<Option<&'a str>>,
+    ttl_secs: Vec<i64>,
+    issued_at: Vec<i64>,
+    expires_at: Vec<i64>,
+    max_expires_at: Vec<i64>,
+}
+
+impl<'a> Leases<'a> {
+    fn new(works: &'a [Work]) -> Result<Self> {
+        let mut c = Leases::default();
+        for w in works {
+            if let Work::Reveal(_, Some(l)) = w {
+                c.id.push(l.id.as_uuid());
+                c.credential.push(l.credential.as_uuid());
+                c.credential_name.push(l.credential_name.as_str());
+                c.environment.push(l.environment.as_str());
+                c.version.push(crate::rows::version_i32(l.version)?);
+                c.principal.push(l.principal.as_uuid());
+                c.grant.push(l.grant.map(|g| g.as_uuid()));
+                c.on_behalf_of.push(l.on_behalf_of.as_deref());
+                c.purpose.push(l.purpose.as_deref());
+                c.ttl_secs
+                    .push(i64::try_from(l.ttl.as_secs()).unwrap_or(i64::MAX));
+                c.issued_at.push(l.issued_at.as_micros());
+                c.expires_at.push(l.expires_at.as_micros());
+                c.max_expires_at.push(l.max_expires_at.as_micros());
+            }
+        }
+        Ok(c)
     }
 }

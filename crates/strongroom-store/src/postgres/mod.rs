@@ -41,6 +41,11 @@ use crate::store::SqlStore;
 /// exactly the privileges the server needs.
 pub const APP_ROLE: &str = "strongroom_app";
 
+/// The advisory lock the lease sweeper holds while it expires a tenant's
+/// leases (`pg_try_advisory_xact_lock`): one sweeper works at a time
+/// across the servers sharing the database.
+const LEASE_SWEEP_LOCK: i64 = 0x7372_6c65_6173_6501;
+
 /// The Postgres store.
 pub type PgStore = SqlStore<Postgres>;
 
@@ -309,6 +314,25 @@ impl Dialect for Postgres {
                     .unwrap_or_default()
             ))
             .await
+    }
+
+    async fn begin_lease_sweep(store: &PgStore) -> Result<Transaction<'static, Postgres>> {
+        store
+            .begin_with(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; \
+                 SELECT set_config('strongroom.lease_sweep', 'on', true)"
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn try_sweep_lock(tx: &mut Transaction<'static, Postgres>) -> Result<bool> {
+        let (taken,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(LEASE_SWEEP_LOCK)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db("lease sweep lock"))?;
+        Ok(taken)
     }
 
     async fn bind_tenant(tx: &mut Transaction<'static, Postgres>, tenant: TenantId) -> Result<()> {

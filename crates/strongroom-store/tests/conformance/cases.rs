@@ -124,7 +124,7 @@ pub async fn disabled_principal_is_denied(store: Arc<dyn Store>) {
     trail.expect(Action::BindingCreate).await;
     assert!(authenticate(store, "spiffe://x/agent").await.is_ok());
 
-    let disabled = store
+    let (disabled, _) = store
         .set_principal_status(
             &scope,
             agent.id,
@@ -1487,7 +1487,7 @@ pub async fn revoke_lifecycle(store: Arc<dyn Store>) {
     acme.rotate(store, &c, 1).await.expect("v2");
     let mut trail = AuditTrail::start(store, scope).await;
 
-    let revoked = store
+    let (revoked, _) = store
         .revoke_credential(
             &scope,
             c.id,

@@ -115,8 +115,39 @@ async fn reveal(
             &scope,
             reveal_draft(&scope, credential, version, principal),
             check(credential.id, version, principal, grant),
+            Some(lease(t, credential, version, principal, grant)),
         )
         .await
+}
+
+/// The lease a reveal of `version` of `credential` by `principal` opens.
+fn lease(
+    t: &TestTenant,
+    credential: &Credential,
+    version: u32,
+    principal: &Principal,
+    grant: Option<GrantId>,
+) -> strongroom_core::lease::Lease {
+    let now = Timestamp::now();
+    strongroom_core::lease::Lease {
+        id: strongroom_core::ids::LeaseId::generate(),
+        tenant: t.id(),
+        credential: credential.id,
+        credential_name: credential.name.clone(),
+        environment: credential.environment.clone(),
+        version,
+        principal: principal.id,
+        grant,
+        on_behalf_of: None,
+        purpose: Some("conformance".into()),
+        ttl: std::time::Duration::from_secs(60),
+        issued_at: now,
+        expires_at: now.plus(std::time::Duration::from_secs(60)),
+        max_expires_at: now.plus(std::time::Duration::from_secs(600)),
+        state: strongroom_core::lease::LeaseState::Active,
+        ended_at: None,
+        end: None,
+    }
 }
 
 /// A grant of `reveal` on every credential of `dev` to `principal`.
@@ -423,7 +454,7 @@ pub async fn stale_reveal_checks_append_nothing(store: Arc<dyn Store>) {
         refused(
             &trail,
             store
-                .append_reveal(&scope, reveal_draft(&scope, &c, 1, &agent), stale)
+                .append_reveal(&scope, reveal_draft(&scope, &c, 1, &agent), stale, None)
                 .await,
             "role differs",
         )
@@ -499,7 +530,7 @@ pub async fn stale_reveal_checks_append_nothing(store: Arc<dyn Store>) {
     let with_binding = |binding: BindingId, principal: &Principal| {
         let mut k = check(c.id, 1, principal, None);
         k.binding = Some(binding);
-        store.append_reveal(&scope, reveal_draft(&scope, &c, 1, principal), k)
+        store.append_reveal(&scope, reveal_draft(&scope, &c, 1, principal), k, None)
     };
     with_binding(bound.id, &agent)
         .await
@@ -556,7 +587,7 @@ pub async fn stale_reveal_checks_append_nothing(store: Arc<dyn Store>) {
     let beta_len = beta_trail.len() + 1;
     let in_acme = |credential: CredentialId, principal: &Principal, grant| {
         let d = reveal_draft(&scope, &c, 1, principal);
-        store.append_reveal(&scope, d, check(credential, 1, principal, grant))
+        store.append_reveal(&scope, d, check(credential, 1, principal, grant), None)
     };
     refused(
         &trail,
@@ -2143,7 +2174,7 @@ pub async fn pg_short_path_refuses_what_the_rule_refuses(admin: PgPool) {
         let reveal = || {
             let mut k = check(c.id, 1, &agent, Some(g.id));
             k.binding = Some(b.id);
-            s.append_reveal(&scope, reveal_draft(&scope, &c, 1, &agent), k)
+            s.append_reveal(&scope, reveal_draft(&scope, &c, 1, &agent), k, None)
         };
         for _ in 0..24 {
             reveal()

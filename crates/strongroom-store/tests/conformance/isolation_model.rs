@@ -432,7 +432,7 @@ async fn apply(
             let draft = about(&scope, Action::CredentialRevoke, &shell(t, model, id));
             let got = store.revoke_credential(&scope, id, "model", draft).await;
             ensure_eq!(outcome(&got), expected, "revoke");
-            if let Ok(revoked) = got {
+            if let Ok((revoked, _)) = got {
                 model.visible_mut(actor, id)?.status = CredentialStatus::Revoked;
                 ensure_eq!(
                     Ok(Listed::of(&revoked)),

@@ -121,8 +121,12 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Lease TTL of a reveal that asks for none.
     pub default_lease_ttl: Duration,
-    /// Longest lease TTL granted.
+    /// Longest lease TTL granted, and longest a lease can last, renewals
+    /// included.
     pub max_lease_ttl: Duration,
+    /// How often the lease sweeper looks for leases that ran out
+    /// (`limits.lease_sweep_interval_ms`, default 10 s).
+    pub lease_sweep_interval: Duration,
     /// Open client connections that completed their mutual-TLS handshake;
     /// a connection beyond the cap is closed (as soon as it is accepted when
     /// the cap is already reached).
@@ -177,6 +181,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(15),
             default_lease_ttl: Duration::from_secs(3600),
             max_lease_ttl: Duration::from_secs(24 * 3600),
+            lease_sweep_interval: Duration::from_secs(10),
             max_connections: 4096,
             max_connections_per_identity: 64,
             max_connections_per_ip: 256,
@@ -399,6 +404,10 @@ impl Config {
                 .limits
                 .max_lease_ttl_secs
                 .map_or(d.max_lease_ttl, Duration::from_secs),
+            lease_sweep_interval: raw
+                .limits
+                .lease_sweep_interval_ms
+                .map_or(d.lease_sweep_interval, Duration::from_millis),
             max_connections: raw.limits.max_connections.unwrap_or(d.max_connections),
             max_connections_per_identity: raw
                 .limits
@@ -487,6 +496,17 @@ impl Config {
             return Err(bad(
                 "limits.default_lease_ttl_secs",
                 "must not exceed limits.max_lease_ttl_secs",
+            ));
+        }
+        if limits.default_lease_ttl.is_zero() {
+            return Err(bad("limits.default_lease_ttl_secs", "must be positive"));
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(3600))
+            .contains(&limits.lease_sweep_interval)
+        {
+            return Err(bad(
+                "limits.lease_sweep_interval_ms",
+                "must be 10 ms to 1 hour",
             ));
         }
 

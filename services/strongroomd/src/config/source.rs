@@ -103,6 +103,7 @@ pub(super) struct RawLimits {
     pub(super) request_timeout_ms: Option<u64>,
     pub(super) default_lease_ttl_secs: Option<u64>,
     pub(super) max_lease_ttl_secs: Option<u64>,
+    pub(super) lease_sweep_interval_ms: Option<u64>,
     pub(super) max_connections: Option<usize>,
     pub(super) max_connections_per_identity: Option<usize>,
     pub(super) max_connections_per_ip: Option<usize>,
@@ -188,6 +189,17 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), Config
     }
     if let Some(v) = env.var("STRONGROOM_ROOT_PASSPHRASE_FILE") {
         raw.root_key.passphrase_file = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_DEFAULT_LEASE_TTL_SECS") {
+        raw.limits.default_lease_ttl_secs =
+            Some(parse_num("STRONGROOM_DEFAULT_LEASE_TTL_SECS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_MAX_LEASE_TTL_SECS") {
+        raw.limits.max_lease_ttl_secs = Some(parse_num("STRONGROOM_MAX_LEASE_TTL_SECS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_LEASE_SWEEP_INTERVAL_MS") {
+        raw.limits.lease_sweep_interval_ms =
+            Some(parse_num("STRONGROOM_LEASE_SWEEP_INTERVAL_MS", &v)?);
     }
     if let Some(v) = env.var("STRONGROOM_MAX_MESSAGE_BYTES") {
         raw.limits.max_message_bytes = Some(parse_num("STRONGROOM_MAX_MESSAGE_BYTES", &v)?);

@@ -329,7 +329,7 @@ impl AdminService for AdminHandler {
     ) -> Result<Response<pb::DisablePrincipalResponse>, Status> {
         rpc!(request, |call, req| {
             let id = PrincipalId::parse(&req.principal_id, "principal_id")?;
-            let p = self
+            let (p, leases_ended) = self
                 .0
                 .engine
                 .set_principal_status(
@@ -342,6 +342,7 @@ impl AdminService for AdminHandler {
                 .await?;
             Ok(pb::DisablePrincipalResponse {
                 principal: Some(convert::principal_out(&p)),
+                leases_ended,
             })
         })
     }
@@ -352,7 +353,7 @@ impl AdminService for AdminHandler {
     ) -> Result<Response<pb::EnablePrincipalResponse>, Status> {
         rpc!(request, |call, req| {
             let id = PrincipalId::parse(&req.principal_id, "principal_id")?;
-            let p = self
+            let (p, _) = self
                 .0
                 .engine
                 .set_principal_status(&call.caller, call.ctx(), id, PrincipalStatus::Active, "")

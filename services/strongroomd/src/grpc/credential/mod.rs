@@ -4,6 +4,7 @@ pub(super) mod convert;
 
 use strongroom_core::Error;
 use strongroom_core::credential::{Credential, CredentialFilter};
+use strongroom_core::ids::{LeaseId, PrincipalId};
 use strongroom_core::names::{CredentialName, Environment, ServiceLabel};
 use strongroom_core::page::PageRequest;
 use strongroom_proto::v1 as pb;
@@ -46,12 +47,44 @@ fn reveal_options(
 }
 
 fn lease_out(l: &strongroom_engine::Lease) -> pb::Lease {
+    use strongroom_core::lease::LeaseState;
     pb::Lease {
         lease_id: l.id.to_string(),
         ttl: Some(convert::duration_out(l.ttl)),
         expires_at: Some(convert::time_out(l.expires_at)),
-        max_expires_at: None,
+        max_expires_at: Some(convert::time_out(l.max_expires_at)),
+        credential_id: l.credential.to_string(),
+        credential_name: l.credential_name.to_string(),
+        environment: l.environment.to_string(),
+        version: l.version,
+        principal_id: l.principal.to_string(),
+        grant_id: l.grant.map(|g| g.to_string()).unwrap_or_default(),
+        on_behalf_of: l.on_behalf_of.clone().unwrap_or_default(),
+        purpose: l.purpose.clone().unwrap_or_default(),
+        issued_at: Some(convert::time_out(l.issued_at)),
+        state: match l.state {
+            LeaseState::Active => pb::LeaseState::Active,
+            LeaseState::Released => pb::LeaseState::Released,
+            LeaseState::Expired => pb::LeaseState::Expired,
+            LeaseState::Revoked => pb::LeaseState::Revoked,
+        } as i32,
+        ended_at: l.ended_at.map(convert::time_out),
+        end_reason: l.end.map(|e| e.as_str().to_owned()).unwrap_or_default(),
     }
+}
+
+/// Parses a lease state filter.
+fn lease_state_in(v: i32) -> Result<Option<strongroom_core::lease::LeaseState>, Error> {
+    use strongroom_core::lease::LeaseState;
+    Ok(
+        match pb::LeaseState::try_from(v).map_err(|_| Error::invalid("state", "unknown state"))? {
+            pb::LeaseState::Unspecified => None,
+            pb::LeaseState::Active => Some(LeaseState::Active),
+            pb::LeaseState::Released => Some(LeaseState::Released),
+            pb::LeaseState::Expired => Some(LeaseState::Expired),
+            pb::LeaseState::Revoked => Some(LeaseState::Revoked),
+        },
+    )
 }
 
 impl CredentialHandler {
@@ -320,14 +353,14 @@ impl CredentialService for CredentialHandler {
     ) -> Result<Response<pb::RevokeCredentialResponse>, Status> {
         rpc!(request, |call, req| {
             let r = convert::credential_ref(req.credential)?;
-            let c = self
+            let (c, leases_ended) = self
                 .0
                 .engine
                 .revoke(&call.caller, call.ctx(), &r, &req.reason)
                 .await?;
             Ok(pb::RevokeCredentialResponse {
                 credential: Some(self.credential_out(&call, &c)),
-                leases_ended: 0,
+                leases_ended,
             })
         })
     }
@@ -364,16 +397,71 @@ impl CredentialService for CredentialHandler {
 
     async fn renew_lease(
         &self,
-        _request: Request<pb::RenewLeaseRequest>,
+        request: Request<pb::RenewLeaseRequest>,
     ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
-        Err(unimplemented("RenewLease"))
+        rpc!(request, |call, req| {
+            let id = LeaseId::parse(&req.lease_id, "lease_id")?;
+            let ttl = req
+                .ttl
+                .as_ref()
+                .map(|d| convert::duration_in(d, "ttl"))
+                .transpose()?
+                .filter(|d| !d.is_zero());
+            let lease = self
+                .0
+                .engine
+                .renew_lease(&call.caller, call.ctx(), id, ttl)
+                .await?;
+            Ok(pb::RenewLeaseResponse {
+                lease: Some(lease_out(&lease)),
+            })
+        })
     }
 
     async fn release_lease(
         &self,
-        _request: Request<pb::ReleaseLeaseRequest>,
+        request: Request<pb::ReleaseLeaseRequest>,
     ) -> Result<Response<pb::ReleaseLeaseResponse>, Status> {
-        Err(unimplemented("ReleaseLease"))
+        rpc!(request, |call, req| {
+            let id = LeaseId::parse(&req.lease_id, "lease_id")?;
+            let lease = self
+                .0
+                .engine
+                .release_lease(&call.caller, call.ctx(), id)
+                .await?;
+            Ok(pb::ReleaseLeaseResponse {
+                lease: Some(lease_out(&lease)),
+            })
+        })
+    }
+
+    async fn list_leases(
+        &self,
+        request: Request<pb::ListLeasesRequest>,
+    ) -> Result<Response<pb::ListLeasesResponse>, Status> {
+        rpc!(request, |call, req| {
+            let credential = req
+                .credential
+                .map(|c| convert::credential_ref(Some(c)))
+                .transpose()?;
+            let filter = strongroom_core::lease::LeaseFilter {
+                principal: (!req.principal_id.is_empty())
+                    .then(|| PrincipalId::parse(&req.principal_id, "principal_id"))
+                    .transpose()?,
+                state: lease_state_in(req.state)?,
+                ..Default::default()
+            };
+            let page = PageRequest::parse(req.page_size, &req.page_token)?;
+            let result = self
+                .0
+                .engine
+                .list_leases(&call.caller, call.ctx(), credential.as_ref(), filter, &page)
+                .await?;
+            Ok(pb::ListLeasesResponse {
+                leases: result.items.iter().map(lease_out).collect(),
+                next_page_token: result.next_token(),
+            })
+        })
     }
 
     async fn test_credential(

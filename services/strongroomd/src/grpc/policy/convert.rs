@@ -119,6 +119,7 @@ pub fn reason_out(r: Reason) -> pb::AccessReason {
         | Reason::UnknownIdentity
         | Reason::DeniedCallLimit
         | Reason::CallLimit
-        | Reason::DenialThreshold => P::Unspecified,
+        | Reason::DenialThreshold
+        | Reason::NotLeaseHolder => P::Unspecified,
     }
 }

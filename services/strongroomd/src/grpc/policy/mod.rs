@@ -74,14 +74,14 @@ impl PolicyService for PolicyHandler {
     ) -> Result<Response<pb::RevokeGrantResponse>, Status> {
         rpc!(request, |call, req| {
             let id = GrantId::parse(&req.grant_id, "grant_id")?;
-            let grant = self
+            let (grant, leases_ended) = self
                 .0
                 .engine
                 .revoke_grant(&call.caller, call.ctx(), id, &req.reason)
                 .await?;
             Ok(pb::RevokeGrantResponse {
                 grant: Some(convert::grant_out(&grant)),
-                leases_ended: 0,
+                leases_ended,
             })
         })
     }
