@@ -21,6 +21,8 @@ macro_rules! on_both_backends {
 }
 
 mod abuse;
+mod audit_stream;
+mod audit_summary;
 mod checkpoint_integrity;
 mod checkpoints;
 mod clock;

@@ -599,6 +599,14 @@ pub trait AuditStore: Send + Sync {
     /// shared database, from other servers), for cache invalidation.
     fn changes(&self) -> tokio::sync::broadcast::Receiver<Change>;
 
+    /// Wake-ups for readers following a chain: the tenant whose chain may
+    /// have grown, sent as this process's appends commit (an event linked
+    /// in a transaction of its own may be announced just before its
+    /// commit). A hint only: a follower re-reads the chain from its last
+    /// sequence on each, and still polls, so a lost or early wake-up only
+    /// delays it. Other servers' appends arrive by polling.
+    fn appended(&self) -> tokio::sync::broadcast::Receiver<TenantId>;
+
     /// Queries events, newest first.
     async fn query_audit(
         &self,

@@ -48,8 +48,10 @@ mod settings;
 mod tenants;
 
 pub use audit::{
-    ChainReport, ChainTarget, CheckpointSchedule, DEFAULT_VERIFY_EVENTS, FAILED_AUTH_PER_SECOND,
-    FAILED_AUTH_WINDOW, MAX_VERIFY_EVENTS, VerifyOptions,
+    AuditFeed, AuditSummary, ChainReport, ChainTarget, CheckpointSchedule, CredentialActivity,
+    DEFAULT_SUMMARY_TOP, DEFAULT_VERIFY_EVENTS, FAILED_AUTH_PER_SECOND, FAILED_AUTH_WINDOW,
+    FEED_BATCH, FEED_POLL, LeaseUsage, MAX_SUMMARY_TOP, MAX_VERIFY_EVENTS, PrincipalActivity,
+    SummaryQuery, VerifyOptions,
 };
 pub use context::{CallContext, new_request_id};
 pub use credentials::{

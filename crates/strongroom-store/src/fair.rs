@@ -663,6 +663,10 @@ impl<S: Store> AuditStore for FairShare<S> {
         self.inner.changes()
     }
 
+    fn appended(&self) -> tokio::sync::broadcast::Receiver<TenantId> {
+        self.inner.appended()
+    }
+
     async fn query_audit(
         &self,
         scope: &TenantScope<'_>,

@@ -590,9 +590,14 @@ impl App {
             call_metrics,
             ops,
         } = self;
-        let service = crate::grpc::routes(Arc::clone(&engine), &limits, call_metrics).await?;
-
         let (stopping_tx, stopping_rx) = watch::channel(false);
+        let service = crate::grpc::routes(
+            Arc::clone(&engine),
+            &limits,
+            call_metrics,
+            stopping_rx.clone(),
+        )
+        .await?;
         // Runs until the process has drained: `/livez` answers throughout,
         // `/readyz` turns 503 as draining starts.
         let ops_task = ops.map(|ops| {

@@ -18,17 +18,19 @@ use crate::edge::{self, CallMetrics};
 /// The services behind the edge: what the transport serves each call with.
 pub type GrpcEdge = edge::Stack<Grpc, Routes>;
 
-/// Every service, health (all serving) and reflection, behind the edge.
+/// Every service, health (all serving) and reflection, behind the edge;
+/// streams end when `stopping` turns true (the server shuts down).
 pub async fn routes(
     engine: Arc<Engine>,
     limits: &Limits,
     metrics: Option<Arc<CallMetrics>>,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<GrpcEdge, StartError> {
     // Messages up to 4x the limit are decoded so the edge can refuse them
     // with INVALID_ARGUMENT naming the limit (its body limit ends them
     // first); larger ones are cut off by the decoder.
     let decode_limit = limits.max_message_bytes.saturating_mul(4);
-    let shared = Shared::new(Arc::clone(&engine));
+    let shared = Shared::new(Arc::clone(&engine), stopping);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
