@@ -40,6 +40,7 @@ mod namespaces;
 mod ops_listener;
 mod oracles;
 mod policy;
+mod principal_update;
 mod replicas;
 mod revocation;
 mod secrets_in_logs;

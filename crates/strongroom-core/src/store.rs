@@ -410,6 +410,20 @@ pub trait PrincipalStore: Send + Sync {
         audit: AuditDraft,
     ) -> Result<(Principal, u32)>;
 
+    /// Stores `principal`'s name, role, environments and description (an
+    /// existing principal of the tenant: `NotFound` otherwise,
+    /// `AlreadyExists` if another has the name). With `narrowed`, its
+    /// active leases end in the same transaction, each with a
+    /// `lease.revoke` event; returns the principal as stored and how many
+    /// leases ended.
+    async fn update_principal(
+        &self,
+        scope: &TenantScope<'_>,
+        principal: &Principal,
+        narrowed: bool,
+        audit: AuditDraft,
+    ) -> Result<(Principal, u32)>;
+
     /// Adds an identity binding. `AlreadyExists` if the tenant already binds
     /// the same pattern; `NotFound` if the principal is absent;
     /// `PermissionDenied` with

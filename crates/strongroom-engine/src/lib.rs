@@ -58,6 +58,7 @@ pub use credentials::{
     CredentialRef, Lease, NewCredential, NewValue, RevealOptions, Revealed, RevealedValue,
 };
 pub use grants::NewGrant;
+pub use principals::PrincipalUpdate;
 pub use settings::Limits;
 
 /// The strongroom engine: the one application type every operation hangs on.

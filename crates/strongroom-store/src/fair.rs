@@ -433,6 +433,19 @@ impl<S: Store> PrincipalStore for FairShare<S> {
             .await
     }
 
+    async fn update_principal(
+        &self,
+        scope: &TenantScope<'_>,
+        principal: &Principal,
+        narrowed: bool,
+        audit: AuditDraft,
+    ) -> Result<(Principal, u32)> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .update_principal(scope, principal, narrowed, audit)
+            .await
+    }
+
     async fn create_binding(
         &self,
         scope: &TenantScope<'_>,

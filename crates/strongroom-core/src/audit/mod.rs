@@ -57,6 +57,8 @@ pub enum Action {
     PrincipalList,
     /// A principal was enabled or disabled.
     PrincipalStatus,
+    /// A principal's name, role, environments or description changed.
+    PrincipalUpdate,
     /// An identity binding was created.
     BindingCreate,
     /// Identity bindings were listed (recorded when refused).
@@ -121,7 +123,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 37] = [
+    pub const ALL: [Action; 38] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -131,6 +133,7 @@ impl Action {
         Self::PrincipalGet,
         Self::PrincipalList,
         Self::PrincipalStatus,
+        Self::PrincipalUpdate,
         Self::BindingCreate,
         Self::BindingList,
         Self::BindingDelete,
@@ -173,6 +176,7 @@ impl Action {
             Self::PrincipalGet => "principal.get",
             Self::PrincipalList => "principal.list",
             Self::PrincipalStatus => "principal.status",
+            Self::PrincipalUpdate => "principal.update",
             Self::BindingCreate => "binding.create",
             Self::BindingList => "binding.list",
             Self::BindingDelete => "binding.delete",

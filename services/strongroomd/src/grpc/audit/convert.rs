@@ -19,7 +19,7 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::PrincipalCreate => P::PrincipalCreate,
         Action::PrincipalGet => P::PrincipalRead,
         Action::PrincipalList => P::PrincipalList,
-        Action::PrincipalStatus => P::PrincipalUpdate,
+        Action::PrincipalStatus | Action::PrincipalUpdate => P::PrincipalUpdate,
         Action::BindingCreate => P::IdentityBindingCreate,
         Action::BindingList => P::IdentityBindingList,
         Action::BindingDelete => P::IdentityBindingDelete,
