@@ -183,7 +183,7 @@ pub fn event_json(e: &pb::AuditEvent) -> String {
             serde_json::Value::String(s.to_owned())
         }
     }
-    let time = e.time.as_ref().map(|t| time_in(t));
+    let time = e.time.as_ref().map(time_in);
     let action = pb::AuditAction::try_from(e.action)
         .ok()
         .and_then(|a| action_in(a as i32).ok().flatten())
