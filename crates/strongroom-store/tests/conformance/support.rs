@@ -562,19 +562,29 @@ impl<'a> AuditTrail<'a> {
     }
 
     /// Asserts that exactly one event was appended since the last check, for
-    /// `action`, in this tenant, with the next sequence number.
+    /// `action`, in this tenant, with the next sequence number, followed
+    /// only by the `lease.revoke` events of the leases a revocation ended.
     pub async fn expect(&mut self, action: Action) -> AuditEvent {
-        let mut new = self
+        let new = self
             .store
             .audit_after(&self.scope, self.seen, 100)
             .await
             .expect("read new audit events");
-        let actions: Vec<Action> = new.iter().map(|e| e.draft.action).collect();
+        let ended = new
+            .iter()
+            .skip(1)
+            .take_while(|e| e.draft.action == Action::LeaseRevoke)
+            .count();
+        let actions: Vec<Action> = new
+            .iter()
+            .take(new.len() - ended)
+            .map(|e| e.draft.action)
+            .collect();
         assert_eq!(actions, vec![action], "expected exactly one new event");
-        let event = new.pop().expect("one event");
+        let event = new.into_iter().next().expect("one event");
         assert_eq!(event.sequence, self.seen + 1);
         assert_eq!(event.tenant, self.scope.tenant_id());
-        self.seen += 1;
+        self.seen += 1 + ended as u64;
         event
     }
 
