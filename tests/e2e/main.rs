@@ -21,6 +21,8 @@ macro_rules! on_both_backends {
 }
 
 mod abuse;
+mod audit_stream;
+mod audit_summary;
 mod checkpoint_integrity;
 mod checkpoints;
 mod clock;
@@ -39,6 +41,7 @@ mod operations;
 mod ops_listener;
 mod oracles;
 mod policy;
+mod principal_update;
 mod relay;
 mod replicas;
 mod revocation;

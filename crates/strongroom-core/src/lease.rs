@@ -69,6 +69,8 @@ pub enum LeaseEnd {
     /// Its principal was disabled (by an administrator or locked after
     /// repeated denials).
     PrincipalDisabled,
+    /// Its principal's role or environments were narrowed.
+    PrincipalNarrowed,
 }
 
 impl LeaseEnd {
@@ -81,6 +83,7 @@ impl LeaseEnd {
             Self::CredentialDestroyed => "credential_destroyed",
             Self::GrantRevoked => "grant_revoked",
             Self::PrincipalDisabled => "principal_disabled",
+            Self::PrincipalNarrowed => "principal_narrowed",
         }
     }
 
@@ -93,6 +96,7 @@ impl LeaseEnd {
             Self::CredentialDestroyed,
             Self::GrantRevoked,
             Self::PrincipalDisabled,
+            Self::PrincipalNarrowed,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)

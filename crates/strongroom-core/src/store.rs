@@ -410,6 +410,20 @@ pub trait PrincipalStore: Send + Sync {
         audit: AuditDraft,
     ) -> Result<(Principal, u32)>;
 
+    /// Stores `principal`'s name, role, environments and description (an
+    /// existing principal of the tenant: `NotFound` otherwise,
+    /// `AlreadyExists` if another has the name). With `narrowed`, its
+    /// active leases end in the same transaction, each with a
+    /// `lease.revoke` event; returns the principal as stored and how many
+    /// leases ended.
+    async fn update_principal(
+        &self,
+        scope: &TenantScope<'_>,
+        principal: &Principal,
+        narrowed: bool,
+        audit: AuditDraft,
+    ) -> Result<(Principal, u32)>;
+
     /// Adds an identity binding. `AlreadyExists` if the tenant already binds
     /// the same pattern; `NotFound` if the principal is absent;
     /// `PermissionDenied` with
@@ -598,6 +612,14 @@ pub trait AuditStore: Send + Sync {
     /// Notices of committed state changes (from this process and, on a
     /// shared database, from other servers), for cache invalidation.
     fn changes(&self) -> tokio::sync::broadcast::Receiver<Change>;
+
+    /// Wake-ups for readers following a chain: the tenant whose chain may
+    /// have grown, sent as this process's appends commit (an event linked
+    /// in a transaction of its own may be announced just before its
+    /// commit). A hint only: a follower re-reads the chain from its last
+    /// sequence on each, and still polls, so a lost or early wake-up only
+    /// delays it. Other servers' appends arrive by polling.
+    fn appended(&self) -> tokio::sync::broadcast::Receiver<TenantId>;
 
     /// Queries events, newest first.
     async fn query_audit(

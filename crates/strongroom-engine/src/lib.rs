@@ -51,8 +51,10 @@ mod settings;
 mod tenants;
 
 pub use audit::{
-    ChainReport, ChainTarget, CheckpointSchedule, DEFAULT_VERIFY_EVENTS, FAILED_AUTH_PER_SECOND,
-    FAILED_AUTH_WINDOW, MAX_VERIFY_EVENTS, VerifyOptions,
+    AuditFeed, AuditSummary, ChainReport, ChainTarget, CheckpointSchedule, CredentialActivity,
+    DEFAULT_SUMMARY_TOP, DEFAULT_VERIFY_EVENTS, FAILED_AUTH_PER_SECOND, FAILED_AUTH_WINDOW,
+    FEED_BATCH, FEED_POLL, LeaseUsage, MAX_SUMMARY_TOP, MAX_VERIFY_EVENTS, PrincipalActivity,
+    SummaryQuery, VerifyOptions,
 };
 pub use context::{CallContext, new_request_id};
 pub use credentials::{
@@ -61,6 +63,7 @@ pub use credentials::{
     Refused, RevealOptions, Revealed, RevealedValue, UseKind, scrub_pairs,
 };
 pub use grants::NewGrant;
+pub use principals::PrincipalUpdate;
 pub use scan::{
     FindingSource, MAX_SCAN_TEXT_BYTES, MIN_SCAN_VALUE_BYTES, ScanFinding, ScanOptions, ScanReport,
 };

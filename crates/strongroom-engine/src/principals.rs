@@ -15,7 +15,129 @@ use strongroom_core::{Error, Result};
 
 use crate::{CallContext, Engine};
 
+/// What [`Engine::update_principal`] changes: each field that is set.
+#[derive(Debug, Clone, Default)]
+pub struct PrincipalUpdate {
+    /// A new name.
+    pub name: Option<PrincipalName>,
+    /// A new role.
+    pub role: Option<Role>,
+    /// New environments (empty: all).
+    pub environments: Option<Vec<Environment>>,
+    /// A new description.
+    pub description: Option<String>,
+}
+
+impl PrincipalUpdate {
+    /// The fields it sets, by their names in the contract.
+    fn fields(&self) -> Vec<String> {
+        [
+            ("name", self.name.is_some()),
+            ("role", self.role.is_some()),
+            ("environments", self.environments.is_some()),
+            ("description", self.description.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(f, _)| f.to_owned())
+        .collect()
+    }
+}
+
+/// Whether going from `before` to `after` takes away anything the
+/// principal could reach: any change of role but to admin (the roles
+/// other than admin do different things, none more than another), or an
+/// environment it could enter and no longer may.
+fn narrows(before: &Principal, after: &Principal) -> bool {
+    let role = before.role != after.role && after.role != Role::Admin;
+    let environments = !after.environments.is_empty()
+        && (before.environments.is_empty()
+            || before
+                .environments
+                .iter()
+                .any(|e| !after.environments.contains(e)));
+    role || environments
+}
+
 impl Engine {
+    /// Changes a principal's name, role, environments or description
+    /// (admin). An admin cannot change its own role or environments.
+    /// Narrowing what the principal may reach (its role, or taking away an
+    /// environment) ends its leases in the same commit; returns the
+    /// principal and how many leases ended. Its cached state is dropped on
+    /// every server (the change is announced).
+    pub async fn update_principal(
+        &self,
+        caller: &Authenticated,
+        ctx: &CallContext,
+        id: PrincipalId,
+        update: PrincipalUpdate,
+    ) -> Result<(Principal, u32)> {
+        let scope = caller.tenant_scope()?;
+        self.require_admin(&scope, ctx, Action::PrincipalUpdate)
+            .await?;
+        let fields = update.fields();
+        if fields.is_empty() {
+            return Err(Error::invalid("update_mask", "names no field to update"));
+        }
+        if update
+            .description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > 1024)
+        {
+            return Err(Error::invalid(
+                "update.description",
+                "must be at most 1024 characters",
+            ));
+        }
+        if id == scope.principal().id && (update.role.is_some() || update.environments.is_some()) {
+            return Err(Error::precondition(
+                "a principal cannot change its own role or environments",
+            ));
+        }
+        if let Some(environments) = &update.environments {
+            self.ensure_environments(&scope, environments, "update.environments")
+                .await?;
+        }
+        let before = self.store.get_principal(&scope, id).await?;
+        let mut after = before.clone();
+        if let Some(name) = update.name {
+            after.name = name;
+        }
+        if let Some(role) = update.role {
+            after.role = role;
+        }
+        if let Some(environments) = update.environments {
+            after.environments = environments;
+        }
+        if let Some(description) = update.description {
+            after.description = description;
+        }
+        let narrowed = narrows(&before, &after);
+        let mut draft = self.draft(
+            &scope,
+            ctx,
+            Action::PrincipalUpdate,
+            Outcome::Allowed,
+            Reason::AllowedByRole,
+        );
+        draft.detail = Some(AuditDetail::PrincipalUpdated {
+            principal: id,
+            fields,
+            role: after.role,
+            environments: after
+                .environments
+                .iter()
+                .map(|e| e.as_str().to_owned())
+                .collect(),
+            narrowed,
+        });
+        self.commit(scope.tenant_id(), draft, |draft| {
+            self.store.update_principal(&scope, &after, narrowed, draft)
+        })
+        .await
+    }
+
     /// Creates a principal (admin).
     pub async fn create_principal(
         &self,

@@ -79,6 +79,10 @@ impl<D: Dialect> AuditStore for SqlStore<D> {
         D::subscribe_changes(self)
     }
 
+    fn appended(&self) -> broadcast::Receiver<TenantId> {
+        self.appended.subscribe()
+    }
+
     async fn query_audit(
         &self,
         scope: &TenantScope<'_>,
@@ -169,6 +173,9 @@ impl<D: Dialect> SqlStore<D> {
         if let Some(change) = change {
             D::notify_changes(tx, self.origin, &[change]).await?;
         }
+        // Just before the caller commits: a follower that reads too early
+        // finds it on its next look (see `AuditStore::appended`).
+        self.announce_appended(tenant);
         Ok(event)
     }
 }

@@ -433,6 +433,19 @@ impl<S: Store> PrincipalStore for FairShare<S> {
             .await
     }
 
+    async fn update_principal(
+        &self,
+        scope: &TenantScope<'_>,
+        principal: &Principal,
+        narrowed: bool,
+        audit: AuditDraft,
+    ) -> Result<(Principal, u32)> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .update_principal(scope, principal, narrowed, audit)
+            .await
+    }
+
     async fn create_binding(
         &self,
         scope: &TenantScope<'_>,
@@ -661,6 +674,10 @@ impl<S: Store> AuditStore for FairShare<S> {
 
     fn changes(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.inner.changes()
+    }
+
+    fn appended(&self) -> tokio::sync::broadcast::Receiver<TenantId> {
+        self.inner.appended()
     }
 
     async fn query_audit(

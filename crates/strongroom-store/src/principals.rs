@@ -50,6 +50,14 @@ const SET_STATUS: &str = concat!(
     principal_columns!()
 );
 
+/// Sets tenant `$1`'s principal `$2`'s name `$3`, role `$4`, environments
+/// `$5` and description `$6`.
+const UPDATE: &str = concat!(
+    "UPDATE principals SET name = $3, role = $4, environments = $5, description = $6 \
+     WHERE tenant_id = $1 AND id = $2 RETURNING ",
+    principal_columns!()
+);
+
 /// Whether a namespace of tenant `$1` covers the pattern of kind `$2` and
 /// text `$3`.
 const COVERED: &str = "\
@@ -161,6 +169,49 @@ impl<D: Dialect> PrincipalStore for SqlStore<D> {
         };
         let count = self
             .append_lease_ends(&mut tx, tenant, &ended, LeaseEnd::PrincipalDisabled, &by)
+            .await?;
+        tx.commit().await.map_err(db("principal"))?;
+        Ok((row.try_into()?, count))
+    }
+
+    async fn update_principal(
+        &self,
+        scope: &TenantScope<'_>,
+        principal: &Principal,
+        narrowed: bool,
+        audit: AuditDraft,
+    ) -> Result<(Principal, u32)> {
+        let tenant = scope.tenant_id();
+        if principal.tenant != tenant {
+            return Err(Error::internal("principal of another tenant"));
+        }
+        let mut tx = self.tenant_tx(tenant, true).await?;
+        let row: PrincipalRow = D::query(UPDATE)
+            .bind(tenant.as_uuid())
+            .bind(principal.id.as_uuid())
+            .bind(principal.name.as_str())
+            .bind(principal.role.as_str())
+            .bind(json(&principal.environments)?)
+            .bind(principal.description.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("principal"))?;
+        let by = audit.clone();
+        self.append_in(&mut tx, tenant, audit).await?;
+        let ended = if narrowed {
+            Self::end_leases_in(
+                &mut tx,
+                tenant,
+                LeaseHolder::Principal(principal.id),
+                LeaseEnd::PrincipalNarrowed,
+                &by,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        let count = self
+            .append_lease_ends(&mut tx, tenant, &ended, LeaseEnd::PrincipalNarrowed, &by)
             .await?;
         tx.commit().await.map_err(db("principal"))?;
         Ok((row.try_into()?, count))

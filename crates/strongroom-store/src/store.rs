@@ -22,6 +22,8 @@ pub struct SqlStore<D: Dialect> {
     pub(crate) pool: Pool<D>,
     pub(crate) committers: Arc<Committers>,
     pub(crate) changes: broadcast::Sender<Change>,
+    /// Wake-ups for chain followers (see `AuditStore::appended`).
+    pub(crate) appended: broadcast::Sender<TenantId>,
     /// Tags this store's change notices, so its own listener skips them:
     /// its server already applied them when it made them.
     pub(crate) origin: uuid::Uuid,
@@ -34,6 +36,7 @@ impl<D: Dialect> Clone for SqlStore<D> {
             pool: self.pool.clone(),
             committers: Arc::clone(&self.committers),
             changes: self.changes.clone(),
+            appended: self.appended.clone(),
             origin: self.origin,
             state: self.state.clone(),
         }
@@ -48,7 +51,16 @@ impl<D: Dialect> std::fmt::Debug for SqlStore<D> {
     }
 }
 
+/// Wake-ups buffered per follower; one that falls further behind is told
+/// it lagged, which wakes it just the same.
+const APPENDED_CAPACITY: usize = 256;
+
 impl<D: Dialect> SqlStore<D> {
+    /// Wakes the followers of `tenant`'s chain (nobody listening is fine).
+    pub(crate) fn announce_appended(&self, tenant: TenantId) {
+        let _ = self.appended.send(tenant);
+    }
+
     /// A store on `pool` whose change notices are tagged `origin` and
     /// buffered up to `capacity` per subscriber.
     pub(crate) fn with_pool(pool: Pool<D>, origin: uuid::Uuid, capacity: usize) -> Self {
@@ -56,6 +68,7 @@ impl<D: Dialect> SqlStore<D> {
             pool,
             committers: Arc::default(),
             changes: broadcast::channel(capacity).0,
+            appended: broadcast::channel(APPENDED_CAPACITY).0,
             origin,
             state: D::State::default(),
         }

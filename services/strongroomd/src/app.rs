@@ -631,10 +631,16 @@ impl App {
             ops,
             relay,
         } = self;
-        let service =
-            crate::grpc::routes(Arc::clone(&engine), &limits, call_metrics, &health, relay).await?;
-
         let (stopping_tx, stopping_rx) = watch::channel(false);
+        let service = crate::grpc::routes(
+            Arc::clone(&engine),
+            &limits,
+            call_metrics,
+            &health,
+            relay,
+            stopping_rx.clone(),
+        )
+        .await?;
         // Runs until the process has drained: `/livez` answers throughout,
         // `/readyz` turns 503 as draining starts.
         let ops_task = ops.map(|ops| {

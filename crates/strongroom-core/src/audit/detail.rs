@@ -76,6 +76,21 @@ pub enum AuditDetail {
         /// The reason given.
         reason: String,
     },
+    /// A principal's name, role, environments or description were changed
+    /// by an administrator: the fields changed, and the role and
+    /// environments after the change.
+    PrincipalUpdated {
+        /// The principal.
+        principal: PrincipalId,
+        /// The fields the update named (its mask's paths).
+        fields: Vec<String>,
+        /// Its role afterwards.
+        role: Role,
+        /// Its environments afterwards (empty: all).
+        environments: Vec<String>,
+        /// Whether the change narrowed what it may reach (its leases end).
+        narrowed: bool,
+    },
     /// A principal was disabled automatically after repeated denials.
     PrincipalLock {
         /// The principal.
@@ -381,6 +396,13 @@ mod tests {
                 principal,
                 status: PrincipalStatus::Disabled,
                 reason: "left \"the\" team\n\u{0}é".into(),
+            },
+            AuditDetail::PrincipalUpdated {
+                principal,
+                fields: vec!["role".into(), "environments".into()],
+                role: Role::Viewer,
+                environments: vec!["prod".into()],
+                narrowed: true,
             },
             AuditDetail::PrincipalLock {
                 principal,

@@ -57,6 +57,8 @@ pub enum Action {
     PrincipalList,
     /// A principal was enabled or disabled.
     PrincipalStatus,
+    /// A principal's name, role, environments or description changed.
+    PrincipalUpdate,
     /// An identity binding was created.
     BindingCreate,
     /// Identity bindings were listed (recorded when refused).
@@ -132,7 +134,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 41] = [
+    pub const ALL: [Action; 42] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -142,6 +144,7 @@ impl Action {
         Self::PrincipalGet,
         Self::PrincipalList,
         Self::PrincipalStatus,
+        Self::PrincipalUpdate,
         Self::BindingCreate,
         Self::BindingList,
         Self::BindingDelete,
@@ -188,6 +191,7 @@ impl Action {
             Self::PrincipalGet => "principal.get",
             Self::PrincipalList => "principal.list",
             Self::PrincipalStatus => "principal.status",
+            Self::PrincipalUpdate => "principal.update",
             Self::BindingCreate => "binding.create",
             Self::BindingList => "binding.list",
             Self::BindingDelete => "binding.delete",

@@ -14,12 +14,19 @@ use crate::{CallContext, Engine};
 
 mod checkpoints;
 mod failed_auth;
+mod stream;
+mod summary;
 mod verify;
 
 pub use checkpoints::CheckpointSchedule;
 pub(crate) use checkpoints::SignedHeads;
 pub(crate) use failed_auth::FailedAuthLog;
 pub use failed_auth::{FAILED_AUTH_PER_SECOND, FAILED_AUTH_WINDOW};
+pub use stream::{AuditFeed, FEED_BATCH, FEED_POLL};
+pub use summary::{
+    AuditSummary, CredentialActivity, DEFAULT_SUMMARY_TOP, LeaseUsage, MAX_SUMMARY_TOP,
+    PrincipalActivity, SummaryQuery,
+};
 pub use verify::{DEFAULT_VERIFY_EVENTS, MAX_VERIFY_EVENTS, VerifyOptions};
 
 /// Which chain a checkpoint or verification is about.

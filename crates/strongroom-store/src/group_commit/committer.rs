@@ -90,6 +90,7 @@ impl<D: Dialect> SqlStore<D> {
                 match D::fast_events(self, tenant, &works, drafts, head, conn).await {
                     Ok(Fast::Committed(events, head)) => {
                         state.head = Some(head);
+                        self.announce_appended(tenant);
                         let done = events.into_iter().map(|e| Ok(Done::Event(e))).collect();
                         return answer(Ok(done), replies);
                     }
@@ -128,6 +129,8 @@ impl<D: Dialect> SqlStore<D> {
             }
             (result, _) => answer(result, replies),
         }
+        // Whatever committed (a failed batch wakes followers needlessly).
+        self.announce_appended(tenant);
     }
 
     /// One transaction for a batch: the mutations first (their row locks

@@ -35,12 +35,15 @@ use status::to_status;
 #[derive(Clone)]
 pub struct Shared {
     engine: Arc<Engine>,
+    /// Turns true when the server starts shutting down: long-lived
+    /// streams end then (UNAVAILABLE), so draining does not wait on them.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Shared {
-    /// Handlers over `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    /// Handlers over `engine`; streams end when `stopping` turns true.
+    pub fn new(engine: Arc<Engine>, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { engine, stopping }
     }
 }
 

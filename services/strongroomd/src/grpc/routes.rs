@@ -21,19 +21,21 @@ use crate::health::Health;
 pub type GrpcEdge = edge::Stack<Grpc, Routes>;
 
 /// Every service, health (as `health` says: see `crate::health`) and
-/// reflection, behind the edge.
+/// reflection, behind the edge; streams end when `stopping` turns true
+/// (the server shuts down).
 pub async fn routes(
     engine: Arc<Engine>,
     limits: &Limits,
     metrics: Option<Arc<CallMetrics>>,
     health: &Arc<Health>,
     relay: crate::relay::RelayHandler,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<GrpcEdge, StartError> {
     // Messages up to 4x the limit are decoded so the edge can refuse them
     // with INVALID_ARGUMENT naming the limit (its body limit ends them
     // first); larger ones are cut off by the decoder.
     let decode_limit = limits.max_message_bytes.saturating_mul(4);
-    let shared = Shared::new(Arc::clone(&engine));
+    let shared = Shared::new(Arc::clone(&engine), stopping);
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health.report(reporter).await;

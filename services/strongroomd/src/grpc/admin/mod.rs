@@ -16,9 +16,82 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Shared, rpc, unimplemented};
+use strongroom_engine::PrincipalUpdate;
 
 /// Serves AdminService.
 pub struct AdminHandler(pub Shared);
+
+/// The fields of a principal UpdatePrincipal may set.
+const PRINCIPAL_FIELDS: [&str; 4] = ["name", "role", "environments", "description"];
+
+/// The paths of an update mask: at most 16, each at most 64 characters, no
+/// repeats, each one of `fields` (INVALID_ARGUMENT naming the path
+/// otherwise); at least one.
+pub(crate) fn mask_paths(
+    mask: Option<prost_types::FieldMask>,
+    fields: &[&'static str],
+) -> Result<Vec<&'static str>, Error> {
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(Error::invalid(
+            "update_mask",
+            "is required: name the fields to update",
+        ));
+    }
+    if paths.len() > 16 {
+        return Err(Error::invalid("update_mask", "has more than 16 paths"));
+    }
+    let mut named = Vec::with_capacity(paths.len());
+    for p in &paths {
+        if p.chars().count() > 64 || p.chars().any(|c| !c.is_ascii_graphic()) {
+            return Err(Error::invalid(
+                "update_mask",
+                "a path is longer than 64 characters or not printable ASCII",
+            ));
+        }
+        let Some(field) = fields.iter().find(|f| **f == p.as_str()) else {
+            return Err(Error::invalid(
+                "update_mask",
+                format!("cannot update '{p}' (updatable: {})", fields.join(", ")),
+            ));
+        };
+        if named.contains(field) {
+            return Err(Error::invalid("update_mask", format!("names '{p}' twice")));
+        }
+        named.push(*field);
+    }
+    Ok(named)
+}
+
+/// The change an UpdatePrincipal asks for: the masked fields of `p`.
+fn principal_update_in(
+    p: pb::Principal,
+    mask: Option<prost_types::FieldMask>,
+) -> Result<PrincipalUpdate, Error> {
+    let mut update = PrincipalUpdate::default();
+    for field in mask_paths(mask, &PRINCIPAL_FIELDS)? {
+        match field {
+            "name" => update.name = Some(PrincipalName::parse(&p.name, "update.name")?),
+            "role" => update.role = Some(convert::role_in(p.role, "update.role")?),
+            "environments" => {
+                update.environments = Some(convert::environments_in(
+                    &p.environments,
+                    "update.environments",
+                )?);
+            }
+            _ => {
+                if p.description.chars().count() > 1024 {
+                    return Err(Error::invalid(
+                        "update.description",
+                        "must be at most 1024 characters",
+                    ));
+                }
+                update.description = Some(p.description.clone());
+            }
+        }
+    }
+    Ok(update)
+}
 
 fn settings_in(
     s: pb::TenantSettings,
@@ -322,9 +395,21 @@ impl AdminService for AdminHandler {
 
     async fn update_principal(
         &self,
-        _request: Request<pb::UpdatePrincipalRequest>,
+        request: Request<pb::UpdatePrincipalRequest>,
     ) -> Result<Response<pb::UpdatePrincipalResponse>, Status> {
-        Err(unimplemented("UpdatePrincipal"))
+        rpc!(request, |call, req| {
+            let id = PrincipalId::parse(&req.principal_id, "principal_id")?;
+            let update = principal_update_in(req.update.unwrap_or_default(), req.update_mask)?;
+            let (p, leases_ended) = self
+                .0
+                .engine
+                .update_principal(&call.caller, call.ctx(), id, update)
+                .await?;
+            Ok(pb::UpdatePrincipalResponse {
+                principal: Some(convert::principal_out(&p)),
+                leases_ended,
+            })
+        })
     }
 
     async fn disable_principal(

@@ -1,7 +1,9 @@
 //! AuditService's wire conversions: actions, outcomes and audit events.
 
 use strongroom_core::audit::{Action, AuditDetail, AuditEvent, Outcome};
+use strongroom_core::time::Timestamp;
 use strongroom_core::{Error, Result};
+use strongroom_engine::{AuditSummary, LeaseUsage};
 use strongroom_proto::v1 as pb;
 
 pub use crate::grpc::convert::*;
@@ -17,7 +19,7 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::PrincipalCreate => P::PrincipalCreate,
         Action::PrincipalGet => P::PrincipalRead,
         Action::PrincipalList => P::PrincipalList,
-        Action::PrincipalStatus => P::PrincipalUpdate,
+        Action::PrincipalStatus | Action::PrincipalUpdate => P::PrincipalUpdate,
         Action::BindingCreate => P::IdentityBindingCreate,
         Action::BindingList => P::IdentityBindingList,
         Action::BindingDelete => P::IdentityBindingDelete,
@@ -160,5 +162,164 @@ pub fn event_out(e: &AuditEvent) -> pb::AuditEvent {
         prev_hash: e.prev_hash.to_vec(),
         hash: e.hash.to_vec(),
         detail: e.detail_text.clone().unwrap_or_default(),
+    }
+}
+
+fn lease_usage_out(u: &LeaseUsage) -> pb::LeaseUsage {
+    pb::LeaseUsage {
+        started: u.started,
+        released: u.released,
+        expired: u.expired,
+        revoked: u.revoked,
+        open: u.open,
+        time_in_use: Some(duration_out(std::time::Duration::from_micros(
+            u.in_use_micros,
+        ))),
+    }
+}
+
+/// A summary as returned.
+pub fn summary_out(s: &AuditSummary) -> pb::SummaryResponse {
+    pb::SummaryResponse {
+        total_events: s.total,
+        failed_events: s.failed,
+        by_credential: s
+            .by_credential
+            .iter()
+            .map(|c| pb::CredentialActivity {
+                credential_id: c.credential.to_string(),
+                credential_name: c.name.clone(),
+                environment: c.environment.clone(),
+                events: c.events,
+                uses: c.uses,
+                failed: c.failed,
+                last_access_at: c.last_access.map(|(at, _)| time_out(at)),
+                last_principal_id: c
+                    .last_access
+                    .and_then(|(_, p)| p)
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                leases: Some(lease_usage_out(&c.leases)),
+            })
+            .collect(),
+        by_principal: s
+            .by_principal
+            .iter()
+            .map(|p| pb::PrincipalActivity {
+                principal_id: p.principal.to_string(),
+                principal_name: p.name.clone(),
+                events: p.events,
+                failed: p.failed,
+                last_access_at: Some(time_out(p.last_at)),
+            })
+            .collect(),
+        last_access_at: s.last_access.map(time_out),
+        leases: Some(lease_usage_out(&s.leases)),
+    }
+}
+
+/// The stable JSON form of an event (docs/audit-events.md): every key
+/// always present, `null` where the event has no value; `action` and
+/// `outcome` in their recorded text; `detail` the typed detail as an
+/// object (or, for events of format 1, its text).
+pub fn event_json(e: &pb::AuditEvent) -> String {
+    fn text(s: &str) -> serde_json::Value {
+        if s.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::String(s.to_owned())
+        }
+    }
+    let time = e.time.as_ref().map(time_in);
+    let action = pb::AuditAction::try_from(e.action)
+        .ok()
+        .and_then(|a| action_in(a as i32).ok().flatten())
+        .map_or("other", |a| a.as_str());
+    let outcome = match pb::AuditOutcome::try_from(e.outcome) {
+        Ok(pb::AuditOutcome::Allowed) => "allowed",
+        Ok(pb::AuditOutcome::Denied) => "denied",
+        _ => "error",
+    };
+    let detail = if e.detail.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str::<serde_json::Value>(&e.detail)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::Value::String(e.detail.clone()))
+    };
+    let value = serde_json::json!({
+        "schema": 1,
+        "sequence": e.sequence,
+        "id": e.id,
+        "time": time.map(rfc3339),
+        "time_micros": time.map(|t| t.as_micros()),
+        "tenant_id": e.tenant_id,
+        "principal_id": text(&e.principal_id),
+        "principal_name": text(&e.principal_name),
+        "on_behalf_of": text(&e.on_behalf_of),
+        "action": action,
+        "outcome": outcome,
+        "reason_code": text(&e.reason_code),
+        "credential_id": text(&e.credential_id),
+        "credential_name": text(&e.credential_name),
+        "version": (e.version != 0).then_some(e.version),
+        "environment": text(&e.environment),
+        "purpose": text(&e.purpose),
+        "peer_address": text(&e.peer_address),
+        "request_id": text(&e.request_id),
+        "trace_id": text(&e.trace_id),
+        "lease_id": text(&e.lease_id),
+        "detail": detail,
+        "prev_hash": hex::encode(&e.prev_hash),
+        "hash": hex::encode(&e.hash),
+    });
+    value.to_string()
+}
+
+/// `t` in RFC 3339, UTC, with microseconds: `2026-12-07T10:00:00.000000Z`.
+pub fn rfc3339(t: Timestamp) -> String {
+    let micros = t.as_micros();
+    let secs = micros.div_euclid(1_000_000);
+    let sub = micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let day_secs = secs.rem_euclid(86_400);
+    // Days since 1970-01-01 to a civil date (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{sub:06}Z",
+        day_secs / 3_600,
+        day_secs % 3_600 / 60,
+        day_secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(
+            rfc3339(Timestamp::from_micros(0)),
+            "1970-01-01T00:00:00.000000Z"
+        );
+        // 2000-02-29T12:34:56.789012Z (a leap day).
+        assert_eq!(
+            rfc3339(Timestamp::from_micros(951_827_696_789_012)),
+            "2000-02-29T12:34:56.789012Z"
+        );
+        assert_eq!(
+            rfc3339(Timestamp::from_micros(1_796_601_600_000_000)),
+            "2026-12-07T00:00:00.000000Z"
+        );
     }
 }

@@ -15,8 +15,81 @@ use strongroom_proto::v1::audit_service_server::AuditService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, rpc, unimplemented};
-use strongroom_engine::{ChainTarget, DEFAULT_VERIFY_EVENTS, MAX_VERIFY_EVENTS, VerifyOptions};
+use std::sync::Arc;
+
+use strongroom_engine::{
+    AuditFeed, ChainTarget, DEFAULT_SUMMARY_TOP, DEFAULT_VERIFY_EVENTS, Engine, MAX_SUMMARY_TOP,
+    MAX_VERIFY_EVENTS, SummaryQuery, VerifyOptions,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{Call, Shared, rpc};
+
+/// Events a stream holds ready for a consumer that is slower than the
+/// chain; beyond it the stream stops reading the store until the consumer
+/// takes more (it never slows the writers).
+const STREAM_BUFFER: usize = 64;
+
+/// What a stream yields.
+type StreamItem = Result<pb::StreamEventsResponse, Status>;
+
+/// Feeds `feed`'s events to `tx` until the consumer goes away, a stream
+/// that does not follow reaches its end, the caller may no longer read,
+/// or the server shuts down (UNAVAILABLE).
+async fn feed_stream(
+    engine: Arc<Engine>,
+    call: Call,
+    mut feed: AuditFeed,
+    json: bool,
+    tx: mpsc::Sender<StreamItem>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let shutdown = || Status::unavailable("the server is shutting down; resume on another server");
+    loop {
+        if *stopping.borrow() {
+            let _ = tx.send(Err(shutdown())).await;
+            return;
+        }
+        let next = tokio::select! {
+            next = engine.next_events(&call.caller, &mut feed) => next,
+            _ = stopping.changed() => {
+                let _ = tx.send(Err(shutdown())).await;
+                return;
+            }
+            () = tx.closed() => return,
+        };
+        let events = match next {
+            Ok(Some(events)) => events,
+            Ok(None) => return,
+            Err(e) => {
+                let _ = tx
+                    .send(Err(super::to_status(e, &call.ctx().request_id)))
+                    .await;
+                return;
+            }
+        };
+        for event in &events {
+            let event = convert::event_out(event);
+            let json = if json {
+                convert::event_json(&event)
+            } else {
+                String::new()
+            };
+            let item = Ok(pb::StreamEventsResponse {
+                event: Some(event),
+                json,
+            });
+            tokio::select! {
+                sent = tx.send(item) => if sent.is_err() { return },
+                _ = stopping.changed() => {
+                    let _ = tx.send(Err(shutdown())).await;
+                    return;
+                }
+            }
+        }
+    }
+}
 
 /// Serves AuditService.
 pub struct AuditHandler(pub Shared);
@@ -65,9 +138,34 @@ impl AuditService for AuditHandler {
 
     async fn summary(
         &self,
-        _request: Request<pb::SummaryRequest>,
+        request: Request<pb::SummaryRequest>,
     ) -> Result<Response<pb::SummaryResponse>, Status> {
-        Err(unimplemented("Summary"))
+        rpc!(request, |call, req| {
+            if req.top_n > MAX_SUMMARY_TOP {
+                return Err(Error::invalid("top_n", "must be at most 500"));
+            }
+            let query = SummaryQuery {
+                since: req.start_time.as_ref().map(convert::time_in),
+                until: req.end_time.as_ref().map(convert::time_in),
+                credential: (!req.credential_id.is_empty())
+                    .then(|| CredentialId::parse(&req.credential_id, "credential_id"))
+                    .transpose()?,
+                principal: (!req.principal_id.is_empty())
+                    .then(|| PrincipalId::parse(&req.principal_id, "principal_id"))
+                    .transpose()?,
+                top: if req.top_n == 0 {
+                    DEFAULT_SUMMARY_TOP
+                } else {
+                    req.top_n
+                },
+            };
+            let summary = self
+                .0
+                .engine
+                .audit_summary(&call.caller, call.ctx(), &query)
+                .await?;
+            Ok(convert::summary_out(&summary))
+        })
     }
 
     async fn verify_chain(
@@ -116,9 +214,25 @@ impl AuditService for AuditHandler {
 
     async fn stream_events(
         &self,
-        _request: Request<pb::StreamEventsRequest>,
+        request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
-        Err(unimplemented("StreamEvents"))
+        let call = Call::of(&request)?;
+        let req = request.into_inner();
+        let engine = Arc::clone(&self.0.engine);
+        let opened = engine
+            .open_feed(&call.caller, call.ctx(), req.from_sequence, req.follow)
+            .await;
+        let feed = call.finish(opened)?.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(feed_stream(
+            engine,
+            call,
+            feed,
+            req.json,
+            tx,
+            self.0.stopping.clone(),
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn export_checkpoint(
