@@ -9,6 +9,7 @@
 //! Run it through `scripts/bench`, which builds the release binaries and
 //! fetches OpenBao.
 
+mod capacity;
 mod load;
 mod openbao;
 mod scan;
@@ -69,6 +70,9 @@ enum Mode {
     /// Leak scanning: ScanText throughput and recall with many stored
     /// values, and the well-known formats against detect-secrets.
     Scan(scan::ScanArgs),
+    /// The capacity model: 1, 2, 3 replicas on one PostgreSQL database,
+    /// reveal throughput and CPU time per reveal of each process.
+    Capacity(capacity::CapacityArgs),
 }
 
 /// Refreshes the planner statistics of database `name` after loading, as
@@ -140,8 +144,10 @@ fn print_table(rows: &[Row]) {
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
-    if let Some(Mode::Scan(scan)) = &args.mode {
-        return scan::run(scan).await;
+    match &args.mode {
+        Some(Mode::Scan(scan)) => return scan::run(scan).await,
+        Some(Mode::Capacity(capacity)) => return capacity::run(capacity).await,
+        None => {}
     }
     let began = Instant::now();
     let warmup = Duration::from_secs(args.warmup);
