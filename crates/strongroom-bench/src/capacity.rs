@@ -578,7 +578,7 @@ fn rotations(
 fn print_results(args: &CapacityArgs, runs: &[Measured]) {
     println!();
     println!(
-        "{:>8} {:>10} {:>7} {:>7} {:>6} {:>12} {:>12} {:>12} {:>10} {:>10} {:>8} {:>7}",
+        "{:>8} {:>10} {:>7} {:>7} {:>6} {:>12} {:>12} {:>12} {:>10} {:>11} {:>8} {:>7}",
         "replicas",
         "reveals/s",
         "p50 ms",
@@ -594,7 +594,7 @@ fn print_results(args: &CapacityArgs, runs: &[Measured]) {
     );
     for m in runs {
         println!(
-            "{:>8} {:>10.0} {:>7.2} {:>7.2} {:>6} {:>12.1} {:>12.1} {:>12.1} {:>10.1} {:>10.3} {:>8} {:>7.2}",
+            "{:>8} {:>10.0} {:>7.2} {:>7.2} {:>6} {:>12.1} {:>12.1} {:>12.1} {:>10.1} {:>11.3} {:>8} {:>7.2}",
             m.replicas,
             m.stats.throughput(),
             m.stats.quantile_ms(0.50),
