@@ -13,6 +13,7 @@
 //! latency a request through RelayService adds over calling the same local
 //! upstream directly, at the low and high in-flight counts, side by side.
 
+mod capacity;
 mod load;
 mod openbao;
 mod relay;
@@ -125,6 +126,9 @@ enum Mode {
     /// Leak scanning: ScanText throughput and recall with many stored
     /// values, and the well-known formats against detect-secrets.
     Scan(scan::ScanArgs),
+    /// The capacity model: 1, 2, 3 replicas on one PostgreSQL database,
+    /// reveal throughput and CPU time per reveal of each process.
+    Capacity(capacity::CapacityArgs),
 }
 
 /// Refreshes the planner statistics of database `name` after loading, as
@@ -199,8 +203,10 @@ async fn main() -> Result<(), String> {
     if args.relay {
         return relay_mode(&args).await;
     }
-    if let Some(Mode::Scan(scan)) = &args.mode {
-        return scan::run(scan).await;
+    match &args.mode {
+        Some(Mode::Scan(scan)) => return scan::run(scan).await,
+        Some(Mode::Capacity(capacity)) => return capacity::run(capacity).await,
+        None => {}
     }
     let began = Instant::now();
     let warmup = Duration::from_secs(args.warmup);
