@@ -57,6 +57,9 @@ pub enum Action {
     PrincipalList,
     /// A principal was enabled or disabled.
     PrincipalStatus,
+    /// A principal was revoked in an emergency: disabled, its grants
+    /// revoked, its leases ended and its identity bindings deleted at once.
+    PrincipalEmergencyRevoke,
     /// An identity binding was created.
     BindingCreate,
     /// Identity bindings were listed (recorded when refused).
@@ -124,7 +127,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 38] = [
+    pub const ALL: [Action; 39] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -134,6 +137,7 @@ impl Action {
         Self::PrincipalGet,
         Self::PrincipalList,
         Self::PrincipalStatus,
+        Self::PrincipalEmergencyRevoke,
         Self::BindingCreate,
         Self::BindingList,
         Self::BindingDelete,
@@ -177,6 +181,7 @@ impl Action {
             Self::PrincipalGet => "principal.get",
             Self::PrincipalList => "principal.list",
             Self::PrincipalStatus => "principal.status",
+            Self::PrincipalEmergencyRevoke => "principal.emergency_revoke",
             Self::BindingCreate => "binding.create",
             Self::BindingList => "binding.list",
             Self::BindingDelete => "binding.delete",
