@@ -36,6 +36,7 @@ mod lifecycle;
 mod mtls;
 mod namespace_review;
 mod namespaces;
+mod operations;
 mod ops_listener;
 mod oracles;
 mod policy;

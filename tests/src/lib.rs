@@ -56,6 +56,13 @@ fn with_user(url: &str, user: &str) -> String {
     format!("{scheme}://{user}@{host}")
 }
 
+fn with_host(url: &str, addr: std::net::SocketAddr) -> String {
+    // postgres://USER@HOST:PORT/DB -> postgres://USER@ADDR/DB
+    let (head, rest) = url.split_once('@').unwrap_or(("postgres://", url));
+    let db = rest.split_once('/').map_or("", |(_, db)| db);
+    format!("{head}@{addr}/{db}")
+}
+
 /// The path of the `strongroomd` binary built in this target directory.
 pub fn server_binary() -> PathBuf {
     if let Ok(p) = std::env::var("STRONGROOMD_BIN") {
@@ -323,6 +330,9 @@ pub struct Options {
     /// [`TestServer::advance_clock`]); needs a server built with the
     /// `test-clock` feature, as `cargo test --workspace` builds it.
     pub test_clock: bool,
+    /// Connect the server to its fresh Postgres database through this
+    /// address (a proxy the test controls) instead of directly.
+    pub postgres_via: Option<std::net::SocketAddr>,
 }
 
 /// What a replica shares with the server it replicates.
@@ -345,6 +355,7 @@ impl Options {
             seed_before: None,
             replica_of: None,
             test_clock: false,
+            postgres_via: None,
         }
     }
 }
@@ -463,7 +474,10 @@ impl TestServer {
                     pool.close().await;
                 }
                 migrate_output = run_migrate(&admin_db_url, &options.env).await;
-                let server_url = ensure_server_role(&admin_db_url).await;
+                let mut server_url = ensure_server_role(&admin_db_url).await;
+                if let Some(via) = options.postgres_via {
+                    server_url = with_host(&server_url, via);
+                }
                 cmd.env("STRONGROOM_DATABASE_URL", &server_url)
                     .env("STRONGROOM_DATABASE_MAX_CONNECTIONS", "8");
                 (Some(name), Some(server_url))
@@ -566,6 +580,34 @@ impl TestServer {
         let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
             .await
             .expect("strongroomd did not stop within 15 s")
+            .expect("wait");
+        for reader in self.log_readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        status
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn send_sigterm(&self) {
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `within` for the process to exit, and for the end of its
+    /// output; panics if it does not.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("strongroomd did not exit within {within:?}"))
             .expect("wait");
         for reader in self.log_readers.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;

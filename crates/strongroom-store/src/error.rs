@@ -15,6 +15,12 @@ pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
             tracing::warn!(error = %e, "database unavailable");
             Error::Unavailable("the database is unavailable".into())
         }
+        // lock_timeout (55P03) or statement_timeout (57014, class 57
+        // above): the database is too slow to answer now.
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03") => {
+            tracing::warn!(error = %e, "database too slow: a lock was not granted in time");
+            Error::Unavailable("the database is unavailable".into())
+        }
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)

@@ -33,7 +33,7 @@ pub use group_commit::BatchObserver;
 pub use identity::DerivedNamespace;
 #[cfg(feature = "fault-injection")]
 pub use postgres::LostReply;
-pub use postgres::{APP_ROLE, PgStore};
+pub use postgres::{APP_ROLE, PgProbe, PgStore, PgTimeouts};
 pub use sqlite::SqliteStore;
 pub use store::SqlStore;
 

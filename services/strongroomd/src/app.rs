@@ -16,7 +16,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, Database, RootKeySource};
-use crate::tls::ClientTrust;
+use crate::health::{Health, Probe};
+use crate::tls::{ClientTrust, ServerCert};
 use strongroom_engine::Engine;
 
 /// Why the server could not start.
@@ -56,6 +57,10 @@ pub struct App {
     addr: SocketAddr,
     acceptor: TlsAcceptor,
     trust: Arc<ClientTrust>,
+    server_cert: Arc<ServerCert>,
+    tls_paths: crate::config::TlsPaths,
+    health: Arc<Health>,
+    probe: Option<Probe>,
     engine: Arc<Engine>,
     limits: crate::config::Limits,
     audit: crate::config::AuditConfig,
@@ -77,12 +82,15 @@ struct OpsListener {
 /// role is checked to be subject to row-level security. Namespaces the
 /// namespaces migration derived are then reviewed against `identity` (see
 /// [`derived_namespaces_report`]). With a `meter`, the store's audit
-/// batches and its pool are measured (see `ops`).
+/// batches and its pool are measured (see `ops`). With `limits`, Postgres
+/// connections run under its statement and lock timeouts and wait for a
+/// pooled connection at most `database.unavailable_after_ms`.
 pub async fn open_store(
     database: &Database,
     identity: &crate::config::IdentityConfig,
     operators: &[strongroom_core::principal::IdentityPattern],
     meter: Option<&opentelemetry::metrics::Meter>,
+    limits: Option<&crate::config::Limits>,
 ) -> Result<Arc<dyn Store>, StartError> {
     let problem = |n: &strongroom_core::principal::IdentityPattern| {
         strongroom_core::principal::derived_namespace_problem(
@@ -129,7 +137,12 @@ pub async fn open_store(
             if let Some(migrate_url) = migrate_url {
                 migrate_postgres(migrate_url).await?;
             }
-            let mut store = PgStore::connect(url, *max_connections)
+            let timeouts = limits.map(|l| strongroom_store::PgTimeouts {
+                acquire: l.database_unavailable_after,
+                statement: l.statement_timeout,
+                lock: l.lock_timeout,
+            });
+            let mut store = PgStore::connect_bounded(url, *max_connections, timeouts)
                 .await
                 .map_err(|e| StartError::Database(e.to_string()))?;
             if let Some(listen_url) = listen_url {
@@ -446,14 +459,24 @@ impl App {
         telemetry: &crate::telemetry::Telemetry,
     ) -> Result<App, StartError> {
         let trust = ClientTrust::load(&config.tls)?;
-        let tls = crate::tls::server_config(&config.tls, &trust)?;
+        let server_cert = ServerCert::load(&config.tls, &trust)?;
+        let tls = crate::tls::server_config(&server_cert, &trust)?;
         let store = open_store(
             &config.database,
             &config.identity,
             &config.platform_operators,
             telemetry.meter(),
+            Some(&config.limits),
         )
         .await?;
+        let health = Health::new(config.limits.database_unavailable_after);
+        let probe = match &config.database {
+            Database::Postgres { url, .. } => Some(Probe::Postgres(Box::new(
+                strongroom_store::PgProbe::new(url, config.limits.database_unavailable_after / 2)
+                    .map_err(|e| StartError::Database(e.to_string()))?,
+            ))),
+            Database::Sqlite { .. } => None,
+        };
         let root = load_root_key(&config.root_key, store.as_ref()).await?;
         let listener =
             TcpListener::bind(config.listen)
@@ -531,6 +554,10 @@ impl App {
             addr,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
             trust,
+            server_cert,
+            tls_paths: config.tls,
+            health,
+            probe,
             engine,
             limits: config.limits,
             audit: config.audit,
@@ -583,6 +610,10 @@ impl App {
             addr,
             acceptor,
             trust,
+            server_cert,
+            tls_paths,
+            health,
+            probe,
             engine,
             limits,
             audit,
@@ -590,18 +621,20 @@ impl App {
             call_metrics,
             ops,
         } = self;
-        let service = crate::grpc::routes(Arc::clone(&engine), &limits, call_metrics).await?;
+        let service =
+            crate::grpc::routes(Arc::clone(&engine), &limits, call_metrics, &health).await?;
 
         let (stopping_tx, stopping_rx) = watch::channel(false);
         // Runs until the process has drained: `/livez` answers throughout,
         // `/readyz` turns 503 as draining starts.
         let ops_task = ops.map(|ops| {
             tracing::info!(addr = %ops.addr, "operations listener (/livez, /readyz, /metrics)");
-            let server =
-                crate::ops::Ops::new(Arc::clone(engine.store()), ops.scrape, stopping_rx.clone());
+            let server = crate::ops::Ops::new(Arc::clone(&health), ops.scrape);
             tokio::spawn(server.serve(ops.listener))
         });
-        trust.spawn_reloader(stopping_rx.clone());
+        let probe = probe.unwrap_or_else(|| Probe::Store(Arc::clone(engine.store())));
+        health.spawn_monitor(probe, stopping_rx.clone());
+        crate::tls::spawn_reloader(&tls_paths, &server_cert, &trust, stopping_rx.clone());
         tokio::spawn(flush_failed_authentications(
             Arc::clone(&engine),
             stopping_rx.clone(),
@@ -623,6 +656,10 @@ impl App {
         tracing::info!(%addr, "serving");
         crate::serve::serve(listener, acceptor, trust, service, transport, async move {
             stop.await;
+            tracing::info!("draining: health NOT_SERVING, no new connections");
+            // Health first, so clients watching it see NOT_SERVING before
+            // their streams end.
+            health.drain().await;
             let _ = stopping_tx.send(true);
         })
         .await;

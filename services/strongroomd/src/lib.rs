@@ -13,6 +13,7 @@ pub mod config;
 pub mod dev;
 pub mod edge;
 pub mod grpc;
+pub mod health;
 pub mod ops;
 pub mod serve;
 pub mod telemetry;

@@ -23,6 +23,14 @@
 //! server also pings a connection that has sent nothing for
 //! [`KEEPALIVE_INTERVAL`] and drops it if the ping is not answered within
 //! [`KEEPALIVE_TIMEOUT`].
+//!
+//! Draining (`stop` completes, on SIGTERM): the listener is closed at once
+//! (no new connection is accepted), every connection is asked to close
+//! (GOAWAY: calls already started go on, new ones go elsewhere), every
+//! unary call in flight completes, and every response stream still open
+//! (a server-streaming or bidirectional call, such as health `Watch`) ends
+//! with UNAVAILABLE so its client reconnects to another server. Connections
+//! whose calls are not done within `limits.shutdown_grace_ms` are dropped.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -74,6 +82,7 @@ pub struct Transport {
     idle_timeout: Duration,
     max_concurrent_streams: u32,
     request_timeout: Duration,
+    shutdown_grace: Duration,
 }
 
 impl Transport {
@@ -88,6 +97,7 @@ impl Transport {
             idle_timeout: limits.idle_timeout,
             max_concurrent_streams: limits.max_concurrent_streams,
             request_timeout: limits.request_timeout,
+            shutdown_grace: limits.shutdown_grace,
         }
     }
 }
@@ -215,7 +225,8 @@ impl<S> CallService for S where
 
 /// Serves `service` on `listener` until `stop` completes; then stops
 /// accepting, asks every connection to close (GOAWAY) and waits for them:
-/// calls in progress finish, within `limits.request_timeout`.
+/// unary calls in progress finish and response streams end UNAVAILABLE,
+/// within `limits.shutdown_grace_ms`.
 pub async fn serve<S: CallService + Sync>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -353,8 +364,16 @@ pub async fn serve<S: CallService + Sync>(
     tracing::info!("shutting down: draining calls in flight");
     let _ = closing_tx.send(true);
     drop(closing_rx);
-    // Every handshake and connection task holds a receiver.
-    closing_tx.closed().await;
+    // Every handshake and connection task holds a receiver; each connection
+    // ends within the grace period (a little more for the last writes).
+    let all_closed = tokio::time::timeout(
+        transport.shutdown_grace + Duration::from_millis(500),
+        closing_tx.closed(),
+    )
+    .await;
+    if all_closed.is_err() {
+        tracing::warn!("connections still open after the shutdown grace period; exiting");
+    }
 }
 
 fn refuse_full(log: &RefusalLog, peer: SocketAddr, max_connections: usize) {
@@ -394,6 +413,8 @@ struct ConnControl {
     /// once the client's flow-control window let the last one out),
     /// counted by the tick their wait began in, modulo [`WAIT_TICKS`].
     waiting: [AtomicUsize; WAIT_TICKS as usize],
+    /// True once the server drains: open response streams end.
+    closing: watch::Receiver<bool>,
 }
 
 impl ConnControl {
@@ -465,6 +486,7 @@ async fn serve_connection<S: CallService>(
         invalid: Notify::new(),
         tick: AtomicU64::new(0),
         waiting: Default::default(),
+        closing: closing.clone(),
     });
     let info = stream.info().clone();
     let peer = info.addr;
@@ -542,9 +564,14 @@ async fn serve_connection<S: CallService>(
             CloseReason::ShuttingDown => {}
         }
         closed = Some(reason);
+        let grace_period = if reason == CloseReason::ShuttingDown {
+            transport.shutdown_grace
+        } else {
+            transport.request_timeout
+        };
         grace
             .as_mut()
-            .reset(tokio::time::Instant::now() + transport.request_timeout);
+            .reset(tokio::time::Instant::now() + grace_period);
         conn.as_mut().graceful_shutdown();
     }
     tracing::debug!(%peer, reason = ?closed, "connection closed");
@@ -586,7 +613,7 @@ impl<S: CallService> hyper::service::Service<http::Request<Incoming>> for ConnSe
             self.control.invalid.notify_one();
             let response = Status::unauthenticated(refusal.message())
                 .into_http::<tonic::body::Body>()
-                .map(|body| CallBody { body, call: None });
+                .map(|body| CallBody::new(body, None));
             return CallFuture::Refused {
                 response: Some(response),
             };
@@ -621,10 +648,9 @@ where
         match self.project() {
             CallFutureProj::Served { inner, guard } => match inner.poll(cx) {
                 Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(response)) => Poll::Ready(Ok(response.map(|body| CallBody {
-                    body,
-                    call: guard.take(),
-                }))),
+                Poll::Ready(Ok(response)) => {
+                    Poll::Ready(Ok(response.map(|body| CallBody::new(body, guard.take()))))
+                }
                 Poll::Ready(Err(never)) => match never {},
             },
             CallFutureProj::Refused { response } => match response.take() {
@@ -635,11 +661,51 @@ where
     }
 }
 
-/// A response body that keeps its call counted until it is sent, and
-/// counts its waits for the client to take its data.
+/// A response body that keeps its call counted until it is sent, counts
+/// its waits for the client to take its data, and ends a response stream
+/// with UNAVAILABLE when the server drains.
 struct CallBody {
     body: tonic::body::Body,
     call: Option<CallGuard>,
+    /// Resolves when the server drains; made the first time the body has
+    /// nothing to send (a unary response never gets one: it is whole once
+    /// its head is).
+    draining: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The body was ended by the drain.
+    ended: bool,
+}
+
+impl CallBody {
+    fn new(body: tonic::body::Body, call: Option<CallGuard>) -> Self {
+        Self {
+            body,
+            call,
+            draining: None,
+            ended: false,
+        }
+    }
+
+    /// Whether the server drains; registers for the wake-up otherwise.
+    fn drained(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(call) = &self.call else {
+            return false;
+        };
+        let draining = self.draining.get_or_insert_with(|| {
+            let mut closing = call.control.closing.clone();
+            Box::pin(async move {
+                // An error: the server is gone, which is draining too.
+                let _ = closing.wait_for(|closing| *closing).await;
+            })
+        });
+        draining.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// The trailers that end a response stream when the server drains.
+fn drained_trailers() -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    let _ = Status::unavailable("the server is shutting down; reconnect").add_header(&mut trailers);
+    trailers
 }
 
 impl hyper::body::Body for CallBody {
@@ -651,11 +717,18 @@ impl hyper::body::Body for CallBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
         // Asked again: the last chunk went out.
         if let Some(call) = &mut this.call {
             call.taken();
         }
         let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if polled.is_pending() && this.drained(cx) {
+            this.ended = true;
+            return Poll::Ready(Some(Ok(Frame::trailers(drained_trailers()))));
+        }
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && frame.is_data()
             && let Some(call) = &mut this.call
@@ -666,7 +739,7 @@ impl hyper::body::Body for CallBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.ended || self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -685,6 +758,7 @@ mod tests {
             invalid: Notify::new(),
             tick: AtomicU64::new(0),
             waiting: Default::default(),
+            closing: watch::channel(false).1,
         })
     }
 

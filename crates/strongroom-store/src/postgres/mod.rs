@@ -12,6 +12,9 @@
 mod bulk;
 mod changes;
 mod events;
+mod probe;
+
+pub use probe::{PgProbe, PgTimeouts};
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -114,22 +117,41 @@ impl SqlStore<Postgres> {
         Ok(self)
     }
 
-    /// Connects to `url` with up to `max_connections` connections.
+    /// Connects to `url` with up to `max_connections` connections, without
+    /// statement or lock timeouts (migrations, reports).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        let options = PgConnectOptions::from_str(url)
+        Self::connect_bounded(url, max_connections, None).await
+    }
+
+    /// Connects to `url` with up to `max_connections` connections; with
+    /// `timeouts`, every connection has their `statement_timeout` and
+    /// `lock_timeout`, and a call waits for a pooled connection (or a new
+    /// one to connect) at most `acquire` (else 5 s).
+    pub async fn connect_bounded(
+        url: &str,
+        max_connections: u32,
+        timeouts: Option<PgTimeouts>,
+    ) -> Result<Self> {
+        let mut options = PgConnectOptions::from_str(url)
             .map_err(|_| Error::invalid("database.url", "is not a valid Postgres URL"))?
             .application_name("strongroomd")
             // Short OLTP statements: JIT compilation (triggered by the
             // planner's estimates for array-unnesting batch statements) would
             // cost more than it saves.
             .options([("jit", "off")]);
+        if let Some(t) = &timeouts {
+            options = options.options([
+                ("statement_timeout", t.statement.as_millis().to_string()),
+                ("lock_timeout", t.lock.as_millis().to_string()),
+            ]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             // No ping before each use (a round trip per transaction); a
             // connection found broken when a transaction begins is replaced
             // and the BEGIN retried (see `begin_with`).
             .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(timeouts.map_or(Duration::from_secs(5), |t| t.acquire))
             .connect_with(options)
             .await
             .map_err(|e| {

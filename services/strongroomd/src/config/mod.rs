@@ -104,7 +104,8 @@ pub struct TlsPaths {
     /// Certificate revocation lists for client certificates (PEM, one or
     /// more, or one DER CRL), re-read every `crl_reload`; none if unset.
     pub crl: Option<PathBuf>,
-    /// How often the CRL file is checked for changes.
+    /// How often the TLS files (server certificate and key, client CA
+    /// bundle, CRLs) are checked for changes (`tls.crl_reload_ms`).
     pub crl_reload: Duration,
 }
 
@@ -174,6 +175,20 @@ pub struct Limits {
     /// ScanText calls a minute per principal (`limits.scan_per_minute`), in
     /// bursts of at most a sixth of it (1 to 10); 0 turns the limit off.
     pub scan_per_minute: u32,
+    /// Database outages (`database.unavailable_after_ms`): once the
+    /// database has failed to answer for this long, calls that need it are
+    /// answered UNAVAILABLE (those in flight included) and health turns
+    /// NOT_SERVING; a pooled connection is waited for at most this long.
+    pub database_unavailable_after: Duration,
+    /// Postgres `statement_timeout` of the server's connections
+    /// (`database.statement_timeout_ms`).
+    pub statement_timeout: Duration,
+    /// Postgres `lock_timeout` of the server's connections
+    /// (`database.lock_timeout_ms`).
+    pub lock_timeout: Duration,
+    /// How long a draining server (SIGTERM) waits for its calls in flight
+    /// before it exits anyway (`limits.shutdown_grace_ms`).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Limits {
@@ -196,6 +211,10 @@ impl Default for Limits {
             cache_ttl: strongroom_engine::cache::DEFAULT_TTL,
             credential_cache_ttl: strongroom_engine::cache::DEFAULT_CREDENTIAL_TTL,
             scan_per_minute: 60,
+            database_unavailable_after: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(20),
         }
     }
 }
@@ -449,6 +468,22 @@ impl Config {
                 .credential_ttl_ms
                 .map_or(d.credential_cache_ttl, Duration::from_millis),
             scan_per_minute: raw.limits.scan_per_minute.unwrap_or(d.scan_per_minute),
+            database_unavailable_after: raw
+                .database
+                .unavailable_after_ms
+                .map_or(d.database_unavailable_after, Duration::from_millis),
+            statement_timeout: raw
+                .database
+                .statement_timeout_ms
+                .map_or(d.statement_timeout, Duration::from_millis),
+            lock_timeout: raw
+                .database
+                .lock_timeout_ms
+                .map_or(d.lock_timeout, Duration::from_millis),
+            shutdown_grace: raw
+                .limits
+                .shutdown_grace_ms
+                .map_or(d.shutdown_grace, Duration::from_millis),
         };
         if limits.scan_per_minute > 1_000_000 {
             return Err(bad(
@@ -507,6 +542,20 @@ impl Config {
         }
         if limits.audit_timeout.is_zero() {
             return Err(bad("limits.audit_timeout_ms", "must be positive"));
+        }
+        let second_to_hour = Duration::from_millis(100)..=Duration::from_secs(3600);
+        for (key, value) in [
+            (
+                "database.unavailable_after_ms",
+                limits.database_unavailable_after,
+            ),
+            ("database.statement_timeout_ms", limits.statement_timeout),
+            ("database.lock_timeout_ms", limits.lock_timeout),
+            ("limits.shutdown_grace_ms", limits.shutdown_grace),
+        ] {
+            if !second_to_hour.contains(&value) {
+                return Err(bad(key, "must be 100 ms to 1 hour"));
+            }
         }
         if limits.default_lease_ttl > limits.max_lease_ttl {
             return Err(bad(

@@ -86,6 +86,9 @@ pub(super) struct RawDatabase {
     pub(super) max_connections: Option<u32>,
     pub(super) listen_url: Option<String>,
     pub(super) tenant_max_connections: Option<u32>,
+    pub(super) unavailable_after_ms: Option<u64>,
+    pub(super) statement_timeout_ms: Option<u64>,
+    pub(super) lock_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +116,7 @@ pub(super) struct RawLimits {
     pub(super) max_concurrent_streams: Option<u32>,
     pub(super) max_calls_in_flight: Option<usize>,
     pub(super) scan_per_minute: Option<u32>,
+    pub(super) shutdown_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,6 +188,28 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), Config
     if let Some(v) = env.var("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS") {
         raw.database.tenant_max_connections =
             Some(parse_num("STRONGROOM_DATABASE_TENANT_MAX_CONNECTIONS", &v)?);
+    }
+    for (name, slot) in [
+        (
+            "STRONGROOM_DATABASE_UNAVAILABLE_AFTER_MS",
+            &mut raw.database.unavailable_after_ms,
+        ),
+        (
+            "STRONGROOM_DATABASE_STATEMENT_TIMEOUT_MS",
+            &mut raw.database.statement_timeout_ms,
+        ),
+        (
+            "STRONGROOM_DATABASE_LOCK_TIMEOUT_MS",
+            &mut raw.database.lock_timeout_ms,
+        ),
+        (
+            "STRONGROOM_SHUTDOWN_GRACE_MS",
+            &mut raw.limits.shutdown_grace_ms,
+        ),
+    ] {
+        if let Some(v) = env.var(name) {
+            *slot = Some(parse_num(name, &v)?);
+        }
     }
     if let Some(v) = env.var("STRONGROOM_ROOT_KEY_FILE") {
         raw.root_key.file = Some(v.into());

@@ -150,6 +150,8 @@ pub enum Refusal<'a> {
     Overloaded,
     /// The call's deadline passed.
     DeadlineExceeded,
+    /// The call needs the database, which does not answer.
+    DatabaseUnavailable,
 }
 
 /// A call's service and method (`strongroom.v1.CredentialService`,
@@ -235,7 +237,7 @@ impl std::fmt::Debug for Caller {
 }
 
 /// The edge's limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// The server's deadline for one call.
     pub request_timeout: Duration,
@@ -243,6 +245,9 @@ pub struct Settings {
     pub max_calls_in_flight: usize,
     /// Largest request message, in bytes.
     pub max_message_bytes: usize,
+    /// Whether the database answers: while it does not, calls that need it
+    /// are answered UNAVAILABLE (see `crate::health`).
+    pub health: Option<Arc<crate::health::Health>>,
 }
 
 /// The edge's stack over `service` (see the module documentation for the
@@ -270,11 +275,10 @@ pub fn stack<P: Protocol, S>(
     tower::ServiceBuilder::new()
         // Outermost: the deadline covers every layer below, authentication
         // (which may wait for the store) included.
-        .layer(timeout::TimeoutLayer::new(
-            protocol.clone(),
-            settings.request_timeout,
-            metrics.clone(),
-        ))
+        .layer(
+            timeout::TimeoutLayer::new(protocol.clone(), settings.request_timeout, metrics.clone())
+                .with_health(settings.health),
+        )
         // Before any work for the call: a refused call costs a counter.
         .layer(shed::ShedLayer::new(
             protocol.clone(),

@@ -143,6 +143,9 @@ impl edge::Protocol for Grpc {
             Refusal::DeadlineExceeded => {
                 Status::deadline_exceeded("the call did not finish within its deadline")
             }
+            Refusal::DatabaseUnavailable => {
+                Status::unavailable("the database is unavailable; retry after a backoff")
+            }
         };
         status.into_http()
     }

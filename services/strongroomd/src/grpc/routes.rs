@@ -14,15 +14,18 @@ use super::{AdminHandler, AuditHandler, CredentialHandler, Grpc, PolicyHandler, 
 use crate::app::StartError;
 use crate::config::Limits;
 use crate::edge::{self, CallMetrics};
+use crate::health::Health;
 
 /// The services behind the edge: what the transport serves each call with.
 pub type GrpcEdge = edge::Stack<Grpc, Routes>;
 
-/// Every service, health (all serving) and reflection, behind the edge.
+/// Every service, health (as `health` says: see `crate::health`) and
+/// reflection, behind the edge.
 pub async fn routes(
     engine: Arc<Engine>,
     limits: &Limits,
     metrics: Option<Arc<CallMetrics>>,
+    health: &Arc<Health>,
 ) -> Result<GrpcEdge, StartError> {
     // Messages up to 4x the limit are decoded so the edge can refuse them
     // with INVALID_ARGUMENT naming the limit (its body limit ends them
@@ -30,19 +33,8 @@ pub async fn routes(
     let decode_limit = limits.max_message_bytes.saturating_mul(4);
     let shared = Shared::new(Arc::clone(&engine));
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<CredentialServiceServer<CredentialHandler>>()
-        .await;
-    health
-        .set_serving::<PolicyServiceServer<PolicyHandler>>()
-        .await;
-    health
-        .set_serving::<AuditServiceServer<AuditHandler>>()
-        .await;
-    health
-        .set_serving::<AdminServiceServer<AdminHandler>>()
-        .await;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    health.report(reporter).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(strongroom_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -80,6 +72,7 @@ pub async fn routes(
         request_timeout: limits.request_timeout,
         max_calls_in_flight: limits.max_calls_in_flight,
         max_message_bytes: limits.max_message_bytes,
+        health: Some(Arc::clone(health)),
     };
     Ok(edge::stack(
         Grpc,

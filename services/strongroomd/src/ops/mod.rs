@@ -4,8 +4,9 @@
 //!
 //! - `GET /livez`: 200 while the process serves; it never asks the
 //!   database, so a database outage does not get the pod restarted;
-//! - `GET /readyz`: 200 when the database answers a one-row read within
-//!   [`READY_TIMEOUT`] and the server is not draining; 503 otherwise;
+//! - `GET /readyz`: 200 when the server takes calls: not draining, and its
+//!   database answering the health monitor's probes (`crate::health`, the
+//!   same state gRPC health reports); 503 otherwise;
 //! - `GET /metrics`: the server's metrics in the Prometheus text format,
 //!   collected on each scrape from the same instruments the OTLP exporter
 //!   sends (`telemetry`).
@@ -32,12 +33,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use opentelemetry_sdk::metrics::ManualReader;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::reader::MetricReader as _;
-use strongroom_core::store::{Store, meta};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
-/// How long `/readyz` waits for the database.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::health::Health;
 
 /// Connections the listener serves at once; more wait to be accepted.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -48,24 +47,14 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the listener answers from.
 #[derive(Clone)]
 pub struct Ops {
-    store: Arc<dyn Store>,
+    health: Arc<Health>,
     scrape: Option<Arc<ManualReader>>,
-    stopping: watch::Receiver<bool>,
 }
 
 impl Ops {
-    /// Answers readiness from `store` and `stopping` (true once the server
-    /// drains), and `/metrics` from `scrape`.
-    pub fn new(
-        store: Arc<dyn Store>,
-        scrape: Option<Arc<ManualReader>>,
-        stopping: watch::Receiver<bool>,
-    ) -> Self {
-        Self {
-            store,
-            scrape,
-            stopping,
-        }
+    /// Answers readiness from `health`, and `/metrics` from `scrape`.
+    pub fn new(health: Arc<Health>, scrape: Option<Arc<ManualReader>>) -> Self {
+        Self { health, scrape }
     }
 
     /// Serves `listener` until the task is dropped or aborted.
@@ -109,7 +98,7 @@ impl Ops {
         }
         match request.uri().path() {
             "/livez" => text(StatusCode::OK, "ok\n"),
-            "/readyz" => match self.ready().await {
+            "/readyz" => match self.ready() {
                 Ok(()) => text(StatusCode::OK, "ok\n"),
                 Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
             },
@@ -118,15 +107,14 @@ impl Ops {
         }
     }
 
-    async fn ready(&self) -> Result<(), &'static str> {
-        if *self.stopping.borrow() {
+    fn ready(&self) -> Result<(), &'static str> {
+        if self.health.draining() {
             return Err("draining\n");
         }
-        match tokio::time::timeout(READY_TIMEOUT, self.store.get_meta(meta::KEY_CHECK)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err("database unavailable\n"),
-            Err(_) => Err("database did not answer in time\n"),
+        if self.health.database_down() {
+            return Err("database unavailable\n");
         }
+        Ok(())
     }
 
     fn metrics(&self) -> Response<Full<Bytes>> {

@@ -2,7 +2,9 @@
 //! required, verified against the configured CA bundle and CRLs, expiry
 //! included), the identity a verified client certificate carries, and the
 //! per-call check that the certificate is still valid: not expired since the
-//! handshake, not revoked by a CRL loaded since.
+//! handshake, not revoked by a CRL loaded since. The server certificate and
+//! key, the client CA bundle and the CRLs are reloaded while the server
+//! runs when their files change (`reload.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,9 +17,11 @@ use rustls::server::danger::ClientCertVerifier;
 use crate::config::TlsPaths;
 
 mod peer;
+mod reload;
 mod trust;
 
 pub use peer::{PeerCert, PeerInfo, PeerStream, identity_of};
+pub use reload::{ServerCert, spawn_reloader};
 pub use trust::{CertRefusal, ClientTrust};
 
 /// A TLS set-up problem, naming the file.
@@ -39,25 +43,58 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, T
     Ok(certs)
 }
 
-/// Builds the server configuration: TLS 1.2 and 1.3, ALPN h2, and a client
-/// certificate required from every peer, verified by `trust` (see
+/// Builds the server configuration: TLS 1.2 and 1.3, ALPN h2, the server
+/// certificate of `server` (replaceable while the server runs), and a
+/// client certificate required from every peer, verified by `trust` (see
 /// [`ClientTrust::load`]).
-pub fn server_config(paths: &TlsPaths, trust: &Arc<ClientTrust>) -> Result<ServerConfig, TlsError> {
+pub fn server_config(
+    server: &Arc<ServerCert>,
+    trust: &Arc<ClientTrust>,
+) -> Result<ServerConfig, TlsError> {
     let provider = Arc::clone(&trust.provider);
     let verifier: Arc<dyn ClientCertVerifier> = trust.clone();
-    let certs = read_certs(&paths.cert, "server certificate")?;
-    let key = PrivateKeyDer::from_pem_file(&paths.key).map_err(|e| {
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(server.clone());
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Reads the server certificate chain and key of `paths` (see
+/// [`ServerCert::load`]).
+fn read_server_cert(paths: &TlsPaths) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+    let cert = std::fs::read(&paths.cert).map_err(|e| {
+        TlsError(format!(
+            "cannot read server certificate {}: {e}",
+            paths.cert.display()
+        ))
+    })?;
+    let key = std::fs::read(&paths.key).map_err(|e| {
         TlsError(format!(
             "cannot read server key {}: {e}",
             paths.key.display()
         ))
     })?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError(format!("server certificate and key: {e}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    Ok((cert, key))
+}
+
+/// The certified key of a certificate chain and private key, both PEM,
+/// refused unless the key is the certificate's.
+fn certified_key(
+    cert: &[u8],
+    key: &[u8],
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<rustls::sign::CertifiedKey, String> {
+    let certs = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the certificate is not valid PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("the certificate file holds no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key)
+        .map_err(|e| format!("the key is not a valid PEM private key: {e}"))?;
+    rustls::sign::CertifiedKey::from_der(certs, key, provider)
+        .map_err(|e| format!("certificate and key: {e}"))
 }

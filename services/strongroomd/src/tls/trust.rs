@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
@@ -56,35 +55,40 @@ fn display_name(der: &[u8]) -> String {
         .map_or_else(|_| hex::encode(der), |(_, name)| name.to_string())
 }
 
-/// The client-certificate verifier in force, its generation (bumped on
-/// every CRL reload) and the issuers its CRLs cover.
+/// The client-certificate trust in force: the CA bundle, the CRLs, the
+/// verifier built from them, its generation (bumped on every reload) and
+/// the issuers its CRLs cover.
 struct Current {
     generation: u64,
     verifier: Arc<dyn ClientCertVerifier>,
+    roots: Arc<RootCertStore>,
+    /// The subject (DER-encoded name) of each CA of the client CA bundle.
+    ca_subjects: Vec<Vec<u8>>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
     issuers: Vec<Vec<u8>>,
 }
 
 /// Client-certificate trust: the CA bundle and the CRLs currently in force.
 ///
 /// It is the server's [`ClientCertVerifier`] (each handshake is verified by
-/// rustls' WebPKI verifier with the current CRLs, the whole chain checked,
-/// a certificate whose issuer has no CRL accepted), and the CRLs can be
-/// replaced while the server runs ([`ClientTrust::reload`]); a reload that
-/// would leave an issuer covered until now without a CRL is refused. Every
-/// reload
-/// bumps a generation number; a connection remembers the generation its
-/// certificate was last verified under and is verified again, once, on its
-/// first call after a reload ([`PeerCert::check`]).
+/// rustls' WebPKI verifier with the current CA bundle and CRLs, the whole
+/// chain checked, a certificate whose issuer has no CRL accepted), and both
+/// can be replaced while the server runs ([`ClientTrust::reload`] for the
+/// CRLs, [`ClientTrust::reload_cas`] for the CA bundle); a CRL reload that
+/// would leave an issuer covered until now without a CRL is refused, and so
+/// is a bundle with no CA. Every reload bumps a generation number; a
+/// connection remembers the generation its certificate was last verified
+/// under and is verified again, once, on its first call after a reload
+/// ([`PeerCert::check`]): a client whose CA left the bundle loses its
+/// connections at their next call.
+///
+/// Since the bundle can change, the server sends no CA names in its
+/// certificate request (clients present their certificate regardless).
 pub struct ClientTrust {
     pub(super) provider: Arc<CryptoProvider>,
-    roots: Arc<RootCertStore>,
-    root_hints: Vec<DistinguishedName>,
-    /// The subject (DER-encoded name) of each CA of the client CA bundle.
-    ca_subjects: Vec<Vec<u8>>,
-    crl_path: Option<PathBuf>,
-    crl_reload: Duration,
+    pub(super) crl_path: Option<PathBuf>,
     /// The CRL file's contents as loaded at start-up.
-    crl_loaded: Option<Vec<u8>>,
+    pub(super) crl_loaded: Option<Vec<u8>>,
     /// The generation of `current`, readable without the lock.
     generation: AtomicU64,
     current: RwLock<Current>,
@@ -104,20 +108,13 @@ impl ClientTrust {
     /// then be readable and valid).
     pub fn load(paths: &TlsPaths) -> Result<Arc<ClientTrust>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = RootCertStore::empty();
-        let mut ca_subjects = Vec::new();
-        for ca in read_certs(&paths.client_ca, "client CA bundle")? {
-            if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(ca.as_ref()) {
-                ca_subjects.push(parsed.subject().as_raw().to_vec());
-            }
-            roots.add(ca).map_err(|e| {
+        let (roots, ca_subjects) = ca_bundle(read_certs(&paths.client_ca, "client CA bundle")?)
+            .map_err(|e| {
                 TlsError(format!(
                     "client CA bundle {}: {e}",
                     paths.client_ca.display()
                 ))
             })?;
-        }
-        let roots = Arc::new(roots);
         let (crls, crl_loaded) = match &paths.crl {
             None => (Vec::new(), None),
             Some(path) => {
@@ -139,20 +136,19 @@ impl ClientTrust {
                 paths.crl.as_deref().unwrap_or(Path::new("")).display()
             ))
         })?;
-        let verifier = build_verifier(&roots, &provider, crls)
+        let verifier = build_verifier(&roots, &provider, crls.clone())
             .map_err(|e| TlsError(format!("client verifier: {e}")))?;
         let trust = Arc::new(ClientTrust {
-            root_hints: roots.subjects(),
-            ca_subjects,
             provider,
-            roots,
             crl_path: paths.crl.clone(),
-            crl_reload: paths.crl_reload,
             crl_loaded,
             generation: AtomicU64::new(0),
             current: RwLock::new(Current {
                 generation: 0,
                 verifier,
+                roots,
+                ca_subjects,
+                crls,
                 issuers,
             }),
         });
@@ -173,7 +169,8 @@ impl ClientTrust {
     /// certificates are accepted without a revocation check).
     pub fn cas_without_crl(&self) -> Vec<String> {
         let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-        self.ca_subjects
+        current
+            .ca_subjects
             .iter()
             .filter(|subject| !current.issuers.contains(subject))
             .map(|subject| display_name(subject))
@@ -201,8 +198,6 @@ impl ClientTrust {
         let crls = parse_crl_file(bytes)?;
         let count = crls.len();
         let issuers = crl_issuers(&crls)?;
-        let verifier =
-            build_verifier(&self.roots, &self.provider, crls).map_err(|e| e.to_string())?;
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         if let Some(dropped) = current.issuers.iter().find(|i| !issuers.contains(i)) {
             return Err(format!(
@@ -210,57 +205,60 @@ impl ClientTrust {
                 display_name(dropped)
             ));
         }
+        let verifier = build_verifier(&current.roots, &self.provider, crls.clone())
+            .map_err(|e| e.to_string())?;
         current.generation += 1;
         current.verifier = verifier;
+        current.crls = crls;
         current.issuers = issuers;
         self.generation.store(current.generation, Ordering::Release);
         Ok(count)
     }
 
-    /// Checks the CRL file every `tls.crl_reload` and loads it when its
-    /// contents changed, until `stopping` turns true. A file that cannot be
-    /// read or parsed is logged and the CRLs in force stay.
-    pub fn spawn_reloader(self: &Arc<Self>, mut stopping: tokio::sync::watch::Receiver<bool>) {
-        let Some(path) = self.crl_path.clone() else {
-            return;
-        };
-        let trust = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut last = trust.crl_loaded.clone();
-            let mut unreadable = false;
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(trust.crl_reload) => {}
-                    _ = stopping.changed() => return,
-                }
-                let bytes = match tokio::fs::read(&path).await {
-                    Ok(bytes) => {
-                        unreadable = false;
-                        bytes
-                    }
-                    Err(e) => {
-                        if !unreadable {
-                            tracing::warn!(path = %path.display(), error = %e, "cannot read the client CRL file; the CRLs in force stay");
-                        }
-                        unreadable = true;
-                        continue;
-                    }
-                };
-                if last.as_deref() == Some(bytes.as_slice()) {
-                    continue;
-                }
-                match trust.reload(&bytes) {
-                    Ok(crls) => {
-                        tracing::info!(path = %path.display(), crls, "client CRLs loaded");
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "client CRL file refused; the CRLs in force stay");
-                    }
-                }
-                last = Some(bytes);
-            }
-        });
+    /// Replaces the client CA bundle with the one in `bytes` (a PEM file's
+    /// contents), keeping the CRLs in force; on error (not PEM, no
+    /// certificate, a certificate that is no CA) the bundle in force stays.
+    /// Returns how many CAs were loaded.
+    pub fn reload_cas(&self, bytes: &[u8]) -> Result<usize, String> {
+        let certs = CertificateDer::pem_slice_iter(bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("not valid PEM: {e}"))?;
+        if certs.is_empty() {
+            return Err("holds no certificate".into());
+        }
+        let count = certs.len();
+        let (roots, ca_subjects) = ca_bundle(certs)?;
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let verifier = build_verifier(&roots, &self.provider, current.crls.clone())
+            .map_err(|e| e.to_string())?;
+        current.generation += 1;
+        current.verifier = verifier;
+        current.roots = roots;
+        current.ca_subjects = ca_subjects;
+        self.generation.store(current.generation, Ordering::Release);
+        Ok(count)
     }
+}
+
+/// The trust anchors of a CA bundle and the subject of each; every
+/// certificate must parse and be usable as a trust anchor.
+fn ca_bundle(
+    certs: Vec<CertificateDer<'static>>,
+) -> Result<(Arc<RootCertStore>, Vec<Vec<u8>>), String> {
+    let mut roots = RootCertStore::empty();
+    let mut subjects = Vec::new();
+    for (i, ca) in certs.into_iter().enumerate() {
+        let (_, parsed) = x509_parser::parse_x509_certificate(ca.as_ref())
+            .map_err(|e| format!("certificate {} is not a valid certificate: {e}", i + 1))?;
+        if !parsed.is_ca() {
+            return Err(format!("certificate {} is not a CA certificate", i + 1));
+        }
+        subjects.push(parsed.subject().as_raw().to_vec());
+        roots
+            .add(ca)
+            .map_err(|e| format!("certificate {}: {e}", i + 1))?;
+    }
+    Ok((Arc::new(roots), subjects))
 }
 
 fn build_verifier(
@@ -288,7 +286,8 @@ impl ClientCertVerifier for ClientTrust {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &self.root_hints
+        // The bundle can change: no hints (see the type's documentation).
+        &[]
     }
 
     fn verify_client_cert(
@@ -369,7 +368,7 @@ mod tests {
         ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
         RevokedCertParams, SerialNumber,
     };
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     struct Ca {
         issuer: Issuer<'static, KeyPair>,
