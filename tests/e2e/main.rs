@@ -27,6 +27,7 @@ mod checkpoint_integrity;
 mod checkpoints;
 mod clock;
 mod dev_mode;
+mod emergency_revoke;
 mod field_bounds;
 mod grpcurl;
 mod health;

@@ -165,10 +165,12 @@ impl Change {
                 _,
             ) => Change::Data(tenant),
             // A binding can move an identity between tenants: every
-            // server must drop every cached caller.
+            // server must drop every cached caller. An emergency revoke
+            // deletes bindings too.
             (
                 Action::BindingCreate
                 | Action::BindingDelete
+                | Action::PrincipalEmergencyRevoke
                 | Action::TenantCreate
                 | Action::TenantNamespaces,
                 _,
@@ -452,6 +454,34 @@ pub trait PrincipalStore: Send + Sync {
         id: BindingId,
         audit: AuditDraft,
     ) -> Result<()>;
+
+    /// Emergency revoke of a principal, in one transaction: disables it,
+    /// deletes every grant whose subject it is, ends its active leases
+    /// (each with a `lease.revoke` event) and deletes its identity
+    /// bindings. `audit` is committed with the counts filled into its
+    /// detail ([`AuditDetail::PrincipalEmergencyRevoke`](crate::audit::AuditDetail::PrincipalEmergencyRevoke),
+    /// with `reason`). A principal already disabled with nothing left to
+    /// cut is left as it is and nothing is written (all counts zero).
+    async fn emergency_revoke_principal(
+        &self,
+        scope: &TenantScope<'_>,
+        id: PrincipalId,
+        reason: &str,
+        audit: AuditDraft,
+    ) -> Result<PrincipalRevoked>;
+}
+
+/// What an emergency revoke of a principal cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalRevoked {
+    /// The principal as it is now (disabled).
+    pub principal: Principal,
+    /// Grants deleted.
+    pub grants_revoked: u32,
+    /// Leases ended.
+    pub leases_ended: u32,
+    /// Identity bindings deleted.
+    pub bindings_deleted: u32,
 }
 
 /// A tenant's credentials: their metadata and their sealed versions.

@@ -40,6 +40,7 @@ pub mod cache;
 mod changes;
 mod context;
 mod credentials;
+mod emergency;
 mod environments;
 mod grants;
 mod keyring;

@@ -46,7 +46,8 @@ use strongroom_core::principal::{IdentityBinding, IdentityPattern, Principal, Pr
 use strongroom_core::scope::{IdentityMatch, PlatformScope, TenantScope};
 use strongroom_core::store::{
     AuditFilter, AuditStore, Change, CredentialStore, EnvironmentStore, GrantFilter, GrantStore,
-    IdentityStore, MetaStore, NewTenant, PrincipalStore, RevealCheck, Store, TenantStore,
+    IdentityStore, MetaStore, NewTenant, PrincipalRevoked, PrincipalStore, RevealCheck, Store,
+    TenantStore,
 };
 use strongroom_core::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
 use strongroom_core::time::Timestamp;
@@ -474,6 +475,19 @@ impl<S: Store> PrincipalStore for FairShare<S> {
     ) -> Result<()> {
         let _share = self.share(scope.tenant_id()).await?;
         self.inner.delete_binding(scope, id, audit).await
+    }
+
+    async fn emergency_revoke_principal(
+        &self,
+        scope: &TenantScope<'_>,
+        id: PrincipalId,
+        reason: &str,
+        audit: AuditDraft,
+    ) -> Result<PrincipalRevoked> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .emergency_revoke_principal(scope, id, reason, audit)
+            .await
     }
 }
 

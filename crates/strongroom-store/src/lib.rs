@@ -12,6 +12,7 @@ mod audit;
 mod chains;
 mod credentials;
 mod dialect;
+mod emergency;
 mod environments;
 mod error;
 mod fair;

@@ -13,7 +13,7 @@ use strongroom_core::principal::{
     BINDING_OUTSIDE_NAMESPACES, IdentityBinding, Principal, PrincipalStatus,
 };
 use strongroom_core::scope::TenantScope;
-use strongroom_core::store::PrincipalStore;
+use strongroom_core::store::{PrincipalRevoked, PrincipalStore};
 use strongroom_core::{Error, Result};
 
 use crate::dialect::{Dialect, NamespaceLock, SqlBuilder};
@@ -78,6 +78,16 @@ const BINDINGS: &str = concat!(
     binding_columns!(),
     " FROM identity_bindings WHERE tenant_id = "
 );
+
+/// Disables tenant `$1`'s principal `$2` unless it is disabled already.
+pub(crate) const DISABLE: &str = concat!(
+    "UPDATE principals SET status = 'disabled' WHERE tenant_id = $1 AND id = $2 \
+     AND status <> 'disabled' RETURNING ",
+    principal_columns!()
+);
+
+/// Reads tenant `$1`'s principal `$2`.
+pub(crate) const PRINCIPAL: &str = BY_ID;
 
 /// Deletes tenant `$1`'s binding `$2`.
 const DELETE_BINDING: &str = "DELETE FROM identity_bindings WHERE tenant_id = $1 AND id = $2";
@@ -278,6 +288,17 @@ impl<D: Dialect> PrincipalStore for SqlStore<D> {
             audit,
         )
         .await
+    }
+
+    async fn emergency_revoke_principal(
+        &self,
+        scope: &TenantScope<'_>,
+        id: PrincipalId,
+        reason: &str,
+        audit: AuditDraft,
+    ) -> Result<PrincipalRevoked> {
+        self.emergency_revoke(scope.tenant_id(), id, reason, audit)
+            .await
     }
 }
 

@@ -91,6 +91,19 @@ pub enum AuditDetail {
         /// Whether the change narrowed what it may reach (its leases end).
         narrowed: bool,
     },
+    /// A principal was revoked in an emergency: what the revoke cut.
+    PrincipalEmergencyRevoke {
+        /// The principal.
+        principal: PrincipalId,
+        /// The reason given.
+        reason: String,
+        /// Grants of the principal revoked.
+        grants_revoked: u32,
+        /// Leases of the principal ended.
+        leases_ended: u32,
+        /// Identity bindings of the principal deleted.
+        bindings_deleted: u32,
+    },
     /// A principal was disabled automatically after repeated denials.
     PrincipalLock {
         /// The principal.
@@ -407,6 +420,13 @@ mod tests {
             AuditDetail::PrincipalLock {
                 principal,
                 denials: 20,
+            },
+            AuditDetail::PrincipalEmergencyRevoke {
+                principal,
+                reason: "key leaked".into(),
+                grants_revoked: 2,
+                leases_ended: 3,
+                bindings_deleted: 1,
             },
             AuditDetail::Binding {
                 binding: BindingId::from_uuid(uuid(4)),

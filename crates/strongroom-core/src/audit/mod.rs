@@ -59,6 +59,9 @@ pub enum Action {
     PrincipalStatus,
     /// A principal's name, role, environments or description changed.
     PrincipalUpdate,
+    /// A principal was revoked in an emergency: disabled, its grants
+    /// revoked, its leases ended and its identity bindings deleted at once.
+    PrincipalEmergencyRevoke,
     /// An identity binding was created.
     BindingCreate,
     /// Identity bindings were listed (recorded when refused).
@@ -134,7 +137,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 42] = [
+    pub const ALL: [Action; 43] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -145,6 +148,7 @@ impl Action {
         Self::PrincipalList,
         Self::PrincipalStatus,
         Self::PrincipalUpdate,
+        Self::PrincipalEmergencyRevoke,
         Self::BindingCreate,
         Self::BindingList,
         Self::BindingDelete,
@@ -192,6 +196,7 @@ impl Action {
             Self::PrincipalList => "principal.list",
             Self::PrincipalStatus => "principal.status",
             Self::PrincipalUpdate => "principal.update",
+            Self::PrincipalEmergencyRevoke => "principal.emergency_revoke",
             Self::BindingCreate => "binding.create",
             Self::BindingList => "binding.list",
             Self::BindingDelete => "binding.delete",

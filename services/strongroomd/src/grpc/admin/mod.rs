@@ -455,9 +455,22 @@ impl AdminService for AdminHandler {
 
     async fn emergency_revoke_principal(
         &self,
-        _request: Request<pb::EmergencyRevokePrincipalRequest>,
+        request: Request<pb::EmergencyRevokePrincipalRequest>,
     ) -> Result<Response<pb::EmergencyRevokePrincipalResponse>, Status> {
-        Err(unimplemented("EmergencyRevokePrincipal"))
+        rpc!(request, |call, req| {
+            let id = PrincipalId::parse(&req.principal_id, "principal_id")?;
+            let cut = self
+                .0
+                .engine
+                .emergency_revoke_principal(&call.caller, call.ctx(), id, &req.reason)
+                .await?;
+            Ok(pb::EmergencyRevokePrincipalResponse {
+                principal: Some(convert::principal_out(&cut.principal)),
+                grants_revoked: cut.grants_revoked,
+                leases_ended: cut.leases_ended,
+                bindings_deleted: cut.bindings_deleted,
+            })
+        })
     }
 
     async fn create_identity_binding(

@@ -20,6 +20,7 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::PrincipalGet => P::PrincipalRead,
         Action::PrincipalList => P::PrincipalList,
         Action::PrincipalStatus | Action::PrincipalUpdate => P::PrincipalUpdate,
+        Action::PrincipalEmergencyRevoke => P::PrincipalEmergencyRevoke,
         Action::BindingCreate => P::IdentityBindingCreate,
         Action::BindingList => P::IdentityBindingList,
         Action::BindingDelete => P::IdentityBindingDelete,
