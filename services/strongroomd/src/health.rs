@@ -7,7 +7,7 @@
 //! - a background monitor probes the database every quarter of
 //!   `database.unavailable_after_ms`, each probe bounded by half of it (on
 //!   Postgres a connection of its own, outside the pool, so a pool busy
-//!   with calls is not taken for an outage); the first failed probe marks
+//!   with calls is not taken for an outage); two failed probes in a row mark
 //!   the database down, the first one that answers marks it up again;
 //! - while the database is down the edge answers calls that need it
 //!   UNAVAILABLE at once, and calls already in flight UNAVAILABLE within
@@ -122,6 +122,12 @@ impl Health {
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Failed probes in a row: one alone may be a busy machine's
+            // stall, so two are needed to declare the database down (a
+            // probe that times out is followed by the next one at once, so
+            // a stalled database is still declared down within
+            // `unavailable_after`).
+            let mut failures = 0u32;
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {}
@@ -129,12 +135,18 @@ impl Health {
                 }
                 match probe.check(limit).await {
                     Ok(()) => {
+                        failures = 0;
                         if health.database_down() {
                             tracing::info!("the database answers again: serving");
                         }
                         health.set_database_down(false);
                     }
                     Err(e) => {
+                        failures = failures.saturating_add(1);
+                        if failures < 2 {
+                            tracing::debug!(error = %e, "a database probe failed; the next one decides");
+                            continue;
+                        }
                         if !health.database_down() {
                             tracing::warn!(error = %e, "the database does not answer: calls that need it are answered UNAVAILABLE, health is NOT_SERVING");
                         }
