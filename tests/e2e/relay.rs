@@ -931,12 +931,27 @@ async fn responses_redirects_http1_and_timeouts() {
         .await
         .expect("slow");
     assert_eq!((a.head.status, a.reason()), (504, "upstream_timeout"));
-    let results = events_at_least(&s.acme, pb::AuditAction::CredentialInjectResult, 5).await;
-    assert!(results.iter().any(|e| {
-        e.relay
-            .as_ref()
-            .is_some_and(|r| r.relay_error == "upstream_timeout")
-    }));
+    // The outcome is recorded after the agent's call has ended: wait for
+    // the timeout's own result event, not just for some results.
+    let timed_out = |events: &[pb::AuditEvent]| {
+        events.iter().any(|e| {
+            e.relay
+                .as_ref()
+                .is_some_and(|r| r.relay_error == "upstream_timeout")
+        })
+    };
+    let mut results = Vec::new();
+    for _ in 0..100 {
+        results = events(&s.acme, pb::AuditAction::CredentialInjectResult).await;
+        if timed_out(&results) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        timed_out(&results),
+        "no upstream_timeout result: {results:?}"
+    );
     assert_not_logged(&s.server, &[&key]);
 }
 
