@@ -113,6 +113,7 @@ postgres_only! {
     rls::rls_without_a_tenant_sees_nothing,
     rls::rls_platform_mode_reads_only_the_registry,
     rls::rls_lease_sweep_reads_only_leases,
+    rls::rls_idempotency_records_are_confined,
     rls::rls_audit_log_is_append_only,
     rls::rls_platform_tables_are_platform_only,
     rls::pg_derived_namespace_review_runs_as_the_app_role,
