@@ -41,6 +41,7 @@ impl fmt::Debug for IdempotencyKey {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use secrecy::ExposeSecret;
 

@@ -47,7 +47,7 @@ const POLL: Duration = Duration::from_millis(25);
 
 /// A claim older than this that recorded no response belongs to a call
 /// that will not record one (every call ends well within it).
-pub const OUTCOME_UNKNOWN_AFTER: Duration = Duration::from_secs(5 * 60);
+pub const OUTCOME_UNKNOWN_AFTER: Duration = Duration::from_secs(60);
 
 /// What a call with a request id does.
 #[derive(Debug)]
