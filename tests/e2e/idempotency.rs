@@ -2,7 +2,8 @@
 //! create, a grant and a rotation returns the first call's response and
 //! writes nothing (no object, version or audit event); the same id with a
 //! different request is refused FAILED_PRECONDITION; callers do not
-//! collide; an over-long id is INVALID_ARGUMENT; concurrent calls with one
+//! collide (a platform operator's calls included); an over-long id is
+//! INVALID_ARGUMENT; concurrent calls with one
 //! id act once; the stored records hold no form of a value the requests
 //! carried; records expire after the retention window and are purged.
 
@@ -324,6 +325,39 @@ async fn retries_change_nothing(backend: Backend) {
         .create_credential(create_request("stripe/long", &secret, &"x".repeat(128)))
         .await
         .expect("a 128-character request id");
+
+    // A platform operator's call: a tenant created once.
+    let mut operator = server.operator().await.admin();
+    let tenant = |name: &str| pb::CreateTenantRequest {
+        name: name.into(),
+        identity_namespaces: vec![format!("spiffe://e2e.test/{name}/*")],
+        request_id: "tenant-1".into(),
+        ..Default::default()
+    };
+    let created = operator
+        .create_tenant(tenant("beta"))
+        .await
+        .expect("create tenant")
+        .into_inner();
+    let again = operator
+        .create_tenant(tenant("beta"))
+        .await
+        .expect("retried create tenant")
+        .into_inner();
+    assert_eq!(again, created);
+    expect_code(
+        operator.create_tenant(tenant("gamma")).await,
+        Code::FailedPrecondition,
+        "same id, other tenant",
+    );
+    let tenants = operator
+        .list_tenants(pb::ListTenantsRequest::default())
+        .await
+        .expect("list tenants")
+        .into_inner()
+        .tenants;
+    assert_eq!(tenants.iter().filter(|t| t.name == "beta").count(), 1);
+    assert!(!tenants.iter().any(|t| t.name == "gamma"));
 
     // The records hold no form of either value, in any column.
     let rows = idempotency_rows(&server).await;
