@@ -1,7 +1,7 @@
 //! The storage ports. Backends (Postgres, SQLite) implement one port per
 //! aggregate ([`MetaStore`], [`IdentityStore`], [`TenantStore`],
 //! [`EnvironmentStore`], [`PrincipalStore`], [`CredentialStore`],
-//! [`GrantStore`], [`AuditStore`], [`ChainStore`] and [`LeaseStore`]); [`Store`] is all of
+//! [`GrantStore`], [`AuditStore`], [`ChainStore`], [`LeaseStore`] and [`IdempotencyStore`]); [`Store`] is all of
 //! them, implemented for any type that implements each, and what the server
 //! holds (`Arc<dyn Store>`). One conformance suite checks that the backends
 //! behave alike.
@@ -17,6 +17,7 @@ use crate::audit::{Action, AuditDraft, AuditEvent, Outcome};
 pub use crate::chains::ChainStore;
 use crate::credential::{Credential, CredentialFilter, StoredVersion};
 use crate::error::Result;
+pub use crate::idempotency::IdempotencyStore;
 use crate::ids::{BindingId, CredentialId, GrantId, PrincipalId, TenantId};
 use crate::lease::Lease;
 pub use crate::lease::LeaseStore;
@@ -227,6 +228,7 @@ pub trait Store:
     + AuditStore
     + ChainStore
     + LeaseStore
+    + IdempotencyStore
     + Send
     + Sync
     + 'static
@@ -244,6 +246,7 @@ impl<T> Store for T where
         + AuditStore
         + ChainStore
         + LeaseStore
+        + IdempotencyStore
         + Send
         + Sync
         + 'static

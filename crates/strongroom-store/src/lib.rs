@@ -18,6 +18,7 @@ mod error;
 mod fair;
 mod grants;
 mod group_commit;
+mod idempotency;
 mod identity;
 mod leases;
 mod meta;

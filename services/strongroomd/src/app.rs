@@ -702,8 +702,9 @@ async fn flush_failed_authentications(engine: Arc<Engine>, mut stopping: watch::
 }
 
 /// Expires the leases that ran out, every `interval`, until the server
-/// stops (see `Engine::expire_leases`); a failed pass is logged and the
-/// next one tries again.
+/// stops (see `Engine::expire_leases`), and purges the idempotency records
+/// whose retention window has passed (`Engine::purge_retries`); a failed
+/// pass is logged and the next one tries again.
 async fn sweep_leases(
     engine: Arc<Engine>,
     interval: std::time::Duration,
@@ -714,11 +715,18 @@ async fn sweep_leases(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticks.tick() => match engine.expire_leases(&system).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(expired = n, "leases expired"),
-                Err(e) => tracing::warn!(error = %e, "the lease sweep failed"),
-            },
+            _ = ticks.tick() => {
+                match engine.expire_leases(&system).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(expired = n, "leases expired"),
+                    Err(e) => tracing::warn!(error = %e, "the lease sweep failed"),
+                }
+                match engine.purge_retries(&system).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(purged = n, "expired idempotency records purged"),
+                    Err(e) => tracing::warn!(error = %e, "the idempotency purge failed"),
+                }
+            }
             _ = stopping.changed() => return,
         }
     }

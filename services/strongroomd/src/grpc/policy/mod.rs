@@ -17,6 +17,7 @@ use convert::required;
 use strongroom_engine::NewGrant;
 
 /// Serves PolicyService.
+#[derive(Clone)]
 pub struct PolicyHandler(pub Shared);
 
 fn optional_principal(text: &str, field: &'static str) -> Result<Option<PrincipalId>, Error> {
@@ -31,7 +32,7 @@ impl PolicyService for PolicyHandler {
         &self,
         request: Request<pb::CreateGrantRequest>,
     ) -> Result<Response<pb::CreateGrantResponse>, Status> {
-        rpc!(request, |call, req| {
+        rpc!(idempotent self, request, |this, call, req| {
             let subject = match required(required(req.subject, "subject")?.subject, "subject")? {
                 pb::grant_subject::Subject::PrincipalId(id) => {
                     GrantSubject::Principal(PrincipalId::parse(&id, "subject.principal_id")?)
@@ -57,7 +58,7 @@ impl PolicyService for PolicyHandler {
                 expires_at: req.expires_at.as_ref().map(convert::time_in),
                 reason: req.reason,
             };
-            let grant = self
+            let grant = this
                 .0
                 .engine
                 .create_grant(&call.caller, call.ctx(), new)
