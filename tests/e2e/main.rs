@@ -54,3 +54,4 @@ mod smoke;
 mod telemetry;
 mod tenancy;
 mod transport_limits;
+mod trust_changes;
