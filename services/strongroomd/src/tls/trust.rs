@@ -174,6 +174,9 @@ struct Current {
     facts: Vec<CrlFacts>,
 }
 
+/// The CA bundle's contents and the CRL file's (if configured), as read.
+pub(super) type Loaded = (Vec<u8>, Option<Vec<u8>>);
+
 /// Client-certificate trust: the CA bundle and the CRLs currently in force.
 ///
 /// It is the server's [`ClientCertVerifier`] (each handshake is verified by
@@ -205,7 +208,7 @@ pub struct ClientTrust {
     pub(super) crl_path: Option<PathBuf>,
     /// The CA bundle's and the CRL file's contents as parsed at start-up,
     /// until the reloader takes them as the contents it has seen.
-    loaded: Mutex<Option<(Vec<u8>, Option<Vec<u8>>)>>,
+    loaded: Mutex<Option<Loaded>>,
     /// The generation of `current`, readable without the lock.
     generation: AtomicU64,
     /// The generation, announced on every reload.
@@ -281,7 +284,7 @@ impl ClientTrust {
 
     /// The CA bundle's and CRL file's contents that [`ClientTrust::load`]
     /// parsed, once (the reloader's starting point).
-    pub(super) fn take_loaded(&self) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    pub(super) fn take_loaded(&self) -> Option<Loaded> {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
