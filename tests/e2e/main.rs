@@ -55,3 +55,4 @@ mod smoke;
 mod telemetry;
 mod tenancy;
 mod transport_limits;
+mod trust_changes;

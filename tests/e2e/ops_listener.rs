@@ -211,3 +211,155 @@ async fn probes_and_metrics_without_secrets_or_names(backend: Backend) {
     assert_eq!(get(ops, "/livez").await.0, 200);
     assert_eq!(get(ops, "/readyz").await.0, 200);
 }
+
+/// The kubelet's probes never wait behind slow clients: with hundreds of
+/// connections that never finish their request head held open from one
+/// address, `/livez` and `/readyz` from another address answer at once, and
+/// the slow connections are closed within about a second. Transport only:
+/// SQLite is enough.
+#[tokio::test]
+async fn probes_answer_while_slow_clients_hold_connections() {
+    let mut options = Options::new(Backend::Sqlite);
+    options.log_level = "info".into();
+    options.env.push((
+        "STRONGROOM_METRICS_LISTEN".to_owned(),
+        "127.0.0.1:0".to_owned(),
+    ));
+    let server = TestServer::start_with(options).await;
+    let ops = ops_addr(&server);
+
+    // Slow clients: each sends half a request head and then nothing.
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        let mut stream = tokio::net::TcpStream::connect(ops)
+            .await
+            .expect("connect a slow client");
+        let _ = stream.write_all(b"GET /livez HTTP/1.1\r\nHost: sl").await;
+        slow.push(stream);
+    }
+
+    // The kubelet, from its node's address (another loopback address).
+    for path in ["/livez", "/readyz", "/livez"] {
+        let started = std::time::Instant::now();
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("address"))
+            .expect("bind 127.0.0.2");
+        let mut stream = socket.connect(ops).await.expect("connect the probe");
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: probe\r\n\r\n").as_bytes())
+            .await
+            .expect("send");
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+            .await
+            .expect("the probe was answered and its connection closed")
+            .expect("read");
+        let elapsed = started.elapsed();
+        let response = String::from_utf8_lossy(&response);
+        assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response}");
+        // The kubelet's default probe timeout is one second.
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "{path} took {elapsed:?} with slow clients connected"
+        );
+    }
+
+    // The slow clients are closed within about the header timeout (those
+    // beyond the per-address limit at once).
+    let started = std::time::Instant::now();
+    for stream in &mut slow {
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf))
+            .await
+            .expect("a slow client's connection is closed within 3 s");
+        // Closed (EOF or reset), or answered with a timeout error by hyper.
+        if let Ok(n) = read {
+            assert!(
+                n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+                "{}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A call to a method the server does not serve is counted under
+/// `unknown`: the path, free text the client chose, never becomes a label.
+#[tokio::test]
+async fn unknown_methods_are_not_labels() {
+    let mut options = Options::new(Backend::Sqlite);
+    options.log_level = "info".into();
+    options.env.push((
+        "STRONGROOM_METRICS_LISTEN".to_owned(),
+        "127.0.0.1:0".to_owned(),
+    ));
+    let server = TestServer::start_with(options).await;
+    let ops = ops_addr(&server);
+    let cert = server.ca.issue_client(strongroom_e2e::OPERATOR, None);
+    let channel = server
+        .channel(Some((&cert.cert, &cert.key)))
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    // Two under the contract's prefix (authenticated, then unknown to the
+    // router), one elsewhere (no caller needed, so not measured as a call).
+    let paths = [
+        "/strongroom.v1.AdminService/FreeTextMethod7q",
+        "/strongroom.v1.FreeTextService8q/WhoAmI",
+        "/freetext.Nowhere9q/Anything",
+    ];
+    for path in paths {
+        grpc.ready().await.expect("ready");
+        let refused = grpc
+            .unary::<pb::WhoAmIRequest, pb::WhoAmIResponse, _>(
+                tonic::Request::new(pb::WhoAmIRequest {}),
+                http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .expect_err("no such method");
+        assert_eq!(refused.code(), Code::Unimplemented, "{path}: {refused:?}");
+    }
+    // A known method, for contrast.
+    grpc.ready().await.expect("ready");
+    grpc.unary::<pb::WhoAmIRequest, pb::WhoAmIResponse, _>(
+        tonic::Request::new(pb::WhoAmIRequest {}),
+        http::uri::PathAndQuery::from_static("/strongroom.v1.AdminService/WhoAmI"),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .expect("WhoAmI");
+
+    let (status, metrics) = get(ops, "/metrics").await;
+    assert_eq!(status, 200);
+    for needle in [
+        "FreeTextMethod7q",
+        "FreeTextService8q",
+        "freetext",
+        "Nowhere9q",
+    ] {
+        assert!(
+            !metrics.contains(needle),
+            "`{needle}` appears in /metrics:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("strongroom_rpc_calls_total{")
+                && l.contains("rpc_method=\"unknown\"")
+                && l.contains("rpc_service=\"unknown\"")
+                && l.contains("rpc_grpc_status_code=\"12\"")
+                && l.ends_with(" 2")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("strongroom_rpc_calls_total{")
+                && l.contains("rpc_method=\"WhoAmI\"")),
+        "{metrics}"
+    );
+}

@@ -260,11 +260,25 @@ def test_network_policy_admits_grpc_and_metrics_and_egress_to_dns_database_relay
     ingress_ports = sorted(p["port"] for rule in policy["ingress"] for p in rule["ports"])
     assert ingress_ports == ["grpc", "metrics"]
     assert policy["ingress"][0]["from"] == CERT_MANAGER["networkPolicy"]["grpcFrom"]
+    # The metrics port: Prometheus by default, never anyone.
+    assert policy["ingress"][1]["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
     egress = policy["egress"]
     assert {p["port"] for p in egress[0]["ports"]} == {53}
     assert egress[1] == {"to": [{"ipBlock": {"cidr": "10.0.12.0/24"}}], "ports": [{"port": 5432, "protocol": "TCP"}]}
     assert egress[2] == CERT_MANAGER["networkPolicy"]["relayEgress"][0]
     assert len(egress) == 3
+
+
+def test_network_policy_without_metrics_peers_leaves_the_metrics_port_to_the_node():
+    values = {"networkPolicy": {"metricsFrom": []}}
+    policy = one(render(values), "NetworkPolicy")["spec"]
+    ingress_ports = sorted(p["port"] for rule in policy["ingress"] for p in rule["ports"])
+    assert ingress_ports == ["grpc"]
 
 
 def test_checkov_failures_are_exactly_the_accepted_ones():

@@ -504,6 +504,7 @@ impl App {
         let engine = Arc::new(engine);
         if let Some(meter) = telemetry.meter() {
             crate::ops::observe_caches(meter, &engine);
+            crate::ops::observe_crls(meter, &trust);
         }
         let ops = match config.metrics.listen {
             Some(addr) => {

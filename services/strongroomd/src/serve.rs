@@ -14,7 +14,13 @@
 //! certificate is still valid (not expired, not revoked by a CRL loaded
 //! since the handshake), whatever the service (health and reflection
 //! included); a refused call is answered UNAUTHENTICATED and its connection
-//! is closed (GOAWAY, then the calls in progress end). A connection with no
+//! is closed (GOAWAY, then the calls in progress end). The connection does
+//! not wait for a call to find out: when the client CA bundle or the CRLs
+//! are reloaded (`ClientTrust::subscribe`), and at every tick of its clock
+//! (a quarter of `limits.idle_timeout`: expiry), each connection checks its
+//! certificate again, and one that no longer passes is closed the same way,
+//! its open response streams (an event follow, a relay exchange) ending at
+//! once with UNAUTHENTICATED. A connection with no
 //! call for `limits.idle_timeout` is closed the same way; HTTP/2 pings are
 //! not calls. A connection on which a call's response has waited for the
 //! client to take its data (HTTP/2 flow control) for `limits.idle_timeout`
@@ -47,7 +53,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pin_project_lite::pin_project;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tonic::Status;
 use tower::Service;
@@ -404,8 +410,10 @@ struct ConnControl {
     in_flight: AtomicUsize,
     /// Bumped when a call starts and when it ends.
     activity: AtomicU64,
-    /// Signalled when a call finds the client certificate no longer valid.
-    invalid: Notify,
+    /// Set when the client certificate is found no longer valid (by a call,
+    /// or by the connection on a trust change or a tick): the connection
+    /// closes and its open response streams end UNAUTHENTICATED.
+    refused: watch::Sender<Option<CertRefusal>>,
     /// The connection's clock, in ticks of a quarter of the idle timeout.
     tick: AtomicU64,
     /// Calls whose response handed the transport a chunk of data that the
@@ -483,13 +491,25 @@ async fn serve_connection<S: CallService>(
     let control = Arc::new(ConnControl {
         in_flight: AtomicUsize::new(0),
         activity: AtomicU64::new(0),
-        invalid: Notify::new(),
+        refused: watch::Sender::new(None),
         tick: AtomicU64::new(0),
         waiting: Default::default(),
         closing: closing.clone(),
     });
     let info = stream.info().clone();
     let peer = info.addr;
+    let cert = info.cert.clone();
+    let identity = info.identity.clone();
+    // Subscribed before the check below: no reload is missed between the
+    // two.
+    let mut trust_changes = cert.as_ref().map(|c| c.trust_changes());
+    let mut refusals = control.refused.subscribe();
+    // The certificate, checked again now (cheap unless the trust changed
+    // since the handshake); a refusal is acted on in the loop.
+    let check = || cert.as_ref().map_or(Ok(()), |c| c.check());
+    if let Err(refusal) = check() {
+        control.refused.send_replace(Some(refusal));
+    }
     let service = ConnService {
         service,
         info,
@@ -520,11 +540,28 @@ async fn serve_connection<S: CallService>(
                 tracing::info!(%peer, "connection closed: calls did not finish in time");
                 break;
             }
-            () = control.invalid.notified(), if closed.is_none() => CloseReason::CertificateInvalid,
+            () = refused(&mut refusals), if closed.is_none() => CloseReason::CertificateInvalid,
+            changed = changed(&mut trust_changes), if closed.is_none() && trust_changes.is_some() => {
+                if changed.is_err() {
+                    trust_changes = None;
+                }
+                // The CA bundle or the CRLs were reloaded.
+                match check() {
+                    Ok(()) => continue,
+                    Err(refusal) => {
+                        control.refused.send_replace(Some(refusal));
+                        CloseReason::CertificateInvalid
+                    }
+                }
+            }
             _ = closing.changed(), if closed.is_none() => CloseReason::ShuttingDown,
             _ = ticks.tick(), if closed.is_none() => {
                 let tick = control.tick.fetch_add(1, Ordering::Relaxed) + 1;
-                if control.stalled(tick) {
+                if let Err(refusal) = check() {
+                    // Expired since the last call.
+                    control.refused.send_replace(Some(refusal));
+                    CloseReason::CertificateInvalid
+                } else if control.stalled(tick) {
                     CloseReason::Stalled
                 } else {
                     let activity = control.activity.load(Ordering::Relaxed);
@@ -544,6 +581,8 @@ async fn serve_connection<S: CallService>(
         match reason {
             CloseReason::CertificateInvalid => tracing::warn!(
                 %peer,
+                identity = identity.as_deref(),
+                reason = control.refused.borrow().map_or("", CertRefusal::message),
                 "closing the connection: its client certificate is no longer valid"
             ),
             CloseReason::Idle => tracing::info!(
@@ -575,6 +614,24 @@ async fn serve_connection<S: CallService>(
         conn.as_mut().graceful_shutdown();
     }
     tracing::debug!(%peer, reason = ?closed, "connection closed");
+}
+
+/// Resolves once a refusal of the client certificate is set (never, once
+/// the connection's control is gone).
+async fn refused(refusals: &mut watch::Receiver<Option<CertRefusal>>) {
+    if refusals.wait_for(Option::is_some).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The next change of the trust, if the connection watches it.
+async fn changed(
+    changes: &mut Option<watch::Receiver<u64>>,
+) -> Result<(), watch::error::RecvError> {
+    match changes {
+        Some(changes) => changes.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The per-connection service: checks the client certificate, hands the
@@ -610,7 +667,7 @@ impl<S: CallService> hyper::service::Service<http::Request<Incoming>> for ConnSe
                 reason = refusal.message(),
                 "client certificate no longer valid"
             );
-            self.control.invalid.notify_one();
+            self.control.refused.send_replace(Some(refusal));
             let response = Status::unauthenticated(refusal.message())
                 .into_http::<tonic::body::Body>()
                 .map(|body| CallBody::new(body, None));
@@ -661,16 +718,27 @@ where
     }
 }
 
+/// Why the server ends a response stream before its service does.
+#[derive(Debug, Clone, Copy)]
+enum StreamEnd {
+    /// The server drains: UNAVAILABLE, the client reconnects elsewhere.
+    Draining,
+    /// The connection's client certificate no longer passes:
+    /// UNAUTHENTICATED.
+    Refused(CertRefusal),
+}
+
 /// A response body that keeps its call counted until it is sent, counts
 /// its waits for the client to take its data, and ends a response stream
-/// with UNAVAILABLE when the server drains.
+/// with UNAVAILABLE when the server drains, or UNAUTHENTICATED when the
+/// connection's client certificate no longer passes.
 struct CallBody {
     body: tonic::body::Body,
     call: Option<CallGuard>,
-    /// Resolves when the server drains; made the first time the body has
-    /// nothing to send (a unary response never gets one: it is whole once
-    /// its head is).
-    draining: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Resolves when the server drains or the certificate is refused; made
+    /// the first time the body has nothing to send (a unary response never
+    /// gets one: it is whole once its head is).
+    draining: Option<Pin<Box<dyn Future<Output = StreamEnd> + Send>>>,
     /// The body was ended by the drain.
     ended: bool,
 }
@@ -685,26 +753,39 @@ impl CallBody {
         }
     }
 
-    /// Whether the server drains; registers for the wake-up otherwise.
-    fn drained(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(call) = &self.call else {
-            return false;
-        };
+    /// Whether the stream must end now, and why; registers for the wake-up
+    /// otherwise.
+    fn drained(&mut self, cx: &mut Context<'_>) -> Option<StreamEnd> {
+        let call = self.call.as_ref()?;
         let draining = self.draining.get_or_insert_with(|| {
             let mut closing = call.control.closing.clone();
+            let mut refused = call.control.refused.subscribe();
             Box::pin(async move {
-                // An error: the server is gone, which is draining too.
-                let _ = closing.wait_for(|closing| *closing).await;
+                tokio::select! {
+                    // An error: the server is gone, which is draining too.
+                    _ = closing.wait_for(|closing| *closing) => StreamEnd::Draining,
+                    refusal = refused.wait_for(Option::is_some) => {
+                        let refusal = refusal.ok().and_then(|r| *r);
+                        refusal.map_or(StreamEnd::Draining, StreamEnd::Refused)
+                    }
+                }
             })
         });
-        draining.as_mut().poll(cx).is_ready()
+        match draining.as_mut().poll(cx) {
+            Poll::Ready(end) => Some(end),
+            Poll::Pending => None,
+        }
     }
 }
 
-/// The trailers that end a response stream when the server drains.
-fn drained_trailers() -> http::HeaderMap {
+/// The trailers that end a response stream the server ends.
+fn drained_trailers(end: StreamEnd) -> http::HeaderMap {
     let mut trailers = http::HeaderMap::new();
-    let _ = Status::unavailable("the server is shutting down; reconnect").add_header(&mut trailers);
+    let status = match end {
+        StreamEnd::Draining => Status::unavailable("the server is shutting down; reconnect"),
+        StreamEnd::Refused(refusal) => Status::unauthenticated(refusal.message()),
+    };
+    let _ = status.add_header(&mut trailers);
     trailers
 }
 
@@ -725,9 +806,11 @@ impl hyper::body::Body for CallBody {
             call.taken();
         }
         let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if polled.is_pending() && this.drained(cx) {
+        if polled.is_pending()
+            && let Some(end) = this.drained(cx)
+        {
             this.ended = true;
-            return Poll::Ready(Some(Ok(Frame::trailers(drained_trailers()))));
+            return Poll::Ready(Some(Ok(Frame::trailers(drained_trailers(end)))));
         }
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && frame.is_data()
@@ -755,7 +838,7 @@ mod tests {
         Arc::new(ConnControl {
             in_flight: AtomicUsize::new(0),
             activity: AtomicU64::new(0),
-            invalid: Notify::new(),
+            refused: watch::Sender::new(None),
             tick: AtomicU64::new(0),
             waiting: Default::default(),
             closing: watch::channel(false).1,

@@ -11,7 +11,9 @@
 //!
 //! Each carries `rpc.system`, `rpc.service`, `rpc.method` and
 //! `rpc.grpc.status_code`: names and codes only, never anything from a
-//! request's body.
+//! request's body. The service and method are those of a method the server
+//! serves (the protocol's `call_name`), `unknown` for any other path: a
+//! path is free text the client chose.
 
 use std::time::Duration;
 

@@ -110,7 +110,8 @@ pub trait Protocol: Clone + Send + Sync + 'static {
     /// checks and reflection do not).
     fn needs_caller(&self, path: &str) -> bool;
 
-    /// The service and method a call to `path` is for.
+    /// The service and method a call to `path` is for;
+    /// [`CallName::UNKNOWN`] when the server serves no such method.
     fn call_name<'a>(&self, path: &'a str) -> CallName<'a>;
 
     /// The outcome a response reports.
@@ -165,6 +166,15 @@ pub struct CallName<'a> {
     pub service: &'a str,
     /// The method.
     pub method: &'a str,
+}
+
+impl CallName<'_> {
+    /// A call to a method the server does not serve: its path is never
+    /// repeated (it is free text chosen by the client).
+    pub const UNKNOWN: CallName<'static> = CallName {
+        service: "unknown",
+        method: "unknown",
+    };
 }
 
 /// How a call ended, in the protocol's terms.

@@ -187,13 +187,16 @@ impl edge::Protocol for Grpc {
     }
 
     fn call_name<'a>(&self, path: &'a str) -> CallName<'a> {
+        // Only the methods the server serves name themselves: a path is
+        // text the client chose, and names end up in metric labels and
+        // logs.
+        if !known_methods().contains(path) {
+            return CallName::UNKNOWN;
+        }
         let path = path.strip_prefix('/').unwrap_or(path);
         match path.split_once('/') {
             Some((service, method)) => CallName { service, method },
-            None => CallName {
-                service: "",
-                method: path,
-            },
+            None => CallName::UNKNOWN,
         }
     }
 
@@ -282,6 +285,41 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     })
 }
 
+/// The path (`/package.Service/Method`) of every method the server
+/// serves: the contract's services, health and reflection, read from their
+/// generated descriptor sets once.
+fn known_methods() -> &'static std::collections::HashSet<String> {
+    static KNOWN: std::sync::LazyLock<std::collections::HashSet<String>> =
+        std::sync::LazyLock::new(|| {
+            use prost::Message as _;
+            let mut known = std::collections::HashSet::new();
+            for encoded in [
+                strongroom_proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ] {
+                let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else {
+                    continue;
+                };
+                for file in set.file {
+                    let package = file.package();
+                    for service in &file.service {
+                        for method in &service.method {
+                            known.insert(format!(
+                                "/{package}.{}/{}",
+                                service.name(),
+                                method.name()
+                            ));
+                        }
+                    }
+                }
+            }
+            known
+        });
+    &KNOWN
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +351,23 @@ mod tests {
         let name = Grpc.call_name("/strongroom.v1.CredentialService/RevealCredential");
         assert_eq!(name.service, "strongroom.v1.CredentialService");
         assert_eq!(name.method, "RevealCredential");
+        let health = Grpc.call_name("/grpc.health.v1.Health/Check");
+        assert_eq!(
+            (health.service, health.method),
+            ("grpc.health.v1.Health", "Check")
+        );
+        let reflection =
+            Grpc.call_name("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo");
+        assert_eq!(reflection.method, "ServerReflectionInfo");
+        for path in [
+            "/strongroom.v1.CredentialService/sk-live-free-text",
+            "/strongroom.v1.NoSuchService/RevealCredential",
+            "/no-slash",
+            "",
+            "/strongroom.v1.CredentialService/RevealCredential/more",
+        ] {
+            assert_eq!(Grpc.call_name(path), CallName::UNKNOWN, "{path}");
+        }
         assert!(Grpc.needs_caller("/strongroom.v1.AdminService/WhoAmI"));
         assert!(!Grpc.needs_caller("/grpc.health.v1.Health/Check"));
         let refused = Grpc.refuse(Refusal::Overloaded);

@@ -10,7 +10,9 @@
 //!   engine's relaxed atomic counters, so a lookup costs one increment;
 //! - `strongroom.db.pool.connections` (gauge; `state`: `idle`, `used`)
 //!   and `strongroom.db.pool.max` (gauge): the database pool, read at
-//!   collection.
+//!   collection;
+//! - `strongroom.tls.crl.stale` (gauge): client CRLs in force whose
+//!   nextUpdate has passed (also logged at every check of the TLS files).
 //!
 //! No label names a tenant, principal or credential.
 
@@ -104,5 +106,22 @@ pub fn observe_pool(meter: &Meter, state: PoolState) {
         .u64_observable_gauge("strongroom.db.pool.max")
         .with_description("Most connections the database pool opens")
         .with_callback(move |observer| observer.observe(u64::from(state().2), &[]))
+        .build();
+}
+
+/// Registers `strongroom.tls.crl.stale`: the client CRLs in force whose
+/// nextUpdate has passed, read from `trust` at each collection.
+pub fn observe_crls(meter: &Meter, trust: &Arc<crate::tls::ClientTrust>) {
+    let trust = Arc::downgrade(trust);
+    let _stale = meter
+        .u64_observable_gauge("strongroom.tls.crl.stale")
+        .with_description("Client CRLs in force whose nextUpdate has passed")
+        .with_callback(move |observer| {
+            let Some(trust) = trust.upgrade() else {
+                return;
+            };
+            let stale = trust.stale_crls(crate::tls::unix_now()).len();
+            observer.observe(u64::try_from(stale).unwrap_or(u64::MAX), &[]);
+        })
         .build();
 }

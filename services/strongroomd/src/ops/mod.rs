@@ -11,20 +11,28 @@
 //!   collected on each scrape from the same instruments the OTLP exporter
 //!   sends (`telemetry`).
 //!
-//! Anything else is 404 (405 for a method other than GET or HEAD). The
-//! listener bounds its connections ([`MAX_CONNECTIONS`]) and the time to
-//! read a request's head ([`HEADER_TIMEOUT`]); request bodies are never
-//! read.
+//! Anything else is 404 (405 for a method other than GET or HEAD); request
+//! bodies are never read.
+//!
+//! The kubelet's probes must never wait behind slow clients (a probe that
+//! times out restarts the pod), so the listener accepts every connection at
+//! once and never queues one: a connection beyond [`MAX_CONNECTIONS`], or
+//! beyond [`MAX_CONNECTIONS_PER_ADDRESS`] from one client address, is
+//! closed as soon as it is accepted. A connection serves one request (no
+//! keep-alive), has [`HEADER_TIMEOUT`] to send its head and
+//! [`CONNECTION_TIMEOUT`] in all, so a slot is never held long. The chart's
+//! NetworkPolicy limits who reaches the port at all.
 
 mod instruments;
 pub mod prometheus;
 
-pub use instruments::{BatchMetrics, observe_caches, observe_pool};
+pub use instruments::{BatchMetrics, observe_caches, observe_crls, observe_pool};
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -38,11 +46,61 @@ use tokio::sync::Semaphore;
 
 use crate::health::Health;
 
-/// Connections the listener serves at once; more wait to be accepted.
-pub const MAX_CONNECTIONS: usize = 64;
+/// Connections the listener serves at once; one more is closed at once.
+pub const MAX_CONNECTIONS: usize = 256;
 
-/// Time a connection has to send a request's head.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections one client address holds at once; one more is closed at
+/// once (the kubelet probes from its node's address, Prometheus from its
+/// pod's: a slow client elsewhere does not take their slots).
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 8;
+
+/// Time a connection has to send its request's head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Time a connection may last in all, its response included.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The open connections of each client address.
+#[derive(Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection counted under its address until dropped.
+struct AddressSlot {
+    counts: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        // An IPv4 client reached over IPv6 counts as its IPv4 address.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            IpAddr::V4(_) => ip,
+        };
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= MAX_CONNECTIONS_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            counts: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// What the listener answers from.
 #[derive(Clone)]
@@ -60,11 +118,11 @@ impl Ops {
     /// Serves `listener` until the task is dropped or aborted.
     pub async fn serve(self, listener: TcpListener) {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let per_address = Arc::new(PerAddress::default());
+        let mut refused = 0u64;
+        let mut logged: Option<Instant> = None;
         loop {
-            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                return;
-            };
-            let (stream, _) = match listener.accept().await {
+            let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "operations listener: accept failed");
@@ -72,22 +130,46 @@ impl Ops {
                     continue;
                 }
             };
+            let slots = Arc::clone(&slots)
+                .try_acquire_owned()
+                .ok()
+                .zip(per_address.acquire(peer.ip()));
+            let Some(slots) = slots else {
+                // Closed at once, never queued.
+                drop(stream);
+                refused += 1;
+                if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    tracing::warn!(
+                        %peer,
+                        refused,
+                        max_connections = MAX_CONNECTIONS,
+                        max_connections_per_address = MAX_CONNECTIONS_PER_ADDRESS,
+                        "operations listener: connection closed, too many open connections"
+                    );
+                    logged = Some(Instant::now());
+                    refused = 0;
+                }
+                continue;
+            };
             let ops = self.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let ops = ops.clone();
                     async move { Ok::<_, Infallible>(ops.answer(&request).await) }
                 });
-                let served = hyper::server::conn::http1::Builder::new()
+                let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-                if let Err(e) = served {
-                    tracing::debug!(error = %e, "operations listener: connection ended");
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service);
+                match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "operations listener: connection ended");
+                    }
+                    Err(_) => tracing::debug!("operations listener: connection timed out"),
                 }
-                drop(slot);
+                drop(slots);
             });
         }
     }

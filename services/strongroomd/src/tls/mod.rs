@@ -21,7 +21,7 @@ mod reload;
 mod trust;
 
 pub use peer::{PeerCert, PeerInfo, PeerStream, identity_of};
-pub use reload::{ServerCert, spawn_reloader};
+pub use reload::{ServerCert, spawn_reloader, unix_now};
 pub use trust::{CertRefusal, ClientTrust};
 
 /// A TLS set-up problem, naming the file.
@@ -29,9 +29,15 @@ pub use trust::{CertRefusal, ClientTrust};
 #[error("TLS: {0}")]
 pub struct TlsError(String);
 
-fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| TlsError(format!("cannot read {what} {}: {e}", path.display())))?
+/// Reads a PEM file of certificates: its contents (as parsed, for the
+/// reloader to compare later contents with) and the certificates.
+fn read_certs(
+    path: &Path,
+    what: &str,
+) -> Result<(Vec<u8>, Vec<CertificateDer<'static>>), TlsError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| TlsError(format!("cannot read {what} {}: {e}", path.display())))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError(format!("{what} {} is not valid PEM: {e}", path.display())))?;
     if certs.is_empty() {
@@ -40,7 +46,7 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, T
             path.display()
         )));
     }
-    Ok(certs)
+    Ok((bytes, certs))
 }
 
 /// Builds the server configuration: TLS 1.2 and 1.3, ALPN h2, the server
@@ -97,4 +103,66 @@ fn certified_key(
         .map_err(|e| format!("the key is not a valid PEM private key: {e}"))?;
     rustls::sign::CertifiedKey::from_der(certs, key, provider)
         .map_err(|e| format!("certificate and key: {e}"))
+}
+
+/// The permission bits of the server key file when users other than its
+/// owner and group may use it (any of the "other" bits set), else `None`.
+/// Kubernetes mounts secrets 0644 unless told otherwise; that works, but
+/// lets every process of the pod's user namespace read the key.
+#[cfg(unix)]
+fn key_open_to_everyone(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o007 != 0).then_some(mode)
+}
+
+#[cfg(not(unix))]
+fn key_open_to_everyone(_path: &Path) -> Option<u32> {
+    None
+}
+
+/// Warns when the server key file is open to every user (see
+/// [`key_open_to_everyone`]): a warning only, the server still starts.
+fn warn_key_mode(path: &Path) {
+    if let Some(mode) = key_open_to_everyone(path) {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{mode:04o}"),
+            "the server key file is readable by every user; restrict it to 0600, 0640 or 0440 (Kubernetes: the secret volume's defaultMode)"
+        );
+    }
+}
+
+#[cfg(all(test, unix))]
+mod key_mode_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn only_keys_open_to_everyone_are_flagged() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "k").unwrap_or_else(|e| panic!("{e}"));
+        for (mode, flagged) in [
+            (0o600, false),
+            (0o640, false),
+            (0o440, false),
+            (0o400, false),
+            (0o644, true),
+            (0o604, true),
+            (0o666, true),
+            (0o602, true),
+        ] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                super::key_open_to_everyone(&key),
+                flagged.then_some(mode),
+                "{mode:o}"
+            );
+        }
+        assert_eq!(
+            super::key_open_to_everyone(&dir.path().join("absent")),
+            None
+        );
+    }
 }

@@ -122,6 +122,14 @@ pub struct PeerInfo {
     pub cert: Option<Arc<PeerCert>>,
 }
 
+impl PeerCert {
+    /// A receiver of the trust's changes (reloads of the client CA bundle
+    /// or the CRLs), after which [`PeerCert::check`] verifies again.
+    pub fn trust_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.trust.subscribe()
+    }
+}
+
 /// A client connection after a completed mutual-TLS handshake. Its writes
 /// are coalesced ([`Coalescing`]): the responses that a commit completes
 /// together leave in one TLS write and one system call instead of one each.

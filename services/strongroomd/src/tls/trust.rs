@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
@@ -12,6 +12,7 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore};
+use tokio::sync::watch;
 
 use crate::config::TlsPaths;
 
@@ -36,16 +37,118 @@ fn parse_crl_file(bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'stat
     Ok(crls)
 }
 
-/// The issuer (DER-encoded name) of each CRL.
-fn crl_issuers(crls: &[CertificateRevocationListDer<'_>]) -> Result<Vec<Vec<u8>>, String> {
-    crls.iter()
-        .enumerate()
-        .map(|(i, crl)| {
-            x509_parser::parse_x509_crl(crl.as_ref())
-                .map(|(_, crl)| crl.issuer().as_raw().to_vec())
-                .map_err(|e| format!("CRL {} is not a valid CRL: {e}", i + 1))
-        })
-        .collect()
+/// What the server checks of one CRL: its issuer, CRL number, thisUpdate
+/// and nextUpdate.
+#[derive(Debug, Clone)]
+struct CrlFacts {
+    /// The issuer, a DER-encoded name.
+    issuer: Vec<u8>,
+    /// The CRL number, big-endian without leading zeros, if it has one.
+    number: Option<Vec<u8>>,
+    /// thisUpdate, seconds since the epoch.
+    this_update: i64,
+    /// nextUpdate, seconds since the epoch, if it has one.
+    next_update: Option<i64>,
+}
+
+/// The facts of each CRL of a file; refused when two CRLs have the same
+/// issuer (the verifier would use only the first of them, so a newer CRL
+/// placed second would be ignored).
+fn crl_facts(crls: &[CertificateRevocationListDer<'_>]) -> Result<Vec<CrlFacts>, String> {
+    let mut facts: Vec<CrlFacts> = Vec::with_capacity(crls.len());
+    for (i, crl) in crls.iter().enumerate() {
+        let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref())
+            .map_err(|e| format!("CRL {} is not a valid CRL: {e}", i + 1))?;
+        let issuer = parsed.issuer().as_raw().to_vec();
+        if let Some(first) = facts.iter().position(|f| f.issuer == issuer) {
+            return Err(format!(
+                "CRLs {} and {} are both of {}: a CRL file holds one CRL per issuer (only the first would be used)",
+                first + 1,
+                i + 1,
+                display_name(&issuer)
+            ));
+        }
+        facts.push(CrlFacts {
+            issuer,
+            number: parsed.crl_number().map(|n| n.to_bytes_be()),
+            this_update: parsed.last_update().timestamp(),
+            next_update: parsed.next_update().map(|t| t.timestamp()),
+        });
+    }
+    Ok(facts)
+}
+
+/// Checks each CRL's signature against the CA of the bundle it names as
+/// its issuer: a CRL wrongly signed would make every certificate of that CA
+/// fail verification. A CRL of an issuer that is not in the bundle (an
+/// intermediate CA, whose certificate clients send) is checked by the
+/// verifier when it is used.
+fn check_signatures(
+    crls: &[CertificateRevocationListDer<'_>],
+    cas: &[CertificateDer<'_>],
+) -> Result<(), String> {
+    let cas: Vec<_> = cas
+        .iter()
+        .filter_map(|ca| x509_parser::parse_x509_certificate(ca.as_ref()).ok())
+        .map(|(_, ca)| ca)
+        .collect();
+    for (i, crl) in crls.iter().enumerate() {
+        let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref())
+            .map_err(|e| format!("CRL {} is not a valid CRL: {e}", i + 1))?;
+        let issuer = parsed.issuer().as_raw();
+        let mut candidates = cas
+            .iter()
+            .filter(|ca| ca.subject().as_raw() == issuer)
+            .peekable();
+        if candidates.peek().is_none() {
+            continue;
+        }
+        if !candidates.any(|ca| parsed.verify_signature(ca.public_key()).is_ok()) {
+            return Err(format!(
+                "CRL {} is not signed by its issuer {} (the CA of the client CA bundle)",
+                i + 1,
+                display_name(issuer)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether CRL number `a` is lower than `b` (both big-endian, no leading
+/// zeros).
+fn number_lower(a: &[u8], b: &[u8]) -> bool {
+    (a.len(), a) < (b.len(), b)
+}
+
+/// Refuses new CRLs older than the ones in force for the same issuer: a
+/// lower CRL number, or an earlier thisUpdate. Loading an old CRL again
+/// (replayed, or restored from a backup) would un-revoke what was revoked
+/// since.
+fn check_not_older(new: &[CrlFacts], in_force: &[CrlFacts]) -> Result<(), String> {
+    for crl in new {
+        let Some(old) = in_force.iter().find(|o| o.issuer == crl.issuer) else {
+            continue;
+        };
+        if let (Some(number), Some(old_number)) = (&crl.number, &old.number)
+            && number_lower(number, old_number)
+        {
+            return Err(format!(
+                "the CRL of {} has CRL number {}, lower than the {} in force: an older CRL would un-revoke certificates",
+                display_name(&crl.issuer),
+                hex::encode(number),
+                hex::encode(old_number)
+            ));
+        }
+        if crl.this_update < old.this_update {
+            return Err(format!(
+                "the CRL of {} was issued (thisUpdate {}) before the one in force ({}): an older CRL would un-revoke certificates",
+                display_name(&crl.issuer),
+                crl.this_update,
+                old.this_update
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A distinguished name for the log.
@@ -62,11 +165,17 @@ struct Current {
     generation: u64,
     verifier: Arc<dyn ClientCertVerifier>,
     roots: Arc<RootCertStore>,
+    /// The CAs of the client CA bundle.
+    cas: Vec<CertificateDer<'static>>,
     /// The subject (DER-encoded name) of each CA of the client CA bundle.
     ca_subjects: Vec<Vec<u8>>,
     crls: Vec<CertificateRevocationListDer<'static>>,
-    issuers: Vec<Vec<u8>>,
+    /// The facts of each CRL of `crls`, in the same order.
+    facts: Vec<CrlFacts>,
 }
+
+/// The CA bundle's contents and the CRL file's (if configured), as read.
+pub(super) type Loaded = (Vec<u8>, Option<Vec<u8>>);
 
 /// Client-certificate trust: the CA bundle and the CRLs currently in force.
 ///
@@ -82,15 +191,28 @@ struct Current {
 /// ([`PeerCert::check`]): a client whose CA left the bundle loses its
 /// connections at their next call.
 ///
+/// Every reload is also announced on a watch channel
+/// ([`ClientTrust::subscribe`]): each connection verifies its certificate
+/// again at once and is closed, its open response streams ended
+/// UNAUTHENTICATED, when it no longer passes, without waiting for a call.
+///
+/// A CRL file is refused when it holds two CRLs of the same issuer, when a
+/// CRL is not signed by the CA of the bundle it names as issuer, and, on a
+/// reload, when a CRL is older (lower CRL number, earlier thisUpdate) than
+/// the one in force for its issuer.
+///
 /// Since the bundle can change, the server sends no CA names in its
 /// certificate request (clients present their certificate regardless).
 pub struct ClientTrust {
     pub(super) provider: Arc<CryptoProvider>,
     pub(super) crl_path: Option<PathBuf>,
-    /// The CRL file's contents as loaded at start-up.
-    pub(super) crl_loaded: Option<Vec<u8>>,
+    /// The CA bundle's and the CRL file's contents as parsed at start-up,
+    /// until the reloader takes them as the contents it has seen.
+    loaded: Mutex<Option<Loaded>>,
     /// The generation of `current`, readable without the lock.
     generation: AtomicU64,
+    /// The generation, announced on every reload.
+    changes: watch::Sender<u64>,
     current: RwLock<Current>,
 }
 
@@ -108,13 +230,13 @@ impl ClientTrust {
     /// then be readable and valid).
     pub fn load(paths: &TlsPaths) -> Result<Arc<ClientTrust>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let (roots, ca_subjects) = ca_bundle(read_certs(&paths.client_ca, "client CA bundle")?)
-            .map_err(|e| {
-                TlsError(format!(
-                    "client CA bundle {}: {e}",
-                    paths.client_ca.display()
-                ))
-            })?;
+        let (ca_loaded, cas) = read_certs(&paths.client_ca, "client CA bundle")?;
+        let (roots, ca_subjects) = ca_bundle(cas.clone()).map_err(|e| {
+            TlsError(format!(
+                "client CA bundle {}: {e}",
+                paths.client_ca.display()
+            ))
+        })?;
         let (crls, crl_loaded) = match &paths.crl {
             None => (Vec::new(), None),
             Some(path) => {
@@ -130,39 +252,73 @@ impl ClientTrust {
             }
         };
         let count = crls.len();
-        let issuers = crl_issuers(&crls).map_err(|e| {
-            TlsError(format!(
-                "client CRL file {}: {e}",
-                paths.crl.as_deref().unwrap_or(Path::new("")).display()
-            ))
-        })?;
+        let crl_file = || paths.crl.as_deref().unwrap_or(Path::new("")).display();
+        let facts = crl_facts(&crls)
+            .map_err(|e| TlsError(format!("client CRL file {}: {e}", crl_file())))?;
+        check_signatures(&crls, &cas)
+            .map_err(|e| TlsError(format!("client CRL file {}: {e}", crl_file())))?;
         let verifier = build_verifier(&roots, &provider, crls.clone())
             .map_err(|e| TlsError(format!("client verifier: {e}")))?;
         let trust = Arc::new(ClientTrust {
             provider,
             crl_path: paths.crl.clone(),
-            crl_loaded,
+            loaded: Mutex::new(Some((ca_loaded, crl_loaded))),
             generation: AtomicU64::new(0),
+            changes: watch::Sender::new(0),
             current: RwLock::new(Current {
                 generation: 0,
                 verifier,
                 roots,
+                cas,
                 ca_subjects,
                 crls,
-                issuers,
+                facts,
             }),
         });
         if let Some(path) = &paths.crl {
             tracing::info!(path = %path.display(), crls = count, "client CRLs loaded");
-            for ca in trust.cas_without_crl() {
-                tracing::warn!(
-                    path = %path.display(),
-                    ca,
-                    "client CA has no CRL in the CRL file: the certificates it issued cannot be revoked"
-                );
-            }
         }
+        trust.warn_coverage();
         Ok(trust)
+    }
+
+    /// The CA bundle's and CRL file's contents that [`ClientTrust::load`]
+    /// parsed, once (the reloader's starting point).
+    pub(super) fn take_loaded(&self) -> Option<Loaded> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// A receiver of the generation, changed on every reload of the CA
+    /// bundle or the CRLs.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Logs each CA of the bundle no CRL covers, when CRLs are configured
+    /// (at start-up and after every reload).
+    pub(super) fn warn_coverage(&self) {
+        let Some(path) = &self.crl_path else {
+            return;
+        };
+        for ca in self.cas_without_crl() {
+            tracing::warn!(
+                path = %path.display(),
+                ca,
+                "client CA has no CRL in the CRL file: the certificates it issued cannot be revoked"
+            );
+        }
+    }
+
+    /// The issuers of the CRLs in force whose nextUpdate is before `now`
+    /// (seconds since the epoch): their CRL should have been replaced.
+    pub fn stale_crls(&self, now: i64) -> Vec<String> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current
+            .facts
+            .iter()
+            .filter(|f| f.next_update.is_some_and(|next| next < now))
+            .map(|f| display_name(&f.issuer))
+            .collect()
     }
 
     /// The CAs of the client CA bundle that no CRL in force covers (their
@@ -172,7 +328,7 @@ impl ClientTrust {
         current
             .ca_subjects
             .iter()
-            .filter(|subject| !current.issuers.contains(subject))
+            .filter(|subject| !current.facts.iter().any(|f| &f.issuer == *subject))
             .map(|subject| display_name(subject))
             .collect()
     }
@@ -193,25 +349,34 @@ impl ClientTrust {
     /// A file that holds no CRL for an issuer the CRLs in force cover is
     /// refused: it is more likely a file caught while being rewritten than
     /// an issuer whose revocations should all be forgotten (dropping an
-    /// issuer takes a restart).
+    /// issuer takes a restart). So is a file with two CRLs of one issuer, a
+    /// CRL not signed by its CA, and a CRL older than the one in force for
+    /// its issuer (lower CRL number or earlier thisUpdate: loading it would
+    /// un-revoke what was revoked since).
     pub fn reload(&self, bytes: &[u8]) -> Result<usize, String> {
         let crls = parse_crl_file(bytes)?;
         let count = crls.len();
-        let issuers = crl_issuers(&crls)?;
+        let facts = crl_facts(&crls)?;
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(dropped) = current.issuers.iter().find(|i| !issuers.contains(i)) {
+        if let Some(dropped) = current
+            .facts
+            .iter()
+            .find(|old| !facts.iter().any(|f| f.issuer == old.issuer))
+        {
             return Err(format!(
                 "it holds no CRL of {}, which the CRLs in force cover (restart the server to stop checking an issuer's revocations)",
-                display_name(dropped)
+                display_name(&dropped.issuer)
             ));
         }
+        check_not_older(&facts, &current.facts)?;
+        check_signatures(&crls, &current.cas)?;
         let verifier = build_verifier(&current.roots, &self.provider, crls.clone())
             .map_err(|e| e.to_string())?;
         current.generation += 1;
         current.verifier = verifier;
         current.crls = crls;
-        current.issuers = issuers;
-        self.generation.store(current.generation, Ordering::Release);
+        current.facts = facts;
+        self.announce(current.generation);
         Ok(count)
     }
 
@@ -227,16 +392,24 @@ impl ClientTrust {
             return Err("holds no certificate".into());
         }
         let count = certs.len();
-        let (roots, ca_subjects) = ca_bundle(certs)?;
+        let (roots, ca_subjects) = ca_bundle(certs.clone())?;
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         let verifier = build_verifier(&roots, &self.provider, current.crls.clone())
             .map_err(|e| e.to_string())?;
         current.generation += 1;
         current.verifier = verifier;
         current.roots = roots;
+        current.cas = certs;
         current.ca_subjects = ca_subjects;
-        self.generation.store(current.generation, Ordering::Release);
+        self.announce(current.generation);
         Ok(count)
+    }
+
+    /// Publishes `generation` (the lock on `current` held): to the per-call
+    /// checks, and to the connections watching for changes.
+    fn announce(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Release);
+        self.changes.send_replace(generation);
     }
 }
 
@@ -406,11 +579,23 @@ mod tests {
     }
 
     fn crl(ca: &Ca, revoked: &[u64]) -> rcgen::CertificateRevocationList {
+        crl_numbered(ca, revoked, 1, 0)
+    }
+
+    /// A CRL with CRL number `number`, issued `age` seconds before a minute
+    /// ago, valid for an hour from then.
+    fn crl_numbered(
+        ca: &Ca,
+        revoked: &[u64],
+        number: u64,
+        age: u64,
+    ) -> rcgen::CertificateRevocationList {
         let now = SystemTime::now();
+        let issued = now - Duration::from_secs(60 + age);
         CertificateRevocationListParams {
-            this_update: (now - Duration::from_secs(60)).into(),
-            next_update: (now + Duration::from_secs(3600)).into(),
-            crl_number: SerialNumber::from(1u64),
+            this_update: issued.into(),
+            next_update: (issued + Duration::from_secs(3600)).into(),
+            crl_number: SerialNumber::from(number),
             issuing_distribution_point: None,
             revoked_certs: revoked
                 .iter()
@@ -551,14 +736,162 @@ mod tests {
         assert_eq!(trust.generation(), generation, "the CRLs in force stay");
         assert_eq!(revoked.check(), Err(CertRefusal::Revoked));
 
-        // Both issuers still covered (in another order, one more CRL): fine.
+        // Both issuers still covered (in another order): fine.
         assert_eq!(
-            trust.reload(
-                (pem(&crl(&b, &[])) + &pem(&crl(&a, &[])) + &pem(&crl(&a, &[1]))).as_bytes()
-            ),
-            Ok(3)
+            trust.reload((pem(&crl(&b, &[])) + &pem(&crl(&a, &[]))).as_bytes()),
+            Ok(2)
         );
         assert_eq!(revoked.check(), Ok(()));
+    }
+
+    #[test]
+    fn two_crls_of_one_issuer_are_refused() {
+        let a = ca_named("CA a");
+        let b = ca_named("CA b");
+        // The verifier would use the first of a's CRLs only: the revocation
+        // in the second would be ignored.
+        let two_of_a = pem(&crl(&a, &[])) + &pem(&crl(&b, &[])) + &pem(&crl(&a, &[7]));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let bundle = a.pem.clone() + &b.pem;
+        std::fs::write(dir.path().join("ca.pem"), bundle).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("crl.pem"), &two_of_a).unwrap_or_else(|e| panic!("{e}"));
+        let paths = TlsPaths {
+            cert: dir.path().join("unused"),
+            key: dir.path().join("unused"),
+            client_ca: dir.path().join("ca.pem"),
+            crl: Some(dir.path().join("crl.pem")),
+            crl_reload: Duration::from_secs(1),
+        };
+        let refused = ClientTrust::load(&paths).map(|_| ());
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("CRLs 1 and 3 are both of CN=CA a")),
+            "{refused:?}"
+        );
+
+        let (_dir, trust) = trust_of(&[&a, &b], &(pem(&crl(&a, &[])) + &pem(&crl(&b, &[]))));
+        let generation = trust.generation();
+        let refused = trust.reload(two_of_a.as_bytes());
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("both of CN=CA a")),
+            "{refused:?}"
+        );
+        assert_eq!(trust.generation(), generation, "the CRLs in force stay");
+    }
+
+    #[test]
+    fn an_older_crl_is_refused() {
+        let a = ca();
+        let (_dir, trust) = trust(&a, &pem(&crl_numbered(&a, &[], 5, 0)));
+        let revoked = peer(&trust, client(&a, 7), FAR);
+        assert_eq!(
+            trust.reload(pem(&crl_numbered(&a, &[7], 6, 0)).as_bytes()),
+            Ok(1)
+        );
+        assert_eq!(revoked.check(), Err(CertRefusal::Revoked));
+
+        // A replay of CRL 5 would un-revoke serial 7.
+        let generation = trust.generation();
+        let refused = trust.reload(pem(&crl_numbered(&a, &[], 5, 0)).as_bytes());
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("CRL number 05")),
+            "{refused:?}"
+        );
+        // The same number issued earlier: refused too.
+        let refused = trust.reload(pem(&crl_numbered(&a, &[], 6, 600)).as_bytes());
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("before the one in force")),
+            "{refused:?}"
+        );
+        assert_eq!(trust.generation(), generation, "the CRLs in force stay");
+        assert_eq!(revoked.check(), Err(CertRefusal::Revoked));
+        // The same CRL again, or a newer one: loaded.
+        assert_eq!(
+            trust.reload(pem(&crl_numbered(&a, &[7], 6, 0)).as_bytes()),
+            Ok(1)
+        );
+        assert_eq!(
+            trust.reload(pem(&crl_numbered(&a, &[7, 8], 7, 0)).as_bytes()),
+            Ok(1)
+        );
+    }
+
+    #[test]
+    fn a_crl_not_signed_by_its_ca_is_refused() {
+        let a = ca_named("CA a");
+        // Another key under the same name: the CRL names CA a as issuer.
+        let impostor = ca_named("CA a");
+        let (_dir, trust) = trust(&a, &pem(&crl_numbered(&a, &[], 1, 0)));
+        let generation = trust.generation();
+        let refused = trust.reload(pem(&crl_numbered(&impostor, &[], 2, 0)).as_bytes());
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("not signed by its issuer CN=CA a")),
+            "{refused:?}"
+        );
+        assert_eq!(trust.generation(), generation, "the CRLs in force stay");
+        assert_eq!(peer(&trust, client(&a, 3), FAR).check(), Ok(()));
+
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("ca.pem"), &a.pem).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            dir.path().join("crl.pem"),
+            pem(&crl_numbered(&impostor, &[], 1, 0)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let paths = TlsPaths {
+            cert: dir.path().join("unused"),
+            key: dir.path().join("unused"),
+            client_ca: dir.path().join("ca.pem"),
+            crl: Some(dir.path().join("crl.pem")),
+            crl_reload: Duration::from_secs(1),
+        };
+        assert!(
+            ClientTrust::load(&paths).is_err(),
+            "a wrongly signed CRL at start-up"
+        );
+    }
+
+    #[test]
+    fn crls_past_their_next_update_are_reported() {
+        let a = ca_named("CA a");
+        let b = ca_named("CA b");
+        // a's CRL was issued two hours ago, valid for one.
+        let (_dir, trust) = trust_of(
+            &[&a, &b],
+            &(pem(&crl_numbered(&a, &[], 1, 7200)) + &pem(&crl(&b, &[]))),
+        );
+        let now = i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+        )
+        .unwrap_or(0);
+        assert_eq!(trust.stale_crls(now), vec!["CN=CA a".to_owned()]);
+        assert_eq!(trust.stale_crls(now + 7200).len(), 2);
+    }
+
+    #[test]
+    fn reloads_are_announced() {
+        let a = ca();
+        let (_dir, trust) = trust(&a, &pem(&crl(&a, &[])));
+        let mut changes = trust.subscribe();
+        assert!(!changes.has_changed().unwrap_or(true));
+        assert_eq!(trust.reload(pem(&crl(&a, &[1])).as_bytes()), Ok(1));
+        assert!(changes.has_changed().unwrap_or(false));
+        assert_eq!(*changes.borrow_and_update(), trust.generation());
+        assert_eq!(trust.reload_cas(a.pem.as_bytes()), Ok(1));
+        assert_eq!(*changes.borrow_and_update(), trust.generation());
+        // A refused file is no change.
+        assert!(trust.reload(b"not a CRL").is_err());
+        assert!(!changes.has_changed().unwrap_or(true));
     }
 
     #[test]
