@@ -503,7 +503,12 @@ fn decode_segment(raw: &str) -> Option<String> {
             let v = u8::from_str_radix(hex, 16).ok()?;
             if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
                 out.push(char::from(v));
-            } else if v == b'/' || v == b'\\' || v < 0x20 || v >= 0x7f || v == b'%' || v == b';' {
+            } else if v == b'/'
+                || v == b'\\'
+                || !(0x20..0x7f).contains(&v)
+                || v == b'%'
+                || v == b';'
+            {
                 return None;
             } else {
                 out.push('%');

@@ -86,7 +86,7 @@ fn contains_decoded(text: &[u8], needle: &[u8], plus: bool) -> bool {
     }
     let mut current = Zeroizing::new(text.to_vec());
     for _ in 0..DECODE_ROUNDS {
-        if !current.contains(&b'%') && !(plus && current.contains(&b'+')) {
+        if !(current.contains(&b'%') || plus && current.contains(&b'+')) {
             return false;
         }
         let next = Zeroizing::new(percent_decode(&current, plus));

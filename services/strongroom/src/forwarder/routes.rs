@@ -76,13 +76,14 @@ impl Routes {
     pub(crate) fn route(&self, host: &str, port: u16, parts: &http::request::Parts) -> RelayRoute {
         let mut route = RelayRoute::default();
         for injection in &self.injections {
+            // Where the command put the placeholder, the value goes there
+            // (e.g. inside basic credentials), not also by template.
             if carries(parts, injection.placeholder.as_bytes()) {
                 route.placeholders.push(pb::Placeholder {
                     placeholder: injection.placeholder.clone(),
                     credential: Some(injection.credential.clone()),
                 });
-            }
-            if injection.template_destinations.iter().any(|d| {
+            } else if injection.template_destinations.iter().any(|d| {
                 destination_matches(d, host, port, parts.method.as_str(), parts.uri.path())
             }) {
                 route.inject.push(injection.credential.clone());
