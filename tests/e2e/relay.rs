@@ -58,6 +58,16 @@ impl Setup {
 /// to a cloud metadata address), trusts the upstream's CA, and allows the
 /// loopback names it is meant to reach; an agent in tenant `acme`.
 async fn setup(backend: Backend, upstream: Upstream, timeout_ms: u64) -> Setup {
+    setup_with(backend, upstream, timeout_ms, vec![]).await
+}
+
+/// [`setup`] with further server environment.
+async fn setup_with(
+    backend: Backend,
+    upstream: Upstream,
+    timeout_ms: u64,
+    extra: Vec<(String, String)>,
+) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = dir.path().join("upstream-ca.pem");
     std::fs::write(&ca, upstream.ca_pem()).expect("write upstream CA");
@@ -88,6 +98,7 @@ async fn setup(backend: Backend, upstream: Upstream, timeout_ms: u64) -> Setup {
         ),
         ("STRONGROOM_RELAY_TIMEOUT_MS".into(), timeout_ms.to_string()),
     ];
+    options.env.extend(extra);
     let server = TestServer::start_with(options).await;
     let acme = server.tenant("acme").await;
     let (agent_id, agent) = server.principal(&acme, "agent", pb::Role::Agent).await;
@@ -1345,4 +1356,45 @@ async fn leak_reports_are_rate_limited() {
     assert!(limited, "20 leak reports in a row were all accepted");
     let leaks = events(&s.acme, pb::AuditAction::AlertLeak).await;
     assert!(leaks.len() <= 6, "{}", leaks.len());
+}
+
+/// A destination that drips its response (a byte at a time, never ending)
+/// cannot keep a use open past `relay.max_duration_ms`.
+#[tokio::test]
+async fn a_dripping_response_ends_at_the_duration_cap() {
+    let s = setup_with(
+        Backend::Sqlite,
+        Upstream::start(&["*.example.test"]).await,
+        1000,
+        vec![("STRONGROOM_RELAY_MAX_DURATION_MS".into(), "2000".into())],
+    )
+    .await;
+    credential(&s.acme, "svc/drip", api_key(&secret("drip")), None).await;
+    grant_to(
+        &s,
+        "svc/drip",
+        &[pb::Capability::Inject],
+        vec![destination(format!("api.example.test:{}", s.port()), &[])],
+    )
+    .await;
+    let mut h = head("GET", s.url("api.example.test", "/drip/200"));
+    h.inject = vec![reference("svc/drip")];
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(20), forward(&s.agent, h, vec![]))
+        .await
+        .expect("the response was not ended by the cap");
+    let elapsed = started.elapsed();
+    expect_code(answer, Code::DeadlineExceeded, "dripping response");
+    assert!(
+        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(10),
+        "{elapsed:?}"
+    );
+    let results = events_at_least(&s.acme, pb::AuditAction::CredentialInjectResult, 1).await;
+    assert!(
+        results.iter().any(|e| e
+            .relay
+            .as_ref()
+            .is_some_and(|r| r.relay_error == "max_duration")),
+        "{results:?}"
+    );
 }
