@@ -18,7 +18,11 @@ use strongroom_e2e::{
 use strongroom_proto::v1 as pb;
 use tonic::Code;
 
-on_both_backends!(injection_reaches_the_destination_only, refusals_and_leaks);
+on_both_backends!(
+    injection_reaches_the_destination_only,
+    refusals_and_leaks,
+    placeholders_stay_in_their_slots
+);
 
 /// A distinctive value: found somewhere only if it leaked there.
 fn secret(label: &str) -> String {
@@ -54,6 +58,16 @@ impl Setup {
 /// to a cloud metadata address), trusts the upstream's CA, and allows the
 /// loopback names it is meant to reach; an agent in tenant `acme`.
 async fn setup(backend: Backend, upstream: Upstream, timeout_ms: u64) -> Setup {
+    setup_with(backend, upstream, timeout_ms, vec![]).await
+}
+
+/// [`setup`] with further server environment.
+async fn setup_with(
+    backend: Backend,
+    upstream: Upstream,
+    timeout_ms: u64,
+    extra: Vec<(String, String)>,
+) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = dir.path().join("upstream-ca.pem");
     std::fs::write(&ca, upstream.ca_pem()).expect("write upstream CA");
@@ -84,6 +98,7 @@ async fn setup(backend: Backend, upstream: Upstream, timeout_ms: u64) -> Setup {
         ),
         ("STRONGROOM_RELAY_TIMEOUT_MS".into(), timeout_ms.to_string()),
     ];
+    options.env.extend(extra);
     let server = TestServer::start_with(options).await;
     let acme = server.tenant("acme").await;
     let (agent_id, agent) = server.principal(&acme, "agent", pb::Role::Agent).await;
@@ -151,6 +166,7 @@ fn destination(host: String, paths: &[&str]) -> pb::Destination {
         host,
         methods: vec![],
         path_prefixes: paths.iter().map(|p| (*p).to_owned()).collect(),
+        ..Default::default()
     }
 }
 
@@ -342,10 +358,10 @@ async fn injection_reaches_the_destination_only(backend: Backend) {
         &s,
         "*",
         &[pb::Capability::Inject],
-        vec![destination(
-            format!("*.example.test:{}", s.port()),
-            &["/echo"],
-        )],
+        vec![pb::Destination {
+            placeholder_query: vec!["k".into()],
+            ..destination(format!("*.example.test:{}", s.port()), &["/echo"])
+        }],
     )
     .await;
 
@@ -545,6 +561,7 @@ async fn refusals_and_leaks(backend: Backend) {
             host: format!("api.example.test:{}", s.port()),
             methods: vec!["GET".into()],
             path_prefixes: vec!["/echo".into()],
+            ..Default::default()
         }],
     )
     .await;
@@ -1027,4 +1044,357 @@ async fn nothing_is_sent_unless_the_use_is_recorded() {
     }
     assert_eq!(after.expect("a request after the unlock").head.status, 200);
     assert_eq!(s.upstream.received().len(), 1);
+}
+
+/// The agent does not choose where a value goes: a placeholder is replaced
+/// only where the credential's template puts it (Authorization for bearer
+/// and basic, inside basic credentials too) or where the destination lists;
+/// anywhere else it is refused and alerted. Leak-triggered revocation
+/// touches only the caller's own exact grants: a shared (role) grant
+/// stands, and the caller is locked instead when the tenant's denial alert
+/// locks; a refusal that is not misuse (the credential does not exist)
+/// revokes nothing. ReportLeak knows its forms and is rate-limited.
+async fn placeholders_stay_in_their_slots(backend: Backend) {
+    let s = setup(backend, Upstream::start(&["*.example.test"]).await, 5000).await;
+    let key = secret("slots");
+    credential(&s.acme, "svc/slack", api_key(&key), None).await;
+    let own = grant_to(
+        &s,
+        "svc/slack",
+        &[pb::Capability::Inject],
+        vec![pb::Destination {
+            placeholder_headers: vec!["x-api-key".into()],
+            placeholder_query: vec!["token".into()],
+            ..destination(format!("api.example.test:{}", s.port()), &["/echo"])
+        }],
+    )
+    .await;
+    let p = placeholder("slot");
+    let with = |url: String, headers: Vec<pb::HttpHeader>| {
+        let mut h = head("GET", url);
+        h.headers = headers;
+        h.placeholders = vec![pb::Placeholder {
+            placeholder: p.clone(),
+            credential: Some(reference("svc/slack")),
+        }];
+        h
+    };
+    let b64 = |t: String| base64::engine::general_purpose::STANDARD.encode(t);
+
+    // Allowed slots: the template's (Authorization, bearer or basic) and
+    // the destination's listed header and query parameter.
+    let allowed: [(pb::RelayRequestHead, ReachedCheck<'_>); 4] = [
+        (
+            with(
+                s.url("api.example.test", "/echo/a"),
+                vec![header("authorization", &format!("Bearer {p}"))],
+            ),
+            Box::new(|r| r.header("authorization") == Some(&format!("Bearer {key}"))),
+        ),
+        (
+            with(
+                s.url("api.example.test", "/echo/b"),
+                vec![header(
+                    "authorization",
+                    &format!("Basic {}", b64(format!("robot:{p}"))),
+                )],
+            ),
+            Box::new(|r| {
+                r.header("authorization") == Some(&format!("Basic {}", b64(format!("robot:{key}"))))
+            }),
+        ),
+        (
+            with(
+                s.url("api.example.test", "/echo/c"),
+                vec![header("X-Api-Key", &p)],
+            ),
+            Box::new(|r| r.header("x-api-key") == Some(key.as_str())),
+        ),
+        (
+            with(
+                s.url("api.example.test", &format!("/echo/d?token={p}")),
+                vec![],
+            ),
+            Box::new(|r| r.path_and_query == format!("/echo/d?token={key}")),
+        ),
+    ];
+    for (i, (h, reached)) in allowed.into_iter().enumerate() {
+        let a = forward(&s.agent, h, vec![]).await.expect("allowed slot");
+        assert_eq!(a.head.status, 200, "{i}: {a:?}");
+        let r = s.upstream.received().pop().expect("received");
+        assert!(reached(&r), "{i}: {r:?}");
+    }
+    let sent = s.upstream.received().len();
+
+    // Anywhere else: refused, alerted, nothing sent.
+    let refused_heads = [
+        with(
+            s.url("api.example.test", &format!("/echo?text={p}")),
+            vec![],
+        ),
+        with(
+            s.url(
+                "api.example.test",
+                &format!("/echo?text={}", p.replace('_', "%5F")),
+            ),
+            vec![],
+        ),
+        with(s.url("api.example.test", &format!("/echo/{p}")), vec![]),
+        with(s.url("api.example.test", &format!("/echo?{p}=1")), vec![]),
+        with(
+            s.url("api.example.test", "/echo"),
+            vec![header("x-note", &format!("hello {p}"))],
+        ),
+        with(
+            s.url("api.example.test", "/echo"),
+            vec![
+                header("authorization", &format!("Bearer {p}")),
+                header("x-note", &p),
+            ],
+        ),
+    ];
+    let n = refused_heads.len();
+    for (i, h) in refused_heads.into_iter().enumerate() {
+        let a = forward(&s.agent, h, vec![]).await.expect("refused slot");
+        assert_eq!(
+            (a.head.status, a.reason()),
+            (403, "placeholder_not_allowed_here"),
+            "{i}"
+        );
+    }
+    assert_eq!(s.upstream.received().len(), sent, "a refused slot was sent");
+    let alerts = events(&s.acme, pb::AuditAction::AlertPlaceholderMisuse).await;
+    assert_eq!(alerts.len(), n, "{alerts:?}");
+    let denied = events(&s.acme, pb::AuditAction::CredentialInject).await;
+    assert!(
+        denied
+            .iter()
+            .filter(|e| e.reason_code == "PLACEHOLDER_MISUSE")
+            .count()
+            >= n
+    );
+
+    // Requests refused before their destination is checked still raise
+    // the alert when they carry a placeholder: a malformed URL here.
+    let a = forward(
+        &s.agent,
+        with(s.url("api.example.test", &format!("/echo/..;/{p}")), vec![]),
+        vec![],
+    )
+    .await;
+    expect_invalid(a, "head.url", "malformed with a placeholder");
+    let alerts = events(&s.acme, pb::AuditAction::AlertPlaceholderMisuse).await;
+    assert_eq!(alerts.len(), n + 1, "{alerts:?}");
+
+    // ReportLeak: only the known forms.
+    expect_invalid(
+        s.agent
+            .relay()
+            .report_leak(pb::ReportLeakRequest {
+                credential: Some(reference("svc/slack")),
+                channel: "stdout".into(),
+                form: "rot13".into(),
+                purpose: "e2e".into(),
+            })
+            .await,
+        "form",
+        "unknown form",
+    );
+
+    // With the leak setting on: a placeholder of a credential that does
+    // not exist is no misuse, and revokes nothing (the agent's own exact
+    // grant on that name stands).
+    s.acme
+        .client
+        .admin()
+        .update_tenant_settings(pb::UpdateTenantSettingsRequest {
+            settings: Some(pb::TenantSettings {
+                revoke_grant_on_leak: true,
+                denial_alert: Some(pb::DenialAlert {
+                    threshold: 1000,
+                    window: Some(prost_types::Duration {
+                        seconds: 60,
+                        nanos: 0,
+                    }),
+                    auto_lock: true,
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["revoke_grant_on_leak".into(), "denial_alert".into()],
+            }),
+        })
+        .await
+        .expect("settings");
+    let ghost = grant_to(
+        &s,
+        "svc/ghost",
+        &[pb::Capability::Inject],
+        vec![destination(format!("api.example.test:{}", s.port()), &[])],
+    )
+    .await;
+    let mut h = with(s.url("other.example.test", "/echo"), vec![]);
+    h.headers = vec![header("authorization", &format!("Bearer {p}"))];
+    h.placeholders[0].credential = Some(reference("svc/ghost"));
+    let a = forward(&s.agent, h, vec![]).await.expect("ghost");
+    assert_eq!(a.head.status, 403);
+    let revokes = events(&s.acme, pb::AuditAction::GrantRevoke).await;
+    assert!(
+        !revokes.iter().any(|e| e.detail.contains(&ghost.id)),
+        "a grant was revoked for a missing credential: {revokes:?}"
+    );
+
+    // A shared grant (the agent role's) is never deleted for one
+    // principal's misuse: the alert is raised and, the tenant's denial
+    // alert locking, the principal is locked instead.
+    credential(&s.acme, "svc/shared", api_key(&secret("shared")), None).await;
+    let shared = s
+        .acme
+        .client
+        .policy()
+        .create_grant(pb::CreateGrantRequest {
+            subject: Some(pb::GrantSubject {
+                subject: Some(pb::grant_subject::Subject::Role(pb::Role::Agent as i32)),
+            }),
+            selector: "svc/shared".into(),
+            environments: vec!["dev".into()],
+            capabilities: vec![pb::Capability::Inject as i32],
+            destinations: vec![destination(format!("api.example.test:{}", s.port()), &[])],
+            reason: "e2e".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("role grant")
+        .into_inner()
+        .grant
+        .expect("grant");
+    let mut h = with(s.url("other.example.test", "/echo"), vec![]);
+    h.headers = vec![header("authorization", &format!("Bearer {p}"))];
+    h.placeholders[0].credential = Some(reference("svc/shared"));
+    let a = forward(&s.agent, h, vec![]).await.expect("shared canary");
+    assert_eq!(
+        (a.head.status, a.reason()),
+        (403, "destination_not_allowed")
+    );
+    let revokes = events(&s.acme, pb::AuditAction::GrantRevoke).await;
+    assert!(
+        !revokes.iter().any(|e| e.detail.contains(&shared.id)),
+        "a role grant was revoked: {revokes:?}"
+    );
+    let grants = s
+        .acme
+        .client
+        .policy()
+        .list_grants(pb::ListGrantsRequest::default())
+        .await
+        .expect("list grants")
+        .into_inner()
+        .grants;
+    assert!(grants.iter().any(|g| g.id == shared.id), "role grant gone");
+    assert!(grants.iter().any(|g| g.id == own.id));
+    let locks = events(&s.acme, pb::AuditAction::PrincipalLock).await;
+    assert!(
+        locks.iter().any(|e| e.reason_code == "PLACEHOLDER_MISUSE"),
+        "{locks:?}"
+    );
+    let mut locked = false;
+    for _ in 0..50 {
+        if s.agent
+            .relay()
+            .describe_injection(pb::DescribeInjectionRequest {
+                credentials: vec![reference("svc/slack")],
+            })
+            .await
+            .is_err()
+        {
+            locked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(locked, "the principal was not locked");
+}
+
+/// ReportLeak is rate-limited per principal.
+#[tokio::test]
+async fn leak_reports_are_rate_limited() {
+    let s = setup(
+        Backend::Sqlite,
+        Upstream::start(&["*.example.test"]).await,
+        5000,
+    )
+    .await;
+    credential(&s.acme, "svc/leaky", api_key(&secret("leaky")), None).await;
+    grant_to(
+        &s,
+        "svc/leaky",
+        &[pb::Capability::Inject],
+        vec![destination(format!("api.example.test:{}", s.port()), &[])],
+    )
+    .await;
+    let mut limited = false;
+    for _ in 0..20 {
+        let r = s
+            .agent
+            .relay()
+            .report_leak(pb::ReportLeakRequest {
+                credential: Some(reference("svc/leaky")),
+                channel: "stdout".into(),
+                form: "plain".into(),
+                purpose: "e2e".into(),
+            })
+            .await;
+        match r {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                limited = true;
+                break;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    assert!(limited, "20 leak reports in a row were all accepted");
+    let leaks = events(&s.acme, pb::AuditAction::AlertLeak).await;
+    assert!(leaks.len() <= 6, "{}", leaks.len());
+}
+
+/// A destination that drips its response (a byte at a time, never ending)
+/// cannot keep a use open past `relay.max_duration_ms`.
+#[tokio::test]
+async fn a_dripping_response_ends_at_the_duration_cap() {
+    let s = setup_with(
+        Backend::Sqlite,
+        Upstream::start(&["*.example.test"]).await,
+        1000,
+        vec![("STRONGROOM_RELAY_MAX_DURATION_MS".into(), "2000".into())],
+    )
+    .await;
+    credential(&s.acme, "svc/drip", api_key(&secret("drip")), None).await;
+    grant_to(
+        &s,
+        "svc/drip",
+        &[pb::Capability::Inject],
+        vec![destination(format!("api.example.test:{}", s.port()), &[])],
+    )
+    .await;
+    let mut h = head("GET", s.url("api.example.test", "/drip/200"));
+    h.inject = vec![reference("svc/drip")];
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(20), forward(&s.agent, h, vec![]))
+        .await
+        .expect("the response was not ended by the cap");
+    let elapsed = started.elapsed();
+    expect_code(answer, Code::DeadlineExceeded, "dripping response");
+    assert!(
+        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(10),
+        "{elapsed:?}"
+    );
+    let results = events_at_least(&s.acme, pb::AuditAction::CredentialInjectResult, 1).await;
+    assert!(
+        results.iter().any(|e| e
+            .relay
+            .as_ref()
+            .is_some_and(|r| r.relay_error == "max_duration")),
+        "{results:?}"
+    );
 }

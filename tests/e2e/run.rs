@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use strongroom_e2e::cli::{CliIdentity, finish, python};
-use strongroom_e2e::{Backend, TenantAdmin, TestServer, api_key, grant};
+use strongroom_e2e::{Backend, TenantAdmin, TestServer, api_key, audit_events, grant};
 use strongroom_proto::v1 as pb;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
@@ -127,6 +127,39 @@ async fn env_values_are_masked_in_every_form(backend: Backend) {
     assert!(
         !server.logs.contains(DB_PASSWORD),
         "the value in the server's logs"
+    );
+
+    // The lease the run obtained (its reveal) was released when the child
+    // exited, and the release is in the tenant's audit chain.
+    let of = |action: pb::AuditAction| {
+        let client = acme.client.clone();
+        let principal = agent_id.clone();
+        async move {
+            audit_events(
+                &client,
+                pb::QueryEventsRequest {
+                    actions: vec![action as i32],
+                    ..Default::default()
+                },
+            )
+            .await
+            .into_iter()
+            .filter(|e| e.principal_id == principal)
+            .collect::<Vec<_>>()
+        }
+    };
+    let reveals = of(pb::AuditAction::CredentialReveal).await;
+    assert_eq!(reveals.len(), 1, "{reveals:?}");
+    let lease = reveals[0].lease_id.clone();
+    assert!(!lease.is_empty(), "the reveal began no lease: {reveals:?}");
+    let released = of(pb::AuditAction::LeaseRelease).await;
+    assert!(
+        released.iter().any(|e| e.lease_id == lease),
+        "no release of lease {lease} in the audit chain: {released:?}"
+    );
+    assert!(
+        of(pb::AuditAction::LeaseExpire).await.is_empty(),
+        "the lease was left to expire"
     );
 }
 

@@ -311,6 +311,28 @@ async fn handle(
     } else if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         reply(200, b"slow".to_vec())
+    } else if let Some(ms) = path.strip_prefix("/drip/") {
+        // One byte every `ms` milliseconds, for ever (until the client
+        // goes away).
+        let every = Duration::from_millis(ms.parse().unwrap_or(100));
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+        tokio::spawn(async move {
+            loop {
+                if tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"."))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        Response::builder()
+            .status(200)
+            .body(StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed())
+            .expect("response")
     } else if let Some(n) = path.strip_prefix("/bytes/") {
         reply(200, vec![b'x'; n.parse().unwrap_or(0)])
     } else if let Some(file) = path.strip_prefix("/files/") {

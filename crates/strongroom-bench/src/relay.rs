@@ -92,6 +92,7 @@ impl RelayBench {
                     host: format!("{HOST}:{port}"),
                     methods: vec!["GET".into()],
                     path_prefixes: vec!["/echo".into()],
+                    ..Default::default()
                 }],
                 reason: "benchmark".into(),
                 ..Default::default()

@@ -126,6 +126,17 @@ impl InjectionTemplate {
         }
     }
 
+    /// The slot this template puts a value in, where a placeholder of the
+    /// credential may stand: (header name, lower case) or (query parameter
+    /// name). Bearer and basic name `authorization`.
+    pub fn slot(&self) -> (Option<String>, Option<String>) {
+        match self {
+            Self::Bearer { .. } | Self::Basic => (Some("authorization".to_owned()), None),
+            Self::Header { name, .. } => (Some(name.to_ascii_lowercase()), None),
+            Self::Query { name, .. } => (None, Some(name.clone())),
+        }
+    }
+
     /// The field used when a template or a placeholder names none: the
     /// type's one secret a request carries (`api_key`, `access_token`,
     /// `password`), or a custom value's only field.

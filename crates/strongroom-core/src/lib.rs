@@ -20,6 +20,7 @@ pub mod lease;
 pub mod names;
 pub mod net;
 pub mod page;
+pub mod placeholder;
 pub mod policy;
 pub mod principal;
 pub mod scope;

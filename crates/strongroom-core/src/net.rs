@@ -158,10 +158,13 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Internal> {
 }
 
 /// Exact `host:port` pairs the server may connect to although they
-/// resolve to internal addresses (the server's `relay.allow_internal`).
+/// resolve to internal addresses (the server's `relay.allow_internal`),
+/// each for every tenant (`host:port`) or for one tenant, by name
+/// (`tenant/host:port`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowList {
-    entries: HashSet<(String, u16)>,
+    /// (tenant name or `None` for every tenant, host, port).
+    entries: HashSet<(Option<String>, String, u16)>,
 }
 
 /// A configuration entry that is not what it must be.
@@ -170,26 +173,40 @@ pub struct AllowList {
 pub struct ConfigEntryError(pub String);
 
 impl AllowList {
-    /// Parses `host:port` entries (no wildcards; IPv6 literals in
-    /// brackets).
+    /// Parses `host:port` entries (every tenant) and `tenant/host:port`
+    /// entries (that tenant only, by name); no wildcards, IPv6 literals in
+    /// brackets.
     pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Self, ConfigEntryError> {
         let mut list = Self::default();
         for entry in entries {
-            let (host, port) = split_host_port(entry.trim()).ok_or_else(|| {
+            let (tenant, target) = match entry.trim().split_once('/') {
+                Some((t, rest)) => {
+                    crate::names::TenantName::parse(t, "relay.allow_internal").map_err(|_| {
+                        ConfigEntryError(format!("`{entry}`: `{t}` is not a tenant name"))
+                    })?;
+                    (Some(t.to_owned()), rest)
+                }
+                None => (None, entry.trim()),
+            };
+            let (host, port) = split_host_port(target).ok_or_else(|| {
                 ConfigEntryError(format!(
                     "`{entry}` is not host:port (with an explicit port)"
                 ))
             })?;
             let host = normalize_host(host)
                 .ok_or_else(|| ConfigEntryError(format!("`{entry}`: not a host name")))?;
-            list.entries.insert((host, port));
+            list.entries.insert((tenant, host, port));
         }
         Ok(list)
     }
 
-    /// Whether `host` (normalised) and `port` are listed exactly.
-    pub fn allows(&self, host: &str, port: u16) -> bool {
-        self.entries.contains(&(host.to_owned(), port))
+    /// Whether `host` (normalised) and `port` are listed exactly, for
+    /// every tenant or for the tenant named `tenant`.
+    pub fn allows(&self, tenant: &str, host: &str, port: u16) -> bool {
+        self.entries.contains(&(None, host.to_owned(), port))
+            || self
+                .entries
+                .contains(&(Some(tenant.to_owned()), host.to_owned(), port))
     }
 
     /// Whether the list is empty.
@@ -423,8 +440,10 @@ fn split_authority(authority: &str, scheme: Scheme) -> Result<(String, u16), Tar
 ///
 /// - percent-encoded unreserved characters (letters, digits, `-._~`) are
 ///   decoded (so `%2e` is `.`), other escapes kept with upper-case hex;
-///   encoded `/`, `\`, `%` (a second round of decoding), NUL and control
-///   characters are refused, as are
+///   encoded `/`, `\`, `%` (a second round of decoding), `;` (a path
+///   parameter some servers strip: `..%3B` would be `..`), NUL and control
+///   characters are refused, as are escapes of bytes outside ASCII (UTF-8
+///   and overlong forms such as `%C0%AE`, which some decoders read as `.`),
 ///   invalid escapes, a literal `\`, and anything outside printable ASCII;
 /// - empty segments (`//`) are collapsed, `.` segments dropped, `..`
 ///   segments remove the one before; a `..` at the root (an attempt to
@@ -484,7 +503,12 @@ fn decode_segment(raw: &str) -> Option<String> {
             let v = u8::from_str_radix(hex, 16).ok()?;
             if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
                 out.push(char::from(v));
-            } else if v == b'/' || v == b'\\' || v < 0x20 || v == 0x7f || v == b'%' {
+            } else if v == b'/'
+                || v == b'\\'
+                || !(0x20..0x7f).contains(&v)
+                || v == b'%'
+                || v == b';'
+            {
                 return None;
             } else {
                 out.push('%');
@@ -610,13 +634,32 @@ mod tests {
     #[test]
     fn allow_list_is_exact() {
         let list = AllowList::parse(["API.internal.test.:8443", "[::1]:443"]).unwrap();
-        assert!(list.allows("api.internal.test", 8443));
-        assert!(!list.allows("api.internal.test", 443));
-        assert!(!list.allows("x.api.internal.test", 8443));
-        assert!(list.allows("::1", 443));
-        for bad in ["api.test", "api.test:", "api.test:0", "*.test:443", "a b:1"] {
+        assert!(list.allows("acme", "api.internal.test", 8443));
+        assert!(list.allows("globex", "api.internal.test", 8443));
+        assert!(!list.allows("acme", "api.internal.test", 443));
+        assert!(!list.allows("acme", "x.api.internal.test", 8443));
+        assert!(list.allows("acme", "::1", 443));
+        for bad in [
+            "api.test",
+            "api.test:",
+            "api.test:0",
+            "*.test:443",
+            "a b:1",
+            "/api.test:443",
+            "Not A Tenant/api.test:443",
+            "acme/api.test",
+        ] {
             assert!(AllowList::parse([bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn allow_list_entries_can_be_scoped_to_a_tenant() {
+        let list = AllowList::parse(["acme/vault.internal.test:8443", "shared.test:443"]).unwrap();
+        assert!(list.allows("acme", "vault.internal.test", 8443));
+        assert!(!list.allows("globex", "vault.internal.test", 8443));
+        assert!(!list.allows("acme", "vault.internal.test", 443));
+        assert!(list.allows("globex", "shared.test", 443));
     }
 
     #[test]
@@ -716,6 +759,19 @@ mod tests {
             "/v1/%2",
             "/v1/%252e%252e",
             "/v1/\u{e9}",
+            // A path parameter hidden by encoding: `..%3B` is `..;`.
+            "/public/..%3B/admin",
+            "/public/..%3b/admin",
+            "/public/%2e%2e%3B/admin",
+            "/public/.%3B/admin",
+            "/public/x%3Bjsessionid=1",
+            "/public/%2e%2e;jsessionid=1/admin",
+            // Non-ASCII and overlong escapes (`%C0%AE` reads as `.` to a
+            // lax UTF-8 decoder).
+            "/public/%C0%AE%C0%AE/admin",
+            "/public/%c0%ae/admin",
+            "/caf%C3%A9",
+            "/x%7F",
         ] {
             assert_eq!(normalize_path(bad), None, "{bad}");
         }

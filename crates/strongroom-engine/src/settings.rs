@@ -14,6 +14,14 @@ pub const DEFAULT_SCAN_LIMIT: RateLimit = RateLimit {
 
 /// How long a `request_id` is remembered by default (see `common.proto`).
 pub const DEFAULT_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Each principal's ReportLeak rate limit: 20 reports a minute, in bursts
+/// of at most 5 (a report writes alerts and may revoke grants or lock the
+/// reporter, so it must not become a way to flood the audit chain).
+pub const LEAK_REPORT_LIMIT: RateLimit = RateLimit {
+    enabled: true,
+    per_minute: 20,
+    burst: 5,
+};
 
 /// Bounds the engine keeps to: how long an audit record may take, lease
 /// lengths, and how long cached state is trusted.

@@ -204,7 +204,7 @@ pub enum GrantSubject {
 }
 
 /// Where the relay may inject a credential.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Destination {
     /// Host name, exact or `*.example.com` (any subdomain, not the apex),
     /// optionally with `:port` (without one, only the scheme's default
@@ -216,6 +216,15 @@ pub struct Destination {
     /// normalised path (see [`crate::net::path_has_prefix`]); empty means
     /// any.
     pub path_prefixes: Vec<String>,
+    /// Header names (lower case) whose values may carry a placeholder of a
+    /// credential this grant covers, besides the slot its injection
+    /// template names; see [`crate::placeholder`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placeholder_headers: Vec<String>,
+    /// Query parameter names whose values may carry a placeholder, besides
+    /// the slot the credential's injection template names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placeholder_query: Vec<String>,
 }
 
 impl Destination {
@@ -248,6 +257,47 @@ impl Destination {
                     "must be a path that normalises (no '..' above the root, no encoded '/')",
                 ));
             }
+        }
+        for h in &self.placeholder_headers {
+            if h.is_empty()
+                || h.len() > 128
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            {
+                return Err(Error::invalid(
+                    "destinations.placeholder_headers",
+                    "must be lower-case header names (letters, digits, '-', '_')",
+                ));
+            }
+            if matches!(
+                h.as_str(),
+                "host" | "content-length" | "transfer-encoding" | "connection" | "cookie"
+            ) {
+                return Err(Error::invalid(
+                    "destinations.placeholder_headers",
+                    "may not name host, framing or cookie headers",
+                ));
+            }
+        }
+        for q in &self.placeholder_query {
+            if q.is_empty()
+                || q.len() > 128
+                || !q.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'[' | b']')
+                })
+            {
+                return Err(Error::invalid(
+                    "destinations.placeholder_query",
+                    "must be query parameter names (letters, digits, '-', '_', '.', '[', ']')",
+                ));
+            }
+        }
+        if self.placeholder_headers.len() > 16 || self.placeholder_query.len() > 16 {
+            return Err(Error::invalid(
+                "destinations.placeholder_headers",
+                "at most 16 header and 16 query parameter names",
+            ));
         }
         Ok(())
     }
@@ -668,6 +718,7 @@ mod tests {
             host: "*.openai.com".into(),
             methods: vec!["POST".into()],
             path_prefixes: vec!["/v1".into()],
+            ..Default::default()
         };
         let allows = |d: &Destination, url: &str, method: &str| {
             d.allows(&RequestTarget::parse(url).unwrap(), method)
@@ -687,6 +738,7 @@ mod tests {
             host: "api.example.test:8443".into(),
             methods: vec![],
             path_prefixes: vec![],
+            ..Default::default()
         };
         assert!(with_port.validate().is_ok());
         assert!(allows(&with_port, "https://api.example.test:8443/x", "GET"));
@@ -704,6 +756,7 @@ mod tests {
                 host: bad.into(),
                 methods: vec![],
                 path_prefixes: vec![],
+                ..Default::default()
             };
             assert!(d.validate().is_err(), "{bad}");
         }

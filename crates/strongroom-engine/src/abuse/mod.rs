@@ -71,6 +71,8 @@ pub enum Limit {
     Calls,
     /// Too many text scans.
     Scans,
+    /// Too many leak reports.
+    LeakReports,
 }
 
 impl Limit {
@@ -78,7 +80,7 @@ impl Limit {
     pub const fn reason(&self) -> Reason {
         match self {
             Self::DeniedCalls => Reason::DeniedCallLimit,
-            Self::Calls | Self::Scans => Reason::CallLimit,
+            Self::Calls | Self::Scans | Self::LeakReports => Reason::CallLimit,
         }
     }
 
@@ -88,6 +90,7 @@ impl Limit {
             Self::DeniedCalls => "too many denied calls",
             Self::Calls => "too many calls",
             Self::Scans => "too many scans",
+            Self::LeakReports => "too many leak reports",
         }
     }
 }
@@ -162,6 +165,7 @@ pub struct AbuseGuard {
     denied: Budgets,
     calls: Budgets,
     scans: Budgets,
+    leak_reports: Budgets,
     blocked: RwLock<HashMap<Key, (Instant, Limit)>>,
     denials: Mutex<HashMap<Key, DenialWindow>>,
     refusals: Mutex<HashMap<Key, RefusalWindow>>,
@@ -228,6 +232,30 @@ impl AbuseGuard {
             None => Ok(()),
             Some(wait) => Err(Refusal {
                 limit: Limit::Scans,
+                retry_after: wait,
+            }),
+        }
+    }
+
+    /// Whether the scope's principal may report a leak now, under `limit`
+    /// (its own budget: a report may revoke grants and write alerts).
+    pub(crate) fn admit_leak_report(
+        &self,
+        scope: &TenantScope<'_>,
+        limit: RateLimit,
+    ) -> Result<(), Refusal> {
+        if !limit.enabled {
+            return Ok(());
+        }
+        match self.leak_reports.check(
+            scope.tenant_id(),
+            scope.principal().id,
+            limit,
+            Instant::now(),
+        ) {
+            None => Ok(()),
+            Some(wait) => Err(Refusal {
+                limit: Limit::LeakReports,
                 retry_after: wait,
             }),
         }
@@ -497,14 +525,30 @@ impl Engine {
         if !lock {
             return;
         }
+        self.lock_principal(scope, denial, Reason::DenialThreshold, denials)
+            .await;
+    }
+
+    /// Disables the scope's principal (`principal.lock`, recorded with
+    /// `reason`), as `auto_lock` does; `denials` is what the event counts
+    /// (0 for a lock after misuse rather than a count of denials).
+    pub(crate) async fn lock_principal(
+        &self,
+        scope: &TenantScope<'_>,
+        cause: &AuditDraft,
+        reason: Reason,
+        denials: u32,
+    ) {
+        let principal = scope.principal();
+        let timeout = self.limits().audit_timeout;
         let mut draft = scope.audit_at(
             Action::PrincipalLock,
             Outcome::Allowed,
-            Reason::DenialThreshold.as_str(),
+            reason.as_str(),
             self.now(),
         );
-        draft.peer.clone_from(&denial.peer);
-        draft.request_id.clone_from(&denial.request_id);
+        draft.peer.clone_from(&cause.peer);
+        draft.request_id.clone_from(&cause.request_id);
         draft.detail = Some(AuditDetail::PrincipalLock {
             principal: principal.id,
             denials,
@@ -522,9 +566,9 @@ impl Engine {
         {
             Ok(Ok(_)) => self.callers_changed(scope.tenant_id()),
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "could not lock a principal after repeated denials")
+                tracing::error!(error = %e, "could not lock a principal")
             }
-            Err(_) => tracing::error!("locking a principal after repeated denials timed out"),
+            Err(_) => tracing::error!("locking a principal timed out"),
         }
     }
 }

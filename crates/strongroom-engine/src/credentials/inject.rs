@@ -14,11 +14,23 @@
 //!   checked path as a reveal) before anything is sent upstream: if that
 //!   record cannot be written, nothing is sent (fail-closed); its outcome
 //!   is recorded after (`credential.inject_result`);
-//! - a refusal is audited as denied with its reason code; a placeholder
-//!   sent to a destination its credential's grants do not allow raises
-//!   `alert.placeholder_misuse` and, with the tenant setting
-//!   `revoke_grant_on_leak`, revokes those grants (through the normal
-//!   revoke path, so every server's caches drop them).
+//! - a placeholder is replaced only in the slot the credential's injection
+//!   template names (`authorization` for bearer and basic, the template's
+//!   header or query parameter) or in the header and query parameter names
+//!   the allowing destination lists (`placeholder_headers`,
+//!   `placeholder_query`); a placeholder anywhere else (another header or
+//!   parameter, the path, a name) is refused as `PLACEHOLDER_MISUSE`: the
+//!   agent does not choose where a value goes;
+//! - a refusal is audited as denied with its reason code; a refused
+//!   placeholder raises `alert.placeholder_misuse`. Only misuse (a
+//!   destination or slot not allowed, for an existing credential the caller
+//!   holds inject on) has consequences, and only with the tenant setting
+//!   `revoke_grant_on_leak`: the caller's own grants naming the credential
+//!   exactly are revoked (through the normal revoke path, so every server's
+//!   caches drop them); a grant it shares (a role grant, or a selector
+//!   pattern such as `llm/*` or `*`) is never deleted for one principal's
+//!   misuse; instead, if the tenant's `denial_alert.auto_lock` is on, the
+//!   principal is locked (admins excepted).
 
 use std::time::Duration;
 
@@ -27,7 +39,8 @@ use strongroom_core::credential::{Credential, Injected, InjectionTemplate};
 use strongroom_core::ids::GrantId;
 use strongroom_core::names::{CredentialName, Environment};
 use strongroom_core::net::RequestTarget;
-use strongroom_core::policy::{Capability, Destination, Grant, Reason};
+use strongroom_core::placeholder::{Slot, slots_allowed};
+use strongroom_core::policy::{Capability, Destination, Grant, GrantSubject, Reason, Selector};
 use strongroom_core::principal::Role;
 use strongroom_core::scope::{Authenticated, TenantScope};
 use strongroom_core::store::{Change, RevealCheck};
@@ -65,6 +78,9 @@ pub struct InjectionUse {
     pub credential: InjectionRef,
     /// How.
     pub kind: UseKind,
+    /// Where the request carries the placeholder (empty for a template
+    /// use); see [`strongroom_core::placeholder::find`].
+    pub slots: Vec<Slot>,
 }
 
 /// A request the relay is asked to forward, as far as the engine needs it:
@@ -207,8 +223,16 @@ enum Decided {
         reason: Reason,
         credential: Option<Credential>,
         /// The grants giving inject on it (for a placeholder's alert).
-        grants: Vec<GrantId>,
+        grants: Vec<Grant>,
     },
+}
+
+/// Whether a leak or misuse may revoke `grant` by itself: only a grant of
+/// the principal alone (not its role's) naming one credential exactly. A
+/// shared grant is never deleted for one principal's misuse.
+fn own_exact_grant(grant: &Grant, principal: strongroom_core::ids::PrincipalId) -> bool {
+    grant.subject == GrantSubject::Principal(principal)
+        && matches!(grant.selector, Selector::Exact(_))
 }
 
 impl Engine {
@@ -347,12 +371,12 @@ impl Engine {
             .copied()
             .filter(|g| !g.is_expired(now))
             .collect();
-        let grant_ids: Vec<GrantId> = live.iter().map(|g| g.id).collect();
+        let grant_ids: Vec<Grant> = live.iter().map(|g| (*g).clone()).collect();
         let reference = CredentialRef::Path(r.environment.clone(), r.name.clone());
         let cached = match self.cached_credential(scope, &reference).await {
             Ok(c) => c,
             Err(Error::NotFound(_)) => {
-                return refused(Reason::CredentialNotFound, None, grant_ids);
+                return refused(Reason::CredentialNotFound, None, vec![]);
             }
             Err(e) => return Err(e),
         };
@@ -365,13 +389,42 @@ impl Engine {
             };
             return refused(reason, Some(credential.clone()), grant_ids);
         }
-        let Some(grant) = live.iter().find(|g| {
-            g.destinations
-                .iter()
-                .any(|d| d.allows(&request.target, &request.method))
-        }) else {
+        let allowing: Vec<(&Grant, &Destination)> = live
+            .iter()
+            .flat_map(|g| {
+                g.destinations
+                    .iter()
+                    .filter(|d| d.allows(&request.target, &request.method))
+                    .map(move |d| (*g, d))
+            })
+            .collect();
+        if allowing.is_empty() {
             return refused(
                 Reason::DestinationNotAllowed,
+                Some(credential.clone()),
+                grant_ids,
+            );
+        }
+        // A placeholder only where the template puts the value, or where
+        // the allowing destination lists.
+        let (template_header, template_query) = credential
+            .injection
+            .clone()
+            .or_else(|| InjectionTemplate::default_for(credential.kind))
+            .map(|t| t.slot())
+            .unwrap_or_default();
+        let Some(&(grant, _)) = allowing.iter().find(|(_, d)| match &u.kind {
+            UseKind::Template => true,
+            UseKind::Placeholder(_) => {
+                let mut headers = d.placeholder_headers.clone();
+                headers.extend(template_header.clone());
+                let mut query = d.placeholder_query.clone();
+                query.extend(template_query.clone());
+                slots_allowed(&u.slots, &headers, &query)
+            }
+        }) else {
+            return refused(
+                Reason::PlaceholderMisuse,
                 Some(credential.clone()),
                 grant_ids,
             );
@@ -453,7 +506,7 @@ impl Engine {
         scope: &TenantScope<'_>,
         ctx: &CallContext,
         request: &InjectionRequest,
-        refusals: Vec<(&InjectionUse, Reason, Option<Credential>, Vec<GrantId>)>,
+        refusals: Vec<(&InjectionUse, Reason, Option<Credential>, Vec<Grant>)>,
     ) -> Refused {
         let target = &request.target;
         let (host, path) = (target.authority(), target.path.clone());
@@ -487,7 +540,25 @@ impl Engine {
                 continue;
             }
             answer.alerted = true;
-            let revoked = revoke && !grants.is_empty();
+            // Misuse: a destination or slot not allowed for an existing
+            // credential the caller holds inject on.
+            let misuse = credential.is_some()
+                && matches!(
+                    reason,
+                    Reason::DestinationNotAllowed | Reason::PlaceholderMisuse
+                );
+            let principal = scope.principal();
+            let (own, shared): (Vec<&Grant>, Vec<&Grant>) = grants
+                .iter()
+                .partition(|g| own_exact_grant(g, principal.id));
+            let revoked = revoke && misuse && !own.is_empty();
+            let lock = revoke
+                && misuse
+                && !shared.is_empty()
+                && scope.tenant().settings.denial_alert.auto_lock
+                && principal.role != Role::Admin;
+            let grants: Vec<GrantId> = grants.iter().map(|g| g.id).collect();
+            let own: Vec<GrantId> = own.iter().map(|g| g.id).collect();
             let mut alert = d;
             alert.id = strongroom_core::ids::EventId::generate();
             alert.action = Action::AlertPlaceholderMisuse;
@@ -500,11 +571,15 @@ impl Engine {
                 path: path.clone(),
                 revoked,
             });
-            if let Err(e) = self.audit(scope, alert).await {
+            if let Err(e) = self.audit(scope, alert.clone()).await {
                 tracing::error!(error = %e, "could not record a placeholder misuse alert");
             }
+            if lock {
+                self.lock_principal(scope, &alert, Reason::PlaceholderMisuse, 0)
+                    .await;
+            }
             if revoked {
-                for id in grants {
+                for id in own {
                     if answer.revoked.contains(&id) {
                         continue;
                     }
@@ -527,6 +602,54 @@ impl Engine {
             }
         }
         answer
+    }
+
+    /// Raises `alert.placeholder_misuse` for each credential whose
+    /// placeholder a request carried that the relay refused before its
+    /// uses were decided (a malformed head, too many in flight, a body
+    /// over the limit): a placeholder is a canary whatever refuses it.
+    /// `target` is the parsed target and method when the head parsed.
+    /// Nothing is revoked; a failure to record is logged.
+    pub async fn alert_refused_placeholders(
+        &self,
+        caller: &Authenticated,
+        ctx: &CallContext,
+        credentials: &[InjectionRef],
+        target: Option<(&RequestTarget, &str)>,
+        why: &str,
+    ) {
+        let Ok(scope) = caller.tenant_scope() else {
+            return;
+        };
+        let (host, method, path) = match target {
+            Some((t, m)) => (t.authority(), m.to_owned(), t.path.clone()),
+            None => (String::new(), String::new(), String::new()),
+        };
+        for r in credentials {
+            let mut alert = self.draft(
+                &scope,
+                ctx,
+                Action::AlertPlaceholderMisuse,
+                Outcome::Denied,
+                Reason::PlaceholderMisuse,
+            );
+            alert.credential_name = Some(r.name.to_string());
+            alert.environment = Some(r.environment.to_string());
+            alert.detail = Some(AuditDetail::PlaceholderMisuse {
+                grants: vec![],
+                host: host.clone(),
+                method: method.clone(),
+                path: path.clone(),
+                revoked: false,
+            });
+            tracing::warn!(
+                refused = why,
+                "a request carrying a placeholder was refused early"
+            );
+            if let Err(e) = self.audit(&scope, alert).await {
+                tracing::error!(error = %e, "could not record a placeholder misuse alert");
+            }
+        }
     }
 
     /// Revokes a grant because of a leak, through the normal revoke path:
@@ -677,7 +800,7 @@ impl Engine {
     /// on it. Returns whether grants were revoked.
     pub async fn report_leak(
         &self,
-        caller: &Authenticated,
+        caller: &std::sync::Arc<Authenticated>,
         ctx: &CallContext,
         reference: &InjectionRef,
         channel: &str,
@@ -686,6 +809,29 @@ impl Engine {
     ) -> Result<bool> {
         let scope = caller.tenant_scope()?;
         let principal = scope.principal();
+        if !strongroom_scan::Form::ALL
+            .iter()
+            .any(|f| f.as_str() == form)
+        {
+            return Err(Error::invalid(
+                "form",
+                "must be one of plain, base64, base64url, url, hex, json",
+            ));
+        }
+        if let Err(refusal) = self
+            .abuse()
+            .admit_leak_report(&scope, crate::settings::LEAK_REPORT_LIMIT)
+        {
+            self.record_rate_limited(caller, ctx, "ReportLeak", &refusal)
+                .await;
+            return Err(Error::ResourceExhausted(
+                format!(
+                    "too many leak reports; retry in {} s",
+                    refusal.retry_after.as_secs().max(1)
+                )
+                .into(),
+            ));
+        }
         let path = CredentialRef::Path(reference.environment.clone(), reference.name.clone());
         self.refuse_unseen(&scope, ctx, Action::AlertLeak, Capability::Inject, &path)
             .await?;
@@ -709,7 +855,8 @@ impl Engine {
         {
             return Err(self.hide_refusal(&scope, credential, e).await);
         }
-        let grants: Vec<GrantId> = self
+        let now = self.now();
+        let covering: Vec<Grant> = self
             .grants_for(&scope, principal)
             .await?
             .iter()
@@ -717,10 +864,22 @@ impl Engine {
                 g.applies_to(principal)
                     && g.capabilities.allows(Capability::Inject)
                     && g.covers(&credential.environment, &credential.name)
+                    && !g.is_expired(now)
             })
+            .cloned()
+            .collect();
+        let grants: Vec<GrantId> = covering.iter().map(|g| g.id).collect();
+        let own: Vec<GrantId> = covering
+            .iter()
+            .filter(|g| own_exact_grant(g, principal.id))
             .map(|g| g.id)
             .collect();
-        let revoke = scope.tenant().settings.revoke_grant_on_leak && !grants.is_empty();
+        let setting = scope.tenant().settings.revoke_grant_on_leak;
+        let revoke = setting && !own.is_empty();
+        let lock = setting
+            && own.len() < covering.len()
+            && scope.tenant().settings.denial_alert.auto_lock
+            && principal.role != Role::Admin;
         let mut d = self.credential_draft(
             &scope,
             ctx,
@@ -736,9 +895,13 @@ impl Engine {
             form: form.to_owned(),
             revoked: revoke,
         });
-        self.audit(&scope, d).await?;
+        self.audit(&scope, d.clone()).await?;
+        if lock {
+            self.lock_principal(&scope, &d, Reason::LeakReported, 0)
+                .await;
+        }
         if revoke {
-            for id in grants {
+            for id in own {
                 self.revoke_for_leak(
                     &scope,
                     ctx,

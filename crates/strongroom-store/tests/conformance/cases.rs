@@ -1680,6 +1680,7 @@ pub async fn grants_lifecycle_and_filters(store: Arc<dyn Store>) {
         host: "*.openai.com".into(),
         methods: vec!["POST".into()],
         path_prefixes: vec!["/v1/".into()],
+        ..Default::default()
     }];
     g2.expires_at = Some(Timestamp::now().plus(Duration::from_secs(3600)));
     let g3 = grant(

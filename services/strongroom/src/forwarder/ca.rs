@@ -4,6 +4,15 @@
 //! exists only in this process's memory (never written anywhere) and dies
 //! with the run; only its certificate is written, into the CA bundle the
 //! child is pointed at.
+//!
+//! Its certificates are valid for [`VALIDITY`] (24 hours, from an hour
+//! before the run started, for clock skew); a run that lasts longer needs
+//! a restart. The CA carries no name constraints: the forwarder terminates
+//! every tunnel the child opens, to any host, so there is no set of names
+//! to permit; what bounds it is that its key never leaves this process and
+//! the child is the only one pointed at it. At most [`MAX_CACHED_HOSTS`]
+//! hosts' configurations are kept; beyond, one is dropped (and minted again
+//! if needed).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +27,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// Certificates are valid from shortly before the run started (clock skew)
 /// for this long: a run outliving it needs a restart.
-const VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+const VALIDITY: Duration = Duration::from_secs(24 * 3600);
+
+/// Hosts whose TLS configurations are kept.
+const MAX_CACHED_HOSTS: usize = 256;
 
 /// The per-run CA and the TLS configurations of the hosts it has minted
 /// certificates for.
@@ -82,10 +94,17 @@ impl RunCa {
             return Ok(Arc::clone(config));
         }
         let config = Arc::new(self.mint(&host).map_err(|e| format!("{host}: {e}"))?);
-        self.servers
+        let mut servers = self
+            .servers
             .lock()
-            .map_err(|_| "certificate cache poisoned".to_owned())?
-            .insert(host, Arc::clone(&config));
+            .map_err(|_| "certificate cache poisoned".to_owned())?;
+        if servers.len() >= MAX_CACHED_HOSTS
+            && !servers.contains_key(&host)
+            && let Some(evicted) = servers.keys().next().cloned()
+        {
+            servers.remove(&evicted);
+        }
+        servers.insert(host, Arc::clone(&config));
         Ok(config)
     }
 
@@ -131,5 +150,25 @@ mod tests {
             .server_config("127.0.0.1")
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(!Arc::ptr_eq(&a, &c));
+    }
+
+    #[test]
+    fn certificates_last_a_day_at_most() {
+        let (not_before, not_after) = window();
+        let span = not_after
+            .duration_since(not_before)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(span <= Duration::from_secs(25 * 3600), "{span:?}");
+    }
+
+    #[test]
+    fn the_host_cache_is_bounded() {
+        let ca = RunCa::generate().unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..MAX_CACHED_HOSTS + 8 {
+            ca.server_config(&format!("h{i}.example.test"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let cached = ca.servers.lock().map(|s| s.len()).unwrap_or_default();
+        assert_eq!(cached, MAX_CACHED_HOSTS);
     }
 }

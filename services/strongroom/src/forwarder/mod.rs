@@ -10,8 +10,10 @@
 //!   injected by template; otherwise the forwarder sends them on itself
 //!   ([`upstream`]), verifying the real upstream's certificate.
 //! - Plain `http://` requests are passed on; one carrying a placeholder is
-//!   refused with 403 and never forwarded (a credential only ever travels
-//!   over HTTPS).
+//!   never passed on: it is handed to the server's relay, which refuses it
+//!   (403 `placeholder_over_http`, a credential only ever travels over
+//!   HTTPS) and records the alert, so the misuse is seen by the tenant and
+//!   not only by this process.
 
 mod ca;
 mod relay;
@@ -408,7 +410,7 @@ fn passed_on(response: Response<Incoming>) -> Response<Body> {
 }
 
 /// A plain-HTTP proxy request (`GET http://host/...`): passed on unless it
-/// carries a placeholder.
+/// carries a placeholder, which the server's relay refuses and records.
 async fn plain(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
     if shared.settings.routes.carries_placeholder(&parts) {
@@ -416,6 +418,25 @@ async fn plain(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body
             "strongroom run: refused a plain-HTTP request to {} carrying a placeholder",
             parts.uri.host().unwrap_or("?")
         );
+        if let (Some(relay), Some(authority)) =
+            (&shared.settings.relay, parts.uri.authority().cloned())
+        {
+            // The relay refuses it (a placeholder never goes over plain
+            // HTTP) and raises the alert in the tenant's audit chain.
+            let (host, port) = host_port(&authority, 80);
+            let route = shared.settings.routes.route(&host, port, &parts);
+            let path = parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            let url = format!("http://{}{path}", authority.as_str());
+            let response = relay.forward(url, parts, body, route).await;
+            if response.status() == StatusCode::FORBIDDEN {
+                return response;
+            }
+            // Whatever else the relay answered, nothing is sent.
+        }
         return text(
             StatusCode::FORBIDDEN,
             "strongroom run: a placeholder is never sent over plain HTTP; use https://",

@@ -1,7 +1,14 @@
 //! Which requests go through the server's relay: those carrying a
-//! placeholder (in a header or the query) and those to a destination of a
-//! credential injected by template. Everything else the forwarder passes on
-//! itself, with no credential.
+//! placeholder and those to a destination of a credential injected by
+//! template. Everything else the forwarder passes on itself, with no
+//! credential.
+//!
+//! A placeholder is found as the server finds it, with the same code
+//! ([`strongroom_core::placeholder`]): in the path, query parameter names
+//! and values, header names and values, percent-encoded or inside basic
+//! credentials. A request carrying one always goes to the relay, which
+//! decides whether it may be replaced there (and raises the alert when
+//! not): a disguised placeholder is never passed on unseen.
 
 use base64::Engine as _;
 use strongroom_proto::v1 as pb;
@@ -69,13 +76,14 @@ impl Routes {
     pub(crate) fn route(&self, host: &str, port: u16, parts: &http::request::Parts) -> RelayRoute {
         let mut route = RelayRoute::default();
         for injection in &self.injections {
+            // Where the command put the placeholder, the value goes there
+            // (e.g. inside basic credentials), not also by template.
             if carries(parts, injection.placeholder.as_bytes()) {
                 route.placeholders.push(pb::Placeholder {
                     placeholder: injection.placeholder.clone(),
                     credential: Some(injection.credential.clone()),
                 });
-            }
-            if injection.template_destinations.iter().any(|d| {
+            } else if injection.template_destinations.iter().any(|d| {
                 destination_matches(d, host, port, parts.method.as_str(), parts.uri.path())
             }) {
                 route.inject.push(injection.credential.clone());
@@ -85,19 +93,17 @@ impl Routes {
     }
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 fn carries(parts: &http::request::Parts, placeholder: &[u8]) -> bool {
-    parts
-        .uri
-        .query()
-        .is_some_and(|q| contains(q.as_bytes(), placeholder))
-        || parts
+    let placeholder = String::from_utf8_lossy(placeholder);
+    strongroom_core::placeholder::carried(
+        &placeholder,
+        parts.uri.path(),
+        parts.uri.query(),
+        parts
             .headers
-            .values()
-            .any(|v| contains(v.as_bytes(), placeholder))
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+    )
 }
 
 /// Whether a grant destination covers the request: host exact or `*.`
@@ -150,6 +156,7 @@ mod tests {
             host: host.into(),
             methods: methods.iter().map(|m| (*m).to_owned()).collect(),
             path_prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+            ..Default::default()
         }
     }
 
@@ -259,5 +266,43 @@ mod tests {
         assert_eq!(r.inject, vec![credential]);
         assert!(routes.route("other.test", 443, &template).is_empty());
         assert!(!routes.carries_placeholder(&template));
+    }
+
+    #[test]
+    fn disguised_placeholders_are_routed_to_the_relay() {
+        use base64::Engine as _;
+        let p = "strongroom-placeholder-abcdefghijklmnop";
+        let routes = Routes::new(vec![Injection {
+            credential: pb::InjectionRef {
+                environment: "dev".into(),
+                name: "llm/openai".into(),
+                field: String::new(),
+            },
+            placeholder: p.into(),
+            template_destinations: vec![],
+        }]);
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("user:{p}"));
+        for request in [
+            parts("GET", &format!("/v1/{p}"), &[]),
+            parts(
+                "GET",
+                "/x?text=%73trongroom-placeholder-abcdefghijklmnop",
+                &[],
+            ),
+            parts(
+                "GET",
+                "/x?t=strongroom%2Dplaceholder%2Dabcdefghijklmnop",
+                &[],
+            ),
+            parts("GET", "/x", &[("authorization", &format!("Basic {basic}"))]),
+            parts("GET", "/x", &[(&format!("x-{p}"), "1")]),
+        ] {
+            assert!(routes.carries_placeholder(&request), "{request:?}");
+            assert_eq!(
+                routes.route("other.test", 443, &request).placeholders.len(),
+                1,
+                "{request:?}"
+            );
+        }
     }
 }

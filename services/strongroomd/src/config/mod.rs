@@ -344,7 +344,8 @@ pub struct RelayConfig {
     /// `host:port` to the addresses to connect to, instead of DNS.
     pub resolve: std::collections::HashMap<(String, u16), Vec<std::net::IpAddr>>,
     /// Exact `host:port` destinations allowed although they resolve to
-    /// internal addresses (`relay.allow_internal`).
+    /// internal addresses (`relay.allow_internal`): a plain `host:port`
+    /// for every tenant, `tenant/host:port` for that tenant only.
     pub allow_internal: strongroom_core::net::AllowList,
     /// A PEM bundle of further CAs upstream certificates may chain to
     /// (`relay.upstream_ca`), besides the system roots.
@@ -359,6 +360,10 @@ pub struct RelayConfig {
     /// Requests one principal may have in flight through the relay
     /// (`relay.max_in_flight_per_principal`).
     pub max_in_flight_per_principal: usize,
+    /// The longest one relayed request may last, response body included
+    /// (`relay.max_duration_ms`): a destination that drips its response
+    /// cannot keep a use open for ever, e.g. after the grant is revoked.
+    pub max_duration: Duration,
 }
 
 impl Default for RelayConfig {
@@ -371,6 +376,7 @@ impl Default for RelayConfig {
             max_response_body: 100 * 1024 * 1024,
             timeout: Duration::from_secs(30),
             max_in_flight_per_principal: 32,
+            max_duration: Duration::from_secs(600),
         }
     }
 }
@@ -417,6 +423,9 @@ impl RelayConfig {
             max_in_flight_per_principal: raw
                 .max_in_flight_per_principal
                 .unwrap_or(d.max_in_flight_per_principal),
+            max_duration: raw
+                .max_duration_ms
+                .map_or(d.max_duration, Duration::from_millis),
         };
         if relay.max_request_body > 1 << 32 {
             return Err(bad("relay.max_request_body", "must be at most 4 GiB"));
@@ -426,6 +435,17 @@ impl RelayConfig {
         }
         if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&relay.timeout) {
             return Err(bad("relay.timeout_ms", "must be 100 ms to 1 hour"));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(24 * 3600))
+            .contains(&relay.max_duration)
+        {
+            return Err(bad("relay.max_duration_ms", "must be 100 ms to 24 hours"));
+        }
+        if relay.max_duration < relay.timeout {
+            return Err(bad(
+                "relay.max_duration_ms",
+                "must be at least relay.timeout_ms",
+            ));
         }
         if !(1..=100_000).contains(&relay.max_in_flight_per_principal) {
             return Err(bad("relay.max_in_flight_per_principal", "must be 1-100000"));

@@ -51,6 +51,7 @@ pub(super) struct RawRelay {
     pub(super) max_response_body: Option<u64>,
     pub(super) timeout_ms: Option<u64>,
     pub(super) max_in_flight_per_principal: Option<usize>,
+    pub(super) max_duration_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -329,6 +330,9 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), Config
     }
     if let Some(v) = env.var("STRONGROOM_RELAY_MAX_RESPONSE_BODY") {
         raw.relay.max_response_body = Some(parse_num("STRONGROOM_RELAY_MAX_RESPONSE_BODY", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_RELAY_MAX_DURATION_MS") {
+        raw.relay.max_duration_ms = Some(parse_num("STRONGROOM_RELAY_MAX_DURATION_MS", &v)?);
     }
     if let Some(v) = env.var("STRONGROOM_RELAY_TIMEOUT_MS") {
         raw.relay.timeout_ms = Some(parse_num("STRONGROOM_RELAY_TIMEOUT_MS", &v)?);

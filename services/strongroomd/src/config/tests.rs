@@ -266,8 +266,12 @@ fn relay_settings_from_the_environment() {
         "STRONGROOM_RELAY_RESOLVE",
         "API.example.test:8443:127.0.0.1, api.example.test:8443:[::1],b.test:443:127.0.0.2",
     ));
-    pairs.push(("STRONGROOM_RELAY_ALLOW_INTERNAL", "api.example.test:8443"));
+    pairs.push((
+        "STRONGROOM_RELAY_ALLOW_INTERNAL",
+        "api.example.test:8443, acme/vault.example.test:8443",
+    ));
     pairs.push(("STRONGROOM_RELAY_TIMEOUT_MS", "1500"));
+    pairs.push(("STRONGROOM_RELAY_MAX_DURATION_MS", "60000"));
     pairs.push(("STRONGROOM_RELAY_MAX_REQUEST_BODY", "1024"));
     let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
     let key = ("api.example.test".to_owned(), 8443);
@@ -277,9 +281,33 @@ fn relay_settings_from_the_environment() {
         "{:?}",
         c.relay.resolve
     );
-    assert!(c.relay.allow_internal.allows("api.example.test", 8443));
-    assert!(!c.relay.allow_internal.allows("api.example.test", 443));
+    assert!(
+        c.relay
+            .allow_internal
+            .allows("acme", "api.example.test", 8443)
+    );
+    assert!(
+        c.relay
+            .allow_internal
+            .allows("globex", "api.example.test", 8443)
+    );
+    assert!(
+        !c.relay
+            .allow_internal
+            .allows("acme", "api.example.test", 443)
+    );
+    assert!(
+        c.relay
+            .allow_internal
+            .allows("acme", "vault.example.test", 8443)
+    );
+    assert!(
+        !c.relay
+            .allow_internal
+            .allows("globex", "vault.example.test", 8443)
+    );
     assert_eq!(c.relay.timeout, Duration::from_millis(1500));
+    assert_eq!(c.relay.max_duration, Duration::from_secs(60));
     assert_eq!(c.relay.max_request_body, 1024);
 
     for (name, value, key) in [
@@ -304,6 +332,16 @@ fn relay_settings_from_the_environment() {
             "relay.allow_internal",
         ),
         ("STRONGROOM_RELAY_TIMEOUT_MS", "10", "relay.timeout_ms"),
+        (
+            "STRONGROOM_RELAY_MAX_DURATION_MS",
+            "1000",
+            "relay.max_duration_ms",
+        ),
+        (
+            "STRONGROOM_RELAY_ALLOW_INTERNAL",
+            "Bad Tenant/api.example.test:443",
+            "relay.allow_internal",
+        ),
         (
             "STRONGROOM_RELAY_MAX_IN_FLIGHT_PER_PRINCIPAL",
             "0",

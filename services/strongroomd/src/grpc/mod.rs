@@ -77,6 +77,11 @@ impl Call {
         &self.caller
     }
 
+    /// The authenticated caller, shared (for the rate limiters' records).
+    pub(crate) fn caller_shared(&self) -> &Arc<Authenticated> {
+        &self.caller
+    }
+
     /// The call's facts for audit.
     pub(crate) fn ctx(&self) -> &CallContext {
         self.edge.context()

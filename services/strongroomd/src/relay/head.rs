@@ -10,6 +10,7 @@
 use base64::Engine as _;
 use strongroom_core::names::{CredentialName, Environment};
 use strongroom_core::net::RequestTarget;
+use strongroom_core::placeholder::{Slot, basic_decoded};
 use strongroom_core::{Error, Result};
 use strongroom_engine::{Authorized, InjectionRef, Material};
 use strongroom_proto::v1 as pb;
@@ -248,38 +249,64 @@ fn decode_unreserved(text: &str) -> String {
     out
 }
 
-/// The credentials of a basic `Authorization` value, decoded.
-fn basic_decoded(value: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    let text = std::str::from_utf8(value).ok()?;
-    let (scheme, rest) = text.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
-        .ok()
-        .map(Zeroizing::new)
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 impl Head {
-    /// Whether `placeholder` appears anywhere in the head: header names or
-    /// values (also inside basic authentication), the path or the query
-    /// (also percent-encoded).
-    pub fn carries(&self, placeholder: &str) -> bool {
-        let p = placeholder.as_bytes();
-        self.headers.iter().any(|(n, v)| {
-            contains(n.as_str().as_bytes(), p)
-                || contains(v, p)
-                || basic_decoded(v).is_some_and(|d| contains(&d, p))
-        }) || self.target.path.contains(placeholder)
-            || self.target.query.as_deref().is_some_and(|q| {
-                q.contains(placeholder) || decode_unreserved(q).contains(placeholder)
-            })
+    /// Where `placeholder` appears in the head (empty if nowhere): header
+    /// names or values (also percent-encoded or inside basic
+    /// authentication), the path, query parameter names or values (also
+    /// percent-encoded); see [`strongroom_core::placeholder::find`].
+    pub fn slots(&self, placeholder: &str) -> Vec<Slot> {
+        strongroom_core::placeholder::find(
+            placeholder,
+            &self.target.path,
+            self.target.query.as_deref(),
+            self.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
+        )
     }
+
+    /// Whether `placeholder` appears anywhere in the head.
+    pub fn carries(&self, placeholder: &str) -> bool {
+        !self.slots(placeholder).is_empty()
+    }
+}
+
+/// The placeholders a head that could not be parsed (or was refused before
+/// its uses were decided) carries: each declared placeholder found in its
+/// URL or headers, with its credential when that parses. For the alert a
+/// placeholder-carrying request raises whatever else refuses it.
+pub fn raw_carried(head: &pb::RelayRequestHead) -> Vec<InjectionRef> {
+    let rest = head
+        .url
+        .split_once("://")
+        .map_or(head.url.as_str(), |(_, r)| r);
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q.split('#').next().unwrap_or_default())),
+        None => (rest.split('#').next().unwrap_or_default(), None),
+    };
+    let path = before_query
+        .find('/')
+        .map_or(before_query, |i| &before_query[i..]);
+    // The authority too: a placeholder in the host or user information.
+    let authority = before_query.split('/').next().unwrap_or_default();
+    head.placeholders
+        .iter()
+        .filter(|p| !p.placeholder.is_empty() && p.placeholder.len() <= 128)
+        .filter(|p| {
+            authority.contains(p.placeholder.as_str())
+                || strongroom_core::placeholder::carried(
+                    &p.placeholder,
+                    path,
+                    query,
+                    head.headers
+                        .iter()
+                        .map(|h| (h.name.as_str(), h.value.as_slice())),
+                )
+        })
+        .filter_map(|p| injection_ref(p.credential.clone(), "head.placeholders.credential").ok())
+        .collect()
 }
 
 /// Percent-encodes everything but unreserved characters.

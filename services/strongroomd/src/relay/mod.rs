@@ -145,6 +145,10 @@ fn refusal_message(reason: &str) -> &'static str {
             "no grant giving inject on the credential allows this destination, method and path"
         }
         "placeholder_over_http" => "credentials are only sent over https",
+        "placeholder_not_allowed_here" => {
+            "a placeholder may only stand where the credential's injection template puts the \
+             value, or in a header or query parameter the grant's destination lists"
+        }
         "no_credential" => "the request names no credential to inject and carries no placeholder",
         "internal_address" => {
             "the destination resolves to an internal address not allowed by the server"
@@ -248,7 +252,7 @@ impl RelayService for RelayHandler {
             let revoked = self
                 .engine
                 .report_leak(
-                    call.caller(),
+                    call.caller_shared(),
                     call.ctx(),
                     &r,
                     &req.channel,
@@ -266,6 +270,28 @@ impl RelayService for RelayHandler {
 }
 
 impl RelayHandler {
+    /// Raises the placeholder alert for a request refused before its uses
+    /// were decided (429, 413), if it carries a declared placeholder.
+    async fn alert_early(&self, call: &Call, head: &head::Head, why: &str) {
+        let carried: Vec<_> = head
+            .placeholders
+            .iter()
+            .filter(|(p, _)| head.carries(p))
+            .map(|(_, r)| r.clone())
+            .collect();
+        if !carried.is_empty() {
+            self.engine
+                .alert_refused_placeholders(
+                    call.caller(),
+                    call.ctx(),
+                    &carried,
+                    Some((&head.target, head.method.as_str())),
+                    why,
+                )
+                .await;
+        }
+    }
+
     async fn forward_call(self, call: Call, mut inbound: Streaming<pb::ForwardRequest>, tx: Out) {
         let first = match tokio::time::timeout(self.config.timeout, inbound.message()).await {
             Ok(Ok(Some(m))) => m,
@@ -294,9 +320,23 @@ impl RelayHandler {
                 .await;
             return;
         };
+        // Placeholders are looked for first: a request carrying one is a
+        // canary whatever refuses it (a malformed head, 429, 413).
+        let carried = head::raw_carried(&raw);
         let head = match head::parse(raw) {
             Ok(h) => h,
             Err(e) => {
+                if !carried.is_empty() {
+                    self.engine
+                        .alert_refused_placeholders(
+                            call.caller(),
+                            call.ctx(),
+                            &carried,
+                            None,
+                            "invalid_head",
+                        )
+                        .await;
+                }
                 let _ = tx.send(Err(to_status(e, &call.ctx().request_id))).await;
                 return;
             }
@@ -314,6 +354,7 @@ impl RelayHandler {
             .in_flight
             .acquire(principal, self.config.max_in_flight_per_principal)
         else {
+            self.alert_early(&call, &head, "too_many_in_flight").await;
             let _ = tx
                 .send(Ok(refusal(
                     429,
@@ -327,6 +368,7 @@ impl RelayHandler {
             .content_length
             .is_some_and(|n| n > self.config.max_request_body)
         {
+            self.alert_early(&call, &head, "body_too_large").await;
             let _ = tx
                 .send(Ok(refusal(
                     413,
@@ -342,13 +384,16 @@ impl RelayHandler {
             .map(|r| InjectionUse {
                 credential: r.clone(),
                 kind: UseKind::Template,
+                slots: vec![],
             })
             .collect();
         for (p, r) in &head.placeholders {
-            if head.carries(p) {
+            let slots = head.slots(p);
+            if !slots.is_empty() {
                 uses.push(InjectionUse {
                     credential: r.clone(),
                     kind: UseKind::Placeholder(p.clone()),
+                    slots,
                 });
             }
         }
@@ -379,9 +424,11 @@ impl RelayHandler {
             .await
         {
             Ok(InjectionDecision::Allowed(a)) => a,
-            Ok(InjectionDecision::Refused(_)) => {
+            Ok(InjectionDecision::Refused(refused)) => {
                 let reason = if head.target.scheme == Scheme::Http && has_placeholder {
                     "placeholder_over_http"
+                } else if refused.reason == strongroom_core::policy::Reason::PlaceholderMisuse {
+                    "placeholder_not_allowed_here"
                 } else {
                     "destination_not_allowed"
                 };
@@ -403,14 +450,7 @@ impl RelayHandler {
             }
         };
         let outcome = self
-            .send(
-                scope.tenant_id(),
-                &head,
-                &authorized,
-                inbound,
-                &tx,
-                call.ctx(),
-            )
+            .send(scope.tenant(), &head, &authorized, inbound, &tx, call.ctx())
             .await;
         let outcome = InjectionOutcome {
             duration: started.elapsed(),
@@ -436,7 +476,7 @@ impl RelayHandler {
     /// Connects, sends, and streams the response back; the outcome.
     async fn send(
         &self,
-        tenant: strongroom_core::ids::TenantId,
+        tenant: &strongroom_core::tenant::Tenant,
         head: &head::Head,
         authorized: &Authorized,
         mut inbound: Streaming<pb::ForwardRequest>,
@@ -444,6 +484,10 @@ impl RelayHandler {
         _ctx: &CallContext,
     ) -> InjectionOutcome {
         let mut outcome = InjectionOutcome::default();
+        // The whole use, response body included, ends by this instant
+        // (`relay.max_duration_ms`): a dripping response cannot keep it
+        // open for ever.
+        let deadline = tokio::time::Instant::now() + self.config.max_duration;
         let fail = |outcome: &mut InjectionOutcome, status: u16, reason: &str| {
             outcome.relay_error = Some(reason.to_owned());
             refusal(status, reason, refusal_message(reason))
@@ -608,28 +652,40 @@ impl RelayHandler {
         let mut received: u64 = 0;
         let mut out = Vec::with_capacity(CHUNK);
         let complete = loop {
-            let frame = match tokio::time::timeout(self.config.timeout, body.frame()).await {
-                Ok(Some(Ok(f))) => f,
-                Ok(None) => break true,
-                Ok(Some(Err(_))) => {
-                    outcome.relay_error = Some("upstream_unreachable".into());
-                    let _ = tx
-                        .send(Err(Status::unavailable(
-                            "the destination's response failed mid-body",
-                        )))
-                        .await;
-                    break false;
-                }
-                Err(_) => {
-                    outcome.relay_error = Some("upstream_timeout".into());
-                    let _ = tx
-                        .send(Err(Status::deadline_exceeded(
-                            "the destination stopped sending its response",
-                        )))
-                        .await;
-                    break false;
-                }
-            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                outcome.relay_error = Some("max_duration".into());
+                let _ = tx
+                    .send(Err(Status::deadline_exceeded(
+                        "the response passed the relay's total duration limit",
+                    )))
+                    .await;
+                break false;
+            }
+            let frame =
+                match tokio::time::timeout(self.config.timeout.min(left), body.frame()).await {
+                    Ok(Some(Ok(f))) => f,
+                    Ok(None) => break true,
+                    Ok(Some(Err(_))) => {
+                        outcome.relay_error = Some("upstream_unreachable".into());
+                        let _ = tx
+                            .send(Err(Status::unavailable(
+                                "the destination's response failed mid-body",
+                            )))
+                            .await;
+                        break false;
+                    }
+                    Err(_) if tokio::time::Instant::now() >= deadline => continue,
+                    Err(_) => {
+                        outcome.relay_error = Some("upstream_timeout".into());
+                        let _ = tx
+                            .send(Err(Status::deadline_exceeded(
+                                "the destination stopped sending its response",
+                            )))
+                            .await;
+                        break false;
+                    }
+                };
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -676,6 +732,8 @@ fn convert_policy_destinations(
             host: d.host.clone(),
             methods: d.methods.clone(),
             path_prefixes: d.path_prefixes.clone(),
+            placeholder_headers: d.placeholder_headers.clone(),
+            placeholder_query: d.placeholder_query.clone(),
         })
         .collect()
 }

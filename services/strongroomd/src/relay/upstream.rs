@@ -1,7 +1,8 @@
 //! The relay's HTTP client: resolves a destination itself (DNS, or the
 //! static `relay.resolve` entries), refuses it if any address it resolves
 //! to is internal (unless that exact `host:port` is in
-//! `relay.allow_internal`), connects to an address it checked (never a
+//! `relay.allow_internal` for every tenant or for the request's tenant),
+//! refuses a non-HTTPS destination before any connection, connects to an address it checked (never a
 //! second lookup), verifies the destination's certificate against the
 //! system roots plus `relay.upstream_ca` with the checked host as the TLS
 //! server name, and speaks HTTP/2 or HTTP/1.1 as ALPN decides. Connections
@@ -69,6 +70,8 @@ impl UpstreamError {
 pub struct Destination {
     /// The tenant whose requests it carries.
     pub tenant: strongroom_core::ids::TenantId,
+    /// Its name (what `relay.allow_internal` entries are scoped by).
+    pub tenant_name: String,
     /// `https` or `http`.
     pub https: bool,
     /// Host (normalised).
@@ -181,9 +184,11 @@ impl Upstream {
     }
 
     /// The addresses of `host:port`, each checked: all of them must be
-    /// public, unless that exact `host:port` is allowed internal.
+    /// public, unless that exact `host:port` is allowed internal for every
+    /// tenant or for the tenant named `tenant`.
     pub async fn resolve_checked(
         &self,
+        tenant: &str,
         host: &str,
         port: u16,
     ) -> Result<Vec<SocketAddr>, UpstreamError> {
@@ -201,7 +206,7 @@ impl Upstream {
         if ips.is_empty() {
             return Err(UpstreamError::Resolve);
         }
-        if !self.allow_internal.allows(host, port) {
+        if !self.allow_internal.allows(tenant, host, port) {
             // One internal address refuses the name: a name that resolves
             // to public and internal addresses at once is not trusted.
             if let Some(kind) = ips.iter().find_map(|ip| classify(*ip)) {
@@ -272,8 +277,17 @@ impl Upstream {
     }
 
     async fn connect(&self, destination: &Destination) -> Result<Sender, UpstreamError> {
+        if !destination.https {
+            // Credentials only ever travel over HTTPS: the relay opens no
+            // connection for anything else.
+            return Err(UpstreamError::Tls);
+        }
         let addrs = self
-            .resolve_checked(&destination.host, destination.port)
+            .resolve_checked(
+                &destination.tenant_name,
+                &destination.host,
+                destination.port,
+            )
             .await?;
         let mut tcp = None;
         for addr in &addrs {
@@ -284,11 +298,6 @@ impl Upstream {
         }
         let tcp = tcp.ok_or(UpstreamError::Unreachable)?;
         let _ = tcp.set_nodelay(true);
-        if !destination.https {
-            // Credentials only ever travel over HTTPS: the relay forwards
-            // nothing else.
-            return Err(UpstreamError::Tls);
-        }
         let name = match destination.host.parse::<IpAddr>() {
             Ok(ip) => ServerName::IpAddress(ip.into()),
             Err(_) => {
@@ -329,14 +338,47 @@ impl Upstream {
 impl Destination {
     /// The destination of a parsed target, for `tenant`.
     pub fn of(
-        tenant: strongroom_core::ids::TenantId,
+        tenant: &strongroom_core::tenant::Tenant,
         target: &strongroom_core::net::RequestTarget,
     ) -> Self {
         Self {
-            tenant,
+            tenant: tenant.id,
+            tenant_name: tenant.name.to_string(),
             https: target.scheme == Scheme::Https,
             host: target.host.clone(),
             port: target.port,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A plain-HTTP destination is refused before any connection is
+    /// opened, even one allowed internal.
+    #[tokio::test]
+    async fn plain_http_is_refused_before_connecting() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = RelayConfig {
+            allow_internal: AllowList::parse([format!("127.0.0.1:{port}").as_str()]).unwrap(),
+            ..RelayConfig::default()
+        };
+        let upstream = Upstream::new(&config).unwrap();
+        let destination = Destination {
+            tenant: strongroom_core::ids::TenantId::generate(),
+            tenant_name: "acme".into(),
+            https: false,
+            host: "127.0.0.1".into(),
+            port,
+        };
+        assert_eq!(
+            upstream.connection(&destination).await.err(),
+            Some(UpstreamError::Tls)
+        );
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "a connection was opened");
     }
 }

@@ -45,6 +45,12 @@ pub fn destinations_in(ds: Vec<pb::Destination>) -> Result<Vec<Destination>> {
                 host: d.host.to_ascii_lowercase(),
                 methods: d.methods,
                 path_prefixes: d.path_prefixes,
+                placeholder_headers: d
+                    .placeholder_headers
+                    .into_iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                placeholder_query: d.placeholder_query,
             };
             d.validate()?;
             Ok(d)
@@ -77,6 +83,8 @@ pub fn grant_out(g: &Grant) -> pb::Grant {
                 host: d.host.clone(),
                 methods: d.methods.clone(),
                 path_prefixes: d.path_prefixes.clone(),
+                placeholder_headers: d.placeholder_headers.clone(),
+                placeholder_query: d.placeholder_query.clone(),
             })
             .collect(),
         expires_at: opt_time_out(g.expires_at),
