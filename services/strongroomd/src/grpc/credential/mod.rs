@@ -146,10 +146,8 @@ fn credential_update_in(
                 update.expires_at = Some(at);
             }
             "rotation_policy" => {
-                update.rotation = Some(
-                    convert::rotation_in(c.rotation_policy.clone())
-                        .map_err(|e| e.within("update"))?,
-                );
+                update.rotation =
+                    Some(convert::rotation_in(c.rotation_policy).map_err(|e| e.within("update"))?);
             }
             _ => {
                 update.injection = Some(
