@@ -349,6 +349,15 @@ async fn only_admins_and_valid_requests(backend: Backend) {
             who,
         );
     }
+    // An admin confined to another environment does not see it.
+    let (_, staging_admin) = server
+        .principal_in(&admin, "staging-admin", pb::Role::Admin, &["staging"])
+        .await;
+    expect_code(
+        emergency(&staging_admin, "llm/openai", "not its environment", None).await,
+        Code::NotFound,
+        "an admin confined to staging",
+    );
     expect_invalid(
         emergency(&admin.client, "llm/openai", "", None).await,
         "reason",
@@ -412,6 +421,17 @@ async fn only_admins_and_valid_requests(backend: Backend) {
     assert!(
         attempts.len() >= 3,
         "the three refused callers: {attempts:?}"
+    );
+    // An admin confined to dev acts within dev.
+    let (_, dev_admin) = server
+        .principal_in(&admin, "dev-admin", pb::Role::Admin, &["dev"])
+        .await;
+    let cut = emergency(&dev_admin, "llm/ssh", "by a dev admin", None)
+        .await
+        .expect("a dev admin revokes a dev credential");
+    assert_eq!(
+        cut.credential.expect("credential").status,
+        pb::CredentialStatus::Revoked as i32
     );
     verified_event_count(&admin.client).await;
     server.stop().await;

@@ -36,6 +36,7 @@ use strongroom_core::audit::{Action, Outcome};
 use strongroom_core::credential::StoredVersion;
 use strongroom_core::ids::PrincipalId;
 use strongroom_core::policy::{Capability, Reason};
+use strongroom_core::principal::Role;
 use strongroom_core::scope::Authenticated;
 use strongroom_core::store::{Change, CredentialRevoked, EmergencyRotation, PrincipalRevoked};
 use strongroom_core::value::{CredentialValue, GenerationPolicy};
@@ -96,8 +97,8 @@ impl Engine {
 }
 
 impl Engine {
-    /// Emergency revoke of a credential (tenant admins, within their
-    /// environments): see the module documentation. With `generate` (a
+    /// Emergency revoke of a credential (tenant admins; one confined to
+    /// environments within them): see the module documentation. With `generate` (a
     /// generation policy and the field it fills; empty: the type's secret
     /// field) the credential is rotated to a generated value instead of
     /// revoked. A repeat on a revoked credential with no lease left writes
@@ -111,8 +112,15 @@ impl Engine {
         generate: Option<(GenerationPolicy, String)>,
     ) -> Result<CredentialRevoked> {
         let scope = caller.tenant_scope()?;
-        self.require_admin(&scope, ctx, Action::CredentialEmergencyRevoke)
-            .await?;
+        // Admins only; one confined to environments acts within them (the
+        // lookup below refuses a credential outside as unseen).
+        self.require_role(
+            &scope,
+            ctx,
+            Action::CredentialEmergencyRevoke,
+            &[Role::Admin],
+        )
+        .await?;
         check_reason(reason)?;
         let mut credential = self
             .lookup_authorized(
