@@ -560,3 +560,107 @@ async fn refused_updates_change_nothing(backend: Backend) {
     assert!(update_events(&admin).await.is_empty());
     server.stop().await;
 }
+
+/// On two servers sharing Postgres, the replica deaf to change notices
+/// (a lost notice) with a short cache time to live: an expiry moved into
+/// the past through the primary fails the replica's next reveal at once
+/// (the reveal check at commit reads the stored expiry); a new owner, which
+/// the check does not read, takes effect on the deaf replica within the
+/// cache time to live.
+#[tokio::test]
+async fn narrowing_reaches_a_deaf_replica_within_the_ttl() {
+    const TTL_MS: u64 = 2000;
+    let upstream = strongroom_e2e::upstream::Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (primary, replica) = crate::emergency_revoke::two_replicas(&upstream, &dir, TTL_MS).await;
+    let admin = primary.tenant("acme").await;
+    create(&admin).await;
+    admin
+        .client
+        .credentials()
+        .create_credential(pb::CreateCredentialRequest {
+            environment: "dev".into(),
+            name: "llm/owned".into(),
+            service: "owned".into(),
+            value: api_key("sk-owned-value-7700"),
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+    let (agent_id, _) = primary.principal(&admin, "agent", pb::Role::Agent).await;
+    grant(
+        &admin,
+        &agent_id,
+        "llm/*",
+        &["dev"],
+        &[pb::Capability::Reveal],
+        None,
+    )
+    .await;
+    let on_replica = replica.client("spiffe://e2e.test/acme/agent").await;
+    let reveal_owned = || async {
+        on_replica
+            .credentials()
+            .reveal_credential(pb::RevealCredentialRequest {
+                credential: path("dev", "llm/owned"),
+                purpose: "update e2e".into(),
+                ..Default::default()
+            })
+            .await
+    };
+    reveal(&on_replica, "")
+        .await
+        .expect("reveal on the replica");
+    reveal_owned().await.expect("reveal on the replica");
+
+    let past = SystemTime::now() - Duration::from_secs(60);
+    update(
+        &admin.client,
+        pb::Credential {
+            expires_at: Some(timestamp(past)),
+            ..Default::default()
+        },
+        &["expires_at"],
+    )
+    .await
+    .expect("expire it through the primary");
+    expect_code(
+        reveal(&on_replica, "").await,
+        Code::FailedPrecondition,
+        "reveal on the deaf replica right after the expiry moved into the past",
+    );
+
+    admin
+        .client
+        .credentials()
+        .update_credential(pb::UpdateCredentialRequest {
+            credential: path("dev", "llm/owned"),
+            update: Some(pb::Credential {
+                owner: "alice@example.com".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["owner".into()],
+            }),
+        })
+        .await
+        .expect("set the owner through the primary");
+    let changed = std::time::Instant::now();
+    loop {
+        if let Err(s) = reveal_owned().await {
+            assert!(
+                matches!(s.code(), Code::PermissionDenied | Code::NotFound),
+                "unexpected refusal {s:?}"
+            );
+            break;
+        }
+        assert!(
+            changed.elapsed() <= Duration::from_millis(TTL_MS + 1500),
+            "the deaf replica still revealed the owned credential for anyone after {:?}",
+            changed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    replica.stop().await;
+    primary.stop().await;
+}
