@@ -5,11 +5,14 @@
 //! call it. On two servers sharing Postgres, the revoked principal's
 //! reveals and resolves fail on both right after the call returns, even on
 //! a server that never hears the change notice, and its other calls stop
-//! there within the cache time to live.
+//! there within the cache time to live. Relay uses (RelayService.Forward,
+//! to a local upstream) are value-bearing too: they fail on both servers at
+//! once and nothing more reaches the upstream.
 
 use std::time::{Duration, Instant};
 
 use strongroom_client::Client;
+use strongroom_e2e::upstream::Upstream;
 use strongroom_e2e::{
     Backend, Options, TenantAdmin, TestServer, api_key, audit_events, expect_code, expect_invalid,
     grant, path, verified_event_count,
@@ -303,46 +306,205 @@ async fn only_admins_may_revoke(backend: Backend) {
     server.stop().await;
 }
 
-/// The acceptance case, on two servers sharing Postgres, the replica
-/// deaf to change notices (the worst case: a lost notice) with a short
-/// cache time to live: right after the revoke returns through the
-/// primary, the principal's reveals and resolves fail on both servers
-/// (the replica's cached caller is still fresh: the reveal check at commit
-/// refuses them), no value-bearing event is recorded, and its other calls
-/// through the replica stop within the cache time to live.
-#[tokio::test]
-async fn value_bearing_calls_fail_on_both_replicas_at_once() {
-    const TTL_MS: u64 = 2000;
+/// The relay's settings for a server that reaches `upstream` as
+/// `api.example.test` (on 127.0.0.1), trusting its CA (written into `dir`).
+pub(crate) fn relay_env(upstream: &Upstream, dir: &tempfile::TempDir) -> Vec<(String, String)> {
+    let ca = dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca, upstream.ca_pem()).expect("write upstream CA");
+    let port = upstream.port();
+    vec![
+        (
+            "STRONGROOM_RELAY_RESOLVE".into(),
+            format!("api.example.test:{port}:127.0.0.1"),
+        ),
+        (
+            "STRONGROOM_RELAY_ALLOW_INTERNAL".into(),
+            format!("api.example.test:{port}"),
+        ),
+        (
+            "STRONGROOM_RELAY_UPSTREAM_CA".into(),
+            ca.to_string_lossy().into_owned(),
+        ),
+    ]
+}
+
+/// Two servers on one Postgres database, both with the relay set up for
+/// `upstream`: the primary, and a replica deaf to change notices (it
+/// listens on another database: the worst case, a lost notice) whose cache
+/// time to live is `ttl_ms`.
+pub(crate) async fn two_replicas(
+    upstream: &Upstream,
+    dir: &tempfile::TempDir,
+    ttl_ms: u64,
+) -> (TestServer, TestServer) {
+    let relay = relay_env(upstream, dir);
     let primary = TestServer::start_with(Options {
         log_level: "info".into(),
+        env: relay.clone(),
         ..Options::new(Backend::Postgres)
     })
     .await;
-    let admin = primary.tenant("acme").await;
-    let (agent_id, on_primary) = agent_with_grants(&primary, &admin).await;
-
     let mut options = primary.replica_options();
     let url = primary.database_url.clone().expect("postgres");
     let elsewhere = format!(
         "{}/postgres",
         url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b)
     );
-    options.env = vec![
-        ("STRONGROOM_DATABASE_LISTEN_URL".into(), elsewhere),
-        ("STRONGROOM_CACHE_TTL_MS".into(), TTL_MS.to_string()),
-    ];
+    options.env = relay;
+    options
+        .env
+        .push(("STRONGROOM_DATABASE_LISTEN_URL".into(), elsewhere));
+    options
+        .env
+        .push(("STRONGROOM_CACHE_TTL_MS".into(), ttl_ms.to_string()));
     options.log_level = "info".into();
     let replica = TestServer::start_with(options).await;
     replica
         .logs
         .wait_for_line(&["listening for change notices"], Duration::from_secs(10))
         .await;
+    (primary, replica)
+}
+
+/// Grants `principal_id` inject on `selector` in dev, to the upstream's
+/// `/echo`.
+pub(crate) async fn inject_grant(
+    admin: &TenantAdmin,
+    principal_id: &str,
+    selector: &str,
+    upstream: &Upstream,
+) -> pb::Grant {
+    admin
+        .client
+        .policy()
+        .create_grant(pb::CreateGrantRequest {
+            subject: Some(pb::GrantSubject {
+                subject: Some(pb::grant_subject::Subject::PrincipalId(
+                    principal_id.to_owned(),
+                )),
+            }),
+            selector: selector.into(),
+            environments: vec!["dev".into()],
+            capabilities: vec![pb::Capability::Inject as i32],
+            destinations: vec![pb::Destination {
+                host: format!("api.example.test:{}", upstream.port()),
+                methods: vec![],
+                path_prefixes: vec!["/echo".into()],
+            }],
+            reason: "e2e".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create inject grant")
+        .into_inner()
+        .grant
+        .expect("grant")
+}
+
+/// One relay use of `dev/NAME` through `client`: the upstream's status, or
+/// the relay's refusal (as a status of its own or a gRPC error).
+pub(crate) async fn relay_use(
+    client: &Client,
+    upstream: &Upstream,
+    name: &str,
+) -> Result<u32, tonic::Status> {
+    let head = pb::RelayRequestHead {
+        method: "GET".into(),
+        url: format!("https://api.example.test:{}/echo", upstream.port()),
+        inject: vec![pb::InjectionRef {
+            environment: "dev".into(),
+            name: name.into(),
+            field: String::new(),
+        }],
+        purpose: "emergency revoke test".into(),
+        ..Default::default()
+    };
+    let messages = vec![pb::ForwardRequest {
+        part: Some(pb::forward_request::Part::Head(head)),
+    }];
+    let mut stream = client
+        .relay()
+        .forward(tokio_stream::iter(messages))
+        .await?
+        .into_inner();
+    let first = stream
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::internal("no response head"))?;
+    let Some(pb::forward_response::Part::Head(head)) = first.part else {
+        return Err(tonic::Status::internal("the first message is not a head"));
+    };
+    while stream.message().await?.is_some() {}
+    Ok(head.status)
+}
+
+/// Asserts that a relay use was refused: no upstream answer came back and
+/// nothing more reached the upstream.
+pub(crate) fn assert_relay_refused(
+    result: Result<u32, tonic::Status>,
+    upstream: &Upstream,
+    reached_before: usize,
+    what: &str,
+) {
+    match result {
+        Ok(200) => panic!("{what}: the relay sent the credential after the revoke"),
+        Ok(status) => assert!(
+            (400..500).contains(&status),
+            "{what}: unexpected relay status {status}"
+        ),
+        Err(s) => assert!(
+            matches!(
+                s.code(),
+                Code::FailedPrecondition
+                    | Code::Unauthenticated
+                    | Code::PermissionDenied
+                    | Code::NotFound
+            ),
+            "{what}: unexpected refusal {s:?}"
+        ),
+    }
+    assert_eq!(
+        upstream.received().len(),
+        reached_before,
+        "{what}: a request reached the upstream after the revoke"
+    );
+}
+
+/// The acceptance case, on two servers sharing Postgres, the replica
+/// deaf to change notices (the worst case: a lost notice) with a short
+/// cache time to live: right after the revoke returns through the
+/// primary, the principal's reveals, resolves and relay uses fail on both
+/// servers (the replica's cached caller is still fresh: the reveal check
+/// at commit refuses them), no value-bearing event is recorded, nothing
+/// more reaches the upstream, and its other calls through the replica stop
+/// within the cache time to live.
+#[tokio::test]
+async fn value_bearing_calls_fail_on_both_replicas_at_once() {
+    const TTL_MS: u64 = 2000;
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (primary, replica) = two_replicas(&upstream, &dir, TTL_MS).await;
+    let admin = primary.tenant("acme").await;
+    let (agent_id, on_primary) = agent_with_grants(&primary, &admin).await;
+    inject_grant(&admin, &agent_id, "llm/*", &upstream).await;
     let on_replica = replica.client("spiffe://e2e.test/acme/agent").await;
 
-    // Leases on both servers; the replica caches the caller and grants.
+    // Leases on both servers; the replica caches the caller and grants;
+    // relay uses reach the upstream through both.
     reveal(&on_primary).await.expect("reveal on the primary");
     reveal(&on_replica).await.expect("reveal on the replica");
     resolve(&on_replica).await.expect("resolve on the replica");
+    for (client, which) in [(&on_primary, "primary"), (&on_replica, "replica")] {
+        assert_eq!(
+            relay_use(client, &upstream, "llm/openai")
+                .await
+                .unwrap_or_else(|e| panic!("relay use on the {which}: {e:?}")),
+            200,
+            "relay use on the {which}"
+        );
+    }
+    let reached = upstream.received().len();
+    assert_eq!(reached, 2);
     let list = || async {
         on_replica
             .credentials()
@@ -354,18 +516,25 @@ async fn value_bearing_calls_fail_on_both_replicas_at_once() {
         let client = admin.client.clone();
         let agent_id = agent_id.clone();
         async move {
-            audit_events(
-                &client,
-                pb::QueryEventsRequest {
-                    principal_id: agent_id,
-                    // Resolves are recorded as reveals.
-                    actions: vec![pb::AuditAction::CredentialReveal as i32],
-                    outcome: pb::AuditOutcome::Allowed as i32,
-                    ..Default::default()
-                },
-            )
-            .await
-            .len()
+            let mut n = 0;
+            // Resolves are recorded as reveals.
+            for action in [
+                pb::AuditAction::CredentialReveal,
+                pb::AuditAction::CredentialInject,
+            ] {
+                n += audit_events(
+                    &client,
+                    pb::QueryEventsRequest {
+                        principal_id: agent_id.clone(),
+                        actions: vec![action as i32],
+                        outcome: pb::AuditOutcome::Allowed as i32,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .len();
+            }
+            n
         }
     };
     let before = value_events(&admin).await;
@@ -375,16 +544,28 @@ async fn value_bearing_calls_fail_on_both_replicas_at_once() {
         .expect("emergency revoke through the primary");
     let revoked = Instant::now();
     assert_eq!(cut.leases_ended, 3);
-    assert_eq!(cut.grants_revoked, 2);
+    assert_eq!(cut.grants_revoked, 3);
 
     assert_refused(reveal(&on_replica).await, "reveal on the replica");
     assert_refused(resolve(&on_replica).await, "resolve on the replica");
+    assert_relay_refused(
+        relay_use(&on_replica, &upstream, "llm/openai").await,
+        &upstream,
+        reached,
+        "relay use on the replica",
+    );
     assert_refused(reveal(&on_primary).await, "reveal on the primary");
     assert_refused(resolve(&on_primary).await, "resolve on the primary");
+    assert_relay_refused(
+        relay_use(&on_primary, &upstream, "llm/openai").await,
+        &upstream,
+        reached,
+        "relay use on the primary",
+    );
     assert_eq!(
         value_events(&admin).await,
         before,
-        "no value was handed out"
+        "no value was handed out or sent"
     );
 
     // Other calls through the deaf replica: refused within the TTL.

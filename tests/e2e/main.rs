@@ -26,6 +26,8 @@ mod audit_summary;
 mod checkpoint_integrity;
 mod checkpoints;
 mod clock;
+mod credential_emergency_revoke;
+mod credential_update;
 mod dev_mode;
 mod emergency_revoke;
 mod field_bounds;

@@ -437,6 +437,104 @@ impl StoredVersion {
     }
 }
 
+/// A change of a credential's metadata (UpdateCredential): each field that
+/// is `Some` is set (an inner `None` clears an optional field); the value,
+/// name, environment, type and lifecycle are never changed by it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialUpdate {
+    /// A new service label.
+    pub service: Option<ServiceLabel>,
+    /// A new description.
+    pub description: Option<String>,
+    /// New tags.
+    pub tags: Option<Vec<Tag>>,
+    /// New scopes.
+    pub scopes: Option<Vec<String>>,
+    /// A new owner, or none (not owner-scoped).
+    pub owner: Option<Option<String>>,
+    /// A new expiry, or none (never expires).
+    pub expires_at: Option<Option<Timestamp>>,
+    /// A rotation policy of its own, or none (the tenant default).
+    pub rotation: Option<Option<RotationPolicy>>,
+    /// An injection template, or none (the type's default).
+    pub injection: Option<Option<InjectionTemplate>>,
+}
+
+impl CredentialUpdate {
+    /// The fields it sets, by their names in the contract, in a fixed
+    /// order.
+    pub fn fields(&self) -> Vec<String> {
+        [
+            ("service", self.service.is_some()),
+            ("description", self.description.is_some()),
+            ("tags", self.tags.is_some()),
+            ("scopes", self.scopes.is_some()),
+            ("owner", self.owner.is_some()),
+            ("expires_at", self.expires_at.is_some()),
+            ("rotation_policy", self.rotation.is_some()),
+            ("injection_template", self.injection.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(f, _)| f.to_owned())
+        .collect()
+    }
+
+    /// `credential` with the update applied (and `updated_at` set to `at`).
+    pub fn applied_to(&self, credential: &Credential, at: Timestamp) -> Credential {
+        let mut c = credential.clone();
+        if let Some(v) = &self.service {
+            c.service = v.clone();
+        }
+        if let Some(v) = &self.description {
+            c.description.clone_from(v);
+        }
+        if let Some(v) = &self.tags {
+            c.tags.clone_from(v);
+        }
+        if let Some(v) = &self.scopes {
+            c.scopes.clone_from(v);
+        }
+        if let Some(v) = &self.owner {
+            c.owner.clone_from(v);
+        }
+        if let Some(v) = self.expires_at {
+            c.expires_at = v;
+        }
+        if let Some(v) = self.rotation {
+            c.rotation = v;
+        }
+        if let Some(v) = &self.injection {
+            c.injection.clone_from(v);
+        }
+        c.updated_at = at;
+        c
+    }
+
+    /// Whether the update narrows the use of `before`: an expiry set or
+    /// moved earlier, another owner (set, changed or cleared: a lease held
+    /// for the old owner must not outlive it), another service label (what
+    /// ResolveCredential finds) or another injection template (how the
+    /// relay sends it). Description, tags, scopes and the rotation policy
+    /// narrow nothing.
+    pub fn narrows(&self, before: &Credential) -> bool {
+        let expiry = self
+            .expires_at
+            .is_some_and(|after| match (before.expires_at, after) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(b), Some(a)) => a < b,
+            });
+        let owner = self.owner.as_ref().is_some_and(|o| *o != before.owner);
+        let service = self.service.as_ref().is_some_and(|s| *s != before.service);
+        let injection = self
+            .injection
+            .as_ref()
+            .is_some_and(|t| *t != before.injection);
+        expiry || owner || service || injection
+    }
+}
+
 /// Filters for listing credentials; every set field must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CredentialFilter {

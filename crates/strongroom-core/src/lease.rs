@@ -71,6 +71,9 @@ pub enum LeaseEnd {
     PrincipalDisabled,
     /// Its principal's role or environments were narrowed.
     PrincipalNarrowed,
+    /// Its credential's metadata was changed in a way that narrows its use
+    /// (an earlier expiry, another owner, service or injection template).
+    CredentialNarrowed,
 }
 
 impl LeaseEnd {
@@ -84,6 +87,7 @@ impl LeaseEnd {
             Self::GrantRevoked => "grant_revoked",
             Self::PrincipalDisabled => "principal_disabled",
             Self::PrincipalNarrowed => "principal_narrowed",
+            Self::CredentialNarrowed => "credential_narrowed",
         }
     }
 
@@ -97,6 +101,7 @@ impl LeaseEnd {
             Self::GrantRevoked,
             Self::PrincipalDisabled,
             Self::PrincipalNarrowed,
+            Self::CredentialNarrowed,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use crate::audit::{Action, AuditDraft, AuditEvent, Outcome};
 pub use crate::chains::ChainStore;
-use crate::credential::{Credential, CredentialFilter, StoredVersion};
+use crate::credential::{Credential, CredentialFilter, CredentialUpdate, StoredVersion};
 use crate::error::Result;
 pub use crate::idempotency::IdempotencyStore;
 use crate::ids::{BindingId, CredentialId, GrantId, PrincipalId, TenantId};
@@ -155,7 +155,9 @@ impl Change {
                 | Action::CredentialRotate
                 | Action::CredentialRollback
                 | Action::CredentialRevoke
-                | Action::CredentialDestroy,
+                | Action::CredentialDestroy
+                | Action::CredentialUpdate
+                | Action::CredentialEmergencyRevoke,
                 Some(id),
             ) => Change::Credential(tenant, id),
             (
@@ -487,6 +489,35 @@ pub struct PrincipalRevoked {
     pub bindings_deleted: u32,
 }
 
+/// What an emergency revoke of a credential cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRevoked {
+    /// The credential as it is now: revoked, or (rotated) active at its new
+    /// version.
+    pub credential: Credential,
+    /// The version that was current when the revoke began.
+    pub revoked_version: u32,
+    /// The generated version made current, when the revoke rotated.
+    pub new_version: Option<u32>,
+    /// Leases of the credential ended.
+    pub leases_ended: u32,
+    /// The grants that allowed the leases ended, each once, sorted.
+    pub grants: Vec<GrantId>,
+}
+
+/// The generated version an emergency revoke makes current instead of
+/// revoking the credential as a whole.
+#[derive(Debug, Clone)]
+pub struct EmergencyRotation {
+    /// The new version: `expected_latest + 1`, sealed.
+    pub version: StoredVersion,
+    /// The latest version the engine saw (a compare-and-set, as for
+    /// [`CredentialStore::add_version`]).
+    pub expected_latest: u32,
+    /// The tenant's version retention.
+    pub retention: u32,
+}
+
 /// A tenant's credentials: their metadata and their sealed versions.
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
@@ -569,6 +600,40 @@ pub trait CredentialStore: Send + Sync {
         reason: &str,
         audit: AuditDraft,
     ) -> Result<(Credential, u32)>;
+
+    /// Changes the metadata fields `update` sets (and `updated_at`, to
+    /// `audit.at`), only those columns, in one transaction with `audit`;
+    /// when `narrowed`, the credential's active leases end in it too
+    /// (`credential_narrowed`, each with a `lease.revoke` event). Returns the
+    /// credential and how many leases ended.
+    async fn update_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        update: &CredentialUpdate,
+        narrowed: bool,
+        audit: AuditDraft,
+    ) -> Result<(Credential, u32)>;
+
+    /// Emergency revoke of a credential, in one transaction: without
+    /// `rotation`, marks it revoked; with it, adds the generated version,
+    /// makes it current and destroys the value of the version that was
+    /// current. Either way every active lease of the credential ends
+    /// (`credential_revoked`, each with a `lease.revoke` event) and
+    /// `audit` is committed with what was cut filled into its detail
+    /// ([`AuditDetail::CredentialEmergencyRevoke`](crate::audit::AuditDetail::CredentialEmergencyRevoke),
+    /// with `reason`). A credential revoked already with no lease left is
+    /// left as it is and nothing is written (counts zero). A rotation of a
+    /// credential that is not usable is `FailedPrecondition`; a lost race on
+    /// the latest version is `Precondition::VersionRace`.
+    async fn emergency_revoke_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        reason: &str,
+        rotation: Option<EmergencyRotation>,
+        audit: AuditDraft,
+    ) -> Result<CredentialRevoked>;
 
     /// Deletes every stored value of a credential, keeping its metadata;
     /// its active leases end in the same transaction.

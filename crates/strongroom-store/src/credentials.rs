@@ -6,14 +6,16 @@
 use async_trait::async_trait;
 use sqlx::Transaction;
 use strongroom_core::audit::AuditDraft;
-use strongroom_core::credential::{Credential, CredentialFilter, CredentialStatus, StoredVersion};
+use strongroom_core::credential::{
+    Credential, CredentialFilter, CredentialStatus, CredentialUpdate, StoredVersion,
+};
 use strongroom_core::ids::{CredentialId, TenantId};
 use strongroom_core::lease::{LeaseEnd, LeaseHolder};
 use strongroom_core::names::{CredentialName, Environment};
 use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::policy::Selector;
 use strongroom_core::scope::TenantScope;
-use strongroom_core::store::CredentialStore;
+use strongroom_core::store::{CredentialRevoked, CredentialStore, EmergencyRotation};
 use strongroom_core::time::Timestamp;
 use strongroom_core::{Error, Missing, Precondition, Result};
 
@@ -83,6 +85,27 @@ const ROLL_BACK: &str = concat!(
 const REVOKE: &str = concat!(
     "UPDATE credentials SET status = 'revoked', revoked_at = $3, revoke_reason = $4, \
      updated_at = $3 WHERE tenant_id = $1 AND id = $2 AND status <> 'revoked' RETURNING ",
+    credential_columns!()
+);
+
+/// Sets, on tenant `$1`'s credential `$2`, each metadata column whose flag
+/// is 1 (`$3` service `$4`, `$5` description `$6`, `$7` tags `$8`, `$9`
+/// scopes `$10`, `$11` owner `$12`, `$13` expiry `$14`, `$15` rotation `$16`,
+/// `$17` injection `$18`), and `updated_at` to `$19`: only the columns an
+/// update names, so a concurrent rotation or update of other fields is
+/// never overwritten.
+const UPDATE_METADATA: &str = concat!(
+    "UPDATE credentials SET \
+     service = CASE WHEN $3 = 1 THEN $4 ELSE service END, \
+     description = CASE WHEN $5 = 1 THEN $6 ELSE description END, \
+     tags = CASE WHEN $7 = 1 THEN $8 ELSE tags END, \
+     scopes = CASE WHEN $9 = 1 THEN $10 ELSE scopes END, \
+     owner = CASE WHEN $11 = 1 THEN $12 ELSE owner END, \
+     expires_at = CASE WHEN $13 = 1 THEN $14 ELSE expires_at END, \
+     rotation = CASE WHEN $15 = 1 THEN $16 ELSE rotation END, \
+     injection = CASE WHEN $17 = 1 THEN $18 ELSE injection END, \
+     updated_at = $19 \
+     WHERE tenant_id = $1 AND id = $2 RETURNING ",
     credential_columns!()
 );
 
@@ -382,6 +405,82 @@ impl<D: Dialect> CredentialStore for SqlStore<D> {
         Ok((row.try_into()?, count))
     }
 
+    async fn update_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        update: &CredentialUpdate,
+        narrowed: bool,
+        audit: AuditDraft,
+    ) -> Result<(Credential, u32)> {
+        let tenant = scope.tenant_id();
+        let tags = update.tags.as_ref().map(json).transpose()?;
+        let scopes = update.scopes.as_ref().map(json).transpose()?;
+        let rotation = match &update.rotation {
+            Some(Some(r)) => Some(json(r)?),
+            _ => None,
+        };
+        let injection = match &update.injection {
+            Some(Some(t)) => Some(json(t)?),
+            _ => None,
+        };
+        let mut tx = self.tenant_tx(tenant, true).await?;
+        let row: CredentialRow = D::query(UPDATE_METADATA)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(i32::from(update.service.is_some()))
+            .bind(update.service.as_ref().map_or("", |s| s.as_str()))
+            .bind(i32::from(update.description.is_some()))
+            .bind(update.description.as_deref().unwrap_or_default())
+            .bind(i32::from(tags.is_some()))
+            .bind(tags.clone().unwrap_or_default())
+            .bind(i32::from(scopes.is_some()))
+            .bind(scopes.clone().unwrap_or_default())
+            .bind(i32::from(update.owner.is_some()))
+            .bind(update.owner.clone().flatten())
+            .bind(i32::from(update.expires_at.is_some()))
+            .bind(update.expires_at.flatten().map(|t| t.as_micros()))
+            .bind(i32::from(update.rotation.is_some()))
+            .bind(rotation)
+            .bind(i32::from(update.injection.is_some()))
+            .bind(injection)
+            .bind(audit.at.as_micros())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("credential"))?;
+        let by = audit.clone();
+        self.append_in(&mut tx, tenant, audit).await?;
+        let ended = if narrowed {
+            Self::end_leases_in(
+                &mut tx,
+                tenant,
+                LeaseHolder::Credential(id),
+                LeaseEnd::CredentialNarrowed,
+                &by,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        let count = self
+            .append_lease_ends(&mut tx, tenant, &ended, LeaseEnd::CredentialNarrowed, &by)
+            .await?;
+        tx.commit().await.map_err(db("credential"))?;
+        Ok((row.try_into()?, count))
+    }
+
+    async fn emergency_revoke_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        reason: &str,
+        rotation: Option<EmergencyRotation>,
+        audit: AuditDraft,
+    ) -> Result<CredentialRevoked> {
+        self.emergency_revoke_credential_in(scope.tenant_id(), id, reason, rotation, audit)
+            .await
+    }
+
     async fn destroy_credential(
         &self,
         scope: &TenantScope<'_>,
@@ -428,7 +527,7 @@ impl<D: Dialect> CredentialStore for SqlStore<D> {
 }
 
 /// Reads `tenant`'s credential `id` inside `tx`.
-async fn credential_in<D: Dialect>(
+pub(crate) async fn credential_in<D: Dialect>(
     tx: &mut Transaction<'static, D>,
     tenant: TenantId,
     id: CredentialId,

@@ -36,7 +36,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use strongroom_core::audit::{AuditDraft, AuditEvent, ChainHead};
 use strongroom_core::chains::ChainStore;
-use strongroom_core::credential::{Credential, CredentialFilter, StoredVersion};
+use strongroom_core::credential::{Credential, CredentialFilter, CredentialUpdate, StoredVersion};
 use strongroom_core::idempotency::{Claim, IdempotencyStore, RequestKey, RequestRecord};
 use strongroom_core::ids::{BindingId, CredentialId, GrantId, LeaseId, PrincipalId, TenantId};
 use strongroom_core::lease::{Lease, LeaseFilter, LeaseStore};
@@ -46,9 +46,9 @@ use strongroom_core::policy::Grant;
 use strongroom_core::principal::{IdentityBinding, IdentityPattern, Principal, PrincipalStatus};
 use strongroom_core::scope::{IdentityMatch, PlatformScope, TenantScope};
 use strongroom_core::store::{
-    AuditFilter, AuditStore, Change, CredentialStore, EnvironmentStore, GrantFilter, GrantStore,
-    IdentityStore, MetaStore, NewTenant, PrincipalRevoked, PrincipalStore, RevealCheck, Store,
-    TenantStore,
+    AuditFilter, AuditStore, Change, CredentialRevoked, CredentialStore, EmergencyRotation,
+    EnvironmentStore, GrantFilter, GrantStore, IdentityStore, MetaStore, NewTenant,
+    PrincipalRevoked, PrincipalStore, RevealCheck, Store, TenantStore,
 };
 use strongroom_core::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
 use strongroom_core::time::Timestamp;
@@ -600,6 +600,34 @@ impl<S: Store> CredentialStore for FairShare<S> {
     ) -> Result<(Credential, u32)> {
         let _share = self.share(scope.tenant_id()).await?;
         self.inner.revoke_credential(scope, id, reason, audit).await
+    }
+
+    async fn update_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        update: &CredentialUpdate,
+        narrowed: bool,
+        audit: AuditDraft,
+    ) -> Result<(Credential, u32)> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .update_credential(scope, id, update, narrowed, audit)
+            .await
+    }
+
+    async fn emergency_revoke_credential(
+        &self,
+        scope: &TenantScope<'_>,
+        id: CredentialId,
+        reason: &str,
+        rotation: Option<EmergencyRotation>,
+        audit: AuditDraft,
+    ) -> Result<CredentialRevoked> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .emergency_revoke_credential(scope, id, reason, rotation, audit)
+            .await
     }
 
     async fn destroy_credential(

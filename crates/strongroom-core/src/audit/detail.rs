@@ -104,6 +104,32 @@ pub enum AuditDetail {
         /// Identity bindings of the principal deleted.
         bindings_deleted: u32,
     },
+    /// A credential's metadata was changed (UpdateCredential): the fields
+    /// named, never their values.
+    CredentialUpdated {
+        /// The fields the update named (its mask's paths).
+        fields: Vec<String>,
+        /// Whether the change narrowed the credential's use (an earlier
+        /// expiry, another owner, service or injection template): its
+        /// leases end.
+        narrowed: bool,
+    },
+    /// A credential was revoked in an emergency: what the revoke cut.
+    CredentialEmergencyRevoke {
+        /// The reason given.
+        reason: String,
+        /// The version that was current when the revoke began.
+        revoked_version: u32,
+        /// The generated version made current, when the revoke rotated
+        /// the credential instead of revoking it as a whole (the revoked
+        /// version's value is then destroyed).
+        new_version: Option<u32>,
+        /// Leases of the credential ended.
+        leases_ended: u32,
+        /// The grants that allowed the leases ended (kept: a grant's
+        /// selector may reach other credentials).
+        grants: Vec<GrantId>,
+    },
     /// A principal was disabled automatically after repeated denials.
     PrincipalLock {
         /// The principal.
@@ -420,6 +446,24 @@ mod tests {
             AuditDetail::PrincipalLock {
                 principal,
                 denials: 20,
+            },
+            AuditDetail::CredentialUpdated {
+                fields: vec!["owner".into(), "expires_at".into()],
+                narrowed: true,
+            },
+            AuditDetail::CredentialEmergencyRevoke {
+                reason: "key leaked".into(),
+                revoked_version: 3,
+                new_version: Some(4),
+                leases_ended: 2,
+                grants: vec![GrantId::from_uuid(uuid(3))],
+            },
+            AuditDetail::CredentialEmergencyRevoke {
+                reason: "key leaked".into(),
+                revoked_version: 3,
+                new_version: None,
+                leases_ended: 0,
+                grants: vec![],
             },
             AuditDetail::PrincipalEmergencyRevoke {
                 principal,

@@ -88,6 +88,13 @@ pub enum Action {
     CredentialRevoke,
     /// A credential's values were destroyed.
     CredentialDestroy,
+    /// A credential's metadata changed (UpdateCredential): the fields
+    /// named, never their values.
+    CredentialUpdate,
+    /// A credential was revoked in an emergency: revoked (or its current
+    /// version replaced by a generated value and destroyed), its leases
+    /// ended, at once.
+    CredentialEmergencyRevoke,
     /// A credential was injected by the relay (recorded before the request
     /// is sent).
     CredentialInject,
@@ -137,7 +144,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 43] = [
+    pub const ALL: [Action; 45] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -162,6 +169,8 @@ impl Action {
         Self::CredentialRollback,
         Self::CredentialRevoke,
         Self::CredentialDestroy,
+        Self::CredentialUpdate,
+        Self::CredentialEmergencyRevoke,
         Self::CredentialInject,
         Self::CredentialInjectResult,
         Self::AlertPlaceholderMisuse,
@@ -210,6 +219,8 @@ impl Action {
             Self::CredentialRollback => "credential.rollback",
             Self::CredentialRevoke => "credential.revoke",
             Self::CredentialDestroy => "credential.destroy",
+            Self::CredentialUpdate => "credential.update",
+            Self::CredentialEmergencyRevoke => "credential.emergency_revoke",
             Self::CredentialInject => "credential.inject",
             Self::CredentialInjectResult => "credential.inject_result",
             Self::AlertPlaceholderMisuse => "alert.placeholder_misuse",

@@ -23,6 +23,7 @@ use crate::{CallContext, Engine};
 mod inject;
 mod reveal;
 mod rotate;
+mod update;
 
 pub use inject::{
     Authorized, Injection, InjectionDecision, InjectionInfo, InjectionOutcome, InjectionRef,

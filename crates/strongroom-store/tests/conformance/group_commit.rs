@@ -101,7 +101,7 @@ fn check(
 }
 
 /// Reveals `version` of `credential` as `principal`.
-async fn reveal(
+pub(crate) async fn reveal(
     store: &dyn Store,
     t: &TestTenant,
     credential: &Credential,
@@ -151,7 +151,11 @@ fn lease(
 }
 
 /// A grant of `reveal` on every credential of `dev` to `principal`.
-fn reveal_grant(t: &TestTenant, principal: &Principal, expires_at: Option<Timestamp>) -> Grant {
+pub(crate) fn reveal_grant(
+    t: &TestTenant,
+    principal: &Principal,
+    expires_at: Option<Timestamp>,
+) -> Grant {
     let mut g = grant(
         t,
         GrantSubject::Principal(principal.id),
@@ -165,7 +169,7 @@ fn reveal_grant(t: &TestTenant, principal: &Principal, expires_at: Option<Timest
 
 /// Verifies the whole chain of the scope's tenant: sequences 1..=n without
 /// gaps, every link and hash. Returns the log.
-async fn verified_log(store: &dyn Store, scope: &TenantScope<'_>) -> Vec<AuditEvent> {
+pub(crate) async fn verified_log(store: &dyn Store, scope: &TenantScope<'_>) -> Vec<AuditEvent> {
     let log = audit_log(store, scope).await;
     let mut v = ChainVerifier::default();
     for e in &log {
@@ -2201,7 +2205,7 @@ pub async fn pg_short_path_refuses_what_the_rule_refuses(admin: PgPool) {
 }
 
 /// The leases of `t` matching `filter`.
-async fn leases_of(
+pub(crate) async fn leases_of(
     store: &dyn Store,
     t: &TestTenant,
     filter: strongroom_core::lease::LeaseFilter,

@@ -24,6 +24,7 @@ use strongroom_store::SqliteStore;
 
 mod cases;
 mod chains;
+mod credential_ops;
 mod formats;
 mod group_commit;
 mod idempotency;
@@ -81,6 +82,8 @@ conformance! {
     cases::foreign_page_tokens_return_only_own_rows => foreign_page_tokens_return_only_own_rows_postgres, foreign_page_tokens_return_only_own_rows_sqlite;
     cases::concurrent_writers_stay_consistent => concurrent_writers_stay_consistent_postgres, concurrent_writers_stay_consistent_sqlite;
     cases::server_meta_is_written_once => server_meta_is_written_once_postgres, server_meta_is_written_once_sqlite;
+    credential_ops::update_credential_sets_named_fields_only => update_credential_sets_named_fields_only_postgres, update_credential_sets_named_fields_only_sqlite;
+    credential_ops::emergency_revoke_credential_cuts_once => emergency_revoke_credential_cuts_once_postgres, emergency_revoke_credential_cuts_once_sqlite;
     chains::chain_heads_and_the_platform_chain => chain_heads_and_the_platform_chain_postgres, chain_heads_and_the_platform_chain_sqlite;
     chains::chain_event_at_reads_one_event => chain_event_at_reads_one_event_postgres, chain_event_at_reads_one_event_sqlite;
     isolation_model::tenant_isolation_matches_the_model => tenant_isolation_matches_the_model_postgres, tenant_isolation_matches_the_model_sqlite;

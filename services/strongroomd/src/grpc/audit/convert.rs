@@ -34,6 +34,8 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::CredentialRollback => P::CredentialRollback,
         Action::CredentialRevoke => P::CredentialRevoke,
         Action::CredentialDestroy => P::CredentialDestroy,
+        Action::CredentialUpdate => P::CredentialUpdate,
+        Action::CredentialEmergencyRevoke => P::CredentialEmergencyRevoke,
         Action::CredentialInject => P::CredentialInject,
         Action::CredentialInjectResult => P::CredentialInjectResult,
         Action::AlertPlaceholderMisuse => P::AlertPlaceholderMisuse,

@@ -3,7 +3,7 @@
 pub(super) mod convert;
 
 use strongroom_core::Error;
-use strongroom_core::credential::{Credential, CredentialFilter};
+use strongroom_core::credential::{Credential, CredentialFilter, CredentialUpdate};
 use strongroom_core::ids::{LeaseId, PrincipalId};
 use strongroom_core::names::{CredentialName, Environment, ServiceLabel};
 use strongroom_core::page::PageRequest;
@@ -88,6 +88,77 @@ fn lease_state_in(v: i32) -> Result<Option<strongroom_core::lease::LeaseState>, 
             pb::LeaseState::Revoked => Some(LeaseState::Revoked),
         },
     )
+}
+
+/// The fields of a credential UpdateCredential may set.
+const CREDENTIAL_FIELDS: [&str; 8] = [
+    "description",
+    "tags",
+    "scopes",
+    "expires_at",
+    "owner",
+    "rotation_policy",
+    "injection_template",
+    "service",
+];
+
+/// The earliest and latest seconds a protobuf timestamp may carry
+/// (0001-01-01 and 9999-12-31, as `google.protobuf.Timestamp` defines).
+const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+
+/// The change an UpdateCredential asks for: the masked fields of `c`, each
+/// parsed and named as `update.<field>` when refused. An empty owner,
+/// unset expiry, rotation policy or injection template clears it.
+fn credential_update_in(
+    c: pb::Credential,
+    mask: Option<prost_types::FieldMask>,
+) -> Result<CredentialUpdate, Error> {
+    let mut update = CredentialUpdate::default();
+    for field in super::admin::mask_paths(mask, &CREDENTIAL_FIELDS)? {
+        match field {
+            "service" => {
+                update.service = Some(ServiceLabel::parse(&c.service, "update.service")?);
+            }
+            "description" => update.description = Some(c.description.clone()),
+            "tags" => {
+                update.tags =
+                    Some(convert::tags_in(c.tags.clone()).map_err(|e| e.within("update"))?);
+            }
+            "scopes" => {
+                update.scopes =
+                    Some(convert::scopes_in(c.scopes.clone()).map_err(|e| e.within("update"))?);
+            }
+            "owner" => update.owner = Some(Some(c.owner.clone()).filter(|o| !o.is_empty())),
+            "expires_at" => {
+                let at = match &c.expires_at {
+                    None => None,
+                    Some(t) => {
+                        if !TIMESTAMP_SECONDS.contains(&t.seconds)
+                            || !(0..1_000_000_000).contains(&t.nanos)
+                        {
+                            return Err(Error::invalid(
+                                "update.expires_at",
+                                "must be a valid timestamp (years 1-9999)",
+                            ));
+                        }
+                        Some(convert::time_in(t))
+                    }
+                };
+                update.expires_at = Some(at);
+            }
+            "rotation_policy" => {
+                update.rotation =
+                    Some(convert::rotation_in(c.rotation_policy).map_err(|e| e.within("update"))?);
+            }
+            _ => {
+                update.injection = Some(
+                    convert::injection_in(c.injection_template.clone())
+                        .map_err(|e| e.within("update"))?,
+                );
+            }
+        }
+    }
+    Ok(update)
 }
 
 impl CredentialHandler {
@@ -201,9 +272,43 @@ impl CredentialService for CredentialHandler {
 
     async fn update_credential(
         &self,
-        _request: Request<pb::UpdateCredentialRequest>,
+        request: Request<pb::UpdateCredentialRequest>,
     ) -> Result<Response<pb::UpdateCredentialResponse>, Status> {
-        Err(unimplemented("UpdateCredential"))
+        rpc!(request, |call, req| {
+            let r = convert::credential_ref(req.credential)?;
+            let update = credential_update_in(req.update.unwrap_or_default(), req.update_mask)?;
+            let (c, leases_ended) = self
+                .0
+                .engine
+                .update_credential(&call.caller, call.ctx(), &r, update)
+                .await?;
+            Ok(pb::UpdateCredentialResponse {
+                credential: Some(self.credential_out(&call, &c)),
+                leases_ended,
+            })
+        })
+    }
+
+    async fn emergency_revoke_credential(
+        &self,
+        request: Request<pb::EmergencyRevokeCredentialRequest>,
+    ) -> Result<Response<pb::EmergencyRevokeCredentialResponse>, Status> {
+        rpc!(request, |call, req| {
+            let r = convert::credential_ref(req.credential)?;
+            let generate = req.generate.map(convert::generation_in).transpose()?;
+            let cut = self
+                .0
+                .engine
+                .emergency_revoke_credential(&call.caller, call.ctx(), &r, &req.reason, generate)
+                .await?;
+            Ok(pb::EmergencyRevokeCredentialResponse {
+                credential: Some(self.credential_out(&call, &cut.credential)),
+                revoked_version: cut.revoked_version,
+                new_version: cut.new_version.unwrap_or(0),
+                leases_ended: cut.leases_ended,
+                grant_ids: cut.grants.iter().map(ToString::to_string).collect(),
+            })
+        })
     }
 
     async fn reveal_credential(
