@@ -390,6 +390,7 @@ pub(crate) async fn inject_grant(
                 host: format!("api.example.test:{}", upstream.port()),
                 methods: vec![],
                 path_prefixes: vec!["/echo".into()],
+                ..Default::default()
             }],
             reason: "e2e".into(),
             ..Default::default()

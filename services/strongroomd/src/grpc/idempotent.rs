@@ -79,6 +79,7 @@ request_ids!(
     pb::CreateCredentialRequest,
     pb::RotateCredentialRequest,
     pb::RollbackCredentialRequest,
+    pb::EmergencyRevokeCredentialRequest,
     pb::CreateGrantRequest,
     pb::FileAccessRequestRequest,
     pb::ApproveAccessRequestRequest,

@@ -293,16 +293,16 @@ impl CredentialService for CredentialHandler {
         &self,
         request: Request<pb::EmergencyRevokeCredentialRequest>,
     ) -> Result<Response<pb::EmergencyRevokeCredentialResponse>, Status> {
-        rpc!(request, |call, req| {
+        rpc!(idempotent self, request, |this, call, req| {
             let r = convert::credential_ref(req.credential)?;
             let generate = req.generate.map(convert::generation_in).transpose()?;
-            let cut = self
+            let cut = this
                 .0
                 .engine
                 .emergency_revoke_credential(&call.caller, call.ctx(), &r, &req.reason, generate)
                 .await?;
             Ok(pb::EmergencyRevokeCredentialResponse {
-                credential: Some(self.credential_out(&call, &cut.credential)),
+                credential: Some(this.credential_out(&call, &cut.credential)),
                 revoked_version: cut.revoked_version,
                 new_version: cut.new_version.unwrap_or(0),
                 leases_ended: cut.leases_ended,
