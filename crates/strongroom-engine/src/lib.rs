@@ -32,6 +32,7 @@ use crate::abuse::AbuseGuard;
 use crate::cache::Caches;
 
 pub mod abuse;
+mod access_requests;
 mod audit;
 mod audit_log;
 mod authentication;
@@ -51,6 +52,7 @@ mod scan;
 mod settings;
 mod tenants;
 
+pub use access_requests::{DECISION_POLL, Narrowing, NewAccessRequest};
 pub use audit::{
     AuditFeed, AuditSummary, ChainReport, ChainTarget, CheckpointSchedule, CredentialActivity,
     DEFAULT_SUMMARY_TOP, DEFAULT_VERIFY_EVENTS, FAILED_AUTH_PER_SECOND, FAILED_AUTH_WINDOW,

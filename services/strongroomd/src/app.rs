@@ -701,8 +701,10 @@ async fn flush_failed_authentications(engine: Arc<Engine>, mut stopping: watch::
     }
 }
 
-/// Expires the leases that ran out, every `interval`, until the server
-/// stops (see `Engine::expire_leases`); a failed pass is logged and the
+/// Expires the leases that ran out, then the access requests nobody
+/// answered in time, every `interval`, until the server stops (see
+/// `Engine::expire_leases`, `Engine::expire_access_requests`: one server
+/// sweeps at a time, under the same lock); a failed pass is logged and the
 /// next one tries again.
 async fn sweep_leases(
     engine: Arc<Engine>,
@@ -714,11 +716,18 @@ async fn sweep_leases(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticks.tick() => match engine.expire_leases(&system).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(expired = n, "leases expired"),
-                Err(e) => tracing::warn!(error = %e, "the lease sweep failed"),
-            },
+            _ = ticks.tick() => {
+                match engine.expire_leases(&system).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(expired = n, "leases expired"),
+                    Err(e) => tracing::warn!(error = %e, "the lease sweep failed"),
+                }
+                match engine.expire_access_requests(&system).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(expired = n, "access requests expired"),
+                    Err(e) => tracing::warn!(error = %e, "the access request sweep failed"),
+                }
+            }
             _ = stopping.changed() => return,
         }
     }

@@ -128,6 +128,9 @@ pub struct Limits {
     /// How often the lease sweeper looks for leases that ran out
     /// (`limits.lease_sweep_interval_ms`, default 10 s).
     pub lease_sweep_interval: Duration,
+    /// How long an access request waits for a decision before it expires
+    /// (`limits.access_request_ttl_secs`, default 24 h).
+    pub access_request_ttl: Duration,
     /// Open client connections that completed their mutual-TLS handshake;
     /// a connection beyond the cap is closed (as soon as it is accepted when
     /// the cap is already reached).
@@ -200,6 +203,7 @@ impl Default for Limits {
             default_lease_ttl: Duration::from_secs(3600),
             max_lease_ttl: Duration::from_secs(24 * 3600),
             lease_sweep_interval: Duration::from_secs(10),
+            access_request_ttl: Duration::from_secs(24 * 3600),
             max_connections: 4096,
             max_connections_per_identity: 64,
             max_connections_per_ip: 256,
@@ -226,6 +230,7 @@ impl Limits {
             audit_timeout: self.audit_timeout,
             default_lease_ttl: self.default_lease_ttl,
             max_lease_ttl: self.max_lease_ttl,
+            access_request_ttl: self.access_request_ttl,
             cache_ttl: self.cache_ttl,
             credential_cache_ttl: self.credential_cache_ttl,
             scan_limit: strongroom_core::tenant::RateLimit {
@@ -535,6 +540,10 @@ impl Config {
                 .limits
                 .lease_sweep_interval_ms
                 .map_or(d.lease_sweep_interval, Duration::from_millis),
+            access_request_ttl: raw
+                .limits
+                .access_request_ttl_secs
+                .map_or(d.access_request_ttl, Duration::from_secs),
             max_connections: raw.limits.max_connections.unwrap_or(d.max_connections),
             max_connections_per_identity: raw
                 .limits
@@ -671,6 +680,14 @@ impl Config {
             return Err(bad(
                 "limits.lease_sweep_interval_ms",
                 "must be 10 ms to 1 hour",
+            ));
+        }
+        if !(Duration::from_secs(60)..=Duration::from_secs(30 * 24 * 3600))
+            .contains(&limits.access_request_ttl)
+        {
+            return Err(bad(
+                "limits.access_request_ttl_secs",
+                "must be 60 seconds to 30 days",
             ));
         }
 

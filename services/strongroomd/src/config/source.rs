@@ -121,6 +121,7 @@ pub(super) struct RawLimits {
     pub(super) default_lease_ttl_secs: Option<u64>,
     pub(super) max_lease_ttl_secs: Option<u64>,
     pub(super) lease_sweep_interval_ms: Option<u64>,
+    pub(super) access_request_ttl_secs: Option<u64>,
     pub(super) max_connections: Option<usize>,
     pub(super) max_connections_per_identity: Option<usize>,
     pub(super) max_connections_per_ip: Option<usize>,
@@ -241,6 +242,10 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), Config
     if let Some(v) = env.var("STRONGROOM_LEASE_SWEEP_INTERVAL_MS") {
         raw.limits.lease_sweep_interval_ms =
             Some(parse_num("STRONGROOM_LEASE_SWEEP_INTERVAL_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_ACCESS_REQUEST_TTL_SECS") {
+        raw.limits.access_request_ttl_secs =
+            Some(parse_num("STRONGROOM_ACCESS_REQUEST_TTL_SECS", &v)?);
     }
     if let Some(v) = env.var("STRONGROOM_MAX_MESSAGE_BYTES") {
         raw.limits.max_message_bytes = Some(parse_num("STRONGROOM_MAX_MESSAGE_BYTES", &v)?);
