@@ -577,3 +577,53 @@ async fn denial_expiry_and_validation(backend: Backend) {
     );
     verified_event_count(&acme.client).await;
 }
+
+/// An agent waiting on one server is released by an approval made through
+/// another (Postgres, two servers on one database), and its reveal through
+/// the first server succeeds at once.
+#[tokio::test]
+async fn a_watch_on_one_server_sees_an_approval_on_another() {
+    let primary = TestServer::start(Backend::Postgres).await;
+    let acme = primary.tenant("acme").await;
+    let (agent_id, _) = primary.principal(&acme, "agent", pb::Role::Agent).await;
+    create(&acme, "llm/openai", SECRETS[0]).await;
+    let replica = TestServer::start_with(primary.replica_options()).await;
+    let agent = replica.client("spiffe://e2e.test/acme/agent").await;
+
+    let request = file(&agent, file_for("llm/openai", pb::Capability::Reveal))
+        .await
+        .expect("file through the replica")
+        .access_request
+        .expect("a request");
+    assert_eq!(request.requester_id, agent_id);
+    let mut watch = agent
+        .policy()
+        .watch_access_request(pb::WatchAccessRequestRequest {
+            access_request_id: request.id.clone(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    watch.message().await.expect("first").expect("a message");
+
+    approve(
+        &acme,
+        pb::ApproveAccessRequestRequest {
+            access_request_id: request.id.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("approve through the primary");
+    let decided = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("released within the polling bound")
+        .expect("the decision")
+        .expect("a message")
+        .access_request
+        .expect("request");
+    assert_eq!(status(&decided), pb::AccessRequestStatus::Approved);
+    reveal(&agent, "llm/openai")
+        .await
+        .expect("the reveal through the replica sees the new grant");
+}

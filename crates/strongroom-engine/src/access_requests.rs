@@ -208,7 +208,10 @@ impl Engine {
             duration_secs: request.duration.as_secs(),
             expires_at: request.expires_at,
         });
-        self.durable(self.store.file_access_request(&scope, &request, now, draft))
+        // Not `durable`, which answers every store error UNAVAILABLE: the
+        // store's refusals reach the caller as they are (as for grants).
+        self.store
+            .file_access_request(&scope, &request, now, draft)
             .await
     }
 
@@ -435,10 +438,9 @@ impl Engine {
         let by = scope.principal().id;
         let decided = self
             .commit(scope.tenant_id(), draft, |draft| {
-                self.durable(
-                    self.store
-                        .decide_access_request(&scope, id, &decision, by, now, draft),
-                )
+                // A request decided meanwhile is FAILED_PRECONDITION.
+                self.store
+                    .decide_access_request(&scope, id, &decision, by, now, draft)
             })
             .await?;
         Ok((decided, grant))
@@ -478,10 +480,8 @@ impl Engine {
         let by = scope.principal().id;
         let decision = AccessDecision::Deny(reason);
         self.commit(scope.tenant_id(), draft, |draft| {
-            self.durable(
-                self.store
-                    .decide_access_request(&scope, id, &decision, by, now, draft),
-            )
+            self.store
+                .decide_access_request(&scope, id, &decision, by, now, draft)
         })
         .await
     }
