@@ -46,6 +46,7 @@ mod environments;
 mod grants;
 mod keyring;
 mod leases;
+pub mod notify;
 pub mod ports;
 mod principals;
 mod scan;
