@@ -70,6 +70,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         .build_client(true)
         .build_server(true)
         .skip_debug(REDACTED_DEBUG)
+        // Maps as BTreeMap: a message encodes to the same bytes every time
+        // (keys in order), which the request fingerprints of idempotent
+        // retries rely on.
+        .btree_map(".")
         // Decodes with prost, then refuses any field over its bound.
         .codec_path("crate::codec::BoundedCodec")
         .compile_fds(descriptors)?;

@@ -32,6 +32,7 @@ mod emergency_revoke;
 mod field_bounds;
 mod grpcurl;
 mod health;
+mod idempotency;
 mod input_validation;
 mod isolation_guards;
 mod leases;

@@ -1,7 +1,8 @@
 //! The storage ports. Backends (Postgres, SQLite) implement one port per
 //! aggregate ([`MetaStore`], [`IdentityStore`], [`TenantStore`],
 //! [`EnvironmentStore`], [`PrincipalStore`], [`CredentialStore`],
-//! [`GrantStore`], [`AuditStore`], [`ChainStore`], [`LeaseStore`] and [`AccessRequestStore`]); [`Store`] is all of
+//! [`GrantStore`], [`AuditStore`], [`ChainStore`], [`LeaseStore`],
+//! [`AccessRequestStore`] and [`IdempotencyStore`]); [`Store`] is all of
 //! them, implemented for any type that implements each, and what the server
 //! holds (`Arc<dyn Store>`). One conformance suite checks that the backends
 //! behave alike.
@@ -18,6 +19,7 @@ use crate::audit::{Action, AuditDraft, AuditEvent, Outcome};
 pub use crate::chains::ChainStore;
 use crate::credential::{Credential, CredentialFilter, StoredVersion};
 use crate::error::Result;
+pub use crate::idempotency::IdempotencyStore;
 use crate::ids::{BindingId, CredentialId, GrantId, PrincipalId, TenantId};
 use crate::lease::Lease;
 pub use crate::lease::LeaseStore;
@@ -238,6 +240,7 @@ pub trait Store:
     + ChainStore
     + LeaseStore
     + AccessRequestStore
+    + IdempotencyStore
     + Send
     + Sync
     + 'static
@@ -256,6 +259,7 @@ impl<T> Store for T where
         + ChainStore
         + LeaseStore
         + AccessRequestStore
+        + IdempotencyStore
         + Send
         + Sync
         + 'static

@@ -37,6 +37,7 @@ mod aead;
 mod checkpoint;
 mod envelope;
 mod error;
+mod idempotency;
 mod kdf;
 mod kek;
 mod random;
@@ -50,6 +51,7 @@ pub use checkpoint::{
 };
 pub use envelope::Envelope;
 pub use error::{CryptoError, Result};
+pub use idempotency::{FINGERPRINT_LEN, IdempotencyKey};
 pub use kdf::KdfParams;
 pub use kek::Kek;
 pub use root_key::{KeyCheck, RootKey, WrappedKek};

@@ -13,6 +13,7 @@ use zeroize::{ZeroizeOnDrop, Zeroizing};
 use crate::aead::{self, KEY_LEN, NONCE_LEN, TAG_LEN, put_field};
 use crate::checkpoint::SigningKey;
 use crate::error::{CryptoError, Result};
+use crate::idempotency::IdempotencyKey;
 use crate::kdf::{self, KdfParams};
 use crate::kek::Kek;
 use crate::{constant_time_eq, random};
@@ -32,6 +33,9 @@ const WRAPPED_KEK_LEN: usize = 1 + NONCE_LEN + KEY_LEN + TAG_LEN;
 
 /// HKDF-SHA256 label of the checkpoint signing key's seed.
 const CHECKPOINT_SIGNING_LABEL: &[u8] = b"strongroom/checkpoint-signing/v1";
+
+/// HKDF-SHA256 label of the request-fingerprint key (idempotent retries).
+const IDEMPOTENCY_LABEL: &[u8] = b"strongroom/idempotency-fingerprint/v1";
 
 /// Largest key file read; a key file is at most a line of text.
 const MAX_KEY_FILE_LEN: u64 = 4096;
@@ -252,6 +256,33 @@ impl RootKey {
         okm.fill(&mut seed[..])
             .map_err(|_| CryptoError::Malformed("checkpoint signing key derivation"))?;
         SigningKey::from_seed(&seed)
+    }
+
+    /// The key of request fingerprints (idempotent retries), derived from
+    /// this root key like the checkpoint signing key (HKDF-SHA256, label
+    /// `strongroom/idempotency-fingerprint/v1`). Never stored.
+    pub fn idempotency_key(&self) -> Result<IdempotencyKey> {
+        let okm = self.expand(IDEMPOTENCY_LABEL, "idempotency key derivation")?;
+        Ok(IdempotencyKey::from_okm(&okm))
+    }
+
+    /// 32 bytes of HKDF-SHA256 (no salt) of this key under `label`.
+    fn expand(&self, label: &[u8], what: &'static str) -> Result<Zeroizing<[u8; 32]>> {
+        struct Len32;
+        impl ring::hkdf::KeyType for Len32 {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&self.bytes);
+        let info = [label];
+        let okm = prk
+            .expand(&info, Len32)
+            .map_err(|_| CryptoError::Malformed(what))?;
+        let mut out = Zeroizing::new([0u8; 32]);
+        okm.fill(&mut out[..])
+            .map_err(|_| CryptoError::Malformed(what))?;
+        Ok(out)
     }
 
     /// Root-key rotation: re-wraps a tenant KEK under `new_root`. The KEK

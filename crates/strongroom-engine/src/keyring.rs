@@ -19,7 +19,9 @@ use strongroom_core::scope::TenantScope;
 use strongroom_core::tenant::WrappedKekRecord;
 use strongroom_core::value::CredentialValue;
 use strongroom_core::{Error, Result};
-use strongroom_crypto::{Aad, Envelope, Kek, RootKey, SigningKey, WrappedKek};
+use strongroom_crypto::{
+    Aad, Envelope, FINGERPRINT_LEN, IdempotencyKey, Kek, RootKey, SigningKey, WrappedKek,
+};
 
 use crate::Engine;
 
@@ -32,6 +34,9 @@ pub(crate) fn crypto_error(e: strongroom_crypto::CryptoError) -> Error {
 /// The root key and the unwrapped tenant KEKs, by tenant and KEK version.
 pub(crate) struct Keyring {
     root: Arc<RootKey>,
+    /// The request-fingerprint key of idempotent retries, derived from the
+    /// root key (`None` only if the derivation failed, which it cannot).
+    idempotency: Option<IdempotencyKey>,
     keys: RwLock<HashMap<(TenantId, u32), Arc<Kek>>>,
     /// Counts evictions, so an unwrap that raced with one is not kept.
     evictions: AtomicU64,
@@ -41,6 +46,7 @@ impl Keyring {
     /// A keyring unwrapping with `root`, holding no tenant key yet.
     pub(crate) fn new(root: Arc<RootKey>) -> Self {
         Self {
+            idempotency: root.idempotency_key().ok(),
             root,
             keys: RwLock::new(HashMap::new()),
             evictions: AtomicU64::new(0),
@@ -124,6 +130,15 @@ impl Keyring {
         self.root
             .wrap_kek(tenant.as_uuid(), version, kek)
             .map_err(crypto_error)
+    }
+
+    /// The keyed hash (HMAC-SHA256 under the key derived from the root
+    /// key) of `parts`: a request's fingerprint for idempotent retries.
+    pub(crate) fn fingerprint(&self, parts: &[&[u8]]) -> Result<[u8; FINGERPRINT_LEN]> {
+        self.idempotency
+            .as_ref()
+            .map(|key| key.fingerprint(parts))
+            .ok_or_else(|| Error::internal("the idempotency key could not be derived"))
     }
 
     /// The checkpoint signing key, derived from the root key.

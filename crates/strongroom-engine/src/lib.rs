@@ -44,6 +44,7 @@ mod credentials;
 mod emergency;
 mod environments;
 mod grants;
+mod idempotency;
 mod keyring;
 mod leases;
 pub mod notify;
@@ -67,11 +68,14 @@ pub use credentials::{
     Refused, RevealOptions, Revealed, RevealedValue, UseKind, scrub_pairs,
 };
 pub use grants::NewGrant;
+pub use idempotency::{
+    HeldClaim, IN_PROGRESS_WAIT, MAX_REQUEST_ID_CHARS, OUTCOME_UNKNOWN_AFTER, Retry,
+};
 pub use principals::PrincipalUpdate;
 pub use scan::{
     FindingSource, MAX_SCAN_TEXT_BYTES, MIN_SCAN_VALUE_BYTES, ScanFinding, ScanOptions, ScanReport,
 };
-pub use settings::Limits;
+pub use settings::{DEFAULT_IDEMPOTENCY_RETENTION, Limits};
 
 /// The strongroom engine: the one application type every operation hangs on.
 pub struct Engine {

@@ -12,6 +12,9 @@ pub const DEFAULT_SCAN_LIMIT: RateLimit = RateLimit {
     burst: 10,
 };
 
+/// How long a `request_id` is remembered by default (see `common.proto`).
+pub const DEFAULT_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 /// Bounds the engine keeps to: how long an audit record may take, lease
 /// lengths, and how long cached state is trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +39,8 @@ pub struct Limits {
     /// Each principal's ScanText rate limit (a scan must not become an
     /// oracle for guessing values).
     pub scan_limit: RateLimit,
+    /// How long a call's `request_id` is remembered for retries.
+    pub idempotency_retention: Duration,
 }
 
 impl Default for Limits {
@@ -48,6 +53,7 @@ impl Default for Limits {
             cache_ttl: crate::cache::DEFAULT_TTL,
             credential_cache_ttl: crate::cache::DEFAULT_CREDENTIAL_TTL,
             scan_limit: DEFAULT_SCAN_LIMIT,
+            idempotency_retention: DEFAULT_IDEMPOTENCY_RETENTION,
         }
     }
 }

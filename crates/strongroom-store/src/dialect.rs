@@ -292,6 +292,7 @@ pub trait Reads:
     + Decodes<(i32,)>
     + Decodes<(String,)>
     + Decodes<(Vec<u8>,)>
+    + Decodes<(Vec<u8>, i64, Option<Vec<u8>>)>
 {
 }
 

@@ -40,6 +40,7 @@ use strongroom_core::access::{
 use strongroom_core::audit::{AuditDraft, AuditEvent, ChainHead};
 use strongroom_core::chains::ChainStore;
 use strongroom_core::credential::{Credential, CredentialFilter, StoredVersion};
+use strongroom_core::idempotency::{Claim, IdempotencyStore, RequestKey, RequestRecord};
 use strongroom_core::ids::{
     AccessRequestId, BindingId, CredentialId, GrantId, LeaseId, PrincipalId, TenantId,
 };
@@ -111,6 +112,14 @@ impl<S: Store> FairShare<S> {
     /// Waits for one of `tenant`'s connections; held until dropped.
     async fn share(&self, tenant: TenantId) -> Result<Share> {
         self.shares.acquire(tenant).await
+    }
+
+    /// The share of `key`'s tenant; none for a platform operator's key.
+    async fn key_share(&self, key: &RequestKey) -> Result<Option<Share>> {
+        match key.tenant {
+            Some(tenant) => Ok(Some(self.share(tenant).await?)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -829,6 +838,49 @@ impl<S: Store> AccessRequestStore for FairShare<S> {
         limit: u32,
     ) -> Result<u32> {
         self.inner.expire_access_requests(now, by, limit).await
+    }
+}
+
+// Idempotency records are counted against the caller's tenant's share
+// like its other calls; platform operators' records pass straight through,
+// and so does the sweeper's purge.
+#[async_trait]
+impl<S: Store> IdempotencyStore for FairShare<S> {
+    async fn claim_request(
+        &self,
+        key: &RequestKey,
+        fingerprint: &[u8],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Claim> {
+        let _share = self.key_share(key).await?;
+        self.inner
+            .claim_request(key, fingerprint, now, expires_at)
+            .await
+    }
+
+    async fn get_request(&self, key: &RequestKey, now: Timestamp) -> Result<Option<RequestRecord>> {
+        let _share = self.key_share(key).await?;
+        self.inner.get_request(key, now).await
+    }
+
+    async fn complete_request(
+        &self,
+        key: &RequestKey,
+        claimed_at: Timestamp,
+        response: &[u8],
+    ) -> Result<bool> {
+        let _share = self.key_share(key).await?;
+        self.inner.complete_request(key, claimed_at, response).await
+    }
+
+    async fn release_request(&self, key: &RequestKey, claimed_at: Timestamp) -> Result<()> {
+        let _share = self.key_share(key).await?;
+        self.inner.release_request(key, claimed_at).await
+    }
+
+    async fn purge_requests(&self, now: Timestamp) -> Result<u64> {
+        self.inner.purge_requests(now).await
     }
 }
 

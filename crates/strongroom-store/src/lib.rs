@@ -19,6 +19,7 @@ mod error;
 mod fair;
 mod grants;
 mod group_commit;
+mod idempotency;
 mod identity;
 mod leases;
 mod meta;

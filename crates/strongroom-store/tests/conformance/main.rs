@@ -7,6 +7,7 @@
 //! * `isolation_model`: tenant isolation as a property against a model.
 //! * `rls`: Postgres row-level security on its own, with raw SQL.
 //! * `chains`: chain heads and the platform-level chain (`ChainStore`).
+//! * `idempotency`: the records of idempotent retries.
 //! * `group_commit`: reveal checks, the group committer under concurrent
 //!   and failing jobs, and change notices (`changes()`).
 //!
@@ -26,6 +27,7 @@ mod cases;
 mod chains;
 mod formats;
 mod group_commit;
+mod idempotency;
 mod isolation_level;
 mod isolation_model;
 mod rls;
@@ -93,6 +95,10 @@ conformance! {
     group_commit::leases_commit_with_their_reveals => leases_commit_with_their_reveals_postgres, leases_commit_with_their_reveals_sqlite;
     group_commit::failing_jobs_do_not_poison_their_batch => failing_jobs_do_not_poison_their_batch_postgres, failing_jobs_do_not_poison_their_batch_sqlite;
     group_commit::concurrent_rotations_keep_retention => concurrent_rotations_keep_retention_postgres, concurrent_rotations_keep_retention_sqlite;
+    idempotency::idempotency_claims_complete_and_release => idempotency_claims_complete_and_release_postgres, idempotency_claims_complete_and_release_sqlite;
+    idempotency::idempotency_keys_are_per_tenant_caller_and_call => idempotency_keys_are_per_tenant_caller_and_call_postgres, idempotency_keys_are_per_tenant_caller_and_call_sqlite;
+    idempotency::idempotency_records_expire_and_are_purged => idempotency_records_expire_and_are_purged_postgres, idempotency_records_expire_and_are_purged_sqlite;
+    idempotency::idempotency_concurrent_claims_have_one_winner => idempotency_concurrent_claims_have_one_winner_postgres, idempotency_concurrent_claims_have_one_winner_sqlite;
 }
 
 /// Emits a Postgres-only test per `module::check`, on the superuser pool the
@@ -112,6 +118,7 @@ postgres_only! {
     rls::rls_without_a_tenant_sees_nothing,
     rls::rls_platform_mode_reads_only_the_registry,
     rls::rls_lease_sweep_reads_only_leases,
+    rls::rls_idempotency_records_are_confined,
     rls::rls_audit_log_is_append_only,
     rls::rls_platform_tables_are_platform_only,
     rls::pg_derived_namespace_review_runs_as_the_app_role,

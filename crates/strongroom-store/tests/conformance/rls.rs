@@ -833,3 +833,115 @@ pub async fn pg_derived_namespace_review_runs_as_the_app_role(admin: PgPool) {
     );
     world.close().await;
 }
+
+/// Idempotency records: bound to a tenant, the app role sees and writes
+/// only that tenant's; without a tenant it sees none; platform mode sees
+/// only the platform operators' records; the sweeper's mode may read and
+/// delete every record (the purge) but update none.
+pub async fn rls_idempotency_records_are_confined(admin: PgPool) {
+    use strongroom_core::idempotency::{IdempotencyStore, RequestKey};
+    use strongroom_core::time::Timestamp;
+
+    let world = Populated::new(admin).await;
+    let (a, b) = (world.a.id(), world.b.id());
+    let now = Timestamp::from_micros(1_800_000_000_000_000);
+    let key = |tenant: Option<TenantId>| RequestKey {
+        tenant,
+        principal: "p".into(),
+        call: "/strongroom.v1.PolicyService/CreateGrant".into(),
+        request_id: "r".into(),
+    };
+    for tenant in [Some(a), Some(b), None] {
+        world
+            .store
+            .claim_request(
+                &key(tenant),
+                &[1; 32],
+                now,
+                now.plus(std::time::Duration::from_secs(60)),
+            )
+            .await
+            .expect("claim");
+    }
+    const COUNT: &str = "SELECT count(*) FROM idempotency_keys";
+    let platform_scope = Uuid::nil();
+
+    let mut tx = app_tx(world.app(), Some(a)).await;
+    assert_eq!(
+        count(&mut tx, COUNT, None).await,
+        1,
+        "a tenant sees its own"
+    );
+    for other in [b.as_uuid(), platform_scope] {
+        let updated =
+            sqlx::query("UPDATE idempotency_keys SET response = '\\x00' WHERE scope_id = $1")
+                .bind(other)
+                .execute(&mut *tx)
+                .await
+                .expect("update");
+        assert_eq!(updated.rows_affected(), 0);
+        let deleted = sqlx::query("DELETE FROM idempotency_keys WHERE scope_id = $1")
+            .bind(other)
+            .execute(&mut *tx)
+            .await
+            .expect("delete");
+        assert_eq!(deleted.rows_affected(), 0);
+    }
+    let result = sqlx::query(
+        "INSERT INTO idempotency_keys (scope_id, principal, rpc, request_id, fingerprint, \
+         claimed_at, expires_at) VALUES ($1, 'p', 'c', 'evil', '\\x00', 0, 1)",
+    )
+    .bind(b.as_uuid())
+    .execute(&mut *tx)
+    .await;
+    let (state, message) = db_error(result, "insert into another tenant");
+    assert_eq!(state, "42501", "{message}");
+    tx.rollback().await.expect("rollback");
+
+    let mut tx = app_tx(world.app(), None).await;
+    assert_eq!(count(&mut tx, COUNT, None).await, 0, "no tenant, no record");
+    tx.rollback().await.expect("rollback");
+
+    let mut tx = world.app().begin().await.expect("begin");
+    sqlx::query("SELECT set_config('strongroom.platform', 'on', true)")
+        .execute(&mut *tx)
+        .await
+        .expect("platform");
+    assert_eq!(
+        count(&mut tx, COUNT, None).await,
+        1,
+        "platform mode: the operators' only"
+    );
+    let seen: Uuid = sqlx::query_scalar("SELECT scope_id FROM idempotency_keys")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("select");
+    assert_eq!(seen, platform_scope);
+    tx.rollback().await.expect("rollback");
+
+    let mut tx = world.app().begin().await.expect("begin");
+    sqlx::query("SELECT set_config('strongroom.lease_sweep', 'on', true)")
+        .execute(&mut *tx)
+        .await
+        .expect("sweep mode");
+    assert_eq!(
+        count(&mut tx, COUNT, None).await,
+        3,
+        "the sweeper sees every record"
+    );
+    let updated = sqlx::query("UPDATE idempotency_keys SET response = '\\x00'")
+        .execute(&mut *tx)
+        .await
+        .expect("update");
+    assert_eq!(updated.rows_affected(), 0, "the sweeper updates no record");
+    tx.rollback().await.expect("rollback");
+    assert_eq!(
+        world
+            .store
+            .purge_requests(now.plus(std::time::Duration::from_secs(60)))
+            .await
+            .expect("purge"),
+        3
+    );
+    world.close().await;
+}

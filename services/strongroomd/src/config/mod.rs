@@ -131,6 +131,10 @@ pub struct Limits {
     /// How long an access request waits for a decision before it expires
     /// (`limits.access_request_ttl_secs`, default 24 h).
     pub access_request_ttl: Duration,
+    /// How long a call's `request_id` is remembered for idempotent retries
+    /// (`limits.idempotency_retention_secs`, default 24 h; 1 minute to 7
+    /// days). Expired records are purged by the lease sweeper's loop.
+    pub idempotency_retention: Duration,
     /// Open client connections that completed their mutual-TLS handshake;
     /// a connection beyond the cap is closed (as soon as it is accepted when
     /// the cap is already reached).
@@ -204,6 +208,7 @@ impl Default for Limits {
             max_lease_ttl: Duration::from_secs(24 * 3600),
             lease_sweep_interval: Duration::from_secs(10),
             access_request_ttl: Duration::from_secs(24 * 3600),
+            idempotency_retention: strongroom_engine::DEFAULT_IDEMPOTENCY_RETENTION,
             max_connections: 4096,
             max_connections_per_identity: 64,
             max_connections_per_ip: 256,
@@ -238,6 +243,7 @@ impl Limits {
                 per_minute: self.scan_per_minute.max(1),
                 burst: (self.scan_per_minute / 6).clamp(1, 10),
             },
+            idempotency_retention: self.idempotency_retention,
         }
     }
 }
@@ -544,6 +550,10 @@ impl Config {
                 .limits
                 .access_request_ttl_secs
                 .map_or(d.access_request_ttl, Duration::from_secs),
+            idempotency_retention: raw
+                .limits
+                .idempotency_retention_secs
+                .map_or(d.idempotency_retention, Duration::from_secs),
             max_connections: raw.limits.max_connections.unwrap_or(d.max_connections),
             max_connections_per_identity: raw
                 .limits
@@ -688,6 +698,14 @@ impl Config {
             return Err(bad(
                 "limits.access_request_ttl_secs",
                 "must be 60 seconds to 30 days",
+            ));
+        }
+        if !(Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600))
+            .contains(&limits.idempotency_retention)
+        {
+            return Err(bad(
+                "limits.idempotency_retention_secs",
+                "must be 1 minute to 7 days",
             ));
         }
 

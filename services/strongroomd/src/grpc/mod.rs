@@ -19,6 +19,7 @@ mod admin;
 mod audit;
 pub mod convert;
 mod credential;
+pub(crate) mod idempotent;
 mod policy;
 mod routes;
 pub mod status;
@@ -48,6 +49,7 @@ impl Shared {
 }
 
 /// An authenticated call in progress: the caller the edge authenticated.
+#[derive(Clone)]
 pub(crate) struct Call {
     caller: Arc<Authenticated>,
     edge: edge::Caller,
@@ -103,6 +105,21 @@ macro_rules! rpc {
         let $req = $request.into_inner();
         let result: strongroom_core::Result<_> = async { $body }.await;
         $call.finish(result)
+    }};
+    // A mutating call that takes `request_id`, run once per request id
+    // (see `idempotent`): the body names the handler `$this`, as it runs
+    // in a task of its own.
+    (idempotent $handler:expr, $request:ident, |$this:ident, $call:ident, $req:ident| $body:block) => {{
+        let $call = crate::grpc::Call::of(&$request)?;
+        let $req = $request.into_inner();
+        let $this = ::std::clone::Clone::clone($handler);
+        let engine = ::std::sync::Arc::clone(&$this.0.engine);
+        crate::grpc::idempotent::run(&engine, $call, $req, move |$call, $req| async move {
+            let $this = &$this;
+            let result: strongroom_core::Result<_> = async { $body }.await;
+            result
+        })
+        .await
     }};
 }
 pub(crate) use rpc;

@@ -19,6 +19,7 @@ use super::{Shared, rpc, unimplemented};
 use strongroom_engine::PrincipalUpdate;
 
 /// Serves AdminService.
+#[derive(Clone)]
 pub struct AdminHandler(pub Shared);
 
 /// The fields of a principal UpdatePrincipal may set.
@@ -171,7 +172,7 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::CreateTenantResponse>, Status> {
-        rpc!(request, |call, req| {
+        rpc!(idempotent self, request, |this, call, req| {
             let name = TenantName::parse(&req.name, "name")?;
             let admin = req
                 .initial_admin
@@ -188,12 +189,12 @@ impl AdminService for AdminHandler {
                 })
                 .transpose()?;
             let namespaces = parse_namespaces(&req.identity_namespaces, "identity_namespaces")?;
-            let (tenant, admin) = self
+            let (tenant, admin) = this
                 .0
                 .engine
                 .create_tenant(&call.caller, call.ctx(), name, admin, namespaces)
                 .await?;
-            let namespaces = self
+            let namespaces = this
                 .0
                 .engine
                 .identity_namespaces(&call.caller, tenant.id, tenant.id)
@@ -332,11 +333,11 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::CreatePrincipalRequest>,
     ) -> Result<Response<pb::CreatePrincipalResponse>, Status> {
-        rpc!(request, |call, req| {
+        rpc!(idempotent self, request, |this, call, req| {
             let name = PrincipalName::parse(&req.name, "name")?;
             let role = convert::role_in(req.role, "role")?;
             let envs = convert::environments_in(&req.environments, "environments")?;
-            let p = self
+            let p = this
                 .0
                 .engine
                 .create_principal(&call.caller, call.ctx(), name, role, envs, req.description)
@@ -477,10 +478,10 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::CreateIdentityBindingRequest>,
     ) -> Result<Response<pb::CreateIdentityBindingResponse>, Status> {
-        rpc!(request, |call, req| {
+        rpc!(idempotent self, request, |this, call, req| {
             let principal = PrincipalId::parse(&req.principal_id, "principal_id")?;
             let pattern = IdentityPattern::parse(&req.identity, "identity")?;
-            let b = self
+            let b = this
                 .0
                 .engine
                 .create_binding(&call.caller, call.ctx(), principal, pattern)
@@ -530,9 +531,9 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::CreateEnvironmentRequest>,
     ) -> Result<Response<pb::CreateEnvironmentResponse>, Status> {
-        rpc!(request, |call, req| {
+        rpc!(idempotent self, request, |this, call, req| {
             let env = Environment::parse(&req.name, "name")?;
-            self.0
+            this.0
                 .engine
                 .create_environment(&call.caller, call.ctx(), env.clone())
                 .await?;
@@ -541,7 +542,7 @@ impl AdminService for AdminHandler {
                     name: env.to_string(),
                     description: req.description,
                     built_in: false,
-                    created_at: Some(convert::time_out(self.0.engine.now())),
+                    created_at: Some(convert::time_out(this.0.engine.now())),
                     credential_count: 0,
                 }),
             })

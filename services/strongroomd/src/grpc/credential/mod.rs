@@ -18,6 +18,7 @@ use strongroom_engine::{
 };
 
 /// Serves CredentialService.
+#[derive(Clone)]
 pub struct CredentialHandler(pub Shared);
 
 fn reveal_options(
@@ -110,7 +111,7 @@ impl CredentialService for CredentialHandler {
         &self,
         request: Request<pb::CreateCredentialRequest>,
     ) -> Result<Response<pb::CreateCredentialResponse>, Status> {
-        rpc!(request, |call, req| {
+        rpc!(idempotent self, request, |this, call, req| {
             let new = NewCredential {
                 environment: Environment::parse(&req.environment, "environment")?,
                 name: CredentialName::parse(&req.name, "name")?,
@@ -124,13 +125,13 @@ impl CredentialService for CredentialHandler {
                 rotation: convert::rotation_in(req.rotation_policy)?,
                 injection: convert::injection_in(req.injection_template)?,
             };
-            let c = self
+            let c = this
                 .0
                 .engine
                 .create_credential(&call.caller, call.ctx(), new)
                 .await?;
             Ok(pb::CreateCredentialResponse {
-                credential: Some(self.credential_out(&call, &c)),
+                credential: Some(this.credential_out(&call, &c)),
             })
         })
     }
@@ -279,7 +280,7 @@ impl CredentialService for CredentialHandler {
         &self,
         request: Request<pb::RotateCredentialRequest>,
     ) -> Result<Response<pb::RotateCredentialResponse>, Status> {
-        rpc!(request, |call, req| {
+        rpc!(idempotent self, request, |this, call, req| {
             let r = convert::credential_ref(req.credential)?;
             let new_value = match required(req.new_value, "value")? {
                 pb::rotate_credential_request::NewValue::Value(v) => {
@@ -290,14 +291,14 @@ impl CredentialService for CredentialHandler {
                     NewValue::Generated { policy, field }
                 }
             };
-            let c = self
+            let c = this
                 .0
                 .engine
                 .rotate(&call.caller, call.ctx(), &r, new_value, &req.reason)
                 .await?;
             Ok(pb::RotateCredentialResponse {
                 version: c.current_version,
-                credential: Some(self.credential_out(&call, &c)),
+                credential: Some(this.credential_out(&call, &c)),
             })
         })
     }
@@ -336,15 +337,15 @@ impl CredentialService for CredentialHandler {
         &self,
         request: Request<pb::RollbackCredentialRequest>,
     ) -> Result<Response<pb::RollbackCredentialResponse>, Status> {
-        rpc!(request, |call, req| {
+        rpc!(idempotent self, request, |this, call, req| {
             let r = convert::credential_ref(req.credential)?;
-            let c = self
+            let c = this
                 .0
                 .engine
                 .rollback(&call.caller, call.ctx(), &r, req.version)
                 .await?;
             Ok(pb::RollbackCredentialResponse {
-                credential: Some(self.credential_out(&call, &c)),
+                credential: Some(this.credential_out(&call, &c)),
             })
         })
     }

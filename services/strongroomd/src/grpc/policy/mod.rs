@@ -24,6 +24,7 @@ use convert::required;
 use strongroom_engine::{Narrowing, NewAccessRequest, NewGrant};
 
 /// Serves PolicyService.
+#[derive(Clone)]
 pub struct PolicyHandler(pub Shared);
 
 fn optional_principal(text: &str, field: &'static str) -> Result<Option<PrincipalId>, Error> {
@@ -38,7 +39,7 @@ impl PolicyService for PolicyHandler {
         &self,
         request: Request<pb::CreateGrantRequest>,
     ) -> Result<Response<pb::CreateGrantResponse>, Status> {
-        rpc!(request, |call, req| {
+        rpc!(idempotent self, request, |this, call, req| {
             let subject = match required(required(req.subject, "subject")?.subject, "subject")? {
                 pb::grant_subject::Subject::PrincipalId(id) => {
                     GrantSubject::Principal(PrincipalId::parse(&id, "subject.principal_id")?)
@@ -64,7 +65,7 @@ impl PolicyService for PolicyHandler {
                 expires_at: req.expires_at.as_ref().map(convert::time_in),
                 reason: req.reason,
             };
-            let grant = self
+            let grant = this
                 .0
                 .engine
                 .create_grant(&call.caller, call.ctx(), new)
@@ -226,7 +227,7 @@ impl PolicyService for PolicyHandler {
         &self,
         request: Request<pb::FileAccessRequestRequest>,
     ) -> Result<Response<pb::FileAccessRequestResponse>, Status> {
-        rpc!(request, |call, req| {
+        rpc!(idempotent self, request, |this, call, req| {
             let (selector, environments) = match (req.credential, req.selector.is_empty()) {
                 (Some(_), false) => {
                     return Err(Error::invalid(
@@ -273,7 +274,7 @@ impl PolicyService for PolicyHandler {
                     .map(|d| convert::duration_in(d, "requested_duration"))
                     .transpose()?,
             };
-            let (filed, new) = self
+            let (filed, new) = this
                 .0
                 .engine
                 .file_access_request(&call.caller, call.ctx(), new)
@@ -357,7 +358,7 @@ impl PolicyService for PolicyHandler {
         &self,
         request: Request<pb::ApproveAccessRequestRequest>,
     ) -> Result<Response<pb::ApproveAccessRequestResponse>, Status> {
-        rpc!(request, |call, req| {
+        rpc!(idempotent self, request, |this, call, req| {
             let id = AccessRequestId::parse(&req.access_request_id, "access_request_id")?;
             let narrowing = Narrowing {
                 duration: req
@@ -369,7 +370,7 @@ impl PolicyService for PolicyHandler {
                 environments: convert::environments_in(&req.environments, "environments")?,
                 reason: req.reason,
             };
-            let (decided, grant) = self
+            let (decided, grant) = this
                 .0
                 .engine
                 .approve_access_request(&call.caller, call.ctx(), id, narrowing)
