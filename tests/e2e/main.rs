@@ -21,6 +21,7 @@ macro_rules! on_both_backends {
 }
 
 mod abuse;
+mod access_requests;
 mod audit_stream;
 mod audit_summary;
 mod checkpoint_integrity;

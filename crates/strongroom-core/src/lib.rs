@@ -10,6 +10,7 @@
 //! [`scope::Authenticator`].
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod access;
 pub mod audit;
 pub mod chains;
 pub mod credential;

@@ -1,7 +1,8 @@
 //! The storage ports. Backends (Postgres, SQLite) implement one port per
 //! aggregate ([`MetaStore`], [`IdentityStore`], [`TenantStore`],
 //! [`EnvironmentStore`], [`PrincipalStore`], [`CredentialStore`],
-//! [`GrantStore`], [`AuditStore`], [`ChainStore`], [`LeaseStore`] and [`IdempotencyStore`]); [`Store`] is all of
+//! [`GrantStore`], [`AuditStore`], [`ChainStore`], [`LeaseStore`],
+//! [`AccessRequestStore`] and [`IdempotencyStore`]); [`Store`] is all of
 //! them, implemented for any type that implements each, and what the server
 //! holds (`Arc<dyn Store>`). One conformance suite checks that the backends
 //! behave alike.
@@ -13,6 +14,7 @@
 
 use async_trait::async_trait;
 
+pub use crate::access::AccessRequestStore;
 use crate::audit::{Action, AuditDraft, AuditEvent, Outcome};
 pub use crate::chains::ChainStore;
 use crate::credential::{Credential, CredentialFilter, CredentialUpdate, StoredVersion};
@@ -134,6 +136,9 @@ pub enum Change {
     /// Who the tenant's callers are changed (principals, identity bindings,
     /// tenant status, settings or keys): cached callers must go too.
     Access(TenantId),
+    /// An access request of the tenant was decided or expired: nothing
+    /// cached depends on it, but waiting requesters wake.
+    Requests(TenantId),
     /// Changes may have been missed: every cache must be dropped.
     Everything,
 }
@@ -160,9 +165,13 @@ impl Change {
                 | Action::CredentialEmergencyRevoke,
                 Some(id),
             ) => Change::Credential(tenant, id),
+            (Action::AccessRequestDeny | Action::AccessRequestExpire, _) => {
+                Change::Requests(tenant)
+            }
             (
                 Action::GrantCreate
                 | Action::GrantRevoke
+                | Action::AccessRequestApprove
                 | Action::EnvironmentCreate
                 | Action::EnvironmentDelete,
                 _,
@@ -188,6 +197,7 @@ impl Change {
             Change::Credential(t, c) => format!("c {t} {c}"),
             Change::Data(t) => format!("d {t}"),
             Change::Access(t) => format!("a {t}"),
+            Change::Requests(t) => format!("r {t}"),
             Change::Everything => "*".to_owned(),
         }
     }
@@ -202,6 +212,7 @@ impl Change {
             (Some("c"), Some(t), Some(c)) => Change::Credential(t, c),
             (Some("d"), Some(t), None) => Change::Data(t),
             (Some("a"), Some(t), None) => Change::Access(t),
+            (Some("r"), Some(t), None) => Change::Requests(t),
             _ => Change::Everything,
         }
     }
@@ -230,6 +241,7 @@ pub trait Store:
     + AuditStore
     + ChainStore
     + LeaseStore
+    + AccessRequestStore
     + IdempotencyStore
     + Send
     + Sync
@@ -248,6 +260,7 @@ impl<T> Store for T where
         + AuditStore
         + ChainStore
         + LeaseStore
+        + AccessRequestStore
         + IdempotencyStore
         + Send
         + Sync

@@ -42,6 +42,7 @@ mod kdf;
 mod kek;
 mod random;
 mod root_key;
+pub mod webhook;
 
 pub use aad::Aad;
 pub use checkpoint::{

@@ -421,6 +421,8 @@ impl Caches {
                 self.invalidate_credential(t, c);
             }
             Change::Data(t) => self.invalidate_data(t),
+            // Nothing cached depends on access requests.
+            Change::Requests(_) => {}
             Change::Access(t) => {
                 self.forget_failed_logins();
                 self.scans.invalidate(t);

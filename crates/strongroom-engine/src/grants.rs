@@ -107,6 +107,7 @@ impl Engine {
             reason: new.reason,
             granted_by: scope.principal().id,
             created_at: self.now(),
+            access_request: None,
         };
         let mut draft = self.draft(
             &scope,

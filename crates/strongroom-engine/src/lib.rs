@@ -32,6 +32,7 @@ use crate::abuse::AbuseGuard;
 use crate::cache::Caches;
 
 pub mod abuse;
+mod access_requests;
 mod audit;
 mod audit_log;
 mod authentication;
@@ -46,12 +47,14 @@ mod grants;
 mod idempotency;
 mod keyring;
 mod leases;
+pub mod notify;
 pub mod ports;
 mod principals;
 mod scan;
 mod settings;
 mod tenants;
 
+pub use access_requests::{DECISION_POLL, Narrowing, NewAccessRequest};
 pub use audit::{
     AuditFeed, AuditSummary, ChainReport, ChainTarget, CheckpointSchedule, CredentialActivity,
     DEFAULT_SUMMARY_TOP, DEFAULT_VERIFY_EVENTS, FAILED_AUTH_PER_SECOND, FAILED_AUTH_WINDOW,

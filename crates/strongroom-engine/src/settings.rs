@@ -35,6 +35,8 @@ pub struct Limits {
     pub default_lease_ttl: Duration,
     /// Longest lease TTL granted.
     pub max_lease_ttl: Duration,
+    /// How long an access request waits for a decision before it expires.
+    pub access_request_ttl: Duration,
     /// How long cached callers and grants are trusted after they were read:
     /// the ceiling on how long a change made through another server can go
     /// unseen here if its change notice is lost.
@@ -55,6 +57,7 @@ impl Default for Limits {
             audit_timeout: Duration::from_secs(2),
             default_lease_ttl: Duration::from_secs(3600),
             max_lease_ttl: Duration::from_secs(24 * 3600),
+            access_request_ttl: Duration::from_secs(24 * 3600),
             cache_ttl: crate::cache::DEFAULT_TTL,
             credential_cache_ttl: crate::cache::DEFAULT_CREDENTIAL_TTL,
             scan_limit: DEFAULT_SCAN_LIMIT,

@@ -287,6 +287,7 @@ pub trait Reads:
     + Decodes<rows::DisabledBindingRow>
     + Decodes<rows::DerivedNamespaceRow>
     + Decodes<rows::LeaseRow>
+    + Decodes<crate::access_requests::RequestRow>
     + Decodes<(uuid::Uuid,)>
     + Decodes<(i32,)>
     + Decodes<(String,)>

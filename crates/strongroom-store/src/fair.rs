@@ -34,11 +34,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use strongroom_core::access::{
+    AccessDecision, AccessRequestFilter, AccessRequestRecord, AccessRequestStore,
+};
 use strongroom_core::audit::{AuditDraft, AuditEvent, ChainHead};
 use strongroom_core::chains::ChainStore;
 use strongroom_core::credential::{Credential, CredentialFilter, CredentialUpdate, StoredVersion};
 use strongroom_core::idempotency::{Claim, IdempotencyStore, RequestKey, RequestRecord};
-use strongroom_core::ids::{BindingId, CredentialId, GrantId, LeaseId, PrincipalId, TenantId};
+use strongroom_core::ids::{
+    AccessRequestId, BindingId, CredentialId, GrantId, LeaseId, PrincipalId, TenantId,
+};
 use strongroom_core::lease::{Lease, LeaseFilter, LeaseStore};
 use strongroom_core::names::{CredentialName, Environment};
 use strongroom_core::page::{Page, PageRequest};
@@ -798,6 +803,69 @@ impl<S: Store> LeaseStore for FairShare<S> {
     // tenant's share, like the checkpoint task's reads.
     async fn expire_leases(&self, now: Timestamp, by: &AuditDraft, limit: u32) -> Result<u32> {
         self.inner.expire_leases(now, by, limit).await
+    }
+}
+
+#[async_trait]
+impl<S: Store> AccessRequestStore for FairShare<S> {
+    async fn file_access_request(
+        &self,
+        scope: &TenantScope<'_>,
+        request: &AccessRequestRecord,
+        now: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<(AccessRequestRecord, bool)> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .file_access_request(scope, request, now, audit)
+            .await
+    }
+
+    async fn get_access_request(
+        &self,
+        scope: &TenantScope<'_>,
+        id: AccessRequestId,
+    ) -> Result<AccessRequestRecord> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.get_access_request(scope, id).await
+    }
+
+    async fn list_access_requests(
+        &self,
+        scope: &TenantScope<'_>,
+        filter: &AccessRequestFilter,
+        now: Timestamp,
+        page: &PageRequest,
+    ) -> Result<Page<AccessRequestRecord>> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .list_access_requests(scope, filter, now, page)
+            .await
+    }
+
+    async fn decide_access_request(
+        &self,
+        scope: &TenantScope<'_>,
+        id: AccessRequestId,
+        decision: &AccessDecision,
+        by: PrincipalId,
+        now: Timestamp,
+        audit: AuditDraft,
+    ) -> Result<AccessRequestRecord> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner
+            .decide_access_request(scope, id, decision, by, now, audit)
+            .await
+    }
+
+    // The sweeper's work, as the leases': not counted against a tenant.
+    async fn expire_access_requests(
+        &self,
+        now: Timestamp,
+        by: &AuditDraft,
+        limit: u32,
+    ) -> Result<u32> {
+        self.inner.expire_access_requests(now, by, limit).await
     }
 }
 

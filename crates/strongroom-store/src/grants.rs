@@ -3,6 +3,7 @@
 //! when.
 
 use async_trait::async_trait;
+use sqlx::Transaction;
 use strongroom_core::audit::AuditDraft;
 use strongroom_core::ids::GrantId;
 use strongroom_core::lease::{LeaseEnd, LeaseHolder};
@@ -18,11 +19,11 @@ use crate::error::{db, uuid_cursor};
 use crate::rows::{GrantRow, grant_columns, json, subject_parts};
 use crate::store::SqlStore;
 
-/// Inserts a grant: `$1`..`$12` in [`grant_columns!`] order.
+/// Inserts a grant: `$1`..`$13` in [`grant_columns!`] order.
 const INSERT: &str = concat!(
     "INSERT INTO grants (",
     grant_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 );
 
 /// Reads tenant `$1`'s grant `$2`.
@@ -51,6 +52,32 @@ const FOR_SUBJECT: &str = concat!(
 /// Deletes tenant `$1`'s grant `$2`.
 const DELETE: &str = "DELETE FROM grants WHERE tenant_id = $1 AND id = $2";
 
+/// Inserts `grant` in `tx` (a grant created, or an approval's).
+pub(crate) async fn insert_in<D: Dialect>(
+    tx: &mut Transaction<'static, D>,
+    grant: &Grant,
+) -> Result<()> {
+    let (kind, subject) = subject_parts(&grant.subject);
+    D::query(INSERT)
+        .bind(grant.tenant.as_uuid())
+        .bind(grant.id.as_uuid())
+        .bind(kind)
+        .bind(subject)
+        .bind(grant.selector.to_text())
+        .bind(json(&grant.environments)?)
+        .bind(i32::from(grant.capabilities.bits()))
+        .bind(json(&grant.destinations)?)
+        .bind(grant.expires_at.map(|t| t.as_micros()))
+        .bind(grant.reason.as_str())
+        .bind(grant.granted_by.as_uuid())
+        .bind(grant.created_at.as_micros())
+        .bind(grant.access_request.map(|r| r.as_uuid()))
+        .execute(&mut **tx)
+        .await
+        .map_err(db("grant"))?;
+    Ok(())
+}
+
 #[async_trait]
 impl<D: Dialect> GrantStore for SqlStore<D> {
     async fn create_grant(
@@ -63,24 +90,8 @@ impl<D: Dialect> GrantStore for SqlStore<D> {
         if grant.tenant != tenant {
             return Err(Error::internal("grant of another tenant"));
         }
-        let (kind, subject) = subject_parts(&grant.subject);
         let mut tx = self.tenant_tx(tenant, true).await?;
-        D::query(INSERT)
-            .bind(tenant.as_uuid())
-            .bind(grant.id.as_uuid())
-            .bind(kind)
-            .bind(subject)
-            .bind(grant.selector.to_text())
-            .bind(json(&grant.environments)?)
-            .bind(i32::from(grant.capabilities.bits()))
-            .bind(json(&grant.destinations)?)
-            .bind(grant.expires_at.map(|t| t.as_micros()))
-            .bind(grant.reason.as_str())
-            .bind(grant.granted_by.as_uuid())
-            .bind(grant.created_at.as_micros())
-            .execute(&mut *tx)
-            .await
-            .map_err(db("grant"))?;
+        insert_in(&mut tx, grant).await?;
         self.append_in(&mut tx, tenant, audit).await?;
         tx.commit().await.map_err(db("grant"))?;
         Ok(())

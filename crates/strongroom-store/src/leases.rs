@@ -198,7 +198,7 @@ impl<D: Dialect> SqlStore<D> {
 
     /// Links `drafts` into `tenant`'s chain inside `tx`, in order, with one
     /// insert: events that announce no change (lease events).
-    async fn append_all_in(
+    pub(crate) async fn append_all_in(
         &self,
         tx: &mut Transaction<'static, D>,
         tenant: TenantId,

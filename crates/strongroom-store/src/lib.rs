@@ -8,6 +8,7 @@
 //! `tests/` runs every case against both.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+mod access_requests;
 mod audit;
 mod chains;
 mod credentials;

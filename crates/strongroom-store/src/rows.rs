@@ -16,7 +16,9 @@ use strongroom_core::audit::{
 use strongroom_core::credential::{
     Credential, CredentialStatus, InjectionTemplate, RotationPolicy, StoredVersion,
 };
-use strongroom_core::ids::{BindingId, CredentialId, EventId, GrantId, PrincipalId, TenantId};
+use strongroom_core::ids::{
+    AccessRequestId, BindingId, CredentialId, EventId, GrantId, PrincipalId, TenantId,
+};
 use strongroom_core::names::{
     CredentialName, Environment, PrincipalName, ServiceLabel, Tag, TenantName,
 };
@@ -337,7 +339,7 @@ impl TryFrom<VersionRow> for StoredVersion {
 macro_rules! grant_columns {
     () => {
         "tenant_id, id, subject_kind, subject, selector, environments, capabilities, \
-         destinations, expires_at, reason, granted_by, created_at"
+         destinations, expires_at, reason, granted_by, created_at, access_request_id"
     };
 }
 pub(crate) use grant_columns;
@@ -356,6 +358,7 @@ pub struct GrantRow {
     pub reason: String,
     pub granted_by: Uuid,
     pub created_at: i64,
+    pub access_request_id: Option<Uuid>,
 }
 
 pub(crate) fn subject_parts(s: &GrantSubject) -> (&'static str, String) {
@@ -390,6 +393,7 @@ impl TryFrom<GrantRow> for Grant {
             expires_at: r.expires_at.map(ts),
             reason: r.reason,
             granted_by: PrincipalId::from_uuid(r.granted_by),
+            access_request: r.access_request_id.map(AccessRequestId::from_uuid),
             created_at: ts(r.created_at),
         })
     }

@@ -702,10 +702,12 @@ async fn flush_failed_authentications(engine: Arc<Engine>, mut stopping: watch::
     }
 }
 
-/// Expires the leases that ran out, every `interval`, until the server
-/// stops (see `Engine::expire_leases`), and purges the idempotency records
-/// whose retention window has passed (`Engine::purge_retries`); a failed
-/// pass is logged and the next one tries again.
+/// Expires the leases that ran out, then the access requests nobody
+/// answered in time, every `interval`, until the server stops (see
+/// `Engine::expire_leases`, `Engine::expire_access_requests`: one server
+/// sweeps at a time, under the same lock), and purges the idempotency
+/// records whose retention window has passed (`Engine::purge_retries`); a
+/// failed pass is logged and the next one tries again.
 async fn sweep_leases(
     engine: Arc<Engine>,
     interval: std::time::Duration,
@@ -721,6 +723,11 @@ async fn sweep_leases(
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(expired = n, "leases expired"),
                     Err(e) => tracing::warn!(error = %e, "the lease sweep failed"),
+                }
+                match engine.expire_access_requests(&system).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(expired = n, "access requests expired"),
+                    Err(e) => tracing::warn!(error = %e, "the access request sweep failed"),
                 }
                 match engine.purge_retries(&system).await {
                     Ok(0) => {}

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{BindingId, GrantId, LeaseId, PrincipalId, TenantId};
+use crate::ids::{AccessRequestId, BindingId, GrantId, LeaseId, PrincipalId, TenantId};
 use crate::lease::LeaseEnd;
 use crate::policy::Capability;
 use crate::principal::{PrincipalStatus, Role};
@@ -192,6 +192,34 @@ pub enum AuditDetail {
         grant: GrantId,
         /// What it allows, as listed.
         capabilities: Vec<Capability>,
+    },
+    /// An access request was filed: what it asks for.
+    AccessRequestFiled {
+        /// The request.
+        request: AccessRequestId,
+        /// The capability asked for.
+        capability: Capability,
+        /// The credentials asked for (an exact name or a prefix).
+        selector: String,
+        /// The environments asked for.
+        environments: Vec<String>,
+        /// How long, in seconds.
+        duration_secs: u64,
+        /// When it expires unless decided.
+        expires_at: Timestamp,
+    },
+    /// An access request was approved, denied or expired.
+    AccessRequestDecided {
+        /// The request.
+        request: AccessRequestId,
+        /// Who filed it.
+        requester: PrincipalId,
+        /// The grant an approval created.
+        grant: Option<GrantId>,
+        /// When that grant ends.
+        grant_expires_at: Option<Timestamp>,
+        /// The admin's reason.
+        reason: String,
     },
     /// A grant was revoked.
     GrantRevoked {

@@ -120,6 +120,17 @@ pub enum Action {
     LeaseRevoke,
     /// Leases were listed (recorded when refused).
     LeaseList,
+    /// An access request was filed.
+    AccessRequestFile,
+    /// An access request was approved (a grant created with it).
+    AccessRequestApprove,
+    /// An access request was denied.
+    AccessRequestDeny,
+    /// An access request nobody answered in time was expired by the
+    /// server's sweeper.
+    AccessRequestExpire,
+    /// Access requests were read or listed (recorded when refused).
+    AccessRequestList,
     /// An access check was asked for.
     PolicyCheck,
     /// The audit log was read.
@@ -144,7 +155,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 45] = [
+    pub const ALL: [Action; 50] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -182,6 +193,11 @@ impl Action {
         Self::LeaseExpire,
         Self::LeaseRevoke,
         Self::LeaseList,
+        Self::AccessRequestFile,
+        Self::AccessRequestApprove,
+        Self::AccessRequestDeny,
+        Self::AccessRequestExpire,
+        Self::AccessRequestList,
         Self::PolicyCheck,
         Self::AuditQuery,
         Self::AuthenticationFailed,
@@ -232,6 +248,11 @@ impl Action {
             Self::LeaseExpire => "lease.expire",
             Self::LeaseRevoke => "lease.revoke",
             Self::LeaseList => "lease.list",
+            Self::AccessRequestFile => "access_request.file",
+            Self::AccessRequestApprove => "access_request.approve",
+            Self::AccessRequestDeny => "access_request.deny",
+            Self::AccessRequestExpire => "access_request.expire",
+            Self::AccessRequestList => "access_request.list",
             Self::PolicyCheck => "policy.check",
             Self::AuditQuery => "audit.query",
             Self::AuthenticationFailed => "auth.failed",
@@ -266,6 +287,8 @@ impl Action {
                 | Self::LeaseExpire
                 | Self::LeaseRevoke
                 | Self::LeaseList
+                | Self::AccessRequestFile
+                | Self::AccessRequestList
                 | Self::CredentialInjectResult
                 | Self::AlertPlaceholderMisuse
                 | Self::AlertLeak

@@ -370,6 +370,8 @@ pub struct Grant {
     pub granted_by: PrincipalId,
     /// Creation time.
     pub created_at: Timestamp,
+    /// The access request whose approval created it, if one did.
+    pub access_request: Option<crate::ids::AccessRequestId>,
 }
 
 impl Grant {
@@ -598,6 +600,7 @@ mod tests {
             expires_at: None,
             reason: String::new(),
             granted_by: PrincipalId::generate(),
+            access_request: None,
             created_at: Timestamp::now(),
         }
     }

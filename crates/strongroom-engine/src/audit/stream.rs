@@ -95,9 +95,12 @@ impl AuditFeed {
         let changed = async {
             loop {
                 match self.changes.recv().await {
-                    Ok(Change::Credential(t, _) | Change::Data(t) | Change::Access(t))
-                        if t == tenant =>
-                    {
+                    Ok(
+                        Change::Credential(t, _)
+                        | Change::Data(t)
+                        | Change::Access(t)
+                        | Change::Requests(t),
+                    ) if t == tenant => {
                         return;
                     }
                     Ok(Change::Everything) | Err(RecvError::Lagged(_)) => return,

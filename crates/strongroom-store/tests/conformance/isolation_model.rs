@@ -534,6 +534,7 @@ async fn apply(
                 expires_at: None,
                 reason: "model".into(),
                 granted_by: t.admin().id,
+                access_request: None,
                 created_at: Timestamp::now(),
             };
             let got = store

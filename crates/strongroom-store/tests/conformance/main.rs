@@ -22,6 +22,7 @@ use std::sync::Arc;
 use sqlx::{PgPool, SqlitePool};
 use strongroom_store::SqliteStore;
 
+mod access_requests;
 mod cases;
 mod chains;
 mod credential_ops;
@@ -52,6 +53,10 @@ macro_rules! conformance {
 }
 
 conformance! {
+    access_requests::file_collapses_duplicates => access_requests_file_collapses_duplicates_postgres, access_requests_file_collapses_duplicates_sqlite;
+    access_requests::approval_commits_grant_and_event => access_requests_approval_commits_grant_and_event_postgres, access_requests_approval_commits_grant_and_event_sqlite;
+    access_requests::denial_and_expiry => access_requests_denial_and_expiry_postgres, access_requests_denial_and_expiry_sqlite;
+    access_requests::list_filters_and_pages => access_requests_list_filters_and_pages_postgres, access_requests_list_filters_and_pages_sqlite;
     cases::identity_resolution => identity_resolution_postgres, identity_resolution_sqlite;
     cases::disabled_principal_is_denied => disabled_principal_is_denied_postgres, disabled_principal_is_denied_sqlite;
     cases::identity_belongs_to_one_tenant => identity_belongs_to_one_tenant_postgres, identity_belongs_to_one_tenant_sqlite;

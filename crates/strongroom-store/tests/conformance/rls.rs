@@ -21,7 +21,7 @@ use crate::support::{
 };
 
 /// Every table holding tenant data, with the column naming the tenant.
-const TENANT_TABLES: [(&str, &str); 11] = [
+const TENANT_TABLES: [(&str, &str); 12] = [
     ("tenants", "id"),
     ("tenant_keks", "tenant_id"),
     ("environments", "tenant_id"),
@@ -33,6 +33,7 @@ const TENANT_TABLES: [(&str, &str); 11] = [
     ("audit_heads", "tenant_id"),
     ("audit_events", "tenant_id"),
     ("leases", "tenant_id"),
+    ("access_requests", "tenant_id"),
 ];
 
 /// Two tenants with rows in every tenant table, written through the store as
@@ -67,6 +68,15 @@ impl Populated {
             );
             t.add_grant(s, &g).await;
             reveal_with_lease(s, t, &c).await;
+            let request = crate::access_requests::request(t, t.admin().id, "llm/*");
+            s.file_access_request(
+                &scope,
+                &request,
+                request.created_at,
+                crate::support::draft(&scope, Action::AccessRequestFile),
+            )
+            .await
+            .expect("an access request");
             b_credential = Some(c);
         }
         Self {
@@ -491,7 +501,8 @@ pub async fn rls_platform_mode_reads_only_the_registry(admin: PgPool) {
 }
 
 /// The lease sweeper's mode (`strongroom.lease_sweep`) opens every
-/// tenant's leases to reading and nothing else, and writes nothing.
+/// tenant's leases and access requests (the sweeper expires both) to
+/// reading and nothing else, and writes nothing.
 pub async fn rls_lease_sweep_reads_only_leases(admin: PgPool) {
     let world = Populated::new(admin).await;
     let mut tx = world.app().begin().await.expect("begin");
@@ -508,7 +519,11 @@ pub async fn rls_lease_sweep_reads_only_leases(admin: PgPool) {
             .fetch_one(&world.admin)
             .await
             .expect("count as superuser");
-        let expected = if table == "leases" { total } else { 0 };
+        let expected = if table == "leases" || table == "access_requests" {
+            total
+        } else {
+            0
+        };
         assert!(total > 0, "{table} holds rows");
         assert_eq!(seen, expected, "{table} in lease sweep mode");
     }
@@ -517,6 +532,11 @@ pub async fn rls_lease_sweep_reads_only_leases(admin: PgPool) {
         .await
         .expect("update");
     assert_eq!(done.rows_affected(), 0, "the sweep mode writes no lease");
+    let done = sqlx::query("UPDATE access_requests SET status = 'expired'")
+        .execute(&mut *tx)
+        .await
+        .expect("update");
+    assert_eq!(done.rows_affected(), 0, "the sweep mode writes no request");
     tx.rollback().await.expect("rollback");
     world.close().await;
 }

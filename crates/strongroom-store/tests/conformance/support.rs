@@ -382,6 +382,7 @@ pub fn grant(
         reason: format!("{selector} for the conformance suite"),
         granted_by: t.admin().id,
         created_at: Timestamp::now(),
+        access_request: None,
     }
 }
 

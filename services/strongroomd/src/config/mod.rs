@@ -128,6 +128,9 @@ pub struct Limits {
     /// How often the lease sweeper looks for leases that ran out
     /// (`limits.lease_sweep_interval_ms`, default 10 s).
     pub lease_sweep_interval: Duration,
+    /// How long an access request waits for a decision before it expires
+    /// (`limits.access_request_ttl_secs`, default 24 h).
+    pub access_request_ttl: Duration,
     /// How long a call's `request_id` is remembered for idempotent retries
     /// (`limits.idempotency_retention_secs`, default 24 h; 1 minute to 7
     /// days). Expired records are purged by the lease sweeper's loop.
@@ -204,6 +207,7 @@ impl Default for Limits {
             default_lease_ttl: Duration::from_secs(3600),
             max_lease_ttl: Duration::from_secs(24 * 3600),
             lease_sweep_interval: Duration::from_secs(10),
+            access_request_ttl: Duration::from_secs(24 * 3600),
             idempotency_retention: strongroom_engine::DEFAULT_IDEMPOTENCY_RETENTION,
             max_connections: 4096,
             max_connections_per_identity: 64,
@@ -231,6 +235,7 @@ impl Limits {
             audit_timeout: self.audit_timeout,
             default_lease_ttl: self.default_lease_ttl,
             max_lease_ttl: self.max_lease_ttl,
+            access_request_ttl: self.access_request_ttl,
             cache_ttl: self.cache_ttl,
             credential_cache_ttl: self.credential_cache_ttl,
             scan_limit: strongroom_core::tenant::RateLimit {
@@ -561,6 +566,10 @@ impl Config {
                 .limits
                 .lease_sweep_interval_ms
                 .map_or(d.lease_sweep_interval, Duration::from_millis),
+            access_request_ttl: raw
+                .limits
+                .access_request_ttl_secs
+                .map_or(d.access_request_ttl, Duration::from_secs),
             idempotency_retention: raw
                 .limits
                 .idempotency_retention_secs
@@ -701,6 +710,14 @@ impl Config {
             return Err(bad(
                 "limits.lease_sweep_interval_ms",
                 "must be 10 ms to 1 hour",
+            ));
+        }
+        if !(Duration::from_secs(60)..=Duration::from_secs(30 * 24 * 3600))
+            .contains(&limits.access_request_ttl)
+        {
+            return Err(bad(
+                "limits.access_request_ttl_secs",
+                "must be 60 seconds to 30 days",
             ));
         }
         if !(Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600))

@@ -3,7 +3,8 @@
 
 use strongroom_core::Error;
 use strongroom_core::Result;
-use strongroom_core::policy::{Capability, Destination, Grant, GrantSubject, Reason};
+use strongroom_core::access::{AccessRequestRecord, AccessRequestStatus};
+use strongroom_core::policy::{Capability, Destination, Grant, GrantSubject, Reason, Selector};
 use strongroom_proto::v1 as pb;
 
 pub use crate::grpc::convert::*;
@@ -24,7 +25,7 @@ pub fn capability_in(v: i32, field: &'static str) -> Result<Capability> {
     }
 }
 
-fn capability_out(c: Capability) -> pb::Capability {
+pub fn capability_out(c: Capability) -> pb::Capability {
     use pb::Capability as P;
     match c {
         Capability::List => P::List,
@@ -76,22 +77,12 @@ pub fn grant_out(g: &Grant) -> pb::Grant {
             .iter()
             .map(|c| capability_out(c) as i32)
             .collect(),
-        destinations: g
-            .destinations
-            .iter()
-            .map(|d| pb::Destination {
-                host: d.host.clone(),
-                methods: d.methods.clone(),
-                path_prefixes: d.path_prefixes.clone(),
-                placeholder_headers: d.placeholder_headers.clone(),
-                placeholder_query: d.placeholder_query.clone(),
-            })
-            .collect(),
+        destinations: g.destinations.iter().map(destination_out).collect(),
         expires_at: opt_time_out(g.expires_at),
         reason: g.reason.clone(),
         granted_by: g.granted_by.to_string(),
         created_at: Some(time_out(g.created_at)),
-        access_request_id: String::new(),
+        access_request_id: g.access_request.map(|r| r.to_string()).unwrap_or_default(),
         revoked_at: None,
         revoked_by: String::new(),
         revoked_reason: String::new(),
@@ -132,5 +123,70 @@ pub fn reason_out(r: Reason) -> pb::AccessReason {
         | Reason::DestinationNotAllowed
         | Reason::PlaceholderMisuse
         | Reason::LeakReported => P::Unspecified,
+    }
+}
+
+/// A request status as its enum.
+pub fn request_status_out(s: AccessRequestStatus) -> pb::AccessRequestStatus {
+    use pb::AccessRequestStatus as P;
+    match s {
+        AccessRequestStatus::Pending => P::Pending,
+        AccessRequestStatus::Approved => P::Approved,
+        AccessRequestStatus::Denied => P::Denied,
+        AccessRequestStatus::Expired => P::Expired,
+    }
+}
+
+/// Parses a request status filter (unspecified: any).
+pub fn request_status_in(v: i32, field: &'static str) -> Result<Option<AccessRequestStatus>> {
+    use pb::AccessRequestStatus as P;
+    match P::try_from(v) {
+        Ok(P::Unspecified) => Ok(None),
+        Ok(P::Pending) => Ok(Some(AccessRequestStatus::Pending)),
+        Ok(P::Approved) => Ok(Some(AccessRequestStatus::Approved)),
+        Ok(P::Denied) => Ok(Some(AccessRequestStatus::Denied)),
+        Ok(P::Expired) => Ok(Some(AccessRequestStatus::Expired)),
+        Err(_) => Err(Error::invalid(field, "unknown status")),
+    }
+}
+
+fn destination_out(d: &Destination) -> pb::Destination {
+    pb::Destination {
+        host: d.host.clone(),
+        methods: d.methods.clone(),
+        path_prefixes: d.path_prefixes.clone(),
+        placeholder_headers: d.placeholder_headers.clone(),
+        placeholder_query: d.placeholder_query.clone(),
+    }
+}
+
+/// An access request as returned (its status as the engine read it now).
+pub fn access_request_out(r: &AccessRequestRecord) -> pb::AccessRequest {
+    let credential = match (&r.selector, r.environments.as_slice()) {
+        (Selector::Exact(name), [environment]) => Some(pb::CredentialPath {
+            environment: environment.to_string(),
+            name: name.to_string(),
+        }),
+        _ => None,
+    };
+    pb::AccessRequest {
+        id: r.id.to_string(),
+        requester_id: r.requester.to_string(),
+        requester_name: r.requester_name.clone(),
+        credential,
+        capability: capability_out(r.capability) as i32,
+        purpose: r.purpose.clone(),
+        on_behalf_of: r.on_behalf_of.clone().unwrap_or_default(),
+        requested_duration: Some(duration_out(r.duration)),
+        destinations: r.destinations.iter().map(destination_out).collect(),
+        status: request_status_out(r.status) as i32,
+        created_at: Some(time_out(r.created_at)),
+        decided_at: opt_time_out(r.decided_at),
+        decided_by: r.decided_by.map(|p| p.to_string()).unwrap_or_default(),
+        decision_reason: r.decision_reason.clone(),
+        grant_id: r.grant.map(|g| g.to_string()).unwrap_or_default(),
+        selector: r.selector.to_text(),
+        environments: r.environments.iter().map(ToString::to_string).collect(),
+        expires_at: Some(time_out(r.expires_at)),
     }
 }

@@ -3,7 +3,7 @@
 mod convert;
 
 use strongroom_core::Error;
-use strongroom_core::ids::{GrantId, PrincipalId};
+use strongroom_core::ids::{AccessRequestId, GrantId, PrincipalId};
 use strongroom_core::names::{CredentialName, Environment};
 use strongroom_core::page::PageRequest;
 use strongroom_core::policy::{Capabilities, GrantSubject, Selector};
@@ -12,9 +12,16 @@ use strongroom_proto::v1 as pb;
 use strongroom_proto::v1::policy_service_server::PolicyService;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, rpc, unimplemented};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{Call, Shared, rpc};
 use convert::required;
-use strongroom_engine::NewGrant;
+use strongroom_engine::{Narrowing, NewAccessRequest, NewGrant};
 
 /// Serves PolicyService.
 #[derive(Clone)]
@@ -218,36 +225,201 @@ impl PolicyService for PolicyHandler {
 
     async fn file_access_request(
         &self,
-        _request: Request<pb::FileAccessRequestRequest>,
+        request: Request<pb::FileAccessRequestRequest>,
     ) -> Result<Response<pb::FileAccessRequestResponse>, Status> {
-        Err(unimplemented("FileAccessRequest"))
+        rpc!(idempotent self, request, |this, call, req| {
+            let (selector, environments) = match (req.credential, req.selector.is_empty()) {
+                (Some(_), false) => {
+                    return Err(Error::invalid(
+                        "selector",
+                        "give either credential or selector, not both",
+                    ));
+                }
+                (Some(path), true) => {
+                    if !req.environments.is_empty() {
+                        return Err(Error::invalid(
+                            "environments",
+                            "goes with selector; credential names its environment",
+                        ));
+                    }
+                    (
+                        Selector::Exact(CredentialName::parse(&path.name, "credential.name")?),
+                        vec![Environment::parse(
+                            &path.environment,
+                            "credential.environment",
+                        )?],
+                    )
+                }
+                (None, false) => (
+                    Selector::parse(&req.selector, "selector")?,
+                    convert::environments_in(&req.environments, "environments")?,
+                ),
+                (None, true) => {
+                    return Err(Error::invalid(
+                        "credential",
+                        "is required (or a selector with environments)",
+                    ));
+                }
+            };
+            let new = NewAccessRequest {
+                selector,
+                environments,
+                capability: convert::capability_in(req.capability, "capability")?,
+                destinations: convert::destinations_in(req.destinations)?,
+                purpose: req.purpose,
+                on_behalf_of: (!req.on_behalf_of.is_empty()).then_some(req.on_behalf_of),
+                duration: req
+                    .requested_duration
+                    .as_ref()
+                    .map(|d| convert::duration_in(d, "requested_duration"))
+                    .transpose()?,
+            };
+            let (filed, new) = this
+                .0
+                .engine
+                .file_access_request(&call.caller, call.ctx(), new)
+                .await?;
+            Ok(pb::FileAccessRequestResponse {
+                access_request: Some(convert::access_request_out(&filed)),
+                existing: !new,
+            })
+        })
+    }
+
+    type WatchAccessRequestStream =
+        Pin<Box<dyn Stream<Item = Result<pb::WatchAccessRequestResponse, Status>> + Send>>;
+
+    async fn watch_access_request(
+        &self,
+        request: Request<pb::WatchAccessRequestRequest>,
+    ) -> Result<Response<Self::WatchAccessRequestStream>, Status> {
+        let call = Call::of(&request)?;
+        let req = request.into_inner();
+        let engine = Arc::clone(&self.0.engine);
+        let opened = match AccessRequestId::parse(&req.access_request_id, "access_request_id") {
+            Ok(id) => engine
+                .get_access_request(&call.caller, id)
+                .await
+                .map(|r| (id, r)),
+            Err(e) => Err(e),
+        };
+        let (id, first) = call.finish(opened)?.into_inner();
+        let (tx, rx) = mpsc::channel(2);
+        let mut stopping = self.0.stopping.clone();
+        tokio::spawn(async move {
+            let out = |r: &strongroom_core::access::AccessRequestRecord| {
+                Ok(pb::WatchAccessRequestResponse {
+                    access_request: Some(convert::access_request_out(r)),
+                })
+            };
+            if tx.send(out(&first)).await.is_err()
+                || first.status != strongroom_core::access::AccessRequestStatus::Pending
+            {
+                return;
+            }
+            let shutdown = || {
+                Status::unavailable("the server is shutting down; watch again on another server")
+            };
+            if *stopping.borrow() {
+                let _ = tx.send(Err(shutdown())).await;
+                return;
+            }
+            let decided = tokio::select! {
+                decided = engine.await_decision(&call.caller, id) => decided,
+                _ = stopping.changed() => {
+                    let _ = tx.send(Err(shutdown())).await;
+                    return;
+                }
+                () = tx.closed() => return,
+            };
+            let item = match decided {
+                Ok(r) => out(&r),
+                Err(e) => Err(super::to_status(e, &call.ctx().request_id)),
+            };
+            let _ = tx.send(item).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn get_access_request(
         &self,
-        _request: Request<pb::GetAccessRequestRequest>,
+        request: Request<pb::GetAccessRequestRequest>,
     ) -> Result<Response<pb::GetAccessRequestResponse>, Status> {
-        Err(unimplemented("GetAccessRequest"))
+        rpc!(request, |call, req| {
+            let id = AccessRequestId::parse(&req.access_request_id, "access_request_id")?;
+            let found = self.0.engine.get_access_request(&call.caller, id).await?;
+            Ok(pb::GetAccessRequestResponse {
+                access_request: Some(convert::access_request_out(&found)),
+            })
+        })
     }
 
     async fn approve_access_request(
         &self,
-        _request: Request<pb::ApproveAccessRequestRequest>,
+        request: Request<pb::ApproveAccessRequestRequest>,
     ) -> Result<Response<pb::ApproveAccessRequestResponse>, Status> {
-        Err(unimplemented("ApproveAccessRequest"))
+        rpc!(idempotent self, request, |this, call, req| {
+            let id = AccessRequestId::parse(&req.access_request_id, "access_request_id")?;
+            let narrowing = Narrowing {
+                duration: req
+                    .duration
+                    .as_ref()
+                    .map(|d| convert::duration_in(d, "duration"))
+                    .transpose()?,
+                destinations: convert::destinations_in(req.destinations)?,
+                environments: convert::environments_in(&req.environments, "environments")?,
+                reason: req.reason,
+            };
+            let (decided, grant) = this
+                .0
+                .engine
+                .approve_access_request(&call.caller, call.ctx(), id, narrowing)
+                .await?;
+            Ok(pb::ApproveAccessRequestResponse {
+                access_request: Some(convert::access_request_out(&decided)),
+                grant: Some(convert::grant_out(&grant)),
+            })
+        })
     }
 
     async fn deny_access_request(
         &self,
-        _request: Request<pb::DenyAccessRequestRequest>,
+        request: Request<pb::DenyAccessRequestRequest>,
     ) -> Result<Response<pb::DenyAccessRequestResponse>, Status> {
-        Err(unimplemented("DenyAccessRequest"))
+        rpc!(request, |call, req| {
+            let id = AccessRequestId::parse(&req.access_request_id, "access_request_id")?;
+            let decided = self
+                .0
+                .engine
+                .deny_access_request(&call.caller, call.ctx(), id, req.reason)
+                .await?;
+            Ok(pb::DenyAccessRequestResponse {
+                access_request: Some(convert::access_request_out(&decided)),
+            })
+        })
     }
 
     async fn list_access_requests(
         &self,
-        _request: Request<pb::ListAccessRequestsRequest>,
+        request: Request<pb::ListAccessRequestsRequest>,
     ) -> Result<Response<pb::ListAccessRequestsResponse>, Status> {
-        Err(unimplemented("ListAccessRequests"))
+        rpc!(request, |call, req| {
+            let requester = optional_principal(&req.requester_id, "requester_id")?;
+            let status = convert::request_status_in(req.status, "status")?;
+            let page = PageRequest::parse(req.page_size, &req.page_token)?;
+            let listed = self
+                .0
+                .engine
+                .list_access_requests(&call.caller, call.ctx(), requester, status, &page)
+                .await?;
+            Ok(pb::ListAccessRequestsResponse {
+                access_requests: listed
+                    .items
+                    .iter()
+                    .map(convert::access_request_out)
+                    .collect(),
+                next_page_token: listed.next_token(),
+            })
+        })
     }
 }

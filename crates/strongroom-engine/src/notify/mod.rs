@@ -1,0 +1,220 @@
+//! The notifier's reusable part: what a webhook delivery says and how it is
+//! signed and retried, independent of what it notifies about (access
+//! requests now; rotation reminders later) and of how it is sent (the
+//! server's HTTP client, which applies the relay's internal-address
+//! policy).
+//!
+//! A delivery is a JSON body `{"schema":1,"event":"<event>","tenant_id":…,
+//! "sent_at":<unix seconds>,"data":{…}}` with the headers
+//! [`TIMESTAMP_HEADER`] and [`SIGNATURE_HEADER`] (see
+//! `strongroom_crypto::webhook`). It never carries a value: the data are
+//! ids, names, selectors, capabilities, destinations and the reasons people
+//! gave.
+//!
+//! Not yet wired: tenant settings do not hold a notifier, and nothing sends
+//! deliveries or logs them (see README, Access requests).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use strongroom_core::access::AccessRequestRecord;
+use strongroom_core::ids::TenantId;
+use strongroom_core::time::Timestamp;
+
+/// The header carrying the delivery's time, in unix seconds.
+pub const TIMESTAMP_HEADER: &str = "Strongroom-Timestamp";
+
+/// The header carrying `v1=<hex HMAC-SHA256>` of `timestamp "." body`.
+pub const SIGNATURE_HEADER: &str = "Strongroom-Signature";
+
+/// The body's schema version.
+pub const NOTICE_SCHEMA: u32 = 1;
+
+/// Most attempts at one delivery.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// How long to wait after failed attempt `attempt` (1-based) before the
+/// next one: 5 s doubling each time, at most an hour; `None` once
+/// [`MAX_ATTEMPTS`] have failed.
+pub fn retry_delay(attempt: u32) -> Option<Duration> {
+    if attempt == 0 || attempt >= MAX_ATTEMPTS {
+        return None;
+    }
+    let secs = 5u64.saturating_mul(1u64 << (attempt - 1).min(20));
+    Some(Duration::from_secs(secs.min(3600)))
+}
+
+/// What an approver needs to decide on an access request: who, for whom,
+/// what, where, why, how long, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessRequestNotice {
+    /// The request.
+    pub access_request_id: String,
+    /// Who asked (principal id).
+    pub requester_id: String,
+    /// Its name.
+    pub requester_name: String,
+    /// The end user it acts for, if any.
+    pub on_behalf_of: Option<String>,
+    /// The credentials asked for (a name or a selector).
+    pub credential: String,
+    /// In which environments.
+    pub environments: Vec<String>,
+    /// `inject` or `reveal`.
+    pub capability: String,
+    /// Where injection would go (hosts with their methods and paths).
+    pub destinations: Vec<strongroom_core::policy::Destination>,
+    /// Why.
+    pub purpose: String,
+    /// How long access is wanted, in seconds.
+    pub duration_secs: u64,
+    /// When the request expires unless decided (unix seconds).
+    pub expires_at: i64,
+    /// When it was filed (unix seconds).
+    pub created_at: i64,
+}
+
+impl AccessRequestNotice {
+    /// The notice of `request`.
+    pub fn of(request: &AccessRequestRecord) -> Self {
+        Self {
+            access_request_id: request.id.to_string(),
+            requester_id: request.requester.to_string(),
+            requester_name: request.requester_name.clone(),
+            on_behalf_of: request.on_behalf_of.clone(),
+            credential: request.selector.to_text(),
+            environments: request
+                .environments
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            capability: request.capability.as_str().to_owned(),
+            destinations: request.destinations.clone(),
+            purpose: request.purpose.clone(),
+            duration_secs: request.duration.as_secs(),
+            expires_at: request.expires_at.to_unix().0,
+            created_at: request.created_at.to_unix().0,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, T: Serialize> {
+    schema: u32,
+    event: &'a str,
+    tenant_id: String,
+    sent_at: i64,
+    data: &'a T,
+}
+
+/// A signed delivery: its body and the two headers' values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedDelivery {
+    /// The JSON body, exactly as signed.
+    pub body: Vec<u8>,
+    /// [`TIMESTAMP_HEADER`]'s value.
+    pub timestamp: String,
+    /// [`SIGNATURE_HEADER`]'s value.
+    pub signature: String,
+}
+
+/// The body of `event` about `data` for `tenant` at `at`, signed under
+/// `secret`.
+pub fn signed<T: Serialize>(
+    secret: &[u8],
+    tenant: TenantId,
+    event: &str,
+    data: &T,
+    at: Timestamp,
+) -> SignedDelivery {
+    let sent_at = at.to_unix().0;
+    let body = serde_json::to_vec(&Envelope {
+        schema: NOTICE_SCHEMA,
+        event,
+        tenant_id: tenant.to_string(),
+        sent_at,
+        data,
+    })
+    .unwrap_or_default();
+    let signature = strongroom_crypto::webhook::sign(secret, sent_at, &body);
+    SignedDelivery {
+        body,
+        timestamp: sent_at.to_string(),
+        signature,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strongroom_core::access::AccessRequestStatus;
+    use strongroom_core::ids::{AccessRequestId, PrincipalId};
+    use strongroom_core::names::Environment;
+    use strongroom_core::policy::{Capability, Destination, Selector};
+
+    #[test]
+    fn backoff_doubles_to_a_bound() {
+        let delays: Vec<_> = (1..=MAX_ATTEMPTS).map(retry_delay).collect();
+        assert_eq!(delays[0], Some(Duration::from_secs(5)));
+        assert_eq!(delays[1], Some(Duration::from_secs(10)));
+        assert_eq!(delays[6], Some(Duration::from_secs(320)));
+        assert_eq!(delays[7], None, "attempts are bounded");
+        assert_eq!(retry_delay(0), None);
+    }
+
+    #[test]
+    fn a_notice_says_what_an_approver_needs_and_verifies() {
+        let at = Timestamp::from_unix(1_796_601_600, 0);
+        let request = AccessRequestRecord {
+            id: AccessRequestId::generate(),
+            tenant: TenantId::generate(),
+            requester: PrincipalId::generate(),
+            requester_name: "build-agent".into(),
+            selector: Selector::parse("llm/*", "selector").expect("selector"),
+            environments: vec![Environment::parse("dev", "environment").expect("env")],
+            capability: Capability::Inject,
+            destinations: vec![Destination {
+                host: "api.openai.com".into(),
+                methods: vec!["POST".into()],
+                path_prefixes: vec!["/v1".into()],
+                ..Default::default()
+            }],
+            purpose: "summarise tickets".into(),
+            on_behalf_of: Some("alice".into()),
+            duration: Duration::from_secs(3600),
+            status: AccessRequestStatus::Pending,
+            created_at: at,
+            expires_at: at.plus(Duration::from_secs(86_400)),
+            decided_at: None,
+            decided_by: None,
+            decision_reason: String::new(),
+            grant: None,
+        };
+        let d = signed(
+            b"secret",
+            request.tenant,
+            "access_request.filed",
+            &AccessRequestNotice::of(&request),
+            at,
+        );
+        let body: serde_json::Value = serde_json::from_slice(&d.body).expect("json");
+        assert_eq!(body["event"], "access_request.filed");
+        assert_eq!(body["data"]["credential"], "llm/*");
+        assert_eq!(body["data"]["capability"], "inject");
+        assert_eq!(body["data"]["on_behalf_of"], "alice");
+        assert_eq!(body["data"]["purpose"], "summarise tickets");
+        assert_eq!(body["data"]["duration_secs"], 3600);
+        assert_eq!(body["data"]["expires_at"], 1_796_601_600 + 86_400);
+        assert_eq!(body["data"]["destinations"][0]["host"], "api.openai.com");
+        assert_eq!(
+            strongroom_crypto::webhook::verify(
+                b"secret",
+                &d.timestamp,
+                &d.body,
+                &d.signature,
+                1_796_601_600
+            ),
+            Ok(())
+        );
+    }
+}
