@@ -48,6 +48,7 @@ mod leases;
 pub mod ports;
 mod principals;
 mod scan;
+mod scrubbing;
 mod settings;
 mod tenants;
 
@@ -68,6 +69,7 @@ pub use principals::PrincipalUpdate;
 pub use scan::{
     FindingSource, MAX_SCAN_TEXT_BYTES, MIN_SCAN_VALUE_BYTES, ScanFinding, ScanOptions, ScanReport,
 };
+pub use scrubbing::{MIN_SCRUBBED_LEN, Scrubbing};
 pub use settings::Limits;
 
 /// The strongroom engine: the one application type every operation hangs on.
