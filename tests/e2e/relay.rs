@@ -542,6 +542,8 @@ async fn injection_reaches_the_destination_only(backend: Backend) {
     assert_eq!(relay.bytes_sent, 500_000);
     assert!(relay.bytes_received > 300_000);
 
+    // Every request went over one pooled HTTP/2 connection.
+    assert_eq!(s.upstream.connections(), 1, "pooled connection reused");
     assert_not_logged(
         &s.server,
         &[&bearer, &password, &header_key, &query_key, &held],
@@ -1397,4 +1399,140 @@ async fn a_dripping_response_ends_at_the_duration_cap() {
             .is_some_and(|r| r.relay_error == "max_duration")),
         "{results:?}"
     );
+}
+
+/// What the scrubber sees through: a value echoed in another letter case
+/// or as a response header's name; a transfer coding it cannot see through
+/// is refused; a pooled HTTP/1.1 connection is reused; an agent that stops
+/// sending its request body is answered 408.
+#[tokio::test]
+async fn scrubbing_case_names_codings_reuse_and_stalled_bodies() {
+    let s = setup(
+        Backend::Sqlite,
+        Upstream::start_http1(&["*.example.test"]).await,
+        1500,
+    )
+    .await;
+    let key = secret("case");
+    let held = secret("named");
+    credential(&s.acme, "llm/openai", api_key(&key), None).await;
+    credential(&s.acme, "svc/held", api_key(&held), None).await;
+    grant_to(
+        &s,
+        "*",
+        &[pb::Capability::Inject],
+        vec![destination(format!("api.example.test:{}", s.port()), &[])],
+    )
+    .await;
+    let template = |rest: &str| {
+        let mut h = head("GET", s.url("api.example.test", rest));
+        h.inject = vec![reference("llm/openai")];
+        h
+    };
+
+    // Sequential requests share one HTTP/1.1 connection.
+    for _ in 0..3 {
+        let a = forward(&s.agent, template("/echo"), vec![])
+            .await
+            .expect("echo");
+        assert_eq!(a.head.status, 200);
+    }
+    assert_eq!(s.upstream.connections(), 1, "pooled HTTP/1.1 reused");
+
+    // Upper-cased in the body and in a header value: still replaced.
+    let a = forward(&s.agent, template("/shout"), vec![])
+        .await
+        .expect("shout");
+    assert_eq!(a.head.status, 200);
+    let upper = key.to_uppercase();
+    assert!(
+        !a.everything().to_uppercase().contains(&upper),
+        "the upper-cased value came back: {a:?}"
+    );
+    assert!(
+        a.text().contains("[strongroom:dev/llm/openai]"),
+        "{}",
+        a.text()
+    );
+    assert_eq!(
+        a.header("x-echo-authorization").as_deref(),
+        Some("BEARER [strongroom:dev/llm/openai]")
+    );
+
+    // A value echoed as a header name (lower-cased by HTTP): the name is
+    // scrubbed to the placeholder.
+    let p = placeholder("named");
+    let mut h = head("GET", s.url("api.example.test", "/name"));
+    h.headers = vec![header("x-echo-as-name", &p)];
+    h.placeholders = vec![pb::Placeholder {
+        placeholder: p.clone(),
+        credential: Some(reference("svc/held")),
+    }];
+    let a = forward(&s.agent, h, vec![]).await.expect("name");
+    assert_eq!(a.head.status, 200);
+    let r = s.upstream.received().pop().expect("received");
+    assert_eq!(r.header("x-echo-as-name"), Some(held.as_str()));
+    let names: Vec<String> = a.head.headers.iter().map(|h| h.name.clone()).collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.to_lowercase().contains(&held.to_lowercase())),
+        "the value came back as a header name: {names:?}"
+    );
+    assert!(
+        names.contains(&p.to_lowercase()),
+        "no placeholder name in {names:?}"
+    );
+
+    // `Transfer-Encoding: gzip, chunked`: the chunking is undone, the
+    // compression would not be; refused like a Content-Encoding.
+    let a = forward(&s.agent, template("/transfer-encoded"), vec![])
+        .await
+        .expect("transfer-encoded");
+    assert_eq!((a.head.status, a.reason()), (502, "upstream_encoding"));
+    assert!(a.body.is_empty());
+
+    // A request body that stops coming is answered 408 once relay.timeout
+    // passes without a part of it.
+    let (parts, stream) = tokio::sync::mpsc::channel(4);
+    let mut h = head("POST", s.url("api.example.test", "/echo"));
+    h.inject = vec![reference("llm/openai")];
+    parts
+        .send(pb::ForwardRequest {
+            part: Some(pb::forward_request::Part::Head(h)),
+        })
+        .await
+        .expect("head");
+    parts
+        .send(pb::ForwardRequest {
+            part: Some(pb::forward_request::Part::Body(b"first part".to_vec())),
+        })
+        .await
+        .expect("body");
+    let started = std::time::Instant::now();
+    let mut answer = s
+        .agent
+        .relay()
+        .forward(tokio_stream::wrappers::ReceiverStream::new(stream))
+        .await
+        .expect("forward")
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(20), answer.message())
+        .await
+        .expect("answered in time")
+        .expect("a message")
+        .expect("a head");
+    let Some(pb::forward_response::Part::Head(stalled)) = first.part else {
+        panic!("no head: {first:?}");
+    };
+    assert_eq!(
+        (
+            stalled.status,
+            stalled.relay_error.map(|e| e.reason).unwrap_or_default()
+        ),
+        (408, "body_timeout".to_owned())
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    drop(parts);
+    assert_not_logged(&s.server, &[&key, &held]);
 }

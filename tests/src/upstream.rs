@@ -15,6 +15,12 @@
 //! - `/bytes/N`: 200 with N bytes of `x`;
 //! - `/encoded`: the `/echo` text labelled `Content-Encoding: gzip` (as an
 //!   upstream that compresses whatever it is asked would answer);
+//! - `/transfer-encoded`: the `/echo` text labelled `Transfer-Encoding:
+//!   gzip` (over HTTP/1.1 hyper adds `chunked` after it);
+//! - `/shout`: the `/echo` text upper-cased, the `Authorization` header's
+//!   value upper-cased in `x-echo-authorization`;
+//! - `/name`: 200 `ok` with a response header whose name is the
+//!   `x-echo-as-name` request header's value;
 //! - `/padded/N`: 200 with the `/echo` text between two runs of N bytes of
 //!   `x`, sent in frames of 997 bytes (so an echoed value is cut across
 //!   frames);
@@ -78,6 +84,7 @@ pub struct Upstream {
     ca: TestCa,
     received: Arc<Mutex<Vec<Received>>>,
     dir: Arc<Mutex<Option<PathBuf>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -121,17 +128,20 @@ impl Upstream {
         let addr = listener.local_addr().expect("upstream addr");
         let received = Arc::new(Mutex::new(Vec::new()));
         let dir = Arc::new(Mutex::new(None));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let task = tokio::spawn(accept_loop(
             listener,
             acceptor,
             Arc::clone(&received),
             Arc::clone(&dir),
+            Arc::clone(&connections),
         ));
         Self {
             addr,
             ca,
             received,
             dir,
+            connections,
             task,
         }
     }
@@ -156,6 +166,12 @@ impl Upstream {
         *self.dir.lock().expect("dir lock") = Some(dir);
     }
 
+    /// How many TLS connections were accepted so far (handshakes
+    /// completed).
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Every request received so far, in order.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().expect("received lock").clone()
@@ -173,6 +189,7 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     received: Arc<Mutex<Vec<Received>>>,
     dir: Arc<Mutex<Option<PathBuf>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -181,10 +198,12 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let received = Arc::clone(&received);
         let dir = Arc::clone(&dir);
+        let connections = Arc::clone(&connections);
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
+            connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let (_, session) = tls.get_ref();
             let server_name = session.server_name().map(str::to_owned);
             let h2 = session.alpn_protocol() == Some(b"h2");
@@ -289,6 +308,34 @@ async fn handle(
             hyper::header::CONTENT_ENCODING,
             hyper::header::HeaderValue::from_static("gzip"),
         );
+        response
+    } else if path == "/transfer-encoded" {
+        let mut response = reply(200, echo.into_bytes());
+        response.headers_mut().insert(
+            hyper::header::TRANSFER_ENCODING,
+            hyper::header::HeaderValue::from_static("gzip"),
+        );
+        response
+    } else if path == "/shout" {
+        let mut response = reply(200, echo.to_uppercase().into_bytes());
+        if let Some(auth) = parts.headers.get(hyper::header::AUTHORIZATION)
+            && let Ok(v) =
+                hyper::header::HeaderValue::from_bytes(&auth.as_bytes().to_ascii_uppercase())
+        {
+            response.headers_mut().insert("x-echo-authorization", v);
+        }
+        response
+    } else if path == "/name" {
+        let mut response = reply(200, b"ok".to_vec());
+        if let Some(name) = parts
+            .headers
+            .get("x-echo-as-name")
+            .and_then(|v| hyper::header::HeaderName::from_bytes(v.as_bytes()).ok())
+        {
+            response
+                .headers_mut()
+                .insert(name, hyper::header::HeaderValue::from_static("1"));
+        }
         response
     } else if path.starts_with("/echo") {
         let text = echo;

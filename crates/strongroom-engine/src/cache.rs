@@ -36,6 +36,7 @@ use strongroom_core::scope::Authenticated;
 use strongroom_core::store::Change;
 
 use crate::scan::ScanIndexes;
+use crate::scrubbing::ScrubCache;
 
 /// Most cached credentials per tenant before the tenant's cache is reset.
 const MAX_CREDENTIALS: usize = 100_000;
@@ -199,6 +200,8 @@ pub struct Caches {
     failed_logins: Mutex<HashMap<CallerKey, (Instant, Error)>>,
     /// The leak-scanning automata of tenants (see `crate::scan`).
     scans: ScanIndexes,
+    /// The relay's compiled response scrubbings (see `crate::scrubbing`).
+    scrubs: ScrubCache,
 }
 
 impl Default for Caches {
@@ -235,6 +238,7 @@ impl Caches {
             caller_generation: AtomicU64::default(),
             failed_logins: Mutex::default(),
             scans: ScanIndexes::default(),
+            scrubs: ScrubCache::default(),
         }
     }
 
@@ -415,6 +419,7 @@ impl Caches {
     /// invalidated, for the changes this server commits and the notices of
     /// others alike.
     pub fn apply(&self, change: Change) {
+        self.scrubs.apply(change);
         match change {
             Change::Credential(t, c) => {
                 self.scans.invalidate(t);
@@ -434,6 +439,11 @@ impl Caches {
                 self.invalidate_all();
             }
         }
+    }
+
+    /// The relay's compiled scrubbings.
+    pub(crate) fn scrubs(&self) -> &ScrubCache {
+        &self.scrubs
     }
 
     /// The leak-scanning automata.

@@ -51,6 +51,7 @@ pub mod notify;
 pub mod ports;
 mod principals;
 mod scan;
+mod scrubbing;
 mod settings;
 mod tenants;
 
@@ -75,6 +76,7 @@ pub use principals::PrincipalUpdate;
 pub use scan::{
     FindingSource, MAX_SCAN_TEXT_BYTES, MIN_SCAN_VALUE_BYTES, ScanFinding, ScanOptions, ScanReport,
 };
+pub use scrubbing::{MIN_SCRUBBED_LEN, Scrubbing};
 pub use settings::{DEFAULT_IDEMPOTENCY_RETENTION, Limits};
 
 /// The strongroom engine: the one application type every operation hangs on.

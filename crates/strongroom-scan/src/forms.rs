@@ -42,6 +42,14 @@ impl Form {
         Form::JsonEscaped,
     ];
 
+    /// Whether the form's letters carry information, so that it is matched
+    /// only as it is: base64 in either alphabet. The other forms are matched
+    /// ignoring ASCII case (a key echoed upper-cased, hex or percent escapes
+    /// in the other case).
+    pub fn is_case_sensitive(self) -> bool {
+        matches!(self, Form::Base64 | Form::Base64Url)
+    }
+
     /// The form's stable name: `plain`, `base64`, `base64url`, `url`, `hex`,
     /// `json`.
     pub fn as_str(self) -> &'static str {

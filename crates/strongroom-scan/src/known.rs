@@ -1,7 +1,7 @@
 //! Known values: every encoded form of a set of secret values, searched for
 //! in one pass.
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, Input, MatchKind};
 use zeroize::Zeroizing;
 
 use crate::error::ScanError;
@@ -27,9 +27,20 @@ pub(crate) struct Owner {
 /// when no longer needed; the automaton's own tables, derived from them, are
 /// freed (not wiped) when this is dropped. `Debug` shows counts only.
 pub struct KnownValues {
-    automaton: Option<AhoCorasick>,
-    /// For each pattern of the automaton, every value it is a form of (one
-    /// entry per label, the form of highest priority for that label first).
+    /// The needles of the forms whose letters carry information (base64 in
+    /// either alphabet), matched as they are.
+    exact: Option<AhoCorasick>,
+    /// The needles of the other forms (plain, percent-encoded, hex,
+    /// JSON-escaped), stored lower-cased and matched ignoring ASCII case: an
+    /// upstream that upper-cases an echoed key (or writes hex or escapes in
+    /// the other case) is still matched.
+    folded: Option<AhoCorasick>,
+    /// How many patterns `exact` has: pattern `i` of `folded` is pattern
+    /// `exact_patterns + i` here.
+    exact_patterns: usize,
+    /// For each pattern (of `exact`, then of `folded`), every value it is a
+    /// form of (one entry per label, the form of highest priority for that
+    /// label first).
     owners: Vec<Vec<Owner>>,
     values: usize,
     min_len: usize,
@@ -82,44 +93,61 @@ impl KnownValues {
                 }
             }
         }
-        // Stable: for one needle, the owners stay in the order they were
-        // generated (by label order given, then by form priority).
-        entries.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
-        let mut patterns: Vec<Needle> = Vec::new();
-        let mut owners: Vec<Vec<Owner>> = Vec::new();
-        for (needle, owner) in entries {
-            let same = patterns
-                .last()
-                .is_some_and(|p| p.as_slice() == needle.as_slice());
-            match owners.last_mut() {
-                Some(slot) if same => match slot.iter_mut().find(|o| o.label == owner.label) {
-                    Some(existing) => existing.form = existing.form.min(owner.form),
-                    None => slot.push(owner),
-                },
-                _ => {
-                    patterns.push(needle);
-                    owners.push(vec![owner]);
-                }
+        let (exact, folded): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|(_, owner)| owner.form.is_case_sensitive());
+        let folded: Vec<(Needle, Owner)> = folded
+            .into_iter()
+            .map(|(mut needle, owner)| {
+                needle.make_ascii_lowercase();
+                (needle, owner)
+            })
+            .collect();
+        let (exact_patterns, mut owners) = dedup(exact);
+        let (folded_patterns, folded_owners) = dedup(folded);
+        owners.extend(folded_owners);
+        let longest = exact_patterns
+            .iter()
+            .chain(&folded_patterns)
+            .map(|p| p.len())
+            .max()
+            .unwrap_or(0);
+        let build = |patterns: &[Needle], fold: bool| -> Result<Option<AhoCorasick>, ScanError> {
+            if patterns.is_empty() {
+                return Ok(None);
             }
-        }
-        let longest = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
-        let automaton = if patterns.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(patterns.iter().map(|p| p.as_slice()))
-                    .map_err(|e| ScanError::TooLarge(e.to_string()))?,
-            )
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .ascii_case_insensitive(fold)
+                .build(patterns.iter().map(|p| p.as_slice()))
+                .map(Some)
+                .map_err(|e| ScanError::TooLarge(e.to_string()))
         };
         Ok(KnownValues {
-            automaton,
+            exact: build(&exact_patterns, false)?,
+            folded: build(&folded_patterns, true)?,
+            exact_patterns: exact_patterns.len(),
             owners,
             values: count,
             min_len,
             longest,
         })
+    }
+
+    /// The heap memory the automata use, in bytes (for caches that bound
+    /// what they keep).
+    pub fn memory_usage(&self) -> usize {
+        let automata = [&self.exact, &self.folded]
+            .into_iter()
+            .flatten()
+            .map(AhoCorasick::memory_usage)
+            .sum::<usize>();
+        automata
+            + self
+                .owners
+                .iter()
+                .map(|o| o.capacity() * size_of::<Owner>())
+                .sum::<usize>()
     }
 
     /// How many values were compiled (those at least the minimum length).
@@ -182,17 +210,26 @@ impl KnownValues {
 
     /// Occurrences in `text` as it is (no line joining).
     pub(crate) fn find_contiguous(&self, text: &[u8], out: &mut Vec<Match>) {
-        let Some(automaton) = &self.automaton else {
-            return;
-        };
-        for m in automaton.find_iter(text) {
-            self.push_owners(m.pattern().as_usize(), m.start(), m.end(), out);
+        for m in self.matches(text) {
+            self.push_owners(m.pattern, m.start, m.end, out);
         }
     }
 
-    /// The automaton, when there is at least one needle.
-    pub(crate) fn automaton(&self) -> Option<&AhoCorasick> {
-        self.automaton.as_ref()
+    /// Whether there is at least one needle.
+    pub(crate) fn has_needles(&self) -> bool {
+        self.exact.is_some() || self.folded.is_some()
+    }
+
+    /// The occurrences in `hay`, leftmost first and, at one place, longest
+    /// first, not overlapping: as one leftmost-longest automaton over the
+    /// needles of both kinds would find them.
+    pub(crate) fn matches<'a>(&'a self, hay: &'a [u8]) -> Matches<'a> {
+        Matches {
+            known: self,
+            hay,
+            at: 0,
+            next: [Next::Unknown, Next::Unknown],
+        }
     }
 
     /// The values a pattern is a form of.
@@ -215,9 +252,126 @@ impl std::fmt::Debug for KnownValues {
         f.debug_struct("KnownValues")
             .field("values", &self.values)
             .field("needles", &self.owners.len())
+            .field(
+                "case_insensitive_needles",
+                &(self.owners.len() - self.exact_patterns),
+            )
             .field("min_len", &self.min_len)
             .field("longest_needle", &self.longest)
             .finish()
+    }
+}
+
+/// Sorts `entries` by needle and merges equal needles: the patterns, and
+/// for each the values it is a form of (one entry per label, its form of
+/// highest priority).
+fn dedup(mut entries: Vec<(Needle, Owner)>) -> (Vec<Needle>, Vec<Vec<Owner>>) {
+    // Stable: for one needle, the owners stay in the order they were
+    // generated (by label order given, then by form priority).
+    entries.sort_by(|a, b| a.0.as_slice().cmp(b.0.as_slice()));
+    let mut patterns: Vec<Needle> = Vec::new();
+    let mut owners: Vec<Vec<Owner>> = Vec::new();
+    for (needle, owner) in entries {
+        let same = patterns
+            .last()
+            .is_some_and(|p| p.as_slice() == needle.as_slice());
+        match owners.last_mut() {
+            Some(slot) if same => match slot.iter_mut().find(|o| o.label == owner.label) {
+                Some(existing) => existing.form = existing.form.min(owner.form),
+                None => slot.push(owner),
+            },
+            _ => {
+                patterns.push(needle);
+                owners.push(vec![owner]);
+            }
+        }
+    }
+    (patterns, owners)
+}
+
+/// One occurrence found by [`KnownValues::matches`]: the pattern (an index
+/// into the owners) and its span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub(crate) pattern: usize,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+/// What is known of an automaton's next occurrence.
+#[derive(Clone, Copy)]
+enum Next {
+    /// Not searched yet (or the last one found starts before the cursor).
+    Unknown,
+    /// None at or after the cursor.
+    None,
+    /// Its leftmost-longest occurrence at or after the cursor.
+    At(Found),
+}
+
+/// The occurrences of both automata merged in leftmost-longest order. Each
+/// automaton's next occurrence is kept while it still starts at or after
+/// the cursor (it is then still that automaton's leftmost-longest one), so
+/// the text is searched about once by each.
+pub(crate) struct Matches<'a> {
+    known: &'a KnownValues,
+    hay: &'a [u8],
+    at: usize,
+    next: [Next; 2],
+}
+
+impl Matches<'_> {
+    fn next_of(&mut self, which: usize) -> Option<Found> {
+        if let Next::At(f) = self.next[which]
+            && f.start < self.at
+        {
+            self.next[which] = Next::Unknown;
+        }
+        if let Next::Unknown = self.next[which] {
+            let (automaton, offset) = if which == 0 {
+                (self.known.exact.as_ref(), 0)
+            } else {
+                (self.known.folded.as_ref(), self.known.exact_patterns)
+            };
+            self.next[which] = match automaton {
+                Some(a) if self.at <= self.hay.len() => {
+                    match a.find(Input::new(self.hay).span(self.at..self.hay.len())) {
+                        Some(m) => Next::At(Found {
+                            pattern: offset + m.pattern().as_usize(),
+                            start: m.start(),
+                            end: m.end(),
+                        }),
+                        None => Next::None,
+                    }
+                }
+                _ => Next::None,
+            };
+        }
+        match self.next[which] {
+            Next::At(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+impl Iterator for Matches<'_> {
+    type Item = Found;
+
+    fn next(&mut self) -> Option<Found> {
+        let found = match (self.next_of(0), self.next_of(1)) {
+            (Some(a), Some(b)) => {
+                // Leftmost, then longest; at equal spans the exact (base64)
+                // needle, reported before the case-insensitive one.
+                if (b.start, std::cmp::Reverse(b.end)) < (a.start, std::cmp::Reverse(a.end)) {
+                    b
+                } else {
+                    a
+                }
+            }
+            (a, b) => a.or(b)?,
+        };
+        self.at = found.end.max(found.start + 1);
+        Some(found)
     }
 }
 

@@ -11,8 +11,10 @@
 //!   characters the value alone determines), with and without padding;
 //!   percent-encoded (upper- and lower-case escapes, `+` or `%20` for a space,
 //!   everything or only reserved characters escaped); hex in both cases;
-//!   JSON-escaped. Values shorter than a minimum length are never searched
-//!   for. [`KnownValues::find`] also finds values broken across lines, as in
+//!   JSON-escaped. Every form but base64 is matched ignoring ASCII case (a
+//!   value echoed upper-cased is still found; in base64 the letters' case
+//!   is information, so those needles match only as they are). Values
+//!   shorter than a minimum length are never searched for. [`KnownValues::find`] also finds values broken across lines, as in
 //!   wrapped base64 or PEM.
 //! * [`Redactor`] replaces those forms in a stream cut into arbitrary
 //!   chunks, holding back fewer bytes than the longest encoded form, so a

@@ -73,12 +73,12 @@ impl Redactor {
     /// returns the occurrences replaced.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Vec<Hit> {
         let mut hits = Vec::new();
-        let Some(automaton) = self.known.automaton() else {
+        if !self.known.has_needles() {
             out.extend_from_slice(&self.held);
             self.held.clear();
             out.extend_from_slice(chunk);
             return hits;
-        };
+        }
         let mut window = Zeroizing::new(Vec::with_capacity(self.held.len() + chunk.len()));
         window.extend_from_slice(&self.held);
         window.extend_from_slice(chunk);
@@ -87,13 +87,13 @@ impl Redactor {
         // known now; one starting at or after it may need bytes to come.
         let decided = window.len().saturating_sub(self.known.longest_needle() - 1);
         let mut at = 0;
-        for m in automaton.find_iter(window.as_slice()) {
-            if m.start() >= decided {
+        for m in self.known.matches(window.as_slice()) {
+            if m.start >= decided {
                 break;
             }
-            out.extend_from_slice(&window[at..m.start()]);
-            self.replace(m.pattern().as_usize(), out, &mut hits);
-            at = m.end();
+            out.extend_from_slice(&window[at..m.start]);
+            self.replace(m.pattern, out, &mut hits);
+            at = m.end;
         }
         let keep_from = at.max(decided);
         out.extend_from_slice(&window[at..keep_from]);
@@ -111,12 +111,10 @@ impl Redactor {
         let mut hits = Vec::new();
         let held = std::mem::replace(&mut self.held, Zeroizing::new(Vec::new()));
         let mut at = 0;
-        if let Some(automaton) = self.known.automaton() {
-            for m in automaton.find_iter(held.as_slice()) {
-                out.extend_from_slice(&held[at..m.start()]);
-                self.replace(m.pattern().as_usize(), out, &mut hits);
-                at = m.end();
-            }
+        for m in self.known.matches(held.as_slice()) {
+            out.extend_from_slice(&held[at..m.start]);
+            self.replace(m.pattern, out, &mut hits);
+            at = m.end;
         }
         out.extend_from_slice(&held[at..]);
         hits

@@ -337,3 +337,96 @@ fn known_values_and_redactors_cross_threads() {
     shareable::<KnownValues>();
     sendable::<Redactor>();
 }
+
+#[test]
+fn plain_hex_url_and_json_forms_match_in_either_case_base64_only_as_it_is() {
+    let value = b"sk-Live/Key_0123abcdef";
+    let known = Arc::new(KnownValues::new([(0, &value[..])], 8).unwrap());
+    let upper = String::from_utf8(value.to_vec()).unwrap().to_uppercase();
+    let lower = String::from_utf8(value.to_vec()).unwrap().to_lowercase();
+    let mixed_hex: String = value
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if i % 2 == 0 {
+                format!("{b:02X}")
+            } else {
+                format!("{b:02x}")
+            }
+        })
+        .collect();
+    let url_mixed = "SK-LIVE%2fKEY_0123ABCDEF";
+    for (text, form) in [
+        (upper.as_str(), Form::Plain),
+        (lower.as_str(), Form::Plain),
+        (mixed_hex.as_str(), Form::Hex),
+        (url_mixed, Form::Url),
+    ] {
+        let planted = format!("x {text} y");
+        let found = known.find(planted.as_bytes());
+        assert_eq!(found.len(), 1, "{form:?} in {planted:?}: {found:?}");
+        assert_eq!(
+            (found[0].form, found[0].start, found[0].end),
+            (form, 2, 2 + text.len())
+        );
+    }
+    // Base64 letters carry information: another case is another value.
+    let b64 = STANDARD.encode(value);
+    assert_eq!(known.find(b64.as_bytes()).len(), 1);
+    let flipped: String = b64
+        .chars()
+        .map(|c| {
+            if c.is_ascii_uppercase() {
+                c.to_ascii_lowercase()
+            } else {
+                c.to_ascii_uppercase()
+            }
+        })
+        .collect();
+    assert!(known.find(flipped.as_bytes()).is_empty());
+    // Streaming, cut anywhere, the upper-cased value is replaced too.
+    let text = format!("a {upper} b");
+    for cut in 0..=text.len() {
+        let mut redactor = Redactor::new(Arc::clone(&known), "[K]");
+        let mut out = Vec::new();
+        redactor.push(&text.as_bytes()[..cut], &mut out);
+        redactor.push(&text.as_bytes()[cut..], &mut out);
+        redactor.flush(&mut out);
+        assert_eq!(out, b"a [K] b", "cut at {cut}");
+    }
+}
+
+#[test]
+fn exact_and_case_insensitive_needles_merge_leftmost_longest() {
+    // "one" is found in plain form (case-insensitive needles), "two" in
+    // base64 (exact needles); they are placed so that each automaton's own
+    // next occurrence overlaps one of the other's.
+    let one = b"first-value-abc";
+    let two = b"second-value-xyz";
+    let known = KnownValues::new([(1, &one[..]), (2, &two[..])], 8).unwrap();
+    let b64 = STANDARD.encode(two);
+    let text = format!("{} {b64} {} {b64}", "FIRST-VALUE-ABC", "first-value-abc");
+    let found = known.find(text.as_bytes());
+    let got: Vec<(usize, Form)> = found.iter().map(|m| (m.label, m.form)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, Form::Plain),
+            (2, Form::Base64),
+            (1, Form::Plain),
+            (2, Form::Base64)
+        ]
+    );
+    // Overlap: the plain value written right into a base64 run; the
+    // leftmost occurrence wins, then the search goes on after it.
+    let text = format!("{}{b64}", "FIRST-VALUE-ABC");
+    let found = known.find(text.as_bytes());
+    assert_eq!(found[0].label, 1);
+    assert_eq!(found[0].start, 0);
+    assert!(
+        found
+            .iter()
+            .all(|m| m.start >= found[0].end || m.label == 1)
+    );
+    assert!(known.memory_usage() > 0);
+}

@@ -20,9 +20,10 @@
 //!    (`credential.inject_result`).
 //!
 //! The work runs in its own task, bounded by `relay.timeout` for the
-//! response head and between body chunks (504 when it passes), not by the
-//! edge's request timeout: a streamed response may take longer. Nothing
-//! here logs a header value, a query or a body.
+//! response head and between body chunks (504 when it passes) and between
+//! the request body's parts from the agent (408), not by the edge's request
+//! timeout: a streamed response may take longer. Nothing here logs a header
+//! value, a query or a body.
 
 pub mod head;
 pub mod scrub;
@@ -161,6 +162,7 @@ fn refusal_message(reason: &str) -> &'static str {
         "upstream_encoding" => {
             "the destination sent an encoded (compressed) body, which cannot be scrubbed"
         }
+        "body_timeout" => "the request body did not arrive in time",
         _ => "the destination could not be reached",
     }
 }
@@ -492,9 +494,14 @@ impl RelayHandler {
             outcome.relay_error = Some(reason.to_owned());
             refusal(status, reason, refusal_message(reason))
         };
-        let scrubber = scrub::Scrubber::build(authorized);
         let destination = Destination::of(tenant, &head.target);
-        let mut sender = match self.upstream.connection(&destination).await {
+        // The scrubbing (the engine's cached one, compiled on a miss) is
+        // made ready while the connection is taken or made.
+        let (scrubber, connection) = tokio::join!(
+            scrub::Scrubber::build(&self.engine, authorized),
+            self.upstream.connection(&destination)
+        );
+        let mut sender = match connection {
             Ok(s) => s,
             Err(e) => {
                 let (reason, status) = e.reason();
@@ -515,14 +522,17 @@ impl RelayHandler {
                 return outcome;
             }
             Err(_) => {
-                let _ = tx
-                    .send(Ok(fail(&mut outcome, 504, "upstream_timeout")))
-                    .await;
+                let _ = tx.send(Ok(fail(&mut outcome, 408, "body_timeout"))).await;
                 return outcome;
             }
         };
         let sent = Arc::new(AtomicU64::new(0));
         let too_large = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicBool::new(false));
+        // Whether the body is still being read from the agent: the wait for
+        // the response head counts from the end of the body (a slow agent
+        // is answered 408 by the body's own timeout, not 504).
+        let pumping = Arc::new(AtomicBool::new(false));
         let body: UpstreamBody = match first {
             None => Empty::<Bytes>::new()
                 .map_err(|never| match never {})
@@ -530,18 +540,35 @@ impl RelayHandler {
             Some(first) => {
                 let (btx, brx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
                 let max = self.config.max_request_body;
-                let (sent, too_large) = (Arc::clone(&sent), Arc::clone(&too_large));
+                let idle = self.config.timeout;
+                let (sent, too_large, stalled) = (
+                    Arc::clone(&sent),
+                    Arc::clone(&too_large),
+                    Arc::clone(&stalled),
+                );
+                pumping.store(true, Ordering::Relaxed);
+                let done = Pumped(Arc::clone(&pumping));
                 tokio::spawn(async move {
+                    let _done = done;
                     let mut next = Some(first);
                     loop {
+                        // Each further part of the body must come within
+                        // relay.timeout: an agent that stops sending does
+                        // not hold the upstream connection (and its slot)
+                        // open.
                         let message = match next.take() {
                             Some(m) => m,
-                            None => match inbound.message().await {
-                                Ok(Some(m)) => m,
-                                Ok(None) => return,
-                                Err(_) => {
+                            None => match tokio::time::timeout(idle, inbound.message()).await {
+                                Ok(Ok(Some(m))) => m,
+                                Ok(Ok(None)) => return,
+                                Ok(Err(_)) => {
                                     let _ =
                                         btx.send(Err("the client's stream failed".into())).await;
+                                    return;
+                                }
+                                Err(_) => {
+                                    stalled.store(true, Ordering::Relaxed);
+                                    let _ = btx.send(Err("the client's body stalled".into())).await;
                                     return;
                                 }
                             },
@@ -574,11 +601,24 @@ impl RelayHandler {
                 return outcome;
             }
         };
-        let response = match tokio::time::timeout(self.config.timeout, sender.send(request)).await {
+        let answered = {
+            let send = sender.send(request);
+            tokio::pin!(send);
+            loop {
+                match tokio::time::timeout(self.config.timeout, &mut send).await {
+                    Ok(r) => break Ok(r),
+                    Err(_) if pumping.load(Ordering::Relaxed) => {}
+                    Err(e) => break Err(e),
+                }
+            }
+        };
+        let response = match answered {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => {
                 let (status, reason) = if too_large.load(Ordering::Relaxed) {
                     (413, "body_too_large")
+                } else if stalled.load(Ordering::Relaxed) {
+                    (408, "body_timeout")
                 } else {
                     (502, "upstream_unreachable")
                 };
@@ -609,33 +649,34 @@ impl RelayHandler {
             return outcome;
         }
         // A body encoded despite `Accept-Encoding: identity` could not be
-        // scrubbed: it is not passed on (fail closed).
-        if parts
-            .headers
-            .get_all(http::header::CONTENT_ENCODING)
-            .iter()
-            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
-        {
+        // scrubbed: it is not passed on (fail closed). The same for a
+        // transfer coding other than chunked (`Transfer-Encoding: gzip,
+        // chunked`: hyper removes the chunking, not the compression).
+        if encoded(&parts.headers) {
             let _ = tx
                 .send(Ok(fail(&mut outcome, 502, "upstream_encoding")))
                 .await;
             return outcome;
         }
-        let Ok(scrubber) = scrubber.await else {
+        if !scrubber.is_ready() {
             // Fail closed: nothing unscrubbed goes back.
             let _ = tx
                 .send(Err(Status::internal("the response could not be scrubbed")))
                 .await;
             outcome.relay_error = Some("scrubber".into());
             return outcome;
-        };
+        }
+        // Names are scrubbed too (an upstream may echo a value as a header
+        // name); one whose scrubbed form is no header name is dropped.
         let headers = parts
             .headers
             .iter()
             .filter(|(n, _)| !head::RESPONSE_DROPPED.contains(&n.as_str()))
-            .map(|(n, v)| pb::HttpHeader {
-                name: n.as_str().to_owned(),
-                value: scrubber.whole(v.as_bytes()),
+            .filter_map(|(n, v)| {
+                Some(pb::HttpHeader {
+                    name: scrubber.name(n.as_str())?,
+                    value: scrubber.whole(v.as_bytes()),
+                })
             })
             .collect();
         let head_message = pb::ForwardResponse {
@@ -723,6 +764,34 @@ impl RelayHandler {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Marks the request body as read to its end (or failed) when dropped.
+struct Pumped(Arc<AtomicBool>);
+
+impl Drop for Pumped {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Whether a response's body is encoded in a way the scrubber cannot see
+/// through: a `Content-Encoding` other than `identity`, or a
+/// `Transfer-Encoding` with any coding but `chunked` (which hyper removes).
+fn encoded(headers: &http::HeaderMap) -> bool {
+    let content = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"));
+    let transfer = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"chunked"));
+    content || transfer
+}
 
 fn convert_policy_destinations(
     ds: &[strongroom_core::policy::Destination],

@@ -1,64 +1,47 @@
 //! Response scrubbing: every value a request injected, in every form the
-//! scanner knows (plain, base64, URL-encoded, hex, JSON-escaped), replaced
-//! by its placeholder (or `[strongroom:ENV/NAME]` for a template use) in the
-//! response headers and, streaming and across chunk boundaries, in the
-//! body. Memory is bounded: the redactor holds back less than the longest
-//! encoded form.
+//! scanner knows (plain, base64, URL-encoded, hex, JSON-escaped; the forms
+//! but base64 in either letter case), replaced by its placeholder (or
+//! `[strongroom:ENV/NAME]` for a template use) in the response header names
+//! and values and, streaming and across chunk boundaries, in the body.
+//! Memory is bounded: the redactor holds back less than the longest encoded
+//! form. The compiled forms come from the engine's cache
+//! ([`Engine::scrubbing`]), compiled once per credential version.
 
 use std::sync::Arc;
 
-use strongroom_engine::{Authorized, scrub_pairs};
+use strongroom_engine::{Authorized, Engine, Scrubbing};
 
-use strongroom_scan::{KnownValues, Redactor};
+use strongroom_scan::Redactor;
 
-/// Values shorter than this are not scrubbed: a handful of bytes would
-/// match ordinary text everywhere.
-pub const MIN_SCRUBBED_LEN: usize = 6;
+pub use strongroom_engine::MIN_SCRUBBED_LEN;
+
+/// What a header or body is replaced by when it cannot be scrubbed.
+const REDACTED: &[u8] = b"[strongroom:redacted]";
 
 /// The scrubbing of one response.
 pub struct Scrubber {
-    known: Option<Arc<KnownValues>>,
-    replacements: Vec<String>,
+    scrubbing: Scrubbing,
 }
 
 impl Scrubber {
-    /// The scrubbing of the values `authorized` sends, built on a blocking
-    /// thread (compiling every encoded form takes a while) while the
-    /// request goes out.
-    pub fn build(authorized: &Authorized) -> tokio::task::JoinHandle<Self> {
-        let pairs = scrub_pairs(authorized);
-        tokio::task::spawn_blocking(move || Self::new(&pairs))
-    }
-
-    /// The scrubbing of `pairs` (each secret with its replacement).
-    fn new(pairs: &[(zeroize::Zeroizing<String>, String)]) -> Self {
-        let replacements: Vec<String> = pairs.iter().map(|(_, r)| r.clone()).collect();
-        let known = KnownValues::new(
-            pairs
-                .iter()
-                .enumerate()
-                .map(|(i, (secret, _))| (i, secret.as_bytes())),
-            MIN_SCRUBBED_LEN,
-        );
-        let known = match known {
-            Ok(k) => Some(Arc::new(k)),
-            Err(e) => {
-                // Fail closed: a response that cannot be scrubbed is not
-                // passed on (see `whole` and `stream`).
-                tracing::error!(error = %e, "the relay could not build its scrubber");
-                None
-            }
-        };
+    /// The scrubbing of the values `authorized` sends (cached by the
+    /// engine; compiled on a blocking thread on a miss).
+    pub async fn build(engine: &Engine, authorized: &Authorized) -> Self {
         Self {
-            known,
-            replacements,
+            scrubbing: engine.scrubbing(authorized).await,
         }
     }
 
+    /// Whether the values' forms could be compiled: if not, nothing from
+    /// the upstream may be passed on (fail closed).
+    pub fn is_ready(&self) -> bool {
+        self.scrubbing.known.is_some()
+    }
+
     fn redactor(&self) -> Option<Redactor> {
-        let known = self.known.as_ref()?;
-        let mut r = Redactor::new(Arc::clone(known), b"[strongroom:redacted]".to_vec());
-        for (i, replacement) in self.replacements.iter().enumerate() {
+        let known = self.scrubbing.known.as_ref()?;
+        let mut r = Redactor::new(Arc::clone(known), REDACTED.to_vec());
+        for (i, replacement) in self.scrubbing.replacements.iter().enumerate() {
             r = r.with_replacement(i, replacement.as_bytes().to_vec());
         }
         Some(r)
@@ -67,12 +50,24 @@ impl Scrubber {
     /// `text` (a header value) scrubbed.
     pub fn whole(&self, text: &[u8]) -> Vec<u8> {
         let Some(mut r) = self.redactor() else {
-            return b"[strongroom:redacted]".to_vec();
+            return REDACTED.to_vec();
         };
         let mut out = Vec::with_capacity(text.len());
         r.push(text, &mut out);
         r.flush(&mut out);
         out
+    }
+
+    /// A header name scrubbed: `None` when it carried a value and what
+    /// replaces it is not a valid header name (the header is then dropped).
+    pub fn name(&self, name: &str) -> Option<String> {
+        let scrubbed = self.whole(name.as_bytes());
+        if scrubbed == name.as_bytes() {
+            return Some(name.to_owned());
+        }
+        http::HeaderName::from_bytes(&scrubbed)
+            .ok()
+            .map(|n| n.as_str().to_owned())
     }
 
     /// A streaming scrubber for the body.
