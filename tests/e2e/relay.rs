@@ -1421,7 +1421,12 @@ async fn scrubbing_case_names_codings_reuse_and_stalled_bodies() {
         &s,
         "*",
         &[pb::Capability::Inject],
-        vec![destination(format!("api.example.test:{}", s.port()), &[])],
+        vec![pb::Destination {
+            // The held value is placed, by placeholder, in a header the
+            // destination names for it.
+            placeholder_headers: vec!["x-echo-as-name".into()],
+            ..destination(format!("api.example.test:{}", s.port()), &[])
+        }],
     )
     .await;
     let template = |rest: &str| {
