@@ -41,8 +41,60 @@ impl TenantStatus {
     }
 }
 
+/// Longest accepted notifier URL, in characters.
+pub const NOTIFIER_URL_MAX: usize = 2048;
+
+/// Shortest and longest accepted notifier signing secret, in bytes.
+pub const NOTIFIER_SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
+
+/// The tenant's webhook notifier: where notices (a new access request) are
+/// posted, and the signing secret, sealed under the tenant's current KEK
+/// (never stored, returned, logged or audited in the clear).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifierSetting {
+    /// An `https` URL, at most [`NOTIFIER_URL_MAX`] characters.
+    pub url: String,
+    /// The signing secret's envelope, hex (see the engine's notifier
+    /// sealing).
+    pub sealed_secret: String,
+}
+
+impl std::fmt::Debug for NotifierSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifierSetting")
+            .field("url", &self.url)
+            .field("sealed_secret", &"<sealed>")
+            .finish()
+    }
+}
+
+/// Checks a notifier URL: `https`, a host, no user information, at most
+/// [`NOTIFIER_URL_MAX`] characters. Errors name `field`.
+pub fn validate_notifier_url(url: &str, field: &'static str) -> Result<()> {
+    if url.len() > NOTIFIER_URL_MAX {
+        return Err(Error::invalid(field, "must be at most 2048 characters"));
+    }
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err(Error::invalid(field, "must be an https:// URL"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(Error::invalid(field, "must name a host"));
+    }
+    if authority.contains('@') {
+        return Err(Error::invalid(field, "must not carry user information"));
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::invalid(
+            field,
+            "must not contain spaces or control characters",
+        ));
+    }
+    Ok(())
+}
+
 /// Per-tenant settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TenantSettings {
     /// How many versions of each credential are kept (1-100, default 10).
@@ -63,6 +115,8 @@ pub struct TenantSettings {
     /// not allow, or a leak a tool reports) revokes the grants involved at
     /// once. Off by default.
     pub revoke_grant_on_leak: bool,
+    /// The webhook notifier, if any.
+    pub notifier: Option<NotifierSetting>,
 }
 
 impl Default for TenantSettings {
@@ -83,6 +137,7 @@ impl Default for TenantSettings {
             },
             denial_alert: DenialAlert::default(),
             revoke_grant_on_leak: false,
+            notifier: None,
         }
     }
 }
@@ -170,6 +225,9 @@ impl TenantSettings {
                 "settings.denial_alert.window",
                 "must be 1 second to 1 hour",
             ));
+        }
+        if let Some(n) = &self.notifier {
+            validate_notifier_url(&n.url, "settings.notifier.url")?;
         }
         self.rotation.validate().map_err(|e| e.within("settings"))
     }
