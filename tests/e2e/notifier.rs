@@ -5,7 +5,10 @@ use strongroom_e2e::{Backend, TenantAdmin, TestServer, expect_code};
 use strongroom_proto::v1 as pb;
 use tonic::Code;
 
-on_both_backends!(notifier_setting_is_write_only_and_validated);
+on_both_backends!(
+    notifier_setting_is_write_only_and_validated,
+    filing_logs_a_delivery_admins_list
+);
 
 async fn set_notifier(
     admin: &TenantAdmin,
@@ -19,7 +22,7 @@ async fn set_notifier(
             settings: Some(pb::TenantSettings {
                 notifier: Some(pb::Notifier {
                     url: url.into(),
-                    signing_secret: secret.to_vec().into(),
+                    signing_secret: secret.to_vec(),
                     signing_secret_set: false,
                 }),
                 ..Default::default()
@@ -125,5 +128,91 @@ async fn notifier_setting_is_write_only_and_validated(backend: Backend) {
     assert!(
         !logs.lines().iter().any(|l| l.contains(needle)),
         "the signing secret is in the server log"
+    );
+}
+
+/// With a notifier set, a filed request logs one delivery (a collapsed
+/// duplicate none) that admins list, newest first: the notice's data (who,
+/// for whom, what, why) and no value; nothing has been attempted (no sender
+/// yet). Others may not list the log.
+async fn filing_logs_a_delivery_admins_list(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = server.tenant("acme").await;
+    admin
+        .client
+        .credentials()
+        .create_credential(pb::CreateCredentialRequest {
+            environment: "dev".into(),
+            name: "llm/openai".into(),
+            service: "openai".into(),
+            value: strongroom_e2e::api_key("sk-notifier-value-7f3a9c"),
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+    set_notifier(
+        &admin,
+        "https://hooks.example.com/",
+        b"whsec-0123456789abcdef",
+    )
+    .await
+    .expect("set notifier");
+    let (agent_id, agent) = server.principal(&admin, "agent", pb::Role::Agent).await;
+    let filing = pb::FileAccessRequestRequest {
+        credential: Some(pb::CredentialPath {
+            environment: "dev".into(),
+            name: "llm/openai".into(),
+        }),
+        capability: pb::Capability::Reveal as i32,
+        purpose: "nightly report".into(),
+        on_behalf_of: "alice@example.com".into(),
+        ..Default::default()
+    };
+    let filed = agent
+        .policy()
+        .file_access_request(filing.clone())
+        .await
+        .expect("file")
+        .into_inner();
+    let request_id = filed.access_request.expect("request").id;
+    let again = agent
+        .policy()
+        .file_access_request(filing)
+        .await
+        .expect("file again")
+        .into_inner();
+    assert!(again.existing, "the duplicate collapses");
+
+    let listed = admin
+        .client
+        .policy()
+        .list_notification_deliveries(pb::ListNotificationDeliveriesRequest {
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list deliveries")
+        .into_inner();
+    assert_eq!(listed.deliveries.len(), 1, "{listed:?}");
+    let d = &listed.deliveries[0];
+    assert_eq!(d.event, "access_request.filed");
+    let data: serde_json::Value = serde_json::from_str(&d.payload_json).expect("json");
+    assert_eq!(data["access_request_id"], request_id.as_str());
+    assert_eq!(data["requester_id"], agent_id.as_str());
+    assert_eq!(data["on_behalf_of"], "alice@example.com");
+    assert_eq!(data["purpose"], "nightly report");
+    assert_eq!(data["capability"], "reveal");
+    assert!(!d.payload_json.contains("sk-notifier-value-7f3a9c"));
+    assert_eq!(d.attempts, 0);
+    assert!(d.next_attempt_at.is_some());
+    assert!(d.delivered_at.is_none());
+
+    expect_code(
+        agent
+            .policy()
+            .list_notification_deliveries(pb::ListNotificationDeliveriesRequest::default())
+            .await,
+        Code::PermissionDenied,
+        "an agent lists the delivery log",
     );
 }

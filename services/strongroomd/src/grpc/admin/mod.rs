@@ -165,7 +165,7 @@ fn settings_in(
             strongroom_engine::NotifierChange::Set {
                 url: n.url,
                 secret: (!n.signing_secret.is_empty())
-                    .then(|| zeroize::Zeroizing::new(n.signing_secret.to_vec())),
+                    .then(|| zeroize::Zeroizing::new(n.signing_secret)),
             }
         };
     }

@@ -435,11 +435,7 @@ impl PolicyService for PolicyHandler {
                 .list_notification_deliveries(&call.caller, call.ctx(), &page)
                 .await?;
             Ok(pb::ListNotificationDeliveriesResponse {
-                deliveries: listed
-                    .items
-                    .iter()
-                    .map(convert::delivery_out)
-                    .collect(),
+                deliveries: listed.items.iter().map(convert::delivery_out).collect(),
                 next_page_token: listed.next_token(),
             })
         })
