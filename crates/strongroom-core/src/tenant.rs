@@ -272,3 +272,37 @@ impl std::fmt::Debug for WrappedKekRecord {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod notifier_tests {
+    use super::*;
+
+    #[test]
+    fn notifier_urls_are_https_with_a_host() {
+        for ok in ["https://hooks.example.com/x", "https://10.0.0.1:8443"] {
+            assert!(validate_notifier_url(ok, "url").is_ok(), "{ok}");
+        }
+        let long = format!("https://h.example/{}", "a".repeat(NOTIFIER_URL_MAX));
+        for bad in [
+            "http://hooks.example.com/",
+            "https://",
+            "https:///path",
+            "https://u:p@hooks.example.com/",
+            "https://hooks.example.com/a b",
+            long.as_str(),
+        ] {
+            assert!(validate_notifier_url(bad, "url").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn notifier_debug_hides_the_sealed_secret() {
+        let n = NotifierSetting {
+            url: "https://hooks.example.com/".into(),
+            sealed_secret: "deadbeefcafe".into(),
+        };
+        let text = format!("{n:?}");
+        assert!(text.contains("hooks.example.com"));
+        assert!(!text.contains("deadbeefcafe"));
+    }
+}

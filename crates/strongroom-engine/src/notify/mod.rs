@@ -219,6 +219,22 @@ mod tests {
     use strongroom_core::policy::{Capability, Destination, Selector};
 
     #[test]
+    fn a_sealed_secret_opens_only_as_its_tenants_notifier_secret() {
+        let kek = Kek::generate().expect("kek");
+        let tenant = TenantId::generate();
+        let sealed = seal_secret(&kek, 1, tenant, b"whsec-0123456789abcdef").expect("seal");
+        assert!(!sealed.contains(&hex::encode(b"whsec-0123456789abcdef")));
+        let envelope = Envelope::from_bytes(&hex::decode(&sealed).expect("hex")).expect("env");
+        let opened = kek.open(&secret_aad(tenant), &envelope).expect("open");
+        assert_eq!(&opened[..], b"whsec-0123456789abcdef");
+        assert!(
+            kek.open(&secret_aad(TenantId::generate()), &envelope)
+                .is_err(),
+            "bound to its tenant"
+        );
+    }
+
+    #[test]
     fn backoff_doubles_to_a_bound() {
         let delays: Vec<_> = (1..=MAX_ATTEMPTS).map(retry_delay).collect();
         assert_eq!(delays[0], Some(Duration::from_secs(5)));
