@@ -37,6 +37,8 @@ const REDACTED_DEBUG: &[&str] = &[
     ".strongroom.v1.ScanTextResponse",
     ".strongroom.v1.ExportTenantRequest",
     ".strongroom.v1.ImportTenantHeader",
+    // The tenant notifier's signing secret.
+    ".strongroom.v1.Notifier",
     // The relay: header values, URLs (query values) and bodies may carry
     // credentials.
     ".strongroom.v1.HttpHeader",

@@ -42,6 +42,7 @@ mod lifecycle;
 mod mtls;
 mod namespace_review;
 mod namespaces;
+mod notifier;
 mod operations;
 mod ops_listener;
 mod oracles;

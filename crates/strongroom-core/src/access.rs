@@ -152,13 +152,23 @@ pub trait AccessRequestStore: Send + Sync {
     /// requester already has a pending, unexpired request at `now` with the
     /// same [`AccessRequestRecord::same_key`]: then that one is returned
     /// and nothing is written. Returns the request and whether it is new.
+    /// A new request's `notice` (the tenant has a notifier) is enqueued in
+    /// the same transaction.
     async fn file_access_request(
         &self,
         scope: &TenantScope<'_>,
         request: &AccessRequestRecord,
+        notice: Option<&crate::notify::NewDelivery>,
         now: Timestamp,
         audit: AuditDraft,
     ) -> Result<(AccessRequestRecord, bool)>;
+
+    /// The tenant's notifier deliveries, newest first.
+    async fn list_notification_deliveries(
+        &self,
+        scope: &TenantScope<'_>,
+        page: &PageRequest,
+    ) -> Result<Page<crate::notify::Delivery>>;
 
     /// Reads a request (its stored status).
     async fn get_access_request(

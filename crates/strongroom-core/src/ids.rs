@@ -102,3 +102,8 @@ id_type!(
     AccessRequestId,
     "access request"
 );
+id_type!(
+    /// Identifies a notifier delivery.
+    DeliveryId,
+    "delivery"
+);

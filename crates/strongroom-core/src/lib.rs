@@ -20,6 +20,7 @@ pub mod ids;
 pub mod lease;
 pub mod names;
 pub mod net;
+pub mod notify;
 pub mod page;
 pub mod placeholder;
 pub mod policy;

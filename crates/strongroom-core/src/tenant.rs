@@ -41,8 +41,60 @@ impl TenantStatus {
     }
 }
 
+/// Longest accepted notifier URL, in characters.
+pub const NOTIFIER_URL_MAX: usize = 2048;
+
+/// Shortest and longest accepted notifier signing secret, in bytes.
+pub const NOTIFIER_SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
+
+/// The tenant's webhook notifier: where notices (a new access request) are
+/// posted, and the signing secret, sealed under the tenant's current KEK
+/// (never stored, returned, logged or audited in the clear).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifierSetting {
+    /// An `https` URL, at most [`NOTIFIER_URL_MAX`] characters.
+    pub url: String,
+    /// The signing secret's envelope, hex (see the engine's notifier
+    /// sealing).
+    pub sealed_secret: String,
+}
+
+impl std::fmt::Debug for NotifierSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifierSetting")
+            .field("url", &self.url)
+            .field("sealed_secret", &"<sealed>")
+            .finish()
+    }
+}
+
+/// Checks a notifier URL: `https`, a host, no user information, at most
+/// [`NOTIFIER_URL_MAX`] characters. Errors name `field`.
+pub fn validate_notifier_url(url: &str, field: &'static str) -> Result<()> {
+    if url.len() > NOTIFIER_URL_MAX {
+        return Err(Error::invalid(field, "must be at most 2048 characters"));
+    }
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err(Error::invalid(field, "must be an https:// URL"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(Error::invalid(field, "must name a host"));
+    }
+    if authority.contains('@') {
+        return Err(Error::invalid(field, "must not carry user information"));
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::invalid(
+            field,
+            "must not contain spaces or control characters",
+        ));
+    }
+    Ok(())
+}
+
 /// Per-tenant settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TenantSettings {
     /// How many versions of each credential are kept (1-100, default 10).
@@ -63,6 +115,8 @@ pub struct TenantSettings {
     /// not allow, or a leak a tool reports) revokes the grants involved at
     /// once. Off by default.
     pub revoke_grant_on_leak: bool,
+    /// The webhook notifier, if any.
+    pub notifier: Option<NotifierSetting>,
 }
 
 impl Default for TenantSettings {
@@ -83,6 +137,7 @@ impl Default for TenantSettings {
             },
             denial_alert: DenialAlert::default(),
             revoke_grant_on_leak: false,
+            notifier: None,
         }
     }
 }
@@ -171,6 +226,9 @@ impl TenantSettings {
                 "must be 1 second to 1 hour",
             ));
         }
+        if let Some(n) = &self.notifier {
+            validate_notifier_url(&n.url, "settings.notifier.url")?;
+        }
         self.rotation.validate().map_err(|e| e.within("settings"))
     }
 }
@@ -212,5 +270,39 @@ impl std::fmt::Debug for WrappedKekRecord {
             .field("version", &self.version)
             .field("wrapped_len", &self.wrapped.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod notifier_tests {
+    use super::*;
+
+    #[test]
+    fn notifier_urls_are_https_with_a_host() {
+        for ok in ["https://hooks.example.com/x", "https://10.0.0.1:8443"] {
+            assert!(validate_notifier_url(ok, "url").is_ok(), "{ok}");
+        }
+        let long = format!("https://h.example/{}", "a".repeat(NOTIFIER_URL_MAX));
+        for bad in [
+            "http://hooks.example.com/",
+            "https://",
+            "https:///path",
+            "https://u:p@hooks.example.com/",
+            "https://hooks.example.com/a b",
+            long.as_str(),
+        ] {
+            assert!(validate_notifier_url(bad, "url").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn notifier_debug_hides_the_sealed_secret() {
+        let n = NotifierSetting {
+            url: "https://hooks.example.com/".into(),
+            sealed_secret: "deadbeefcafe".into(),
+        };
+        let text = format!("{n:?}");
+        assert!(text.contains("hooks.example.com"));
+        assert!(!text.contains("deadbeefcafe"));
     }
 }

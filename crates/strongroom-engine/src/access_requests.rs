@@ -218,10 +218,19 @@ impl Engine {
             duration_secs: request.duration.as_secs(),
             expires_at: request.expires_at,
         });
+        // The tenant's notifier (as this server last loaded the tenant)
+        // is told in the same commit: the delivery row is written with the
+        // request, and the sender posts it.
+        let notice = scope
+            .tenant()
+            .settings
+            .notifier
+            .as_ref()
+            .map(|_| crate::notify::access_request_delivery(&request, now));
         // Not `durable`, which answers every store error UNAVAILABLE: the
         // store's refusals reach the caller as they are (as for grants).
         self.store
-            .file_access_request(&scope, &request, now, draft)
+            .file_access_request(&scope, &request, notice.as_ref(), now, draft)
             .await
     }
 
@@ -297,6 +306,22 @@ impl Engine {
             r.status = r.effective_status(now);
         }
         Ok(page)
+    }
+
+    /// The tenant's notifier deliveries, newest first (tenant admins).
+    pub async fn list_notification_deliveries(
+        &self,
+        caller: &Authenticated,
+        ctx: &CallContext,
+        page: &PageRequest,
+    ) -> Result<Page<strongroom_core::notify::Delivery>> {
+        let scope = caller.tenant_scope()?;
+        if !is_tenant_admin(scope.principal()) {
+            // Refused like listing another's requests (and audited so).
+            self.require_admin(&scope, ctx, Action::AccessRequestList)
+                .await?;
+        }
+        self.store.list_notification_deliveries(&scope, page).await
     }
 
     /// The pending request `id` an admin decides: not the admin's own.

@@ -78,6 +78,7 @@ pub use scan::{
 };
 pub use scrubbing::{MIN_SCRUBBED_LEN, Scrubbing};
 pub use settings::{DEFAULT_IDEMPOTENCY_RETENTION, Limits};
+pub use tenants::NotifierChange;
 
 /// The strongroom engine: the one application type every operation hangs on.
 pub struct Engine {

@@ -10,9 +10,13 @@ use strongroom_core::principal::{
 };
 use strongroom_core::scope::{Authenticated, PlatformScope};
 use strongroom_core::store::NewTenant;
-use strongroom_core::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
+use strongroom_core::tenant::{
+    NOTIFIER_SECRET_LEN, NotifierSetting, Tenant, TenantSettings, TenantStatus, WrappedKekRecord,
+    validate_notifier_url,
+};
 use strongroom_core::{Error, Result};
 use strongroom_crypto::Kek;
+use zeroize::Zeroizing;
 
 use crate::keyring::crypto_error;
 use crate::{CallContext, Engine};
@@ -143,16 +147,53 @@ impl Engine {
         self.store.tenant(&scope).await
     }
 
-    /// Replaces the tenant's settings (admin).
+    /// Replaces the tenant's settings (admin), applying `notifier` (a new
+    /// signing secret is sealed here; the plaintext goes no further).
     pub async fn update_settings(
         &self,
         caller: &Authenticated,
         ctx: &CallContext,
-        settings: TenantSettings,
+        mut settings: TenantSettings,
+        notifier: NotifierChange,
     ) -> Result<Tenant> {
         let scope = caller.tenant_scope()?;
         self.require_admin(&scope, ctx, Action::TenantSettings)
             .await?;
+        match notifier {
+            NotifierChange::Keep => {}
+            NotifierChange::Clear => settings.notifier = None,
+            NotifierChange::Set { url, secret } => {
+                validate_notifier_url(&url, "settings.notifier.url")?;
+                let sealed_secret = match secret {
+                    Some(secret) => {
+                        if !NOTIFIER_SECRET_LEN.contains(&secret.len()) {
+                            return Err(Error::invalid(
+                                "settings.notifier.signing_secret",
+                                "must be 16-256 bytes",
+                            ));
+                        }
+                        let tenant = self.store.tenant(&scope).await?;
+                        let kek = self.kek(&scope, tenant.current_kek_version).await?;
+                        crate::notify::seal_secret(
+                            &kek,
+                            tenant.current_kek_version,
+                            scope.tenant_id(),
+                            &secret,
+                        )?
+                    }
+                    None => match settings.notifier.take() {
+                        Some(old) => old.sealed_secret,
+                        None => {
+                            return Err(Error::invalid(
+                                "settings.notifier.signing_secret",
+                                "required when no notifier is set yet",
+                            ));
+                        }
+                    },
+                };
+                settings.notifier = Some(NotifierSetting { url, sealed_secret });
+            }
+        }
         settings.validate()?;
         let draft = self.draft(
             &scope,
@@ -165,5 +206,35 @@ impl Engine {
             self.store.update_tenant_settings(&scope, &settings, draft)
         })
         .await
+    }
+}
+
+/// What an update does to the tenant's notifier.
+pub enum NotifierChange {
+    /// Leaves it as it is.
+    Keep,
+    /// Removes it.
+    Clear,
+    /// Sets the URL and, if given, a new signing secret (without one, the
+    /// current secret stays; there must be one).
+    Set {
+        /// The https URL.
+        url: String,
+        /// The new signing secret, in the clear until sealed.
+        secret: Option<Zeroizing<Vec<u8>>>,
+    },
+}
+
+impl std::fmt::Debug for NotifierChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Keep => f.write_str("Keep"),
+            Self::Clear => f.write_str("Clear"),
+            Self::Set { url, secret } => f
+                .debug_struct("Set")
+                .field("url", url)
+                .field("secret", &secret.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
     }
 }

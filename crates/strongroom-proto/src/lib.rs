@@ -42,7 +42,7 @@ use std::fmt;
 
 use v1::{
     ApiKey, BasicAuth, Certificate, CredentialValue, CustomSecret, DbConnection, DbSslMode,
-    ExportTenantRequest, ImportTenantHeader, OAuthToken, RevealedField, ScanTextRequest,
+    ExportTenantRequest, ImportTenantHeader, Notifier, OAuthToken, RevealedField, ScanTextRequest,
     ScanTextResponse, SshKey, credential_value,
 };
 use v1::{
@@ -249,6 +249,24 @@ impl fmt::Debug for ExportTenantRequest {
         let Self { passphrase } = self;
         f.debug_struct("ExportTenantRequest")
             .field("passphrase", &Secret(passphrase))
+            .finish()
+    }
+}
+
+impl fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            url,
+            signing_secret,
+            signing_secret_set,
+        } = self;
+        f.debug_struct("Notifier")
+            .field("url", url)
+            .field(
+                "signing_secret",
+                &Secret(if signing_secret.is_empty() { "" } else { "x" }),
+            )
+            .field("signing_secret_set", signing_secret_set)
             .finish()
     }
 }

@@ -14,8 +14,9 @@ use strongroom_core::access::{
     AccessRequestStore,
 };
 use strongroom_core::audit::AuditDraft;
-use strongroom_core::ids::{AccessRequestId, GrantId, PrincipalId, TenantId};
+use strongroom_core::ids::{AccessRequestId, DeliveryId, GrantId, PrincipalId, TenantId};
 use strongroom_core::names::Environment;
+use strongroom_core::notify::{Delivery, NewDelivery};
 use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::policy::{Capability, Destination, Selector};
 use strongroom_core::scope::TenantScope;
@@ -86,6 +87,44 @@ const EXPIRE: &str = concat!(
 /// Up to `$2` tenants with pending requests that ran out by `$1`.
 const DUE_TENANTS: &str = "SELECT DISTINCT tenant_id FROM access_requests \
      WHERE status = 'pending' AND expires_at <= $1 LIMIT $2";
+
+/// Enqueues tenant `$1`'s delivery `$2`: event, payload, due at `$5`,
+/// created at `$6`.
+const INSERT_DELIVERY: &str = "INSERT INTO notification_deliveries \
+     (tenant_id, id, event, payload, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// Tenant `$1`'s deliveries (the cursor and order follow).
+const DELIVERIES: &str = "SELECT id, event, payload, attempts, last_status, last_error, \
+     next_attempt_at, delivered_at, created_at FROM notification_deliveries WHERE tenant_id = ";
+
+#[derive(FromRow)]
+pub struct DeliveryRow {
+    id: Uuid,
+    event: String,
+    payload: String,
+    attempts: i32,
+    last_status: Option<i32>,
+    last_error: String,
+    next_attempt_at: Option<i64>,
+    delivered_at: Option<i64>,
+    created_at: i64,
+}
+
+impl From<DeliveryRow> for Delivery {
+    fn from(r: DeliveryRow) -> Self {
+        Self {
+            id: DeliveryId::from_uuid(r.id),
+            event: r.event,
+            payload: r.payload,
+            attempts: u32::try_from(r.attempts).unwrap_or(0),
+            last_status: r.last_status.and_then(|s| u16::try_from(s).ok()),
+            last_error: r.last_error,
+            next_attempt_at: r.next_attempt_at.map(Timestamp::from_micros),
+            delivered_at: r.delivered_at.map(Timestamp::from_micros),
+            created_at: Timestamp::from_micros(r.created_at),
+        }
+    }
+}
 
 #[derive(FromRow)]
 pub struct RequestRow {
@@ -239,6 +278,7 @@ impl<D: Dialect> AccessRequestStore for SqlStore<D> {
         &self,
         scope: &TenantScope<'_>,
         request: &AccessRequestRecord,
+        notice: Option<&NewDelivery>,
         now: Timestamp,
         audit: AuditDraft,
     ) -> Result<(AccessRequestRecord, bool)> {
@@ -284,11 +324,47 @@ impl<D: Dialect> AccessRequestStore for SqlStore<D> {
             .execute(&mut *tx)
             .await
             .map_err(db("access request"))?;
+        if let Some(n) = notice {
+            D::query(INSERT_DELIVERY)
+                .bind(tenant.as_uuid())
+                .bind(n.id.as_uuid())
+                .bind(n.event.as_str())
+                .bind(n.payload.as_str())
+                .bind(n.created_at.as_micros())
+                .bind(n.created_at.as_micros())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("notification delivery"))?;
+        }
         self.append_in(&mut tx, tenant, audit).await?;
         tx.commit().await.map_err(db("access request"))?;
         let mut stored = request.clone();
         stored.status = AccessRequestStatus::Pending;
         Ok((stored, true))
+    }
+
+    async fn list_notification_deliveries(
+        &self,
+        scope: &TenantScope<'_>,
+        page: &PageRequest,
+    ) -> Result<Page<Delivery>> {
+        let tenant = scope.tenant_id();
+        let mut q = SqlBuilder::<D>::new(DELIVERIES);
+        q.push_bind(tenant.as_uuid());
+        if page.after.is_some() {
+            let before = uuid_cursor(page.after.as_ref())?;
+            q.push(" AND id < ").push_bind(before);
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(page.fetch_limit());
+        let mut tx = self.tenant_tx(tenant, false).await?;
+        let rows: Vec<DeliveryRow> = q
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("notification delivery"))?;
+        tx.commit().await.map_err(db("notification delivery"))?;
+        let items: Vec<Delivery> = rows.into_iter().map(Delivery::from).collect();
+        Ok(Page::from_rows(items, page.size, |d| d.id.to_string()))
     }
 
     async fn get_access_request(

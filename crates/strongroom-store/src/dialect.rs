@@ -288,6 +288,7 @@ pub trait Reads:
     + Decodes<rows::DerivedNamespaceRow>
     + Decodes<rows::LeaseRow>
     + Decodes<crate::access_requests::RequestRow>
+    + Decodes<crate::access_requests::DeliveryRow>
     + Decodes<(uuid::Uuid,)>
     + Decodes<(i32,)>
     + Decodes<(String,)>

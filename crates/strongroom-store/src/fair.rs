@@ -812,13 +812,23 @@ impl<S: Store> AccessRequestStore for FairShare<S> {
         &self,
         scope: &TenantScope<'_>,
         request: &AccessRequestRecord,
+        notice: Option<&strongroom_core::notify::NewDelivery>,
         now: Timestamp,
         audit: AuditDraft,
     ) -> Result<(AccessRequestRecord, bool)> {
         let _share = self.share(scope.tenant_id()).await?;
         self.inner
-            .file_access_request(scope, request, now, audit)
+            .file_access_request(scope, request, notice, now, audit)
             .await
+    }
+
+    async fn list_notification_deliveries(
+        &self,
+        scope: &TenantScope<'_>,
+        page: &PageRequest,
+    ) -> Result<Page<strongroom_core::notify::Delivery>> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.list_notification_deliveries(scope, page).await
     }
 
     async fn get_access_request(

@@ -11,12 +11,23 @@
 //! ids, names, selectors, capabilities, destinations and the reasons people
 //! gave.
 //!
-//! Not yet wired: tenant settings do not hold a notifier, and nothing sends
-//! deliveries or logs them (see README, Access requests).
+//! The tenant's notifier (URL and signing secret) is a tenant setting; its
+//! secret is sealed under the tenant's KEK with [`seal_secret`] and opened
+//! only to sign a delivery ([`Engine::notifier_secret`]).
 
 use std::time::Duration;
 
 use serde::Serialize;
+use strongroom_core::Result;
+use strongroom_core::ids::DeliveryId;
+use strongroom_core::notify::NewDelivery;
+use strongroom_core::scope::TenantScope;
+use strongroom_core::tenant::NotifierSetting;
+use strongroom_crypto::{Aad, Envelope, Kek};
+use zeroize::Zeroizing;
+
+use crate::Engine;
+use crate::keyring::crypto_error;
 use strongroom_core::access::AccessRequestRecord;
 use strongroom_core::ids::TenantId;
 use strongroom_core::time::Timestamp;
@@ -98,8 +109,63 @@ impl AccessRequestNotice {
     }
 }
 
+/// What a sealed signing secret is bound to: its tenant, and a pseudo
+/// environment no environment name can take (`#notifier`), so it cannot be
+/// swapped with a credential value.
+fn secret_aad(tenant: TenantId) -> Aad<'static> {
+    Aad {
+        tenant: tenant.as_uuid(),
+        environment: "#notifier",
+        credential: tenant.as_uuid(),
+        version: 0,
+    }
+}
+
+/// Seals a notifier signing secret for `tenant` under `kek` (version
+/// `kek_version`): the hex envelope stored in the tenant's settings.
+pub(crate) fn seal_secret(
+    kek: &Kek,
+    kek_version: u32,
+    tenant: TenantId,
+    secret: &[u8],
+) -> Result<String> {
+    let envelope = kek
+        .seal(kek_version, &secret_aad(tenant), secret)
+        .map_err(crypto_error)?;
+    Ok(hex::encode(envelope.to_bytes()))
+}
+
+impl Engine {
+    /// Opens the scope's tenant's notifier signing secret.
+    pub async fn notifier_secret(
+        &self,
+        scope: &TenantScope<'_>,
+        notifier: &NotifierSetting,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let bytes = hex::decode(&notifier.sealed_secret)
+            .map_err(|_| strongroom_core::Error::internal("malformed sealed notifier secret"))?;
+        let envelope = Envelope::from_bytes(&bytes).map_err(crypto_error)?;
+        let kek = self.kek(scope, envelope.kek_version()).await?;
+        kek.open(&secret_aad(scope.tenant_id()), &envelope)
+            .map_err(crypto_error)
+    }
+}
+
+/// The event of a new access request's notice.
+pub const ACCESS_REQUEST_FILED: &str = "access_request.filed";
+
+/// The delivery that tells of `request`, filed at `now`.
+pub fn access_request_delivery(request: &AccessRequestRecord, now: Timestamp) -> NewDelivery {
+    NewDelivery {
+        id: DeliveryId::generate(),
+        event: ACCESS_REQUEST_FILED.to_owned(),
+        payload: serde_json::to_string(&AccessRequestNotice::of(request)).unwrap_or_default(),
+        created_at: now,
+    }
+}
+
 #[derive(Serialize)]
-struct Envelope<'a, T: Serialize> {
+struct Body<'a, T: Serialize> {
     schema: u32,
     event: &'a str,
     tenant_id: String,
@@ -128,7 +194,7 @@ pub fn signed<T: Serialize>(
     at: Timestamp,
 ) -> SignedDelivery {
     let sent_at = at.to_unix().0;
-    let body = serde_json::to_vec(&Envelope {
+    let body = serde_json::to_vec(&Body {
         schema: NOTICE_SCHEMA,
         event,
         tenant_id: tenant.to_string(),
@@ -151,6 +217,22 @@ mod tests {
     use strongroom_core::ids::{AccessRequestId, PrincipalId};
     use strongroom_core::names::Environment;
     use strongroom_core::policy::{Capability, Destination, Selector};
+
+    #[test]
+    fn a_sealed_secret_opens_only_as_its_tenants_notifier_secret() {
+        let kek = Kek::generate().expect("kek");
+        let tenant = TenantId::generate();
+        let sealed = seal_secret(&kek, 1, tenant, b"whsec-0123456789abcdef").expect("seal");
+        assert!(!sealed.contains(&hex::encode(b"whsec-0123456789abcdef")));
+        let envelope = Envelope::from_bytes(&hex::decode(&sealed).expect("hex")).expect("env");
+        let opened = kek.open(&secret_aad(tenant), &envelope).expect("open");
+        assert_eq!(&opened[..], b"whsec-0123456789abcdef");
+        assert!(
+            kek.open(&secret_aad(TenantId::generate()), &envelope)
+                .is_err(),
+            "bound to its tenant"
+        );
+    }
 
     #[test]
     fn backoff_doubles_to_a_bound() {

@@ -11,7 +11,8 @@ use strongroom_core::access::{
     AccessDecision, AccessRequestFilter, AccessRequestRecord, AccessRequestStatus,
 };
 use strongroom_core::audit::{Action, AuditDetail, Outcome};
-use strongroom_core::ids::{AccessRequestId, PrincipalId};
+use strongroom_core::ids::{AccessRequestId, DeliveryId, PrincipalId};
+use strongroom_core::notify::NewDelivery;
 use strongroom_core::page::PageRequest;
 use strongroom_core::policy::{Capability, GrantSubject, Selector};
 use strongroom_core::principal::Role;
@@ -54,9 +55,73 @@ async fn file(
     now: Timestamp,
 ) -> (AccessRequestRecord, bool) {
     let scope = t.scope();
-    s.file_access_request(&scope, r, now, draft(&scope, Action::AccessRequestFile))
+    s.file_access_request(
+        &scope,
+        r,
+        Some(&notice(r)),
+        now,
+        draft(&scope, Action::AccessRequestFile),
+    )
+    .await
+    .expect("file a request")
+}
+
+/// The notifier delivery telling of `r`.
+pub fn notice(r: &AccessRequestRecord) -> NewDelivery {
+    NewDelivery {
+        id: DeliveryId::generate(),
+        event: "access_request.filed".into(),
+        payload: format!(r#"{{"access_request_id":"{}"}}"#, r.id),
+        created_at: r.created_at,
+    }
+}
+
+/// A new request's notice is enqueued with it (due at once, no attempt
+/// yet); a collapsed duplicate enqueues nothing; the log lists newest
+/// first, in pages, and only the tenant's own.
+pub async fn filing_enqueues_a_delivery<S: Store>(store: Arc<S>) {
+    let s: &dyn Store = &*store;
+    let t = create_tenant(s, "acme").await;
+    let other = create_tenant(s, "globex").await;
+    let agent = t.add_principal(s, "agent", Role::Agent).await;
+    let first = request(&t, agent.id, "llm/*");
+    let (_, new) = file(s, &t, &first, first.created_at).await;
+    assert!(new);
+    let (_, new) = file(s, &t, &request(&t, agent.id, "llm/*"), first.created_at).await;
+    assert!(!new, "a duplicate collapses");
+    let second = request(&t, agent.id, "db/*");
+    file(s, &t, &second, second.created_at).await;
+
+    let page = s
+        .list_notification_deliveries(&t.scope(), &PageRequest::first(1))
         .await
-        .expect("file a request")
+        .expect("list");
+    assert_eq!(page.items.len(), 1);
+    let newest = &page.items[0];
+    assert_eq!(newest.event, "access_request.filed");
+    assert!(newest.payload.contains(&second.id.to_string()));
+    assert_eq!(newest.attempts, 0);
+    assert_eq!(newest.next_attempt_at, Some(second.created_at));
+    assert_eq!(newest.delivered_at, None);
+    let token = page.next.clone().expect("a second page");
+    let rest = s
+        .list_notification_deliveries(
+            &t.scope(),
+            &PageRequest {
+                size: 1,
+                after: Some(token),
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(rest.items.len(), 1);
+    assert!(rest.items[0].payload.contains(&first.id.to_string()));
+    assert!(rest.next.is_none());
+    let none = s
+        .list_notification_deliveries(&other.scope(), &PageRequest::first(10))
+        .await
+        .expect("list");
+    assert!(none.items.is_empty(), "another tenant's log is its own");
 }
 
 pub async fn file_collapses_duplicates<S: Store>(store: Arc<S>) {

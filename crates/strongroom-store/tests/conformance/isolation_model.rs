@@ -644,7 +644,7 @@ async fn run_case(store: &dyn Store, case: u32, ops: &[Op]) -> Result<(), String
         ..TenantSettings::default()
     };
     let tenants = [
-        create_tenant_with(store, &format!("model-{case}-a"), settings).await,
+        create_tenant_with(store, &format!("model-{case}-a"), settings.clone()).await,
         create_tenant_with(store, &format!("model-{case}-b"), settings).await,
     ];
     let mut model = Model::new();

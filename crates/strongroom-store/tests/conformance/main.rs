@@ -57,6 +57,7 @@ conformance! {
     access_requests::approval_commits_grant_and_event => access_requests_approval_commits_grant_and_event_postgres, access_requests_approval_commits_grant_and_event_sqlite;
     access_requests::denial_and_expiry => access_requests_denial_and_expiry_postgres, access_requests_denial_and_expiry_sqlite;
     access_requests::list_filters_and_pages => access_requests_list_filters_and_pages_postgres, access_requests_list_filters_and_pages_sqlite;
+    access_requests::filing_enqueues_a_delivery => access_requests_filing_enqueues_a_delivery_postgres, access_requests_filing_enqueues_a_delivery_sqlite;
     cases::identity_resolution => identity_resolution_postgres, identity_resolution_sqlite;
     cases::disabled_principal_is_denied => disabled_principal_is_denied_postgres, disabled_principal_is_denied_sqlite;
     cases::identity_belongs_to_one_tenant => identity_belongs_to_one_tenant_postgres, identity_belongs_to_one_tenant_sqlite;

@@ -21,7 +21,7 @@ use crate::support::{
 };
 
 /// Every table holding tenant data, with the column naming the tenant.
-const TENANT_TABLES: [(&str, &str); 12] = [
+const TENANT_TABLES: [(&str, &str); 13] = [
     ("tenants", "id"),
     ("tenant_keks", "tenant_id"),
     ("environments", "tenant_id"),
@@ -34,6 +34,7 @@ const TENANT_TABLES: [(&str, &str); 12] = [
     ("audit_events", "tenant_id"),
     ("leases", "tenant_id"),
     ("access_requests", "tenant_id"),
+    ("notification_deliveries", "tenant_id"),
 ];
 
 /// Two tenants with rows in every tenant table, written through the store as
@@ -72,6 +73,7 @@ impl Populated {
             s.file_access_request(
                 &scope,
                 &request,
+                Some(&crate::access_requests::notice(&request)),
                 request.created_at,
                 crate::support::draft(&scope, Action::AccessRequestFile),
             )

@@ -69,6 +69,11 @@ pub fn settings_out(
             auto_lock: s.denial_alert.auto_lock,
         }),
         revoke_grant_on_leak: s.revoke_grant_on_leak,
+        notifier: s.notifier.as_ref().map(|n| pb::Notifier {
+            url: n.url.clone(),
+            signing_secret: Default::default(),
+            signing_secret_set: !n.sealed_secret.is_empty(),
+        }),
     }
 }
 

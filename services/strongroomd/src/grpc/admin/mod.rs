@@ -98,7 +98,13 @@ fn settings_in(
     s: pb::TenantSettings,
     mask: Option<prost_types::FieldMask>,
     mut current: strongroom_core::tenant::TenantSettings,
-) -> Result<strongroom_core::tenant::TenantSettings, Error> {
+) -> Result<
+    (
+        strongroom_core::tenant::TenantSettings,
+        strongroom_engine::NotifierChange,
+    ),
+    Error,
+> {
     let paths: Vec<String> = mask.map(|m| m.paths).unwrap_or_default();
     let all = paths.is_empty();
     let wants = |p: &str| all || paths.iter().any(|x| x == p);
@@ -112,6 +118,7 @@ fn settings_in(
                 | "call_limit"
                 | "denial_alert"
                 | "revoke_grant_on_leak"
+                | "notifier"
         ) {
             return Err(Error::invalid(
                 "update_mask",
@@ -148,7 +155,21 @@ fn settings_in(
     if wants("revoke_grant_on_leak") {
         current.revoke_grant_on_leak = s.revoke_grant_on_leak;
     }
-    Ok(current)
+    let mut notifier = strongroom_engine::NotifierChange::Keep;
+    if wants("notifier")
+        && let Some(n) = s.notifier
+    {
+        notifier = if n.url.is_empty() {
+            strongroom_engine::NotifierChange::Clear
+        } else {
+            strongroom_engine::NotifierChange::Set {
+                url: n.url,
+                secret: (!n.signing_secret.is_empty())
+                    .then(|| zeroize::Zeroizing::new(n.signing_secret)),
+            }
+        };
+    }
+    Ok((current, notifier))
 }
 
 #[tonic::async_trait]
@@ -650,7 +671,7 @@ impl AdminService for AdminHandler {
     ) -> Result<Response<pb::UpdateTenantSettingsResponse>, Status> {
         rpc!(request, |call, req| {
             let current = self.0.engine.tenant(&call.caller).await?.settings;
-            let settings = settings_in(
+            let (settings, notifier) = settings_in(
                 convert::required(req.settings, "settings")?,
                 req.update_mask,
                 current,
@@ -658,7 +679,7 @@ impl AdminService for AdminHandler {
             let tenant = self
                 .0
                 .engine
-                .update_settings(&call.caller, call.ctx(), settings)
+                .update_settings(&call.caller, call.ctx(), settings, notifier)
                 .await?;
             let l = self.0.engine.limits();
             Ok(pb::UpdateTenantSettingsResponse {

@@ -190,3 +190,18 @@ pub fn access_request_out(r: &AccessRequestRecord) -> pb::AccessRequest {
         expires_at: Some(time_out(r.expires_at)),
     }
 }
+
+/// A notifier delivery as returned.
+pub fn delivery_out(d: &strongroom_core::notify::Delivery) -> pb::NotificationDelivery {
+    pb::NotificationDelivery {
+        id: d.id.to_string(),
+        event: d.event.clone(),
+        payload_json: d.payload.clone(),
+        attempts: d.attempts,
+        last_status: d.last_status.map_or(0, u32::from),
+        last_error: d.last_error.clone(),
+        next_attempt_at: d.next_attempt_at.map(time_out),
+        delivered_at: d.delivered_at.map(time_out),
+        created_at: Some(time_out(d.created_at)),
+    }
+}

@@ -422,4 +422,22 @@ impl PolicyService for PolicyHandler {
             })
         })
     }
+
+    async fn list_notification_deliveries(
+        &self,
+        request: Request<pb::ListNotificationDeliveriesRequest>,
+    ) -> Result<Response<pb::ListNotificationDeliveriesResponse>, Status> {
+        rpc!(request, |call, req| {
+            let page = PageRequest::parse(req.page_size, &req.page_token)?;
+            let listed = self
+                .0
+                .engine
+                .list_notification_deliveries(&call.caller, call.ctx(), &page)
+                .await?;
+            Ok(pb::ListNotificationDeliveriesResponse {
+                deliveries: listed.items.iter().map(convert::delivery_out).collect(),
+                next_page_token: listed.next_token(),
+            })
+        })
+    }
 }
