@@ -195,6 +195,9 @@ async fn accept_loop(
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
+        // As a real server does: a response's frames are not held back
+        // waiting for the peer's acknowledgement (Nagle).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let received = Arc::clone(&received);
         let dir = Arc::clone(&dir);

@@ -72,6 +72,10 @@ struct Args {
     /// the comparison with OpenBao.
     #[arg(long)]
     relay: bool,
+    /// With `--relay`: run strongroomd on Postgres instead of SQLite (the
+    /// use recorded before each request then commits to Postgres).
+    #[arg(long)]
+    relay_postgres: bool,
 }
 
 /// The relay mode: direct and relayed calls of the same upstream,
@@ -80,10 +84,16 @@ async fn relay_mode(args: &Args) -> Result<(), String> {
     let began = Instant::now();
     let warmup = Duration::from_secs(args.warmup);
     let duration = Duration::from_secs(args.duration);
-    eprintln!("relay: starting strongroomd (sqlite) and the upstream");
+    let (backend, label) = if args.relay_postgres {
+        (Backend::Postgres, "postgres")
+    } else {
+        (Backend::Sqlite, "sqlite")
+    };
+    eprintln!("relay: starting strongroomd ({label}) and the upstream");
     // Room for the calls in flight and the result records still being
     // written after their calls ended.
-    let bench = relay::RelayBench::start(args.connections, 2 * args.high.max(args.low)).await?;
+    let bench =
+        relay::RelayBench::start(backend, args.connections, 2 * args.high.max(args.low)).await?;
     let mut rows = Vec::new();
     for c in [args.low, args.high] {
         eprintln!("relay: direct, {c} in flight");
@@ -99,7 +109,7 @@ async fn relay_mode(args: &Args) -> Result<(), String> {
         });
         rows.push(Row {
             system: "strongroom",
-            backend: "sqlite",
+            backend: label,
             op: "relay GET",
             in_flight: c,
             stats: relayed,

@@ -36,14 +36,19 @@ pub struct RelayBench {
 }
 
 impl RelayBench {
-    /// Starts the upstream and strongroomd with its relay pointed at it.
-    pub async fn start(connections: usize, max_in_flight: usize) -> Result<Self, String> {
+    /// Starts the upstream and strongroomd on `backend` with its relay
+    /// pointed at it.
+    pub async fn start(
+        backend: Backend,
+        connections: usize,
+        max_in_flight: usize,
+    ) -> Result<Self, String> {
         let upstream = Upstream::start(&[HOST]).await;
         let port = upstream.port();
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let ca = dir.path().join("upstream-ca.pem");
         std::fs::write(&ca, upstream.ca_pem()).map_err(|e| e.to_string())?;
-        let mut options = Options::new(Backend::Sqlite);
+        let mut options = Options::new(backend);
         options.log_level = "warn,strongroomd::app=info".into();
         options.env = vec![
             (
