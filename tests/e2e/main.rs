@@ -51,6 +51,7 @@ mod principal_update;
 mod relay;
 mod replicas;
 mod revocation;
+mod rotation;
 mod run;
 mod run_inject;
 mod scan;

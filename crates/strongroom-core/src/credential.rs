@@ -383,13 +383,25 @@ impl Credential {
     /// Fails with `FailedPrecondition` unless the credential's value may be
     /// used now: not revoked, not expired, not destroyed.
     pub fn ensure_usable(&self, now: Timestamp) -> Result<()> {
+        match self.unusable(now) {
+            None => Ok(()),
+            Some(why) => Err(Error::FailedPrecondition(
+                crate::error::Precondition::CredentialUnusable(why),
+            )),
+        }
+    }
+
+    /// Why the credential's value may not be used now, if it may not:
+    /// destroyed first, then revoked, then expired.
+    pub fn unusable(&self, now: Timestamp) -> Option<crate::error::Unusable> {
+        use crate::error::Unusable;
         if self.destroyed_at.is_some() {
-            return Err(Error::precondition("credential values were destroyed"));
+            return Some(Unusable::Destroyed);
         }
         match self.effective_status(now) {
-            CredentialStatus::Active => Ok(()),
-            CredentialStatus::Revoked => Err(Error::precondition("credential is revoked")),
-            CredentialStatus::Expired => Err(Error::precondition("credential has expired")),
+            CredentialStatus::Active => None,
+            CredentialStatus::Revoked => Some(Unusable::Revoked),
+            CredentialStatus::Expired => Some(Unusable::Expired),
         }
     }
 }

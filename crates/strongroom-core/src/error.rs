@@ -136,6 +136,10 @@ pub enum Precondition {
     /// status, the principal, the grant, the identity binding) no longer
     /// holds where its audit record commits; says what changed.
     RevealStateChanged(&'static str),
+    /// The credential's value may not be used (revealed, resolved,
+    /// injected): it is revoked, past its `expires_at`, or its values were
+    /// destroyed.
+    CredentialUnusable(Unusable),
     /// Any other, described for the caller.
     Other(Cow<'static, str>),
 }
@@ -145,7 +149,30 @@ impl fmt::Display for Precondition {
         match self {
             Self::VersionRace => f.write_str("another version was written concurrently; retry"),
             Self::RevealStateChanged(why) => f.write_str(why),
+            Self::CredentialUnusable(why) => f.write_str(why.as_str()),
             Self::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Why a credential's value may not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// Revoked by an operator.
+    Revoked,
+    /// Past its `expires_at`.
+    Expired,
+    /// Its values were destroyed.
+    Destroyed,
+}
+
+impl Unusable {
+    /// What the caller is told.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Revoked => "credential is revoked",
+            Self::Expired => "credential has expired",
+            Self::Destroyed => "credential values were destroyed",
         }
     }
 }

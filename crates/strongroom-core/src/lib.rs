@@ -25,10 +25,11 @@ pub mod page;
 pub mod placeholder;
 pub mod policy;
 pub mod principal;
+pub mod rotation;
 pub mod scope;
 pub mod store;
 pub mod tenant;
 pub mod time;
 pub mod value;
 
-pub use error::{Error, Missing, Precondition, Result};
+pub use error::{Error, Missing, Precondition, Result, Unusable};

@@ -2,7 +2,8 @@
 //! aggregate ([`MetaStore`], [`IdentityStore`], [`TenantStore`],
 //! [`EnvironmentStore`], [`PrincipalStore`], [`CredentialStore`],
 //! [`GrantStore`], [`AuditStore`], [`ChainStore`], [`LeaseStore`],
-//! [`AccessRequestStore`] and [`IdempotencyStore`]); [`Store`] is all of
+//! [`AccessRequestStore`], [`IdempotencyStore`] and [`RotationStore`]);
+//! [`Store`] is all of
 //! them, implemented for any type that implements each, and what the server
 //! holds (`Arc<dyn Store>`). One conformance suite checks that the backends
 //! behave alike.
@@ -27,6 +28,7 @@ use crate::names::{CredentialName, Environment};
 use crate::page::{Page, PageRequest};
 use crate::policy::Grant;
 use crate::principal::{IdentityBinding, IdentityPattern, Principal, PrincipalStatus, Role};
+pub use crate::rotation::RotationStore;
 use crate::scope::{IdentityMatch, PlatformScope, TenantScope};
 use crate::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
 use crate::time::Timestamp;
@@ -162,7 +164,8 @@ impl Change {
                 | Action::CredentialRevoke
                 | Action::CredentialDestroy
                 | Action::CredentialUpdate
-                | Action::CredentialEmergencyRevoke,
+                | Action::CredentialEmergencyRevoke
+                | Action::CredentialExpire,
                 Some(id),
             ) => Change::Credential(tenant, id),
             (Action::AccessRequestDeny | Action::AccessRequestExpire, _) => {
@@ -243,6 +246,7 @@ pub trait Store:
     + LeaseStore
     + AccessRequestStore
     + IdempotencyStore
+    + RotationStore
     + Send
     + Sync
     + 'static
@@ -262,6 +266,7 @@ impl<T> Store for T where
         + LeaseStore
         + AccessRequestStore
         + IdempotencyStore
+        + RotationStore
         + Send
         + Sync
         + 'static

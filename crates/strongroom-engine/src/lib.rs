@@ -50,6 +50,7 @@ mod leases;
 pub mod notify;
 pub mod ports;
 mod principals;
+mod rotation;
 mod scan;
 mod scrubbing;
 mod settings;
@@ -73,6 +74,7 @@ pub use idempotency::{
     HeldClaim, IN_PROGRESS_WAIT, MAX_REQUEST_ID_CHARS, OUTCOME_UNKNOWN_AFTER, Retry,
 };
 pub use principals::PrincipalUpdate;
+pub use rotation::{OverviewStatus, RotationCounts, RotationOverview, RotationOverviewFilter};
 pub use scan::{
     FindingSource, MAX_SCAN_TEXT_BYTES, MIN_SCAN_VALUE_BYTES, ScanFinding, ScanOptions, ScanReport,
 };

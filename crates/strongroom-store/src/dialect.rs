@@ -95,6 +95,14 @@ pub trait Dialect: Database + Binds + Reads {
         tx: &mut Transaction<'static, Self>,
     ) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Takes the rotation monitor's lock until `tx` ends, if no other
+    /// transaction holds it (Postgres: an advisory lock shared by every
+    /// server on the database; SQLite: always, one server owns it);
+    /// whether it was taken.
+    fn try_monitor_lock(
+        tx: &mut Transaction<'static, Self>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
     /// Takes the identity-namespace lock `lock` until commit.
     fn lock_namespaces(
         tx: &mut Transaction<'static, Self>,
@@ -289,6 +297,7 @@ pub trait Reads:
     + Decodes<rows::LeaseRow>
     + Decodes<crate::access_requests::RequestRow>
     + Decodes<crate::access_requests::DeliveryRow>
+    + Decodes<crate::rotation::ReminderRow>
     + Decodes<(uuid::Uuid,)>
     + Decodes<(i32,)>
     + Decodes<(String,)>

@@ -922,6 +922,44 @@ impl<S: Store> IdempotencyStore for FairShare<S> {
     }
 }
 
+// The rotation monitor's work belongs to no caller: not counted against a
+// tenant's share, like the lease sweeper's.
+#[async_trait]
+impl<S: Store> strongroom_core::rotation::RotationStore for FairShare<S> {
+    async fn monitored_tenants(
+        &self,
+        system: &strongroom_core::scope::SystemScope,
+        after: Option<TenantId>,
+        limit: u32,
+    ) -> Result<Vec<Tenant>> {
+        self.inner.monitored_tenants(system, after, limit).await
+    }
+
+    async fn monitored_credentials(
+        &self,
+        system: &strongroom_core::scope::SystemScope,
+        tenant: TenantId,
+        after: Option<CredentialId>,
+        limit: u32,
+    ) -> Result<Vec<strongroom_core::rotation::Monitored>> {
+        self.inner
+            .monitored_credentials(system, tenant, after, limit)
+            .await
+    }
+
+    async fn record_reminders(
+        &self,
+        system: &strongroom_core::scope::SystemScope,
+        tenant: TenantId,
+        reminders: &[strongroom_core::rotation::Reminder],
+        now: Timestamp,
+    ) -> Result<Option<Vec<bool>>> {
+        self.inner
+            .record_reminders(system, tenant, reminders, now)
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

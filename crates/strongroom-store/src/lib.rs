@@ -25,6 +25,7 @@ mod leases;
 mod meta;
 mod postgres;
 mod principals;
+mod rotation;
 mod rows;
 mod sqlite;
 mod store;

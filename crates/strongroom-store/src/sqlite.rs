@@ -138,6 +138,11 @@ impl Dialect for Sqlite {
         Ok(true)
     }
 
+    /// Always taken, as the sweep lock.
+    async fn try_monitor_lock(_tx: &mut Transaction<'static, Sqlite>) -> Result<bool> {
+        Ok(true)
+    }
+
     /// Nothing binds a transaction to a tenant.
     async fn bind_tenant(_tx: &mut Transaction<'static, Sqlite>, _tenant: TenantId) -> Result<()> {
         Ok(())

@@ -661,6 +661,11 @@ impl App {
             limits.lease_sweep_interval,
             stopping_rx.clone(),
         ));
+        tokio::spawn(monitor_rotation(
+            Arc::clone(&engine),
+            limits.rotation_monitor_interval,
+            stopping_rx.clone(),
+        ));
         tokio::spawn(crate::checkpoint_task::run(
             Arc::clone(&engine),
             SystemScope::for_task(SystemTask::Checkpoints),
@@ -735,6 +740,30 @@ async fn sweep_leases(
                     Err(e) => tracing::warn!(error = %e, "the idempotency purge failed"),
                 }
             }
+            _ = stopping.changed() => return,
+        }
+    }
+}
+
+/// Marks expired credentials and records the rotation reminders due, every
+/// `interval`, until the server stops (see `Engine::monitor_rotation`: one
+/// server's monitor works at a time, and what was reminded is stored); a
+/// failed pass is logged and the next one tries again.
+async fn monitor_rotation(
+    engine: Arc<Engine>,
+    interval: std::time::Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let system = SystemScope::for_task(SystemTask::RotationMonitor);
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => match engine.monitor_rotation(&system).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(reminders = n, "rotation reminders recorded"),
+                Err(e) => tracing::warn!(error = %e, "the rotation monitor's pass failed"),
+            },
             _ = stopping.changed() => return,
         }
     }

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AccessRequestId, BindingId, GrantId, LeaseId, PrincipalId, TenantId};
+use crate::ids::{AccessRequestId, BindingId, DeliveryId, GrantId, LeaseId, PrincipalId, TenantId};
 use crate::lease::LeaseEnd;
 use crate::policy::Capability;
 use crate::principal::{PrincipalStatus, Role};
@@ -342,6 +342,18 @@ pub enum AuditDetail {
         /// Whether the grants were revoked for it.
         revoked: bool,
     },
+    /// The rotation monitor reminded the tenant of a credential: which
+    /// reminder, the date it is about, and the notifier delivery enqueued
+    /// with it (none without a notifier).
+    RotationReminder {
+        /// `due_soon`, `overdue` or `expired`.
+        reminder: String,
+        /// The rotation due date (due soon, overdue) or the expiry
+        /// (expired) the reminder is about: its window.
+        window: Timestamp,
+        /// The delivery enqueued for the tenant's notifier.
+        delivery: Option<DeliveryId>,
+    },
 }
 
 /// Why a text is not an audit detail's canonical encoding.
@@ -587,6 +599,11 @@ mod tests {
                 channel: "stdout".into(),
                 form: "base64".into(),
                 revoked: false,
+            },
+            AuditDetail::RotationReminder {
+                reminder: "due_soon".into(),
+                window: Timestamp::from_micros(1_000_000),
+                delivery: Some(DeliveryId::from_uuid(uuid(9))),
             },
         ]
     }

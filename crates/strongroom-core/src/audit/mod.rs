@@ -149,13 +149,21 @@ pub enum Action {
     /// A text was scanned for leaked secrets (the findings counted, never
     /// the text).
     ScanText,
+    /// The rotation monitor marked a credential past its `expires_at` as
+    /// expired.
+    CredentialExpire,
+    /// The rotation monitor reminded the tenant of a credential due soon,
+    /// overdue or expired (once per window).
+    CredentialRotationReminder,
+    /// The rotation status overview was read (recorded when refused).
+    RotationOverview,
     /// Anything else (named in `reason_code`).
     Other,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 50] = [
+    pub const ALL: [Action; 53] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -205,6 +213,9 @@ impl Action {
         Self::PrincipalLock,
         Self::RateLimited,
         Self::ScanText,
+        Self::CredentialExpire,
+        Self::CredentialRotationReminder,
+        Self::RotationOverview,
         Self::Other,
     ];
 
@@ -260,6 +271,9 @@ impl Action {
             Self::PrincipalLock => "principal.lock",
             Self::RateLimited => "rate_limited",
             Self::ScanText => "scan.text",
+            Self::CredentialExpire => "credential.expire",
+            Self::CredentialRotationReminder => "credential.rotation_reminder",
+            Self::RotationOverview => "rotation.overview",
             Self::Other => "other",
         }
     }
@@ -298,6 +312,8 @@ impl Action {
                 | Self::AlertRepeatedDenials
                 | Self::RateLimited
                 | Self::ScanText
+                | Self::CredentialRotationReminder
+                | Self::RotationOverview
         )
     }
 }

@@ -435,9 +435,9 @@ impl Engine {
         {
             return refused(Reason::OwnerMismatch, Some(credential.clone()), grant_ids);
         }
-        if credential.ensure_usable(now).is_err() {
+        if let Some(why) = credential.unusable(now) {
             return refused(
-                Reason::CredentialNotUsable,
+                super::reveal::unusable_reason(why),
                 Some(credential.clone()),
                 grant_ids,
             );

@@ -190,12 +190,8 @@ impl Engine {
             Ok(d) => d,
             Err(e) => return Err(self.hide_refusal(scope, credential, e).await.into()),
         };
-        if let Err(e) = credential.ensure_usable(self.now()) {
-            let code = match credential.effective_status(self.now()) {
-                CredentialStatus::Revoked => Reason::CredentialRevoked,
-                CredentialStatus::Expired => Reason::CredentialExpired,
-                CredentialStatus::Active => Reason::CredentialDestroyed,
-            };
+        if let Some(why) = credential.unusable(self.now()) {
+            let code = unusable_reason(why);
             let d = self.credential_draft(
                 scope,
                 ctx,
@@ -205,7 +201,7 @@ impl Engine {
                 credential,
             );
             self.audit_denial(scope, d).await;
-            return Err(e.into());
+            return Err(Error::FailedPrecondition(Precondition::CredentialUnusable(why)).into());
         }
         let version = options.version.unwrap_or(credential.current_version);
         let older;
@@ -394,21 +390,33 @@ impl Engine {
             let filter = listing.narrow(CredentialFilter {
                 environment: Some(environment.clone()),
                 service: Some(service.clone()),
-                status: Some(CredentialStatus::Active),
                 ..CredentialFilter::default()
             });
             let mut page = self
                 .store
                 .list_credentials(&scope, &filter, &PageRequest::first(100))
                 .await?;
-            page.items.retain(|c| listing.shows(c));
-            match page.items.len() {
-                0 => {
+            // Revoked credentials serve nothing; an expired one (marked so
+            // or not yet) is found and refused as expired, unless a usable
+            // one serves the service too.
+            let now = self.now();
+            page.items
+                .retain(|c| listing.shows(c) && c.status != CredentialStatus::Revoked);
+            let usable = page
+                .items
+                .iter()
+                .filter(|c| c.unusable(now).is_none())
+                .count();
+            if usable == 1 {
+                page.items.retain(|c| c.unusable(now).is_none());
+            }
+            match (usable, page.items.len()) {
+                (_, 0) => {
                     return Err(Error::not_found(
                         "credential for that service and environment",
                     ));
                 }
-                1 => page.items.remove(0),
+                (0 | 1, _) => page.items.remove(0),
                 _ => {
                     return Err(Error::precondition(
                         "several credentials serve that service in that environment; name one",
@@ -440,4 +448,13 @@ fn require_purpose(scope: &TenantScope<'_>, options: &RevealOptions) -> Result<(
         return Err(Error::invalid("purpose", "is required for agents"));
     }
     Ok(())
+}
+
+/// The reason code of a refusal to use a credential's value.
+pub(crate) fn unusable_reason(why: strongroom_core::Unusable) -> Reason {
+    match why {
+        strongroom_core::Unusable::Revoked => Reason::CredentialRevoked,
+        strongroom_core::Unusable::Expired => Reason::CredentialExpired,
+        strongroom_core::Unusable::Destroyed => Reason::CredentialDestroyed,
+    }
 }

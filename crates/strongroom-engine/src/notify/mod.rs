@@ -164,6 +164,71 @@ pub fn access_request_delivery(request: &AccessRequestRecord, now: Timestamp) ->
     }
 }
 
+/// What a credential's owner needs to act on a rotation reminder: which
+/// credential, where, whose, its state and its dates; never a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RotationNotice {
+    /// The credential.
+    pub credential_id: String,
+    /// Its name.
+    pub credential_name: String,
+    /// Its environment.
+    pub environment: String,
+    /// Its service label.
+    pub service: String,
+    /// The end user owning it, if owner-scoped.
+    pub owner: Option<String>,
+    /// The reminder: `due_soon`, `overdue` or `expired`.
+    pub status: String,
+    /// When the current value was set (unix seconds).
+    pub last_rotated_at: i64,
+    /// When the next rotation is due (unix seconds).
+    pub next_due_at: i64,
+    /// When it expires or expired (unix seconds), if ever.
+    pub expires_at: Option<i64>,
+    /// The rotation period in force, in days.
+    pub period_days: u32,
+    /// The reminder window in force, in days.
+    pub reminder_days: u32,
+}
+
+impl RotationNotice {
+    /// The notice of `kind` about `credential` under `state`.
+    pub fn of(
+        credential: &strongroom_core::credential::Credential,
+        state: &strongroom_core::credential::RotationState,
+        kind: strongroom_core::rotation::ReminderKind,
+    ) -> Self {
+        Self {
+            credential_id: credential.id.to_string(),
+            credential_name: credential.name.to_string(),
+            environment: credential.environment.to_string(),
+            service: credential.service.to_string(),
+            owner: credential.owner.clone(),
+            status: kind.as_str().to_owned(),
+            last_rotated_at: credential.rotated_at.to_unix().0,
+            next_due_at: state.due_at.to_unix().0,
+            expires_at: credential.expires_at.map(|t| t.to_unix().0),
+            period_days: state.policy.period_days,
+            reminder_days: state.policy.reminder_days,
+        }
+    }
+}
+
+/// The delivery that tells of `notice`, enqueued at `now`.
+pub fn rotation_delivery(
+    notice: &RotationNotice,
+    kind: strongroom_core::rotation::ReminderKind,
+    now: Timestamp,
+) -> NewDelivery {
+    NewDelivery {
+        id: DeliveryId::generate(),
+        event: kind.event().to_owned(),
+        payload: serde_json::to_string(notice).unwrap_or_default(),
+        created_at: now,
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a, T: Serialize> {
     schema: u32,

@@ -49,6 +49,10 @@ pub const APP_ROLE: &str = "strongroom_app";
 /// across the servers sharing the database.
 const LEASE_SWEEP_LOCK: i64 = 0x7372_6c65_6173_6501;
 
+/// The advisory lock the rotation monitor holds while it records a
+/// tenant's reminders: one monitor works at a time across the servers.
+const ROTATION_MONITOR_LOCK: i64 = 0x7372_726f_7461_7401;
+
 /// The Postgres store.
 pub type PgStore = SqlStore<Postgres>;
 
@@ -354,6 +358,15 @@ impl Dialect for Postgres {
             .fetch_one(&mut **tx)
             .await
             .map_err(db("lease sweep lock"))?;
+        Ok(taken)
+    }
+
+    async fn try_monitor_lock(tx: &mut Transaction<'static, Postgres>) -> Result<bool> {
+        let (taken,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(ROTATION_MONITOR_LOCK)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db("rotation monitor lock"))?;
         Ok(taken)
     }
 

@@ -32,6 +32,7 @@ mod idempotency;
 mod isolation_level;
 mod isolation_model;
 mod rls;
+mod rotation;
 mod support;
 
 /// Emits, for each `module::case`, a Postgres test and a SQLite test running
@@ -53,6 +54,8 @@ macro_rules! conformance {
 }
 
 conformance! {
+    rotation::reminders_once_per_window => rotation_reminders_once_per_window_postgres, rotation_reminders_once_per_window_sqlite;
+    rotation::expiry_marks_the_credential_once => rotation_expiry_marks_the_credential_once_postgres, rotation_expiry_marks_the_credential_once_sqlite;
     access_requests::file_collapses_duplicates => access_requests_file_collapses_duplicates_postgres, access_requests_file_collapses_duplicates_sqlite;
     access_requests::approval_commits_grant_and_event => access_requests_approval_commits_grant_and_event_postgres, access_requests_approval_commits_grant_and_event_sqlite;
     access_requests::denial_and_expiry => access_requests_denial_and_expiry_postgres, access_requests_denial_and_expiry_sqlite;

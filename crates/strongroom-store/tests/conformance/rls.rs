@@ -21,7 +21,7 @@ use crate::support::{
 };
 
 /// Every table holding tenant data, with the column naming the tenant.
-const TENANT_TABLES: [(&str, &str); 13] = [
+const TENANT_TABLES: [(&str, &str); 14] = [
     ("tenants", "id"),
     ("tenant_keks", "tenant_id"),
     ("environments", "tenant_id"),
@@ -35,6 +35,7 @@ const TENANT_TABLES: [(&str, &str); 13] = [
     ("leases", "tenant_id"),
     ("access_requests", "tenant_id"),
     ("notification_deliveries", "tenant_id"),
+    ("rotation_reminders", "tenant_id"),
 ];
 
 /// Two tenants with rows in every tenant table, written through the store as
@@ -79,6 +80,24 @@ impl Populated {
             )
             .await
             .expect("an access request");
+            let now = strongroom_core::time::Timestamp::now();
+            s.record_reminders(
+                &strongroom_core::scope::SystemScope::for_task(
+                    strongroom_core::scope::SystemTask::RotationMonitor,
+                ),
+                t.id(),
+                &[strongroom_core::rotation::Reminder {
+                    credential: c.id,
+                    kind: strongroom_core::rotation::ReminderKind::DueSoon,
+                    window: now,
+                    delivery: None,
+                    events: vec![],
+                }],
+                now,
+            )
+            .await
+            .expect("a rotation reminder")
+            .expect("the monitor lock");
             b_credential = Some(c);
         }
         Self {
@@ -250,7 +269,7 @@ pub async fn rls_rejects_writes_into_another_tenant(admin: PgPool) {
     let (a, b) = (&world.a, &world.b);
     let b_admin = b.admin().id.as_uuid();
     let b_cred = world.b_credential.id.as_uuid();
-    let inserts: [(&str, &str); 11] = [
+    let inserts: [(&str, &str); 12] = [
         (
             "tenants",
             "INSERT INTO tenants (id, name, status, settings, current_kek_version, created_at) \
@@ -305,6 +324,11 @@ pub async fn rls_rejects_writes_into_another_tenant(admin: PgPool) {
             "INSERT INTO leases (tenant_id, id, credential_id, credential_name, environment, version, \
                     principal_id, ttl_secs, issued_at, expires_at, max_expires_at, state) \
                     VALUES ($1, gen_random_uuid(), $3, 'evil', 'dev', 1, $2, 60, 0, 60, 60, 'active')",
+        ),
+        (
+            "rotation_reminders",
+            "INSERT INTO rotation_reminders (tenant_id, credential_id, reminder, window_at, \
+                    delivery_id, created_at) VALUES ($1, $3, 'overdue', 0, $2, 0)",
         ),
     ];
     let mut before = Vec::new();
@@ -362,6 +386,7 @@ pub async fn rls_rejects_writes_into_another_tenant(admin: PgPool) {
         "credentials",
         "credential_versions",
         "grants",
+        "rotation_reminders",
     ];
     let mut tx = app_tx(world.app(), Some(a.id())).await;
     for (table, column) in TENANT_TABLES {

@@ -130,6 +130,10 @@ pub struct Limits {
     /// How often the lease sweeper looks for leases that ran out
     /// (`limits.lease_sweep_interval_ms`, default 10 s).
     pub lease_sweep_interval: Duration,
+    /// How often the rotation monitor marks expired credentials and looks
+    /// for reminders due (`limits.rotation_monitor_interval_ms`, default
+    /// 60 s; 10 ms to 1 hour).
+    pub rotation_monitor_interval: Duration,
     /// How long an access request waits for a decision before it expires
     /// (`limits.access_request_ttl_secs`, default 24 h).
     pub access_request_ttl: Duration,
@@ -209,6 +213,7 @@ impl Default for Limits {
             default_lease_ttl: Duration::from_secs(3600),
             max_lease_ttl: Duration::from_secs(24 * 3600),
             lease_sweep_interval: Duration::from_secs(10),
+            rotation_monitor_interval: Duration::from_secs(60),
             access_request_ttl: Duration::from_secs(24 * 3600),
             idempotency_retention: strongroom_engine::DEFAULT_IDEMPOTENCY_RETENTION,
             max_connections: 4096,
@@ -451,6 +456,10 @@ impl Config {
                 .limits
                 .lease_sweep_interval_ms
                 .map_or(d.lease_sweep_interval, Duration::from_millis),
+            rotation_monitor_interval: raw
+                .limits
+                .rotation_monitor_interval_ms
+                .map_or(d.rotation_monitor_interval, Duration::from_millis),
             access_request_ttl: raw
                 .limits
                 .access_request_ttl_secs
@@ -594,6 +603,14 @@ impl Config {
         {
             return Err(bad(
                 "limits.lease_sweep_interval_ms",
+                "must be 10 ms to 1 hour",
+            ));
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(3600))
+            .contains(&limits.rotation_monitor_interval)
+        {
+            return Err(bad(
+                "limits.rotation_monitor_interval_ms",
                 "must be 10 ms to 1 hour",
             ));
         }

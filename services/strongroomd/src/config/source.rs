@@ -122,6 +122,7 @@ pub(super) struct RawLimits {
     pub(super) default_lease_ttl_secs: Option<u64>,
     pub(super) max_lease_ttl_secs: Option<u64>,
     pub(super) lease_sweep_interval_ms: Option<u64>,
+    pub(super) rotation_monitor_interval_ms: Option<u64>,
     pub(super) access_request_ttl_secs: Option<u64>,
     pub(super) idempotency_retention_secs: Option<u64>,
     pub(super) max_connections: Option<usize>,
@@ -244,6 +245,10 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), Config
     if let Some(v) = env.var("STRONGROOM_LEASE_SWEEP_INTERVAL_MS") {
         raw.limits.lease_sweep_interval_ms =
             Some(parse_num("STRONGROOM_LEASE_SWEEP_INTERVAL_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_ROTATION_MONITOR_INTERVAL_MS") {
+        raw.limits.rotation_monitor_interval_ms =
+            Some(parse_num("STRONGROOM_ROTATION_MONITOR_INTERVAL_MS", &v)?);
     }
     if let Some(v) = env.var("STRONGROOM_ACCESS_REQUEST_TTL_SECS") {
         raw.limits.access_request_ttl_secs =

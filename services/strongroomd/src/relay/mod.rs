@@ -140,6 +140,19 @@ fn refusal(status: u16, reason: &str, message: &str) -> pb::ForwardResponse {
     }
 }
 
+/// Why a credential's value may not be used, when that is the refusal's
+/// reason.
+fn unusable(reason: strongroom_core::policy::Reason) -> Option<strongroom_core::Unusable> {
+    use strongroom_core::Unusable;
+    use strongroom_core::policy::Reason;
+    match reason {
+        Reason::CredentialRevoked => Some(Unusable::Revoked),
+        Reason::CredentialExpired => Some(Unusable::Expired),
+        Reason::CredentialDestroyed => Some(Unusable::Destroyed),
+        _ => None,
+    }
+}
+
 fn refusal_message(reason: &str) -> &'static str {
     match reason {
         "destination_not_allowed" => {
@@ -427,6 +440,16 @@ impl RelayHandler {
         {
             Ok(InjectionDecision::Allowed(a)) => a,
             Ok(InjectionDecision::Refused(refused)) => {
+                // A credential whose value may not be used (revoked,
+                // expired, destroyed) is refused as reveal and resolve
+                // refuse it: FAILED_PRECONDITION, saying why.
+                if let Some(why) = unusable(refused.reason) {
+                    let e = Error::FailedPrecondition(
+                        strongroom_core::Precondition::CredentialUnusable(why),
+                    );
+                    let _ = tx.send(Err(to_status(e, &call.ctx().request_id))).await;
+                    return;
+                }
                 let reason = if head.target.scheme == Scheme::Http && has_placeholder {
                     "placeholder_over_http"
                 } else if refused.reason == strongroom_core::policy::Reason::PlaceholderMisuse {

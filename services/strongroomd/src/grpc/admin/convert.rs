@@ -127,3 +127,66 @@ pub fn binding_out(b: &IdentityBinding) -> pb::IdentityBinding {
         created_by: String::new(),
     }
 }
+
+/// The overview's filter, each field checked and named.
+pub fn overview_filter_in(
+    req: &pb::RotationStatusOverviewRequest,
+) -> Result<strongroom_engine::RotationOverviewFilter> {
+    use strongroom_engine::OverviewStatus as S;
+    let status = match pb::RotationOverviewStatus::try_from(req.status)
+        .map_err(|_| Error::invalid("status", "unknown rotation overview status"))?
+    {
+        pb::RotationOverviewStatus::Unspecified => None,
+        pb::RotationOverviewStatus::Healthy => Some(S::Healthy),
+        pb::RotationOverviewStatus::DueSoon => Some(S::DueSoon),
+        pb::RotationOverviewStatus::Overdue => Some(S::Overdue),
+        pb::RotationOverviewStatus::Expired => Some(S::Expired),
+        pb::RotationOverviewStatus::Revoked => Some(S::Revoked),
+    };
+    Ok(strongroom_engine::RotationOverviewFilter {
+        environment: (!req.environment.is_empty())
+            .then(|| strongroom_core::names::Environment::parse(&req.environment, "environment"))
+            .transpose()?,
+        service: (!req.service.is_empty())
+            .then(|| strongroom_core::names::ServiceLabel::parse(&req.service, "service"))
+            .transpose()?,
+        status,
+    })
+}
+
+/// The overview as returned: statuses and due dates as of `now`, against
+/// the tenant's default rotation policy.
+pub fn overview_out(
+    o: &strongroom_engine::RotationOverview,
+    tenant_rotation: &strongroom_core::credential::RotationPolicy,
+    now: strongroom_core::time::Timestamp,
+) -> pb::RotationStatusOverviewResponse {
+    let c = &o.counts;
+    pb::RotationStatusOverviewResponse {
+        healthy: c.healthy,
+        due_soon: c.due_soon,
+        overdue: c.overdue,
+        expired: c.expired,
+        revoked: c.revoked,
+        due_credentials: o
+            .page
+            .items
+            .iter()
+            .map(|x| crate::grpc::credential::convert::credential_out(x, tenant_rotation, now))
+            .collect(),
+        next_page_token: o.page.next_token(),
+        groups: o
+            .groups
+            .iter()
+            .map(|((environment, service), g)| pb::RotationStatusGroup {
+                environment: environment.to_string(),
+                service: service.to_string(),
+                healthy: g.healthy,
+                due_soon: g.due_soon,
+                overdue: g.overdue,
+                expired: g.expired,
+                revoked: g.revoked,
+            })
+            .collect(),
+    }
+}

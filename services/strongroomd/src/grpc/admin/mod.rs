@@ -643,9 +643,27 @@ impl AdminService for AdminHandler {
 
     async fn rotation_status_overview(
         &self,
-        _request: Request<pb::RotationStatusOverviewRequest>,
+        request: Request<pb::RotationStatusOverviewRequest>,
     ) -> Result<Response<pb::RotationStatusOverviewResponse>, Status> {
-        Err(unimplemented("RotationStatusOverview"))
+        rpc!(request, |call, req| {
+            let filter = convert::overview_filter_in(&req)?;
+            let page = PageRequest::parse(req.page_size, &req.page_token)?;
+            let overview = self
+                .0
+                .engine
+                .rotation_overview(&call.caller, call.ctx(), &filter, &page)
+                .await?;
+            let rotation = call
+                .caller
+                .tenant()
+                .map(|t| t.settings.rotation)
+                .unwrap_or_default();
+            Ok(convert::overview_out(
+                &overview,
+                &rotation,
+                self.0.engine.now(),
+            ))
+        })
     }
 
     async fn get_tenant_settings(

@@ -59,6 +59,9 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::PrincipalLock => P::PrincipalLock,
         Action::RateLimited => P::RateLimited,
         Action::ScanText => P::ScanText,
+        Action::CredentialExpire => P::CredentialExpire,
+        Action::CredentialRotationReminder => P::CredentialRotationReminder,
+        Action::RotationOverview => P::RotationOverview,
         Action::Other => P::Unspecified,
     }
 }
