@@ -357,6 +357,7 @@ async fn reminders_are_sent_once_per_window_across_restarts(backend: Backend) {
     assert_eq!(counts(&o), [2, 0, 0, 1, 0]);
 
     let logs = server.logs.clone();
+    let sent = deliveries(&admin.client).await;
     let chain = admin
         .client
         .audit()
@@ -372,7 +373,7 @@ async fn reminders_are_sent_once_per_window_across_restarts(backend: Backend) {
         3,
         "one log line per reminder"
     );
-    let everything = format!("{:?}{:?}", reminders, logs.lines());
+    let everything = format!("{reminders:?}{sent:?}{:?}", logs.lines());
     for v in VALUES {
         assert!(!everything.contains(v), "a value leaked: {v}");
     }
