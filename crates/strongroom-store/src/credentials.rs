@@ -102,6 +102,8 @@ const UPDATE_METADATA: &str = concat!(
      scopes = CASE WHEN $9 = 1 THEN $10 ELSE scopes END, \
      owner = CASE WHEN $11 = 1 THEN $12 ELSE owner END, \
      expires_at = CASE WHEN $13 = 1 THEN $14 ELSE expires_at END, \
+     status = CASE WHEN $13 = 1 AND status = 'expired' AND ($14 IS NULL OR $14 > $19) \
+       THEN 'active' ELSE status END, \
      rotation = CASE WHEN $15 = 1 THEN $16 ELSE rotation END, \
      injection = CASE WHEN $17 = 1 THEN $18 ELSE injection END, \
      updated_at = $19 \

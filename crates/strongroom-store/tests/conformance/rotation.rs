@@ -279,6 +279,35 @@ pub async fn expiry_marks_the_credential_once<S: Store>(store: Arc<S>) {
     assert_eq!(again, vec![false]);
     trail.expect_none().await;
 
+    // Moving its expiry into the future makes it active again (as it read
+    // before it was marked), and watched.
+    let update = strongroom_core::credential::CredentialUpdate {
+        expires_at: Some(Some(after.plus(Duration::from_secs(3600)))),
+        ..Default::default()
+    };
+    let mut extend = about(&scope, Action::CredentialUpdate, &c);
+    extend.at = after;
+    let (revived, _) = s
+        .update_credential(&scope, c.id, &update, false, extend)
+        .await
+        .expect("extend");
+    assert_eq!(revived.status, CredentialStatus::Active);
+    assert_eq!(
+        s.monitored_credentials(&MONITOR, t.id(), None, 100)
+            .await
+            .expect("credentials")
+            .len(),
+        1
+    );
+    s.revoke_credential(
+        &scope,
+        c.id,
+        "done",
+        about(&scope, Action::CredentialRevoke, &c),
+    )
+    .await
+    .expect("revoke");
+
     // Paging by id.
     let mut ids = Vec::new();
     for n in 0..3 {
