@@ -197,6 +197,8 @@ pub enum SystemTask {
     AbuseSweeper,
     /// Expires leases that ran out.
     LeaseSweeper,
+    /// Sends the notifier's due webhook deliveries.
+    NotifierSender,
 }
 
 impl SystemTask {
@@ -208,6 +210,7 @@ impl SystemTask {
             Self::ChangeListener => "change_listener",
             Self::AbuseSweeper => "abuse_sweeper",
             Self::LeaseSweeper => "lease_sweeper",
+            Self::NotifierSender => "notifier_sender",
         }
     }
 }

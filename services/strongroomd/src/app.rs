@@ -68,6 +68,7 @@ pub struct App {
     call_metrics: Option<Arc<crate::edge::CallMetrics>>,
     ops: Option<OpsListener>,
     relay: crate::relay::RelayHandler,
+    notifier: crate::notifier::WebhookClient,
 }
 
 /// The bound operations listener and the reader its `/metrics` collects
@@ -527,6 +528,12 @@ impl App {
                     message: e.0,
                 }
             })?;
+        let notifier = crate::notifier::WebhookClient::new(&config.relay).map_err(|e| {
+            crate::config::ConfigError {
+                key: "relay".into(),
+                message: e.0,
+            }
+        })?;
         // The checkpoint signing key is derived from the root key.
         engine
             .checkpoint_key()
@@ -574,6 +581,7 @@ impl App {
             call_metrics: telemetry.call_metrics(),
             ops,
             relay,
+            notifier,
         })
     }
 
@@ -631,6 +639,7 @@ impl App {
             call_metrics,
             ops,
             relay,
+            notifier,
         } = self;
         let (stopping_tx, stopping_rx) = watch::channel(false);
         let service = crate::grpc::routes(
@@ -659,6 +668,12 @@ impl App {
         tokio::spawn(sweep_leases(
             Arc::clone(&engine),
             limits.lease_sweep_interval,
+            stopping_rx.clone(),
+        ));
+        tokio::spawn(crate::notifier::run(
+            Arc::clone(&engine),
+            notifier,
+            strongroom_engine::notify::POLL_INTERVAL,
             stopping_rx.clone(),
         ));
         tokio::spawn(crate::checkpoint_task::run(
