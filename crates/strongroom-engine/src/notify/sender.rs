@@ -286,6 +286,9 @@ impl Engine {
 /// due by the clock (a retry, or one another server enqueued) is sent.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A signed delivery's body and its headers.
+type SignedPost = (Vec<u8>, Vec<(&'static str, String)>);
+
 /// The body and headers of `delivery` for `tenant`, signed under `secret`
 /// at `at`; `None` if its stored payload is not JSON. The event and data
 /// are the delivery's own, whatever enqueued it.
@@ -294,7 +297,7 @@ fn signed_post(
     tenant: TenantId,
     delivery: &Delivery,
     at: Timestamp,
-) -> Option<(Vec<u8>, Vec<(&'static str, String)>)> {
+) -> Option<SignedPost> {
     let data = serde_json::from_str::<serde_json::Value>(&delivery.payload).ok()?;
     let signed = super::signed(secret, tenant, &delivery.event, &data, at);
     Some((
