@@ -386,7 +386,8 @@ async fn received(receiver: &Upstream, n: usize) -> Vec<Received> {
 /// backoff, and nothing is sent before the clock reaches it; moved past
 /// it, the delivery is retried with the same id, answered 200 and logged
 /// delivered after 2 attempts. The receiver's body, the secret and the
-/// signatures reach no log line. The allow-list entry is the tenant's own.
+/// signatures reach no log line; `/metrics` counts the attempts by outcome
+/// only. The allow-list entry is the tenant's own.
 async fn deliveries_are_signed_retried_and_logged(backend: Backend) {
     let receiver = Upstream::start(&["hooks.example.test"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -394,6 +395,9 @@ async fn deliveries_are_signed_retried_and_logged(backend: Backend) {
     let mut options = Options::new(backend);
     options.test_clock = true;
     options.env = receiver_env(&receiver, &dir, "hooks.example.test", Some(allow));
+    options
+        .env
+        .push(("STRONGROOM_METRICS_LISTEN".into(), "127.0.0.1:0".into()));
     let server = TestServer::start_with(options).await;
     let admin = server.tenant("acme").await;
     let secret = b"whsec-e2e-sender-5d1c0b7a9e";
@@ -478,6 +482,20 @@ async fn deliveries_are_signed_retried_and_logged(backend: Backend) {
         "a delivered notice is not sent again"
     );
 
+    let (status, metrics) =
+        crate::ops_listener::get(crate::ops_listener::ops_addr(&server), "/metrics").await;
+    assert_eq!(status, 200);
+    for series in [
+        r#"strongroom_notifier_deliveries_total{outcome="retrying"} 1"#,
+        r#"strongroom_notifier_deliveries_total{outcome="delivered"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(series)),
+            "{series} not in /metrics"
+        );
+    }
+    assert!(!metrics.contains("acme"), "a tenant name in /metrics");
+
     let signatures: Vec<String> = both
         .iter()
         .filter_map(|r| r.header("strongroom-signature"))
@@ -536,8 +554,9 @@ async fn a_notifier_aimed_inside_is_never_connected(backend: Backend) {
     file_request(&server, &initech, "agent", Some("sk-inside-value-2")).await;
 
     for admin in [&acme, &initech] {
+        // (A claimed attempt counts before its outcome is recorded.)
         let log = log_until(admin, "the refusal is logged", |l| {
-            l.len() == 1 && l[0].attempts >= 1
+            l.len() == 1 && l[0].attempts >= 1 && !l[0].last_error.is_empty()
         })
         .await;
         let d = &log[0];
@@ -551,10 +570,11 @@ async fn a_notifier_aimed_inside_is_never_connected(backend: Backend) {
     }
     // Past the backoff: tried again, refused again, still no connection.
     server.advance_clock(Duration::from_secs(10));
-    log_until(&acme, "the retry is refused too", |l| {
+    let log = log_until(&acme, "the retry is refused too", |l| {
         l.len() == 1 && l[0].attempts >= 2
     })
     .await;
+    assert!(log[0].delivered_at.is_none());
     assert_eq!(receiver.accepted(), 0, "a connection reached the receiver");
     assert!(receiver.received().is_empty());
 }

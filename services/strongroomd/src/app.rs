@@ -69,6 +69,8 @@ pub struct App {
     ops: Option<OpsListener>,
     relay: crate::relay::RelayHandler,
     notifier: crate::notifier::WebhookClient,
+    /// The meter of the server's instruments, if it has one.
+    meter: Option<opentelemetry::metrics::Meter>,
 }
 
 /// The bound operations listener and the reader its `/metrics` collects
@@ -582,6 +584,7 @@ impl App {
             ops,
             relay,
             notifier,
+            meter: telemetry.meter().cloned(),
         })
     }
 
@@ -640,6 +643,7 @@ impl App {
             ops,
             relay,
             notifier,
+            meter,
         } = self;
         let (stopping_tx, stopping_rx) = watch::channel(false);
         let service = crate::grpc::routes(
@@ -674,6 +678,7 @@ impl App {
             Arc::clone(&engine),
             notifier,
             strongroom_engine::notify::POLL_INTERVAL,
+            meter,
             stopping_rx.clone(),
         ));
         tokio::spawn(crate::checkpoint_task::run(

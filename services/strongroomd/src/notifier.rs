@@ -149,14 +149,24 @@ fn describe(e: UpstreamError, target: &RequestTarget) -> String {
 /// Sends due deliveries until the server stops: a pass when this server
 /// enqueued one (at once), and every `interval` (retries come due by the
 /// engine's clock; other servers enqueue too). A failed pass is logged and
-/// the next one tries again.
+/// the next one tries again. Each pass's outcomes are counted in
+/// `strongroom.notifier.deliveries` (`outcome`: `delivered`, `retrying`,
+/// `given_up`; no tenant label) when the server has a meter.
 pub async fn run(
     engine: Arc<Engine>,
     client: WebhookClient,
     interval: Duration,
+    meter: Option<opentelemetry::metrics::Meter>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let system = SystemScope::for_task(SystemTask::NotifierSender);
+    let client = Arc::new(client);
+    let counter = meter.map(|m| {
+        m.u64_counter("strongroom.notifier.deliveries")
+            .with_unit("{attempt}")
+            .with_description("Webhook notifier attempts, by outcome")
+            .build()
+    });
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -166,13 +176,30 @@ pub async fn run(
             _ = stopping.changed() => return,
         }
         match engine.send_due_notifications(&system, &client).await {
-            Ok(pass) if pass == strongroom_engine::notify::SendPass::default() => {}
-            Ok(pass) => tracing::debug!(
-                delivered = pass.delivered,
-                retrying = pass.retrying,
-                given_up = pass.given_up,
-                "notifier pass"
-            ),
+            Ok(pass) => {
+                if let Some(counter) = &counter {
+                    for (outcome, n) in [
+                        ("delivered", pass.delivered),
+                        ("retrying", pass.retrying),
+                        ("given_up", pass.given_up),
+                    ] {
+                        if n > 0 {
+                            counter.add(
+                                u64::from(n),
+                                &[opentelemetry::KeyValue::new("outcome", outcome)],
+                            );
+                        }
+                    }
+                }
+                if pass != strongroom_engine::notify::SendPass::default() {
+                    tracing::debug!(
+                        delivered = pass.delivered,
+                        retrying = pass.retrying,
+                        given_up = pass.given_up,
+                        "notifier pass"
+                    );
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "the notifier pass failed"),
         }
     }

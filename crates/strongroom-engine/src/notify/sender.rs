@@ -14,6 +14,7 @@
 //! the delivery, the event, the attempt and the outcome; never the secret,
 //! the signature or the body.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use strongroom_core::Result;
@@ -47,6 +48,9 @@ const BATCHES_PER_TENANT: u32 = 4;
 /// Tenants served in one pass.
 const TENANTS_PER_PASS: u32 = 100;
 
+/// Tenants served at once.
+const TENANTS_AT_ONCE: usize = 16;
+
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendPass {
@@ -56,6 +60,17 @@ pub struct SendPass {
     pub retrying: u32,
     /// Deliveries given up.
     pub given_up: u32,
+}
+
+impl SendPass {
+    /// Adds a tenant's turn (a turn that panicked counts nothing).
+    fn add(&mut self, turn: std::result::Result<SendPass, tokio::task::JoinError>) {
+        if let Ok(t) = turn {
+            self.delivered += t.delivered;
+            self.retrying += t.retrying;
+            self.given_up += t.given_up;
+        }
+    }
 }
 
 /// What the engine decided about one claimed delivery before posting.
@@ -84,21 +99,41 @@ impl Engine {
     }
 
     /// One pass of the sender: every due delivery of up to a bounded number
-    /// of tenants claimed, posted through `poster` and recorded. A store
-    /// error ends the pass (the next one tries again; a claimed delivery
-    /// is due again after [`CLAIM_HOLD`]).
-    pub async fn send_due_notifications<P: WebhookPoster>(
-        &self,
+    /// of tenants claimed, posted through `poster` and recorded. Tenants
+    /// are served side by side (at most [`TENANTS_AT_ONCE`]), so one whose
+    /// receiver never answers delays no other's; one tenant's deliveries go
+    /// one after the other. A store error ends that tenant's turn (logged;
+    /// the next pass tries again, and a claimed delivery is due again after
+    /// [`CLAIM_HOLD`]); finding the due tenants failing ends the pass.
+    pub async fn send_due_notifications<P: WebhookPoster + 'static>(
+        self: &Arc<Self>,
         _system: &SystemScope,
-        poster: &P,
+        poster: &Arc<P>,
     ) -> Result<SendPass> {
         let mut pass = SendPass::default();
         let tenants = self
             .store
             .due_notification_tenants(self.now(), TENANTS_PER_PASS)
             .await?;
+        let mut running = tokio::task::JoinSet::new();
         for tenant in tenants {
-            self.send_tenant(tenant, poster, &mut pass).await?;
+            if running.len() >= TENANTS_AT_ONCE
+                && let Some(done) = running.join_next().await
+            {
+                pass.add(done);
+            }
+            let engine = Arc::clone(self);
+            let poster = Arc::clone(poster);
+            running.spawn(async move {
+                let mut turn = SendPass::default();
+                if let Err(e) = engine.send_tenant(tenant, &*poster, &mut turn).await {
+                    tracing::warn!(tenant = %tenant, error = %e, "a notifier turn failed");
+                }
+                turn
+            });
+        }
+        while let Some(done) = running.join_next().await {
+            pass.add(done);
         }
         Ok(pass)
     }
