@@ -17,7 +17,8 @@ on_both_backends!(
     notifier_setting_is_write_only_and_validated,
     filing_logs_a_delivery_admins_list,
     deliveries_are_signed_retried_and_logged,
-    a_notifier_aimed_inside_is_never_connected
+    a_notifier_aimed_inside_is_never_connected,
+    redirects_and_silence_are_failed_attempts
 );
 
 async fn set_notifier(
@@ -451,7 +452,7 @@ async fn deliveries_are_signed_retried_and_logged(backend: Backend) {
     );
     // The sender polls every second: not retried before the clock
     // reaches the next attempt.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(receiver.received().len(), 1, "retried before its time");
 
     server.advance_clock(Duration::from_secs(10));
@@ -577,6 +578,73 @@ async fn a_notifier_aimed_inside_is_never_connected(backend: Backend) {
     assert!(log[0].delivered_at.is_none());
     assert_eq!(receiver.accepted(), 0, "a connection reached the receiver");
     assert!(receiver.received().is_empty());
+}
+
+/// A receiver that redirects is not followed (the 302 is a failed
+/// attempt, the redirect's target never asked), and one that does not
+/// answer within 5 s is a failed attempt too; both are retried later.
+async fn redirects_and_silence_are_failed_attempts(backend: Backend) {
+    let receiver = Upstream::start(&["hooks.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let allow = format!("hooks.example.test:{}", receiver.port());
+    let mut options = Options::new(backend);
+    options.test_clock = true;
+    options.env = receiver_env(&receiver, &dir, "hooks.example.test", Some(allow));
+    let server = TestServer::start_with(options).await;
+    let secret = b"whsec-e2e-redirects-0123456789";
+    let acme = server.tenant("acme").await;
+    set_notifier(
+        &acme,
+        &format!("https://hooks.example.test:{}/redirect", receiver.port()),
+        secret,
+    )
+    .await
+    .expect("set notifier");
+    let initech = server.tenant("initech").await;
+    set_notifier(
+        &initech,
+        &format!("https://hooks.example.test:{}/slow/8000", receiver.port()),
+        secret,
+    )
+    .await
+    .expect("set notifier");
+    let started = Instant::now();
+    file_request(&server, &acme, "agent", Some("sk-redirect-value")).await;
+    file_request(&server, &initech, "agent", Some("sk-slow-value")).await;
+
+    let log = log_until(&acme, "the redirect is a failed attempt", |l| {
+        l.len() == 1 && l[0].last_status == 302
+    })
+    .await;
+    assert!(
+        log[0].last_error.contains("redirects are not followed"),
+        "{}",
+        log[0].last_error
+    );
+    assert!(log[0].next_attempt_at.is_some(), "retried later");
+    let log = log_until(&initech, "the silent receiver is a failed attempt", |l| {
+        l.len() == 1 && !l[0].last_error.is_empty()
+    })
+    .await;
+    assert_eq!(log[0].last_error, "no answer within 5 s");
+    assert_eq!(log[0].last_status, 0);
+    assert!(log[0].next_attempt_at.is_some(), "retried later");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the post was not cut off at 5 s"
+    );
+    let paths: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.path_and_query.clone())
+        .collect();
+    assert!(
+        !paths.iter().any(|p| p.starts_with("/elsewhere")),
+        "a redirect was followed: {paths:?}"
+    );
+    // (The redirect may have been retried meanwhile: its backoff of 5 s
+    // passes while the silent receiver is waited for.)
+    assert!(paths.iter().any(|p| p == "/redirect"), "{paths:?}");
 }
 
 /// Two servers on one Postgres database, both sending: every notice,

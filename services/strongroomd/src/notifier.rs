@@ -204,3 +204,53 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use strongroom_core::ids::{DeliveryId, TenantId};
+
+    async fn post(client: &WebhookClient, url: &str) -> WebhookOutcome {
+        client
+            .post(WebhookPost {
+                tenant: TenantId::generate(),
+                tenant_name: "acme",
+                delivery: DeliveryId::generate(),
+                url,
+                body: b"{}",
+                headers: &[],
+            })
+            .await
+    }
+
+    /// Plain HTTP and internal addresses (not allowed) are refused before
+    /// any connection is opened.
+    #[tokio::test]
+    async fn http_and_internal_addresses_are_refused_before_connecting() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = WebhookClient::new(&RelayConfig::default()).unwrap();
+        let WebhookOutcome::Failed { reason } =
+            post(&client, &format!("http://127.0.0.1:{port}/hook")).await
+        else {
+            panic!("plain http was posted");
+        };
+        assert_eq!(reason, "refused: the notifier URL is not https");
+        let WebhookOutcome::Failed { reason } = post(
+            &client,
+            &format!("https://127.0.0.1:{port}/hook?token=t0k3n"),
+        )
+        .await
+        else {
+            panic!("a loopback address was posted");
+        };
+        assert!(
+            reason.starts_with("refused: 127.0.0.1:") && reason.contains("loopback"),
+            "{reason}"
+        );
+        assert!(!reason.contains("t0k3n"), "the query is not in the reason");
+        let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "a connection was opened");
+    }
+}
