@@ -10,9 +10,10 @@
 //! `tenant/host:port` for the delivery's tenant); it connects to an
 //! address it checked (never a second lookup); HTTPS only, the receiver's
 //! certificate verified against the system roots and `relay.upstream_ca`.
-//! A post has [`WEBHOOK_TIMEOUT`] in all, follows no redirect (a 3xx is a
-//! failed attempt), reads at most [`MAX_ANSWER_READ`] bytes of the answer
-//! and keeps only its status.
+//! A post has [`WEBHOOK_TIMEOUT`] until the answer's head, follows no
+//! redirect (a 3xx is a failed attempt), reads at most [`MAX_ANSWER_READ`]
+//! bytes of the answer's body within a second more and keeps only its
+//! status.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,13 +31,17 @@ use crate::relay::upstream::{
     Destination, Upstream, UpstreamBody, UpstreamError, UpstreamSetupError,
 };
 
-/// How long one post may take in all: resolving, connecting, the TLS
-/// handshake, sending and the answer's head.
+/// How long one post may take until the answer's head: resolving,
+/// connecting, the TLS handshake, sending and the head.
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How much of an answer's body is read (then dropped): enough to reuse
 /// the connection after a short answer, never kept.
 pub const MAX_ANSWER_READ: usize = 16 * 1024;
+
+/// How long the answer's body is read after its head (the status stands
+/// whatever the body does).
+const ANSWER_READ_TIME: Duration = Duration::from_secs(1);
 
 /// Posts webhook deliveries over the relay's checked client.
 pub struct WebhookClient {
@@ -54,6 +59,7 @@ impl WebhookClient {
     }
 
     async fn send(&self, post: WebhookPost<'_>) -> WebhookOutcome {
+        let deadline = tokio::time::Instant::now() + WEBHOOK_TIMEOUT;
         let Ok(target) = RequestTarget::parse(post.url) else {
             return failed("refused: the notifier URL is not valid");
         };
@@ -67,10 +73,12 @@ impl WebhookClient {
             host: target.host.clone(),
             port: target.port,
         };
-        let mut sender = match self.upstream.connection(&destination).await {
-            Ok(s) => s,
-            Err(e) => return failed(&describe(e, &target)),
-        };
+        let mut sender =
+            match tokio::time::timeout_at(deadline, self.upstream.connection(&destination)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return failed(&describe(e, &target)),
+                Err(_) => return failed("no answer within 5 s"),
+            };
         let authority = target.authority();
         let path = target.path_and_query();
         let mut builder = http::Request::builder().method(http::Method::POST);
@@ -93,18 +101,17 @@ impl WebhookClient {
         let Ok(request) = builder.body(body) else {
             return failed("the request could not be built");
         };
-        let response = match sender.send(request).await {
-            Ok(r) => r,
-            Err(_) => return failed("the connection failed before an answer"),
+        let response = match tokio::time::timeout_at(deadline, sender.send(request)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => return failed("the connection failed before an answer"),
+            Err(_) => return failed("no answer within 5 s"),
         };
         let status = response.status().as_u16();
-        // Read (and drop) a bounded part of the answer, so a short one
-        // leaves the connection reusable; nothing of it is kept.
-        if Limited::new(response.into_body(), MAX_ANSWER_READ)
-            .collect()
-            .await
-            .is_ok()
-        {
+        // Read (and drop) a bounded part of the answer, within a bounded
+        // time, so a short one leaves the connection reusable; nothing of it
+        // is kept, and the status stands whatever the body does.
+        let read = Limited::new(response.into_body(), MAX_ANSWER_READ).collect();
+        if let Ok(Ok(_)) = tokio::time::timeout(ANSWER_READ_TIME, read).await {
             self.upstream.put_back(&destination, sender);
         }
         if (200..300).contains(&status) {
@@ -117,10 +124,7 @@ impl WebhookClient {
 
 impl WebhookPoster for WebhookClient {
     async fn post(&self, post: WebhookPost<'_>) -> WebhookOutcome {
-        match tokio::time::timeout(WEBHOOK_TIMEOUT, self.send(post)).await {
-            Ok(outcome) => outcome,
-            Err(_) => failed("no answer within 5 s"),
-        }
+        self.send(post).await
     }
 }
 
