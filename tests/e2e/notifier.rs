@@ -1,13 +1,24 @@
-//! The tenant's webhook notifier setting: an https URL and a write-only
-//! signing secret, sealed under the tenant's keys and never returned.
+//! The tenant's webhook notifier: the setting (an https URL and a
+//! write-only signing secret, sealed under the tenant's keys and never
+//! returned), the delivery log, and the sender, posting to a real HTTPS
+//! receiver on 127.0.0.1 with its own test CA (named through
+//! `relay.resolve`, allowed through `relay.allow_internal`, trusted
+//! through `relay.upstream_ca`, as the relay's tests do).
 
-use strongroom_e2e::{Backend, TenantAdmin, TestServer, expect_code};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use strongroom_client::Client;
+use strongroom_e2e::upstream::{Received, Upstream};
+use strongroom_e2e::{Backend, Options, TenantAdmin, TestServer, expect_code};
 use strongroom_proto::v1 as pb;
 use tonic::Code;
 
 on_both_backends!(
     notifier_setting_is_write_only_and_validated,
-    filing_logs_a_delivery_admins_list
+    filing_logs_a_delivery_admins_list,
+    deliveries_are_signed_retried_and_logged,
+    a_notifier_aimed_inside_is_never_connected,
+    redirects_and_silence_are_failed_attempts
 );
 
 async fn set_notifier(
@@ -133,8 +144,9 @@ async fn notifier_setting_is_write_only_and_validated(backend: Backend) {
 
 /// With a notifier set, a filed request logs one delivery (a collapsed
 /// duplicate none) that admins list, newest first: the notice's data (who,
-/// for whom, what, why) and no value; nothing has been attempted (no sender
-/// yet). Others may not list the log.
+/// for whom, what, why) and no value; it is never delivered (the notifier
+/// aims at a loopback address no allow-list entry allows). Others may not
+/// list the log.
 async fn filing_logs_a_delivery_admins_list(backend: Backend) {
     let server = TestServer::start(backend).await;
     let admin = server.tenant("acme").await;
@@ -152,7 +164,7 @@ async fn filing_logs_a_delivery_admins_list(backend: Backend) {
         .expect("create");
     set_notifier(
         &admin,
-        "https://hooks.example.com/",
+        "https://127.0.0.1:9/hook",
         b"whsec-0123456789abcdef",
     )
     .await
@@ -203,8 +215,6 @@ async fn filing_logs_a_delivery_admins_list(backend: Backend) {
     assert_eq!(data["purpose"], "nightly report");
     assert_eq!(data["capability"], "reveal");
     assert!(!d.payload_json.contains("sk-notifier-value-7f3a9c"));
-    assert_eq!(d.attempts, 0);
-    assert!(d.next_attempt_at.is_some());
     assert!(d.delivered_at.is_none());
 
     expect_code(
@@ -215,4 +225,488 @@ async fn filing_logs_a_delivery_admins_list(backend: Backend) {
         Code::PermissionDenied,
         "an agent lists the delivery log",
     );
+}
+
+/// A receiver's verdict on one delivery: the independent HMAC-SHA256 of
+/// `timestamp "." body` under `secret` matches its signature header, and
+/// its timestamp is within five minutes of `now` (unix seconds).
+fn verify_signature(r: &Received, secret: &[u8], now: i64) {
+    let timestamp = r.header("strongroom-timestamp").expect("timestamp header");
+    let signature = r.header("strongroom-signature").expect("signature header");
+    let at: i64 = timestamp.parse().expect("a unix timestamp");
+    assert!((now - at).abs() <= 300, "timestamp {at} is stale at {now}");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let mut signed = timestamp.as_bytes().to_vec();
+    signed.push(b'.');
+    signed.extend_from_slice(&r.body);
+    let expected = format!(
+        "v1={}",
+        hex::encode(ring::hmac::sign(&key, &signed).as_ref())
+    );
+    assert_eq!(signature, expected, "the signature verifies");
+    let body: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON body");
+    assert_eq!(
+        body["sent_at"].as_i64(),
+        Some(at),
+        "the body's time is signed"
+    );
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_secs(),
+    )
+    .expect("in range")
+}
+
+/// The notifier settings of a server that resolves `name` to the
+/// receiver on 127.0.0.1, trusts its CA, and allows the internal address
+/// for `allow` (a `relay.allow_internal` entry, if any).
+fn receiver_env(
+    receiver: &Upstream,
+    dir: &tempfile::TempDir,
+    name: &str,
+    allow: Option<String>,
+) -> Vec<(String, String)> {
+    let ca = dir.path().join("receiver-ca.pem");
+    std::fs::write(&ca, receiver.ca_pem()).expect("write the receiver's CA");
+    let mut env = vec![
+        (
+            "STRONGROOM_RELAY_RESOLVE".into(),
+            format!("{name}:{}:127.0.0.1", receiver.port()),
+        ),
+        (
+            "STRONGROOM_RELAY_UPSTREAM_CA".into(),
+            ca.to_string_lossy().into_owned(),
+        ),
+    ];
+    if let Some(allow) = allow {
+        env.push(("STRONGROOM_RELAY_ALLOW_INTERNAL".into(), allow));
+    }
+    env
+}
+
+/// Creates `dev/llm/openai` holding `value` and a new agent `name`, and
+/// files the agent's request for it; the agent's client.
+async fn file_request(
+    server: &TestServer,
+    admin: &TenantAdmin,
+    name: &str,
+    value: Option<&str>,
+) -> Client {
+    if let Some(value) = value {
+        admin
+            .client
+            .credentials()
+            .create_credential(pb::CreateCredentialRequest {
+                environment: "dev".into(),
+                name: "llm/openai".into(),
+                service: "openai".into(),
+                value: strongroom_e2e::api_key(value),
+                ..Default::default()
+            })
+            .await
+            .expect("create");
+    }
+    let (_, agent) = server.principal(admin, name, pb::Role::Agent).await;
+    agent
+        .policy()
+        .file_access_request(pb::FileAccessRequestRequest {
+            credential: Some(pb::CredentialPath {
+                environment: "dev".into(),
+                name: "llm/openai".into(),
+            }),
+            capability: pb::Capability::Reveal as i32,
+            purpose: format!("nightly report of {name}"),
+            on_behalf_of: "alice@example.com".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("file");
+    agent
+}
+
+async fn deliveries(admin: &TenantAdmin) -> Vec<pb::NotificationDelivery> {
+    admin
+        .client
+        .policy()
+        .list_notification_deliveries(pb::ListNotificationDeliveriesRequest {
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list deliveries")
+        .into_inner()
+        .deliveries
+}
+
+/// Waits (up to 15 s) until the delivery log satisfies `done`.
+async fn log_until(
+    admin: &TenantAdmin,
+    what: &str,
+    done: impl Fn(&[pb::NotificationDelivery]) -> bool,
+) -> Vec<pb::NotificationDelivery> {
+    let start = Instant::now();
+    loop {
+        let log = deliveries(admin).await;
+        if done(&log) {
+            return log;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{what}: the log is {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (up to 15 s) until `receiver` has `n` requests.
+async fn received(receiver: &Upstream, n: usize) -> Vec<Received> {
+    let start = Instant::now();
+    loop {
+        let got = receiver.received();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{n} deliveries expected, {} received",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A filed request is posted to the tenant's receiver at once (the sender
+/// is woken): signed (the receiver checks the HMAC itself and the
+/// timestamp's window), the notice and no value in the body. The receiver
+/// answers 500: the log shows the attempt and its next one after the
+/// backoff, and nothing is sent before the clock reaches it; moved past
+/// it, the delivery is retried with the same id, answered 200 and logged
+/// delivered after 2 attempts. The receiver's body, the secret and the
+/// signatures reach no log line; `/metrics` counts the attempts by outcome
+/// only. The allow-list entry is the tenant's own.
+async fn deliveries_are_signed_retried_and_logged(backend: Backend) {
+    let receiver = Upstream::start(&["hooks.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let allow = format!("acme/hooks.example.test:{}", receiver.port());
+    let mut options = Options::new(backend);
+    options.test_clock = true;
+    options.env = receiver_env(&receiver, &dir, "hooks.example.test", Some(allow));
+    options
+        .env
+        .push(("STRONGROOM_METRICS_LISTEN".into(), "127.0.0.1:0".into()));
+    let server = TestServer::start_with(options).await;
+    let admin = server.tenant("acme").await;
+    let secret = b"whsec-e2e-sender-5d1c0b7a9e";
+    let value = "sk-notifier-sent-value-4e2b8d";
+    set_notifier(
+        &admin,
+        &format!(
+            "https://hooks.example.test:{}/fail-once/acme?token=t0k3n",
+            receiver.port()
+        ),
+        secret,
+    )
+    .await
+    .expect("set notifier");
+    file_request(&server, &admin, "agent", Some(value)).await;
+
+    let first = received(&receiver, 1).await;
+    let r = &first[0];
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.path_and_query, "/fail-once/acme?token=t0k3n");
+    assert_eq!(r.server_name.as_deref(), Some("hooks.example.test"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("strongroom-event"), Some("access_request.filed"));
+    verify_signature(r, secret, unix_now());
+    let body = String::from_utf8(r.body.clone()).expect("utf8 body");
+    assert!(!body.contains(value), "a value in the notice: {body}");
+    assert!(
+        !body.contains("whsec-e2e-sender"),
+        "the secret in the notice"
+    );
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(json["event"], "access_request.filed");
+    assert_eq!(json["tenant_id"], admin.tenant_id.as_str());
+    assert_eq!(json["data"]["purpose"], "nightly report of agent");
+    assert_eq!(json["data"]["on_behalf_of"], "alice@example.com");
+    let delivery_id = r.header("strongroom-delivery").expect("id").to_owned();
+
+    let log = log_until(&admin, "the first attempt is logged", |l| {
+        l.len() == 1 && l[0].attempts == 1 && l[0].last_status == 500
+    })
+    .await;
+    let d = &log[0];
+    assert_eq!(d.id, delivery_id);
+    assert_eq!(d.last_error, "the receiver answered 500");
+    assert!(d.delivered_at.is_none());
+    let next = d.next_attempt_at.as_ref().expect("a next attempt");
+    let created = d.created_at.as_ref().expect("created");
+    assert!(
+        next.seconds > created.seconds && next.seconds <= unix_now() + 6,
+        "the retry is due after the backoff: {next:?}"
+    );
+    // The sender polls every second: not retried before the clock
+    // reaches the next attempt.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.received().len(), 1, "retried before its time");
+
+    server.advance_clock(Duration::from_secs(10));
+    let both = received(&receiver, 2).await;
+    let again = &both[1];
+    assert_eq!(
+        again.header("strongroom-delivery"),
+        Some(delivery_id.as_str())
+    );
+    verify_signature(again, secret, unix_now() + 10);
+    assert!(
+        again.header("strongroom-timestamp") != r.header("strongroom-timestamp"),
+        "each attempt is signed anew"
+    );
+    let log = log_until(&admin, "delivered on the second attempt", |l| {
+        l.len() == 1 && l[0].delivered_at.is_some()
+    })
+    .await;
+    let d = &log[0];
+    assert_eq!(d.attempts, 2);
+    assert_eq!(d.last_status, 200);
+    assert_eq!(d.last_error, "");
+    assert!(d.next_attempt_at.is_none());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        receiver.received().len(),
+        2,
+        "a delivered notice is not sent again"
+    );
+
+    let (status, metrics) =
+        crate::ops_listener::get(crate::ops_listener::ops_addr(&server), "/metrics").await;
+    assert_eq!(status, 200);
+    for series in [
+        r#"strongroom_notifier_deliveries_total{outcome="retrying"} 1"#,
+        r#"strongroom_notifier_deliveries_total{outcome="delivered"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(series)),
+            "{series} not in /metrics"
+        );
+    }
+    assert!(!metrics.contains("acme"), "a tenant name in /metrics");
+
+    let signatures: Vec<String> = both
+        .iter()
+        .filter_map(|r| r.header("strongroom-signature"))
+        .map(|s| s.trim_start_matches("v1=").to_owned())
+        .collect();
+    let logs = server.logs.clone();
+    assert!(logs.contains("notifier delivery delivered"));
+    assert!(logs.contains("notifier delivery failed; retrying"));
+    let status = server.stop().await;
+    assert!(status.success(), "strongroomd exited with {status}");
+    for needle in [
+        "whsec-e2e-sender-5d1c0b7a9e",
+        value,
+        "receiver-body-not-to-be-logged",
+        "t0k3n",
+        signatures[0].as_str(),
+        signatures[1].as_str(),
+    ] {
+        assert!(
+            !logs.lines().iter().any(|l| l.contains(needle)),
+            "{needle} is in the server log"
+        );
+    }
+}
+
+/// A notifier aimed at a name that resolves to 127.0.0.1, allowed
+/// internal for another tenant only, is refused before any connection
+/// (the listener accepts none), and the log says why; the same for an
+/// address literal. Neither is retried into a connection later.
+async fn a_notifier_aimed_inside_is_never_connected(backend: Backend) {
+    let receiver = Upstream::start(&["inside.example.test", "127.0.0.1"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let allow = format!("globex/inside.example.test:{}", receiver.port());
+    let mut options = Options::new(backend);
+    options.test_clock = true;
+    options.env = receiver_env(&receiver, &dir, "inside.example.test", Some(allow));
+    let server = TestServer::start_with(options).await;
+    let secret = b"whsec-e2e-inside-0123456789";
+    let acme = server.tenant("acme").await;
+    set_notifier(
+        &acme,
+        &format!("https://inside.example.test:{}/hook", receiver.port()),
+        secret,
+    )
+    .await
+    .expect("set notifier");
+    file_request(&server, &acme, "agent", Some("sk-inside-value-1")).await;
+    let initech = server.tenant("initech").await;
+    set_notifier(
+        &initech,
+        &format!("https://127.0.0.1:{}/hook", receiver.port()),
+        secret,
+    )
+    .await
+    .expect("set notifier");
+    file_request(&server, &initech, "agent", Some("sk-inside-value-2")).await;
+
+    for admin in [&acme, &initech] {
+        // (A claimed attempt counts before its outcome is recorded.)
+        let log = log_until(admin, "the refusal is logged", |l| {
+            l.len() == 1 && l[0].attempts >= 1 && !l[0].last_error.is_empty()
+        })
+        .await;
+        let d = &log[0];
+        assert!(
+            d.last_error.starts_with("refused:") && d.last_error.contains("loopback"),
+            "{}",
+            d.last_error
+        );
+        assert_eq!(d.last_status, 0);
+        assert!(d.delivered_at.is_none());
+    }
+    // Past the backoff: tried again, refused again, still no connection.
+    server.advance_clock(Duration::from_secs(10));
+    let log = log_until(&acme, "the retry is refused too", |l| {
+        l.len() == 1 && l[0].attempts >= 2
+    })
+    .await;
+    assert!(log[0].delivered_at.is_none());
+    assert_eq!(receiver.accepted(), 0, "a connection reached the receiver");
+    assert!(receiver.received().is_empty());
+}
+
+/// A receiver that redirects is not followed (the 302 is a failed
+/// attempt, the redirect's target never asked), and one that does not
+/// answer within 5 s is a failed attempt too; both are retried later.
+async fn redirects_and_silence_are_failed_attempts(backend: Backend) {
+    let receiver = Upstream::start(&["hooks.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let allow = format!("hooks.example.test:{}", receiver.port());
+    let mut options = Options::new(backend);
+    options.test_clock = true;
+    options.env = receiver_env(&receiver, &dir, "hooks.example.test", Some(allow));
+    let server = TestServer::start_with(options).await;
+    let secret = b"whsec-e2e-redirects-0123456789";
+    let acme = server.tenant("acme").await;
+    set_notifier(
+        &acme,
+        &format!("https://hooks.example.test:{}/redirect", receiver.port()),
+        secret,
+    )
+    .await
+    .expect("set notifier");
+    let initech = server.tenant("initech").await;
+    set_notifier(
+        &initech,
+        &format!("https://hooks.example.test:{}/slow/8000", receiver.port()),
+        secret,
+    )
+    .await
+    .expect("set notifier");
+    let started = Instant::now();
+    file_request(&server, &acme, "agent", Some("sk-redirect-value")).await;
+    file_request(&server, &initech, "agent", Some("sk-slow-value")).await;
+
+    let log = log_until(&acme, "the redirect is a failed attempt", |l| {
+        l.len() == 1 && l[0].last_status == 302
+    })
+    .await;
+    assert!(
+        log[0].last_error.contains("redirects are not followed"),
+        "{}",
+        log[0].last_error
+    );
+    assert!(log[0].next_attempt_at.is_some(), "retried later");
+    let log = log_until(&initech, "the silent receiver is a failed attempt", |l| {
+        l.len() == 1 && !l[0].last_error.is_empty()
+    })
+    .await;
+    assert_eq!(log[0].last_error, "no answer within 5 s");
+    assert_eq!(log[0].last_status, 0);
+    assert!(log[0].next_attempt_at.is_some(), "retried later");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the post was not cut off at 5 s"
+    );
+    let paths: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.path_and_query.clone())
+        .collect();
+    assert!(
+        !paths.iter().any(|p| p.starts_with("/elsewhere")),
+        "a redirect was followed: {paths:?}"
+    );
+    // (The redirect may have been retried meanwhile: its backoff of 5 s
+    // passes while the silent receiver is waited for.)
+    assert!(paths.iter().any(|p| p == "/redirect"), "{paths:?}");
+}
+
+/// Two servers on one Postgres database, both sending: every notice,
+/// whichever server filed it, reaches the receiver exactly once.
+#[tokio::test]
+async fn replicas_deliver_each_notice_once() {
+    let receiver = Upstream::start(&["hooks.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let allow = format!("hooks.example.test:{}", receiver.port());
+    let env = receiver_env(&receiver, &dir, "hooks.example.test", Some(allow));
+    let mut options = Options::new(Backend::Postgres);
+    options.env = env.clone();
+    let primary = TestServer::start_with(options).await;
+    let mut options = primary.replica_options();
+    options.env = env;
+    let replica = TestServer::start_with(options).await;
+    let admin = primary.tenant("acme").await;
+    set_notifier(
+        &admin,
+        &format!("https://hooks.example.test:{}/ok", receiver.port()),
+        b"whsec-e2e-replicas-0123456789",
+    )
+    .await
+    .expect("set notifier");
+    file_request(&primary, &admin, "agent-0", Some("sk-replica-notice")).await;
+    const AGENTS: usize = 8;
+    for i in 1..AGENTS {
+        let name = format!("agent-{i}");
+        let (_, _) = primary.principal(&admin, &name, pb::Role::Agent).await;
+        // Filed through either server.
+        let server = if i % 2 == 0 { &primary } else { &replica };
+        let agent = server
+            .client(&format!("spiffe://e2e.test/acme/{name}"))
+            .await;
+        agent
+            .policy()
+            .file_access_request(pb::FileAccessRequestRequest {
+                credential: Some(pb::CredentialPath {
+                    environment: "dev".into(),
+                    name: "llm/openai".into(),
+                }),
+                capability: pb::Capability::Reveal as i32,
+                purpose: format!("report {i}"),
+                ..Default::default()
+            })
+            .await
+            .expect("file");
+    }
+    let log = log_until(&admin, "every notice delivered", |l| {
+        l.len() == AGENTS && l.iter().all(|d| d.delivered_at.is_some())
+    })
+    .await;
+    assert!(log.iter().all(|d| d.attempts == 1), "{log:?}");
+    // Both servers keep polling: nothing is sent twice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = receiver.received();
+    let mut ids: Vec<&str> = got
+        .iter()
+        .filter_map(|r| r.header("strongroom-delivery"))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(got.len(), AGENTS, "each notice posted once");
+    assert_eq!(ids.len(), AGENTS);
 }

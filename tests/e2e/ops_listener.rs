@@ -15,7 +15,7 @@ use tonic::Code;
 on_both_backends!(probes_and_metrics_without_secrets_or_names);
 
 /// The operations listener's address, from the server's log.
-fn ops_addr(server: &TestServer) -> SocketAddr {
+pub(crate) fn ops_addr(server: &TestServer) -> SocketAddr {
     server
         .logs
         .lines()
@@ -32,7 +32,7 @@ fn ops_addr(server: &TestServer) -> SocketAddr {
 }
 
 /// `GET path` over plain HTTP/1.0: (status, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to the operations listener");

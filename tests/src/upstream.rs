@@ -11,6 +11,8 @@
 //!   `x-echo-authorization`;
 //! - `/redirect...`: 302 to `/elsewhere`;
 //! - `/status/NNN`: status NNN with an empty body;
+//! - `/fail-once...`: 500 the first time this exact path is requested, 200
+//!   `ok` after that (a receiver that recovers);
 //! - `/slow/MS`: waits MS milliseconds, then 200;
 //! - `/bytes/N`: 200 with N bytes of `x`;
 //! - `/encoded`: the `/echo` text labelled `Content-Encoding: gzip` (as an
@@ -85,6 +87,7 @@ pub struct Upstream {
     received: Arc<Mutex<Vec<Received>>>,
     dir: Arc<Mutex<Option<PathBuf>>>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -129,12 +132,14 @@ impl Upstream {
         let received = Arc::new(Mutex::new(Vec::new()));
         let dir = Arc::new(Mutex::new(None));
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let task = tokio::spawn(accept_loop(
             listener,
             acceptor,
             Arc::clone(&received),
             Arc::clone(&dir),
             Arc::clone(&connections),
+            Arc::clone(&accepted),
         ));
         Self {
             addr,
@@ -142,6 +147,7 @@ impl Upstream {
             received,
             dir,
             connections,
+            accepted,
             task,
         }
     }
@@ -172,6 +178,12 @@ impl Upstream {
         self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// How many TCP connections were accepted so far, whether or not their
+    /// TLS handshake completed.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Every request received so far, in order.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().expect("received lock").clone()
@@ -190,11 +202,13 @@ async fn accept_loop(
     received: Arc<Mutex<Vec<Received>>>,
     dir: Arc<Mutex<Option<PathBuf>>>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
+        accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // As a real server does: a response's frames are not held back
         // waiting for the peer's acknowledgement (Nagle).
         let _ = tcp.set_nodelay(true);
@@ -279,7 +293,15 @@ async fn handle(
         headers: headers.clone(),
         body,
     };
-    received.lock().expect("received lock").push(record);
+    let earlier = {
+        let mut all = received.lock().expect("received lock");
+        let earlier = all
+            .iter()
+            .filter(|r| r.path_and_query == path_and_query)
+            .count();
+        all.push(record);
+        earlier
+    };
 
     let path = parts.uri.path();
     let reply = |status: u16, body: Vec<u8>| {
@@ -292,7 +314,13 @@ async fn handle(
     for (name, value) in &headers {
         echo.push_str(&format!("{name}: {value}\n"));
     }
-    let response = if let Some(n) = path.strip_prefix("/padded/") {
+    let response = if path.starts_with("/fail-once") {
+        if earlier == 0 {
+            reply(500, b"receiver-body-not-to-be-logged".to_vec())
+        } else {
+            reply(200, b"ok".to_vec())
+        }
+    } else if let Some(n) = path.strip_prefix("/padded/") {
         let pad = vec![b'x'; n.parse().unwrap_or(0)];
         let mut all = pad.clone();
         all.extend_from_slice(echo.as_bytes());

@@ -199,6 +199,8 @@ pub enum SystemTask {
     LeaseSweeper,
     /// Marks expired credentials and sends rotation reminders.
     RotationMonitor,
+    /// Sends the notifier's due webhook deliveries.
+    NotifierSender,
 }
 
 impl SystemTask {
@@ -211,6 +213,7 @@ impl SystemTask {
             Self::AbuseSweeper => "abuse_sweeper",
             Self::LeaseSweeper => "lease_sweeper",
             Self::RotationMonitor => "rotation_monitor",
+            Self::NotifierSender => "notifier_sender",
         }
     }
 }

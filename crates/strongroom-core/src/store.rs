@@ -247,6 +247,7 @@ pub trait Store:
     + AccessRequestStore
     + IdempotencyStore
     + RotationStore
+    + crate::notify::NotificationStore
     + Send
     + Sync
     + 'static
@@ -267,6 +268,7 @@ impl<T> Store for T where
         + AccessRequestStore
         + IdempotencyStore
         + RotationStore
+        + crate::notify::NotificationStore
         + Send
         + Sync
         + 'static

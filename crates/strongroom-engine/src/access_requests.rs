@@ -229,9 +229,14 @@ impl Engine {
             .map(|_| crate::notify::access_request_delivery(&request, now));
         // Not `durable`, which answers every store error UNAVAILABLE: the
         // store's refusals reach the caller as they are (as for grants).
-        self.store
+        let filed = self
+            .store
             .file_access_request(&scope, &request, notice.as_ref(), now, draft)
-            .await
+            .await?;
+        if filed.1 && notice.is_some() {
+            self.wake_notifier();
+        }
+        Ok(filed)
     }
 
     /// The draft of an event about `request`.

@@ -102,6 +102,8 @@ pub struct Engine {
     abuse: Arc<AbuseGuard>,
     /// Least depth of a SPIFFE prefix namespace an operator may assign.
     min_namespace_depth: usize,
+    /// Wakes the notifier's sender when this server enqueues a delivery.
+    notifier_wake: tokio::sync::Notify,
 }
 
 impl Engine {
@@ -143,6 +145,7 @@ impl Engine {
             failed_auth: audit::FailedAuthLog::default(),
             abuse,
             min_namespace_depth: strongroom_core::principal::DEFAULT_MIN_NAMESPACE_DEPTH,
+            notifier_wake: tokio::sync::Notify::new(),
         }
     }
 

@@ -7,12 +7,13 @@
 //! own are here. Each is named for what the engine asks of it, speaks in
 //! domain types, reports failure as a [`strongroom_core::Error`], and is
 //! driven by an engine operation that decides what to hand it (the engine
-//! never learns where it goes). Outbound notifications (webhooks) and the
-//! relay's upstream are to follow the same pattern.
+//! never learns where it goes). The notifier's webhooks go out through
+//! [`WebhookPoster`]; the relay's upstream is to follow the same pattern.
 
 use std::future::Future;
 
 use strongroom_core::Result;
+use strongroom_core::ids::{DeliveryId, TenantId};
 use strongroom_crypto::SignedCheckpoint;
 
 /// Where signed checkpoints are kept outside the database, so a database
@@ -23,4 +24,67 @@ pub trait CheckpointSink: Send {
     /// of them counts as kept (they are handed over again next time).
     fn keep(&mut self, checkpoints: &[SignedCheckpoint])
     -> impl Future<Output = Result<()>> + Send;
+}
+
+/// One signed webhook delivery to post: everything the HTTP request
+/// carries, decided by the engine.
+#[derive(Clone, Copy)]
+pub struct WebhookPost<'a> {
+    /// The tenant whose notifier it is.
+    pub tenant: TenantId,
+    /// Its name (what a tenant-scoped `relay.allow_internal` entry names).
+    pub tenant_name: &'a str,
+    /// The delivery (for log lines).
+    pub delivery: DeliveryId,
+    /// The tenant's notifier URL (`https://` only).
+    pub url: &'a str,
+    /// The JSON body, exactly as signed.
+    pub body: &'a [u8],
+    /// The headers to send with it, besides the content type: the
+    /// timestamp, the signature, the delivery id and the event.
+    pub headers: &'a [(&'static str, String)],
+}
+
+impl std::fmt::Debug for WebhookPost<'_> {
+    /// Without the body or the headers (the signature).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookPost")
+            .field("tenant", &self.tenant)
+            .field("delivery", &self.delivery)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What posting a delivery came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// The receiver answered 2xx.
+    Delivered {
+        /// Its status.
+        status: u16,
+    },
+    /// The receiver answered anything else (a redirect included: none is
+    /// followed).
+    Answered {
+        /// Its status.
+        status: u16,
+    },
+    /// No answer: refused before connecting (an internal address, not
+    /// HTTPS), unreachable, an untrusted certificate, a timeout. `reason`
+    /// is short and the poster's own words: never the receiver's body,
+    /// never the signature.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Posts webhook deliveries (the server: over HTTPS only, to an address it
+/// resolved and checked against the internal-address policy, verifying the
+/// receiver's certificate, within a bounded time, following no redirect,
+/// reading a bounded part of the answer and keeping only its status).
+pub trait WebhookPoster: Send + Sync {
+    /// Posts `post` once.
+    fn post(&self, post: WebhookPost<'_>) -> impl Future<Output = WebhookOutcome> + Send;
 }

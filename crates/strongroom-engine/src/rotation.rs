@@ -207,6 +207,9 @@ impl Engine {
                     if new {
                         total += 1;
                         self.log_reminder(tenant.id, r, &m.credential);
+                        if r.delivery.is_some() {
+                            self.wake_notifier();
+                        }
                         if r.kind == ReminderKind::Expired {
                             self.changed(Change::Credential(tenant.id, r.credential));
                         }

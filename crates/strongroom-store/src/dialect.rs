@@ -53,6 +53,12 @@ pub trait Dialect: Database + Binds + Reads {
     /// [`Dialect::LOCK_TENANT_HEAD`].
     const LOCK_PLATFORM_HEAD: &'static str;
 
+    /// What ends a `SELECT` that claims rows for one writer: locked until
+    /// commit, rows another transaction holds skipped rather than waited
+    /// for (Postgres: `FOR UPDATE SKIP LOCKED`); nothing where a write
+    /// transaction already excludes every other writer (SQLite).
+    const SKIP_LOCKED: &'static str;
+
     /// Whether a batch of events only (reveals, denials) on the head its
     /// committer last wrote may take [`Dialect::fast_events`].
     const FAST_EVENTS: bool = false;

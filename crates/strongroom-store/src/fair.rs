@@ -879,6 +879,41 @@ impl<S: Store> AccessRequestStore for FairShare<S> {
     }
 }
 
+// The notifier sender's work belongs to no caller (a bounded batch per
+// tenant and pass), like the sweeper's: not counted against a share.
+#[async_trait]
+impl<S: Store> strongroom_core::notify::NotificationStore for FairShare<S> {
+    async fn due_notification_tenants(&self, now: Timestamp, limit: u32) -> Result<Vec<TenantId>> {
+        self.inner.due_notification_tenants(now, limit).await
+    }
+
+    async fn claim_notification_deliveries(
+        &self,
+        tenant: TenantId,
+        now: Timestamp,
+        hold_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<strongroom_core::notify::Delivery>> {
+        self.inner
+            .claim_notification_deliveries(tenant, now, hold_until, limit)
+            .await
+    }
+
+    async fn record_notification_attempt(
+        &self,
+        tenant: TenantId,
+        attempt: &strongroom_core::notify::DeliveryAttempt,
+    ) -> Result<bool> {
+        self.inner
+            .record_notification_attempt(tenant, attempt)
+            .await
+    }
+
+    async fn notifier_tenant(&self, tenant: TenantId) -> Result<(Tenant, Vec<WrappedKekRecord>)> {
+        self.inner.notifier_tenant(tenant).await
+    }
+}
+
 // Idempotency records are counted against the caller's tenant's share
 // like its other calls; platform operators' records pass straight through,
 // and so does the sweeper's purge.

@@ -23,6 +23,7 @@ mod idempotency;
 mod identity;
 mod leases;
 mod meta;
+mod notifications;
 mod postgres;
 mod principals;
 mod rotation;

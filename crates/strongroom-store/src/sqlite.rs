@@ -109,6 +109,8 @@ impl Dialect for Sqlite {
     const LOCK_PLATFORM_HEAD: &'static str =
         "SELECT sequence, hash FROM platform_audit_heads WHERE id = 1";
 
+    const SKIP_LOCKED: &'static str = "";
+
     /// No row-level security: the transaction is the same for every tenant.
     async fn begin_tenant(
         store: &SqliteStore,

@@ -25,7 +25,7 @@ const INSERT: &str = concat!(
 );
 
 /// Reads tenant `$1`.
-const BY_ID: &str = concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1");
+pub(crate) const BY_ID: &str = concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1");
 
 /// A page of `$2` tenants with ids above `$1`.
 const PAGE: &str = concat!(
@@ -57,7 +57,7 @@ const INSERT_KEK: &str = "\
     INSERT INTO tenant_keks (tenant_id, version, wrapped, created_at) VALUES ($1, $2, $3, $4)";
 
 /// Every KEK version of tenant `$1`, oldest first.
-const KEKS: &str = "\
+pub(crate) const KEKS: &str = "\
     SELECT tenant_id, version, wrapped, created_at FROM tenant_keks \
     WHERE tenant_id = $1 ORDER BY version";
 

@@ -68,6 +68,9 @@ pub struct App {
     call_metrics: Option<Arc<crate::edge::CallMetrics>>,
     ops: Option<OpsListener>,
     relay: crate::relay::RelayHandler,
+    notifier: crate::notifier::WebhookClient,
+    /// The meter of the server's instruments, if it has one.
+    meter: Option<opentelemetry::metrics::Meter>,
 }
 
 /// The bound operations listener and the reader its `/metrics` collects
@@ -527,6 +530,12 @@ impl App {
                     message: e.0,
                 }
             })?;
+        let notifier = crate::notifier::WebhookClient::new(&config.relay).map_err(|e| {
+            crate::config::ConfigError {
+                key: "relay".into(),
+                message: e.0,
+            }
+        })?;
         // The checkpoint signing key is derived from the root key.
         engine
             .checkpoint_key()
@@ -574,6 +583,8 @@ impl App {
             call_metrics: telemetry.call_metrics(),
             ops,
             relay,
+            notifier,
+            meter: telemetry.meter().cloned(),
         })
     }
 
@@ -631,6 +642,8 @@ impl App {
             call_metrics,
             ops,
             relay,
+            notifier,
+            meter,
         } = self;
         let (stopping_tx, stopping_rx) = watch::channel(false);
         let service = crate::grpc::routes(
@@ -664,6 +677,13 @@ impl App {
         tokio::spawn(monitor_rotation(
             Arc::clone(&engine),
             limits.rotation_monitor_interval,
+            stopping_rx.clone(),
+        ));
+        tokio::spawn(crate::notifier::run(
+            Arc::clone(&engine),
+            notifier,
+            strongroom_engine::notify::POLL_INTERVAL,
+            meter,
             stopping_rx.clone(),
         ));
         tokio::spawn(crate::checkpoint_task::run(

@@ -14,6 +14,7 @@ pub mod dev;
 pub mod edge;
 pub mod grpc;
 pub mod health;
+pub mod notifier;
 pub mod ops;
 pub mod relay;
 pub mod serve;

@@ -13,7 +13,7 @@
 //!
 //! The tenant's notifier (URL and signing secret) is a tenant setting; its
 //! secret is sealed under the tenant's KEK with [`seal_secret`] and opened
-//! only to sign a delivery ([`Engine::notifier_secret`]).
+//! only to sign a delivery (the sender, `sender.rs`).
 
 use std::time::Duration;
 
@@ -21,13 +21,16 @@ use serde::Serialize;
 use strongroom_core::Result;
 use strongroom_core::ids::DeliveryId;
 use strongroom_core::notify::NewDelivery;
-use strongroom_core::scope::TenantScope;
-use strongroom_core::tenant::NotifierSetting;
+use strongroom_core::tenant::{NotifierSetting, WrappedKekRecord};
 use strongroom_crypto::{Aad, Envelope, Kek};
 use zeroize::Zeroizing;
 
 use crate::Engine;
 use crate::keyring::crypto_error;
+
+mod sender;
+
+pub use sender::{CLAIM_HOLD, MAX_AGE, POLL_INTERVAL, SendPass};
 use strongroom_core::access::AccessRequestRecord;
 use strongroom_core::ids::TenantId;
 use strongroom_core::time::Timestamp;
@@ -37,6 +40,13 @@ pub const TIMESTAMP_HEADER: &str = "Strongroom-Timestamp";
 
 /// The header carrying `v1=<hex HMAC-SHA256>` of `timestamp "." body`.
 pub const SIGNATURE_HEADER: &str = "Strongroom-Signature";
+
+/// The header carrying the delivery's id: the same on every attempt, so a
+/// receiver can ignore a delivery it already took.
+pub const DELIVERY_HEADER: &str = "Strongroom-Delivery";
+
+/// The header carrying the delivery's event.
+pub const EVENT_HEADER: &str = "Strongroom-Event";
 
 /// The body's schema version.
 pub const NOTICE_SCHEMA: u32 = 1;
@@ -136,17 +146,22 @@ pub(crate) fn seal_secret(
 }
 
 impl Engine {
-    /// Opens the scope's tenant's notifier signing secret.
-    pub async fn notifier_secret(
+    /// Opens `tenant`'s notifier signing secret, its KEK unwrapped from
+    /// `keks` (the tenant's wrapped KEKs) unless the keyring holds it.
+    pub(crate) async fn open_notifier_secret(
         &self,
-        scope: &TenantScope<'_>,
+        tenant: TenantId,
         notifier: &NotifierSetting,
+        keks: Vec<WrappedKekRecord>,
     ) -> Result<Zeroizing<Vec<u8>>> {
         let bytes = hex::decode(&notifier.sealed_secret)
             .map_err(|_| strongroom_core::Error::internal("malformed sealed notifier secret"))?;
         let envelope = Envelope::from_bytes(&bytes).map_err(crypto_error)?;
-        let kek = self.kek(scope, envelope.kek_version()).await?;
-        kek.open(&secret_aad(scope.tenant_id()), &envelope)
+        let kek = self
+            .keyring
+            .kek(tenant, envelope.kek_version(), || async move { Ok(keks) })
+            .await?;
+        kek.open(&secret_aad(tenant), &envelope)
             .map_err(crypto_error)
     }
 }

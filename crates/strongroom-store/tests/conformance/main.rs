@@ -8,6 +8,7 @@
 //! * `rls`: Postgres row-level security on its own, with raw SQL.
 //! * `chains`: chain heads and the platform-level chain (`ChainStore`).
 //! * `idempotency`: the records of idempotent retries.
+//! * `notifications`: the notifier sender's claims and attempt records.
 //! * `group_commit`: reveal checks, the group committer under concurrent
 //!   and failing jobs, and change notices (`changes()`).
 //!
@@ -31,6 +32,7 @@ mod group_commit;
 mod idempotency;
 mod isolation_level;
 mod isolation_model;
+mod notifications;
 mod rls;
 mod rotation;
 mod support;
@@ -61,6 +63,8 @@ conformance! {
     access_requests::denial_and_expiry => access_requests_denial_and_expiry_postgres, access_requests_denial_and_expiry_sqlite;
     access_requests::list_filters_and_pages => access_requests_list_filters_and_pages_postgres, access_requests_list_filters_and_pages_sqlite;
     access_requests::filing_enqueues_a_delivery => access_requests_filing_enqueues_a_delivery_postgres, access_requests_filing_enqueues_a_delivery_sqlite;
+    notifications::claims_count_hold_and_record => notifications_claims_count_hold_and_record_postgres, notifications_claims_count_hold_and_record_sqlite;
+    notifications::concurrent_claims_take_each_once => notifications_concurrent_claims_take_each_once_postgres, notifications_concurrent_claims_take_each_once_sqlite;
     cases::identity_resolution => identity_resolution_postgres, identity_resolution_sqlite;
     cases::disabled_principal_is_denied => disabled_principal_is_denied_postgres, disabled_principal_is_denied_sqlite;
     cases::identity_belongs_to_one_tenant => identity_belongs_to_one_tenant_postgres, identity_belongs_to_one_tenant_sqlite;

@@ -528,7 +528,8 @@ pub async fn rls_platform_mode_reads_only_the_registry(admin: PgPool) {
 }
 
 /// The lease sweeper's mode (`strongroom.lease_sweep`) opens every
-/// tenant's leases and access requests (the sweeper expires both) to
+/// tenant's leases and access requests (the sweeper expires both) and
+/// notifier deliveries (the sender finds the tenants with some due) to
 /// reading and nothing else, and writes nothing.
 pub async fn rls_lease_sweep_reads_only_leases(admin: PgPool) {
     let world = Populated::new(admin).await;
@@ -546,7 +547,10 @@ pub async fn rls_lease_sweep_reads_only_leases(admin: PgPool) {
             .fetch_one(&world.admin)
             .await
             .expect("count as superuser");
-        let expected = if table == "leases" || table == "access_requests" {
+        let expected = if matches!(
+            table,
+            "leases" | "access_requests" | "notification_deliveries"
+        ) {
             total
         } else {
             0
@@ -564,6 +568,11 @@ pub async fn rls_lease_sweep_reads_only_leases(admin: PgPool) {
         .await
         .expect("update");
     assert_eq!(done.rows_affected(), 0, "the sweep mode writes no request");
+    let done = sqlx::query("UPDATE notification_deliveries SET attempts = 99")
+        .execute(&mut *tx)
+        .await
+        .expect("update");
+    assert_eq!(done.rows_affected(), 0, "the sweep mode writes no delivery");
     tx.rollback().await.expect("rollback");
     world.close().await;
 }

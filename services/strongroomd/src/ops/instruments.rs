@@ -12,7 +12,10 @@
 //!   and `strongroom.db.pool.max` (gauge): the database pool, read at
 //!   collection;
 //! - `strongroom.tls.crl.stale` (gauge): client CRLs in force whose
-//!   nextUpdate has passed (also logged at every check of the TLS files).
+//!   nextUpdate has passed (also logged at every check of the TLS files);
+//! - `strongroom.notifier.deliveries` (counter; `outcome`: `delivered`,
+//!   `retrying`, `given_up`): the webhook notifier's attempts, counted by
+//!   its task after each pass (`crate::notifier::run`).
 //!
 //! No label names a tenant, principal or credential.
 

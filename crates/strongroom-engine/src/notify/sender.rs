@@ -1,0 +1,538 @@
+//! The notifier's sender: finds the tenants with deliveries due (by the
+//! engine's clock), claims each tenant's due deliveries (the store holds
+//! a claimed delivery for [`CLAIM_HOLD`], so no other server sends it
+//! meanwhile), signs each with the tenant's opened signing secret, hands
+//! it to the [`WebhookPoster`], and records what the attempt came to: the
+//! status or a short reason (never the receiver's body), and the next
+//! attempt after the backoff ([`super::retry_delay`]), or none once
+//! delivered or given up ([`super::MAX_ATTEMPTS`] attempts, or [`MAX_AGE`]
+//! after it was enqueued).
+//!
+//! Generic over the event: whatever enqueued a delivery (access requests,
+//! rotation reminders), its `event` and JSON `payload` are sent as they
+//! are, in the envelope of [`super::signed`]. Log lines name the tenant,
+//! the delivery, the event, the attempt and the outcome; never the secret,
+//! the signature or the body.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strongroom_core::Result;
+use strongroom_core::ids::TenantId;
+use strongroom_core::notify::{Delivery, DeliveryAttempt};
+use strongroom_core::scope::SystemScope;
+use strongroom_core::tenant::{Tenant, TenantStatus, WrappedKekRecord};
+use strongroom_core::time::Timestamp;
+
+use super::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, retry_delay};
+use crate::Engine;
+use crate::ports::{WebhookOutcome, WebhookPost, WebhookPoster};
+
+/// How long a claim holds a delivery from other servers: well past the
+/// longest a batch of sends may take ([`CLAIM_BATCH`] posts one after the
+/// other, each bounded by the poster's timeout of a few seconds). A sender
+/// that dies mid-attempt leaves the delivery due again after this.
+pub const CLAIM_HOLD: Duration = Duration::from_secs(120);
+
+/// After this long since it was enqueued, a delivery that failed is given
+/// up whatever its attempts.
+pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Deliveries claimed at once for one tenant.
+const CLAIM_BATCH: u32 = 8;
+
+/// Batches sent per tenant in one pass (so one tenant's backlog does not
+/// hold back the others').
+const BATCHES_PER_TENANT: u32 = 4;
+
+/// Tenants served in one pass.
+const TENANTS_PER_PASS: u32 = 100;
+
+/// Tenants served at once.
+const TENANTS_AT_ONCE: usize = 16;
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendPass {
+    /// Deliveries answered 2xx.
+    pub delivered: u32,
+    /// Attempts that failed and will be tried again.
+    pub retrying: u32,
+    /// Deliveries given up.
+    pub given_up: u32,
+}
+
+impl SendPass {
+    /// Adds a tenant's turn (a turn that panicked counts nothing).
+    fn add(&mut self, turn: std::result::Result<SendPass, tokio::task::JoinError>) {
+        if let Ok(t) = turn {
+            self.delivered += t.delivered;
+            self.retrying += t.retrying;
+            self.given_up += t.given_up;
+        }
+    }
+}
+
+/// What the engine decided about one claimed delivery before posting.
+enum Prepared {
+    /// Post it.
+    Post {
+        body: Vec<u8>,
+        headers: Vec<(&'static str, String)>,
+    },
+    /// Do not: fail the attempt for `reason`, and give up at once if
+    /// `fatal` (nothing a retry could change).
+    Fail { reason: String, fatal: bool },
+}
+
+impl Engine {
+    /// Wakes the sender (this server enqueued a delivery).
+    pub(crate) fn wake_notifier(&self) {
+        self.notifier_wake.notify_one();
+    }
+
+    /// Returns when this server enqueued a delivery since the last call
+    /// returned (at once if it did meanwhile): the sender's prompt wake-up,
+    /// beside its polling.
+    pub async fn notification_enqueued(&self) {
+        self.notifier_wake.notified().await;
+    }
+
+    /// One pass of the sender: every due delivery of up to a bounded number
+    /// of tenants claimed, posted through `poster` and recorded. Tenants
+    /// are served side by side (at most [`TENANTS_AT_ONCE`]), so one whose
+    /// receiver never answers delays no other's; one tenant's deliveries go
+    /// one after the other. A store error ends that tenant's turn (logged;
+    /// the next pass tries again, and a claimed delivery is due again after
+    /// [`CLAIM_HOLD`]); finding the due tenants failing ends the pass.
+    pub async fn send_due_notifications<P: WebhookPoster + 'static>(
+        self: &Arc<Self>,
+        _system: &SystemScope,
+        poster: &Arc<P>,
+    ) -> Result<SendPass> {
+        let mut pass = SendPass::default();
+        let tenants = self
+            .store
+            .due_notification_tenants(self.now(), TENANTS_PER_PASS)
+            .await?;
+        let mut running = tokio::task::JoinSet::new();
+        for tenant in tenants {
+            if running.len() >= TENANTS_AT_ONCE
+                && let Some(done) = running.join_next().await
+            {
+                pass.add(done);
+            }
+            let engine = Arc::clone(self);
+            let poster = Arc::clone(poster);
+            running.spawn(async move {
+                let mut turn = SendPass::default();
+                if let Err(e) = engine.send_tenant(tenant, &*poster, &mut turn).await {
+                    tracing::warn!(tenant = %tenant, error = %e, "a notifier turn failed");
+                }
+                turn
+            });
+        }
+        while let Some(done) = running.join_next().await {
+            pass.add(done);
+        }
+        Ok(pass)
+    }
+
+    async fn send_tenant<P: WebhookPoster>(
+        &self,
+        tenant: TenantId,
+        poster: &P,
+        pass: &mut SendPass,
+    ) -> Result<()> {
+        let mut loaded: Option<(Tenant, Vec<WrappedKekRecord>)> = None;
+        for _ in 0..BATCHES_PER_TENANT {
+            let now = self.now();
+            let claimed = self
+                .store
+                .claim_notification_deliveries(tenant, now, now.plus(CLAIM_HOLD), CLAIM_BATCH)
+                .await?;
+            if claimed.is_empty() {
+                return Ok(());
+            }
+            if loaded.is_none() {
+                loaded = Some(self.store.notifier_tenant(tenant).await?);
+            }
+            let Some((record, keks)) = &loaded else {
+                return Ok(());
+            };
+            let full = claimed.len() == CLAIM_BATCH as usize;
+            for delivery in claimed {
+                let attempt = self.attempt(record, keks, &delivery, poster).await;
+                self.record(tenant, &delivery, &attempt, pass).await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Signs `delivery` for `tenant` as of now, or says why it cannot be
+    /// sent.
+    async fn prepare(
+        &self,
+        tenant: &Tenant,
+        keks: &[WrappedKekRecord],
+        delivery: &Delivery,
+    ) -> Prepared {
+        if tenant.status != TenantStatus::Active {
+            return Prepared::Fail {
+                reason: "the tenant is not active".into(),
+                fatal: tenant.status == TenantStatus::Shredded,
+            };
+        }
+        let Some(notifier) = &tenant.settings.notifier else {
+            return Prepared::Fail {
+                reason: "the tenant has no notifier set".into(),
+                fatal: true,
+            };
+        };
+        let secret = match self
+            .open_notifier_secret(tenant.id, notifier, keks.to_vec())
+            .await
+        {
+            Ok(s) => s,
+            Err(_) => {
+                return Prepared::Fail {
+                    reason: "the signing secret could not be opened".into(),
+                    fatal: false,
+                };
+            }
+        };
+        match signed_post(&secret, tenant.id, delivery, self.now()) {
+            Some((body, headers)) => Prepared::Post { body, headers },
+            None => Prepared::Fail {
+                reason: "the stored notice is not JSON".into(),
+                fatal: true,
+            },
+        }
+    }
+
+    /// One attempt at `delivery` (claimed as attempt `delivery.attempts`):
+    /// what to record.
+    async fn attempt<P: WebhookPoster>(
+        &self,
+        tenant: &Tenant,
+        keks: &[WrappedKekRecord],
+        delivery: &Delivery,
+        poster: &P,
+    ) -> DeliveryAttempt {
+        let outcome = match self.prepare(tenant, keks, delivery).await {
+            Prepared::Post { body, headers } => {
+                // `prepare` checked there is one.
+                let url = tenant
+                    .settings
+                    .notifier
+                    .as_ref()
+                    .map(|n| n.url.as_str())
+                    .unwrap_or_default();
+                if url.starts_with("https://") {
+                    poster
+                        .post(WebhookPost {
+                            tenant: tenant.id,
+                            tenant_name: tenant.name.as_str(),
+                            delivery: delivery.id,
+                            url,
+                            body: &body,
+                            headers: &headers,
+                        })
+                        .await
+                } else {
+                    // Settings only take https URLs; one that slipped in is
+                    // never posted to.
+                    WebhookOutcome::Failed {
+                        reason: "refused: the notifier URL is not https".into(),
+                    }
+                }
+            }
+            Prepared::Fail { reason, fatal } => {
+                return settle(delivery, self.now(), None, reason, fatal);
+            }
+        };
+        attempt_of(delivery, outcome, self.now())
+    }
+
+    /// Records `attempt` and logs it (ids, the event, the status, our own
+    /// reason; nothing the receiver said).
+    async fn record(
+        &self,
+        tenant: TenantId,
+        delivery: &Delivery,
+        attempt: &DeliveryAttempt,
+        pass: &mut SendPass,
+    ) -> Result<()> {
+        let kept = self
+            .store
+            .record_notification_attempt(tenant, attempt)
+            .await?;
+        if !kept {
+            tracing::warn!(
+                tenant = %tenant,
+                delivery = %delivery.id,
+                attempt = attempt.attempt,
+                "a notifier delivery was claimed again before its attempt was recorded"
+            );
+            return Ok(());
+        }
+        let status = attempt.status.map(u32::from).unwrap_or(0);
+        if attempt.delivered_at.is_some() {
+            pass.delivered += 1;
+            tracing::info!(
+                tenant = %tenant,
+                delivery = %delivery.id,
+                event = %delivery.event,
+                attempt = attempt.attempt,
+                status,
+                "notifier delivery delivered"
+            );
+        } else if attempt.next_attempt_at.is_some() {
+            pass.retrying += 1;
+            tracing::warn!(
+                tenant = %tenant,
+                delivery = %delivery.id,
+                event = %delivery.event,
+                attempt = attempt.attempt,
+                status,
+                error = %attempt.error,
+                "notifier delivery failed; retrying"
+            );
+        } else {
+            pass.given_up += 1;
+            tracing::warn!(
+                tenant = %tenant,
+                delivery = %delivery.id,
+                event = %delivery.event,
+                attempt = attempt.attempt,
+                status,
+                error = %attempt.error,
+                "notifier delivery given up"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The sender's default polling interval: what bounds how late a delivery
+/// due by the clock (a retry, or one another server enqueued) is sent.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A signed delivery's body and its headers.
+type SignedPost = (Vec<u8>, Vec<(&'static str, String)>);
+
+/// The body and headers of `delivery` for `tenant`, signed under `secret`
+/// at `at`; `None` if its stored payload is not JSON. The event and data
+/// are the delivery's own, whatever enqueued it.
+fn signed_post(
+    secret: &[u8],
+    tenant: TenantId,
+    delivery: &Delivery,
+    at: Timestamp,
+) -> Option<SignedPost> {
+    let data = serde_json::from_str::<serde_json::Value>(&delivery.payload).ok()?;
+    let signed = super::signed(secret, tenant, &delivery.event, &data, at);
+    Some((
+        signed.body,
+        vec![
+            (TIMESTAMP_HEADER, signed.timestamp),
+            (SIGNATURE_HEADER, signed.signature),
+            (DELIVERY_HEADER, delivery.id.to_string()),
+            (EVENT_HEADER, delivery.event.clone()),
+        ],
+    ))
+}
+
+/// What to record of `delivery`'s attempt (claimed as attempt
+/// `delivery.attempts`) that came to `outcome` at `now`.
+fn attempt_of(delivery: &Delivery, outcome: WebhookOutcome, now: Timestamp) -> DeliveryAttempt {
+    match outcome {
+        WebhookOutcome::Delivered { status } => DeliveryAttempt {
+            id: delivery.id,
+            attempt: delivery.attempts,
+            status: Some(status),
+            error: String::new(),
+            next_attempt_at: None,
+            delivered_at: Some(now),
+        },
+        WebhookOutcome::Answered { status } => {
+            let reason = if (300..400).contains(&status) {
+                format!("the receiver answered {status} (redirects are not followed)")
+            } else {
+                format!("the receiver answered {status}")
+            };
+            settle(delivery, now, Some(status), reason, false)
+        }
+        WebhookOutcome::Failed { reason } => settle(delivery, now, None, reason, false),
+    }
+}
+
+/// A failed attempt at `now`: retried after the backoff, or given up
+/// (`fatal`, out of attempts, or older than [`MAX_AGE`]).
+fn settle(
+    delivery: &Delivery,
+    now: Timestamp,
+    status: Option<u16>,
+    reason: String,
+    fatal: bool,
+) -> DeliveryAttempt {
+    let next = if fatal || now >= delivery.created_at.plus(MAX_AGE) {
+        None
+    } else {
+        retry_delay(delivery.attempts).map(|d| now.plus(d))
+    };
+    let error = if next.is_none() {
+        format!(
+            "{reason}; gave up after {} attempt{}",
+            delivery.attempts,
+            if delivery.attempts == 1 { "" } else { "s" }
+        )
+    } else {
+        reason
+    };
+    DeliveryAttempt {
+        id: delivery.id,
+        attempt: delivery.attempts,
+        status,
+        error,
+        next_attempt_at: next,
+        delivered_at: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strongroom_core::ids::DeliveryId;
+
+    const AT: i64 = 1_796_601_600;
+
+    fn delivery(attempts: u32, created_at: Timestamp) -> Delivery {
+        Delivery {
+            id: DeliveryId::generate(),
+            event: "rotation.due_soon".into(),
+            payload: r#"{"credential":"llm/openai","due_at":1796601600}"#.into(),
+            attempts,
+            last_status: None,
+            last_error: String::new(),
+            next_attempt_at: Some(created_at),
+            delivered_at: None,
+            created_at,
+        }
+    }
+
+    #[test]
+    fn any_event_is_signed_with_its_own_payload_and_headers() {
+        let at = Timestamp::from_unix(AT, 0);
+        let tenant = TenantId::generate();
+        let d = delivery(1, at);
+        let (body, headers) = signed_post(b"whsec-unit", tenant, &d, at).expect("json payload");
+        let header = |n: &str| {
+            headers
+                .iter()
+                .find(|(name, _)| *name == n)
+                .map(|(_, v)| v.clone())
+                .expect("header")
+        };
+        assert_eq!(header(DELIVERY_HEADER), d.id.to_string());
+        assert_eq!(header(EVENT_HEADER), "rotation.due_soon");
+        assert_eq!(header(TIMESTAMP_HEADER), AT.to_string());
+        assert_eq!(
+            strongroom_crypto::webhook::verify(
+                b"whsec-unit",
+                &header(TIMESTAMP_HEADER),
+                &body,
+                &header(SIGNATURE_HEADER),
+                AT + 1
+            ),
+            Ok(())
+        );
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("body");
+        assert_eq!(json["event"], "rotation.due_soon");
+        assert_eq!(json["tenant_id"], tenant.to_string());
+        assert_eq!(json["sent_at"], AT);
+        assert_eq!(json["data"]["credential"], "llm/openai");
+        let text = String::from_utf8(body).expect("utf8");
+        assert!(
+            !text.contains("whsec-unit"),
+            "the secret is not in the body"
+        );
+        let mut bad = d.clone();
+        bad.payload = "not json".into();
+        assert!(signed_post(b"whsec-unit", tenant, &bad, at).is_none());
+    }
+
+    #[test]
+    fn a_2xx_is_delivered_and_ends_the_retries() {
+        let at = Timestamp::from_unix(AT, 0);
+        let d = delivery(2, at);
+        let a = attempt_of(&d, WebhookOutcome::Delivered { status: 204 }, at);
+        assert_eq!(a.attempt, 2);
+        assert_eq!(a.status, Some(204));
+        assert_eq!(a.error, "");
+        assert_eq!(a.delivered_at, Some(at));
+        assert_eq!(a.next_attempt_at, None);
+    }
+
+    #[test]
+    fn failures_back_off_then_give_up() {
+        let at = Timestamp::from_unix(AT, 0);
+        let first = attempt_of(
+            &delivery(1, at),
+            WebhookOutcome::Answered { status: 500 },
+            at,
+        );
+        assert_eq!(first.status, Some(500));
+        assert_eq!(first.error, "the receiver answered 500");
+        assert_eq!(first.next_attempt_at, Some(at.plus(Duration::from_secs(5))));
+        assert_eq!(first.delivered_at, None);
+
+        let redirect = attempt_of(
+            &delivery(3, at),
+            WebhookOutcome::Answered { status: 302 },
+            at,
+        );
+        assert!(redirect.error.contains("redirects are not followed"));
+        assert_eq!(
+            redirect.next_attempt_at,
+            Some(at.plus(Duration::from_secs(20)))
+        );
+
+        let refused = attempt_of(
+            &delivery(1, at),
+            WebhookOutcome::Failed {
+                reason: "refused: internal".into(),
+            },
+            at,
+        );
+        assert_eq!(refused.status, None);
+        assert_eq!(refused.error, "refused: internal");
+        assert!(refused.next_attempt_at.is_some());
+
+        let last = attempt_of(
+            &delivery(super::super::MAX_ATTEMPTS, at),
+            WebhookOutcome::Answered { status: 503 },
+            at,
+        );
+        assert_eq!(last.next_attempt_at, None, "attempts are bounded");
+        assert!(
+            last.error.ends_with("gave up after 8 attempts"),
+            "{}",
+            last.error
+        );
+
+        let old = attempt_of(
+            &delivery(2, at),
+            WebhookOutcome::Answered { status: 503 },
+            at.plus(MAX_AGE),
+        );
+        assert_eq!(old.next_attempt_at, None, "age is bounded");
+
+        let fatal = settle(&delivery(1, at), at, None, "no notifier".into(), true);
+        assert_eq!(fatal.next_attempt_at, None);
+        assert_eq!(fatal.error, "no notifier; gave up after 1 attempt");
+    }
+}
