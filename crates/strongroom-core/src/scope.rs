@@ -197,6 +197,9 @@ pub enum SystemTask {
     AbuseSweeper,
     /// Expires leases that ran out.
     LeaseSweeper,
+    /// Reports this replica's root keys and re-wraps data keys under new
+    /// tenant KEK versions.
+    KeyRotation,
 }
 
 impl SystemTask {
@@ -208,6 +211,7 @@ impl SystemTask {
             Self::ChangeListener => "change_listener",
             Self::AbuseSweeper => "abuse_sweeper",
             Self::LeaseSweeper => "lease_sweeper",
+            Self::KeyRotation => "key_rotation",
         }
     }
 }

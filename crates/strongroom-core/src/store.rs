@@ -20,6 +20,7 @@ pub use crate::chains::ChainStore;
 use crate::credential::{Credential, CredentialFilter, CredentialUpdate, StoredVersion};
 use crate::error::Result;
 pub use crate::idempotency::IdempotencyStore;
+pub use crate::keys::KeyStore;
 use crate::ids::{BindingId, CredentialId, GrantId, PrincipalId, TenantId};
 use crate::lease::Lease;
 pub use crate::lease::LeaseStore;
@@ -243,6 +244,7 @@ pub trait Store:
     + LeaseStore
     + AccessRequestStore
     + IdempotencyStore
+    + KeyStore
     + Send
     + Sync
     + 'static
@@ -262,6 +264,7 @@ impl<T> Store for T where
         + LeaseStore
         + AccessRequestStore
         + IdempotencyStore
+        + KeyStore
         + Send
         + Sync
         + 'static

@@ -149,13 +149,19 @@ pub enum Action {
     /// A text was scanned for leaked secrets (the findings counted, never
     /// the text).
     ScanText,
+    /// Every tenant KEK was re-wrapped under a new root key (platform
+    /// chain).
+    KeyRotateRoot,
+    /// A tenant's old KEK version, no longer wrapping any data key, was
+    /// deleted.
+    TenantKeyRetire,
     /// Anything else (named in `reason_code`).
     Other,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 50] = [
+    pub const ALL: [Action; 52] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -205,6 +211,8 @@ impl Action {
         Self::PrincipalLock,
         Self::RateLimited,
         Self::ScanText,
+        Self::KeyRotateRoot,
+        Self::TenantKeyRetire,
         Self::Other,
     ];
 
@@ -260,6 +268,8 @@ impl Action {
             Self::PrincipalLock => "principal.lock",
             Self::RateLimited => "rate_limited",
             Self::ScanText => "scan.text",
+            Self::KeyRotateRoot => "key.rotate_root",
+            Self::TenantKeyRetire => "tenant.key_retire",
             Self::Other => "other",
         }
     }

@@ -59,6 +59,8 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::PrincipalLock => P::PrincipalLock,
         Action::RateLimited => P::RateLimited,
         Action::ScanText => P::ScanText,
+        Action::KeyRotateRoot => P::KeyRotateRoot,
+        Action::TenantKeyRetire => P::KeyRetireTenant,
         Action::Other => P::Unspecified,
     }
 }
