@@ -442,17 +442,16 @@ async fn tenant_key_rotation_under_load(backend: Backend) {
         assert!(!server.logs.contains(value), "a value in the server's log");
     }
     // Audited in the tenant's chain.
-    let events = client
-        .audit()
-        .query_events(pb::QueryEventsRequest {
-            actions: vec![
-                pb::AuditAction::KeyRotateTenant as i32,
-                pb::AuditAction::KeyRetireTenant as i32,
-            ],
-            ..Default::default()
-        })
-        .await
-        .expect("audit")
-        .into_inner();
-    assert_eq!(events.events.len(), 2, "{events:?}");
+    for action in [pb::AuditAction::KeyRotateTenant, pb::AuditAction::KeyRetireTenant] {
+        let events = client
+            .audit()
+            .query_events(pb::QueryEventsRequest {
+                actions: vec![action as i32],
+                ..Default::default()
+            })
+            .await
+            .expect("audit")
+            .into_inner();
+        assert_eq!(events.events.len(), 1, "{action:?}: {events:?}");
+    }
 }

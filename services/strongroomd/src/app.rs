@@ -788,6 +788,10 @@ impl App {
             let _ = stopping_tx.send(true);
         })
         .await;
+        // Gone: a root-key rotation need not wait for this replica.
+        if let Err(e) = engine.forget_replica(&keys).await {
+            tracing::warn!(error = %e, "cannot remove this replica's root-key report");
+        }
         if let Some(task) = ops_task {
             task.abort();
         }
@@ -797,7 +801,8 @@ impl App {
 }
 
 /// Reports this replica's root keys every heartbeat (see the engine's
-/// `root_rotation.rs`) until the server stops, then removes the report.
+/// `root_rotation.rs`) until the server stops (which then removes the
+/// report).
 async fn report_root_keys(engine: Arc<Engine>, mut stopping: watch::Receiver<bool>) {
     let system = SystemScope::for_task(SystemTask::KeyRotation);
     let mut ticks = tokio::time::interval(engine.key_heartbeat());
@@ -809,12 +814,7 @@ async fn report_root_keys(engine: Arc<Engine>, mut stopping: watch::Receiver<boo
                     tracing::warn!(error = %e, "cannot report this replica's root keys");
                 }
             }
-            _ = stopping.changed() => {
-                if let Err(e) = engine.forget_replica(&system).await {
-                    tracing::warn!(error = %e, "cannot remove this replica's root-key report");
-                }
-                return;
-            }
+            _ = stopping.changed() => return,
         }
     }
 }
