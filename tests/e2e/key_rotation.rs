@@ -84,7 +84,12 @@ fn reveal_load(
     client: &Client,
     names: &[(String, String)],
     per_task: usize,
-) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::task::JoinHandle<()>,
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+) {
     let failures = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let task = |offset: usize| {
@@ -137,7 +142,10 @@ async fn serve_once(primary: &TestServer, key_file: &std::path::Path) -> std::pr
             "STRONGROOM_DATABASE_URL",
             primary.database_url.clone().expect("postgres"),
         )
-        .env("STRONGROOM_PLATFORM_OPERATORS", "spiffe://e2e.test/operator")
+        .env(
+            "STRONGROOM_PLATFORM_OPERATORS",
+            "spiffe://e2e.test/operator",
+        )
         .kill_on_drop(true)
         .output();
     tokio::time::timeout(Duration::from_secs(30), out)
@@ -188,7 +196,11 @@ async fn root_key_rotation_under_load() {
     a.await.expect("load task");
     b.await.expect("load task");
     assert_eq!(done.load(Ordering::SeqCst), 300);
-    assert_eq!(failures.load(Ordering::SeqCst), 0, "reveals failed during the rotation");
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "reveals failed during the rotation"
+    );
     assert_eq!(rotated.keys_rewrapped, 3, "acme's KEK and beta's two");
     assert_eq!(rotated.tenants, 2);
     assert_ne!(rotated.previous_key_id, rotated.new_key_id);
@@ -222,7 +234,9 @@ async fn root_key_rotation_under_load() {
     let mut server = server;
     server.restart().await;
     assert_eq!(
-        reveal(&server.client(&acme.identity).await, "svc/key-3").await.expect("reveal"),
+        reveal(&server.client(&acme.identity).await, "svc/key-3")
+            .await
+            .expect("reveal"),
         "sk-root-rotation-3"
     );
 
@@ -252,7 +266,9 @@ async fn root_key_rotation_under_load() {
         );
     }
     assert_eq!(
-        reveal(&fresh.client(&beta.identity).await, "svc/beta").await.expect("reveal"),
+        reveal(&fresh.client(&beta.identity).await, "svc/beta")
+            .await
+            .expect("reveal"),
         "sk-root-rotation-beta"
     );
     for (_, value) in &values {
@@ -294,7 +310,9 @@ async fn root_key_rotation_waits_for_every_live_replica() {
     );
     // Nothing changed: the replica without the next key still reveals.
     assert_eq!(
-        reveal(&lacking.client(&acme.identity).await, "svc/one").await.expect("reveal"),
+        reveal(&lacking.client(&acme.identity).await, "svc/one")
+            .await
+            .expect("reveal"),
         "sk-replica-wait"
     );
     // Once it is gone, the rotation proceeds.
@@ -369,7 +387,11 @@ async fn tenant_key_rotation_under_load(backend: Backend) {
     a.await.expect("load task");
     b.await.expect("load task");
     assert_eq!(done.load(Ordering::SeqCst), 300);
-    assert_eq!(failures.load(Ordering::SeqCst), 0, "reveals failed during the rotation");
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "reveals failed during the rotation"
+    );
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
@@ -389,7 +411,11 @@ async fn tenant_key_rotation_under_load(backend: Backend) {
         .iter()
         .map(|v| (v.kek_version, v.data_keys))
         .collect();
-    assert_eq!(by_version, vec![(1, 0), (2, 25)], "every data key under version 2");
+    assert_eq!(
+        by_version,
+        vec![(1, 0), (2, 25)],
+        "every data key under version 2"
+    );
     assert!(status.rotation_started_at.is_some());
 
     // The current version never retires; the old one does, once.
@@ -442,7 +468,10 @@ async fn tenant_key_rotation_under_load(backend: Backend) {
         assert!(!server.logs.contains(value), "a value in the server's log");
     }
     // Audited in the tenant's chain.
-    for action in [pb::AuditAction::KeyRotateTenant, pb::AuditAction::KeyRetireTenant] {
+    for action in [
+        pb::AuditAction::KeyRotateTenant,
+        pb::AuditAction::KeyRetireTenant,
+    ] {
         let events = client
             .audit()
             .query_events(pb::QueryEventsRequest {

@@ -160,8 +160,12 @@ pub trait KeyStore: Send + Sync {
     async fn open_rewraps(&self, system: &SystemScope) -> Result<Vec<TenantRewrap>>;
 
     /// Marks the tenant's rotation to `kek_version` finished at `at`.
-    async fn finish_rewrap(&self, scope: KeyScope<'_>, kek_version: u32, at: Timestamp)
-    -> Result<()>;
+    async fn finish_rewrap(
+        &self,
+        scope: KeyScope<'_>,
+        kek_version: u32,
+        at: Timestamp,
+    ) -> Result<()>;
 
     /// Up to `limit` stored values whose data key is wrapped by a KEK
     /// version other than `current`.
@@ -199,6 +203,5 @@ pub trait KeyStore: Send + Sync {
     /// `FailedPrecondition` while it is the current version or any stored
     /// value's data key is wrapped by it; `NotFound` if there is no such
     /// version.
-    async fn retire_kek(&self, scope: KeyScope<'_>, version: u32, audit: AuditDraft)
-    -> Result<()>;
+    async fn retire_kek(&self, scope: KeyScope<'_>, version: u32, audit: AuditDraft) -> Result<()>;
 }

@@ -265,7 +265,10 @@ impl RootKey {
     /// and the request-fingerprint key.
     pub fn derived_keys(&self) -> Result<DerivedKeys> {
         Ok(DerivedKeys {
-            checkpoint_seed: self.expand(CHECKPOINT_SIGNING_LABEL, "checkpoint signing key derivation")?,
+            checkpoint_seed: self.expand(
+                CHECKPOINT_SIGNING_LABEL,
+                "checkpoint signing key derivation",
+            )?,
             idempotency: self.expand(IDEMPOTENCY_LABEL, "idempotency key derivation")?,
         })
     }
@@ -513,7 +516,10 @@ mod tests {
             kept.idempotency_key().fingerprint(&[b"x"]),
             old.idempotency_key().unwrap().fingerprint(&[b"x"])
         );
-        assert!(old.unwrap_derived(&wrapped).is_err(), "only the new root opens it");
+        assert!(
+            old.unwrap_derived(&wrapped).is_err(),
+            "only the new root opens it"
+        );
         assert_ne!(old.key_id(), new.key_id());
         assert_eq!(old.key_id().len(), 16);
         assert!(!format!("{kept:?}").contains(&hex::encode(&kept.idempotency[..])));

@@ -75,12 +75,12 @@ pub use idempotency::{
     HeldClaim, IN_PROGRESS_WAIT, MAX_REQUEST_ID_CHARS, OUTCOME_UNKNOWN_AFTER, Retry,
 };
 pub use principals::PrincipalUpdate;
+pub use root_rotation::{DEFAULT_KEY_HEARTBEAT, RootRotation};
 pub use scan::{
     FindingSource, MAX_SCAN_TEXT_BYTES, MIN_SCAN_VALUE_BYTES, ScanFinding, ScanOptions, ScanReport,
 };
 pub use scrubbing::{MIN_SCRUBBED_LEN, Scrubbing};
 pub use settings::{DEFAULT_IDEMPOTENCY_RETENTION, Limits};
-pub use root_rotation::{DEFAULT_KEY_HEARTBEAT, RootRotation};
 pub use tenant_keys::{KeyTarget, KeyVersionStatus, TenantKeyStatus};
 pub use tenants::NotifierChange;
 

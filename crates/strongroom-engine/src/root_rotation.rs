@@ -121,9 +121,7 @@ impl Engine {
 
     async fn live_replicas(&self) -> Result<Vec<ReplicaReport>> {
         let window = self.key_heartbeat.saturating_mul(3);
-        let since = self
-            .now()
-            .minus(window);
+        let since = self.now().minus(window);
         self.store.live_replicas(since).await
     }
 
@@ -245,7 +243,9 @@ impl Engine {
             ),
         };
         if let Some(wrapped) = keep {
-            self.store.set_meta(DERIVED_KEYS, &wrapped.to_bytes()).await?;
+            self.store
+                .set_meta(DERIVED_KEYS, &wrapped.to_bytes())
+                .await?;
         }
 
         let mut draft = self.platform_draft(&scope, ctx, Action::KeyRotateRoot);
@@ -257,7 +257,9 @@ impl Engine {
         });
         self.store.append_platform_audit(draft).await?;
         let check = next.key_check().map_err(crypto_error)?;
-        self.store.set_meta(meta::KEY_CHECK, &check.to_bytes()).await?;
+        self.store
+            .set_meta(meta::KEY_CHECK, &check.to_bytes())
+            .await?;
         self.set_rotation_state(&RotationState {
             from: from.clone(),
             to: to.clone(),

@@ -133,33 +133,40 @@ impl Engine {
         ctx: &CallContext,
         target: KeyTarget,
     ) -> Result<(u32, u64)> {
-        with_key_scope!(self, caller, ctx, target, Action::TenantKeyRotate, |scope, draft| {
-            let tenant = self.store.key_tenant(scope).await?;
-            if tenant.status == TenantStatus::Shredded {
-                return Err(Error::precondition("the tenant was shredded"));
+        with_key_scope!(
+            self,
+            caller,
+            ctx,
+            target,
+            Action::TenantKeyRotate,
+            |scope, draft| {
+                let tenant = self.store.key_tenant(scope).await?;
+                if tenant.status == TenantStatus::Shredded {
+                    return Err(Error::precondition("the tenant was shredded"));
+                }
+                let version = tenant
+                    .current_kek_version
+                    .checked_add(1)
+                    .ok_or_else(|| Error::precondition("no key version is left"))?;
+                let kek = Kek::generate().map_err(crypto_error)?;
+                let wrapped = self.keyring.wrap(tenant.id, version, &kek)?;
+                let record = WrappedKekRecord {
+                    tenant: tenant.id,
+                    version,
+                    wrapped: wrapped.to_bytes(),
+                    created_at: self.now(),
+                };
+                let mut draft = draft;
+                draft.version = Some(version);
+                self.commit(tenant.id, draft, |draft| {
+                    self.store.add_kek_version(scope, &record, draft)
+                })
+                .await?;
+                self.rewrap_wake.notify_waiters();
+                let status = self.key_status(scope).await?;
+                Ok((version, status.pending))
             }
-            let version = tenant
-                .current_kek_version
-                .checked_add(1)
-                .ok_or_else(|| Error::precondition("no key version is left"))?;
-            let kek = Kek::generate().map_err(crypto_error)?;
-            let wrapped = self.keyring.wrap(tenant.id, version, &kek)?;
-            let record = WrappedKekRecord {
-                tenant: tenant.id,
-                version,
-                wrapped: wrapped.to_bytes(),
-                created_at: self.now(),
-            };
-            let mut draft = draft;
-            draft.version = Some(version);
-            self.commit(tenant.id, draft, |draft| {
-                self.store.add_kek_version(scope, &record, draft)
-            })
-            .await?;
-            self.rewrap_wake.notify_waiters();
-            let status = self.key_status(scope).await?;
-            Ok((version, status.pending))
-        })
+        )
     }
 
     /// The tenant's KEK versions and the progress of its latest rotation.
@@ -169,9 +176,14 @@ impl Engine {
         ctx: &CallContext,
         target: KeyTarget,
     ) -> Result<TenantKeyStatus> {
-        with_key_scope!(self, caller, ctx, target, Action::TenantKeyRotate, |scope, _draft| {
-            self.key_status(scope).await
-        })
+        with_key_scope!(
+            self,
+            caller,
+            ctx,
+            target,
+            Action::TenantKeyRotate,
+            |scope, _draft| self.key_status(scope).await
+        )
     }
 
     async fn key_status(&self, scope: KeyScope<'_>) -> Result<TenantKeyStatus> {
@@ -218,28 +230,35 @@ impl Engine {
         if version == 0 {
             return Err(Error::invalid("kek_version", "is required"));
         }
-        with_key_scope!(self, caller, ctx, target, Action::TenantKeyRetire, |scope, draft| {
-            let tenant = self.store.key_tenant(scope).await?;
-            if version == tenant.current_kek_version {
-                return Err(Error::precondition(
-                    "the current key version cannot be retired",
-                ));
-            }
-            if notifier_version(&tenant)? == Some(version) {
-                return Err(Error::precondition(
-                    "the notifier's signing secret is still sealed under this key version; wait \
+        with_key_scope!(
+            self,
+            caller,
+            ctx,
+            target,
+            Action::TenantKeyRetire,
+            |scope, draft| {
+                let tenant = self.store.key_tenant(scope).await?;
+                if version == tenant.current_kek_version {
+                    return Err(Error::precondition(
+                        "the current key version cannot be retired",
+                    ));
+                }
+                if notifier_version(&tenant)? == Some(version) {
+                    return Err(Error::precondition(
+                        "the notifier's signing secret is still sealed under this key version; wait \
                      for the re-wrapping",
-                ));
+                    ));
+                }
+                let mut draft = draft;
+                draft.version = Some(version);
+                self.commit(tenant.id, draft, |draft| {
+                    self.store.retire_kek(scope, version, draft)
+                })
+                .await?;
+                self.keyring.evict_version(tenant.id, version);
+                Ok(())
             }
-            let mut draft = draft;
-            draft.version = Some(version);
-            self.commit(tenant.id, draft, |draft| {
-                self.store.retire_kek(scope, version, draft)
-            })
-            .await?;
-            self.keyring.evict_version(tenant.id, version);
-            Ok(())
-        })
+        )
     }
 
     /// Waits until a tenant KEK is added on this server, or `max` passes.
@@ -330,7 +349,11 @@ impl Engine {
                 .map_err(crypto_error)?;
             if self
                 .store
-                .replace_notifier_secret(scope, &n.sealed_secret, &hex::encode(rewrapped.to_bytes()))
+                .replace_notifier_secret(
+                    scope,
+                    &n.sealed_secret,
+                    &hex::encode(rewrapped.to_bytes()),
+                )
                 .await?
             {
                 done += 1;

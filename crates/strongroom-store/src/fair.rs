@@ -34,8 +34,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use strongroom_core::keys::{KeyScope, KeyStore, PendingDataKey, ReplicaReport, TenantRewrap};
-use strongroom_core::scope::SystemScope;
 use strongroom_core::access::{
     AccessDecision, AccessRequestFilter, AccessRequestRecord, AccessRequestStore,
 };
@@ -46,11 +44,13 @@ use strongroom_core::idempotency::{Claim, IdempotencyStore, RequestKey, RequestR
 use strongroom_core::ids::{
     AccessRequestId, BindingId, CredentialId, GrantId, LeaseId, PrincipalId, TenantId,
 };
+use strongroom_core::keys::{KeyScope, KeyStore, PendingDataKey, ReplicaReport, TenantRewrap};
 use strongroom_core::lease::{Lease, LeaseFilter, LeaseStore};
 use strongroom_core::names::{CredentialName, Environment};
 use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::policy::Grant;
 use strongroom_core::principal::{IdentityBinding, IdentityPattern, Principal, PrincipalStatus};
+use strongroom_core::scope::SystemScope;
 use strongroom_core::scope::{IdentityMatch, PlatformScope, TenantScope};
 use strongroom_core::store::{
     AuditFilter, AuditStore, Change, CredentialRevoked, CredentialStore, EmergencyRotation,

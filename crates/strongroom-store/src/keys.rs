@@ -250,7 +250,9 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
     ) -> Result<Tenant> {
         let tenant = scope.tenant_id();
         if kek.tenant != tenant || kek.version < 2 {
-            return Err(Error::internal("a KEK version for another tenant or below 2"));
+            return Err(Error::internal(
+                "a KEK version for another tenant or below 2",
+            ));
         }
         let mut tx = self.keys_tx(scope, true).await?;
         let row: TenantRow = D::query(TENANT)
@@ -420,8 +422,8 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
             .fetch_one(&mut *tx)
             .await
             .map_err(db("tenant"))?;
-        let mut settings: TenantSettings = serde_json::from_str(&text)
-            .map_err(|_| Error::internal("corrupt tenant settings"))?;
+        let mut settings: TenantSettings =
+            serde_json::from_str(&text).map_err(|_| Error::internal("corrupt tenant settings"))?;
         match settings.notifier.as_mut() {
             Some(n) if n.sealed_secret == old => n.sealed_secret = new.to_owned(),
             _ => return Ok(false),

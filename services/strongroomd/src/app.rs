@@ -491,7 +491,9 @@ pub async fn load_root_keys(
                 None => Err(e),
             });
             Some(opened.map_err(|e| {
-                StartError::RootKey(format!("the stored derived keys open with no configured root key: {e}"))
+                StartError::RootKey(format!(
+                    "the stored derived keys open with no configured root key: {e}"
+                ))
             })?)
         }
         None => None,

@@ -35,7 +35,10 @@ pub async fn replicas_report_and_expire(store: Arc<dyn Store>) {
     };
     store.report_replica(&a).await.unwrap();
     store.report_replica(&b).await.unwrap();
-    assert_eq!(store.live_replicas(t0).await.unwrap(), vec![a.clone(), b.clone()]);
+    assert_eq!(
+        store.live_replicas(t0).await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
     let since = t0.plus(Duration::from_secs(5));
     assert_eq!(store.live_replicas(since).await.unwrap(), vec![b.clone()]);
     // A later report replaces the earlier one.
@@ -45,7 +48,10 @@ pub async fn replicas_report_and_expire(store: Arc<dyn Store>) {
         ..a.clone()
     };
     store.report_replica(&a2).await.unwrap();
-    assert_eq!(store.live_replicas(since).await.unwrap(), vec![a2.clone(), b.clone()]);
+    assert_eq!(
+        store.live_replicas(since).await.unwrap(),
+        vec![a2.clone(), b.clone()]
+    );
     assert!(a2.holds("k2") && a2.holds("k1") && !b.holds("k2"));
     store.forget_replica("b").await.unwrap();
     assert_eq!(store.live_replicas(t0).await.unwrap(), vec![a2]);
@@ -74,9 +80,22 @@ pub async fn kek_rotation_and_retirement(store: Arc<dyn Store>) {
     assert_eq!(keks.len(), 1);
     let old = keks[0].wrapped.clone();
     assert!(!store.replace_kek(own, 1, &[9; 61], &[7; 61]).await.unwrap());
-    assert!(store.replace_kek(by_operator, 1, &old, &[7; 61]).await.unwrap());
-    assert!(!store.replace_kek(by_operator, 1, &old, &[8; 61]).await.unwrap());
-    assert_eq!(store.tenant_keks(own).await.unwrap()[0].wrapped, vec![7; 61]);
+    assert!(
+        store
+            .replace_kek(by_operator, 1, &old, &[7; 61])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .replace_kek(by_operator, 1, &old, &[8; 61])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.tenant_keks(own).await.unwrap()[0].wrapped,
+        vec![7; 61]
+    );
     assert_ne!(
         store
             .tenant_keks(KeyScope::Platform(&platform, other.id()))
@@ -114,7 +133,14 @@ pub async fn kek_rotation_and_retirement(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(tenant.current_kek_version, 2);
-    assert_eq!(store.key_tenant(background).await.unwrap().current_kek_version, 2);
+    assert_eq!(
+        store
+            .key_tenant(background)
+            .await
+            .unwrap()
+            .current_kek_version,
+        2
+    );
     let open = store.open_rewraps(&system).await.unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!((open[0].tenant, open[0].kek_version), (acme.id(), 2));
@@ -163,10 +189,19 @@ pub async fn kek_rotation_and_retirement(store: Arc<dyn Store>) {
                 .unwrap()
         );
     }
-    assert!(store.pending_data_keys(background, 2, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .pending_data_keys(background, 2, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.data_key_counts(own).await.unwrap(), vec![(2, 2)]);
     assert_eq!(
-        store.data_key_counts(KeyScope::Platform(&platform, other.id())).await.unwrap(),
+        store
+            .data_key_counts(KeyScope::Platform(&platform, other.id()))
+            .await
+            .unwrap(),
         vec![]
     );
 
@@ -204,15 +239,29 @@ pub async fn kek_rotation_and_retirement(store: Arc<dyn Store>) {
         Code::NotFound
     );
     let events = crate::support::audit_log(store.as_ref(), &scope).await;
-    assert!(events.iter().any(|e| e.draft.action == Action::TenantKeyRetire));
-    assert!(events.iter().any(|e| e.draft.action == Action::TenantKeyRotate));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.draft.action == Action::TenantKeyRetire)
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.draft.action == Action::TenantKeyRotate)
+    );
 }
 
 pub async fn notifier_secret_is_swapped_from_the_value_read(store: Arc<dyn Store>) {
     let acme = create_tenant(store.as_ref(), "acme").await;
     let scope = acme.scope();
     let own = KeyScope::Tenant(&scope);
-    assert!(!store.replace_notifier_secret(own, "aa", "bb").await.unwrap(), "no notifier");
+    assert!(
+        !store
+            .replace_notifier_secret(own, "aa", "bb")
+            .await
+            .unwrap(),
+        "no notifier"
+    );
     let mut settings = acme.tenant().settings.clone();
     settings.notifier = Some(NotifierSetting {
         url: "https://hooks.example.com/x".into(),
@@ -222,8 +271,18 @@ pub async fn notifier_secret_is_swapped_from_the_value_read(store: Arc<dyn Store
         .update_tenant_settings(&scope, &settings, draft(&scope, Action::TenantSettings))
         .await
         .unwrap();
-    assert!(!store.replace_notifier_secret(own, "cc", "bb").await.unwrap());
-    assert!(store.replace_notifier_secret(own, "aa", "bb").await.unwrap());
+    assert!(
+        !store
+            .replace_notifier_secret(own, "cc", "bb")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .replace_notifier_secret(own, "aa", "bb")
+            .await
+            .unwrap()
+    );
     let t = store.key_tenant(own).await.unwrap();
     let n = t.settings.notifier.unwrap();
     assert_eq!(n.sealed_secret, "bb");

@@ -444,7 +444,10 @@ impl Config {
             }
         };
 
-        let next_root_key = match (env.var("STRONGROOM_NEXT_ROOT_KEY").is_some(), raw.root_key.next_file) {
+        let next_root_key = match (
+            env.var("STRONGROOM_NEXT_ROOT_KEY").is_some(),
+            raw.root_key.next_file,
+        ) {
             (false, None) => None,
             (true, None) => Some(NextRootKey::Env),
             (false, Some(f)) => Some(NextRootKey::File(f)),
@@ -455,9 +458,13 @@ impl Config {
                 ));
             }
         };
-        let key_heartbeat = Duration::from_millis(raw.root_key.heartbeat_interval_ms.unwrap_or(5000));
+        let key_heartbeat =
+            Duration::from_millis(raw.root_key.heartbeat_interval_ms.unwrap_or(5000));
         if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&key_heartbeat) {
-            return Err(bad("root_key.heartbeat_interval_ms", "must be 100 ms to 60 s"));
+            return Err(bad(
+                "root_key.heartbeat_interval_ms",
+                "must be 100 ms to 60 s",
+            ));
         }
 
         let d = Limits::default();
