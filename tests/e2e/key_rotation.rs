@@ -372,6 +372,59 @@ async fn tenant_key_rotation_under_load(backend: Backend) {
         "retiring the only version",
     );
 
+    // Input checks: a failed call changes nothing.
+    let operator = server.operator().await;
+    strongroom_e2e::expect_invalid(
+        operator
+            .admin()
+            .get_tenant_key_status(pb::GetTenantKeyStatusRequest::default())
+            .await,
+        "tenant_id",
+        "an operator naming no tenant",
+    );
+    strongroom_e2e::expect_invalid(
+        acme.client
+            .admin()
+            .retire_tenant_key(pb::RetireTenantKeyRequest::default())
+            .await,
+        "kek_version",
+        "retiring no version",
+    );
+    strongroom_e2e::expect_invalid(
+        operator
+            .admin()
+            .rotate_tenant_key(pb::RotateTenantKeyRequest {
+                tenant_id: "not-a-uuid".into(),
+                ..Default::default()
+            })
+            .await,
+        "tenant_id",
+        "a malformed tenant id",
+    );
+    // A tenant admin cannot act on a tenant by id (a platform operator's
+    // call); the operator sees the tenant's keys.
+    assert_ne!(
+        acme.client
+            .admin()
+            .rotate_tenant_key(pb::RotateTenantKeyRequest {
+                tenant_id: acme.tenant_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("a tenant admin naming a tenant")
+            .code(),
+        Code::Ok
+    );
+    let seen = operator
+        .admin()
+        .get_tenant_key_status(pb::GetTenantKeyStatusRequest {
+            tenant_id: acme.tenant_id.clone(),
+        })
+        .await
+        .expect("operator's view")
+        .into_inner();
+    assert_eq!(seen, before);
+
     let (a, b, failures, done) = reveal_load(&acme.client, &values, 150);
     until(&done, 20).await;
     let rotated = acme
