@@ -37,6 +37,7 @@ mod health;
 mod idempotency;
 mod input_validation;
 mod isolation_guards;
+mod key_rotation;
 mod leases;
 mod lifecycle;
 mod mtls;

@@ -17,6 +17,7 @@ pub mod credential;
 pub mod error;
 pub mod idempotency;
 pub mod ids;
+pub mod keys;
 pub mod lease;
 pub mod names;
 pub mod net;

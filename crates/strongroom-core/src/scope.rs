@@ -201,6 +201,9 @@ pub enum SystemTask {
     RotationMonitor,
     /// Sends the notifier's due webhook deliveries.
     NotifierSender,
+    /// Reports this replica's root keys and re-wraps data keys under new
+    /// tenant KEK versions.
+    KeyRotation,
 }
 
 impl SystemTask {
@@ -214,6 +217,7 @@ impl SystemTask {
             Self::LeaseSweeper => "lease_sweeper",
             Self::RotationMonitor => "rotation_monitor",
             Self::NotifierSender => "notifier_sender",
+            Self::KeyRotation => "key_rotation",
         }
     }
 }

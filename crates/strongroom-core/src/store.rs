@@ -22,6 +22,7 @@ use crate::credential::{Credential, CredentialFilter, CredentialUpdate, StoredVe
 use crate::error::Result;
 pub use crate::idempotency::IdempotencyStore;
 use crate::ids::{BindingId, CredentialId, GrantId, PrincipalId, TenantId};
+pub use crate::keys::KeyStore;
 use crate::lease::Lease;
 pub use crate::lease::LeaseStore;
 use crate::names::{CredentialName, Environment};
@@ -248,6 +249,7 @@ pub trait Store:
     + IdempotencyStore
     + RotationStore
     + crate::notify::NotificationStore
+    + KeyStore
     + Send
     + Sync
     + 'static
@@ -269,6 +271,7 @@ impl<T> Store for T where
         + IdempotencyStore
         + RotationStore
         + crate::notify::NotificationStore
+        + KeyStore
         + Send
         + Sync
         + 'static

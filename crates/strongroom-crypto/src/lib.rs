@@ -54,7 +54,7 @@ pub use error::{CryptoError, Result};
 pub use idempotency::{FINGERPRINT_LEN, IdempotencyKey};
 pub use kdf::KdfParams;
 pub use kek::Kek;
-pub use root_key::{KeyCheck, RootKey, WrappedKek};
+pub use root_key::{DerivedKeys, KeyCheck, RootKey, WrappedDerivedKeys, WrappedKek};
 
 /// Compares two byte strings without an early exit on the first difference.
 ///

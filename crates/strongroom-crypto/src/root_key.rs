@@ -37,6 +37,15 @@ const CHECKPOINT_SIGNING_LABEL: &[u8] = b"strongroom/checkpoint-signing/v1";
 /// HKDF-SHA256 label of the request-fingerprint key (idempotent retries).
 const IDEMPOTENCY_LABEL: &[u8] = b"strongroom/idempotency-fingerprint/v1";
 
+/// HKDF-SHA256 label of a root key's public id (its fingerprint).
+const KEY_ID_LABEL: &[u8] = b"strongroom/root-key-id/v1";
+
+/// Format version of [`WrappedDerivedKeys`]: nonce (12) then the two
+/// 32-byte secrets + tag.
+const DERIVED_FORMAT: u8 = 1;
+const DERIVED_AAD: &[u8] = b"strongroom/derived-keys/v1";
+const DERIVED_LEN: usize = 1 + NONCE_LEN + 2 * KEY_LEN + TAG_LEN;
+
 /// Largest key file read; a key file is at most a line of text.
 const MAX_KEY_FILE_LEN: u64 = 4096;
 
@@ -239,31 +248,75 @@ impl RootKey {
     /// with the fixed label `strongroom/checkpoint-signing/v1`, giving the
     /// 32-byte Ed25519 seed). Nothing stored in the database takes part, so
     /// a database owner cannot swap the key; the same root key always gives
-    /// the same key (and key id).
+    /// the same key (and key id). After a root-key rotation the key derived
+    /// from the first root key is kept, wrapped ([`DerivedKeys`]).
     pub fn checkpoint_signing_key(&self) -> Result<SigningKey> {
-        struct SeedLen;
-        impl ring::hkdf::KeyType for SeedLen {
-            fn len(&self) -> usize {
-                32
-            }
-        }
-        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&self.bytes);
-        let info = [CHECKPOINT_SIGNING_LABEL];
-        let okm = prk
-            .expand(&info, SeedLen)
-            .map_err(|_| CryptoError::Malformed("checkpoint signing key derivation"))?;
-        let mut seed = Zeroizing::new([0u8; 32]);
-        okm.fill(&mut seed[..])
-            .map_err(|_| CryptoError::Malformed("checkpoint signing key derivation"))?;
-        SigningKey::from_seed(&seed)
+        self.derived_keys()?.checkpoint_signing_key()
     }
 
     /// The key of request fingerprints (idempotent retries), derived from
     /// this root key like the checkpoint signing key (HKDF-SHA256, label
     /// `strongroom/idempotency-fingerprint/v1`). Never stored.
     pub fn idempotency_key(&self) -> Result<IdempotencyKey> {
-        let okm = self.expand(IDEMPOTENCY_LABEL, "idempotency key derivation")?;
-        Ok(IdempotencyKey::from_okm(&okm))
+        Ok(self.derived_keys()?.idempotency_key())
+    }
+
+    /// The secrets derived from this root key: the checkpoint signing seed
+    /// and the request-fingerprint key.
+    pub fn derived_keys(&self) -> Result<DerivedKeys> {
+        Ok(DerivedKeys {
+            checkpoint_seed: self.expand(
+                CHECKPOINT_SIGNING_LABEL,
+                "checkpoint signing key derivation",
+            )?,
+            idempotency: self.expand(IDEMPOTENCY_LABEL, "idempotency key derivation")?,
+        })
+    }
+
+    /// This key's public id: 8 bytes of HKDF-SHA256 under a fixed label, as
+    /// hex. Reveals nothing of the key; names it in replica reports, audit
+    /// events and errors.
+    pub fn key_id(&self) -> String {
+        match self.expand(KEY_ID_LABEL, "root key id") {
+            Ok(okm) => hex::encode(&okm[..8]),
+            Err(_) => "unknown".to_owned(),
+        }
+    }
+
+    /// `keys` wrapped by this root key for storage (root-key rotation keeps
+    /// the derived keys of the first root key this way).
+    pub fn wrap_derived(&self, keys: &DerivedKeys) -> Result<WrappedDerivedKeys> {
+        let nonce = random::nonce()?;
+        let mut plain = Zeroizing::new([0u8; 2 * KEY_LEN]);
+        plain[..KEY_LEN].copy_from_slice(&keys.checkpoint_seed[..]);
+        plain[KEY_LEN..].copy_from_slice(&keys.idempotency[..]);
+        let ciphertext = aead::seal(&self.bytes, nonce, DERIVED_AAD, &plain[..])?;
+        let mut bytes = Vec::with_capacity(DERIVED_LEN);
+        bytes.push(DERIVED_FORMAT);
+        bytes.extend_from_slice(&nonce);
+        bytes.extend_from_slice(&ciphertext);
+        Ok(WrappedDerivedKeys(bytes))
+    }
+
+    /// Unwraps derived keys stored by [`RootKey::wrap_derived`]; fails with
+    /// [`CryptoError::Decrypt`] under another root key.
+    pub fn unwrap_derived(&self, wrapped: &WrappedDerivedKeys) -> Result<DerivedKeys> {
+        let bytes = &wrapped.0;
+        if bytes.first() != Some(&DERIVED_FORMAT) || bytes.len() != DERIVED_LEN {
+            return Err(CryptoError::Malformed("wrapped derived keys"));
+        }
+        let (nonce, ciphertext) = split_nonce(&bytes[1..], "wrapped derived keys")?;
+        let plain = aead::open(&self.bytes, nonce, DERIVED_AAD, ciphertext)?;
+        if plain.len() != 2 * KEY_LEN {
+            return Err(CryptoError::Malformed("wrapped derived keys"));
+        }
+        let mut keys = DerivedKeys {
+            checkpoint_seed: Zeroizing::new([0u8; KEY_LEN]),
+            idempotency: Zeroizing::new([0u8; KEY_LEN]),
+        };
+        keys.checkpoint_seed.copy_from_slice(&plain[..KEY_LEN]);
+        keys.idempotency.copy_from_slice(&plain[KEY_LEN..]);
+        Ok(keys)
     }
 
     /// 32 bytes of HKDF-SHA256 (no salt) of this key under `label`.
@@ -328,6 +381,55 @@ fn looks_like_text(bytes: &[u8]) -> bool {
     bytes
         .iter()
         .all(|b| b.is_ascii_alphanumeric() || b"+/=-_ \t\r\n".contains(b))
+}
+
+/// The secrets derived from a root key: the checkpoint signing seed and the
+/// request-fingerprint key. Zeroised on drop; `Debug` redacts.
+pub struct DerivedKeys {
+    checkpoint_seed: Zeroizing<[u8; KEY_LEN]>,
+    idempotency: Zeroizing<[u8; KEY_LEN]>,
+}
+
+impl DerivedKeys {
+    /// The checkpoint signing key.
+    pub fn checkpoint_signing_key(&self) -> Result<SigningKey> {
+        SigningKey::from_seed(&self.checkpoint_seed)
+    }
+
+    /// The request-fingerprint key.
+    pub fn idempotency_key(&self) -> IdempotencyKey {
+        IdempotencyKey::from_okm(&self.idempotency)
+    }
+}
+
+impl fmt::Debug for DerivedKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DerivedKeys([REDACTED])")
+    }
+}
+
+/// [`DerivedKeys`] wrapped by a root key. Opaque, versioned bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WrappedDerivedKeys(Vec<u8>);
+
+impl WrappedDerivedKeys {
+    /// The stored form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0.clone()
+    }
+
+    /// Wraps stored bytes; parsed by [`RootKey::unwrap_derived`].
+    pub fn from_bytes(bytes: Vec<u8>) -> WrappedDerivedKeys {
+        WrappedDerivedKeys(bytes)
+    }
+}
+
+impl fmt::Debug for WrappedDerivedKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WrappedDerivedKeys")
+            .field("len", &self.0.len())
+            .finish()
+    }
 }
 
 /// The stored key-check value: proof, without revealing the key, of which
@@ -397,6 +499,30 @@ mod tests {
             .unwrap();
         assert_eq!(wrapped.to_bytes().len(), WRAPPED_KEK_LEN);
         assert_eq!(wrapped.to_bytes()[0], WRAPPED_KEK_FORMAT);
+    }
+
+    #[test]
+    fn derived_keys_survive_a_rewrap_under_another_root() {
+        let old = RootKey::generate().unwrap();
+        let new = RootKey::generate().unwrap();
+        let wrapped = new.wrap_derived(&old.derived_keys().unwrap()).unwrap();
+        assert_eq!(wrapped.to_bytes().len(), DERIVED_LEN);
+        let kept = new.unwrap_derived(&wrapped).unwrap();
+        assert_eq!(
+            kept.checkpoint_signing_key().unwrap().key_id(),
+            old.checkpoint_signing_key().unwrap().key_id()
+        );
+        assert_eq!(
+            kept.idempotency_key().fingerprint(&[b"x"]),
+            old.idempotency_key().unwrap().fingerprint(&[b"x"])
+        );
+        assert!(
+            old.unwrap_derived(&wrapped).is_err(),
+            "only the new root opens it"
+        );
+        assert_ne!(old.key_id(), new.key_id());
+        assert_eq!(old.key_id().len(), 16);
+        assert!(!format!("{kept:?}").contains(&hex::encode(&kept.idempotency[..])));
     }
 
     #[test]

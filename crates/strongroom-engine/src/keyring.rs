@@ -6,11 +6,18 @@
 //!   last `Arc`), and never in plaintext anywhere else;
 //! - a tenant's keys, or one KEK version, can be evicted at once (a shredded
 //!   tenant's keys must be forgotten, a retired version need not be kept);
-//!   an unwrap that started before an eviction does not put its keys back.
+//!   an unwrap that started before an eviction does not put its keys back;
+//! - during a root-key rotation a server holds two root keys (the current
+//!   one and `root_key.next_file`'s) and opens a KEK wrapped by either, so
+//!   no reveal fails while KEKs are being re-wrapped; new KEKs are wrapped
+//!   by the next key once the rotation has started;
+//! - the derived keys (checkpoint signing, request fingerprints) stay those
+//!   of the first root key across rotations (kept wrapped, see
+//!   `root_rotation.rs`).
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use strongroom_core::credential::{Credential, StoredVersion};
@@ -20,7 +27,8 @@ use strongroom_core::tenant::WrappedKekRecord;
 use strongroom_core::value::CredentialValue;
 use strongroom_core::{Error, Result};
 use strongroom_crypto::{
-    Aad, Envelope, FINGERPRINT_LEN, IdempotencyKey, Kek, RootKey, SigningKey, WrappedKek,
+    Aad, DerivedKeys, Envelope, FINGERPRINT_LEN, IdempotencyKey, Kek, RootKey, SigningKey,
+    WrappedKek,
 };
 
 use crate::Engine;
@@ -34,6 +42,12 @@ pub(crate) fn crypto_error(e: strongroom_crypto::CryptoError) -> Error {
 /// The root key and the unwrapped tenant KEKs, by tenant and KEK version.
 pub(crate) struct Keyring {
     root: Arc<RootKey>,
+    /// The other root key, during a root-key rotation.
+    pub(crate) next: Option<Arc<RootKey>>,
+    /// Whether new KEKs are wrapped by `next` (the rotation started).
+    wrap_next: AtomicBool,
+    /// The derived keys (from the root key, or kept across rotations).
+    derived: Option<DerivedKeys>,
     /// The request-fingerprint key of idempotent retries, derived from the
     /// root key (`None` only if the derivation failed, which it cannot).
     idempotency: Option<IdempotencyKey>,
@@ -45,11 +59,81 @@ pub(crate) struct Keyring {
 impl Keyring {
     /// A keyring unwrapping with `root`, holding no tenant key yet.
     pub(crate) fn new(root: Arc<RootKey>) -> Self {
+        let derived = root.derived_keys().ok();
         Self {
-            idempotency: root.idempotency_key().ok(),
+            idempotency: derived.as_ref().map(DerivedKeys::idempotency_key),
+            derived,
             root,
+            next: None,
+            wrap_next: AtomicBool::new(false),
             keys: RwLock::new(HashMap::new()),
             evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds the other root key of a rotation; `wrap_next`: new KEKs are
+    /// wrapped by it from the start.
+    pub(crate) fn set_next(&mut self, next: Arc<RootKey>, wrap_next: bool) {
+        self.next = Some(next);
+        self.wrap_next = AtomicBool::new(wrap_next);
+    }
+
+    /// Uses `derived` (kept across rotations) instead of the root key's own.
+    pub(crate) fn set_derived(&mut self, derived: DerivedKeys) {
+        self.idempotency = Some(derived.idempotency_key());
+        self.derived = Some(derived);
+    }
+
+    /// The derived keys in use.
+    pub(crate) fn derived(&self) -> Result<&DerivedKeys> {
+        self.derived
+            .as_ref()
+            .ok_or_else(|| Error::internal("the derived keys could not be derived"))
+    }
+
+    /// The root key configured as current.
+    pub(crate) fn current(&self) -> &Arc<RootKey> {
+        &self.root
+    }
+
+    /// From now on, wrap new KEKs by the next root key (a rotation to it
+    /// started). Whether it is held.
+    pub(crate) fn switch_to_next(&self) -> bool {
+        if self.next.is_some() {
+            self.wrap_next.store(true, Ordering::SeqCst);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The root key new KEKs are wrapped by.
+    pub(crate) fn wrapping(&self) -> &Arc<RootKey> {
+        match &self.next {
+            Some(next) if self.wrap_next.load(Ordering::SeqCst) => next,
+            _ => &self.root,
+        }
+    }
+
+    /// Unwraps a KEK with the wrapping root key, or else the other one.
+    fn unwrap(&self, r: &WrappedKekRecord) -> Result<Kek> {
+        let wrapped = WrappedKek::from_bytes(r.wrapped.clone());
+        let first = self.wrapping();
+        match first.unwrap_kek(r.tenant.as_uuid(), r.version, &wrapped) {
+            Ok(kek) => Ok(kek),
+            Err(e) => {
+                let other = if Arc::ptr_eq(first, &self.root) {
+                    self.next.as_ref()
+                } else {
+                    Some(&self.root)
+                };
+                match other {
+                    Some(other) => other
+                        .unwrap_kek(r.tenant.as_uuid(), r.version, &wrapped)
+                        .map_err(crypto_error),
+                    None => Err(crypto_error(e)),
+                }
+            }
         }
     }
 
@@ -73,14 +157,7 @@ impl Keyring {
         let mut found = None;
         let mut unwrapped = Vec::with_capacity(records.len());
         for r in records.into_iter().filter(|r| r.tenant == tenant) {
-            let kek = self
-                .root
-                .unwrap_kek(
-                    r.tenant.as_uuid(),
-                    r.version,
-                    &WrappedKek::from_bytes(r.wrapped),
-                )
-                .map_err(crypto_error)?;
+            let kek = self.unwrap(&r)?;
             let kek = Arc::new(kek);
             if r.version == version {
                 found = Some(Arc::clone(&kek));
@@ -127,7 +204,7 @@ impl Keyring {
 
     /// `kek` wrapped by the root key as KEK `version` of `tenant`.
     pub(crate) fn wrap(&self, tenant: TenantId, version: u32, kek: &Kek) -> Result<WrappedKek> {
-        self.root
+        self.wrapping()
             .wrap_kek(tenant.as_uuid(), version, kek)
             .map_err(crypto_error)
     }
@@ -143,7 +220,9 @@ impl Keyring {
 
     /// The checkpoint signing key, derived from the root key.
     pub(crate) fn checkpoint_signing_key(&self) -> Result<SigningKey> {
-        self.root.checkpoint_signing_key().map_err(crypto_error)
+        self.derived()?
+            .checkpoint_signing_key()
+            .map_err(crypto_error)
     }
 }
 
@@ -310,6 +389,36 @@ mod tests {
         f.ring.evict_tenant(f.tenant);
         f.kek(1).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(f.loads(), 2);
+    }
+
+    #[tokio::test]
+    async fn during_a_rotation_keks_wrapped_by_either_root_key_open() {
+        let old = Arc::new(RootKey::generate().unwrap_or_else(|e| panic!("{e}")));
+        let new = Arc::new(RootKey::generate().unwrap_or_else(|e| panic!("{e}")));
+        let tenant = TenantId::generate();
+        let records = vec![record(&old, tenant, 1), record(&new, tenant, 2)];
+        let mut ring = Keyring::new(Arc::clone(&old));
+        ring.set_next(Arc::clone(&new), false);
+        for v in [1, 2] {
+            ring.kek(tenant, v, || async { Ok(records.clone()) })
+                .await
+                .unwrap_or_else(|e| panic!("version {v}: {e}"));
+        }
+        let kek = Kek::generate().unwrap_or_else(|e| panic!("{e}"));
+        let before = ring.wrap(tenant, 3, &kek).unwrap_or_else(|e| panic!("{e}"));
+        assert!(old.unwrap_kek(tenant.as_uuid(), 3, &before).is_ok());
+        assert!(ring.switch_to_next());
+        let after = ring.wrap(tenant, 3, &kek).unwrap_or_else(|e| panic!("{e}"));
+        assert!(new.unwrap_kek(tenant.as_uuid(), 3, &after).is_ok());
+        assert!(old.unwrap_kek(tenant.as_uuid(), 3, &after).is_err());
+        let alone = Keyring::new(Arc::clone(&old));
+        assert!(
+            alone
+                .kek(tenant, 2, || async { Ok(records.clone()) })
+                .await
+                .is_err(),
+            "the old key alone opens no KEK wrapped by the new one"
+        );
     }
 
     #[tokio::test]

@@ -50,10 +50,12 @@ mod leases;
 pub mod notify;
 pub mod ports;
 mod principals;
+mod root_rotation;
 mod rotation;
 mod scan;
 mod scrubbing;
 mod settings;
+mod tenant_keys;
 mod tenants;
 
 pub use access_requests::{DECISION_POLL, Narrowing, NewAccessRequest};
@@ -74,12 +76,14 @@ pub use idempotency::{
     HeldClaim, IN_PROGRESS_WAIT, MAX_REQUEST_ID_CHARS, OUTCOME_UNKNOWN_AFTER, Retry,
 };
 pub use principals::PrincipalUpdate;
+pub use root_rotation::{DEFAULT_KEY_HEARTBEAT, RootRotation};
 pub use rotation::{OverviewStatus, RotationCounts, RotationOverview, RotationOverviewFilter};
 pub use scan::{
     FindingSource, MAX_SCAN_TEXT_BYTES, MIN_SCAN_VALUE_BYTES, ScanFinding, ScanOptions, ScanReport,
 };
 pub use scrubbing::{MIN_SCRUBBED_LEN, Scrubbing};
 pub use settings::{DEFAULT_IDEMPOTENCY_RETENTION, Limits};
+pub use tenant_keys::{KeyTarget, KeyVersionStatus, TenantKeyStatus};
 pub use tenants::NotifierChange;
 
 /// The strongroom engine: the one application type every operation hangs on.
@@ -100,6 +104,15 @@ pub struct Engine {
     /// chain.
     failed_auth: audit::FailedAuthLog,
     abuse: Arc<AbuseGuard>,
+    /// How often replicas report their root keys (a report older than
+    /// three of these is a replica gone).
+    key_heartbeat: std::time::Duration,
+    /// Wakes the background re-wrapping of data keys (a tenant KEK was
+    /// added).
+    rewrap_wake: tokio::sync::Notify,
+    /// This replica's id (random per start) and listening address, as its
+    /// root-key reports name it.
+    replica: (String, String),
     /// Least depth of a SPIFFE prefix namespace an operator may assign.
     min_namespace_depth: usize,
     /// Wakes the notifier's sender when this server enqueues a delivery.
@@ -144,9 +157,43 @@ impl Engine {
             signed_heads: audit::SignedHeads::default(),
             failed_auth: audit::FailedAuthLog::default(),
             abuse,
+            key_heartbeat: DEFAULT_KEY_HEARTBEAT,
+            rewrap_wake: tokio::sync::Notify::new(),
+            replica: (uuid::Uuid::new_v4().to_string(), String::new()),
             min_namespace_depth: strongroom_core::principal::DEFAULT_MIN_NAMESPACE_DEPTH,
             notifier_wake: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Adds the next root key of a rotation (`root_key.next_file`);
+    /// `wrap_next`: the database's key check matches it (the rotation
+    /// completed), so new KEKs are wrapped by it from the start.
+    #[must_use]
+    pub fn with_next_root_key(mut self, next: Arc<RootKey>, wrap_next: bool) -> Self {
+        self.keyring.set_next(next, wrap_next);
+        self
+    }
+
+    /// Uses the derived keys kept across root-key rotations.
+    #[must_use]
+    pub fn with_derived_keys(mut self, derived: strongroom_crypto::DerivedKeys) -> Self {
+        self.keyring.set_derived(derived);
+        self
+    }
+
+    /// Names this replica's listening address in its root-key reports.
+    #[must_use]
+    pub fn with_replica_addr(mut self, addr: String) -> Self {
+        self.replica.1 = addr;
+        self
+    }
+
+    /// Sets how often replicas report their root keys
+    /// (`root_key.heartbeat_interval_ms`).
+    #[must_use]
+    pub fn with_key_heartbeat(mut self, every: std::time::Duration) -> Self {
+        self.key_heartbeat = every;
+        self
     }
 
     /// Sets the least number of path segments before the `*` of a SPIFFE
@@ -181,6 +228,11 @@ impl Engine {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// How often replicas report their root keys.
+    pub fn key_heartbeat(&self) -> std::time::Duration {
+        self.key_heartbeat
     }
 
     /// The configured limits.

@@ -309,6 +309,11 @@ pub trait Reads:
     + Decodes<(String,)>
     + Decodes<(Vec<u8>,)>
     + Decodes<(Vec<u8>, i64, Option<Vec<u8>>)>
+    + Decodes<crate::keys::ReportRow>
+    + Decodes<crate::keys::RewrapRow>
+    + Decodes<crate::keys::PendingRow>
+    + Decodes<(i32, i64)>
+    + Decodes<(i64,)>
 {
 }
 

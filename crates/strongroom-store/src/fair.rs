@@ -44,11 +44,13 @@ use strongroom_core::idempotency::{Claim, IdempotencyStore, RequestKey, RequestR
 use strongroom_core::ids::{
     AccessRequestId, BindingId, CredentialId, GrantId, LeaseId, PrincipalId, TenantId,
 };
+use strongroom_core::keys::{KeyScope, KeyStore, PendingDataKey, ReplicaReport, TenantRewrap};
 use strongroom_core::lease::{Lease, LeaseFilter, LeaseStore};
 use strongroom_core::names::{CredentialName, Environment};
 use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::policy::Grant;
 use strongroom_core::principal::{IdentityBinding, IdentityPattern, Principal, PrincipalStatus};
+use strongroom_core::scope::SystemScope;
 use strongroom_core::scope::{IdentityMatch, PlatformScope, TenantScope};
 use strongroom_core::store::{
     AuditFilter, AuditStore, Change, CredentialRevoked, CredentialStore, EmergencyRotation,
@@ -992,6 +994,111 @@ impl<S: Store> strongroom_core::rotation::RotationStore for FairShare<S> {
         self.inner
             .record_reminders(system, tenant, reminders, now)
             .await
+    }
+}
+
+// Key rotation passes straight through: rare administrative calls and
+// the background re-wrapping, which works one small batch at a time.
+#[async_trait]
+impl<S: Store> KeyStore for FairShare<S> {
+    async fn report_replica(&self, report: &ReplicaReport) -> Result<()> {
+        self.inner.report_replica(report).await
+    }
+
+    async fn live_replicas(&self, since: Timestamp) -> Result<Vec<ReplicaReport>> {
+        self.inner.live_replicas(since).await
+    }
+
+    async fn forget_replica(&self, replica: &str) -> Result<()> {
+        self.inner.forget_replica(replica).await
+    }
+
+    async fn set_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.inner.set_meta(key, value).await
+    }
+
+    async fn tenant_keks(&self, scope: KeyScope<'_>) -> Result<Vec<WrappedKekRecord>> {
+        self.inner.tenant_keks(scope).await
+    }
+
+    async fn replace_kek(
+        &self,
+        scope: KeyScope<'_>,
+        version: u32,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool> {
+        self.inner.replace_kek(scope, version, old, new).await
+    }
+
+    async fn add_kek_version(
+        &self,
+        scope: KeyScope<'_>,
+        kek: &WrappedKekRecord,
+        audit: AuditDraft,
+    ) -> Result<Tenant> {
+        self.inner.add_kek_version(scope, kek, audit).await
+    }
+
+    async fn key_tenant(&self, scope: KeyScope<'_>) -> Result<Tenant> {
+        self.inner.key_tenant(scope).await
+    }
+
+    async fn tenant_rewrap(&self, scope: KeyScope<'_>) -> Result<Option<TenantRewrap>> {
+        self.inner.tenant_rewrap(scope).await
+    }
+
+    async fn open_rewraps(&self, system: &SystemScope) -> Result<Vec<TenantRewrap>> {
+        self.inner.open_rewraps(system).await
+    }
+
+    async fn finish_rewrap(
+        &self,
+        scope: KeyScope<'_>,
+        kek_version: u32,
+        at: Timestamp,
+    ) -> Result<()> {
+        self.inner.finish_rewrap(scope, kek_version, at).await
+    }
+
+    async fn pending_data_keys(
+        &self,
+        scope: KeyScope<'_>,
+        current: u32,
+        limit: u32,
+    ) -> Result<Vec<PendingDataKey>> {
+        self.inner.pending_data_keys(scope, current, limit).await
+    }
+
+    async fn replace_data_key(
+        &self,
+        scope: KeyScope<'_>,
+        credential: CredentialId,
+        version: u32,
+        old: &[u8],
+        new: &[u8],
+        kek_version: u32,
+    ) -> Result<bool> {
+        self.inner
+            .replace_data_key(scope, credential, version, old, new, kek_version)
+            .await
+    }
+
+    async fn data_key_counts(&self, scope: KeyScope<'_>) -> Result<Vec<(u32, u64)>> {
+        self.inner.data_key_counts(scope).await
+    }
+
+    async fn replace_notifier_secret(
+        &self,
+        scope: KeyScope<'_>,
+        old: &str,
+        new: &str,
+    ) -> Result<bool> {
+        self.inner.replace_notifier_secret(scope, old, new).await
+    }
+
+    async fn retire_kek(&self, scope: KeyScope<'_>, version: u32, audit: AuditDraft) -> Result<()> {
+        self.inner.retire_kek(scope, version, audit).await
     }
 }
 

@@ -21,6 +21,7 @@ mod grants;
 mod group_commit;
 mod idempotency;
 mod identity;
+mod keys;
 mod leases;
 mod meta;
 mod notifications;

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, Database, RootKeySource};
+use crate::config::{Config, Database, NextRootKey, RootKeySource};
 use crate::health::{Health, Probe};
 use crate::tls::{ClientTrust, ServerCert};
 use strongroom_engine::Engine;
@@ -352,12 +352,23 @@ fn key_error(e: CryptoError) -> StartError {
     StartError::RootKey(e.to_string())
 }
 
-/// Loads the root key and checks it against the database's key-check value
-/// (stored on first start). A wrong key refuses start-up.
-pub async fn load_root_key(
-    source: &RootKeySource,
-    store: &dyn Store,
-) -> Result<RootKey, StartError> {
+/// The root keys a server holds: the configured one, the next one of a
+/// rotation, which of them the database's key check matches, and the
+/// derived keys in use.
+pub struct RootKeys {
+    /// `root_key.*`'s key.
+    pub current: RootKey,
+    /// `root_key.next_file`'s key (or `STRONGROOM_NEXT_ROOT_KEY`).
+    pub next: Option<RootKey>,
+    /// Whether the key check matches the next key (its rotation completed).
+    pub check_is_next: bool,
+    /// The derived keys kept across rotations, if one happened.
+    pub derived: Option<strongroom_crypto::DerivedKeys>,
+}
+
+/// Reads the configured root key (deriving it from a passphrase if so
+/// configured, with the parameters stored in the database).
+async fn read_root_key(source: &RootKeySource, store: &dyn Store) -> Result<RootKey, StartError> {
     let key = match source {
         RootKeySource::Env => {
             let text = SecretString::from(std::env::var("STRONGROOM_ROOT_KEY").unwrap_or_default());
@@ -409,33 +420,112 @@ pub async fn load_root_key(
             .map_err(key_error)?
         }
     };
-    match store
+    Ok(key)
+}
+
+/// Reads the next root key of a rotation.
+fn read_next_root_key(source: &NextRootKey) -> Result<RootKey, StartError> {
+    let key = match source {
+        NextRootKey::Env => {
+            let text =
+                SecretString::from(std::env::var("STRONGROOM_NEXT_ROOT_KEY").unwrap_or_default());
+            RootKey::from_encoded(secrecy::ExposeSecret::expose_secret(&text))
+        }
+        NextRootKey::File(path) => RootKey::from_file(path),
+    };
+    key.map_err(|e| StartError::RootKey(format!("next root key: {e}")))
+}
+
+/// Loads the root key and checks it against the database's key-check value
+/// (stored on first start). A wrong key refuses start-up.
+pub async fn load_root_key(
+    source: &RootKeySource,
+    store: &dyn Store,
+) -> Result<RootKey, StartError> {
+    Ok(load_root_keys(source, None, store).await?.current)
+}
+
+/// Loads the root key and, for a rotation, the next one, and checks them
+/// against the database's key-check value (stored on first start): one of
+/// them must match it, or start-up is refused (after a rotation, the old
+/// key alone no longer starts a server). Then the derived keys kept by a
+/// rotation are unwrapped with whichever key opens them.
+pub async fn load_root_keys(
+    source: &RootKeySource,
+    next: Option<&NextRootKey>,
+    store: &dyn Store,
+) -> Result<RootKeys, StartError> {
+    let key = read_root_key(source, store).await?;
+    let next = next.map(read_next_root_key).transpose()?;
+    let check_is_next = match store
         .get_meta(meta::KEY_CHECK)
         .await
         .map_err(|e| StartError::Database(e.to_string()))?
     {
-        Some(bytes) => key
-            .verify(&KeyCheck::from_bytes(bytes))
-            .map_err(key_error)?,
+        Some(bytes) => matches_check(&key, next.as_ref(), &KeyCheck::from_bytes(bytes))?,
         None => {
             let check = key.key_check().map_err(key_error)?;
             let stored = store
                 .put_meta_if_absent(meta::KEY_CHECK, &check.to_bytes())
                 .await
                 .map_err(|e| StartError::Database(e.to_string()))?;
-            if !stored {
+            if stored {
+                false
+            } else {
                 // Another replica stored one first: ours must match it.
                 let bytes = store
                     .get_meta(meta::KEY_CHECK)
                     .await
                     .map_err(|e| StartError::Database(e.to_string()))?
                     .unwrap_or_default();
-                key.verify(&KeyCheck::from_bytes(bytes))
-                    .map_err(key_error)?;
+                matches_check(&key, next.as_ref(), &KeyCheck::from_bytes(bytes))?
             }
         }
+    };
+    let derived = match store
+        .get_meta(strongroom_core::keys::DERIVED_KEYS)
+        .await
+        .map_err(|e| StartError::Database(e.to_string()))?
+    {
+        Some(bytes) => {
+            let wrapped = strongroom_crypto::WrappedDerivedKeys::from_bytes(bytes);
+            let opened = key.unwrap_derived(&wrapped).or_else(|e| match &next {
+                Some(next) => next.unwrap_derived(&wrapped),
+                None => Err(e),
+            });
+            Some(opened.map_err(|e| {
+                StartError::RootKey(format!(
+                    "the stored derived keys open with no configured root key: {e}"
+                ))
+            })?)
+        }
+        None => None,
+    };
+    Ok(RootKeys {
+        current: key,
+        next,
+        check_is_next,
+        derived,
+    })
+}
+
+/// Whether the key check matches `next` rather than `key`; refused if it
+/// matches neither.
+fn matches_check(
+    key: &RootKey,
+    next: Option<&RootKey>,
+    check: &KeyCheck,
+) -> Result<bool, StartError> {
+    match key.verify(check) {
+        Ok(()) => Ok(false),
+        Err(e) => match next {
+            Some(next) if next.verify(check).is_ok() => Ok(true),
+            Some(_) => Err(StartError::RootKey(format!(
+                "{e} (neither root_key nor root_key.next_file matches the database's key check)"
+            ))),
+            None => Err(key_error(e)),
+        },
     }
-    Ok(key)
 }
 
 fn params_to_bytes(params: &KdfParams) -> Result<Vec<u8>, StartError> {
@@ -481,7 +571,12 @@ impl App {
             ))),
             Database::Sqlite { .. } => None,
         };
-        let root = load_root_key(&config.root_key, store.as_ref()).await?;
+        let keys = load_root_keys(
+            &config.root_key,
+            config.next_root_key.as_ref(),
+            store.as_ref(),
+        )
+        .await?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -496,14 +591,22 @@ impl App {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         #[cfg(feature = "test-clock")]
         let clock = crate::test_clock::from_env().unwrap_or(clock);
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             store,
-            Arc::new(root),
+            Arc::new(keys.current),
             config.limits.engine(),
             Authenticator::new(config.platform_operators.clone()),
             clock,
         )
-        .with_min_namespace_depth(config.identity.min_namespace_depth);
+        .with_min_namespace_depth(config.identity.min_namespace_depth)
+        .with_key_heartbeat(config.key_heartbeat)
+        .with_replica_addr(addr.to_string());
+        if let Some(next) = keys.next {
+            engine = engine.with_next_root_key(Arc::new(next), keys.check_is_next);
+        }
+        if let Some(derived) = keys.derived {
+            engine = engine.with_derived_keys(derived);
+        }
         let engine = Arc::new(engine);
         if let Some(meter) = telemetry.meter() {
             crate::ops::observe_caches(meter, &engine);
@@ -674,6 +777,13 @@ impl App {
             limits.lease_sweep_interval,
             stopping_rx.clone(),
         ));
+        // Reported once before serving, so a rotation sees this replica.
+        let keys = SystemScope::for_task(SystemTask::KeyRotation);
+        if let Err(e) = engine.report_root_keys(&keys).await {
+            tracing::warn!(error = %e, "cannot report this replica's root keys");
+        }
+        tokio::spawn(report_root_keys(Arc::clone(&engine), stopping_rx.clone()));
+        tokio::spawn(rewrap_data_keys(Arc::clone(&engine), stopping_rx.clone()));
         tokio::spawn(monitor_rotation(
             Arc::clone(&engine),
             limits.rotation_monitor_interval,
@@ -705,11 +815,57 @@ impl App {
             let _ = stopping_tx.send(true);
         })
         .await;
+        // Gone: a root-key rotation need not wait for this replica.
+        if let Err(e) = engine.forget_replica(&keys).await {
+            tracing::warn!(error = %e, "cannot remove this replica's root-key report");
+        }
         if let Some(task) = ops_task {
             task.abort();
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Reports this replica's root keys every heartbeat (see the engine's
+/// `root_rotation.rs`) until the server stops (which then removes the
+/// report).
+async fn report_root_keys(engine: Arc<Engine>, mut stopping: watch::Receiver<bool>) {
+    let system = SystemScope::for_task(SystemTask::KeyRotation);
+    let mut ticks = tokio::time::interval(engine.key_heartbeat());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                if let Err(e) = engine.report_root_keys(&system).await {
+                    tracing::warn!(error = %e, "cannot report this replica's root keys");
+                }
+            }
+            _ = stopping.changed() => return,
+        }
+    }
+}
+
+/// Re-wraps data keys under tenants' new KEK versions (see the engine's
+/// `tenant_keys.rs`): a pass when a KEK is added here, every heartbeat
+/// otherwise, and at once again while a pass made progress.
+async fn rewrap_data_keys(engine: Arc<Engine>, mut stopping: watch::Receiver<bool>) {
+    let system = SystemScope::for_task(SystemTask::KeyRotation);
+    loop {
+        let progressed = match engine.rewrap_data_keys(&system).await {
+            Ok(n) => n > 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "re-wrapping data keys failed");
+                false
+            }
+        };
+        if progressed && !*stopping.borrow() {
+            continue;
+        }
+        tokio::select! {
+            () = engine.rewrap_wait(engine.key_heartbeat()) => {}
+            _ = stopping.changed() => return,
+        }
     }
 }
 

@@ -160,6 +160,8 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, StartError> {
             path: dir.join("strongroom.db"),
         },
         root_key: RootKeySource::File(key_path),
+        next_root_key: None,
+        key_heartbeat: strongroom_engine::DEFAULT_KEY_HEARTBEAT,
         platform_operators: vec![IdentityPattern::Exact(OPERATOR_IDENTITY.to_owned())],
         limits: Limits::default(),
         audit: crate::config::AuditConfig::default(),

@@ -157,13 +157,19 @@ pub enum Action {
     CredentialRotationReminder,
     /// The rotation status overview was read (recorded when refused).
     RotationOverview,
+    /// Every tenant KEK was re-wrapped under a new root key (platform
+    /// chain).
+    KeyRotateRoot,
+    /// A tenant's old KEK version, no longer wrapping any data key, was
+    /// deleted.
+    TenantKeyRetire,
     /// Anything else (named in `reason_code`).
     Other,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 53] = [
+    pub const ALL: [Action; 55] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -216,6 +222,8 @@ impl Action {
         Self::CredentialExpire,
         Self::CredentialRotationReminder,
         Self::RotationOverview,
+        Self::KeyRotateRoot,
+        Self::TenantKeyRetire,
         Self::Other,
     ];
 
@@ -274,6 +282,8 @@ impl Action {
             Self::CredentialExpire => "credential.expire",
             Self::CredentialRotationReminder => "credential.rotation_reminder",
             Self::RotationOverview => "rotation.overview",
+            Self::KeyRotateRoot => "key.rotate_root",
+            Self::TenantKeyRetire => "tenant.key_retire",
             Self::Other => "other",
         }
     }

@@ -32,6 +32,7 @@ mod group_commit;
 mod idempotency;
 mod isolation_level;
 mod isolation_model;
+mod keys;
 mod notifications;
 mod rls;
 mod rotation;
@@ -58,6 +59,9 @@ macro_rules! conformance {
 conformance! {
     rotation::reminders_once_per_window => rotation_reminders_once_per_window_postgres, rotation_reminders_once_per_window_sqlite;
     rotation::expiry_marks_the_credential_once => rotation_expiry_marks_the_credential_once_postgres, rotation_expiry_marks_the_credential_once_sqlite;
+    keys::replicas_report_and_expire => keys_replicas_report_and_expire_postgres, keys_replicas_report_and_expire_sqlite;
+    keys::kek_rotation_and_retirement => keys_kek_rotation_and_retirement_postgres, keys_kek_rotation_and_retirement_sqlite;
+    keys::notifier_secret_is_swapped_from_the_value_read => keys_notifier_secret_is_swapped_postgres, keys_notifier_secret_is_swapped_sqlite;
     access_requests::file_collapses_duplicates => access_requests_file_collapses_duplicates_postgres, access_requests_file_collapses_duplicates_sqlite;
     access_requests::approval_commits_grant_and_event => access_requests_approval_commits_grant_and_event_postgres, access_requests_approval_commits_grant_and_event_sqlite;
     access_requests::denial_and_expiry => access_requests_denial_and_expiry_postgres, access_requests_denial_and_expiry_sqlite;

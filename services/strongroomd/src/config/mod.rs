@@ -48,6 +48,16 @@ pub enum RootKeySource {
     PassphraseEnv,
 }
 
+/// Where the next root key of a rotation comes from (see
+/// `docs/operations.md`, Rotating the root key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextRootKey {
+    /// `STRONGROOM_NEXT_ROOT_KEY`: 32 bytes as hex or base64.
+    Env,
+    /// `root_key.next_file` (`STRONGROOM_NEXT_ROOT_KEY_FILE`): a key file.
+    File(PathBuf),
+}
+
 /// Which database backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
@@ -329,6 +339,12 @@ pub struct Config {
     pub database: Database,
     /// Root key source.
     pub root_key: RootKeySource,
+    /// The next root key, held for a rotation (`root_key.next_file`).
+    pub next_root_key: Option<NextRootKey>,
+    /// How often this server reports the root keys it holds
+    /// (`root_key.heartbeat_interval_ms`, default 5 s; a report older than
+    /// three intervals is a replica gone).
+    pub key_heartbeat: Duration,
     /// Identities allowed to create and manage tenants.
     pub platform_operators: Vec<IdentityPattern>,
     /// Limits.
@@ -432,6 +448,29 @@ impl Config {
                 ));
             }
         };
+
+        let next_root_key = match (
+            env.var("STRONGROOM_NEXT_ROOT_KEY").is_some(),
+            raw.root_key.next_file,
+        ) {
+            (false, None) => None,
+            (true, None) => Some(NextRootKey::Env),
+            (false, Some(f)) => Some(NextRootKey::File(f)),
+            (true, Some(_)) => {
+                return Err(bad(
+                    "root_key.next_file",
+                    "both it and STRONGROOM_NEXT_ROOT_KEY are set; choose one",
+                ));
+            }
+        };
+        let key_heartbeat =
+            Duration::from_millis(raw.root_key.heartbeat_interval_ms.unwrap_or(5000));
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&key_heartbeat) {
+            return Err(bad(
+                "root_key.heartbeat_interval_ms",
+                "must be 100 ms to 60 s",
+            ));
+        }
 
         let d = Limits::default();
         let limits = Limits {
@@ -704,6 +743,8 @@ impl Config {
             tls,
             database,
             root_key,
+            next_root_key,
+            key_heartbeat,
             platform_operators,
             limits,
             audit,

@@ -111,6 +111,8 @@ pub(super) struct RawDatabase {
 pub(super) struct RawRootKey {
     pub(super) file: Option<PathBuf>,
     pub(super) passphrase_file: Option<PathBuf>,
+    pub(super) next_file: Option<PathBuf>,
+    pub(super) heartbeat_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,6 +236,13 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), Config
     }
     if let Some(v) = env.var("STRONGROOM_ROOT_PASSPHRASE_FILE") {
         raw.root_key.passphrase_file = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_NEXT_ROOT_KEY_FILE") {
+        raw.root_key.next_file = Some(v.into());
+    }
+    if let Some(v) = env.var("STRONGROOM_ROOT_KEY_HEARTBEAT_MS") {
+        raw.root_key.heartbeat_interval_ms =
+            Some(parse_num("STRONGROOM_ROOT_KEY_HEARTBEAT_MS", &v)?);
     }
     if let Some(v) = env.var("STRONGROOM_DEFAULT_LEASE_TTL_SECS") {
         raw.limits.default_lease_ttl_secs =

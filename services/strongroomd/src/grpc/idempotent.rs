@@ -76,6 +76,7 @@ request_ids!(
     pb::CreateEnvironmentRequest,
     pb::RotateRootKeyRequest,
     pb::RotateTenantKeyRequest,
+    pb::RetireTenantKeyRequest,
     pb::CreateCredentialRequest,
     pb::RotateCredentialRequest,
     pb::RollbackCredentialRequest,

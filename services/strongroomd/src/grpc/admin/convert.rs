@@ -190,3 +190,24 @@ pub fn overview_out(
             .collect(),
     }
 }
+
+/// A tenant's key versions and rotation progress on the wire.
+pub fn key_status_out(s: strongroom_engine::TenantKeyStatus) -> pb::GetTenantKeyStatusResponse {
+    pb::GetTenantKeyStatusResponse {
+        current_kek_version: s.current,
+        versions: s
+            .versions
+            .into_iter()
+            .map(|v| pb::TenantKeyVersion {
+                kek_version: v.version,
+                current: v.current,
+                data_keys: v.data_keys,
+                notifier_secret: v.notifier_secret,
+                created_at: Some(time_out(v.created_at)),
+            })
+            .collect(),
+        data_keys_pending: s.pending,
+        rotation_started_at: s.rotation.map(|r| time_out(r.started_at)),
+        rotation_finished_at: s.rotation.and_then(|r| r.finished_at.map(time_out)),
+    }
+}

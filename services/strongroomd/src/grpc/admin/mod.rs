@@ -16,11 +16,29 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Shared, rpc, unimplemented};
-use strongroom_engine::PrincipalUpdate;
+use strongroom_engine::{KeyTarget, PrincipalUpdate};
 
 /// Serves AdminService.
 #[derive(Clone)]
 pub struct AdminHandler(pub Shared);
+
+/// Whose keys a key call acts on: the tenant a platform operator names
+/// (required for one), or a tenant admin's own (who names none).
+fn key_target(
+    caller: &strongroom_core::scope::Authenticated,
+    tenant_id: &str,
+) -> Result<KeyTarget, Error> {
+    if tenant_id.is_empty() {
+        if caller.is_platform_operator() && caller.principal().is_none() {
+            return Err(Error::invalid(
+                "tenant_id",
+                "is required for a platform operator",
+            ));
+        }
+        return Ok(KeyTarget::Own);
+    }
+    Ok(KeyTarget::Tenant(TenantId::parse(tenant_id, "tenant_id")?))
+}
 
 /// The fields of a principal UpdatePrincipal may set.
 const PRINCIPAL_FIELDS: [&str; 4] = ["name", "role", "environments", "description"];
@@ -609,16 +627,68 @@ impl AdminService for AdminHandler {
 
     async fn rotate_root_key(
         &self,
-        _request: Request<pb::RotateRootKeyRequest>,
+        request: Request<pb::RotateRootKeyRequest>,
     ) -> Result<Response<pb::RotateRootKeyResponse>, Status> {
-        Err(unimplemented("RotateRootKey"))
+        rpc!(idempotent self, request, |this, call, _req| {
+            let done = this
+                .0
+                .engine
+                .rotate_root_key(&call.caller, call.ctx())
+                .await?;
+            Ok(pb::RotateRootKeyResponse {
+                previous_key_id: done.previous_key_id,
+                new_key_id: done.new_key_id,
+                keys_rewrapped: done.keys_rewrapped,
+                tenants: done.tenants,
+            })
+        })
     }
 
     async fn rotate_tenant_key(
         &self,
-        _request: Request<pb::RotateTenantKeyRequest>,
+        request: Request<pb::RotateTenantKeyRequest>,
     ) -> Result<Response<pb::RotateTenantKeyResponse>, Status> {
-        Err(unimplemented("RotateTenantKey"))
+        rpc!(idempotent self, request, |this, call, req| {
+            let target = key_target(&call.caller, &req.tenant_id)?;
+            let (kek_version, data_keys_pending) = this
+                .0
+                .engine
+                .rotate_tenant_key(&call.caller, call.ctx(), target)
+                .await?;
+            Ok(pb::RotateTenantKeyResponse {
+                kek_version,
+                data_keys_pending,
+            })
+        })
+    }
+
+    async fn get_tenant_key_status(
+        &self,
+        request: Request<pb::GetTenantKeyStatusRequest>,
+    ) -> Result<Response<pb::GetTenantKeyStatusResponse>, Status> {
+        rpc!(request, |call, req| {
+            let target = key_target(&call.caller, &req.tenant_id)?;
+            let status = self
+                .0
+                .engine
+                .tenant_key_status(&call.caller, call.ctx(), target)
+                .await?;
+            Ok(convert::key_status_out(status))
+        })
+    }
+
+    async fn retire_tenant_key(
+        &self,
+        request: Request<pb::RetireTenantKeyRequest>,
+    ) -> Result<Response<pb::RetireTenantKeyResponse>, Status> {
+        rpc!(idempotent self, request, |this, call, req| {
+            let target = key_target(&call.caller, &req.tenant_id)?;
+            this.0
+                .engine
+                .retire_tenant_key(&call.caller, call.ctx(), target, req.kek_version)
+                .await?;
+            Ok(pb::RetireTenantKeyResponse {})
+        })
     }
 
     type ExportTenantStream =

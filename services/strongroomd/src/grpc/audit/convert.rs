@@ -62,6 +62,8 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::CredentialExpire => P::CredentialExpire,
         Action::CredentialRotationReminder => P::CredentialRotationReminder,
         Action::RotationOverview => P::RotationOverview,
+        Action::KeyRotateRoot => P::KeyRotateRoot,
+        Action::TenantKeyRetire => P::KeyRetireTenant,
         Action::Other => P::Unspecified,
     }
 }
