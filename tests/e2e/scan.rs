@@ -18,6 +18,7 @@ on_both_backends!(
     clean_corpus_gives_no_finding,
     callers_only_learn_of_credentials_they_may_read,
     scans_are_rate_limited_and_take_large_texts,
+    a_scan_after_a_change_finds_the_new_value_in_a_large_tenant,
 );
 
 const MIB: usize = 1024 * 1024;
@@ -528,5 +529,92 @@ async fn scans_are_rate_limited_and_take_large_texts(backend: Backend) {
         "a scan over the limit",
     );
     assert!(refused.message().contains("scans"), "{refused:?}");
+    server.stop().await;
+}
+
+/// Whether `response` reports `name` at the first occurrence of `needle`.
+fn reports(response: &pb::ScanTextResponse, text: &str, name: &str, needle: &str) -> bool {
+    let start = text.find(needle).expect("planted");
+    response.findings.iter().any(|f| {
+        f.credential_name == name
+            && f.start_offset as usize == start
+            && f.end_offset as usize == start + needle.len()
+    })
+}
+
+async fn a_scan_after_a_change_finds_the_new_value_in_a_large_tenant(backend: Backend) {
+    let mut options = Options::new(backend);
+    options
+        .env
+        .push(("STRONGROOM_SCAN_PER_MINUTE".into(), "1000".into()));
+    let server = TestServer::start_with(options).await;
+    let acme = server.tenant("acme").await;
+    // Enough values that the tenant's index is the anchored one (over 4,096
+    // needles: each of these values has a dozen or more encoded forms).
+    let mut values = Vec::new();
+    for i in 0..320 {
+        let value = secret(&format!("bulk{i}"));
+        create(&acme, "dev", &format!("bulk/key-{i}"), &value).await;
+        values.push(value);
+    }
+    let text = format!(
+        "first {} ~ last {} ~",
+        values[0],
+        STANDARD.encode(&values[319])
+    );
+    let response = scan(&acme.client, &text, false).await;
+    assert!(
+        reports(&response, &text, "bulk/key-0", &values[0]),
+        "{response:?}"
+    );
+    assert!(reports(
+        &response,
+        &text,
+        "bulk/key-319",
+        &STANDARD.encode(&values[319])
+    ));
+
+    // Each change is seen by the very next scan: a scan never uses an index
+    // built before a change it follows (the rebuild starts at the change,
+    // in the background; the scan waits for it).
+    for (round, old) in values.iter().take(4).enumerate() {
+        let name = format!("fresh/key-{round}");
+        let value = secret(&format!("fresh{round}"));
+        create(&acme, "dev", &name, &value).await;
+        let text = format!("new {value} ~ old {old} ~");
+        let response = scan(&acme.client, &text, false).await;
+        assert!(
+            reports(&response, &text, &name, &value),
+            "round {round}: {response:?}"
+        );
+        assert!(reports(&response, &text, &format!("bulk/key-{round}"), old));
+    }
+    let rotated = secret("rotated");
+    acme.client
+        .credentials()
+        .rotate_credential(pb::RotateCredentialRequest {
+            credential: path("dev", "bulk/key-7"),
+            new_value: Some(pb::rotate_credential_request::NewValue::Value(
+                api_key(&rotated).expect("value"),
+            )),
+            ..Default::default()
+        })
+        .await
+        .expect("rotate");
+    let text = format!("rotated {} ~", percent_encode(&rotated));
+    let response = scan(&acme.client, &text, false).await;
+    assert!(
+        reports(&response, &text, "bulk/key-7", &percent_encode(&rotated)),
+        "{response:?}"
+    );
+    assert_eq!(response.findings[0].version, 2);
+    let logs = server.logs.lines().join("\n");
+    assert!(
+        logs.contains("indexed a tenant's values for scans"),
+        "the builds are logged"
+    );
+    for value in &values {
+        assert!(!logs.contains(value.as_str()), "a value reached the log");
+    }
     server.stop().await;
 }

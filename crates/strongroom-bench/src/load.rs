@@ -24,6 +24,9 @@ pub struct Stats {
     pub elapsed: Duration,
     /// Sorted latencies of successful calls, µs.
     pub latencies: Vec<u32>,
+    /// Every call made, warm-up and failures included (to divide a
+    /// server's whole-run counters, such as instructions, by).
+    pub issued: u64,
 }
 
 impl Stats {
@@ -77,14 +80,16 @@ pub async fn run(op: Op, concurrency: usize, warmup: Duration, duration: Duratio
                     }
                 }
             }
-            (latencies, errors, first_error)
+            (latencies, errors, first_error, i)
         }));
     }
     let mut all = Vec::new();
     let mut errors = 0;
     let mut first_error = None;
+    let mut issued = 0;
     for h in handles {
-        if let Ok((l, e, f)) = h.await {
+        if let Ok((l, e, f, n)) = h.await {
+            issued += n;
             all.extend(l);
             errors += e;
             if first_error.is_none() {
@@ -99,6 +104,7 @@ pub async fn run(op: Op, concurrency: usize, warmup: Duration, duration: Duratio
         first_error,
         elapsed: duration,
         latencies: all,
+        issued,
     }
 }
 

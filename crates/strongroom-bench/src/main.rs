@@ -100,6 +100,10 @@ async fn relay_mode(args: &Args) -> Result<(), String> {
         let direct = load::run(bench.direct(), c, warmup, duration).await;
         eprintln!("relay: through the relay, {c} in flight");
         let relayed = load::run(bench.relayed(), c, warmup, duration).await;
+        eprintln!(
+            "relay: {} relayed calls made at {c} in flight (warm-up included)",
+            relayed.issued
+        );
         rows.push(Row {
             system: "upstream",
             backend: "-",

@@ -3,13 +3,23 @@
 //!
 //! The known values of a tenant (every secret part of every version still
 //! kept, not destroyed, of every credential) are compiled into one automaton
-//! ([`strongroom_scan::KnownValues`]) the first time a scan needs them, and
+//! ([`strongroom_scan::KnownValues`]; for a whole tenant its anchored index,
+//! built in time linear in the values) the first time a scan needs them, and
 //! reused by every scan of the tenant until a credential of the tenant
-//! changes: [`Engine::commit`] and other servers' change notices drop it
-//! through `Caches::apply`, and, notices being lossy, it is trusted for at
-//! most `cache.credential_ttl_ms`. It is the one thing the engine keeps in
-//! memory that is derived from plaintext beyond a call; the copies made while
-//! building it are wiped.
+//! changes. A change ([`Engine::commit`], or another server's change notice,
+//! through `Caches::apply`) bumps the tenant's generation: a scan that
+//! begins after it never uses an automaton built from reads that began
+//! before it (it could miss the new value); it waits for the rebuild. The
+//! rebuild starts at the change itself, in the background, for a tenant
+//! scanned in the last [`ACTIVE`] (others' automata are dropped): one build
+//! per tenant at a time, again at once if changes came during it, at most
+//! [`MAX_CONCURRENT_BUILDS`] tenants at once. Scans that began before the
+//! change keep the automaton they had. Notices being lossy, an automaton is
+//! trusted for at most `cache.credential_ttl_ms` from the start of its reads
+//! (then it counts as changed), and one past half of that is rebuilt ahead
+//! in the background while scans keep coming. It is the one thing the
+//! engine keeps in memory that is derived from plaintext beyond a call; the
+//! copies made while building it are wiped.
 //!
 //! The automaton covers the whole tenant; what a caller learns is decided per
 //! call. Findings on credentials the caller may not read the metadata of are
@@ -49,6 +59,14 @@ pub const MAX_SCAN_TEXT_BYTES: usize = 4 * 1024 * 1024;
 /// Most tenants whose automaton is kept at once; past this the memory
 /// starts afresh.
 const MAX_INDEXED_TENANTS: usize = 256;
+
+/// Most tenants' automata built at once (each build is one blocking
+/// thread's work).
+const MAX_CONCURRENT_BUILDS: usize = 2;
+
+/// A tenant scanned within this long has its automaton rebuilt in the
+/// background after a change; others' are dropped until their next scan.
+const ACTIVE: Duration = Duration::from_secs(600);
 
 /// What to scan for, besides the text.
 #[derive(Debug, Clone, Default)]
@@ -125,28 +143,80 @@ pub(crate) struct ScanIndex {
     versions: Vec<(Arc<Credential>, u32)>,
 }
 
-/// A tenant's automaton, or the generation a fill must match to store one.
-#[derive(Default)]
-struct Slot {
+/// One index built: what, when its reads began, and the tenant's change
+/// generation then.
+struct Built {
+    index: Arc<ScanIndex>,
+    at: Instant,
     generation: u64,
-    built: Option<(Arc<ScanIndex>, Instant)>,
 }
 
-/// The automata of the tenants scanned lately; dropped per tenant by the
-/// changes that make them stale (see `Caches::apply`).
-#[derive(Default)]
+/// A tenant's automaton, its change generation, and its rebuilding.
+struct Slot {
+    /// Bumped by every change of the tenant's values (and when the built
+    /// index outlives the credential TTL): a build that began at an older
+    /// generation may miss a value.
+    generation: u64,
+    /// The last index built (kept while a newer one is built, for the
+    /// scans that began before the change).
+    built: Option<Built>,
+    /// Whether a build runs (one per tenant at a time) and at which
+    /// generation it began.
+    building: Option<u64>,
+    /// The last failed build: its generation and message.
+    failed: Option<(u64, String)>,
+    /// Tells waiting scans that a build ended.
+    ended: tokio::sync::watch::Sender<u64>,
+    /// The last caller that scanned (its tenant scope reads the values for
+    /// a background rebuild) and when.
+    builder: Option<(Arc<Authenticated>, Instant)>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Self {
+            generation: 0,
+            built: None,
+            building: None,
+            failed: None,
+            ended: tokio::sync::watch::Sender::new(0),
+            builder: None,
+        }
+    }
+}
+
+/// The automata of the tenants scanned lately, rebuilt in the background
+/// when their values change (see the module's notes).
 pub(crate) struct ScanIndexes {
     slots: Mutex<HashMap<TenantId, Slot>>,
-    /// Bumped when every automaton is dropped, so a fill that started before
-    /// stores nothing.
+    /// Bumped when every automaton is dropped, so a build that started
+    /// before stores nothing.
     epoch: AtomicU64,
+    /// Lets a change start the rebuild (set by the first scan).
+    engine: std::sync::OnceLock<std::sync::Weak<Engine>>,
+    /// Builds running at once, over all tenants.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
-/// The generations a fill started at.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ScanTicket {
-    epoch: u64,
-    generation: u64,
+impl Default for ScanIndexes {
+    fn default() -> Self {
+        Self {
+            slots: Mutex::default(),
+            epoch: AtomicU64::new(0),
+            engine: std::sync::OnceLock::new(),
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_BUILDS)),
+        }
+    }
+}
+
+/// What a scan does about its tenant's automaton.
+enum Next {
+    /// Scan with this one (built at or after the generation needed).
+    Use(Arc<ScanIndex>),
+    /// Wait for the build under way to end, then look again.
+    Wait(tokio::sync::watch::Receiver<u64>),
+    /// Start a build (this call's task runs it), then look again.
+    Start(tokio::sync::watch::Receiver<u64>),
 }
 
 impl ScanIndexes {
@@ -155,51 +225,180 @@ impl ScanIndexes {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn get(&self, tenant: TenantId, ttl: Duration) -> Option<Arc<ScanIndex>> {
-        let slots = self.slots();
-        let (index, at) = slots.get(&tenant)?.built.as_ref()?;
-        (at.elapsed() < ttl).then(|| Arc::clone(index))
-    }
-
-    fn ticket(&self, tenant: TenantId) -> ScanTicket {
-        let slots = self.slots();
-        ScanTicket {
-            epoch: self.epoch.load(Ordering::SeqCst),
-            generation: slots.get(&tenant).map_or(0, |s| s.generation),
-        }
-    }
-
-    /// Keeps `index`, built from what was read after `ticket` was taken at
-    /// `at`, unless a change came since.
-    fn put(&self, tenant: TenantId, ticket: ScanTicket, index: Arc<ScanIndex>, at: Instant) {
+    /// The generation a scan beginning now needs: the current one, after
+    /// aging out an index older than `ttl` (notices are lossy).
+    fn needed(&self, tenant: TenantId, ttl: Duration) -> u64 {
         let mut slots = self.slots();
-        if self.epoch.load(Ordering::SeqCst) != ticket.epoch {
-            return;
+        let slot = slots.entry(tenant).or_default();
+        if slot
+            .built
+            .as_ref()
+            .is_some_and(|b| b.generation == slot.generation && b.at.elapsed() >= ttl)
+        {
+            slot.generation += 1;
         }
+        slot.generation
+    }
+
+    /// What a scan needing generation `need` does now; remembers `caller`
+    /// as the tenant's builder.
+    fn next(
+        &self,
+        tenant: TenantId,
+        need: u64,
+        ttl: Duration,
+        caller: &Arc<Authenticated>,
+    ) -> Result<(Next, bool)> {
+        let mut slots = self.slots();
         if slots.len() >= MAX_INDEXED_TENANTS && !slots.contains_key(&tenant) {
+            // Past the bound the memory starts afresh.
             self.epoch.fetch_add(1, Ordering::SeqCst);
             slots.clear();
-            return;
         }
         let slot = slots.entry(tenant).or_default();
-        if slot.generation == ticket.generation {
-            slot.built = Some((index, at));
+        slot.builder = Some((Arc::clone(caller), Instant::now()));
+        if let Some(b) = &slot.built
+            && b.generation >= need
+        {
+            // Refreshed ahead of its expiry while scans keep coming.
+            let refresh = slot.building.is_none()
+                && b.generation == slot.generation
+                && b.at.elapsed() >= ttl / 2;
+            if refresh {
+                slot.building = Some(slot.generation);
+            }
+            return Ok((Next::Use(Arc::clone(&b.index)), refresh));
         }
+        if let Some((generation, message)) = &slot.failed
+            && *generation >= need
+        {
+            return Err(Error::Unavailable(
+                format!("the tenant's values could not be indexed: {message}").into(),
+            ));
+        }
+        let rx = slot.ended.subscribe();
+        if slot.building.is_some() {
+            return Ok((Next::Wait(rx), false));
+        }
+        slot.building = Some(slot.generation);
+        Ok((Next::Start(rx), false))
     }
 
-    /// Drops the tenant's automaton (a credential changed).
-    pub(crate) fn invalidate(&self, tenant: TenantId) {
+    /// The build that began at the slot's current generation, for a task
+    /// that holds the build flag: the generation, the epoch and the
+    /// builder.
+    fn begin(&self, tenant: TenantId) -> Option<(u64, u64, Arc<Authenticated>)> {
         let mut slots = self.slots();
-        let slot = slots.entry(tenant).or_default();
-        slot.generation += 1;
-        slot.built = None;
+        let slot = slots.get_mut(&tenant)?;
+        let builder = slot.builder.as_ref().map(|(b, _)| Arc::clone(b));
+        let Some(builder) = builder else {
+            slot.building = None;
+            return None;
+        };
+        slot.building = Some(slot.generation);
+        Some((slot.generation, self.epoch.load(Ordering::SeqCst), builder))
+    }
+
+    /// Ends a build begun at `generation` (in `epoch`): keeps its index (or
+    /// its failure) and wakes the waiting scans. `true` if another build
+    /// is due (a change came meanwhile and the tenant is still scanned).
+    fn end(
+        &self,
+        tenant: TenantId,
+        generation: u64,
+        epoch: u64,
+        at: Instant,
+        result: std::result::Result<Arc<ScanIndex>, String>,
+    ) -> bool {
+        let mut slots = self.slots();
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return false;
+        }
+        let Some(slot) = slots.get_mut(&tenant) else {
+            return false;
+        };
+        match result {
+            Ok(index) => {
+                slot.built = Some(Built {
+                    index,
+                    at,
+                    generation,
+                });
+                slot.failed = None;
+            }
+            Err(message) => slot.failed = Some((generation, message)),
+        }
+        slot.ended.send_modify(|n| *n += 1);
+        let again = slot.generation > generation
+            && slot.failed.is_none()
+            && slot
+                .builder
+                .as_ref()
+                .is_some_and(|(_, at)| at.elapsed() < ACTIVE);
+        if again {
+            slot.building = Some(slot.generation);
+        } else {
+            slot.building = None;
+        }
+        again
+    }
+
+    /// A change of the tenant's values: the automaton becomes stale; it is
+    /// rebuilt in the background if the tenant was scanned lately, else
+    /// dropped.
+    pub(crate) fn invalidate(&self, tenant: TenantId) {
+        let start = {
+            let mut slots = self.slots();
+            let Some(slot) = slots.get_mut(&tenant) else {
+                return;
+            };
+            slot.generation += 1;
+            let active = slot
+                .builder
+                .as_ref()
+                .is_some_and(|(_, at)| at.elapsed() < ACTIVE);
+            if !active {
+                slot.built = None;
+                slot.builder = None;
+            }
+            let start = active && slot.building.is_none();
+            if start {
+                slot.building = Some(slot.generation);
+            }
+            start
+        };
+        if start {
+            self.spawn_build(tenant);
+        }
     }
 
     /// Drops every automaton (changes may have been missed).
     pub(crate) fn invalidate_all(&self) {
         let mut slots = self.slots();
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        for slot in slots.values() {
+            // Waiting scans look again (and build afresh).
+            slot.ended.send_modify(|n| *n += 1);
+        }
         slots.clear();
+    }
+
+    /// Runs the tenant's build (the caller set the build flag) on a task
+    /// of its own; without an engine or a runtime, the flag is cleared.
+    fn spawn_build(&self, tenant: TenantId) {
+        let engine = self.engine.get().and_then(std::sync::Weak::upgrade);
+        match (engine, tokio::runtime::Handle::try_current()) {
+            (Some(engine), Ok(runtime)) => {
+                runtime.spawn(async move { engine.run_scan_builds(tenant).await });
+            }
+            _ => {
+                let mut slots = self.slots();
+                if let Some(slot) = slots.get_mut(&tenant) {
+                    slot.building = None;
+                    slot.ended.send_modify(|n| *n += 1);
+                }
+            }
+        }
     }
 }
 
@@ -211,7 +410,7 @@ impl Engine {
     /// for a text over [`MAX_SCAN_TEXT_BYTES`]; UNAVAILABLE (and nothing
     /// returned) if its audit event is not durable in time.
     pub async fn scan_text(
-        &self,
+        self: &Arc<Self>,
         caller: &Arc<Authenticated>,
         ctx: &CallContext,
         text: String,
@@ -236,7 +435,7 @@ impl Engine {
                 .into(),
             ));
         }
-        let index = self.scan_index(&scope).await?;
+        let index = self.scan_index(caller, &scope).await?;
         let listing = self
             .listing(&scope, scope.principal(), Capability::ReadMetadata)
             .await?;
@@ -299,24 +498,72 @@ impl Engine {
         Ok(ScanReport { findings, redacted })
     }
 
-    /// The tenant's automaton, built if none is kept.
-    async fn scan_index(&self, scope: &TenantScope<'_>) -> Result<Arc<ScanIndex>> {
+    /// The tenant's automaton as of this call: the kept one if no change
+    /// came since it was built, else the one being built (waited for), or
+    /// one built now. A change rebuilds it in the background (see
+    /// [`ScanIndexes::invalidate`]).
+    async fn scan_index(
+        self: &Arc<Self>,
+        caller: &Arc<Authenticated>,
+        scope: &TenantScope<'_>,
+    ) -> Result<Arc<ScanIndex>> {
         let tenant = scope.tenant_id();
         let ttl = self.limits().credential_cache_ttl;
         let indexes = self.caches.scan_indexes();
-        if let Some(index) = indexes.get(tenant, ttl) {
-            return Ok(index);
+        indexes.engine.get_or_init(|| Arc::downgrade(self));
+        let need = indexes.needed(tenant, ttl);
+        loop {
+            let (next, refresh) = indexes.next(tenant, need, ttl, caller)?;
+            if refresh {
+                indexes.spawn_build(tenant);
+            }
+            match next {
+                Next::Use(index) => return Ok(index),
+                Next::Wait(mut ended) => {
+                    let _ = ended.changed().await;
+                }
+                Next::Start(mut ended) => {
+                    indexes.spawn_build(tenant);
+                    let _ = ended.changed().await;
+                }
+            }
         }
-        let ticket = indexes.ticket(tenant);
-        let at = Instant::now();
-        let index = Arc::new(self.build_scan_index(scope).await?);
-        indexes.put(tenant, ticket, Arc::clone(&index), at);
-        Ok(index)
+    }
+
+    /// Builds the tenant's automaton, again while changes come in between,
+    /// at most [`MAX_CONCURRENT_BUILDS`] tenants at once. The caller set the
+    /// tenant's build flag.
+    async fn run_scan_builds(self: Arc<Self>, tenant: TenantId) {
+        let indexes = self.caches.scan_indexes();
+        let Ok(_permit) = Arc::clone(&indexes.permits).acquire_owned().await else {
+            return;
+        };
+        loop {
+            let Some((generation, epoch, builder)) = indexes.begin(tenant) else {
+                return;
+            };
+            let at = Instant::now();
+            let result = match builder.tenant_scope() {
+                Ok(scope) => self
+                    .build_scan_index(&scope)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(message) = &result {
+                tracing::warn!(tenant = %tenant, error = %message, "could not index a tenant's values for scans");
+            }
+            if !indexes.end(tenant, generation, epoch, at, result) {
+                return;
+            }
+        }
     }
 
     /// Reads and opens every kept version of every credential of the tenant
     /// and compiles their secret parts.
     async fn build_scan_index(&self, scope: &TenantScope<'_>) -> Result<ScanIndex> {
+        let began = Instant::now();
         let mut credentials = Vec::new();
         let mut page = PageRequest {
             size: MAX_PAGE_SIZE,
@@ -355,6 +602,8 @@ impl Engine {
                 );
             }
         }
+        let read = began.elapsed();
+        let count = values.len();
         let known = tokio::task::spawn_blocking(move || {
             KnownValues::new(
                 values.iter().map(|(label, v)| (*label, v.as_slice())),
@@ -364,6 +613,14 @@ impl Engine {
         .await
         .map_err(|e| Error::Internal(format!("scan index task failed: {e}")))?
         .map_err(|e| Error::Internal(e.to_string()))?;
+        tracing::info!(
+            tenant = %scope.tenant_id(),
+            values = count,
+            read_ms = read.as_millis() as u64,
+            compile_ms = (began.elapsed() - read).as_millis() as u64,
+            bytes = known.memory_usage(),
+            "indexed a tenant's values for scans"
+        );
         Ok(ScanIndex { known, versions })
     }
 }

@@ -4,6 +4,7 @@
 use aho_corasick::{AhoCorasick, Input, MatchKind};
 use zeroize::Zeroizing;
 
+use crate::anchored::Anchored;
 use crate::error::ScanError;
 use crate::forms::{self, Form, Needle};
 
@@ -27,16 +28,10 @@ pub(crate) struct Owner {
 /// when no longer needed; the automaton's own tables, derived from them, are
 /// freed (not wiped) when this is dropped. `Debug` shows counts only.
 pub struct KnownValues {
-    /// The needles of the forms whose letters carry information (base64 in
-    /// either alphabet), matched as they are.
-    exact: Option<AhoCorasick>,
-    /// The needles of the other forms (plain, percent-encoded, hex,
-    /// JSON-escaped), stored lower-cased and matched ignoring ASCII case: an
-    /// upstream that upper-cases an echoed key (or writes hex or escapes in
-    /// the other case) is still matched.
-    folded: Option<AhoCorasick>,
-    /// How many patterns `exact` has: pattern `i` of `folded` is pattern
-    /// `exact_patterns + i` here.
+    /// How the needles are searched for.
+    search: Search,
+    /// How many exact (base64) patterns there are: pattern `i` of the
+    /// case-insensitive ones is pattern `exact_patterns + i` here.
     exact_patterns: usize,
     /// For each pattern (of `exact`, then of `folded`), every value it is a
     /// form of (one entry per label, the form of highest priority for that
@@ -46,6 +41,51 @@ pub struct KnownValues {
     min_len: usize,
     longest: usize,
 }
+
+/// How the needles are searched for.
+enum Search {
+    /// Nothing can match.
+    Nothing,
+    /// Two aho-corasick automata, leftmost-longest: fast to search, but
+    /// slow to compile for many long needles (their states grow with the
+    /// needles' total length).
+    Automata {
+        /// The needles of the forms whose letters carry information
+        /// (base64 in either alphabet), matched as they are.
+        exact: Option<AhoCorasick>,
+        /// The needles of the other forms (plain, percent-encoded, hex,
+        /// JSON-escaped), stored lower-cased and matched ignoring ASCII
+        /// case: an upstream that upper-cases an echoed key (or writes hex
+        /// or escapes in the other case) is still matched.
+        folded: Option<AhoCorasick>,
+    },
+    /// The needles indexed by the hash of their first bytes: built in
+    /// time linear in the needles, for large sets (a tenant's whole store).
+    Anchored(Anchored),
+}
+
+/// How [`KnownValues`] searches: chosen by the number of needles, or forced
+/// by tests (both must find the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) enum SearchKind {
+    /// Automata below [`ANCHORED_FROM`] needles, the anchored index from
+    /// there on.
+    Auto,
+    /// Always automata.
+    Automata,
+    /// The anchored index whenever every needle is at least
+    /// [`MIN_ANCHOR`] bytes long.
+    Anchored,
+}
+
+/// From this many needles on, [`SearchKind::Auto`] indexes them by anchor
+/// instead of compiling automata (a few hundred values in every form).
+pub(crate) const ANCHORED_FROM: usize = 4096;
+
+/// The shortest anchor worth hashing: with shorter needles, automata are
+/// used whatever their number.
+pub(crate) const MIN_ANCHOR: usize = 4;
 
 /// One occurrence of a known value in a text: which value (`label`), in
 /// which form, and where (`start..end`, byte offsets into the text given).
@@ -75,8 +115,24 @@ impl KnownValues {
     where
         I: IntoIterator<Item = (usize, &'a [u8])>,
     {
+        Self::build(values, min_len, SearchKind::Auto)
+    }
+
+    /// [`KnownValues::new`] searching as `strategy` says.
+    pub(crate) fn build<'a, I>(
+        values: I,
+        min_len: usize,
+        strategy: SearchKind,
+    ) -> Result<Self, ScanError>
+    where
+        I: IntoIterator<Item = (usize, &'a [u8])>,
+    {
         let min_len = min_len.max(1);
-        let mut entries: Vec<(Needle, Owner)> = Vec::new();
+        // The needles of each kind (folded ones lower-cased), each value's
+        // own repeats left out as they come (a value of letters and digits
+        // is its own URL and JSON form), so the sort below has fewer.
+        let mut exact: Vec<(Needle, Owner)> = Vec::new();
+        let mut folded: Vec<(Needle, Owner)> = Vec::new();
         let mut scratch: Vec<Needle> = Vec::new();
         let mut count = 0;
         for (label, value) in values {
@@ -84,25 +140,29 @@ impl KnownValues {
                 continue;
             }
             count += 1;
+            let (exact_from, folded_from) = (exact.len(), folded.len());
             for form in Form::ALL {
                 forms::needles(value, form, &mut scratch);
-                for needle in scratch.drain(..) {
-                    if needle.len() >= min_len {
-                        entries.push((needle, Owner { label, form }));
+                for mut needle in scratch.drain(..) {
+                    if needle.len() < min_len {
+                        continue;
+                    }
+                    let (list, from) = if form.is_case_sensitive() {
+                        (&mut exact, exact_from)
+                    } else {
+                        needle.make_ascii_lowercase();
+                        (&mut folded, folded_from)
+                    };
+                    // The first form has priority: a repeat adds nothing.
+                    if !list[from..]
+                        .iter()
+                        .any(|(n, _)| n.as_slice() == needle.as_slice())
+                    {
+                        list.push((needle, Owner { label, form }));
                     }
                 }
             }
         }
-        let (exact, folded): (Vec<_>, Vec<_>) = entries
-            .into_iter()
-            .partition(|(_, owner)| owner.form.is_case_sensitive());
-        let folded: Vec<(Needle, Owner)> = folded
-            .into_iter()
-            .map(|(mut needle, owner)| {
-                needle.make_ascii_lowercase();
-                (needle, owner)
-            })
-            .collect();
         let (exact_patterns, mut owners) = dedup(exact);
         let (folded_patterns, folded_owners) = dedup(folded);
         owners.extend(folded_owners);
@@ -112,20 +172,38 @@ impl KnownValues {
             .map(|p| p.len())
             .max()
             .unwrap_or(0);
-        let build = |patterns: &[Needle], fold: bool| -> Result<Option<AhoCorasick>, ScanError> {
-            if patterns.is_empty() {
-                return Ok(None);
+        let patterns = exact_patterns.len() + folded_patterns.len();
+        let anchored = match strategy {
+            SearchKind::Automata => None,
+            SearchKind::Auto if patterns < ANCHORED_FROM => None,
+            SearchKind::Auto | SearchKind::Anchored => {
+                Anchored::new(&exact_patterns, &folded_patterns, MIN_ANCHOR)
             }
-            AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .ascii_case_insensitive(fold)
-                .build(patterns.iter().map(|p| p.as_slice()))
-                .map(Some)
-                .map_err(|e| ScanError::TooLarge(e.to_string()))
+        };
+        let search = if patterns == 0 {
+            Search::Nothing
+        } else if let Some(anchored) = anchored {
+            Search::Anchored(anchored)
+        } else {
+            let build =
+                |patterns: &[Needle], fold: bool| -> Result<Option<AhoCorasick>, ScanError> {
+                    if patterns.is_empty() {
+                        return Ok(None);
+                    }
+                    AhoCorasick::builder()
+                        .match_kind(MatchKind::LeftmostLongest)
+                        .ascii_case_insensitive(fold)
+                        .build(patterns.iter().map(|p| p.as_slice()))
+                        .map(Some)
+                        .map_err(|e| ScanError::TooLarge(e.to_string()))
+                };
+            Search::Automata {
+                exact: build(&exact_patterns, false)?,
+                folded: build(&folded_patterns, true)?,
+            }
         };
         Ok(KnownValues {
-            exact: build(&exact_patterns, false)?,
-            folded: build(&folded_patterns, true)?,
+            search,
             exact_patterns: exact_patterns.len(),
             owners,
             values: count,
@@ -137,12 +215,16 @@ impl KnownValues {
     /// The heap memory the automata use, in bytes (for caches that bound
     /// what they keep).
     pub fn memory_usage(&self) -> usize {
-        let automata = [&self.exact, &self.folded]
-            .into_iter()
-            .flatten()
-            .map(AhoCorasick::memory_usage)
-            .sum::<usize>();
-        automata
+        let search = match &self.search {
+            Search::Nothing => 0,
+            Search::Automata { exact, folded } => [exact, folded]
+                .into_iter()
+                .flatten()
+                .map(AhoCorasick::memory_usage)
+                .sum::<usize>(),
+            Search::Anchored(a) => a.memory_usage(),
+        };
+        search
             + self
                 .owners
                 .iter()
@@ -215,9 +297,16 @@ impl KnownValues {
         }
     }
 
+    /// Whether the needles are searched through the anchored index (large
+    /// sets) rather than automata.
+    #[cfg(test)]
+    pub(crate) fn is_anchored(&self) -> bool {
+        matches!(self.search, Search::Anchored(_))
+    }
+
     /// Whether there is at least one needle.
     pub(crate) fn has_needles(&self) -> bool {
-        self.exact.is_some() || self.folded.is_some()
+        !matches!(self.search, Search::Nothing)
     }
 
     /// The occurrences in `hay`, leftmost first and, at one place, longest
@@ -328,10 +417,14 @@ impl Matches<'_> {
             self.next[which] = Next::Unknown;
         }
         if let Next::Unknown = self.next[which] {
+            let (exact, folded) = match &self.known.search {
+                Search::Automata { exact, folded } => (exact.as_ref(), folded.as_ref()),
+                _ => (None, None),
+            };
             let (automaton, offset) = if which == 0 {
-                (self.known.exact.as_ref(), 0)
+                (exact, 0)
             } else {
-                (self.known.folded.as_ref(), self.known.exact_patterns)
+                (folded, self.known.exact_patterns)
             };
             self.next[which] = match automaton {
                 Some(a) if self.at <= self.hay.len() => {
@@ -358,6 +451,15 @@ impl Iterator for Matches<'_> {
     type Item = Found;
 
     fn next(&mut self) -> Option<Found> {
+        if let Search::Anchored(anchored) = &self.known.search {
+            let (pattern, start, end) = anchored.find(self.hay, self.at)?;
+            self.at = end.max(start + 1);
+            return Some(Found {
+                pattern,
+                start,
+                end,
+            });
+        }
         let found = match (self.next_of(0), self.next_of(1)) {
             (Some(a), Some(b)) => {
                 // Leftmost, then longest; at equal spans the exact (base64)

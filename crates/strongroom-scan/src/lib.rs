@@ -47,6 +47,7 @@
 //! assert_eq!(out, b"say [MASKED]!");
 //! ```
 
+mod anchored;
 mod error;
 mod formats;
 mod forms;

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use proptest::prelude::*;
 
+use crate::known::SearchKind;
 use crate::{Form, KnownValues, Match, Redactor, redact};
 
 /// A planted occurrence: the text to insert, the span of the value's own
@@ -429,4 +430,183 @@ fn exact_and_case_insensitive_needles_merge_leftmost_longest() {
             .all(|m| m.start >= found[0].end || m.label == 1)
     );
     assert!(known.memory_usage() > 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The anchored index (used for large sets) finds exactly what the
+    /// automata find: the same needles, spans, owners and order, in texts
+    /// with every planting, case changes and cut or altered copies.
+    #[test]
+    fn the_anchored_index_finds_what_the_automata_find(
+        values in proptest::collection::vec(value_strategy(), 1..6),
+        picks in proptest::collection::vec(
+            (any::<prop::sample::Index>(), any::<prop::sample::Index>(), 0u8..4, any::<prop::sample::Index>()),
+            1..12,
+        ),
+        min_len in 4usize..10,
+    ) {
+        let labelled = || values.iter().enumerate().map(|(i, v)| (i, v.as_slice()));
+        let automata = KnownValues::build(labelled(), min_len, SearchKind::Automata).unwrap();
+        let anchored = KnownValues::build(labelled(), min_len, SearchKind::Anchored).unwrap();
+        let mut text = GAP.to_vec();
+        for (value, planting, how, at) in &picks {
+            let value: &Vec<u8> = value.get(&values);
+            let plantings = plantings(value);
+            let mut piece = planting.get(&plantings).text.clone();
+            match how {
+                // As it is.
+                0 => {}
+                // Upper-cased (the case-insensitive forms still match).
+                1 => piece.make_ascii_uppercase(),
+                // Cut short.
+                2 => piece.truncate(at.index(piece.len() + 1)),
+                // One byte changed.
+                _ => {
+                    if !piece.is_empty() {
+                        let i = at.index(piece.len());
+                        piece[i] ^= 0x20;
+                    }
+                }
+            }
+            text.extend_from_slice(&piece);
+            // Sometimes no gap: occurrences touch and overlap.
+            if at.index(2) == 0 {
+                text.extend_from_slice(GAP);
+            }
+        }
+        prop_assert_eq!(anchored.find(&text), automata.find(&text));
+        let a: Vec<_> = anchored.matches(&text).collect();
+        let b: Vec<_> = automata.matches(&text).collect();
+        prop_assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn large_sets_use_the_anchored_index_and_still_find_every_form() {
+    let values: Vec<Vec<u8>> = (0..500)
+        .map(|i| format!("key-{i:04}-0123456789abcdefghij-{}", i * 7919).into_bytes())
+        .collect();
+    let known =
+        KnownValues::new(values.iter().enumerate().map(|(i, v)| (i, v.as_slice())), 8).unwrap();
+    assert!(known.is_anchored(), "{known:?}");
+    for (label, value) in values.iter().enumerate().step_by(37) {
+        for planted in plantings(value) {
+            let mut text = GAP.to_vec();
+            let offset = text.len();
+            text.extend_from_slice(&planted.text);
+            text.extend_from_slice(GAP);
+            let expected = (offset + planted.span.0, offset + planted.span.1);
+            assert!(
+                known
+                    .find(&text)
+                    .iter()
+                    .any(|m| m.label == label && (m.start, m.end) == expected),
+                "value {label} planted as {:?}",
+                planted.forms
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod build_experiment {
+    use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+    use std::time::Instant;
+
+    use super::SearchKind;
+    use crate::forms::{self, Form};
+
+    fn values(n: usize) -> Vec<Vec<u8>> {
+        let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        (0..n)
+            .map(|_| {
+                (0..40)
+                    .map(|_| {
+                        s ^= s << 13;
+                        s ^= s >> 7;
+                        s ^= s << 17;
+                        alphabet[(s % 62) as usize]
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    #[ignore]
+    fn experiment() {
+        let vals = values(10_000);
+        let mut text = Vec::new();
+        while text.len() < 1 << 20 {
+            text.extend_from_slice(
+                b"fn main() { let x = compute(42); println!(\"{x}\"); } // some prose here\n",
+            );
+        }
+        for strategy in [SearchKind::Auto, SearchKind::Automata] {
+            let t = Instant::now();
+            let known = crate::KnownValues::build(
+                vals.iter().enumerate().map(|(i, v)| (i, v.as_slice())),
+                8,
+                strategy,
+            )
+            .unwrap();
+            let built = t.elapsed();
+            let t = Instant::now();
+            let found = known.find(&text);
+            eprintln!(
+                "{strategy:?}: build {built:?}, find 1 MiB {:?} ({} found), {known:?} mem {}",
+                t.elapsed(),
+                found.len(),
+                known.memory_usage()
+            );
+        }
+        let mut exact = Vec::new();
+        let mut folded = Vec::new();
+        let mut scratch = Vec::new();
+        let t = Instant::now();
+        for v in &vals {
+            for form in Form::ALL {
+                forms::needles(v, form, &mut scratch);
+                for n in scratch.drain(..) {
+                    if form.is_case_sensitive() {
+                        exact.push(n.to_vec())
+                    } else {
+                        folded.push(n.to_ascii_lowercase())
+                    }
+                }
+            }
+        }
+        exact.sort();
+        exact.dedup();
+        folded.sort();
+        folded.dedup();
+        eprintln!(
+            "needles exact {} folded {} in {:?}",
+            exact.len(),
+            folded.len(),
+            t.elapsed()
+        );
+        for (name, pats, fold) in [("exact", &exact, false), ("folded", &folded, true)] {
+            for kind in [None, Some(AhoCorasickKind::NoncontiguousNFA)] {
+                let t = Instant::now();
+                let ac = AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .ascii_case_insensitive(fold)
+                    .kind(kind)
+                    .build(pats);
+                match ac {
+                    Ok(ac) => eprintln!(
+                        "{name} {kind:?}: {:?} mem {} kind {:?}",
+                        t.elapsed(),
+                        ac.memory_usage(),
+                        ac.kind()
+                    ),
+                    Err(e) => eprintln!("{name} {kind:?}: {e} after {:?}", t.elapsed()),
+                }
+            }
+        }
+    }
 }
