@@ -55,6 +55,7 @@ mod run;
 mod run_inject;
 mod scan;
 mod secrets_in_logs;
+mod shred;
 mod smoke;
 mod telemetry;
 mod tenancy;

@@ -136,6 +136,9 @@ pub enum Precondition {
     /// status, the principal, the grant, the identity binding) no longer
     /// holds where its audit record commits; says what changed.
     RevealStateChanged(&'static str),
+    /// The tenant was crypto-shredded: its keys are destroyed and no value
+    /// of it can be used again.
+    TenantShredded,
     /// Any other, described for the caller.
     Other(Cow<'static, str>),
 }
@@ -145,6 +148,7 @@ impl fmt::Display for Precondition {
         match self {
             Self::VersionRace => f.write_str("another version was written concurrently; retry"),
             Self::RevealStateChanged(why) => f.write_str(why),
+            Self::TenantShredded => f.write_str("the tenant was shredded"),
             Self::Other(why) => f.write_str(why),
         }
     }

@@ -18,7 +18,7 @@ use strongroom_core::ids::TenantId;
 use strongroom_core::scope::TenantScope;
 use strongroom_core::tenant::WrappedKekRecord;
 use strongroom_core::value::CredentialValue;
-use strongroom_core::{Error, Result};
+use strongroom_core::{Error, Precondition, Result};
 use strongroom_crypto::{
     Aad, Envelope, FINGERPRINT_LEN, IdempotencyKey, Kek, RootKey, SigningKey, WrappedKek,
 };
@@ -70,6 +70,10 @@ impl Keyring {
         }
         let evictions = self.evictions.load(Ordering::SeqCst);
         let records = load().await?;
+        if records.is_empty() {
+            // A tenant's wrapped keys are deleted only by a shred.
+            return Err(Error::FailedPrecondition(Precondition::TenantShredded));
+        }
         let mut found = None;
         let mut unwrapped = Vec::with_capacity(records.len());
         for r in records.into_iter().filter(|r| r.tenant == tenant) {
@@ -114,6 +118,15 @@ impl Keyring {
         if let Ok(mut keys) = self.keys.write() {
             self.evictions.fetch_add(1, Ordering::SeqCst);
             keys.retain(|(t, _), _| *t != tenant);
+        }
+    }
+
+    /// Forgets every tenant's keys (change notices may have been missed,
+    /// a shred among them); each is unwrapped again on its next use.
+    pub(crate) fn evict_all(&self) {
+        if let Ok(mut keys) = self.keys.write() {
+            self.evictions.fetch_add(1, Ordering::SeqCst);
+            keys.clear();
         }
     }
 

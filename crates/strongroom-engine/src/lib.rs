@@ -84,7 +84,7 @@ pub use tenants::NotifierChange;
 pub struct Engine {
     store: Arc<dyn Store>,
     /// The root key and the unwrapped tenant keys.
-    keyring: keyring::Keyring,
+    keyring: Arc<keyring::Keyring>,
     limits: Limits,
     /// Where every operation takes the current time from.
     clock: Arc<dyn Clock>,
@@ -117,9 +117,11 @@ impl Engine {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let caches = Arc::new(Caches::new(limits.cache_ttl, limits.credential_cache_ttl));
+        let keyring = Arc::new(keyring::Keyring::new(root));
         changes::spawn_listener(
             &store,
             Arc::downgrade(&caches),
+            Arc::downgrade(&keyring),
             SystemScope::for_task(SystemTask::ChangeListener),
         );
         let abuse = Arc::new(AbuseGuard::default());
@@ -131,7 +133,7 @@ impl Engine {
         );
         Self {
             store,
-            keyring: keyring::Keyring::new(root),
+            keyring,
             limits,
             clock,
             authenticator,

@@ -49,6 +49,9 @@ pub enum Action {
     TenantKeyRotate,
     /// A tenant's identity namespaces were assigned by a platform operator.
     TenantNamespaces,
+    /// A tenant was crypto-shredded by a platform operator: its keys and
+    /// sealed values destroyed (platform chain).
+    TenantShred,
     /// A principal was created.
     PrincipalCreate,
     /// A principal was read (recorded when refused).
@@ -155,7 +158,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 50] = [
+    pub const ALL: [Action; 51] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -206,6 +209,7 @@ impl Action {
         Self::RateLimited,
         Self::ScanText,
         Self::Other,
+        Self::TenantShred,
     ];
 
     /// Stable text form.
@@ -216,6 +220,7 @@ impl Action {
             Self::TenantSettings => "tenant.settings",
             Self::TenantKeyRotate => "tenant.key_rotate",
             Self::TenantNamespaces => "tenant.namespaces",
+            Self::TenantShred => "tenant.shred",
             Self::PrincipalCreate => "principal.create",
             Self::PrincipalGet => "principal.get",
             Self::PrincipalList => "principal.list",

@@ -292,6 +292,8 @@ impl Dialect for Postgres {
     const LOCK_PLATFORM_HEAD: &'static str =
         "SELECT sequence, hash FROM platform_audit_heads WHERE id = 1 FOR UPDATE";
 
+    const PURGE_SHREDDED_AUDIT: &'static [&'static str] = &["SELECT purge_shredded_audit($1)"];
+
     /// Batches of events only take [`Postgres::fast_events`]: one round
     /// trip to the server instead of six.
     const FAST_EVENTS: bool = true;

@@ -16,6 +16,7 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::TenantSettings => P::TenantSettingsUpdate,
         Action::TenantKeyRotate => P::KeyRotateTenant,
         Action::TenantNamespaces => P::TenantNamespacesUpdate,
+        Action::TenantShred => P::TenantShred,
         Action::PrincipalCreate => P::PrincipalCreate,
         Action::PrincipalGet => P::PrincipalRead,
         Action::PrincipalList => P::PrincipalList,
