@@ -27,6 +27,7 @@ mod audit_summary;
 mod checkpoint_integrity;
 mod checkpoints;
 mod clock;
+mod connection_uri;
 mod credential_emergency_revoke;
 mod credential_update;
 mod dev_mode;
