@@ -29,6 +29,7 @@ mod checkpoints;
 mod clock;
 mod connection_uri;
 mod credential_emergency_revoke;
+mod credential_test;
 mod credential_update;
 mod dev_mode;
 mod emergency_revoke;

@@ -63,6 +63,7 @@ pub use audit::{
     SummaryQuery, VerifyOptions,
 };
 pub use context::{CallContext, new_request_id};
+pub use credentials::CredentialTested;
 pub use credentials::{
     Authorized, CredentialRef, Injection, InjectionDecision, InjectionInfo, InjectionOutcome,
     InjectionRef, InjectionRequest, InjectionUse, Lease, Material, NewCredential, NewValue,
@@ -100,6 +101,8 @@ pub struct Engine {
     abuse: Arc<AbuseGuard>,
     /// Least depth of a SPIFFE prefix namespace an operator may assign.
     min_namespace_depth: usize,
+    /// How `TestCredential` reaches a database, if the server gave one.
+    database_probe: Option<Arc<dyn ports::DatabaseProbe>>,
 }
 
 impl Engine {
@@ -143,6 +146,7 @@ impl Engine {
             failed_auth: audit::FailedAuthLog::default(),
             abuse,
             min_namespace_depth: strongroom_core::principal::DEFAULT_MIN_NAMESPACE_DEPTH,
+            database_probe: None,
         }
     }
 
@@ -151,6 +155,14 @@ impl Engine {
     #[must_use]
     pub fn with_min_namespace_depth(mut self, depth: usize) -> Self {
         self.min_namespace_depth = depth;
+        self
+    }
+
+    /// Sets how `TestCredential` reaches PostgreSQL databases (without it,
+    /// the call is UNIMPLEMENTED).
+    #[must_use]
+    pub fn with_database_probe(mut self, probe: Arc<dyn ports::DatabaseProbe>) -> Self {
+        self.database_probe = Some(probe);
         self
     }
 

@@ -500,7 +500,15 @@ impl App {
             Authenticator::new(config.platform_operators.clone()),
             clock,
         )
-        .with_min_namespace_depth(config.identity.min_namespace_depth);
+        .with_min_namespace_depth(config.identity.min_namespace_depth)
+        .with_database_probe(Arc::new(
+            crate::database_test::DatabaseTester::new(&config.relay).map_err(|e| {
+                crate::config::ConfigError {
+                    key: "relay".into(),
+                    message: e.0,
+                }
+            })?,
+        ));
         let engine = Arc::new(engine);
         if let Some(meter) = telemetry.meter() {
             crate::ops::observe_caches(meter, &engine);

@@ -52,6 +52,9 @@ pub enum Action {
     /// A tenant was crypto-shredded by a platform operator: its keys and
     /// sealed values destroyed (platform chain).
     TenantShred,
+    /// A credential was tested (TestCredential: the server connected with
+    /// its values), recorded before the values are used.
+    CredentialTest,
     /// A principal was created.
     PrincipalCreate,
     /// A principal was read (recorded when refused).
@@ -158,7 +161,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 51] = [
+    pub const ALL: [Action; 52] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -210,6 +213,7 @@ impl Action {
         Self::ScanText,
         Self::Other,
         Self::TenantShred,
+        Self::CredentialTest,
     ];
 
     /// Stable text form.
@@ -221,6 +225,7 @@ impl Action {
             Self::TenantKeyRotate => "tenant.key_rotate",
             Self::TenantNamespaces => "tenant.namespaces",
             Self::TenantShred => "tenant.shred",
+            Self::CredentialTest => "credential.test",
             Self::PrincipalCreate => "principal.create",
             Self::PrincipalGet => "principal.get",
             Self::PrincipalList => "principal.list",
@@ -287,6 +292,7 @@ impl Action {
                 | Self::CredentialList
                 | Self::CredentialReveal
                 | Self::CredentialInject
+                | Self::CredentialTest
                 | Self::LeaseRenew
                 | Self::LeaseRelease
                 | Self::LeaseExpire

@@ -17,6 +17,7 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::TenantKeyRotate => P::KeyRotateTenant,
         Action::TenantNamespaces => P::TenantNamespacesUpdate,
         Action::TenantShred => P::TenantShred,
+        Action::CredentialTest => P::CredentialTest,
         Action::PrincipalCreate => P::PrincipalCreate,
         Action::PrincipalGet => P::PrincipalRead,
         Action::PrincipalList => P::PrincipalList,
