@@ -5,6 +5,7 @@
 //! the server logs is kept so tests can search it for secrets.
 
 pub mod cli;
+pub mod pg_cluster;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};

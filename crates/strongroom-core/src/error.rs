@@ -140,6 +140,9 @@ pub enum Precondition {
     /// injected): it is revoked, past its `expires_at`, or its values were
     /// destroyed.
     CredentialUnusable(Unusable),
+    /// The tenant was crypto-shredded: its keys are destroyed and no value
+    /// of it can be used again.
+    TenantShredded,
     /// Any other, described for the caller.
     Other(Cow<'static, str>),
 }
@@ -150,6 +153,7 @@ impl fmt::Display for Precondition {
             Self::VersionRace => f.write_str("another version was written concurrently; retry"),
             Self::RevealStateChanged(why) => f.write_str(why),
             Self::CredentialUnusable(why) => f.write_str(why.as_str()),
+            Self::TenantShredded => f.write_str("the tenant was shredded"),
             Self::Other(why) => f.write_str(why),
         }
     }

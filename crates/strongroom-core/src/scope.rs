@@ -11,7 +11,7 @@
 //! obtain: nothing turns an [`Authenticated`] into one.
 
 use crate::audit::{Action, AuditDraft, Outcome};
-use crate::error::{Error, Result};
+use crate::error::{Error, Precondition, Result};
 use crate::ids::{BindingId, TenantId};
 use crate::principal::{IdentityPattern, Principal, PrincipalStatus};
 use crate::store::Store;
@@ -63,13 +63,19 @@ impl Authenticated {
     }
 
     /// The scope for tenant data. Fails with `PermissionDenied` if the
-    /// identity is not bound to a principal, or its tenant is not active.
+    /// identity is not bound to a principal, or its tenant is suspended;
+    /// with `FailedPrecondition` ([`Precondition::TenantShredded`]) if its
+    /// tenant was shredded.
     pub fn tenant_scope(&self) -> Result<TenantScope<'_>> {
         let m = self.membership.as_ref().ok_or_else(|| {
             Error::denied("this identity is not bound to a principal of any tenant")
         })?;
-        if m.tenant.status != TenantStatus::Active {
-            return Err(Error::denied("the tenant is not active"));
+        match m.tenant.status {
+            TenantStatus::Active => {}
+            TenantStatus::Shredded => {
+                return Err(Error::FailedPrecondition(Precondition::TenantShredded));
+            }
+            TenantStatus::Suspended => return Err(Error::denied("the tenant is not active")),
         }
         Ok(TenantScope {
             tenant: &m.tenant,

@@ -51,6 +51,22 @@ pub struct NewTenant {
     pub namespaces: Vec<IdentityPattern>,
 }
 
+/// What a crypto-shred of a tenant did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantShredded {
+    /// The tenant as it is now (status `Shredded`).
+    pub tenant: Tenant,
+    /// Wrapped KEK versions deleted by this call.
+    pub keys_destroyed: u32,
+    /// Sealed values deleted by this call.
+    pub values_destroyed: u32,
+    /// Whether the tenant's metadata and audit chain are purged.
+    pub purged: bool,
+    /// True if the tenant was shredded (and purged, if asked) already and
+    /// nothing was written.
+    pub repeated: bool,
+}
+
 /// An identity binding that authentication ignores (the namespace migration
 /// found it too broad or overlapping another tenant's binding, or it lies
 /// outside its tenant's namespaces), as `strongroomd migrate` reports it.
@@ -139,6 +155,9 @@ pub enum Change {
     /// Who the tenant's callers are changed (principals, identity bindings,
     /// tenant status, settings or keys): cached callers must go too.
     Access(TenantId),
+    /// The tenant was shredded: its keys are destroyed. Every server forgets
+    /// its unwrapped keys, as well as its cached callers and data.
+    Keys(TenantId),
     /// An access request of the tenant was decided or expired: nothing
     /// cached depends on it, but waiting requesters wake.
     Requests(TenantId),
@@ -169,6 +188,7 @@ impl Change {
                 | Action::CredentialExpire,
                 Some(id),
             ) => Change::Credential(tenant, id),
+            (Action::TenantShred, _) => Change::Keys(tenant),
             (Action::AccessRequestDeny | Action::AccessRequestExpire, _) => {
                 Change::Requests(tenant)
             }
@@ -202,6 +222,7 @@ impl Change {
             Change::Data(t) => format!("d {t}"),
             Change::Access(t) => format!("a {t}"),
             Change::Requests(t) => format!("r {t}"),
+            Change::Keys(t) => format!("k {t}"),
             Change::Everything => "*".to_owned(),
         }
     }
@@ -217,6 +238,7 @@ impl Change {
             (Some("d"), Some(t), None) => Change::Data(t),
             (Some("a"), Some(t), None) => Change::Access(t),
             (Some("r"), Some(t), None) => Change::Requests(t),
+            (Some("k"), Some(t), None) => Change::Keys(t),
             _ => Change::Everything,
         }
     }
@@ -359,6 +381,27 @@ pub trait TenantStore: Send + Sync {
         status: TenantStatus,
         audit: AuditDraft,
     ) -> Result<Tenant>;
+
+    /// Crypto-shreds tenant `id`, in one transaction: deletes every wrapped
+    /// KEK version and every sealed value of the tenant (credential
+    /// versions' envelopes, the notifier's sealed signing secret), marks
+    /// its credentials destroyed and the tenant `Shredded`, announces
+    /// [`Change::Keys`] to every server, and links `audit` (its detail
+    /// [`AuditDetail::TenantShred`](crate::audit::AuditDetail::TenantShred)
+    /// filled with the counts) into the platform chain. With `purge`, the
+    /// tenant's metadata (credentials, grants, principals and bindings,
+    /// environments, namespaces, leases, access requests, deliveries,
+    /// idempotency records) and its audit chain (events, head,
+    /// checkpoints) are deleted too; the tenant row stays as a tombstone.
+    /// A tenant already shredded (and purged, if `purge`) is left as it is
+    /// and nothing is written (`repeated`). `NotFound` if absent.
+    async fn shred_tenant(
+        &self,
+        scope: &PlatformScope<'_>,
+        id: TenantId,
+        purge: bool,
+        audit: AuditDraft,
+    ) -> Result<TenantShredded>;
 
     /// The scope's tenant as stored now.
     async fn tenant(&self, scope: &TenantScope<'_>) -> Result<Tenant>;

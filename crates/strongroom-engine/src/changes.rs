@@ -16,6 +16,7 @@ use strongroom_core::store::{Change, Store};
 
 use crate::Engine;
 use crate::cache::Caches;
+use crate::keyring::Keyring;
 
 impl Engine {
     /// Commits a write of `tenant`'s state: `write` stores it together with
@@ -34,6 +35,9 @@ impl Engine {
         let change = Change::of(tenant, draft.action, draft.credential);
         let written = write(draft).await?;
         if let Some(change) = change {
+            if let Change::Keys(t) = change {
+                self.keyring.evict_tenant(t);
+            }
             self.caches.apply(change);
         }
         Ok(written)
@@ -56,8 +60,16 @@ impl Engine {
 
 /// Applies the store's change notices (from other servers sharing the
 /// database) to `caches` until the caches are dropped, as the background
-/// task `system`; notices that may have been missed drop everything.
-pub(crate) fn spawn_listener(store: &Arc<dyn Store>, caches: Weak<Caches>, system: SystemScope) {
+/// task `system`; notices that may have been missed drop everything. A
+/// shredded tenant's unwrapped keys are forgotten from `keyring` (every
+/// tenant's, when notices may have been missed: one of them may have been
+/// a shred).
+pub(crate) fn spawn_listener(
+    store: &Arc<dyn Store>,
+    caches: Weak<Caches>,
+    keyring: Weak<Keyring>,
+    system: SystemScope,
+) {
     let mut changes = store.changes();
     tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
@@ -66,9 +78,22 @@ pub(crate) fn spawn_listener(store: &Arc<dyn Store>, caches: Weak<Caches>, syste
             let Some(caches) = caches.upgrade() else {
                 return;
             };
+            let keyring = keyring.upgrade();
             match change {
-                Ok(change) => caches.apply(change),
+                Ok(change) => {
+                    if let Some(keyring) = &keyring {
+                        match change {
+                            Change::Keys(t) => keyring.evict_tenant(t),
+                            Change::Everything => keyring.evict_all(),
+                            _ => {}
+                        }
+                    }
+                    caches.apply(change);
+                }
                 Err(RecvError::Lagged(missed)) => {
+                    if let Some(keyring) = &keyring {
+                        keyring.evict_all();
+                    }
                     tracing::warn!(
                         task = system.task().as_str(),
                         missed,

@@ -18,14 +18,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use strongroom_core::credential::{Credential, StoredVersion};
 use strongroom_core::ids::TenantId;
 use strongroom_core::scope::TenantScope;
 use strongroom_core::tenant::WrappedKekRecord;
 use strongroom_core::value::CredentialValue;
-use strongroom_core::{Error, Result};
+use strongroom_core::{Error, Precondition, Result};
 use strongroom_crypto::{
     Aad, DerivedKeys, Envelope, FINGERPRINT_LEN, IdempotencyKey, Kek, RootKey, SigningKey,
     WrappedKek,
@@ -42,12 +42,16 @@ pub(crate) fn crypto_error(e: strongroom_crypto::CryptoError) -> Error {
 /// The root key and the unwrapped tenant KEKs, by tenant and KEK version.
 pub(crate) struct Keyring {
     root: Arc<RootKey>,
-    /// The other root key, during a root-key rotation.
-    pub(crate) next: Option<Arc<RootKey>>,
+    /// The other root key, during a root-key rotation (set once, while the
+    /// engine is built).
+    next: OnceLock<Arc<RootKey>>,
     /// Whether new KEKs are wrapped by `next` (the rotation started).
     wrap_next: AtomicBool,
-    /// The derived keys (from the root key, or kept across rotations).
-    derived: Option<DerivedKeys>,
+    /// The derived keys of the root key itself.
+    own: Option<DerivedKeys>,
+    /// The derived keys kept across rotations, when stored (set once, while
+    /// the engine is built); used instead of `own`.
+    kept: OnceLock<(DerivedKeys, IdempotencyKey)>,
     /// The request-fingerprint key of idempotent retries, derived from the
     /// root key (`None` only if the derivation failed, which it cannot).
     idempotency: Option<IdempotencyKey>,
@@ -62,9 +66,10 @@ impl Keyring {
         let derived = root.derived_keys().ok();
         Self {
             idempotency: derived.as_ref().map(DerivedKeys::idempotency_key),
-            derived,
+            own: derived,
+            kept: OnceLock::new(),
             root,
-            next: None,
+            next: OnceLock::new(),
             wrap_next: AtomicBool::new(false),
             keys: RwLock::new(HashMap::new()),
             evictions: AtomicU64::new(0),
@@ -73,21 +78,29 @@ impl Keyring {
 
     /// Adds the other root key of a rotation; `wrap_next`: new KEKs are
     /// wrapped by it from the start.
-    pub(crate) fn set_next(&mut self, next: Arc<RootKey>, wrap_next: bool) {
-        self.next = Some(next);
-        self.wrap_next = AtomicBool::new(wrap_next);
+    pub(crate) fn set_next(&self, next: Arc<RootKey>, wrap_next: bool) {
+        if self.next.set(next).is_ok() {
+            self.wrap_next.store(wrap_next, Ordering::SeqCst);
+        }
+    }
+
+    /// The other root key of a rotation, if held.
+    pub(crate) fn next(&self) -> Option<&Arc<RootKey>> {
+        self.next.get()
     }
 
     /// Uses `derived` (kept across rotations) instead of the root key's own.
-    pub(crate) fn set_derived(&mut self, derived: DerivedKeys) {
-        self.idempotency = Some(derived.idempotency_key());
-        self.derived = Some(derived);
+    pub(crate) fn set_derived(&self, derived: DerivedKeys) {
+        let idempotency = derived.idempotency_key();
+        let _ = self.kept.set((derived, idempotency));
     }
 
     /// The derived keys in use.
     pub(crate) fn derived(&self) -> Result<&DerivedKeys> {
-        self.derived
-            .as_ref()
+        self.kept
+            .get()
+            .map(|(d, _)| d)
+            .or(self.own.as_ref())
             .ok_or_else(|| Error::internal("the derived keys could not be derived"))
     }
 
@@ -99,7 +112,7 @@ impl Keyring {
     /// From now on, wrap new KEKs by the next root key (a rotation to it
     /// started). Whether it is held.
     pub(crate) fn switch_to_next(&self) -> bool {
-        if self.next.is_some() {
+        if self.next.get().is_some() {
             self.wrap_next.store(true, Ordering::SeqCst);
             true
         } else {
@@ -109,7 +122,7 @@ impl Keyring {
 
     /// The root key new KEKs are wrapped by.
     pub(crate) fn wrapping(&self) -> &Arc<RootKey> {
-        match &self.next {
+        match self.next.get() {
             Some(next) if self.wrap_next.load(Ordering::SeqCst) => next,
             _ => &self.root,
         }
@@ -123,7 +136,7 @@ impl Keyring {
             Ok(kek) => Ok(kek),
             Err(e) => {
                 let other = if Arc::ptr_eq(first, &self.root) {
-                    self.next.as_ref()
+                    self.next.get()
                 } else {
                     Some(&self.root)
                 };
@@ -154,6 +167,10 @@ impl Keyring {
         }
         let evictions = self.evictions.load(Ordering::SeqCst);
         let records = load().await?;
+        if records.is_empty() {
+            // A tenant's wrapped keys are deleted only by a shred.
+            return Err(Error::FailedPrecondition(Precondition::TenantShredded));
+        }
         let mut found = None;
         let mut unwrapped = Vec::with_capacity(records.len());
         for r in records.into_iter().filter(|r| r.tenant == tenant) {
@@ -194,6 +211,15 @@ impl Keyring {
         }
     }
 
+    /// Forgets every tenant's keys (change notices may have been missed,
+    /// a shred among them); each is unwrapped again on its next use.
+    pub(crate) fn evict_all(&self) {
+        if let Ok(mut keys) = self.keys.write() {
+            self.evictions.fetch_add(1, Ordering::SeqCst);
+            keys.clear();
+        }
+    }
+
     /// Forgets KEK `version` of `tenant` (retired by a key rotation).
     pub(crate) fn evict_version(&self, tenant: TenantId, version: u32) {
         if let Ok(mut keys) = self.keys.write() {
@@ -212,8 +238,10 @@ impl Keyring {
     /// The keyed hash (HMAC-SHA256 under the key derived from the root
     /// key) of `parts`: a request's fingerprint for idempotent retries.
     pub(crate) fn fingerprint(&self, parts: &[&[u8]]) -> Result<[u8; FINGERPRINT_LEN]> {
-        self.idempotency
-            .as_ref()
+        self.kept
+            .get()
+            .map(|(_, k)| k)
+            .or(self.idempotency.as_ref())
             .map(|key| key.fingerprint(parts))
             .ok_or_else(|| Error::internal("the idempotency key could not be derived"))
     }
@@ -397,7 +425,7 @@ mod tests {
         let new = Arc::new(RootKey::generate().unwrap_or_else(|e| panic!("{e}")));
         let tenant = TenantId::generate();
         let records = vec![record(&old, tenant, 1), record(&new, tenant, 2)];
-        let mut ring = Keyring::new(Arc::clone(&old));
+        let ring = Keyring::new(Arc::clone(&old));
         ring.set_next(Arc::clone(&new), false);
         for v in [1, 2] {
             ring.kek(tenant, v, || async { Ok(records.clone()) })

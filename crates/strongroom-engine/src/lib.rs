@@ -66,6 +66,7 @@ pub use audit::{
     SummaryQuery, VerifyOptions,
 };
 pub use context::{CallContext, new_request_id};
+pub use credentials::CredentialTested;
 pub use credentials::{
     Authorized, CredentialRef, Injection, InjectionDecision, InjectionInfo, InjectionOutcome,
     InjectionRef, InjectionRequest, InjectionUse, Lease, Material, NewCredential, NewValue,
@@ -90,7 +91,7 @@ pub use tenants::NotifierChange;
 pub struct Engine {
     store: Arc<dyn Store>,
     /// The root key and the unwrapped tenant keys.
-    keyring: keyring::Keyring,
+    keyring: Arc<keyring::Keyring>,
     limits: Limits,
     /// Where every operation takes the current time from.
     clock: Arc<dyn Clock>,
@@ -117,6 +118,8 @@ pub struct Engine {
     min_namespace_depth: usize,
     /// Wakes the notifier's sender when this server enqueues a delivery.
     notifier_wake: tokio::sync::Notify,
+    /// How `TestCredential` reaches a database, if the server gave one.
+    database_probe: Option<Arc<dyn ports::DatabaseProbe>>,
 }
 
 impl Engine {
@@ -134,9 +137,11 @@ impl Engine {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let caches = Arc::new(Caches::new(limits.cache_ttl, limits.credential_cache_ttl));
+        let keyring = Arc::new(keyring::Keyring::new(root));
         changes::spawn_listener(
             &store,
             Arc::downgrade(&caches),
+            Arc::downgrade(&keyring),
             SystemScope::for_task(SystemTask::ChangeListener),
         );
         let abuse = Arc::new(AbuseGuard::default());
@@ -148,7 +153,7 @@ impl Engine {
         );
         Self {
             store,
-            keyring: keyring::Keyring::new(root),
+            keyring,
             limits,
             clock,
             authenticator,
@@ -162,6 +167,7 @@ impl Engine {
             replica: (uuid::Uuid::new_v4().to_string(), String::new()),
             min_namespace_depth: strongroom_core::principal::DEFAULT_MIN_NAMESPACE_DEPTH,
             notifier_wake: tokio::sync::Notify::new(),
+            database_probe: None,
         }
     }
 
@@ -169,14 +175,14 @@ impl Engine {
     /// `wrap_next`: the database's key check matches it (the rotation
     /// completed), so new KEKs are wrapped by it from the start.
     #[must_use]
-    pub fn with_next_root_key(mut self, next: Arc<RootKey>, wrap_next: bool) -> Self {
+    pub fn with_next_root_key(self, next: Arc<RootKey>, wrap_next: bool) -> Self {
         self.keyring.set_next(next, wrap_next);
         self
     }
 
     /// Uses the derived keys kept across root-key rotations.
     #[must_use]
-    pub fn with_derived_keys(mut self, derived: strongroom_crypto::DerivedKeys) -> Self {
+    pub fn with_derived_keys(self, derived: strongroom_crypto::DerivedKeys) -> Self {
         self.keyring.set_derived(derived);
         self
     }
@@ -201,6 +207,14 @@ impl Engine {
     #[must_use]
     pub fn with_min_namespace_depth(mut self, depth: usize) -> Self {
         self.min_namespace_depth = depth;
+        self
+    }
+
+    /// Sets how `TestCredential` reaches PostgreSQL databases (without it,
+    /// the call is UNIMPLEMENTED).
+    #[must_use]
+    pub fn with_database_probe(mut self, probe: Arc<dyn ports::DatabaseProbe>) -> Self {
+        self.database_probe = Some(probe);
         self
     }
 

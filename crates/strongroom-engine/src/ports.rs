@@ -88,3 +88,64 @@ pub trait WebhookPoster: Send + Sync {
     /// Posts `post` once.
     fn post(&self, post: WebhookPost<'_>) -> impl Future<Output = WebhookOutcome> + Send;
 }
+
+/// How a connection test of a `db_connection` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseTestOutcome {
+    /// Connected and authenticated; the server's version, as it reports
+    /// it.
+    Connected {
+        /// `server_version`, e.g. `15.8`.
+        server_version: String,
+    },
+    /// It did not work, for this reason.
+    Failed(DatabaseFailure),
+}
+
+/// Why a connection test failed, classified; never a value, never the
+/// server's own message (it may echo what it was sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseFailure {
+    /// No connection: not resolved, refused, or no answer within the time.
+    Unreachable,
+    /// The stored TLS mode could not be satisfied.
+    Tls,
+    /// The server refused the user name or password.
+    Authentication,
+    /// Authenticated, but the database does not exist.
+    DatabaseMissing,
+    /// The destination is an internal address the server's policy does not
+    /// allow; nothing was sent.
+    RefusedByPolicy,
+    /// Anything else.
+    Other,
+}
+
+impl DatabaseFailure {
+    /// A short text for humans.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::Tls => "tls",
+            Self::Authentication => "authentication failed",
+            Self::DatabaseMissing => "database missing",
+            Self::RefusedByPolicy => "refused by the internal-address policy",
+            Self::Other => "other failure",
+        }
+    }
+}
+
+/// Connects to a PostgreSQL database the way a `db_connection` says, for
+/// `TestCredential` (the server: sqlx, its destination checked by the
+/// relay's internal-address policy first). Gets the values only for the
+/// call; must not log them.
+pub trait DatabaseProbe: Send + Sync {
+    /// Connects to `target` for the tenant named `tenant` (the allow-list
+    /// may be scoped by tenant), within `timeout` in all, and closes again.
+    fn connect<'a>(
+        &'a self,
+        tenant: &'a str,
+        target: &'a strongroom_core::value::DbConnection,
+        timeout: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = DatabaseTestOutcome> + Send + 'a>>;
+}

@@ -93,7 +93,7 @@ impl Engine {
 
     async fn report_keys(&self) -> Result<()> {
         let (replica, addr) = &self.replica;
-        if let (Some(state), Some(next)) = (self.rotation_state().await?, &self.keyring.next)
+        if let (Some(state), Some(next)) = (self.rotation_state().await?, self.keyring.next())
             && state.to == next.key_id()
         {
             self.keyring.switch_to_next();
@@ -102,7 +102,7 @@ impl Engine {
             replica: replica.to_owned(),
             addr: addr.to_owned(),
             current_key: self.keyring.current().key_id(),
-            next_key: self.keyring.next.as_ref().map(|k| k.key_id()),
+            next_key: self.keyring.next().map(|k| k.key_id()),
             wraps_with: self.keyring.wrapping().key_id(),
             seen_at: self.now(),
         };
@@ -135,7 +135,7 @@ impl Engine {
     ) -> Result<RootRotation> {
         let scope = caller.platform_scope()?;
         let current = std::sync::Arc::clone(self.keyring.current());
-        let next = self.keyring.next.clone().ok_or_else(|| {
+        let next = self.keyring.next().cloned().ok_or_else(|| {
             Error::precondition(
                 "this server holds no next root key: configure root_key.next_file (or \
                  STRONGROOM_NEXT_ROOT_KEY) on every replica first",

@@ -8,13 +8,13 @@ use strongroom_core::policy::Reason;
 use strongroom_core::principal::{
     IdentityBinding, IdentityPattern, Principal, PrincipalStatus, Role,
 };
-use strongroom_core::scope::{Authenticated, PlatformScope};
-use strongroom_core::store::NewTenant;
+use strongroom_core::scope::{Authenticated, PlatformScope, TenantScope};
+use strongroom_core::store::{NewTenant, TenantShredded};
 use strongroom_core::tenant::{
     NOTIFIER_SECRET_LEN, NotifierSetting, Tenant, TenantSettings, TenantStatus, WrappedKekRecord,
     validate_notifier_url,
 };
-use strongroom_core::{Error, Result};
+use strongroom_core::{Error, Precondition, Result};
 use strongroom_crypto::Kek;
 use zeroize::Zeroizing;
 
@@ -139,6 +139,66 @@ impl Engine {
             self.store.set_tenant_status(&scope, id, status, draft)
         })
         .await
+    }
+
+    /// Refuses with [`Precondition::TenantShredded`] if the scope's tenant
+    /// is shredded as stored now: a decision found stale at its commit may
+    /// have been taken by a caller authenticated before a shred (on this
+    /// server or another), whose scope still says active.
+    pub(crate) async fn refuse_shredded(&self, scope: &TenantScope<'_>) -> Result<()> {
+        if self.store.tenant(scope).await?.status == TenantStatus::Shredded {
+            return Err(Error::FailedPrecondition(Precondition::TenantShredded));
+        }
+        Ok(())
+    }
+
+    /// Crypto-shreds a tenant (platform operators only): `confirm_name`
+    /// must be its name (`InvalidArgument` naming `confirm_name`, and
+    /// nothing changes otherwise). Destroys its wrapped KEKs and sealed
+    /// values and marks it shredded, in one transaction recorded in the
+    /// platform chain, then forgets its unwrapped keys here; the store's
+    /// change notice makes every other server forget them too. From then
+    /// on every use of its values fails with
+    /// [`Precondition::TenantShredded`], on every server. With `purge`, its
+    /// metadata and audit chain go too. Idempotent: a repeat writes
+    /// nothing and reports the tenant as it is.
+    pub async fn shred_tenant(
+        &self,
+        caller: &Authenticated,
+        ctx: &CallContext,
+        id: TenantId,
+        confirm_name: &str,
+        reason: &str,
+        purge: bool,
+    ) -> Result<TenantShredded> {
+        let scope: PlatformScope<'_> = caller.platform_scope()?;
+        if reason.trim().is_empty() {
+            return Err(Error::invalid("reason", "is required"));
+        }
+        let current = self.store.get_tenant(&scope, id).await?;
+        if current.name.as_str() != confirm_name {
+            return Err(Error::invalid(
+                "confirm_name",
+                "must equal the name of the tenant to shred",
+            ));
+        }
+        let mut draft = self.platform_draft(&scope, ctx, Action::TenantShred);
+        draft.detail = Some(AuditDetail::TenantShred {
+            tenant: id,
+            name: current.name.to_string(),
+            reason: reason.to_owned(),
+            keys_destroyed: 0,
+            values_destroyed: 0,
+            purged: purge,
+        });
+        let shredded = self
+            .commit(id, draft, |draft| {
+                self.store.shred_tenant(&scope, id, purge, draft)
+            })
+            .await?;
+        // Also when repeated: a server that missed the notice forgets now.
+        self.keyring.evict_tenant(id);
+        Ok(shredded)
     }
 
     /// The caller's tenant as stored now.

@@ -58,6 +58,11 @@ pub trait Dialect: Database + Binds + Reads {
     /// for (Postgres: `FOR UPDATE SKIP LOCKED`); nothing where a write
     /// transaction already excludes every other writer (SQLite).
     const SKIP_LOCKED: &'static str;
+    /// The statements that delete a shredded tenant's (`$1`) audit chain,
+    /// its events and its head, when a shred purges it. On Postgres a
+    /// function that refuses unless the tenant is shredded: the server
+    /// role may not delete audit events otherwise.
+    const PURGE_SHREDDED_AUDIT: &'static [&'static str];
 
     /// Whether a batch of events only (reveals, denials) on the head its
     /// committer last wrote may take [`Dialect::fast_events`].

@@ -55,7 +55,7 @@ use strongroom_core::scope::{IdentityMatch, PlatformScope, TenantScope};
 use strongroom_core::store::{
     AuditFilter, AuditStore, Change, CredentialRevoked, CredentialStore, EmergencyRotation,
     EnvironmentStore, GrantFilter, GrantStore, IdentityStore, MetaStore, NewTenant,
-    PrincipalRevoked, PrincipalStore, RevealCheck, Store, TenantStore,
+    PrincipalRevoked, PrincipalStore, RevealCheck, Store, TenantShredded, TenantStore,
 };
 use strongroom_core::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
 use strongroom_core::time::Timestamp;
@@ -344,6 +344,16 @@ impl<S: Store> TenantStore for FairShare<S> {
         audit: AuditDraft,
     ) -> Result<Tenant> {
         self.inner.set_tenant_status(scope, id, status, audit).await
+    }
+
+    async fn shred_tenant(
+        &self,
+        scope: &PlatformScope<'_>,
+        id: TenantId,
+        purge: bool,
+        audit: AuditDraft,
+    ) -> Result<TenantShredded> {
+        self.inner.shred_tenant(scope, id, purge, audit).await
     }
 
     async fn tenant(&self, scope: &TenantScope<'_>) -> Result<Tenant> {

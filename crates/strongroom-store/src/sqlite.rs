@@ -110,6 +110,10 @@ impl Dialect for Sqlite {
         "SELECT sequence, hash FROM platform_audit_heads WHERE id = 1";
 
     const SKIP_LOCKED: &'static str = "";
+    const PURGE_SHREDDED_AUDIT: &'static [&'static str] = &[
+        "DELETE FROM audit_events WHERE tenant_id = $1",
+        "DELETE FROM audit_heads WHERE tenant_id = $1",
+    ];
 
     /// No row-level security: the transaction is the same for every tenant.
     async fn begin_tenant(

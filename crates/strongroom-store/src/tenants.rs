@@ -4,13 +4,14 @@
 
 use async_trait::async_trait;
 use strongroom_core::Result;
-use strongroom_core::audit::{AuditDraft, GENESIS_HASH};
+use strongroom_core::audit::{AuditDetail, AuditDraft, GENESIS_HASH};
 use strongroom_core::ids::TenantId;
 use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::scope::{PlatformScope, TenantScope};
-use strongroom_core::store::{NewTenant, TenantStore};
+use strongroom_core::store::{Change, NewTenant, TenantShredded, TenantStore};
 use strongroom_core::tenant::{Tenant, TenantSettings, TenantStatus, WrappedKekRecord};
 
+use crate::chains::append_platform_in;
 use crate::dialect::{Dialect, NamespaceLock};
 use crate::error::{db, uuid_cursor};
 use crate::rows::{KekRow, TenantRow, json, tenant_columns, version_i32};
@@ -60,6 +61,48 @@ const INSERT_KEK: &str = "\
 pub(crate) const KEKS: &str = "\
     SELECT tenant_id, version, wrapped, created_at FROM tenant_keks \
     WHERE tenant_id = $1 ORDER BY version";
+
+/// Locks tenant `$1`'s row until commit (a no-op update), returning it.
+const LOCK: &str = concat!(
+    "UPDATE tenants SET status = status WHERE id = $1 RETURNING ",
+    tenant_columns!()
+);
+
+/// Marks tenant `$1` shredded with settings `$2`.
+const SET_SHREDDED: &str = concat!(
+    "UPDATE tenants SET status = 'shredded', settings = $2 WHERE id = $1 RETURNING ",
+    tenant_columns!()
+);
+
+/// Deletes every wrapped KEK version of tenant `$1`.
+const DELETE_KEKS: &str = "DELETE FROM tenant_keks WHERE tenant_id = $1";
+
+/// Deletes the sealed value of every version of tenant `$1`'s credentials.
+const DELETE_SEALED_VALUES: &str = "\
+    UPDATE credential_versions SET envelope = NULL WHERE tenant_id = $1 AND envelope IS NOT NULL";
+
+/// Marks tenant `$1`'s credentials destroyed at `$2` (their values are).
+const MARK_DESTROYED: &str = "\
+    UPDATE credentials SET destroyed_at = $2 WHERE tenant_id = $1 AND destroyed_at IS NULL";
+
+/// Whether tenant `$1` still has an audit chain (not purged).
+const HAS_CHAIN: &str = "SELECT 1 FROM audit_heads WHERE tenant_id = $1";
+
+/// What a purge deletes of tenant `$1` besides its audit chain, in an
+/// order foreign keys allow.
+const PURGE: [&str; 11] = [
+    "DELETE FROM leases WHERE tenant_id = $1",
+    "DELETE FROM access_requests WHERE tenant_id = $1",
+    "DELETE FROM notification_deliveries WHERE tenant_id = $1",
+    "DELETE FROM idempotency_keys WHERE scope_id = $1",
+    "DELETE FROM credential_versions WHERE tenant_id = $1",
+    "DELETE FROM credentials WHERE tenant_id = $1",
+    "DELETE FROM grants WHERE tenant_id = $1",
+    "DELETE FROM identity_bindings WHERE tenant_id = $1",
+    "DELETE FROM principals WHERE tenant_id = $1",
+    "DELETE FROM environments WHERE tenant_id = $1",
+    "DELETE FROM identity_namespaces WHERE tenant_id = $1",
+];
 
 /// Starts tenant `$1`'s audit chain at the genesis hash `$2`.
 const INSERT_HEAD: &str = "INSERT INTO audit_heads (tenant_id, sequence, hash) VALUES ($1, 0, $2)";
@@ -154,6 +197,103 @@ impl<D: Dialect> TenantStore for SqlStore<D> {
         self.append_in(&mut tx, id, audit).await?;
         tx.commit().await.map_err(db("tenant"))?;
         row.try_into()
+    }
+
+    async fn shred_tenant(
+        &self,
+        _scope: &PlatformScope<'_>,
+        id: TenantId,
+        purge: bool,
+        mut audit: AuditDraft,
+    ) -> Result<TenantShredded> {
+        let mut tx = self.platform_tx(Some(id), true).await?;
+        let row: TenantRow = D::query(LOCK)
+            .bind(id.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("tenant"))?;
+        let tenant = Tenant::try_from(row)?;
+        let has_chain = D::query(HAS_CHAIN)
+            .bind(id.as_uuid())
+            .fetch_optional::<(i32,)>(&mut *tx)
+            .await
+            .map_err(db("audit chain head"))?
+            .is_some();
+        if tenant.status == TenantStatus::Shredded && (!purge || !has_chain) {
+            // Done before: nothing is written.
+            tx.rollback().await.map_err(db("tenant"))?;
+            return Ok(TenantShredded {
+                tenant,
+                keys_destroyed: 0,
+                values_destroyed: 0,
+                purged: !has_chain,
+                repeated: true,
+            });
+        }
+        let keys = D::query(DELETE_KEKS)
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("tenant key"))?;
+        let mut values = D::query(DELETE_SEALED_VALUES)
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("credential version"))?;
+        D::query(MARK_DESTROYED)
+            .bind(id.as_uuid())
+            .bind(audit.at.as_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("credential"))?;
+        let mut settings = if purge {
+            TenantSettings::default()
+        } else {
+            tenant.settings.clone()
+        };
+        if tenant.settings.notifier.is_some() {
+            // The signing secret is sealed under the tenant's KEK.
+            settings.notifier = None;
+            values += 1;
+        }
+        let row: TenantRow = D::query(SET_SHREDDED)
+            .bind(id.as_uuid())
+            .bind(json(&settings)?)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("tenant"))?;
+        if purge {
+            for sql in PURGE.iter().chain(D::PURGE_SHREDDED_AUDIT.iter()) {
+                D::query(sql)
+                    .bind(id.as_uuid())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("tenant data"))?;
+            }
+        }
+        let keys_destroyed = u32::try_from(keys).unwrap_or(u32::MAX);
+        let values_destroyed = u32::try_from(values).unwrap_or(u32::MAX);
+        if let Some(AuditDetail::TenantShred {
+            keys_destroyed: k,
+            values_destroyed: v,
+            purged,
+            ..
+        }) = &mut audit.detail
+        {
+            *k = keys_destroyed;
+            *v = values_destroyed;
+            *purged = purge;
+        }
+        append_platform_in::<D>(&mut tx, audit).await?;
+        D::notify_changes(&mut tx, self.origin, &[Change::Keys(id)]).await?;
+        tx.commit().await.map_err(db("tenant"))?;
+        Ok(TenantShredded {
+            tenant: row.try_into()?,
+            keys_destroyed,
+            values_destroyed,
+            purged: purge,
+            repeated: false,
+        })
     }
 
     async fn tenant(&self, scope: &TenantScope<'_>) -> Result<Tenant> {

@@ -600,7 +600,15 @@ impl App {
         )
         .with_min_namespace_depth(config.identity.min_namespace_depth)
         .with_key_heartbeat(config.key_heartbeat)
-        .with_replica_addr(addr.to_string());
+        .with_replica_addr(addr.to_string())
+        .with_database_probe(Arc::new(
+            crate::database_test::DatabaseTester::new(&config.relay).map_err(|e| {
+                crate::config::ConfigError {
+                    key: "relay".into(),
+                    message: e.0,
+                }
+            })?,
+        ));
         if let Some(next) = keys.next {
             engine = engine.with_next_root_key(Arc::new(next), keys.check_is_next);
         }

@@ -10,6 +10,7 @@
 pub mod app;
 pub mod checkpoint_task;
 pub mod config;
+pub mod database_test;
 pub mod dev;
 pub mod edge;
 pub mod grpc;

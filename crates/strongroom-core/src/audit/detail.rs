@@ -174,6 +174,24 @@ pub enum AuditDetail {
         /// The reason given.
         reason: String,
     },
+    /// A tenant was crypto-shredded (platform chain): its name, the reason
+    /// given, what was destroyed, and whether its metadata and audit chain
+    /// were purged too.
+    TenantShred {
+        /// The tenant's id.
+        tenant: TenantId,
+        /// Its name.
+        name: String,
+        /// The reason given.
+        reason: String,
+        /// Wrapped key-encryption key versions deleted.
+        keys_destroyed: u32,
+        /// Sealed values deleted (credential versions and the notifier's
+        /// signing secret).
+        values_destroyed: u32,
+        /// Whether metadata and the tenant's audit chain were deleted too.
+        purged: bool,
+    },
     /// The reason given for a revoke or a destroy.
     Reason {
         /// The reason.

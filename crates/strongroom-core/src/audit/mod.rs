@@ -49,6 +49,12 @@ pub enum Action {
     TenantKeyRotate,
     /// A tenant's identity namespaces were assigned by a platform operator.
     TenantNamespaces,
+    /// A tenant was crypto-shredded by a platform operator: its keys and
+    /// sealed values destroyed (platform chain).
+    TenantShred,
+    /// A credential was tested (TestCredential: the server connected with
+    /// its values), recorded before the values are used.
+    CredentialTest,
     /// A principal was created.
     PrincipalCreate,
     /// A principal was read (recorded when refused).
@@ -169,7 +175,7 @@ pub enum Action {
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 55] = [
+    pub const ALL: [Action; 57] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -225,6 +231,8 @@ impl Action {
         Self::KeyRotateRoot,
         Self::TenantKeyRetire,
         Self::Other,
+        Self::TenantShred,
+        Self::CredentialTest,
     ];
 
     /// Stable text form.
@@ -235,6 +243,8 @@ impl Action {
             Self::TenantSettings => "tenant.settings",
             Self::TenantKeyRotate => "tenant.key_rotate",
             Self::TenantNamespaces => "tenant.namespaces",
+            Self::TenantShred => "tenant.shred",
+            Self::CredentialTest => "credential.test",
             Self::PrincipalCreate => "principal.create",
             Self::PrincipalGet => "principal.get",
             Self::PrincipalList => "principal.list",
@@ -306,6 +316,7 @@ impl Action {
                 | Self::CredentialList
                 | Self::CredentialReveal
                 | Self::CredentialInject
+                | Self::CredentialTest
                 | Self::LeaseRenew
                 | Self::LeaseRelease
                 | Self::LeaseExpire

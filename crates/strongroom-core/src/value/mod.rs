@@ -156,6 +156,48 @@ pub struct DbConnection {
     pub ssl_mode: SslMode,
 }
 
+impl DbConnection {
+    /// The connection URI that libpq, sqlx and most drivers accept:
+    /// `postgres://user:password@host:port/database?sslmode=MODE`. Every
+    /// part is percent-encoded (RFC 3986): the user name and password as
+    /// userinfo, the database as one path segment, a host name as a
+    /// registered name (a Unix socket directory such as `/run/postgresql`
+    /// too); an IPv6 address goes in brackets, its zone's `%` encoded.
+    /// Holds the password: hand it only to the request that needs it.
+    pub fn uri(&self) -> Zeroizing<String> {
+        let mut out = Zeroizing::new(String::with_capacity(64));
+        out.push_str("postgres://");
+        out.push_str(&percent_encode(&self.username));
+        out.push(':');
+        out.push_str(&percent_encode(self.password.expose_secret()));
+        out.push('@');
+        out.push_str(&uri_host(&self.host));
+        out.push(':');
+        out.push_str(&self.port.to_string());
+        out.push('/');
+        out.push_str(&percent_encode(&self.database));
+        out.push_str("?sslmode=");
+        out.push_str(self.ssl_mode.as_str());
+        out
+    }
+}
+
+/// `host` as the host of a URI: an IPv6 address (with or without its
+/// brackets, with or without a zone) in brackets, anything else
+/// percent-encoded as a registered name.
+fn uri_host(host: &str) -> String {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let address = bare.split_once('%').map_or(bare, |(a, _)| a);
+    if address.parse::<std::net::Ipv6Addr>().is_ok() {
+        // Only a zone (`fe80::1%eth0`) needs encoding inside the brackets.
+        return format!("[{}]", bare.replace('%', "%25"));
+    }
+    percent_encode(host).to_string()
+}
+
 /// An SSH key pair.
 pub struct SshKey {
     /// The private key, PEM or OpenSSH format. Secret.
@@ -334,7 +376,7 @@ impl CredentialValue {
             Self::BasicAuth(_) => vec!["username", "password"],
             Self::DbConnection(_) => {
                 vec![
-                    "host", "port", "database", "username", "password", "ssl_mode", "url",
+                    "host", "port", "database", "username", "password", "ssl_mode", "uri", "url",
                 ]
             }
             Self::SshKey(v) => {
@@ -353,7 +395,8 @@ impl CredentialValue {
     ///
     /// Exposes secret material: callers hand the result straight to the
     /// request that needs it and never log it. `db_connection` also offers a
-    /// derived `url` field (a libpq connection URI).
+    /// derived `uri` field, its connection URI ([`DbConnection::uri`]; `url`
+    /// is the same).
     pub fn field(&self, name: &str) -> Option<Zeroizing<String>> {
         let text = |s: &str| Some(Zeroizing::new(s.to_owned()));
         match (self, name) {
@@ -372,15 +415,7 @@ impl CredentialValue {
             (Self::DbConnection(v), "username") => text(&v.username),
             (Self::DbConnection(v), "password") => text(v.password.expose_secret()),
             (Self::DbConnection(v), "ssl_mode") => text(v.ssl_mode.as_str()),
-            (Self::DbConnection(v), "url") => Some(Zeroizing::new(format!(
-                "postgres://{}:{}@{}:{}/{}?sslmode={}",
-                percent_encode(&v.username).as_str(),
-                percent_encode(v.password.expose_secret()).as_str(),
-                v.host,
-                v.port,
-                percent_encode(&v.database).as_str(),
-                v.ssl_mode.as_str()
-            ))),
+            (Self::DbConnection(v), "uri" | "url") => Some(v.uri()),
             (Self::SshKey(v), "private_key") => text(v.private_key.expose_secret()),
             (Self::SshKey(v), "public_key") => text(&v.public_key),
             (Self::SshKey(v), "passphrase") => {
@@ -539,6 +574,49 @@ pub(crate) mod tests {
             password: "p@ss word/1".into(),
             ssl_mode: SslMode::Require,
         })
+    }
+
+    fn db_at(host: &str, user: &str, password: &str, database: &str) -> DbConnection {
+        DbConnection {
+            host: host.into(),
+            port: 6543,
+            database: database.into(),
+            username: user.into(),
+            password: password.into(),
+            ssl_mode: SslMode::VerifyFull,
+        }
+    }
+
+    #[test]
+    fn uri_encodes_every_part() {
+        let v = db_at("db.internal", "app:user@x", "p@s:s/w%rd ?#[]", "my db/x?");
+        assert_eq!(
+            v.uri().as_str(),
+            "postgres://app%3Auser%40x:p%40s%3As%2Fw%25rd%20%3F%23%5B%5D@db.internal:6543/\
+             my%20db%2Fx%3F?sslmode=verify-full"
+        );
+        let whole = CredentialValue::DbConnection(v);
+        assert_eq!(whole.field("uri"), whole.field("url"));
+        assert!(whole.field_names().contains(&"uri"));
+    }
+
+    #[test]
+    fn uri_brackets_ipv6_hosts() {
+        for (host, shown) in [
+            ("::1", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("2001:db8::5", "[2001:db8::5]"),
+            ("fe80::1%eth0", "[fe80::1%25eth0]"),
+            ("127.0.0.1", "127.0.0.1"),
+            ("/run/postgresql", "%2Frun%2Fpostgresql"),
+        ] {
+            let uri = db_at(host, "u", "p", "d").uri();
+            assert_eq!(
+                uri.as_str(),
+                format!("postgres://u:p@{shown}:6543/d?sslmode=verify-full"),
+                "{host}"
+            );
+        }
     }
 
     #[test]

@@ -254,6 +254,7 @@ impl Engine {
         match self.decide_injection(&scope, ctx, request).await {
             Err(Error::FailedPrecondition(Precondition::RevealStateChanged(_))) => {
                 self.changed(Change::Access(scope.tenant_id()));
+                self.refuse_shredded(&scope).await?;
             }
             other => return other,
         }

@@ -23,6 +23,7 @@ use crate::{CallContext, Engine};
 mod inject;
 mod reveal;
 mod rotate;
+mod test;
 mod update;
 
 pub use inject::{
@@ -30,6 +31,7 @@ pub use inject::{
     InjectionRequest, InjectionUse, Material, Refused, UseKind, scrub_pairs,
 };
 pub use reveal::{Lease, RevealOptions, Revealed, RevealedValue};
+pub use test::CredentialTested;
 
 /// How a request names a credential.
 #[derive(Debug, Clone)]

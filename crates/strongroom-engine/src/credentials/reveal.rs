@@ -130,7 +130,10 @@ impl Engine {
         match self.reveal_found(scope, ctx, cached, options).await {
             Ok(r) => return Ok(r),
             Err(RevealFailure::Failed(e)) => return Err(e),
-            Err(RevealFailure::Stale) => self.changed(Change::Access(scope.tenant_id())),
+            Err(RevealFailure::Stale) => {
+                self.changed(Change::Access(scope.tenant_id()));
+                self.refuse_shredded(scope).await?;
+            }
         }
         let fresh = self
             .load_credential(scope, reference)

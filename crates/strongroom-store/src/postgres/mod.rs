@@ -297,6 +297,7 @@ impl Dialect for Postgres {
         "SELECT sequence, hash FROM platform_audit_heads WHERE id = 1 FOR UPDATE";
 
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const PURGE_SHREDDED_AUDIT: &'static [&'static str] = &["SELECT purge_shredded_audit($1)"];
 
     /// Batches of events only take [`Postgres::fast_events`]: one round
     /// trip to the server instead of six.

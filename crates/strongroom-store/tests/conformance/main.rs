@@ -36,6 +36,7 @@ mod keys;
 mod notifications;
 mod rls;
 mod rotation;
+mod shred;
 mod support;
 
 /// Emits, for each `module::case`, a Postgres test and a SQLite test running
@@ -89,6 +90,9 @@ conformance! {
     cases::rollback_to_retained_versions_only => rollback_to_retained_versions_only_postgres, rollback_to_retained_versions_only_sqlite;
     cases::revoke_lifecycle => revoke_lifecycle_postgres, revoke_lifecycle_sqlite;
     cases::destroy_keeps_metadata => destroy_keeps_metadata_postgres, destroy_keeps_metadata_sqlite;
+    shred::shred_destroys_keys_and_sealed_values => shred_destroys_keys_and_sealed_values_postgres, shred_destroys_keys_and_sealed_values_sqlite;
+    shred::shred_with_purge_deletes_metadata_and_chain => shred_with_purge_deletes_metadata_and_chain_postgres, shred_with_purge_deletes_metadata_and_chain_sqlite;
+    shred::shred_of_a_missing_tenant_is_not_found => shred_of_a_missing_tenant_is_not_found_postgres, shred_of_a_missing_tenant_is_not_found_sqlite;
     cases::grants_lifecycle_and_filters => grants_lifecycle_and_filters_postgres, grants_lifecycle_and_filters_sqlite;
     cases::grants_for_direct_and_role => grants_for_direct_and_role_postgres, grants_for_direct_and_role_sqlite;
     cases::audit_chain_records_every_mutation => audit_chain_records_every_mutation_postgres, audit_chain_records_every_mutation_sqlite;

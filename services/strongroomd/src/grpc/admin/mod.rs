@@ -363,9 +363,27 @@ impl AdminService for AdminHandler {
 
     async fn shred_tenant(
         &self,
-        _request: Request<pb::ShredTenantRequest>,
+        request: Request<pb::ShredTenantRequest>,
     ) -> Result<Response<pb::ShredTenantResponse>, Status> {
-        Err(unimplemented("ShredTenant"))
+        rpc!(request, |call, req| {
+            let id = TenantId::parse(&req.tenant_id, "tenant_id")?;
+            let shredded = self
+                .0
+                .engine
+                .shred_tenant(
+                    &call.caller,
+                    call.ctx(),
+                    id,
+                    &req.confirm_name,
+                    &req.reason,
+                    req.purge,
+                )
+                .await?;
+            Ok(pb::ShredTenantResponse {
+                tenant: Some(convert::tenant_out(&shredded.tenant)),
+                purged: shredded.purged,
+            })
+        })
     }
 
     async fn create_principal(

@@ -16,6 +16,8 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::TenantSettings => P::TenantSettingsUpdate,
         Action::TenantKeyRotate => P::KeyRotateTenant,
         Action::TenantNamespaces => P::TenantNamespacesUpdate,
+        Action::TenantShred => P::TenantShred,
+        Action::CredentialTest => P::CredentialTest,
         Action::PrincipalCreate => P::PrincipalCreate,
         Action::PrincipalGet => P::PrincipalRead,
         Action::PrincipalList => P::PrincipalList,

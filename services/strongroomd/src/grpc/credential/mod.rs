@@ -11,7 +11,7 @@ use strongroom_proto::v1 as pb;
 use strongroom_proto::v1::credential_service_server::CredentialService;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, rpc, unimplemented};
+use super::{Shared, rpc};
 use convert::{credential_out, required};
 use strongroom_engine::{
     NewCredential, NewValue, RevealOptions, Revealed, RevealedValue, ScanOptions,
@@ -574,9 +574,54 @@ impl CredentialService for CredentialHandler {
 
     async fn test_credential(
         &self,
-        _request: Request<pb::TestCredentialRequest>,
+        request: Request<pb::TestCredentialRequest>,
     ) -> Result<Response<pb::TestCredentialResponse>, Status> {
-        Err(unimplemented("TestCredential"))
+        use strongroom_engine::ports::{DatabaseFailure, DatabaseTestOutcome};
+        rpc!(request, |call, req| {
+            let r = convert::credential_ref(req.credential)?;
+            let timeout = req
+                .timeout
+                .as_ref()
+                .map(|d| convert::duration_in(d, "timeout"))
+                .transpose()?;
+            let tested = self
+                .0
+                .engine
+                .test_credential(&call.caller, call.ctx(), &r, timeout)
+                .await?;
+            let (ok, message, failure) = match &tested.outcome {
+                DatabaseTestOutcome::Connected { server_version } => (
+                    true,
+                    format!("connected: PostgreSQL {server_version}"),
+                    pb::CredentialTestFailure::Unspecified,
+                ),
+                DatabaseTestOutcome::Failed(why) => (
+                    false,
+                    why.as_str().to_owned(),
+                    match why {
+                        DatabaseFailure::Unreachable => pb::CredentialTestFailure::Unreachable,
+                        DatabaseFailure::Tls => pb::CredentialTestFailure::Tls,
+                        DatabaseFailure::Authentication => {
+                            pb::CredentialTestFailure::Authentication
+                        }
+                        DatabaseFailure::DatabaseMissing => {
+                            pb::CredentialTestFailure::DatabaseMissing
+                        }
+                        DatabaseFailure::RefusedByPolicy => {
+                            pb::CredentialTestFailure::RefusedByPolicy
+                        }
+                        DatabaseFailure::Other => pb::CredentialTestFailure::Other,
+                    },
+                ),
+            };
+            Ok(pb::TestCredentialResponse {
+                ok,
+                message,
+                latency: Some(convert::duration_out(tested.latency)),
+                version: tested.version,
+                failure: failure as i32,
+            })
+        })
     }
 
     async fn scan_text(
