@@ -31,6 +31,7 @@ mod credential_emergency_revoke;
 mod credential_update;
 mod dev_mode;
 mod emergency_revoke;
+mod export_import;
 mod field_bounds;
 mod grpcurl;
 mod health;

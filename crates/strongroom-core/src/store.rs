@@ -243,6 +243,7 @@ pub trait Store:
     + LeaseStore
     + AccessRequestStore
     + IdempotencyStore
+    + crate::export::ExportStore
     + Send
     + Sync
     + 'static
@@ -262,6 +263,7 @@ impl<T> Store for T where
         + LeaseStore
         + AccessRequestStore
         + IdempotencyStore
+        + crate::export::ExportStore
         + Send
         + Sync
         + 'static

@@ -246,9 +246,13 @@ impl fmt::Debug for ScanTextResponse {
 
 impl fmt::Debug for ExportTenantRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Self { passphrase } = self;
+        let Self {
+            passphrase,
+            tenant_id,
+        } = self;
         f.debug_struct("ExportTenantRequest")
             .field("passphrase", &Secret(passphrase))
+            .field("tenant_id", tenant_id)
             .finish()
     }
 }

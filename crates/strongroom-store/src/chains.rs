@@ -139,24 +139,7 @@ impl<D: Dialect> ChainStore for SqlStore<D> {
 
     async fn append_platform_audit(&self, draft: AuditDraft) -> Result<AuditEvent> {
         let mut tx = self.platform_tx(None, true).await?;
-        let head: HeadRow = D::query(D::LOCK_PLATFORM_HEAD)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("platform audit chain head"))?;
-        let head = ChainHead::try_from(head)?;
-        let event = draft.seal(PLATFORM_CHAIN, head.sequence + 1, head.hash);
-        let row = EventRow::of(&event)?;
-        let sequence = row.sequence;
-        bind_event(D::query(PLATFORM_INSERT), row)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("platform audit event"))?;
-        D::query(PLATFORM_ADVANCE)
-            .bind(sequence)
-            .bind(event.hash.as_slice())
-            .execute(&mut *tx)
-            .await
-            .map_err(db("platform audit chain head"))?;
+        let event = self.append_platform_in(&mut tx, draft).await?;
         tx.commit().await.map_err(db("platform audit event"))?;
         Ok(event)
     }
@@ -204,5 +187,36 @@ impl<D: Dialect> ChainStore for SqlStore<D> {
             .map_err(db("platform audit event"))?;
         tx.commit().await.map_err(db("platform audit event"))?;
         events_page(rows, page)
+    }
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// Links `draft` into the platform chain inside `tx` (a platform
+    /// transaction): reads the head (locked until commit on Postgres),
+    /// seals, inserts and advances the head.
+    pub(crate) async fn append_platform_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, D>,
+        draft: AuditDraft,
+    ) -> Result<AuditEvent> {
+        let head: HeadRow = D::query(D::LOCK_PLATFORM_HEAD)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db("platform audit chain head"))?;
+        let head = ChainHead::try_from(head)?;
+        let event = draft.seal(PLATFORM_CHAIN, head.sequence + 1, head.hash);
+        let row = EventRow::of(&event)?;
+        let sequence = row.sequence;
+        bind_event(D::query(PLATFORM_INSERT), row)
+            .execute(&mut **tx)
+            .await
+            .map_err(db("platform audit event"))?;
+        D::query(PLATFORM_ADVANCE)
+            .bind(sequence)
+            .bind(event.hash.as_slice())
+            .execute(&mut **tx)
+            .await
+            .map_err(db("platform audit chain head"))?;
+        Ok(event)
     }
 }

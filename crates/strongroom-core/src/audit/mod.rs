@@ -149,13 +149,18 @@ pub enum Action {
     /// A text was scanned for leaked secrets (the findings counted, never
     /// the text).
     ScanText,
+    /// A tenant was exported (an encrypted export file was written).
+    TenantExport,
+    /// A tenant was restored from an export (recorded in the platform
+    /// chain and, after the imported head, in the tenant's chain).
+    TenantImport,
     /// Anything else (named in `reason_code`).
     Other,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 50] = [
+    pub const ALL: [Action; 52] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -205,6 +210,8 @@ impl Action {
         Self::PrincipalLock,
         Self::RateLimited,
         Self::ScanText,
+        Self::TenantExport,
+        Self::TenantImport,
         Self::Other,
     ];
 
@@ -260,6 +267,8 @@ impl Action {
             Self::PrincipalLock => "principal.lock",
             Self::RateLimited => "rate_limited",
             Self::ScanText => "scan.text",
+            Self::TenantExport => "tenant.export",
+            Self::TenantImport => "tenant.import",
             Self::Other => "other",
         }
     }
@@ -298,6 +307,7 @@ impl Action {
                 | Self::AlertRepeatedDenials
                 | Self::RateLimited
                 | Self::ScanText
+                | Self::TenantExport
         )
     }
 }

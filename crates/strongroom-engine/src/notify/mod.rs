@@ -112,7 +112,7 @@ impl AccessRequestNotice {
 /// What a sealed signing secret is bound to: its tenant, and a pseudo
 /// environment no environment name can take (`#notifier`), so it cannot be
 /// swapped with a credential value.
-fn secret_aad(tenant: TenantId) -> Aad<'static> {
+pub(crate) fn secret_aad(tenant: TenantId) -> Aad<'static> {
     Aad {
         tenant: tenant.as_uuid(),
         environment: "#notifier",

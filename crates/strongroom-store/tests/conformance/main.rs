@@ -26,6 +26,7 @@ mod access_requests;
 mod cases;
 mod chains;
 mod credential_ops;
+mod export;
 mod formats;
 mod group_commit;
 mod idempotency;
@@ -53,6 +54,8 @@ macro_rules! conformance {
 }
 
 conformance! {
+    export::export_then_import_round_trips => export_then_import_round_trips_postgres, export_then_import_round_trips_sqlite;
+    export::refused_imports_write_nothing => refused_imports_write_nothing_postgres, refused_imports_write_nothing_sqlite;
     access_requests::file_collapses_duplicates => access_requests_file_collapses_duplicates_postgres, access_requests_file_collapses_duplicates_sqlite;
     access_requests::approval_commits_grant_and_event => access_requests_approval_commits_grant_and_event_postgres, access_requests_approval_commits_grant_and_event_sqlite;
     access_requests::denial_and_expiry => access_requests_denial_and_expiry_postgres, access_requests_denial_and_expiry_sqlite;

@@ -59,6 +59,8 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::PrincipalLock => P::PrincipalLock,
         Action::RateLimited => P::RateLimited,
         Action::ScanText => P::ScanText,
+        Action::TenantExport => P::TenantExport,
+        Action::TenantImport => P::TenantImport,
         Action::Other => P::Unspecified,
     }
 }
