@@ -5,7 +5,8 @@
 //! in either server's log.
 
 use strongroom_e2e::{
-    Backend, Options, TenantAdmin, TestServer, api_key, by_id, expect_code, grant, path, value,
+    Backend, Options, TenantAdmin, TestServer, api_key, by_id, expect_code, grant, path,
+    revealed_value, value,
     verified_event_count,
 };
 use strongroom_proto::v1 as pb;
@@ -167,7 +168,7 @@ async fn reveal(
             ..Default::default()
         })
         .await
-        .map(|r| r.into_inner().value.expect("value"))
+        .map(|r| revealed_value(&r.into_inner()).clone())
 }
 
 /// What an export stream sent.
@@ -300,7 +301,6 @@ async fn sqlite_export_restores_into_postgres() {
     let (admin, agent) = populate(&source).await;
     let before = values(&admin.client).await;
     let versions_before = versions_of(&admin.client).await;
-    let events_before = verified_event_count(&admin.client).await;
 
     // Refused exports: a short passphrase, a caller who is not an admin.
     expect_code(
@@ -314,6 +314,7 @@ async fn sqlite_export_restores_into_postgres() {
         Code::PermissionDenied,
         "an agent exports",
     );
+    let events_before = verified_event_count(&admin.client).await;
 
     let exported = export(&admin.client, PASSPHRASE, "")
         .await
@@ -406,7 +407,8 @@ async fn sqlite_export_restores_into_postgres() {
     assert_eq!(v.value, Some(fixtures()[0].3[2].clone()));
     expect_code(
         reveal(&restored_agent, "production", "db/main", 0).await,
-        Code::PermissionDenied,
+        // Refused as unseen: no grant reaches it.
+        Code::NotFound,
         "no grant for db/main",
     );
     let grants = restored_admin

@@ -184,6 +184,7 @@ impl Change {
                 | Action::BindingDelete
                 | Action::PrincipalEmergencyRevoke
                 | Action::TenantCreate
+                | Action::TenantImport
                 | Action::TenantNamespaces,
                 _,
             ) => Change::Everything,

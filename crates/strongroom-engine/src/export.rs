@@ -638,9 +638,13 @@ impl Engine {
         tenant_event.detail = Some(AuditDetail::Tenant { name: name.clone() });
         let mut platform_event = self.platform_draft(&scope, ctx, Action::TenantImport);
         platform_event.detail = Some(AuditDetail::Tenant { name });
-        self.store
-            .import_rows(&scope, &import, tenant_event, platform_event)
-            .await?;
+        // Through `commit`: a restored tenant brings identities this
+        // server may have cached as unknown.
+        self.commit(tenant, tenant_event, |tenant_event| {
+            self.store
+                .import_rows(&scope, &import, tenant_event, platform_event)
+        })
+        .await?;
         let tenant = self.store.get_tenant(&scope, tenant).await?;
         Ok((tenant, counts))
     }
