@@ -5,9 +5,8 @@
 //! in either server's log.
 
 use strongroom_e2e::{
-    Backend, Options, TenantAdmin, TestServer, api_key, by_id, expect_code, grant, path,
-    revealed_value, value,
-    verified_event_count,
+    Backend, Options, TenantAdmin, TestServer, api_key, expect_code, grant, path, revealed_value,
+    value, verified_event_count,
 };
 use strongroom_proto::v1 as pb;
 use strongroom_proto::v1::credential_value::Value;
@@ -17,11 +16,7 @@ const PASSPHRASE: &str = "export-e2e-passphrase-Quokka-7731";
 
 /// Values the tenant holds: (environment, name, versions in order).
 fn fixtures() -> Vec<(&'static str, &'static str, &'static str, Vec<Value>)> {
-    let key = |k: &str| {
-        Value::ApiKey(pb::ApiKey {
-            api_key: k.into(),
-        })
-    };
+    let key = |k: &str| Value::ApiKey(pb::ApiKey { api_key: k.into() });
     vec![
         (
             "production",
@@ -81,8 +76,12 @@ fn secrets() -> Vec<&'static str> {
 async fn server(backend: Backend) -> TestServer {
     let mut options = Options::new(backend);
     // Small Argon2id costs: a debug build runs them.
-    options.env.push(("STRONGROOM_EXPORT_KDF_MEMORY_KIB".into(), "1024".into()));
-    options.env.push(("STRONGROOM_EXPORT_KDF_PASSES".into(), "1".into()));
+    options
+        .env
+        .push(("STRONGROOM_EXPORT_KDF_MEMORY_KIB".into(), "1024".into()));
+    options
+        .env
+        .push(("STRONGROOM_EXPORT_KDF_PASSES".into(), "1".into()));
     TestServer::start_with(options).await
 }
 
@@ -217,10 +216,12 @@ async fn import(
     passphrase: &str,
 ) -> Result<pb::ImportTenantResponse, tonic::Status> {
     let mut messages = vec![pb::ImportTenantRequest {
-        part: Some(pb::import_tenant_request::Part::Header(pb::ImportTenantHeader {
-            passphrase: passphrase.into(),
-            ..Default::default()
-        })),
+        part: Some(pb::import_tenant_request::Part::Header(
+            pb::ImportTenantHeader {
+                passphrase: passphrase.into(),
+                ..Default::default()
+            },
+        )),
     }];
     for piece in file.chunks(200 * 1024) {
         messages.push(pb::ImportTenantRequest {
@@ -316,15 +317,17 @@ async fn sqlite_export_restores_into_postgres() {
     );
     let events_before = verified_event_count(&admin.client).await;
 
-    let exported = export(&admin.client, PASSPHRASE, "")
-        .await
-        .expect("export");
+    let exported = export(&admin.client, PASSPHRASE, "").await.expect("export");
     let summary = &exported.summary;
     assert_eq!(summary.size_bytes, exported.file.len() as u64);
     assert_eq!(summary.sha256, sha256(&exported.file));
     assert_eq!(summary.format, 1);
-    assert!(exported.progress >= 2, "progress messages: {}", exported.progress);
-    let counts = summary.counts.clone().expect("counts");
+    assert!(
+        exported.progress >= 2,
+        "progress messages: {}",
+        exported.progress
+    );
+    let counts = summary.counts.expect("counts");
     assert_eq!(counts.credentials, 3);
     assert_eq!(counts.versions, 6);
     assert_eq!(counts.principals, 2);
@@ -341,10 +344,13 @@ async fn sqlite_export_restores_into_postgres() {
     let operator_export = export(&source.operator().await, PASSPHRASE, &admin.tenant_id)
         .await
         .expect("operator export");
-    assert_eq!(operator_export.summary.counts, summary.counts.clone().map(|mut c| {
-        c.audit_events += 1;
-        c
-    }));
+    assert_eq!(
+        operator_export.summary.counts,
+        summary.counts.map(|mut c| {
+            c.audit_events += 1;
+            c
+        })
+    );
     expect_code(
         export(&admin.client, PASSPHRASE, &uuid::Uuid::new_v4().to_string())
             .await
@@ -358,7 +364,12 @@ async fn sqlite_export_restores_into_postgres() {
 
     // A wrong passphrase, a flipped byte, a cut file: refused, nothing
     // written.
-    let wrong = import(&operator, &exported.file, "export-e2e-passphrase-Quokka-7732").await;
+    let wrong = import(
+        &operator,
+        &exported.file,
+        "export-e2e-passphrase-Quokka-7732",
+    )
+    .await;
     let status = wrong.expect_err("a wrong passphrase");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("wrong passphrase"), "{status:?}");
@@ -368,7 +379,11 @@ async fn sqlite_export_restores_into_postgres() {
         let status = import(&operator, &flipped, PASSPHRASE)
             .await
             .expect_err("a flipped byte");
-        assert_eq!(status.code(), Code::InvalidArgument, "flip at {at}: {status:?}");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "flip at {at}: {status:?}"
+        );
         assert!(
             status.message().contains("fails authentication")
                 || status.message().contains("not a strongroom export")
@@ -376,12 +391,20 @@ async fn sqlite_export_restores_into_postgres() {
             "flip at {at}: {status:?}"
         );
     }
-    let cut = import(&operator, &exported.file[..exported.file.len() - 100], PASSPHRASE)
-        .await
-        .expect_err("a cut file");
+    let cut = import(
+        &operator,
+        &exported.file[..exported.file.len() - 100],
+        PASSPHRASE,
+    )
+    .await
+    .expect_err("a cut file");
     assert_eq!(cut.code(), Code::InvalidArgument, "{cut:?}");
     assert!(cut.message().contains("fails authentication"), "{cut:?}");
-    assert_eq!(tenant_count(&target).await, 0, "a refused import wrote a tenant");
+    assert_eq!(
+        tenant_count(&target).await,
+        0,
+        "a refused import wrote a tenant"
+    );
     // Only platform operators import.
     let stranger = target.client("spiffe://e2e.test/acme/admin").await;
     assert!(import(&stranger, &exported.file, PASSPHRASE).await.is_err());
@@ -482,7 +505,6 @@ async fn sqlite_export_restores_into_postgres() {
         assert!(!target_logs.contains(s), "{s} in the target's log");
     }
     assert!(target.logs.contains("tenant import progress"));
-    let _ = by_id;
     target.stop().await;
     source.stop().await;
 }
@@ -492,9 +514,7 @@ async fn postgres_export_restores_into_sqlite() {
     let source = server(Backend::Postgres).await;
     let (admin, _) = populate(&source).await;
     let before = values(&admin.client).await;
-    let exported = export(&admin.client, PASSPHRASE, "")
-        .await
-        .expect("export");
+    let exported = export(&admin.client, PASSPHRASE, "").await.expect("export");
     let target = server(Backend::Sqlite).await;
     import(&target.operator().await, &exported.file, PASSPHRASE)
         .await

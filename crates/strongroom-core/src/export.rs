@@ -56,8 +56,8 @@ impl ColumnKind {
             Self::Bytes,
             Self::Bool,
         ]
-            .into_iter()
-            .find(|k| k.as_str() == text)
+        .into_iter()
+        .find(|k| k.as_str() == text)
     }
 }
 

@@ -240,7 +240,9 @@ fn parse_prefix(file: &[u8]) -> Result<(ExportFileHeader, usize)> {
     }
     let at = EXPORT_MAGIC.len();
     if file[at] != EXPORT_FORMAT {
-        return Err(CryptoError::Malformed("export file (unknown format version)"));
+        return Err(CryptoError::Malformed(
+            "export file (unknown format version)",
+        ));
     }
     let mut len = [0u8; 4];
     len.copy_from_slice(&file[at + 1..at + 5]);

@@ -27,9 +27,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use strongroom_core::audit::{Action, AuditDetail, Outcome};
-use strongroom_core::export::{
-    Cell, ColumnKind, ExportScope, TableRows, TenantImport, TenantRows,
-};
+use strongroom_core::export::{Cell, ColumnKind, ExportScope, TableRows, TenantImport, TenantRows};
 use strongroom_core::ids::TenantId;
 use strongroom_core::names::TenantName;
 use strongroom_core::policy::Reason;
@@ -37,7 +35,7 @@ use strongroom_core::scope::Authenticated;
 use strongroom_core::tenant::{Tenant, WrappedKekRecord};
 use strongroom_core::value::CredentialValue;
 use strongroom_core::{Error, Result};
-use strongroom_crypto::{Aad, CryptoError, Envelope, ExportSealer, Kek, KdfParams};
+use strongroom_crypto::{Aad, CryptoError, Envelope, ExportSealer, KdfParams, Kek};
 use zeroize::Zeroizing;
 
 use crate::keyring::crypto_error;
@@ -175,7 +173,12 @@ fn check_passphrase(passphrase: &SecretString, field: &'static str) -> Result<()
 }
 
 /// What a sealed value of credential `credential` is bound to.
-fn value_aad<'a>(tenant: TenantId, environment: &'a str, credential: uuid::Uuid, version: u32) -> Aad<'a> {
+fn value_aad<'a>(
+    tenant: TenantId,
+    environment: &'a str,
+    credential: uuid::Uuid,
+    version: u32,
+) -> Aad<'a> {
     Aad {
         tenant: tenant.as_uuid(),
         environment,
@@ -206,7 +209,10 @@ fn column(t: &TableRows, name: &str) -> Result<usize> {
 
 /// A file that opened but does not hold what an export holds.
 fn bad_file(what: impl std::fmt::Display) -> Error {
-    Error::invalid("chunk", format!("the export's contents are malformed: {what}"))
+    Error::invalid(
+        "chunk",
+        format!("the export's contents are malformed: {what}"),
+    )
 }
 
 /// The `u32` version in a cell.
@@ -250,14 +256,18 @@ impl Engine {
                 .export_rows(ExportScope::Platform(&scope, tenant))
                 .await?;
             let name = tenant_name(&rows)?;
-            let file = self.seal_export(tenant, rows, passphrase, &progress).await?;
+            let file = self
+                .seal_export(tenant, rows, passphrase, &progress)
+                .await?;
             let mut draft = self.platform_draft(&scope, ctx, Action::TenantExport);
             draft.detail = Some(AuditDetail::Tenant { name });
-            self.durable(self.store.append_platform_audit(draft)).await?;
+            self.durable(self.store.append_platform_audit(draft))
+                .await?;
             return Ok(file);
         }
         let scope = caller.tenant_scope()?;
-        self.require_admin(&scope, ctx, Action::TenantExport).await?;
+        self.require_admin(&scope, ctx, Action::TenantExport)
+            .await?;
         if tenant.is_some_and(|t| t != scope.tenant_id()) {
             return Err(Error::invalid(
                 "tenant",
@@ -353,7 +363,8 @@ impl Engine {
                 done: 0,
                 total: 0,
             });
-            let params = KdfParams::generate_with(kdf.memory_kib, kdf.passes).map_err(crypto_error)?;
+            let params =
+                KdfParams::generate_with(kdf.memory_kib, kdf.passes).map_err(crypto_error)?;
             let mut sealer = ExportSealer::new(&passphrase, &params, info).map_err(crypto_error)?;
             let mut line = Zeroizing::new(Vec::with_capacity(4096));
             write_line(
@@ -412,13 +423,16 @@ impl Engine {
                                         return Err(Error::internal("credential id"));
                                     };
                                     let version = version_of(&row[v])?;
-                                    let environment = environments
-                                        .get(&credential)
-                                        .ok_or_else(|| Error::internal("version of no credential"))?;
-                                    let envelope = Envelope::from_bytes(sealed).map_err(crypto_error)?;
-                                    let kek = opened.get(&envelope.kek_version()).ok_or_else(|| {
-                                        Error::internal("tenant key version not found")
-                                    })?;
+                                    let environment =
+                                        environments.get(&credential).ok_or_else(|| {
+                                            Error::internal("version of no credential")
+                                        })?;
+                                    let envelope =
+                                        Envelope::from_bytes(sealed).map_err(crypto_error)?;
+                                    let kek =
+                                        opened.get(&envelope.kek_version()).ok_or_else(|| {
+                                            Error::internal("tenant key version not found")
+                                        })?;
                                     let plain = kek
                                         .open(
                                             &value_aad(tenant, environment, credential, version),
@@ -427,7 +441,7 @@ impl Engine {
                                         .map_err(crypto_error)?;
                                     cells.push(Value::String(B64.encode(plain.as_slice())));
                                     done += 1;
-                                    if done % PROGRESS_EVERY == 0 {
+                                    if done.is_multiple_of(PROGRESS_EVERY) {
                                         progress(Progress {
                                             phase: Phase::Values,
                                             done,
@@ -564,17 +578,21 @@ impl Engine {
             };
             let mut settings: Value =
                 serde_json::from_str(text).map_err(|_| bad_file("tenant settings"))?;
-            match (&notifier_secret, settings.get("notifier").filter(|n| !n.is_null())) {
+            match (
+                &notifier_secret,
+                settings.get("notifier").filter(|n| !n.is_null()),
+            ) {
                 (Some(secret), Some(_)) => {
-                    settings["notifier"]["sealed_secret"] = Value::String(
-                        crate::notify::seal_secret(&kek, 1, tenant, secret)?,
-                    );
+                    settings["notifier"]["sealed_secret"] =
+                        Value::String(crate::notify::seal_secret(&kek, 1, tenant, secret)?);
                 }
                 (None, None) => {}
                 _ => return Err(bad_file("the notifier and its secret do not match")),
             }
             t.rows[0][settings_at] = Cell::Text(settings.to_string());
-            insert_column(t, 3, "current_kek_version", ColumnKind::Int, |_| Cell::Int(1));
+            insert_column(t, 3, "current_kek_version", ColumnKind::Int, |_| {
+                Cell::Int(1)
+            });
         }
         {
             let t = rows
@@ -601,14 +619,18 @@ impl Engine {
                         .get(&credential)
                         .ok_or_else(|| bad_file("a version of no credential"))?;
                     let envelope = kek
-                        .seal(1, &value_aad(tenant, environment, credential, version), &plain)
+                        .seal(
+                            1,
+                            &value_aad(tenant, environment, credential, version),
+                            &plain,
+                        )
                         .map_err(crypto_error)?;
                     if let Cell::Bytes(old) = &mut row[value] {
                         zeroize::Zeroize::zeroize(old);
                     }
                     row[value] = Cell::Bytes(envelope.to_bytes());
                 }
-                if (done as u64 + 1) % PROGRESS_EVERY == 0 {
+                if (done as u64 + 1).is_multiple_of(PROGRESS_EVERY) {
                     progress(Progress {
                         phase: Phase::Values,
                         done: done as u64 + 1,
@@ -616,7 +638,9 @@ impl Engine {
                     });
                 }
             }
-            insert_column(t, value + 1, "kek_version", ColumnKind::Int, |_| Cell::Int(1));
+            insert_column(t, value + 1, "kek_version", ColumnKind::Int, |_| {
+                Cell::Int(1)
+            });
         }
         let counts = DataCounts::of(&rows);
         progress(Progress {
@@ -712,7 +736,11 @@ fn cell_of(value: &Value, kind: ColumnKind) -> Result<Cell> {
 }
 
 /// Writes `value` and a newline through `line` (zeroizing) into `sealer`.
-fn write_line(sealer: &mut ExportSealer, line: &mut Zeroizing<Vec<u8>>, value: &Value) -> Result<()> {
+fn write_line(
+    sealer: &mut ExportSealer,
+    line: &mut Zeroizing<Vec<u8>>,
+    value: &Value,
+) -> Result<()> {
     line.clear();
     serde_json::to_writer(&mut **line, value).map_err(|_| Error::internal("export encoding"))?;
     line.push(b'\n');

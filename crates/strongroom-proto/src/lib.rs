@@ -613,6 +613,7 @@ mod tests {
 
         assert_redacted(&ExportTenantRequest {
             passphrase: CANARY.into(),
+            tenant_id: String::new(),
         });
         let import = ImportTenantRequest {
             part: Some(import_tenant_request::Part::Header(ImportTenantHeader {

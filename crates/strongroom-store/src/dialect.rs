@@ -399,7 +399,10 @@ impl<'q, D: Dialect> SqlBuilder<'q, D> {
     }
 
     /// Runs the statement built, discarding any rows.
-    pub async fn execute(&mut self, conn: &mut D::Connection) -> std::result::Result<(), sqlx::Error> {
+    pub async fn execute(
+        &mut self,
+        conn: &mut D::Connection,
+    ) -> std::result::Result<(), sqlx::Error> {
         D::fetch_all_built(&mut self.builder, conn).await?;
         Ok(())
     }

@@ -257,7 +257,11 @@ const MAX_ROWS: usize = 500;
 /// A backend whose rows can be read cell by cell, by column kind.
 pub trait ReadsCells: Database {
     /// Reads column `index` of `row` as a `kind`.
-    fn cell(row: &Self::Row, index: usize, kind: ColumnKind) -> std::result::Result<Cell, sqlx::Error>;
+    fn cell(
+        row: &Self::Row,
+        index: usize,
+        kind: ColumnKind,
+    ) -> std::result::Result<Cell, sqlx::Error>;
 }
 
 impl<DB> ReadsCells for DB
@@ -271,7 +275,11 @@ where
     for<'r> String: Decode<'r, DB> + Type<DB>,
     for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
 {
-    fn cell(row: &DB::Row, index: usize, kind: ColumnKind) -> std::result::Result<Cell, sqlx::Error> {
+    fn cell(
+        row: &DB::Row,
+        index: usize,
+        kind: ColumnKind,
+    ) -> std::result::Result<Cell, sqlx::Error> {
         Ok(match kind {
             U => row.try_get::<Option<Uuid>, _>(index)?.map(Cell::Uuid),
             Int => row
@@ -302,7 +310,12 @@ fn push_cell<'q, D: Dialect>(
     kind: ColumnKind,
     cell: &'q Cell,
 ) -> Result<()> {
-    let wrong = || Error::invalid("export", format!("a {} column holds another kind", kind.as_str()));
+    let wrong = || {
+        Error::invalid(
+            "export",
+            format!("a {} column holds another kind", kind.as_str()),
+        )
+    };
     match (kind, cell) {
         (U, Cell::Uuid(u)) => q.push_bind(Some(*u)),
         (U, Cell::Null) => q.push_bind(None::<Uuid>),
@@ -444,7 +457,12 @@ impl<D: Dialect> ExportStore for SqlStore<D> {
         platform_event: AuditDraft,
     ) -> Result<()> {
         let tenant = import.tenant;
-        let tables: Vec<&str> = import.rows.tables.iter().map(|t| t.table.as_str()).collect();
+        let tables: Vec<&str> = import
+            .rows
+            .tables
+            .iter()
+            .map(|t| t.table.as_str())
+            .collect();
         let expected: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
         if tables != expected {
             return Err(Error::invalid(
@@ -454,7 +472,10 @@ impl<D: Dialect> ExportStore for SqlStore<D> {
         }
         for one in ["tenants", "audit_heads"] {
             if import.rows.table(one).is_none_or(|t| t.rows.len() != 1) {
-                return Err(Error::invalid("export", format!("needs exactly one {one} row")));
+                return Err(Error::invalid(
+                    "export",
+                    format!("needs exactly one {one} row"),
+                ));
             }
         }
         let mut tx = self.platform_tx(Some(tenant), true).await?;

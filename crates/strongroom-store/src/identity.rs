@@ -255,13 +255,12 @@ pub(crate) async fn refuse_overlaps<D: Dialect>(
     tx: &mut Transaction<'static, D>,
     tenant: TenantId,
 ) -> Result<()> {
-    let mine: Vec<(String, String)> = D::query(
-        "SELECT kind, pattern FROM identity_namespaces WHERE tenant_id = $1",
-    )
-    .bind(tenant.as_uuid())
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db("identity namespace"))?;
+    let mine: Vec<(String, String)> =
+        D::query("SELECT kind, pattern FROM identity_namespaces WHERE tenant_id = $1")
+            .bind(tenant.as_uuid())
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("identity namespace"))?;
     for (kind, text) in mine {
         let overlap: Option<(i32,)> = D::query(OVERLAPPING)
             .bind(tenant.as_uuid())

@@ -47,7 +47,13 @@ fn chunk_offsets(file: &[u8]) -> Vec<usize> {
 
 #[test]
 fn a_sealed_file_opens_to_its_payload() {
-    for len in [0, 1, EXPORT_CHUNK_SIZE, EXPORT_CHUNK_SIZE + 1, 3 * EXPORT_CHUNK_SIZE + 17] {
+    for len in [
+        0,
+        1,
+        EXPORT_CHUNK_SIZE,
+        EXPORT_CHUNK_SIZE + 1,
+        3 * EXPORT_CHUNK_SIZE + 17,
+    ] {
         let data = payload(len);
         let file = seal(&data);
         let opened = open_sealed_file(&pass("correct horse battery"), &file).unwrap();
@@ -76,7 +82,9 @@ fn a_wrong_passphrase_is_named() {
 fn every_flipped_byte_is_refused() {
     let file = seal(&payload(2 * EXPORT_CHUNK_SIZE + 100));
     // Every byte of the prefix, and a sample of the rest.
-    let positions = (0..200).chain((200..file.len()).step_by(997)).chain([file.len() - 1]);
+    let positions = (0..200)
+        .chain((200..file.len()).step_by(997))
+        .chain([file.len() - 1]);
     for at in positions {
         let mut bad = file.clone();
         bad[at] ^= 0x01;
@@ -95,7 +103,10 @@ fn truncation_reordering_and_extension_are_refused() {
     let open = |f: &[u8]| open_sealed_file(&pass("correct horse battery"), f);
     // Cut at a chunk boundary: the last chunk present is not the final one.
     let err = open(&file[..offsets[3]]).unwrap_err();
-    assert!(matches!(err, CryptoError::ExportAuthentication { chunk: 2 }), "{err}");
+    assert!(
+        matches!(err, CryptoError::ExportAuthentication { chunk: 2 }),
+        "{err}"
+    );
     // Cut inside a chunk.
     assert!(open(&file[..file.len() - 3]).is_err());
     // Two chunks swapped.
@@ -104,7 +115,10 @@ fn truncation_reordering_and_extension_are_refused() {
     swapped.extend_from_slice(&file[offsets[0]..offsets[1]]);
     swapped.extend_from_slice(&file[offsets[2]..]);
     let err = open(&swapped).unwrap_err();
-    assert!(matches!(err, CryptoError::ExportAuthentication { chunk: 0 }), "{err}");
+    assert!(
+        matches!(err, CryptoError::ExportAuthentication { chunk: 0 }),
+        "{err}"
+    );
     // A chunk appended after the final one.
     let mut longer = file.clone();
     longer.extend_from_slice(&file[offsets[1]..offsets[2]]);

@@ -98,7 +98,10 @@ pub async fn export_then_import_round_trips(store: Arc<dyn Store>) {
         .await
         .expect("export");
     assert_eq!(
-        rows.tables.iter().map(|t| t.table.as_str()).collect::<Vec<_>>(),
+        rows.tables
+            .iter()
+            .map(|t| t.table.as_str())
+            .collect::<Vec<_>>(),
         EXPORT_TABLES.iter().map(|t| t.name).collect::<Vec<_>>()
     );
     assert_eq!(rows_of(&rows, "credentials").len(), 2);
@@ -113,7 +116,10 @@ pub async fn export_then_import_round_trips(store: Arc<dyn Store>) {
     assert!(events >= 6, "every mutation's event: {events}");
     // The head is the last event's hash.
     let head = &rows_of(&rows, "audit_heads")[0];
-    let last = rows_of(&rows, "audit_events").last().expect("events").clone();
+    let last = rows_of(&rows, "audit_events")
+        .last()
+        .expect("events")
+        .clone();
     assert_eq!(head[0], Cell::Int(events as i64));
     assert_eq!(head[1], last[19]);
 
@@ -262,7 +268,10 @@ async fn export_rows_cover_every_tenant_table_postgres(pool: PgPool) {
     .await
     .expect("tables");
     let missing = uncovered(tables.into_iter().map(|(t,)| t).collect());
-    assert!(missing.is_empty(), "tables an export leaves behind: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "tables an export leaves behind: {missing:?}"
+    );
 }
 
 #[sqlx::test(migrator = "strongroom_store::SQLITE_MIGRATOR")]
@@ -275,5 +284,8 @@ async fn export_rows_cover_every_tenant_table_sqlite(pool: SqlitePool) {
     .await
     .expect("tables");
     let missing = uncovered(tables.into_iter().map(|(t,)| t).collect());
-    assert!(missing.is_empty(), "tables an export leaves behind: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "tables an export leaves behind: {missing:?}"
+    );
 }

@@ -42,11 +42,13 @@ fn phase_out(phase: Phase) -> pb::TransferPhase {
 
 fn progress_message(phase: pb::TransferPhase, done: u64, total: u64) -> pb::ExportTenantResponse {
     pb::ExportTenantResponse {
-        part: Some(pb::export_tenant_response::Part::Progress(pb::ExportProgress {
-            phase: phase.into(),
-            done,
-            total,
-        })),
+        part: Some(pb::export_tenant_response::Part::Progress(
+            pb::ExportProgress {
+                phase: phase.into(),
+                done,
+                total,
+            },
+        )),
     }
 }
 
@@ -98,7 +100,11 @@ pub(crate) async fn export(
             }
             sent += piece.len() as u64;
             if tx
-                .send(Ok(progress_message(pb::TransferPhase::Sending, sent, total)))
+                .send(Ok(progress_message(
+                    pb::TransferPhase::Sending,
+                    sent,
+                    total,
+                )))
                 .await
                 .is_err()
             {
@@ -162,7 +168,10 @@ async fn read_and_import(
     let name = if header.tenant_name.is_empty() {
         None
     } else {
-        Some(TenantName::parse(&header.tenant_name, "header.tenant_name")?)
+        Some(TenantName::parse(
+            &header.tenant_name,
+            "header.tenant_name",
+        )?)
     };
     let passphrase = SecretString::from(header.passphrase);
     let mut file = Vec::new();
@@ -178,7 +187,10 @@ async fn read_and_import(
                 file.extend_from_slice(&bytes);
             }
             Part::Header(_) => {
-                return Err(Error::invalid("header", "only the first message is a header"));
+                return Err(Error::invalid(
+                    "header",
+                    "only the first message is a header",
+                ));
             }
         }
     }
