@@ -822,9 +822,9 @@ fn parse_payload(payload: &[u8]) -> Result<ParsedExport> {
                 };
                 for _ in 0..count {
                     let line = lines.next().ok_or_else(|| bad_file("a table ends early"))?;
-                    let cells: Value =
+                    let parsed: Value =
                         serde_json::from_slice(line).map_err(|_| bad_file("a row"))?;
-                    let cells = cells.as_array().ok_or_else(|| bad_file("a row"))?;
+                    let cells = parsed.as_array().ok_or_else(|| bad_file("a row"))?;
                     if cells.len() != table.columns.len() {
                         return Err(bad_file("a row's length"));
                     }
@@ -833,6 +833,8 @@ fn parse_payload(payload: &[u8]) -> Result<ParsedExport> {
                         .zip(&table.columns)
                         .map(|(v, (_, k))| cell_of(v, *k))
                         .collect::<Result<Vec<_>>>()?;
+                    // A row of values held plaintext (base64) in the tree.
+                    zeroize_value(parsed);
                     table.rows.push(row);
                 }
                 rows.tables.push(table);
