@@ -154,8 +154,9 @@ async fn read_and_import(
     stream: &mut Streaming<pb::ImportTenantRequest>,
 ) -> strongroom_core::Result<pb::ImportTenantResponse> {
     use pb::import_tenant_request::Part;
-    // Refused before any byte is read: only platform operators import.
-    call.caller.platform_scope()?;
+    // The header is read first, so a malformed one is answered like any
+    // other request (INVALID_ARGUMENT naming its field); then only platform
+    // operators go on, before any byte of the file is read.
     let header = match next(stream).await? {
         Some(Part::Header(h)) => h,
         _ => {
@@ -174,6 +175,7 @@ async fn read_and_import(
         )?)
     };
     let passphrase = SecretString::from(header.passphrase);
+    call.caller.platform_scope()?;
     let mut file = Vec::new();
     while let Some(part) = next(stream).await? {
         match part {
@@ -225,11 +227,18 @@ async fn next(
                 None => continue,
             },
             Ok(None) => return Ok(None),
+            // A message refused by its bounds names its field already.
             Err(status) => {
-                return Err(Error::invalid(
-                    "chunk",
-                    format!("the import stream failed: {}", status.message()),
-                ));
+                let (field, message) = match status.message().split_once(": ") {
+                    Some((f, m)) if status.code() == tonic::Code::InvalidArgument => {
+                        (f.to_owned(), m.to_owned())
+                    }
+                    _ => (
+                        "chunk".to_owned(),
+                        format!("the import stream failed: {}", status.message()),
+                    ),
+                };
+                return Err(Error::invalid(field, message));
             }
         }
     }
