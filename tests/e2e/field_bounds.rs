@@ -468,6 +468,13 @@ fn base(method: &str, steps: &[Step], n: usize) -> Vec<u8> {
         _ => None,
     };
     match method {
+        // A passphrase long enough that the NUL case tests its content,
+        // not ExportTenant's minimum length.
+        "/strongroom.v1.AdminService/ExportTenant" => pb::ExportTenantRequest {
+            passphrase: "bounds-export-passphrase".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
         "/strongroom.v1.CredentialService/CreateCredential" => pb::CreateCredentialRequest {
             environment: "dev".into(),
             name: format!("bounds/created-{n}"),

@@ -19,6 +19,7 @@ mod openbao;
 mod relay;
 mod scan;
 mod strongroom;
+mod transfer;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -143,6 +144,9 @@ enum Mode {
     /// The capacity model: 1, 2, 3 replicas on one PostgreSQL database,
     /// reveal throughput and CPU time per reveal of each process.
     Capacity(capacity::CapacityArgs),
+    /// Export and import of a large tenant (ExportTenant from one backend,
+    /// ImportTenant into the other), timed at the client.
+    Transfer(transfer::TransferArgs),
 }
 
 /// Refreshes the planner statistics of database `name` after loading, as
@@ -220,6 +224,7 @@ async fn main() -> Result<(), String> {
     match &args.mode {
         Some(Mode::Scan(scan)) => return scan::run(scan).await,
         Some(Mode::Capacity(capacity)) => return capacity::run(capacity).await,
+        Some(Mode::Transfer(transfer)) => return transfer::run(transfer).await,
         None => {}
     }
     let began = Instant::now();

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod chains;
 pub mod credential;
 pub mod error;
+pub mod export;
 pub mod idempotency;
 pub mod ids;
 pub mod keys;

@@ -208,6 +208,7 @@ impl Change {
                 | Action::BindingDelete
                 | Action::PrincipalEmergencyRevoke
                 | Action::TenantCreate
+                | Action::TenantImport
                 | Action::TenantNamespaces,
                 _,
             ) => Change::Everything,
@@ -272,6 +273,7 @@ pub trait Store:
     + RotationStore
     + crate::notify::NotificationStore
     + KeyStore
+    + crate::export::ExportStore
     + Send
     + Sync
     + 'static
@@ -294,6 +296,7 @@ impl<T> Store for T where
         + RotationStore
         + crate::notify::NotificationStore
         + KeyStore
+        + crate::export::ExportStore
         + Send
         + Sync
         + 'static

@@ -39,6 +39,21 @@ pub enum CryptoError {
     #[error("the checkpoint signature does not verify")]
     BadSignature,
 
+    /// The passphrase does not open an export file's key check.
+    #[error("the passphrase does not open this export (wrong passphrase)")]
+    ExportPassphrase,
+
+    /// A chunk of an export file does not authenticate: the file was
+    /// changed, its chunks reordered, or it was cut short or extended.
+    #[error(
+        "the export fails authentication at chunk {chunk}: it was changed, \
+         truncated or reordered"
+    )]
+    ExportAuthentication {
+        /// The index of the first chunk that failed.
+        chunk: u64,
+    },
+
     /// The operating system's random number generator is unavailable.
     #[error("system randomness is unavailable")]
     Rng,

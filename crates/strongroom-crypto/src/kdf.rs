@@ -50,6 +50,17 @@ impl KdfParams {
     }
 }
 
+impl KdfParams {
+    /// Fresh parameters (a random 16-byte salt, parallelism 1, Argon2 1.3)
+    /// with the given memory cost (KiB) and passes.
+    pub fn generate_with(m_cost_kib: u32, t_cost: u32) -> Result<KdfParams> {
+        let mut params = KdfParams::generate()?;
+        params.m_cost_kib = m_cost_kib;
+        params.t_cost = t_cost;
+        Ok(params)
+    }
+}
+
 /// Runs Argon2id; slow by design (see [`crate::RootKey::derive_from_passphrase`]).
 pub(crate) fn derive(
     passphrase: &SecretString,

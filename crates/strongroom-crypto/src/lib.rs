@@ -37,6 +37,7 @@ mod aead;
 mod checkpoint;
 mod envelope;
 mod error;
+mod export;
 mod idempotency;
 mod kdf;
 mod kek;
@@ -51,6 +52,10 @@ pub use checkpoint::{
 };
 pub use envelope::Envelope;
 pub use error::{CryptoError, Result};
+pub use export::{
+    EXPORT_CHUNK_SIZE, EXPORT_FORMAT, EXPORT_MAGIC, ExportFileHeader, ExportKdf, ExportSealer,
+    OpenedExport, export_digest, open_sealed_file, read_sealed_header,
+};
 pub use idempotency::{FINGERPRINT_LEN, IdempotencyKey};
 pub use kdf::KdfParams;
 pub use kek::Kek;

@@ -43,6 +43,7 @@ mod context;
 mod credentials;
 mod emergency;
 mod environments;
+mod export;
 mod grants;
 mod idempotency;
 mod keyring;
@@ -71,6 +72,9 @@ pub use credentials::{
     Authorized, CredentialRef, Injection, InjectionDecision, InjectionInfo, InjectionOutcome,
     InjectionRef, InjectionRequest, InjectionUse, Lease, Material, NewCredential, NewValue,
     Refused, RevealOptions, Revealed, RevealedValue, UseKind, scrub_pairs,
+};
+pub use export::{
+    DataCounts, ExportFile, ExportKdf, MIN_PASSPHRASE_CHARS, Phase, Progress, ProgressSink,
 };
 pub use grants::NewGrant;
 pub use idempotency::{

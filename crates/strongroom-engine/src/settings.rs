@@ -49,6 +49,8 @@ pub struct Limits {
     pub scan_limit: RateLimit,
     /// How long a call's `request_id` is remembered for retries.
     pub idempotency_retention: Duration,
+    /// The Argon2id costs of new export files.
+    pub export_kdf: crate::ExportKdf,
 }
 
 impl Default for Limits {
@@ -62,6 +64,7 @@ impl Default for Limits {
             credential_cache_ttl: crate::cache::DEFAULT_CREDENTIAL_TTL,
             scan_limit: DEFAULT_SCAN_LIMIT,
             idempotency_retention: DEFAULT_IDEMPOTENCY_RETENTION,
+            export_kdf: crate::ExportKdf::default(),
         }
     }
 }

@@ -246,9 +246,13 @@ impl fmt::Debug for ScanTextResponse {
 
 impl fmt::Debug for ExportTenantRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Self { passphrase } = self;
+        let Self {
+            passphrase,
+            tenant_id,
+        } = self;
         f.debug_struct("ExportTenantRequest")
             .field("passphrase", &Secret(passphrase))
+            .field("tenant_id", tenant_id)
             .finish()
     }
 }
@@ -609,6 +613,7 @@ mod tests {
 
         assert_redacted(&ExportTenantRequest {
             passphrase: CANARY.into(),
+            tenant_id: String::new(),
         });
         let import = ImportTenantRequest {
             part: Some(import_tenant_request::Part::Header(ImportTenantHeader {

@@ -283,6 +283,7 @@ pub trait Binds:
     + for<'q> Encodes<'q, Option<String>>
     + for<'q> Encodes<'q, &'q [u8]>
     + for<'q> Encodes<'q, Option<&'q [u8]>>
+    + for<'q> Encodes<'q, bool>
 {
 }
 
@@ -312,6 +313,7 @@ pub trait Reads:
     + Decodes<(uuid::Uuid,)>
     + Decodes<(i32,)>
     + Decodes<(String,)>
+    + Decodes<(String, String)>
     + Decodes<(Vec<u8>,)>
     + Decodes<(Vec<u8>, i64, Option<Vec<u8>>)>
     + Decodes<crate::keys::ReportRow>
@@ -319,6 +321,7 @@ pub trait Reads:
     + Decodes<crate::keys::PendingRow>
     + Decodes<(i32, i64)>
     + Decodes<(i64,)>
+    + crate::export::ReadsCells
 {
 }
 
@@ -370,6 +373,14 @@ impl<'q, D: Dialect> Stmt<'q, D> {
         }
     }
 
+    /// Runs the statement and returns its rows undecoded.
+    pub async fn fetch_rows(
+        self,
+        conn: &mut D::Connection,
+    ) -> std::result::Result<Vec<D::Row>, sqlx::Error> {
+        D::fetch_all(self.query, conn).await
+    }
+
     /// Runs the statement and reads all its rows.
     pub async fn fetch_all<R>(
         self,
@@ -410,6 +421,15 @@ impl<'q, D: Dialect> SqlBuilder<'q, D> {
     {
         <D as Encodes<'q, T>>::push_bind(&mut self.builder, value);
         self
+    }
+
+    /// Runs the statement built, discarding any rows.
+    pub async fn execute(
+        &mut self,
+        conn: &mut D::Connection,
+    ) -> std::result::Result<(), sqlx::Error> {
+        D::fetch_all_built(&mut self.builder, conn).await?;
+        Ok(())
     }
 
     /// Runs the statement built and reads all its rows.

@@ -275,6 +275,29 @@ impl<S: Store> ChainStore for FairShare<S> {
 }
 
 #[async_trait]
+impl<S: Store> strongroom_core::export::ExportStore for FairShare<S> {
+    async fn export_rows(
+        &self,
+        scope: strongroom_core::export::ExportScope<'_>,
+    ) -> Result<strongroom_core::export::TenantRows> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.export_rows(scope).await
+    }
+
+    async fn import_rows(
+        &self,
+        scope: &PlatformScope<'_>,
+        import: &strongroom_core::export::TenantImport,
+        tenant_event: AuditDraft,
+        platform_event: AuditDraft,
+    ) -> Result<()> {
+        self.inner
+            .import_rows(scope, import, tenant_event, platform_event)
+            .await
+    }
+}
+
+#[async_trait]
 impl<S: Store> MetaStore for FairShare<S> {
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.inner.get_meta(key).await

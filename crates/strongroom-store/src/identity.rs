@@ -248,6 +248,36 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
+/// Refuses (ALREADY_EXISTS) if any namespace stored for `tenant` overlaps
+/// another tenant's: a restored tenant's, written as they were. The caller
+/// holds the exclusive namespace lock.
+pub(crate) async fn refuse_overlaps<D: Dialect>(
+    tx: &mut Transaction<'static, D>,
+    tenant: TenantId,
+) -> Result<()> {
+    let mine: Vec<(String, String)> =
+        D::query("SELECT kind, pattern FROM identity_namespaces WHERE tenant_id = $1")
+            .bind(tenant.as_uuid())
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("identity namespace"))?;
+    for (kind, text) in mine {
+        let overlap: Option<(i32,)> = D::query(OVERLAPPING)
+            .bind(tenant.as_uuid())
+            .bind(kind.as_str())
+            .bind(text.as_str())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db("identity namespace"))?;
+        if overlap.is_some() {
+            return Err(Error::already_exists(
+                "an identity namespace of the tenant (another tenant's overlaps it)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Assigns `namespaces` to `tenant`, refusing any that overlaps another
 /// tenant's. The caller holds the exclusive namespace lock.
 pub(crate) async fn insert_namespaces<D: Dialect>(

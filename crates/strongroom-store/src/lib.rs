@@ -16,6 +16,7 @@ mod dialect;
 mod emergency;
 mod environments;
 mod error;
+mod export;
 mod fair;
 mod grants;
 mod group_commit;
@@ -33,6 +34,7 @@ mod sqlite;
 mod store;
 mod tenants;
 
+pub use export::{LEFT_OUT as EXPORT_LEFT_OUT, TABLES as EXPORT_TABLES, TableSpec};
 pub use fair::{FairShare, pool_reserve};
 pub use group_commit::BatchObserver;
 pub use identity::DerivedNamespace;

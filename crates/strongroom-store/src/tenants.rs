@@ -361,7 +361,7 @@ impl<D: Dialect> TenantStore for SqlStore<D> {
 }
 
 /// Adds `kek` to `tenant`'s KEK versions.
-async fn insert_kek<D: Dialect>(
+pub(crate) async fn insert_kek<D: Dialect>(
     tx: &mut sqlx::Transaction<'static, D>,
     tenant: TenantId,
     kek: &WrappedKekRecord,

@@ -169,13 +169,18 @@ pub enum Action {
     /// A tenant's old KEK version, no longer wrapping any data key, was
     /// deleted.
     TenantKeyRetire,
+    /// A tenant was exported (an encrypted export file was written).
+    TenantExport,
+    /// A tenant was restored from an export (recorded in the platform
+    /// chain and, after the imported head, in the tenant's chain).
+    TenantImport,
     /// Anything else (named in `reason_code`).
     Other,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 57] = [
+    pub const ALL: [Action; 59] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -230,6 +235,8 @@ impl Action {
         Self::RotationOverview,
         Self::KeyRotateRoot,
         Self::TenantKeyRetire,
+        Self::TenantExport,
+        Self::TenantImport,
         Self::Other,
         Self::TenantShred,
         Self::CredentialTest,
@@ -294,6 +301,8 @@ impl Action {
             Self::RotationOverview => "rotation.overview",
             Self::KeyRotateRoot => "key.rotate_root",
             Self::TenantKeyRetire => "tenant.key_retire",
+            Self::TenantExport => "tenant.export",
+            Self::TenantImport => "tenant.import",
             Self::Other => "other",
         }
     }
@@ -335,6 +344,7 @@ impl Action {
                 | Self::ScanText
                 | Self::CredentialRotationReminder
                 | Self::RotationOverview
+                | Self::TenantExport
         )
     }
 }

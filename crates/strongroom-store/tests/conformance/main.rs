@@ -27,6 +27,7 @@ mod access_requests;
 mod cases;
 mod chains;
 mod credential_ops;
+mod export;
 mod formats;
 mod group_commit;
 mod idempotency;
@@ -63,6 +64,8 @@ conformance! {
     keys::replicas_report_and_expire => keys_replicas_report_and_expire_postgres, keys_replicas_report_and_expire_sqlite;
     keys::kek_rotation_and_retirement => keys_kek_rotation_and_retirement_postgres, keys_kek_rotation_and_retirement_sqlite;
     keys::notifier_secret_is_swapped_from_the_value_read => keys_notifier_secret_is_swapped_postgres, keys_notifier_secret_is_swapped_sqlite;
+    export::export_then_import_round_trips => export_then_import_round_trips_postgres, export_then_import_round_trips_sqlite;
+    export::refused_imports_write_nothing => refused_imports_write_nothing_postgres, refused_imports_write_nothing_sqlite;
     access_requests::file_collapses_duplicates => access_requests_file_collapses_duplicates_postgres, access_requests_file_collapses_duplicates_sqlite;
     access_requests::approval_commits_grant_and_event => access_requests_approval_commits_grant_and_event_postgres, access_requests_approval_commits_grant_and_event_sqlite;
     access_requests::denial_and_expiry => access_requests_denial_and_expiry_postgres, access_requests_denial_and_expiry_sqlite;

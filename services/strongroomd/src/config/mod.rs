@@ -198,6 +198,13 @@ pub struct Limits {
     /// ScanText calls a minute per principal (`limits.scan_per_minute`), in
     /// bursts of at most a sixth of it (1 to 10); 0 turns the limit off.
     pub scan_per_minute: u32,
+    /// Argon2id memory of new export files' key, in KiB
+    /// (`limits.export_kdf_memory_kib`, default 65536 = 64 MiB; 1024 to
+    /// 4194304).
+    pub export_kdf_memory_kib: u32,
+    /// Argon2id passes of new export files' key (`limits.export_kdf_passes`,
+    /// default 3; 1 to 10).
+    pub export_kdf_passes: u32,
     /// Database outages (`database.unavailable_after_ms`): once the
     /// database has failed to answer for this long, calls that need it are
     /// answered UNAVAILABLE (those in flight included) and health turns
@@ -237,6 +244,8 @@ impl Default for Limits {
             cache_ttl: strongroom_engine::cache::DEFAULT_TTL,
             credential_cache_ttl: strongroom_engine::cache::DEFAULT_CREDENTIAL_TTL,
             scan_per_minute: 60,
+            export_kdf_memory_kib: 64 * 1024,
+            export_kdf_passes: 3,
             database_unavailable_after: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
             lock_timeout: Duration::from_secs(1),
@@ -261,6 +270,10 @@ impl Limits {
                 burst: (self.scan_per_minute / 6).clamp(1, 10),
             },
             idempotency_retention: self.idempotency_retention,
+            export_kdf: strongroom_engine::ExportKdf {
+                memory_kib: self.export_kdf_memory_kib,
+                passes: self.export_kdf_passes,
+            },
         }
     }
 }
@@ -539,6 +552,11 @@ impl Config {
                 .credential_ttl_ms
                 .map_or(d.credential_cache_ttl, Duration::from_millis),
             scan_per_minute: raw.limits.scan_per_minute.unwrap_or(d.scan_per_minute),
+            export_kdf_memory_kib: raw
+                .limits
+                .export_kdf_memory_kib
+                .unwrap_or(d.export_kdf_memory_kib),
+            export_kdf_passes: raw.limits.export_kdf_passes.unwrap_or(d.export_kdf_passes),
             database_unavailable_after: raw
                 .database
                 .unavailable_after_ms
@@ -556,6 +574,15 @@ impl Config {
                 .shutdown_grace_ms
                 .map_or(d.shutdown_grace, Duration::from_millis),
         };
+        if !(1024..=4 * 1024 * 1024).contains(&limits.export_kdf_memory_kib) {
+            return Err(bad(
+                "limits.export_kdf_memory_kib",
+                "must be 1024 to 4194304 (KiB)",
+            ));
+        }
+        if !(1..=10).contains(&limits.export_kdf_passes) {
+            return Err(bad("limits.export_kdf_passes", "must be 1 to 10"));
+        }
         if limits.scan_per_minute > 1_000_000 {
             return Err(bad(
                 "limits.scan_per_minute",

@@ -136,6 +136,8 @@ pub(super) struct RawLimits {
     pub(super) max_concurrent_streams: Option<u32>,
     pub(super) max_calls_in_flight: Option<usize>,
     pub(super) scan_per_minute: Option<u32>,
+    pub(super) export_kdf_memory_kib: Option<u32>,
+    pub(super) export_kdf_passes: Option<u32>,
     pub(super) shutdown_grace_ms: Option<u64>,
 }
 
@@ -302,6 +304,15 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), Config
     }
     if let Some(v) = env.var("STRONGROOM_SCAN_PER_MINUTE") {
         raw.limits.scan_per_minute = Some(parse_num("STRONGROOM_SCAN_PER_MINUTE", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_REQUEST_TIMEOUT_MS") {
+        raw.limits.request_timeout_ms = Some(parse_num("STRONGROOM_REQUEST_TIMEOUT_MS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_EXPORT_KDF_MEMORY_KIB") {
+        raw.limits.export_kdf_memory_kib = Some(parse_num("STRONGROOM_EXPORT_KDF_MEMORY_KIB", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_EXPORT_KDF_PASSES") {
+        raw.limits.export_kdf_passes = Some(parse_num("STRONGROOM_EXPORT_KDF_PASSES", &v)?);
     }
     if let Some(v) = env.var("STRONGROOM_OTLP_ENDPOINT") {
         raw.telemetry.otlp_endpoint = Some(v);

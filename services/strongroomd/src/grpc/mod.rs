@@ -95,13 +95,6 @@ impl Call {
     }
 }
 
-/// Answers an RPC of the contract that this build does not serve yet.
-pub(crate) fn unimplemented(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not served by this version of strongroomd"
-    ))
-}
-
 /// Runs one RPC: the caller from the edge, then the body (a `Result` of the
 /// response message), then errors mapped to statuses.
 macro_rules! rpc {
@@ -149,6 +142,10 @@ const SCAN_TEXT_PATH: &str = "/strongroom.v1.CredentialService/ScanText";
 /// The largest ScanText request: its longest text and room for the other
 /// fields.
 pub const SCAN_TEXT_MAX_MESSAGE_BYTES: usize = strongroom_engine::MAX_SCAN_TEXT_BYTES + 64 * 1024;
+
+/// The tenant import, whose streamed body is bounded by the import itself
+/// (`admin::transfer::MAX_IMPORT_BYTES`; each message by the decoder).
+const IMPORT_TENANT: &str = "/strongroom.v1.AdminService/ImportTenant";
 
 /// The relay's streaming call, whose body the relay bounds itself.
 const RELAY_FORWARD: &str = "/strongroom.v1.RelayService/Forward";
@@ -227,7 +224,7 @@ impl edge::Protocol for Grpc {
     }
 
     fn body_limit(&self, path: &str, max_message_bytes: usize) -> usize {
-        if path == RELAY_FORWARD {
+        if path == RELAY_FORWARD || path == IMPORT_TENANT {
             return usize::MAX;
         }
         max_message_bytes.saturating_add(FRAME_HEADER_BYTES)

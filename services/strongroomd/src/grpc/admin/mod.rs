@@ -1,6 +1,7 @@
 //! AdminService.
 
 mod convert;
+mod transfer;
 
 use std::pin::Pin;
 
@@ -15,7 +16,7 @@ use strongroom_proto::v1::admin_service_server::AdminService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Shared, rpc, unimplemented};
+use super::{Shared, rpc};
 use strongroom_engine::{KeyTarget, PrincipalUpdate};
 
 /// Serves AdminService.
@@ -714,19 +715,17 @@ impl AdminService for AdminHandler {
 
     async fn export_tenant(
         &self,
-        _request: Request<pb::ExportTenantRequest>,
+        request: Request<pb::ExportTenantRequest>,
     ) -> Result<Response<Self::ExportTenantStream>, Status> {
-        Err(unimplemented("ExportTenant"))
+        let stream = transfer::export(&self.0, request).await?.into_inner();
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn import_tenant(
         &self,
         request: Request<Streaming<pb::ImportTenantRequest>>,
     ) -> Result<Response<pb::ImportTenantResponse>, Status> {
-        // The first message is read, so a malformed one is answered like
-        // any other request: INVALID_ARGUMENT naming its field.
-        request.into_inner().message().await?;
-        Err(unimplemented("ImportTenant"))
+        transfer::import(&self.0, request).await
     }
 
     async fn rotation_status_overview(

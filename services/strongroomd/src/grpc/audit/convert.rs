@@ -66,6 +66,8 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::RotationOverview => P::RotationOverview,
         Action::KeyRotateRoot => P::KeyRotateRoot,
         Action::TenantKeyRetire => P::KeyRetireTenant,
+        Action::TenantExport => P::TenantExport,
+        Action::TenantImport => P::TenantImport,
         Action::Other => P::Unspecified,
     }
 }

@@ -1,0 +1,866 @@
+//! Encrypted export and import of a whole tenant (`docs/export-format.md`).
+//!
+//! Export: the tenant's rows are read at one moment (the store holds the
+//! chain head), every kept value and the notifier's signing secret are
+//! opened with the tenant's KEKs, and the lot is written as JSON lines into
+//! the sealed container of `strongroom-crypto` (AES-256-GCM chunks under a
+//! key derived with Argon2id from the caller's passphrase).
+//!
+//! Import: the whole file is opened and authenticated before anything is
+//! parsed or written; then the tenant gets a new KEK on this server, every
+//! value is sealed under it, and the rows are written in one transaction
+//! with `tenant.import` linked after the imported chain head (so the
+//! imported chain still verifies end to end) and recorded in the platform
+//! chain. Any failure writes nothing.
+//!
+//! Promises: the passphrase is held as a `SecretString`, used by Argon2id
+//! only, never logged, audited or returned; plaintext values live in
+//! zeroizing buffers while the file is built or read; errors name the
+//! problem (wrong passphrase, which chunk failed, which record is malformed)
+//! and never a value.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use strongroom_core::audit::{Action, AuditDetail, Outcome};
+use strongroom_core::export::{Cell, ColumnKind, ExportScope, TableRows, TenantImport, TenantRows};
+use strongroom_core::ids::TenantId;
+use strongroom_core::names::TenantName;
+use strongroom_core::policy::Reason;
+use strongroom_core::scope::Authenticated;
+use strongroom_core::tenant::{Tenant, WrappedKekRecord};
+use strongroom_core::value::CredentialValue;
+use strongroom_core::{Error, Result};
+use strongroom_crypto::{Aad, CryptoError, Envelope, ExportSealer, KdfParams, Kek};
+use zeroize::Zeroizing;
+
+use crate::keyring::crypto_error;
+use crate::{CallContext, Engine};
+
+/// The payload format inside the sealed container.
+pub const PAYLOAD_FORMAT: u32 = 1;
+/// The shortest passphrase accepted.
+pub const MIN_PASSPHRASE_CHARS: usize = 16;
+/// How many values are sealed or opened between two progress reports.
+const PROGRESS_EVERY: u64 = 1000;
+
+/// How much an export or import holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataCounts {
+    /// Credentials.
+    pub credentials: u64,
+    /// Credential versions with a value.
+    pub versions: u64,
+    /// Principals.
+    pub principals: u64,
+    /// Grants.
+    pub grants: u64,
+    /// Audit events.
+    pub audit_events: u64,
+}
+
+impl DataCounts {
+    fn of(rows: &TenantRows) -> Self {
+        let n = |t: &str| rows.table(t).map_or(0, |t| t.rows.len() as u64);
+        let versions = rows.table("credential_versions").map_or(0, |t| {
+            let at = t.column("envelope").or_else(|| t.column("value"));
+            t.rows
+                .iter()
+                .filter(|r| at.is_some_and(|i| r[i] != Cell::Null))
+                .count() as u64
+        });
+        Self {
+            credentials: n("credentials"),
+            versions,
+            principals: n("principals"),
+            grants: n("grants"),
+            audit_events: n("audit_events"),
+        }
+    }
+}
+
+/// Where a long export or import is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading the tenant's rows.
+    Reading,
+    /// Deriving the file key (Argon2id).
+    DerivingKey,
+    /// Opening the values for the file (export) or sealing them under the
+    /// new KEK (import).
+    Values,
+    /// Authenticating the file (import).
+    Verifying,
+    /// Writing the tenant (import, one transaction).
+    Writing,
+}
+
+impl Phase {
+    /// The phase's name, as progress messages carry it.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Reading => "reading",
+            Self::DerivingKey => "deriving_key",
+            Self::Values => "values",
+            Self::Verifying => "verifying",
+            Self::Writing => "writing",
+        }
+    }
+}
+
+/// A progress report: `done` of `total` items of `phase` (0 of 0 when the
+/// phase has no count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The phase.
+    pub phase: Phase,
+    /// Items done.
+    pub done: u64,
+    /// Items in all.
+    pub total: u64,
+}
+
+/// Where progress reports go.
+pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// A finished export.
+pub struct ExportFile {
+    /// The sealed file.
+    pub bytes: Vec<u8>,
+    /// What it holds.
+    pub counts: DataCounts,
+}
+
+impl std::fmt::Debug for ExportFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportFile")
+            .field("bytes", &self.bytes.len())
+            .field("counts", &self.counts)
+            .finish()
+    }
+}
+
+/// The Argon2id costs of new export files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportKdf {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes.
+    pub passes: u32,
+}
+
+impl Default for ExportKdf {
+    fn default() -> Self {
+        Self {
+            memory_kib: 64 * 1024,
+            passes: 3,
+        }
+    }
+}
+
+fn check_passphrase(passphrase: &SecretString, field: &'static str) -> Result<()> {
+    if passphrase.expose_secret().chars().count() < MIN_PASSPHRASE_CHARS {
+        return Err(Error::invalid(
+            field,
+            format!("must be at least {MIN_PASSPHRASE_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// What a sealed value of credential `credential` is bound to.
+fn value_aad<'a>(
+    tenant: TenantId,
+    environment: &'a str,
+    credential: uuid::Uuid,
+    version: u32,
+) -> Aad<'a> {
+    Aad {
+        tenant: tenant.as_uuid(),
+        environment,
+        credential,
+        version,
+    }
+}
+
+/// Each credential's environment, by id.
+fn environments(rows: &TenantRows) -> Result<HashMap<uuid::Uuid, String>> {
+    let t = rows
+        .table("credentials")
+        .ok_or_else(|| Error::internal("no credentials table"))?;
+    let (id, env) = (column(t, "id")?, column(t, "environment")?);
+    let mut out = HashMap::with_capacity(t.rows.len());
+    for r in &t.rows {
+        if let (Cell::Uuid(i), Cell::Text(e)) = (&r[id], &r[env]) {
+            out.insert(*i, e.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn column(t: &TableRows, name: &str) -> Result<usize> {
+    t.column(name)
+        .ok_or_else(|| bad_file(format!("table {} lacks column {name}", t.table)))
+}
+
+/// A file that opened but does not hold what an export holds.
+fn bad_file(what: impl std::fmt::Display) -> Error {
+    Error::invalid(
+        "chunk",
+        format!("the export's contents are malformed: {what}"),
+    )
+}
+
+/// The `u32` version in a cell.
+fn version_of(cell: &Cell) -> Result<u32> {
+    match cell {
+        Cell::Int(v) => u32::try_from(*v).map_err(|_| bad_file("a version is out of range")),
+        _ => Err(bad_file("a version is not an integer")),
+    }
+}
+
+/// The notifier's sealed secret in a settings JSON text, if any.
+fn sealed_notifier_secret(settings: &Value) -> Option<&str> {
+    settings
+        .get("notifier")
+        .and_then(|n| n.get("sealed_secret"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+impl Engine {
+    /// Exports a tenant as an encrypted file: the caller's own tenant (an
+    /// admin confined to no environment), or `tenant` (a platform
+    /// operator). Audited as `tenant.export` (in the tenant's chain, or the
+    /// platform chain for an operator) once the file is sealed.
+    pub async fn export_tenant(
+        &self,
+        caller: &Authenticated,
+        ctx: &CallContext,
+        tenant: Option<TenantId>,
+        passphrase: SecretString,
+        progress: ProgressSink,
+    ) -> Result<ExportFile> {
+        if caller.is_platform_operator() {
+            let scope = caller.platform_scope()?;
+            let tenant = tenant.ok_or_else(|| {
+                Error::invalid("tenant", "a platform operator names the tenant to export")
+            })?;
+            check_passphrase(&passphrase, "passphrase")?;
+            let rows = self
+                .store
+                .export_rows(ExportScope::Platform(&scope, tenant))
+                .await?;
+            let name = tenant_name(&rows)?;
+            let file = self
+                .seal_export(tenant, rows, passphrase, &progress)
+                .await?;
+            let mut draft = self.platform_draft(&scope, ctx, Action::TenantExport);
+            draft.detail = Some(AuditDetail::Tenant { name });
+            self.durable(self.store.append_platform_audit(draft))
+                .await?;
+            return Ok(file);
+        }
+        let scope = caller.tenant_scope()?;
+        self.require_admin(&scope, ctx, Action::TenantExport)
+            .await?;
+        if tenant.is_some_and(|t| t != scope.tenant_id()) {
+            return Err(Error::invalid(
+                "tenant",
+                "a tenant admin exports only their own tenant; leave it empty",
+            ));
+        }
+        check_passphrase(&passphrase, "passphrase")?;
+        progress(Progress {
+            phase: Phase::Reading,
+            done: 0,
+            total: 0,
+        });
+        let rows = self.store.export_rows(ExportScope::Tenant(&scope)).await?;
+        let name = tenant_name(&rows)?;
+        let file = self
+            .seal_export(scope.tenant_id(), rows, passphrase, &progress)
+            .await?;
+        let mut draft = self.draft(
+            &scope,
+            ctx,
+            Action::TenantExport,
+            Outcome::Allowed,
+            Reason::AllowedByRole,
+        );
+        draft.detail = Some(AuditDetail::Tenant { name });
+        self.durable(self.store.append_audit(&scope, draft)).await?;
+        Ok(file)
+    }
+
+    /// Opens the values of `rows` and writes the sealed file.
+    async fn seal_export(
+        &self,
+        tenant: TenantId,
+        mut rows: TenantRows,
+        passphrase: SecretString,
+        progress: &ProgressSink,
+    ) -> Result<ExportFile> {
+        let counts = DataCounts::of(&rows);
+        let keks = std::mem::take(&mut rows.keks);
+        let mut opened: HashMap<u32, Arc<Kek>> = HashMap::new();
+        // Every KEK version the values need, unwrapped once.
+        for record in &keks {
+            let records = keks.clone();
+            let kek = self
+                .keyring
+                .kek(tenant, record.version, || async move { Ok(records) })
+                .await?;
+            opened.insert(record.version, kek);
+        }
+        let environments = environments(&rows)?;
+        let names = tenant_name(&rows)?;
+
+        // The tenant row: its KEK version stays behind; the notifier's
+        // secret is opened and travels as its own record.
+        let mut notifier_secret: Option<Zeroizing<Vec<u8>>> = None;
+        {
+            let t = rows
+                .table_mut("tenants")
+                .ok_or_else(|| Error::internal("no tenants table"))?;
+            let settings_at = column(t, "settings")?;
+            if let Cell::Text(text) = &t.rows[0][settings_at] {
+                let mut settings: Value = serde_json::from_str(text)
+                    .map_err(|_| Error::internal("malformed tenant settings"))?;
+                if let Some(sealed) = sealed_notifier_secret(&settings) {
+                    let bytes = hex::decode(sealed)
+                        .map_err(|_| Error::internal("malformed sealed notifier secret"))?;
+                    let envelope = Envelope::from_bytes(&bytes).map_err(crypto_error)?;
+                    let kek = opened
+                        .get(&envelope.kek_version())
+                        .ok_or_else(|| Error::internal("tenant key version not found"))?;
+                    notifier_secret = Some(
+                        kek.open(&crate::notify::secret_aad(tenant), &envelope)
+                            .map_err(crypto_error)?,
+                    );
+                    settings["notifier"]["sealed_secret"] = Value::String(String::new());
+                }
+                t.rows[0][settings_at] = Cell::Text(settings.to_string());
+            }
+            drop_column(t, "current_kek_version")?;
+        }
+
+        let kdf = self.limits.export_kdf;
+        let info = json!({
+            "tenant": { "id": tenant.to_string(), "name": names },
+            "exported_at": self.now().as_micros(),
+            "payload_format": PAYLOAD_FORMAT,
+        });
+        let exported_at = self.now();
+        let progress = Arc::clone(progress);
+        let sealed = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            progress(Progress {
+                phase: Phase::DerivingKey,
+                done: 0,
+                total: 0,
+            });
+            let params =
+                KdfParams::generate_with(kdf.memory_kib, kdf.passes).map_err(crypto_error)?;
+            let mut sealer = ExportSealer::new(&passphrase, &params, info).map_err(crypto_error)?;
+            let mut line = Zeroizing::new(Vec::with_capacity(4096));
+            write_line(
+                &mut sealer,
+                &mut line,
+                &json!({
+                    "record": "export",
+                    "payload_format": PAYLOAD_FORMAT,
+                    "tenant": tenant.to_string(),
+                    "exported_at": exported_at.as_micros(),
+                }),
+            )?;
+            let total = counts.versions;
+            let mut done = 0u64;
+            for table in &rows.tables {
+                let values = table.table == "credential_versions";
+                let mut columns: Vec<Value> = Vec::with_capacity(table.columns.len());
+                let (cred_at, version_at, envelope_at) = if values {
+                    (
+                        Some(column(table, "credential_id")?),
+                        Some(column(table, "version")?),
+                        Some(column(table, "envelope")?),
+                    )
+                } else {
+                    (None, None, None)
+                };
+                for (i, (name, kind)) in table.columns.iter().enumerate() {
+                    if values && Some(i) == envelope_at {
+                        columns.push(json!(["value", ColumnKind::Bytes.as_str()]));
+                    } else if values && name == "kek_version" {
+                        continue;
+                    } else {
+                        columns.push(json!([name, kind.as_str()]));
+                    }
+                }
+                write_line(
+                    &mut sealer,
+                    &mut line,
+                    &json!({
+                        "record": "table",
+                        "name": table.table,
+                        "columns": columns,
+                        "rows": table.rows.len(),
+                    }),
+                )?;
+                for row in &table.rows {
+                    let mut cells: Vec<Value> = Vec::with_capacity(row.len());
+                    for (i, cell) in row.iter().enumerate() {
+                        if values && Some(i) == envelope_at {
+                            match cell {
+                                Cell::Bytes(sealed) => {
+                                    let (Some(c), Some(v)) = (cred_at, version_at) else {
+                                        return Err(Error::internal("value columns"));
+                                    };
+                                    let Cell::Uuid(credential) = row[c] else {
+                                        return Err(Error::internal("credential id"));
+                                    };
+                                    let version = version_of(&row[v])?;
+                                    let environment =
+                                        environments.get(&credential).ok_or_else(|| {
+                                            Error::internal("version of no credential")
+                                        })?;
+                                    let envelope =
+                                        Envelope::from_bytes(sealed).map_err(crypto_error)?;
+                                    let kek =
+                                        opened.get(&envelope.kek_version()).ok_or_else(|| {
+                                            Error::internal("tenant key version not found")
+                                        })?;
+                                    let plain = kek
+                                        .open(
+                                            &value_aad(tenant, environment, credential, version),
+                                            &envelope,
+                                        )
+                                        .map_err(crypto_error)?;
+                                    cells.push(Value::String(B64.encode(plain.as_slice())));
+                                    done += 1;
+                                    if done.is_multiple_of(PROGRESS_EVERY) {
+                                        progress(Progress {
+                                            phase: Phase::Values,
+                                            done,
+                                            total,
+                                        });
+                                    }
+                                }
+                                _ => cells.push(Value::Null),
+                            }
+                        } else if values && table.columns[i].0 == "kek_version" {
+                            continue;
+                        } else {
+                            cells.push(cell_json(cell));
+                        }
+                    }
+                    // The line holds plaintext values: written from a
+                    // zeroizing buffer, and the JSON tree dropped at once.
+                    let row = Value::Array(cells);
+                    write_line(&mut sealer, &mut line, &row)?;
+                    zeroize_value(row);
+                }
+            }
+            if let Some(secret) = &notifier_secret {
+                let record = json!({
+                    "record": "notifier_secret",
+                    "value": B64.encode(secret.as_slice()),
+                });
+                write_line(&mut sealer, &mut line, &record)?;
+                zeroize_value(record);
+            }
+            write_line(
+                &mut sealer,
+                &mut line,
+                &json!({ "record": "end", "tables": rows.tables.len() }),
+            )?;
+            progress(Progress {
+                phase: Phase::Values,
+                done,
+                total,
+            });
+            sealer.finish().map_err(crypto_error)
+        })
+        .await
+        .map_err(|_| Error::internal("the export task failed"))??;
+        Ok(ExportFile {
+            bytes: sealed,
+            counts,
+        })
+    }
+
+    /// Restores an export as a new tenant (platform operators): named as
+    /// exported, or `name`. Refused (ALREADY_EXISTS) if the tenant's id or
+    /// name, or one of its identity namespaces, is taken here; refused
+    /// (INVALID_ARGUMENT) for a wrong passphrase or a file that fails
+    /// authentication anywhere, before anything is written.
+    pub async fn import_tenant(
+        &self,
+        caller: &Authenticated,
+        ctx: &CallContext,
+        file: Vec<u8>,
+        passphrase: SecretString,
+        name: Option<TenantName>,
+        progress: ProgressSink,
+    ) -> Result<(Tenant, DataCounts)> {
+        let scope = caller.platform_scope()?;
+        if passphrase.expose_secret().is_empty() {
+            return Err(Error::invalid("header.passphrase", "is required"));
+        }
+        if file.is_empty() {
+            return Err(Error::invalid("chunk", "no export bytes were sent"));
+        }
+        progress(Progress {
+            phase: Phase::Verifying,
+            done: 0,
+            total: file.len() as u64,
+        });
+        // The whole file is authenticated before any of it is parsed.
+        let opened = tokio::task::spawn_blocking(move || {
+            strongroom_crypto::open_sealed_file(&passphrase, &file)
+        })
+        .await
+        .map_err(|_| Error::internal("the import task failed"))?
+        .map_err(|e| match e {
+            CryptoError::ExportPassphrase => Error::invalid(
+                "header.passphrase",
+                "does not open this export (wrong passphrase); nothing was imported",
+            ),
+            CryptoError::ExportAuthentication { chunk } => Error::invalid(
+                "chunk",
+                format!(
+                    "the export fails authentication at chunk {chunk}: it was changed, \
+                     truncated or reordered; nothing was imported"
+                ),
+            ),
+            CryptoError::Malformed(what) => Error::invalid(
+                "chunk",
+                format!("not a strongroom export this server reads ({what}); nothing was imported"),
+            ),
+            CryptoError::Kdf(_) => Error::invalid(
+                "chunk",
+                "the export's key derivation parameters are not usable; nothing was imported",
+            ),
+            other => crypto_error(other),
+        })?;
+        let parsed = parse_payload(&opened.payload)?;
+        drop(opened);
+        let ParsedExport {
+            tenant,
+            mut rows,
+            notifier_secret,
+        } = parsed;
+        if let Some(name) = &name {
+            let t = rows
+                .table_mut("tenants")
+                .ok_or_else(|| bad_file("no tenants table"))?;
+            let at = column(t, "name")?;
+            t.rows[0][at] = Cell::Text(name.as_str().to_owned());
+        }
+        let name = tenant_name(&rows)?;
+        TenantName::parse(&name, "header.tenant_name")?;
+
+        // The tenant's new key, and every value sealed under it.
+        let now = self.now();
+        let kek = Kek::generate().map_err(crypto_error)?;
+        let wrapped = self.keyring.wrap(tenant, 1, &kek)?;
+        let environments = environments(&rows)?;
+        {
+            let t = rows
+                .table_mut("tenants")
+                .ok_or_else(|| bad_file("no tenants table"))?;
+            let settings_at = column(t, "settings")?;
+            let Cell::Text(text) = &t.rows[0][settings_at] else {
+                return Err(bad_file("tenant settings"));
+            };
+            let mut settings: Value =
+                serde_json::from_str(text).map_err(|_| bad_file("tenant settings"))?;
+            match (
+                &notifier_secret,
+                settings.get("notifier").filter(|n| !n.is_null()),
+            ) {
+                (Some(secret), Some(_)) => {
+                    settings["notifier"]["sealed_secret"] =
+                        Value::String(crate::notify::seal_secret(&kek, 1, tenant, secret)?);
+                }
+                (None, None) => {}
+                _ => return Err(bad_file("the notifier and its secret do not match")),
+            }
+            t.rows[0][settings_at] = Cell::Text(settings.to_string());
+            insert_column(t, 3, "current_kek_version", ColumnKind::Int, |_| {
+                Cell::Int(1)
+            });
+        }
+        {
+            let t = rows
+                .table_mut("credential_versions")
+                .ok_or_else(|| bad_file("no credential_versions table"))?;
+            let (c, v, value) = (
+                column(t, "credential_id")?,
+                column(t, "version")?,
+                column(t, "value")?,
+            );
+            t.columns[value].0 = "envelope".to_owned();
+            let total = t.rows.len() as u64;
+            for (done, row) in t.rows.iter_mut().enumerate() {
+                if let Cell::Bytes(plain) = &row[value] {
+                    let plain = Zeroizing::new(plain.clone());
+                    // A value must be one this server can read back.
+                    CredentialValue::from_plaintext(&plain)
+                        .map_err(|_| bad_file("a credential value does not parse"))?;
+                    let Cell::Uuid(credential) = row[c] else {
+                        return Err(bad_file("a version's credential id"));
+                    };
+                    let version = version_of(&row[v])?;
+                    let environment = environments
+                        .get(&credential)
+                        .ok_or_else(|| bad_file("a version of no credential"))?;
+                    let envelope = kek
+                        .seal(
+                            1,
+                            &value_aad(tenant, environment, credential, version),
+                            &plain,
+                        )
+                        .map_err(crypto_error)?;
+                    if let Cell::Bytes(old) = &mut row[value] {
+                        zeroize::Zeroize::zeroize(old);
+                    }
+                    row[value] = Cell::Bytes(envelope.to_bytes());
+                }
+                if (done as u64 + 1).is_multiple_of(PROGRESS_EVERY) {
+                    progress(Progress {
+                        phase: Phase::Values,
+                        done: done as u64 + 1,
+                        total,
+                    });
+                }
+            }
+            insert_column(t, value + 1, "kek_version", ColumnKind::Int, |_| {
+                Cell::Int(1)
+            });
+        }
+        let counts = DataCounts::of(&rows);
+        progress(Progress {
+            phase: Phase::Writing,
+            done: 0,
+            total: 0,
+        });
+        let import = TenantImport {
+            tenant,
+            kek: WrappedKekRecord {
+                tenant,
+                version: 1,
+                wrapped: wrapped.to_bytes(),
+                created_at: now,
+            },
+            rows,
+        };
+        let mut tenant_event = self.platform_draft(&scope, ctx, Action::TenantImport);
+        tenant_event.detail = Some(AuditDetail::Tenant { name: name.clone() });
+        let mut platform_event = self.platform_draft(&scope, ctx, Action::TenantImport);
+        platform_event.detail = Some(AuditDetail::Tenant { name });
+        // Through `commit`: a restored tenant brings identities this
+        // server may have cached as unknown.
+        self.commit(tenant, tenant_event, |tenant_event| {
+            self.store
+                .import_rows(&scope, &import, tenant_event, platform_event)
+        })
+        .await?;
+        let tenant = self.store.get_tenant(&scope, tenant).await?;
+        Ok((tenant, counts))
+    }
+}
+
+/// The tenant's name in its row.
+fn tenant_name(rows: &TenantRows) -> Result<String> {
+    let t = rows
+        .table("tenants")
+        .ok_or_else(|| bad_file("no tenants table"))?;
+    let at = column(t, "name")?;
+    match t.rows.first().map(|r| &r[at]) {
+        Some(Cell::Text(name)) => Ok(name.clone()),
+        _ => Err(bad_file("the tenant has no name")),
+    }
+}
+
+fn drop_column(t: &mut TableRows, name: &str) -> Result<()> {
+    let at = column(t, name)?;
+    t.columns.remove(at);
+    for r in &mut t.rows {
+        r.remove(at);
+    }
+    Ok(())
+}
+
+fn insert_column(
+    t: &mut TableRows,
+    at: usize,
+    name: &str,
+    kind: ColumnKind,
+    value: impl Fn(&[Cell]) -> Cell,
+) {
+    t.columns.insert(at, (name.to_owned(), kind));
+    for r in &mut t.rows {
+        let v = value(r);
+        r.insert(at, v);
+    }
+}
+
+fn cell_json(cell: &Cell) -> Value {
+    match cell {
+        Cell::Null => Value::Null,
+        Cell::Uuid(u) => Value::String(u.to_string()),
+        Cell::Int(i) => Value::from(*i),
+        Cell::Text(t) => Value::String(t.clone()),
+        Cell::Bytes(b) => Value::String(B64.encode(b)),
+    }
+}
+
+fn cell_of(value: &Value, kind: ColumnKind) -> Result<Cell> {
+    let wrong = || bad_file(format!("a {} cell holds something else", kind.as_str()));
+    Ok(match (kind, value) {
+        (_, Value::Null) => Cell::Null,
+        (ColumnKind::Uuid, Value::String(s)) => {
+            Cell::Uuid(uuid::Uuid::parse_str(s).map_err(|_| wrong())?)
+        }
+        (ColumnKind::Int | ColumnKind::BigInt | ColumnKind::Bool, Value::Number(n)) => {
+            Cell::Int(n.as_i64().ok_or_else(wrong)?)
+        }
+        (ColumnKind::Text, Value::String(s)) => Cell::Text(s.clone()),
+        (ColumnKind::Bytes, Value::String(s)) => Cell::Bytes(B64.decode(s).map_err(|_| wrong())?),
+        _ => return Err(wrong()),
+    })
+}
+
+/// Writes `value` and a newline through `line` (zeroizing) into `sealer`.
+fn write_line(
+    sealer: &mut ExportSealer,
+    line: &mut Zeroizing<Vec<u8>>,
+    value: &Value,
+) -> Result<()> {
+    line.clear();
+    serde_json::to_writer(&mut **line, value).map_err(|_| Error::internal("export encoding"))?;
+    line.push(b'\n');
+    sealer.write(line).map_err(crypto_error)
+}
+
+/// Overwrites the strings of a JSON tree that held plaintext.
+fn zeroize_value(value: Value) {
+    match value {
+        Value::String(mut s) => zeroize::Zeroize::zeroize(&mut s),
+        Value::Array(items) => items.into_iter().for_each(zeroize_value),
+        Value::Object(map) => map.into_iter().for_each(|(_, v)| zeroize_value(v)),
+        _ => {}
+    }
+}
+
+/// An opened export's contents.
+struct ParsedExport {
+    tenant: TenantId,
+    rows: TenantRows,
+    notifier_secret: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// Parses the JSON lines of an opened payload.
+fn parse_payload(payload: &[u8]) -> Result<ParsedExport> {
+    let mut lines = payload.split(|b| *b == b'\n');
+    let first: Value = lines
+        .next()
+        .and_then(|l| serde_json::from_slice(l).ok())
+        .ok_or_else(|| bad_file("the first record"))?;
+    if first["record"] != "export" {
+        return Err(bad_file("the first record is not the export record"));
+    }
+    if first["payload_format"] != PAYLOAD_FORMAT {
+        return Err(bad_file("unknown payload format"));
+    }
+    let tenant = first["tenant"]
+        .as_str()
+        .and_then(|t| uuid::Uuid::parse_str(t).ok())
+        .map(TenantId::from_uuid)
+        .ok_or_else(|| bad_file("the tenant id"))?;
+    let mut rows = TenantRows::default();
+    let mut notifier_secret = None;
+    let mut ended = false;
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            continue;
+        }
+        if ended {
+            return Err(bad_file("records after the end record"));
+        }
+        let record: Value = serde_json::from_slice(line).map_err(|_| bad_file("a record"))?;
+        match record["record"].as_str() {
+            Some("table") => {
+                let name = record["name"]
+                    .as_str()
+                    .ok_or_else(|| bad_file("a table's name"))?
+                    .to_owned();
+                let columns = record["columns"]
+                    .as_array()
+                    .ok_or_else(|| bad_file("a table's columns"))?
+                    .iter()
+                    .map(|c| {
+                        let name = c[0].as_str().ok_or_else(|| bad_file("a column's name"))?;
+                        let kind = c[1]
+                            .as_str()
+                            .and_then(ColumnKind::parse)
+                            .ok_or_else(|| bad_file("a column's kind"))?;
+                        Ok((name.to_owned(), kind))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let count = record["rows"]
+                    .as_u64()
+                    .ok_or_else(|| bad_file("a table's row count"))?;
+                let mut table = TableRows {
+                    table: name,
+                    columns,
+                    rows: Vec::new(),
+                };
+                for _ in 0..count {
+                    let line = lines.next().ok_or_else(|| bad_file("a table ends early"))?;
+                    let parsed: Value =
+                        serde_json::from_slice(line).map_err(|_| bad_file("a row"))?;
+                    let cells = parsed.as_array().ok_or_else(|| bad_file("a row"))?;
+                    if cells.len() != table.columns.len() {
+                        return Err(bad_file("a row's length"));
+                    }
+                    let row = cells
+                        .iter()
+                        .zip(&table.columns)
+                        .map(|(v, (_, k))| cell_of(v, *k))
+                        .collect::<Result<Vec<_>>>()?;
+                    // A row of values held plaintext (base64) in the tree.
+                    zeroize_value(parsed);
+                    table.rows.push(row);
+                }
+                rows.tables.push(table);
+            }
+            Some("notifier_secret") => {
+                let value = record["value"]
+                    .as_str()
+                    .and_then(|v| B64.decode(v).ok())
+                    .ok_or_else(|| bad_file("the notifier secret"))?;
+                notifier_secret = Some(Zeroizing::new(value));
+            }
+            Some("end") => {
+                if record["tables"].as_u64() != Some(rows.tables.len() as u64) {
+                    return Err(bad_file("the end record's table count"));
+                }
+                ended = true;
+            }
+            _ => return Err(bad_file("an unknown record")),
+        }
+    }
+    if !ended {
+        return Err(bad_file("no end record"));
+    }
+    Ok(ParsedExport {
+        tenant,
+        rows,
+        notifier_secret,
+    })
+}
