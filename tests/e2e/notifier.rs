@@ -230,7 +230,7 @@ async fn filing_logs_a_delivery_admins_list(backend: Backend) {
 /// A receiver's verdict on one delivery: the independent HMAC-SHA256 of
 /// `timestamp "." body` under `secret` matches its signature header, and
 /// its timestamp is within five minutes of `now` (unix seconds).
-fn verify_signature(r: &Received, secret: &[u8], now: i64) {
+pub(crate) fn verify_signature(r: &Received, secret: &[u8], now: i64) {
     let timestamp = r.header("strongroom-timestamp").expect("timestamp header");
     let signature = r.header("strongroom-signature").expect("signature header");
     let at: i64 = timestamp.parse().expect("a unix timestamp");
@@ -252,7 +252,7 @@ fn verify_signature(r: &Received, secret: &[u8], now: i64) {
     );
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     i64::try_from(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -265,7 +265,7 @@ fn unix_now() -> i64 {
 /// The notifier settings of a server that resolves `name` to the
 /// receiver on 127.0.0.1, trusts its CA, and allows the internal address
 /// for `allow` (a `relay.allow_internal` entry, if any).
-fn receiver_env(
+pub(crate) fn receiver_env(
     receiver: &Upstream,
     dir: &tempfile::TempDir,
     name: &str,
@@ -364,7 +364,7 @@ async fn log_until(
 }
 
 /// Waits (up to 15 s) until `receiver` has `n` requests.
-async fn received(receiver: &Upstream, n: usize) -> Vec<Received> {
+pub(crate) async fn received(receiver: &Upstream, n: usize) -> Vec<Received> {
     let start = Instant::now();
     loop {
         let got = receiver.received();

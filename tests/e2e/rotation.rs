@@ -20,6 +20,7 @@ use crate::emergency_revoke::{inject_grant, relay_env, relay_use};
 
 on_both_backends!(
     reminders_are_sent_once_per_window_across_restarts,
+    each_reminder_reaches_the_receiver_once,
     expired_credentials_are_refused_where_values_are_used,
     overview_validates_pages_and_confines
 );
@@ -686,4 +687,118 @@ async fn two_replicas_send_each_reminder_once() {
     assert_eq!(counts(&o), [0, 0, 1, 0, 0]);
     let _ = replica.stop().await;
     let _ = primary.stop().await;
+}
+
+/// The reminders reach a real HTTPS receiver (on 127.0.0.1, named and
+/// trusted like the notifier's tests): due soon, expired and overdue, one
+/// post each, signed with the tenant's secret (checked here independently),
+/// carrying what an owner needs and no value; after a restart and more
+/// monitor passes the receiver still has exactly those three.
+async fn each_reminder_reaches_the_receiver_once(backend: Backend) {
+    use crate::notifier::{received, receiver_env, unix_now, verify_signature};
+
+    let receiver = Upstream::start(&["hooks.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let allow = format!("acme/hooks.example.test:{}", receiver.port());
+    let mut options = options(backend);
+    options.env.extend(receiver_env(
+        &receiver,
+        &dir,
+        "hooks.example.test",
+        Some(allow),
+    ));
+    let mut server = TestServer::start_with(options).await;
+    let admin = server.tenant("acme").await;
+    let secret = b"whsec-rotation-receiver-6a2f";
+    admin
+        .client
+        .admin()
+        .update_tenant_settings(pb::UpdateTenantSettingsRequest {
+            settings: Some(pb::TenantSettings {
+                notifier: Some(pb::Notifier {
+                    url: format!("https://hooks.example.test:{}/rotation", receiver.port()),
+                    signing_secret: secret.to_vec(),
+                    signing_secret_set: false,
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["notifier".into()],
+            }),
+        })
+        .await
+        .expect("set notifier");
+    let start = SystemTime::now();
+    create(
+        &admin,
+        "production",
+        "db/main",
+        "postgres",
+        VALUES[0],
+        policy(30, 7),
+        None,
+    )
+    .await;
+    create(
+        &admin,
+        "production",
+        "pay/stripe",
+        "stripe",
+        VALUES[2],
+        None,
+        Some(start + 25 * DAY),
+    )
+    .await;
+    a_few_passes().await;
+    assert!(receiver.received().is_empty(), "nothing is due yet");
+
+    let mut advanced = 0u64;
+    let mut seen = Vec::new();
+    for (days, event, name) in [
+        (24, "credential.rotation_due_soon", "db/main"),
+        (2, "credential.expired", "pay/stripe"),
+        (5, "credential.rotation_overdue", "db/main"),
+    ] {
+        server.advance_clock(days * DAY);
+        advanced += u64::from(days) * 86_400;
+        let got = received(&receiver, seen.len() + 1).await;
+        assert_eq!(got.len(), seen.len() + 1, "one post for {event}");
+        let r = got.last().expect("a post").clone();
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.header("strongroom-event"), Some(event));
+        // The timestamp is the server's (test) clock.
+        let now = unix_now() + i64::try_from(advanced).expect("in range");
+        verify_signature(&r, secret, now);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(body["event"], event);
+        assert_eq!(body["data"]["credential_name"], name, "{body}");
+        let text = String::from_utf8(r.body.clone()).expect("utf8");
+        for v in VALUES {
+            assert!(!text.contains(v), "a value in the notice: {text}");
+        }
+        seen.push(r);
+        a_few_passes().await;
+        assert_eq!(receiver.received().len(), seen.len(), "a repeat of {event}");
+    }
+
+    server.restart().await;
+    a_few_passes().await;
+    a_few_passes().await;
+    assert_eq!(
+        receiver.received().len(),
+        3,
+        "a restarted monitor sends nothing already sent"
+    );
+    let admin = TenantAdmin {
+        client: server.client(&admin.identity).await,
+        ..admin
+    };
+    let sent = deliveries(&admin.client).await;
+    assert_eq!(sent.len(), 3);
+    assert!(
+        sent.iter()
+            .all(|d| d.delivered_at.is_some() && d.attempts == 1),
+        "{sent:?}"
+    );
+    server.stop().await;
 }
