@@ -62,11 +62,19 @@ async fn db_connection_tests_classify_each_failure_without_echoing_values() {
     let cluster = PgCluster::start().await;
     cluster.create_login(USER, PASSWORD, "app").await;
     let closed = free_port();
+    // A listener a `verify-full` test must never reach: this build speaks
+    // no TLS to databases, so it answers without connecting.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    silent.set_nonblocking(true).expect("nonblocking");
+    let silent_port = silent.local_addr().expect("addr").port();
     let server = TestServer::start_with(Options {
         log_level: "debug".into(),
         env: vec![(
             "STRONGROOM_RELAY_ALLOW_INTERNAL".into(),
-            format!("127.0.0.1:{}, 127.0.0.1:{closed}", cluster.port),
+            format!(
+                "127.0.0.1:{}, 127.0.0.1:{closed}, 127.0.0.1:{silent_port}",
+                cluster.port
+            ),
         )],
         ..Options::new(Backend::Postgres)
     })
@@ -117,6 +125,15 @@ async fn db_connection_tests_classify_each_failure_without_echoing_values() {
         PASSWORD,
         "app",
         pb::DbSslMode::Require,
+    )
+    .await;
+    db_credential(
+        &acme,
+        "db/verify",
+        silent_port,
+        PASSWORD,
+        "app",
+        pb::DbSslMode::VerifyFull,
     )
     .await;
     // The shared Postgres: internal, and not on the allow-list.
@@ -183,6 +200,7 @@ async fn db_connection_tests_classify_each_failure_without_echoing_values() {
         ("db/missing", pb::CredentialTestFailure::DatabaseMissing),
         ("db/closed", pb::CredentialTestFailure::Unreachable),
         ("db/tls", pb::CredentialTestFailure::Tls),
+        ("db/verify", pb::CredentialTestFailure::Tls),
         ("db/policy", pb::CredentialTestFailure::RefusedByPolicy),
     ] {
         let r = test(name).await.unwrap_or_else(|e| panic!("{name}: {e:?}"));
@@ -191,6 +209,10 @@ async fn db_connection_tests_classify_each_failure_without_echoing_values() {
         assert_free_of(&r, &[PASSWORD, WRONG], name);
     }
     assert_free_of(&good, &[PASSWORD, WRONG], "db/good");
+    assert!(
+        matches!(silent.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a test of a TLS mode connected"
+    );
     expect_code(
         test("db/key").await,
         tonic::Code::FailedPrecondition,
@@ -211,7 +233,7 @@ async fn db_connection_tests_classify_each_failure_without_echoing_values() {
         .iter()
         .filter(|e| e.outcome == pb::AuditOutcome::Allowed as i32)
         .count();
-    assert_eq!(allowed, 6, "{tests:?}");
+    assert_eq!(allowed, 7, "{tests:?}");
 
     for secret in [PASSWORD, WRONG] {
         assert!(

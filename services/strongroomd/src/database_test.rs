@@ -7,15 +7,16 @@
 //! relay's resolver: `relay.resolve`, then DNS, every address checked,
 //! `relay.allow_internal` for every tenant or the caller's): an internal
 //! address not allowed is refused before anything is sent, so the test is
-//! no way around the relay's SSRF rule. The connection goes to an address
-//! that was checked, except in `verify-full` mode, whose certificate check
-//! needs the host name: sqlx looks the name up once more there.
+//! no way around the relay's SSRF rule. The connection goes only to an
+//! address that was checked (never a second lookup of the name, which could
+//! answer differently).
 //!
 //! Failures are classified from sqlx's error kinds and the server's SQLSTATE
 //! codes, never from messages (a server may echo what it was sent).
 //!
-//! This build's sqlx speaks no TLS: a stored mode that requires TLS is
-//! reported as a TLS failure, and `prefer` connects without it.
+//! This build's sqlx speaks no TLS: a stored mode that requires TLS
+//! (`require`, `verify-ca`, `verify-full`) is reported as a TLS failure
+//! without connecting, and `prefer` connects without it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -63,11 +64,15 @@ impl DatabaseTester {
             }
             Err(_) => return DatabaseTestOutcome::Failed(DatabaseFailure::Unreachable),
         };
-        let hosts: Vec<String> = if target.ssl_mode == SslMode::VerifyFull {
-            vec![host.to_owned()]
-        } else {
-            addresses.iter().map(|a| a.ip().to_string()).collect()
-        };
+        if matches!(
+            target.ssl_mode,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        ) {
+            // No TLS in this build: nothing is sent, so the answer tells
+            // nothing of what listens at the address either.
+            return DatabaseTestOutcome::Failed(DatabaseFailure::Tls);
+        }
+        let hosts: Vec<String> = addresses.iter().map(|a| a.ip().to_string()).collect();
         let mut last = DatabaseFailure::Unreachable;
         for connect_to in hosts {
             let options = PgConnectOptions::new()
