@@ -435,6 +435,10 @@ async fn deliveries_are_signed_retried_and_logged(backend: Backend) {
     assert_eq!(json["data"]["purpose"], "nightly report of agent");
     assert_eq!(json["data"]["on_behalf_of"], "alice@example.com");
     let delivery_id = r.header("strongroom-delivery").expect("id").to_owned();
+    assert_eq!(
+        json["id"], delivery_id,
+        "the signed body carries the delivery's id, as the header says"
+    );
 
     let log = log_until(&admin, "the first attempt is logged", |l| {
         l.len() == 1 && l[0].attempts == 1 && l[0].last_status == 500
@@ -463,6 +467,12 @@ async fn deliveries_are_signed_retried_and_logged(backend: Backend) {
         Some(delivery_id.as_str())
     );
     verify_signature(again, secret, unix_now() + 10);
+    let again_json: serde_json::Value = serde_json::from_slice(&again.body).expect("json");
+    assert_eq!(
+        again_json["id"], delivery_id,
+        "the body's id stays the same across retries"
+    );
+    assert_eq!(again_json["event"], "access_request.filed");
     assert!(
         again.header("strongroom-timestamp") != r.header("strongroom-timestamp"),
         "each attempt is signed anew"
@@ -709,4 +719,66 @@ async fn replicas_deliver_each_notice_once() {
     ids.dedup();
     assert_eq!(got.len(), AGENTS, "each notice posted once");
     assert_eq!(ids.len(), AGENTS);
+}
+
+/// A tenant whose receiver never answers (each post cut off at 5 s, several
+/// due) does not delay another tenant's delivery: the sender does not wait
+/// for one tenant's turn before serving the others.
+#[tokio::test]
+async fn a_silent_receiver_delays_no_other_tenant() {
+    let receiver = Upstream::start(&["hooks.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let allow = format!("hooks.example.test:{}", receiver.port());
+    let mut options = Options::new(Backend::Sqlite);
+    options.env = receiver_env(&receiver, &dir, "hooks.example.test", Some(allow));
+    let server = TestServer::start_with(options).await;
+    let secret = b"whsec-e2e-fairness-0123456789";
+    let acme = server.tenant("acme").await;
+    set_notifier(
+        &acme,
+        &format!("https://hooks.example.test:{}/slow/60000", receiver.port()),
+        secret,
+    )
+    .await
+    .expect("set notifier");
+    let initech = server.tenant("initech").await;
+    set_notifier(
+        &initech,
+        &format!("https://hooks.example.test:{}/status/204", receiver.port()),
+        secret,
+    )
+    .await
+    .expect("set notifier");
+    file_request(&server, &acme, "agent-1", Some("sk-silent-value")).await;
+    for name in ["agent-2", "agent-3", "agent-4"] {
+        file_request(&server, &acme, name, None).await;
+    }
+    // The silent receiver has held one post of acme's for 5 s and holds
+    // the next (more are due behind it).
+    received(&receiver, 2).await;
+
+    let filed = Instant::now();
+    file_request(&server, &initech, "agent", Some("sk-initech-value")).await;
+    let log = log_until(&initech, "the other tenant's delivery", |l| {
+        l.len() == 1 && l[0].delivered_at.is_some()
+    })
+    .await;
+    assert_eq!(log[0].last_status, 204);
+    assert!(
+        filed.elapsed() < Duration::from_secs(3),
+        "delivered {:?} after filing, behind the silent receiver",
+        filed.elapsed()
+    );
+    let paths: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.path_and_query.clone())
+        .collect();
+    assert!(paths.iter().any(|p| p == "/status/204"), "{paths:?}");
+    let acme_log = deliveries(&acme).await;
+    assert_eq!(acme_log.len(), 4);
+    assert!(
+        acme_log.iter().all(|d| d.delivered_at.is_none()),
+        "the silent receiver delivered nothing"
+    );
 }

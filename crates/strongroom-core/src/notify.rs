@@ -66,12 +66,13 @@ pub struct DeliveryAttempt {
 /// The notifier sender's part of the store: which tenants have deliveries
 /// due, claiming a tenant's due deliveries for one attempt each, and
 /// recording what the attempts came to. Only the server's own background
-/// sender calls it (the engine's `send_due_notifications`, which takes a
+/// sender calls it (the engine's `start_notifier_turns`, which takes a
 /// `SystemScope`): no caller reaches it, so it takes tenant ids, and works
 /// in transactions bound to that tenant.
 #[async_trait::async_trait]
 pub trait NotificationStore: Send + Sync {
-    /// Up to `limit` tenants with deliveries due at `now`.
+    /// Up to `limit` tenants with deliveries due at `now`, the one whose
+    /// oldest due delivery is oldest first.
     async fn due_notification_tenants(&self, now: Timestamp, limit: u32) -> Result<Vec<TenantId>>;
 
     /// Claims up to `limit` of `tenant`'s deliveries due at `now`, oldest

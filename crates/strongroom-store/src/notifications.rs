@@ -20,9 +20,12 @@ use crate::error::db;
 use crate::rows::{KekRow, TenantRow};
 use crate::store::SqlStore;
 
-/// Up to `$2` tenants with deliveries due at `$1`.
-const DUE_TENANTS: &str = "SELECT DISTINCT tenant_id FROM notification_deliveries \
-     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 LIMIT $2";
+/// Up to `$2` tenants with deliveries due at `$1`, the one whose oldest due
+/// delivery is oldest first (so, past the limit, every tenant's turn comes:
+/// a tenant served falls behind the ones still waiting).
+const DUE_TENANTS: &str = "SELECT tenant_id FROM notification_deliveries \
+     WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $1 \
+     GROUP BY tenant_id ORDER BY MIN(next_attempt_at), tenant_id LIMIT $2";
 
 /// Claims up to `$4` of tenant `$1`'s deliveries due at `$2`, holding each
 /// until `$3`; the picking `SELECT` is followed by the dialect's

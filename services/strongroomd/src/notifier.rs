@@ -1,6 +1,6 @@
 //! The notifier's sender: the background task that sends due webhook
 //! deliveries (the engine decides which, signs them and records each
-//! attempt: `Engine::send_due_notifications`), and the HTTP client it posts
+//! attempt: `Engine::start_notifier_turns`), and the HTTP client it posts
 //! them with ([`WebhookClient`], the engine's `WebhookPoster` port).
 //!
 //! The client is the relay's ([`Upstream`], its own instance and pool, from
@@ -23,6 +23,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use strongroom_core::net::{RequestTarget, Scheme};
 use strongroom_core::scope::{SystemScope, SystemTask};
 use strongroom_engine::Engine;
+use strongroom_engine::notify::{NotifierTurns, SendPass};
 use strongroom_engine::ports::{WebhookOutcome, WebhookPost, WebhookPoster};
 use tokio::sync::watch;
 
@@ -150,12 +151,17 @@ fn describe(e: UpstreamError, target: &RequestTarget) -> String {
     }
 }
 
-/// Sends due deliveries until the server stops: a pass when this server
+/// Sends due deliveries until the server stops: a tick when this server
 /// enqueued one (at once), and every `interval` (retries come due by the
-/// engine's clock; other servers enqueue too). A failed pass is logged and
-/// the next one tries again. Each pass's outcomes are counted in
+/// engine's clock; other servers enqueue too). A tick starts a turn for
+/// each due tenant without one in flight and waits for none
+/// (`Engine::start_notifier_turns`), so a tenant whose receiver is slow
+/// delays no other tenant's deliveries. A failed tick is logged and the
+/// next one tries again. Each turn's outcomes are counted in
 /// `strongroom.notifier.deliveries` (`outcome`: `delivered`, `retrying`,
-/// `given_up`; no tenant label) when the server has a meter.
+/// `given_up`; no tenant label) when the server has a meter. Stopping
+/// aborts the turns in flight (a claimed delivery is due again after the
+/// claim's hold).
 pub async fn run(
     engine: Arc<Engine>,
     client: WebhookClient,
@@ -171,40 +177,49 @@ pub async fn run(
             .with_description("Webhook notifier attempts, by outcome")
             .build()
     });
+    let count = |turn: SendPass| {
+        if let Some(counter) = &counter {
+            for (outcome, n) in [
+                ("delivered", turn.delivered),
+                ("retrying", turn.retrying),
+                ("given_up", turn.given_up),
+            ] {
+                if n > 0 {
+                    counter.add(
+                        u64::from(n),
+                        &[opentelemetry::KeyValue::new("outcome", outcome)],
+                    );
+                }
+            }
+        }
+        if turn != SendPass::default() {
+            tracing::debug!(
+                delivered = turn.delivered,
+                retrying = turn.retrying,
+                given_up = turn.given_up,
+                "notifier turn"
+            );
+        }
+    };
+    let mut turns = NotifierTurns::new();
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             () = engine.notification_enqueued() => {}
+            Some(turn) = turns.next_done(), if !turns.is_empty() => {
+                count(turn);
+                continue;
+            }
             _ = stopping.changed() => return,
         }
-        match engine.send_due_notifications(&system, &client).await {
-            Ok(pass) => {
-                if let Some(counter) = &counter {
-                    for (outcome, n) in [
-                        ("delivered", pass.delivered),
-                        ("retrying", pass.retrying),
-                        ("given_up", pass.given_up),
-                    ] {
-                        if n > 0 {
-                            counter.add(
-                                u64::from(n),
-                                &[opentelemetry::KeyValue::new("outcome", outcome)],
-                            );
-                        }
-                    }
-                }
-                if pass != strongroom_engine::notify::SendPass::default() {
-                    tracing::debug!(
-                        delivered = pass.delivered,
-                        retrying = pass.retrying,
-                        given_up = pass.given_up,
-                        "notifier pass"
-                    );
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "the notifier pass failed"),
+        count(turns.take_done());
+        if let Err(e) = engine
+            .start_notifier_turns(&system, &client, &mut turns)
+            .await
+        {
+            tracing::warn!(error = %e, "the notifier tick failed");
         }
     }
 }

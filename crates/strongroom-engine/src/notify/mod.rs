@@ -4,10 +4,13 @@
 //! server's HTTP client, which applies the relay's internal-address
 //! policy).
 //!
-//! A delivery is a JSON body `{"schema":1,"event":"<event>","tenant_id":…,
-//! "sent_at":<unix seconds>,"data":{…}}` with the headers
-//! [`TIMESTAMP_HEADER`] and [`SIGNATURE_HEADER`] (see
-//! `strongroom_crypto::webhook`). It never carries a value: the data are
+//! A delivery is a JSON body `{"schema":1,"id":"<delivery id>",
+//! "event":"<event>","tenant_id":…,"sent_at":<unix seconds>,"data":{…}}`
+//! with the headers [`TIMESTAMP_HEADER`] and [`SIGNATURE_HEADER`] (see
+//! `strongroom_crypto::webhook`). The id and the event are inside the
+//! signed body (a receiver dedupes on the body's id: a replay cannot carry
+//! a fresh one); [`DELIVERY_HEADER`] and [`EVENT_HEADER`] repeat them,
+//! unsigned, as conveniences. It never carries a value: the data are
 //! ids, names, selectors, capabilities, destinations and the reasons people
 //! gave.
 //!
@@ -30,7 +33,7 @@ use crate::keyring::crypto_error;
 
 mod sender;
 
-pub use sender::{CLAIM_HOLD, MAX_AGE, POLL_INTERVAL, SendPass};
+pub use sender::{CLAIM_HOLD, MAX_AGE, NotifierTurns, POLL_INTERVAL, SendPass, TURN_BUDGET};
 use strongroom_core::access::AccessRequestRecord;
 use strongroom_core::ids::TenantId;
 use strongroom_core::time::Timestamp;
@@ -41,11 +44,12 @@ pub const TIMESTAMP_HEADER: &str = "Strongroom-Timestamp";
 /// The header carrying `v1=<hex HMAC-SHA256>` of `timestamp "." body`.
 pub const SIGNATURE_HEADER: &str = "Strongroom-Signature";
 
-/// The header carrying the delivery's id: the same on every attempt, so a
-/// receiver can ignore a delivery it already took.
+/// The header repeating the delivery's id (the body's `id`, the same on
+/// every attempt). Not signed: a receiver dedupes on the body's `id`.
 pub const DELIVERY_HEADER: &str = "Strongroom-Delivery";
 
-/// The header carrying the delivery's event.
+/// The header repeating the delivery's event (the body's `event`; not
+/// signed).
 pub const EVENT_HEADER: &str = "Strongroom-Event";
 
 /// The body's schema version.
@@ -247,6 +251,7 @@ pub fn rotation_delivery(
 #[derive(Serialize)]
 struct Body<'a, T: Serialize> {
     schema: u32,
+    id: String,
     event: &'a str,
     tenant_id: String,
     sent_at: i64,
@@ -264,11 +269,12 @@ pub struct SignedDelivery {
     pub signature: String,
 }
 
-/// The body of `event` about `data` for `tenant` at `at`, signed under
-/// `secret`.
+/// The body of delivery `id`, of `event` about `data` for `tenant` at
+/// `at`, signed under `secret`.
 pub fn signed<T: Serialize>(
     secret: &[u8],
     tenant: TenantId,
+    id: DeliveryId,
     event: &str,
     data: &T,
     at: Timestamp,
@@ -276,6 +282,7 @@ pub fn signed<T: Serialize>(
     let sent_at = at.to_unix().0;
     let body = serde_json::to_vec(&Body {
         schema: NOTICE_SCHEMA,
+        id: id.to_string(),
         event,
         tenant_id: tenant.to_string(),
         sent_at,
@@ -352,15 +359,18 @@ mod tests {
             decision_reason: String::new(),
             grant: None,
         };
+        let id = DeliveryId::generate();
         let d = signed(
             b"secret",
             request.tenant,
+            id,
             "access_request.filed",
             &AccessRequestNotice::of(&request),
             at,
         );
         let body: serde_json::Value = serde_json::from_slice(&d.body).expect("json");
         assert_eq!(body["event"], "access_request.filed");
+        assert_eq!(body["id"], id.to_string(), "the id is signed");
         assert_eq!(body["data"]["credential"], "llm/*");
         assert_eq!(body["data"]["capability"], "inject");
         assert_eq!(body["data"]["on_behalf_of"], "alice");

@@ -1,7 +1,10 @@
 //! The notifier's sender: finds the tenants with deliveries due (by the
-//! engine's clock), claims each tenant's due deliveries (the store holds
-//! a claimed delivery for [`CLAIM_HOLD`], so no other server sends it
-//! meanwhile), signs each with the tenant's opened signing secret, hands
+//! engine's clock, the one waiting longest first) and starts a turn for
+//! each without one in flight ([`NotifierTurns`]; a tick waits for no
+//! turn, so a slow receiver delays only its own tenant). A turn claims the
+//! tenant's due deliveries one at a time (the store holds a claimed
+//! delivery for [`CLAIM_HOLD`], so no other server sends it meanwhile),
+//! starts no post after [`TURN_BUDGET`], signs each with the tenant's opened signing secret, hands
 //! it to the [`WebhookPoster`], and records what the attempt came to: the
 //! status or a short reason (never the receiver's body), and the next
 //! attempt after the backoff ([`super::retry_delay`]), or none once
@@ -10,10 +13,12 @@
 //!
 //! Generic over the event: whatever enqueued a delivery (access requests,
 //! rotation reminders), its `event` and JSON `payload` are sent as they
-//! are, in the envelope of [`super::signed`]. Log lines name the tenant,
+//! are, in the envelope of [`super::signed`] (which carries the delivery's
+//! id and event inside the signed body). Log lines name the tenant,
 //! the delivery, the event, the attempt and the outcome; never the secret,
 //! the signature or the body.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +34,8 @@ use crate::Engine;
 use crate::ports::{WebhookOutcome, WebhookPost, WebhookPoster};
 
 /// How long a claim holds a delivery from other servers: well past the
-/// longest a batch of sends may take ([`CLAIM_BATCH`] posts one after the
-/// other, each bounded by the poster's timeout of a few seconds). A sender
+/// longest one post may take (the poster's timeout of a few seconds; a
+/// turn claims one delivery at a time, just before posting it). A sender
 /// that dies mid-attempt leaves the delivery due again after this.
 pub const CLAIM_HOLD: Duration = Duration::from_secs(120);
 
@@ -38,20 +43,22 @@ pub const CLAIM_HOLD: Duration = Duration::from_secs(120);
 /// up whatever its attempts.
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// Deliveries claimed at once for one tenant.
-const CLAIM_BATCH: u32 = 8;
+/// Most posts in one tenant's turn (so one tenant's backlog does not hold
+/// back the others').
+const POSTS_PER_TURN: u32 = 32;
 
-/// Batches sent per tenant in one pass (so one tenant's backlog does not
-/// hold back the others').
-const BATCHES_PER_TENANT: u32 = 4;
+/// After this long in a turn, no new post is started for that tenant: a
+/// receiver that never answers holds its tenant's turn for at most this
+/// and one post's timeout. The rest waits for the tenant's next turn.
+pub const TURN_BUDGET: Duration = Duration::from_secs(10);
 
-/// Tenants served in one pass.
-const TENANTS_PER_PASS: u32 = 100;
+/// Tenants looked at per tick.
+const TENANTS_PER_TICK: u32 = 100;
 
-/// Tenants served at once.
+/// Tenants' turns in flight at once.
 const TENANTS_AT_ONCE: usize = 16;
 
-/// What one pass did.
+/// What turns did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendPass {
     /// Deliveries answered 2xx.
@@ -62,14 +69,79 @@ pub struct SendPass {
     pub given_up: u32,
 }
 
-impl SendPass {
-    /// Adds a tenant's turn (a turn that panicked counts nothing).
-    fn add(&mut self, turn: std::result::Result<SendPass, tokio::task::JoinError>) {
-        if let Ok(t) = turn {
-            self.delivered += t.delivered;
-            self.retrying += t.retrying;
-            self.given_up += t.given_up;
+/// The sender's tenants' turns in flight: at most one per tenant and
+/// [`TENANTS_AT_ONCE`] in all. A tick
+/// ([`Engine::start_notifier_turns`]) starts turns for the due tenants
+/// without one and never waits for a turn to end, so a tenant whose
+/// receiver is slow delays no other's deliveries. Dropping it aborts the
+/// turns (their claimed deliveries are due again after [`CLAIM_HOLD`]).
+#[derive(Debug, Default)]
+pub struct NotifierTurns {
+    running: tokio::task::JoinSet<SendPass>,
+    tenants: HashMap<tokio::task::Id, TenantId>,
+}
+
+impl NotifierTurns {
+    /// No turn in flight.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many turns are in flight.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Whether no turn is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Whether `tenant` has a turn in flight.
+    pub fn serving(&self, tenant: TenantId) -> bool {
+        self.tenants.values().any(|t| *t == tenant)
+    }
+
+    /// Waits for the next turn to end and returns what it did (a turn that
+    /// panicked counts nothing); `None` at once if none is in flight.
+    pub async fn next_done(&mut self) -> Option<SendPass> {
+        let done = self.running.join_next_with_id().await?;
+        Some(self.settle(done))
+    }
+
+    /// What the turns that ended meanwhile did, without waiting.
+    pub fn take_done(&mut self) -> SendPass {
+        let mut pass = SendPass::default();
+        while let Some(done) = self.running.try_join_next_with_id() {
+            let turn = self.settle(done);
+            pass.add(turn);
         }
+        pass
+    }
+
+    fn settle(
+        &mut self,
+        done: std::result::Result<(tokio::task::Id, SendPass), tokio::task::JoinError>,
+    ) -> SendPass {
+        match done {
+            Ok((id, turn)) => {
+                self.tenants.remove(&id);
+                turn
+            }
+            Err(e) => {
+                self.tenants.remove(&e.id());
+                SendPass::default()
+            }
+        }
+    }
+}
+
+impl SendPass {
+    /// Adds a turn's counts.
+    pub fn add(&mut self, t: SendPass) {
+        self.delivered += t.delivered;
+        self.retrying += t.retrying;
+        self.given_up += t.given_up;
     }
 }
 
@@ -98,76 +170,83 @@ impl Engine {
         self.notifier_wake.notified().await;
     }
 
-    /// One pass of the sender: every due delivery of up to a bounded number
-    /// of tenants claimed, posted through `poster` and recorded. Tenants
-    /// are served side by side (at most [`TENANTS_AT_ONCE`]), so one whose
-    /// receiver never answers delays no other's; one tenant's deliveries go
-    /// one after the other. A store error ends that tenant's turn (logged;
-    /// the next pass tries again, and a claimed delivery is due again after
-    /// [`CLAIM_HOLD`]); finding the due tenants failing ends the pass.
-    pub async fn send_due_notifications<P: WebhookPoster + 'static>(
+    /// One tick of the sender: finds the due tenants (up to a bounded
+    /// number, the one waiting longest first) and starts a turn in `turns`
+    /// for each that has none in flight, while fewer than
+    /// [`TENANTS_AT_ONCE`] are; returns how many it started, without
+    /// waiting for any. A turn claims the tenant's due deliveries one at a
+    /// time, posts each through `poster` and records it, up to
+    /// [`POSTS_PER_TURN`], and starts no post after [`TURN_BUDGET`]. A
+    /// store error ends that tenant's turn (logged; a later tick starts
+    /// another); finding the due tenants failing ends the tick.
+    pub async fn start_notifier_turns<P: WebhookPoster + 'static>(
         self: &Arc<Self>,
         _system: &SystemScope,
         poster: &Arc<P>,
-    ) -> Result<SendPass> {
-        let mut pass = SendPass::default();
+        turns: &mut NotifierTurns,
+    ) -> Result<usize> {
+        if turns.len() >= TENANTS_AT_ONCE {
+            return Ok(0);
+        }
         let tenants = self
             .store
-            .due_notification_tenants(self.now(), TENANTS_PER_PASS)
+            .due_notification_tenants(self.now(), TENANTS_PER_TICK)
             .await?;
-        let mut running = tokio::task::JoinSet::new();
+        let mut started = 0;
         for tenant in tenants {
-            if running.len() >= TENANTS_AT_ONCE
-                && let Some(done) = running.join_next().await
-            {
-                pass.add(done);
+            if turns.len() >= TENANTS_AT_ONCE {
+                break;
+            }
+            if turns.serving(tenant) {
+                continue;
             }
             let engine = Arc::clone(self);
             let poster = Arc::clone(poster);
-            running.spawn(async move {
+            let handle = turns.running.spawn(async move {
                 let mut turn = SendPass::default();
                 if let Err(e) = engine.send_tenant(tenant, &*poster, &mut turn).await {
                     tracing::warn!(tenant = %tenant, error = %e, "a notifier turn failed");
                 }
                 turn
             });
+            turns.tenants.insert(handle.id(), tenant);
+            started += 1;
         }
-        while let Some(done) = running.join_next().await {
-            pass.add(done);
-        }
-        Ok(pass)
+        Ok(started)
     }
 
+    /// One tenant's turn: its due deliveries claimed one at a time (none
+    /// is claimed unless it is posted at once), until none is due,
+    /// [`POSTS_PER_TURN`] were posted, or [`TURN_BUDGET`] passed.
     async fn send_tenant<P: WebhookPoster>(
         &self,
         tenant: TenantId,
         poster: &P,
         pass: &mut SendPass,
     ) -> Result<()> {
+        let started = tokio::time::Instant::now();
         let mut loaded: Option<(Tenant, Vec<WrappedKekRecord>)> = None;
-        for _ in 0..BATCHES_PER_TENANT {
+        for _ in 0..POSTS_PER_TURN {
+            if started.elapsed() >= TURN_BUDGET {
+                tracing::debug!(tenant = %tenant, "a notifier turn ran out of time");
+                return Ok(());
+            }
             let now = self.now();
             let claimed = self
                 .store
-                .claim_notification_deliveries(tenant, now, now.plus(CLAIM_HOLD), CLAIM_BATCH)
+                .claim_notification_deliveries(tenant, now, now.plus(CLAIM_HOLD), 1)
                 .await?;
-            if claimed.is_empty() {
+            let Some(delivery) = claimed.into_iter().next() else {
                 return Ok(());
-            }
+            };
             if loaded.is_none() {
                 loaded = Some(self.store.notifier_tenant(tenant).await?);
             }
             let Some((record, keks)) = &loaded else {
                 return Ok(());
             };
-            let full = claimed.len() == CLAIM_BATCH as usize;
-            for delivery in claimed {
-                let attempt = self.attempt(record, keks, &delivery, poster).await;
-                self.record(tenant, &delivery, &attempt, pass).await?;
-            }
-            if !full {
-                return Ok(());
-            }
+            let attempt = self.attempt(record, keks, &delivery, poster).await;
+            self.record(tenant, &delivery, &attempt, pass).await?;
         }
         Ok(())
     }
@@ -334,7 +413,7 @@ fn signed_post(
     at: Timestamp,
 ) -> Option<SignedPost> {
     let data = serde_json::from_str::<serde_json::Value>(&delivery.payload).ok()?;
-    let signed = super::signed(secret, tenant, &delivery.event, &data, at);
+    let signed = super::signed(secret, tenant, delivery.id, &delivery.event, &data, at);
     Some((
         signed.body,
         vec![
@@ -452,6 +531,11 @@ mod tests {
         );
         let json: serde_json::Value = serde_json::from_slice(&body).expect("body");
         assert_eq!(json["event"], "rotation.due_soon");
+        assert_eq!(
+            json["id"],
+            d.id.to_string(),
+            "the id is in the signed body, as the header says"
+        );
         assert_eq!(json["tenant_id"], tenant.to_string());
         assert_eq!(json["sent_at"], AT);
         assert_eq!(json["data"]["credential"], "llm/openai");

@@ -72,6 +72,7 @@ conformance! {
     access_requests::list_filters_and_pages => access_requests_list_filters_and_pages_postgres, access_requests_list_filters_and_pages_sqlite;
     access_requests::filing_enqueues_a_delivery => access_requests_filing_enqueues_a_delivery_postgres, access_requests_filing_enqueues_a_delivery_sqlite;
     notifications::claims_count_hold_and_record => notifications_claims_count_hold_and_record_postgres, notifications_claims_count_hold_and_record_sqlite;
+    notifications::due_tenants_oldest_first => notifications_due_tenants_oldest_first_postgres, notifications_due_tenants_oldest_first_sqlite;
     notifications::concurrent_claims_take_each_once => notifications_concurrent_claims_take_each_once_postgres, notifications_concurrent_claims_take_each_once_sqlite;
     cases::identity_resolution => identity_resolution_postgres, identity_resolution_sqlite;
     cases::disabled_principal_is_denied => disabled_principal_is_denied_postgres, disabled_principal_is_denied_sqlite;

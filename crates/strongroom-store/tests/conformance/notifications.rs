@@ -273,3 +273,52 @@ pub async fn concurrent_claims_take_each_once<S: Store>(store: Arc<S>) {
     let claimed: HashSet<DeliveryId> = seen.iter().map(|(id, _)| *id).collect();
     assert_eq!(claimed, ids);
 }
+
+/// Due tenants come oldest due delivery first (not in id or insertion
+/// order), so past the limit the tenants waiting longest are served, and a
+/// tenant just served (its next attempt later) falls behind the others.
+pub async fn due_tenants_oldest_first<S: Store>(store: Arc<S>) {
+    let s: &dyn Store = &*store;
+    let a = create_tenant(s, "acme").await;
+    let b = create_tenant(s, "globex").await;
+    let c = create_tenant(s, "initech").await;
+    enqueue(s, &c, 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    enqueue(s, &a, 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    enqueue(s, &b, 1).await;
+    let now = later(Duration::from_secs(1));
+    assert_eq!(
+        s.due_notification_tenants(now, 10).await.expect("due"),
+        vec![c.id(), a.id(), b.id()],
+        "oldest due delivery first"
+    );
+    assert_eq!(
+        s.due_notification_tenants(now, 2).await.expect("due"),
+        vec![c.id(), a.id()],
+        "the limit keeps the longest waiting"
+    );
+    let claimed = s
+        .claim_notification_deliveries(c.id(), now, now.plus(HOLD), 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let failed = DeliveryAttempt {
+        id: claimed[0].id,
+        attempt: 1,
+        status: Some(500),
+        error: "the receiver answered 500".into(),
+        next_attempt_at: Some(now),
+        delivered_at: None,
+    };
+    assert!(
+        s.record_notification_attempt(c.id(), &failed)
+            .await
+            .expect("record")
+    );
+    assert_eq!(
+        s.due_notification_tenants(now, 2).await.expect("due"),
+        vec![a.id(), b.id()],
+        "a tenant just served falls behind"
+    );
+}
