@@ -110,6 +110,8 @@ impl Dialect for Sqlite {
         "SELECT sequence, hash FROM platform_audit_heads WHERE id = 1";
 
     const SKIP_LOCKED: &'static str = "";
+    const FOR_UPDATE: &'static str = "";
+    const FOR_SHARE: &'static str = "";
 
     /// No row-level security: the transaction is the same for every tenant.
     async fn begin_tenant(

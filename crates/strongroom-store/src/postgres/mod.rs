@@ -297,6 +297,8 @@ impl Dialect for Postgres {
         "SELECT sequence, hash FROM platform_audit_heads WHERE id = 1 FOR UPDATE";
 
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const FOR_SHARE: &'static str = " FOR KEY SHARE";
 
     /// Batches of events only take [`Postgres::fast_events`]: one round
     /// trip to the server instead of six.
