@@ -31,7 +31,7 @@ impl Engine {
     where
         F: Future<Output = Result<T>>,
     {
-        let change = Change::of(tenant, draft.action, draft.credential);
+        let change = Change::of(tenant, draft.action, draft.credential, draft.version);
         let written = write(draft).await?;
         if let Some(change) = change {
             self.caches.apply(change);
@@ -57,7 +57,13 @@ impl Engine {
 /// Applies the store's change notices (from other servers sharing the
 /// database) to `caches` until the caches are dropped, as the background
 /// task `system`; notices that may have been missed drop everything.
-pub(crate) fn spawn_listener(store: &Arc<dyn Store>, caches: Weak<Caches>, system: SystemScope) {
+/// A retired KEK version's notice also evicts it from `keys`.
+pub(crate) fn spawn_listener(
+    store: &Arc<dyn Store>,
+    caches: Weak<Caches>,
+    keys: crate::keyring::KeyEvictor,
+    system: SystemScope,
+) {
     let mut changes = store.changes();
     tokio::spawn(async move {
         use tokio::sync::broadcast::error::RecvError;
@@ -67,7 +73,12 @@ pub(crate) fn spawn_listener(store: &Arc<dyn Store>, caches: Weak<Caches>, syste
                 return;
             };
             match change {
-                Ok(change) => caches.apply(change),
+                Ok(change) => {
+                    if let Change::KeyRetired(tenant, version) = change {
+                        keys.evict_version(tenant, version);
+                    }
+                    caches.apply(change);
+                }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(
                         task = system.task().as_str(),

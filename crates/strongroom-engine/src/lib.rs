@@ -134,9 +134,11 @@ impl Engine {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let caches = Arc::new(Caches::new(limits.cache_ttl, limits.credential_cache_ttl));
+        let keyring = keyring::Keyring::new(root);
         changes::spawn_listener(
             &store,
             Arc::downgrade(&caches),
+            keyring.evictor(),
             SystemScope::for_task(SystemTask::ChangeListener),
         );
         let abuse = Arc::new(AbuseGuard::default());
@@ -148,7 +150,7 @@ impl Engine {
         );
         Self {
             store,
-            keyring: keyring::Keyring::new(root),
+            keyring,
             limits,
             clock,
             authenticator,

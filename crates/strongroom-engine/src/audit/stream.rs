@@ -99,6 +99,7 @@ impl AuditFeed {
                         Change::Credential(t, _)
                         | Change::Data(t)
                         | Change::Access(t)
+                        | Change::KeyRetired(t, _)
                         | Change::Requests(t),
                     ) if t == tenant => {
                         return;
