@@ -39,6 +39,9 @@ pub(crate) fn crypto_error(e: strongroom_crypto::CryptoError) -> Error {
     Error::internal(format!("crypto: {e}"))
 }
 
+/// Unwrapped KEKs by tenant and KEK version.
+type HeldKeys = RwLock<HashMap<(TenantId, u32), Arc<Kek>>>;
+
 /// The root key and the unwrapped tenant KEKs, by tenant and KEK version.
 pub(crate) struct Keyring {
     root: Arc<RootKey>,
@@ -51,7 +54,7 @@ pub(crate) struct Keyring {
     /// The request-fingerprint key of idempotent retries, derived from the
     /// root key (`None` only if the derivation failed, which it cannot).
     idempotency: Option<IdempotencyKey>,
-    keys: Arc<RwLock<HashMap<(TenantId, u32), Arc<Kek>>>>,
+    keys: Arc<HeldKeys>,
     /// Counts evictions, so an unwrap that raced with one is not kept.
     evictions: Arc<AtomicU64>,
 }
@@ -60,7 +63,7 @@ pub(crate) struct Keyring {
 /// change listener, on another server's retirement notice).
 #[derive(Clone)]
 pub(crate) struct KeyEvictor {
-    keys: Arc<RwLock<HashMap<(TenantId, u32), Arc<Kek>>>>,
+    keys: Arc<HeldKeys>,
     evictions: Arc<AtomicU64>,
 }
 
