@@ -537,3 +537,113 @@ async fn tenant_key_rotation_under_load(backend: Backend) {
         assert_eq!(events.events.len(), 1, "{action:?}: {events:?}");
     }
 }
+
+/// A root connection to `server`'s Postgres database (to stage what a
+/// crash or a lagging replica would leave behind).
+async fn admin_db(server: &TestServer) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let url = strongroom_e2e::admin_url();
+    let db_url = format!(
+        "{}/{}",
+        url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b),
+        server.database.as_deref().expect("database")
+    );
+    sqlx::PgConnection::connect(&db_url).await.expect("connect")
+}
+
+#[tokio::test]
+async fn unfinished_root_rotation_refuses_a_server_without_its_target_key() {
+    let server = TestServer::start_with(Options::new(Backend::Postgres)).await;
+    let mut db = admin_db(&server).await;
+    sqlx::query(
+        "INSERT INTO server_meta (key, value, created_at) VALUES ('root_key_rotation', \
+         convert_to('{\"from\":\"00\",\"to\":\"0123456789abcdef\",\"done\":false}', 'UTF8'), 0)",
+    )
+    .execute(&mut db)
+    .await
+    .expect("stage an unfinished rotation");
+    let key_file = server.dir.path().join("root.key");
+    let out = serve_once(&server, &key_file).await;
+    assert!(!out.status.success(), "started without the rotation's key");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unfinished") && err.contains("0123456789abcdef"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn interrupted_root_rotation_is_finished_by_calling_again() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let next = new_key();
+    let next_file = keys.path().join("next.key");
+    std::fs::write(&next_file, &next).expect("write");
+    let next_path = next_file.display().to_string();
+    let server = TestServer::start_with(Options {
+        env: env(&[HEARTBEAT, ("STRONGROOM_NEXT_ROOT_KEY_FILE", &next_path)]),
+        ..Options::new(Backend::Postgres)
+    })
+    .await;
+    let acme = server.tenant("acme").await;
+    create(&acme.client, "svc/one", "sk-interrupted-rotation").await;
+    let mut db = admin_db(&server).await;
+    let (tenant, old_wrapped): (uuid::Uuid, Vec<u8>) =
+        sqlx::query_as("SELECT tenant_id, wrapped FROM tenant_keks LIMIT 1")
+            .fetch_one(&mut db)
+            .await
+            .expect("a KEK");
+    let operator = server.operator().await;
+    operator
+        .admin()
+        .rotate_root_key(pb::RotateRootKeyRequest::default())
+        .await
+        .expect("rotate");
+    // As if a replica wrapped a KEK by the old key after the re-wrap passes
+    // and the rotation crashed between replacing the key check and
+    // marking it done.
+    sqlx::query("UPDATE tenant_keks SET wrapped = $2 WHERE tenant_id = $1")
+        .bind(tenant)
+        .bind(&old_wrapped)
+        .execute(&mut db)
+        .await
+        .expect("stage a KEK wrapped by the old key");
+    sqlx::query(
+        "UPDATE server_meta SET value = convert_to(replace(convert_from(value, 'UTF8'), \
+         '\"done\":true', '\"done\":false'), 'UTF8') WHERE key = 'root_key_rotation'",
+    )
+    .execute(&mut db)
+    .await
+    .expect("stage an unfinished rotation");
+    let resumed = operator
+        .admin()
+        .rotate_root_key(pb::RotateRootKeyRequest::default())
+        .await
+        .expect("resume the rotation")
+        .into_inner();
+    assert_eq!(resumed.keys_rewrapped, 1, "the KEK left by the old key");
+    let again = expect_code(
+        operator
+            .admin()
+            .rotate_root_key(pb::RotateRootKeyRequest::default())
+            .await,
+        Code::FailedPrecondition,
+        "a finished rotation",
+    );
+    assert!(again.message().contains("already"), "{}", again.message());
+    // The new key alone opens every KEK.
+    let fresh = TestServer::start_with(Options {
+        replica_of: Some(ReplicaOf {
+            database_url: server.database_url.clone().expect("postgres"),
+            root_key: next.clone(),
+        }),
+        ..Options::new(Backend::Postgres)
+    })
+    .await;
+    assert_eq!(
+        reveal(&fresh.client(&acme.identity).await, "svc/one")
+            .await
+            .expect("reveal with the new key"),
+        "sk-interrupted-rotation"
+    );
+    assert!(!server.logs.contains(&next) && !fresh.logs.contains(&next));
+}

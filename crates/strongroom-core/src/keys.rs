@@ -203,5 +203,15 @@ pub trait KeyStore: Send + Sync {
     /// `FailedPrecondition` while it is the current version or any stored
     /// value's data key is wrapped by it; `NotFound` if there is no such
     /// version.
-    async fn retire_kek(&self, scope: KeyScope<'_>, version: u32, audit: AuditDraft) -> Result<()>;
+    ///
+    /// `notifier_secret` is the notifier's sealed secret the caller found
+    /// sealed under another version: checked again in the transaction
+    /// (with the tenant row locked), `FailedPrecondition` if it changed.
+    async fn retire_kek(
+        &self,
+        scope: KeyScope<'_>,
+        version: u32,
+        notifier_secret: Option<&str>,
+        audit: AuditDraft,
+    ) -> Result<()>;
 }

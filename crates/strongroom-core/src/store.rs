@@ -161,20 +161,27 @@ pub enum Change {
     /// An access request of the tenant was decided or expired: nothing
     /// cached depends on it, but waiting requesters wake.
     Requests(TenantId),
+    /// A tenant's KEK version was retired: every server forgets its
+    /// unwrapped key, and drops what [`Change::Access`] drops.
+    KeyRetired(TenantId, u32),
     /// Changes may have been missed: every cache must be dropped.
     Everything,
 }
 
 impl Change {
-    /// The notice an allowed event of `action` about `credential` calls
-    /// for, if any.
+    /// The notice an allowed event of `action` about `credential` (and,
+    /// for a key retirement, KEK `version`) calls for, if any.
     pub fn of(
         tenant: TenantId,
         action: Action,
         credential: Option<CredentialId>,
+        version: Option<u32>,
     ) -> Option<Change> {
         if !action.changes_state() {
             return None;
+        }
+        if let (Action::TenantKeyRetire, Some(v)) = (action, version) {
+            return Some(Change::KeyRetired(tenant, v));
         }
         Some(match (action, credential) {
             (
@@ -224,6 +231,7 @@ impl Change {
             Change::Access(t) => format!("a {t}"),
             Change::Requests(t) => format!("r {t}"),
             Change::Keys(t) => format!("k {t}"),
+            Change::KeyRetired(t, v) => format!("k {t} {v}"),
             Change::Everything => "*".to_owned(),
         }
     }
@@ -233,7 +241,11 @@ impl Change {
         let mut parts = text.split(' ');
         let kind = parts.next();
         let tenant = parts.next().and_then(|t| t.parse::<TenantId>().ok());
-        let credential = parts.next().and_then(|c| c.parse::<CredentialId>().ok());
+        let third = parts.next();
+        if let (Some("k"), Some(t), Some(Ok(v))) = (kind, tenant, third.map(str::parse::<u32>)) {
+            return Change::KeyRetired(t, v);
+        }
+        let credential = third.and_then(|c| c.parse::<CredentialId>().ok());
         match (kind, tenant, credential) {
             (Some("c"), Some(t), Some(c)) => Change::Credential(t, c),
             (Some("d"), Some(t), None) => Change::Data(t),
@@ -804,4 +816,21 @@ pub trait AuditStore: Send + Sync {
         after: u64,
         limit: u32,
     ) -> Result<Vec<AuditEvent>>;
+}
+
+#[cfg(test)]
+mod change_tests {
+    use super::*;
+
+    #[test]
+    fn a_key_retirement_names_its_version_and_travels_as_text() {
+        let t = TenantId::generate();
+        let c = Change::of(t, Action::TenantKeyRetire, None, Some(3));
+        assert_eq!(c, Some(Change::KeyRetired(t, 3)));
+        let c = c.unwrap_or(Change::Everything);
+        assert_eq!(Change::parse(&c.to_text()), c);
+        let other = Change::Credential(t, CredentialId::generate());
+        assert_eq!(Change::parse(&other.to_text()), other);
+        assert_eq!(Change::parse(&format!("k {t} x")), Change::Everything);
+    }
 }

@@ -428,7 +428,7 @@ impl Caches {
             Change::Data(t) => self.invalidate_data(t),
             // Nothing cached depends on access requests.
             Change::Requests(_) => {}
-            Change::Access(t) | Change::Keys(t) => {
+            Change::Access(t) | Change::Keys(t) | Change::KeyRetired(t, _) => {
                 self.forget_failed_logins();
                 self.scans.invalidate(t);
                 self.invalidate(t);

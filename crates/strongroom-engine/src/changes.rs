@@ -32,7 +32,7 @@ impl Engine {
     where
         F: Future<Output = Result<T>>,
     {
-        let change = Change::of(tenant, draft.action, draft.credential);
+        let change = Change::of(tenant, draft.action, draft.credential, draft.version);
         let written = write(draft).await?;
         if let Some(change) = change {
             if let Change::Keys(t) = change {
@@ -63,7 +63,7 @@ impl Engine {
 /// task `system`; notices that may have been missed drop everything. A
 /// shredded tenant's unwrapped keys are forgotten from `keyring` (every
 /// tenant's, when notices may have been missed: one of them may have been
-/// a shred).
+/// a shred); a retired KEK version's notice evicts that version.
 pub(crate) fn spawn_listener(
     store: &Arc<dyn Store>,
     caches: Weak<Caches>,
@@ -84,6 +84,7 @@ pub(crate) fn spawn_listener(
                     if let Some(keyring) = &keyring {
                         match change {
                             Change::Keys(t) => keyring.evict_tenant(t),
+                            Change::KeyRetired(t, v) => keyring.evict_version(t, v),
                             Change::Everything => keyring.evict_all(),
                             _ => {}
                         }

@@ -39,6 +39,9 @@ pub(crate) fn crypto_error(e: strongroom_crypto::CryptoError) -> Error {
     Error::internal(format!("crypto: {e}"))
 }
 
+/// Unwrapped KEKs by tenant and KEK version.
+type HeldKeys = RwLock<HashMap<(TenantId, u32), Arc<Kek>>>;
+
 /// The root key and the unwrapped tenant KEKs, by tenant and KEK version.
 pub(crate) struct Keyring {
     root: Arc<RootKey>,
@@ -55,9 +58,27 @@ pub(crate) struct Keyring {
     /// The request-fingerprint key of idempotent retries, derived from the
     /// root key (`None` only if the derivation failed, which it cannot).
     idempotency: Option<IdempotencyKey>,
-    keys: RwLock<HashMap<(TenantId, u32), Arc<Kek>>>,
+    keys: Arc<HeldKeys>,
     /// Counts evictions, so an unwrap that raced with one is not kept.
-    evictions: AtomicU64,
+    evictions: Arc<AtomicU64>,
+}
+
+/// Evicts KEK versions from a keyring's held keys, from outside it (the
+/// change listener, on another server's retirement notice).
+#[derive(Clone)]
+pub(crate) struct KeyEvictor {
+    keys: Arc<HeldKeys>,
+    evictions: Arc<AtomicU64>,
+}
+
+impl KeyEvictor {
+    /// Forgets KEK `version` of `tenant` (retired by a key rotation).
+    pub(crate) fn evict_version(&self, tenant: TenantId, version: u32) {
+        if let Ok(mut keys) = self.keys.write() {
+            self.evictions.fetch_add(1, Ordering::SeqCst);
+            keys.remove(&(tenant, version));
+        }
+    }
 }
 
 impl Keyring {
@@ -71,8 +92,8 @@ impl Keyring {
             root,
             next: OnceLock::new(),
             wrap_next: AtomicBool::new(false),
-            keys: RwLock::new(HashMap::new()),
-            evictions: AtomicU64::new(0),
+            keys: Arc::new(RwLock::new(HashMap::new())),
+            evictions: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -222,9 +243,14 @@ impl Keyring {
 
     /// Forgets KEK `version` of `tenant` (retired by a key rotation).
     pub(crate) fn evict_version(&self, tenant: TenantId, version: u32) {
-        if let Ok(mut keys) = self.keys.write() {
-            self.evictions.fetch_add(1, Ordering::SeqCst);
-            keys.remove(&(tenant, version));
+        self.evictor().evict_version(tenant, version);
+    }
+
+    /// What evicts this keyring's keys from elsewhere.
+    pub(crate) fn evictor(&self) -> KeyEvictor {
+        KeyEvictor {
+            keys: Arc::clone(&self.keys),
+            evictions: Arc::clone(&self.evictions),
         }
     }
 
@@ -403,6 +429,16 @@ mod tests {
         f.kek(1).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(f.loads(), 1);
         f.kek(2).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(f.loads(), 2, "the evicted version is unwrapped again");
+    }
+
+    #[tokio::test]
+    async fn an_evictor_forgets_a_version_of_the_keyring_it_came_from() {
+        let f = Fixture::new();
+        let evictor = f.ring.evictor();
+        f.kek(1).await.unwrap_or_else(|e| panic!("{e}"));
+        evictor.evict_version(f.tenant, 1);
+        f.kek(1).await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(f.loads(), 2, "the evicted version is unwrapped again");
     }
 

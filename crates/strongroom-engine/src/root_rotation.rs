@@ -35,7 +35,7 @@ use strongroom_core::page::{MAX_PAGE_SIZE, PageRequest};
 use strongroom_core::scope::{Authenticated, SystemScope};
 use strongroom_core::store::meta;
 use strongroom_core::{Error, Result};
-use strongroom_crypto::{KeyCheck, WrappedDerivedKeys, WrappedKek};
+use strongroom_crypto::{KeyCheck, RootKey, WrappedDerivedKeys, WrappedKek};
 
 use crate::keyring::crypto_error;
 use crate::{CallContext, Engine};
@@ -148,14 +148,22 @@ impl Engine {
             .await?
             .map(KeyCheck::from_bytes)
             .ok_or_else(|| Error::internal("no key check is stored"))?;
+        let state = self.rotation_state().await?;
         if next.verify(&check).is_ok() {
+            // The key check was replaced but the rotation not marked done
+            // (interrupted between the two): finish it.
+            if let Some(state) = state.filter(|s| !s.done && s.to == to) {
+                return self
+                    .finish_root_rotation(&scope, &current, &next, state)
+                    .await;
+            }
             return Err(Error::precondition(format!(
                 "the root key in use is already {to}: replace root_key.file by the next key's \
                  file and remove root_key.next_file on every replica"
             )));
         }
         current.verify(&check).map_err(crypto_error)?;
-        if let Some(state) = self.rotation_state().await?
+        if let Some(state) = state
             && !state.done
             && state.to != to
         {
@@ -192,40 +200,11 @@ impl Engine {
         let mut rewrapped = 0u32;
         let mut tenants = BTreeSet::new();
         for _ in 0..2 {
-            let mut page = PageRequest {
-                size: MAX_PAGE_SIZE,
-                after: None,
-            };
-            loop {
-                let found = self.store.list_tenants(&scope, &page).await?;
-                for tenant in &found.items {
-                    tenants.insert(tenant.id);
-                    let key_scope = KeyScope::Platform(&scope, tenant.id);
-                    for kek in self.store.tenant_keks(key_scope).await? {
-                        let wrapped = WrappedKek::from_bytes(kek.wrapped.clone());
-                        let id = tenant.id.as_uuid();
-                        if next.unwrap_kek(id, kek.version, &wrapped).is_ok() {
-                            continue;
-                        }
-                        let new = current
-                            .rewrap_kek(&next, id, kek.version, &wrapped)
-                            .map_err(crypto_error)?;
-                        if self
-                            .store
-                            .replace_kek(key_scope, kek.version, &kek.wrapped, &new.to_bytes())
-                            .await?
-                        {
-                            rewrapped += 1;
-                        }
-                    }
-                }
-                match found.next {
-                    Some(after) => page.after = Some(after),
-                    None => break,
-                }
-            }
+            let (n, _) = self
+                .rewrap_pass(&scope, &current, &next, &mut tenants)
+                .await?;
+            rewrapped += n;
         }
-
         // The derived keys, kept: wrapped by the next key.
         let keep = match self.store.get_meta(DERIVED_KEYS).await? {
             Some(bytes) => {
@@ -260,12 +239,53 @@ impl Engine {
         self.store
             .set_meta(meta::KEY_CHECK, &check.to_bytes())
             .await?;
+        let mut done = self
+            .finish_root_rotation(
+                &scope,
+                &current,
+                &next,
+                RotationState {
+                    from,
+                    to,
+                    done: false,
+                },
+            )
+            .await?;
+        done.keys_rewrapped += rewrapped;
+        done.tenants = done
+            .tenants
+            .max(u32::try_from(tenants.len()).unwrap_or(u32::MAX));
+        Ok(done)
+    }
+
+    /// The last step, after the key check was replaced (from then on no
+    /// server starts with the old key alone): re-wraps any KEK still
+    /// wrapped by the old key (added by a replica that had not switched),
+    /// then proves every KEK opens with the next key, and only then marks
+    /// the rotation done. Resumed by calling RotateRootKey again.
+    async fn finish_root_rotation(
+        &self,
+        scope: &strongroom_core::scope::PlatformScope<'_>,
+        current: &RootKey,
+        next: &RootKey,
+        state: RotationState,
+    ) -> Result<RootRotation> {
+        let mut tenants = BTreeSet::new();
+        let (rewrapped, _) = self.rewrap_pass(scope, current, next, &mut tenants).await?;
+        let (_, unopened) = self.rewrap_pass(scope, next, next, &mut tenants).await?;
+        if unopened > 0 {
+            return Err(Error::internal(format!(
+                "{unopened} KEK versions do not open with root key {} after re-wrapping; call \
+                 again to resume",
+                state.to
+            )));
+        }
         self.set_rotation_state(&RotationState {
-            from: from.clone(),
-            to: to.clone(),
             done: true,
+            ..state.clone()
         })
         .await?;
+        let (from, to) = (state.from, state.to);
         tracing::info!(from = %from, to = %to, rewrapped, "root key rotated");
         Ok(RootRotation {
             previous_key_id: from,
@@ -273,6 +293,58 @@ impl Engine {
             keys_rewrapped: rewrapped,
             tenants: u32::try_from(tenants.len()).unwrap_or(u32::MAX),
         })
+    }
+
+    /// One pass over every tenant's KEKs: each one `next` does not open is
+    /// re-wrapped from `current` to `next` (compare-and-swap). With
+    /// `current` = `next` it re-wraps nothing and only counts. Returns the
+    /// KEK versions re-wrapped and those `next` still does not open.
+    async fn rewrap_pass(
+        &self,
+        scope: &strongroom_core::scope::PlatformScope<'_>,
+        current: &RootKey,
+        next: &RootKey,
+        tenants: &mut BTreeSet<strongroom_core::ids::TenantId>,
+    ) -> Result<(u32, u32)> {
+        let verify_only = std::ptr::eq(current, next);
+        let (mut rewrapped, mut unopened) = (0u32, 0u32);
+        let mut page = PageRequest {
+            size: MAX_PAGE_SIZE,
+            after: None,
+        };
+        loop {
+            let found = self.store.list_tenants(scope, &page).await?;
+            for tenant in &found.items {
+                tenants.insert(tenant.id);
+                let key_scope = KeyScope::Platform(scope, tenant.id);
+                for kek in self.store.tenant_keks(key_scope).await? {
+                    let wrapped = WrappedKek::from_bytes(kek.wrapped.clone());
+                    let id = tenant.id.as_uuid();
+                    if next.unwrap_kek(id, kek.version, &wrapped).is_ok() {
+                        continue;
+                    }
+                    if verify_only {
+                        unopened += 1;
+                        continue;
+                    }
+                    let new = current
+                        .rewrap_kek(next, id, kek.version, &wrapped)
+                        .map_err(crypto_error)?;
+                    if self
+                        .store
+                        .replace_kek(key_scope, kek.version, &kek.wrapped, &new.to_bytes())
+                        .await?
+                    {
+                        rewrapped += 1;
+                    }
+                }
+            }
+            match found.next {
+                Some(after) => page.after = Some(after),
+                None => break,
+            }
+        }
+        Ok((rewrapped, unopened))
     }
 
     /// Waits until every live replica reports wrapping new KEKs by `to`

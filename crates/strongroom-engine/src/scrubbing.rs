@@ -123,7 +123,9 @@ impl ScrubCache {
             Change::Credential(t, c) => {
                 entries.retain(|k, _| k.tenant != t || k.uses.iter().all(|(id, _)| *id != c));
             }
-            Change::Access(t) | Change::Keys(t) => entries.retain(|k, _| k.tenant != t),
+            Change::Access(t) | Change::Keys(t) | Change::KeyRetired(t, _) => {
+                entries.retain(|k, _| k.tenant != t);
+            }
             Change::Everything => entries.clear(),
             // Grants, environments and access requests do not change values.
             Change::Data(_) | Change::Requests(_) => {}

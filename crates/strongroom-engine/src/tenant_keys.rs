@@ -251,8 +251,14 @@ impl Engine {
                 }
                 let mut draft = draft;
                 draft.version = Some(version);
+                let sealed = tenant
+                    .settings
+                    .notifier
+                    .as_ref()
+                    .map(|n| n.sealed_secret.clone());
                 self.commit(tenant.id, draft, |draft| {
-                    self.store.retire_kek(scope, version, draft)
+                    self.store
+                        .retire_kek(scope, version, sealed.as_deref(), draft)
                 })
                 .await?;
                 self.keyring.evict_version(tenant.id, version);

@@ -154,7 +154,7 @@ impl<D: Dialect> SqlStore<D> {
             .map_err(db("audit chain head"))?;
         let head = ChainHead::try_from(head)?;
         let change = (draft.outcome == Outcome::Allowed)
-            .then(|| Change::of(tenant, draft.action, draft.credential))
+            .then(|| Change::of(tenant, draft.action, draft.credential, draft.version))
             .flatten();
         let event = draft.seal(tenant, head.sequence + 1, head.hash);
         let row = EventRow::of(&event)?;

@@ -131,6 +131,9 @@ const INSERT_VERSION: &str = concat!(
     ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
 );
 
+/// KEK version `$2` of tenant `$1`, if it exists.
+const KEK_EXISTS: &str = "SELECT version FROM tenant_keks WHERE tenant_id = $1 AND version = $2";
+
 /// Reads version `$3` of tenant `$1`'s credential `$2`.
 const VERSION: &str = concat!(
     "SELECT ",
@@ -642,6 +645,22 @@ async fn insert_version<D: Dialect>(
     tenant: TenantId,
     v: &StoredVersion,
 ) -> Result<()> {
+    // The KEK version the value was sealed under must still exist (a
+    // replica may seal under a version being retired): checked, and kept
+    // from deletion, until commit.
+    if v.envelope.is_some() {
+        let found: Option<(i32,)> = D::query(&format!("{KEK_EXISTS}{}", D::FOR_SHARE))
+            .bind(tenant.as_uuid())
+            .bind(version_i32(v.kek_version)?)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db("tenant key"))?;
+        if found.is_none() {
+            return Err(Error::precondition(
+                "the tenant key version this value was sealed under was retired; retry",
+            ));
+        }
+    }
     D::query(INSERT_VERSION)
         .bind(tenant.as_uuid())
         .bind(v.credential.as_uuid())

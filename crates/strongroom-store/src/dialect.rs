@@ -64,6 +64,16 @@ pub trait Dialect: Database + Binds + Reads {
     /// role may not delete audit events otherwise.
     const PURGE_SHREDDED_AUDIT: &'static [&'static str];
 
+    /// What ends a `SELECT` whose rows stay locked against writers until
+    /// commit (Postgres: `FOR UPDATE`); nothing where a write transaction
+    /// already excludes every other writer (SQLite).
+    const FOR_UPDATE: &'static str;
+
+    /// What ends a `SELECT` whose rows must not be deleted or changed
+    /// until commit, shared with other readers (Postgres: `FOR SHARE`);
+    /// nothing on SQLite.
+    const FOR_SHARE: &'static str;
+
     /// Whether a batch of events only (reveals, denials) on the head its
     /// committer last wrote may take [`Dialect::fast_events`].
     const FAST_EVENTS: bool = false;

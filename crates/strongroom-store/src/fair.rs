@@ -1130,8 +1130,16 @@ impl<S: Store> KeyStore for FairShare<S> {
         self.inner.replace_notifier_secret(scope, old, new).await
     }
 
-    async fn retire_kek(&self, scope: KeyScope<'_>, version: u32, audit: AuditDraft) -> Result<()> {
-        self.inner.retire_kek(scope, version, audit).await
+    async fn retire_kek(
+        &self,
+        scope: KeyScope<'_>,
+        version: u32,
+        notifier_secret: Option<&str>,
+        audit: AuditDraft,
+    ) -> Result<()> {
+        self.inner
+            .retire_kek(scope, version, notifier_secret, audit)
+            .await
     }
 }
 

@@ -439,10 +439,18 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
         Ok(n == 1)
     }
 
-    async fn retire_kek(&self, scope: KeyScope<'_>, version: u32, audit: AuditDraft) -> Result<()> {
+    async fn retire_kek(
+        &self,
+        scope: KeyScope<'_>,
+        version: u32,
+        notifier_secret: Option<&str>,
+        audit: AuditDraft,
+    ) -> Result<()> {
         let tenant = scope.tenant_id();
         let mut tx = self.keys_tx(scope, true).await?;
-        let row: TenantRow = D::query(TENANT)
+        // The tenant row locked: no key rotation or notifier change
+        // commits meanwhile.
+        let row: TenantRow = D::query(&format!("{TENANT}{}", D::FOR_UPDATE))
             .bind(tenant.as_uuid())
             .fetch_one(&mut *tx)
             .await
@@ -451,6 +459,26 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
             return Err(Error::precondition(
                 "the current key version cannot be retired",
             ));
+        }
+        let settings: TenantSettings = serde_json::from_str(&row.settings)
+            .map_err(|_| Error::internal("corrupt tenant settings"))?;
+        if settings.notifier.as_ref().map(|n| n.sealed_secret.as_str()) != notifier_secret {
+            return Err(Error::precondition(
+                "the notifier's signing secret changed meanwhile; retry",
+            ));
+        }
+        // Deleted first: the KEK row is then locked, so a value writer that
+        // sealed under this version (it checks the row `FOR SHARE` in its
+        // transaction) either committed before, and is counted below, or
+        // finds the version gone and fails.
+        let deleted = D::query(DELETE_KEK)
+            .bind(tenant.as_uuid())
+            .bind(version_i32(version)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("tenant key"))?;
+        if deleted == 0 {
+            return Err(Error::not_found("key version"));
         }
         let (n,): (i64,) = D::query(COUNT_VERSION)
             .bind(tenant.as_uuid())
@@ -462,15 +490,6 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
             return Err(Error::precondition(format!(
                 "{n} data keys are still wrapped by this key version; wait for the re-wrapping"
             )));
-        }
-        let deleted = D::query(DELETE_KEK)
-            .bind(tenant.as_uuid())
-            .bind(version_i32(version)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("tenant key"))?;
-        if deleted == 0 {
-            return Err(Error::not_found("key version"));
         }
         self.append_in(&mut tx, tenant, audit).await?;
         tx.commit().await.map_err(db("tenant key"))?;

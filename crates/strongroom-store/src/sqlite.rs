@@ -114,6 +114,8 @@ impl Dialect for Sqlite {
         "DELETE FROM audit_events WHERE tenant_id = $1",
         "DELETE FROM audit_heads WHERE tenant_id = $1",
     ];
+    const FOR_UPDATE: &'static str = "";
+    const FOR_SHARE: &'static str = "";
 
     /// No row-level security: the transaction is the same for every tenant.
     async fn begin_tenant(

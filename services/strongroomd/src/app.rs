@@ -482,6 +482,7 @@ pub async fn load_root_keys(
             }
         }
     };
+    refuse_unfinished_rotation(&key, next.as_ref(), store).await?;
     let derived = match store
         .get_meta(strongroom_core::keys::DERIVED_KEYS)
         .await
@@ -507,6 +508,43 @@ pub async fn load_root_keys(
         check_is_next,
         derived,
     })
+}
+
+/// Refuses start-up while a root-key rotation is unfinished (its state in
+/// server metadata not yet done) and neither configured key is its target:
+/// such a server would wrap new KEKs by a key being retired.
+async fn refuse_unfinished_rotation(
+    key: &RootKey,
+    next: Option<&RootKey>,
+    store: &dyn Store,
+) -> Result<(), StartError> {
+    let Some(bytes) = store
+        .get_meta(strongroom_core::keys::ROOT_ROTATION)
+        .await
+        .map_err(|e| StartError::Database(e.to_string()))?
+    else {
+        return Ok(());
+    };
+    let state: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|_| StartError::RootKey("corrupt root-key rotation state".to_owned()))?;
+    let done = state.get("done").and_then(serde_json::Value::as_bool);
+    let to = state.get("to").and_then(serde_json::Value::as_str);
+    match (done, to) {
+        (Some(true), _) => Ok(()),
+        (Some(false), Some(to)) => {
+            if key.key_id() == to || next.is_some_and(|n| n.key_id() == to) {
+                Ok(())
+            } else {
+                Err(StartError::RootKey(format!(
+                    "a root-key rotation to {to} is unfinished and this server does not hold \
+                     that key: configure it as root_key.next_file (or finish the rotation) first"
+                )))
+            }
+        }
+        _ => Err(StartError::RootKey(
+            "corrupt root-key rotation state".to_owned(),
+        )),
+    }
 }
 
 /// Whether the key check matches `next` rather than `key`; refused if it
@@ -787,8 +825,13 @@ impl App {
         ));
         // Reported once before serving, so a rotation sees this replica.
         let keys = SystemScope::for_task(SystemTask::KeyRotation);
+        // Fatal: a replica no rotation can see could wrap new KEKs by a
+        // root key being retired.
         if let Err(e) = engine.report_root_keys(&keys).await {
-            tracing::warn!(error = %e, "cannot report this replica's root keys");
+            let _ = stopping_tx.send(true);
+            return Err(StartError::Database(format!(
+                "cannot report this replica's root keys: {e}"
+            )));
         }
         tokio::spawn(report_root_keys(Arc::clone(&engine), stopping_rx.clone()));
         tokio::spawn(rewrap_data_keys(Arc::clone(&engine), stopping_rx.clone()));

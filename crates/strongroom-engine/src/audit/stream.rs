@@ -100,6 +100,7 @@ impl AuditFeed {
                         | Change::Data(t)
                         | Change::Access(t)
                         | Change::Keys(t)
+                        | Change::KeyRetired(t, _)
                         | Change::Requests(t),
                     ) if t == tenant => {
                         return;

@@ -242,7 +242,8 @@ impl<D: Dialect> SqlStore<D> {
             match outcome {
                 Ok(credential) => {
                     if draft.outcome == Outcome::Allowed
-                        && let Some(change) = Change::of(tenant, draft.action, draft.credential)
+                        && let Some(change) =
+                            Change::of(tenant, draft.action, draft.credential, draft.version)
                         && !changes.contains(&change)
                     {
                         changes.push(change);

@@ -91,7 +91,8 @@ pub(crate) fn events_only(works: &[Work], drafts: &[AuditDraft], tenant: TenantI
         .all(|w| matches!(w, Work::Append | Work::Reveal(..)))
         && drafts.iter().all(|d| {
             d.outcome != strongroom_core::audit::Outcome::Allowed
-                || strongroom_core::store::Change::of(tenant, d.action, d.credential).is_none()
+                || strongroom_core::store::Change::of(tenant, d.action, d.credential, d.version)
+                    .is_none()
         })
 }
 

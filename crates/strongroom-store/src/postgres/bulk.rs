@@ -24,6 +24,10 @@ use crate::rows::{CredentialRow, credential_columns, json, version_i32};
 const LOCK_CREDENTIALS: &str =
     "SELECT 1 FROM credentials WHERE tenant_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE";
 
+/// Tenant `$1`'s KEK versions among `$2`, locked against deletion.
+const KEK_VERSIONS: &str =
+    "SELECT version FROM tenant_keks WHERE tenant_id = $1 AND version = ANY($2) FOR KEY SHARE";
+
 /// Advances each of tenant `$1`'s credentials `$2` whose latest version is
 /// still the expected `$3` (and that is active) to version `$4`, inserts
 /// the version (`$5`..`$8`) and prunes the versions up to `$9`; returns the
@@ -83,9 +87,47 @@ pub(super) async fn mutations(
     works: &[Work],
 ) -> Result<Vec<Outcome>> {
     let mut out: Vec<Outcome> = works.iter().map(|_| None).collect();
+    if !kek_versions_exist(tx, tenant, works).await? {
+        // A value sealed under a retired KEK version: the job-by-job path
+        // refuses it.
+        return Ok(out);
+    }
     rotations(tx, tenant, works, &mut out).await?;
     creates(tx, tenant, works, &mut out).await?;
     Ok(out)
+}
+
+/// Locks (`FOR KEY SHARE`: a retirement's delete waits until commit) the
+/// KEK versions the batch's values were sealed under; whether all exist.
+async fn kek_versions_exist(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: TenantId,
+    works: &[Work],
+) -> Result<bool> {
+    let mut versions: Vec<i32> = Vec::new();
+    for w in works {
+        let v = match w {
+            Work::AddVersion { version, .. } => version,
+            Work::CreateCredential { first, .. } => first,
+            _ => continue,
+        };
+        if v.envelope.is_some() {
+            let k = version_i32(v.kek_version)?;
+            if !versions.contains(&k) {
+                versions.push(k);
+            }
+        }
+    }
+    if versions.is_empty() {
+        return Ok(true);
+    }
+    let found: Vec<(i32,)> = sqlx::query_as(KEK_VERSIONS)
+        .bind(tenant.as_uuid())
+        .bind(&versions)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db("tenant key"))?;
+    Ok(found.len() == versions.len())
 }
 
 /// Adds the batch's new versions in two statements, before any create:

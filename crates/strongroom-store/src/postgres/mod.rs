@@ -298,6 +298,8 @@ impl Dialect for Postgres {
 
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const PURGE_SHREDDED_AUDIT: &'static [&'static str] = &["SELECT purge_shredded_audit($1)"];
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const FOR_SHARE: &'static str = " FOR KEY SHARE";
 
     /// Batches of events only take [`Postgres::fast_events`]: one round
     /// trip to the server instead of six.

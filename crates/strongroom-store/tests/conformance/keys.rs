@@ -151,7 +151,7 @@ pub async fn kek_rotation_and_retirement(store: Arc<dyn Store>) {
     assert_eq!(
         code(
             store
-                .retire_kek(own, 1, draft(&scope, Action::TenantKeyRetire))
+                .retire_kek(own, 1, None, draft(&scope, Action::TenantKeyRetire))
                 .await
         ),
         Code::FailedPrecondition
@@ -159,7 +159,7 @@ pub async fn kek_rotation_and_retirement(store: Arc<dyn Store>) {
     assert_eq!(
         code(
             store
-                .retire_kek(own, 2, draft(&scope, Action::TenantKeyRetire))
+                .retire_kek(own, 2, None, draft(&scope, Action::TenantKeyRetire))
                 .await
         ),
         Code::FailedPrecondition
@@ -217,7 +217,7 @@ pub async fn kek_rotation_and_retirement(store: Arc<dyn Store>) {
 
     // Retired once unused; gone from the tenant's KEKs, audited.
     store
-        .retire_kek(by_operator, 1, draft(&scope, Action::TenantKeyRetire))
+        .retire_kek(by_operator, 1, None, draft(&scope, Action::TenantKeyRetire))
         .await
         .unwrap();
     assert_eq!(
@@ -233,11 +233,18 @@ pub async fn kek_rotation_and_retirement(store: Arc<dyn Store>) {
     assert_eq!(
         code(
             store
-                .retire_kek(own, 1, draft(&scope, Action::TenantKeyRetire))
+                .retire_kek(own, 1, None, draft(&scope, Action::TenantKeyRetire))
                 .await
         ),
         Code::NotFound
     );
+    // A value sealed under the retired version (by a replica that missed
+    // the retirement) is refused, never stranded.
+    assert_eq!(
+        code(acme.rotate(store.as_ref(), &db, 2).await.map(|_| ())),
+        Code::FailedPrecondition
+    );
+    assert_eq!(store.data_key_counts(own).await.unwrap(), vec![(2, 2)]);
     let events = crate::support::audit_log(store.as_ref(), &scope).await;
     assert!(
         events
@@ -287,4 +294,31 @@ pub async fn notifier_secret_is_swapped_from_the_value_read(store: Arc<dyn Store
     let n = t.settings.notifier.unwrap();
     assert_eq!(n.sealed_secret, "bb");
     assert_eq!(n.url, "https://hooks.example.com/x");
+
+    // Retiring checks, in its transaction, that the notifier secret is the
+    // one the caller found sealed under another version.
+    let record = WrappedKekRecord {
+        tenant: acme.id(),
+        version: 2,
+        wrapped: vec![2; 61],
+        created_at: Timestamp::from_micros(1_000),
+    };
+    store
+        .add_kek_version(own, &record, draft(&scope, Action::TenantKeyRotate))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            store
+                .retire_kek(own, 1, Some("aa"), draft(&scope, Action::TenantKeyRetire))
+                .await
+        ),
+        Code::FailedPrecondition
+    );
+    assert_eq!(store.tenant_keks(own).await.unwrap().len(), 2);
+    store
+        .retire_kek(own, 1, Some("bb"), draft(&scope, Action::TenantKeyRetire))
+        .await
+        .unwrap();
+    assert_eq!(store.tenant_keks(own).await.unwrap().len(), 1);
 }
