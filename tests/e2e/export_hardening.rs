@@ -261,7 +261,8 @@ async fn an_import_trusts_nothing_the_exporter_could_change() {
 
     // Key-derivation costs from the unauthenticated header, refused before
     // any derivation, naming the field.
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "header.kdf.t_cost",
             Box::new(|h| h["kdf"]["t_cost"] = Value::from(u32::MAX)),

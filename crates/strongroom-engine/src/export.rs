@@ -893,7 +893,7 @@ fn check_import_kdf(kdf: &strongroom_crypto::ExportKdf, ours: ExportKdf) -> Resu
         ));
     }
     let salt = kdf.salt.len() / 2;
-    if kdf.salt.len() % 2 != 0
+    if !kdf.salt.len().is_multiple_of(2)
         || !kdf.salt.bytes().all(|b| b.is_ascii_hexdigit())
         || !IMPORT_KDF_SALT_BYTES.contains(&salt)
     {
@@ -1167,7 +1167,8 @@ mod tests {
     fn import_kdf_costs_are_bounded_before_deriving() {
         let ours = ExportKdf::default();
         assert_eq!(refused_field(&kdf(), ours), None);
-        let cases: Vec<(fn(&mut strongroom_crypto::ExportKdf), &str)> = vec![
+        type Change = fn(&mut strongroom_crypto::ExportKdf);
+        let cases: Vec<(Change, &str)> = vec![
             (|k| k.algorithm = "scrypt".into(), "header.kdf.algorithm"),
             (|k| k.version = 0x10, "header.kdf.version"),
             (|k| k.m_cost_kib = 4 * 1024 * 1024, "header.kdf.m_cost_kib"),
