@@ -33,6 +33,7 @@ mod credential_test;
 mod credential_update;
 mod dev_mode;
 mod emergency_revoke;
+mod export_hardening;
 mod export_import;
 mod field_bounds;
 mod grpcurl;

@@ -172,12 +172,25 @@ pub trait ExportStore: Send + Sync {
     /// (the tenant's writers wait for the read).
     async fn export_rows(&self, scope: ExportScope<'_>) -> Result<TenantRows>;
 
+    /// Records a sealed export in one transaction: `tenant_event` in the
+    /// tenant's chain (whoever exported, so the tenant sees every export of
+    /// its data) and, for a platform operator, `platform_event` in the
+    /// platform chain. `Ok(false)`, and nothing written, if the tenant was
+    /// shredded meanwhile.
+    async fn record_export(
+        &self,
+        scope: ExportScope<'_>,
+        tenant_event: AuditDraft,
+        platform_event: Option<AuditDraft>,
+    ) -> Result<bool>;
+
     /// Writes a whole tenant in one transaction: its rows as they are (ids,
     /// sequences and hashes kept), then `tenant_event` linked after the
     /// imported chain head and `platform_event` in the platform chain.
     /// `AlreadyExists` if the tenant's id or name is taken, or one of its
-    /// identity namespaces or bindings is another tenant's; nothing is
-    /// written on any error.
+    /// identity namespaces or bindings is another tenant's;
+    /// `InvalidArgument` if the imported chain does not verify (links,
+    /// hashes, the head its last event); nothing is written on any error.
     async fn import_rows(
         &self,
         scope: &PlatformScope<'_>,

@@ -26,15 +26,16 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use strongroom_core::audit::{Action, AuditDetail, Outcome};
+use strongroom_core::audit::{Action, AuditDetail, AuditDraft, Outcome};
 use strongroom_core::export::{Cell, ColumnKind, ExportScope, TableRows, TenantImport, TenantRows};
 use strongroom_core::ids::TenantId;
 use strongroom_core::names::TenantName;
 use strongroom_core::policy::Reason;
+use strongroom_core::principal::IdentityPattern;
 use strongroom_core::scope::Authenticated;
-use strongroom_core::tenant::{Tenant, WrappedKekRecord};
+use strongroom_core::tenant::{Tenant, TenantStatus, WrappedKekRecord};
 use strongroom_core::value::CredentialValue;
-use strongroom_core::{Error, Result};
+use strongroom_core::{Error, Precondition, Result};
 use strongroom_crypto::{Aad, CryptoError, Envelope, ExportSealer, KdfParams, Kek};
 use zeroize::Zeroizing;
 
@@ -235,8 +236,12 @@ fn sealed_notifier_secret(settings: &Value) -> Option<&str> {
 impl Engine {
     /// Exports a tenant as an encrypted file: the caller's own tenant (an
     /// admin confined to no environment), or `tenant` (a platform
-    /// operator). Audited as `tenant.export` (in the tenant's chain, or the
-    /// platform chain for an operator) once the file is sealed.
+    /// operator). Audited as `tenant.export` in the tenant's chain whoever
+    /// exports (so a tenant sees an operator's export of its data), and in
+    /// the platform chain too for an operator, once the file is sealed.
+    /// A shredded tenant is refused ([`Precondition::TenantShredded`]),
+    /// checked when its rows are read and again when the export is
+    /// recorded.
     pub async fn export_tenant(
         &self,
         caller: &Authenticated,
@@ -251,17 +256,19 @@ impl Engine {
                 Error::invalid("tenant", "a platform operator names the tenant to export")
             })?;
             check_passphrase(&passphrase, "passphrase")?;
-            let rows = self
-                .store
-                .export_rows(ExportScope::Platform(&scope, tenant))
-                .await?;
+            let _transfer = self.transfers.begin(Some(tenant))?;
+            let export = ExportScope::Platform(&scope, tenant);
+            let rows = self.store.export_rows(export).await?;
+            refuse_shredded(&rows)?;
             let name = tenant_name(&rows)?;
             let file = self
                 .seal_export(tenant, rows, passphrase, &progress)
                 .await?;
-            let mut draft = self.platform_draft(&scope, ctx, Action::TenantExport);
-            draft.detail = Some(AuditDetail::Tenant { name });
-            self.durable(self.store.append_platform_audit(draft))
+            let mut tenant_event = self.platform_draft(&scope, ctx, Action::TenantExport);
+            tenant_event.detail = Some(AuditDetail::Tenant { name: name.clone() });
+            let mut platform_event = self.platform_draft(&scope, ctx, Action::TenantExport);
+            platform_event.detail = Some(AuditDetail::Tenant { name });
+            self.record_export(export, tenant_event, Some(platform_event))
                 .await?;
             return Ok(file);
         }
@@ -275,12 +282,14 @@ impl Engine {
             ));
         }
         check_passphrase(&passphrase, "passphrase")?;
+        let _transfer = self.transfers.begin(Some(scope.tenant_id()))?;
         progress(Progress {
             phase: Phase::Reading,
             done: 0,
             total: 0,
         });
         let rows = self.store.export_rows(ExportScope::Tenant(&scope)).await?;
+        refuse_shredded(&rows)?;
         let name = tenant_name(&rows)?;
         let file = self
             .seal_export(scope.tenant_id(), rows, passphrase, &progress)
@@ -293,8 +302,30 @@ impl Engine {
             Reason::AllowedByRole,
         );
         draft.detail = Some(AuditDetail::Tenant { name });
-        self.durable(self.store.append_audit(&scope, draft)).await?;
+        self.record_export(ExportScope::Tenant(&scope), draft, None)
+            .await?;
         Ok(file)
+    }
+
+    /// Writes an export's events durably; refused if the tenant was
+    /// shredded while its file was sealed (the file is then dropped).
+    async fn record_export(
+        &self,
+        scope: ExportScope<'_>,
+        tenant_event: AuditDraft,
+        platform_event: Option<AuditDraft>,
+    ) -> Result<()> {
+        let recorded = self
+            .durable(
+                self.store
+                    .record_export(scope, tenant_event, platform_event),
+            )
+            .await?;
+        if recorded {
+            Ok(())
+        } else {
+            Err(Error::FailedPrecondition(Precondition::TenantShredded))
+        }
     }
 
     /// Opens the values of `rows` and writes the sealed file.
@@ -513,6 +544,18 @@ impl Engine {
         if file.is_empty() {
             return Err(Error::invalid("chunk", "no export bytes were sent"));
         }
+        // The key derivation's costs come from the unauthenticated header:
+        // bounded before any work is spent on them.
+        let header = strongroom_crypto::read_sealed_header(&file).map_err(|e| match e {
+            CryptoError::Malformed(what) => Error::invalid(
+                "chunk",
+                format!("not a strongroom export this server reads ({what}); nothing was imported"),
+            ),
+            other => crypto_error(other),
+        })?;
+        check_import_kdf(&header.kdf, self.limits.export_kdf)?;
+        let _transfer = self.transfers.begin(None)?;
+        let file_sha256 = hex::encode(strongroom_crypto::export_digest(&file));
         progress(Progress {
             phase: Phase::Verifying,
             done: 0,
@@ -562,6 +605,7 @@ impl Engine {
         }
         let name = tenant_name(&rows)?;
         TenantName::parse(&name, "header.tenant_name")?;
+        self.check_imported_namespaces(&mut rows)?;
 
         // The tenant's new key, and every value sealed under it.
         let now = self.now();
@@ -659,9 +703,12 @@ impl Engine {
             rows,
         };
         let mut tenant_event = self.platform_draft(&scope, ctx, Action::TenantImport);
-        tenant_event.detail = Some(AuditDetail::Tenant { name: name.clone() });
+        tenant_event.detail = Some(AuditDetail::TenantImport {
+            name: name.clone(),
+            file_sha256: file_sha256.clone(),
+        });
         let mut platform_event = self.platform_draft(&scope, ctx, Action::TenantImport);
-        platform_event.detail = Some(AuditDetail::Tenant { name });
+        platform_event.detail = Some(AuditDetail::TenantImport { name, file_sha256 });
         // Through `commit`: a restored tenant brings identities this
         // server may have cached as unknown.
         self.commit(tenant, tenant_event, |tenant_event| {
@@ -672,6 +719,209 @@ impl Engine {
         let tenant = self.store.get_tenant(&scope, tenant).await?;
         Ok((tenant, counts))
     }
+}
+
+impl Engine {
+    /// Checks the identity namespaces a file brings as an operator's
+    /// assignment is checked (form, disjointness, depth, no platform
+    /// operator covered), and marks every one derived: whoever exported
+    /// the file knows its passphrase and can re-seal it with any rows, so
+    /// the namespaces are listed for an operator's review
+    /// (`strongroomd migrate`) until an operator assigns the tenant's
+    /// namespaces. Overlaps with other tenants are refused by the store.
+    fn check_imported_namespaces(&self, rows: &mut TenantRows) -> Result<()> {
+        let t = rows
+            .table_mut("identity_namespaces")
+            .ok_or_else(|| bad_file("no identity_namespaces table"))?;
+        let (kind, pattern, derived) = (
+            column(t, "kind")?,
+            column(t, "pattern")?,
+            column(t, "derived")?,
+        );
+        let mut namespaces = Vec::with_capacity(t.rows.len());
+        for row in &t.rows {
+            let (Cell::Text(k), Cell::Text(p)) = (&row[kind], &row[pattern]) else {
+                return Err(bad_file("an identity namespace"));
+            };
+            let text = match k.as_str() {
+                "exact" => p.clone(),
+                "prefix" => format!("{p}*"),
+                _ => return Err(bad_file("an identity namespace's kind")),
+            };
+            let parsed = IdentityPattern::parse(&text, "identity_namespaces")?;
+            if parsed
+                != (if k == "exact" {
+                    IdentityPattern::Exact(p.clone())
+                } else {
+                    IdentityPattern::Prefix(p.clone())
+                })
+            {
+                return Err(bad_file("an identity namespace is not in its stored form"));
+            }
+            namespaces.push(parsed);
+        }
+        self.check_assignment(&namespaces)?;
+        for row in &mut t.rows {
+            row[derived] = Cell::Int(1);
+        }
+        Ok(())
+    }
+}
+
+/// Exports and imports one server runs at once (each holds a whole
+/// tenant in memory and runs Argon2id); more are refused
+/// (RESOURCE_EXHAUSTED), as is a second export of a tenant being exported.
+pub const MAX_TRANSFERS: usize = 2;
+
+/// The exports and imports running on this server.
+#[derive(Debug)]
+pub(crate) struct Transfers {
+    slots: Arc<tokio::sync::Semaphore>,
+    exporting: Arc<std::sync::Mutex<std::collections::HashSet<TenantId>>>,
+}
+
+impl Default for Transfers {
+    fn default() -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_TRANSFERS)),
+            exporting: Arc::default(),
+        }
+    }
+}
+
+/// A running export or import; its slot (and its tenant's export) is
+/// released when dropped.
+pub(crate) struct TransferPermit {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    exporting: Option<(
+        TenantId,
+        Arc<std::sync::Mutex<std::collections::HashSet<TenantId>>>,
+    )>,
+}
+
+impl Drop for TransferPermit {
+    fn drop(&mut self) {
+        if let Some((tenant, exporting)) = self.exporting.take() {
+            exporting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&tenant);
+        }
+    }
+}
+
+impl Transfers {
+    /// A slot for an export of `tenant`, or an import (`None`).
+    pub(crate) fn begin(&self, tenant: Option<TenantId>) -> Result<TransferPermit> {
+        let slot = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
+            Error::ResourceExhausted(
+                format!("this server already runs {MAX_TRANSFERS} exports or imports; retry later")
+                    .into(),
+            )
+        })?;
+        let exporting = match tenant {
+            Some(tenant) => {
+                let fresh = self
+                    .exporting
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(tenant);
+                if !fresh {
+                    return Err(Error::ResourceExhausted(
+                        "this tenant is being exported already; retry when it is done".into(),
+                    ));
+                }
+                Some((tenant, Arc::clone(&self.exporting)))
+            }
+            None => None,
+        };
+        Ok(TransferPermit {
+            _slot: slot,
+            exporting,
+        })
+    }
+}
+
+/// Argon2id memory an import accepts at most, in KiB, unless this server
+/// writes its own files with more (`limits.export_kdf_memory_kib`).
+pub const IMPORT_KDF_MAX_MEMORY_KIB: u32 = 1024 * 1024;
+/// Argon2id passes an import accepts (as `limits.export_kdf_passes`).
+pub const IMPORT_KDF_PASSES: std::ops::RangeInclusive<u32> = 1..=10;
+/// Argon2id parallelism an import accepts (files are written with 1).
+pub const IMPORT_KDF_PARALLELISM: std::ops::RangeInclusive<u32> = 1..=4;
+/// Salt lengths an import accepts, in bytes (files are written with 16).
+pub const IMPORT_KDF_SALT_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
+
+/// Checks the key derivation parameters of an import's header, which no
+/// one has authenticated yet: Argon2id 1.3 with costs this server would
+/// spend, each refused naming its header field.
+fn check_import_kdf(kdf: &strongroom_crypto::ExportKdf, ours: ExportKdf) -> Result<()> {
+    if kdf.algorithm != "argon2id" {
+        return Err(Error::invalid("header.kdf.algorithm", "must be argon2id"));
+    }
+    if kdf.version != 0x13 {
+        return Err(Error::invalid(
+            "header.kdf.version",
+            "must be 19 (Argon2 1.3)",
+        ));
+    }
+    let max_memory = IMPORT_KDF_MAX_MEMORY_KIB.max(ours.memory_kib);
+    if !(8..=max_memory).contains(&kdf.m_cost_kib) {
+        return Err(Error::invalid(
+            "header.kdf.m_cost_kib",
+            format!("must be 8 to {max_memory} (KiB)"),
+        ));
+    }
+    if !IMPORT_KDF_PASSES.contains(&kdf.t_cost) {
+        return Err(Error::invalid(
+            "header.kdf.t_cost",
+            format!(
+                "must be {} to {}",
+                IMPORT_KDF_PASSES.start(),
+                IMPORT_KDF_PASSES.end()
+            ),
+        ));
+    }
+    if !IMPORT_KDF_PARALLELISM.contains(&kdf.p_cost) {
+        return Err(Error::invalid(
+            "header.kdf.p_cost",
+            format!(
+                "must be {} to {}",
+                IMPORT_KDF_PARALLELISM.start(),
+                IMPORT_KDF_PARALLELISM.end()
+            ),
+        ));
+    }
+    let salt = kdf.salt.len() / 2;
+    if !kdf.salt.len().is_multiple_of(2)
+        || !kdf.salt.bytes().all(|b| b.is_ascii_hexdigit())
+        || !IMPORT_KDF_SALT_BYTES.contains(&salt)
+    {
+        return Err(Error::invalid(
+            "header.kdf.salt",
+            format!(
+                "must be {} to {} bytes, hex",
+                IMPORT_KDF_SALT_BYTES.start(),
+                IMPORT_KDF_SALT_BYTES.end()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses the rows of a shredded tenant: its values are gone, and an
+/// export of what is left is not a restorable tenant.
+fn refuse_shredded(rows: &TenantRows) -> Result<()> {
+    let t = rows
+        .table("tenants")
+        .ok_or_else(|| Error::internal("no tenants table"))?;
+    let at = column(t, "status")?;
+    if t.rows.first().map(|r| &r[at])
+        == Some(&Cell::Text(TenantStatus::Shredded.as_str().to_owned()))
+    {
+        return Err(Error::FailedPrecondition(Precondition::TenantShredded));
+    }
+    Ok(())
 }
 
 /// The tenant's name in its row.
@@ -863,4 +1113,85 @@ fn parse_payload(payload: &[u8]) -> Result<ParsedExport> {
         rows,
         notifier_secret,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kdf() -> strongroom_crypto::ExportKdf {
+        strongroom_crypto::ExportKdf {
+            algorithm: "argon2id".into(),
+            version: 0x13,
+            m_cost_kib: 64 * 1024,
+            t_cost: 3,
+            p_cost: 1,
+            salt: "00".repeat(16),
+        }
+    }
+
+    fn refused_field(k: &strongroom_crypto::ExportKdf, ours: ExportKdf) -> Option<String> {
+        match check_import_kdf(k, ours) {
+            Ok(()) => None,
+            Err(Error::InvalidArgument { field, .. }) => Some(field.to_string()),
+            Err(other) => panic!("not INVALID_ARGUMENT: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn transfers_are_bounded_globally_and_per_tenant() {
+        let transfers = Transfers::default();
+        let (a, b) = (TenantId::generate(), TenantId::generate());
+        let first = transfers.begin(Some(a)).expect("a first export");
+        assert!(matches!(
+            transfers.begin(Some(a)),
+            Err(Error::ResourceExhausted(_))
+        ));
+        let import = transfers.begin(None).expect("an import beside it");
+        assert!(matches!(
+            transfers.begin(Some(b)),
+            Err(Error::ResourceExhausted(_))
+        ));
+        drop(first);
+        let again = transfers
+            .begin(Some(a))
+            .expect("a's export once the first ended");
+        drop((again, import));
+        let _both = (
+            transfers.begin(Some(a)).expect("a"),
+            transfers.begin(Some(b)).expect("b"),
+        );
+    }
+
+    #[test]
+    fn import_kdf_costs_are_bounded_before_deriving() {
+        let ours = ExportKdf::default();
+        assert_eq!(refused_field(&kdf(), ours), None);
+        type Change = fn(&mut strongroom_crypto::ExportKdf);
+        let cases: Vec<(Change, &str)> = vec![
+            (|k| k.algorithm = "scrypt".into(), "header.kdf.algorithm"),
+            (|k| k.version = 0x10, "header.kdf.version"),
+            (|k| k.m_cost_kib = 4 * 1024 * 1024, "header.kdf.m_cost_kib"),
+            (|k| k.t_cost = 0, "header.kdf.t_cost"),
+            (|k| k.t_cost = u32::MAX, "header.kdf.t_cost"),
+            (|k| k.p_cost = 1 << 24, "header.kdf.p_cost"),
+            (|k| k.p_cost = 0, "header.kdf.p_cost"),
+            (|k| k.salt = "00".repeat(8), "header.kdf.salt"),
+            (|k| k.salt = "00".repeat(65), "header.kdf.salt"),
+            (|k| k.salt = "zz".repeat(16), "header.kdf.salt"),
+        ];
+        for (change, field) in cases {
+            let mut k = kdf();
+            change(&mut k);
+            assert_eq!(refused_field(&k, ours).as_deref(), Some(field), "{k:?}");
+        }
+        // A server that writes with more memory reads its own files.
+        let mut big = kdf();
+        big.m_cost_kib = 2 * 1024 * 1024;
+        let writer = ExportKdf {
+            memory_kib: 2 * 1024 * 1024,
+            passes: 3,
+        };
+        assert_eq!(refused_field(&big, writer), None);
+    }
 }

@@ -124,6 +124,8 @@ pub struct Engine {
     notifier_wake: tokio::sync::Notify,
     /// How `TestCredential` reaches a database, if the server gave one.
     database_probe: Option<Arc<dyn ports::DatabaseProbe>>,
+    /// The exports and imports running (bounded, one export per tenant).
+    transfers: export::Transfers,
 }
 
 impl Engine {
@@ -172,6 +174,7 @@ impl Engine {
             min_namespace_depth: strongroom_core::principal::DEFAULT_MIN_NAMESPACE_DEPTH,
             notifier_wake: tokio::sync::Notify::new(),
             database_probe: None,
+            transfers: export::Transfers::default(),
         }
     }
 

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use sqlx::Transaction;
-use strongroom_core::audit::{AuditDraft, AuditEvent, ChainHead, Outcome};
+use strongroom_core::audit::{AuditDraft, AuditEvent, ChainHead, ChainVerifier, Outcome};
 use strongroom_core::ids::TenantId;
 use strongroom_core::lease::Lease;
 use strongroom_core::page::{Page, PageRequest};
@@ -135,6 +135,63 @@ impl<D: Dialect> AuditStore for SqlStore<D> {
         tx.commit().await.map_err(db("audit event"))?;
         rows.into_iter().map(TryInto::try_into).collect()
     }
+}
+
+/// Events read per round trip while an imported chain is verified.
+const VERIFY_BATCH: i64 = 1_000;
+
+/// Verifies `tenant`'s whole chain as written in `tx` (an import, before
+/// it commits): every event linked to the one before and matching its
+/// hash from the first, and the head equal to the last event.
+/// `InvalidArgument` naming the first broken sequence otherwise.
+pub(crate) async fn verify_chain_in<D: Dialect>(
+    tx: &mut Transaction<'static, D>,
+    tenant: TenantId,
+) -> Result<()> {
+    let broken = |sequence: u64, reason: &str| {
+        Error::invalid(
+            "chunk",
+            format!(
+                "the export's audit chain does not verify at sequence {sequence} ({reason}); \
+                 nothing was imported"
+            ),
+        )
+    };
+    let head: HeadRow = D::query(D::LOCK_TENANT_HEAD)
+        .bind(tenant.as_uuid())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("audit chain head"))?;
+    let head = ChainHead::try_from(head)?;
+    let mut verifier = ChainVerifier::default();
+    loop {
+        let after = verifier.expected_sequence() - 1;
+        let rows: Vec<AuditRow> = D::query(AFTER)
+            .bind(tenant.as_uuid())
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(VERIFY_BATCH)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("audit event"))?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            let event = AuditEvent::try_from(row)
+                .map_err(|_| broken(verifier.expected_sequence(), "an event does not parse"))?;
+            verifier
+                .push(&event)
+                .map_err(|b| broken(b.sequence, b.reason))?;
+        }
+    }
+    let last = verifier.expected_sequence() - 1;
+    if last != head.sequence || verifier.head() != head.hash {
+        return Err(broken(
+            last.max(head.sequence),
+            "the head is not the last event",
+        ));
+    }
+    Ok(())
 }
 
 impl<D: Dialect> SqlStore<D> {

@@ -16,6 +16,7 @@ use strongroom_core::export::{
     Cell, ColumnKind, ExportScope, ExportStore, TableRows, TenantImport, TenantRows,
 };
 use strongroom_core::scope::PlatformScope;
+use strongroom_core::tenant::TenantStatus;
 use strongroom_core::{Error, Result};
 use uuid::Uuid;
 
@@ -39,9 +40,12 @@ pub struct TableSpec {
 }
 
 /// The tables of a tenant an export holds, in restore order. Left out on
-/// purpose: `tenant_keks` (the importing server makes a new KEK),
-/// `idempotency_keys` (retries of calls made to the old server),
-/// `notification_deliveries` (the old server's delivery attempts).
+/// purpose ([`LEFT_OUT`]): `tenant_keks` (the importing server makes a new
+/// KEK), `tenant_key_rewraps` (progress of a re-wrapping to the old
+/// server's KEK versions), `idempotency_keys` (retries of calls made to the
+/// old server), `notification_deliveries` (the old server's delivery
+/// attempts; a rotation reminder keeps the id of its delivery, so a
+/// reminder already sent is not sent again).
 pub const TABLES: &[TableSpec] = &[
     TableSpec {
         name: "tenants",
@@ -209,6 +213,18 @@ pub const TABLES: &[TableSpec] = &[
         order: "id",
     },
     TableSpec {
+        name: "rotation_reminders",
+        tenant_column: "tenant_id",
+        columns: &[
+            ("credential_id", U),
+            ("reminder", Text),
+            ("window_at", BigInt),
+            ("delivery_id", U),
+            ("created_at", BigInt),
+        ],
+        order: "credential_id, reminder, window_at",
+    },
+    TableSpec {
         name: "audit_heads",
         tenant_column: "tenant_id",
         columns: &[("sequence", BigInt), ("hash", Bytes)],
@@ -245,8 +261,16 @@ pub const TABLES: &[TableSpec] = &[
 ];
 
 /// Tables holding tenant data that an export leaves out, and why (see
-/// [`TABLES`]).
-pub const LEFT_OUT: &[&str] = &["tenant_keks", "idempotency_keys", "notification_deliveries"];
+/// [`TABLES`]): `tenant_keks` (the importing server makes a new KEK),
+/// `tenant_key_rewraps` (a re-wrapping to the old server's KEK versions;
+/// every imported value is sealed under the new KEK), `idempotency_keys`,
+/// `notification_deliveries` (as above).
+pub const LEFT_OUT: &[&str] = &[
+    "tenant_keks",
+    "tenant_key_rewraps",
+    "idempotency_keys",
+    "notification_deliveries",
+];
 
 /// Parameters one multi-row insert binds at most (below SQLite's and
 /// Postgres' limits).
@@ -449,6 +473,41 @@ impl<D: Dialect> ExportStore for SqlStore<D> {
         Ok(TenantRows { tables, keks })
     }
 
+    async fn record_export(
+        &self,
+        scope: ExportScope<'_>,
+        tenant_event: AuditDraft,
+        platform_event: Option<AuditDraft>,
+    ) -> Result<bool> {
+        let tenant = scope.tenant_id();
+        let mut tx = match scope {
+            ExportScope::Tenant(_) => self.tenant_tx(tenant, true).await?,
+            ExportScope::Platform(..) => self.platform_tx(Some(tenant), true).await?,
+        };
+        // The head first, as every writer of the tenant (and the shred).
+        let _: crate::rows::HeadRow = D::query(D::LOCK_TENANT_HEAD)
+            .bind(tenant.as_uuid())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("tenant"))?;
+        let status: Option<(String,)> = D::query("SELECT status FROM tenants WHERE id = $1")
+            .bind(tenant.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("tenant"))?;
+        match status {
+            None => return Err(Error::not_found("tenant")),
+            Some((s,)) if s == TenantStatus::Shredded.as_str() => return Ok(false),
+            Some(_) => {}
+        }
+        self.append_in(&mut tx, tenant, tenant_event).await?;
+        if let Some(event) = platform_event {
+            crate::chains::append_platform_in::<D>(&mut tx, event).await?;
+        }
+        tx.commit().await.map_err(db("tenant"))?;
+        Ok(true)
+    }
+
     async fn import_rows(
         &self,
         _scope: &PlatformScope<'_>,
@@ -487,6 +546,7 @@ impl<D: Dialect> ExportStore for SqlStore<D> {
             }
         }
         crate::identity::refuse_overlaps(&mut tx, tenant).await?;
+        crate::audit::verify_chain_in(&mut tx, tenant).await?;
         self.append_in(&mut tx, tenant, tenant_event).await?;
         crate::chains::append_platform_in::<D>(&mut tx, platform_event).await?;
         tx.commit().await.map_err(db("tenant"))?;

@@ -284,6 +284,17 @@ impl<S: Store> strongroom_core::export::ExportStore for FairShare<S> {
         self.inner.export_rows(scope).await
     }
 
+    async fn record_export(
+        &self,
+        scope: strongroom_core::export::ExportScope<'_>,
+        tenant_event: AuditDraft,
+        platform_event: Option<AuditDraft>,
+    ) -> Result<bool> {
+        self.inner
+            .record_export(scope, tenant_event, platform_event)
+            .await
+    }
+
     async fn import_rows(
         &self,
         scope: &PlatformScope<'_>,

@@ -372,6 +372,14 @@ pub enum AuditDetail {
         /// The delivery enqueued for the tenant's notifier.
         delivery: Option<DeliveryId>,
     },
+    /// A tenant was restored from an export file: its name, and the file's
+    /// SHA-256 (hex), to match against the export's summary.
+    TenantImport {
+        /// Its name.
+        name: String,
+        /// SHA-256 of the whole file, hex.
+        file_sha256: String,
+    },
 }
 
 /// Why a text is not an audit detail's canonical encoding.
@@ -622,6 +630,10 @@ mod tests {
                 reminder: "due_soon".into(),
                 window: Timestamp::from_micros(1_000_000),
                 delivery: Some(DeliveryId::from_uuid(uuid(9))),
+            },
+            AuditDetail::TenantImport {
+                name: "acme".into(),
+                file_sha256: "ab".repeat(32),
             },
         ]
     }

@@ -5,9 +5,12 @@
 use std::sync::Arc;
 
 use sqlx::{PgPool, SqlitePool};
-use strongroom_core::audit::{Action, Outcome};
+use strongroom_core::audit::{
+    Action, AuditDetail, AuditDraft, AuditEvent, EventFormat, GENESIS_HASH, Outcome,
+};
 use strongroom_core::export::{Cell, ExportScope, TenantImport, TenantRows};
 use strongroom_core::ids::TenantId;
+use strongroom_core::ids::{CredentialId, EventId, PrincipalId};
 use strongroom_core::policy::{Capability, GrantSubject};
 use strongroom_core::principal::Role;
 use strongroom_core::store::Store;
@@ -72,8 +75,71 @@ fn moved(rows: &TenantRows, to: TenantId, from_name: &str, name: &str) -> Tenant
             }
         }
     }
-    let _ = to;
+    rechain(&mut out, to);
     out
+}
+
+/// Re-links and re-hashes the audit events of `rows` as `tenant`'s chain
+/// (the tenant's id is in every hash), and moves the head to the last one.
+fn rechain(rows: &mut TenantRows, tenant: TenantId) {
+    let text = |c: &Cell| match c {
+        Cell::Text(t) => Some(t.clone()),
+        _ => None,
+    };
+    let uuid = |c: &Cell| match c {
+        Cell::Uuid(u) => Some(*u),
+        _ => None,
+    };
+    let int = |c: &Cell| match c {
+        Cell::Int(i) => *i,
+        other => panic!("not an integer: {other:?}"),
+    };
+    let mut prev = GENESIS_HASH;
+    let table = rows.table_mut("audit_events").expect("audit_events");
+    for row in &mut table.rows {
+        let format = EventFormat::from_number(int(&row[20]) as i32).expect("format");
+        let detail_text = text(&row[17]);
+        let detail = match (format, detail_text.as_deref()) {
+            (EventFormat::V2, Some(t)) => AuditDetail::decode(t).ok(),
+            _ => None,
+        };
+        let mut event = AuditEvent {
+            tenant,
+            sequence: int(&row[0]) as u64,
+            format,
+            detail_text,
+            draft: AuditDraft {
+                id: EventId::from_uuid(uuid(&row[1]).expect("id")),
+                at: Timestamp::from_micros(int(&row[2])),
+                principal: uuid(&row[3]).map(PrincipalId::from_uuid),
+                actor: text(&row[4]).expect("actor"),
+                on_behalf_of: text(&row[5]),
+                action: Action::parse(&text(&row[6]).expect("action")).expect("action"),
+                credential: uuid(&row[7]).map(CredentialId::from_uuid),
+                credential_name: text(&row[8]),
+                version: match &row[9] {
+                    Cell::Int(v) => Some(*v as u32),
+                    _ => None,
+                },
+                environment: text(&row[10]),
+                purpose: text(&row[11]),
+                outcome: Outcome::parse(&text(&row[12]).expect("outcome")).expect("outcome"),
+                reason_code: text(&row[13]).expect("reason"),
+                peer: text(&row[14]),
+                request_id: text(&row[15]),
+                trace_id: text(&row[16]),
+                detail,
+            },
+            prev_hash: prev,
+            hash: [0; 32],
+        };
+        event.hash = event.compute_hash();
+        row[18] = Cell::Bytes(prev.to_vec());
+        row[19] = Cell::Bytes(event.hash.to_vec());
+        prev = event.hash;
+    }
+    let head = rows.table_mut("audit_heads").expect("audit_heads");
+    head.rows[0][1] = Cell::Bytes(prev.to_vec());
 }
 
 fn import_of(rows: TenantRows, tenant: TenantId) -> TenantImport {
@@ -140,6 +206,47 @@ pub async fn export_then_import_round_trips(store: Arc<dyn Store>) {
     let platform_event =
         platform.audit(Action::TenantImport, Outcome::Allowed, "PLATFORM_OPERATOR");
     let platform_head = store.platform_audit_head().await.expect("head");
+    // A chain that does not verify is refused and nothing is written: an
+    // event dropped (the head still names the last one), an event whose
+    // hash is not its own, a head that is not the last event.
+    let dropped = {
+        let mut c = copy.clone();
+        c.table_mut("audit_events").expect("events").rows.remove(2);
+        c
+    };
+    let edited = {
+        let mut c = copy.clone();
+        let events = c.table_mut("audit_events").expect("events");
+        events.rows[1][4] = Cell::Text("someone-else".into());
+        c
+    };
+    let cut = {
+        let mut c = copy.clone();
+        c.table_mut("audit_events").expect("events").rows.pop();
+        c
+    };
+    for (what, rows) in [("dropped", dropped), ("edited", edited), ("cut", cut)] {
+        let broken = import_of(rows, to);
+        let refused = store
+            .import_rows(
+                &platform,
+                &broken,
+                platform.audit(Action::TenantImport, Outcome::Allowed, "PLATFORM_OPERATOR"),
+                platform.audit(Action::TenantImport, Outcome::Allowed, "PLATFORM_OPERATOR"),
+            )
+            .await;
+        let e = refused.as_ref().expect_err(what).to_string();
+        assert_eq!(code(refused), Code::InvalidArgument, "{what}: {e}");
+        assert!(
+            e.to_string().contains("audit chain does not verify"),
+            "{what}: {e}"
+        );
+        assert_eq!(
+            store.platform_audit_head().await.expect("head"),
+            platform_head,
+            "{what}: a refused import wrote the platform chain"
+        );
+    }
     store
         .import_rows(&platform, &import, tenant_event, platform_event)
         .await
@@ -157,7 +264,11 @@ pub async fn export_then_import_round_trips(store: Arc<dyn Store>) {
                 let import_event = read.rows.last().expect("import event");
                 assert_eq!(import_event[0], Cell::Int(events as i64 + 1));
                 assert_eq!(import_event[6], Cell::Text("tenant.import".into()));
-                assert_eq!(import_event[18], head[1], "linked after the imported head");
+                assert_eq!(
+                    import_event[18],
+                    rows_of(&copy, "audit_heads")[0][1],
+                    "linked after the imported head"
+                );
             }
             "audit_heads" => assert_eq!(read.rows[0][0], Cell::Int(events as i64 + 1)),
             _ => assert_eq!(read, written, "table {}", read.table),
