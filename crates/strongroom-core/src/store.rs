@@ -248,10 +248,10 @@ impl Change {
         let credential = third.and_then(|c| c.parse::<CredentialId>().ok());
         match (kind, tenant, credential) {
             (Some("c"), Some(t), Some(c)) => Change::Credential(t, c),
-            (Some("d"), Some(t), None) => Change::Data(t),
-            (Some("a"), Some(t), None) => Change::Access(t),
-            (Some("r"), Some(t), None) => Change::Requests(t),
-            (Some("k"), Some(t), None) => Change::Keys(t),
+            (Some("d"), Some(t), None) if third.is_none() => Change::Data(t),
+            (Some("a"), Some(t), None) if third.is_none() => Change::Access(t),
+            (Some("r"), Some(t), None) if third.is_none() => Change::Requests(t),
+            (Some("k"), Some(t), None) if third.is_none() => Change::Keys(t),
             _ => Change::Everything,
         }
     }
@@ -832,5 +832,6 @@ mod change_tests {
         let other = Change::Credential(t, CredentialId::generate());
         assert_eq!(Change::parse(&other.to_text()), other);
         assert_eq!(Change::parse(&format!("k {t} x")), Change::Everything);
+        assert_eq!(Change::parse(&Change::Keys(t).to_text()), Change::Keys(t));
     }
 }
