@@ -536,7 +536,7 @@ mod build_experiment {
     }
 
     #[test]
-    #[ignore]
+    #[ignore = "a timing measurement, not a check: cargo test --release -p strongroom-scan experiment -- --ignored --nocapture (BENCHMARKS.md)"]
     fn experiment() {
         let vals = values(10_000);
         let mut text = Vec::new();
