@@ -258,6 +258,11 @@ async fn main() -> Result<(), String> {
         for &c in levels {
             eprintln!("strongroom ({label}): reveal, {c} in flight");
             let stats = load::run(sr.reveal(), c, warmup, duration).await;
+            // Whole-run counters (a server's CPU time, say) divide by this.
+            eprintln!(
+                "strongroom ({label}): {} reveals issued at {c} in flight (warm-up included)",
+                stats.issued
+            );
             rows.push(Row {
                 system: "strongroom",
                 backend: label,
