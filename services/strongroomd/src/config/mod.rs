@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use strongroom_core::principal::IdentityPattern;
 
+pub use notifier::NotifierConfig;
 pub use relay::RelayConfig;
 use source::{RawConfig, apply_env, read_file};
 
+pub(crate) mod notifier;
 mod relay;
 mod source;
 #[cfg(test)]
@@ -376,6 +378,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The relay.
     pub relay: RelayConfig,
+    /// The webhook notifier's sender.
+    pub notifier: NotifierConfig,
 }
 
 /// Reads environment variables; a seam so tests need not touch the process
@@ -764,6 +768,7 @@ impl Config {
             ));
         }
         let relay = RelayConfig::from_raw(std::mem::take(&mut raw.relay))?;
+        let notifier = NotifierConfig::from_raw(std::mem::take(&mut raw.notifier))?;
 
         Ok(Config {
             listen,
@@ -781,6 +786,7 @@ impl Config {
             telemetry,
             metrics,
             relay,
+            notifier,
         })
     }
 }
