@@ -142,6 +142,7 @@ pub(super) struct RawLimits {
     pub(super) lease_sweep_interval_ms: Option<u64>,
     pub(super) rotation_monitor_interval_ms: Option<u64>,
     pub(super) access_request_ttl_secs: Option<u64>,
+    pub(super) max_access_request_ttl_secs: Option<u64>,
     pub(super) idempotency_retention_secs: Option<u64>,
     pub(super) max_connections: Option<usize>,
     pub(super) max_connections_per_identity: Option<usize>,
@@ -280,6 +281,10 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), Config
     if let Some(v) = env.var("STRONGROOM_ACCESS_REQUEST_TTL_SECS") {
         raw.limits.access_request_ttl_secs =
             Some(parse_num("STRONGROOM_ACCESS_REQUEST_TTL_SECS", &v)?);
+    }
+    if let Some(v) = env.var("STRONGROOM_MAX_ACCESS_REQUEST_TTL_SECS") {
+        raw.limits.max_access_request_ttl_secs =
+            Some(parse_num("STRONGROOM_MAX_ACCESS_REQUEST_TTL_SECS", &v)?);
     }
     if let Some(v) = env.var("STRONGROOM_IDEMPOTENCY_RETENTION_SECS") {
         raw.limits.idempotency_retention_secs =

@@ -483,3 +483,48 @@ fn notifier_settings_default_parse_and_are_bounded() {
     let c = Config::from_raw(RawConfig::default(), &env(&short)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.notifier.sender.claim_hold, Duration::from_secs(10));
 }
+
+#[test]
+fn access_request_ttl_maximum() {
+    let mut pairs = TLS.to_vec();
+    pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+    let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.limits.access_request_ttl, Duration::from_secs(24 * 3600));
+    assert_eq!(
+        c.limits.max_access_request_ttl,
+        Duration::from_secs(7 * 24 * 3600)
+    );
+    assert_eq!(
+        c.limits.engine().max_access_request_ttl,
+        c.limits.max_access_request_ttl
+    );
+
+    // Unset, the maximum follows a longer server TTL.
+    let mut long = pairs.clone();
+    long.push(("STRONGROOM_ACCESS_REQUEST_TTL_SECS", "864000"));
+    let c = Config::from_raw(RawConfig::default(), &env(&long)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.limits.max_access_request_ttl,
+        Duration::from_secs(864_000)
+    );
+
+    let mut set = pairs.clone();
+    set.push(("STRONGROOM_MAX_ACCESS_REQUEST_TTL_SECS", "172800"));
+    let c = Config::from_raw(RawConfig::default(), &env(&set)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.limits.max_access_request_ttl,
+        Duration::from_secs(172_800)
+    );
+
+    for (extra, value) in [
+        ("STRONGROOM_MAX_ACCESS_REQUEST_TTL_SECS", "59"),
+        ("STRONGROOM_MAX_ACCESS_REQUEST_TTL_SECS", "2592001"),
+        // Below the server's default TTL.
+        ("STRONGROOM_MAX_ACCESS_REQUEST_TTL_SECS", "3600"),
+    ] {
+        let mut bad = pairs.clone();
+        bad.push((extra, value));
+        let err = Config::from_raw(RawConfig::default(), &env(&bad)).unwrap_err();
+        assert_eq!(err.key, "limits.max_access_request_ttl_secs", "{value}");
+    }
+}
