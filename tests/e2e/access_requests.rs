@@ -5,7 +5,9 @@
 //! (the server's test clock moved, no sleeping); a denied request leaves no
 //! grant; a request nobody answers expires (read as expired at once, then
 //! marked by the sweeper, audited) and cannot be approved; duplicates of a
-//! pending request collapse into it; validation errors name their field.
+//! pending request collapse into it; validation errors name their field; a
+//! tenant's own request TTL (a tenant setting, bounded by the server's
+//! maximum) expires its requests only.
 
 use std::time::Duration;
 
@@ -19,7 +21,8 @@ use tonic::Code;
 
 on_both_backends!(
     approval_releases_the_waiting_agent,
-    denial_expiry_and_validation
+    denial_expiry_and_validation,
+    a_tenants_own_ttl_expires_only_its_requests
 );
 
 const SECRETS: [&str; 2] = ["sk-request-openai-5e1c", "sk-request-stripe-0a9d"];
@@ -627,4 +630,170 @@ async fn a_watch_on_one_server_sees_an_approval_on_another() {
     reveal(&agent, "llm/openai")
         .await
         .expect("the reveal through the replica sees the new grant");
+}
+
+/// Sets (or, with `None`, resets) the tenant's access request TTL.
+async fn set_request_ttl(
+    admin: &TenantAdmin,
+    secs: Option<i64>,
+) -> Result<pb::TenantSettings, tonic::Status> {
+    admin
+        .client
+        .admin()
+        .update_tenant_settings(pb::UpdateTenantSettingsRequest {
+            settings: Some(pb::TenantSettings {
+                access_request_ttl: secs.map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["access_request_ttl".into()],
+            }),
+        })
+        .await
+        .map(|r| r.into_inner().settings.expect("settings"))
+}
+
+fn ttl_secs(s: &pb::TenantSettings) -> i64 {
+    s.access_request_ttl.as_ref().expect("a TTL").seconds
+}
+
+/// The access request TTL is a tenant setting: read as the server's
+/// default until set, bounded by the server's maximum, audited like any
+/// settings change, and reset by zero. A tenant with a one-minute TTL sees
+/// its request expire when the test clock moves past it, while another
+/// tenant's request, under the server's hour, stays pending.
+async fn a_tenants_own_ttl_expires_only_its_requests(backend: Backend) {
+    let server = TestServer::start_with(Options {
+        test_clock: true,
+        env: vec![
+            ("STRONGROOM_ACCESS_REQUEST_TTL_SECS".into(), "3600".into()),
+            (
+                "STRONGROOM_MAX_ACCESS_REQUEST_TTL_SECS".into(),
+                "7200".into(),
+            ),
+            ("STRONGROOM_LEASE_SWEEP_INTERVAL_MS".into(), "100".into()),
+        ],
+        ..Options::new(backend)
+    })
+    .await;
+    let acme = server.tenant("acme").await;
+    let globex = server.tenant("globex").await;
+    let settings = acme
+        .client
+        .admin()
+        .get_tenant_settings(pb::GetTenantSettingsRequest {})
+        .await
+        .expect("get settings")
+        .into_inner()
+        .settings
+        .expect("settings");
+    assert_eq!(ttl_secs(&settings), 3600, "the server's default");
+
+    expect_invalid(
+        set_request_ttl(&acme, Some(7201)).await,
+        "settings.access_request_ttl",
+        "a TTL beyond the server's maximum",
+    );
+    expect_invalid(
+        set_request_ttl(&acme, Some(59)).await,
+        "settings.access_request_ttl",
+        "a TTL under a minute",
+    );
+    let set = set_request_ttl(&acme, Some(7200))
+        .await
+        .expect("the maximum");
+    assert_eq!(ttl_secs(&set), 7200);
+    let reset = set_request_ttl(&acme, Some(0)).await.expect("reset");
+    assert_eq!(
+        ttl_secs(&reset),
+        3600,
+        "zero returns to the server's default"
+    );
+    let set = set_request_ttl(&acme, Some(60)).await.expect("one minute");
+    assert_eq!(ttl_secs(&set), 60);
+    let events = audit_events(
+        &acme.client,
+        pb::QueryEventsRequest {
+            actions: vec![pb::AuditAction::TenantSettingsUpdate as i32],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        action_count(&events, pb::AuditAction::TenantSettingsUpdate),
+        3,
+        "each change is audited"
+    );
+
+    create(&acme, "llm/openai", SECRETS[0]).await;
+    create(&globex, "llm/openai", SECRETS[1]).await;
+    let (_, acme_agent) = server.principal(&acme, "agent", pb::Role::Agent).await;
+    let (_, globex_agent) = server.principal(&globex, "agent", pb::Role::Agent).await;
+    let short = file(&acme_agent, file_for("llm/openai", pb::Capability::Reveal))
+        .await
+        .expect("file in acme")
+        .access_request
+        .expect("a request");
+    let long = file(
+        &globex_agent,
+        file_for("llm/openai", pb::Capability::Reveal),
+    )
+    .await
+    .expect("file in globex")
+    .access_request
+    .expect("a request");
+    let lifetime = |r: &pb::AccessRequest| {
+        r.expires_at.as_ref().expect("expires").seconds
+            - r.created_at.as_ref().expect("created").seconds
+    };
+    assert_eq!(lifetime(&short), 60, "the tenant's own TTL");
+    assert_eq!(lifetime(&long), 3600, "the server's default");
+
+    server.advance_clock(Duration::from_secs(61));
+    assert_eq!(
+        status(&get(&acme_agent, &short.id).await.expect("get")),
+        pb::AccessRequestStatus::Expired
+    );
+    assert_eq!(
+        status(&get(&globex_agent, &long.id).await.expect("get")),
+        pb::AccessRequestStatus::Pending,
+        "another tenant's request waits for its own TTL"
+    );
+    let mut swept = 0;
+    for _ in 0..100 {
+        let events = audit_events(&acme.client, pb::QueryEventsRequest::default()).await;
+        swept = action_count(&events, pb::AuditAction::AccessRequestExpire);
+        if swept >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(swept, 1, "the sweeper marks acme's request expired");
+    let events = audit_events(&globex.client, pb::QueryEventsRequest::default()).await;
+    assert_eq!(
+        action_count(&events, pb::AuditAction::AccessRequestExpire),
+        0,
+        "globex's request is not expired"
+    );
+    expect_code(
+        approve(
+            &acme,
+            pb::ApproveAccessRequestRequest {
+                access_request_id: short.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::FailedPrecondition,
+        "approve the expired request",
+    );
+    approve(
+        &globex,
+        pb::ApproveAccessRequestRequest {
+            access_request_id: long.id.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("globex's request can still be approved");
 }

@@ -386,9 +386,10 @@ pub(crate) async fn received(receiver: &Upstream, n: usize) -> Vec<Received> {
 /// answers 500: the log shows the attempt and its next one after the
 /// backoff, and nothing is sent before the clock reaches it; moved past
 /// it, the delivery is retried with the same id, answered 200 and logged
-/// delivered after 2 attempts. The receiver's body, the secret and the
-/// signatures reach no log line; `/metrics` counts the attempts by outcome
-/// only. The allow-list entry is the tenant's own.
+/// delivered after 2 attempts, each attempt a `notification.delivery`
+/// audit event (failed with 500, then delivered) naming the host only. The
+/// receiver's body, the secret and the signatures reach no log line;
+/// `/metrics` counts the attempts by outcome only. The allow-list entry is the tenant's own.
 async fn deliveries_are_signed_retried_and_logged(backend: Backend) {
     let receiver = Upstream::start(&["hooks.example.test"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -493,6 +494,67 @@ async fn deliveries_are_signed_retried_and_logged(backend: Backend) {
         "a delivered notice is not sent again"
     );
 
+    // Each attempt is a `notification.delivery` event in the tenant's
+    // chain: attempt 1 failed with 500, attempt 2 delivered; the host, and
+    // never the URL's path or query, the body, the signature or the secret.
+    let mut attempts: Vec<pb::AuditEvent> = strongroom_e2e::audit_events(
+        &admin.client,
+        pb::QueryEventsRequest {
+            actions: vec![pb::AuditAction::NotificationDelivery as i32],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    attempts.sort_by_key(|e| e.sequence);
+    let detail = |e: &pb::AuditEvent| -> serde_json::Value {
+        serde_json::from_str(&e.detail).expect("a JSON detail")
+    };
+    let (first_event, second_event) = (&attempts[0], &attempts[1]);
+    assert_eq!(first_event.outcome, pb::AuditOutcome::Error as i32);
+    assert_eq!(first_event.reason_code, "DELIVERY_FAILED");
+    assert_eq!(second_event.outcome, pb::AuditOutcome::Allowed as i32);
+    for (e, attempt, result, status, failure) in [
+        (
+            first_event,
+            1,
+            "failed",
+            serde_json::json!(500),
+            serde_json::json!("status"),
+        ),
+        (
+            second_event,
+            2,
+            "delivered",
+            serde_json::json!(200),
+            serde_json::Value::Null,
+        ),
+    ] {
+        let d = detail(e);
+        assert_eq!(d["kind"], "notification_delivery");
+        assert_eq!(d["delivery"], delivery_id.as_str());
+        assert_eq!(d["notice"], "access_request.filed");
+        assert_eq!(d["attempt"], attempt);
+        assert_eq!(d["host"], "hooks.example.test");
+        assert_eq!(d["result"], result);
+        assert_eq!(d["status"], status);
+        assert_eq!(d["failure"], failure);
+        assert_eq!(e.principal_name, "strongroomd");
+        for needle in [
+            "t0k3n",
+            "/fail-once",
+            "whsec-e2e-sender",
+            value,
+            "nightly report",
+        ] {
+            assert!(
+                !format!("{e:?}").contains(needle),
+                "{needle} in a delivery event: {e:?}"
+            );
+        }
+    }
+    strongroom_e2e::verified_event_count(&admin.client).await;
+
     let (status, metrics) =
         crate::ops_listener::get(crate::ops_listener::ops_addr(&server), "/metrics").await;
     assert_eq!(status, 200);
@@ -592,7 +654,9 @@ async fn a_notifier_aimed_inside_is_never_connected(backend: Backend) {
 
 /// A receiver that redirects is not followed (the 302 is a failed
 /// attempt, the redirect's target never asked), and one that does not
-/// answer within 5 s is a failed attempt too; both are retried later.
+/// answer within the notifier's timeout (`STRONGROOM_NOTIFIER_TIMEOUT_MS`,
+/// 2 s here) is a failed attempt too; both are retried later, and their
+/// audit events class the failures.
 async fn redirects_and_silence_are_failed_attempts(backend: Backend) {
     let receiver = Upstream::start(&["hooks.example.test"]).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -600,6 +664,9 @@ async fn redirects_and_silence_are_failed_attempts(backend: Backend) {
     let mut options = Options::new(backend);
     options.test_clock = true;
     options.env = receiver_env(&receiver, &dir, "hooks.example.test", Some(allow));
+    options
+        .env
+        .push(("STRONGROOM_NOTIFIER_TIMEOUT_MS".into(), "2000".into()));
     let server = TestServer::start_with(options).await;
     let secret = b"whsec-e2e-redirects-0123456789";
     let acme = server.tenant("acme").await;
@@ -636,13 +703,36 @@ async fn redirects_and_silence_are_failed_attempts(backend: Backend) {
         l.len() == 1 && !l[0].last_error.is_empty()
     })
     .await;
-    assert_eq!(log[0].last_error, "no answer within 5 s");
+    assert_eq!(log[0].last_error, "no answer within 2 s");
     assert_eq!(log[0].last_status, 0);
     assert!(log[0].next_attempt_at.is_some(), "retried later");
     assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "the post was not cut off at 5 s"
+        started.elapsed() < Duration::from_secs(6),
+        "the post was not cut off at 2 s"
     );
+    for (admin, status, failure) in [
+        (&acme, serde_json::json!(302), "status"),
+        (&initech, serde_json::Value::Null, "timeout"),
+    ] {
+        let events = strongroom_e2e::audit_events(
+            &admin.client,
+            pb::QueryEventsRequest {
+                actions: vec![pb::AuditAction::NotificationDelivery as i32],
+                ..Default::default()
+            },
+        )
+        .await;
+        let first = events
+            .iter()
+            .min_by_key(|e| e.sequence)
+            .expect("an attempt's event");
+        assert_eq!(first.reason_code, "DELIVERY_FAILED");
+        let d: serde_json::Value = serde_json::from_str(&first.detail).expect("JSON");
+        assert_eq!(d["attempt"], 1);
+        assert_eq!(d["result"], "failed");
+        assert_eq!(d["status"], status);
+        assert_eq!(d["failure"], failure);
+    }
     let paths: Vec<String> = receiver
         .received()
         .iter()

@@ -2,10 +2,67 @@
 //! same transaction as what it is about, and what became of its attempts;
 //! the sender's store port ([`NotificationStore`]).
 
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditDraft;
 use crate::error::Result;
 use crate::ids::{DeliveryId, TenantId};
 use crate::tenant::{Tenant, WrappedKekRecord};
 use crate::time::Timestamp;
+
+/// What one attempt at a delivery came to, as its audit event records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryResult {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// The attempt failed; another is due after the backoff.
+    Failed,
+    /// The attempt failed and no other will be made.
+    GivenUp,
+}
+
+/// Why an attempt at a delivery failed, classified (never the receiver's
+/// body, never the URL's path or query).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryFailure {
+    /// The receiver answered with a status other than 2xx (a redirect
+    /// included: none is followed).
+    Status,
+    /// Refused before connecting: not an https URL, or an internal
+    /// address the relay's policy does not allow.
+    Refused,
+    /// The receiver's name did not resolve.
+    Unresolved,
+    /// No connection could be opened.
+    Unreachable,
+    /// The TLS handshake failed (an untrusted certificate).
+    Tls,
+    /// No answer within the notifier's timeout.
+    Timeout,
+    /// The connection failed before an answer.
+    Connection,
+    /// Not posted: the tenant is not active, has no notifier, its signing
+    /// secret could not be opened, or the stored notice is not JSON.
+    NotSent,
+}
+
+impl DeliveryFailure {
+    /// The stable text form, as in the audit detail.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Refused => "refused",
+            Self::Unresolved => "unresolved",
+            Self::Unreachable => "unreachable",
+            Self::Tls => "tls",
+            Self::Timeout => "timeout",
+            Self::Connection => "connection",
+            Self::NotSent => "not_sent",
+        }
+    }
+}
 
 /// A delivery to enqueue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,12 +147,15 @@ pub trait NotificationStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Delivery>>;
 
-    /// Records what `attempt` came to; `false` (nothing written) if the
-    /// delivery was claimed again since, or was delivered.
+    /// Records what `attempt` came to and links `event` (its
+    /// `notification.delivery` audit event) into the tenant's chain in the
+    /// same commit; `false` (nothing written, no event) if the delivery was
+    /// claimed again since, or was delivered.
     async fn record_notification_attempt(
         &self,
         tenant: TenantId,
         attempt: &DeliveryAttempt,
+        event: AuditDraft,
     ) -> Result<bool>;
 
     /// `tenant` and its wrapped KEKs, for the sender to open the tenant's

@@ -117,7 +117,16 @@ pub struct TenantSettings {
     pub revoke_grant_on_leak: bool,
     /// The webhook notifier, if any.
     pub notifier: Option<NotifierSetting>,
+    /// How long this tenant's access requests wait for a decision before
+    /// they expire, in seconds ([`ACCESS_REQUEST_TTL_SECS`]); `None` takes
+    /// the server's default. The server's maximum bounds it when it is set
+    /// and when it is used.
+    pub access_request_ttl_secs: Option<u32>,
 }
+
+/// The bounds of a tenant's access request TTL, in seconds: 1 minute to 30
+/// days (the server's maximum may be lower).
+pub const ACCESS_REQUEST_TTL_SECS: std::ops::RangeInclusive<u32> = 60..=30 * 24 * 3600;
 
 impl Default for TenantSettings {
     fn default() -> Self {
@@ -138,6 +147,7 @@ impl Default for TenantSettings {
             denial_alert: DenialAlert::default(),
             revoke_grant_on_leak: false,
             notifier: None,
+            access_request_ttl_secs: None,
         }
     }
 }
@@ -226,6 +236,14 @@ impl TenantSettings {
                 "must be 1 second to 1 hour",
             ));
         }
+        if let Some(ttl) = self.access_request_ttl_secs
+            && !ACCESS_REQUEST_TTL_SECS.contains(&ttl)
+        {
+            return Err(Error::invalid(
+                "settings.access_request_ttl",
+                "must be 60 seconds to 30 days",
+            ));
+        }
         if let Some(n) = &self.notifier {
             validate_notifier_url(&n.url, "settings.notifier.url")?;
         }
@@ -276,6 +294,30 @@ impl std::fmt::Debug for WrappedKekRecord {
 #[cfg(test)]
 mod notifier_tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::expect_used)]
+    fn an_access_request_ttl_is_a_minute_to_30_days_or_none() {
+        for ok in [None, Some(60), Some(30 * 24 * 3600)] {
+            let s = TenantSettings {
+                access_request_ttl_secs: ok,
+                ..TenantSettings::default()
+            };
+            assert!(s.validate().is_ok(), "{ok:?}");
+        }
+        for bad in [0, 59, 30 * 24 * 3600 + 1] {
+            let s = TenantSettings {
+                access_request_ttl_secs: Some(bad),
+                ..TenantSettings::default()
+            };
+            assert!(s.validate().is_err(), "{bad}");
+        }
+        // Settings stored before the field existed read as the server's
+        // default.
+        let old: TenantSettings =
+            serde_json::from_str(r#"{"version_retention":10}"#).expect("old settings");
+        assert_eq!(old.access_request_ttl_secs, None);
+    }
 
     #[test]
     fn notifier_urls_are_https_with_a_host() {

@@ -193,7 +193,7 @@ impl Engine {
             duration,
             status: AccessRequestStatus::Pending,
             created_at: now,
-            expires_at: now.plus(self.limits.access_request_ttl),
+            expires_at: now.plus(self.limits.access_request_ttl(&scope.tenant().settings)),
             decided_at: None,
             decided_by: None,
             decision_reason: String::new(),

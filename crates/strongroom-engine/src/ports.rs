@@ -77,6 +77,8 @@ pub enum WebhookOutcome {
     Failed {
         /// Why.
         reason: String,
+        /// The reason's class, as the attempt's audit event records it.
+        class: strongroom_core::notify::DeliveryFailure,
     },
 }
 

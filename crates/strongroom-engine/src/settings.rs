@@ -35,8 +35,12 @@ pub struct Limits {
     pub default_lease_ttl: Duration,
     /// Longest lease TTL granted.
     pub max_lease_ttl: Duration,
-    /// How long an access request waits for a decision before it expires.
+    /// How long an access request waits for a decision before it expires,
+    /// unless its tenant sets its own (`access_request_ttl_secs`).
     pub access_request_ttl: Duration,
+    /// The longest a tenant may set its access requests' TTL to (a TTL set
+    /// before the maximum was lowered is cut to it when used).
+    pub max_access_request_ttl: Duration,
     /// How long cached callers and grants are trusted after they were read:
     /// the ceiling on how long a change made through another server can go
     /// unseen here if its change notice is lost.
@@ -53,6 +57,23 @@ pub struct Limits {
     pub export_kdf: crate::ExportKdf,
 }
 
+impl Limits {
+    /// How long an access request of a tenant with `settings` waits for a
+    /// decision: the tenant's own TTL, else the server's, never beyond the
+    /// server's maximum.
+    pub fn access_request_ttl(
+        &self,
+        settings: &strongroom_core::tenant::TenantSettings,
+    ) -> Duration {
+        settings
+            .access_request_ttl_secs
+            .map_or(self.access_request_ttl, |s| {
+                Duration::from_secs(u64::from(s))
+            })
+            .min(self.max_access_request_ttl)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -60,11 +81,43 @@ impl Default for Limits {
             default_lease_ttl: Duration::from_secs(3600),
             max_lease_ttl: Duration::from_secs(24 * 3600),
             access_request_ttl: Duration::from_secs(24 * 3600),
+            max_access_request_ttl: Duration::from_secs(7 * 24 * 3600),
             cache_ttl: crate::cache::DEFAULT_TTL,
             credential_cache_ttl: crate::cache::DEFAULT_CREDENTIAL_TTL,
             scan_limit: DEFAULT_SCAN_LIMIT,
             idempotency_retention: DEFAULT_IDEMPOTENCY_RETENTION,
             export_kdf: crate::ExportKdf::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strongroom_core::tenant::TenantSettings;
+
+    #[test]
+    fn a_tenants_request_ttl_is_its_own_within_the_maximum() {
+        let limits = Limits {
+            access_request_ttl: Duration::from_secs(3600),
+            max_access_request_ttl: Duration::from_secs(7200),
+            ..Limits::default()
+        };
+        let mut settings = TenantSettings::default();
+        assert_eq!(
+            limits.access_request_ttl(&settings),
+            Duration::from_secs(3600)
+        );
+        settings.access_request_ttl_secs = Some(60);
+        assert_eq!(
+            limits.access_request_ttl(&settings),
+            Duration::from_secs(60)
+        );
+        // Set before the maximum was lowered: cut to it.
+        settings.access_request_ttl_secs = Some(86_400);
+        assert_eq!(
+            limits.access_request_ttl(&settings),
+            Duration::from_secs(7200)
+        );
     }
 }

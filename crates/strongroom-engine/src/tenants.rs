@@ -255,6 +255,17 @@ impl Engine {
             }
         }
         settings.validate()?;
+        if let Some(ttl) = settings.access_request_ttl_secs
+            && std::time::Duration::from_secs(u64::from(ttl)) > self.limits.max_access_request_ttl
+        {
+            return Err(Error::invalid(
+                "settings.access_request_ttl",
+                format!(
+                    "must be at most the server's maximum, {} seconds",
+                    self.limits.max_access_request_ttl.as_secs()
+                ),
+            ));
+        }
         let draft = self.draft(
             &scope,
             ctx,

@@ -949,9 +949,10 @@ impl<S: Store> strongroom_core::notify::NotificationStore for FairShare<S> {
         &self,
         tenant: TenantId,
         attempt: &strongroom_core::notify::DeliveryAttempt,
+        event: strongroom_core::audit::AuditDraft,
     ) -> Result<bool> {
         self.inner
-            .record_notification_attempt(tenant, attempt)
+            .record_notification_attempt(tenant, attempt, event)
             .await
     }
 

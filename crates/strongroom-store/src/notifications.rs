@@ -4,9 +4,11 @@
 //! `UPDATE` (on Postgres the rows are picked `FOR UPDATE SKIP LOCKED`, so
 //! two servers claiming at once take different rows, and each claimed row's
 //! next attempt moves past the send's time so no later claim takes it while
-//! it is sent), and recording each attempt under its claim's number.
+//! it is sent), and recording each attempt under its claim's number, with
+//! its `notification.delivery` audit event in the same commit.
 
 use async_trait::async_trait;
+use strongroom_core::audit::AuditDraft;
 use strongroom_core::ids::TenantId;
 use strongroom_core::notify::{Delivery, DeliveryAttempt, NotificationStore};
 use strongroom_core::tenant::{Tenant, WrappedKekRecord};
@@ -94,6 +96,7 @@ impl<D: Dialect> NotificationStore for SqlStore<D> {
         &self,
         tenant: TenantId,
         attempt: &DeliveryAttempt,
+        event: AuditDraft,
     ) -> Result<bool> {
         let number = i32::try_from(attempt.attempt)
             .map_err(|_| Error::internal("attempt number out of range"))?;
@@ -109,8 +112,12 @@ impl<D: Dialect> NotificationStore for SqlStore<D> {
             .execute(&mut *tx)
             .await
             .map_err(db("notification delivery"))?;
+        if done == 0 {
+            return Ok(false);
+        }
+        self.append_in(&mut tx, tenant, event).await?;
         tx.commit().await.map_err(db("notification delivery"))?;
-        Ok(done > 0)
+        Ok(true)
     }
 
     async fn notifier_tenant(&self, tenant: TenantId) -> Result<(Tenant, Vec<WrappedKekRecord>)> {

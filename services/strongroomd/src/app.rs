@@ -69,6 +69,8 @@ pub struct App {
     ops: Option<OpsListener>,
     relay: crate::relay::RelayHandler,
     notifier: crate::notifier::WebhookClient,
+    /// The notifier sender's settings.
+    notifier_config: crate::config::NotifierConfig,
     /// The meter of the server's instruments, if it has one.
     meter: Option<opentelemetry::metrics::Meter>,
 }
@@ -679,12 +681,11 @@ impl App {
                     message: e.0,
                 }
             })?;
-        let notifier = crate::notifier::WebhookClient::new(&config.relay).map_err(|e| {
-            crate::config::ConfigError {
+        let notifier = crate::notifier::WebhookClient::new(&config.relay, &config.notifier)
+            .map_err(|e| crate::config::ConfigError {
                 key: "relay".into(),
                 message: e.0,
-            }
-        })?;
+            })?;
         // The checkpoint signing key is derived from the root key.
         engine
             .checkpoint_key()
@@ -733,6 +734,7 @@ impl App {
             ops,
             relay,
             notifier,
+            notifier_config: config.notifier,
             meter: telemetry.meter().cloned(),
         })
     }
@@ -792,6 +794,7 @@ impl App {
             ops,
             relay,
             notifier,
+            notifier_config,
             meter,
         } = self;
         let (stopping_tx, stopping_rx) = watch::channel(false);
@@ -843,7 +846,7 @@ impl App {
         tokio::spawn(crate::notifier::run(
             Arc::clone(&engine),
             notifier,
-            strongroom_engine::notify::POLL_INTERVAL,
+            notifier_config,
             meter,
             stopping_rx.clone(),
         ));

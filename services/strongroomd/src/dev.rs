@@ -171,6 +171,7 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, StartError> {
         telemetry: crate::config::TelemetryConfig::default(),
         metrics: crate::config::MetricsConfig::default(),
         relay: crate::config::RelayConfig::default(),
+        notifier: crate::config::NotifierConfig::default(),
     };
     Ok(DevSetup {
         dir: dir.to_path_buf(),

@@ -10,10 +10,10 @@
 //! `tenant/host:port` for the delivery's tenant); it connects to an
 //! address it checked (never a second lookup); HTTPS only, the receiver's
 //! certificate verified against the system roots and `relay.upstream_ca`.
-//! A post has [`WEBHOOK_TIMEOUT`] until the answer's head, follows no
-//! redirect (a 3xx is a failed attempt), reads at most [`MAX_ANSWER_READ`]
-//! bytes of the answer's body within a second more and keeps only its
-//! status.
+//! A post has `notifier.timeout_ms` until the answer's head, follows no
+//! redirect (a 3xx is a failed attempt), reads at most
+//! `notifier.max_answer_read_bytes` of the answer's body within a second
+//! more and keeps only its status.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,51 +21,67 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use strongroom_core::net::{RequestTarget, Scheme};
+use strongroom_core::notify::DeliveryFailure;
 use strongroom_core::scope::{SystemScope, SystemTask};
 use strongroom_engine::Engine;
 use strongroom_engine::notify::{NotifierTurns, SendPass};
 use strongroom_engine::ports::{WebhookOutcome, WebhookPost, WebhookPoster};
 use tokio::sync::watch;
 
-use crate::config::RelayConfig;
+use crate::config::notifier::ANSWER_READ_TIME;
+use crate::config::{NotifierConfig, RelayConfig};
 use crate::relay::upstream::{
     Destination, Upstream, UpstreamBody, UpstreamError, UpstreamSetupError,
 };
 
-/// How long one post may take until the answer's head: resolving,
-/// connecting, the TLS handshake, sending and the head.
-pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How much of an answer's body is read (then dropped): enough to reuse
-/// the connection after a short answer, never kept.
-pub const MAX_ANSWER_READ: usize = 16 * 1024;
-
-/// How long the answer's body is read after its head (the status stands
-/// whatever the body does).
-const ANSWER_READ_TIME: Duration = Duration::from_secs(1);
-
 /// Posts webhook deliveries over the relay's checked client.
 pub struct WebhookClient {
     upstream: Upstream,
+    /// How long one post may take until the answer's head: resolving,
+    /// connecting, the TLS handshake, sending and the head.
+    timeout: Duration,
+    /// How much of an answer's body is read (then dropped): enough to
+    /// reuse the connection after a short answer, never kept.
+    max_answer_read: usize,
 }
 
 impl WebhookClient {
-    /// A client with the relay's resolution, allow-list and roots.
-    pub fn new(relay: &RelayConfig) -> Result<Self, UpstreamSetupError> {
+    /// A client with the relay's resolution, allow-list and roots, and the
+    /// notifier's timeout and answer bound.
+    pub fn new(relay: &RelayConfig, notifier: &NotifierConfig) -> Result<Self, UpstreamSetupError> {
         let mut config = relay.clone();
-        config.timeout = config.timeout.min(WEBHOOK_TIMEOUT);
+        config.timeout = config.timeout.min(notifier.timeout);
         Ok(Self {
             upstream: Upstream::new(&config)?,
+            timeout: notifier.timeout,
+            max_answer_read: notifier.max_answer_read,
         })
     }
 
     async fn send(&self, post: WebhookPost<'_>) -> WebhookOutcome {
-        let deadline = tokio::time::Instant::now() + WEBHOOK_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let no_answer = || {
+            let within = if self.timeout.subsec_millis() == 0 {
+                format!("{} s", self.timeout.as_secs())
+            } else {
+                format!("{} ms", self.timeout.as_millis())
+            };
+            failed(
+                &format!("no answer within {within}"),
+                DeliveryFailure::Timeout,
+            )
+        };
         let Ok(target) = RequestTarget::parse(post.url) else {
-            return failed("refused: the notifier URL is not valid");
+            return failed(
+                "refused: the notifier URL is not valid",
+                DeliveryFailure::Refused,
+            );
         };
         if target.scheme != Scheme::Https {
-            return failed("refused: the notifier URL is not https");
+            return failed(
+                "refused: the notifier URL is not https",
+                DeliveryFailure::Refused,
+            );
         }
         let destination = Destination {
             tenant: post.tenant,
@@ -77,8 +93,11 @@ impl WebhookClient {
         let mut sender =
             match tokio::time::timeout_at(deadline, self.upstream.connection(&destination)).await {
                 Ok(Ok(s)) => s,
-                Ok(Err(e)) => return failed(&describe(e, &target)),
-                Err(_) => return failed("no answer within 5 s"),
+                Ok(Err(e)) => {
+                    let (reason, class) = describe(e, &target);
+                    return failed(&reason, class);
+                }
+                Err(_) => return no_answer(),
             };
         let authority = target.authority();
         let path = target.path_and_query();
@@ -100,18 +119,26 @@ impl WebhookClient {
             .map_err(|never| match never {})
             .boxed();
         let Ok(request) = builder.body(body) else {
-            return failed("the request could not be built");
+            return failed(
+                "the request could not be built",
+                DeliveryFailure::Connection,
+            );
         };
         let response = match tokio::time::timeout_at(deadline, sender.send(request)).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => return failed("the connection failed before an answer"),
-            Err(_) => return failed("no answer within 5 s"),
+            Ok(Err(_)) => {
+                return failed(
+                    "the connection failed before an answer",
+                    DeliveryFailure::Connection,
+                );
+            }
+            Err(_) => return no_answer(),
         };
         let status = response.status().as_u16();
         // Read (and drop) a bounded part of the answer, within a bounded
         // time, so a short one leaves the connection reusable; nothing of it
         // is kept, and the status stands whatever the body does.
-        let read = Limited::new(response.into_body(), MAX_ANSWER_READ).collect();
+        let read = Limited::new(response.into_body(), self.max_answer_read).collect();
         if let Ok(Ok(_)) = tokio::time::timeout(ANSWER_READ_TIME, read).await {
             self.upstream.put_back(&destination, sender);
         }
@@ -129,30 +156,47 @@ impl WebhookPoster for WebhookClient {
     }
 }
 
-fn failed(reason: &str) -> WebhookOutcome {
+fn failed(reason: &str, class: DeliveryFailure) -> WebhookOutcome {
     WebhookOutcome::Failed {
         reason: reason.to_owned(),
+        class,
     }
 }
 
 /// A short reason for a refused or failed connection, naming the host and
-/// port (never the URL's path or query, which may carry a token).
-fn describe(e: UpstreamError, target: &RequestTarget) -> String {
+/// port (never the URL's path or query, which may carry a token), and its
+/// class.
+fn describe(e: UpstreamError, target: &RequestTarget) -> (String, DeliveryFailure) {
     let at = format!("{}:{}", target.host, target.port);
     match e {
-        UpstreamError::Internal(kind) => format!(
-            "refused: {at} resolves to an internal address ({kind}) not allowed by \
-             relay.allow_internal"
+        UpstreamError::Internal(kind) => (
+            format!(
+                "refused: {at} resolves to an internal address ({kind}) not allowed by \
+                 relay.allow_internal"
+            ),
+            DeliveryFailure::Refused,
         ),
-        UpstreamError::Resolve => format!("{at} does not resolve"),
-        UpstreamError::Unreachable => format!("{at} is unreachable"),
-        UpstreamError::Tls => format!("TLS with {at} failed (certificate not trusted?)"),
-        UpstreamError::Timeout => format!("{at} did not answer in time"),
+        UpstreamError::Resolve => (
+            format!("{at} does not resolve"),
+            DeliveryFailure::Unresolved,
+        ),
+        UpstreamError::Unreachable => {
+            (format!("{at} is unreachable"), DeliveryFailure::Unreachable)
+        }
+        UpstreamError::Tls => (
+            format!("TLS with {at} failed (certificate not trusted?)"),
+            DeliveryFailure::Tls,
+        ),
+        UpstreamError::Timeout => (
+            format!("{at} did not answer in time"),
+            DeliveryFailure::Timeout,
+        ),
     }
 }
 
-/// Sends due deliveries until the server stops: a tick when this server
-/// enqueued one (at once), and every `interval` (retries come due by the
+/// Sends due deliveries until the server stops, within the `notifier`
+/// settings: a tick when this server enqueued one (at once), and every
+/// `poll_interval` (retries come due by the
 /// engine's clock; other servers enqueue too). A tick starts a turn for
 /// each due tenant without one in flight and waits for none
 /// (`Engine::start_notifier_turns`), so a tenant whose receiver is slow
@@ -165,7 +209,7 @@ fn describe(e: UpstreamError, target: &RequestTarget) -> String {
 pub async fn run(
     engine: Arc<Engine>,
     client: WebhookClient,
-    interval: Duration,
+    notifier: NotifierConfig,
     meter: Option<opentelemetry::metrics::Meter>,
     mut stopping: watch::Receiver<bool>,
 ) {
@@ -201,8 +245,8 @@ pub async fn run(
             );
         }
     };
-    let mut turns = NotifierTurns::new();
-    let mut ticks = tokio::time::interval(interval);
+    let mut turns = NotifierTurns::new(notifier.sender);
+    let mut ticks = tokio::time::interval(notifier.poll_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -249,14 +293,16 @@ mod tests {
     async fn http_and_internal_addresses_are_refused_before_connecting() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let client = WebhookClient::new(&RelayConfig::default()).unwrap();
-        let WebhookOutcome::Failed { reason } =
+        let client =
+            WebhookClient::new(&RelayConfig::default(), &NotifierConfig::default()).unwrap();
+        let WebhookOutcome::Failed { reason, class } =
             post(&client, &format!("http://127.0.0.1:{port}/hook")).await
         else {
             panic!("plain http was posted");
         };
         assert_eq!(reason, "refused: the notifier URL is not https");
-        let WebhookOutcome::Failed { reason } = post(
+        assert_eq!(class, DeliveryFailure::Refused);
+        let WebhookOutcome::Failed { reason, class } = post(
             &client,
             &format!("https://127.0.0.1:{port}/hook?token=t0k3n"),
         )
@@ -269,6 +315,7 @@ mod tests {
             "{reason}"
         );
         assert!(!reason.contains("t0k3n"), "the query is not in the reason");
+        assert_eq!(class, DeliveryFailure::Refused);
         let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
         assert!(accepted.is_err(), "a connection was opened");
     }

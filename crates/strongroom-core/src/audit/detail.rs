@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{AccessRequestId, BindingId, DeliveryId, GrantId, LeaseId, PrincipalId, TenantId};
 use crate::lease::LeaseEnd;
+use crate::notify::{DeliveryFailure, DeliveryResult};
 use crate::policy::Capability;
 use crate::principal::{PrincipalStatus, Role};
 use crate::tenant::TenantStatus;
@@ -372,6 +373,27 @@ pub enum AuditDetail {
         /// The delivery enqueued for the tenant's notifier.
         delivery: Option<DeliveryId>,
     },
+    /// One attempt of the notifier's sender at a webhook delivery: which
+    /// delivery and notice, which attempt, the receiver's host (never the
+    /// URL's path or query, the body, the signature or the secret), and
+    /// what it came to.
+    NotificationDelivery {
+        /// The delivery (the same on every attempt).
+        delivery: DeliveryId,
+        /// The notice's event (`access_request.filed`,
+        /// `rotation.due_soon`, ...).
+        notice: String,
+        /// The attempt's number, from 1.
+        attempt: u32,
+        /// The receiver's host name (or address), as in the notifier URL.
+        host: String,
+        /// Delivered, failed (retried later) or given up.
+        result: DeliveryResult,
+        /// The receiver's HTTP status, if it answered.
+        status: Option<u16>,
+        /// Why it failed, classified; none when delivered.
+        failure: Option<DeliveryFailure>,
+    },
     /// A tenant was restored from an export file: its name, and the file's
     /// SHA-256 (hex), to match against the export's summary.
     TenantImport {
@@ -631,6 +653,15 @@ mod tests {
                 window: Timestamp::from_micros(1_000_000),
                 delivery: Some(DeliveryId::from_uuid(uuid(9))),
             },
+            AuditDetail::NotificationDelivery {
+                delivery: DeliveryId::from_uuid(uuid(10)),
+                notice: "access_request.filed".into(),
+                attempt: 1,
+                host: "hooks.example.com".into(),
+                result: DeliveryResult::Failed,
+                status: Some(500),
+                failure: Some(DeliveryFailure::Status),
+            },
             AuditDetail::TenantImport {
                 name: "acme".into(),
                 file_sha256: "ab".repeat(32),
@@ -645,6 +676,26 @@ mod tests {
             assert!(text.starts_with(r#"{"v":1,"kind":""#), "{text}");
             assert_eq!(AuditDetail::decode(&text).unwrap(), detail, "{text}");
         }
+    }
+
+    /// A delivery attempt's detail names the host only, and its result and
+    /// failure class in their stable text forms.
+    #[test]
+    fn a_delivery_attempt_encodes_its_result_and_class() {
+        let attempt = AuditDetail::NotificationDelivery {
+            delivery: DeliveryId::from_uuid(uuid(10)),
+            notice: "access_request.filed".into(),
+            attempt: 8,
+            host: "hooks.example.com".into(),
+            result: DeliveryResult::GivenUp,
+            status: None,
+            failure: Some(DeliveryFailure::NotSent),
+        };
+        assert_eq!(
+            attempt.encode(),
+            r#"{"v":1,"kind":"notification_delivery","delivery":"00000000-0000-0000-0000-00000000000a","notice":"access_request.filed","attempt":8,"host":"hooks.example.com","result":"given_up","status":null,"failure":"not_sent"}"#
+        );
+        assert_eq!(DeliveryFailure::NotSent.as_str(), "not_sent");
     }
 
     /// The encoding is hashed into the chain: it must never change for a

@@ -174,13 +174,17 @@ pub enum Action {
     /// A tenant was restored from an export (recorded in the platform
     /// chain and, after the imported head, in the tenant's chain).
     TenantImport,
+    /// The notifier's sender made one attempt at a webhook delivery
+    /// (delivered, failed and retried, or given up), recorded with the
+    /// attempt.
+    NotificationDelivery,
     /// Anything else (named in `reason_code`).
     Other,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 59] = [
+    pub const ALL: [Action; 60] = [
         Self::TenantCreate,
         Self::TenantStatus,
         Self::TenantSettings,
@@ -240,6 +244,7 @@ impl Action {
         Self::Other,
         Self::TenantShred,
         Self::CredentialTest,
+        Self::NotificationDelivery,
     ];
 
     /// Stable text form.
@@ -303,6 +308,7 @@ impl Action {
             Self::TenantKeyRetire => "tenant.key_retire",
             Self::TenantExport => "tenant.export",
             Self::TenantImport => "tenant.import",
+            Self::NotificationDelivery => "notification.delivery",
             Self::Other => "other",
         }
     }
@@ -345,6 +351,7 @@ impl Action {
                 | Self::CredentialRotationReminder
                 | Self::RotationOverview
                 | Self::TenantExport
+                | Self::NotificationDelivery
         )
     }
 }

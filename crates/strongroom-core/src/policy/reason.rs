@@ -72,6 +72,12 @@ pub enum Reason {
     PlaceholderMisuse,
     /// A leak reported by a local tool.
     LeakReported,
+    /// A notifier delivery's attempt failed (a status other than 2xx, or
+    /// no answer); it will be tried again.
+    DeliveryFailed,
+    /// A notifier delivery was given up (out of attempts or time, or
+    /// nothing a retry could change).
+    DeliveryGivenUp,
 }
 
 impl Reason {
@@ -107,6 +113,8 @@ impl Reason {
             Self::DestinationNotAllowed => "DESTINATION_NOT_ALLOWED",
             Self::PlaceholderMisuse => "PLACEHOLDER_MISUSE",
             Self::LeakReported => "LEAK_REPORTED",
+            Self::DeliveryFailed => "DELIVERY_FAILED",
+            Self::DeliveryGivenUp => "DELIVERY_GIVEN_UP",
         }
     }
 
@@ -150,6 +158,8 @@ impl Reason {
                 "a placeholder was sent to a destination its credential's grants do not allow"
             }
             Self::LeakReported => "a local tool reported a leaked value",
+            Self::DeliveryFailed => "the notifier's receiver did not accept the delivery",
+            Self::DeliveryGivenUp => "the notifier delivery was given up",
         }
     }
 }

@@ -33,7 +33,10 @@ use crate::keyring::crypto_error;
 
 mod sender;
 
-pub use sender::{CLAIM_HOLD, MAX_AGE, NotifierTurns, POLL_INTERVAL, SendPass, TURN_BUDGET};
+pub use sender::{
+    CLAIM_HOLD, MAX_AGE, NotifierTurns, POLL_INTERVAL, POSTS_PER_TURN, SendPass, SenderSettings,
+    TENANTS_AT_ONCE, TURN_BUDGET,
+};
 use strongroom_core::access::AccessRequestRecord;
 use strongroom_core::ids::TenantId;
 use strongroom_core::time::Timestamp;
@@ -55,14 +58,15 @@ pub const EVENT_HEADER: &str = "Strongroom-Event";
 /// The body's schema version.
 pub const NOTICE_SCHEMA: u32 = 1;
 
-/// Most attempts at one delivery.
+/// Most attempts at one delivery, by default
+/// ([`SenderSettings::max_attempts`]).
 pub const MAX_ATTEMPTS: u32 = 8;
 
 /// How long to wait after failed attempt `attempt` (1-based) before the
 /// next one: 5 s doubling each time, at most an hour; `None` once
-/// [`MAX_ATTEMPTS`] have failed.
-pub fn retry_delay(attempt: u32) -> Option<Duration> {
-    if attempt == 0 || attempt >= MAX_ATTEMPTS {
+/// `max_attempts` have failed.
+pub fn retry_delay(attempt: u32, max_attempts: u32) -> Option<Duration> {
+    if attempt == 0 || attempt >= max_attempts {
         return None;
     }
     let secs = 5u64.saturating_mul(1u64 << (attempt - 1).min(20));
@@ -323,12 +327,16 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_a_bound() {
-        let delays: Vec<_> = (1..=MAX_ATTEMPTS).map(retry_delay).collect();
+        let delays: Vec<_> = (1..=MAX_ATTEMPTS)
+            .map(|a| retry_delay(a, MAX_ATTEMPTS))
+            .collect();
         assert_eq!(delays[0], Some(Duration::from_secs(5)));
         assert_eq!(delays[1], Some(Duration::from_secs(10)));
         assert_eq!(delays[6], Some(Duration::from_secs(320)));
         assert_eq!(delays[7], None, "attempts are bounded");
-        assert_eq!(retry_delay(0), None);
+        assert_eq!(retry_delay(0, MAX_ATTEMPTS), None);
+        assert_eq!(retry_delay(2, 2), None, "a lower bound gives up sooner");
+        assert_eq!(retry_delay(20, 32), Some(Duration::from_secs(3600)));
     }
 
     #[test]

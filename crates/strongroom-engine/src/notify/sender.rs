@@ -3,13 +3,18 @@
 //! each without one in flight ([`NotifierTurns`]; a tick waits for no
 //! turn, so a slow receiver delays only its own tenant). A turn claims the
 //! tenant's due deliveries one at a time (the store holds a claimed
-//! delivery for [`CLAIM_HOLD`], so no other server sends it meanwhile),
-//! starts no post after [`TURN_BUDGET`], signs each with the tenant's opened signing secret, hands
-//! it to the [`WebhookPoster`], and records what the attempt came to: the
-//! status or a short reason (never the receiver's body), and the next
-//! attempt after the backoff ([`super::retry_delay`]), or none once
-//! delivered or given up ([`super::MAX_ATTEMPTS`] attempts, or [`MAX_AGE`]
-//! after it was enqueued).
+//! delivery for [`SenderSettings::claim_hold`], so no other server sends it
+//! meanwhile), starts no post after [`SenderSettings::turn_budget`], signs
+//! each with the tenant's opened signing secret, hands it to the
+//! [`WebhookPoster`], and records what the attempt came to: the status or a
+//! short reason (never the receiver's body), and the next attempt after the
+//! backoff ([`super::retry_delay`]), or none once delivered or given up
+//! ([`SenderSettings::max_attempts`] attempts, or
+//! [`SenderSettings::max_age`] after it was enqueued). Each recorded
+//! attempt is a `notification.delivery` event in the tenant's audit chain,
+//! written in the same commit: the delivery, its notice, the attempt's
+//! number, the receiver's host, and the result with its status or failure
+//! class.
 //!
 //! Generic over the event: whatever enqueued a delivery (access requests,
 //! rotation reminders), its `event` and JSON `payload` are sent as they
@@ -23,8 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strongroom_core::Result;
+use strongroom_core::audit::{Action, AuditDetail, AuditDraft, Outcome};
 use strongroom_core::ids::TenantId;
-use strongroom_core::notify::{Delivery, DeliveryAttempt};
+use strongroom_core::net::RequestTarget;
+use strongroom_core::notify::{Delivery, DeliveryAttempt, DeliveryFailure, DeliveryResult};
+use strongroom_core::policy::Reason;
 use strongroom_core::scope::SystemScope;
 use strongroom_core::tenant::{Tenant, TenantStatus, WrappedKekRecord};
 use strongroom_core::time::Timestamp;
@@ -33,30 +41,61 @@ use super::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, r
 use crate::Engine;
 use crate::ports::{WebhookOutcome, WebhookPost, WebhookPoster};
 
-/// How long a claim holds a delivery from other servers: well past the
-/// longest one post may take (the poster's timeout of a few seconds; a
-/// turn claims one delivery at a time, just before posting it). A sender
-/// that dies mid-attempt leaves the delivery due again after this.
+/// The default of [`SenderSettings::claim_hold`].
 pub const CLAIM_HOLD: Duration = Duration::from_secs(120);
 
-/// After this long since it was enqueued, a delivery that failed is given
-/// up whatever its attempts.
+/// The default of [`SenderSettings::max_age`].
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// Most posts in one tenant's turn (so one tenant's backlog does not hold
-/// back the others').
-const POSTS_PER_TURN: u32 = 32;
+/// The default of [`SenderSettings::posts_per_turn`].
+pub const POSTS_PER_TURN: u32 = 32;
 
-/// After this long in a turn, no new post is started for that tenant: a
-/// receiver that never answers holds its tenant's turn for at most this
-/// and one post's timeout. The rest waits for the tenant's next turn.
+/// The default of [`SenderSettings::turn_budget`].
 pub const TURN_BUDGET: Duration = Duration::from_secs(10);
+
+/// The default of [`SenderSettings::tenants_at_once`].
+pub const TENANTS_AT_ONCE: usize = 16;
 
 /// Tenants looked at per tick.
 const TENANTS_PER_TICK: u32 = 100;
 
-/// Tenants' turns in flight at once.
-const TENANTS_AT_ONCE: usize = 16;
+/// The sender's bounds (the server's `[notifier]` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderSettings {
+    /// How long a claim holds a delivery from other servers: well past the
+    /// longest one post may take (a turn claims one delivery at a time,
+    /// just before posting it). A sender that dies mid-attempt leaves the
+    /// delivery due again after this.
+    pub claim_hold: Duration,
+    /// Most attempts at one delivery.
+    pub max_attempts: u32,
+    /// After this long since it was enqueued, a delivery that failed is
+    /// given up whatever its attempts.
+    pub max_age: Duration,
+    /// Most posts in one tenant's turn (so one tenant's backlog does not
+    /// hold back the others').
+    pub posts_per_turn: u32,
+    /// After this long in a turn, no new post is started for that tenant:
+    /// a receiver that never answers holds its tenant's turn for at most
+    /// this and one post's timeout. The rest waits for the tenant's next
+    /// turn.
+    pub turn_budget: Duration,
+    /// Tenants' turns in flight at once.
+    pub tenants_at_once: usize,
+}
+
+impl Default for SenderSettings {
+    fn default() -> Self {
+        Self {
+            claim_hold: CLAIM_HOLD,
+            max_attempts: super::MAX_ATTEMPTS,
+            max_age: MAX_AGE,
+            posts_per_turn: POSTS_PER_TURN,
+            turn_budget: TURN_BUDGET,
+            tenants_at_once: TENANTS_AT_ONCE,
+        }
+    }
+}
 
 /// What turns did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,21 +109,30 @@ pub struct SendPass {
 }
 
 /// The sender's tenants' turns in flight: at most one per tenant and
-/// [`TENANTS_AT_ONCE`] in all. A tick
+/// [`SenderSettings::tenants_at_once`] in all. A tick
 /// ([`Engine::start_notifier_turns`]) starts turns for the due tenants
 /// without one and never waits for a turn to end, so a tenant whose
 /// receiver is slow delays no other's deliveries. Dropping it aborts the
-/// turns (their claimed deliveries are due again after [`CLAIM_HOLD`]).
+/// turns (their claimed deliveries are due again after the claim's hold).
 #[derive(Debug, Default)]
 pub struct NotifierTurns {
     running: tokio::task::JoinSet<SendPass>,
     tenants: HashMap<tokio::task::Id, TenantId>,
+    settings: SenderSettings,
 }
 
 impl NotifierTurns {
-    /// No turn in flight.
-    pub fn new() -> Self {
-        Self::default()
+    /// No turn in flight; turns bounded by `settings`.
+    pub fn new(settings: SenderSettings) -> Self {
+        Self {
+            settings,
+            ..Self::default()
+        }
+    }
+
+    /// The bounds of the turns.
+    pub fn settings(&self) -> &SenderSettings {
+        &self.settings
     }
 
     /// How many turns are in flight.
@@ -157,6 +205,13 @@ enum Prepared {
     Fail { reason: String, fatal: bool },
 }
 
+/// What one attempt came to: what the store records, and its failure class
+/// for the audit event.
+struct Attempted {
+    record: DeliveryAttempt,
+    failure: Option<DeliveryFailure>,
+}
+
 impl Engine {
     /// Wakes the sender (this server enqueued a delivery).
     pub(crate) fn wake_notifier(&self) {
@@ -173,19 +228,21 @@ impl Engine {
     /// One tick of the sender: finds the due tenants (up to a bounded
     /// number, the one waiting longest first) and starts a turn in `turns`
     /// for each that has none in flight, while fewer than
-    /// [`TENANTS_AT_ONCE`] are; returns how many it started, without
-    /// waiting for any. A turn claims the tenant's due deliveries one at a
-    /// time, posts each through `poster` and records it, up to
-    /// [`POSTS_PER_TURN`], and starts no post after [`TURN_BUDGET`]. A
-    /// store error ends that tenant's turn (logged; a later tick starts
-    /// another); finding the due tenants failing ends the tick.
+    /// [`SenderSettings::tenants_at_once`] are; returns how many it
+    /// started, without waiting for any. A turn claims the tenant's due
+    /// deliveries one at a time, posts each through `poster` and records it
+    /// with its audit event, up to [`SenderSettings::posts_per_turn`], and
+    /// starts no post after [`SenderSettings::turn_budget`]. A store error
+    /// ends that tenant's turn (logged; a later tick starts another);
+    /// finding the due tenants failing ends the tick.
     pub async fn start_notifier_turns<P: WebhookPoster + 'static>(
         self: &Arc<Self>,
-        _system: &SystemScope,
+        system: &SystemScope,
         poster: &Arc<P>,
         turns: &mut NotifierTurns,
     ) -> Result<usize> {
-        if turns.len() >= TENANTS_AT_ONCE {
+        let settings = turns.settings;
+        if turns.len() >= settings.tenants_at_once {
             return Ok(0);
         }
         let tenants = self
@@ -194,7 +251,7 @@ impl Engine {
             .await?;
         let mut started = 0;
         for tenant in tenants {
-            if turns.len() >= TENANTS_AT_ONCE {
+            if turns.len() >= settings.tenants_at_once {
                 break;
             }
             if turns.serving(tenant) {
@@ -202,9 +259,13 @@ impl Engine {
             }
             let engine = Arc::clone(self);
             let poster = Arc::clone(poster);
+            let system = *system;
             let handle = turns.running.spawn(async move {
                 let mut turn = SendPass::default();
-                if let Err(e) = engine.send_tenant(tenant, &*poster, &mut turn).await {
+                let sent = engine
+                    .send_tenant(&system, &settings, tenant, &*poster, &mut turn)
+                    .await;
+                if let Err(e) = sent {
                     tracing::warn!(tenant = %tenant, error = %e, "a notifier turn failed");
                 }
                 turn
@@ -217,24 +278,26 @@ impl Engine {
 
     /// One tenant's turn: its due deliveries claimed one at a time (none
     /// is claimed unless it is posted at once), until none is due,
-    /// [`POSTS_PER_TURN`] were posted, or [`TURN_BUDGET`] passed.
+    /// `posts_per_turn` were posted, or `turn_budget` passed.
     async fn send_tenant<P: WebhookPoster>(
         &self,
+        system: &SystemScope,
+        settings: &SenderSettings,
         tenant: TenantId,
         poster: &P,
         pass: &mut SendPass,
     ) -> Result<()> {
         let started = tokio::time::Instant::now();
         let mut loaded: Option<(Tenant, Vec<WrappedKekRecord>)> = None;
-        for _ in 0..POSTS_PER_TURN {
-            if started.elapsed() >= TURN_BUDGET {
+        for _ in 0..settings.posts_per_turn {
+            if started.elapsed() >= settings.turn_budget {
                 tracing::debug!(tenant = %tenant, "a notifier turn ran out of time");
                 return Ok(());
             }
             let now = self.now();
             let claimed = self
                 .store
-                .claim_notification_deliveries(tenant, now, now.plus(CLAIM_HOLD), 1)
+                .claim_notification_deliveries(tenant, now, now.plus(settings.claim_hold), 1)
                 .await?;
             let Some(delivery) = claimed.into_iter().next() else {
                 return Ok(());
@@ -245,8 +308,12 @@ impl Engine {
             let Some((record, keks)) = &loaded else {
                 return Ok(());
             };
-            let attempt = self.attempt(record, keks, &delivery, poster).await;
-            self.record(tenant, &delivery, &attempt, pass).await?;
+            let attempt = self
+                .attempt(settings, record, keks, &delivery, poster)
+                .await;
+            let event = attempt_event(system, record, &delivery, &attempt, self.now());
+            self.record(tenant, &delivery, &attempt.record, event, pass)
+                .await?;
         }
         Ok(())
     }
@@ -296,11 +363,12 @@ impl Engine {
     /// what to record.
     async fn attempt<P: WebhookPoster>(
         &self,
+        settings: &SenderSettings,
         tenant: &Tenant,
         keks: &[WrappedKekRecord],
         delivery: &Delivery,
         poster: &P,
-    ) -> DeliveryAttempt {
+    ) -> Attempted {
         let outcome = match self.prepare(tenant, keks, delivery).await {
             Prepared::Post { body, headers } => {
                 // `prepare` checked there is one.
@@ -326,28 +394,33 @@ impl Engine {
                     // never posted to.
                     WebhookOutcome::Failed {
                         reason: "refused: the notifier URL is not https".into(),
+                        class: DeliveryFailure::Refused,
                     }
                 }
             }
             Prepared::Fail { reason, fatal } => {
-                return settle(delivery, self.now(), None, reason, fatal);
+                return Attempted {
+                    record: settle(settings, delivery, self.now(), None, reason, fatal),
+                    failure: Some(DeliveryFailure::NotSent),
+                };
             }
         };
-        attempt_of(delivery, outcome, self.now())
+        attempt_of(settings, delivery, outcome, self.now())
     }
 
-    /// Records `attempt` and logs it (ids, the event, the status, our own
-    /// reason; nothing the receiver said).
+    /// Records `attempt` with its audit `event` and logs it (ids, the
+    /// event, the status, our own reason; nothing the receiver said).
     async fn record(
         &self,
         tenant: TenantId,
         delivery: &Delivery,
         attempt: &DeliveryAttempt,
+        event: AuditDraft,
         pass: &mut SendPass,
     ) -> Result<()> {
         let kept = self
             .store
-            .record_notification_attempt(tenant, attempt)
+            .record_notification_attempt(tenant, attempt, event)
             .await?;
         if !kept {
             tracing::warn!(
@@ -427,15 +500,23 @@ fn signed_post(
 
 /// What to record of `delivery`'s attempt (claimed as attempt
 /// `delivery.attempts`) that came to `outcome` at `now`.
-fn attempt_of(delivery: &Delivery, outcome: WebhookOutcome, now: Timestamp) -> DeliveryAttempt {
+fn attempt_of(
+    settings: &SenderSettings,
+    delivery: &Delivery,
+    outcome: WebhookOutcome,
+    now: Timestamp,
+) -> Attempted {
     match outcome {
-        WebhookOutcome::Delivered { status } => DeliveryAttempt {
-            id: delivery.id,
-            attempt: delivery.attempts,
-            status: Some(status),
-            error: String::new(),
-            next_attempt_at: None,
-            delivered_at: Some(now),
+        WebhookOutcome::Delivered { status } => Attempted {
+            record: DeliveryAttempt {
+                id: delivery.id,
+                attempt: delivery.attempts,
+                status: Some(status),
+                error: String::new(),
+                next_attempt_at: None,
+                delivered_at: Some(now),
+            },
+            failure: None,
         },
         WebhookOutcome::Answered { status } => {
             let reason = if (300..400).contains(&status) {
@@ -443,25 +524,80 @@ fn attempt_of(delivery: &Delivery, outcome: WebhookOutcome, now: Timestamp) -> D
             } else {
                 format!("the receiver answered {status}")
             };
-            settle(delivery, now, Some(status), reason, false)
+            Attempted {
+                record: settle(settings, delivery, now, Some(status), reason, false),
+                failure: Some(DeliveryFailure::Status),
+            }
         }
-        WebhookOutcome::Failed { reason } => settle(delivery, now, None, reason, false),
+        WebhookOutcome::Failed { reason, class } => Attempted {
+            record: settle(settings, delivery, now, None, reason, false),
+            failure: Some(class),
+        },
     }
 }
 
+/// The `notification.delivery` event of `attempt` at `delivery` for
+/// `tenant`: the delivery, its notice, the attempt's number, the
+/// receiver's host (from the tenant's notifier URL; never its path or
+/// query), and the result with its status or failure class. Allowed when
+/// delivered, an error otherwise.
+fn attempt_event(
+    system: &SystemScope,
+    tenant: &Tenant,
+    delivery: &Delivery,
+    attempt: &Attempted,
+    now: Timestamp,
+) -> AuditDraft {
+    let record = &attempt.record;
+    let (result, outcome, reason) = if record.delivered_at.is_some() {
+        (DeliveryResult::Delivered, Outcome::Allowed, Reason::Allowed)
+    } else if record.next_attempt_at.is_some() {
+        (
+            DeliveryResult::Failed,
+            Outcome::Error,
+            Reason::DeliveryFailed,
+        )
+    } else {
+        (
+            DeliveryResult::GivenUp,
+            Outcome::Error,
+            Reason::DeliveryGivenUp,
+        )
+    };
+    let host = tenant
+        .settings
+        .notifier
+        .as_ref()
+        .and_then(|n| RequestTarget::parse(&n.url).ok())
+        .map(|t| t.host)
+        .unwrap_or_default();
+    let mut event = system.audit_at(Action::NotificationDelivery, outcome, reason.as_str(), now);
+    event.detail = Some(AuditDetail::NotificationDelivery {
+        delivery: delivery.id,
+        notice: delivery.event.clone(),
+        attempt: record.attempt,
+        host,
+        result,
+        status: record.status,
+        failure: attempt.failure,
+    });
+    event
+}
+
 /// A failed attempt at `now`: retried after the backoff, or given up
-/// (`fatal`, out of attempts, or older than [`MAX_AGE`]).
+/// (`fatal`, out of attempts, or older than the settings' `max_age`).
 fn settle(
+    settings: &SenderSettings,
     delivery: &Delivery,
     now: Timestamp,
     status: Option<u16>,
     reason: String,
     fatal: bool,
 ) -> DeliveryAttempt {
-    let next = if fatal || now >= delivery.created_at.plus(MAX_AGE) {
+    let next = if fatal || now >= delivery.created_at.plus(settings.max_age) {
         None
     } else {
-        retry_delay(delivery.attempts).map(|d| now.plus(d))
+        retry_delay(delivery.attempts, settings.max_attempts).map(|d| now.plus(d))
     };
     let error = if next.is_none() {
         format!(
@@ -488,6 +624,16 @@ mod tests {
     use strongroom_core::ids::DeliveryId;
 
     const AT: i64 = 1_796_601_600;
+
+    /// Today's bounds.
+    const S: SenderSettings = SenderSettings {
+        claim_hold: CLAIM_HOLD,
+        max_attempts: super::super::MAX_ATTEMPTS,
+        max_age: MAX_AGE,
+        posts_per_turn: POSTS_PER_TURN,
+        turn_budget: TURN_BUDGET,
+        tenants_at_once: TENANTS_AT_ONCE,
+    };
 
     fn delivery(attempts: u32, created_at: Timestamp) -> Delivery {
         Delivery {
@@ -553,7 +699,9 @@ mod tests {
     fn a_2xx_is_delivered_and_ends_the_retries() {
         let at = Timestamp::from_unix(AT, 0);
         let d = delivery(2, at);
-        let a = attempt_of(&d, WebhookOutcome::Delivered { status: 204 }, at);
+        let a = attempt_of(&S, &d, WebhookOutcome::Delivered { status: 204 }, at);
+        assert_eq!(a.failure, None);
+        let a = a.record;
         assert_eq!(a.attempt, 2);
         assert_eq!(a.status, Some(204));
         assert_eq!(a.error, "");
@@ -565,20 +713,24 @@ mod tests {
     fn failures_back_off_then_give_up() {
         let at = Timestamp::from_unix(AT, 0);
         let first = attempt_of(
+            &S,
             &delivery(1, at),
             WebhookOutcome::Answered { status: 500 },
             at,
-        );
+        )
+        .record;
         assert_eq!(first.status, Some(500));
         assert_eq!(first.error, "the receiver answered 500");
         assert_eq!(first.next_attempt_at, Some(at.plus(Duration::from_secs(5))));
         assert_eq!(first.delivered_at, None);
 
         let redirect = attempt_of(
+            &S,
             &delivery(3, at),
             WebhookOutcome::Answered { status: 302 },
             at,
-        );
+        )
+        .record;
         assert!(redirect.error.contains("redirects are not followed"));
         assert_eq!(
             redirect.next_attempt_at,
@@ -586,21 +738,27 @@ mod tests {
         );
 
         let refused = attempt_of(
+            &S,
             &delivery(1, at),
             WebhookOutcome::Failed {
                 reason: "refused: internal".into(),
+                class: DeliveryFailure::Refused,
             },
             at,
         );
+        assert_eq!(refused.failure, Some(DeliveryFailure::Refused));
+        let refused = refused.record;
         assert_eq!(refused.status, None);
         assert_eq!(refused.error, "refused: internal");
         assert!(refused.next_attempt_at.is_some());
 
         let last = attempt_of(
+            &S,
             &delivery(super::super::MAX_ATTEMPTS, at),
             WebhookOutcome::Answered { status: 503 },
             at,
-        );
+        )
+        .record;
         assert_eq!(last.next_attempt_at, None, "attempts are bounded");
         assert!(
             last.error.ends_with("gave up after 8 attempts"),
@@ -609,14 +767,96 @@ mod tests {
         );
 
         let old = attempt_of(
+            &S,
             &delivery(2, at),
             WebhookOutcome::Answered { status: 503 },
             at.plus(MAX_AGE),
-        );
+        )
+        .record;
         assert_eq!(old.next_attempt_at, None, "age is bounded");
 
-        let fatal = settle(&delivery(1, at), at, None, "no notifier".into(), true);
+        let fatal = settle(&S, &delivery(1, at), at, None, "no notifier".into(), true);
         assert_eq!(fatal.next_attempt_at, None);
         assert_eq!(fatal.error, "no notifier; gave up after 1 attempt");
+    }
+
+    /// Tighter bounds give up sooner: after `max_attempts`, or once
+    /// `max_age` passed since the delivery was enqueued.
+    #[test]
+    fn the_settings_bound_the_retries() {
+        let at = Timestamp::from_unix(AT, 0);
+        let tight = SenderSettings {
+            max_attempts: 2,
+            max_age: Duration::from_secs(60),
+            ..S
+        };
+        let answered = WebhookOutcome::Answered { status: 500 };
+        let first = attempt_of(&tight, &delivery(1, at), answered.clone(), at).record;
+        assert_eq!(first.next_attempt_at, Some(at.plus(Duration::from_secs(5))));
+        let second = attempt_of(&tight, &delivery(2, at), answered.clone(), at).record;
+        assert_eq!(second.next_attempt_at, None);
+        assert!(second.error.ends_with("gave up after 2 attempts"));
+        let late = attempt_of(
+            &tight,
+            &delivery(1, at),
+            answered,
+            at.plus(Duration::from_secs(60)),
+        )
+        .record;
+        assert_eq!(late.next_attempt_at, None, "past max_age");
+    }
+
+    /// An attempt's audit event names the delivery, its notice, the
+    /// attempt and the receiver's host, never the URL's path or query.
+    #[test]
+    fn an_attempt_is_audited_with_the_host_only() {
+        use strongroom_core::scope::SystemTask;
+        use strongroom_core::tenant::{NotifierSetting, TenantSettings};
+        let at = Timestamp::from_unix(AT, 0);
+        let system = SystemScope::for_task(SystemTask::NotifierSender);
+        let mut tenant = Tenant {
+            settings: TenantSettings {
+                notifier: Some(NotifierSetting {
+                    url: "https://hooks.example.com:8443/in?token=t0k3n".into(),
+                    sealed_secret: "00".into(),
+                }),
+                ..TenantSettings::default()
+            },
+            id: TenantId::generate(),
+            name: strongroom_core::names::TenantName::parse("acme", "name").expect("a name"),
+            status: TenantStatus::Active,
+            current_kek_version: 1,
+            created_at: at,
+        };
+        let d = delivery(1, at);
+        let failed = attempt_of(&S, &d, WebhookOutcome::Answered { status: 500 }, at);
+        let event = attempt_event(&system, &tenant, &d, &failed, at);
+        assert_eq!(event.action, Action::NotificationDelivery);
+        assert_eq!(event.outcome, Outcome::Error);
+        assert_eq!(event.reason_code, "DELIVERY_FAILED");
+        let text = event.detail.as_ref().expect("a detail").encode();
+        assert!(text.contains(r#""host":"hooks.example.com""#), "{text}");
+        assert!(
+            text.contains(r#""result":"failed","status":500,"failure":"status""#),
+            "{text}"
+        );
+        assert!(!text.contains("t0k3n") && !text.contains("/in"), "{text}");
+        let given_up = attempt_of(&S, &d, WebhookOutcome::Delivered { status: 200 }, at);
+        let event = attempt_event(&system, &tenant, &d, &given_up, at);
+        assert_eq!(event.outcome, Outcome::Allowed);
+        tenant.settings.notifier = None;
+        let fatal = Attempted {
+            record: settle(&S, &d, at, None, "no notifier".into(), true),
+            failure: Some(DeliveryFailure::NotSent),
+        };
+        let event = attempt_event(&system, &tenant, &d, &fatal, at);
+        assert_eq!(event.reason_code, "DELIVERY_GIVEN_UP");
+        assert!(
+            event
+                .detail
+                .expect("a detail")
+                .encode()
+                .contains(r#""host":"","result":"given_up""#)
+        );
     }
 }

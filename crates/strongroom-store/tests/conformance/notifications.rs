@@ -17,7 +17,7 @@ use strongroom_core::store::Store;
 use strongroom_core::time::Timestamp;
 
 use crate::access_requests::{notice, request};
-use crate::support::{TestTenant, create_tenant, draft};
+use crate::support::{AuditTrail, TestTenant, create_tenant, draft};
 
 const HOLD: Duration = Duration::from_secs(120);
 
@@ -53,6 +53,11 @@ async fn logged(s: &dyn Store, t: &TestTenant, id: DeliveryId) -> Delivery {
         .into_iter()
         .find(|d| d.id == id)
         .expect("the delivery is logged")
+}
+
+/// An attempt's audit event.
+fn event(t: &TestTenant) -> strongroom_core::audit::AuditDraft {
+    draft(&t.scope(), Action::NotificationDelivery)
 }
 
 fn later(by: Duration) -> Timestamp {
@@ -133,27 +138,31 @@ pub async fn claims_count_hold_and_record<S: Store>(store: Arc<S>) {
         next_attempt_at: None,
         delivered_at: Some(after),
     };
+    let mut trail = AuditTrail::start(s, t.scope()).await;
     assert!(
-        !s.record_notification_attempt(t.id(), &stale)
+        !s.record_notification_attempt(t.id(), &stale, event(&t))
             .await
             .expect("record"),
         "a superseded claim records nothing"
     );
+    trail.expect_none().await;
     let delivered = DeliveryAttempt {
         attempt: 2,
         ..stale.clone()
     };
     assert!(
-        s.record_notification_attempt(t.id(), &delivered)
+        s.record_notification_attempt(t.id(), &delivered, event(&t))
             .await
             .expect("record")
     );
+    trail.expect(Action::NotificationDelivery).await;
     assert!(
-        !s.record_notification_attempt(t.id(), &delivered)
+        !s.record_notification_attempt(t.id(), &delivered, event(&t))
             .await
             .expect("record"),
         "a delivered one is final"
     );
+    trail.expect_none().await;
     let d = logged(s, &t, again[0].id).await;
     assert_eq!(d.attempts, 2);
     assert_eq!(d.last_status, Some(200));
@@ -177,7 +186,7 @@ pub async fn claims_count_hold_and_record<S: Store>(store: Arc<S>) {
         delivered_at: None,
     };
     assert!(
-        s.record_notification_attempt(t.id(), &failed)
+        s.record_notification_attempt(t.id(), &failed, event(&t))
             .await
             .expect("record")
     );
@@ -215,7 +224,7 @@ pub async fn claims_count_hold_and_record<S: Store>(store: Arc<S>) {
         delivered_at: None,
     };
     assert!(
-        s.record_notification_attempt(t.id(), &given_up)
+        s.record_notification_attempt(t.id(), &given_up, event(&t))
             .await
             .expect("record")
     );
@@ -312,7 +321,7 @@ pub async fn due_tenants_oldest_first<S: Store>(store: Arc<S>) {
         delivered_at: None,
     };
     assert!(
-        s.record_notification_attempt(c.id(), &failed)
+        s.record_notification_attempt(c.id(), &failed, event(&c))
             .await
             .expect("record")
     );

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use strongroom_core::principal::IdentityPattern;
 
+pub use notifier::NotifierConfig;
 pub use relay::RelayConfig;
 use source::{RawConfig, apply_env, read_file};
 
+pub(crate) mod notifier;
 mod relay;
 mod source;
 #[cfg(test)]
@@ -145,8 +147,14 @@ pub struct Limits {
     /// 60 s; 10 ms to 1 hour).
     pub rotation_monitor_interval: Duration,
     /// How long an access request waits for a decision before it expires
-    /// (`limits.access_request_ttl_secs`, default 24 h).
+    /// (`limits.access_request_ttl_secs`, default 24 h), for tenants that
+    /// set none of their own.
     pub access_request_ttl: Duration,
+    /// The longest access request TTL a tenant may set
+    /// (`limits.max_access_request_ttl_secs`, default 7 days or
+    /// `limits.access_request_ttl_secs` if longer; 60 seconds to 30 days, at
+    /// least `limits.access_request_ttl_secs`).
+    pub max_access_request_ttl: Duration,
     /// How long a call's `request_id` is remembered for idempotent retries
     /// (`limits.idempotency_retention_secs`, default 24 h; 1 minute to 7
     /// days). Expired records are purged by the lease sweeper's loop.
@@ -232,6 +240,7 @@ impl Default for Limits {
             lease_sweep_interval: Duration::from_secs(10),
             rotation_monitor_interval: Duration::from_secs(60),
             access_request_ttl: Duration::from_secs(24 * 3600),
+            max_access_request_ttl: Duration::from_secs(7 * 24 * 3600),
             idempotency_retention: strongroom_engine::DEFAULT_IDEMPOTENCY_RETENTION,
             max_connections: 4096,
             max_connections_per_identity: 64,
@@ -262,6 +271,7 @@ impl Limits {
             default_lease_ttl: self.default_lease_ttl,
             max_lease_ttl: self.max_lease_ttl,
             access_request_ttl: self.access_request_ttl,
+            max_access_request_ttl: self.max_access_request_ttl,
             cache_ttl: self.cache_ttl,
             credential_cache_ttl: self.credential_cache_ttl,
             scan_limit: strongroom_core::tenant::RateLimit {
@@ -376,6 +386,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The relay.
     pub relay: RelayConfig,
+    /// The webhook notifier's sender.
+    pub notifier: NotifierConfig,
 }
 
 /// Reads environment variables; a seam so tests need not touch the process
@@ -516,6 +528,18 @@ impl Config {
                 .limits
                 .access_request_ttl_secs
                 .map_or(d.access_request_ttl, Duration::from_secs),
+            // Unset, the maximum is the default's (7 days) or the
+            // server's TTL if that is longer.
+            max_access_request_ttl: raw.limits.max_access_request_ttl_secs.map_or_else(
+                || {
+                    d.max_access_request_ttl.max(
+                        raw.limits
+                            .access_request_ttl_secs
+                            .map_or(d.access_request_ttl, Duration::from_secs),
+                    )
+                },
+                Duration::from_secs,
+            ),
             idempotency_retention: raw
                 .limits
                 .idempotency_retention_secs
@@ -688,6 +712,20 @@ impl Config {
                 "must be 60 seconds to 30 days",
             ));
         }
+        if !(Duration::from_secs(60)..=Duration::from_secs(30 * 24 * 3600))
+            .contains(&limits.max_access_request_ttl)
+        {
+            return Err(bad(
+                "limits.max_access_request_ttl_secs",
+                "must be 60 seconds to 30 days",
+            ));
+        }
+        if limits.max_access_request_ttl < limits.access_request_ttl {
+            return Err(bad(
+                "limits.max_access_request_ttl_secs",
+                "must be at least limits.access_request_ttl_secs",
+            ));
+        }
         if !(Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600))
             .contains(&limits.idempotency_retention)
         {
@@ -764,6 +802,7 @@ impl Config {
             ));
         }
         let relay = RelayConfig::from_raw(std::mem::take(&mut raw.relay))?;
+        let notifier = NotifierConfig::from_raw(std::mem::take(&mut raw.notifier))?;
 
         Ok(Config {
             listen,
@@ -781,6 +820,7 @@ impl Config {
             telemetry,
             metrics,
             relay,
+            notifier,
         })
     }
 }

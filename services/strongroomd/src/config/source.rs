@@ -33,6 +33,22 @@ pub(super) struct RawConfig {
     pub(super) metrics: RawMetrics,
     #[serde(default)]
     pub(super) relay: RawRelay,
+    #[serde(default)]
+    pub(super) notifier: RawNotifier,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotifier {
+    pub(super) poll_interval_ms: Option<u64>,
+    pub(super) timeout_ms: Option<u64>,
+    pub(super) max_answer_read_bytes: Option<u64>,
+    pub(super) claim_hold_secs: Option<u64>,
+    pub(super) max_attempts: Option<u32>,
+    pub(super) max_age_secs: Option<u64>,
+    pub(super) posts_per_turn: Option<u32>,
+    pub(super) turn_budget_ms: Option<u64>,
+    pub(super) tenants_at_once: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +142,7 @@ pub(super) struct RawLimits {
     pub(super) lease_sweep_interval_ms: Option<u64>,
     pub(super) rotation_monitor_interval_ms: Option<u64>,
     pub(super) access_request_ttl_secs: Option<u64>,
+    pub(super) max_access_request_ttl_secs: Option<u64>,
     pub(super) idempotency_retention_secs: Option<u64>,
     pub(super) max_connections: Option<usize>,
     pub(super) max_connections_per_identity: Option<usize>,
@@ -265,6 +282,10 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), Config
         raw.limits.access_request_ttl_secs =
             Some(parse_num("STRONGROOM_ACCESS_REQUEST_TTL_SECS", &v)?);
     }
+    if let Some(v) = env.var("STRONGROOM_MAX_ACCESS_REQUEST_TTL_SECS") {
+        raw.limits.max_access_request_ttl_secs =
+            Some(parse_num("STRONGROOM_MAX_ACCESS_REQUEST_TTL_SECS", &v)?);
+    }
     if let Some(v) = env.var("STRONGROOM_IDEMPOTENCY_RETENTION_SECS") {
         raw.limits.idempotency_retention_secs =
             Some(parse_num("STRONGROOM_IDEMPOTENCY_RETENTION_SECS", &v)?);
@@ -372,6 +393,54 @@ pub(super) fn apply_env(raw: &mut RawConfig, env: &dyn Env) -> Result<(), Config
             "STRONGROOM_RELAY_MAX_IN_FLIGHT_PER_PRINCIPAL",
             &v,
         )?);
+    }
+    for (name, slot) in [
+        (
+            "STRONGROOM_NOTIFIER_POLL_INTERVAL_MS",
+            &mut raw.notifier.poll_interval_ms,
+        ),
+        (
+            "STRONGROOM_NOTIFIER_TIMEOUT_MS",
+            &mut raw.notifier.timeout_ms,
+        ),
+        (
+            "STRONGROOM_NOTIFIER_MAX_ANSWER_READ_BYTES",
+            &mut raw.notifier.max_answer_read_bytes,
+        ),
+        (
+            "STRONGROOM_NOTIFIER_CLAIM_HOLD_SECS",
+            &mut raw.notifier.claim_hold_secs,
+        ),
+        (
+            "STRONGROOM_NOTIFIER_MAX_AGE_SECS",
+            &mut raw.notifier.max_age_secs,
+        ),
+        (
+            "STRONGROOM_NOTIFIER_TURN_BUDGET_MS",
+            &mut raw.notifier.turn_budget_ms,
+        ),
+        (
+            "STRONGROOM_NOTIFIER_TENANTS_AT_ONCE",
+            &mut raw.notifier.tenants_at_once,
+        ),
+    ] {
+        if let Some(v) = env.var(name) {
+            *slot = Some(parse_num(name, &v)?);
+        }
+    }
+    for (name, slot) in [
+        (
+            "STRONGROOM_NOTIFIER_MAX_ATTEMPTS",
+            &mut raw.notifier.max_attempts,
+        ),
+        (
+            "STRONGROOM_NOTIFIER_POSTS_PER_TURN",
+            &mut raw.notifier.posts_per_turn,
+        ),
+    ] {
+        if let Some(v) = env.var(name) {
+            *slot = Some(parse_num(name, &v)?);
+        }
     }
     if let Some(v) = env.var("STRONGROOM_LOG_LEVEL") {
         raw.log.level = Some(v);

@@ -355,3 +355,176 @@ fn relay_settings_from_the_environment() {
         assert_eq!(err.key, key, "{name}={value}");
     }
 }
+
+#[test]
+fn notifier_settings_default_parse_and_are_bounded() {
+    let mut pairs = TLS.to_vec();
+    pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+    let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    let n = c.notifier;
+    assert_eq!(n, NotifierConfig::default());
+    assert_eq!(n.poll_interval, Duration::from_secs(1));
+    assert_eq!(n.timeout, Duration::from_secs(5));
+    assert_eq!(n.max_answer_read, 16 * 1024);
+    assert_eq!(n.sender.claim_hold, Duration::from_secs(120));
+    assert_eq!(n.sender.max_attempts, 8);
+    assert_eq!(n.sender.max_age, Duration::from_secs(24 * 3600));
+    assert_eq!(n.sender.posts_per_turn, 32);
+    assert_eq!(n.sender.turn_budget, Duration::from_secs(10));
+    assert_eq!(n.sender.tenants_at_once, 16);
+
+    // The file, then the environment on top.
+    let raw = toml::from_str::<RawConfig>(
+        "[notifier]\npoll_interval_ms = 250\ntimeout_ms = 2000\nmax_answer_read_bytes = 0\n\
+         claim_hold_secs = 30\nmax_attempts = 3\nmax_age_secs = 3600\nposts_per_turn = 4\n\
+         turn_budget_ms = 500\ntenants_at_once = 2\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut with_env = pairs.clone();
+    with_env.push(("STRONGROOM_NOTIFIER_MAX_ATTEMPTS", "5"));
+    with_env.push(("STRONGROOM_NOTIFIER_TENANTS_AT_ONCE", "64"));
+    let c = Config::from_raw(raw, &env(&with_env)).unwrap_or_else(|e| panic!("{e}"));
+    let n = c.notifier;
+    assert_eq!(n.poll_interval, Duration::from_millis(250));
+    assert_eq!(n.timeout, Duration::from_secs(2));
+    assert_eq!(n.max_answer_read, 0);
+    assert_eq!(n.sender.claim_hold, Duration::from_secs(30));
+    assert_eq!(n.sender.max_attempts, 5, "the environment wins");
+    assert_eq!(n.sender.max_age, Duration::from_secs(3600));
+    assert_eq!(n.sender.posts_per_turn, 4);
+    assert_eq!(n.sender.turn_budget, Duration::from_millis(500));
+    assert_eq!(n.sender.tenants_at_once, 64);
+
+    let unknown = toml::from_str::<RawConfig>("[notifier]\nretries = 3\n");
+    assert!(unknown.is_err(), "unknown keys are refused");
+
+    for (name, value, key) in [
+        (
+            "STRONGROOM_NOTIFIER_POLL_INTERVAL_MS",
+            "0",
+            "notifier.poll_interval_ms",
+        ),
+        (
+            "STRONGROOM_NOTIFIER_POLL_INTERVAL_MS",
+            "7200000",
+            "notifier.poll_interval_ms",
+        ),
+        (
+            "STRONGROOM_NOTIFIER_TIMEOUT_MS",
+            "50",
+            "notifier.timeout_ms",
+        ),
+        (
+            "STRONGROOM_NOTIFIER_TIMEOUT_MS",
+            "61000",
+            "notifier.timeout_ms",
+        ),
+        (
+            "STRONGROOM_NOTIFIER_MAX_ANSWER_READ_BYTES",
+            "2000000",
+            "notifier.max_answer_read_bytes",
+        ),
+        (
+            "STRONGROOM_NOTIFIER_CLAIM_HOLD_SECS",
+            "5",
+            "notifier.claim_hold_secs",
+        ),
+        // Less than twice the default 5 s timeout plus the answer's read.
+        (
+            "STRONGROOM_NOTIFIER_CLAIM_HOLD_SECS",
+            "11",
+            "notifier.claim_hold_secs",
+        ),
+        (
+            "STRONGROOM_NOTIFIER_MAX_ATTEMPTS",
+            "0",
+            "notifier.max_attempts",
+        ),
+        (
+            "STRONGROOM_NOTIFIER_MAX_ATTEMPTS",
+            "33",
+            "notifier.max_attempts",
+        ),
+        (
+            "STRONGROOM_NOTIFIER_MAX_AGE_SECS",
+            "59",
+            "notifier.max_age_secs",
+        ),
+        (
+            "STRONGROOM_NOTIFIER_POSTS_PER_TURN",
+            "0",
+            "notifier.posts_per_turn",
+        ),
+        (
+            "STRONGROOM_NOTIFIER_TURN_BUDGET_MS",
+            "99",
+            "notifier.turn_budget_ms",
+        ),
+        (
+            "STRONGROOM_NOTIFIER_TENANTS_AT_ONCE",
+            "0",
+            "notifier.tenants_at_once",
+        ),
+        (
+            "STRONGROOM_NOTIFIER_TENANTS_AT_ONCE",
+            "many",
+            "STRONGROOM_NOTIFIER_TENANTS_AT_ONCE",
+        ),
+    ] {
+        let mut bad = pairs.clone();
+        bad.push((name, value));
+        let err = Config::from_raw(RawConfig::default(), &env(&bad)).unwrap_err();
+        assert_eq!(err.key, key, "{name}={value}");
+    }
+    // The claim's bound follows the timeout.
+    let mut short = pairs.clone();
+    short.push(("STRONGROOM_NOTIFIER_TIMEOUT_MS", "1000"));
+    short.push(("STRONGROOM_NOTIFIER_CLAIM_HOLD_SECS", "10"));
+    let c = Config::from_raw(RawConfig::default(), &env(&short)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.notifier.sender.claim_hold, Duration::from_secs(10));
+}
+
+#[test]
+fn access_request_ttl_maximum() {
+    let mut pairs = TLS.to_vec();
+    pairs.push(("STRONGROOM_ROOT_KEY", "x"));
+    let c = Config::from_raw(RawConfig::default(), &env(&pairs)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.limits.access_request_ttl, Duration::from_secs(24 * 3600));
+    assert_eq!(
+        c.limits.max_access_request_ttl,
+        Duration::from_secs(7 * 24 * 3600)
+    );
+    assert_eq!(
+        c.limits.engine().max_access_request_ttl,
+        c.limits.max_access_request_ttl
+    );
+
+    // Unset, the maximum follows a longer server TTL.
+    let mut long = pairs.clone();
+    long.push(("STRONGROOM_ACCESS_REQUEST_TTL_SECS", "864000"));
+    let c = Config::from_raw(RawConfig::default(), &env(&long)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.limits.max_access_request_ttl,
+        Duration::from_secs(864_000)
+    );
+
+    let mut set = pairs.clone();
+    set.push(("STRONGROOM_MAX_ACCESS_REQUEST_TTL_SECS", "172800"));
+    let c = Config::from_raw(RawConfig::default(), &env(&set)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.limits.max_access_request_ttl,
+        Duration::from_secs(172_800)
+    );
+
+    for (extra, value) in [
+        ("STRONGROOM_MAX_ACCESS_REQUEST_TTL_SECS", "59"),
+        ("STRONGROOM_MAX_ACCESS_REQUEST_TTL_SECS", "2592001"),
+        // Below the server's default TTL.
+        ("STRONGROOM_MAX_ACCESS_REQUEST_TTL_SECS", "3600"),
+    ] {
+        let mut bad = pairs.clone();
+        bad.push((extra, value));
+        let err = Config::from_raw(RawConfig::default(), &env(&bad)).unwrap_err();
+        assert_eq!(err.key, "limits.max_access_request_ttl_secs", "{value}");
+    }
+}

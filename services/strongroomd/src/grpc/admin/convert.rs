@@ -47,12 +47,11 @@ pub fn tenant_with_namespaces(
     }
 }
 
-/// Tenant settings as returned.
-pub fn settings_out(
-    s: &TenantSettings,
-    default_ttl: Duration,
-    max_ttl: Duration,
-) -> pb::TenantSettings {
+/// Tenant settings as returned, with the server's `limits` (lease TTLs,
+/// and the access request TTL in force).
+pub fn settings_out(s: &TenantSettings, limits: &strongroom_engine::Limits) -> pb::TenantSettings {
+    let default_ttl = limits.default_lease_ttl;
+    let max_ttl = limits.max_lease_ttl;
     pb::TenantSettings {
         version_retention: s.version_retention,
         default_rotation_policy: Some(rotation_out(&s.rotation)),
@@ -74,7 +73,27 @@ pub fn settings_out(
             signing_secret: Default::default(),
             signing_secret_set: !n.sealed_secret.is_empty(),
         }),
+        access_request_ttl: Some(duration_out(limits.access_request_ttl(s))),
     }
+}
+
+/// A tenant's access request TTL as given: none (absent or zero) for the
+/// server's default, else whole seconds (bounds are checked with the
+/// settings).
+pub fn access_request_ttl_in(d: Option<prost_types::Duration>) -> Result<Option<u32>> {
+    let Some(d) = d else {
+        return Ok(None);
+    };
+    if d.nanos != 0 || d.seconds < 0 {
+        return Err(Error::invalid(
+            "settings.access_request_ttl",
+            "must be whole seconds",
+        ));
+    }
+    if d.seconds == 0 {
+        return Ok(None);
+    }
+    Ok(Some(u32::try_from(d.seconds).unwrap_or(u32::MAX)))
 }
 
 fn rate_limit_out(l: RateLimit) -> pb::RateLimit {

@@ -138,6 +138,7 @@ fn settings_in(
                 | "denial_alert"
                 | "revoke_grant_on_leak"
                 | "notifier"
+                | "access_request_ttl"
         ) {
             return Err(Error::invalid(
                 "update_mask",
@@ -173,6 +174,9 @@ fn settings_in(
     }
     if wants("revoke_grant_on_leak") {
         current.revoke_grant_on_leak = s.revoke_grant_on_leak;
+    }
+    if wants("access_request_ttl") {
+        current.access_request_ttl_secs = convert::access_request_ttl_in(s.access_request_ttl)?;
     }
     let mut notifier = strongroom_engine::NotifierChange::Keep;
     if wants("notifier")
@@ -761,11 +765,7 @@ impl AdminService for AdminHandler {
             let tenant = self.0.engine.tenant(&call.caller).await?;
             let l = self.0.engine.limits();
             Ok(pb::GetTenantSettingsResponse {
-                settings: Some(convert::settings_out(
-                    &tenant.settings,
-                    l.default_lease_ttl,
-                    l.max_lease_ttl,
-                )),
+                settings: Some(convert::settings_out(&tenant.settings, l)),
             })
         })
     }
@@ -788,11 +788,7 @@ impl AdminService for AdminHandler {
                 .await?;
             let l = self.0.engine.limits();
             Ok(pb::UpdateTenantSettingsResponse {
-                settings: Some(convert::settings_out(
-                    &tenant.settings,
-                    l.default_lease_ttl,
-                    l.max_lease_ttl,
-                )),
+                settings: Some(convert::settings_out(&tenant.settings, l)),
             })
         })
     }

@@ -68,6 +68,7 @@ fn action_out(a: Action) -> pb::AuditAction {
         Action::TenantKeyRetire => P::KeyRetireTenant,
         Action::TenantExport => P::TenantExport,
         Action::TenantImport => P::TenantImport,
+        Action::NotificationDelivery => P::NotificationDelivery,
         Action::Other => P::Unspecified,
     }
 }
