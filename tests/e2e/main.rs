@@ -54,6 +54,7 @@ mod oracles;
 mod policy;
 mod principal_update;
 mod relay;
+mod relay_cut_short;
 mod replicas;
 mod revocation;
 mod rotation;

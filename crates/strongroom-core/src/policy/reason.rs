@@ -72,6 +72,12 @@ pub enum Reason {
     PlaceholderMisuse,
     /// A leak reported by a local tool.
     LeakReported,
+    /// The principal was disabled (or emergency-revoked) while a use of a
+    /// value was open: the use was cut short.
+    PrincipalDisabled,
+    /// The grant allowing an open use of a value was revoked: the use was
+    /// cut short.
+    GrantRevoked,
 }
 
 impl Reason {
@@ -107,6 +113,8 @@ impl Reason {
             Self::DestinationNotAllowed => "DESTINATION_NOT_ALLOWED",
             Self::PlaceholderMisuse => "PLACEHOLDER_MISUSE",
             Self::LeakReported => "LEAK_REPORTED",
+            Self::PrincipalDisabled => "PRINCIPAL_DISABLED",
+            Self::GrantRevoked => "GRANT_REVOKED",
         }
     }
 
@@ -150,6 +158,8 @@ impl Reason {
                 "a placeholder was sent to a destination its credential's grants do not allow"
             }
             Self::LeakReported => "a local tool reported a leaked value",
+            Self::PrincipalDisabled => "the principal was disabled",
+            Self::GrantRevoked => "the grant that allowed this was revoked",
         }
     }
 }

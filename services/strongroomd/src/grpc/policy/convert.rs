@@ -122,7 +122,9 @@ pub fn reason_out(r: Reason) -> pb::AccessReason {
         | Reason::NotLeaseHolder
         | Reason::DestinationNotAllowed
         | Reason::PlaceholderMisuse
-        | Reason::LeakReported => P::Unspecified,
+        | Reason::LeakReported
+        | Reason::PrincipalDisabled
+        | Reason::GrantRevoked => P::Unspecified,
     }
 }
 
