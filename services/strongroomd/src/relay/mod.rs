@@ -47,7 +47,7 @@ use strongroom_core::ids::PrincipalId;
 use strongroom_core::net::Scheme;
 use strongroom_engine::{
     Authorized, Engine, InjectionDecision, InjectionOutcome, InjectionRequest, InjectionUse,
-    UseEnded, UseKind, UseWatch,
+    UseEnded, UseKind,
 };
 use strongroom_proto::v1 as pb;
 use strongroom_proto::v1::relay_service_server::RelayService;
@@ -479,25 +479,8 @@ impl RelayHandler {
                 return;
             }
         };
-        // Watched from before anything is sent, so no change is missed: the
-        // response ends once the use stops being allowed.
-        let watch = match self.engine.watch_use(call.caller(), &authorized) {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = tx.send(Err(to_status(e, &call.ctx().request_id))).await;
-                return;
-            }
-        };
         let outcome = self
-            .send(
-                scope.tenant(),
-                &head,
-                &authorized,
-                watch,
-                inbound,
-                &tx,
-                &call,
-            )
+            .send(scope.tenant(), &head, &authorized, inbound, &tx, &call)
             .await;
         let outcome = InjectionOutcome {
             duration: started.elapsed(),
@@ -526,7 +509,6 @@ impl RelayHandler {
         tenant: &strongroom_core::tenant::Tenant,
         head: &head::Head,
         authorized: &Authorized,
-        mut watch: UseWatch,
         mut inbound: Streaming<pb::ForwardRequest>,
         tx: &Out,
         call: &Call,
@@ -539,6 +521,16 @@ impl RelayHandler {
         let fail = |outcome: &mut InjectionOutcome, status: u16, reason: &str| {
             outcome.relay_error = Some(reason.to_owned());
             refusal(status, reason, refusal_message(reason))
+        };
+        // Watched from before anything is sent, so no change is missed: the
+        // response ends once the use stops being allowed.
+        let mut watch = match self.engine.watch_use(call.caller(), authorized) {
+            Ok(w) => w,
+            Err(e) => {
+                outcome.relay_error = Some("internal".into());
+                let _ = tx.send(Err(to_status(e, &call.ctx().request_id))).await;
+                return outcome;
+            }
         };
         let destination = Destination::of(tenant, &head.target);
         // The scrubbing (the engine's cached one, compiled on a miss) is

@@ -1,10 +1,14 @@
-//! A relayed response still streaming ends once its use stops being
-//! allowed, on whichever server the change was made: the grant revoked or
-//! expired, the credential revoked, the principal emergency-revoked through
-//! another replica. The call ends well before `relay.max_duration_ms` with
-//! PERMISSION_DENIED or FAILED_PRECONDITION saying why (never a value), and
-//! the outcome (`credential.inject_result`) records `cut_short` with the
-//! reason.
+//! Long-lived streams end once what they carry stops being allowed, on
+//! whichever server the change was made.
+//!
+//! A relayed response still streaming ends when its grant is revoked or
+//! expires, its credential is revoked, or its principal is
+//! emergency-revoked through another replica: well before
+//! `relay.max_duration_ms`, with PERMISSION_DENIED or FAILED_PRECONDITION
+//! saying why (never a value), and the outcome (`credential.inject_result`)
+//! records `cut_short` with the reason. A StreamEvents reader that loses
+//! its role through another replica, and a WatchAccessRequest watcher that
+//! is disabled, stop too (PERMISSION_DENIED).
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +25,8 @@ use crate::emergency_revoke::relay_env;
 on_both_backends!(
     revoking_the_grant_ends_the_response,
     revoking_the_credential_ends_the_response,
-    the_grant_expiring_ends_the_response
+    the_grant_expiring_ends_the_response,
+    a_disabled_watcher_stops_watching
 );
 
 /// The relay's cap on one use: far longer than any of these tests waits.
@@ -367,4 +372,112 @@ async fn a_lost_notice_only_delays_the_end() {
     assert_cut_short_recorded(&admin, "PRINCIPAL_DISABLED").await;
     replica.stop().await;
     primary.stop().await;
+}
+
+/// A StreamEvents reader on one replica whose role is changed through the
+/// other (to one that does not read the chain) stops reading.
+#[tokio::test]
+async fn a_reader_losing_its_role_elsewhere_stops_streaming() {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (primary, replica) = replicas(&upstream, &dir, false, 60_000).await;
+    let admin = primary.tenant("acme").await;
+    let (viewer_id, _) = primary.principal(&admin, "siem", pb::Role::Viewer).await;
+    let on_replica = replica.client("spiffe://e2e.test/acme/siem").await;
+    let mut events = on_replica
+        .audit()
+        .stream_events(pb::StreamEventsRequest {
+            from_sequence: 1,
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    events
+        .message()
+        .await
+        .expect("an event")
+        .expect("the stream is open");
+    admin
+        .client
+        .admin()
+        .update_principal(pb::UpdatePrincipalRequest {
+            principal_id: viewer_id,
+            update: Some(pb::Principal {
+                role: pb::Role::Agent as i32,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["role".into()],
+            }),
+        })
+        .await
+        .expect("change the role");
+    let end = tokio::time::timeout(PROMPTLY, async {
+        loop {
+            match events.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the stream ended without an error"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the reader's stream was still open");
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    replica.stop().await;
+    primary.stop().await;
+}
+
+/// A WatchAccessRequest watcher disabled while it waits stops waiting.
+async fn a_disabled_watcher_stops_watching(backend: Backend) {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(backend, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (agent_id, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let filed = agent
+        .policy()
+        .file_access_request(pb::FileAccessRequestRequest {
+            credential: Some(pb::CredentialPath {
+                environment: "dev".into(),
+                name: "svc/drip".into(),
+            }),
+            capability: pb::Capability::Reveal as i32,
+            purpose: "nightly report".into(),
+            requested_duration: Some(prost_types::Duration {
+                seconds: 600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("file a request")
+        .into_inner();
+    let mut watch = agent
+        .policy()
+        .watch_access_request(pb::WatchAccessRequestRequest {
+            access_request_id: filed.access_request.expect("a request").id,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    watch.message().await.expect("first").expect("the request");
+    admin
+        .client
+        .admin()
+        .disable_principal(pb::DisablePrincipalRequest {
+            principal_id: agent_id,
+            reason: "offboarded".into(),
+        })
+        .await
+        .expect("disable");
+    let end = tokio::time::timeout(PROMPTLY, watch.message())
+        .await
+        .expect("the watch was still open");
+    let end = end.expect_err("the watch ends with an error");
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    assert!(end.message().contains("disabled"), "{end:?}");
+    server.stop().await;
 }
