@@ -80,7 +80,7 @@ async fn agent_on(
             capabilities: vec![pb::Capability::Inject as i32],
             destinations: vec![pb::Destination {
                 host: format!("api.example.test:{}", upstream.port()),
-                path_prefixes: vec!["/drip".into()],
+                path_prefixes: vec!["/drip".into(), "/slow".into()],
                 ..Default::default()
             }],
             expires_at: expires_at.map(timestamp),
@@ -258,6 +258,66 @@ async fn revoking_the_credential_ends_the_response(backend: Backend) {
     assert_eq!(end.code(), Code::FailedPrecondition, "{end:?}");
     assert!(end.message().contains("revoked"), "{end:?}");
     assert_cut_short_recorded(&admin, "CREDENTIAL_REVOKED").await;
+    server.stop().await;
+}
+
+/// A use whose grant is revoked while the destination has yet to answer
+/// ends too: its response is never passed on.
+#[tokio::test]
+async fn revoking_the_grant_before_the_answer_ends_the_use() {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(Backend::Sqlite, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (_, agent, grant) = agent_on(&server, &admin, &upstream, None).await;
+    let head = pb::RelayRequestHead {
+        method: "GET".into(),
+        url: format!("https://api.example.test:{}/slow/20000", upstream.port()),
+        inject: vec![pb::InjectionRef {
+            environment: "dev".into(),
+            name: "svc/drip".into(),
+            field: String::new(),
+        }],
+        purpose: "cut short test".into(),
+        ..Default::default()
+    };
+    let call = tokio::spawn(async move {
+        let mut stream = agent
+            .relay()
+            .forward(tokio_stream::iter(vec![pb::ForwardRequest {
+                part: Some(pb::forward_request::Part::Head(head)),
+            }]))
+            .await?
+            .into_inner();
+        stream.message().await
+    });
+    // The request is on its way once the destination has received it.
+    for _ in 0..100 {
+        if upstream
+            .received()
+            .iter()
+            .any(|r| r.path_and_query.starts_with("/slow"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin
+        .client
+        .policy()
+        .revoke_grant(pb::RevokeGrantRequest {
+            grant_id: grant.id.clone(),
+            reason: "cut it".into(),
+        })
+        .await
+        .expect("revoke grant");
+    let end = tokio::time::timeout(PROMPTLY, call)
+        .await
+        .expect("the use was still open")
+        .expect("join")
+        .expect_err("no response is passed on");
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    assert_cut_short_recorded(&admin, "GRANT_REVOKED").await;
     server.stop().await;
 }
 

@@ -639,11 +639,35 @@ impl RelayHandler {
                 return outcome;
             }
         };
+        // One future for the wait for the response and its whole body: it
+        // returns once the use may no longer go on (principal disabled,
+        // grant revoked or expired, credential revoked, destroyed or
+        // expired, on any server).
+        let ended = self.engine.use_ended(call.caller(), &mut watch);
+        tokio::pin!(ended);
+        let cut = |outcome: &mut InjectionOutcome, ended: UseEnded| {
+            tracing::info!(
+                host = %head.target.host,
+                reason = ended.reason.as_str(),
+                "relayed response cut short: its use is no longer allowed"
+            );
+            outcome.relay_error = Some("cut_short".into());
+            outcome.cut_short = Some(ended.reason);
+            Err(to_status(ended.error, &call.ctx().request_id))
+        };
         let answered = {
             let send = sender.send(request);
             tokio::pin!(send);
             loop {
-                match tokio::time::timeout(self.config.timeout, &mut send).await {
+                let waited = tokio::select! {
+                    ended = &mut ended => {
+                        outcome.bytes_sent = sent.load(Ordering::Relaxed);
+                        let _ = tx.send(cut(&mut outcome, ended)).await;
+                        return outcome;
+                    }
+                    waited = tokio::time::timeout(self.config.timeout, &mut send) => waited,
+                };
+                match waited {
                     Ok(r) => break Ok(r),
                     Err(_) if pumping.load(Ordering::Relaxed) => {}
                     Err(e) => break Err(e),
@@ -730,21 +754,6 @@ impl RelayHandler {
         let mut stream = scrubber.stream();
         let mut received: u64 = 0;
         let mut out = Vec::with_capacity(CHUNK);
-        // One future for the whole body: it returns once the use may no
-        // longer go on (principal disabled, grant revoked or expired,
-        // credential revoked, destroyed or expired, on any server).
-        let ended = self.engine.use_ended(call.caller(), &mut watch);
-        tokio::pin!(ended);
-        let cut = |outcome: &mut InjectionOutcome, ended: UseEnded| {
-            tracing::info!(
-                host = %head.target.host,
-                reason = ended.reason.as_str(),
-                "relayed response cut short: its use is no longer allowed"
-            );
-            outcome.relay_error = Some("cut_short".into());
-            outcome.cut_short = Some(ended.reason);
-            Err(to_status(ended.error, &call.ctx().request_id))
-        };
         let complete = loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
