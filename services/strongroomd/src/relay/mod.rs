@@ -660,6 +660,8 @@ impl RelayHandler {
             tokio::pin!(send);
             loop {
                 let waited = tokio::select! {
+                    // The end first: nothing more goes out once it is due.
+                    biased;
                     ended = &mut ended => {
                         outcome.bytes_sent = sent.load(Ordering::Relaxed);
                         let _ = tx.send(cut(&mut outcome, ended)).await;
@@ -766,6 +768,8 @@ impl RelayHandler {
                 break false;
             }
             let next = tokio::select! {
+                // The end first: nothing more goes out once it is due.
+                biased;
                 ended = &mut ended => {
                     let _ = tx.send(cut(&mut outcome, ended)).await;
                     break false;
@@ -815,6 +819,8 @@ impl RelayHandler {
                 let chunk = std::mem::take(&mut out);
                 // An agent that stops reading still has its use ended.
                 let sent = tokio::select! {
+                    // The end first: nothing more goes out once it is due.
+                    biased;
                     ended = &mut ended => {
                         let _ = tx.send(cut(&mut outcome, ended)).await;
                         break false;
