@@ -63,6 +63,7 @@ mod scan;
 mod secrets_in_logs;
 mod shred;
 mod smoke;
+mod streams_cut_short;
 mod telemetry;
 mod tenancy;
 mod transport_limits;

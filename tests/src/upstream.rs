@@ -14,6 +14,8 @@
 //! - `/fail-once...`: 500 the first time this exact path is requested, 200
 //!   `ok` after that (a receiver that recovers);
 //! - `/slow/MS`: waits MS milliseconds, then 200;
+//! - `/drip/MS`: 200 with a body of one byte every MS milliseconds, never
+//!   ending (until the client goes away);
 //! - `/bytes/N`: 200 with N bytes of `x`;
 //! - `/encoded`: the `/echo` text labelled `Content-Encoding: gzip` (as an
 //!   upstream that compresses whatever it is asked would answer);

@@ -19,7 +19,7 @@ use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::policy::{
     Capabilities, Capability, Destination, Grant, GrantSubject, Reason, Selector,
 };
-use strongroom_core::principal::{Principal, Role};
+use strongroom_core::principal::{Principal, PrincipalStatus, Role};
 use strongroom_core::scope::{Authenticated, SystemScope, TenantScope};
 use strongroom_core::store::Change;
 use strongroom_core::{Error, Result};
@@ -530,16 +530,36 @@ impl Engine {
     /// admin) is no longer pending, and returns it: woken by this server's
     /// commits and other servers' change notices, looking every
     /// [`DECISION_POLL`] as well, so a lost wake-up (or a clock moved past
-    /// its expiry) only delays it.
+    /// its expiry) only delays it. PERMISSION_DENIED once the caller is
+    /// disabled (checked on a change of the tenant's callers, and every
+    /// cache time to live).
     pub async fn await_decision(
         &self,
         caller: &Authenticated,
         id: AccessRequestId,
     ) -> Result<AccessRequestRecord> {
-        let tenant = caller.tenant_scope()?.tenant_id();
+        let scope = caller.tenant_scope()?;
+        let tenant = scope.tenant_id();
         let mut appended = self.store.appended();
-        let mut changes = self.store.changes();
+        let mut changes = self.caches.subscribe();
+        // A watcher disabled while it waits stops: checked again on a
+        // change of who the tenant's callers are, and every cache time to
+        // live (the bound on a lost notice) whatever the notices.
+        let bound = self.limits().cache_ttl.max(DECISION_POLL);
+        let mut checked = tokio::time::Instant::now();
+        let mut recheck = false;
         loop {
+            if recheck || checked.elapsed() >= bound {
+                let now = self.store.get_principal(&scope, scope.principal().id).await;
+                match now {
+                    Ok(p) if p.status == PrincipalStatus::Active => {}
+                    Ok(_) | Err(Error::NotFound(_)) => {
+                        return Err(Error::denied("the principal was disabled"));
+                    }
+                    Err(e) => return Err(e),
+                }
+                checked = tokio::time::Instant::now();
+            }
             let request = self.get_access_request(caller, id).await?;
             if request.status != AccessRequestStatus::Pending {
                 return Ok(request);
@@ -557,18 +577,23 @@ impl Engine {
             let changed = async {
                 loop {
                     match changes.recv().await {
-                        Ok(Change::Requests(t) | Change::Data(t)) if t == tenant => return,
-                        Ok(Change::Everything) | Err(RecvError::Lagged(_)) => return,
+                        Ok(Change::Requests(t) | Change::Data(t)) if t == tenant => return false,
+                        Ok(Change::Access(t) | Change::Keys(t) | Change::KeyRetired(t, _))
+                            if t == tenant =>
+                        {
+                            return true;
+                        }
+                        Ok(Change::Everything) | Err(RecvError::Lagged(_)) => return true,
                         Ok(_) => {}
                         Err(RecvError::Closed) => std::future::pending::<()>().await,
                     }
                 }
             };
-            tokio::select! {
-                () = woken => {}
-                () = changed => {}
-                () = tokio::time::sleep(DECISION_POLL) => {}
-            }
+            recheck = tokio::select! {
+                () = woken => false,
+                who = changed => who,
+                () = tokio::time::sleep(DECISION_POLL) => false,
+            };
         }
     }
 

@@ -34,6 +34,7 @@ use strongroom_core::names::{CredentialName, Environment};
 use strongroom_core::policy::Grant;
 use strongroom_core::scope::Authenticated;
 use strongroom_core::store::Change;
+use tokio::sync::broadcast;
 
 use crate::scan::ScanIndexes;
 use crate::scrubbing::ScrubCache;
@@ -52,6 +53,9 @@ pub const DEFAULT_CREDENTIAL_TTL: Duration = Duration::from_secs(60);
 /// those announced by other servers); were a notice lost, this bounds how
 /// long a change goes unseen.
 const FAILED_LOGIN_TTL: Duration = Duration::from_secs(1);
+/// Changes held for followers of [`Caches::subscribe`] that have not read
+/// them yet; one further behind is told it lagged.
+const NOTICES: usize = 1024;
 /// Most failed authentications remembered; past this the memory starts
 /// afresh.
 const FAILED_LOGINS_MAX: usize = 10_000;
@@ -202,6 +206,10 @@ pub struct Caches {
     scans: ScanIndexes,
     /// The relay's compiled response scrubbings (see `crate::scrubbing`).
     scrubs: ScrubCache,
+    /// Every change applied, repeated to whoever follows them: the long
+    /// uses of values (a relayed response) check again on each (see
+    /// `crate::credentials::watch`).
+    notices: broadcast::Sender<Change>,
 }
 
 impl Default for Caches {
@@ -239,7 +247,14 @@ impl Caches {
             failed_logins: Mutex::default(),
             scans: ScanIndexes::default(),
             scrubs: ScrubCache::default(),
+            notices: broadcast::channel(NOTICES).0,
         }
+    }
+
+    /// The changes applied from now on, local and other servers' alike. A
+    /// follower that falls behind is told it lagged: changes were missed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.notices.subscribe()
     }
 
     /// The tenant's generation now; pass it back when storing what was
@@ -439,6 +454,8 @@ impl Caches {
                 self.invalidate_all();
             }
         }
+        // Nobody following is no failure.
+        let _ = self.notices.send(change);
     }
 
     /// The relay's compiled scrubbings.

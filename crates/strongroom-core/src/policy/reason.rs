@@ -78,6 +78,12 @@ pub enum Reason {
     /// A notifier delivery was given up (out of attempts or time, or
     /// nothing a retry could change).
     DeliveryGivenUp,
+    /// The principal was disabled (or emergency-revoked) while a use of a
+    /// value was open: the use was cut short.
+    PrincipalDisabled,
+    /// The grant allowing an open use of a value was revoked: the use was
+    /// cut short.
+    GrantRevoked,
 }
 
 impl Reason {
@@ -115,6 +121,8 @@ impl Reason {
             Self::LeakReported => "LEAK_REPORTED",
             Self::DeliveryFailed => "DELIVERY_FAILED",
             Self::DeliveryGivenUp => "DELIVERY_GIVEN_UP",
+            Self::PrincipalDisabled => "PRINCIPAL_DISABLED",
+            Self::GrantRevoked => "GRANT_REVOKED",
         }
     }
 
@@ -160,6 +168,8 @@ impl Reason {
             Self::LeakReported => "a local tool reported a leaked value",
             Self::DeliveryFailed => "the notifier's receiver did not accept the delivery",
             Self::DeliveryGivenUp => "the notifier delivery was given up",
+            Self::PrincipalDisabled => "the principal was disabled",
+            Self::GrantRevoked => "the grant that allowed this was revoked",
         }
     }
 }

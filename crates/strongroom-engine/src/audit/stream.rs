@@ -9,6 +9,13 @@
 //! that stops reading costs them nothing: it falls behind and reads the
 //! store from its cursor when it resumes. Change notices from other servers
 //! wake it too, and it polls, so a lost wake-up only delays it.
+//!
+//! A feed carries what only its reader may read: it checks again that the
+//! reader is enabled, with a role that reads the chain, in the same
+//! environments, at once on a change of who the tenant's callers are
+//! (applied here from this server's commits or another's notice) and every
+//! [`FEED_RECHECK`] whatever the notices, and ends PERMISSION_DENIED when
+//! not.
 
 use std::time::Duration;
 
@@ -49,8 +56,13 @@ pub struct AuditFeed {
     /// Where a feed that does not follow ends.
     end: Option<u64>,
     appended: broadcast::Receiver<TenantId>,
+    /// Every change applied here (this server's and other servers'), from
+    /// the caches.
     changes: broadcast::Receiver<Change>,
     checked: tokio::time::Instant,
+    /// Whether a change of who the tenant's callers are (or missed
+    /// changes) calls for checking the reader again before reading on.
+    recheck: bool,
 }
 
 impl std::fmt::Debug for AuditFeed {
@@ -95,27 +107,28 @@ impl AuditFeed {
         let changed = async {
             loop {
                 match self.changes.recv().await {
-                    Ok(
-                        Change::Credential(t, _)
-                        | Change::Data(t)
-                        | Change::Access(t)
-                        | Change::Keys(t)
-                        | Change::KeyRetired(t, _)
-                        | Change::Requests(t),
-                    ) if t == tenant => {
-                        return;
+                    Ok(Change::Access(t) | Change::Keys(t) | Change::KeyRetired(t, _))
+                        if t == tenant =>
+                    {
+                        return true;
                     }
-                    Ok(Change::Everything) | Err(RecvError::Lagged(_)) => return,
+                    Ok(Change::Credential(t, _) | Change::Data(t) | Change::Requests(t))
+                        if t == tenant =>
+                    {
+                        return false;
+                    }
+                    Ok(Change::Everything) | Err(RecvError::Lagged(_)) => return true,
                     Ok(_) => {}
                     Err(RecvError::Closed) => std::future::pending::<()>().await,
                 }
             }
         };
-        tokio::select! {
-            () = appended => {}
-            () = changed => {}
-            () = tokio::time::sleep(FEED_POLL) => {}
-        }
+        let recheck = tokio::select! {
+            () = appended => false,
+            who = changed => who,
+            () = tokio::time::sleep(FEED_POLL) => false,
+        };
+        self.recheck |= recheck;
     }
 }
 
@@ -137,7 +150,7 @@ impl Engine {
         // Subscribed before the first read, so nothing written after it
         // goes unnoticed.
         let appended = self.store.appended();
-        let changes = self.store.changes();
+        let changes = self.caches.subscribe();
         let end = if follow {
             None
         } else {
@@ -153,6 +166,7 @@ impl Engine {
             appended,
             changes,
             checked: tokio::time::Instant::now(),
+            recheck: false,
         })
     }
 
@@ -170,7 +184,7 @@ impl Engine {
             if feed.end.is_some_and(|end| feed.cursor >= end) {
                 return Ok(None);
             }
-            if feed.checked.elapsed() >= FEED_RECHECK {
+            if feed.recheck || feed.checked.elapsed() >= FEED_RECHECK {
                 let now = self.store.get_principal(&scope, feed.principal).await?;
                 if now.status != PrincipalStatus::Active
                     || !FEED_ROLES.contains(&now.role)
@@ -181,6 +195,7 @@ impl Engine {
                     ));
                 }
                 feed.checked = tokio::time::Instant::now();
+                feed.recheck = false;
             }
             let read = self
                 .store

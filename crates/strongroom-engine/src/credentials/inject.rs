@@ -44,6 +44,7 @@ use strongroom_core::policy::{Capability, Destination, Grant, GrantSubject, Reas
 use strongroom_core::principal::Role;
 use strongroom_core::scope::{Authenticated, TenantScope};
 use strongroom_core::store::{Change, RevealCheck};
+use strongroom_core::time::Timestamp;
 use strongroom_core::{Error, Precondition, Result};
 use zeroize::Zeroizing;
 
@@ -132,6 +133,8 @@ pub struct Injection {
     pub version: u32,
     /// The grant whose destination allows the request.
     pub grant: GrantId,
+    /// When that grant expires, if it does: an open use ends then.
+    pub grant_expires_at: Option<Timestamp>,
     /// What to add.
     pub material: Material,
     /// Secret texts this use sends (each field value, and a composed form
@@ -200,6 +203,9 @@ pub struct InjectionOutcome {
     pub duration: Duration,
     /// The relay's reason code if it answered itself.
     pub relay_error: Option<String>,
+    /// Why the use was ended before its response did, if it was (the
+    /// relay error is then `cut_short`).
+    pub cut_short: Option<Reason>,
 }
 
 /// What the caller may do with one credential through the relay.
@@ -495,6 +501,7 @@ impl Engine {
             credential: credential.clone(),
             version: credential.current_version,
             grant: grant.id,
+            grant_expires_at: grant.expires_at,
             material,
             secrets,
         }))
@@ -690,8 +697,10 @@ impl Engine {
             return;
         };
         for injection in &authorized.injections {
-            let (result, reason) = match (&outcome.relay_error, outcome.status) {
-                (None, Some(_)) => (Outcome::Allowed, Reason::AllowedByGrant),
+            // A use cut short records why as its reason code.
+            let (result, reason) = match (outcome.cut_short, &outcome.relay_error, outcome.status) {
+                (Some(why), _, _) => (Outcome::Error, why),
+                (None, None, Some(_)) => (Outcome::Allowed, Reason::AllowedByGrant),
                 _ => (Outcome::Error, Reason::AllowedByGrant),
             };
             let mut d = self.credential_draft(

@@ -25,6 +25,7 @@ mod reveal;
 mod rotate;
 mod test;
 mod update;
+mod watch;
 
 pub use inject::{
     Authorized, Injection, InjectionDecision, InjectionInfo, InjectionOutcome, InjectionRef,
@@ -32,6 +33,7 @@ pub use inject::{
 };
 pub use reveal::{Lease, RevealOptions, Revealed, RevealedValue};
 pub use test::CredentialTested;
+pub use watch::{UseEnded, UseWatch};
 
 /// How a request names a credential.
 #[derive(Debug, Clone)]

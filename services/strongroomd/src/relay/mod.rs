@@ -17,7 +17,12 @@
 //!    [`head::upstream_request`], the body streamed from the call;
 //! 6. the response head and body come back with every injected value
 //!    replaced by its placeholder ([`scrub`]), and the outcome is recorded
-//!    (`credential.inject_result`).
+//!    (`credential.inject_result`). A response still streaming when its
+//!    use stops being allowed (principal disabled, grant revoked or
+//!    expired, credential revoked, destroyed or expired, on any server:
+//!    the engine's `UseWatch`) is cut short: the call ends
+//!    PERMISSION_DENIED or FAILED_PRECONDITION saying why, and the outcome
+//!    records `cut_short` with the reason.
 //!
 //! The work runs in its own task, bounded by `relay.timeout` for the
 //! response head and between body chunks (504 when it passes) and between
@@ -41,8 +46,8 @@ use strongroom_core::Error;
 use strongroom_core::ids::PrincipalId;
 use strongroom_core::net::Scheme;
 use strongroom_engine::{
-    Authorized, CallContext, Engine, InjectionDecision, InjectionOutcome, InjectionRequest,
-    InjectionUse, UseKind,
+    Authorized, Engine, InjectionDecision, InjectionOutcome, InjectionRequest, InjectionUse,
+    UseEnded, UseKind,
 };
 use strongroom_proto::v1 as pb;
 use strongroom_proto::v1::relay_service_server::RelayService;
@@ -475,7 +480,7 @@ impl RelayHandler {
             }
         };
         let outcome = self
-            .send(scope.tenant(), &head, &authorized, inbound, &tx, call.ctx())
+            .send(scope.tenant(), &head, &authorized, inbound, &tx, &call)
             .await;
         let outcome = InjectionOutcome {
             duration: started.elapsed(),
@@ -506,7 +511,7 @@ impl RelayHandler {
         authorized: &Authorized,
         mut inbound: Streaming<pb::ForwardRequest>,
         tx: &Out,
-        _ctx: &CallContext,
+        call: &Call,
     ) -> InjectionOutcome {
         let mut outcome = InjectionOutcome::default();
         // The whole use, response body included, ends by this instant
@@ -516,6 +521,16 @@ impl RelayHandler {
         let fail = |outcome: &mut InjectionOutcome, status: u16, reason: &str| {
             outcome.relay_error = Some(reason.to_owned());
             refusal(status, reason, refusal_message(reason))
+        };
+        // Watched from before anything is sent, so no change is missed: the
+        // response ends once the use stops being allowed.
+        let mut watch = match self.engine.watch_use(call.caller(), authorized) {
+            Ok(w) => w,
+            Err(e) => {
+                outcome.relay_error = Some("internal".into());
+                let _ = tx.send(Err(to_status(e, &call.ctx().request_id))).await;
+                return outcome;
+            }
         };
         let destination = Destination::of(tenant, &head.target);
         // The scrubbing (the engine's cached one, compiled on a miss) is
@@ -624,11 +639,37 @@ impl RelayHandler {
                 return outcome;
             }
         };
+        // One future for the wait for the response and its whole body: it
+        // returns once the use may no longer go on (principal disabled,
+        // grant revoked or expired, credential revoked, destroyed or
+        // expired, on any server).
+        let ended = self.engine.use_ended(call.caller(), &mut watch);
+        tokio::pin!(ended);
+        let cut = |outcome: &mut InjectionOutcome, ended: UseEnded| {
+            tracing::info!(
+                host = %head.target.host,
+                reason = ended.reason.as_str(),
+                "relayed response cut short: its use is no longer allowed"
+            );
+            outcome.relay_error = Some("cut_short".into());
+            outcome.cut_short = Some(ended.reason);
+            Err(to_status(ended.error, &call.ctx().request_id))
+        };
         let answered = {
             let send = sender.send(request);
             tokio::pin!(send);
             loop {
-                match tokio::time::timeout(self.config.timeout, &mut send).await {
+                let waited = tokio::select! {
+                    // The end first: nothing more goes out once it is due.
+                    biased;
+                    ended = &mut ended => {
+                        outcome.bytes_sent = sent.load(Ordering::Relaxed);
+                        let _ = tx.send(cut(&mut outcome, ended)).await;
+                        return outcome;
+                    }
+                    waited = tokio::time::timeout(self.config.timeout, &mut send) => waited,
+                };
+                match waited {
                     Ok(r) => break Ok(r),
                     Err(_) if pumping.load(Ordering::Relaxed) => {}
                     Err(e) => break Err(e),
@@ -726,30 +767,38 @@ impl RelayHandler {
                     .await;
                 break false;
             }
-            let frame =
-                match tokio::time::timeout(self.config.timeout.min(left), body.frame()).await {
-                    Ok(Some(Ok(f))) => f,
-                    Ok(None) => break true,
-                    Ok(Some(Err(_))) => {
-                        outcome.relay_error = Some("upstream_unreachable".into());
-                        let _ = tx
-                            .send(Err(Status::unavailable(
-                                "the destination's response failed mid-body",
-                            )))
-                            .await;
-                        break false;
-                    }
-                    Err(_) if tokio::time::Instant::now() >= deadline => continue,
-                    Err(_) => {
-                        outcome.relay_error = Some("upstream_timeout".into());
-                        let _ = tx
-                            .send(Err(Status::deadline_exceeded(
-                                "the destination stopped sending its response",
-                            )))
-                            .await;
-                        break false;
-                    }
-                };
+            let next = tokio::select! {
+                // The end first: nothing more goes out once it is due.
+                biased;
+                ended = &mut ended => {
+                    let _ = tx.send(cut(&mut outcome, ended)).await;
+                    break false;
+                }
+                next = tokio::time::timeout(self.config.timeout.min(left), body.frame()) => next,
+            };
+            let frame = match next {
+                Ok(Some(Ok(f))) => f,
+                Ok(None) => break true,
+                Ok(Some(Err(_))) => {
+                    outcome.relay_error = Some("upstream_unreachable".into());
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "the destination's response failed mid-body",
+                        )))
+                        .await;
+                    break false;
+                }
+                Err(_) if tokio::time::Instant::now() >= deadline => continue,
+                Err(_) => {
+                    outcome.relay_error = Some("upstream_timeout".into());
+                    let _ = tx
+                        .send(Err(Status::deadline_exceeded(
+                            "the destination stopped sending its response",
+                        )))
+                        .await;
+                    break false;
+                }
+            };
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -768,7 +817,17 @@ impl RelayHandler {
             }
             if !out.is_empty() {
                 let chunk = std::mem::take(&mut out);
-                if tx.send(Ok(body_message(chunk))).await.is_err() {
+                // An agent that stops reading still has its use ended.
+                let sent = tokio::select! {
+                    // The end first: nothing more goes out once it is due.
+                    biased;
+                    ended = &mut ended => {
+                        let _ = tx.send(cut(&mut outcome, ended)).await;
+                        break false;
+                    }
+                    sent = tx.send(Ok(body_message(chunk))) => sent,
+                };
+                if sent.is_err() {
                     break false;
                 }
             }

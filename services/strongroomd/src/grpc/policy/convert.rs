@@ -124,7 +124,9 @@ pub fn reason_out(r: Reason) -> pb::AccessReason {
         | Reason::PlaceholderMisuse
         | Reason::LeakReported
         | Reason::DeliveryFailed
-        | Reason::DeliveryGivenUp => P::Unspecified,
+        | Reason::DeliveryGivenUp
+        | Reason::PrincipalDisabled
+        | Reason::GrantRevoked => P::Unspecified,
     }
 }
 
