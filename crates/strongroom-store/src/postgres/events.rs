@@ -209,8 +209,9 @@ pub(super) async fn insert(
 
 /// Commits a batch of audit events only (reveals, denials) in one round
 /// trip: the function `append_checked_events` (migration
-/// 20261206000003), called as a statement of its own, binds the tenant,
-/// locks the chain head if it is still the one this committer last wrote,
+/// 20261206000003, last replaced by 20261209010001), called as a statement
+/// of its own, binds the tenant, locks the chain head if it is still the
+/// one this committer last wrote,
 /// checks every reveal against the state committed after the lock (the
 /// rule of [`crate::group_commit::checks`], stated in SQL), inserts the
 /// events sealed on that head and advances it; PostgreSQL commits when the
@@ -351,7 +352,12 @@ pub(super) async fn fast(
 }
 
 /// The reveal checks of a batch as column arrays, for
-/// `append_checked_events`.
+/// `append_checked_events`, in the function's two parts: each distinct
+/// credential with the version it was decided on (`credential`,
+/// `version`), and each distinct holder (`principal`, `role`, `grant`,
+/// `binding`). The parts are independent (no condition of one reads the
+/// other's columns, migration 20261209010001), so a batch of many reveals
+/// by one agent sends its principal once.
 struct Checks {
     credential: Vec<uuid::Uuid>,
     version: Vec<i64>,
@@ -363,23 +369,37 @@ struct Checks {
 
 impl Checks {
     fn new(works: &[Work]) -> Self {
-        let mut c = Checks {
-            credential: Vec::with_capacity(works.len()),
-            version: Vec::with_capacity(works.len()),
-            principal: Vec::with_capacity(works.len()),
-            role: Vec::with_capacity(works.len()),
-            grant: Vec::with_capacity(works.len()),
-            binding: Vec::with_capacity(works.len()),
-        };
+        let mut credentials = Vec::with_capacity(works.len());
+        let mut holders = Vec::with_capacity(works.len());
         for w in works {
             if let Work::Reveal(check, _) = w {
-                c.credential.push(check.credential.as_uuid());
-                c.version.push(i64::from(check.version));
-                c.principal.push(check.principal.as_uuid());
-                c.role.push(check.role.as_str());
-                c.grant.push(check.grant.map(|g| g.as_uuid()));
-                c.binding.push(check.binding.map(|b| b.as_uuid()));
+                credentials.push((check.credential.as_uuid(), i64::from(check.version)));
+                holders.push((
+                    check.principal.as_uuid(),
+                    check.role.as_str(),
+                    check.grant.map(|g| g.as_uuid()),
+                    check.binding.map(|b| b.as_uuid()),
+                ));
             }
+        }
+        credentials.sort_unstable();
+        credentials.dedup();
+        holders.sort_unstable();
+        holders.dedup();
+        let (credential, version) = credentials.into_iter().unzip();
+        let mut c = Checks {
+            credential,
+            version,
+            principal: Vec::with_capacity(holders.len()),
+            role: Vec::with_capacity(holders.len()),
+            grant: Vec::with_capacity(holders.len()),
+            binding: Vec::with_capacity(holders.len()),
+        };
+        for (principal, role, grant, binding) in holders {
+            c.principal.push(principal);
+            c.role.push(role);
+            c.grant.push(grant);
+            c.binding.push(binding);
         }
         c
     }
