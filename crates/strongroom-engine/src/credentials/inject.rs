@@ -32,6 +32,7 @@
 //!   misuse; instead, if the tenant's `denial_alert.auto_lock` is on, the
 //!   principal is locked (admins excepted).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use strongroom_core::audit::{Action, AuditDetail, Outcome};
@@ -48,6 +49,7 @@ use strongroom_core::{Error, Precondition, Result};
 use zeroize::Zeroizing;
 
 use super::CredentialRef;
+use crate::cache::CachedCredential;
 use crate::{CallContext, Engine};
 
 /// A credential named for injection.
@@ -126,8 +128,9 @@ impl std::fmt::Debug for Material {
 /// One authorized use: the credential, the grant that allows it, and what
 /// to add. `Debug` never shows a value.
 pub struct Injection {
-    /// The credential's metadata.
-    pub credential: Credential,
+    /// The credential's metadata (shared with the engine's cache: the
+    /// allowed path copies none of it).
+    cached: Arc<CachedCredential>,
     /// The version used.
     pub version: u32,
     /// The grant whose destination allows the request.
@@ -139,10 +142,17 @@ pub struct Injection {
     pub secrets: Vec<Zeroizing<String>>,
 }
 
+impl Injection {
+    /// The credential's metadata.
+    pub fn credential(&self) -> &Credential {
+        &self.cached.credential
+    }
+}
+
 impl std::fmt::Debug for Injection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Injection")
-            .field("credential", &self.credential.id)
+            .field("credential", &self.credential().id)
             .field("version", &self.version)
             .field("grant", &self.grant)
             .field("material", &self.material)
@@ -300,7 +310,7 @@ impl Engine {
                 Action::CredentialInject,
                 Outcome::Allowed,
                 Reason::AllowedByGrant,
-                &injection.credential,
+                injection.credential(),
             );
             draft.version = Some(injection.version);
             draft.purpose = Some(request.purpose.clone()).filter(|p| !p.is_empty());
@@ -313,7 +323,7 @@ impl Engine {
             });
             let principal = scope.principal();
             let check = RevealCheck {
-                credential: injection.credential.id,
+                credential: injection.credential().id,
                 version: injection.version,
                 principal: principal.id,
                 role: principal.role,
@@ -372,7 +382,8 @@ impl Engine {
             .copied()
             .filter(|g| !g.is_expired(now))
             .collect();
-        let grant_ids: Vec<Grant> = live.iter().map(|g| (*g).clone()).collect();
+        // The grants giving inject, for a refusal's alert (cloned only then).
+        let grant_ids = || -> Vec<Grant> { live.iter().map(|g| (*g).clone()).collect() };
         let reference = CredentialRef::Path(r.environment.clone(), r.name.clone());
         let cached = match self.cached_credential(scope, &reference).await {
             Ok(c) => c,
@@ -388,7 +399,7 @@ impl Engine {
             } else {
                 Reason::GrantExpired
             };
-            return refused(reason, Some(credential.clone()), grant_ids);
+            return refused(reason, Some(credential.clone()), grant_ids());
         }
         let allowing: Vec<(&Grant, &Destination)> = live
             .iter()
@@ -403,17 +414,20 @@ impl Engine {
             return refused(
                 Reason::DestinationNotAllowed,
                 Some(credential.clone()),
-                grant_ids,
+                grant_ids(),
             );
         }
         // A placeholder only where the template puts the value, or where
         // the allowing destination lists.
-        let (template_header, template_query) = credential
-            .injection
-            .clone()
-            .or_else(|| InjectionTemplate::default_for(credential.kind))
-            .map(|t| t.slot())
-            .unwrap_or_default();
+        let default_template = match &credential.injection {
+            Some(_) => None,
+            None => InjectionTemplate::default_for(credential.kind),
+        };
+        let template = credential.injection.as_ref().or(default_template.as_ref());
+        let (template_header, template_query) = match &u.kind {
+            UseKind::Template => (None, None),
+            UseKind::Placeholder(_) => template.map(InjectionTemplate::slot).unwrap_or_default(),
+        };
         let Some(&(grant, _)) = allowing.iter().find(|(_, d)| match &u.kind {
             UseKind::Template => true,
             UseKind::Placeholder(_) => {
@@ -427,35 +441,31 @@ impl Engine {
             return refused(
                 Reason::PlaceholderMisuse,
                 Some(credential.clone()),
-                grant_ids,
+                grant_ids(),
             );
         };
         if let Some(owner) = &credential.owner
             && principal.role != Role::Admin
             && request.on_behalf_of.as_deref() != Some(owner.as_str())
         {
-            return refused(Reason::OwnerMismatch, Some(credential.clone()), grant_ids);
+            return refused(Reason::OwnerMismatch, Some(credential.clone()), grant_ids());
         }
         if let Some(why) = credential.unusable(now) {
             return refused(
                 super::reveal::unusable_reason(why),
                 Some(credential.clone()),
-                grant_ids,
+                grant_ids(),
             );
         }
         let value = self.open(scope, credential, &cached.current).await?;
         let (material, secrets) = match &u.kind {
             UseKind::Template => {
-                let template = credential
-                    .injection
-                    .clone()
-                    .or_else(|| InjectionTemplate::default_for(credential.kind))
-                    .ok_or_else(|| {
-                        Error::invalid(
-                            "head.inject",
-                            "this credential has no injection template; use a placeholder",
-                        )
-                    })?;
+                let template = template.ok_or_else(|| {
+                    Error::invalid(
+                        "head.inject",
+                        "this credential has no injection template; use a placeholder",
+                    )
+                })?;
                 let (injected, secrets) = template.render(&value).ok_or_else(|| {
                     Error::invalid(
                         "head.inject",
@@ -491,9 +501,10 @@ impl Engine {
                 )
             }
         };
+        let version = credential.current_version;
         Ok(Decided::Allowed(Injection {
-            credential: credential.clone(),
-            version: credential.current_version,
+            cached: Arc::clone(&cached),
+            version,
             grant: grant.id,
             material,
             secrets,
@@ -700,7 +711,7 @@ impl Engine {
                 Action::CredentialInjectResult,
                 result,
                 reason,
-                &injection.credential,
+                injection.credential(),
             );
             d.version = Some(injection.version);
             d.purpose = Some(authorized.purpose.clone()).filter(|p| !p.is_empty());
@@ -927,7 +938,8 @@ pub fn scrub_pairs(authorized: &Authorized) -> Vec<(Zeroizing<String>, String)> 
             Material::Replace { placeholder, .. } => placeholder.clone(),
             Material::Template(_) => format!(
                 "[strongroom:{}/{}]",
-                i.credential.environment, i.credential.name
+                i.credential().environment,
+                i.credential().name
             ),
         };
         for s in &i.secrets {
