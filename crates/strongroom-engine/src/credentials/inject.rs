@@ -226,12 +226,22 @@ pub struct InjectionInfo {
     pub reason: &'static str,
 }
 
+/// A refused use: the use, why, the credential (if found) and the grants
+/// giving inject on it.
+type RefusedUse<'a> = (
+    &'a InjectionUse,
+    Reason,
+    Option<Box<Credential>>,
+    Vec<Grant>,
+);
+
 /// How one use was decided.
 enum Decided {
     Allowed(Injection),
     Refused {
         reason: Reason,
-        credential: Option<Credential>,
+        /// (Boxed: the allowed variant is small.)
+        credential: Option<Box<Credential>>,
         /// The grants giving inject on it (for a placeholder's alert).
         grants: Vec<Grant>,
     },
@@ -399,7 +409,7 @@ impl Engine {
             } else {
                 Reason::GrantExpired
             };
-            return refused(reason, Some(credential.clone()), grant_ids());
+            return refused(reason, Some(Box::new(credential.clone())), grant_ids());
         }
         let allowing: Vec<(&Grant, &Destination)> = live
             .iter()
@@ -413,7 +423,7 @@ impl Engine {
         if allowing.is_empty() {
             return refused(
                 Reason::DestinationNotAllowed,
-                Some(credential.clone()),
+                Some(Box::new(credential.clone())),
                 grant_ids(),
             );
         }
@@ -440,7 +450,7 @@ impl Engine {
         }) else {
             return refused(
                 Reason::PlaceholderMisuse,
-                Some(credential.clone()),
+                Some(Box::new(credential.clone())),
                 grant_ids(),
             );
         };
@@ -448,12 +458,16 @@ impl Engine {
             && principal.role != Role::Admin
             && request.on_behalf_of.as_deref() != Some(owner.as_str())
         {
-            return refused(Reason::OwnerMismatch, Some(credential.clone()), grant_ids());
+            return refused(
+                Reason::OwnerMismatch,
+                Some(Box::new(credential.clone())),
+                grant_ids(),
+            );
         }
         if let Some(why) = credential.unusable(now) {
             return refused(
                 super::reveal::unusable_reason(why),
-                Some(credential.clone()),
+                Some(Box::new(credential.clone())),
                 grant_ids(),
             );
         }
@@ -518,7 +532,7 @@ impl Engine {
         scope: &TenantScope<'_>,
         ctx: &CallContext,
         request: &InjectionRequest,
-        refusals: Vec<(&InjectionUse, Reason, Option<Credential>, Vec<Grant>)>,
+        refusals: Vec<RefusedUse<'_>>,
     ) -> Refused {
         let target = &request.target;
         let (host, path) = (target.authority(), target.path.clone());
