@@ -231,7 +231,7 @@ impl Engine {
         let replacements: Vec<String> = pairs.iter().map(|(_, r)| r.clone()).collect();
         let values: Arc<Vec<Zeroizing<String>>> =
             Arc::new(pairs.into_iter().map(|(v, _)| v).collect());
-        let Some(tenant) = authorized.injections.first().map(|i| i.credential.tenant) else {
+        let Some(tenant) = authorized.injections.first().map(|i| i.credential().tenant) else {
             return Scrubbing {
                 known: compile(Arc::clone(&values)).await,
                 replacements,
@@ -242,7 +242,7 @@ impl Engine {
             uses: authorized
                 .injections
                 .iter()
-                .map(|i| (i.credential.id, i.version))
+                .map(|i| (i.credential().id, i.version))
                 .collect(),
         };
         let cache = self.caches.scrubs();

@@ -120,6 +120,23 @@ impl Redactor {
         hits
     }
 
+    /// Replaces every occurrence in `text`, a whole text (a header), and
+    /// appends the result to `out`: the same as pushing `text` to a fresh
+    /// redactor and flushing, without copying it into the held-back window
+    /// and without touching this redactor's held bytes, so one redactor
+    /// serves any number of texts.
+    pub fn redact(&self, text: &[u8], out: &mut Vec<u8>) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        let mut at = 0;
+        for m in self.known.matches(text) {
+            out.extend_from_slice(&text[at..m.start]);
+            self.replace(m.pattern, out, &mut hits);
+            at = m.end;
+        }
+        out.extend_from_slice(&text[at..]);
+        hits
+    }
+
     fn replace(&self, pattern: usize, out: &mut Vec<u8>, hits: &mut Vec<Hit>) {
         let owners = self.known.owners(pattern);
         let replacement = owners

@@ -207,6 +207,12 @@ proptest! {
         hits.extend(redactor.flush(&mut out));
         prop_assert_eq!(&out, &expected);
         prop_assert_eq!(hits.len(), matches.len());
+        // The whole text at once gives the same, on a redactor that has
+        // already served a stream.
+        let mut whole = Vec::new();
+        let whole_hits = redactor.redact(&text, &mut whole);
+        prop_assert_eq!(&whole, &expected);
+        prop_assert_eq!(whole_hits.len(), matches.len());
         for value in &values {
             prop_assert!(!out.windows(value.len()).any(|w| w == value.as_slice()));
         }

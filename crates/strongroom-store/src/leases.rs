@@ -15,7 +15,7 @@ use strongroom_core::scope::TenantScope;
 use strongroom_core::time::Timestamp;
 use strongroom_core::{Error, Result};
 
-use crate::dialect::{Dialect, SqlBuilder};
+use crate::dialect::{Dialect, SqlBuilder, insert_chunks};
 use crate::error::{db, uuid_cursor};
 use crate::group_commit::Head;
 use crate::rows::{HeadRow, LeaseRow, lease_columns, version_i32};
@@ -99,14 +99,26 @@ fn ttl_secs(lease: &Lease) -> i64 {
     i64::try_from(lease.ttl.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Inserts `leases` (new, active) in one statement, in `tx`.
+/// Inserts `leases` (new, active) in `tx`, in statements of a few fixed
+/// shapes ([`insert_chunks`]).
 pub(crate) async fn insert_in<D: Dialect>(
     tx: &mut Transaction<'static, D>,
     leases: &[&Lease],
 ) -> Result<()> {
-    if leases.is_empty() {
-        return Ok(());
+    let mut rest = leases;
+    for size in insert_chunks(leases.len()) {
+        let (chunk, after) = rest.split_at(size);
+        insert_rows(tx, chunk).await?;
+        rest = after;
     }
+    Ok(())
+}
+
+/// One INSERT of `leases`: its text depends only on how many there are.
+async fn insert_rows<D: Dialect>(
+    tx: &mut Transaction<'static, D>,
+    leases: &[&Lease],
+) -> Result<()> {
     let mut q = SqlBuilder::<D>::new(INSERT);
     for (i, l) in leases.iter().enumerate() {
         q.push(if i == 0 { "(" } else { ", (" });

@@ -21,7 +21,7 @@ use strongroom_core::store::Change;
 use strongroom_core::{Error, Result};
 use tokio::sync::broadcast;
 
-use crate::dialect::{Dialect, NamespaceLock};
+use crate::dialect::{Dialect, NamespaceLock, insert_chunks};
 use crate::error::db;
 use crate::group_commit::Head;
 use crate::group_commit::checks::{
@@ -227,8 +227,9 @@ impl Dialect for Sqlite {
         Ok(states)
     }
 
-    /// One statement built for the batch, then the head update; no notices
-    /// (see `notify_changes`).
+    /// The batch's rows in a few statements of fixed shapes
+    /// ([`insert_chunks`]), then the head update; no notices (see
+    /// `notify_changes`).
     async fn insert_events(
         tx: &mut Transaction<'static, Sqlite>,
         events: &[AuditEvent],
@@ -239,67 +240,14 @@ impl Dialect for Sqlite {
         let Some(first) = events.first() else {
             return Ok(());
         };
-        let rows = events
+        let mut rows = events
             .iter()
             .map(EventRow::of)
-            .collect::<Result<Vec<_>>>()?;
-        let mut q = QueryBuilder::<Sqlite>::new(concat!(
-            "INSERT INTO audit_events (",
-            audit_columns!(),
-            ") "
-        ));
-        q.push_values(rows, |mut b, row| {
-            let EventRow {
-                chain,
-                sequence,
-                id,
-                at,
-                principal,
-                actor,
-                on_behalf_of,
-                action,
-                credential,
-                credential_name,
-                version,
-                environment,
-                purpose,
-                outcome,
-                reason_code,
-                peer,
-                request_id,
-                trace_id,
-                detail,
-                prev_hash,
-                hash,
-                format,
-            } = row;
-            b.push_bind(chain)
-                .push_bind(sequence)
-                .push_bind(id)
-                .push_bind(at)
-                .push_bind(principal)
-                .push_bind(actor)
-                .push_bind(on_behalf_of)
-                .push_bind(action)
-                .push_bind(credential)
-                .push_bind(credential_name)
-                .push_bind(version)
-                .push_bind(environment)
-                .push_bind(purpose)
-                .push_bind(outcome)
-                .push_bind(reason_code)
-                .push_bind(peer)
-                .push_bind(request_id)
-                .push_bind(trace_id)
-                .push_bind(detail)
-                .push_bind(prev_hash)
-                .push_bind(hash)
-                .push_bind(format);
-        });
-        q.build()
-            .execute(&mut **tx)
-            .await
-            .map_err(db("audit event"))?;
+            .collect::<Result<Vec<_>>>()?
+            .into_iter();
+        for size in insert_chunks(events.len()) {
+            insert_event_rows(tx, rows.by_ref().take(size)).await?;
+        }
         let to =
             i64::try_from(head.sequence).map_err(|_| Error::internal("audit sequence overflow"))?;
         sqlx::query(ADVANCE_HEAD)
@@ -346,4 +294,69 @@ impl Dialect for Sqlite {
     ) -> std::result::Result<Vec<SqliteRow>, sqlx::Error> {
         builder.build().fetch_all(conn).await
     }
+}
+
+/// One INSERT of `rows`: its text depends only on how many there are.
+async fn insert_event_rows<'a>(
+    tx: &mut Transaction<'static, Sqlite>,
+    rows: impl Iterator<Item = EventRow<'a>>,
+) -> Result<()> {
+    let mut q = QueryBuilder::<Sqlite>::new(concat!(
+        "INSERT INTO audit_events (",
+        audit_columns!(),
+        ") "
+    ));
+    q.push_values(rows, |mut b, row| {
+        let EventRow {
+            chain,
+            sequence,
+            id,
+            at,
+            principal,
+            actor,
+            on_behalf_of,
+            action,
+            credential,
+            credential_name,
+            version,
+            environment,
+            purpose,
+            outcome,
+            reason_code,
+            peer,
+            request_id,
+            trace_id,
+            detail,
+            prev_hash,
+            hash,
+            format,
+        } = row;
+        b.push_bind(chain)
+            .push_bind(sequence)
+            .push_bind(id)
+            .push_bind(at)
+            .push_bind(principal)
+            .push_bind(actor)
+            .push_bind(on_behalf_of)
+            .push_bind(action)
+            .push_bind(credential)
+            .push_bind(credential_name)
+            .push_bind(version)
+            .push_bind(environment)
+            .push_bind(purpose)
+            .push_bind(outcome)
+            .push_bind(reason_code)
+            .push_bind(peer)
+            .push_bind(request_id)
+            .push_bind(trace_id)
+            .push_bind(detail)
+            .push_bind(prev_hash)
+            .push_bind(hash)
+            .push_bind(format);
+    });
+    q.build()
+        .execute(&mut **tx)
+        .await
+        .map_err(db("audit event"))?;
+    Ok(())
 }

@@ -32,6 +32,7 @@
 //!   misuse; instead, if the tenant's `denial_alert.auto_lock` is on, the
 //!   principal is locked (admins excepted).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use strongroom_core::audit::{Action, AuditDetail, Outcome};
@@ -49,6 +50,7 @@ use strongroom_core::{Error, Precondition, Result};
 use zeroize::Zeroizing;
 
 use super::CredentialRef;
+use crate::cache::CachedCredential;
 use crate::{CallContext, Engine};
 
 /// A credential named for injection.
@@ -127,8 +129,9 @@ impl std::fmt::Debug for Material {
 /// One authorized use: the credential, the grant that allows it, and what
 /// to add. `Debug` never shows a value.
 pub struct Injection {
-    /// The credential's metadata.
-    pub credential: Credential,
+    /// The credential's metadata (shared with the engine's cache: the
+    /// allowed path copies none of it).
+    cached: Arc<CachedCredential>,
     /// The version used.
     pub version: u32,
     /// The grant whose destination allows the request.
@@ -142,10 +145,17 @@ pub struct Injection {
     pub secrets: Vec<Zeroizing<String>>,
 }
 
+impl Injection {
+    /// The credential's metadata.
+    pub fn credential(&self) -> &Credential {
+        &self.cached.credential
+    }
+}
+
 impl std::fmt::Debug for Injection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Injection")
-            .field("credential", &self.credential.id)
+            .field("credential", &self.credential().id)
             .field("version", &self.version)
             .field("grant", &self.grant)
             .field("material", &self.material)
@@ -222,12 +232,22 @@ pub struct InjectionInfo {
     pub reason: &'static str,
 }
 
+/// A refused use: the use, why, the credential (if found) and the grants
+/// giving inject on it.
+type RefusedUse<'a> = (
+    &'a InjectionUse,
+    Reason,
+    Option<Box<Credential>>,
+    Vec<Grant>,
+);
+
 /// How one use was decided.
 enum Decided {
     Allowed(Injection),
     Refused {
         reason: Reason,
-        credential: Option<Credential>,
+        /// (Boxed: the allowed variant is small.)
+        credential: Option<Box<Credential>>,
         /// The grants giving inject on it (for a placeholder's alert).
         grants: Vec<Grant>,
     },
@@ -306,7 +326,7 @@ impl Engine {
                 Action::CredentialInject,
                 Outcome::Allowed,
                 Reason::AllowedByGrant,
-                &injection.credential,
+                injection.credential(),
             );
             draft.version = Some(injection.version);
             draft.purpose = Some(request.purpose.clone()).filter(|p| !p.is_empty());
@@ -319,7 +339,7 @@ impl Engine {
             });
             let principal = scope.principal();
             let check = RevealCheck {
-                credential: injection.credential.id,
+                credential: injection.credential().id,
                 version: injection.version,
                 principal: principal.id,
                 role: principal.role,
@@ -378,7 +398,8 @@ impl Engine {
             .copied()
             .filter(|g| !g.is_expired(now))
             .collect();
-        let grant_ids: Vec<Grant> = live.iter().map(|g| (*g).clone()).collect();
+        // The grants giving inject, for a refusal's alert (cloned only then).
+        let grant_ids = || -> Vec<Grant> { live.iter().map(|g| (*g).clone()).collect() };
         let reference = CredentialRef::Path(r.environment.clone(), r.name.clone());
         let cached = match self.cached_credential(scope, &reference).await {
             Ok(c) => c,
@@ -394,7 +415,7 @@ impl Engine {
             } else {
                 Reason::GrantExpired
             };
-            return refused(reason, Some(credential.clone()), grant_ids);
+            return refused(reason, Some(Box::new(credential.clone())), grant_ids());
         }
         let allowing: Vec<(&Grant, &Destination)> = live
             .iter()
@@ -408,18 +429,21 @@ impl Engine {
         if allowing.is_empty() {
             return refused(
                 Reason::DestinationNotAllowed,
-                Some(credential.clone()),
-                grant_ids,
+                Some(Box::new(credential.clone())),
+                grant_ids(),
             );
         }
         // A placeholder only where the template puts the value, or where
         // the allowing destination lists.
-        let (template_header, template_query) = credential
-            .injection
-            .clone()
-            .or_else(|| InjectionTemplate::default_for(credential.kind))
-            .map(|t| t.slot())
-            .unwrap_or_default();
+        let default_template = match &credential.injection {
+            Some(_) => None,
+            None => InjectionTemplate::default_for(credential.kind),
+        };
+        let template = credential.injection.as_ref().or(default_template.as_ref());
+        let (template_header, template_query) = match &u.kind {
+            UseKind::Template => (None, None),
+            UseKind::Placeholder(_) => template.map(InjectionTemplate::slot).unwrap_or_default(),
+        };
         let Some(&(grant, _)) = allowing.iter().find(|(_, d)| match &u.kind {
             UseKind::Template => true,
             UseKind::Placeholder(_) => {
@@ -432,36 +456,36 @@ impl Engine {
         }) else {
             return refused(
                 Reason::PlaceholderMisuse,
-                Some(credential.clone()),
-                grant_ids,
+                Some(Box::new(credential.clone())),
+                grant_ids(),
             );
         };
         if let Some(owner) = &credential.owner
             && principal.role != Role::Admin
             && request.on_behalf_of.as_deref() != Some(owner.as_str())
         {
-            return refused(Reason::OwnerMismatch, Some(credential.clone()), grant_ids);
+            return refused(
+                Reason::OwnerMismatch,
+                Some(Box::new(credential.clone())),
+                grant_ids(),
+            );
         }
         if let Some(why) = credential.unusable(now) {
             return refused(
                 super::reveal::unusable_reason(why),
-                Some(credential.clone()),
-                grant_ids,
+                Some(Box::new(credential.clone())),
+                grant_ids(),
             );
         }
         let value = self.open(scope, credential, &cached.current).await?;
         let (material, secrets) = match &u.kind {
             UseKind::Template => {
-                let template = credential
-                    .injection
-                    .clone()
-                    .or_else(|| InjectionTemplate::default_for(credential.kind))
-                    .ok_or_else(|| {
-                        Error::invalid(
-                            "head.inject",
-                            "this credential has no injection template; use a placeholder",
-                        )
-                    })?;
+                let template = template.ok_or_else(|| {
+                    Error::invalid(
+                        "head.inject",
+                        "this credential has no injection template; use a placeholder",
+                    )
+                })?;
                 let (injected, secrets) = template.render(&value).ok_or_else(|| {
                     Error::invalid(
                         "head.inject",
@@ -497,9 +521,10 @@ impl Engine {
                 )
             }
         };
+        let version = credential.current_version;
         Ok(Decided::Allowed(Injection {
-            credential: credential.clone(),
-            version: credential.current_version,
+            cached: Arc::clone(&cached),
+            version,
             grant: grant.id,
             grant_expires_at: grant.expires_at,
             material,
@@ -514,7 +539,7 @@ impl Engine {
         scope: &TenantScope<'_>,
         ctx: &CallContext,
         request: &InjectionRequest,
-        refusals: Vec<(&InjectionUse, Reason, Option<Credential>, Vec<Grant>)>,
+        refusals: Vec<RefusedUse<'_>>,
     ) -> Refused {
         let target = &request.target;
         let (host, path) = (target.authority(), target.path.clone());
@@ -709,7 +734,7 @@ impl Engine {
                 Action::CredentialInjectResult,
                 result,
                 reason,
-                &injection.credential,
+                injection.credential(),
             );
             d.version = Some(injection.version);
             d.purpose = Some(authorized.purpose.clone()).filter(|p| !p.is_empty());
@@ -936,7 +961,8 @@ pub fn scrub_pairs(authorized: &Authorized) -> Vec<(Zeroizing<String>, String)> 
             Material::Replace { placeholder, .. } => placeholder.clone(),
             Material::Template(_) => format!(
                 "[strongroom:{}/{}]",
-                i.credential.environment, i.credential.name
+                i.credential().environment,
+                i.credential().name
             ),
         };
         for s in &i.secrets {

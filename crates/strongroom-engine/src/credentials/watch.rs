@@ -133,7 +133,7 @@ impl Engine {
         let ends_at = authorized
             .injections
             .iter()
-            .flat_map(|i| [i.grant_expires_at, i.credential.expires_at])
+            .flat_map(|i| [i.grant_expires_at, i.credential().expires_at])
             .flatten()
             .min();
         Ok(UseWatch {
@@ -143,7 +143,7 @@ impl Engine {
             uses: authorized
                 .injections
                 .iter()
-                .map(|i| (i.credential.id, i.grant))
+                .map(|i| (i.credential().id, i.grant))
                 .collect(),
             ends_at,
             changes: self.caches.subscribe(),

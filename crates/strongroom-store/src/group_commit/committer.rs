@@ -108,26 +108,27 @@ impl<D: Dialect> SqlStore<D> {
         }
         *conn = None;
         let jobs = works.len();
-        // Kept to run the jobs one by one if the batch fails as a whole
-        // (see `retry_singly`).
-        let single = (jobs > 1).then(|| (works.clone(), drafts.clone()));
-        let result = self.run_batch(tenant, works, drafts, &mut state.head).await;
-        match (result, single) {
-            (Err(e), Some((works, drafts))) if retry_singly(&e, jobs) => {
+        // The batch borrows its jobs, so they are still here to run one by
+        // one if it fails as a whole (see `retry_singly`).
+        let result = self
+            .run_batch(tenant, &works, &drafts, &mut state.head)
+            .await;
+        match result {
+            Err(e) if retry_singly(&e, jobs) => {
                 tracing::warn!(error = %e, jobs, "audit batch failed; committing its jobs one by one");
-                for ((work, draft), reply) in works.into_iter().zip(drafts).zip(replies) {
+                for (i, reply) in replies.into_iter().enumerate() {
                     // A caller that gave up (its audit timeout) was answered
                     // unavailable: its job is not written.
                     if reply.is_closed() {
                         continue;
                     }
                     let result = self
-                        .run_batch(tenant, vec![work], vec![draft], &mut state.head)
+                        .run_batch(tenant, &works[i..=i], &drafts[i..=i], &mut state.head)
                         .await;
                     answer(result, vec![reply]);
                 }
             }
-            (result, _) => answer(result, replies),
+            result => answer(result, replies),
         }
         // Whatever committed (a failed batch wakes followers needlessly).
         self.announce_appended(tenant);
@@ -141,8 +142,8 @@ impl<D: Dialect> SqlStore<D> {
     async fn run_batch(
         &self,
         tenant: TenantId,
-        works: Vec<Work>,
-        drafts: Vec<AuditDraft>,
+        works: &[Work],
+        drafts: &[AuditDraft],
         head_after: &mut Option<Head>,
     ) -> Result<Vec<Result<Done>>> {
         let mut tx = self.tenant_tx(tenant, true).await?;
@@ -167,7 +168,7 @@ impl<D: Dialect> SqlStore<D> {
         // The backend's bulk path first (Postgres: multi-row statements for
         // the batch's rotations and creates); the jobs it leaves run one by
         // one below.
-        let mut bulk = D::bulk_mutations(&mut tx, tenant, &works).await?;
+        let mut bulk = D::bulk_mutations(&mut tx, tenant, works).await?;
         for i in order {
             if let Some(outcome) = bulk[i].take() {
                 outcomes[i] = outcome;
@@ -212,7 +213,7 @@ impl<D: Dialect> SqlStore<D> {
             })
             .collect();
         if !checks.is_empty() {
-            let states = D::read_states(&mut tx, tenant, &CheckIds::of(&works)).await?;
+            let states = D::read_states(&mut tx, tenant, &CheckIds::of(works)).await?;
             let now = Timestamp::now();
             for (i, check) in checks {
                 if let Some(why) = states.violation(check, now) {
@@ -238,7 +239,7 @@ impl<D: Dialect> SqlStore<D> {
         let mut events = Vec::with_capacity(drafts.len());
         let mut results = Vec::with_capacity(drafts.len());
         let mut changes = Vec::new();
-        for (draft, outcome) in drafts.into_iter().zip(outcomes) {
+        for (draft, outcome) in drafts.iter().zip(outcomes) {
             match outcome {
                 Ok(credential) => {
                     if draft.outcome == Outcome::Allowed
@@ -249,12 +250,10 @@ impl<D: Dialect> SqlStore<D> {
                         changes.push(change);
                     }
                     next += 1;
-                    let event = draft.seal(tenant, next, prev);
+                    let event = draft.clone().seal(tenant, next, prev);
                     prev = event.hash;
-                    results.push(Ok(match credential {
-                        Some(c) => Done::Credential(Box::new(c), event.clone()),
-                        None => Done::Event(event.clone()),
-                    }));
+                    // Paired with its event once the events are written.
+                    results.push(Ok(credential));
                     events.push(event);
                 }
                 Err(e) => results.push(Err(e)),
@@ -275,6 +274,21 @@ impl<D: Dialect> SqlStore<D> {
             Error::Unavailable("the audit log is unavailable".into())
         })?;
         *head_after = Some(head);
-        Ok(results)
+        let mut events = events.into_iter();
+        Ok(results
+            .into_iter()
+            .map(|result| {
+                result.and_then(|credential| {
+                    // One event was sealed for each job that passed.
+                    let event = events
+                        .next()
+                        .ok_or_else(|| Error::internal("audit batch lost an event"))?;
+                    Ok(match credential {
+                        Some(c) => Done::Credential(Box::new(c), event),
+                        None => Done::Event(event),
+                    })
+                })
+            })
+            .collect())
     }
 }

@@ -18,43 +18,43 @@ pub use strongroom_engine::MIN_SCRUBBED_LEN;
 /// What a header or body is replaced by when it cannot be scrubbed.
 const REDACTED: &[u8] = b"[strongroom:redacted]";
 
-/// The scrubbing of one response.
+/// The scrubbing of one response: one redactor for its headers (each
+/// scrubbed whole) and then its body.
 pub struct Scrubber {
-    scrubbing: Scrubbing,
+    redactor: Option<Redactor>,
 }
 
 impl Scrubber {
     /// The scrubbing of the values `authorized` sends (cached by the
     /// engine; compiled on a blocking thread on a miss).
     pub async fn build(engine: &Engine, authorized: &Authorized) -> Self {
-        Self {
-            scrubbing: engine.scrubbing(authorized).await,
-        }
+        Self::of(&engine.scrubbing(authorized).await)
+    }
+
+    fn of(scrubbing: &Scrubbing) -> Self {
+        let redactor = scrubbing.known.as_ref().map(|known| {
+            let mut r = Redactor::new(Arc::clone(known), REDACTED.to_vec());
+            for (i, replacement) in scrubbing.replacements.iter().enumerate() {
+                r = r.with_replacement(i, replacement.as_bytes().to_vec());
+            }
+            r
+        });
+        Self { redactor }
     }
 
     /// Whether the values' forms could be compiled: if not, nothing from
     /// the upstream may be passed on (fail closed).
     pub fn is_ready(&self) -> bool {
-        self.scrubbing.known.is_some()
-    }
-
-    fn redactor(&self) -> Option<Redactor> {
-        let known = self.scrubbing.known.as_ref()?;
-        let mut r = Redactor::new(Arc::clone(known), REDACTED.to_vec());
-        for (i, replacement) in self.scrubbing.replacements.iter().enumerate() {
-            r = r.with_replacement(i, replacement.as_bytes().to_vec());
-        }
-        Some(r)
+        self.redactor.is_some()
     }
 
     /// `text` (a header value) scrubbed.
     pub fn whole(&self, text: &[u8]) -> Vec<u8> {
-        let Some(mut r) = self.redactor() else {
+        let Some(r) = &self.redactor else {
             return REDACTED.to_vec();
         };
         let mut out = Vec::with_capacity(text.len());
-        r.push(text, &mut out);
-        r.flush(&mut out);
+        r.redact(text, &mut out);
         out
     }
 
@@ -70,10 +70,11 @@ impl Scrubber {
             .map(|n| n.as_str().to_owned())
     }
 
-    /// A streaming scrubber for the body.
-    pub fn stream(&self) -> BodyScrubber {
+    /// The body's streaming scrubber (after the headers: it takes the
+    /// redactor).
+    pub fn stream(self) -> BodyScrubber {
         BodyScrubber {
-            redactor: self.redactor(),
+            redactor: self.redactor,
         }
     }
 }
