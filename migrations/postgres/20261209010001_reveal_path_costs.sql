@@ -4,7 +4,7 @@
 -- 1. The lease's reference to its tenant goes: checking it locked the
 --    tenant's row (FOR KEY SHARE) for every lease a batch inserted. Leases
 --    are inserted only by their tenant's audit batches, bound to the tenant
---    (row-level security) with its chain head locked, and a tenant's purge deletes
+--    (row-level security), and a tenant's purge deletes
 --    its leases with the rest of its rows (`PURGE` in the store's
 --    tenants.rs), so the reference guarded nothing the writers do not.
 --
@@ -24,7 +24,12 @@
 --    inserted before it answers; a batch sent again after a lost reply
 --    skips the leases its first try committed (ON CONFLICT DO NOTHING on
 --    the key; a first try still running is waited for) and answers 'ok'
---    as before.
+--    as before. One new wait: a first try the server still runs after its
+--    caller saw the connection lost holds its leases while it waits for
+--    the head; if the batch then goes to the full path, which takes the
+--    head before it inserts the same leases, PostgreSQL reports a deadlock
+--    and aborts one of the two, whose callers get an error (nothing is
+--    returned without its record).
 ALTER TABLE leases DROP CONSTRAINT leases_tenant_id_fkey;
 
 CREATE OR REPLACE FUNCTION append_checked_events(

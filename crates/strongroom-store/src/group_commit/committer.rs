@@ -93,7 +93,7 @@ impl<D: Dialect> SqlStore<D> {
                 };
                 match state.head.take() {
                     Some(head) if self.fast_allowed(tenant, state, &batch) => {
-                        flights.push_back(self.take_off(tenant, batch, head, conn.take()));
+                        flights.push_back(self.take_off(tenant, batch, head, conn.take(), false));
                     }
                     head => {
                         state.head = head;
@@ -120,7 +120,10 @@ impl<D: Dialect> SqlStore<D> {
                         let after = flights.back().map(|f| f.head_after);
                         match after {
                             Some(head) if self.fast_allowed(tenant, state, &batch) => {
-                                flights.push_back(self.take_off(tenant, batch, head, conn.take()));
+                                // The kept connection is idle only when
+                                // nothing is in flight: the second batch
+                                // takes one from the pool.
+                                flights.push_back(self.take_off(tenant, batch, head, None, true));
                             }
                             _ => waiting = Some(batch),
                         }
@@ -145,6 +148,7 @@ impl<D: Dialect> SqlStore<D> {
         batch: Batch,
         head: Head,
         conn: Option<PoolConnection<D>>,
+        behind: bool,
     ) -> Flight<D> {
         let Batch {
             works,
@@ -162,6 +166,7 @@ impl<D: Dialect> SqlStore<D> {
             task,
             replies,
             head_after,
+            behind,
             started: std::time::Instant::now(),
         }
     }
@@ -182,20 +187,23 @@ impl<D: Dialect> SqlStore<D> {
     ) {
         if matches!(&landed, Ok((Ok(Fast::Committed(..)), _, _))) {
             let mut landed = landed;
+            // Kept only while nothing else is in flight: a connection held
+            // idle while this committer's next batch waits for one from the
+            // pool could, across committers, leave the pool with none.
             if conn.is_none()
+                && flights.is_empty()
                 && let Ok((_, held, _)) = &mut landed
             {
                 *conn = held.take();
             }
             return self.settle(tenant, flight, landed, state).await;
         }
+        *conn = None;
         let mut later = Vec::with_capacity(flights.len());
         while let Some(mut next) = flights.pop_front() {
             let next_landed = (&mut next.task).await;
             later.push((next, next_landed));
         }
-        *conn = None;
-        state.head = None;
         self.settle(tenant, flight, landed, state).await;
         for (next, next_landed) in later {
             self.settle(tenant, next, next_landed, state).await;
@@ -212,7 +220,10 @@ impl<D: Dialect> SqlStore<D> {
         state: &mut CommitterState,
     ) {
         let Flight {
-            replies, started, ..
+            replies,
+            started,
+            behind,
+            ..
         } = flight;
         let count = replies.len();
         match landed {
@@ -222,7 +233,34 @@ impl<D: Dialect> SqlStore<D> {
                 let done = events.into_iter().map(|e| Ok(Done::Event(e))).collect();
                 answer(Ok(done), replies);
             }
-            Ok((Ok(Fast::Redo(drafts)), _, works)) => {
+            Ok((Ok(Fast::Redo(mut drafts)), _, works)) => {
+                // Handed back: nothing of it was written, so the head this
+                // committer knows (the one the batch before it left, if
+                // that one committed) still holds. A batch sent behind
+                // another may only have reached the head lock first: it
+                // is sent once more on that head before it takes the full
+                // path (which a failing reveal check needs, to name it).
+                if behind
+                    && state.fast_pause == 0
+                    && let Some(head) = state.head.take()
+                {
+                    let (events, _) = seal(tenant, drafts, head);
+                    let mut held = None;
+                    match D::fast_events(self, tenant, &works, events, head, &mut held).await {
+                        Ok(Fast::Committed(events, head)) => {
+                            state.head = Some(head);
+                            self.announce_appended(tenant);
+                            let done = events.into_iter().map(|e| Ok(Done::Event(e))).collect();
+                            answer(Ok(done), replies);
+                            return self.observe(count, started);
+                        }
+                        Ok(Fast::Redo(back)) => drafts = back,
+                        Err(e) => {
+                            answer(Err(e), replies);
+                            return self.observe(count, started);
+                        }
+                    }
+                }
                 state.head = None;
                 state.fast_pause = FAST_PAUSE;
                 let batch = Batch {
@@ -485,5 +523,8 @@ struct Flight<D: Dialect> {
     /// The head the batch leaves if it commits: the next batch is sealed
     /// on it.
     head_after: Head,
+    /// Sent while another batch was in flight: it may have reached the
+    /// chain-head lock before that one and found the head not yet moved.
+    behind: bool,
     started: std::time::Instant,
 }

@@ -400,7 +400,8 @@ impl Checks {
 }
 
 /// The leases a batch's reveals open, as column arrays, for
-/// `append_checked_events` (inserted only if every check holds).
+/// `append_checked_events` (inserted before the chain-head lock, kept only
+/// if the batch commits).
 #[derive(Default)]
 struct Leases<'a> {
     id: Vec<uuid::Uuid>,
