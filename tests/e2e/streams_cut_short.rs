@@ -2,8 +2,10 @@
 //! whichever server the change was made.
 //!
 //! A relayed response still streaming ends when its grant is revoked or
-//! expires, its credential is revoked, or its principal is
-//! emergency-revoked through another replica: well before
+//! expires, its credential is revoked, its value in use is replaced (a
+//! rotation, an emergency revoke with a generated replacement), its tenant
+//! is suspended, the identity binding that authenticated the agent is
+//! deleted, or its principal is emergency-revoked through another replica: well before
 //! `relay.max_duration_ms`, with PERMISSION_DENIED or FAILED_PRECONDITION
 //! saying why (never a value), and the outcome (`credential.inject_result`)
 //! records `cut_short` with the reason. A StreamEvents reader that loses
@@ -25,6 +27,10 @@ use crate::emergency_revoke::relay_env;
 on_both_backends!(
     revoking_the_grant_ends_the_response,
     revoking_the_credential_ends_the_response,
+    an_emergency_revoke_with_a_replacement_ends_the_response,
+    rotating_the_credential_ends_the_response,
+    suspending_the_tenant_ends_the_response,
+    deleting_the_binding_ends_the_response,
     the_grant_expiring_ends_the_response,
     a_disabled_watcher_stops_watching
 );
@@ -258,6 +264,139 @@ async fn revoking_the_credential_ends_the_response(backend: Backend) {
     assert_eq!(end.code(), Code::FailedPrecondition, "{end:?}");
     assert!(end.message().contains("revoked"), "{end:?}");
     assert_cut_short_recorded(&admin, "CREDENTIAL_REVOKED").await;
+    server.stop().await;
+}
+
+/// An emergency revoke that generates a replacement (the credential stays
+/// active, a new version becomes current, the old value is destroyed)
+/// ends the response carrying the old value.
+async fn an_emergency_revoke_with_a_replacement_ends_the_response(backend: Backend) {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(backend, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (_, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let open = open(&agent, &upstream).await;
+    let cut = admin
+        .client
+        .credentials()
+        .emergency_revoke_credential(pb::EmergencyRevokeCredentialRequest {
+            credential: path("dev", "svc/drip"),
+            reason: "leaked".into(),
+            generate: Some(pb::GenerationPolicy {
+                length: 40,
+                alphabet: pb::GenerationAlphabet::Hex as i32,
+                prefix: "sk-new-".into(),
+                field: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("emergency revoke with a replacement")
+        .into_inner();
+    let c = cut.credential.expect("credential");
+    assert_eq!(c.status, pb::CredentialStatus::Active as i32);
+    let end = ends(open, "emergency revoke with a replacement").await;
+    assert_eq!(end.code(), Code::FailedPrecondition, "{end:?}");
+    assert!(end.message().contains("replaced"), "{end:?}");
+    assert_cut_short_recorded(&admin, "CREDENTIAL_REVOKED").await;
+    server.stop().await;
+}
+
+/// A plain rotation ends the response carrying the old value.
+async fn rotating_the_credential_ends_the_response(backend: Backend) {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(backend, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (_, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let open = open(&agent, &upstream).await;
+    admin
+        .client
+        .credentials()
+        .rotate_credential(pb::RotateCredentialRequest {
+            credential: path("dev", "svc/drip"),
+            new_value: Some(pb::rotate_credential_request::NewValue::Value(
+                api_key("sk-e2eROTATED-value-7734").expect("a value"),
+            )),
+            reason: "e2e".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("rotate");
+    let end = ends(open, "credential rotated").await;
+    assert_eq!(end.code(), Code::FailedPrecondition, "{end:?}");
+    assert_cut_short_recorded(&admin, "CREDENTIAL_REVOKED").await;
+    server.stop().await;
+}
+
+/// Suspending the tenant ends the response: PERMISSION_DENIED.
+async fn suspending_the_tenant_ends_the_response(backend: Backend) {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(backend, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (_, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let open = open(&agent, &upstream).await;
+    server
+        .operator()
+        .await
+        .admin()
+        .suspend_tenant(pb::SuspendTenantRequest {
+            tenant_id: admin.tenant_id.clone(),
+            reason: "unpaid".into(),
+        })
+        .await
+        .expect("suspend the tenant");
+    let end = ends(open, "tenant suspended").await;
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    assert!(end.message().contains("suspended"), "{end:?}");
+    server
+        .operator()
+        .await
+        .admin()
+        .resume_tenant(pb::ResumeTenantRequest {
+            tenant_id: admin.tenant_id.clone(),
+        })
+        .await
+        .expect("resume the tenant");
+    assert_cut_short_recorded(&admin, "PRINCIPAL_DISABLED").await;
+    server.stop().await;
+}
+
+/// Deleting the identity binding that authenticated the agent ends the
+/// response: PERMISSION_DENIED.
+async fn deleting_the_binding_ends_the_response(backend: Backend) {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(backend, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (agent_id, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let open = open(&agent, &upstream).await;
+    let bindings = admin
+        .client
+        .admin()
+        .list_identity_bindings(pb::ListIdentityBindingsRequest {
+            principal_id: agent_id,
+            ..Default::default()
+        })
+        .await
+        .expect("list bindings")
+        .into_inner()
+        .bindings;
+    assert_eq!(bindings.len(), 1);
+    admin
+        .client
+        .admin()
+        .delete_identity_binding(pb::DeleteIdentityBindingRequest {
+            binding_id: bindings[0].id.clone(),
+        })
+        .await
+        .expect("delete the binding");
+    let end = ends(open, "binding deleted").await;
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    assert!(end.message().contains("binding"), "{end:?}");
+    assert_cut_short_recorded(&admin, "UNKNOWN_IDENTITY").await;
     server.stop().await;
 }
 

@@ -532,8 +532,8 @@ impl Engine {
     /// commits and other servers' change notices, looking every
     /// [`DECISION_POLL`] as well, so a lost wake-up (or a clock moved past
     /// its expiry) only delays it. PERMISSION_DENIED once the caller is
-    /// disabled or deleted, or its tenant suspended (checked on a change of the tenant's callers, and every
-    /// cache time to live).
+    /// disabled or deleted, or its tenant suspended (checked on a change
+    /// of the tenant's callers, and every cache time to live).
     pub async fn await_decision(
         &self,
         caller: &Authenticated,

@@ -513,3 +513,86 @@ impl Engine {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A watch of one use of `credential` in `tenant`, following `rx`.
+    fn watch(
+        tenant: TenantId,
+        credential: CredentialId,
+        rx: broadcast::Receiver<Change>,
+    ) -> UseWatch {
+        let now = Instant::now();
+        UseWatch {
+            tenant,
+            principal: PrincipalId::generate(),
+            role: Role::Agent,
+            binding: BindingId::generate(),
+            on_behalf_of: None,
+            uses: vec![Watched {
+                credential,
+                environment: Environment::parse("dev", "environment").expect("environment"),
+                version: 1,
+                grant: GrantId::generate(),
+            }],
+            ends_at: None,
+            changes: rx,
+            confirmed: now,
+            tick: now + EXPIRY_TICK,
+            pending: false,
+            broad: false,
+            next_check: now,
+        }
+    }
+
+    #[test]
+    fn notices_waiting_are_taken_together() {
+        let (tx, rx) = broadcast::channel(16);
+        let (tenant, credential) = (TenantId::generate(), CredentialId::generate());
+        let mut w = watch(tenant, credential, rx);
+        let other = TenantId::generate();
+        // Another tenant's, and another credential's, concern nothing.
+        tx.send(Change::Access(other)).expect("send");
+        tx.send(Change::Credential(tenant, CredentialId::generate()))
+            .expect("send");
+        tx.send(Change::Requests(tenant)).expect("send");
+        w.drain();
+        assert!(!w.pending && !w.broad);
+        // Many of the tenant's: one check owed, and the queue emptied.
+        for _ in 0..10 {
+            tx.send(Change::Data(tenant)).expect("send");
+        }
+        tx.send(Change::Credential(tenant, credential))
+            .expect("send");
+        w.drain();
+        assert!(w.pending && !w.broad);
+        assert!(w.changes.try_recv().is_err(), "the queue is drained");
+    }
+
+    #[test]
+    fn a_notice_for_every_tenant_or_a_lag_is_broad() {
+        let (tx, rx) = broadcast::channel(2);
+        let (tenant, credential) = (TenantId::generate(), CredentialId::generate());
+        let mut w = watch(tenant, credential, rx);
+        tx.send(Change::Everything).expect("send");
+        w.drain();
+        assert!(w.pending && w.broad);
+        let (tx, rx) = broadcast::channel(2);
+        let mut w = watch(tenant, credential, rx);
+        for _ in 0..5 {
+            tx.send(Change::Requests(TenantId::generate()))
+                .expect("send");
+        }
+        w.drain();
+        assert!(w.pending && w.broad, "missed notices may have concerned it");
+    }
+
+    #[test]
+    fn jitter_stays_below_its_bound() {
+        for _ in 0..100 {
+            assert!(jitter() < JITTER);
+        }
+    }
+}
