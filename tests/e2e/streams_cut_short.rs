@@ -86,7 +86,7 @@ async fn agent_on(
             capabilities: vec![pb::Capability::Inject as i32],
             destinations: vec![pb::Destination {
                 host: format!("api.example.test:{}", upstream.port()),
-                path_prefixes: vec!["/drip".into(), "/slow".into()],
+                path_prefixes: vec!["/drip".into(), "/slow".into(), "/flood".into()],
                 ..Default::default()
             }],
             expires_at: expires_at.map(timestamp),
@@ -397,6 +397,57 @@ async fn deleting_the_binding_ends_the_response(backend: Backend) {
     assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
     assert!(end.message().contains("binding"), "{end:?}");
     assert_cut_short_recorded(&admin, "UNKNOWN_IDENTITY").await;
+    server.stop().await;
+}
+
+/// An agent that stops reading its response does not hold a use that is
+/// cut short open: the end is recorded at once, though the agent's stream
+/// is full.
+#[tokio::test]
+async fn an_agent_that_stops_reading_does_not_delay_the_record() {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(Backend::Sqlite, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (_, agent, grant) = agent_on(&server, &admin, &upstream, None).await;
+    let head = pb::RelayRequestHead {
+        method: "GET".into(),
+        url: format!("https://api.example.test:{}/flood", upstream.port()),
+        inject: vec![pb::InjectionRef {
+            environment: "dev".into(),
+            name: "svc/drip".into(),
+            field: String::new(),
+        }],
+        purpose: "cut short test".into(),
+        ..Default::default()
+    };
+    let mut stream = agent
+        .relay()
+        .forward(tokio_stream::iter(vec![pb::ForwardRequest {
+            part: Some(pb::forward_request::Part::Head(head)),
+        }]))
+        .await
+        .expect("forward")
+        .into_inner();
+    let first = stream.message().await.expect("head").expect("a head");
+    assert!(
+        matches!(first.part, Some(pb::forward_response::Part::Head(_))),
+        "{first:?}"
+    );
+    // The agent stops reading (its stream kept open): every buffer on the
+    // way fills.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    admin
+        .client
+        .policy()
+        .revoke_grant(pb::RevokeGrantRequest {
+            grant_id: grant.id.clone(),
+            reason: "cut it".into(),
+        })
+        .await
+        .expect("revoke grant");
+    assert_cut_short_recorded(&admin, "GRANT_REVOKED").await;
+    drop(stream);
     server.stop().await;
 }
 
