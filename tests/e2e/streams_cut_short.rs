@@ -10,7 +10,8 @@
 //! saying why (never a value), and the outcome (`credential.inject_result`)
 //! records `cut_short` with the reason. A StreamEvents reader that loses
 //! its role through another replica, and a WatchAccessRequest watcher that
-//! is disabled, stop too (PERMISSION_DENIED).
+//! is disabled, stop too (PERMISSION_DENIED), as do both when their tenant
+//! is suspended.
 
 use std::time::{Duration, Instant};
 
@@ -729,5 +730,88 @@ async fn a_disabled_watcher_stops_watching(backend: Backend) {
     let end = end.expect_err("the watch ends with an error");
     assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
     assert!(end.message().contains("disabled"), "{end:?}");
+    server.stop().await;
+}
+
+/// Suspending the tenant stops its open StreamEvents and
+/// WatchAccessRequest streams (PERMISSION_DENIED).
+#[tokio::test]
+async fn suspending_the_tenant_stops_its_streams() {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(Backend::Sqlite, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (_, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let filed = agent
+        .policy()
+        .file_access_request(pb::FileAccessRequestRequest {
+            credential: Some(pb::CredentialPath {
+                environment: "dev".into(),
+                name: "svc/drip".into(),
+            }),
+            capability: pb::Capability::Reveal as i32,
+            purpose: "nightly report".into(),
+            requested_duration: Some(prost_types::Duration {
+                seconds: 600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("file a request")
+        .into_inner();
+    let mut watch = agent
+        .policy()
+        .watch_access_request(pb::WatchAccessRequestRequest {
+            access_request_id: filed.access_request.expect("a request").id,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    watch.message().await.expect("first").expect("the request");
+    let mut events = admin
+        .client
+        .audit()
+        .stream_events(pb::StreamEventsRequest {
+            from_sequence: 1,
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    events
+        .message()
+        .await
+        .expect("an event")
+        .expect("the stream is open");
+    server
+        .operator()
+        .await
+        .admin()
+        .suspend_tenant(pb::SuspendTenantRequest {
+            tenant_id: admin.tenant_id.clone(),
+            reason: "unpaid".into(),
+        })
+        .await
+        .expect("suspend the tenant");
+    let end = tokio::time::timeout(PROMPTLY, async {
+        loop {
+            match events.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the stream ended without an error"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the reader's stream was still open");
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    let end = tokio::time::timeout(PROMPTLY, watch.message())
+        .await
+        .expect("the watch was still open")
+        .expect_err("the watch ends with an error");
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    assert!(end.message().contains("suspended"), "{end:?}");
     server.stop().await;
 }
