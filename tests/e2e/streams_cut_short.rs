@@ -452,6 +452,37 @@ async fn an_agent_that_stops_reading_does_not_delay_the_record() {
     server.stop().await;
 }
 
+/// Narrowing the environments the agent may enter (to ones without the
+/// credential's) ends the response.
+#[tokio::test]
+async fn narrowing_the_environments_ends_the_response() {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(Backend::Sqlite, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (agent_id, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let open = open(&agent, &upstream).await;
+    admin
+        .client
+        .admin()
+        .update_principal(pb::UpdatePrincipalRequest {
+            principal_id: agent_id,
+            update: Some(pb::Principal {
+                environments: vec!["staging".into()],
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["environments".into()],
+            }),
+        })
+        .await
+        .expect("narrow the environments");
+    let end = ends(open, "environments narrowed").await;
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    assert_cut_short_recorded(&admin, "ENVIRONMENT_NOT_PERMITTED").await;
+    server.stop().await;
+}
+
 /// A use whose grant is revoked while the destination has yet to answer
 /// ends too: its response is never passed on.
 #[tokio::test]
