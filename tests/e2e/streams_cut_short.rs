@@ -5,7 +5,8 @@
 //! expires, its credential is revoked, its value in use is replaced (a
 //! rotation, an emergency revoke with a generated replacement), its tenant
 //! is suspended, the identity binding that authenticated the agent is
-//! deleted, or its principal is emergency-revoked through another replica: well before
+//! deleted, the environments its principal may enter are narrowed, or its
+//! principal is emergency-revoked through another replica: well before
 //! `relay.max_duration_ms`, with PERMISSION_DENIED or FAILED_PRECONDITION
 //! saying why (never a value), and the outcome (`credential.inject_result`)
 //! records `cut_short` with the reason. A StreamEvents reader that loses
