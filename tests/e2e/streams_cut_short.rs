@@ -5,7 +5,8 @@
 //! expires, its credential is revoked, its value in use is replaced (a
 //! rotation, an emergency revoke with a generated replacement), its tenant
 //! is suspended, the identity binding that authenticated the agent is
-//! deleted, the environments its principal may enter are narrowed, or its
+//! deleted, the environments its principal may enter are narrowed, its
+//! credential is given an owner the use is not on behalf of, or its
 //! principal is emergency-revoked through another replica: well before
 //! `relay.max_duration_ms`, with PERMISSION_DENIED or FAILED_PRECONDITION
 //! saying why (never a value), and the outcome (`credential.inject_result`)
@@ -481,6 +482,37 @@ async fn narrowing_the_environments_ends_the_response() {
     let end = ends(open, "environments narrowed").await;
     assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
     assert_cut_short_recorded(&admin, "ENVIRONMENT_NOT_PERMITTED").await;
+    server.stop().await;
+}
+
+/// Giving the credential an owner the use is not on behalf of ends the
+/// response.
+#[tokio::test]
+async fn a_new_owner_ends_the_response() {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(Backend::Sqlite, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (_, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let open = open(&agent, &upstream).await;
+    admin
+        .client
+        .credentials()
+        .update_credential(pb::UpdateCredentialRequest {
+            credential: path("dev", "svc/drip"),
+            update: Some(pb::Credential {
+                owner: "alice@example.com".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["owner".into()],
+            }),
+        })
+        .await
+        .expect("set the owner");
+    let end = ends(open, "owner set").await;
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    assert_cut_short_recorded(&admin, "OWNER_MISMATCH").await;
     server.stop().await;
 }
 
