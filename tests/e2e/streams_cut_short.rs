@@ -2,13 +2,18 @@
 //! whichever server the change was made.
 //!
 //! A relayed response still streaming ends when its grant is revoked or
-//! expires, its credential is revoked, or its principal is
-//! emergency-revoked through another replica: well before
+//! expires, its credential is revoked, its value in use is replaced (a
+//! rotation, an emergency revoke with a generated replacement), its tenant
+//! is suspended, the identity binding that authenticated the agent is
+//! deleted, the environments its principal may enter are narrowed, its
+//! credential is given an owner the use is not on behalf of, or its
+//! principal is emergency-revoked through another replica: well before
 //! `relay.max_duration_ms`, with PERMISSION_DENIED or FAILED_PRECONDITION
 //! saying why (never a value), and the outcome (`credential.inject_result`)
 //! records `cut_short` with the reason. A StreamEvents reader that loses
 //! its role through another replica, and a WatchAccessRequest watcher that
-//! is disabled, stop too (PERMISSION_DENIED).
+//! is disabled, stop too (PERMISSION_DENIED), as do both when their tenant
+//! is suspended.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +30,10 @@ use crate::emergency_revoke::relay_env;
 on_both_backends!(
     revoking_the_grant_ends_the_response,
     revoking_the_credential_ends_the_response,
+    an_emergency_revoke_with_a_replacement_ends_the_response,
+    rotating_the_credential_ends_the_response,
+    suspending_the_tenant_ends_the_response,
+    deleting_the_binding_ends_the_response,
     the_grant_expiring_ends_the_response,
     a_disabled_watcher_stops_watching
 );
@@ -80,7 +89,7 @@ async fn agent_on(
             capabilities: vec![pb::Capability::Inject as i32],
             destinations: vec![pb::Destination {
                 host: format!("api.example.test:{}", upstream.port()),
-                path_prefixes: vec!["/drip".into(), "/slow".into()],
+                path_prefixes: vec!["/drip".into(), "/slow".into(), "/flood".into()],
                 ..Default::default()
             }],
             expires_at: expires_at.map(timestamp),
@@ -258,6 +267,252 @@ async fn revoking_the_credential_ends_the_response(backend: Backend) {
     assert_eq!(end.code(), Code::FailedPrecondition, "{end:?}");
     assert!(end.message().contains("revoked"), "{end:?}");
     assert_cut_short_recorded(&admin, "CREDENTIAL_REVOKED").await;
+    server.stop().await;
+}
+
+/// An emergency revoke that generates a replacement (the credential stays
+/// active, a new version becomes current, the old value is destroyed)
+/// ends the response carrying the old value.
+async fn an_emergency_revoke_with_a_replacement_ends_the_response(backend: Backend) {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(backend, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (_, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let open = open(&agent, &upstream).await;
+    let cut = admin
+        .client
+        .credentials()
+        .emergency_revoke_credential(pb::EmergencyRevokeCredentialRequest {
+            credential: path("dev", "svc/drip"),
+            reason: "leaked".into(),
+            generate: Some(pb::GenerationPolicy {
+                length: 40,
+                alphabet: pb::GenerationAlphabet::Hex as i32,
+                prefix: "sk-new-".into(),
+                field: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("emergency revoke with a replacement")
+        .into_inner();
+    let c = cut.credential.expect("credential");
+    assert_eq!(c.status, pb::CredentialStatus::Active as i32);
+    let end = ends(open, "emergency revoke with a replacement").await;
+    assert_eq!(end.code(), Code::FailedPrecondition, "{end:?}");
+    assert!(end.message().contains("replaced"), "{end:?}");
+    assert_cut_short_recorded(&admin, "CREDENTIAL_REVOKED").await;
+    server.stop().await;
+}
+
+/// A plain rotation ends the response carrying the old value.
+async fn rotating_the_credential_ends_the_response(backend: Backend) {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(backend, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (_, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let open = open(&agent, &upstream).await;
+    admin
+        .client
+        .credentials()
+        .rotate_credential(pb::RotateCredentialRequest {
+            credential: path("dev", "svc/drip"),
+            new_value: Some(pb::rotate_credential_request::NewValue::Value(
+                api_key("sk-e2eROTATED-value-7734").expect("a value"),
+            )),
+            reason: "e2e".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("rotate");
+    let end = ends(open, "credential rotated").await;
+    assert_eq!(end.code(), Code::FailedPrecondition, "{end:?}");
+    assert_cut_short_recorded(&admin, "CREDENTIAL_REVOKED").await;
+    server.stop().await;
+}
+
+/// Suspending the tenant ends the response: PERMISSION_DENIED.
+async fn suspending_the_tenant_ends_the_response(backend: Backend) {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(backend, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (_, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let open = open(&agent, &upstream).await;
+    server
+        .operator()
+        .await
+        .admin()
+        .suspend_tenant(pb::SuspendTenantRequest {
+            tenant_id: admin.tenant_id.clone(),
+            reason: "unpaid".into(),
+        })
+        .await
+        .expect("suspend the tenant");
+    let end = ends(open, "tenant suspended").await;
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    assert!(end.message().contains("suspended"), "{end:?}");
+    server
+        .operator()
+        .await
+        .admin()
+        .resume_tenant(pb::ResumeTenantRequest {
+            tenant_id: admin.tenant_id.clone(),
+        })
+        .await
+        .expect("resume the tenant");
+    assert_cut_short_recorded(&admin, "PRINCIPAL_DISABLED").await;
+    server.stop().await;
+}
+
+/// Deleting the identity binding that authenticated the agent ends the
+/// response: PERMISSION_DENIED.
+async fn deleting_the_binding_ends_the_response(backend: Backend) {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(backend, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (agent_id, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let open = open(&agent, &upstream).await;
+    let bindings = admin
+        .client
+        .admin()
+        .list_identity_bindings(pb::ListIdentityBindingsRequest {
+            principal_id: agent_id,
+            ..Default::default()
+        })
+        .await
+        .expect("list bindings")
+        .into_inner()
+        .bindings;
+    assert_eq!(bindings.len(), 1);
+    admin
+        .client
+        .admin()
+        .delete_identity_binding(pb::DeleteIdentityBindingRequest {
+            binding_id: bindings[0].id.clone(),
+        })
+        .await
+        .expect("delete the binding");
+    let end = ends(open, "binding deleted").await;
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    assert!(end.message().contains("binding"), "{end:?}");
+    assert_cut_short_recorded(&admin, "UNKNOWN_IDENTITY").await;
+    server.stop().await;
+}
+
+/// An agent that stops reading its response does not hold a use that is
+/// cut short open: the end is recorded at once, though the agent's stream
+/// is full.
+#[tokio::test]
+async fn an_agent_that_stops_reading_does_not_delay_the_record() {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(Backend::Sqlite, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (_, agent, grant) = agent_on(&server, &admin, &upstream, None).await;
+    let head = pb::RelayRequestHead {
+        method: "GET".into(),
+        url: format!("https://api.example.test:{}/flood", upstream.port()),
+        inject: vec![pb::InjectionRef {
+            environment: "dev".into(),
+            name: "svc/drip".into(),
+            field: String::new(),
+        }],
+        purpose: "cut short test".into(),
+        ..Default::default()
+    };
+    let mut stream = agent
+        .relay()
+        .forward(tokio_stream::iter(vec![pb::ForwardRequest {
+            part: Some(pb::forward_request::Part::Head(head)),
+        }]))
+        .await
+        .expect("forward")
+        .into_inner();
+    let first = stream.message().await.expect("head").expect("a head");
+    assert!(
+        matches!(first.part, Some(pb::forward_response::Part::Head(_))),
+        "{first:?}"
+    );
+    // The agent stops reading (its stream kept open): every buffer on the
+    // way fills.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    admin
+        .client
+        .policy()
+        .revoke_grant(pb::RevokeGrantRequest {
+            grant_id: grant.id.clone(),
+            reason: "cut it".into(),
+        })
+        .await
+        .expect("revoke grant");
+    assert_cut_short_recorded(&admin, "GRANT_REVOKED").await;
+    drop(stream);
+    server.stop().await;
+}
+
+/// Narrowing the environments the agent may enter (to ones without the
+/// credential's) ends the response.
+#[tokio::test]
+async fn narrowing_the_environments_ends_the_response() {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(Backend::Sqlite, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (agent_id, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let open = open(&agent, &upstream).await;
+    admin
+        .client
+        .admin()
+        .update_principal(pb::UpdatePrincipalRequest {
+            principal_id: agent_id,
+            update: Some(pb::Principal {
+                environments: vec!["staging".into()],
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["environments".into()],
+            }),
+        })
+        .await
+        .expect("narrow the environments");
+    let end = ends(open, "environments narrowed").await;
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    assert_cut_short_recorded(&admin, "ENVIRONMENT_NOT_PERMITTED").await;
+    server.stop().await;
+}
+
+/// Giving the credential an owner the use is not on behalf of ends the
+/// response.
+#[tokio::test]
+async fn a_new_owner_ends_the_response() {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(Backend::Sqlite, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (_, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let open = open(&agent, &upstream).await;
+    admin
+        .client
+        .credentials()
+        .update_credential(pb::UpdateCredentialRequest {
+            credential: path("dev", "svc/drip"),
+            update: Some(pb::Credential {
+                owner: "alice@example.com".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["owner".into()],
+            }),
+        })
+        .await
+        .expect("set the owner");
+    let end = ends(open, "owner set").await;
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    assert_cut_short_recorded(&admin, "OWNER_MISMATCH").await;
     server.stop().await;
 }
 
@@ -539,5 +794,88 @@ async fn a_disabled_watcher_stops_watching(backend: Backend) {
     let end = end.expect_err("the watch ends with an error");
     assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
     assert!(end.message().contains("disabled"), "{end:?}");
+    server.stop().await;
+}
+
+/// Suspending the tenant stops its open StreamEvents and
+/// WatchAccessRequest streams (PERMISSION_DENIED).
+#[tokio::test]
+async fn suspending_the_tenant_stops_its_streams() {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(Backend::Sqlite, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (_, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let filed = agent
+        .policy()
+        .file_access_request(pb::FileAccessRequestRequest {
+            credential: Some(pb::CredentialPath {
+                environment: "dev".into(),
+                name: "svc/drip".into(),
+            }),
+            capability: pb::Capability::Reveal as i32,
+            purpose: "nightly report".into(),
+            requested_duration: Some(prost_types::Duration {
+                seconds: 600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("file a request")
+        .into_inner();
+    let mut watch = agent
+        .policy()
+        .watch_access_request(pb::WatchAccessRequestRequest {
+            access_request_id: filed.access_request.expect("a request").id,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    watch.message().await.expect("first").expect("the request");
+    let mut events = admin
+        .client
+        .audit()
+        .stream_events(pb::StreamEventsRequest {
+            from_sequence: 1,
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    events
+        .message()
+        .await
+        .expect("an event")
+        .expect("the stream is open");
+    server
+        .operator()
+        .await
+        .admin()
+        .suspend_tenant(pb::SuspendTenantRequest {
+            tenant_id: admin.tenant_id.clone(),
+            reason: "unpaid".into(),
+        })
+        .await
+        .expect("suspend the tenant");
+    let end = tokio::time::timeout(PROMPTLY, async {
+        loop {
+            match events.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the stream ended without an error"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the reader's stream was still open");
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    let end = tokio::time::timeout(PROMPTLY, watch.message())
+        .await
+        .expect("the watch was still open")
+        .expect_err("the watch ends with an error");
+    assert_eq!(end.code(), Code::PermissionDenied, "{end:?}");
+    assert!(end.message().contains("suspended"), "{end:?}");
     server.stop().await;
 }

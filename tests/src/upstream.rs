@@ -391,6 +391,19 @@ async fn handle(
     } else if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         reply(200, b"slow".to_vec())
+    } else if path == "/flood" {
+        // 64 KiB parts as fast as the client takes them, for ever (until
+        // the client goes away).
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+        tokio::spawn(async move {
+            let part = Bytes::from(vec![b'f'; 64 * 1024]);
+            while tx.send(Ok(Frame::data(part.clone()))).await.is_ok() {}
+        });
+        Response::builder()
+            .status(200)
+            .body(StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed())
+            .expect("response")
     } else if let Some(ms) = path.strip_prefix("/drip/") {
         // One byte every `ms` milliseconds, for ever (until the client
         // goes away).

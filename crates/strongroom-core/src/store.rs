@@ -788,6 +788,17 @@ pub trait AuditStore: Send + Sync {
         lease: Option<Lease>,
     ) -> Result<AuditEvent>;
 
+    /// Whether every one of `checks` still holds against the stored state,
+    /// by the same rule [`AuditStore::append_reveal`] applies at commit, but
+    /// writing nothing: `Some` with why the first that fails no longer
+    /// holds. What an open use of a value is checked against while it goes
+    /// on.
+    async fn check_reveals(
+        &self,
+        scope: &TenantScope<'_>,
+        checks: &[RevealCheck],
+    ) -> Result<Option<&'static str>>;
+
     /// Notices of committed state changes (from this process and, on a
     /// shared database, from other servers), for cache invalidation.
     fn changes(&self) -> tokio::sync::broadcast::Receiver<Change>;

@@ -22,6 +22,7 @@ use strongroom_core::policy::{
 use strongroom_core::principal::{Principal, PrincipalStatus, Role};
 use strongroom_core::scope::{Authenticated, SystemScope, TenantScope};
 use strongroom_core::store::Change;
+use strongroom_core::tenant::TenantStatus;
 use strongroom_core::{Error, Result};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -531,8 +532,8 @@ impl Engine {
     /// commits and other servers' change notices, looking every
     /// [`DECISION_POLL`] as well, so a lost wake-up (or a clock moved past
     /// its expiry) only delays it. PERMISSION_DENIED once the caller is
-    /// disabled (checked on a change of the tenant's callers, and every
-    /// cache time to live).
+    /// disabled or deleted, or its tenant suspended (checked on a change
+    /// of the tenant's callers, and every cache time to live).
     pub async fn await_decision(
         &self,
         caller: &Authenticated,
@@ -550,6 +551,9 @@ impl Engine {
         let mut recheck = false;
         loop {
             if recheck || checked.elapsed() >= bound {
+                if self.store.tenant(&scope).await?.status != TenantStatus::Active {
+                    return Err(Error::denied("the tenant is suspended"));
+                }
                 let now = self.store.get_principal(&scope, scope.principal().id).await;
                 match now {
                     Ok(p) if p.status == PrincipalStatus::Active => {}

@@ -12,11 +12,13 @@ use strongroom_core::lease::Lease;
 use strongroom_core::page::{Page, PageRequest};
 use strongroom_core::scope::TenantScope;
 use strongroom_core::store::{AuditFilter, AuditStore, Change, RevealCheck};
+use strongroom_core::time::Timestamp;
 use strongroom_core::{Error, Result};
 use tokio::sync::broadcast;
 
 use crate::dialect::{Dialect, SqlBuilder, Stmt};
 use crate::error::db;
+use crate::group_commit::checks::CheckIds;
 use crate::group_commit::{self, Done, Work};
 use crate::rows::{AuditRow, EventRow, HeadRow, audit_columns};
 use crate::store::SqlStore;
@@ -73,6 +75,22 @@ impl<D: Dialect> AuditStore for SqlStore<D> {
         match group_commit::submit(queue, work, draft).await? {
             Done::Event(e) | Done::Credential(_, e) => Ok(e),
         }
+    }
+
+    async fn check_reveals(
+        &self,
+        scope: &TenantScope<'_>,
+        checks: &[RevealCheck],
+    ) -> Result<Option<&'static str>> {
+        if checks.is_empty() {
+            return Ok(None);
+        }
+        let tenant = scope.tenant_id();
+        let mut tx = self.tenant_tx(tenant, false).await?;
+        let states = D::read_states(&mut tx, tenant, &CheckIds::of_checks(checks)).await?;
+        tx.commit().await.map_err(db("reveal check"))?;
+        let now = Timestamp::now();
+        Ok(checks.iter().find_map(|c| states.violation(c, now)))
     }
 
     fn changes(&self) -> broadcast::Receiver<Change> {

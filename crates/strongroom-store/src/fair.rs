@@ -774,6 +774,16 @@ impl<S: Store> AuditStore for FairShare<S> {
         self.inner.append_reveal(scope, draft, check, lease)
     }
 
+    // A read like any other: counted against the tenant's share.
+    async fn check_reveals(
+        &self,
+        scope: &TenantScope<'_>,
+        checks: &[RevealCheck],
+    ) -> Result<Option<&'static str>> {
+        let _share = self.share(scope.tenant_id()).await?;
+        self.inner.check_reveals(scope, checks).await
+    }
+
     fn changes(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.inner.changes()
     }

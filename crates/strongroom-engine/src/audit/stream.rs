@@ -11,8 +11,8 @@
 //! wake it too, and it polls, so a lost wake-up only delays it.
 //!
 //! A feed carries what only its reader may read: it checks again that the
-//! reader is enabled, with a role that reads the chain, in the same
-//! environments, at once on a change of who the tenant's callers are
+//! reader still exists and is enabled, with a role that reads the chain, in
+//! the same environments, in an active (not suspended) tenant, at once on a change of who the tenant's callers are
 //! (applied here from this server's commits or another's notice) and every
 //! [`FEED_RECHECK`] whatever the notices, and ends PERMISSION_DENIED when
 //! not.
@@ -25,6 +25,7 @@ use strongroom_core::names::Environment;
 use strongroom_core::principal::{PrincipalStatus, Role};
 use strongroom_core::scope::Authenticated;
 use strongroom_core::store::Change;
+use strongroom_core::tenant::TenantStatus;
 use strongroom_core::{Error, Result};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -185,7 +186,21 @@ impl Engine {
                 return Ok(None);
             }
             if feed.recheck || feed.checked.elapsed() >= FEED_RECHECK {
-                let now = self.store.get_principal(&scope, feed.principal).await?;
+                // A suspended (or shredded) tenant's readers stop too.
+                if self.store.tenant(&scope).await?.status != TenantStatus::Active {
+                    return Err(Error::denied(
+                        "the tenant is suspended: its audit trail may not be read",
+                    ));
+                }
+                let now = match self.store.get_principal(&scope, feed.principal).await {
+                    Ok(p) => p,
+                    Err(Error::NotFound(_)) => {
+                        return Err(Error::denied(
+                            "the principal may no longer read the audit trail",
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                };
                 if now.status != PrincipalStatus::Active
                     || !FEED_ROLES.contains(&now.role)
                     || now.environments != feed.environments

@@ -200,6 +200,13 @@ pub enum InjectionDecision {
     Refused(Refused),
 }
 
+impl Authorized {
+    /// Whom the uses are on behalf of, as the request said.
+    pub fn on_behalf_of(&self) -> Option<&str> {
+        self.on_behalf_of.as_deref()
+    }
+}
+
 /// The outcome of a forwarded request, for its result event.
 #[derive(Debug, Clone, Default)]
 pub struct InjectionOutcome {

@@ -33,7 +33,7 @@ pub use inject::{
 };
 pub use reveal::{Lease, RevealOptions, Revealed, RevealedValue};
 pub use test::CredentialTested;
-pub use watch::{UseEnded, UseWatch};
+pub use watch::{UseChanges, UseEnded, UseWatch};
 
 /// How a request names a credential.
 #[derive(Debug, Clone)]

@@ -145,14 +145,20 @@ pub struct CheckIds {
 impl CheckIds {
     /// The ids the reveals among `works` name.
     pub fn of(works: &[Work]) -> Self {
+        Self::of_checks(works.iter().filter_map(|w| match w {
+            Work::Reveal(c, _) => Some(c),
+            _ => None,
+        }))
+    }
+
+    /// The ids `checks` name.
+    pub fn of_checks<'a>(checks: impl IntoIterator<Item = &'a RevealCheck>) -> Self {
         let mut ids = Self::default();
-        for w in works {
-            if let Work::Reveal(c, _) = w {
-                ids.credentials.push(c.credential.as_uuid());
-                ids.principals.push(c.principal.as_uuid());
-                ids.grants.extend(c.grant.map(|g| g.as_uuid()));
-                ids.bindings.extend(c.binding.map(|b| b.as_uuid()));
-            }
+        for c in checks {
+            ids.credentials.push(c.credential.as_uuid());
+            ids.principals.push(c.principal.as_uuid());
+            ids.grants.extend(c.grant.map(|g| g.as_uuid()));
+            ids.bindings.extend(c.binding.map(|b| b.as_uuid()));
         }
         for list in [
             &mut ids.credentials,

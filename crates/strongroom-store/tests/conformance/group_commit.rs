@@ -246,6 +246,56 @@ pub async fn reveal_with_a_holding_check_is_recorded(store: Arc<dyn Store>) {
     }
 }
 
+/// The read-only check (what an open use is checked against) judges as the
+/// commit does, and writes nothing: a holding check passes; a rotated-away
+/// version, a revoked credential and another tenant's credential fail.
+pub async fn read_only_reveal_checks_judge_as_commit_does(store: Arc<dyn Store>) {
+    let store = &*store;
+    let acme = create_tenant(store, "acme").await;
+    let beta = create_tenant(store, "beta").await;
+    let scope = acme.scope();
+    let agent = acme.add_principal(store, "agent", Role::Agent).await;
+    let c = credential(&scope, "dev", "llm/openai");
+    acme.store(store, &c).await.expect("create");
+    let trail = AuditTrail::start(store, scope).await;
+    let scope = acme.scope();
+    let holding = check(c.id, 1, &agent, None);
+    assert_eq!(
+        store
+            .check_reveals(&scope, std::slice::from_ref(&holding))
+            .await
+            .expect("check"),
+        None
+    );
+    assert_eq!(
+        store.check_reveals(&scope, &[]).await.expect("check"),
+        None,
+        "no check holds trivially"
+    );
+    trail.expect_none().await;
+    acme.rotate(store, &c, 1).await.expect("v2");
+    let why = store
+        .check_reveals(&scope, &[check(c.id, 2, &agent, None), holding.clone()])
+        .await
+        .expect("check");
+    assert!(why.is_some(), "the version in use was rotated away");
+    assert_eq!(
+        store
+            .check_reveals(&scope, &[check(c.id, 2, &agent, None)])
+            .await
+            .expect("check"),
+        None
+    );
+    // Another tenant's scope sees none of acme's rows.
+    assert!(
+        store
+            .check_reveals(&beta.scope(), &[check(c.id, 2, &agent, None)])
+            .await
+            .expect("check")
+            .is_some()
+    );
+}
+
 // ---- 2. a reveal whose check no longer holds ----
 
 /// Asserts that revealing fails with `FailedPrecondition` and appends nothing.

@@ -114,6 +114,7 @@ conformance! {
     isolation_model::tenant_isolation_matches_the_model => tenant_isolation_matches_the_model_postgres, tenant_isolation_matches_the_model_sqlite;
     group_commit::reveal_with_a_holding_check_is_recorded => reveal_with_a_holding_check_is_recorded_postgres, reveal_with_a_holding_check_is_recorded_sqlite;
     group_commit::stale_reveal_checks_append_nothing => stale_reveal_checks_append_nothing_postgres, stale_reveal_checks_append_nothing_sqlite;
+    group_commit::read_only_reveal_checks_judge_as_commit_does => read_only_reveal_checks_judge_as_commit_does_postgres, read_only_reveal_checks_judge_as_commit_does_sqlite;
     group_commit::concurrent_group_commit_stays_exact => concurrent_group_commit_stays_exact_postgres, concurrent_group_commit_stays_exact_sqlite;
     group_commit::leases_commit_with_their_reveals => leases_commit_with_their_reveals_postgres, leases_commit_with_their_reveals_sqlite;
     group_commit::failing_jobs_do_not_poison_their_batch => failing_jobs_do_not_poison_their_batch_postgres, failing_jobs_do_not_poison_their_batch_sqlite;

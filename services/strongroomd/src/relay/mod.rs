@@ -47,7 +47,7 @@ use strongroom_core::ids::PrincipalId;
 use strongroom_core::net::Scheme;
 use strongroom_engine::{
     Authorized, Engine, InjectionDecision, InjectionOutcome, InjectionRequest, InjectionUse,
-    UseEnded, UseKind,
+    UseChanges, UseEnded, UseKind,
 };
 use strongroom_proto::v1 as pb;
 use strongroom_proto::v1::relay_service_server::RelayService;
@@ -439,6 +439,11 @@ impl RelayHandler {
             on_behalf_of: head.on_behalf_of.clone(),
             uses,
         };
+        // Changes are followed from before the authorization reads the
+        // state it decides on: one made after that read is seen by the
+        // use's watch (one made before it, by the check its record passes
+        // at commit).
+        let changes = self.engine.use_changes();
         let authorized = match Box::pin(self.engine.authorize_injection(
             call.caller(),
             call.ctx(),
@@ -482,8 +487,16 @@ impl RelayHandler {
                 return;
             }
         };
-        let outcome =
-            Box::pin(self.send(scope.tenant(), &head, &authorized, inbound, &tx, &call)).await;
+        let outcome = Box::pin(self.send(
+            scope.tenant(),
+            &head,
+            &authorized,
+            changes,
+            inbound,
+            &tx,
+            &call,
+        ))
+        .await;
         let outcome = InjectionOutcome {
             duration: started.elapsed(),
             ..outcome
@@ -510,11 +523,13 @@ impl RelayHandler {
     }
 
     /// Connects, sends, and streams the response back; the outcome.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         tenant: &strongroom_core::tenant::Tenant,
         head: &head::Head,
         authorized: &Authorized,
+        changes: UseChanges,
         mut inbound: Streaming<pb::ForwardRequest>,
         tx: &Out,
         call: &Call,
@@ -528,14 +543,26 @@ impl RelayHandler {
             outcome.relay_error = Some(reason.to_owned());
             refusal(status, reason, refusal_message(reason))
         };
-        // Watched from before anything is sent, so no change is missed: the
-        // response ends once the use stops being allowed.
-        let mut watch = match self.engine.watch_use(call.caller(), authorized) {
+        // Watched with the changes followed since before the authorization,
+        // so none is missed: the response ends once the use stops being
+        // allowed.
+        let mut watch = match self.engine.watch_use(call.caller(), authorized, changes) {
             Ok(w) => w,
             Err(e) => {
                 outcome.relay_error = Some("internal".into());
                 let _ = tx.send(Err(to_status(e, &call.ctx().request_id))).await;
                 return outcome;
+            }
+        };
+        // One slot of the agent's stream is kept for the last message of a
+        // use that ends early (cut short, or failed mid-body): sending it
+        // never waits on an agent that stopped reading, so the use, and the
+        // record of how it ended, are not held open by it.
+        let mut last = tx.reserve().await.ok();
+        let finish = |last: &mut Option<mpsc::Permit<'_, _>>, message| match last.take() {
+            Some(permit) => permit.send(message),
+            None => {
+                let _ = tx.try_send(message);
             }
         };
         let destination = Destination::of(tenant, &head.target);
@@ -645,12 +672,6 @@ impl RelayHandler {
                 return outcome;
             }
         };
-        // One future for the wait for the response and its whole body: it
-        // returns once the use may no longer go on (principal disabled,
-        // grant revoked or expired, credential revoked, destroyed or
-        // expired, on any server).
-        let ended = self.engine.use_ended(call.caller(), &mut watch);
-        tokio::pin!(ended);
         let cut = |outcome: &mut InjectionOutcome, ended: UseEnded| {
             tracing::info!(
                 host = %head.target.host,
@@ -661,6 +682,23 @@ impl RelayHandler {
             outcome.cut_short = Some(ended.reason);
             Err(to_status(ended.error, &call.ctx().request_id))
         };
+        // Nothing has gone upstream yet: a change noticed since the
+        // authorization (while connecting, or waiting for the body's first
+        // part) is checked to its end before the request, values in it, is
+        // sent.
+        if let Some(ended) = self.engine.use_checked_now(call.caller(), &mut watch).await {
+            drop(request);
+            drop(sender);
+            finish(&mut last, cut(&mut outcome, ended));
+            return outcome;
+        }
+        // One future for the wait for the response and its whole body: it
+        // returns once the use may no longer go on (principal disabled or
+        // deleted, tenant suspended, binding deleted, grant revoked or
+        // expired, credential revoked, destroyed, expired or its value in
+        // use replaced, on any server).
+        let ended = self.engine.use_ended(call.caller(), &mut watch);
+        tokio::pin!(ended);
         let answered = {
             let send = sender.send(request);
             tokio::pin!(send);
@@ -668,18 +706,25 @@ impl RelayHandler {
                 let waited = tokio::select! {
                     // The end first: nothing more goes out once it is due.
                     biased;
-                    ended = &mut ended => {
-                        outcome.bytes_sent = sent.load(Ordering::Relaxed);
-                        let _ = tx.send(cut(&mut outcome, ended)).await;
-                        return outcome;
-                    }
+                    ended = &mut ended => break Err(Some(ended)),
                     waited = tokio::time::timeout(self.config.timeout, &mut send) => waited,
                 };
                 match waited {
                     Ok(r) => break Ok(r),
                     Err(_) if pumping.load(Ordering::Relaxed) => {}
-                    Err(e) => break Err(e),
+                    Err(_) => break Err(None),
                 }
+            }
+        };
+        let answered = match answered {
+            Ok(r) => Ok(r),
+            Err(None) => Err(()),
+            Err(Some(ended)) => {
+                // The request (and its connection) go first.
+                drop(sender);
+                outcome.bytes_sent = sent.load(Ordering::Relaxed);
+                finish(&mut last, cut(&mut outcome, ended));
+                return outcome;
             }
         };
         let response = match answered {
@@ -763,22 +808,23 @@ impl RelayHandler {
         let mut received: u64 = 0;
         // Sized by what arrives (no 64 KiB buffer for a small response).
         let mut out = Vec::new();
+        // The last message of a response that ends early, sent once the
+        // destination's body and connection are let go.
+        let mut ending: Option<Result<pb::ForwardResponse, Status>> = None;
         let complete = loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 outcome.relay_error = Some("max_duration".into());
-                let _ = tx
-                    .send(Err(Status::deadline_exceeded(
-                        "the response passed the relay's total duration limit",
-                    )))
-                    .await;
+                ending = Some(Err(Status::deadline_exceeded(
+                    "the response passed the relay's total duration limit",
+                )));
                 break false;
             }
             let next = tokio::select! {
                 // The end first: nothing more goes out once it is due.
                 biased;
                 ended = &mut ended => {
-                    let _ = tx.send(cut(&mut outcome, ended)).await;
+                    ending = Some(cut(&mut outcome, ended));
                     break false;
                 }
                 next = tokio::time::timeout(self.config.timeout.min(left), body.frame()) => next,
@@ -788,21 +834,17 @@ impl RelayHandler {
                 Ok(None) => break true,
                 Ok(Some(Err(_))) => {
                     outcome.relay_error = Some("upstream_unreachable".into());
-                    let _ = tx
-                        .send(Err(Status::unavailable(
-                            "the destination's response failed mid-body",
-                        )))
-                        .await;
+                    ending = Some(Err(Status::unavailable(
+                        "the destination's response failed mid-body",
+                    )));
                     break false;
                 }
                 Err(_) if tokio::time::Instant::now() >= deadline => continue,
                 Err(_) => {
                     outcome.relay_error = Some("upstream_timeout".into());
-                    let _ = tx
-                        .send(Err(Status::deadline_exceeded(
-                            "the destination stopped sending its response",
-                        )))
-                        .await;
+                    ending = Some(Err(Status::deadline_exceeded(
+                        "the destination stopped sending its response",
+                    )));
                     break false;
                 }
             };
@@ -812,11 +854,9 @@ impl RelayHandler {
             received += data.len() as u64;
             if received > self.config.max_response_body {
                 outcome.relay_error = Some("response_too_large".into());
-                let _ = tx
-                    .send(Err(Status::resource_exhausted(
-                        "the response body is over the relay's limit",
-                    )))
-                    .await;
+                ending = Some(Err(Status::resource_exhausted(
+                    "the response body is over the relay's limit",
+                )));
                 break false;
             }
             out.reserve(data.len().min(CHUNK));
@@ -830,7 +870,7 @@ impl RelayHandler {
                     // The end first: nothing more goes out once it is due.
                     biased;
                     ended = &mut ended => {
-                        let _ = tx.send(cut(&mut outcome, ended)).await;
+                        ending = Some(cut(&mut outcome, ended));
                         break false;
                     }
                     sent = tx.send(Ok(body_message(chunk))) => sent,
@@ -842,6 +882,14 @@ impl RelayHandler {
         };
         outcome.bytes_received = received;
         outcome.bytes_sent = sent.load(Ordering::Relaxed);
+        if let Some(message) = ending {
+            // The destination's body and connection first, then the last
+            // message, which never waits (its slot is kept).
+            drop(body);
+            drop(sender);
+            finish(&mut last, message);
+            return outcome;
+        }
         if complete {
             stream.flush(&mut out);
             if !out.is_empty() {
