@@ -4,32 +4,14 @@
 -- 1. The lease's reference to its tenant goes: checking it locked the
 --    tenant's row (FOR KEY SHARE) for every lease a batch inserted. Leases
 --    are inserted only by their tenant's audit batches, bound to the tenant
---    (row-level security), and a tenant's purge deletes
---    its leases with the rest of its rows (`PURGE` in the store's
---    tenants.rs), so the reference guarded nothing the writers do not.
+--    (row-level security), and a tenant's purge deletes its leases with
+--    the rest of its rows (`PURGE` in the store's tenants.rs), so the
+--    reference guarded nothing the writers do not.
 --
 -- 2. `append_checked_events` keeps its signature (the arguments are the
 --    same arrays) but checks the reveals of a batch in two parts, each
 --    distinct row once (see the comment in the body). The server sends
 --    each part deduplicated; what the function refuses is unchanged.
---
--- 3. The batch's leases are inserted before the chain-head lock, not after
---    it. A tenant's committer sends its next batch while the one before is
---    still committing (at most two in flight): the next batch's leases go
---    in while the first holds the head and waits for its WAL flush, and
---    only the head check, the reveal checks, the events and the head move
---    wait for the lock. Nothing else changes: the leases commit or roll
---    back with the statement, which is its own transaction; a batch that
---    finds the head moved or a check failing deletes the leases it
---    inserted before it answers; a batch sent again after a lost reply
---    skips the leases its first try committed (ON CONFLICT DO NOTHING on
---    the key; a first try still running is waited for) and answers 'ok'
---    as before. One new wait: a first try the server still runs after its
---    caller saw the connection lost holds its leases while it waits for
---    the head; if the batch then goes to the full path, which takes the
---    head before it inserts the same leases, PostgreSQL reports a deadlock
---    and aborts one of the two, whose callers get an error (nothing is
---    returned without its record).
 ALTER TABLE leases DROP CONSTRAINT leases_tenant_id_fkey;
 
 CREATE OR REPLACE FUNCTION append_checked_events(
@@ -87,19 +69,6 @@ DECLARE
     head_hash     BYTEA;
 BEGIN
     PERFORM set_config('strongroom.tenant_id', p_tenant::text, true);
-    -- Before the head lock (item 3 above): deleted again below unless the
-    -- batch commits.
-    IF cardinality(l_id) > 0 THEN
-        INSERT INTO leases (
-            tenant_id, id, credential_id, credential_name, environment, version,
-            principal_id, grant_id, on_behalf_of, purpose, ttl_secs, issued_at,
-            expires_at, max_expires_at, state)
-        SELECT p_tenant, l.*, 'active'
-        FROM unnest(l_id, l_credential, l_credential_name, l_environment,
-                    l_version, l_principal, l_grant, l_on_behalf_of, l_purpose,
-                    l_ttl_secs, l_issued_at, l_expires_at, l_max_expires_at) AS l
-        ON CONFLICT DO NOTHING;
-    END IF;
     SELECT sequence, hash INTO head_sequence, head_hash FROM audit_heads
         WHERE tenant_id = p_tenant
         FOR UPDATE;
@@ -117,7 +86,6 @@ BEGIN
         RETURN 'ok';
     END IF;
     IF head_sequence IS DISTINCT FROM p_from OR head_hash IS DISTINCT FROM p_from_hash THEN
-        DELETE FROM leases WHERE tenant_id = p_tenant AND id = ANY (l_id);
         RETURN 'moved';
     END IF;
     -- The reveal checks, in two parts: each distinct credential (and the
@@ -163,7 +131,6 @@ BEGIN
              FROM (SELECT DISTINCT principal_id, role, grant_id, binding_id
                    FROM unnest(k_principal, k_role, k_grant, k_binding)
                        AS k(principal_id, role, grant_id, binding_id)) AS k) THEN
-        DELETE FROM leases WHERE tenant_id = p_tenant AND id = ANY (l_id);
         RETURN 'stale';
     END IF;
     INSERT INTO audit_events (
@@ -175,6 +142,16 @@ BEGIN
                 e_action, e_credential, e_credential_name, e_version,
                 e_environment, e_purpose, e_outcome, e_reason_code, e_peer,
                 e_request_id, e_trace_id, e_detail, e_prev_hash, e_hash, e_format) AS u;
+    IF cardinality(l_id) > 0 THEN
+        INSERT INTO leases (
+            tenant_id, id, credential_id, credential_name, environment, version,
+            principal_id, grant_id, on_behalf_of, purpose, ttl_secs, issued_at,
+            expires_at, max_expires_at, state)
+        SELECT p_tenant, l.*, 'active'
+        FROM unnest(l_id, l_credential, l_credential_name, l_environment,
+                    l_version, l_principal, l_grant, l_on_behalf_of, l_purpose,
+                    l_ttl_secs, l_issued_at, l_expires_at, l_max_expires_at) AS l;
+    END IF;
     UPDATE audit_heads SET sequence = p_to, hash = p_to_hash
         WHERE tenant_id = p_tenant;
     RETURN 'ok';

@@ -23,7 +23,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
 use sqlx::{Database, Encode, FromRow, QueryBuilder, Transaction, Type};
 use strongroom_core::Result;
-use strongroom_core::audit::AuditEvent;
+use strongroom_core::audit::{AuditDraft, AuditEvent};
 use strongroom_core::ids::TenantId;
 use strongroom_core::store::Change;
 use tokio::sync::broadcast;
@@ -172,24 +172,20 @@ pub trait Dialect: Database + Binds + Reads {
         async move { Ok(none) }
     }
 
-    /// Commits a batch of events only, sealed (by [`group_commit::seal`])
-    /// on `from` (the head this committer last wrote, or the head the
-    /// batch before it in flight will leave), where
-    /// [`Dialect::FAST_EVENTS`]; hands the drafts back (in job order) if it
-    /// cannot. `held` is the connection the batch runs on, if the
-    /// committer kept one. By default, hands back.
-    ///
-    /// [`group_commit::seal`]: crate::group_commit::seal
+    /// Commits a batch of events only, sealed on `head` (the head this
+    /// committer last wrote), where [`Dialect::FAST_EVENTS`]; hands the
+    /// drafts back (in job order) if it cannot. `held` is the connection
+    /// the committer keeps between batches. By default, hands back.
     fn fast_events(
         store: &SqlStore<Self>,
         tenant: TenantId,
         works: &[Work],
-        events: Vec<AuditEvent>,
-        from: Head,
+        drafts: Vec<AuditDraft>,
+        head: Head,
         held: &mut Option<PoolConnection<Self>>,
     ) -> impl Future<Output = Result<Fast>> + Send {
-        let _ = (store, tenant, works, from, held);
-        async move { Ok(Fast::Redo(events.into_iter().map(|e| e.draft).collect())) }
+        let _ = (store, tenant, works, head, held);
+        async move { Ok(Fast::Redo(drafts)) }
     }
 
     /// Runs `query`, returning the number of rows it affected.

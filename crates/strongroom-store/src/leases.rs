@@ -164,10 +164,7 @@ impl<D: Dialect> SqlStore<D> {
     /// event took the chain-head lock: a reveal's lease commits under that
     /// lock, so every lease opened before the revocation is seen here, and
     /// every reveal after it is refused by its check. Lease rows are locked
-    /// after the head by every writer (renewals, releases, the sweeper);
-    /// Postgres' `append_checked_events` inserts a batch's new rows before
-    /// it takes the head, and no other transaction sees or waits for them
-    /// until they commit.
+    /// after the head by every writer (renewals, releases, the sweeper).
     pub(crate) async fn end_leases_in(
         tx: &mut Transaction<'static, D>,
         tenant: TenantId,

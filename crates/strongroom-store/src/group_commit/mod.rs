@@ -83,29 +83,6 @@ pub enum Fast {
     Redo(Vec<AuditDraft>),
 }
 
-/// Seals `drafts` in order on `head`: the events, and the head after them.
-pub(crate) fn seal(
-    tenant: TenantId,
-    drafts: Vec<AuditDraft>,
-    head: Head,
-) -> (Vec<AuditEvent>, Head) {
-    let mut after = head;
-    let events = drafts
-        .into_iter()
-        .map(|d| {
-            after.sequence += 1;
-            let e = d.seal(tenant, after.sequence, after.hash);
-            after.hash = e.hash;
-            e
-        })
-        .collect();
-    (events, after)
-}
-
-/// Batches of one tenant on the fast path at once: the next one is sent
-/// while the one before waits for its commit (see `committer`).
-pub(crate) const MAX_FLIGHTS: usize = 2;
-
 /// Whether a batch may take the fast path: only events, none of which
 /// announces a change.
 pub(crate) fn events_only(works: &[Work], drafts: &[AuditDraft], tenant: TenantId) -> bool {

@@ -6,7 +6,7 @@
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Transaction};
-use strongroom_core::audit::AuditEvent;
+use strongroom_core::audit::{AuditDraft, AuditEvent};
 use strongroom_core::ids::TenantId;
 use strongroom_core::store::Change;
 use strongroom_core::{Error, Result};
@@ -223,15 +223,21 @@ pub(super) async fn fast(
     store: &PgStore,
     tenant: TenantId,
     works: &[Work],
-    events: Vec<AuditEvent>,
+    drafts: Vec<AuditDraft>,
     head: Head,
     held: &mut Option<PoolConnection<Postgres>>,
 ) -> Result<Fast> {
-    let Some(last) = events.last() else {
-        return Ok(Fast::Committed(events, head));
-    };
-    let next = last.sequence;
-    let prev = last.hash;
+    let mut next = head.sequence;
+    let mut prev = head.hash;
+    let events: Vec<AuditEvent> = drafts
+        .into_iter()
+        .map(|d| {
+            next += 1;
+            let e = d.seal(tenant, next, prev);
+            prev = e.hash;
+            e
+        })
+        .collect();
     let to = i64::try_from(next).map_err(|_| Error::internal("audit sequence overflow"))?;
     let from =
         i64::try_from(head.sequence).map_err(|_| Error::internal("audit sequence overflow"))?;
@@ -400,8 +406,7 @@ impl Checks {
 }
 
 /// The leases a batch's reveals open, as column arrays, for
-/// `append_checked_events` (inserted before the chain-head lock, kept only
-/// if the batch commits).
+/// `append_checked_events` (inserted only if every check holds).
 #[derive(Default)]
 struct Leases<'a> {
     id: Vec<uuid::Uuid>,

@@ -25,7 +25,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
-use strongroom_core::audit::AuditEvent;
+use strongroom_core::audit::{AuditDraft, AuditEvent};
 use strongroom_core::ids::TenantId;
 use strongroom_core::store::Change;
 use strongroom_core::{Error, Result};
@@ -455,11 +455,11 @@ impl Dialect for Postgres {
         store: &PgStore,
         tenant: TenantId,
         works: &[Work],
-        sealed: Vec<AuditEvent>,
-        from: Head,
+        drafts: Vec<AuditDraft>,
+        head: Head,
         held: &mut Option<PoolConnection<Postgres>>,
     ) -> Result<Fast> {
-        events::fast(store, tenant, works, sealed, from, held).await
+        events::fast(store, tenant, works, drafts, head, held).await
     }
 
     async fn execute<'q>(
