@@ -82,11 +82,20 @@ impl Received {
     }
 }
 
+/// What an upstream received: every request in order, and how many came
+/// for each path and query (so a request's count of earlier ones is not a
+/// scan of all of them: a benchmark sends hundreds of thousands).
+#[derive(Default)]
+struct Log {
+    all: Vec<Received>,
+    per_path: std::collections::HashMap<String, usize>,
+}
+
 /// A running upstream; stops when dropped.
 pub struct Upstream {
     addr: SocketAddr,
     ca: TestCa,
-    received: Arc<Mutex<Vec<Received>>>,
+    received: Arc<Mutex<Log>>,
     dir: Arc<Mutex<Option<PathBuf>>>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
@@ -131,7 +140,7 @@ impl Upstream {
             .await
             .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
-        let received = Arc::new(Mutex::new(Vec::new()));
+        let received = Arc::new(Mutex::new(Log::default()));
         let dir = Arc::new(Mutex::new(None));
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -188,7 +197,7 @@ impl Upstream {
 
     /// Every request received so far, in order.
     pub fn received(&self) -> Vec<Received> {
-        self.received.lock().expect("received lock").clone()
+        self.received.lock().expect("received lock").all.clone()
     }
 }
 
@@ -201,7 +210,7 @@ impl Drop for Upstream {
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    received: Arc<Mutex<Vec<Received>>>,
+    received: Arc<Mutex<Log>>,
     dir: Arc<Mutex<Option<PathBuf>>>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
@@ -251,7 +260,7 @@ async fn accept_loop(
 async fn handle(
     request: Request<Incoming>,
     server_name: Option<String>,
-    received: Arc<Mutex<Vec<Received>>>,
+    received: Arc<Mutex<Log>>,
     dir: Arc<Mutex<Option<PathBuf>>>,
 ) -> Result<Response<BoxBody<Bytes, std::convert::Infallible>>, std::convert::Infallible> {
     let (parts, body) = request.into_parts();
@@ -296,12 +305,11 @@ async fn handle(
         body,
     };
     let earlier = {
-        let mut all = received.lock().expect("received lock");
-        let earlier = all
-            .iter()
-            .filter(|r| r.path_and_query == path_and_query)
-            .count();
-        all.push(record);
+        let mut log = received.lock().expect("received lock");
+        let seen = log.per_path.entry(path_and_query.clone()).or_default();
+        let earlier = *seen;
+        *seen += 1;
+        log.all.push(record);
         earlier
     };
 
