@@ -21,6 +21,7 @@ use crate::cache::CachedCredential;
 use crate::{CallContext, Engine};
 
 mod inject;
+mod leak;
 mod reveal;
 mod rotate;
 mod test;
