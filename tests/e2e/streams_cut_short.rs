@@ -745,13 +745,9 @@ async fn a_reader_losing_its_role_elsewhere_stops_streaming() {
     primary.stop().await;
 }
 
-/// A WatchAccessRequest watcher disabled while it waits stops waiting.
-async fn a_disabled_watcher_stops_watching(backend: Backend) {
-    let upstream = Upstream::start(&["*.example.test"]).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(backend, &upstream, &dir).await;
-    let admin = server.tenant("acme").await;
-    let (agent_id, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+/// Files a request for `dev/svc/drip` as `agent` and watches it: the
+/// watch, past its first message (the pending request).
+async fn watch_a_filed_request(agent: &Client) -> tonic::Streaming<pb::WatchAccessRequestResponse> {
     let filed = agent
         .policy()
         .file_access_request(pb::FileAccessRequestRequest {
@@ -779,6 +775,17 @@ async fn a_disabled_watcher_stops_watching(backend: Backend) {
         .expect("watch")
         .into_inner();
     watch.message().await.expect("first").expect("the request");
+    watch
+}
+
+/// A WatchAccessRequest watcher disabled while it waits stops waiting.
+async fn a_disabled_watcher_stops_watching(backend: Backend) {
+    let upstream = Upstream::start(&["*.example.test"]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(backend, &upstream, &dir).await;
+    let admin = server.tenant("acme").await;
+    let (agent_id, agent, _) = agent_on(&server, &admin, &upstream, None).await;
+    let mut watch = watch_a_filed_request(&agent).await;
     admin
         .client
         .admin()
@@ -806,33 +813,7 @@ async fn suspending_the_tenant_stops_its_streams() {
     let server = start(Backend::Sqlite, &upstream, &dir).await;
     let admin = server.tenant("acme").await;
     let (_, agent, _) = agent_on(&server, &admin, &upstream, None).await;
-    let filed = agent
-        .policy()
-        .file_access_request(pb::FileAccessRequestRequest {
-            credential: Some(pb::CredentialPath {
-                environment: "dev".into(),
-                name: "svc/drip".into(),
-            }),
-            capability: pb::Capability::Reveal as i32,
-            purpose: "nightly report".into(),
-            requested_duration: Some(prost_types::Duration {
-                seconds: 600,
-                nanos: 0,
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("file a request")
-        .into_inner();
-    let mut watch = agent
-        .policy()
-        .watch_access_request(pb::WatchAccessRequestRequest {
-            access_request_id: filed.access_request.expect("a request").id,
-        })
-        .await
-        .expect("watch")
-        .into_inner();
-    watch.message().await.expect("first").expect("the request");
+    let mut watch = watch_a_filed_request(&agent).await;
     let mut events = admin
         .client
         .audit()
