@@ -8,7 +8,7 @@
 //! other statement of the rule is Postgres' one-round-trip path, where the
 //! database runs it (`append_checked_events`, migration
 //! `20261206000003_reveal_checks_bindings`, as replaced last by
-//! `20261209010001_reveal_path_costs`) and a failing check sends the
+//! `20261210010001_reveal_check_lookups`) and a failing check sends the
 //! batch here, to the full path, which names the reason; that function must
 //! refuse at least what [`States::violation`] refuses.
 

@@ -209,7 +209,7 @@ pub(super) async fn insert(
 
 /// Commits a batch of audit events only (reveals, denials) in one round
 /// trip: the function `append_checked_events` (migration
-/// 20261206000003, last replaced by 20261209010001), called as a statement
+/// 20261206000003, last replaced by 20261210010001), called as a statement
 /// of its own, binds the tenant, locks the chain head if it is still the
 /// one this committer last wrote,
 /// checks every reveal against the state committed after the lock (the
@@ -356,7 +356,7 @@ pub(super) async fn fast(
 /// credential with the version it was decided on (`credential`,
 /// `version`), and each distinct holder (`principal`, `role`, `grant`,
 /// `binding`). The parts are independent (no condition of one reads the
-/// other's columns, migration 20261209010001), so a batch of many reveals
+/// other's columns, migration 20261210010001), so a batch of many reveals
 /// by one agent sends its principal once.
 struct Checks {
     credential: Vec<uuid::Uuid>,
