@@ -13,6 +13,8 @@
 //! the mutation and commits it, linked into the tenant's hash chain, in the
 //! same transaction: either both are stored or neither is.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 pub use crate::access::AccessRequestStore;
@@ -785,7 +787,7 @@ pub trait AuditStore: Send + Sync {
         scope: &TenantScope<'_>,
         draft: AuditDraft,
         check: RevealCheck,
-        lease: Option<Lease>,
+        lease: Option<Arc<Lease>>,
     ) -> Result<AuditEvent>;
 
     /// Whether every one of `checks` still holds against the stored state,

@@ -71,8 +71,8 @@ pub use credentials::CredentialTested;
 pub use credentials::{
     Authorized, CredentialRef, Injection, InjectionDecision, InjectionInfo, InjectionOutcome,
     InjectionRef, InjectionRequest, InjectionUse, Lease, Material, NewCredential, NewValue,
-    Refused, RevealOptions, Revealed, RevealedValue, UseChanges, UseEnded, UseKind, UseWatch,
-    scrub_pairs,
+    Refused, RevealOptions, Revealed, RevealedCredential, RevealedValue, UseChanges, UseEnded,
+    UseKind, UseWatch, scrub_pairs,
 };
 pub use export::{
     DataCounts, ExportFile, ExportKdf, MIN_PASSPHRASE_CHARS, Phase, Progress, ProgressSink,

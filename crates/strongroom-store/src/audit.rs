@@ -4,6 +4,8 @@
 //! in its own transaction, under the same chain-head lock. Committed
 //! changes are announced by the dialect ([`AuditStore::changes`]).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx::Transaction;
 use strongroom_core::audit::{AuditDraft, AuditEvent, ChainHead, ChainVerifier, Outcome};
@@ -63,7 +65,7 @@ impl<D: Dialect> AuditStore for SqlStore<D> {
         scope: &TenantScope<'_>,
         draft: AuditDraft,
         check: RevealCheck,
-        lease: Option<Lease>,
+        lease: Option<Arc<Lease>>,
     ) -> Result<AuditEvent> {
         if let Some(l) = &lease
             && l.tenant != scope.tenant_id()
@@ -71,7 +73,7 @@ impl<D: Dialect> AuditStore for SqlStore<D> {
             return Err(Error::internal("lease of another tenant"));
         }
         let queue = self.committer(scope.tenant_id())?;
-        let work = Work::Reveal(check, lease.map(Box::new));
+        let work = Work::Reveal(check, lease);
         match group_commit::submit(queue, work, draft).await? {
             Done::Event(e) | Done::Credential(_, e) => Ok(e),
         }

@@ -32,7 +32,7 @@ pub use inject::{
     Authorized, Injection, InjectionDecision, InjectionInfo, InjectionOutcome, InjectionRef,
     InjectionRequest, InjectionUse, Material, Refused, UseKind, scrub_pairs,
 };
-pub use reveal::{Lease, RevealOptions, Revealed, RevealedValue};
+pub use reveal::{Lease, RevealOptions, Revealed, RevealedCredential, RevealedValue};
 pub use test::CredentialTested;
 pub use watch::{UseChanges, UseEnded, UseWatch};
 

@@ -43,14 +43,35 @@ pub use strongroom_core::lease::Lease;
 /// The result of a reveal. The value is dropped (and zeroized) with it.
 #[derive(Debug)]
 pub struct Revealed {
-    /// The credential's metadata.
-    pub credential: Credential,
+    /// The credential's metadata (the cache's entry it was revealed from,
+    /// shared, not copied).
+    pub credential: RevealedCredential,
     /// The version revealed.
     pub version: u32,
     /// The whole value, or one field of it.
     pub value: RevealedValue,
-    /// The lease.
-    pub lease: Lease,
+    /// The lease (shared with the audit batch that stored it).
+    pub lease: Arc<Lease>,
+}
+
+/// The metadata of a revealed credential: the cache's entry it was
+/// revealed from, shared. Dereferences to the [`Credential`].
+#[derive(Clone)]
+pub struct RevealedCredential(Arc<CachedCredential>);
+
+impl std::fmt::Debug for RevealedCredential {
+    // The metadata only: the sealed version beside it is not shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.credential.fmt(f)
+    }
+}
+
+impl std::ops::Deref for RevealedCredential {
+    type Target = Credential;
+
+    fn deref(&self) -> &Credential {
+        &self.0.credential
+    }
 }
 
 /// A revealed value or a single field. `Debug` never shows the value.
@@ -272,7 +293,7 @@ impl Engine {
             .into_iter()
             .flatten()
             .fold(now.plus(self.limits.max_lease_ttl), Timestamp::min);
-        let lease = Lease {
+        let lease = Arc::new(Lease {
             id: LeaseId::generate(),
             tenant: scope.tenant_id(),
             credential: credential.id,
@@ -292,7 +313,7 @@ impl Engine {
             state: LeaseState::Active,
             ended_at: None,
             end: None,
-        };
+        });
         let mut draft = self.credential_draft(
             scope,
             ctx,
@@ -322,7 +343,7 @@ impl Engine {
         match self
             .durable(
                 self.store
-                    .append_reveal(scope, draft, check, Some(lease.clone())),
+                    .append_reveal(scope, draft, check, Some(Arc::clone(&lease))),
             )
             .await
         {
@@ -333,7 +354,7 @@ impl Engine {
             Err(e) => return Err(e.into()),
         }
         Ok(Revealed {
-            credential: credential.clone(),
+            credential: RevealedCredential(Arc::clone(&cached)),
             version,
             value: revealed,
             lease,

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use strongroom_core::Result;
@@ -565,7 +566,7 @@ impl<S: Store> AuditStore for FairShare<S> {
         scope: &'life1 TenantScope<'life2>,
         draft: AuditDraft,
         check: RevealCheck,
-        lease: Option<Lease>,
+        lease: Option<Arc<Lease>>,
     ) -> Pin<Box<dyn Future<Output = Result<AuditEvent>> + Send + 'async_trait>>
     where
         'life0: 'async_trait,

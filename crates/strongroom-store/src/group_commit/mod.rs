@@ -15,7 +15,7 @@ pub(crate) mod checks;
 mod committer;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use strongroom_core::audit::{AuditDraft, AuditEvent};
 use strongroom_core::credential::{Credential, StoredVersion};
@@ -36,7 +36,7 @@ pub enum Work {
     Append,
     /// The event of a reveal, with the lease it opens, if the check still
     /// holds.
-    Reveal(RevealCheck, Option<Box<Lease>>),
+    Reveal(RevealCheck, Option<Arc<Lease>>),
     /// Stores a new credential with its first version.
     CreateCredential {
         credential: Box<Credential>,

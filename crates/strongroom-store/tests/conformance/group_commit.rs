@@ -115,7 +115,9 @@ pub(crate) async fn reveal(
             &scope,
             reveal_draft(&scope, credential, version, principal),
             check(credential.id, version, principal, grant),
-            Some(lease(t, credential, version, principal, grant)),
+            Some(std::sync::Arc::new(lease(
+                t, credential, version, principal, grant,
+            ))),
         )
         .await
 }

@@ -168,7 +168,7 @@ async fn reveal_with_lease(s: &dyn Store, t: &TestTenant, c: &Credential) {
         grant: None,
         binding: None,
     };
-    s.append_reveal(&scope, draft, check, Some(lease))
+    s.append_reveal(&scope, draft, check, Some(std::sync::Arc::new(lease)))
         .await
         .expect("a reveal with its lease");
 }
