@@ -9,7 +9,8 @@
 -- loop over the primary-key index. What the function refuses is
 -- unchanged: a credential part whose rows do not all hold, a tenant not
 -- active (when the batch checks anything), a holder part whose rows do
--- not all hold. The signature is unchanged.
+-- not all hold; malformed check arrays are refused as well. The signature
+-- is unchanged.
 --
 -- The function also runs its statements on generic plans
 -- (`plan_cache_mode`): with the batch's arrays as parameters, PostgreSQL
@@ -102,7 +103,17 @@ BEGIN
     -- join: the generic plan of a join of the arrays with a small table (a
     -- tenant with a thousand credentials) was a hash join over a sequential
     -- scan of every row of the table, for every batch.
-    IF cardinality(k_credential) > 0 AND (
+    --
+    -- Malformed parts (a NULL array, columns of one part of different
+    -- lengths, one part empty and the other not: never what the server
+    -- sends) are refused too, so no input skips a check.
+    IF k_credential IS NULL OR k_principal IS NULL
+       OR cardinality(k_version) IS DISTINCT FROM cardinality(k_credential)
+       OR cardinality(k_role) IS DISTINCT FROM cardinality(k_principal)
+       OR cardinality(k_grant) IS DISTINCT FROM cardinality(k_principal)
+       OR cardinality(k_binding) IS DISTINCT FROM cardinality(k_principal)
+       OR (cardinality(k_credential) = 0) <> (cardinality(k_principal) = 0)
+       OR cardinality(k_credential) > 0 AND (
         (SELECT count(*)
          FROM unnest(k_credential, k_version) AS k(credential_id, version)
          CROSS JOIN LATERAL (

@@ -2256,6 +2256,197 @@ pub async fn pg_short_path_refuses_what_the_rule_refuses(admin: PgPool) {
     store.pool().close().await;
 }
 
+/// `append_checked_events` refuses check arrays the server never sends:
+/// a NULL part, a part whose columns differ in length, one part empty and
+/// the other not. Each is called directly on the tenant's real chain head,
+/// so the call reaches the check; each malformed call would pass, or skip
+/// a check it should fail, if the arrays were taken as they are (an active
+/// agent's valid reveal with a column too long or too short, a disabled
+/// agent behind an empty or NULL credential part). A refused call leaves
+/// the head where it was; the well-formed controls commit.
+pub async fn pg_malformed_reveal_checks_are_refused(admin: PgPool) {
+    let store = pg_store(admin.clone()).await;
+    let s: &dyn Store = &*store;
+    let t = create_tenant(s, "malformed-checks").await;
+    let agent = t.add_principal(s, "agent", Role::Agent).await;
+    let gone = t.add_principal(s, "gone", Role::Agent).await;
+    let c = credential(&t.scope(), "dev", "llm/openai");
+    t.store(s, &c).await.expect("create");
+    sqlx::query("UPDATE principals SET status = 'disabled' WHERE id = $1")
+        .bind(gone.id.as_uuid())
+        .execute(&admin)
+        .await
+        .expect("disable a principal behind the store's back");
+    let (p, q, c, role) = (
+        agent.id.as_uuid(),
+        gone.id.as_uuid(),
+        c.id.as_uuid(),
+        "agent",
+    );
+    let none: Option<uuid::Uuid> = None;
+    // k_credential, k_version, k_principal, k_role, k_grant, k_binding
+    type Arrays = (
+        Option<Vec<uuid::Uuid>>,
+        Vec<i64>,
+        Option<Vec<uuid::Uuid>>,
+        Vec<&'static str>,
+        Vec<Option<uuid::Uuid>>,
+        Vec<Option<uuid::Uuid>>,
+    );
+    let cases: Vec<(&str, Arrays, &str)> = vec![
+        (
+            "a valid reveal",
+            (
+                Some(vec![c]),
+                vec![1],
+                Some(vec![p]),
+                vec![role],
+                vec![none],
+                vec![none],
+            ),
+            "ok",
+        ),
+        (
+            "credential part empty, holder part a disabled principal",
+            (
+                Some(vec![]),
+                vec![],
+                Some(vec![q]),
+                vec![role],
+                vec![none],
+                vec![none],
+            ),
+            "stale",
+        ),
+        (
+            "credential part NULL, holder part a disabled principal",
+            (
+                None,
+                vec![],
+                Some(vec![q]),
+                vec![role],
+                vec![none],
+                vec![none],
+            ),
+            "stale",
+        ),
+        (
+            "holder part NULL",
+            (Some(vec![c]), vec![1], None, vec![], vec![], vec![]),
+            "stale",
+        ),
+        (
+            "the version column longer than the credential column",
+            (
+                Some(vec![c]),
+                vec![1, 1],
+                Some(vec![p]),
+                vec![role],
+                vec![none],
+                vec![none],
+            ),
+            "stale",
+        ),
+        (
+            "the grant column shorter than the principal column",
+            (
+                Some(vec![c]),
+                vec![1],
+                Some(vec![p]),
+                vec![role],
+                vec![],
+                vec![none],
+            ),
+            "stale",
+        ),
+        (
+            "both parts empty",
+            (Some(vec![]), vec![], Some(vec![]), vec![], vec![], vec![]),
+            "ok",
+        ),
+    ];
+    for (case, (kc, kv, kp, kr, kg, kb), want) in cases {
+        let (sequence, hash): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT sequence, hash FROM audit_heads WHERE tenant_id = $1")
+                .bind(t.id().as_uuid())
+                .fetch_one(&admin)
+                .await
+                .expect("head");
+        let to_hash = vec![7u8; 32];
+        let empty_uuid: Vec<uuid::Uuid> = vec![];
+        let empty_text: Vec<String> = vec![];
+        let empty_i64: Vec<i64> = vec![];
+        let empty_i32: Vec<i32> = vec![];
+        let empty_bytes: Vec<Vec<u8>> = vec![];
+        let empty_opt: Vec<Option<uuid::Uuid>> = vec![];
+        let got: String = sqlx::query_scalar(
+            "SELECT append_checked_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+             $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, \
+             $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44, \
+             $45, $46)",
+        )
+        .bind(t.id().as_uuid())
+        .bind(&empty_i64)
+        .bind(&empty_uuid)
+        .bind(&empty_i64)
+        .bind(&empty_uuid)
+        .bind(&empty_text)
+        .bind(&empty_text)
+        .bind(&empty_text)
+        .bind(&empty_uuid)
+        .bind(&empty_text)
+        .bind(&empty_i32)
+        .bind(&empty_text)
+        .bind(&empty_text)
+        .bind(&empty_text)
+        .bind(&empty_text)
+        .bind(&empty_text)
+        .bind(&empty_text)
+        .bind(&empty_text)
+        .bind(&empty_text)
+        .bind(&empty_bytes)
+        .bind(&empty_bytes)
+        .bind(sequence + 1)
+        .bind(&to_hash)
+        .bind(sequence)
+        .bind(&hash)
+        .bind(Timestamp::now().as_micros())
+        .bind(kc)
+        .bind(kv)
+        .bind(kp)
+        .bind(kr)
+        .bind(kg)
+        .bind(kb)
+        .bind(&empty_i32)
+        .bind(&empty_uuid)
+        .bind(&empty_uuid)
+        .bind(&empty_text)
+        .bind(&empty_text)
+        .bind(&empty_i32)
+        .bind(&empty_uuid)
+        .bind(&empty_opt)
+        .bind(&empty_text)
+        .bind(&empty_text)
+        .bind(&empty_i64)
+        .bind(&empty_i64)
+        .bind(&empty_i64)
+        .bind(&empty_i64)
+        .fetch_one(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(got, want, "{case}");
+        let (after,): (i64,) =
+            sqlx::query_as("SELECT sequence FROM audit_heads WHERE tenant_id = $1")
+                .bind(t.id().as_uuid())
+                .fetch_one(&admin)
+                .await
+                .expect("head after");
+        let moved = if want == "ok" { sequence + 1 } else { sequence };
+        assert_eq!(after, moved, "{case}: the chain head");
+    }
+    store.pool().close().await;
+}
+
 /// The leases of `t` matching `filter`.
 pub(crate) async fn leases_of(
     store: &dyn Store,

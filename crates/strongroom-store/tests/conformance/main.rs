@@ -161,6 +161,7 @@ postgres_only! {
     group_commit::pg_batch_resent_after_a_lost_reply_is_chained_once,
     group_commit::pg_refused_job_fails_alone,
     group_commit::pg_short_path_refuses_what_the_rule_refuses,
+    group_commit::pg_malformed_reveal_checks_are_refused,
 }
 
 /// SQLite: a job the database refuses fails alone in its batch.
