@@ -403,14 +403,18 @@ pub struct Decision {
     pub reason: Reason,
     /// The grant that allowed it, if a grant did.
     pub grant: Option<GrantId>,
+    /// When that grant expires, if it does (what a lease opened on this
+    /// decision may not outlast).
+    pub grant_expires_at: Option<Timestamp>,
 }
 
 impl Decision {
-    fn allow(reason: Reason, grant: Option<GrantId>) -> Self {
+    fn allow(reason: Reason, grant: Option<&Grant>) -> Self {
         Self {
             allowed: true,
             reason,
-            grant,
+            grant: grant.map(|g| g.id),
+            grant_expires_at: grant.and_then(|g| g.expires_at),
         }
     }
 
@@ -419,6 +423,7 @@ impl Decision {
             allowed: false,
             reason,
             grant: None,
+            grant_expires_at: None,
         }
     }
 
@@ -552,7 +557,7 @@ pub fn evaluate(
             saw_expired = true;
             continue;
         }
-        return Decision::allow(Reason::AllowedByGrant, Some(grant.id));
+        return Decision::allow(Reason::AllowedByGrant, Some(grant));
     }
     Decision::deny(if saw_expired {
         Reason::GrantExpired
