@@ -680,6 +680,38 @@ mod tests {
         );
     }
 
+    /// The decision carries the expiry of the grant that allowed it (what
+    /// a reveal's lease may not outlast), and none when the role allowed it.
+    #[test]
+    fn a_decision_carries_its_grants_expiry() {
+        let agent = principal(Role::Agent, &[]);
+        let later = Timestamp::now().plus(std::time::Duration::from_secs(60));
+        let mut g = grant(&agent, "llm/openai", &["dev"], &[Capability::Reveal]);
+        g.expires_at = Some(later);
+        let d = ask(
+            &agent,
+            &[g.clone()],
+            Capability::Reveal,
+            "dev",
+            "llm/openai",
+        );
+        assert_eq!((d.grant, d.grant_expires_at), (Some(g.id), Some(later)));
+        g.expires_at = None;
+        let d = ask(
+            &agent,
+            &[g.clone()],
+            Capability::Reveal,
+            "dev",
+            "llm/openai",
+        );
+        assert_eq!((d.grant, d.grant_expires_at), (Some(g.id), None));
+        let admin = principal(Role::Admin, &[]);
+        let d = ask(&admin, &[], Capability::Reveal, "dev", "llm/openai");
+        assert_eq!((d.grant, d.grant_expires_at), (None, None));
+        let d = ask(&agent, &[], Capability::Reveal, "dev", "llm/openai");
+        assert_eq!(d.grant_expires_at, None);
+    }
+
     #[test]
     fn expired_grant_denies_with_reason() {
         let agent = principal(Role::Agent, &[]);
