@@ -140,7 +140,7 @@ impl<'a> TenantScope<'a> {
     ) -> AuditDraft {
         let mut draft = AuditDraft::new_at(action, outcome, reason_code, at);
         draft.principal = Some(self.principal.id);
-        draft.actor = self.principal.name.to_string();
+        draft.actor = self.principal.name.as_str().to_owned();
         draft
     }
 }

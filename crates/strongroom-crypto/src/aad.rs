@@ -31,13 +31,23 @@ impl Aad<'_> {
     /// The encoding is injective: two different `Aad` values never encode to
     /// the same bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(8 + DOMAIN.len() + 16 + 8 + self.environment.len() + 16 + 4);
-        put_field(&mut out, DOMAIN);
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.write_to(&mut out);
+        out
+    }
+
+    /// The length of [`Aad::to_bytes`].
+    pub(crate) fn encoded_len(&self) -> usize {
+        8 + DOMAIN.len() + 16 + 8 + self.environment.len() + 16 + 4
+    }
+
+    /// Appends [`Aad::to_bytes`] to `out` (an envelope's associated data
+    /// carries it after its own prefix: one buffer, not two).
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        put_field(out, DOMAIN);
         out.extend_from_slice(self.tenant.as_bytes());
-        put_field(&mut out, self.environment.as_bytes());
+        put_field(out, self.environment.as_bytes());
         out.extend_from_slice(self.credential.as_bytes());
         out.extend_from_slice(&self.version.to_be_bytes());
-        out
     }
 }

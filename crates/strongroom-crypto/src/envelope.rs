@@ -100,11 +100,11 @@ impl Envelope {
     /// Associated data of the data-key wrap: binds the format version, the KEK
     /// version and the credential's place.
     pub(crate) fn dek_aad(kek_version: u32, aad: &Aad<'_>) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(8 + v1::DEK_DOMAIN.len() + 1 + 4 + aad.encoded_len());
         put_field(&mut out, v1::DEK_DOMAIN);
         out.push(v1::FORMAT);
         out.extend_from_slice(&kek_version.to_be_bytes());
-        out.extend_from_slice(&aad.to_bytes());
+        aad.write_to(&mut out);
         out
     }
 
@@ -116,10 +116,10 @@ impl Envelope {
     /// is still tied to its KEK version through its data key, which is unique
     /// to this payload and whose wrap binds the KEK version.
     pub(crate) fn payload_aad(aad: &Aad<'_>) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(8 + v1::PAYLOAD_DOMAIN.len() + 1 + aad.encoded_len());
         put_field(&mut out, v1::PAYLOAD_DOMAIN);
         out.push(v1::FORMAT);
-        out.extend_from_slice(&aad.to_bytes());
+        aad.write_to(&mut out);
         out
     }
 }

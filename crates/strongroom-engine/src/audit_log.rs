@@ -104,8 +104,8 @@ impl Engine {
     ) -> AuditDraft {
         let mut d = self.draft(scope, ctx, action, outcome, reason);
         d.credential = Some(credential.id);
-        d.credential_name = Some(credential.name.to_string());
-        d.environment = Some(credential.environment.to_string());
+        d.credential_name = Some(credential.name.as_str().to_owned());
+        d.environment = Some(credential.environment.as_str().to_owned());
         d
     }
 }

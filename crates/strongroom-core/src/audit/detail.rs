@@ -443,6 +443,47 @@ impl std::io::Write for AfterOpeningBrace<'_> {
     }
 }
 
+/// The canonical encoding of [`AuditDetail::Lease`], written directly: the
+/// detail of every reveal, so the commonest one by far. The same bytes as
+/// the serde path (`a_lease_encodes_as_through_serde`): the version, the
+/// kind, then the fields in declared order, ids as lowercase hyphenated
+/// UUIDs, an absent grant as `null`.
+fn encode_lease(lease_id: LeaseId, ttl_secs: u64, grant: Option<GrantId>) -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
+    // 112 bytes with a grant and the longest TTL.
+    let mut out = String::with_capacity(112);
+    out.push_str(r#"{"v":1,"kind":"lease","lease_id":""#);
+    out.push_str(lease_id.as_uuid().hyphenated().encode_lower(&mut buf));
+    out.push_str(r#"","ttl_secs":"#);
+    let mut digits = [0u8; 20];
+    out.push_str(u64_decimal(ttl_secs, &mut digits));
+    out.push_str(r#","grant":"#);
+    match grant {
+        Some(g) => {
+            out.push('"');
+            out.push_str(g.as_uuid().hyphenated().encode_lower(&mut buf));
+            out.push_str(r#""}"#);
+        }
+        None => out.push_str("null}"),
+    }
+    out
+}
+
+/// `n` in decimal, as JSON writes an unsigned integer.
+fn u64_decimal(mut n: u64, digits: &mut [u8; 20]) -> &str {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // A digit: always below 10.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&digits[at..]).unwrap_or("0")
+}
+
 #[derive(Deserialize)]
 struct Versioned {
     v: u32,
@@ -455,6 +496,14 @@ impl AuditDetail {
     /// chain and stored.
     #[allow(clippy::expect_used)]
     pub fn encode(&self) -> String {
+        if let Self::Lease {
+            lease_id,
+            ttl_secs,
+            grant,
+        } = self
+        {
+            return encode_lease(*lease_id, *ttl_secs, *grant);
+        }
         let mut out = Vec::with_capacity(128);
         out.extend_from_slice(br#"{"v":1,"#);
         let mut rest = AfterOpeningBrace {
@@ -727,6 +776,39 @@ mod tests {
             grant.encode(),
             r#"{"v":1,"kind":"grant","grant":"00000000-0000-0000-0000-000000000003","capabilities":["read_metadata","reveal"]}"#
         );
+    }
+
+    /// The lease's detail is written by hand; the bytes are the serde
+    /// path's, whatever its values.
+    #[test]
+    fn a_lease_encodes_as_through_serde() {
+        fn through_serde(detail: &AuditDetail) -> String {
+            let mut out = br#"{"v":1,"#.to_vec();
+            let mut rest = AfterOpeningBrace {
+                out: &mut out,
+                skipped: false,
+            };
+            serde_json::to_writer(&mut rest, detail).unwrap();
+            String::from_utf8(out).unwrap()
+        }
+        for ttl_secs in [0, 1, 9, 10, 300, 86_400, u64::from(u32::MAX), u64::MAX] {
+            for grant in [
+                None,
+                Some(GrantId::generate()),
+                Some(GrantId::from_uuid(uuid(u128::MAX))),
+            ] {
+                for lease_id in [LeaseId::generate(), LeaseId::from_uuid(uuid(0xabcdef))] {
+                    let detail = AuditDetail::Lease {
+                        lease_id,
+                        ttl_secs,
+                        grant,
+                    };
+                    let text = detail.encode();
+                    assert_eq!(text, through_serde(&detail));
+                    assert_eq!(AuditDetail::decode(&text).unwrap(), detail);
+                }
+            }
+        }
     }
 
     #[test]

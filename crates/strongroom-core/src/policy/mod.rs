@@ -403,14 +403,18 @@ pub struct Decision {
     pub reason: Reason,
     /// The grant that allowed it, if a grant did.
     pub grant: Option<GrantId>,
+    /// When that grant expires, if it does (what a lease opened on this
+    /// decision may not outlast).
+    pub grant_expires_at: Option<Timestamp>,
 }
 
 impl Decision {
-    fn allow(reason: Reason, grant: Option<GrantId>) -> Self {
+    fn allow(reason: Reason, grant: Option<&Grant>) -> Self {
         Self {
             allowed: true,
             reason,
-            grant,
+            grant: grant.map(|g| g.id),
+            grant_expires_at: grant.and_then(|g| g.expires_at),
         }
     }
 
@@ -419,6 +423,7 @@ impl Decision {
             allowed: false,
             reason,
             grant: None,
+            grant_expires_at: None,
         }
     }
 
@@ -552,7 +557,7 @@ pub fn evaluate(
             saw_expired = true;
             continue;
         }
-        return Decision::allow(Reason::AllowedByGrant, Some(grant.id));
+        return Decision::allow(Reason::AllowedByGrant, Some(grant));
     }
     Decision::deny(if saw_expired {
         Reason::GrantExpired
@@ -673,6 +678,38 @@ mod tests {
             ask(&agent, &grants, Capability::Inject, "dev", "llm/openai").grant,
             Some(g.id)
         );
+    }
+
+    /// The decision carries the expiry of the grant that allowed it (what
+    /// a reveal's lease may not outlast), and none when the role allowed it.
+    #[test]
+    fn a_decision_carries_its_grants_expiry() {
+        let agent = principal(Role::Agent, &[]);
+        let later = Timestamp::now().plus(std::time::Duration::from_secs(60));
+        let mut g = grant(&agent, "llm/openai", &["dev"], &[Capability::Reveal]);
+        g.expires_at = Some(later);
+        let d = ask(
+            &agent,
+            &[g.clone()],
+            Capability::Reveal,
+            "dev",
+            "llm/openai",
+        );
+        assert_eq!((d.grant, d.grant_expires_at), (Some(g.id), Some(later)));
+        g.expires_at = None;
+        let d = ask(
+            &agent,
+            &[g.clone()],
+            Capability::Reveal,
+            "dev",
+            "llm/openai",
+        );
+        assert_eq!((d.grant, d.grant_expires_at), (Some(g.id), None));
+        let admin = principal(Role::Admin, &[]);
+        let d = ask(&admin, &[], Capability::Reveal, "dev", "llm/openai");
+        assert_eq!((d.grant, d.grant_expires_at), (None, None));
+        let d = ask(&agent, &[], Capability::Reveal, "dev", "llm/openai");
+        assert_eq!(d.grant_expires_at, None);
     }
 
     #[test]

@@ -278,18 +278,9 @@ impl Engine {
             .max(Duration::from_secs(1));
         let now = self.now();
         // The lease lasts at most the longest lease time, and never beyond
-        // the credential's or the grant's expiry. The grant was just read
-        // to decide (cached): no lookup.
-        let grant_expiry = match decision.grant {
-            Some(id) => self
-                .grants_for(scope, principal)
-                .await?
-                .iter()
-                .find(|g| g.id == id)
-                .and_then(|g| g.expires_at),
-            None => None,
-        };
-        let max_expires_at = [credential.expires_at, grant_expiry]
+        // the credential's or the grant's expiry (the grant the decision
+        // was taken on: its expiry comes with the decision).
+        let max_expires_at = [credential.expires_at, decision.grant_expires_at]
             .into_iter()
             .flatten()
             .fold(now.plus(self.limits.max_lease_ttl), Timestamp::min);

@@ -407,7 +407,6 @@ impl Checks {
 
 /// The leases a batch's reveals open, as column arrays, for
 /// `append_checked_events` (inserted only if every check holds).
-#[derive(Default)]
 struct Leases<'a> {
     id: Vec<uuid::Uuid>,
     credential: Vec<uuid::Uuid>,
@@ -426,7 +425,25 @@ struct Leases<'a> {
 
 impl<'a> Leases<'a> {
     fn new(works: &'a [Work]) -> Result<Self> {
-        let mut c = Leases::default();
+        let n = works
+            .iter()
+            .filter(|w| matches!(w, Work::Reveal(_, Some(_))))
+            .count();
+        let mut c = Leases {
+            id: Vec::with_capacity(n),
+            credential: Vec::with_capacity(n),
+            credential_name: Vec::with_capacity(n),
+            environment: Vec::with_capacity(n),
+            version: Vec::with_capacity(n),
+            principal: Vec::with_capacity(n),
+            grant: Vec::with_capacity(n),
+            on_behalf_of: Vec::with_capacity(n),
+            purpose: Vec::with_capacity(n),
+            ttl_secs: Vec::with_capacity(n),
+            issued_at: Vec::with_capacity(n),
+            expires_at: Vec::with_capacity(n),
+            max_expires_at: Vec::with_capacity(n),
+        };
         for w in works {
             if let Work::Reveal(_, Some(l)) = w {
                 c.id.push(l.id.as_uuid());

@@ -19,6 +19,13 @@ pub fn required<T>(value: Option<T>, field: &'static str) -> Result<T> {
     value.ok_or_else(|| Error::invalid(field, "is required"))
 }
 
+/// An id as its text (lowercase, hyphenated), without the formatting
+/// machinery `to_string` goes through: the reveal response carries several.
+pub fn id_out(id: uuid::Uuid) -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
+    id.hyphenated().encode_lower(&mut buf).to_owned()
+}
+
 /// A protobuf timestamp as a domain time.
 pub fn time_in(t: &PbTimestamp) -> Timestamp {
     Timestamp::from_unix(t.seconds, t.nanos)

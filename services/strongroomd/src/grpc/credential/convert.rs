@@ -332,10 +332,10 @@ pub fn credential_out(
 ) -> pb::Credential {
     let rotation = c.rotation_state(tenant_rotation, now);
     pb::Credential {
-        id: c.id.to_string(),
-        environment: c.environment.to_string(),
-        name: c.name.to_string(),
-        service: c.service.to_string(),
+        id: id_out(c.id.as_uuid()),
+        environment: c.environment.as_str().to_owned(),
+        name: c.name.as_str().to_owned(),
+        service: c.service.as_str().to_owned(),
         credential_type: credential_type_out(c.kind) as i32,
         description: c.description.clone(),
         tags: c.tags.iter().map(ToString::to_string).collect(),

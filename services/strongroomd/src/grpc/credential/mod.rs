@@ -12,7 +12,7 @@ use strongroom_proto::v1::credential_service_server::CredentialService;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, rpc};
-use convert::{credential_out, required};
+use convert::{credential_out, id_out, required};
 use strongroom_engine::{
     NewCredential, NewValue, RevealOptions, Revealed, RevealedValue, ScanOptions,
 };
@@ -52,16 +52,16 @@ fn reveal_options(
 fn lease_out(l: &strongroom_engine::Lease) -> pb::Lease {
     use strongroom_core::lease::LeaseState;
     pb::Lease {
-        lease_id: l.id.to_string(),
+        lease_id: id_out(l.id.as_uuid()),
         ttl: Some(convert::duration_out(l.ttl)),
         expires_at: Some(convert::time_out(l.expires_at)),
         max_expires_at: Some(convert::time_out(l.max_expires_at)),
-        credential_id: l.credential.to_string(),
-        credential_name: l.credential_name.to_string(),
-        environment: l.environment.to_string(),
+        credential_id: id_out(l.credential.as_uuid()),
+        credential_name: l.credential_name.as_str().to_owned(),
+        environment: l.environment.as_str().to_owned(),
         version: l.version,
-        principal_id: l.principal.to_string(),
-        grant_id: l.grant.map(|g| g.to_string()).unwrap_or_default(),
+        principal_id: id_out(l.principal.as_uuid()),
+        grant_id: l.grant.map(|g| id_out(g.as_uuid())).unwrap_or_default(),
         on_behalf_of: l.on_behalf_of.clone().unwrap_or_default(),
         purpose: l.purpose.clone().unwrap_or_default(),
         issued_at: Some(convert::time_out(l.issued_at)),
