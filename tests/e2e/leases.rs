@@ -15,7 +15,11 @@ use strongroom_e2e::{
 use strongroom_proto::v1 as pb;
 use tonic::Code;
 
-on_both_backends!(lease_lifecycle, revocations_end_leases);
+on_both_backends!(
+    lease_lifecycle,
+    a_lease_ends_no_later_than_its_grant,
+    revocations_end_leases
+);
 
 /// Values stored by these tests: never in a lease, an event or a log line.
 const SECRETS: [&str; 4] = [
@@ -365,6 +369,78 @@ async fn lease_lifecycle(backend: Backend) {
     for secret in SECRETS {
         assert!(!server.logs.contains(secret), "a value reached the logs");
     }
+}
+
+/// A lease never outlives the grant it was opened under: its maximum
+/// lifetime is the grant's expiry when that comes before the server's
+/// longest lease time, a longer TTL asked for is cut to it, and renewing
+/// cannot pass it. A lease opened under a grant without expiry keeps the
+/// longest lease time.
+async fn a_lease_ends_no_later_than_its_grant(backend: Backend) {
+    let server = server(backend).await;
+    let acme = server.tenant("acme").await;
+    let (agent_id, agent) = server.principal(&acme, "agent", pb::Role::Agent).await;
+    let (other_id, other) = server.principal(&acme, "other", pb::Role::Agent).await;
+    create(&acme, "mail/smtp", SECRETS[3]).await;
+    // Five minutes: inside the server's longest lease time (600 s).
+    let ends = std::time::SystemTime::now() + Duration::from_secs(300);
+    let g = grant(
+        &acme,
+        &agent_id,
+        "mail/*",
+        &["dev"],
+        &[pb::Capability::Reveal],
+        Some(ends),
+    )
+    .await;
+    assert!(g.expires_at.is_some(), "the grant expires");
+    grant(
+        &acme,
+        &other_id,
+        "mail/*",
+        &["dev"],
+        &[pb::Capability::Reveal],
+        None,
+    )
+    .await;
+
+    let leased = reveal(&agent, "mail/smtp", None).await;
+    assert_eq!(
+        leased.max_expires_at, g.expires_at,
+        "the lease's maximum is the grant's expiry"
+    );
+    let issued = secs(leased.issued_at.as_ref());
+    assert_eq!(
+        secs(leased.expires_at.as_ref()) - issued,
+        60,
+        "the default TTL"
+    );
+    let stored = lease(&acme, &leased.lease_id).await;
+    assert_eq!(stored.max_expires_at, g.expires_at, "as stored");
+
+    // A TTL past the grant's expiry is cut to it.
+    let long = reveal(&agent, "mail/smtp", Some(500)).await;
+    assert_eq!(
+        long.expires_at, g.expires_at,
+        "a longer TTL ends with the grant"
+    );
+    assert_eq!(long.max_expires_at, g.expires_at);
+
+    // Renewing for the longest time ends with the grant too.
+    let renewed = renew(&agent, &leased, Some(600)).await.expect("renew");
+    assert_eq!(
+        renewed.expires_at, g.expires_at,
+        "a renewal stops at the grant's expiry"
+    );
+
+    // Under a grant without expiry: the server's longest lease time.
+    let unbounded = reveal(&other, "mail/smtp", None).await;
+    let issued = secs(unbounded.issued_at.as_ref());
+    assert_eq!(
+        secs(unbounded.max_expires_at.as_ref()) - issued,
+        600,
+        "the longest lease time"
+    );
 }
 
 async fn revocations_end_leases(backend: Backend) {

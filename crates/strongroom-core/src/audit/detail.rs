@@ -811,6 +811,20 @@ mod tests {
         }
     }
 
+    /// The text of a lease opened under a grant, pinned: the hash chain
+    /// covers it, so it cannot change.
+    #[test]
+    fn a_lease_with_a_grant_encodes_as_pinned() {
+        let detail = AuditDetail::Lease {
+            lease_id: LeaseId::from_uuid(uuid(0xc2)),
+            ttl_secs: 86_400,
+            grant: Some(GrantId::from_uuid(uuid(0xabcdef_0123))),
+        };
+        let text = r#"{"v":1,"kind":"lease","lease_id":"00000000-0000-0000-0000-0000000000c2","ttl_secs":86400,"grant":"00000000-0000-0000-0000-00abcdef0123"}"#;
+        assert_eq!(detail.encode(), text);
+        assert_eq!(AuditDetail::decode(text).unwrap(), detail);
+    }
+
     #[test]
     fn only_the_canonical_text_decodes() {
         let canonical = r#"{"v":1,"kind":"failed_authentications","count":3}"#;
