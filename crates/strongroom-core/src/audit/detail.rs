@@ -818,7 +818,7 @@ mod tests {
         let detail = AuditDetail::Lease {
             lease_id: LeaseId::from_uuid(uuid(0xc2)),
             ttl_secs: 86_400,
-            grant: Some(GrantId::from_uuid(uuid(0xabcdef_0123))),
+            grant: Some(GrantId::from_uuid(uuid(0x00ab_cdef_0123))),
         };
         let text = r#"{"v":1,"kind":"lease","lease_id":"00000000-0000-0000-0000-0000000000c2","ttl_secs":86400,"grant":"00000000-0000-0000-0000-00abcdef0123"}"#;
         assert_eq!(detail.encode(), text);

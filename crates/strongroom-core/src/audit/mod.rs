@@ -11,14 +11,15 @@
 //! detail's canonical encoding ([`AuditDetail`]) under their own domain tag.
 
 mod detail;
+mod hasher;
 
 pub use detail::{AuditDetail, DETAIL_ENCODING_VERSION, DetailError};
 
-use ring::digest;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{CredentialId, EventId, PrincipalId, TenantId};
 use crate::time::Timestamp;
+use hasher::Hasher;
 
 /// The hash a tenant's first event links to.
 pub const GENESIS_HASH: [u8; 32] = [0u8; 32];
@@ -600,56 +601,6 @@ pub struct AuditEvent {
     pub hash: [u8; 32],
 }
 
-/// The event's hash input, gathered in a buffer on the stack and handed
-/// to SHA-256 in a few large pieces instead of two small ones a field (the
-/// digest is over the same bytes however they are split).
-struct Hasher {
-    context: digest::Context,
-    buf: [u8; HASHER_BUF],
-    len: usize,
-}
-
-const HASHER_BUF: usize = 512;
-
-impl Hasher {
-    fn new() -> Self {
-        Self {
-            context: digest::Context::new(&digest::SHA256),
-            buf: [0; HASHER_BUF],
-            len: 0,
-        }
-    }
-    fn update(&mut self, b: &[u8]) {
-        if self.len + b.len() > HASHER_BUF {
-            self.context.update(&self.buf[..self.len]);
-            self.len = 0;
-            if b.len() > HASHER_BUF {
-                self.context.update(b);
-                return;
-            }
-        }
-        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
-        self.len += b.len();
-    }
-    fn bytes(&mut self, b: &[u8]) {
-        self.update(&(b.len() as u64).to_be_bytes());
-        self.update(b);
-    }
-    fn opt(&mut self, b: Option<&[u8]>) {
-        match b {
-            None => self.update(&[0]),
-            Some(b) => {
-                self.update(&[1]);
-                self.bytes(b);
-            }
-        }
-    }
-    fn finish(mut self) -> digest::Digest {
-        self.context.update(&self.buf[..self.len]);
-        self.context.finish()
-    }
-}
-
 impl AuditEvent {
     /// The hash this event should have: SHA-256 over its format's domain
     /// tag, the previous hash, the tenant, the sequence and every field, each
@@ -904,32 +855,6 @@ mod tests {
             hex::encode(second.hash),
             "696b28abc73c167678d1a5d03493f48ef3539e46bf94086b4f1241a949cb6f94"
         );
-    }
-
-    /// The buffered hasher digests exactly the bytes it was given, however
-    /// they are split: pieces smaller than its buffer, ones that fill it,
-    /// and ones larger than it.
-    #[test]
-    fn the_hasher_digests_its_pieces_concatenated() {
-        for sizes in [
-            vec![0, 1, 8, 3],
-            vec![511, 1, 1],
-            vec![512, 0, 513],
-            vec![100, 500, 2000, 7, 1024, 511],
-        ] {
-            let mut h = Hasher::new();
-            let mut all = Vec::new();
-            for (i, n) in sizes.iter().enumerate() {
-                let piece: Vec<u8> = (0..*n).map(|j| (i * 31 + j) as u8).collect();
-                h.update(&piece);
-                all.extend_from_slice(&piece);
-            }
-            assert_eq!(
-                h.finish().as_ref(),
-                digest::digest(&digest::SHA256, &all).as_ref(),
-                "{sizes:?}"
-            );
-        }
     }
 
     #[test]
