@@ -394,8 +394,11 @@ impl Grant {
     }
 }
 
-/// The outcome of a policy check.
+/// The outcome of a policy check. Built only by [`evaluate`] (other
+/// crates read it but cannot build one), so a decision that names a grant
+/// always carries that grant's expiry.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Decision {
     /// Whether the request is allowed.
     pub allowed: bool,
