@@ -107,7 +107,10 @@ const BINDING_STATES: &str = "\
     WHERE tenant_id = $1 AND id IN (SELECT unhex(value) FROM json_each($2))";
 
 /// `ids` as a JSON array of their 32 hex digits, for `json_each` and
-/// `unhex` (ids are stored as their 16 bytes).
+/// `unhex` (SQLite 3.41 on; the bundled one is 3.46). `unhex` gives back
+/// the 16 bytes sqlx stores a `uuid::Uuid` as, in the same order: were ids
+/// ever stored in another form, every check would miss its row and refuse
+/// the reveal (the conformance cases would fail first).
 fn hex_ids(ids: &[uuid::Uuid]) -> String {
     let mut json = String::with_capacity(2 + ids.len() * 35);
     json.push('[');
