@@ -33,6 +33,38 @@ use crate::store::SqlStore;
 /// The SQLite store.
 pub type SqliteStore = SqlStore<Sqlite>;
 
+/// How often a store opened by [`SqliteStore::open`] copies its
+/// write-ahead log into the database file (a passive checkpoint: it never
+/// waits for a reader or a writer). SQLite's own checkpoint runs in the
+/// commit that fills the log past 1,000 pages, on the audit committer's
+/// path: copying the pages and the database file's fsync held up the
+/// batches behind it (a checkpoint was about a fifteenth of the server's
+/// CPU at 64 reveals in flight). Durability is unchanged: a commit is
+/// durable once its log frames are synced; a checkpoint only moves them.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Checkpoints `pool`'s database every [`CHECKPOINT_EVERY`] until the pool
+/// closes; a failed checkpoint is logged and the next one tries again.
+fn spawn_checkpointer(pool: SqlitePool) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if pool.is_closed() {
+                return;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+                && !pool.is_closed()
+            {
+                tracing::warn!(error = %e, "SQLite checkpoint failed");
+            }
+        }
+    });
+}
+
 impl SqlStore<Sqlite> {
     /// Wraps an existing pool (foreign keys must be on, as sqlx does by
     /// default).
@@ -42,13 +74,16 @@ impl SqlStore<Sqlite> {
     }
 
     /// Opens (creating if absent) the database file at `path`, in WAL mode
-    /// with full fsync on commit, and applies migrations.
+    /// with full fsync on commit, and applies migrations. The log is copied
+    /// into the database file by a task of its own (see
+    /// [`CHECKPOINT_EVERY`]), never by a commit.
     pub async fn open(path: &Path) -> Result<Self> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
+            .pragma("wal_autocheckpoint", "0")
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
@@ -63,6 +98,7 @@ impl SqlStore<Sqlite> {
             tracing::error!(error = %e, "SQLite migration failed");
             Error::internal("database migration failed")
         })?;
+        spawn_checkpointer(pool.clone());
         Ok(Self::new(pool))
     }
 
