@@ -430,7 +430,37 @@ async fn insert_event_rows<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::hex_ids;
+    use super::{SqliteStore, hex_ids};
+    use std::time::{Duration, Instant};
+
+    /// A store opened on a file leaves its commits' log frames to the
+    /// checkpointer: the connections' automatic checkpoint is off, and the
+    /// migrations' pages still reach the database file (only a checkpoint
+    /// writes it in WAL mode).
+    #[tokio::test]
+    async fn commits_leave_the_log_to_the_checkpointer() {
+        let dir = std::env::temp_dir().join(format!("strongroom-wal-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("store.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        let (pages,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint")
+            .fetch_one(store.pool())
+            .await
+            .expect("pragma");
+        assert_eq!(pages, 0, "commits must not checkpoint");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut size = 0;
+        while Instant::now() < deadline {
+            size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if size > 64 * 1024 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        store.pool().close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(size > 64 * 1024, "the database file stayed at {size} bytes");
+    }
 
     #[test]
     fn check_ids_go_as_a_json_array_of_hex_digits() {
