@@ -429,6 +429,7 @@ async fn insert_event_rows<'a>(
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::{SqliteStore, hex_ids};
     use std::time::{Duration, Instant};
