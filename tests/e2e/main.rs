@@ -42,6 +42,7 @@ mod idempotency;
 mod input_validation;
 mod isolation_guards;
 mod key_rotation;
+mod killed;
 mod leases;
 mod lifecycle;
 mod mtls;

@@ -571,6 +571,23 @@ impl TestServer {
         self.log_readers = log_readers;
     }
 
+    /// Kills the server (SIGKILL: no shutdown, nothing flushed or closed)
+    /// and starts it again on the same storage, as [`TestServer::restart`].
+    pub async fn kill_and_restart(&mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("strongroomd did not die within 15 s")
+            .expect("wait");
+        for reader in self.log_readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        let (child, addr, log_readers) = spawn_server(&mut self.command, &self.logs).await;
+        self.child = child;
+        self.addr = addr;
+        self.log_readers = log_readers;
+    }
+
     /// Sends SIGTERM and waits for a clean exit and the end of its output.
     async fn terminate(&mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {
