@@ -2216,6 +2216,42 @@ const BEHIND_THE_STORE: [(&str, &str); 12] = [
 /// refusal pauses the short path).
 pub async fn pg_short_path_refuses_what_the_rule_refuses(admin: PgPool) {
     let store = pg_store(admin.clone()).await;
+    short_path_refuses(
+        store.clone(),
+        |id| format!("'{id}'"),
+        |sql| {
+            let admin = admin.clone();
+            Box::pin(async move { sqlx::raw_sql(&sql).execute(&admin).await.map(drop) })
+        },
+    )
+    .await;
+    store.pool().close().await;
+}
+
+/// The same on SQLite's short path (the store's `sqlite/events.rs`), which
+/// reads the states with the chain head and applies the rule in Rust: a
+/// change made behind the store's back is seen by the batch after it.
+pub async fn sqlite_short_path_refuses_what_the_rule_refuses(pool: sqlx::SqlitePool) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::new(pool.clone()));
+    short_path_refuses(
+        store,
+        |id| format!("X'{}'", id.simple()),
+        |sql| {
+            let pool = pool.clone();
+            Box::pin(async move { sqlx::raw_sql(&sql).execute(&pool).await.map(drop) })
+        },
+    )
+    .await;
+}
+
+/// Runs each change of [`BEHIND_THE_STORE`] (ids written as `literal`
+/// gives them) with `run` between reveals (see
+/// [`pg_short_path_refuses_what_the_rule_refuses`]).
+async fn short_path_refuses(
+    store: Arc<dyn Store>,
+    literal: fn(uuid::Uuid) -> String,
+    run: impl Fn(String) -> Boxed<'static, Result<(), sqlx::Error>>,
+) {
     for (case, change) in BEHIND_THE_STORE {
         let s: &dyn Store = &*store;
         let t = create_tenant(s, &format!("short-{case}")).await;
@@ -2238,22 +2274,83 @@ pub async fn pg_short_path_refuses_what_the_rule_refuses(admin: PgPool) {
                 .unwrap_or_else(|e| panic!("{case}: a reveal before the change: {e}"));
         }
         let sql = change
-            .replace("{c}", &c.id.to_string())
-            .replace("{p}", &agent.id.to_string())
-            .replace("{g}", &g.id.to_string())
-            .replace("{b}", &b.id.to_string())
-            .replace("{t}", &t.id().to_string())
-            .replace("{a}", &t.admin().id.to_string());
-        sqlx::raw_sql(&sql)
-            .execute(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("{case}: {e}"));
+            .replace("'{c}'", &literal(c.id.as_uuid()))
+            .replace("'{p}'", &literal(agent.id.as_uuid()))
+            .replace("'{g}'", &literal(g.id.as_uuid()))
+            .replace("'{b}'", &literal(b.id.as_uuid()))
+            .replace("'{t}'", &literal(t.id().as_uuid()))
+            .replace("'{a}'", &literal(t.admin().id.as_uuid()));
+        run(sql).await.unwrap_or_else(|e| panic!("{case}: {e}"));
         let trail = AuditTrail::start(s, scope).await;
         for path in ["short path", "full path"] {
             refused(&trail, reveal().await, &format!("{case} ({path})")).await;
         }
     }
-    store.pool().close().await;
+}
+
+/// Text with the characters JSON and SQL treat specially (quotes,
+/// backslashes, control characters, non-ASCII, U+2028) is stored exactly
+/// as sealed on every path a batch takes (SQLite's short path carries its
+/// rows as JSON): the events as returned, in a chain that verifies, and the
+/// leases as opened.
+pub async fn text_is_stored_as_sealed(store: Arc<dyn Store>) {
+    use strongroom_core::lease::LeaseFilter;
+    const TEXT: &str = "q\"uote \\back\\\\slash \u{1}\u{1f}\u{7f}\n\r\t \u{fc} \u{1f5dd} \u{2028} ' ; -- %s {}[] null";
+    let store = &*store;
+    let acme = create_tenant(store, "acme").await;
+    let scope = acme.scope();
+    let agent = acme.add_principal(store, "agent", Role::Agent).await;
+    let g = reveal_grant(&acme, &agent, None);
+    acme.add_grant(store, &g).await;
+    let c = credential(&scope, "dev", "llm/openai");
+    acme.store(store, &c).await.expect("create");
+    let mut opened = Vec::new();
+    let mut returned = Vec::new();
+    // Several bursts: the first after set-up may take the full path, the
+    // later ones the backend's short path where it has one.
+    for round in 0..4 {
+        let mut jobs: Vec<Boxed<'_, strongroom_core::Result<AuditEvent>>> = Vec::new();
+        for i in 0..12 {
+            if i % 2 == 0 {
+                let mut d = reveal_draft(&scope, &c, 1, &agent);
+                d.purpose = Some(format!("{TEXT} {round} {i}"));
+                d.on_behalf_of = Some(TEXT.into());
+                d.detail = marked(TEXT);
+                let mut l = lease(&acme, &c, 1, &agent, Some(g.id));
+                l.purpose = Some(TEXT.into());
+                l.on_behalf_of = Some(format!("{TEXT} {i}"));
+                opened.push(l.clone());
+                let k = check(c.id, 1, &agent, Some(g.id));
+                jobs.push(Box::pin(store.append_reveal(
+                    &scope,
+                    d,
+                    k,
+                    Some(Arc::new(l)),
+                )));
+            } else {
+                let mut d = draft(&scope, Action::Other);
+                d.outcome = Outcome::Denied;
+                d.purpose = Some(TEXT.into());
+                d.peer = Some(TEXT.into());
+                d.request_id = Some(format!("{TEXT} {round} {i}"));
+                d.trace_id = Some(TEXT.into());
+                d.detail = marked(TEXT);
+                jobs.push(Box::pin(store.append_audit(&scope, d)));
+            }
+        }
+        for r in join_all(jobs).await {
+            returned.push(r.expect("append"));
+        }
+    }
+    let log = verified_log(store, &scope).await;
+    for e in &returned {
+        assert_stored(&log, e);
+    }
+    let stored = leases_of(store, &acme, LeaseFilter::default()).await;
+    assert_eq!(stored.len(), opened.len());
+    for l in &opened {
+        assert!(stored.contains(l), "lease {} is not stored as opened", l.id);
+    }
 }
 
 /// `append_checked_events` refuses check arrays the server never sends:

@@ -119,6 +119,7 @@ conformance! {
     group_commit::leases_commit_with_their_reveals => leases_commit_with_their_reveals_postgres, leases_commit_with_their_reveals_sqlite;
     group_commit::failing_jobs_do_not_poison_their_batch => failing_jobs_do_not_poison_their_batch_postgres, failing_jobs_do_not_poison_their_batch_sqlite;
     group_commit::concurrent_rotations_keep_retention => concurrent_rotations_keep_retention_postgres, concurrent_rotations_keep_retention_sqlite;
+    group_commit::text_is_stored_as_sealed => text_is_stored_as_sealed_postgres, text_is_stored_as_sealed_sqlite;
     idempotency::idempotency_claims_complete_and_release => idempotency_claims_complete_and_release_postgres, idempotency_claims_complete_and_release_sqlite;
     idempotency::idempotency_keys_are_per_tenant_caller_and_call => idempotency_keys_are_per_tenant_caller_and_call_postgres, idempotency_keys_are_per_tenant_caller_and_call_sqlite;
     idempotency::idempotency_records_expire_and_are_purged => idempotency_records_expire_and_are_purged_postgres, idempotency_records_expire_and_are_purged_sqlite;
@@ -168,6 +169,12 @@ postgres_only! {
 #[sqlx::test(migrator = "strongroom_store::SQLITE_MIGRATOR")]
 async fn sqlite_refused_job_fails_alone(pool: SqlitePool) {
     group_commit::sqlite_refused_job_fails_alone(pool).await;
+}
+
+/// SQLite: the short path refuses what the reveal-check rule refuses.
+#[sqlx::test(migrator = "strongroom_store::SQLITE_MIGRATOR")]
+async fn sqlite_short_path_refuses_what_the_rule_refuses(pool: SqlitePool) {
+    group_commit::sqlite_short_path_refuses_what_the_rule_refuses(pool).await;
 }
 
 /// Postgres: format-1 events (as earlier versions wrote them) followed by

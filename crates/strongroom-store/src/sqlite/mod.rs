@@ -2,20 +2,23 @@
 //! up front (`BEGIN IMMEDIATE`) so concurrent writers queue on the busy
 //! timeout instead of failing a lock upgrade; WAL lets readers proceed.
 //! Having one writer at a time, it needs no row or table locks; having one
-//! server per database, it announces no changes; its statements being
-//! local calls, it has no bulk or one-round-trip paths to save round trips
-//! (the dialect's defaults).
+//! server per database, it announces no changes. Its statements are local
+//! calls, but sqlx runs each on the connection's own thread, a hand-off
+//! each way: the audit batches are made of few statements of fixed text
+//! (`events.rs`); it has no bulk path for mutations (the dialect's
+//! default).
 
 use std::path::Path;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
-use strongroom_core::audit::AuditEvent;
+use strongroom_core::audit::{AuditDraft, AuditEvent};
 use strongroom_core::ids::TenantId;
 use strongroom_core::store::Change;
 use strongroom_core::{Error, Result};
@@ -23,15 +26,15 @@ use tokio::sync::broadcast;
 
 use crate::dialect::{Dialect, NamespaceLock, insert_chunks};
 use crate::error::db;
-use crate::group_commit::Head;
-use crate::group_commit::checks::{
-    BindingState, CheckIds, CredentialState, GrantState, PrincipalState, States,
-};
+use crate::group_commit::checks::{CheckIds, States};
+use crate::group_commit::{Fast, Head, Work};
 use crate::rows::{EventRow, audit_columns};
 use crate::store::SqlStore;
 
 /// The SQLite store.
 pub type SqliteStore = SqlStore<Sqlite>;
+
+mod events;
 
 /// How often a store opened by [`SqliteStore::open`] copies its
 /// write-ahead log into the database file (a passive checkpoint: it never
@@ -88,6 +91,9 @@ impl SqlStore<Sqlite> {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A connection to a local file does not go stale: no ping (a
+            // hand-off to its thread) before each use.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|e| {
@@ -113,60 +119,15 @@ impl SqlStore<Sqlite> {
     }
 }
 
-// The reveal-check states of a batch, one statement a kind: the ids come as
-// one JSON array of hex strings (`$2`, see `hex_ids`), each looked up by
-// the table's key. sqlx runs every SQLite statement on the connection's own
-// thread, a hand-off each way, so a statement an id made a batch of reveals
-// of 25 credentials some 30 hand-offs; now it makes four at most.
-
-/// Reads the reveal-check state of tenant `$1`'s credentials among `$2`.
-const CREDENTIAL_STATES: &str = "\
-    SELECT id, status, current_version, destroyed_at, expires_at FROM credentials \
-    WHERE tenant_id = $1 AND id IN (SELECT unhex(value) FROM json_each($2))";
-
-/// Reads the reveal-check state of tenant `$1`'s principals among `$2`,
-/// with the tenant's status.
-const PRINCIPAL_STATES: &str = "\
-    SELECT p.id, p.status, p.role, t.status AS tenant_status FROM principals p \
-    JOIN tenants t ON t.id = p.tenant_id \
-    WHERE p.tenant_id = $1 AND p.id IN (SELECT unhex(value) FROM json_each($2))";
-
-/// Reads the reveal-check state of tenant `$1`'s grants among `$2`.
-const GRANT_STATES: &str = "\
-    SELECT id, expires_at FROM grants \
-    WHERE tenant_id = $1 AND id IN (SELECT unhex(value) FROM json_each($2))";
-
-/// Reads the reveal-check state of tenant `$1`'s identity bindings among
-/// `$2`.
-const BINDING_STATES: &str = "\
-    SELECT id, principal_id, disabled_reason FROM identity_bindings \
-    WHERE tenant_id = $1 AND id IN (SELECT unhex(value) FROM json_each($2))";
-
-/// `ids` as a JSON array of their 32 hex digits, for `json_each` and
-/// `unhex` (SQLite 3.41 on; the bundled one is 3.46). `unhex` gives back
-/// the 16 bytes sqlx stores a `uuid::Uuid` as, in the same order: were ids
-/// ever stored in another form, every check would miss its row and refuse
-/// the reveal (the conformance cases would fail first).
-fn hex_ids(ids: &[uuid::Uuid]) -> String {
-    let mut json = String::with_capacity(2 + ids.len() * 35);
-    json.push('[');
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            json.push(',');
-        }
-        json.push('"');
-        json.push_str(id.simple().encode_lower(&mut uuid::Uuid::encode_buffer()));
-        json.push('"');
-    }
-    json.push(']');
-    json
-}
-
 /// The chain head update after a batch's events.
 const ADVANCE_HEAD: &str = "UPDATE audit_heads SET sequence = $2, hash = $3 WHERE tenant_id = $1";
 
 impl Dialect for Sqlite {
     type State = ();
+
+    /// Batches of events only take [`events::fast`], which reads the head
+    /// under the write lock itself.
+    const FAST_EVENTS: bool = true;
 
     const SUBSTRING_POSITION: &'static str = "instr";
 
@@ -247,51 +208,25 @@ impl Dialect for Sqlite {
         store.changes.subscribe()
     }
 
-    /// One query an id: they are local calls.
+    /// Every kind in one statement list (see [`events`]).
     async fn read_states(
         tx: &mut Transaction<'static, Sqlite>,
         tenant: TenantId,
         ids: &CheckIds,
     ) -> Result<States> {
-        let tenant = tenant.as_uuid();
-        let mut states = States::default();
-        if !ids.credentials.is_empty() {
-            let rows: Vec<CredentialState> = sqlx::query_as(CREDENTIAL_STATES)
-                .bind(tenant)
-                .bind(hex_ids(&ids.credentials))
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(db("credential"))?;
-            rows.into_iter().for_each(|s| states.credential(s));
-        }
-        if !ids.principals.is_empty() {
-            let rows: Vec<PrincipalState> = sqlx::query_as(PRINCIPAL_STATES)
-                .bind(tenant)
-                .bind(hex_ids(&ids.principals))
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(db("principal"))?;
-            rows.into_iter().for_each(|s| states.principal(s));
-        }
-        if !ids.grants.is_empty() {
-            let rows: Vec<GrantState> = sqlx::query_as(GRANT_STATES)
-                .bind(tenant)
-                .bind(hex_ids(&ids.grants))
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(db("grant"))?;
-            rows.into_iter().for_each(|s| states.grant(s));
-        }
-        if !ids.bindings.is_empty() {
-            let rows: Vec<BindingState> = sqlx::query_as(BINDING_STATES)
-                .bind(tenant)
-                .bind(hex_ids(&ids.bindings))
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(db("identity binding"))?;
-            rows.into_iter().for_each(|s| states.binding(s));
-        }
-        Ok(states)
+        events::read_states(tx, tenant, ids).await
+    }
+
+    /// A batch of events only: four hand-offs (see [`events::fast`]).
+    async fn fast_events(
+        store: &SqliteStore,
+        tenant: TenantId,
+        works: &[Work],
+        drafts: Vec<AuditDraft>,
+        _head: Head,
+        _held: &mut Option<PoolConnection<Sqlite>>,
+    ) -> Result<Fast> {
+        events::fast(store, tenant, works, drafts).await
     }
 
     /// The batch's rows in a few statements of fixed shapes
@@ -431,7 +366,8 @@ async fn insert_event_rows<'a>(
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {
-    use super::{SqliteStore, hex_ids};
+    use super::SqliteStore;
+    use super::events::hex_ids;
     use std::time::{Duration, Instant};
 
     /// A store opened on a file leaves its commits' log frames to the
