@@ -99,12 +99,18 @@ fn ttl_secs(lease: &Lease) -> i64 {
     i64::try_from(lease.ttl.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Inserts `leases` (new, active) in `tx`, in statements of a few fixed
+/// Inserts `leases` (new, active, all of `tenant`) in `tx`, in statements of a few fixed
 /// shapes ([`insert_chunks`]).
 pub(crate) async fn insert_in<D: Dialect>(
     tx: &mut Transaction<'static, D>,
+    tenant: TenantId,
     leases: &[&Lease],
 ) -> Result<()> {
+    // Every lease is of the batch's tenant (SQLite has no row-level
+    // security to refuse one that is not).
+    if leases.iter().any(|l| l.tenant != tenant) {
+        return Err(Error::internal("a lease of another tenant in the batch"));
+    }
     let mut rest = leases;
     for size in insert_chunks(leases.len()) {
         let (chunk, after) = rest.split_at(size);

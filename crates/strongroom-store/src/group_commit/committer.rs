@@ -233,7 +233,7 @@ impl<D: Dialect> SqlStore<D> {
                 _ => None,
             })
             .collect();
-        leases::insert_in(&mut tx, &leases).await?;
+        leases::insert_in(&mut tx, tenant, &leases).await?;
         let mut prev = head.hash;
         let mut next = head.sequence;
         let mut events = Vec::with_capacity(drafts.len());

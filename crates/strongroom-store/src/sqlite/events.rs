@@ -16,8 +16,9 @@
 
 use std::fmt::Write as _;
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{FromRow, Row, Sqlite, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::{Connection, FromRow, Row, Sqlite, Transaction};
 use strongroom_core::audit::{AuditDraft, AuditEvent, ChainHead};
 use strongroom_core::ids::TenantId;
 use strongroom_core::time::Timestamp;
@@ -148,7 +149,12 @@ fn bind_ids<'a>(q: SqliteQuery<'a>, tenant: TenantId, ids: &CheckIds) -> SqliteQ
         .bind(hex_ids(&ids.bindings))
 }
 
-/// Commits a batch of events only (reveals, denials) in four hand-offs:
+/// Commits a batch of events only (reveals, denials) in four hand-offs, on
+/// the connection the committer keeps from one batch to the next while it
+/// has work (`held`): SQLite drops a connection's whole page cache when it
+/// begins a transaction after another connection committed, so batches
+/// on whichever connection the pool handed out read their index pages
+/// back from the file each time. The hand-offs:
 /// the write lock (`BEGIN IMMEDIATE`), the chain head and every reveal
 /// check's states read under it, the batch's leases and events sealed on
 /// that head and the head advanced in one statement list, `COMMIT`. The
@@ -161,8 +167,38 @@ pub(super) async fn fast(
     tenant: TenantId,
     works: &[Work],
     drafts: Vec<AuditDraft>,
+    held: &mut Option<PoolConnection<Sqlite>>,
 ) -> Result<Fast> {
-    let mut tx = store.begin(true).await?;
+    let conn = match held {
+        Some(c) => c,
+        None => held.insert(store.pool().acquire().await.map_err(db("transaction"))?),
+    };
+    let result = fast_on(conn, tenant, works, drafts).await;
+    if result.is_err() {
+        // Closed, not pooled: after an error SQLite may have rolled the
+        // transaction back itself, leaving sqlx's count of open
+        // transactions on the connection wrong.
+        if let Some(mut c) = held.take() {
+            c.close_on_drop();
+        }
+    } else if store.pool().num_idle() == 0 {
+        // Kept for the next batch only while the pool has others idle.
+        *held = None;
+    }
+    result
+}
+
+/// [`fast`] on `conn`.
+async fn fast_on(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    works: &[Work],
+    drafts: Vec<AuditDraft>,
+) -> Result<Fast> {
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(db("transaction"))?;
     let rows = bind_ids(sqlx::query(HEAD_AND_STATES), tenant, &CheckIds::of(works))
         .fetch_all(&mut *tx)
         .await
@@ -192,7 +228,7 @@ pub(super) async fn fast(
         })
         .collect();
     let to = i64::try_from(next).map_err(|_| Error::internal("audit sequence overflow"))?;
-    let (leases, lease_count) = lease_rows(works)?;
+    let (leases, lease_count) = lease_rows(tenant, works)?;
     let written = sqlx::query(WRITE_BATCH)
         .bind(tenant.as_uuid())
         .bind(leases)
@@ -240,13 +276,17 @@ pub(super) async fn fast(
 /// id, credential, credential name, environment, version, principal,
 /// grant, on behalf of, purpose, TTL in seconds, issued, expires, most
 /// expires; and how many.
-fn lease_rows(works: &[Work]) -> Result<(String, usize)> {
+fn lease_rows(tenant: TenantId, works: &[Work]) -> Result<(String, usize)> {
     let mut json = JsonRows::new(works.len() * 320);
     let mut count = 0;
     for w in works {
         let Work::Reveal(_, Some(l)) = w else {
             continue;
         };
+        // Stored under the batch's tenant, which every lease must be of.
+        if l.tenant != tenant {
+            return Err(Error::internal("a lease of another tenant in the batch"));
+        }
         count += 1;
         json.row()
             .hex(Some(l.id.as_uuid().as_bytes()))

@@ -46,6 +46,10 @@ mod events;
 /// durable once its log frames are synced; a checkpoint only moves them.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
+/// The page cache of each connection, in KiB as `PRAGMA cache_size`
+/// takes it (negative): 16 MiB, filled only as pages are read.
+const CACHE_KIB: &str = "-16384";
+
 /// Checkpoints `pool`'s database every [`CHECKPOINT_EVERY`] until the pool
 /// closes; a failed checkpoint is logged and the next one tries again.
 fn spawn_checkpointer(pool: SqlitePool) {
@@ -87,6 +91,11 @@ impl SqlStore<Sqlite> {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .pragma("wal_autocheckpoint", "0")
+            // Pages a connection keeps (SQLite's default is 2 MiB): the
+            // audit committer's connection holds the index pages its
+            // batches insert into (events and leases by credential and by
+            // principal, across every credential in use).
+            .pragma("cache_size", CACHE_KIB)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
@@ -224,9 +233,9 @@ impl Dialect for Sqlite {
         works: &[Work],
         drafts: Vec<AuditDraft>,
         _head: Head,
-        _held: &mut Option<PoolConnection<Sqlite>>,
+        held: &mut Option<PoolConnection<Sqlite>>,
     ) -> Result<Fast> {
-        events::fast(store, tenant, works, drafts).await
+        events::fast(store, tenant, works, drafts, held).await
     }
 
     /// The batch's rows in a few statements of fixed shapes

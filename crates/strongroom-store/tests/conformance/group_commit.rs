@@ -23,9 +23,7 @@ use strongroom_core::page::PageRequest;
 use strongroom_core::policy::{Capability, Grant, GrantSubject};
 use strongroom_core::principal::{Principal, PrincipalStatus, Role};
 use strongroom_core::scope::TenantScope;
-use strongroom_core::store::{
-    AuditStore, Change, CredentialStore, EnvironmentStore, RevealCheck, Store,
-};
+use strongroom_core::store::{AuditStore, Change, CredentialStore, RevealCheck, Store};
 use strongroom_core::tenant::{TenantSettings, TenantStatus};
 use strongroom_core::time::Timestamp;
 use strongroom_store::{PgStore, SqliteStore};
@@ -1791,7 +1789,6 @@ pub async fn pg_failed_head_lock_spoils_no_connection(admin: PgPool) {
 /// five-second limit only turns a starved call into a failure instead of a
 /// hang; it measures nothing.
 pub async fn pg_busy_committers_leave_connections_to_others(admin: PgPool) {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let tenants_store = pg_store(admin.clone()).await;
     let acme = Arc::new(create_tenant(&*tenants_store, "acme").await);
     let beta = Arc::new(create_tenant(&*tenants_store, "beta").await);
@@ -1803,7 +1800,34 @@ pub async fn pg_busy_committers_leave_connections_to_others(admin: PgPool) {
         .await
         .expect("connect as the app login role");
     let store = Arc::new(PgStore::new(pool));
+    busy_committers_leave_connections(store, acme, beta, gamma).await;
+}
 
+/// The same on SQLite, whose short path keeps its connection too.
+pub async fn sqlite_busy_committers_leave_connections_to_others(pool: sqlx::SqlitePool) {
+    let tenants_store = SqliteStore::new(pool.clone());
+    let acme = Arc::new(create_tenant(&tenants_store, "acme").await);
+    let beta = Arc::new(create_tenant(&tenants_store, "beta").await);
+    let gamma = create_tenant(&tenants_store, "gamma").await;
+    let two = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(2)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .expect("a second pool on the same database");
+    let store = Arc::new(SqliteStore::new(two));
+    busy_committers_leave_connections(store, acme, beta, gamma).await;
+}
+
+/// Two tenants (`acme`, `beta`) append without pause on `store` (two
+/// connections) while `gamma` reads and appends (see
+/// [`pg_busy_committers_leave_connections_to_others`]).
+async fn busy_committers_leave_connections(
+    store: Arc<dyn Store>,
+    acme: Arc<TestTenant>,
+    beta: Arc<TestTenant>,
+    gamma: TestTenant,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let stop = Arc::new(AtomicBool::new(false));
     let mut pumps = Vec::new();
     for tenant in [&acme, &beta] {

@@ -171,6 +171,12 @@ async fn sqlite_refused_job_fails_alone(pool: SqlitePool) {
     group_commit::sqlite_refused_job_fails_alone(pool).await;
 }
 
+/// SQLite: busy committers keep no connection the pool has no other of.
+#[sqlx::test(migrator = "strongroom_store::SQLITE_MIGRATOR")]
+async fn sqlite_busy_committers_leave_connections_to_others(pool: SqlitePool) {
+    group_commit::sqlite_busy_committers_leave_connections_to_others(pool).await;
+}
+
 /// SQLite: the short path refuses what the reveal-check rule refuses.
 #[sqlx::test(migrator = "strongroom_store::SQLITE_MIGRATOR")]
 async fn sqlite_short_path_refuses_what_the_rule_refuses(pool: SqlitePool) {
