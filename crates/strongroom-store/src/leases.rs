@@ -230,22 +230,8 @@ impl<D: Dialect> SqlStore<D> {
             .fetch_one(&mut **tx)
             .await
             .map_err(db("audit chain head"))?;
-        let head = ChainHead::try_from(head)?;
-        let mut prev = head.hash;
-        let mut next = head.sequence;
-        let events: Vec<AuditEvent> = drafts
-            .into_iter()
-            .map(|d| {
-                next += 1;
-                let e = d.seal(tenant, next, prev);
-                prev = e.hash;
-                e
-            })
-            .collect();
-        let head = Head {
-            sequence: next,
-            hash: prev,
-        };
+        let head = Head::from(ChainHead::try_from(head)?);
+        let (events, head) = head.seal(tenant, drafts);
         D::insert_events(tx, &events, head, self.origin, &[]).await?;
         Ok(events)
     }

@@ -60,6 +60,37 @@ pub struct Head {
     pub hash: [u8; 32],
 }
 
+impl Head {
+    /// Seals `drafts` in order after this head: the events, and the head
+    /// after the last of them.
+    pub(crate) fn seal(
+        self,
+        tenant: TenantId,
+        drafts: impl IntoIterator<Item = AuditDraft>,
+    ) -> (Vec<AuditEvent>, Head) {
+        let mut head = self;
+        let events = drafts
+            .into_iter()
+            .map(|d| {
+                head.sequence += 1;
+                let e = d.seal(tenant, head.sequence, head.hash);
+                head.hash = e.hash;
+                e
+            })
+            .collect();
+        (events, head)
+    }
+}
+
+impl From<strongroom_core::audit::ChainHead> for Head {
+    fn from(h: strongroom_core::audit::ChainHead) -> Self {
+        Head {
+            sequence: h.sequence,
+            hash: h.hash,
+        }
+    }
+}
+
 /// What a committer remembers between batches.
 #[derive(Debug, Default)]
 pub(crate) struct CommitterState {

@@ -227,17 +227,8 @@ pub(super) async fn fast(
     head: Head,
     held: &mut Option<PoolConnection<Postgres>>,
 ) -> Result<Fast> {
-    let mut next = head.sequence;
-    let mut prev = head.hash;
-    let events: Vec<AuditEvent> = drafts
-        .into_iter()
-        .map(|d| {
-            next += 1;
-            let e = d.seal(tenant, next, prev);
-            prev = e.hash;
-            e
-        })
-        .collect();
+    let (events, after) = head.seal(tenant, drafts);
+    let (next, prev) = (after.sequence, after.hash);
     let to = i64::try_from(next).map_err(|_| Error::internal("audit sequence overflow"))?;
     let from =
         i64::try_from(head.sequence).map_err(|_| Error::internal("audit sequence overflow"))?;

@@ -216,25 +216,16 @@ async fn fast_on(
         tx.rollback().await.map_err(db("transaction"))?;
         return Ok(Fast::Redo(drafts));
     }
-    let mut next = head.sequence;
-    let mut prev = head.hash;
-    let events: Vec<AuditEvent> = drafts
-        .into_iter()
-        .map(|d| {
-            next += 1;
-            let e = d.seal(tenant, next, prev);
-            prev = e.hash;
-            e
-        })
-        .collect();
-    let to = i64::try_from(next).map_err(|_| Error::internal("audit sequence overflow"))?;
+    let (events, after) = Head::from(head).seal(tenant, drafts);
+    let to =
+        i64::try_from(after.sequence).map_err(|_| Error::internal("audit sequence overflow"))?;
     let (leases, lease_count) = lease_rows(tenant, works)?;
     let written = sqlx::query(WRITE_BATCH)
         .bind(tenant.as_uuid())
         .bind(leases)
         .bind(event_rows(&events)?)
         .bind(to)
-        .bind(prev.as_slice())
+        .bind(after.hash.as_slice())
         .execute(&mut *tx)
         .await;
     let expected = (lease_count + events.len() + 1) as u64;
@@ -263,13 +254,7 @@ async fn fast_on(
         tracing::warn!(error = %e, "audit batch commit failed; its outcome is unknown");
         Error::Unavailable("the audit log is unavailable".into())
     })?;
-    Ok(Fast::Committed(
-        events,
-        Head {
-            sequence: next,
-            hash: prev,
-        },
-    ))
+    Ok(Fast::Committed(events, after))
 }
 
 /// The leases the batch's reveals open, as [`WRITE_BATCH`] reads them:
