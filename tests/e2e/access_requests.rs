@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use strongroom_client::Client;
 use strongroom_e2e::{
-    Backend, Options, TenantAdmin, TestServer, api_key, assert_free_of, audit_events, expect_code,
+    Backend, Options, TenantAdmin, TestServer, assert_free_of, audit_events, expect_code,
     expect_invalid, path, verified_event_count,
 };
 use strongroom_proto::v1 as pb;
@@ -39,21 +39,6 @@ async fn server(backend: Backend) -> TestServer {
         ..Options::new(backend)
     })
     .await
-}
-
-async fn create(admin: &TenantAdmin, name: &str, secret: &str) {
-    admin
-        .client
-        .credentials()
-        .create_credential(pb::CreateCredentialRequest {
-            environment: "dev".into(),
-            name: name.into(),
-            service: "svc".into(),
-            value: api_key(secret),
-            ..Default::default()
-        })
-        .await
-        .expect("create a credential");
 }
 
 async fn reveal(client: &Client, name: &str) -> Result<(), tonic::Status> {
@@ -188,7 +173,7 @@ async fn approval_releases_the_waiting_agent(backend: Backend) {
     let acme = server.tenant("acme").await;
     let (agent_id, agent) = server.principal(&acme, "agent", pb::Role::Agent).await;
     let (_, other) = server.principal(&acme, "other", pb::Role::Agent).await;
-    create(&acme, "llm/openai", SECRETS[0]).await;
+    acme.create_api_key("dev", "llm/openai", SECRETS[0]).await;
 
     // No grant: the reveal is refused (as if the credential did not exist:
     // the agent may not see it).
@@ -375,8 +360,9 @@ async fn denial_expiry_and_validation(backend: Backend) {
     let acme = server.tenant("acme").await;
     let (agent_id, agent) = server.principal(&acme, "agent", pb::Role::Agent).await;
     let (_, viewer) = server.principal(&acme, "viewer", pb::Role::Viewer).await;
-    create(&acme, "llm/openai", SECRETS[0]).await;
-    create(&acme, "payments/stripe", SECRETS[1]).await;
+    acme.create_api_key("dev", "llm/openai", SECRETS[0]).await;
+    acme.create_api_key("dev", "payments/stripe", SECRETS[1])
+        .await;
 
     // An inject request by selector, denied: no grant is left.
     let by_selector = pb::FileAccessRequestRequest {
@@ -590,7 +576,7 @@ async fn a_watch_on_one_server_sees_an_approval_on_another() {
     let primary = TestServer::start(Backend::Postgres).await;
     let acme = primary.tenant("acme").await;
     let (agent_id, _) = primary.principal(&acme, "agent", pb::Role::Agent).await;
-    create(&acme, "llm/openai", SECRETS[0]).await;
+    acme.create_api_key("dev", "llm/openai", SECRETS[0]).await;
     let replica = TestServer::start_with(primary.replica_options()).await;
     let agent = replica.client("spiffe://e2e.test/acme/agent").await;
 
@@ -725,8 +711,8 @@ async fn a_tenants_own_ttl_expires_only_its_requests(backend: Backend) {
         "each change is audited"
     );
 
-    create(&acme, "llm/openai", SECRETS[0]).await;
-    create(&globex, "llm/openai", SECRETS[1]).await;
+    acme.create_api_key("dev", "llm/openai", SECRETS[0]).await;
+    globex.create_api_key("dev", "llm/openai", SECRETS[1]).await;
     let (_, acme_agent) = server.principal(&acme, "agent", pb::Role::Agent).await;
     let (_, globex_agent) = server.principal(&globex, "agent", pb::Role::Agent).await;
     let short = file(&acme_agent, file_for("llm/openai", pb::Capability::Reveal))

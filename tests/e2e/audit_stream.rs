@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use strongroom_client::Client;
 use strongroom_e2e::{
-    Backend, Options, TenantAdmin, TestServer, api_key, assert_free_of, audit_events, expect_code,
-    grant, path,
+    Backend, Options, TenantAdmin, TestServer, assert_free_of, audit_events, expect_code, grant,
+    path,
 };
 use strongroom_proto::v1 as pb;
 use tokio_stream::StreamExt;
@@ -31,21 +31,6 @@ on_both_backends!(
 const SECRETS: [&str; 2] = ["sk-stream-alpha-6c1d", "sk-stream-prod-0e7a"];
 
 type Events = tonic::Streaming<pb::StreamEventsResponse>;
-
-async fn create(admin: &TenantAdmin, environment: &str, name: &str, secret: &str) {
-    admin
-        .client
-        .credentials()
-        .create_credential(pb::CreateCredentialRequest {
-            environment: environment.into(),
-            name: name.into(),
-            service: "svc".into(),
-            value: api_key(secret),
-            ..Default::default()
-        })
-        .await
-        .expect("create a credential");
-}
 
 async fn reveal(client: &Client, environment: &str, name: &str) {
     client
@@ -114,7 +99,7 @@ fn writer(
 /// A tenant with an agent allowed to reveal `svc/alpha` in dev.
 async fn setup(server: &TestServer) -> (TenantAdmin, Client) {
     let acme = server.tenant("acme").await;
-    create(&acme, "dev", "svc/alpha", SECRETS[0]).await;
+    acme.create_api_key("dev", "svc/alpha", SECRETS[0]).await;
     let (agent_id, agent) = server.principal(&acme, "agent", pb::Role::Agent).await;
     grant(
         &acme,
@@ -324,7 +309,8 @@ async fn timed_reveals(agent: &Client, n: usize) -> Duration {
 async fn confined_readers_and_permissions(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (acme, agent) = setup(&server).await;
-    create(&acme, "production", "svc/prod", SECRETS[1]).await;
+    acme.create_api_key("production", "svc/prod", SECRETS[1])
+        .await;
     let (prod_agent_id, prod_agent) = server
         .principal_in(&acme, "prod-agent", pb::Role::Agent, &["production"])
         .await;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use strongroom_client::Client;
 use strongroom_e2e::{
-    Backend, Options, TenantAdmin, TestServer, api_key, audit_events, expect_code, expect_invalid,
-    grant, path,
+    Backend, Options, TenantAdmin, TestServer, audit_events, expect_code, expect_invalid, grant,
+    path,
 };
 use strongroom_proto::v1 as pb;
 use tonic::Code;
@@ -31,25 +31,6 @@ async fn server(backend: Backend) -> TestServer {
         ..Options::new(backend)
     })
     .await
-}
-
-async fn create(admin: &TenantAdmin, environment: &str, name: &str, secret: &str) -> String {
-    admin
-        .client
-        .credentials()
-        .create_credential(pb::CreateCredentialRequest {
-            environment: environment.into(),
-            name: name.into(),
-            service: "svc".into(),
-            value: api_key(secret),
-            ..Default::default()
-        })
-        .await
-        .expect("create a credential")
-        .into_inner()
-        .credential
-        .expect("credential")
-        .id
 }
 
 async fn reveal(client: &Client, name: &str, ttl: Option<i64>) -> pb::Lease {
@@ -164,9 +145,10 @@ async fn summary(client: &Client, request: pb::SummaryRequest) -> pb::SummaryRes
 async fn summary_matches_events_and_lease_history(backend: Backend) {
     let server = server(backend).await;
     let acme = server.tenant("acme").await;
-    let a = create(&acme, "dev", "svc-a/key", SECRETS[0]).await;
-    let b = create(&acme, "dev", "svc-b/key", SECRETS[1]).await;
-    create(&acme, "production", "svc-p/key", "sk-summary-prod-11aa").await;
+    let a = acme.create_api_key("dev", "svc-a/key", SECRETS[0]).await.id;
+    let b = acme.create_api_key("dev", "svc-b/key", SECRETS[1]).await.id;
+    acme.create_api_key("production", "svc-p/key", "sk-summary-prod-11aa")
+        .await;
     let (agent_id, agent) = server.principal(&acme, "agent", pb::Role::Agent).await;
     grant(
         &acme,

@@ -13,21 +13,6 @@ use strongroom_proto::v1 as pb;
 
 on_both_backends!(nothing_answered_is_lost);
 
-async fn create(admin: &TenantAdmin, name: &str, secret: &str) {
-    admin
-        .client
-        .credentials()
-        .create_credential(pb::CreateCredentialRequest {
-            environment: "dev".into(),
-            name: name.into(),
-            service: "svc".into(),
-            value: api_key(secret),
-            ..Default::default()
-        })
-        .await
-        .expect("create a credential");
-}
-
 async fn rotate(admin: &TenantAdmin, name: &str, secret: &str) {
     admin
         .client
@@ -74,7 +59,8 @@ async fn nothing_answered_is_lost(backend: Backend) {
     .await;
     let n = 40;
     for i in 0..n {
-        create(&acme, &format!("svc/key-{i}"), &format!("sk-killed-{i}-a")).await;
+        acme.create_api_key("dev", &format!("svc/key-{i}"), &format!("sk-killed-{i}-a"))
+            .await;
     }
     for i in (0..n).step_by(2) {
         rotate(&acme, &format!("svc/key-{i}"), &format!("sk-killed-{i}-b")).await;

@@ -900,6 +900,32 @@ pub struct TenantAdmin {
     pub client: Client,
 }
 
+impl TenantAdmin {
+    /// Creates the API key `secret` as `environment`/`name` (service
+    /// `svc`); the credential as created.
+    pub async fn create_api_key(
+        &self,
+        environment: &str,
+        name: &str,
+        secret: &str,
+    ) -> pb::Credential {
+        self.client
+            .credentials()
+            .create_credential(pb::CreateCredentialRequest {
+                environment: environment.into(),
+                name: name.into(),
+                service: "svc".into(),
+                value: api_key(secret),
+                ..Default::default()
+            })
+            .await
+            .expect("create a credential")
+            .into_inner()
+            .credential
+            .expect("the created credential")
+    }
+}
+
 async fn drop_database(name: &str) {
     use sqlx::Connection;
     if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
