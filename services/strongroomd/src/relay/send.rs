@@ -245,9 +245,16 @@ impl RelayHandler {
             }
             Err(_) => {
                 outcome.bytes_sent = sent.load(Ordering::Relaxed);
-                let _ = tx
-                    .send(Ok(fail(&mut outcome, 504, "upstream_timeout")))
-                    .await;
+                // The body's own timeout can end the pumping an instant
+                // before this wait gives up, before the request has seen
+                // the body fail: a body that stalled is still the agent's
+                // 408, not the upstream's 504.
+                let (status, reason) = if stalled.load(Ordering::Relaxed) {
+                    (408, "body_timeout")
+                } else {
+                    (504, "upstream_timeout")
+                };
+                let _ = tx.send(Ok(fail(&mut outcome, status, reason))).await;
                 return outcome;
             }
         };
