@@ -19,6 +19,7 @@ on_both_backends!(
     callers_only_learn_of_credentials_they_may_read,
     scans_are_rate_limited_and_take_large_texts,
     a_scan_after_a_change_finds_the_new_value_in_a_large_tenant,
+    well_known_formats_are_reported_by_rule_without_their_text,
 );
 
 const MIB: usize = 1024 * 1024;
@@ -615,6 +616,136 @@ async fn a_scan_after_a_change_finds_the_new_value_in_a_large_tenant(backend: Ba
     );
     for value in &values {
         assert!(!logs.contains(value.as_str()), "a value reached the log");
+    }
+    server.stop().await;
+}
+
+/// One token of each well-known format with the detector name ScanText
+/// reports it under, assembled at run time (the repository holds no
+/// token-shaped string).
+fn well_known_tokens() -> Vec<(&'static str, String)> {
+    let alnum = "aB3dE5gH7jK9mN1pQ2rS4tU6vW8xY0zAbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+    let upper = "Q7W3E9R2T5Y8U1I4O6P0";
+    let jwt_part = |s: &str| URL_SAFE_NO_PAD.encode(s);
+    vec![
+        ("aws_access_key_id", format!("{}{}", "AKIA", &upper[..16])),
+        ("github_token", format!("{}_{}", "ghp", &alnum[..36])),
+        (
+            "stripe_key",
+            format!("{}_{}_{}", "sk", "live", &alnum[..24]),
+        ),
+        (
+            "openai_key",
+            format!("{}-{}-{}", "sk", "proj", &alnum[..60]),
+        ),
+        (
+            "anthropic_key",
+            format!("{}-{}-{}-{}", "sk", "ant", "api03", &alnum[..60]),
+        ),
+        (
+            "slack_token",
+            format!("{}-{}-{}", "xoxb", "1234567890", &alnum[..24]),
+        ),
+        ("google_api_key", format!("{}{}", "AIza", &alnum[..35])),
+        (
+            "private_key_block",
+            format!(
+                "-----{} RSA {}-----\n{alnum}\n{alnum}\n-----{} RSA {}-----",
+                "BEGIN", "PRIVATE KEY", "END", "PRIVATE KEY"
+            ),
+        ),
+        (
+            "jwt",
+            format!(
+                "{}.{}.{}",
+                jwt_part("{\"alg\":\"HS256\"}"),
+                jwt_part("{\"sub\":\"1234567890\"}"),
+                &alnum[..43]
+            ),
+        ),
+    ]
+}
+
+/// Tokens of the well-known formats, none of them stored, are each
+/// reported once through the RPC: the kind, the detector's name and the
+/// exact offsets, no credential, and never the token's text (in the
+/// response, the redacted text, the audit event or the log).
+async fn well_known_formats_are_reported_by_rule_without_their_text(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = server.tenant("acme").await;
+    create(&acme, "dev", "svc/unrelated", &secret("formats")).await;
+    let tokens = well_known_tokens();
+    let mut text = String::from("# deployment notes\n");
+    for (rule, token) in &tokens {
+        text.push_str(&format!(
+            "{rule} for the staging box: \"{token}\" (rotate monthly)\n"
+        ));
+    }
+    text.push_str("nothing else here\n");
+    let response = scan(&acme.client, &text, true).await;
+    assert_eq!(
+        response.findings.len(),
+        tokens.len(),
+        "one finding per token: {:?}",
+        response
+            .findings
+            .iter()
+            .map(|f| (&f.detector, f.start_offset))
+            .collect::<Vec<_>>()
+    );
+    for (rule, token) in &tokens {
+        let start = text.find(token.as_str()).expect("planted") as u64;
+        let found = response
+            .findings
+            .iter()
+            .find(|f| f.start_offset == start)
+            .unwrap_or_else(|| panic!("{rule} not found at {start}"));
+        assert_eq!(found.detector, *rule);
+        assert_eq!(
+            found.kind(),
+            pb::ScanFindingKind::KnownTokenFormat,
+            "{rule}"
+        );
+        assert_eq!(found.end_offset, start + token.len() as u64, "{rule}");
+        assert!(
+            found.credential_id.is_empty() && found.credential_name.is_empty(),
+            "{rule}: a format finding names no credential"
+        );
+        assert!(
+            response
+                .redacted_text
+                .contains(&format!("\"[REDACTED:{rule}]\"")),
+            "{rule} is not redacted under its name"
+        );
+    }
+    let secrets: Vec<&str> = tokens.iter().map(|(_, t)| t.as_str()).collect();
+    let mut findings_only = response.clone();
+    findings_only.redacted_text.clear();
+    assert_free_of(&findings_only, &secrets, "the findings");
+    for token in &secrets {
+        // The private key block's lines are checked one by one too.
+        for part in token.split('\n') {
+            assert!(
+                !response.redacted_text.contains(part),
+                "the redacted text keeps part of a token"
+            );
+        }
+    }
+    let events = audit_events(
+        &acme.client,
+        pb::QueryEventsRequest {
+            actions: vec![pb::AuditAction::ScanText as i32],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(events.len(), 1);
+    for e in &events {
+        assert_free_of(e, &secrets, "the scan's audit event");
+    }
+    let logs = server.logs.lines().join("\n");
+    for token in &secrets {
+        assert!(!logs.contains(token), "a token reached the log");
     }
     server.stop().await;
 }

@@ -396,6 +396,9 @@ async fn handle(
         response
     } else if let Some(code) = path.strip_prefix("/status/") {
         reply(code.parse().unwrap_or(500), Vec::new())
+    } else if let Some(n) = path.strip_prefix("/big/") {
+        // `n` bytes in one body with its length declared.
+        reply(200, vec![b'y'; n.parse().unwrap_or(0)])
     } else if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         reply(200, b"slow".to_vec())
