@@ -64,6 +64,10 @@ const MAX_INDEXED_TENANTS: usize = 256;
 /// thread's work).
 const MAX_CONCURRENT_BUILDS: usize = 2;
 
+/// The text length from which a scan looks for the well-known formats on a
+/// thread of its own, beside the search of the stored values.
+const FORMATS_BESIDE_FROM: usize = 256 * 1024;
+
 /// A tenant scanned within this long has its automaton rebuilt in the
 /// background after a change; others' are dropped until their next scan.
 const ACTIVE: Duration = Duration::from_secs(600);
@@ -442,8 +446,26 @@ impl Engine {
 
         let searched = Arc::clone(&index);
         let (text, matches, formats) = tokio::task::spawn_blocking(move || {
-            let matches = searched.known.find(text.as_bytes());
-            let formats = strongroom_scan::detect_known_formats(text.as_bytes());
+            let bytes = text.as_bytes();
+            let (matches, formats) = if bytes.len() >= FORMATS_BESIDE_FROM {
+                // The well-known formats on a thread of their own, beside
+                // the stored values' search (itself on two threads for a
+                // text this long): the call's latency is the longest of
+                // them, not their sum.
+                std::thread::scope(|s| {
+                    let formats = s.spawn(|| strongroom_scan::detect_known_formats(bytes));
+                    let matches = searched.known.find(bytes);
+                    let formats = formats
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    (matches, formats)
+                })
+            } else {
+                (
+                    searched.known.find(bytes),
+                    strongroom_scan::detect_known_formats(bytes),
+                )
+            };
             (text, matches, formats)
         })
         .await

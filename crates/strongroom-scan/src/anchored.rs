@@ -12,6 +12,7 @@
 //! the needles whose anchor's hash passes a bit filter.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use zeroize::Zeroizing;
 
@@ -32,6 +33,31 @@ const FILTER_BITS_PER_ANCHOR: usize = 32;
 /// The largest filter, in bits (8 MiB).
 const MAX_FILTER_BITS: usize = 1 << 26;
 
+/// Hashes a bucket key to itself: the keys are mixed hashes already, and
+/// the search looks one up at every position whose anchor passes the
+/// filter.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed; any other input still hashes.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+}
+
+type Buckets = HashMap<u64, (u32, u32), BuildHasherDefault<KeyHasher>>;
+
 /// The needles of a set indexed by the hash of their first `anchor` bytes
 /// (ASCII lower-cased, whatever the needle's kind).
 pub(crate) struct Anchored {
@@ -45,21 +71,28 @@ pub(crate) struct Anchored {
     /// ignoring ASCII case.
     exact: usize,
     /// For each anchor hash, the needles having it: a range of `ids`.
-    buckets: HashMap<u64, (u32, u32)>,
+    buckets: Buckets,
     ids: Vec<u32>,
     /// One bit per mixed hash (modulo the filter's size): set for every
     /// anchor's.
     filter: Vec<u64>,
     filter_mask: u64,
-    /// `BASE` to the power `anchor - 1`: what the byte leaving the window
-    /// weighs in the hash.
-    lead_weight: u64,
+    /// For each byte, what it weighs in the hash when it leaves the
+    /// window: its lower-cased value times `BASE` to the power
+    /// `anchor - 1`.
+    leaving: [u64; 256],
 }
 
-/// A byte, ASCII lower-cased.
-fn lower(b: u8) -> u8 {
-    b.to_ascii_lowercase()
-}
+/// Each byte ASCII lower-cased, as a hash term.
+const LOWER: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).to_ascii_lowercase() as u64;
+        b += 1;
+    }
+    table
+};
 
 /// Spreads a polynomial hash's entropy into its low bits (the filter's and
 /// the buckets' index).
@@ -87,23 +120,26 @@ impl Anchored {
         let mut bytes = Zeroizing::new(Vec::with_capacity(total));
         let mut ends = Vec::with_capacity(count);
         let mut keyed: Vec<(u64, u32)> = Vec::with_capacity(count);
-        for (i, needle) in exact.iter().chain(folded).enumerate() {
-            let mut h = 0u64;
-            for &b in &needle[..anchor] {
-                h = h.wrapping_mul(BASE).wrapping_add(u64::from(lower(b)));
-            }
-            bytes.extend_from_slice(needle);
-            // Fits: checked above.
-            ends.push(bytes.len() as u32);
-            keyed.push((mix(h), i as u32));
-        }
-        keyed.sort_unstable();
         let filter_bits = (count * FILTER_BITS_PER_ANCHOR)
             .next_power_of_two()
             .clamp(64, MAX_FILTER_BITS);
         let filter_mask = filter_bits as u64 - 1;
         let mut filter = vec![0u64; filter_bits / 64];
-        let mut buckets: HashMap<u64, (u32, u32)> = HashMap::with_capacity(count);
+        for (i, needle) in exact.iter().chain(folded).enumerate() {
+            let mut h = 0u64;
+            for &b in &needle[..anchor] {
+                h = h.wrapping_mul(BASE).wrapping_add(LOWER[usize::from(b)]);
+            }
+            bytes.extend_from_slice(needle);
+            // Fits: checked above.
+            ends.push(bytes.len() as u32);
+            let key = mix(h);
+            keyed.push((key, i as u32));
+            let bit = key & filter_mask;
+            filter[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+        keyed.sort_unstable();
+        let mut buckets = Buckets::with_capacity_and_hasher(count, Default::default());
         let mut ids = Vec::with_capacity(count);
         let mut i = 0;
         while i < keyed.len() {
@@ -114,10 +150,9 @@ impl Anchored {
                 i += 1;
             }
             buckets.insert(key, (from, ids.len() as u32));
-            let bit = key & filter_mask;
-            filter[(bit / 64) as usize] |= 1 << (bit % 64);
         }
         let lead_weight = (1..anchor).fold(1u64, |w, _| w.wrapping_mul(BASE));
+        let leaving = std::array::from_fn(|b| LOWER[b].wrapping_mul(lead_weight));
         Some(Anchored {
             anchor,
             bytes,
@@ -127,7 +162,7 @@ impl Anchored {
             ids,
             filter,
             filter_mask,
-            lead_weight,
+            leaving,
         })
     }
 
@@ -188,25 +223,36 @@ impl Anchored {
         }
         let mut h = 0u64;
         for &b in &hay[from..from + n] {
-            h = h.wrapping_mul(BASE).wrapping_add(u64::from(lower(b)));
+            h = h.wrapping_mul(BASE).wrapping_add(LOWER[usize::from(b)]);
         }
-        let mut at = from;
-        loop {
-            let key = mix(h);
-            let bit = key & self.filter_mask;
-            if self.filter[(bit / 64) as usize] & (1 << (bit % 64)) != 0
-                && let Some((pattern, len)) = self.longest_at(hay, at, key)
-            {
-                return Some((pattern, at, at + len));
-            }
-            if at + n >= hay.len() {
-                return None;
+        // The window at `from + i` hashes to `h`; then `leaving[i]` leaves
+        // it and `entering[i]` comes in. The last window is checked after
+        // the loop.
+        let last = hay.len() - n;
+        let leaving = &hay[from..last];
+        let entering = &hay[from + n..];
+        for (i, (&out, &into)) in leaving.iter().zip(entering).enumerate() {
+            if let Some(found) = self.check(hay, from + i, h) {
+                return Some(found);
             }
             h = h
-                .wrapping_sub(u64::from(lower(hay[at])).wrapping_mul(self.lead_weight))
+                .wrapping_sub(self.leaving[usize::from(out)])
                 .wrapping_mul(BASE)
-                .wrapping_add(u64::from(lower(hay[at + n])));
-            at += 1;
+                .wrapping_add(LOWER[usize::from(into)]);
         }
+        self.check(hay, last, h)
+    }
+
+    /// The longest needle at `at`, whose window hashes to `h`, if the
+    /// filter lets the hash through and one is there.
+    #[inline(always)]
+    fn check(&self, hay: &[u8], at: usize, h: u64) -> Option<(usize, usize, usize)> {
+        let key = mix(h);
+        let bit = key & self.filter_mask;
+        if self.filter[(bit / 64) as usize] & (1 << (bit % 64)) == 0 {
+            return None;
+        }
+        let (pattern, len) = self.longest_at(hay, at, key)?;
+        Some((pattern, at, at + len))
     }
 }

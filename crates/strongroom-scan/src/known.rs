@@ -61,7 +61,7 @@ enum Search {
     },
     /// The needles indexed by the hash of their first bytes: built in
     /// time linear in the needles, for large sets (a tenant's whole store).
-    Anchored(Anchored),
+    Anchored(Box<Anchored>),
 }
 
 /// How [`KnownValues`] searches: chosen by the number of needles, or forced
@@ -183,7 +183,7 @@ impl KnownValues {
         let search = if patterns == 0 {
             Search::Nothing
         } else if let Some(anchored) = anchored {
-            Search::Anchored(anchored)
+            Search::Anchored(Box::new(anchored))
         } else {
             let build =
                 |patterns: &[Needle], fold: bool| -> Result<Option<AhoCorasick>, ScanError> {
@@ -260,13 +260,32 @@ impl KnownValues {
     /// Also finds values broken across lines (by `\n` or `\r\n`, each
     /// optionally followed by spaces or tabs, as in wrapped base64 or PEM
     /// bodies); those matches span the line breaks.
+    ///
+    /// A text of at least `PARALLEL_FROM` (256 KiB) is searched as it is and
+    /// with its lines joined on two threads at once (the result is the
+    /// same).
     pub fn find(&self, text: &[u8]) -> Vec<Match> {
+        self.find_in(text, text.len() >= PARALLEL_FROM)
+    }
+
+    /// [`KnownValues::find`], the two searches on two threads or one after
+    /// the other.
+    pub(crate) fn find_in(&self, text: &[u8], on_two_threads: bool) -> Vec<Match> {
         let mut found = Vec::new();
-        self.find_contiguous(text, &mut found);
-        if let Some(joined) = JoinedLines::of(text) {
-            let mut split = Vec::new();
-            self.find_contiguous(&joined.bytes, &mut split);
-            found.extend(split.into_iter().filter_map(|m| joined.original_span(m)));
+        let split = if on_two_threads {
+            std::thread::scope(|s| {
+                let across = s.spawn(|| self.find_across_lines(text));
+                self.find_contiguous(text, &mut found);
+                across
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+        } else {
+            self.find_contiguous(text, &mut found);
+            self.find_across_lines(text)
+        };
+        if let Some(split) = split {
+            found.extend(split);
             found.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
             let mut kept: Vec<Match> = Vec::with_capacity(found.len());
             for m in found {
@@ -288,6 +307,21 @@ impl KnownValues {
             found = kept;
         }
         found
+    }
+
+    /// The occurrences that span a line break of `text` (found in its
+    /// lines joined, in original offsets); `None` when it has no line
+    /// break.
+    fn find_across_lines(&self, text: &[u8]) -> Option<Vec<Match>> {
+        let joined = JoinedLines::of(text)?;
+        let mut split = Vec::new();
+        self.find_contiguous(&joined.bytes, &mut split);
+        Some(
+            split
+                .into_iter()
+                .filter_map(|m| joined.original_span(m))
+                .collect(),
+        )
     }
 
     /// Occurrences in `text` as it is (no line joining).
@@ -477,6 +511,11 @@ impl Iterator for Matches<'_> {
     }
 }
 
+/// The text length from which [`KnownValues::find`] searches the text as
+/// it is and with its lines joined on two threads at once: below it, a
+/// thread's start costs more than it saves.
+const PARALLEL_FROM: usize = 256 * 1024;
+
 /// `text` with every line break (and the indentation after it) removed, and
 /// where each removal happened, to map offsets back.
 struct JoinedLines {
@@ -489,35 +528,36 @@ struct JoinedLines {
 impl JoinedLines {
     /// `None` when `text` has no line break.
     fn of(text: &[u8]) -> Option<JoinedLines> {
-        if !text.contains(&b'\n') {
-            return None;
-        }
+        memchr::memchr(b'\n', text)?;
+        // Never reallocated (the joined text is never longer): no copy of
+        // it is left behind unwiped.
         let mut bytes = Zeroizing::new(Vec::with_capacity(text.len()));
         let mut breaks = Vec::new();
         let mut removed = 0;
-        let mut i = 0;
-        while i < text.len() {
-            let eol = match text[i] {
-                b'\n' => 1,
-                b'\r' if text.get(i + 1) == Some(&b'\n') => 2,
-                _ => 0,
+        // The start of the line being copied.
+        let mut line = 0;
+        for newline in memchr::memchr_iter(b'\n', text) {
+            // Only spaces and tabs are skipped after a break: no line feed
+            // is ever passed over.
+            debug_assert!(newline >= line);
+            let eol = if newline > line && text[newline - 1] == b'\r' {
+                newline - 1
+            } else {
+                newline
             };
-            if eol == 0 {
-                bytes.push(text[i]);
-                i += 1;
-                continue;
+            bytes.extend_from_slice(&text[line..eol]);
+            let mut next = newline + 1;
+            while next < text.len() && matches!(text[next], b' ' | b'\t') {
+                next += 1;
             }
-            let mut j = i + eol;
-            while j < text.len() && matches!(text[j], b' ' | b'\t') {
-                j += 1;
-            }
-            removed += j - i;
+            removed += next - eol;
             match breaks.last_mut() {
                 Some((at, total)) if *at == bytes.len() => *total = removed,
                 _ => breaks.push((bytes.len(), removed)),
             }
-            i = j;
+            line = next;
         }
+        bytes.extend_from_slice(&text[line..]);
         Some(JoinedLines { bytes, breaks })
     }
 
@@ -565,4 +605,101 @@ pub fn redact(
     }
     out.extend_from_slice(&text[at..]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A joined text and its breaks (as [`JoinedLines`] holds them).
+    type Joined = (Vec<u8>, Vec<(usize, usize)>);
+
+    /// Line joining as first written, byte by byte: what the version
+    /// over `memchr` must equal.
+    fn joined_byte_by_byte(text: &[u8]) -> Option<Joined> {
+        if !text.contains(&b'\n') {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        let mut breaks: Vec<(usize, usize)> = Vec::new();
+        let mut removed = 0;
+        let mut i = 0;
+        while i < text.len() {
+            let eol = match text[i] {
+                b'\n' => 1,
+                b'\r' if text.get(i + 1) == Some(&b'\n') => 2,
+                _ => 0,
+            };
+            if eol == 0 {
+                bytes.push(text[i]);
+                i += 1;
+                continue;
+            }
+            let mut j = i + eol;
+            while j < text.len() && matches!(text[j], b' ' | b'\t') {
+                j += 1;
+            }
+            removed += j - i;
+            match breaks.last_mut() {
+                Some((at, total)) if *at == bytes.len() => *total = removed,
+                _ => breaks.push((bytes.len(), removed)),
+            }
+            i = j;
+        }
+        Some((bytes, breaks))
+    }
+
+    proptest! {
+        #[test]
+        fn lines_are_joined_as_byte_by_byte(
+            text in proptest::collection::vec(
+                prop::sample::select(vec![b'a', b'b', b' ', b'\t', b'\r', b'\n']),
+                0..300,
+            )
+        ) {
+            let ours = JoinedLines::of(&text).map(|j| (j.bytes.to_vec(), j.breaks));
+            prop_assert_eq!(ours, joined_byte_by_byte(&text));
+        }
+    }
+
+    /// A text over the threshold, with values whole, split across lines
+    /// (`\n` and `\r\n`, indented) and near the ends, gives the same
+    /// matches on two threads as on one, and finds every planted value.
+    #[test]
+    fn two_threads_find_what_one_finds() {
+        let values: Vec<String> = (0..50)
+            .map(|i| format!("value-{i:03}-Zq8xW2mN4kP7rT1vB5cH"))
+            .collect();
+        let known = KnownValues::new(values.iter().enumerate().map(|(i, v)| (i, v.as_bytes())), 8)
+            .expect("compiled");
+        let mut text = values[0].clone();
+        let mut planted = 1;
+        let filler = "let total = items.iter().map(|i| i.price).sum::<u64>(); // prose\n";
+        while text.len() < PARALLEL_FROM + 4096 {
+            text.push_str(filler);
+            let v = &values[planted % values.len()];
+            match planted % 3 {
+                0 => text.push_str(v),
+                1 => {
+                    let (a, b) = v.split_at(v.len() / 2);
+                    text.push_str(&format!("{a}\n    {b}"));
+                }
+                _ => {
+                    let (a, b) = v.split_at(7);
+                    text.push_str(&format!("{a}\r\n\t{b}"));
+                }
+            }
+            planted += 1;
+        }
+        text.push('\n');
+        text.push_str(&values[1]);
+        planted += 1;
+        let one = known.find_in(text.as_bytes(), false);
+        let two = known.find_in(text.as_bytes(), true);
+        assert_eq!(one, two);
+        assert_eq!(one.len(), planted);
+        assert_eq!(known.find(text.as_bytes()), one);
+    }
 }

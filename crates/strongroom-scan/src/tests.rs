@@ -560,11 +560,23 @@ mod build_experiment {
             )
             .unwrap();
             let built = t.elapsed();
-            let t = Instant::now();
+            let median = |two: bool| {
+                let mut times: Vec<_> = (0..15)
+                    .map(|_| {
+                        let t = Instant::now();
+                        std::hint::black_box(known.find_in(&text, two));
+                        t.elapsed()
+                    })
+                    .collect();
+                times.sort();
+                times[times.len() / 2]
+            };
             let found = known.find(&text);
             eprintln!(
-                "{strategy:?}: build {built:?}, find 1 MiB {:?} ({} found), {known:?} mem {}",
-                t.elapsed(),
+                "{strategy:?}: build {built:?}, find 1 MiB median of 15: {:?} on two threads, \
+                 {:?} on one ({} found), {known:?} mem {}",
+                median(true),
+                median(false),
                 found.len(),
                 known.memory_usage()
             );
