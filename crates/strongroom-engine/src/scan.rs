@@ -32,7 +32,7 @@
 //! of findings (never the text), durably before it answers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,32 @@ const MAX_CONCURRENT_BUILDS: usize = 2;
 /// The text length from which a scan looks for the well-known formats on a
 /// thread of its own, beside the search of the stored values.
 const FORMATS_BESIDE_FROM: usize = 256 * 1024;
+
+/// Scans running on threads of their own (see [`SpareThreads`]).
+static SCANS_ON_SPARE_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// A large scan's claim to run on threads of its own: at most one scan per
+/// core at a time, so concurrent scans never start more threads than the
+/// machine can run (each beyond that searches on its own thread only).
+struct SpareThreads;
+
+impl SpareThreads {
+    fn take() -> Option<SpareThreads> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        SCANS_ON_SPARE_THREADS
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < cores).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SpareThreads)
+    }
+}
+
+impl Drop for SpareThreads {
+    fn drop(&mut self) {
+        SCANS_ON_SPARE_THREADS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// A tenant scanned within this long has its automaton rebuilt in the
 /// background after a change; others' are dropped until their next scan.
@@ -447,7 +473,10 @@ impl Engine {
         let searched = Arc::clone(&index);
         let (text, matches, formats) = tokio::task::spawn_blocking(move || {
             let bytes = text.as_bytes();
-            let (matches, formats) = if bytes.len() >= FORMATS_BESIDE_FROM {
+            let spare = (bytes.len() >= FORMATS_BESIDE_FROM)
+                .then(SpareThreads::take)
+                .flatten();
+            let (matches, formats) = if spare.is_some() {
                 // The well-known formats on a thread of their own, beside
                 // the stored values' search (itself on two threads for a
                 // text this long): the call's latency is the longest of
@@ -461,11 +490,15 @@ impl Engine {
                     (matches, formats)
                 })
             } else {
+                // Small, or as many scans on threads of their own as the
+                // machine has cores already: one thread (more would only
+                // share the same cores).
                 (
-                    searched.known.find(bytes),
+                    searched.known.find_on_one_thread(bytes),
                     strongroom_scan::detect_known_formats(bytes),
                 )
             };
+            drop(spare);
             (text, matches, formats)
         })
         .await
@@ -702,5 +735,17 @@ mod tests {
             ],
         );
         assert_eq!(out, "01[REDACTED:jwt]9ab[REDACTED:stripe_key]ef");
+    }
+
+    #[test]
+    fn no_more_scans_take_threads_of_their_own_than_there_are_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let taken: Vec<SpareThreads> = std::iter::from_fn(SpareThreads::take)
+            .take(cores + 1)
+            .collect();
+        assert_eq!(taken.len(), cores);
+        assert!(SpareThreads::take().is_none());
+        drop(taken);
+        assert!(SpareThreads::take().is_some(), "released when dropped");
     }
 }

@@ -268,6 +268,12 @@ impl KnownValues {
         self.find_in(text, text.len() >= PARALLEL_FROM)
     }
 
+    /// [`KnownValues::find`] on the calling thread only, whatever the
+    /// text's length (for a caller that has no core to spare).
+    pub fn find_on_one_thread(&self, text: &[u8]) -> Vec<Match> {
+        self.find_in(text, false)
+    }
+
     /// [`KnownValues::find`], the two searches on two threads or one after
     /// the other.
     pub(crate) fn find_in(&self, text: &[u8], on_two_threads: bool) -> Vec<Match> {
