@@ -12,7 +12,7 @@
 //! the needles whose anchor's hash passes a bit filter.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, Hasher};
 
 use zeroize::Zeroizing;
 
@@ -33,30 +33,54 @@ const FILTER_BITS_PER_ANCHOR: usize = 32;
 /// The largest filter, in bits (8 MiB).
 const MAX_FILTER_BITS: usize = 1 << 26;
 
-/// Hashes a bucket key to itself: the keys are mixed hashes already, and
-/// the search looks one up at every position whose anchor passes the
-/// filter.
-#[derive(Default)]
-struct KeyHasher(u64);
+/// The buckets' hashing: a bucket key (a mixed hash already, looked up at
+/// every position whose anchor passes the filter) mixed once more with a
+/// seed drawn for each index, far cheaper than SipHash. The seed keeps a
+/// tenant's writer, who knows [`mix`], from choosing values whose keys
+/// crowd the map's slots.
+#[derive(Clone, Copy)]
+struct KeyState(u64);
+
+impl KeyState {
+    fn new() -> Self {
+        KeyState(std::collections::hash_map::RandomState::new().hash_one(0u64))
+    }
+}
+
+impl BuildHasher for KeyState {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher {
+            seed: self.0,
+            hash: 0,
+        }
+    }
+}
+
+struct KeyHasher {
+    seed: u64,
+    hash: u64,
+}
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
-        self.0
+        self.hash
     }
 
     fn write(&mut self, bytes: &[u8]) {
         // Only `u64` keys are hashed; any other input still hashes.
         for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+            self.write_u64(self.hash.rotate_left(8) ^ u64::from(b));
         }
     }
 
     fn write_u64(&mut self, key: u64) {
-        self.0 = key;
+        self.hash = mix(key ^ self.seed);
     }
 }
 
-type Buckets = HashMap<u64, (u32, u32), BuildHasherDefault<KeyHasher>>;
+type Buckets = HashMap<u64, (u32, u32), KeyState>;
 
 /// The needles of a set indexed by the hash of their first `anchor` bytes
 /// (ASCII lower-cased, whatever the needle's kind).
@@ -139,7 +163,7 @@ impl Anchored {
             filter[(bit / 64) as usize] |= 1 << (bit % 64);
         }
         keyed.sort_unstable();
-        let mut buckets = Buckets::with_capacity_and_hasher(count, Default::default());
+        let mut buckets = Buckets::with_capacity_and_hasher(count, KeyState::new());
         let mut ids = Vec::with_capacity(count);
         let mut i = 0;
         while i < keyed.len() {

@@ -260,18 +260,16 @@ impl KnownValues {
     /// Also finds values broken across lines (by `\n` or `\r\n`, each
     /// optionally followed by spaces or tabs, as in wrapped base64 or PEM
     /// bodies); those matches span the line breaks.
-    ///
-    /// A text of at least `PARALLEL_FROM` (256 KiB) is searched as it is and
-    /// with its lines joined on two threads at once (the result is the
-    /// same).
     pub fn find(&self, text: &[u8]) -> Vec<Match> {
-        self.find_in(text, text.len() >= PARALLEL_FROM)
+        self.find_in(text, false)
     }
 
-    /// [`KnownValues::find`] on the calling thread only, whatever the
-    /// text's length (for a caller that has no core to spare).
-    pub fn find_on_one_thread(&self, text: &[u8]) -> Vec<Match> {
-        self.find_in(text, false)
+    /// [`KnownValues::find`], with a text of at least `PARALLEL_FROM`
+    /// (256 KiB) searched as it is and with its lines joined on two threads
+    /// at once (the result is the same). The caller decides whether it has
+    /// a core to spare: each call starts a thread.
+    pub fn find_on_two_threads(&self, text: &[u8]) -> Vec<Match> {
+        self.find_in(text, text.len() >= PARALLEL_FROM)
     }
 
     /// [`KnownValues::find`], the two searches on two threads or one after
@@ -517,9 +515,9 @@ impl Iterator for Matches<'_> {
     }
 }
 
-/// The text length from which [`KnownValues::find`] searches the text as
-/// it is and with its lines joined on two threads at once: below it, a
-/// thread's start costs more than it saves.
+/// The text length from which [`KnownValues::find_on_two_threads`] searches
+/// the text as it is and with its lines joined on two threads at once:
+/// below it, a thread's start costs more than it saves.
 const PARALLEL_FROM: usize = 256 * 1024;
 
 /// `text` with every line break (and the indentation after it) removed, and
@@ -706,6 +704,7 @@ mod tests {
         let two = known.find_in(text.as_bytes(), true);
         assert_eq!(one, two);
         assert_eq!(one.len(), planted);
+        assert_eq!(known.find_on_two_threads(text.as_bytes()), two);
         assert_eq!(known.find(text.as_bytes()), one);
     }
 }
