@@ -90,6 +90,18 @@ async fn scan(
         .into_inner()
 }
 
+/// The tenant's `scan.text` events.
+async fn scan_events(admin: &TenantAdmin) -> Vec<pb::AuditEvent> {
+    audit_events(
+        &admin.client,
+        pb::QueryEventsRequest {
+            actions: vec![pb::AuditAction::ScanText as i32],
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 /// Percent-encoding of everything but the unreserved characters.
 fn percent_encode(value: &str) -> String {
     value
@@ -340,14 +352,7 @@ async fn every_planted_form_is_found_at_its_offsets(backend: Backend) {
     assert_free_of(&findings_only, &secrets, "scan findings");
 
     // The scan was audited with its findings count, never the text.
-    let events = audit_events(
-        &acme.client,
-        pb::QueryEventsRequest {
-            actions: vec![pb::AuditAction::ScanText as i32],
-            ..Default::default()
-        },
-    )
-    .await;
+    let events = scan_events(&acme).await;
     assert_eq!(events.len(), 1);
     assert!(
         events[0]
@@ -731,14 +736,7 @@ async fn well_known_formats_are_reported_by_rule_without_their_text(backend: Bac
             );
         }
     }
-    let events = audit_events(
-        &acme.client,
-        pb::QueryEventsRequest {
-            actions: vec![pb::AuditAction::ScanText as i32],
-            ..Default::default()
-        },
-    )
-    .await;
+    let events = scan_events(&acme).await;
     assert_eq!(events.len(), 1);
     for e in &events {
         assert_free_of(e, &secrets, "the scan's audit event");
