@@ -447,9 +447,12 @@ impl Engine {
         self: &Arc<Self>,
         caller: &Arc<Authenticated>,
         ctx: &CallContext,
-        text: String,
+        text: Zeroizing<String>,
         options: ScanOptions,
     ) -> Result<ScanReport> {
+        // `text` is wiped when dropped on every path: a refusal, a failed
+        // lookup, a panic of the search or a caller that goes away mid-call
+        // (the search's task then drops it when it ends).
         let scope = caller.tenant_scope()?;
         let text_bytes = text.len() as u64;
         if text.len() > MAX_SCAN_TEXT_BYTES {
@@ -539,7 +542,7 @@ impl Engine {
         }));
         findings.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
         let redacted = options.redact.then(|| redact(&text, &findings));
-        drop(Zeroizing::new(text.into_bytes()));
+        drop(text);
 
         let mut draft = self.draft(
             &scope,

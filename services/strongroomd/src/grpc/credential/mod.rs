@@ -629,19 +629,25 @@ impl CredentialService for CredentialHandler {
         request: Request<pb::ScanTextRequest>,
     ) -> Result<Response<pb::ScanTextResponse>, Status> {
         rpc!(request, |call, req| {
-            let environments = req
-                .environments
+            let pb::ScanTextRequest {
+                text,
+                environments,
+                redact,
+            } = req;
+            // Wiped however the call ends, a refused argument included.
+            let text = zeroize::Zeroizing::new(text);
+            let environments = environments
                 .iter()
                 .map(|e| Environment::parse(e, "environments"))
                 .collect::<Result<Vec<_>, Error>>()?;
             let options = ScanOptions {
                 environments,
-                redact: req.redact,
+                redact,
             };
             let report = self
                 .0
                 .engine
-                .scan_text(&call.caller, call.ctx(), req.text, options)
+                .scan_text(&call.caller, call.ctx(), text, options)
                 .await?;
             Ok(convert::scan_out(report))
         })
