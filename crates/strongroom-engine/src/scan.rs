@@ -541,8 +541,6 @@ impl Engine {
             end: f.end,
         }));
         findings.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
-        let redacted = options.redact.then(|| redact(&text, &findings));
-        drop(text);
 
         let mut draft = self.draft(
             &scope,
@@ -557,6 +555,10 @@ impl Engine {
             text_bytes,
         });
         self.audit(&scope, draft).await?;
+        // Redacted only once the call is sure to answer: a copy built before
+        // an audit failure would be dropped unwiped.
+        let redacted = options.redact.then(|| redact(&text, &findings));
+        drop(text);
         Ok(ScanReport { findings, redacted })
     }
 
@@ -690,8 +692,15 @@ impl Engine {
 /// `text` with each finding replaced by `[REDACTED:name]`; overlapping
 /// findings are replaced as one, named by the first.
 fn redact(text: &str, findings: &[ScanFinding]) -> String {
+    const OPEN: &[u8] = b"[REDACTED:";
     let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+    // Room for every replacement up front: a buffer that grew would leave
+    // the part copied so far in the allocation it left, unwiped.
+    let room = findings
+        .iter()
+        .map(|f| OPEN.len() + f.source.label().len() + 1)
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(bytes.len() + room);
     let mut at = 0;
     let mut i = 0;
     while i < findings.len() {
@@ -704,7 +713,7 @@ fn redact(text: &str, findings: &[ScanFinding]) -> String {
         }
         let start = first.start.max(at);
         out.extend_from_slice(&bytes[at..start]);
-        out.extend_from_slice(b"[REDACTED:");
+        out.extend_from_slice(OPEN);
         out.extend_from_slice(first.source.label().as_bytes());
         out.push(b']');
         at = end.max(at);
@@ -714,7 +723,10 @@ fn redact(text: &str, findings: &[ScanFinding]) -> String {
     // encodings and formats are ASCII); a cut character would be replaced.
     match String::from_utf8(out) {
         Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        Err(e) => {
+            let cut = Zeroizing::new(e.into_bytes());
+            String::from_utf8_lossy(&cut).into_owned()
+        }
     }
 }
 
@@ -742,6 +754,26 @@ mod tests {
             ],
         );
         assert_eq!(out, "01[REDACTED:jwt]9ab[REDACTED:stripe_key]ef");
+    }
+
+    #[test]
+    fn redaction_writes_into_one_buffer_that_never_grows() {
+        // Each one-byte finding becomes a placeholder far longer than it: a
+        // buffer sized to the text would have grown (and left copies of
+        // the text behind) many times over.
+        let text = "abcdefghijklmnopqrstuvwxyz";
+        let findings: Vec<ScanFinding> = (0..text.len())
+            .step_by(2)
+            .map(|i| finding(Rule::GithubToken, i, i + 1))
+            .collect();
+        let out = redact(text, &findings);
+        let room = findings.len() * "[REDACTED:github_token]".len();
+        assert!(out.starts_with("[REDACTED:github_token]b[REDACTED:github_token]d"));
+        assert_eq!(
+            out.capacity(),
+            text.len() + room,
+            "the buffer was reallocated"
+        );
     }
 
     #[test]
