@@ -421,10 +421,18 @@ impl<D: Dialect> ExportStore for SqlStore<D> {
         let mut tables = Vec::with_capacity(TABLES.len());
         for spec in TABLES {
             let columns: Vec<&str> = spec.columns.iter().map(|(c, _)| *c).collect();
+            // A lease is read from its row or, until something changed
+            // it, from its reveal's event (crate::leases): the export holds
+            // every lease as a row, and the import stores each as one.
+            let from = if spec.name == "leases" {
+                crate::leases::LEASES_FROM
+            } else {
+                spec.name
+            };
             let sql = format!(
                 "SELECT {} FROM {} WHERE {} = $1 ORDER BY {}",
                 columns.join(", "),
-                spec.name,
+                from,
                 spec.tenant_column,
                 spec.order
             );

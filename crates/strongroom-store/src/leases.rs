@@ -21,19 +21,115 @@ use crate::group_commit::Head;
 use crate::rows::{HeadRow, LeaseRow, lease_columns, version_i32};
 use crate::store::SqlStore;
 
+/// A lease's columns as its reveal's event holds them (`e`), in the order
+/// of [`lease_columns`], without the state and end.
+macro_rules! event_lease_columns {
+    () => {
+        "e.tenant_id, e.lease_id, e.credential_id, e.credential_name, e.environment, e.version, \
+         e.principal_id, e.lease_grant, e.on_behalf_of, e.purpose, e.lease_ttl_secs, \
+         e.lease_issued_at, e.lease_expires_at, e.lease_max_expires_at"
+    };
+}
+
+/// The reveal events (`e`, with their tenant's head `h`) whose lease has
+/// no row yet: active leases nothing has changed since the reveal. The
+/// events before the sweeper's mark all have theirs (migration
+/// 20261211010001), which bounds the search by the expiry index.
+macro_rules! unstored_leases {
+    () => {
+        " FROM audit_events e, audit_heads h \
+         WHERE h.tenant_id = e.tenant_id AND e.lease_id IS NOT NULL \
+         AND e.lease_expires_at > h.leases_swept_through \
+         AND NOT EXISTS (SELECT 1 FROM leases m WHERE m.tenant_id = e.tenant_id AND m.id = e.lease_id)"
+    };
+}
+
+/// Every lease, as rows of [`lease_columns`] named `l`: its row in
+/// `leases` if it has one, else its reveal's event (a reveal records its
+/// lease in its event; the lease gets a row when something first changes
+/// it, see [`STORE_BY_ID`]).
+macro_rules! leases_from {
+    () => {
+        concat!(
+            "(SELECT ",
+            lease_columns!(),
+            " FROM leases UNION ALL SELECT ",
+            event_lease_columns!(),
+            ", 'active', NULL, NULL",
+            unstored_leases!(),
+            ") AS l"
+        )
+    };
+}
+
+/// [`leases_from`], for the export.
+pub(crate) const LEASES_FROM: &str = leases_from!();
+
 /// Reads tenant `$1`'s lease `$2`.
 const BY_ID: &str = concat!(
     "SELECT ",
     lease_columns!(),
-    " FROM leases WHERE tenant_id = $1 AND id = $2"
+    " FROM ",
+    leases_from!(),
+    " WHERE tenant_id = $1 AND id = $2"
 );
 
 /// Tenant `$1`'s leases (the filters follow).
 const LEASES: &str = concat!(
     "SELECT ",
     lease_columns!(),
-    " FROM leases WHERE tenant_id = "
+    " FROM ",
+    leases_from!(),
+    " WHERE tenant_id = "
 );
+
+/// Gives tenant `$1`'s leases that have none a row, copied from their
+/// event, as active; the condition on `e` naming which (`$2`) follows.
+/// Runs under the tenant's chain-head lock, as every lease writer.
+macro_rules! store_leases {
+    ($which:literal) => {
+        concat!(
+            "INSERT INTO leases (tenant_id, id, credential_id, credential_name, environment, \
+             version, principal_id, grant_id, on_behalf_of, purpose, ttl_secs, issued_at, \
+             expires_at, max_expires_at, state) SELECT ",
+            event_lease_columns!(),
+            ", 'active'",
+            unstored_leases!(),
+            " AND e.tenant_id = $1 AND ",
+            $which
+        )
+    };
+}
+
+/// Gives tenant `$1`'s lease `$2` its row, if it has none.
+const STORE_BY_ID: &str = store_leases!("e.lease_id = $2");
+/// As [`STORE_BY_ID`], the leases on credential `$2`.
+const STORE_BY_CREDENTIAL: &str = store_leases!("e.credential_id = $2");
+/// As [`STORE_BY_ID`], the leases grant `$2` allowed.
+const STORE_BY_GRANT: &str = store_leases!("e.lease_grant = $2");
+/// As [`STORE_BY_ID`], the leases principal `$2` holds.
+const STORE_BY_PRINCIPAL: &str = store_leases!("e.principal_id = $2");
+
+/// Stores up to `$3` of tenant `$1`'s leases without a row that ran out by
+/// `$2`, as expired when they ran out, the earliest first.
+const EXPIRE_UNSTORED: &str = concat!(
+    "INSERT INTO leases (tenant_id, id, credential_id, credential_name, environment, \
+     version, principal_id, grant_id, on_behalf_of, purpose, ttl_secs, issued_at, \
+     expires_at, max_expires_at, state, ended_at, end_reason) SELECT ",
+    event_lease_columns!(),
+    ", 'expired', e.lease_expires_at, 'expired'",
+    unstored_leases!(),
+    " AND e.tenant_id = $1 AND e.lease_expires_at <= $2 \
+     ORDER BY e.lease_expires_at LIMIT $3 RETURNING ",
+    lease_columns!()
+);
+
+/// Moves tenant `$1`'s sweeper mark to `$2` (every lease that ran out by
+/// then has its row) and its next due time to the first expiry after it.
+const MARK_SWEPT: &str = "UPDATE audit_heads SET leases_swept_through = $2, \
+     leases_due_at = (SELECT min(e.lease_expires_at) FROM audit_events e \
+     WHERE e.tenant_id = $1 AND e.lease_id IS NOT NULL AND e.lease_expires_at > $2) \
+     WHERE tenant_id = $1";
 
 /// Moves tenant `$1`'s active lease `$2` of principal `$3` to expire at
 /// `$4`.
@@ -85,9 +181,11 @@ const EXPIRE: &str = concat!(
     lease_columns!()
 );
 
-/// Up to `$2` tenants with active leases that ran out by `$1`.
-const DUE_TENANTS: &str = "SELECT DISTINCT tenant_id FROM leases \
-     WHERE state = 'active' AND expires_at <= $1 LIMIT $2";
+/// Up to `$2` tenants with active leases that ran out by `$1`: stored
+/// ones, or (the head's due time) ones their events record.
+const DUE_TENANTS: &str = "SELECT tenant_id FROM leases \
+     WHERE state = 'active' AND expires_at <= $1 \
+     UNION SELECT tenant_id FROM audit_heads WHERE leases_due_at <= $1 LIMIT $2";
 
 /// The insert of a batch's leases, before its rows.
 const INSERT: &str = "INSERT INTO leases (tenant_id, id, credential_id, credential_name, \
@@ -178,11 +276,19 @@ impl<D: Dialect> SqlStore<D> {
         end: LeaseEnd,
         by: &AuditDraft,
     ) -> Result<Vec<Lease>> {
-        let (sql, id) = match holder {
-            LeaseHolder::Credential(c) => (REVOKE_BY_CREDENTIAL, c.as_uuid()),
-            LeaseHolder::Grant(g) => (REVOKE_BY_GRANT, g.as_uuid()),
-            LeaseHolder::Principal(p) => (REVOKE_BY_PRINCIPAL, p.as_uuid()),
+        let (store, sql, id) = match holder {
+            LeaseHolder::Credential(c) => (STORE_BY_CREDENTIAL, REVOKE_BY_CREDENTIAL, c.as_uuid()),
+            LeaseHolder::Grant(g) => (STORE_BY_GRANT, REVOKE_BY_GRANT, g.as_uuid()),
+            LeaseHolder::Principal(p) => (STORE_BY_PRINCIPAL, REVOKE_BY_PRINCIPAL, p.as_uuid()),
         };
+        // The leases only their events record get their rows first, so
+        // that one update ends every active lease.
+        D::query(store)
+            .bind(tenant.as_uuid())
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db("lease"))?;
         let rows: Vec<LeaseRow> = D::query(sql)
             .bind(tenant.as_uuid())
             .bind(id)
@@ -255,6 +361,12 @@ impl<D: Dialect> SqlStore<D> {
         // order every lease writer takes); nothing commits unless the
         // lease was still active.
         self.append_in(&mut tx, tenant, audit).await?;
+        D::query(STORE_BY_ID)
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("lease"))?;
         let row: Option<LeaseRow> = D::query(sql)
             .bind(tenant.as_uuid())
             .bind(id.as_uuid())
@@ -300,13 +412,40 @@ impl<D: Dialect> SqlStore<D> {
             .fetch_one::<HeadRow>(&mut *tx)
             .await
             .map_err(db("audit chain head"))?;
-        let rows: Vec<LeaseRow> = D::query(EXPIRE)
+        // First the leases only their events record, the earliest first;
+        // then the sweeper's mark moves past them: to `now` if that was all
+        // of them, else to just before the last one's expiry (others may
+        // run out at the same time).
+        let mut rows: Vec<LeaseRow> = D::query(EXPIRE_UNSTORED)
             .bind(tenant.as_uuid())
             .bind(now.as_micros())
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await
             .map_err(db("lease"))?;
+        let all = rows.len() < limit as usize;
+        let mark = match rows.iter().map(|r| r.expires_at).max() {
+            Some(last) if !all => last - 1,
+            _ => now.as_micros(),
+        };
+        D::query(MARK_SWEPT)
+            .bind(tenant.as_uuid())
+            .bind(mark)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("lease"))?;
+        let left = limit.saturating_sub(u32::try_from(rows.len()).unwrap_or(limit));
+        if left > 0 {
+            rows.extend(
+                D::query(EXPIRE)
+                    .bind(tenant.as_uuid())
+                    .bind(now.as_micros())
+                    .bind(i64::from(left))
+                    .fetch_all::<LeaseRow>(&mut *tx)
+                    .await
+                    .map_err(db("lease"))?,
+            );
+        }
         let mut expired = rows
             .into_iter()
             .map(Lease::try_from)

@@ -8,6 +8,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Transaction};
 use strongroom_core::audit::{AuditDraft, AuditEvent};
 use strongroom_core::ids::TenantId;
+use strongroom_core::lease::Lease;
 use strongroom_core::store::Change;
 use strongroom_core::{Error, Result};
 
@@ -60,12 +61,14 @@ const INSERT_EVENTS: &str = concat!(
 );
 
 /// Commits a batch of events on the head `$22`..`$25` names, checking the
-/// reveals `$27`..`$32` at `$26` and storing the leases `$34`..`$46` they
-/// open; the events' formats are `$33` (see [`fast`]).
+/// reveals `$27`..`$32` at `$26` and storing the leases they open (as
+/// rows `$34`..`$46`, or in their events, `$47`..`$52`); the events'
+/// formats are `$33` (see [`fast`]).
 const APPEND_CHECKED_EVENTS: &str = "\
     SELECT append_checked_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
     $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, \
-    $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44, $45, $46)";
+    $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, \
+    $51, $52)";
 
 type PgQuery<'a> = sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments>;
 
@@ -233,7 +236,7 @@ pub(super) async fn fast(
     let from =
         i64::try_from(head.sequence).map_err(|_| Error::internal("audit sequence overflow"))?;
     let checks = Checks::new(works);
-    let leases = Leases::new(works)?;
+    let leases = Leases::new(works, &events)?;
     let now = strongroom_core::time::Timestamp::now().as_micros();
     // A connection the server closed meanwhile (a restart, an idle
     // timeout, a terminated backend) fails the call: the batch is sent
@@ -264,19 +267,25 @@ pub(super) async fn fast(
             .bind(checks.grant.as_slice())
             .bind(checks.binding.as_slice())
             .bind(formats)
-            .bind(leases.id.as_slice())
-            .bind(leases.credential.as_slice())
-            .bind(leases.credential_name.as_slice())
-            .bind(leases.environment.as_slice())
-            .bind(leases.version.as_slice())
-            .bind(leases.principal.as_slice())
-            .bind(leases.grant.as_slice())
-            .bind(leases.on_behalf_of.as_slice())
-            .bind(leases.purpose.as_slice())
-            .bind(leases.ttl_secs.as_slice())
-            .bind(leases.issued_at.as_slice())
-            .bind(leases.expires_at.as_slice())
-            .bind(leases.max_expires_at.as_slice())
+            .bind(leases.rows.id.as_slice())
+            .bind(leases.rows.credential.as_slice())
+            .bind(leases.rows.credential_name.as_slice())
+            .bind(leases.rows.environment.as_slice())
+            .bind(leases.rows.version.as_slice())
+            .bind(leases.rows.principal.as_slice())
+            .bind(leases.rows.grant.as_slice())
+            .bind(leases.rows.on_behalf_of.as_slice())
+            .bind(leases.rows.purpose.as_slice())
+            .bind(leases.rows.ttl_secs.as_slice())
+            .bind(leases.rows.issued_at.as_slice())
+            .bind(leases.rows.expires_at.as_slice())
+            .bind(leases.rows.max_expires_at.as_slice())
+            .bind(leases.in_event.id.as_slice())
+            .bind(leases.in_event.grant.as_slice())
+            .bind(leases.in_event.ttl_secs.as_slice())
+            .bind(leases.in_event.issued_at.as_slice())
+            .bind(leases.in_event.expires_at.as_slice())
+            .bind(leases.in_event.max_expires_at.as_slice())
             .fetch_one(&mut **conn)
             .await;
         match result {
@@ -396,9 +405,31 @@ impl Checks {
     }
 }
 
-/// The leases a batch's reveals open, as column arrays, for
-/// `append_checked_events` (inserted only if every check holds).
+/// The leases a batch's reveals open, for `append_checked_events`
+/// (stored only if every check holds). A lease is recorded by its reveal's
+/// event (migration 20261211010001): the `in_event` columns are aligned
+/// with the batch's events, empty for an event that opens none. A lease
+/// whose event does not hold its other columns (credential, name,
+/// environment, version, principal, purpose, on-behalf-of) gets a row of
+/// its own instead, from the `rows` columns; no reveal of this server
+/// makes one, but no lease depends on that.
 struct Leases<'a> {
+    in_event: InEvent,
+    rows: LeaseRows<'a>,
+}
+
+/// The lease columns of a batch's events.
+struct InEvent {
+    id: Vec<Option<uuid::Uuid>>,
+    grant: Vec<Option<uuid::Uuid>>,
+    ttl_secs: Vec<Option<i64>>,
+    issued_at: Vec<Option<i64>>,
+    expires_at: Vec<Option<i64>>,
+    max_expires_at: Vec<Option<i64>>,
+}
+
+/// Leases stored as rows, as column arrays.
+struct LeaseRows<'a> {
     id: Vec<uuid::Uuid>,
     credential: Vec<uuid::Uuid>,
     credential_name: Vec<&'a str>,
@@ -414,45 +445,99 @@ struct Leases<'a> {
     max_expires_at: Vec<i64>,
 }
 
+/// Whether `event` holds every column of `lease` that a lease event does
+/// not add (migration 20261211010001).
+fn event_records(event: &AuditEvent, lease: &Lease) -> bool {
+    let d = &event.draft;
+    event.tenant == lease.tenant
+        && d.credential == Some(lease.credential)
+        && d.credential_name.as_deref() == Some(lease.credential_name.as_str())
+        && d.environment.as_deref() == Some(lease.environment.as_str())
+        && d.version == Some(lease.version)
+        && d.principal == Some(lease.principal)
+        && d.on_behalf_of == lease.on_behalf_of
+        && d.purpose == lease.purpose
+}
+
+/// A lease's TTL in whole seconds, as stored.
+fn ttl_secs(lease: &Lease) -> i64 {
+    i64::try_from(lease.ttl.as_secs()).unwrap_or(i64::MAX)
+}
+
 impl<'a> Leases<'a> {
-    fn new(works: &'a [Work]) -> Result<Self> {
-        let n = works
-            .iter()
-            .filter(|w| matches!(w, Work::Reveal(_, Some(_))))
-            .count();
-        let mut c = Leases {
+    /// The leases of `works`, whose events are `events` (one each, in
+    /// order).
+    fn new(works: &'a [Work], events: &[AuditEvent]) -> Result<Self> {
+        if works.len() != events.len() {
+            return Err(Error::internal(
+                "a batch's jobs and events differ in number",
+            ));
+        }
+        let n = works.len();
+        let mut in_event = InEvent {
             id: Vec::with_capacity(n),
-            credential: Vec::with_capacity(n),
-            credential_name: Vec::with_capacity(n),
-            environment: Vec::with_capacity(n),
-            version: Vec::with_capacity(n),
-            principal: Vec::with_capacity(n),
             grant: Vec::with_capacity(n),
-            on_behalf_of: Vec::with_capacity(n),
-            purpose: Vec::with_capacity(n),
             ttl_secs: Vec::with_capacity(n),
             issued_at: Vec::with_capacity(n),
             expires_at: Vec::with_capacity(n),
             max_expires_at: Vec::with_capacity(n),
         };
-        for w in works {
-            if let Work::Reveal(_, Some(l)) = w {
-                c.id.push(l.id.as_uuid());
-                c.credential.push(l.credential.as_uuid());
-                c.credential_name.push(l.credential_name.as_str());
-                c.environment.push(l.environment.as_str());
-                c.version.push(crate::rows::version_i32(l.version)?);
-                c.principal.push(l.principal.as_uuid());
-                c.grant.push(l.grant.map(|g| g.as_uuid()));
-                c.on_behalf_of.push(l.on_behalf_of.as_deref());
-                c.purpose.push(l.purpose.as_deref());
-                c.ttl_secs
-                    .push(i64::try_from(l.ttl.as_secs()).unwrap_or(i64::MAX));
-                c.issued_at.push(l.issued_at.as_micros());
-                c.expires_at.push(l.expires_at.as_micros());
-                c.max_expires_at.push(l.max_expires_at.as_micros());
+        let mut rows = LeaseRows {
+            id: Vec::new(),
+            credential: Vec::new(),
+            credential_name: Vec::new(),
+            environment: Vec::new(),
+            version: Vec::new(),
+            principal: Vec::new(),
+            grant: Vec::new(),
+            on_behalf_of: Vec::new(),
+            purpose: Vec::new(),
+            ttl_secs: Vec::new(),
+            issued_at: Vec::new(),
+            expires_at: Vec::new(),
+            max_expires_at: Vec::new(),
+        };
+        for (w, e) in works.iter().zip(events) {
+            let lease = match w {
+                Work::Reveal(_, Some(l)) => Some(&**l),
+                _ => None,
+            };
+            match lease {
+                Some(l) if event_records(e, l) => {
+                    in_event.id.push(Some(l.id.as_uuid()));
+                    in_event.grant.push(l.grant.map(|g| g.as_uuid()));
+                    in_event.ttl_secs.push(Some(ttl_secs(l)));
+                    in_event.issued_at.push(Some(l.issued_at.as_micros()));
+                    in_event.expires_at.push(Some(l.expires_at.as_micros()));
+                    in_event
+                        .max_expires_at
+                        .push(Some(l.max_expires_at.as_micros()));
+                    continue;
+                }
+                Some(l) => {
+                    rows.id.push(l.id.as_uuid());
+                    rows.credential.push(l.credential.as_uuid());
+                    rows.credential_name.push(l.credential_name.as_str());
+                    rows.environment.push(l.environment.as_str());
+                    rows.version.push(crate::rows::version_i32(l.version)?);
+                    rows.principal.push(l.principal.as_uuid());
+                    rows.grant.push(l.grant.map(|g| g.as_uuid()));
+                    rows.on_behalf_of.push(l.on_behalf_of.as_deref());
+                    rows.purpose.push(l.purpose.as_deref());
+                    rows.ttl_secs.push(ttl_secs(l));
+                    rows.issued_at.push(l.issued_at.as_micros());
+                    rows.expires_at.push(l.expires_at.as_micros());
+                    rows.max_expires_at.push(l.max_expires_at.as_micros());
+                }
+                None => {}
             }
+            in_event.id.push(None);
+            in_event.grant.push(None);
+            in_event.ttl_secs.push(None);
+            in_event.issued_at.push(None);
+            in_event.expires_at.push(None);
+            in_event.max_expires_at.push(None);
         }
-        Ok(c)
+        Ok(Leases { in_event, rows })
     }
 }

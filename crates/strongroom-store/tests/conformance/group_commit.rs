@@ -69,7 +69,7 @@ async fn join_all<'a, T>(futures: Vec<Pin<Box<dyn Future<Output = T> + Send + 'a
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The draft of a reveal of `version` of `credential` by `principal`.
-fn reveal_draft(
+pub(crate) fn reveal_draft(
     scope: &TenantScope<'_>,
     credential: &Credential,
     version: u32,
@@ -79,10 +79,12 @@ fn reveal_draft(
     d.version = Some(version);
     d.principal = Some(principal.id);
     d.actor = principal.name.to_string();
+    // As the engine's reveal: the event states the purpose its lease keeps.
+    d.purpose = Some("conformance".into());
     d
 }
 
-fn check(
+pub(crate) fn check(
     credential: CredentialId,
     version: u32,
     principal: &Principal,
@@ -121,7 +123,7 @@ pub(crate) async fn reveal(
 }
 
 /// The lease a reveal of `version` of `credential` by `principal` opens.
-fn lease(
+pub(crate) fn lease(
     t: &TestTenant,
     credential: &Credential,
     version: u32,
@@ -2500,7 +2502,8 @@ pub async fn pg_malformed_reveal_checks_are_refused(admin: PgPool) {
                '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', \
                '{}', '{}', '{}', '{}', '{}', '{}', '{}', \
                $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, '{}', \
-               '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}')",
+               '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', \
+               '{}', '{}', '{}', '{}', '{}', '{}')",
         )
         .bind(t.id().as_uuid())
         .bind(sequence + 1)

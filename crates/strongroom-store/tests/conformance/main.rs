@@ -34,6 +34,7 @@ mod idempotency;
 mod isolation_level;
 mod isolation_model;
 mod keys;
+mod leases;
 mod notifications;
 mod rls;
 mod rotation;
@@ -163,6 +164,8 @@ postgres_only! {
     group_commit::pg_refused_job_fails_alone,
     group_commit::pg_short_path_refuses_what_the_rule_refuses,
     group_commit::pg_malformed_reveal_checks_are_refused,
+    leases::pg_reveal_leases_live_in_their_events,
+    leases::pg_sweeper_finds_recorded_leases_of_every_tenant,
 }
 
 /// SQLite: a job the database refuses fails alone in its batch.

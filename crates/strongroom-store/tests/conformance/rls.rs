@@ -528,9 +528,10 @@ pub async fn rls_platform_mode_reads_only_the_registry(admin: PgPool) {
 }
 
 /// The lease sweeper's mode (`strongroom.lease_sweep`) opens every
-/// tenant's leases and access requests (the sweeper expires both) and
-/// notifier deliveries (the sender finds the tenants with some due) to
-/// reading and nothing else, and writes nothing.
+/// tenant's leases and access requests (the sweeper expires both), chain
+/// heads (their lease due times name the tenants with leases their events
+/// record running out) and notifier deliveries (the sender finds the
+/// tenants with some due) to reading and nothing else, and writes nothing.
 pub async fn rls_lease_sweep_reads_only_leases(admin: PgPool) {
     let world = Populated::new(admin).await;
     let mut tx = world.app().begin().await.expect("begin");
@@ -549,7 +550,7 @@ pub async fn rls_lease_sweep_reads_only_leases(admin: PgPool) {
             .expect("count as superuser");
         let expected = if matches!(
             table,
-            "leases" | "access_requests" | "notification_deliveries"
+            "leases" | "access_requests" | "notification_deliveries" | "audit_heads"
         ) {
             total
         } else {
@@ -563,6 +564,11 @@ pub async fn rls_lease_sweep_reads_only_leases(admin: PgPool) {
         .await
         .expect("update");
     assert_eq!(done.rows_affected(), 0, "the sweep mode writes no lease");
+    let done = sqlx::query("UPDATE audit_heads SET leases_swept_through = 1")
+        .execute(&mut *tx)
+        .await
+        .expect("update");
+    assert_eq!(done.rows_affected(), 0, "the sweep mode writes no head");
     let done = sqlx::query("UPDATE access_requests SET status = 'expired'")
         .execute(&mut *tx)
         .await
