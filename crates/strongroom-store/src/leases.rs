@@ -89,11 +89,11 @@ const LEASES: &str = concat!(
 macro_rules! store_leases {
     ($which:literal) => {
         concat!(
-            "INSERT INTO leases (tenant_id, id, credential_id, credential_name, environment, \
-             version, principal_id, grant_id, on_behalf_of, purpose, ttl_secs, issued_at, \
-             expires_at, max_expires_at, state) SELECT ",
+            "INSERT INTO leases (",
+            lease_columns!(),
+            ") SELECT ",
             event_lease_columns!(),
-            ", 'active'",
+            ", 'active', NULL, NULL",
             unstored_leases!(),
             " AND e.tenant_id = $1 AND ",
             $which
@@ -113,9 +113,9 @@ const STORE_BY_PRINCIPAL: &str = store_leases!("e.principal_id = $2");
 /// Stores up to `$3` of tenant `$1`'s leases without a row that ran out by
 /// `$2`, as expired when they ran out, the earliest first.
 const EXPIRE_UNSTORED: &str = concat!(
-    "INSERT INTO leases (tenant_id, id, credential_id, credential_name, environment, \
-     version, principal_id, grant_id, on_behalf_of, purpose, ttl_secs, issued_at, \
-     expires_at, max_expires_at, state, ended_at, end_reason) SELECT ",
+    "INSERT INTO leases (",
+    lease_columns!(),
+    ") SELECT ",
     event_lease_columns!(),
     ", 'expired', e.lease_expires_at, 'expired'",
     unstored_leases!(),
@@ -188,9 +188,7 @@ const DUE_TENANTS: &str = "SELECT tenant_id FROM leases \
      UNION SELECT tenant_id FROM audit_heads WHERE leases_due_at <= $1 LIMIT $2";
 
 /// The insert of a batch's leases, before its rows.
-const INSERT: &str = "INSERT INTO leases (tenant_id, id, credential_id, credential_name, \
-     environment, version, principal_id, grant_id, on_behalf_of, purpose, ttl_secs, issued_at, \
-     expires_at, max_expires_at, state) VALUES ";
+const INSERT: &str = concat!("INSERT INTO leases (", lease_columns!(), ") VALUES ");
 
 /// Leases' TTL in whole seconds, as stored.
 fn ttl_secs(lease: &Lease) -> i64 {
@@ -253,7 +251,7 @@ async fn insert_rows<D: Dialect>(
             .push_bind(l.expires_at.as_micros())
             .push(", ")
             .push_bind(l.max_expires_at.as_micros())
-            .push(", 'active')");
+            .push(", 'active', NULL, NULL)");
     }
     q.fetch_all::<(i32,)>(&mut **tx)
         .await
