@@ -191,7 +191,7 @@ const DUE_TENANTS: &str = "SELECT tenant_id FROM leases \
 const INSERT: &str = concat!("INSERT INTO leases (", lease_columns!(), ") VALUES ");
 
 /// Leases' TTL in whole seconds, as stored.
-fn ttl_secs(lease: &Lease) -> i64 {
+pub(crate) fn ttl_secs(lease: &Lease) -> i64 {
     i64::try_from(lease.ttl.as_secs()).unwrap_or(i64::MAX)
 }
 

@@ -16,6 +16,7 @@ use super::PgStore;
 use super::changes::{CHANGES_CHANNEL, notice_texts};
 use crate::error::db;
 use crate::group_commit::{Fast, Head, Work};
+use crate::leases::ttl_secs;
 use crate::rows::{EventRow, audit_columns};
 
 /// A batch's sealed audit events as column arrays, for the fixed-text
@@ -457,11 +458,6 @@ fn event_records(event: &AuditEvent, lease: &Lease) -> bool {
         && d.principal == Some(lease.principal)
         && d.on_behalf_of == lease.on_behalf_of
         && d.purpose == lease.purpose
-}
-
-/// A lease's TTL in whole seconds, as stored.
-fn ttl_secs(lease: &Lease) -> i64 {
-    i64::try_from(lease.ttl.as_secs()).unwrap_or(i64::MAX)
 }
 
 impl<'a> Leases<'a> {
